@@ -1,0 +1,164 @@
+"""Errors: stable codes at the wire, exceptions in the client.
+
+Every error reply carries one ``ErrorCode`` and a human message. The client
+turns it into the matching ``RaftlogError`` subclass, so callers can write
+``except NotLeaderError`` or inspect ``err.code``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    NOT_LEADER = "NOT_LEADER"  # carries the leader's id and address when known
+    TIMEOUT = "TIMEOUT"  # outcome unknown: the request may or may not have taken effect
+    UNKNOWN_TOPIC = "UNKNOWN_TOPIC"
+    UNKNOWN_PARTITION = "UNKNOWN_PARTITION"
+    TOPIC_EXISTS = "TOPIC_EXISTS"
+    RECORD_TOO_LARGE = "RECORD_TOO_LARGE"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    OUT_OF_RANGE = "OUT_OF_RANGE"  # carries start_offset / end_offset
+    THROTTLED = "THROTTLED"  # carries retry_after_ms; nothing was appended
+    UNAUTHORIZED = "UNAUTHORIZED"
+    DUPLICATE_SEQUENCE = "DUPLICATE_SEQUENCE"
+    OUT_OF_ORDER_SEQUENCE = "OUT_OF_ORDER_SEQUENCE"
+    CORRUPT_BATCH = "CORRUPT_BATCH"  # CRC mismatch
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
+    NOT_AVAILABLE = "NOT_AVAILABLE"  # no quorum / shutting down; retry elsewhere
+    CLUSTER_MISMATCH = "CLUSTER_MISMATCH"
+    INTERNAL = "INTERNAL"
+
+
+# Codes after which the request certainly had no effect and may be retried freely.
+RETRIABLE_NO_EFFECT = frozenset(
+    {ErrorCode.NOT_LEADER, ErrorCode.THROTTLED, ErrorCode.NOT_AVAILABLE}
+)
+
+
+class RaftlogError(Exception):
+    """Base of every error the client raises. ``code`` is the wire code."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str = "", **details: object) -> None:
+        super().__init__(message or self.code.value)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.code.value}: {self.message}" if self.message else self.code.value
+
+
+class NotLeaderError(RaftlogError):
+    code = ErrorCode.NOT_LEADER
+
+    @property
+    def leader_address(self) -> str | None:
+        value = self.details.get("leader_address")
+        return value if isinstance(value, str) else None
+
+
+class RequestTimeoutError(RaftlogError):
+    """The outcome is unknown: the write may or may not have been committed."""
+
+    code = ErrorCode.TIMEOUT
+
+
+class UnknownTopicError(RaftlogError):
+    code = ErrorCode.UNKNOWN_TOPIC
+
+
+class UnknownPartitionError(RaftlogError):
+    code = ErrorCode.UNKNOWN_PARTITION
+
+
+class TopicExistsError(RaftlogError):
+    code = ErrorCode.TOPIC_EXISTS
+
+
+class RecordTooLargeError(RaftlogError):
+    code = ErrorCode.RECORD_TOO_LARGE
+
+
+class InvalidRequestError(RaftlogError):
+    code = ErrorCode.INVALID_REQUEST
+
+
+class OutOfRangeError(RaftlogError):
+    code = ErrorCode.OUT_OF_RANGE
+
+
+class ThrottledError(RaftlogError):
+    code = ErrorCode.THROTTLED
+
+
+class UnauthorizedError(RaftlogError):
+    code = ErrorCode.UNAUTHORIZED
+
+
+class DuplicateSequenceError(RaftlogError):
+    code = ErrorCode.DUPLICATE_SEQUENCE
+
+
+class OutOfOrderSequenceError(RaftlogError):
+    code = ErrorCode.OUT_OF_ORDER_SEQUENCE
+
+
+class CorruptBatchError(RaftlogError):
+    code = ErrorCode.CORRUPT_BATCH
+
+
+class UnsupportedVersionError(RaftlogError):
+    code = ErrorCode.UNSUPPORTED_VERSION
+
+
+class NotAvailableError(RaftlogError):
+    code = ErrorCode.NOT_AVAILABLE
+
+
+class ClusterMismatchError(RaftlogError):
+    code = ErrorCode.CLUSTER_MISMATCH
+
+
+class InternalError(RaftlogError):
+    code = ErrorCode.INTERNAL
+
+
+class ConnectionLostError(RaftlogError):
+    """The connection closed before a reply: for writes the outcome is unknown."""
+
+    code = ErrorCode.TIMEOUT
+
+
+_BY_CODE: dict[ErrorCode, type[RaftlogError]] = {
+    cls.code: cls
+    for cls in (
+        NotLeaderError,
+        RequestTimeoutError,
+        UnknownTopicError,
+        UnknownPartitionError,
+        TopicExistsError,
+        RecordTooLargeError,
+        InvalidRequestError,
+        OutOfRangeError,
+        ThrottledError,
+        UnauthorizedError,
+        DuplicateSequenceError,
+        OutOfOrderSequenceError,
+        CorruptBatchError,
+        UnsupportedVersionError,
+        NotAvailableError,
+        ClusterMismatchError,
+        InternalError,
+    )
+}
+
+
+def error_from_reply(code: str, message: str, details: dict[str, object]) -> RaftlogError:
+    """Build the exception for an error reply; unknown codes become InternalError."""
+    try:
+        cls = _BY_CODE[ErrorCode(code)]
+    except ValueError:
+        return InternalError(f"{code}: {message}", **details)
+    return cls(message, **details)

@@ -1,0 +1,321 @@
+"""The raftlog wire protocol: the one definition used by both client and server.
+
+Framing (DESIGN.md §4)
+    TCP. Each frame is a 4-byte big-endian length, then that many bytes of one
+    msgpack map (``bin`` for bytes, ``str`` for text). A frame longer than the
+    receiver's ``max_frame_bytes`` closes that connection and nothing else.
+
+Hello
+    The first frame on every connection, from the dialler::
+
+        {"type": "hello", "version": 1, "role": "client" | "peer",
+         "id": <client or node id>, "credential": <str or None>,
+         "cluster": <cluster name or None>, "incarnation": <str or None>}
+
+    The server answers ``{"type": "hello_ok", "version": 1, "node": <id>,
+    "cluster": <name>}`` or an error reply (``id`` 0) and closes.
+
+Requests and replies (role "client")
+    A request is ``{"type": <op>, "id": <correlation id, int > 0>, ...fields}``.
+    A reply is ``{"id": <same id>, "ok": True, ...result}`` or
+    ``{"id": <same id>, "ok": False, "error": <ErrorCode>, "message": <str>,
+    ...details}``. Replies may come out of order (pipelining). ``REQUESTS``
+    below lists every op and the type of each field; ``validate_request``
+    checks a decoded frame against it.
+
+Peer traffic (role "peer")
+    One-way frames ``{"type": "raft", "msgs": [[group_id, <encoded Message>],
+    ...]}`` batching all groups' messages of one driver turn; no replies.
+
+Record batches
+    A produce carries one opaque batch: ``encode_records`` packs the records
+    into a msgpack array; ``count`` and ``crc`` (zlib.crc32 of the bytes)
+    travel beside it. The server checks size, count and CRC but never unpacks
+    the records (DESIGN.md §9). A fetch returns stored batches as
+    ``[base_offset, timestamp_ms, count, records_bytes]``; the client decodes
+    and drops the records before the offset it asked for.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import ErrorCode
+
+PROTOCOL_VERSION = 1
+HEADER = struct.Struct(">I")
+
+# Defaults; a node's limits are configurable and documented in the README.
+DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024  # the largest produce batch (Kafka's max.message.bytes)
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024  # enforced by the client per record
+
+
+class FrameError(Exception):
+    """A frame that cannot be decoded; the connection that sent it is closed."""
+
+
+class FrameTooLargeError(FrameError):
+    pass
+
+
+# ---------------------------------------------------------------- framing
+
+
+def encode_frame(obj: dict[str, Any]) -> bytes:
+    body = msgpack.packb(obj, use_bin_type=True)
+    return HEADER.pack(len(body)) + body
+
+
+def encode_frames(objs: Iterable[dict[str, Any]]) -> bytes:
+    """Several frames as one buffer, for one socket write per loop turn."""
+    return b"".join(encode_frame(obj) for obj in objs)
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes, take whole frames out.
+
+    Raises FrameTooLargeError as soon as a header announces a frame over the
+    limit (before buffering it), and FrameError on a body that is not a
+    msgpack map.
+    """
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._buf += data
+        frames: list[dict[str, Any]] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= HEADER.size:
+            (length,) = HEADER.unpack_from(buf, pos)
+            if length > self.max_frame_bytes:
+                raise FrameTooLargeError(
+                    f"frame of {length} bytes exceeds max_frame_bytes={self.max_frame_bytes}"
+                )
+            end = pos + HEADER.size + length
+            if len(buf) < end:
+                break
+            frames.append(decode_body(bytes(buf[pos + HEADER.size : end])))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise FrameError(f"frame is not valid msgpack: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise FrameError(f"frame is a {type(obj).__name__}, expected a map")
+    return obj
+
+
+# ---------------------------------------------------------------- hello
+
+
+def hello(
+    role: str,
+    ident: str,
+    *,
+    credential: str | None = None,
+    cluster: str | None = None,
+    incarnation: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "type": "hello",
+        "version": PROTOCOL_VERSION,
+        "role": role,
+        "id": ident,
+        "credential": credential,
+        "cluster": cluster,
+        "incarnation": incarnation,
+    }
+
+
+def hello_ok(node: str, cluster: str) -> dict[str, Any]:
+    return {"type": "hello_ok", "version": PROTOCOL_VERSION, "node": node, "cluster": cluster}
+
+
+# ---------------------------------------------------------------- replies
+
+
+def ok_reply(req_id: int, **result: Any) -> dict[str, Any]:
+    return {"id": req_id, "ok": True, **result}
+
+
+def error_reply(req_id: int, code: ErrorCode, message: str, **details: Any) -> dict[str, Any]:
+    return {"id": req_id, "ok": False, "error": code.value, "message": message, **details}
+
+
+# ---------------------------------------------------------------- request schemas
+
+# Field type specs: a Python type, or a tuple of accepted types. Optional
+# fields may be absent or None. Booleans are not accepted where ints are.
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    type: type | tuple[type, ...]
+    required: bool = True
+
+
+def _f(name: str, typ: type | tuple[type, ...], required: bool = True) -> Field:
+    return Field(name, typ, required)
+
+
+REQUESTS: dict[str, tuple[Field, ...]] = {
+    # Cluster metadata: nodes, topics, partitions, replicas, leaders.
+    "metadata": (_f("topics", list, False),),
+    "create_topic": (
+        _f("topic", str),
+        _f("partitions", int),
+        _f("replicas", int),
+        _f("config", dict, False),  # retention_bytes, retention_ms, ...
+    ),
+    "delete_topic": (_f("topic", str),),
+    "list_topics": (),
+    "describe_topic": (_f("topic", str),),
+    # Allocate a cluster-unique producer id (through the metadata group).
+    "init_producer": (),
+    "produce": (
+        _f("topic", str),
+        _f("partition", int),
+        _f("records", bytes),  # encode_records(...)
+        _f("count", int),
+        _f("crc", int),
+        _f("producer_id", int, False),
+        _f("sequence", int, False),  # sequence of the batch's first record
+        _f("timeout_ms", int, False),
+    ),
+    "fetch": (
+        _f("topic", str),
+        _f("partition", int),
+        _f("offset", int),
+        _f("max_bytes", int, False),
+        _f("max_records", int, False),
+        _f("max_wait_ms", int, False),
+    ),
+    # Linearizable start and end offsets of a partition.
+    "list_offsets": (_f("topic", str), _f("partition", int)),
+    "commit_offset": (
+        _f("group", str),
+        _f("topic", str),
+        _f("partition", int),
+        _f("offset", int),
+        _f("metadata", str, False),
+    ),
+    "fetch_committed": (_f("group", str), _f("topic", str), _f("partition", int)),
+    # This node's view of every group it hosts (leader, term, commit, replicas' match).
+    "cluster_status": (),
+    # Operations (membership issue): see server handlers.
+    "member_list": (),
+    "member_add": (_f("node", str), _f("address", str)),
+    "member_remove": (_f("node", str),),
+    "leader_transfer": (_f("topic", str), _f("partition", int), _f("to", str)),
+    "partition_reassign": (_f("topic", str), _f("partition", int), _f("replicas", list)),
+}
+
+
+class RequestError(Exception):
+    """A request that fails validation; becomes an INVALID_REQUEST reply."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _type_name(typ: type | tuple[type, ...]) -> str:
+    if isinstance(typ, tuple):
+        return " or ".join(t.__name__ for t in typ)
+    return typ.__name__
+
+
+def validate_request(frame: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
+    """Check a decoded request frame; return (correlation id, op, fields).
+
+    Raises RequestError with INVALID_REQUEST and a message naming the bad
+    field. A frame without a usable ``id`` is answered with id 0.
+    """
+    req_id = frame.get("id")
+    if not isinstance(req_id, int) or isinstance(req_id, bool) or req_id <= 0:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "request 'id' must be a positive integer")
+    op = frame.get("type")
+    if not isinstance(op, str) or op not in REQUESTS:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"unknown request type {op!r}")
+    fields: dict[str, Any] = {}
+    for spec in REQUESTS[op]:
+        value = frame.get(spec.name)
+        if value is None:
+            if spec.required:
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST, f"{op}: missing required field {spec.name!r}"
+                )
+            continue
+        ok = isinstance(value, spec.type) and not (
+            isinstance(value, bool) and spec.type is int
+        )
+        if not ok:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"{op}: field {spec.name!r} must be {_type_name(spec.type)}, "
+                f"got {type(value).__name__}",
+            )
+        fields[spec.name] = value
+    return req_id, op, fields
+
+
+# ---------------------------------------------------------------- record batches
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes] | None = None
+
+
+def encode_records(
+    records: Sequence[tuple[bytes | None, bytes, dict[str, bytes] | None, int | None]],
+) -> tuple[bytes, int, int]:
+    """Pack ``(key, value, headers, timestamp_ms)`` tuples into one batch.
+
+    Returns (records_bytes, count, crc). ``timestamp_ms`` None means "use the
+    leader's append time".
+    """
+    blob = msgpack.packb(
+        [[ts, key, value, headers] for key, value, headers, ts in records], use_bin_type=True
+    )
+    return blob, len(records), zlib.crc32(blob)
+
+
+def decode_batch(
+    base_offset: int, timestamp_ms: int, records_bytes: bytes, min_offset: int = 0
+) -> list[Record]:
+    """Unpack a stored batch into Records, dropping those below ``min_offset``."""
+    rows = msgpack.unpackb(records_bytes, raw=False, strict_map_key=False)
+    out: list[Record] = []
+    for i, (ts, key, value, headers) in enumerate(rows):
+        offset = base_offset + i
+        if offset < min_offset:
+            continue
+        out.append(Record(offset, ts if ts is not None else timestamp_ms, key, value, headers))
+    return out
+
+
+def crc_of(records_bytes: bytes) -> int:
+    return zlib.crc32(records_bytes)

@@ -1,0 +1,1 @@
+"""Fault injection, workloads, history checking and reports against real node processes."""

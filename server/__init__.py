@@ -1,0 +1,1 @@
+"""The trio node process: transport, multi-raft driver, request handlers, CLI."""
