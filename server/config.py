@@ -1,0 +1,411 @@
+"""cluster.toml: loading, validation and rendering (DESIGN.md §6).
+
+Every problem is a ``ConfigError`` whose message names the file, the key and
+what is wrong (``cluster.toml: node[1].address '127.0.0.1' is missing a
+port``), because an operator reading it at 3 a.m. should not need a
+traceback. Unknown keys are errors too: a misspelt ``elction_ticks`` silently
+falling back to a default is worse than refusing to start.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from raftlog.client.protocol import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_RECORD_BYTES,
+)
+
+from .errors import ConfigError
+
+__all__ = [
+    "AuthConfig",
+    "ClusterConfig",
+    "ConfigError",
+    "Limits",
+    "NodeConfig",
+    "QuotaConfig",
+    "load_config",
+    "parse_address",
+    "render_config",
+]
+
+MiB = 1024 * 1024
+
+
+@dataclass(slots=True)
+class Limits:
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_fetch_bytes: int = 8 * MiB
+    max_pending_requests_per_connection: int = 1024
+    max_uncommitted_bytes_per_group: int = 64 * MiB
+
+
+@dataclass(slots=True)
+class AuthConfig:
+    client_tokens: tuple[str, ...] = ()  # empty = no client authentication
+    peer_token: str | None = None  # required from peers (and sent to them) when set
+
+
+@dataclass(slots=True)
+class QuotaConfig:
+    # Per client id token buckets; None = unlimited.
+    produce_bytes_per_sec: float | None = None
+    requests_per_sec: float | None = None
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    id: str
+    address: str
+    host: str
+    port: int
+    data_dir: Path
+    metrics_address: str | None = None
+    # peer id -> address this node dials to reach it. Defaults to the peer's own
+    # address; jepsen points each directed link at a proxy it controls.
+    dial: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ClusterConfig:
+    name: str
+    nodes: list[NodeConfig]
+    tick_ms: int = 10
+    election_ticks: int = 20
+    heartbeat_ticks: int = 2
+    fsync: bool = True
+    # DELIBERATELY UNSAFE test modes: only jepsen turns them on, to prove that
+    # its checkers catch the anomalies they cause.
+    unsafe_ack_before_commit: bool = False
+    unsafe_follower_reads: bool = False
+    limits: Limits = field(default_factory=Limits)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    quotas: QuotaConfig = field(default_factory=QuotaConfig)
+    path: Path | None = None
+
+    def node(self, node_id: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        known = ", ".join(n.id for n in self.nodes)
+        raise ConfigError(f"{self._where()}: node {node_id!r} is not in the file (known: {known})")
+
+    def node_ids(self) -> list[str]:
+        return [n.id for n in self.nodes]
+
+    def dial_address(self, from_node: str, to_node: str) -> str:
+        """The address ``from_node`` connects to in order to reach ``to_node``."""
+        return self.node(from_node).dial.get(to_node) or self.node(to_node).address
+
+    def _where(self) -> str:
+        return str(self.path) if self.path is not None else "<config>"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``host:port``; raise ValueError with the reason."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep:
+        raise ValueError("is missing a port")
+    if not host:
+        raise ValueError("is missing a host")
+    if not port_text.isdigit():
+        raise ValueError(f"has a port {port_text!r} that is not a number")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"has port {port} outside 1..65535")
+    return host.strip("[]"), port
+
+
+class _Reader:
+    """Typed access to one TOML table, with error messages that name the key."""
+
+    def __init__(self, where: str, prefix: str, table: Any) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {prefix} must be a table")
+        self.where = where
+        self.prefix = prefix
+        self.table = table
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.where}: {self.key(name)} {problem}")
+
+    def get(self, name: str, typ: type | tuple[type, ...], default: Any, *, required: bool = False):
+        self.used.add(name)
+        if name not in self.table:
+            if required:
+                raise ConfigError(f"{self.where}: {self.key(name)} is required")
+            return default
+        value = self.table[name]
+        # bool is an int subclass; `fsync = 1` or `tick_ms = true` are both mistakes.
+        bad_bool = isinstance(value, bool) and typ in (int, float, (int, float))
+        if not isinstance(value, typ) or bad_bool:
+            want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+            raise self.fail(name, f"must be {want}, got {type(value).__name__} {value!r}")
+        return value
+
+    def positive_int(self, name: str, default: int) -> int:
+        value = self.get(name, int, default)
+        if value <= 0:
+            raise self.fail(name, f"must be > 0, got {value}")
+        return value
+
+    def optional_rate(self, name: str) -> float | None:
+        value = self.get(name, (int, float), None)
+        if value is not None and value <= 0:
+            raise self.fail(name, f"must be > 0, got {value}")
+        return None if value is None else float(value)
+
+    def check_unknown(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "is not a known key (typo?)")
+
+
+def _address(reader: _Reader, name: str, *, required: bool) -> str | None:
+    value = reader.get(name, str, None, required=required)
+    if value is None:
+        return None
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        raise reader.fail(name, f"{value!r} {exc}") from None
+    return value
+
+
+# ---------------------------------------------------------------- load
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    return parse_config(doc, path=path)
+
+
+def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterConfig:
+    where = str(path) if path is not None else "<config>"
+    base = path.resolve().parent if path is not None else Path.cwd()
+    top = _Reader(where, "", doc)
+
+    cluster = _Reader(where, "cluster", top.get("cluster", dict, None, required=True))
+    name = cluster.get("name", str, None, required=True)
+    if not name:
+        raise cluster.fail("name", "must not be empty")
+    tick_ms = cluster.positive_int("tick_ms", 10)
+    election_ticks = cluster.positive_int("election_ticks", 20)
+    heartbeat_ticks = cluster.positive_int("heartbeat_ticks", 2)
+    # Raft §5.6 timing: heartbeats must arrive well within an election timeout,
+    # or followers keep starting elections against a healthy leader.
+    if election_ticks <= heartbeat_ticks:
+        raise cluster.fail(
+            "election_ticks",
+            f"({election_ticks}) must be greater than heartbeat_ticks ({heartbeat_ticks})",
+        )
+    fsync = cluster.get("fsync", bool, True)
+    unsafe_ack = cluster.get("unsafe_ack_before_commit", bool, False)
+    unsafe_reads = cluster.get("unsafe_follower_reads", bool, False)
+    cluster.check_unknown()
+
+    raw_nodes = top.get("node", list, None, required=True)
+    if not raw_nodes:
+        raise top.fail("node", "must list at least one [[node]]")
+    nodes = [_parse_node(where, i, raw, base) for i, raw in enumerate(raw_nodes)]
+    _check_unique(where, nodes)
+
+    limits = _parse_limits(_Reader(where, "limits", top.get("limits", dict, {})))
+    auth = _parse_auth(_Reader(where, "auth", top.get("auth", dict, {})))
+    quotas_r = _Reader(where, "quotas", top.get("quotas", dict, {}))
+    quotas = QuotaConfig(
+        produce_bytes_per_sec=quotas_r.optional_rate("produce_bytes_per_sec"),
+        requests_per_sec=quotas_r.optional_rate("requests_per_sec"),
+    )
+    quotas_r.check_unknown()
+    top.check_unknown()
+
+    return ClusterConfig(
+        name=name,
+        nodes=nodes,
+        tick_ms=tick_ms,
+        election_ticks=election_ticks,
+        heartbeat_ticks=heartbeat_ticks,
+        fsync=fsync,
+        unsafe_ack_before_commit=unsafe_ack,
+        unsafe_follower_reads=unsafe_reads,
+        limits=limits,
+        auth=auth,
+        quotas=quotas,
+        path=path,
+    )
+
+
+def _parse_node(where: str, index: int, raw: Any, base: Path) -> NodeConfig:
+    node = _Reader(where, f"node[{index}]", raw)
+    node_id = node.get("id", str, None, required=True)
+    if not node_id or any(c.isspace() for c in node_id):
+        raise node.fail("id", f"{node_id!r} must be a non-empty word without spaces")
+    address = _address(node, "address", required=True)
+    assert address is not None
+    host, port = parse_address(address)
+    data_dir_text = node.get("data_dir", str, f"data/{node_id}")
+    data_dir = Path(data_dir_text)
+    if not data_dir.is_absolute():
+        data_dir = base / data_dir
+    metrics_address = _address(node, "metrics_address", required=False)
+    dial_raw = node.get("dial", dict, {})
+    dial: dict[str, str] = {}
+    dial_reader = _Reader(where, f"node[{index}].dial", dial_raw)
+    for peer in dial_raw:
+        value = _address(dial_reader, peer, required=True)
+        assert value is not None
+        dial[peer] = value
+    node.check_unknown()
+    return NodeConfig(
+        id=node_id,
+        address=address,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        metrics_address=metrics_address,
+        dial=dial,
+    )
+
+
+def _check_unique(where: str, nodes: list[NodeConfig]) -> None:
+    seen_ids: dict[str, int] = {}
+    seen_addrs: dict[str, int] = {}
+    seen_dirs: dict[Path, int] = {}
+    for i, node in enumerate(nodes):
+        if node.id in seen_ids:
+            raise ConfigError(
+                f"{where}: node[{i}].id {node.id!r} duplicates node[{seen_ids[node.id]}].id"
+            )
+        if node.address in seen_addrs:
+            raise ConfigError(
+                f"{where}: node[{i}].address {node.address!r} duplicates "
+                f"node[{seen_addrs[node.address]}].address"
+            )
+        if node.data_dir in seen_dirs:
+            raise ConfigError(
+                f"{where}: node[{i}].data_dir {str(node.data_dir)!r} duplicates "
+                f"node[{seen_dirs[node.data_dir]}].data_dir"
+            )
+        seen_ids[node.id] = i
+        seen_addrs[node.address] = i
+        seen_dirs[node.data_dir] = i
+    ids = set(seen_ids)
+    for i, node in enumerate(nodes):
+        for peer in node.dial:
+            if peer not in ids:
+                raise ConfigError(f"{where}: node[{i}].dial.{peer} names an unknown node")
+            if peer == node.id:
+                raise ConfigError(f"{where}: node[{i}].dial.{peer} is the node itself")
+
+
+def _parse_limits(reader: _Reader) -> Limits:
+    defaults = Limits()
+    values = {
+        f.name: reader.positive_int(f.name, getattr(defaults, f.name)) for f in fields(Limits)
+    }
+    reader.check_unknown()
+    limits = Limits(**values)
+    # A produce batch must fit in a frame, or every maximal batch is a framing error.
+    if limits.max_batch_bytes >= limits.max_frame_bytes:
+        raise reader.fail(
+            "max_batch_bytes",
+            f"({limits.max_batch_bytes}) must be smaller than max_frame_bytes "
+            f"({limits.max_frame_bytes})",
+        )
+    return limits
+
+
+def _parse_auth(reader: _Reader) -> AuthConfig:
+    tokens = reader.get("client_tokens", list, [])
+    for i, token in enumerate(tokens):
+        if not isinstance(token, str) or not token:
+            raise reader.fail(f"client_tokens[{i}]", "must be a non-empty string")
+    peer_token = reader.get("peer_token", str, None)
+    if peer_token == "":
+        raise reader.fail("peer_token", "must not be empty")
+    reader.check_unknown()
+    return AuthConfig(client_tokens=tuple(tokens), peer_token=peer_token)
+
+
+# ---------------------------------------------------------------- render
+
+
+def _q(value: str) -> str:
+    # JSON string escapes are a subset of TOML basic-string escapes.
+    return json.dumps(value)
+
+
+def render_config(cfg: ClusterConfig) -> str:
+    """A cluster.toml that ``load_config`` reads back to an equal config."""
+    lines = [
+        "[cluster]",
+        f"name = {_q(cfg.name)}",
+        f"tick_ms = {cfg.tick_ms}",
+        f"election_ticks = {cfg.election_ticks}",
+        f"heartbeat_ticks = {cfg.heartbeat_ticks}",
+        f"fsync = {str(cfg.fsync).lower()}",
+    ]
+    if cfg.unsafe_ack_before_commit:
+        lines.append("unsafe_ack_before_commit = true")
+    if cfg.unsafe_follower_reads:
+        lines.append("unsafe_follower_reads = true")
+    for node in cfg.nodes:
+        lines += ["", "[[node]]", f"id = {_q(node.id)}", f"address = {_q(node.address)}"]
+        lines.append(f"data_dir = {_q(str(node.data_dir))}")
+        if node.metrics_address:
+            lines.append(f"metrics_address = {_q(node.metrics_address)}")
+        if node.dial:
+            pairs = ", ".join(f"{_q(k)} = {_q(v)}" for k, v in sorted(node.dial.items()))
+            lines.append(f"dial = {{ {pairs} }}")
+    defaults = Limits()
+    changed = [
+        f.name
+        for f in fields(Limits)
+        if getattr(cfg.limits, f.name) != getattr(defaults, f.name)
+    ]
+    if changed:
+        lines += ["", "[limits]"] + [f"{n} = {getattr(cfg.limits, n)}" for n in changed]
+    if cfg.auth.client_tokens or cfg.auth.peer_token:
+        lines += ["", "[auth]"]
+        if cfg.auth.client_tokens:
+            lines.append(f"client_tokens = [{', '.join(_q(t) for t in cfg.auth.client_tokens)}]")
+        if cfg.auth.peer_token:
+            lines.append(f"peer_token = {_q(cfg.auth.peer_token)}")
+    quota_lines = [
+        f"{name} = {value!r}"
+        for name, value in (
+            ("produce_bytes_per_sec", cfg.quotas.produce_bytes_per_sec),
+            ("requests_per_sec", cfg.quotas.requests_per_sec),
+        )
+        if value is not None
+    ]
+    if quota_lines:
+        lines += ["", "[quotas]", *quota_lines]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,175 @@
+"""cluster.toml loading: defaults, validation messages, render round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from raftlog.server.config import (
+    AuthConfig,
+    ClusterConfig,
+    ConfigError,
+    Limits,
+    NodeConfig,
+    QuotaConfig,
+    load_config,
+    render_config,
+)
+
+GOOD = """
+[cluster]
+name = "local"
+
+[[node]]
+id = "n1"
+address = "127.0.0.1:7101"
+data_dir = "data/n1"
+metrics_address = "127.0.0.1:9101"
+
+[[node]]
+id = "n2"
+address = "127.0.0.1:7102"
+data_dir = "/abs/n2"
+dial = { n1 = "127.0.0.1:9999" }
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cluster.toml"
+    path.write_text(text)
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(str(path) + ":"), message
+    return message
+
+
+def test_defaults_and_relative_data_dir_resolve_against_file(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.name == "local"
+    assert (cfg.tick_ms, cfg.election_ticks, cfg.heartbeat_ticks, cfg.fsync) == (10, 20, 2, True)
+    assert not cfg.unsafe_ack_before_commit and not cfg.unsafe_follower_reads
+    assert cfg.limits == Limits()
+    assert cfg.auth.client_tokens == () and cfg.auth.peer_token is None
+    n1 = cfg.node("n1")
+    assert (n1.host, n1.port) == ("127.0.0.1", 7101)
+    assert n1.data_dir == tmp_path.resolve() / "data" / "n1"
+    assert cfg.node("n2").data_dir == Path("/abs/n2")
+    assert n1.metrics_address == "127.0.0.1:9101" and cfg.node("n2").metrics_address is None
+
+
+def test_dial_overrides_default_to_peer_address(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.dial_address("n2", "n1") == "127.0.0.1:9999"
+    assert cfg.dial_address("n1", "n2") == "127.0.0.1:7102"
+
+
+def test_repo_cluster_toml_loads() -> None:
+    repo_file = Path(__file__).resolve().parents[2] / "cluster.toml"
+    cfg = load_config(repo_file)
+    assert cfg.node_ids() == ["n1", "n2", "n3"]
+
+
+def test_unknown_node_id_names_file_and_known_ids(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match=r"node 'n9' is not in the file \(known: n1, n2\)"):
+        cfg.node("n9")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("127.0.0.1:7101", "127.0.0.1"), "node[0].address '127.0.0.1' is missing a port"),
+        (("127.0.0.1:7101", "127.0.0.1:x"), "node[0].address '127.0.0.1:x' has a port 'x'"),
+        (("127.0.0.1:7101", "127.0.0.1:70000"), "node[0].address '127.0.0.1:70000' has port"),
+        (("127.0.0.1:7102", "127.0.0.1:7101"), "node[1].address '127.0.0.1:7101' duplicates"),
+        (('id = "n2"', 'id = "n1"'), "node[1].id 'n1' duplicates node[0].id"),
+        (('name = "local"', "name = 3"), "cluster.name must be str, got int 3"),
+        (('name = "local"', 'name = "local"\ntick_ms = 0'), "cluster.tick_ms must be > 0"),
+        (('name = "local"', 'name = "local"\nfsync = 1'), "cluster.fsync must be bool"),
+        (('name = "local"', 'name = "local"\ntick_ms = true'), "cluster.tick_ms must be int"),
+        (
+            ('name = "local"', 'name = "local"\nelection_ticks = 2\nheartbeat_ticks = 2'),
+            "cluster.election_ticks (2) must be greater than heartbeat_ticks (2)",
+        ),
+        (('name = "local"', 'name = "local"\nelction_ticks = 5'), "cluster.elction_ticks is not a"),
+        (('n1 = "127.0.0.1:9999"', 'n7 = "127.0.0.1:9999"'), "node[1].dial.n7 names an unknown"),
+        (('n1 = "127.0.0.1:9999"', 'n2 = "127.0.0.1:9999"'), "node[1].dial.n2 is the node itself"),
+        (('n1 = "127.0.0.1:9999"', 'n1 = "nope"'), "node[1].dial.n1 'nope' is missing a port"),
+        (('data_dir = "/abs/n2"', 'data_dir = "data/n1"'), "node[1].data_dir"),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
+    old, new = edit
+    assert old in GOOD
+    message = load_error(tmp_path, GOOD.replace(old, new, 1))
+    assert expected in message
+
+
+def test_missing_pieces(tmp_path: Path) -> None:
+    assert "cluster is required" in load_error(tmp_path, '[[node]]\nid="n1"\naddress="h:1"\n')
+    assert "node is required" in load_error(tmp_path, '[cluster]\nname="x"\n')
+    no_addr = '[cluster]\nname="x"\n[[node]]\nid="n1"\n'
+    assert "node[0].address is required" in load_error(tmp_path, no_addr)
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    assert "not valid TOML" in load_error(tmp_path, "[cluster\nname=")
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_optional_tables_parse_and_validate(tmp_path: Path) -> None:
+    extra = """
+[limits]
+max_frame_bytes = 1000
+max_batch_bytes = 500
+
+[auth]
+client_tokens = ["t1", "t2"]
+peer_token = "p"
+
+[quotas]
+produce_bytes_per_sec = 1000
+requests_per_sec = 2.5
+"""
+    cfg = load_config(write(tmp_path, GOOD + extra))
+    assert cfg.limits.max_frame_bytes == 1000 and cfg.limits.max_batch_bytes == 500
+    assert cfg.auth == AuthConfig(client_tokens=("t1", "t2"), peer_token="p")
+    assert cfg.quotas == QuotaConfig(produce_bytes_per_sec=1000.0, requests_per_sec=2.5)
+    bad_limits = GOOD + "[limits]\nmax_frame_bytes = 100\nmax_batch_bytes = 200\n"
+    assert "limits.max_batch_bytes (200) must be smaller" in load_error(tmp_path, bad_limits)
+    assert "limits.bogus is not a known key" in load_error(tmp_path, GOOD + "[limits]\nbogus = 1\n")
+    bad_token = GOOD + '[auth]\nclient_tokens = ["ok", 3]\n'
+    assert "auth.client_tokens[1] must be a non-empty string" in load_error(tmp_path, bad_token)
+    assert "quotas.requests_per_sec must be > 0" in load_error(
+        tmp_path, GOOD + "[quotas]\nrequests_per_sec = -1\n"
+    )
+
+
+def test_render_round_trips(tmp_path: Path) -> None:
+    cfg = ClusterConfig(
+        name='we"ird',
+        nodes=[
+            NodeConfig("a", "127.0.0.1:1", "127.0.0.1", 1, tmp_path / "a", "127.0.0.1:3"),
+            NodeConfig("b", "127.0.0.1:2", "127.0.0.1", 2, tmp_path / "b", None, {"a": "h:9"}),
+        ],
+        tick_ms=5,
+        election_ticks=10,
+        heartbeat_ticks=1,
+        fsync=False,
+        unsafe_follower_reads=True,
+        limits=Limits(max_frame_bytes=2048, max_batch_bytes=1024),
+        auth=AuthConfig(client_tokens=("x",), peer_token="y"),
+        quotas=QuotaConfig(requests_per_sec=7.0),
+    )
+    path = write(tmp_path, render_config(cfg))
+    again = load_config(path)
+    assert again.path == path
+    assert dataclasses.replace(again, path=None) == cfg
