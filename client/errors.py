@@ -131,6 +131,15 @@ class ConnectionLostError(RaftlogError):
     code = ErrorCode.TIMEOUT
 
 
+class ClusterUnreachableError(NotAvailableError):
+    """No node of the cluster could be reached (connect refused or timed out).
+
+    Raised by the client, never sent on the wire; nothing was sent, so the
+    request had no effect. Subclass of NotAvailableError so generic handlers
+    treat it as "retry later".
+    """
+
+
 _BY_CODE: dict[ErrorCode, type[RaftlogError]] = {
     cls.code: cls
     for cls in (

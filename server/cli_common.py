@@ -1,0 +1,155 @@
+"""Option helpers shared by every ``raftlog`` command that talks to a cluster.
+
+* ``cluster_options``: adds ``--config PATH`` (default ``./cluster.toml``) and
+  ``--bootstrap HOST:PORT[,HOST:PORT]`` to a click command; the command then
+  receives ``config`` and ``bootstrap`` keyword arguments.
+* ``bootstrap_addresses(config, bootstrap)``: the node addresses to dial.
+* ``run_client(fn)``: runs ``fn`` (sync or async, no arguments) and turns
+  client errors into the exit codes scripts rely on:
+
+  ====  =====================================================
+  0     ok
+  1     the cluster answered with an error (code on stderr)
+  2     usage error (click's own code, also a bad config file)
+  3     the cluster cannot be reached
+  ====  =====================================================
+
+This module only reads cluster.toml's ``[[node]]`` addresses (with tomllib),
+so it does not depend on the server's config loader and the data-path
+commands work from any machine that has the file or a ``--bootstrap`` list.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+from raftlog.client.errors import (
+    ClusterUnreachableError,
+    ConnectionLostError,
+    RaftlogError,
+)
+
+T = TypeVar("T")
+
+DEFAULT_CONFIG = "cluster.toml"
+
+EXIT_OK = 0
+EXIT_CLUSTER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: ``--config`` and ``--bootstrap`` options (passed as kwargs)."""
+    fn = click.option(
+        "--bootstrap",
+        "bootstrap",
+        default=None,
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="Node addresses to contact (instead of reading --config).",
+    )(fn)
+    fn = click.option(
+        "--config",
+        "config",
+        default=None,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"cluster.toml to read the [[node]] addresses from (default ./{DEFAULT_CONFIG}).",
+    )(fn)
+    return fn
+
+
+def parse_address(text: str) -> str:
+    """Validate one ``HOST:PORT``; raise click.BadParameter when it is not one."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{text!r} is not HOST:PORT", param_hint="--bootstrap")
+    return f"{host}:{int(port)}"
+
+
+def bootstrap_addresses(config: str | Path | None, bootstrap: str | None) -> list[str]:
+    """The addresses to dial: ``--bootstrap`` if given, else cluster.toml's nodes.
+
+    Errors are click.UsageError subclasses, i.e. exit code 2.
+    """
+    if bootstrap:
+        addresses = [parse_address(part) for part in bootstrap.split(",") if part.strip()]
+        if not addresses:
+            raise click.BadParameter("no address given", param_hint="--bootstrap")
+        return addresses
+    path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise click.UsageError(
+            f"{path}: no such file (pass --config PATH or --bootstrap HOST:PORT)"
+        ) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.UsageError(f"{path}: cannot read: {exc}") from None
+    nodes = doc.get("node")
+    if not isinstance(nodes, list) or not nodes:
+        raise click.UsageError(f"{path}: no [[node]] entries")
+    addresses: list[str] = []
+    for i, node in enumerate(nodes):
+        address = node.get("address") if isinstance(node, dict) else None
+        if not isinstance(address, str):
+            raise click.UsageError(f"{path}: node[{i}].address is missing")
+        try:
+            addresses.append(parse_address(address))
+        except click.BadParameter:
+            raise click.UsageError(
+                f"{path}: node[{i}].address {address!r} is not HOST:PORT"
+            ) from None
+    return addresses
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code for an exception that escaped a client command."""
+    if isinstance(exc, ClusterUnreachableError | ConnectionLostError | OSError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, RaftlogError):
+        return EXIT_CLUSTER_ERROR
+    return EXIT_CLUSTER_ERROR
+
+
+def run_client(fn: Callable[[], T] | Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn`` and map client errors to exit codes (see module docstring).
+
+    ``fn`` may be a plain function (e.g. using the blocking ``Client``) or an
+    async function, which is run with ``trio.run``. click's own exceptions
+    (usage errors, ``Exit``, ``Abort``) pass through untouched.
+    """
+    try:
+        if inspect.iscoroutinefunction(fn):
+            return trio.run(fn)  # type: ignore[arg-type]
+        return fn()  # type: ignore[return-value]
+    except click.exceptions.ClickException:
+        raise
+    except click.exceptions.Exit:
+        raise
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(130) from None
+    except (RaftlogError, OSError) as exc:
+        code = exit_code_for(exc)
+        label = "cannot reach the cluster" if code == EXIT_UNREACHABLE else "error"
+        click.echo(f"{label}: {exc}", err=True)
+        sys.stderr.flush()
+        raise click.exceptions.Exit(code) from None
+
+
+def client_command(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorator for a command body that may raise client errors: wraps it in run_client."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        return run_client(lambda: fn(*args, **kwargs))
+
+    return wrapper
