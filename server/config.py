@@ -112,8 +112,12 @@ class ClusterConfig:
 # ---------------------------------------------------------------- helpers
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """Split ``host:port``; raise ValueError with the reason."""
+def parse_address(address: str, *, allow_zero: bool = False) -> tuple[str, int]:
+    """Split ``host:port``; raise ValueError with the reason.
+
+    Port 0 (pick a free port) makes sense for a test listener, never in
+    cluster.toml where peers must be able to dial the address.
+    """
     host, sep, port_text = address.rpartition(":")
     if not sep:
         raise ValueError("is missing a port")
@@ -122,7 +126,7 @@ def parse_address(address: str) -> tuple[str, int]:
     if not port_text.isdigit():
         raise ValueError(f"has a port {port_text!r} that is not a number")
     port = int(port_text)
-    if not 0 < port < 65536:
+    if not (0 if allow_zero else 1) <= port < 65536:
         raise ValueError(f"has port {port} outside 1..65535")
     return host.strip("[]"), port
 

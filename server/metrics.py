@@ -1,0 +1,352 @@
+"""A tiny Prometheus registry (text format 0.0.4) and its ``/metrics`` endpoint.
+
+Small on purpose: counters, gauges and histograms with labels, rendered on
+demand. Updating a metric is a dict lookup and an add, cheap enough for the
+request path; all the formatting cost is paid by the scraper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import trio
+
+from .config import parse_address
+
+log = logging.getLogger(__name__)
+
+LabelValues = tuple[str, ...]
+
+# Latency buckets in seconds: 100 us .. 10 s, dense where fsync and produce live.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+)  # fmt: skip
+
+
+class MetricType(StrEnum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _fmt(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+class _Metric:
+    kind: MetricType
+
+    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
+        self.name = name
+        self.help = help_text
+        self.label_names: tuple[str, ...] = tuple(labels)
+
+    def _key(self, labels: dict[str, object]) -> LabelValues:
+        if len(labels) != len(self.label_names):
+            raise ValueError(f"{self.name}: labels {sorted(labels)} != {list(self.label_names)}")
+        try:
+            return tuple(str(labels[n]) for n in self.label_names)
+        except KeyError as exc:
+            raise ValueError(f"{self.name}: missing label {exc}") from None
+
+    def _label_text(self, values: LabelValues, extra: str = "") -> str:
+        parts = [f'{n}="{_escape(v)}"' for n, v in zip(self.label_names, values)]
+        if extra:
+            parts.append(extra)
+        return "{" + ",".join(parts) + "}" if parts else ""
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind.value}"]
+
+    def samples(self) -> list[str]:
+        raise NotImplementedError
+
+
+class Counter(_Metric):
+    kind = MetricType.COUNTER
+
+    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
+        super().__init__(name, help_text, labels)
+        self._values: dict[LabelValues, float] = {}
+
+    def inc(self, amount: float = 1.0, **labels: object) -> None:
+        if amount < 0:
+            raise ValueError(f"{self.name}: a counter only goes up")
+        key = self._key(labels)
+        self._values[key] = self._values.get(key, 0.0) + amount
+
+    def value(self, **labels: object) -> float:
+        return self._values.get(self._key(labels), 0.0)
+
+    def samples(self) -> list[str]:
+        return [f"{self.name}{self._label_text(k)} {_fmt(v)}" for k, v in self._values.items()]
+
+
+class Gauge(_Metric):
+    kind = MetricType.GAUGE
+
+    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
+        super().__init__(name, help_text, labels)
+        self._values: dict[LabelValues, float] = {}
+
+    def set(self, value: float, **labels: object) -> None:
+        self._values[self._key(labels)] = float(value)
+
+    def inc(self, amount: float = 1.0, **labels: object) -> None:
+        key = self._key(labels)
+        self._values[key] = self._values.get(key, 0.0) + amount
+
+    def dec(self, amount: float = 1.0, **labels: object) -> None:
+        self.inc(-amount, **labels)
+
+    def value(self, **labels: object) -> float:
+        return self._values.get(self._key(labels), 0.0)
+
+    def remove(self, **labels: object) -> None:
+        self._values.pop(self._key(labels), None)
+
+    def samples(self) -> list[str]:
+        return [f"{self.name}{self._label_text(k)} {_fmt(v)}" for k, v in self._values.items()]
+
+
+@dataclass(slots=True)
+class _HistogramState:
+    buckets: list[int]
+    total: float = 0.0
+    count: int = 0
+
+
+class Histogram(_Metric):
+    kind = MetricType.HISTOGRAM
+
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labels: Sequence[str] = (),
+        buckets: Iterable[float] = LATENCY_BUCKETS,
+    ) -> None:
+        super().__init__(name, help_text, labels)
+        self.bounds = tuple(sorted(buckets))
+        self._states: dict[LabelValues, _HistogramState] = {}
+
+    def observe(self, value: float, **labels: object) -> None:
+        key = self._key(labels)
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = _HistogramState([0] * len(self.bounds))
+        # Non-cumulative per bucket here; render() accumulates (cheaper per observe).
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                state.buckets[i] += 1
+                break
+        state.total += value
+        state.count += 1
+
+    def count(self, **labels: object) -> int:
+        state = self._states.get(self._key(labels))
+        return state.count if state else 0
+
+    def samples(self) -> list[str]:
+        out: list[str] = []
+        for key, state in self._states.items():
+            running = 0
+            for bound, n in zip(self.bounds, state.buckets):
+                running += n
+                le = f'le="{_fmt(bound)}"'
+                out.append(f"{self.name}_bucket{self._label_text(key, le)} {running}")
+            inf = self._label_text(key, 'le="+Inf"')
+            out.append(f"{self.name}_bucket{inf} {state.count}")
+            out.append(f"{self.name}_sum{self._label_text(key)} {_fmt(state.total)}")
+            out.append(f"{self.name}_count{self._label_text(key)} {state.count}")
+        return out
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._metrics: dict[str, _Metric] = {}
+
+    def _add(self, metric: _Metric) -> _Metric:
+        if metric.name in self._metrics:
+            raise ValueError(f"metric {metric.name} registered twice")
+        self._metrics[metric.name] = metric
+        return metric
+
+    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
+        return self._add(Counter(name, help_text, labels))  # type: ignore[return-value]
+
+    def gauge(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Gauge:
+        return self._add(Gauge(name, help_text, labels))  # type: ignore[return-value]
+
+    def histogram(
+        self,
+        name: str,
+        help_text: str,
+        labels: Sequence[str] = (),
+        buckets: Iterable[float] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        return self._add(Histogram(name, help_text, labels, buckets))  # type: ignore[return-value]
+
+    def get(self, name: str) -> _Metric:
+        return self._metrics[name]
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in self._metrics.values():
+            lines += metric.header()
+            lines += metric.samples()
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(slots=True)
+class Metrics:
+    """The node's metrics, declared once so every layer updates the same names."""
+
+    registry: Registry = field(default_factory=Registry)
+    # listener / transport (S-NET)
+    connections: Gauge = field(init=False)
+    requests: Counter = field(init=False)
+    request_latency: Histogram = field(init=False)
+    frame_errors: Counter = field(init=False)
+    hello_rejected: Counter = field(init=False)
+    throttled: Counter = field(init=False)
+    peer_frames_in: Counter = field(init=False)
+    peer_msgs_out: Counter = field(init=False)
+    peer_queue_drops: Counter = field(init=False)
+    peer_connected: Gauge = field(init=False)
+    peer_reconnects: Counter = field(init=False)
+    # driver / handlers (S-CORE)
+    produce_requests: Counter = field(init=False)
+    records_in: Counter = field(init=False)
+    bytes_in: Counter = field(init=False)
+    records_out: Counter = field(init=False)
+    bytes_out: Counter = field(init=False)
+    fsync_latency: Histogram = field(init=False)
+    leader_changes: Counter = field(init=False)
+    groups: Gauge = field(init=False)
+    max_follower_lag: Gauge = field(init=False)
+    pending_proposals: Gauge = field(init=False)
+    apply_lag: Gauge = field(init=False)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.connections = r.gauge("raftlog_connections", "Open connections by role.", ["role"])
+        self.requests = r.counter(
+            "raftlog_requests_total", "Client requests by op and result code.", ["op", "code"]
+        )
+        self.request_latency = r.histogram(
+            "raftlog_request_seconds", "Client request latency by op.", ["op"]
+        )
+        self.frame_errors = r.counter(
+            "raftlog_frame_errors_total", "Connections closed for a bad frame.", ["reason"]
+        )
+        self.hello_rejected = r.counter(
+            "raftlog_hello_rejected_total", "Hellos refused by error code.", ["code"]
+        )
+        self.throttled = r.counter(
+            "raftlog_throttled_total", "Requests refused by a quota.", ["quota"]
+        )
+        self.peer_frames_in = r.counter(
+            "raftlog_peer_frames_in_total", "Raft frames received from peers.", ["peer"]
+        )
+        self.peer_msgs_out = r.counter(
+            "raftlog_peer_msgs_out_total", "Raft messages written to peers.", ["peer"]
+        )
+        self.peer_queue_drops = r.counter(
+            "raftlog_peer_queue_drops_total",
+            "Raft frames dropped because a peer's send queue was full.",
+            ["peer"],
+        )
+        self.peer_connected = r.gauge(
+            "raftlog_peer_connected", "1 when the outbound peer stream is up.", ["peer"]
+        )
+        self.peer_reconnects = r.counter(
+            "raftlog_peer_dials_total", "Outbound peer connection attempts.", ["peer", "result"]
+        )
+        self.produce_requests = r.counter(
+            "raftlog_produce_requests_total", "Produce requests by result code.", ["code"]
+        )
+        self.records_in = r.counter("raftlog_records_in_total", "Records appended.")
+        self.bytes_in = r.counter("raftlog_bytes_in_total", "Record bytes appended.")
+        self.records_out = r.counter("raftlog_records_out_total", "Records fetched.")
+        self.bytes_out = r.counter("raftlog_bytes_out_total", "Record bytes fetched.")
+        self.fsync_latency = r.histogram(
+            "raftlog_fsync_seconds", "Duration of one store save (WriteBatch + fsync)."
+        )
+        self.leader_changes = r.counter(
+            "raftlog_leader_changes_total", "Leader changes observed, all groups."
+        )
+        self.groups = r.gauge("raftlog_groups", "Raft groups hosted by role.", ["role"])
+        self.max_follower_lag = r.gauge(
+            "raftlog_max_follower_lag", "Largest follower lag (entries) over led groups."
+        )
+        self.pending_proposals = r.gauge(
+            "raftlog_pending_proposals", "Proposals waiting to be committed and applied."
+        )
+        self.apply_lag = r.gauge(
+            "raftlog_apply_lag", "Sum over groups of commit index minus applied index."
+        )
+
+
+# ---------------------------------------------------------------- HTTP endpoint
+
+_MAX_REQUEST_HEAD = 8192
+_READ_TIMEOUT_S = 5.0
+
+
+def _http_response(status: str, body: bytes, content_type: str) -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+async def _handle_http(stream: trio.SocketStream, registry: Registry) -> None:
+    async with stream:
+        head = bytearray()
+        # A scraper that never finishes its request must not hold a task forever.
+        with trio.move_on_after(_READ_TIMEOUT_S):
+            while b"\r\n\r\n" not in head and len(head) < _MAX_REQUEST_HEAD:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                head += chunk
+        request_line = bytes(head).split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split()
+        if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+            reply = _http_response("405 Method Not Allowed", b"GET /metrics\n", "text/plain")
+        elif parts[1].split("?", 1)[0] != "/metrics":
+            reply = _http_response("404 Not Found", b"try /metrics\n", "text/plain")
+        else:
+            body = registry.render().encode("utf-8")
+            reply = _http_response("200 OK", body, "text/plain; version=0.0.4; charset=utf-8")
+            if parts[0] == "HEAD":
+                reply = reply[: reply.index(b"\r\n\r\n") + 4]
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(reply)
+
+
+async def serve_metrics(
+    address: str, registry: Registry, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve ``GET /metrics`` on ``address`` until cancelled."""
+    host, port = parse_address(address, allow_zero=True)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    log.info("event=metrics_listening address=%s", address)
+    task_status.started(listeners)
+    await trio.serve_listeners(lambda s: _handle_http(s, registry), listeners)

@@ -1,0 +1,78 @@
+"""Metrics registry rendering and the /metrics HTTP endpoint on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from raftlog.server.metrics import Metrics, Registry, serve_metrics
+
+
+def test_counter_gauge_render_with_labels() -> None:
+    reg = Registry()
+    c = reg.counter("raftlog_x_total", "X things.", ["code"])
+    g = reg.gauge("raftlog_y", "Y level.")
+    c.inc(code="OK")
+    c.inc(2, code="OK")
+    c.inc(code='we"ird')
+    g.set(7.5)
+    g.dec(0.5)
+    text = reg.render()
+    assert "# TYPE raftlog_x_total counter" in text
+    assert 'raftlog_x_total{code="OK"} 3' in text
+    assert 'raftlog_x_total{code="we\\"ird"} 1' in text
+    assert "raftlog_y 7\n" in text
+    with pytest.raises(ValueError):
+        c.inc(-1, code="OK")
+    with pytest.raises(ValueError):
+        c.inc(other="x")
+
+
+def test_histogram_buckets_are_cumulative() -> None:
+    reg = Registry()
+    h = reg.histogram("raftlog_lat_seconds", "Latency.", buckets=(0.1, 1.0))
+    for v in (0.05, 0.5, 0.7, 5.0):
+        h.observe(v)
+    text = reg.render()
+    assert 'raftlog_lat_seconds_bucket{le="0.1"} 1' in text
+    assert 'raftlog_lat_seconds_bucket{le="1"} 3' in text
+    assert 'raftlog_lat_seconds_bucket{le="+Inf"} 4' in text
+    assert "raftlog_lat_seconds_count 4" in text
+    assert "raftlog_lat_seconds_sum 6.25" in text
+
+
+def test_duplicate_metric_name_refused() -> None:
+    reg = Registry()
+    reg.counter("raftlog_a", "a")
+    with pytest.raises(ValueError, match="twice"):
+        reg.gauge("raftlog_a", "a")
+
+
+async def http_get(port: int, path: str) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = bytearray()
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    return bytes(data)
+
+
+async def test_metrics_endpoint_serves_registry_over_http() -> None:
+    metrics = Metrics()
+    metrics.produce_requests.inc(code="OK")
+    metrics.fsync_latency.observe(0.002)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(serve_metrics, "127.0.0.1:0", metrics.registry)
+        port = listeners[0].socket.getsockname()[1]
+        reply = await http_get(port, "/metrics")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"text/plain; version=0.0.4" in head
+        assert b'raftlog_produce_requests_total{code="OK"} 1' in body
+        assert b"raftlog_fsync_seconds_count 1" in body
+        # Counted after the first scrape: the endpoint renders live values.
+        metrics.produce_requests.inc(code="OK")
+        assert b'raftlog_produce_requests_total{code="OK"} 2' in await http_get(port, "/metrics")
+        assert (await http_get(port, "/nope")).startswith(b"HTTP/1.1 404")
+        nursery.cancel_scope.cancel()
