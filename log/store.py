@@ -1,0 +1,620 @@
+"""One RocksDB per node holding every Raft group's log and hard state.
+
+Sharing one database lets ``NodeStore.save`` persist the Readies of all groups
+of one driver turn in ONE WriteBatch and ONE fsync (group commit, DESIGN.md
+§9). ``GroupStorage`` is the read side the Raft core sees (``raft.storage
+.Storage``), with the same semantics as ``raft.memory_storage.MemoryStorage``;
+it serves the hot path (term lookups, the leader re-reading just-appended
+entries to replicate them) from memory and falls back to RocksDB for older
+entries.
+
+Threading: the driver may run ``save`` in a worker thread while the event loop
+reads a GroupStorage. The in-memory view is only changed after the batch is
+written, under ``NodeStore._lock``, and readers take the same lock, so a
+reader sees either the view before a save or after it, never half of one.
+Writers (save, create_snapshot, compact_log, delete_group) must not run
+concurrently with each other: the driver has at most one save in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from raftlog.raft.memory_storage import SnapshotOutOfDateError
+from raftlog.raft.storage import CompactedError, StorageError, UnavailableError
+from raftlog.raft.types import ConfState, Entry, HardState, NodeId, Ready, Snapshot, SnapshotMeta
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+from . import codec, keys
+from .identity import DataDirError, NodeIdentity
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DataDirError", "GroupExistsError", "GroupStorage", "NodeStore", "PeerIncarnations"]
+
+# Bounds of each group's in-memory tail of recent entries. The leader re-reads
+# entries it appended moments ago to send them to followers; a follower that
+# lags by more than this is served from RocksDB instead.
+TAIL_MAX_ENTRIES = 4096
+TAIL_MAX_BYTES = 16 * 1024 * 1024
+
+
+class GroupExistsError(StorageError):
+    """create_group for a group that already has state on this node."""
+
+
+class GroupStorage:
+    """A Raft group's persisted state, as the core reads it (``raft.storage.Storage``).
+
+    Writes go through ``NodeStore`` (``save``, ``create_snapshot`` ...), never here.
+    """
+
+    def __init__(self, store: NodeStore, group_id: int) -> None:
+        self._store = store
+        self._db = store.db
+        self._lock = store._lock
+        self.group_id = group_id
+        self._hard_state = HardState()
+        self._conf_state = ConfState()
+        self._snap_meta = SnapshotMeta()
+        # The last compacted entry (Raft §7): term(first_index-1) must stay answerable
+        # for the AppendEntries consistency check (§5.3).
+        self._offset_index = 0
+        self._offset_term = 0
+        self._last_index = 0
+        # Entries [_tail_start, _last_index] when non-empty.
+        self._tail: list[Entry] = []
+        self._tail_start = 1
+        self._tail_bytes = 0
+
+    # ---- loading -------------------------------------------------------------
+
+    def _load(self) -> None:
+        db, gid = self._db, self.group_id
+        value = db.get(keys.raft_meta(gid, keys.RaftField.HARD_STATE))
+        if value is not None:
+            self._hard_state = codec.decode_hard_state(value)
+        value = db.get(keys.raft_meta(gid, keys.RaftField.CONF_STATE))
+        if value is not None:
+            self._conf_state = codec.decode_conf_state(value)
+        value = db.get(keys.raft_meta(gid, keys.RaftField.SNAPSHOT))
+        if value is not None:
+            self._snap_meta = codec.decode_snapshot(value).meta
+        value = db.get(keys.raft_meta(gid, keys.RaftField.LOG_START))
+        if value is not None:
+            self._offset_index, self._offset_term = codec.decode_index_term(value)
+        self._last_index = self._offset_index
+        it = db.iter()
+        it.seek_for_prev(keys.group_prefix(keys.NS.LOG, gid + 1))
+        if it.valid():
+            key = it.key()
+            if key.startswith(keys.group_prefix(keys.NS.LOG, gid)):
+                self._last_index = max(keys.index_of_log_key(key), self._offset_index)
+        self._tail_start = self._last_index + 1
+
+    # ---- Storage protocol ------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        with self._lock:
+            return self._hard_state, self._conf_state
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        with self._lock:
+            if lo <= self._offset_index:
+                raise CompactedError(
+                    f"group {self.group_id}: index {lo} compacted (first={self._offset_index + 1})"
+                )
+            if hi > self._last_index + 1:
+                raise UnavailableError(
+                    f"group {self.group_id}: entries [{lo},{hi}) beyond last={self._last_index}"
+                )
+            if lo >= hi:
+                return []
+            if self._tail and lo >= self._tail_start:
+                ents = self._tail[lo - self._tail_start : hi - self._tail_start]
+                return _limit(ents, max_bytes)
+            # Older than the tail: read RocksDB (still under the lock, so a
+            # concurrent truncation cannot give us a mix of two logs).
+            return self._read_entries(lo, hi, max_bytes)
+
+    def _read_entries(self, lo: int, hi: int, max_bytes: int | None) -> list[Entry]:
+        out: list[Entry] = []
+        size = 0
+        end_key = keys.log_key(self.group_id, hi)
+        # A RocksDB iterator reads one consistent snapshot of the database.
+        it = self._db.iter()
+        it.seek(keys.log_key(self.group_id, lo))
+        expect = lo
+        while expect < hi and it.valid():
+            key = it.key()
+            if key >= end_key or keys.index_of_log_key(key) != expect:
+                break
+            entry = codec.decode_entry(expect, it.value())
+            size += entry.size()
+            if out and max_bytes is not None and size > max_bytes:
+                return out
+            out.append(entry)
+            expect += 1
+            it.next()
+        if expect < hi:
+            raise StorageError(f"group {self.group_id}: log hole at index {expect}")
+        return out
+
+    def term(self, index: int) -> int:
+        with self._lock:
+            if index == self._offset_index:
+                return self._offset_term
+            if index < self._offset_index:
+                raise CompactedError(
+                    f"group {self.group_id}: index {index} compacted "
+                    f"(first={self._offset_index + 1})"
+                )
+            if index > self._last_index:
+                raise UnavailableError(
+                    f"group {self.group_id}: index {index} beyond last={self._last_index}"
+                )
+            if self._tail and index >= self._tail_start:
+                return self._tail[index - self._tail_start].term
+            value = self._db.get(keys.log_key(self.group_id, index))
+            if value is None:
+                raise StorageError(f"group {self.group_id}: log hole at index {index}")
+            return codec.decode_entry(index, value).term
+
+    def first_index(self) -> int:
+        with self._lock:
+            return self._offset_index + 1
+
+    def last_index(self) -> int:
+        with self._lock:
+            return self._last_index
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            value = self._db.get(keys.raft_meta(self.group_id, keys.RaftField.SNAPSHOT))
+            if value is None:
+                return Snapshot(SnapshotMeta(0, 0, self._conf_state))
+            return codec.decode_snapshot(value)
+
+    # ---- extras for the driver and tests ------------------------------------------
+
+    @property
+    def hard_state(self) -> HardState:
+        with self._lock:
+            return self._hard_state
+
+    @property
+    def conf_state(self) -> ConfState:
+        with self._lock:
+            return self._conf_state
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        with self._lock:
+            return self._snap_meta
+
+    def tail_cache_len(self) -> int:
+        """Entries currently served from memory (observability and tests)."""
+        with self._lock:
+            return len(self._tail)
+
+    # ---- in-memory updates, called by NodeStore under the lock after a write --------
+
+    def _mem_apply_snapshot(self, snap: Snapshot) -> None:
+        self._snap_meta = snap.meta
+        self._conf_state = snap.meta.conf_state
+        self._offset_index = snap.meta.index
+        self._offset_term = snap.meta.term
+        self._last_index = snap.meta.index
+        self._tail = []
+        self._tail_start = self._last_index + 1
+        self._tail_bytes = 0
+
+    def _mem_append(self, ents: Sequence[Entry]) -> None:
+        first = ents[0].index
+        tail = self._tail
+        if tail and self._tail_start <= first <= self._tail_start + len(tail):
+            cut = first - self._tail_start
+            self._tail_bytes -= sum(e.size() for e in tail[cut:])
+            del tail[cut:]
+            tail.extend(ents)
+        else:
+            # Appending below the cached tail (a conflicting suffix older than the
+            # cache): the new entries become the whole tail.
+            self._tail = tail = list(ents)
+            self._tail_start = first
+            self._tail_bytes = 0
+        self._tail_bytes += sum(e.size() for e in ents)
+        self._last_index = ents[-1].index
+        self._trim_tail()
+
+    def _trim_tail(self) -> None:
+        tail = self._tail
+        drop = 0
+        if len(tail) > TAIL_MAX_ENTRIES:
+            # Trim to half the bound so trimming (an O(n) list shift) is rare.
+            drop = len(tail) - TAIL_MAX_ENTRIES // 2
+        bytes_left = self._tail_bytes - sum(e.size() for e in tail[:drop])
+        while bytes_left > TAIL_MAX_BYTES and drop < len(tail) - 1:
+            bytes_left -= tail[drop].size()
+            drop += 1
+        if drop:
+            del tail[:drop]
+            self._tail_start += drop
+            self._tail_bytes = bytes_left
+
+    def _mem_compact(self, index: int, term: int) -> None:
+        self._offset_index = index
+        self._offset_term = term
+        if self._tail and index >= self._tail_start:
+            drop = index - self._tail_start + 1
+            self._tail_bytes -= sum(e.size() for e in self._tail[:drop])
+            del self._tail[:drop]
+            self._tail_start = index + 1
+
+
+def _limit(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
+    """At least one entry, then stop before ``max_bytes`` (a big entry must still flow)."""
+    if max_bytes is None or not ents:
+        return ents
+    size = ents[0].size()
+    n = 1
+    while n < len(ents):
+        size += ents[n].size()
+        if size > max_bytes:
+            break
+        n += 1
+    return ents[:n]
+
+
+class _Staged:
+    """A group's log bounds as a save() batch is being built (several Readies may
+    touch one group in one save)."""
+
+    __slots__ = ("last", "offset", "snap_index")
+
+    def __init__(self, g: GroupStorage) -> None:
+        self.offset = g._offset_index
+        self.last = g._last_index
+        self.snap_index = g._snap_meta.index
+
+
+class PeerIncarnations:
+    """The ``IncarnationBook`` the listener uses: get/set over NodeStore."""
+
+    def __init__(self, store: NodeStore) -> None:
+        self._store = store
+
+    def get(self, node_id: NodeId) -> str | None:
+        return self._store.peer_incarnation(node_id)
+
+    def set(self, node_id: NodeId, incarnation: str) -> None:
+        self._store.set_peer_incarnation(node_id, incarnation)
+
+
+class NodeStore:
+    """A node's RocksDB: identity, peers' incarnations and every group's Raft state."""
+
+    def __init__(self, db: Rdict, path: Path, identity: NodeIdentity, fsync: bool) -> None:
+        self.db = db
+        self.path = path
+        self.identity = identity
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._sync_opts = WriteOptions()
+        self._sync_opts.sync = True
+        self._nosync_opts = WriteOptions()
+        self._nosync_opts.sync = False
+        self._groups: dict[int, GroupStorage] = {}
+        self._closed = False
+
+    # ---- opening -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, cluster: str, node_id: str, fsync: bool = True) -> NodeStore:
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise DataDirError(f"data dir {path} exists and is not a directory")
+        if path.is_dir() and any(path.iterdir()) and not (path / "CURRENT").exists():
+            raise DataDirError(
+                f"data dir {path} is not empty and is not a raftlog (RocksDB) directory"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        try:
+            db = Rdict(str(path), options=opts)
+        except Exception as exc:  # rocksdict raises a bare Exception for IO/lock errors
+            raise DataDirError(f"data dir {path} cannot be opened: {exc}") from exc
+        try:
+            identity = cls._check_identity(db, path, cluster, node_id)
+            store = cls(db, path, identity, fsync)
+            store._load_groups()
+        except BaseException:
+            db.close()
+            raise
+        log.info(
+            "store opened path=%s cluster=%s node=%s incarnation=%s groups=%d",
+            path,
+            cluster,
+            node_id,
+            identity.incarnation,
+            len(store._groups),
+        )
+        return store
+
+    @staticmethod
+    def _check_identity(db: Rdict, path: Path, cluster: str, node_id: str) -> NodeIdentity:
+        value = db.get(keys.IDENTITY_KEY)
+        if value is None:
+            it = db.iter()
+            it.seek_to_first()
+            if it.valid():
+                raise DataDirError(
+                    f"data dir {path} holds data but no identity record; refusing to use it"
+                )
+            identity = NodeIdentity.new(cluster, node_id)
+            opts = WriteOptions()
+            opts.sync = True
+            db.put(keys.IDENTITY_KEY, identity.encode(), opts)
+            log.info("store created path=%s cluster=%s node=%s", path, cluster, node_id)
+            return identity
+        identity = NodeIdentity.decode(value, str(path))
+        identity.check(cluster, node_id, str(path))
+        return identity
+
+    def _load_groups(self) -> None:
+        for gid in self._scan_group_ids():
+            g = GroupStorage(self, gid)
+            try:
+                g._load()
+            except codec.StoreCorruptionError as exc:
+                raise DataDirError(f"data dir {self.path}: group {gid}: {exc}") from exc
+            self._groups[gid] = g
+
+    def _scan_group_ids(self) -> list[int]:
+        out: list[int] = []
+        it = self.db.iter()
+        it.seek(bytes([keys.NS.GROUP]))
+        while it.valid():
+            key = it.key()
+            if key[0] != keys.NS.GROUP:
+                break
+            out.append(keys.parse_group_marker(key))
+            it.next()
+        return out
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._groups.clear()
+            self.db.close()
+
+    def __enter__(self) -> NodeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- groups --------------------------------------------------------------------
+
+    def group_ids(self) -> list[int]:
+        return sorted(self._groups)
+
+    def has_group(self, group_id: int) -> bool:
+        return group_id in self._groups
+
+    def group(self, group_id: int) -> GroupStorage:
+        try:
+            return self._groups[group_id]
+        except KeyError:
+            raise KeyError(f"group {group_id} has no state on this node") from None
+
+    def create_group(self, group_id: int, conf_state: ConfState) -> GroupStorage:
+        """Bootstrap a group (durably) with its initial membership and an empty log."""
+        if group_id in self._groups:
+            raise GroupExistsError(f"group {group_id} already exists on this node")
+        batch = self.new_batch()
+        batch.put(keys.group_marker(group_id), b"")
+        batch.put(
+            keys.raft_meta(group_id, keys.RaftField.CONF_STATE), codec.encode_conf_state(conf_state)
+        )
+        self.db.write(batch, self._sync_opts)
+        g = GroupStorage(self, group_id)
+        g._conf_state = conf_state
+        with self._lock:
+            self._groups[group_id] = g
+        log.info("group created group=%d voters=%s", group_id, ",".join(conf_state.voters))
+        return g
+
+    def delete_group(self, group_id: int) -> None:
+        """Remove every key of the group: Raft state, log and state machine data."""
+        batch = self.new_batch()
+        for ns in keys.GROUP_NAMESPACES:
+            begin, end = keys.group_range(ns, group_id)
+            batch.delete_range(begin, end)
+        with self._lock:
+            self.db.write(batch, self._sync_opts)
+            self._groups.pop(group_id, None)
+        log.info("group deleted group=%d", group_id)
+
+    # ---- the Ready write path ---------------------------------------------------------
+
+    def save(self, readies: Sequence[tuple[int, Ready]]) -> None:
+        """Persist snapshot, entries and hard state of many groups: one batch, one fsync.
+
+        This is step 1 of the Ready contract (raft/types.py): it must be durable
+        before the Readies' ``persisted_messages`` (vote grants, append acks) are
+        sent (Raft Figure 2, "respond after persisting").
+        """
+        batch = self.new_batch()
+        staged: dict[int, _Staged] = {}
+        for gid, rd in readies:
+            g = self.group(gid)
+            st = staged.get(gid)
+            if st is None:
+                st = staged[gid] = _Staged(g)
+            self._stage(gid, st, rd, batch)
+        if batch.is_empty():
+            return
+        # Write (and fsync) outside the lock so that readers on the event loop are
+        # not blocked for the fsync; the in-memory view changes only afterwards, so
+        # it never promises entries that are not yet in RocksDB. Readers only ask
+        # for indexes the core considers stable, which this write does not touch
+        # except by replacing them with the same or newer entries.
+        self.db.write(batch, self._sync_opts if self.fsync else self._nosync_opts)
+        with self._lock:
+            for gid, rd in readies:
+                g = self._groups[gid]
+                if rd.snapshot is not None and not rd.snapshot.is_empty():
+                    g._mem_apply_snapshot(rd.snapshot)
+                ents = self._live_entries(rd.entries, g._offset_index)
+                if ents:
+                    g._mem_append(ents)
+                if rd.hard_state is not None:
+                    g._hard_state = rd.hard_state
+
+    @staticmethod
+    def _live_entries(entries: Sequence[Entry], offset: int) -> Sequence[Entry]:
+        """Drop entries already covered by the snapshot/compaction point."""
+        if not entries or entries[0].index > offset:
+            return entries
+        return entries[offset - entries[0].index + 1 :]
+
+    def _stage(self, gid: int, st: _Staged, rd: Ready, batch: WriteBatch) -> None:
+        snap = rd.snapshot
+        if snap is not None and not snap.is_empty():
+            if snap.meta.index < st.snap_index:
+                raise SnapshotOutOfDateError(
+                    f"group {gid}: snapshot {snap.meta.index} older than held {st.snap_index}"
+                )
+            # Installing a snapshot replaces the whole log (Raft §7).
+            begin, end = keys.group_range(keys.NS.LOG, gid)
+            batch.delete_range(begin, end)
+            batch.put(keys.raft_meta(gid, keys.RaftField.SNAPSHOT), codec.encode_snapshot(snap))
+            batch.put(
+                keys.raft_meta(gid, keys.RaftField.CONF_STATE),
+                codec.encode_conf_state(snap.meta.conf_state),
+            )
+            batch.put(
+                keys.raft_meta(gid, keys.RaftField.LOG_START),
+                codec.encode_index_term(snap.meta.index, snap.meta.term),
+            )
+            st.offset = st.last = st.snap_index = snap.meta.index
+        ents = self._live_entries(rd.entries, st.offset)
+        if ents:
+            first, new_last = ents[0].index, ents[-1].index
+            if first > st.last + 1:
+                raise UnavailableError(
+                    f"group {gid}: append at {first} leaves a gap after last={st.last}"
+                )
+            for e in ents:
+                batch.put(keys.log_key(gid, e.index), codec.encode_entry(e))
+            if st.last > new_last:
+                # Truncate the conflicting suffix beyond the new entries (Raft §5.3:
+                # "delete the existing entry and all that follow it").
+                batch.delete_range(keys.log_key(gid, new_last + 1), keys.log_key(gid, st.last + 1))
+            st.last = new_last
+        if rd.hard_state is not None:
+            batch.put(
+                keys.raft_meta(gid, keys.RaftField.HARD_STATE),
+                codec.encode_hard_state(rd.hard_state),
+            )
+
+    # ---- membership, snapshots, compaction -----------------------------------------------
+
+    def set_conf_state(
+        self, group_id: int, conf_state: ConfState, batch: WriteBatch | None = None
+    ) -> None:
+        """Record the membership to restart with after the driver applied a conf change.
+
+        Pass the apply batch to make it atomic with the state machine's applied
+        index; without one it is written (synced) at once.
+        """
+        g = self.group(group_id)
+        key = keys.raft_meta(group_id, keys.RaftField.CONF_STATE)
+        value = codec.encode_conf_state(conf_state)
+        if batch is not None:
+            batch.put(key, value)
+        else:
+            self.db.put(key, value, self._sync_opts)
+        with self._lock:
+            g._conf_state = conf_state
+
+    def create_snapshot(
+        self, group_id: int, index: int, conf_state: ConfState | None, data: bytes
+    ) -> Snapshot:
+        """Record a state-machine snapshot taken at applied ``index`` (does not compact)."""
+        g = self.group(group_id)
+        if index <= g.snapshot_meta().index:
+            raise SnapshotOutOfDateError(
+                f"group {group_id}: snapshot at {index} not newer than held "
+                f"{g.snapshot_meta().index}"
+            )
+        if index > g.last_index():
+            raise UnavailableError(
+                f"group {group_id}: snapshot at {index} beyond last={g.last_index()}"
+            )
+        cs = conf_state if conf_state is not None else g.conf_state
+        snap = Snapshot(SnapshotMeta(index, g.term(index), cs), data)
+        batch = self.new_batch()
+        batch.put(keys.raft_meta(group_id, keys.RaftField.SNAPSHOT), codec.encode_snapshot(snap))
+        batch.put(keys.raft_meta(group_id, keys.RaftField.CONF_STATE), codec.encode_conf_state(cs))
+        with self._lock:
+            self.db.write(batch, self._sync_opts)
+            g._snap_meta = snap.meta
+            g._conf_state = cs
+        log.info("snapshot created group=%d index=%d term=%d", group_id, index, snap.meta.term)
+        return snap
+
+    def compact_log(self, group_id: int, upto_index: int) -> None:
+        """Discard entries up to and including ``upto_index`` (log compaction, Raft §7).
+
+        The caller must hold a snapshot covering ``upto_index``, or lagging
+        followers can no longer be caught up.
+        """
+        g = self.group(group_id)
+        first = g.first_index()
+        if upto_index < first:
+            raise CompactedError(
+                f"group {group_id}: index {upto_index} already compacted (first={first})"
+            )
+        term = g.term(upto_index)  # raises UnavailableError beyond last
+        batch = self.new_batch()
+        batch.delete_range(keys.log_key(group_id, 0), keys.log_key(group_id, upto_index + 1))
+        batch.put(
+            keys.raft_meta(group_id, keys.RaftField.LOG_START),
+            codec.encode_index_term(upto_index, term),
+        )
+        with self._lock:
+            self.db.write(batch, self._sync_opts)
+            g._mem_compact(upto_index, term)
+        log.info("log compacted group=%d upto=%d", group_id, upto_index)
+
+    # ---- state machine batches ----------------------------------------------------------
+
+    def new_batch(self) -> WriteBatch:
+        return WriteBatch(raw_mode=True)
+
+    def write(self, batch: WriteBatch, *, sync: bool = False) -> None:
+        """Write a state-machine batch. Unsynced is fine for applies: a lost apply
+        is redone from the Raft log on restart (the applied index is in the batch)."""
+        if batch.is_empty():
+            return
+        self.db.write(batch, self._sync_opts if (sync and self.fsync) else self._nosync_opts)
+
+    # ---- peers' incarnations (trust on first use, DESIGN.md §3 rule 7) -------------------
+
+    def peer_incarnation(self, node_id: NodeId) -> str | None:
+        value = self.db.get(keys.peer_key(node_id))
+        return None if value is None else value.decode()
+
+    def set_peer_incarnation(self, node_id: NodeId, incarnation: str) -> None:
+        self.db.put(keys.peer_key(node_id), incarnation.encode(), self._sync_opts)
+
+    def incarnation_book(self) -> PeerIncarnations:
+        return PeerIncarnations(self)

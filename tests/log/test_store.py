@@ -1,0 +1,349 @@
+"""NodeStore / GroupStorage: persistence of Readies, restart, identity checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from raftlog.log import keys
+from raftlog.log import store as store_mod
+from raftlog.log.identity import FORMAT_VERSION
+from raftlog.log.store import DataDirError, GroupExistsError, NodeStore
+from raftlog.raft.memory_storage import MemoryStorage
+from raftlog.raft.storage import CompactedError, UnavailableError
+from raftlog.raft.types import (
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Ready,
+    Snapshot,
+    SnapshotMeta,
+)
+
+CS3 = ConfState(voters=("n1", "n2", "n3"))
+
+
+def ents(lo: int, hi: int, term: int, tag: str = "") -> list[Entry]:
+    return [Entry(term=term, index=i, data=f"{tag}{term}:{i}".encode()) for i in range(lo, hi)]
+
+
+def reopen(store: NodeStore, path: Path) -> NodeStore:
+    store.close()
+    return NodeStore.open(path, cluster="test", node_id="n1")
+
+
+# ---------------------------------------------------------------- identity
+
+
+def test_first_open_writes_identity_and_reopen_keeps_incarnation(data_dir: Path) -> None:
+    with NodeStore.open(data_dir, cluster="test", node_id="n1") as s:
+        first = s.identity
+    with NodeStore.open(data_dir, cluster="test", node_id="n1") as s:
+        assert s.identity == first
+    assert first.cluster == "test" and first.node_id == "n1"
+    assert first.format_version == FORMAT_VERSION
+
+
+def test_wiped_dir_gets_a_new_incarnation(tmp_path: Path) -> None:
+    with NodeStore.open(tmp_path / "a", cluster="test", node_id="n1") as s:
+        a = s.identity.incarnation
+    with NodeStore.open(tmp_path / "b", cluster="test", node_id="n1") as s:
+        b = s.identity.incarnation
+    assert a != b
+
+
+def test_other_cluster_dir_is_refused(data_dir: Path) -> None:
+    NodeStore.open(data_dir, cluster="test", node_id="n1").close()
+    with pytest.raises(DataDirError, match="belongs to cluster 'test', not 'prod'"):
+        NodeStore.open(data_dir, cluster="prod", node_id="n1")
+
+
+def test_other_node_dir_is_refused(data_dir: Path) -> None:
+    NodeStore.open(data_dir, cluster="test", node_id="n1").close()
+    with pytest.raises(DataDirError, match="belongs to node 'n1', not 'n2'"):
+        NodeStore.open(data_dir, cluster="test", node_id="n2")
+
+
+def _overwrite_identity(data_dir: Path, value: bytes) -> None:
+    s = NodeStore.open(data_dir, cluster="test", node_id="n1")
+    s.db.put(keys.IDENTITY_KEY, value)
+    s.close()
+
+
+def test_future_format_is_refused(data_dir: Path) -> None:
+    future = {
+        "cluster": "test",
+        "node_id": "n1",
+        "incarnation": "x",
+        "format_version": FORMAT_VERSION + 1,
+    }
+    _overwrite_identity(data_dir, msgpack.packb(future))
+    with pytest.raises(DataDirError, match="newer than this raftlog supports"):
+        NodeStore.open(data_dir, cluster="test", node_id="n1")
+
+
+@pytest.mark.parametrize("garbage", [b"\xc1\xff\x00garbage", msgpack.packb([1, 2]), b""])
+def test_garbage_identity_is_refused(data_dir: Path, garbage: bytes) -> None:
+    _overwrite_identity(data_dir, garbage)
+    with pytest.raises(DataDirError, match="identity record is corrupt"):
+        NodeStore.open(data_dir, cluster="test", node_id="n1")
+
+
+def test_non_rocksdb_dir_is_refused(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True)
+    (data_dir / "notes.txt").write_text("someone else's files")
+    with pytest.raises(DataDirError, match="not a raftlog"):
+        NodeStore.open(data_dir, cluster="test", node_id="n1")
+
+
+def test_dir_open_twice_is_refused(store: NodeStore, data_dir: Path) -> None:
+    with pytest.raises(DataDirError, match="cannot be opened"):
+        NodeStore.open(data_dir, cluster="test", node_id="n1")
+
+
+def test_peer_incarnations_persist(store: NodeStore, data_dir: Path) -> None:
+    assert store.peer_incarnation("n2") is None
+    book = store.incarnation_book()
+    book.set("n2", "inc-a")
+    store = reopen(store, data_dir)
+    try:
+        assert store.peer_incarnation("n2") == "inc-a"
+        assert store.incarnation_book().get("n3") is None
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------- groups and Readies
+
+
+def test_created_group_starts_empty_and_survives_restart(store: NodeStore, data_dir: Path) -> None:
+    g = store.create_group(7, CS3)
+    assert (g.first_index(), g.last_index(), g.term(0)) == (1, 0, 0)
+    with pytest.raises(GroupExistsError):
+        store.create_group(7, CS3)
+    store = reopen(store, data_dir)
+    try:
+        assert store.group_ids() == [7]
+        assert store.group(7).initial_state() == (HardState(), CS3)
+    finally:
+        store.close()
+
+
+def test_save_then_restart_restores_entries_hard_state_conf_state(
+    store: NodeStore, data_dir: Path
+) -> None:
+    store.create_group(1, CS3)
+    store.create_group(2, ConfState(voters=("n1",)))
+    hs1 = HardState(term=2, vote="n2", commit=3)
+    store.save(
+        [
+            (1, Ready(hard_state=hs1, entries=ents(1, 6, 2))),
+            (2, Ready(hard_state=HardState(term=1, vote="n1"), entries=ents(1, 3, 1))),
+        ]
+    )
+    g1 = store.group(1)
+    assert g1.entries(1, 6) == ents(1, 6, 2)
+    store = reopen(store, data_dir)
+    try:
+        g1, g2 = store.group(1), store.group(2)
+        assert g1.initial_state() == (hs1, CS3)
+        assert g2.initial_state() == (HardState(term=1, vote="n1"), ConfState(voters=("n1",)))
+        assert g1.tail_cache_len() == 0  # the reads below come from RocksDB
+        assert (g1.first_index(), g1.last_index()) == (1, 5)
+        assert g1.entries(1, 6) == ents(1, 6, 2)
+        assert [g1.term(i) for i in range(0, 6)] == [0, 2, 2, 2, 2, 2]
+        assert g2.entries(1, 3) == ents(1, 3, 1)
+    finally:
+        store.close()
+
+
+def test_conflicting_suffix_is_truncated(store: NodeStore, data_dir: Path) -> None:
+    store.create_group(1, CS3)
+    store.save([(1, Ready(entries=ents(1, 11, 1)))])
+    # A new leader's entries at 6..7 replace 6..10 (Raft §5.3).
+    store.save([(1, Ready(entries=ents(6, 8, 2, "new")))])
+    expected = ents(1, 6, 1) + ents(6, 8, 2, "new")
+    g = store.group(1)
+    assert g.last_index() == 7
+    assert g.entries(1, 8) == expected
+    with pytest.raises(UnavailableError):
+        g.entries(1, 9)
+    store = reopen(store, data_dir)
+    try:
+        g = store.group(1)
+        assert g.last_index() == 7
+        assert g.entries(1, 8) == expected
+        assert store.db.get(keys.log_key(1, 8)) is None
+    finally:
+        store.close()
+
+
+def test_entries_respects_max_bytes_but_returns_at_least_one(store: NodeStore) -> None:
+    store.create_group(1, CS3)
+    big = [Entry(term=1, index=i, data=b"x" * 100) for i in range(1, 11)]
+    store.save([(1, Ready(entries=big))])
+    g = store.group(1)
+    assert g.entries(1, 11, max_bytes=1) == big[:1]
+    assert g.entries(1, 11, max_bytes=3 * big[0].size()) == big[:3]
+    # The same limits from RocksDB, once the tail cache is bypassed.
+    assert g._read_entries(1, 11, 1) == big[:1]
+    assert g._read_entries(1, 11, 3 * big[0].size()) == big[:3]
+
+
+def test_gap_is_refused_and_nothing_is_written(store: NodeStore) -> None:
+    store.create_group(1, CS3)
+    store.save([(1, Ready(entries=ents(1, 3, 1)))])
+    with pytest.raises(UnavailableError, match="gap"):
+        store.save([(1, Ready(entries=ents(5, 6, 1), hard_state=HardState(term=9)))])
+    assert store.group(1).last_index() == 2
+    assert store.group(1).hard_state == HardState()
+
+
+def test_tail_cache_is_bounded_and_old_entries_come_from_disk(
+    store: NodeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_mod, "TAIL_MAX_ENTRIES", 10)
+    store.create_group(1, CS3)
+    for lo in range(1, 41, 4):
+        store.save([(1, Ready(entries=ents(lo, lo + 4, 1)))])
+    g = store.group(1)
+    assert g.tail_cache_len() <= 10
+    assert g.entries(1, 41) == ents(1, 41, 1)
+    assert [g.term(i) for i in (1, 40)] == [1, 1]
+
+
+def test_snapshot_in_ready_replaces_the_log(store: NodeStore, data_dir: Path) -> None:
+    store.create_group(1, CS3)
+    store.save([(1, Ready(entries=ents(1, 6, 1)))])
+    cs = ConfState(voters=("n1", "n2"))
+    snap = Snapshot(SnapshotMeta(index=20, term=4, conf_state=cs), b"state")
+    store.save([(1, Ready(snapshot=snap, entries=ents(21, 23, 4)))])
+    g = store.group(1)
+    assert (g.first_index(), g.last_index(), g.term(20)) == (21, 22, 4)
+    with pytest.raises(CompactedError):
+        g.entries(5, 6)
+    store = reopen(store, data_dir)
+    try:
+        g = store.group(1)
+        assert g.snapshot() == snap
+        assert g.initial_state()[1] == cs
+        assert (g.first_index(), g.last_index(), g.term(20)) == (21, 22, 4)
+        assert g.entries(21, 23) == ents(21, 23, 4)
+        assert store.db.get(keys.log_key(1, 3)) is None
+    finally:
+        store.close()
+
+
+def test_create_snapshot_and_compact(store: NodeStore, data_dir: Path) -> None:
+    store.create_group(1, CS3)
+    store.save([(1, Ready(entries=ents(1, 11, 2)))])
+    snap = store.create_snapshot(1, 8, None, b"sm")
+    assert snap.meta == SnapshotMeta(8, 2, CS3)
+    store.compact_log(1, 8)
+    g = store.group(1)
+    assert (g.first_index(), g.term(8)) == (9, 2)
+    with pytest.raises(CompactedError):
+        g.term(7)
+    store = reopen(store, data_dir)
+    try:
+        g = store.group(1)
+        assert (g.first_index(), g.last_index(), g.term(8)) == (9, 10, 2)
+        assert g.snapshot() == snap
+        assert g.entries(9, 11) == ents(9, 11, 2)
+    finally:
+        store.close()
+
+
+def test_set_conf_state_survives_restart(store: NodeStore, data_dir: Path) -> None:
+    store.create_group(1, CS3)
+    cs = ConfState(voters=("n1", "n2", "n3", "n4"))
+    batch = store.new_batch()
+    store.set_conf_state(1, cs, batch)
+    store.write(batch, sync=True)
+    store = reopen(store, data_dir)
+    try:
+        assert store.group(1).initial_state()[1] == cs
+    finally:
+        store.close()
+
+
+def _has_keys(store: NodeStore, begin: bytes, end: bytes) -> bool:
+    # A live iterator pins the database open, so keep it local to this function.
+    it = store.db.iter()
+    it.seek(begin)
+    return it.valid() and it.key() < end
+
+
+def test_delete_group_removes_all_its_keys(store: NodeStore, data_dir: Path) -> None:
+    store.create_group(1, CS3)
+    store.create_group(2, CS3)
+    store.save([(g, Ready(entries=ents(1, 4, 1), hard_state=HardState(term=1))) for g in (1, 2)])
+    batch = store.new_batch()
+    batch.put(keys.batch_key(1, 0), b"records")
+    store.write(batch)
+    store.delete_group(1)
+    assert store.group_ids() == [2]
+    for ns in keys.GROUP_NAMESPACES:
+        assert not _has_keys(store, *keys.group_range(ns, 1)), f"namespace {ns!r} left keys"
+    store = reopen(store, data_dir)
+    try:
+        assert store.group_ids() == [2]
+        assert store.group(2).entries(1, 4) == ents(1, 4, 1)
+    finally:
+        store.close()
+
+
+def test_fsync_off_store_still_persists_on_clean_close(data_dir: Path) -> None:
+    s = NodeStore.open(data_dir, cluster="test", node_id="n1", fsync=False)
+    s.create_group(1, CS3)
+    s.save([(1, Ready(entries=ents(1, 3, 1)))])
+    s.close()
+    with NodeStore.open(data_dir, cluster="test", node_id="n1") as s:
+        assert s.group(1).entries(1, 3) == ents(1, 3, 1)
+
+
+# ---------------------------------------------------------------- equivalence with MemoryStorage
+
+# An operation: ("append", first index offset from last+1 (<= 0 = overwrite), count, term)
+# or ("compact", fraction of the log).
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(-6, 0), st.integers(1, 5), st.integers(1, 4)),
+        st.tuples(st.just("compact"), st.floats(0, 1), st.just(0), st.just(0)),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=ops)
+def test_matches_memory_storage(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:
+    path = tmp_path_factory.mktemp("equiv")
+    mem = MemoryStorage(conf_state=CS3)
+    with NodeStore.open(path, cluster="test", node_id="n1", fsync=False) as s:
+        s.create_group(1, CS3)
+        g = s.group(1)
+        for kind, offset, count, term in ops:
+            if kind == "append":
+                lo = max(mem.first_index(), mem.last_index() + 1 + offset)
+                new = [
+                    Entry(term=term, index=i, type=EntryType(i % 2), data=b"%d" % i)
+                    for i in range(lo, lo + count)
+                ]
+                mem.append(new)
+                s.save([(1, Ready(entries=new))])
+            elif mem.last_index() >= mem.first_index():
+                upto = mem.first_index() + int(offset * (mem.last_index() - mem.first_index()))
+                mem.compact(upto)
+                s.compact_log(1, upto)
+            assert (g.first_index(), g.last_index()) == (mem.first_index(), mem.last_index())
+        lo, hi = mem.first_index(), mem.last_index() + 1
+        assert g.entries(lo, hi) == mem.entries(lo, hi)
+        assert g._read_entries(lo, hi, None) == mem.entries(lo, hi)
+        for i in range(lo - 1, hi):
+            assert g.term(i) == mem.term(i)
