@@ -1,0 +1,568 @@
+"""The node's TCP listener: one address for both clients and peers (DESIGN.md §4).
+
+Every connection starts with a hello. Clients then pipeline requests, which
+run concurrently and are answered as they complete (out of order); peers
+stream one-way Raft frames that go straight to the driver.
+
+Bad input never kills the node: a framing error (oversized, not msgpack, not a
+map) closes THAT connection; a well-framed but invalid request gets an
+INVALID_REQUEST reply and the connection carries on; a handler that blows up
+answers INTERNAL for that request only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+from raftlog.client.errors import ErrorCode
+from raftlog.client.protocol import (
+    PROTOCOL_VERSION,
+    REQUESTS,
+    FrameDecoder,
+    FrameError,
+    FrameTooLargeError,
+    RequestError,
+    encode_frame,
+    error_reply,
+    hello_ok,
+    ok_reply,
+    validate_request,
+)
+
+from .config import ClusterConfig, QuotaConfig
+from .errors import HandlerError
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 10.0
+RECEIVE_CHUNK = 256 * 1024
+
+
+class IncarnationBook(Protocol):
+    """Trust-on-first-use record of each peer's incarnation (DESIGN.md §3 rule 7)."""
+
+    def get(self, node_id: str) -> str | None: ...
+
+    def set(self, node_id: str, incarnation: str) -> None: ...
+
+
+@dataclass(slots=True)
+class MemoryIncarnationBook:
+    """An IncarnationBook in memory (tests; a node uses its NodeStore's record)."""
+
+    known: dict[str, str] = field(default_factory=dict)
+
+    def get(self, node_id: str) -> str | None:
+        return self.known.get(node_id)
+
+    def set(self, node_id: str, incarnation: str) -> None:
+        self.known[node_id] = incarnation
+
+
+@dataclass(slots=True)
+class StoreIncarnationBook:
+    """Adapts log.store.NodeStore (peer_incarnation / set_peer_incarnation)."""
+
+    store: Any
+
+    def get(self, node_id: str) -> str | None:
+        return self.store.peer_incarnation(node_id)
+
+    def set(self, node_id: str, incarnation: str) -> None:
+        self.store.set_peer_incarnation(node_id, incarnation)
+
+
+def as_incarnation_book(obj: Any) -> IncarnationBook:
+    if hasattr(obj, "get") and hasattr(obj, "set"):
+        return obj
+    if hasattr(obj, "peer_incarnation"):
+        return StoreIncarnationBook(obj)
+    raise TypeError(f"{obj!r} is not an IncarnationBook")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Who sent a request; handlers use client_id for producer bookkeeping and logs."""
+
+    client_id: str
+    peer_address: str
+    connection_id: int
+    node_id: str
+
+
+RequestHandler = Callable[[RequestContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+PeerHandler = Callable[[str, list[tuple[int, bytes]]], None]
+
+
+class _Reject(Exception):
+    """A hello refused with a wire error code; the connection is closed after the reply."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ---------------------------------------------------------------- quotas
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """Tokens refill at ``rate``/s up to one second's worth.
+
+    A request is admitted while the balance is positive and then charged in
+    full, possibly into debt; so a single batch larger than the burst still
+    passes (when the bucket is full) and the debt throttles what follows, the
+    way Kafka quotas do. Refusing happens BEFORE the handler runs, so a
+    throttled produce appended nothing.
+    """
+
+    rate: float
+    tokens: float
+    stamp: float
+
+    @classmethod
+    def full(cls, rate: float, now: float) -> TokenBucket:
+        return cls(rate, rate, now)
+
+    def take(self, cost: float, now: float) -> float:
+        """Charge ``cost``; return 0 if admitted, else the seconds to wait."""
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens <= 0:
+            return -self.tokens / self.rate + 1.0 / self.rate
+        self.tokens -= cost
+        return 0.0
+
+
+class Quotas:
+    """Per client id buckets, shared by all the connections of one client id."""
+
+    def __init__(self, cfg: QuotaConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self._requests: dict[str, TokenBucket] = {}
+        self._produce: dict[str, TokenBucket] = {}
+
+    def check(self, client_id: str, op: str, fields: dict[str, Any]) -> tuple[str, float] | None:
+        """None if admitted, else (quota name, seconds to wait)."""
+        now = self.clock()
+        rate = self.cfg.requests_per_sec
+        if rate is not None:
+            bucket = self._requests.get(client_id)
+            if bucket is None:
+                bucket = self._requests[client_id] = TokenBucket.full(rate, now)
+            wait = bucket.take(1.0, now)
+            if wait:
+                return "requests_per_sec", wait
+        rate = self.cfg.produce_bytes_per_sec
+        if rate is not None and op == "produce":
+            bucket = self._produce.get(client_id)
+            if bucket is None:
+                bucket = self._produce[client_id] = TokenBucket.full(rate, now)
+            wait = bucket.take(float(len(fields.get("records", b""))), now)
+            if wait:
+                return "produce_bytes_per_sec", wait
+        return None
+
+
+# ---------------------------------------------------------------- server
+
+
+@dataclass(slots=True)
+class Listener:
+    """Everything the connections of one node share; ``handle_stream`` serves one.
+
+    ``serve`` binds the TCP address; tests drive ``handle_stream`` directly
+    with in-memory streams to control the scheduling.
+    """
+
+    cfg: ClusterConfig
+    node_id: str
+    book: IncarnationBook
+    on_request: RequestHandler
+    on_peer_msgs: PeerHandler
+    metrics: Metrics
+    quotas: Quotas
+    conn_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    @classmethod
+    def create(
+        cls,
+        cfg: ClusterConfig,
+        node_id: str,
+        *,
+        store_incarnations: Any,
+        on_request: RequestHandler,
+        on_peer_msgs: PeerHandler,
+        metrics: Metrics,
+    ) -> Listener:
+        cfg.node(node_id)  # ConfigError if unknown
+        return cls(
+            cfg=cfg,
+            node_id=node_id,
+            book=as_incarnation_book(store_incarnations),
+            on_request=on_request,
+            on_peer_msgs=on_peer_msgs,
+            metrics=metrics,
+            quotas=Quotas(cfg.quotas),
+        )
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        await _connection(self, stream)
+
+
+async def serve(
+    cfg: ClusterConfig,
+    node_id: str,
+    *,
+    store_incarnations: Any,
+    on_request: RequestHandler,
+    on_peer_msgs: PeerHandler,
+    metrics: Metrics,
+    task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept clients and peers on this node's address until cancelled.
+
+    ``task_status.started(listeners)`` once bound (tests read the port).
+    """
+    node = cfg.node(node_id)
+    listener = Listener.create(
+        cfg,
+        node_id,
+        store_incarnations=store_incarnations,
+        on_request=on_request,
+        on_peer_msgs=on_peer_msgs,
+        metrics=metrics,
+    )
+    listeners = await trio.open_tcp_listeners(node.port, host=node.host)
+    log.info("event=listening node=%s address=%s", node_id, node.address)
+    task_status.started(listeners)
+    await trio.serve_listeners(listener.handle_stream, listeners)
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return "memory"
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+async def _connection(shared: Listener, stream: trio.abc.Stream) -> None:
+    # trio.serve_listeners lets a handler's exception crash the whole server:
+    # whatever one connection does wrong, the node keeps serving the others.
+    try:
+        await _connection_inner(shared, stream)
+    except Exception:
+        log.exception("event=connection_failed remote=%s", _peer_name(stream))
+
+
+async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
+    conn_id = next(shared.conn_ids)
+    remote = _peer_name(stream)
+    decoder = FrameDecoder(shared.cfg.limits.max_frame_bytes)
+    async with stream:
+        try:
+            hello, leftover = await _read_hello(stream, decoder)
+            role, ident = _check_hello(shared, hello)
+        except _Reject as rej:
+            shared.metrics.hello_rejected.inc(code=rej.code.value)
+            log.warning(
+                "event=hello_rejected conn=%d remote=%s code=%s reason=%r",
+                conn_id, remote, rej.code.value, rej.message,
+            )  # fmt: skip
+            await _send_quietly(stream, encode_frame(error_reply(0, rej.code, rej.message)))
+            return
+        except FrameError as exc:
+            _framing_error(shared, conn_id, remote, exc)
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            return
+        if not await _send_quietly(stream, encode_frame(hello_ok(shared.node_id, shared.cfg.name))):
+            return
+        shared.metrics.connections.inc(role=role)
+        log.debug("event=connected conn=%d remote=%s role=%s id=%s", conn_id, remote, role, ident)
+        try:
+            if role == "peer":
+                await _serve_peer(shared, stream, decoder, ident, leftover, conn_id)
+            else:
+                ctx = RequestContext(ident, remote, conn_id, shared.node_id)
+                await _ClientConnection(shared, stream, decoder, ctx).run(leftover)
+        finally:
+            shared.metrics.connections.dec(role=role)
+
+
+async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> bool:
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
+
+
+def _framing_error(shared: Listener, conn_id: int, remote: str, exc: FrameError) -> None:
+    reason = "too_large" if isinstance(exc, FrameTooLargeError) else "malformed"
+    shared.metrics.frame_errors.inc(reason=reason)
+    log.warning("event=connection_closed conn=%d remote=%s reason=%s detail=%r",
+                conn_id, remote, reason, str(exc))  # fmt: skip
+
+
+async def _read_hello(
+    stream: trio.abc.Stream, decoder: FrameDecoder
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    # A dialler that never says hello must not hold a task and a socket forever.
+    with trio.fail_after(HELLO_TIMEOUT_S):
+        while True:
+            data = await stream.receive_some(RECEIVE_CHUNK)
+            if not data:
+                raise trio.BrokenResourceError("closed before hello")
+            frames = decoder.feed(data)
+            if frames:
+                return frames[0], frames[1:]
+
+
+def _check_hello(shared: Listener, hello: dict[str, Any]) -> tuple[str, str]:
+    """Validate a hello; return (role, id) or raise _Reject."""
+    cfg = shared.cfg
+    if hello.get("type") != "hello":
+        raise _Reject(ErrorCode.INVALID_REQUEST, "the first frame must be a hello")
+    version = hello.get("version")
+    if version != PROTOCOL_VERSION:
+        raise _Reject(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"protocol version {version!r} not supported (this node speaks {PROTOCOL_VERSION})",
+        )
+    role, ident = hello.get("role"), hello.get("id")
+    if role not in ("client", "peer"):
+        raise _Reject(ErrorCode.INVALID_REQUEST, f"hello role must be client or peer: {role!r}")
+    if not isinstance(ident, str) or not ident:
+        raise _Reject(ErrorCode.INVALID_REQUEST, "hello id must be a non-empty string")
+    cluster = hello.get("cluster")
+    credential = hello.get("credential")
+    if role == "client":
+        # A client may not know the cluster's name; if it says one, it must match.
+        if cluster is not None and cluster != cfg.name:
+            raise _Reject(
+                ErrorCode.CLUSTER_MISMATCH, f"this node is in cluster {cfg.name!r}, not {cluster!r}"
+            )
+        if cfg.auth.client_tokens and credential not in cfg.auth.client_tokens:
+            raise _Reject(ErrorCode.UNAUTHORIZED, "missing or invalid client credential")
+        return role, ident
+    if cluster != cfg.name:
+        raise _Reject(
+            ErrorCode.CLUSTER_MISMATCH, f"peer of cluster {cluster!r}, this node is in {cfg.name!r}"
+        )
+    if cfg.auth.peer_token is not None and credential != cfg.auth.peer_token:
+        raise _Reject(ErrorCode.UNAUTHORIZED, "missing or invalid peer credential")
+    if ident not in cfg.node_ids() or ident == shared.node_id:
+        raise _Reject(ErrorCode.CLUSTER_MISMATCH, f"peer {ident!r} is not a member of this cluster")
+    incarnation = hello.get("incarnation")
+    if not isinstance(incarnation, str) or not incarnation:
+        raise _Reject(ErrorCode.INVALID_REQUEST, "peer hello needs an incarnation")
+    known = shared.book.get(ident)
+    if known is None:
+        shared.book.set(ident, incarnation)  # trust on first use
+        log.info("event=peer_incarnation_recorded peer=%s incarnation=%s", ident, incarnation)
+    elif known != incarnation:
+        # DESIGN §3 rule 7: a node restarted on a wiped data dir lost the log it
+        # voted and acked with; letting it speak as its old self could elect a
+        # leader without a committed entry. It must rejoin as a new member.
+        log.error(
+            "event=peer_refused peer=%s reason=incarnation_changed known=%s got=%s "
+            "hint='its data dir was wiped or replaced; re-add it as a new member'",
+            ident, known, incarnation,
+        )  # fmt: skip
+        raise _Reject(
+            ErrorCode.CLUSTER_MISMATCH,
+            f"peer {ident!r} has incarnation {incarnation}, expected {known}",
+        )
+    return role, ident
+
+
+# ---------------------------------------------------------------- peer role
+
+
+def _raft_msgs(frame: dict[str, Any]) -> list[tuple[int, bytes]]:
+    msgs = frame.get("msgs")
+    if not isinstance(msgs, list):
+        raise FrameError("raft frame without a msgs list")
+    out: list[tuple[int, bytes]] = []
+    for item in msgs:
+        if (
+            not isinstance(item, list | tuple)
+            or len(item) != 2
+            or not isinstance(item[0], int)
+            or isinstance(item[0], bool)
+            or not isinstance(item[1], bytes)
+        ):
+            raise FrameError("raft msgs must be [group_id, bytes] pairs")
+        out.append((item[0], item[1]))
+    return out
+
+
+async def _serve_peer(
+    shared: Listener,
+    stream: trio.abc.Stream,
+    decoder: FrameDecoder,
+    peer: str,
+    frames: list[dict[str, Any]],
+    conn_id: int,
+) -> None:
+    remote = _peer_name(stream)
+    try:
+        while True:
+            for frame in frames:
+                if frame.get("type") != "raft":
+                    raise FrameError(f"unexpected peer frame type {frame.get('type')!r}")
+                msgs = _raft_msgs(frame)
+                shared.metrics.peer_frames_in.inc(peer=peer)
+                if msgs:
+                    shared.on_peer_msgs(peer, msgs)
+            data = await stream.receive_some(RECEIVE_CHUNK)
+            if not data:
+                return
+            frames = decoder.feed(data)
+    except FrameError as exc:
+        _framing_error(shared, conn_id, remote, exc)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+
+
+# ---------------------------------------------------------------- client role
+
+
+class _ClientConnection:
+    """Pipelined requests on one client connection."""
+
+    def __init__(
+        self,
+        shared: Listener,
+        stream: trio.abc.Stream,
+        decoder: FrameDecoder,
+        ctx: RequestContext,
+    ) -> None:
+        self.shared = shared
+        self.stream = stream
+        self.decoder = decoder
+        self.ctx = ctx
+        self.pending = trio.Semaphore(shared.cfg.limits.max_pending_requests_per_connection)
+        self.outbox: list[bytes] = []
+        self.wake = trio.Event()
+        self.reading_done = False
+
+    async def run(self, first_frames: list[dict[str, Any]]) -> None:
+        async with trio.open_nursery() as conn:
+            conn.start_soon(self._writer, conn.cancel_scope)
+            try:
+                async with trio.open_nursery() as handlers:
+                    await self._reader(handlers, first_frames)
+            except FrameError as exc:
+                _framing_error(self.shared, self.ctx.connection_id, self.ctx.peer_address, exc)
+                conn.cancel_scope.cancel()
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                conn.cancel_scope.cancel()
+                return
+            # EOF from the client: the handlers have finished; flush and close.
+            self.reading_done = True
+            self.wake.set()
+
+    async def _reader(self, handlers: trio.Nursery, frames: list[dict[str, Any]]) -> None:
+        while True:
+            for frame in frames:
+                # Bounded pipelining: when the window is full, stop reading the
+                # socket; TCP flow control then pushes back on the client.
+                await self.pending.acquire()
+                self._dispatch(handlers, frame)
+            data = await self.stream.receive_some(RECEIVE_CHUNK)
+            if not data:
+                return
+            frames = self.decoder.feed(data)
+
+    def _dispatch(self, handlers: trio.Nursery, frame: dict[str, Any]) -> None:
+        raw_id = frame.get("id")
+        reply_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else 0
+        try:
+            req_id, op, fields = validate_request(frame)
+        except RequestError as exc:
+            self._count(str(frame.get("type")), exc.code)
+            self._reply(error_reply(reply_id, exc.code, exc.message))
+            return
+        throttled = self.shared.quotas.check(self.ctx.client_id, op, fields)
+        if throttled is not None:
+            quota, wait = throttled
+            self.shared.metrics.throttled.inc(quota=quota)
+            self._count(op, ErrorCode.THROTTLED)
+            retry_ms = max(1, int(wait * 1000))
+            self._reply(
+                error_reply(
+                    req_id, ErrorCode.THROTTLED, f"quota {quota} exceeded", retry_after_ms=retry_ms
+                )
+            )
+            return
+        handlers.start_soon(self._handle, req_id, op, fields)
+
+    async def _handle(self, req_id: int, op: str, fields: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        try:
+            result = await self.shared.on_request(self.ctx, op, fields)
+            reply = ok_reply(req_id, **(result or {}))
+            code = "OK"
+        except HandlerError as exc:
+            reply = error_reply(req_id, exc.code, exc.message, **exc.details)
+            code = exc.code.value
+        except Exception:
+            # One broken request must not take the connection (or the node) down.
+            log.exception("event=handler_failed op=%s conn=%d", op, self.ctx.connection_id)
+            reply = error_reply(req_id, ErrorCode.INTERNAL, f"internal error handling {op}")
+            code = ErrorCode.INTERNAL.value
+        self.shared.metrics.requests.inc(op=op, code=code)
+        self.shared.metrics.request_latency.observe(time.perf_counter() - started, op=op)
+        self._reply(reply)
+
+    def _count(self, op: str, code: ErrorCode) -> None:
+        # Bound label cardinality: garbage op names are counted under one label.
+        self.shared.metrics.requests.inc(op=op if op in REQUESTS else "unknown", code=code.value)
+
+    def _reply(self, reply: dict[str, Any]) -> None:
+        try:
+            frame = encode_frame(reply)
+        except Exception:
+            # A handler returned something msgpack cannot carry: a bug, but one
+            # request's bug, answered as such.
+            log.exception("event=reply_unencodable conn=%d", self.ctx.connection_id)
+            frame = encode_frame(
+                error_reply(reply.get("id", 0), ErrorCode.INTERNAL, "reply could not be encoded")
+            )
+        self.outbox.append(frame)
+        self.pending.release()
+        self.wake.set()
+
+    async def _writer(self, conn_scope: trio.CancelScope) -> None:
+        while True:
+            await self.wake.wait()
+            # Let every handler that completes in this scheduling batch add its
+            # reply first, so they all go out in ONE write (DESIGN §9 coalesce).
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self.wake = trio.Event()
+            batch, self.outbox = self.outbox, []
+            if batch:
+                try:
+                    await self.stream.send_all(b"".join(batch))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    conn_scope.cancel()
+                    return
+            if self.reading_done and not self.outbox:
+                conn_scope.cancel()
+                return

@@ -1,0 +1,273 @@
+"""The listener with fake handlers: hello, pipelining, coalescing, quotas, peer role."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import trio
+import trio.testing
+from raftlog.client.protocol import FrameDecoder, encode_frame, hello
+from raftlog.server.config import ClusterConfig, Limits, QuotaConfig
+from raftlog.server.listener import Listener, Quotas, TokenBucket
+
+from .conftest import FakeNode, start_fake_node
+from .rawclient import RawConn
+
+
+async def client(node: FakeNode, ident: str = "c1") -> RawConn:
+    conn = await RawConn.open(node.port)
+    reply = await conn.hello("client", ident)
+    assert reply["type"] == "hello_ok" and reply["node"] == "n1", reply
+    return conn
+
+
+async def test_request_reaches_handler_with_context(fake_node: FakeNode) -> None:
+    conn = await client(fake_node, "app-7")
+    reply = await conn.request(5, "create_topic", topic="t", partitions=2, replicas=3)
+    assert reply["id"] == 5 and reply["ok"] is True
+    assert reply["client"] == "app-7" and reply["node"] == "n1"
+    assert reply["fields"] == {"topic": "t", "partitions": 2, "replicas": 3}
+    assert fake_node.metrics.requests.value(op="create_topic", code="OK") == 1
+
+
+async def test_replies_come_out_of_order(fake_node: FakeNode) -> None:
+    conn = await client(fake_node)
+    await conn.send({"type": "fetch", "id": 1, "topic": "t", "partition": 0, "offset": 100})
+    await conn.send({"type": "fetch", "id": 2, "topic": "t", "partition": 0, "offset": 200})
+    fake_node.gate(200).set()
+    first = await conn.recv()
+    assert (first["id"], first["offset"]) == (2, 200)
+    fake_node.gate(100).set()
+    second = await conn.recv()
+    assert (second["id"], second["offset"]) == (1, 100)
+
+
+async def test_handler_error_and_crash_answer_that_request_only(fake_node: FakeNode) -> None:
+    conn = await client(fake_node)
+    reply = await conn.request(1, "describe_topic", topic="nope")
+    assert reply == {
+        "id": 1, "ok": False, "error": "UNKNOWN_TOPIC", "message": "no such topic", "topic": "nope"
+    }  # fmt: skip
+    reply = await conn.request(2, "delete_topic", topic="x")
+    assert (reply["id"], reply["error"]) == (2, "INTERNAL")
+    reply = await conn.request(3, "list_topics")
+    assert (reply["id"], reply["error"]) == (3, "INTERNAL")
+    reply = await conn.request(4, "metadata")
+    assert reply["ok"] is True
+
+
+class CountingStream(trio.abc.Stream):
+    """Wraps a stream and counts send_all calls (socket writes)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes += 1
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def memory_listener(cfg: ClusterConfig, node: FakeNode) -> Listener:
+    return Listener.create(
+        cfg,
+        "n1",
+        store_incarnations=node.book,
+        on_request=node.on_request,
+        on_peer_msgs=node.on_peer,
+        metrics=node.metrics,
+    )
+
+
+async def read_frames(stream: trio.abc.Stream, count: int) -> list[dict[str, Any]]:
+    decoder = FrameDecoder()
+    frames: list[dict[str, Any]] = []
+    with trio.fail_after(5):
+        while len(frames) < count:
+            frames += decoder.feed(await stream.receive_some(65536))
+    return frames
+
+
+async def test_replies_ready_in_one_turn_go_out_in_one_write(cfg: ClusterConfig) -> None:
+    node = FakeNode(cfg)
+    listener = memory_listener(cfg, node)
+    client_end, server_end = trio.testing.memory_stream_pair()
+    counting = CountingStream(server_end)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.handle_stream, counting)
+        await client_end.send_all(encode_frame(hello("client", "c")))
+        await read_frames(client_end, 1)
+        writes_after_hello = counting.writes
+        reqs = [
+            encode_frame({"type": "fetch", "id": i, "topic": "t", "partition": 0, "offset": 7})
+            for i in range(1, 6)
+        ]
+        await client_end.send_all(b"".join(reqs))
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.entered == 5
+        node.gate(7).set()  # all five handlers finish in the same scheduling turn
+        replies = await read_frames(client_end, 5)
+        assert sorted(r["id"] for r in replies) == [1, 2, 3, 4, 5]
+        assert counting.writes == writes_after_hello + 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_pipelining_window_is_bounded(cfg: ClusterConfig) -> None:
+    cfg = dataclasses.replace(cfg, limits=Limits(max_pending_requests_per_connection=2))
+    node = FakeNode(cfg)
+    listener = memory_listener(cfg, node)
+    client_end, server_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.handle_stream, server_end)
+        await client_end.send_all(encode_frame(hello("client", "c")))
+        await read_frames(client_end, 1)
+        frames = [
+            encode_frame({"type": "fetch", "id": i, "topic": "t", "partition": 0, "offset": i})
+            for i in range(1, 5)
+        ]
+        await client_end.send_all(b"".join(frames))
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.entered == 2  # the other two wait in the socket, not in memory
+        for i in range(1, 5):
+            node.gate(i).set()
+        replies = await read_frames(client_end, 4)
+        assert sorted(r["offset"] for r in replies) == [1, 2, 3, 4]
+        assert node.entered == 4
+        nursery.cancel_scope.cancel()
+
+
+async def test_frames_split_at_every_byte_under_lockstep_scheduling(cfg: ClusterConfig) -> None:
+    node = FakeNode(cfg)
+    listener = memory_listener(cfg, node)
+    client_end, server_end = trio.testing.lockstep_stream_pair()
+    data = encode_frame(hello("client", "c")) + b"".join(
+        encode_frame({"type": "metadata", "id": i}) for i in range(1, 4)
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.handle_stream, server_end)
+
+        async def dribble() -> None:
+            for i in range(len(data)):  # one byte per write: every split point
+                await client_end.send_all(data[i : i + 1])
+
+        nursery.start_soon(dribble)
+        frames = await read_frames(client_end, 4)
+        assert frames[0]["type"] == "hello_ok"
+        assert sorted(f["id"] for f in frames[1:]) == [1, 2, 3]
+        nursery.cancel_scope.cancel()
+
+
+def test_token_bucket_admits_burst_then_throttles_until_refilled() -> None:
+    bucket = TokenBucket.full(rate=10.0, now=0.0)
+    assert bucket.take(25.0, now=0.0) == 0.0  # a big item passes when full, into debt
+    wait = bucket.take(1.0, now=0.0)
+    assert wait > 1.5  # 15 tokens of debt at 10/s
+    assert bucket.take(1.0, now=1.0) > 0  # still 5 in debt
+    assert bucket.take(1.0, now=2.0) == 0.0
+
+
+def test_request_quota_is_per_client_id() -> None:
+    now = [0.0]
+    quotas = Quotas(QuotaConfig(requests_per_sec=2.0), clock=lambda: now[0])
+    assert quotas.check("a", "metadata", {}) is None
+    assert quotas.check("a", "metadata", {}) is None
+    refused = quotas.check("a", "metadata", {})
+    assert refused is not None and refused[0] == "requests_per_sec"
+    assert quotas.check("b", "metadata", {}) is None  # another client has its own bucket
+    now[0] = 1.0
+    assert quotas.check("a", "metadata", {}) is None
+
+
+async def test_produce_quota_throttles_before_the_handler(
+    tmp_path: Any, nursery: trio.Nursery
+) -> None:
+    from .cluster_harness import make_config
+
+    cfg = make_config(tmp_path, 1, quotas=QuotaConfig(produce_bytes_per_sec=100.0))
+    node = await start_fake_node(nursery, cfg)
+    conn = await client(node, "producer-1")
+    produce = {"topic": "t", "partition": 0, "count": 1, "crc": 0}
+    first = await conn.request(1, "produce", records=b"x" * 150, **produce)
+    assert first["ok"] is True
+    second = await conn.request(2, "produce", records=b"y" * 10, **produce)
+    assert second["error"] == "THROTTLED" and second["retry_after_ms"] > 0
+    assert [c[2]["records"] for c in node.calls] == [b"x" * 150]  # nothing else reached it
+    assert node.metrics.throttled.value(quota="produce_bytes_per_sec") == 1
+
+
+# ---------------------------------------------------------------- peer role
+
+
+async def peer(node: FakeNode, ident: str, incarnation: str, **kw: Any) -> tuple[RawConn, dict]:
+    conn = await RawConn.open(node.port)
+    kw.setdefault("cluster", node.cfg.name)
+    reply = await conn.hello("peer", ident, incarnation=incarnation, **kw)
+    return conn, reply
+
+
+async def test_peer_frames_reach_driver_and_incarnation_is_recorded(fake_node: FakeNode) -> None:
+    conn, reply = await peer(fake_node, "n2", "inc-A")
+    assert reply["type"] == "hello_ok"
+    assert fake_node.book.get("n2") == "inc-A"
+    await conn.send({"type": "raft", "msgs": [[0, b"m1"], [7, b"m2"]]})
+    await conn.send({"type": "raft", "msgs": [[3, b"m3"]]})
+    await fake_node.wait_peer_msgs(2)
+    assert fake_node.peer_msgs == [("n2", [(0, b"m1"), (7, b"m2")]), ("n2", [(3, b"m3")])]
+
+
+async def test_peer_with_changed_incarnation_is_refused(fake_node: FakeNode) -> None:
+    fake_node.book.set("n2", "old-incarnation")
+    conn, reply = await peer(fake_node, "n2", "wiped-and-restarted")
+    assert reply["error"] == "CLUSTER_MISMATCH" and "incarnation" in reply["message"]
+    assert await conn.closed()
+    assert fake_node.book.get("n2") == "old-incarnation"
+    _, ok = await peer(fake_node, "n2", "old-incarnation")
+    assert ok["type"] == "hello_ok"
+
+
+async def test_peer_hello_refusals(fake_node: FakeNode) -> None:
+    cases = [
+        ({"ident": "n2", "incarnation": "i", "cluster": "other"}, "CLUSTER_MISMATCH"),
+        ({"ident": "n9", "incarnation": "i"}, "CLUSTER_MISMATCH"),  # not a member
+        ({"ident": "n1", "incarnation": "i"}, "CLUSTER_MISMATCH"),  # itself
+        ({"ident": "n3", "incarnation": None}, "INVALID_REQUEST"),
+    ]
+    for kw, code in cases:
+        conn, reply = await peer(fake_node, kw.pop("ident"), kw.pop("incarnation"), **kw)
+        assert reply["error"] == code, (kw, reply)
+        assert await conn.closed()
+    assert fake_node.peer_msgs == []
+    assert fake_node.metrics.hello_rejected.value(code="CLUSTER_MISMATCH") == 3
+
+
+async def test_peer_token_required_when_configured(tmp_path: Any, nursery: trio.Nursery) -> None:
+    from raftlog.server.config import AuthConfig
+
+    from .cluster_harness import make_config
+
+    cfg = make_config(tmp_path, 2, auth=AuthConfig(peer_token="s3cret"))
+    node = await start_fake_node(nursery, cfg)
+    _, reply = await peer(node, "n2", "i", credential="wrong")
+    assert reply["error"] == "UNAUTHORIZED"
+    _, ok = await peer(node, "n2", "i", credential="s3cret")
+    assert ok["type"] == "hello_ok"
+
+
+async def test_malformed_peer_frame_closes_that_connection(fake_node: FakeNode) -> None:
+    conn, _ = await peer(fake_node, "n2", "i")
+    await conn.send({"type": "raft", "msgs": [["not-an-int", b"x"]]})
+    assert await conn.closed()
+    conn2, _ = await peer(fake_node, "n2", "i")
+    await conn2.send({"type": "raft", "msgs": [[1, b"ok"]]})
+    await fake_node.wait_peer_msgs(1)
+    assert fake_node.peer_msgs == [("n2", [(1, b"ok")])]
