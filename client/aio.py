@@ -1,0 +1,732 @@
+"""``AsyncClient``: the trio client of a raftlog cluster.
+
+Routing. Partition requests (produce, fetch, offsets, commits) go to the
+partition's leader as known from cached metadata; metadata requests go to
+the node that last answered them (the metadata group's leader). A NOT_LEADER
+reply redirects to the ``leader_address`` it carries, or refreshes metadata.
+
+Retries (within one per-call deadline, exponential backoff with full jitter)
+happen ONLY when a retry cannot duplicate an effect:
+
+* the request was never sent (connect refused, connection already closed);
+* the reply is an error that guarantees no effect (NOT_LEADER, THROTTLED,
+  NOT_AVAILABLE, UNKNOWN_TOPIC/PARTITION while metadata catches up);
+* the operation is idempotent: reads, offset commits (setting the same value
+  twice is harmless), init_producer, and produce with an idempotent
+  (producer_id, sequence), which the server deduplicates (KIP-98 style) and
+  answers with the original offset.
+
+Anything else that ends with an unknown outcome surfaces as
+RequestTimeoutError / ConnectionLostError: DESIGN.md §3 rule 3, a timeout
+means "outcome unknown", never "failed".
+
+Idempotent produce: the client obtains a producer id lazily (init_producer)
+and numbers each partition's batches with the sequence of their first
+record. At most ``MAX_IN_FLIGHT`` batches per partition are outstanding (the
+server's dedup window). If a batch ends with an unknown outcome or is
+definitely rejected, the sequence of that partition has a gap that the server
+would refuse forever, so the partition moves to a fresh producer id starting
+at sequence 0 (Kafka's epoch bump, simplified).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .connection import Connection
+from .errors import (
+    ClusterUnreachableError,
+    ConnectionLostError,
+    NotAvailableError,
+    NotLeaderError,
+    OutOfOrderSequenceError,
+    RaftlogError,
+    RecordTooLargeError,
+    RequestTimeoutError,
+    ThrottledError,
+    UnknownPartitionError,
+    UnknownTopicError,
+)
+from .models import (
+    BatchMetadata,
+    FetchResult,
+    Offsets,
+    RecordMetadata,
+    TopicMeta,
+)
+from .protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_RECORD_BYTES,
+    decode_batch,
+    encode_records,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 5  # per partition per producer: the server's dedup window (wire.md)
+DEFAULT_MAX_FETCH_BYTES = 1024 * 1024
+BACKOFF_BASE = 0.02
+BACKOFF_CAP = 1.0
+
+# A record as accepted by produce_batch: a bare value, or (key, value[, headers[, timestamp_ms]]).
+RecordLike = bytes | tuple[Any, ...]
+RecordTuple = tuple[bytes | None, bytes, dict[str, bytes] | None, int | None]
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The documented key partitioner: crc32(key) % partitions (stable across languages)."""
+    return zlib.crc32(key) % partitions
+
+
+def normalize_record(rec: RecordLike) -> RecordTuple:
+    if isinstance(rec, bytes | bytearray | memoryview):
+        return (None, bytes(rec), None, None)
+    key, value, *rest = rec
+    headers = rest[0] if rest else None
+    ts = rest[1] if len(rest) > 1 else None
+    return (key, value, headers, ts)
+
+
+def _as_bytes(value: bytes | str | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)
+
+
+def parse_bootstrap(bootstrap: Sequence[str] | str) -> list[str]:
+    parts = bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
+    out = [p.strip() for p in parts if p and p.strip()]
+    if not out:
+        raise ValueError("bootstrap: at least one HOST:PORT is required")
+    return out
+
+
+@dataclass(slots=True)
+class _SeqState:
+    """Idempotence state of one partition: producer id, next sequence, batches in flight."""
+
+    window: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(MAX_IN_FLIGHT))
+    producer_id: int | None = None  # None: use the client's shared producer id
+    epoch: int = 0  # bumped on every reset; a batch allocated in an older epoch re-allocates
+    needs_reset: bool = False
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    next_seq: int = 0
+    inflight: deque[int] = field(default_factory=deque)  # sequences, in allocation order
+
+
+class AsyncClient:
+    """A trio client. Use as ``async with AsyncClient("127.0.0.1:7101") as client``."""
+
+    def __init__(
+        self,
+        bootstrap: Sequence[str] | str,
+        *,
+        client_id: str | None = None,
+        credential: str | None = None,
+        request_timeout: float = 10.0,
+        connect_timeout: float = 3.0,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        idempotent: bool = True,
+    ) -> None:
+        self._bootstrap = parse_bootstrap(bootstrap)
+        self.client_id = client_id or f"client-{uuid.uuid4().hex[:12]}"
+        self.credential = credential
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.max_frame_bytes = max_frame_bytes
+        self.max_record_bytes = max_record_bytes
+        self.idempotent = idempotent
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm: Any = None
+        self._conns: dict[str, Connection] = {}
+        self._dialing: dict[str, trio.Event] = {}
+        self._nodes: dict[str, str] = {}  # node id -> address
+        self._topics: dict[str, TopicMeta] = {}
+        self._leaders: dict[tuple[str, int], str] = {}  # (topic, partition) -> leader address
+        self._controller: str | None = None  # address that last answered a metadata-group op
+        self._refreshing: trio.Event | None = None
+        self._rr = itertools.count(random.randrange(1 << 16))
+        self._topic_rr: dict[str, int] = {}
+        self._producer_id: int | None = None
+        self._pid_lock = trio.Lock()
+        self._seq: dict[tuple[str, int], _SeqState] = {}
+        self._rand = random.Random()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> AsyncClient:
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        await self.aclose()
+        cm, self._nursery_cm = self._nursery_cm, None
+        return await cm.__aexit__(*exc_info) if cm is not None else None
+
+    async def aclose(self) -> None:
+        """Close every connection (pending requests fail with ConnectionLostError)."""
+        for conn in list(self._conns.values()):
+            conn.close()
+        self._conns.clear()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # ------------------------------------------------------------ connections
+
+    async def _connection(self, address: str, budget: float) -> Connection:
+        while True:
+            conn = self._conns.get(address)
+            if conn is not None and not conn.closed:
+                return conn
+            dialing = self._dialing.get(address)
+            if dialing is None:
+                break
+            with trio.move_on_after(budget):
+                await dialing.wait()
+            if address not in self._conns:
+                raise ConnectionRefusedError(f"{address}: concurrent dial failed")
+        if self._nursery is None:
+            raise RuntimeError("AsyncClient used outside 'async with'")
+        event = self._dialing[address] = trio.Event()
+        try:
+            conn = await Connection.open(
+                self._nursery,
+                address,
+                client_id=self.client_id,
+                credential=self.credential,
+                connect_timeout=min(budget, self.connect_timeout),
+                max_frame_bytes=self.max_frame_bytes,
+            )
+            self._conns[address] = conn
+            return conn
+        finally:
+            del self._dialing[address]
+            event.set()
+
+    def _drop(self, address: str) -> None:
+        conn = self._conns.pop(address, None)
+        if conn is not None:
+            conn.close()
+
+    def _all_addresses(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for a in itertools.chain(self._nodes.values(), self._bootstrap):
+            seen[a] = None
+        return list(seen)
+
+    def _pick(self, topic: str | None, partition: int | None, attempt: int) -> str:
+        if topic is not None and partition is not None:
+            leader = self._leaders.get((topic, partition))
+            if leader is not None:
+                return leader
+        elif self._controller is not None and attempt == 0:
+            return self._controller
+        # Prefer a node we are already connected to, then rotate through the rest.
+        addresses = self._all_addresses()
+        if attempt == 0:
+            for a in addresses:
+                conn = self._conns.get(a)
+                if conn is not None and not conn.closed:
+                    return a
+        return addresses[next(self._rr) % len(addresses)]
+
+    async def _backoff(self, attempt: int, deadline: float, floor: float = 0.0) -> None:
+        delay = max(floor, self._rand.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
+        await trio.sleep(max(0.0, min(delay, deadline - trio.current_time())))
+
+    # ------------------------------------------------------------ the retry loop
+
+    async def _call(
+        self,
+        op: str,
+        fields: dict[str, Any],
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        address: str | None = None,
+        idempotent: bool,
+        budget: float | None = None,
+        server_timeout: bool = False,
+    ) -> dict[str, Any]:
+        """Send ``op`` with retries as described in the module docstring.
+
+        ``address`` pins the request to one node (no redirects). With
+        ``server_timeout`` the request carries ``timeout_ms`` a little under
+        the remaining time, so the server answers TIMEOUT before we give up.
+        """
+        budget = self.request_timeout if budget is None else budget
+        deadline = trio.current_time() + budget
+        attempt = 0
+        redirect: str | None = None
+        refreshed = False
+        last: RaftlogError | None = None
+        ever_connected = False
+        while True:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                raise self._give_up(op, last, ever_connected, budget)
+            target = address or redirect or self._pick(topic, partition, attempt)
+            redirect = None
+            try:
+                conn = await self._connection(target, remaining)
+            except (OSError, RaftlogError) as exc:
+                if isinstance(exc, RaftlogError) and not isinstance(exc, NotAvailableError):
+                    raise  # hello refused: UNAUTHORIZED, UNSUPPORTED_VERSION, ...
+                log.debug("event=connect_failed address=%s error=%s", target, exc)
+                last = ClusterUnreachableError(f"cannot connect to {target}: {exc}")
+                self._forget_leader(target)
+                attempt += 1
+                await self._backoff(attempt, deadline)
+                continue
+            ever_connected = True
+            if server_timeout:
+                fields["timeout_ms"] = max(1, int((deadline - trio.current_time()) * 900))
+            try:
+                reply = await conn.request(op, fields, deadline - trio.current_time())
+            except NotLeaderError as exc:
+                last = exc
+                attempt += 1
+                leader = exc.leader_address
+                if topic is not None and partition is not None:
+                    if leader:
+                        self._leaders[(topic, partition)] = leader
+                    else:
+                        self._leaders.pop((topic, partition), None)
+                elif topic is None:
+                    self._controller = leader
+                if address is not None:
+                    raise
+                if leader and leader != target and attempt <= 3:
+                    redirect = leader  # follow a known leader at once
+                    continue
+                if not leader:
+                    await self._refresh_quietly(deadline)
+                await self._backoff(attempt, deadline)
+                continue
+            except ThrottledError as exc:
+                last = exc
+                attempt += 1
+                retry_after = exc.details.get("retry_after_ms")
+                floor = retry_after / 1000 if isinstance(retry_after, int | float) else 0.0
+                await self._backoff(attempt, deadline, floor)
+                continue
+            except NotAvailableError as exc:
+                last = exc
+                attempt += 1
+                if address is not None:
+                    raise
+                await self._backoff(attempt, deadline)
+                continue
+            except (UnknownTopicError, UnknownPartitionError) as exc:
+                # The node may not have applied a just-committed topic yet; retry
+                # only if fresh metadata says the partition does exist.
+                if topic is None or refreshed or address is not None:
+                    raise
+                refreshed = True
+                last = exc
+                await self._refresh_quietly(deadline)
+                meta = self._topics.get(topic)
+                if meta is None or (partition is not None and partition >= len(meta.partitions)):
+                    raise
+                attempt += 1
+                await self._backoff(attempt, deadline)
+                continue
+            except ConnectionLostError as exc:
+                self._drop(target)
+                self._forget_leader(target)
+                if not idempotent and exc.details.get("sent") is not False:
+                    raise
+                last = exc
+                attempt += 1
+                await self._backoff(attempt, deadline)
+                continue
+            except RequestTimeoutError as exc:
+                if not idempotent:
+                    raise
+                last = exc
+                attempt += 1
+                continue
+            if topic is None and address is None:
+                self._controller = target
+            return reply
+
+    def _give_up(
+        self, op: str, last: RaftlogError | None, ever_connected: bool, budget: float
+    ) -> RaftlogError:
+        if not ever_connected:
+            return ClusterUnreachableError(
+                f"{op}: no node reachable within {budget:.1f}s: {last}"
+                if last
+                else f"{op}: no node reachable"
+            )
+        if last is None or isinstance(last, RequestTimeoutError | ConnectionLostError):
+            return RequestTimeoutError(f"{op}: no answer within {budget:.1f}s (outcome unknown)")
+        return last
+
+    def _forget_leader(self, address: str) -> None:
+        if self._controller == address:
+            self._controller = None
+        for tp in [tp for tp, a in self._leaders.items() if a == address]:
+            del self._leaders[tp]
+
+    # ------------------------------------------------------------ metadata
+
+    async def _refresh_quietly(self, deadline: float) -> None:
+        remaining = deadline - trio.current_time()
+        if remaining <= 0:
+            return
+        try:
+            await self._refresh_metadata(budget=remaining)
+        except RaftlogError as exc:
+            log.debug("event=metadata_refresh_failed error=%s", exc)
+
+    async def _refresh_metadata(self, budget: float | None = None) -> dict[str, Any]:
+        """Fetch cluster metadata (coalescing concurrent refreshes) and update the caches."""
+        if self._refreshing is not None:
+            event = self._refreshing
+            await event.wait()
+        self._refreshing = trio.Event()
+        try:
+            reply = await self._call("metadata", {}, idempotent=True, budget=budget)
+        finally:
+            self._refreshing.set()
+            self._refreshing = None
+        self._apply_metadata(reply)
+        return reply
+
+    def _apply_metadata(self, reply: dict[str, Any]) -> None:
+        nodes = reply.get("nodes") or []
+        if nodes:
+            self._nodes = {str(n["id"]): str(n["address"]) for n in nodes}
+        for t in reply.get("topics") or []:
+            meta = TopicMeta.from_wire(t)
+            self._topics[meta.name] = meta
+            for p in meta.partitions:
+                if p.leader_address:
+                    self._leaders[(meta.name, p.partition)] = p.leader_address
+                elif p.leader and p.leader in self._nodes:
+                    self._leaders[(meta.name, p.partition)] = self._nodes[p.leader]
+
+    async def _topic_meta(self, topic: str) -> TopicMeta:
+        meta = self._topics.get(topic)
+        if meta is None:
+            await self._refresh_metadata()
+            meta = self._topics.get(topic)
+            if meta is None:
+                raise UnknownTopicError(f"topic {topic!r} does not exist", topic=topic)
+        return meta
+
+    async def metadata(self) -> dict[str, Any]:
+        """The cluster's metadata (nodes, topics, partitions, leaders), refreshed now."""
+        return _result(await self._refresh_metadata())
+
+    async def partitions_for(self, topic: str) -> int:
+        return len((await self._topic_meta(topic)).partitions)
+
+    # ------------------------------------------------------------ topics
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replicas: int = 3,
+        config: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {"topic": name, "partitions": partitions, "replicas": replicas}
+        if config:
+            fields["config"] = config
+        # Not idempotent: a retry after an unknown outcome could answer TOPIC_EXISTS.
+        reply = await self._call("create_topic", fields, idempotent=False, server_timeout=True)
+        topic = reply.get("topic")
+        if isinstance(topic, dict):
+            self._apply_metadata({"topics": [topic]})
+        return topic if isinstance(topic, dict) else {"name": name}
+
+    async def delete_topic(self, name: str) -> None:
+        await self._call("delete_topic", {"topic": name}, idempotent=False)
+        self._topics.pop(name, None)
+        for tp in [tp for tp in self._leaders if tp[0] == name]:
+            del self._leaders[tp]
+
+    async def list_topics(self) -> list[str]:
+        reply = await self._call("list_topics", {}, idempotent=True)
+        return list(reply.get("topics") or [])
+
+    async def describe_topic(self, name: str) -> dict[str, Any]:
+        reply = await self._call("describe_topic", {"topic": name}, idempotent=True)
+        return dict(reply.get("topic") or {})
+
+    # ------------------------------------------------------------ produce
+
+    async def produce(
+        self,
+        topic: str,
+        value: bytes | str,
+        key: bytes | str | None = None,
+        partition: int | None = None,
+        headers: dict[str, bytes] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Append one record (one batch); return where it landed once committed."""
+        key_b = _as_bytes(key)
+        if partition is None:
+            partition = await self.choose_partition(topic, key_b)
+        meta = await self.produce_batch(
+            topic, partition, [(key_b, _as_bytes(value), headers, timestamp_ms)]
+        )
+        return RecordMetadata(topic, partition, meta.base_offset)
+
+    async def choose_partition(self, topic: str, key: bytes | None) -> int:
+        """Key partitioning (crc32(key) % n) or round-robin for records without a key."""
+        n = await self.partitions_for(topic)
+        if key is not None:
+            return partition_for_key(key, n)
+        i = self._topic_rr.get(topic, self._rand.randrange(n))
+        self._topic_rr[topic] = (i + 1) % n
+        return i
+
+    async def produce_batch(
+        self, topic: str, partition: int, records: Sequence[RecordLike]
+    ) -> BatchMetadata:
+        """Append ``records`` to one partition as ONE batch (one Raft entry)."""
+        if not records:
+            raise ValueError("produce_batch: no records")
+        rows = [normalize_record(r) for r in records]
+        for _key, value, _h, _ts in rows:
+            if len(value) > self.max_record_bytes:
+                raise RecordTooLargeError(
+                    f"record of {len(value)} bytes exceeds max_record_bytes={self.max_record_bytes}"
+                )
+        blob, count, crc = encode_records(rows)
+        return await self.send_encoded(topic, partition, blob, count, crc)
+
+    async def send_encoded(
+        self,
+        topic: str,
+        partition: int,
+        blob: bytes,
+        count: int,
+        crc: int,
+        *,
+        budget: float | None = None,
+    ) -> BatchMetadata:
+        """Send an already encoded batch (``encode_records``); used by Producer."""
+        fields: dict[str, Any] = {
+            "topic": topic,
+            "partition": partition,
+            "records": blob,
+            "count": count,
+            "crc": crc,
+        }
+        if not self.idempotent:
+            reply = await self._call(
+                "produce", fields, topic=topic, partition=partition, idempotent=False,
+                budget=budget, server_timeout=True,
+            )
+            return _batch_meta(topic, partition, count, reply)
+        return await self._send_idempotent(topic, partition, fields, count, budget)
+
+    async def _producer_id_for(self, state: _SeqState) -> int:
+        if state.needs_reset:
+            async with state.lock:
+                if state.needs_reset:
+                    # A fresh id restarts the partition's sequence at 0 (epoch bump).
+                    state.producer_id = await self._new_producer_id()
+                    state.epoch += 1
+                    state.next_seq = 0
+                    state.needs_reset = False
+                    log.info(
+                        "event=producer_reset producer_id=%s epoch=%s",
+                        state.producer_id, state.epoch,
+                    )
+        if state.producer_id is not None:
+            return state.producer_id
+        if self._producer_id is None:
+            async with self._pid_lock:
+                if self._producer_id is None:
+                    self._producer_id = await self._new_producer_id()
+        return self._producer_id
+
+    async def _new_producer_id(self) -> int:
+        reply = await self._call("init_producer", {}, idempotent=True)
+        return int(reply["producer_id"])
+
+    async def _send_idempotent(
+        self,
+        topic: str,
+        partition: int,
+        fields: dict[str, Any],
+        count: int,
+        budget: float | None,
+    ) -> BatchMetadata:
+        state = self._seq.get((topic, partition))
+        if state is None:
+            state = self._seq[(topic, partition)] = _SeqState()
+        budget = self.request_timeout if budget is None else budget
+        deadline = trio.current_time() + budget
+        async with state.window:
+            while True:
+                # Allocate (or re-allocate after a reset) the sequence range. No
+                # checkpoint between allocation and the frame being queued, so
+                # batches leave in sequence order.
+                pid = await self._producer_id_for(state)
+                epoch, seq = state.epoch, state.next_seq
+                state.next_seq += count
+                state.inflight.append(seq)
+                fields["producer_id"], fields["sequence"] = pid, seq
+                ok = realloc = False
+                try:
+                    while True:
+                        remaining = deadline - trio.current_time()
+                        try:
+                            reply = await self._call(
+                                "produce", fields, topic=topic, partition=partition,
+                                idempotent=True, budget=max(remaining, 0.001),
+                                server_timeout=True,
+                            )
+                            ok = True
+                            return _batch_meta(topic, partition, count, reply)
+                        except OutOfOrderSequenceError:
+                            # Definitely not appended. Earlier batches of ours may
+                            # still land: wait for them; if we are the oldest the
+                            # sequence has a gap and the partition must reset.
+                            if state.epoch != epoch:
+                                realloc = True
+                                break
+                            if state.inflight and state.inflight[0] == seq:
+                                state.needs_reset = realloc = True
+                                break
+                            if trio.current_time() >= deadline:
+                                raise
+                            await trio.sleep(min(0.01, max(0.0, deadline - trio.current_time())))
+                finally:
+                    if seq in state.inflight:
+                        state.inflight.remove(seq)
+                    if not ok and not realloc and state.epoch == epoch:
+                        # Unknown outcome or a rejection leaves a gap that the server
+                        # would refuse forever under this producer id.
+                        state.needs_reset = True
+
+    # ------------------------------------------------------------ fetch and offsets
+
+    async def fetch(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        max_records: int | None = None,
+        max_bytes: int = DEFAULT_MAX_FETCH_BYTES,
+        max_wait: float = 0.0,
+    ) -> FetchResult:
+        """Records from ``offset`` on (linearizable; long-polls up to ``max_wait`` s)."""
+        fields: dict[str, Any] = {
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "max_bytes": max_bytes,
+            "max_wait_ms": int(max_wait * 1000),
+        }
+        if max_records is not None:
+            fields["max_records"] = max_records
+        reply = await self._call(
+            "fetch", fields, topic=topic, partition=partition, idempotent=True,
+            budget=self.request_timeout + max_wait,
+        )
+        records = []
+        for base, ts, _count, blob in reply.get("batches") or []:
+            if base + _count <= offset:
+                continue
+            records.extend(decode_batch(base, ts, blob, offset))
+        if max_records is not None and len(records) > max_records:
+            del records[max_records:]
+        return FetchResult(records, int(reply["start_offset"]), int(reply["end_offset"]))
+
+    async def list_offsets(self, topic: str, partition: int) -> Offsets:
+        reply = await self._call(
+            "list_offsets", {"topic": topic, "partition": partition},
+            topic=topic, partition=partition, idempotent=True,
+        )
+        return Offsets(int(reply["start_offset"]), int(reply["end_offset"]))
+
+    async def commit_offset(
+        self, group: str, topic: str, partition: int, offset: int, metadata: str = ""
+    ) -> None:
+        """Commit ``offset`` (the next offset to consume) for ``group``, through Raft."""
+        await self._call(
+            "commit_offset",
+            {"group": group, "topic": topic, "partition": partition, "offset": offset,
+             "metadata": metadata},
+            topic=topic, partition=partition, idempotent=True,
+        )
+
+    async def committed(self, group: str, topic: str, partition: int) -> int | None:
+        """The group's committed offset for the partition, or None if it never committed."""
+        reply = await self._call(
+            "fetch_committed", {"group": group, "topic": topic, "partition": partition},
+            topic=topic, partition=partition, idempotent=True,
+        )
+        offset = reply.get("offset")
+        return int(offset) if offset is not None else None
+
+    # ------------------------------------------------------------ cluster
+
+    async def cluster_status(self, node: str | None = None) -> dict[str, Any]:
+        """One node's view (``node`` = id or HOST:PORT), or ``{node id: view}`` for all."""
+        if node is not None:
+            address = self._nodes.get(node, node)
+            if address == node and ":" not in node:
+                await self._refresh_metadata()
+                address = self._nodes.get(node)
+                if address is None:
+                    raise UnknownPartitionError(f"unknown node {node!r}")
+            return _result(
+                await self._call("cluster_status", {}, address=address, idempotent=True)
+            )
+        if not self._nodes:
+            await self._refresh_metadata()
+        views: dict[str, Any] = {}
+        for node_id, address in sorted(self._nodes.items()):
+            try:
+                views[node_id] = _result(
+                    await self._call("cluster_status", {}, address=address, idempotent=True,
+                                     budget=min(self.request_timeout, 3.0))
+                )
+            except RaftlogError as exc:
+                views[node_id] = {"node": node_id, "error": str(exc)}
+        return views
+
+    async def member_list(self) -> list[dict[str, Any]]:
+        reply = await self._call("member_list", {}, idempotent=True)
+        return list(reply.get("nodes") or [])
+
+    async def request(self, op: str, idempotent: bool = False, **fields: Any) -> dict[str, Any]:
+        """Escape hatch: any op of the protocol, with the same routing and retries."""
+        topic = fields.get("topic")
+        partition = fields.get("partition")
+        return _result(
+            await self._call(op, fields, topic=topic, partition=partition, idempotent=idempotent)
+        )
+
+
+def _batch_meta(topic: str, partition: int, count: int, reply: dict[str, Any]) -> BatchMetadata:
+    return BatchMetadata(
+        topic, partition, int(reply["base_offset"]), count, bool(reply.get("duplicate", False))
+    )
+
+
+def _result(reply: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in reply.items() if k not in ("id", "ok")}

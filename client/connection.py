@@ -1,0 +1,242 @@
+"""One pipelined trio TCP connection from a client to one node.
+
+Many tasks share a connection: each request gets a correlation id and waits
+for the reply with that id; a reader task dispatches replies (which may come
+out of order, DESIGN.md §4) and a writer task coalesces every frame queued in
+one scheduling turn into one socket write. When the connection drops, every
+pending request fails with ConnectionLostError: for a write the outcome is
+unknown (it may have been committed before the reply was lost).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import trio
+
+from .errors import (
+    ConnectionLostError,
+    InternalError,
+    RaftlogError,
+    RequestTimeoutError,
+    error_from_reply,
+)
+from .protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    HEADER,
+    FrameDecoder,
+    FrameError,
+    encode_frame,
+    hello,
+)
+
+log = logging.getLogger(__name__)
+
+_READ_CHUNK = 256 * 1024
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """One request waiting for its reply; set exactly once by the reader (or on close)."""
+
+    event: trio.Event = field(default_factory=trio.Event)
+    reply: dict[str, Any] | None = None
+    error: RaftlogError | None = None
+
+
+class Connection:
+    """A connected, hello'd connection. Create with ``await Connection.open(...)``."""
+
+    def __init__(
+        self, address: str, stream: trio.SocketStream, *, max_frame_bytes: int, node: str
+    ) -> None:
+        self.address = address
+        self.node = node  # the node id the server announced in hello_ok
+        self._stream = stream
+        self._decoder = FrameDecoder(max_frame_bytes)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Waiter] = {}
+        self._outbuf: list[bytes] = []
+        self._out_ready = trio.Event()
+        self._closed = False
+        self._close_reason = "connection closed"
+        self._cancel = trio.CancelScope()
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(
+        cls,
+        nursery: trio.Nursery,
+        address: str,
+        *,
+        client_id: str,
+        credential: str | None = None,
+        connect_timeout: float = 5.0,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> Connection:
+        """Dial, exchange hellos, start the reader and writer tasks in ``nursery``.
+
+        Raises OSError when the node cannot be reached (nothing was sent), or
+        the error reply to the hello (UNAUTHORIZED, UNSUPPORTED_VERSION ...).
+        """
+        host, _, port = address.rpartition(":")
+        try:
+            with trio.fail_after(connect_timeout):
+                stream = await trio.open_tcp_stream(host, int(port))
+        except trio.TooSlowError:
+            raise TimeoutError(f"{address}: connect timed out after {connect_timeout}s") from None
+        try:
+            with trio.fail_after(connect_timeout):
+                greeting = hello("client", client_id, credential=credential)
+                await stream.send_all(encode_frame(greeting))
+                decoder = FrameDecoder(max_frame_bytes)
+                frames: list[dict[str, Any]] = []
+                while not frames:
+                    data = await stream.receive_some(_READ_CHUNK)
+                    if not data:
+                        raise ConnectionRefusedError(f"{address} closed during hello")
+                    frames = decoder.feed(data)
+        except trio.TooSlowError:
+            await stream.aclose()
+            raise TimeoutError(f"{address}: no hello reply within {connect_timeout}s") from None
+        except (OSError, trio.BrokenResourceError, FrameError) as exc:
+            await stream.aclose()
+            raise ConnectionRefusedError(f"{address}: hello failed: {exc}") from None
+        first = frames[0]
+        if first.get("ok") is False:
+            await stream.aclose()
+            raise error_from_reply(
+                str(first.get("error")), str(first.get("message", "")), _details(first)
+            )
+        if first.get("type") != "hello_ok":
+            await stream.aclose()
+            raise InternalError(f"{address}: unexpected hello reply {first!r}")
+        conn = cls(address, stream, max_frame_bytes=max_frame_bytes, node=str(first.get("node")))
+        conn._decoder = decoder
+        # Frames that arrived glued to the hello reply are ordinary replies.
+        for frame in frames[1:]:
+            conn._dispatch(frame)
+        nursery.start_soon(conn._run)
+        log.debug("event=connected address=%s node=%s", address, conn.node)
+        return conn
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def _run(self) -> None:
+        with self._cancel:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer)
+                    await self._reader()
+                    nursery.cancel_scope.cancel()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._close_reason = f"connection to {self.address} lost: {exc}"
+            except FrameError as exc:
+                self._close_reason = f"bad frame from {self.address}: {exc}"
+        self._fail_all()
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()
+
+    def close(self) -> None:
+        """Close the connection; pending requests fail with ConnectionLostError."""
+        if not self._closed:
+            self._close_reason = f"connection to {self.address} closed by the client"
+        self._cancel.cancel()
+        self._fail_all()
+
+    def _fail_all(self) -> None:
+        self._closed = True
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            if not waiter.event.is_set():
+                waiter.error = ConnectionLostError(self._close_reason, address=self.address)
+                waiter.event.set()
+
+    # ------------------------------------------------------------ io tasks
+
+    async def _reader(self) -> None:
+        stream = self._stream
+        decoder = self._decoder
+        while True:
+            data = await stream.receive_some(_READ_CHUNK)
+            if not data:
+                self._close_reason = f"{self.address} closed the connection"
+                return
+            for frame in decoder.feed(data):
+                self._dispatch(frame)
+
+    def _dispatch(self, frame: dict[str, Any]) -> None:
+        req_id = frame.get("id")
+        waiter = self._pending.pop(req_id, None) if isinstance(req_id, int) else None
+        if waiter is None:
+            if frame.get("ok") is False and req_id == 0:
+                # A connection-level error (e.g. INVALID_REQUEST for a frame the
+                # server could not attribute); the server closes after it.
+                self._close_reason = f"{self.address}: {frame.get('error')}: {frame.get('message')}"
+            return  # a reply to a request that already timed out
+        waiter.reply = frame
+        waiter.event.set()
+
+    async def _writer(self) -> None:
+        stream = self._stream
+        while True:
+            await self._out_ready.wait()
+            self._out_ready = trio.Event()
+            buf, self._outbuf = self._outbuf, []
+            await stream.send_all(b"".join(buf) if len(buf) > 1 else buf[0])
+
+    # ------------------------------------------------------------ requests
+
+    async def request(
+        self, op: str, fields: dict[str, Any], budget: float = 10.0
+    ) -> dict[str, Any]:
+        """Send one request and wait for its reply (at most ``budget`` seconds).
+
+        Returns the reply's result fields (``ok`` reply). Raises the matching
+        RaftlogError for an error reply, RequestTimeoutError when no reply came
+        in time, ConnectionLostError when the connection dropped first.
+        """
+        if self._closed:
+            # Nothing was sent: the caller may retry freely.
+            raise ConnectionLostError(self._close_reason, address=self.address, sent=False)
+        req_id = next(self._ids)
+        waiter = _Waiter()
+        self._pending[req_id] = waiter
+        frame = {"type": op, "id": req_id, **fields}
+        body = msgpack.packb(frame, use_bin_type=True)
+        self._outbuf.append(HEADER.pack(len(body)) + body)
+        self._out_ready.set()
+        try:
+            with trio.move_on_after(budget if math.isfinite(budget) else math.inf):
+                await waiter.event.wait()
+        finally:
+            self._pending.pop(req_id, None)
+        if waiter.error is not None:
+            raise waiter.error
+        reply = waiter.reply
+        if reply is None:
+            raise RequestTimeoutError(
+                f"{op}: no reply from {self.address} within {budget:.3f}s (outcome unknown)",
+                address=self.address,
+            )
+        if reply.get("ok") is False:
+            raise error_from_reply(
+                str(reply.get("error")), str(reply.get("message", "")), _details(reply)
+            )
+        return reply
+
+
+def _details(reply: dict[str, Any]) -> dict[str, object]:
+    return {k: v for k, v in reply.items() if k not in ("id", "ok", "error", "message")}

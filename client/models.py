@@ -1,0 +1,89 @@
+"""Values the client returns (results of produce, fetch, offsets, metadata)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .protocol import Record
+
+__all__ = [
+    "BatchMetadata",
+    "FetchResult",
+    "Offsets",
+    "PartitionMeta",
+    "Record",
+    "RecordMetadata",
+    "TopicMeta",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMetadata:
+    """Where an acknowledged record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMetadata:
+    """Where an acknowledged batch landed: offsets base_offset .. base_offset+count-1."""
+
+    topic: str
+    partition: int
+    base_offset: int
+    count: int
+    duplicate: bool = False  # the server had it already (an idempotent retry)
+
+    def record(self, i: int) -> RecordMetadata:
+        return RecordMetadata(self.topic, self.partition, self.base_offset + i)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    records: list[Record]
+    start_offset: int  # the partition's first retained offset
+    end_offset: int  # the offset the next appended record will get (high watermark)
+
+    def next_offset(self, requested: int) -> int:
+        """The offset to fetch next after this result."""
+        return self.records[-1].offset + 1 if self.records else requested
+
+
+@dataclass(frozen=True, slots=True)
+class Offsets:
+    start_offset: int
+    end_offset: int
+
+
+@dataclass(slots=True)
+class PartitionMeta:
+    partition: int
+    replicas: list[str] = field(default_factory=list)
+    leader: str | None = None
+    leader_address: str | None = None
+    group: int | None = None
+
+
+@dataclass(slots=True)
+class TopicMeta:
+    name: str
+    partitions: list[PartitionMeta]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> TopicMeta:
+        parts = [
+            PartitionMeta(
+                partition=int(p["partition"]),
+                replicas=list(p.get("replicas") or []),
+                leader=p.get("leader"),
+                leader_address=p.get("leader_address"),
+                group=p.get("group"),
+            )
+            for p in obj.get("partitions") or []
+        ]
+        parts.sort(key=lambda p: p.partition)
+        return cls(name=str(obj["name"]), partitions=parts, config=dict(obj.get("config") or {}))

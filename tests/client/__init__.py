@@ -1,0 +1,1 @@
+"""Client library tests against an in-memory fake server."""
