@@ -492,7 +492,8 @@ class _ClientConnection:
 
     def _dispatch(self, handlers: trio.Nursery, frame: dict[str, Any]) -> None:
         raw_id = frame.get("id")
-        reply_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else 0
+        usable = isinstance(raw_id, int) and not isinstance(raw_id, bool) and raw_id > 0
+        reply_id = raw_id if usable else 0
         try:
             req_id, op, fields = validate_request(frame)
         except RequestError as exc:
