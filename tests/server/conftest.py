@@ -56,13 +56,27 @@ class FakeNode:
             return {"topics": {1, 2}}  # not msgpack-encodable: a handler bug
         return {"op": op, "client": ctx.client_id, "node": ctx.node_id, "fields": fields}
 
+    async def wait_peer_msgs_total(self, count: int) -> None:
+        """Until ``count`` messages (over all frames) have arrived, bounded."""
+        with trio.fail_after(10):
+            while sum(len(m) for _, m in self.peer_msgs) < count:
+                await self.peer_event.wait()
+                self.peer_event = trio.Event()
+
     def on_peer(self, from_node: str, msgs: list[tuple[int, bytes]]) -> None:
         self.peer_msgs.append((from_node, msgs))
         self.peer_event.set()
 
 
-async def start_fake_node(nursery: trio.Nursery, cfg: ClusterConfig, node_id: str = "n1"):
+async def start_fake_node(
+    nursery: trio.Nursery,
+    cfg: ClusterConfig,
+    node_id: str = "n1",
+    book: MemoryIncarnationBook | None = None,
+) -> FakeNode:
     node = FakeNode(cfg, node_id)
+    if book is not None:
+        node.book = book
     await nursery.start(
         lambda task_status: serve(
             cfg,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -59,3 +60,12 @@ class RawConn:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+async def wait_until(predicate: Callable[[], bool], what: str, limit_s: float = 10.0) -> None:
+    """Poll a condition owned by another object (no event to wait on), bounded."""
+    with trio.move_on_after(limit_s):
+        while not predicate():  # noqa: ASYNC110 -- the state has no event to wait for
+            await trio.sleep(0.005)
+        return
+    raise AssertionError(f"timed out after {limit_s}s waiting for {what}")

@@ -1,0 +1,269 @@
+"""Raft traffic to peers: one outbound stream per peer (one TCP connection per
+direction, as etcd does), frames ``{"type": "raft", "msgs": [[group, bytes], ...]}``.
+
+Raft tolerates lost messages (it retransmits on the next heartbeat or append;
+Raft paper §5.3), so the transport never blocks the driver and never grows
+without bound: each peer has a bounded queue, and when a slow or dead peer
+lets it fill, the OLDEST frames are dropped and counted. Newer messages carry
+newer terms and commit indexes, so the oldest are the least useful.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import trio
+from raftlog.client.protocol import HEADER, FrameDecoder, FrameError, encode_frame, hello
+
+from .config import ClusterConfig, parse_address
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Msgs = list[tuple[int, bytes]]
+
+
+@dataclass(slots=True)
+class TransportOptions:
+    max_queued_frames: int = 4096  # per peer; one frame = one driver turn's messages
+    max_queued_bytes: int = 64 * 1024 * 1024  # per peer
+    connect_timeout_s: float = 2.0
+    hello_timeout_s: float = 2.0
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 1.0  # a restarted peer is found within about one election timeout
+
+
+@dataclass(slots=True)
+class _Peer:
+    node_id: str
+    address: str
+    queue: collections.deque[tuple[Msgs, int]] = field(default_factory=collections.deque)
+    queued_bytes: int = 0
+    dropped: int = 0
+    connected: bool = False
+    wake: trio.Event = field(default_factory=trio.Event)
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+def _msgs_size(msgs: Msgs) -> int:
+    return sum(len(data) + 16 for _, data in msgs)
+
+
+class PeerTransport:
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        node_id: str,
+        incarnation: str,
+        *,
+        metrics: Metrics | None = None,
+        options: TransportOptions | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.incarnation = incarnation
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.options = options or TransportOptions()
+        self.rng = rng or random.Random()
+        # Frames are split well below the receiver's limit (peers share the config).
+        self.max_frame_payload = cfg.limits.max_frame_bytes // 2
+        self._peers: dict[str, _Peer] = {}
+        self._nursery: trio.Nursery | None = None
+        for node in cfg.nodes:
+            if node.id != node_id:
+                self._peers[node.id] = _Peer(node.id, cfg.dial_address(node_id, node.id))
+
+    # ------------------------------------------------------------ driver API
+
+    def send(self, peer: str, msgs: Msgs) -> None:
+        """Queue ``msgs`` for ``peer``; never blocks, never raises."""
+        state = self._peers.get(peer)
+        if state is None or not msgs:
+            if state is None:
+                log.debug("event=send_to_unknown_peer peer=%s", peer)
+            return
+        size = _msgs_size(msgs)
+        state.queue.append((msgs, size))
+        state.queued_bytes += size
+        opts = self.options
+        while len(state.queue) > opts.max_queued_frames or (
+            state.queued_bytes > opts.max_queued_bytes and len(state.queue) > 1
+        ):
+            _, old_size = state.queue.popleft()
+            state.queued_bytes -= old_size
+            state.dropped += 1
+            self.metrics.peer_queue_drops.inc(peer=peer)
+        state.wake.set()
+
+    def is_connected(self, peer: str) -> bool:
+        state = self._peers.get(peer)
+        return state is not None and state.connected
+
+    def queued(self, peer: str) -> int:
+        return len(self._peers[peer].queue)
+
+    def dropped(self, peer: str) -> int:
+        return self._peers[peer].dropped
+
+    def peers(self) -> list[str]:
+        return list(self._peers)
+
+    def add_peer(self, node_id: str, address: str) -> None:
+        if node_id == self.node_id or node_id in self._peers:
+            return
+        state = _Peer(node_id, address)
+        self._peers[node_id] = state
+        if self._nursery is not None:
+            self._nursery.start_soon(self._peer_loop, state)
+
+    def remove_peer(self, node_id: str) -> None:
+        state = self._peers.pop(node_id, None)
+        if state is not None:
+            state.cancel_scope.cancel()
+            self.metrics.peer_connected.remove(peer=node_id)
+
+    # ------------------------------------------------------------ tasks
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for state in self._peers.values():
+                nursery.start_soon(self._peer_loop, state)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _peer_loop(self, state: _Peer) -> None:
+        backoff = self.options.backoff_initial_s
+        with state.cancel_scope:
+            while True:
+                stream = await self._dial(state)
+                if stream is not None:
+                    backoff = self.options.backoff_initial_s  # reset on success
+                    await self._stream_to(state, stream)
+                # Full jitter, capped: peers restarting together do not redial in lockstep.
+                await trio.sleep(self.rng.uniform(backoff / 2, backoff))
+                backoff = min(backoff * 2, self.options.backoff_max_s)
+
+    async def _dial(self, state: _Peer) -> trio.SocketStream | None:
+        opts = self.options
+        host, port = parse_address(state.address)
+        try:
+            with trio.fail_after(opts.connect_timeout_s):
+                stream = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            self.metrics.peer_reconnects.inc(peer=state.node_id, result="unreachable")
+            log.debug("event=peer_dial_failed peer=%s address=%s error=%r",
+                      state.node_id, state.address, str(exc))  # fmt: skip
+            return None
+        frame = hello(
+            "peer",
+            self.node_id,
+            credential=self.cfg.auth.peer_token,
+            cluster=self.cfg.name,
+            incarnation=self.incarnation,
+        )
+        try:
+            with trio.fail_after(opts.hello_timeout_s):
+                await stream.send_all(encode_frame(frame))
+                reply = await _read_one(stream)
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError, FrameError) as exc:
+            self.metrics.peer_reconnects.inc(peer=state.node_id, result="hello_failed")
+            log.debug("event=peer_hello_failed peer=%s error=%r", state.node_id, str(exc))
+            await trio.aclose_forcefully(stream)
+            return None
+        if reply.get("type") != "hello_ok":
+            self.metrics.peer_reconnects.inc(peer=state.node_id, result="refused")
+            # Loud: this does not heal by retrying (wrong cluster, wiped node, bad token).
+            log.error("event=peer_refused_us peer=%s code=%s message=%r",
+                      state.node_id, reply.get("error"), reply.get("message"))  # fmt: skip
+            await trio.aclose_forcefully(stream)
+            return None
+        self.metrics.peer_reconnects.inc(peer=state.node_id, result="ok")
+        log.info("event=peer_connected peer=%s address=%s", state.node_id, state.address)
+        return stream
+
+    async def _stream_to(self, state: _Peer, stream: trio.SocketStream) -> None:
+        state.connected = True
+        self.metrics.peer_connected.set(1, peer=state.node_id)
+        try:
+            async with stream, trio.open_nursery() as nursery:
+                # Peers never write after hello_ok; a read returning means the
+                # connection is gone, which a writer alone would notice only
+                # at its next write.
+                nursery.start_soon(_watch_eof, stream, nursery.cancel_scope)
+                await self._write_loop(state, stream)
+                nursery.cancel_scope.cancel()
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("event=peer_stream_broken peer=%s error=%r", state.node_id, str(exc))
+        finally:
+            state.connected = False
+            self.metrics.peer_connected.set(0, peer=state.node_id)
+            log.info("event=peer_disconnected peer=%s", state.node_id)
+
+    async def _write_loop(self, state: _Peer, stream: trio.SocketStream) -> None:
+        while True:
+            if not state.queue:
+                await state.wake.wait()
+            # Let the rest of this scheduling turn queue too: one write per turn.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            state.wake = trio.Event()
+            data, count = self._drain(state)
+            if data:
+                await stream.send_all(data)
+                self.metrics.peer_msgs_out.inc(count, peer=state.node_id)
+
+    def _drain(self, state: _Peer) -> tuple[bytes, int]:
+        """Everything queued as few frames as possible, under the frame limit."""
+        frames: list[bytes] = []
+        current: Msgs = []
+        current_size = 0
+        count = 0
+        while state.queue:
+            msgs, size = state.queue.popleft()
+            state.queued_bytes -= size
+            for item in msgs:
+                item_size = len(item[1]) + 16
+                if item_size > self.max_frame_payload:
+                    log.error("event=peer_msg_too_large peer=%s group=%d bytes=%d",
+                              state.node_id, item[0], len(item[1]))  # fmt: skip
+                    continue
+                if current and current_size + item_size > self.max_frame_payload:
+                    frames.append(_raft_frame(current))
+                    current, current_size = [], 0
+                current.append(item)
+                current_size += item_size
+                count += 1
+        if current:
+            frames.append(_raft_frame(current))
+        return b"".join(frames), count
+
+
+def _raft_frame(msgs: Msgs) -> bytes:
+    body = msgpack.packb({"type": "raft", "msgs": msgs}, use_bin_type=True)
+    return HEADER.pack(len(body)) + body
+
+
+async def _read_one(stream: trio.SocketStream) -> dict[str, Any]:
+    decoder = FrameDecoder(1024 * 1024)
+    while True:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise trio.BrokenResourceError("closed during hello")
+        frames = decoder.feed(data)
+        if frames:
+            return frames[0]
+
+
+async def _watch_eof(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    try:
+        while await stream.receive_some(65536):
+            pass  # peers send nothing after hello_ok; ignore anything that comes
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    scope.cancel()
