@@ -1,0 +1,193 @@
+"""The commands carried in the data of NORMAL Raft entries.
+
+An entry's data is a msgpack array of commands, because the driver coalesces
+all client requests queued for a group in one loop turn into ONE proposal
+(DESIGN.md §9). Empty data is the new leader's no-op (Raft §5.4.2) and holds no
+command. Each command is an array ``[kind, field, ...]`` in the field order of
+its dataclass: compact, and decoding needs no key lookups.
+
+Entries come from peers (a buggy or hostile one included), so decoding checks
+every field's type and raises the single ``CommandError``; the state machines
+turn that into an error result for the entry, never a crash. Because every
+replica decodes the same bytes, that outcome is deterministic too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+
+class CommandError(Exception):
+    """Entry data that is not a valid command array."""
+
+
+class CommandKind(IntEnum):
+    # Partition groups.
+    PRODUCE = 1
+    COMMIT_OFFSET = 2
+    # The metadata group (group 0).
+    REGISTER_NODE = 10
+    CREATE_TOPIC = 11
+    DELETE_TOPIC = 12
+    ALLOC_PRODUCER_ID = 13
+    SET_PARTITION_REPLICAS = 14
+
+
+@dataclass(slots=True, frozen=True)
+class Produce:
+    """Append one client batch. ``records`` is opaque (client.protocol.encode_records)."""
+
+    records: bytes
+    count: int
+    crc: int
+    producer_id: int | None = None
+    # Sequence of the batch's first record (Kafka KIP-98); advances by ``count``.
+    sequence: int | None = None
+    # Set by the leader when proposing so that every replica (and every replay)
+    # stamps the batch with the same time.
+    append_timestamp_ms: int = 0
+
+    KIND = CommandKind.PRODUCE
+
+
+@dataclass(slots=True, frozen=True)
+class CommitOffset:
+    group: str
+    offset: int
+    metadata: str = ""
+
+    KIND = CommandKind.COMMIT_OFFSET
+
+
+@dataclass(slots=True, frozen=True)
+class RegisterNode:
+    node_id: str
+    address: str
+    incarnation: str
+
+    KIND = CommandKind.REGISTER_NODE
+
+
+@dataclass(slots=True, frozen=True)
+class CreateTopic:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    KIND = CommandKind.CREATE_TOPIC
+
+
+@dataclass(slots=True, frozen=True)
+class DeleteTopic:
+    name: str
+
+    KIND = CommandKind.DELETE_TOPIC
+
+
+@dataclass(slots=True, frozen=True)
+class AllocProducerId:
+    KIND = CommandKind.ALLOC_PRODUCER_ID
+
+
+@dataclass(slots=True, frozen=True)
+class SetPartitionReplicas:
+    topic: str
+    partition: int
+    replicas: tuple[str, ...]
+
+    KIND = CommandKind.SET_PARTITION_REPLICAS
+
+
+Command = (
+    Produce
+    | CommitOffset
+    | RegisterNode
+    | CreateTopic
+    | DeleteTopic
+    | AllocProducerId
+    | SetPartitionReplicas
+)
+
+_CLASSES: dict[int, type] = {
+    cls.KIND: cls
+    for cls in (
+        Produce,
+        CommitOffset,
+        RegisterNode,
+        CreateTopic,
+        DeleteTopic,
+        AllocProducerId,
+        SetPartitionReplicas,
+    )
+}
+
+# Per kind: (accepted type, may be None) for each field, in dataclass order.
+_INT = (int, False)
+_OPT_INT = (int, True)
+_STR = (str, False)
+_SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
+    Produce: ((bytes, False), _INT, _INT, _OPT_INT, _OPT_INT, _INT),
+    CommitOffset: (_STR, _INT, _STR),
+    RegisterNode: (_STR, _STR, _STR),
+    CreateTopic: (_STR, _INT, _INT, (dict, False)),
+    DeleteTopic: (_STR,),
+    AllocProducerId: (),
+    SetPartitionReplicas: (_STR, _INT, (list, False)),
+}
+
+
+def _to_wire(cmd: Command) -> list[Any]:
+    out: list[Any] = [cmd.KIND]
+    for f in fields(cmd):
+        value = getattr(cmd, f.name)
+        out.append(list(value) if isinstance(value, tuple) else value)
+    return out
+
+
+def encode_entry_commands(commands: list[Command] | tuple[Command, ...]) -> bytes:
+    """One entry's data: the msgpack array of ``commands`` (empty list -> b"")."""
+    if not commands:
+        return b""
+    return msgpack.packb([_to_wire(c) for c in commands], use_bin_type=True)
+
+
+def _decode_one(raw: Any) -> Command:
+    if not isinstance(raw, list) or not raw:
+        raise CommandError("a command must be a non-empty array")
+    kind, *values = raw
+    cls = _CLASSES.get(kind) if isinstance(kind, int) and not isinstance(kind, bool) else None
+    if cls is None:
+        raise CommandError(f"unknown command kind {kind!r}")
+    schema = _SCHEMA[cls]
+    if len(values) != len(schema):
+        raise CommandError(f"{cls.__name__}: {len(values)} fields, expected {len(schema)}")
+    for i, (value, (typ, nullable)) in enumerate(zip(values, schema)):
+        if value is None and nullable:
+            continue
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise CommandError(
+                f"{cls.__name__}: field {i} must be {typ.__name__}, got {type(value).__name__}"
+            )
+    if cls is SetPartitionReplicas:
+        if not all(isinstance(r, str) for r in values[2]):
+            raise CommandError("SetPartitionReplicas: replicas must be strings")
+        values[2] = tuple(values[2])
+    return cls(*values)
+
+
+def decode_entry_commands(data: bytes) -> list[Command]:
+    """The commands of one entry's data; raises CommandError on anything malformed."""
+    if not data:
+        return []
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise CommandError(f"entry data is not msgpack: {exc}") from exc
+    if not isinstance(raw, list):
+        raise CommandError("entry data must be an array of commands")
+    return [_decode_one(c) for c in raw]
