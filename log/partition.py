@@ -304,7 +304,10 @@ class PartitionStateMachine:
     # ---- snapshots and retention ------------------------------------------------------------
 
     def snapshot_state(self) -> bytes:
-        """The small state (no records) as of ``applied_index``, for a Raft snapshot."""
+        """The small state (no records) as of ``applied_index``, for a Raft snapshot.
+
+        Canonical (sorted) so every replica produces the same bytes for the same state.
+        """
         return msgpack.packb(
             {
                 "applied_index": self.applied_index,
@@ -313,9 +316,9 @@ class PartitionStateMachine:
                 "last_timestamp_ms": self.last_timestamp_ms,
                 "producers": {
                     pid: [[b.sequence, b.count, b.base_offset] for b in window]
-                    for pid, window in self.producers.items()
+                    for pid, window in sorted(self.producers.items())
                 },
-                "offsets": {g: [o, m] for g, (o, m) in self.offsets.items()},
+                "offsets": {g: [o, m] for g, (o, m) in sorted(self.offsets.items())},
             }
         )
 
