@@ -1,0 +1,464 @@
+"""A simulated cluster of Raft cores: disks, crashes, a Ready pipeline, a client.
+
+Each node has a *disk* (a ``MemoryStorage`` holding only what was persisted,
+plus its durably applied state machine) and, while it is up, a ``RaftNode``
+reading from that disk. The Ready contract of ``raftlog.raft.types.Ready`` is
+modelled with a real gap between taking a Ready and persisting it:
+
+1. ``ready()`` is taken and its ``messages`` are sent at once (they depend on
+   nothing unpersisted, thesis §10.2.1);
+2. at a *later* round (chosen by the seeded rng) the snapshot, entries and
+   hard state are written to the disk, the ``persisted_messages`` are sent,
+   committed entries are applied (durably, with the applied index) and
+   ``advance()`` is called.
+
+A crash between 1 and 2 loses the Ready: its persisted_messages never leave
+and its entries are not on disk. That is the window in which "ack before
+persist" bugs (Raft Figure 2) become visible.
+
+Restart builds a fresh ``RaftNode`` from the disk with ``Config.applied`` set
+to the durably applied index and a fresh rng derived from the seed.
+
+The state machine is the list of applied (term, data) pairs; a snapshot's
+``data`` is a key into the cluster's snapshot registry holding a copy of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from raftlog.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
+from raftlog.raft.memory_storage import MemoryStorage
+from raftlog.raft.node import Config, RaftNode
+from raftlog.raft.types import ConfState, Entry, Message, MessageType, Ready, Role, Snapshot
+
+from .invariants import Checker
+from .network import NetConfig, Network
+
+log = logging.getLogger(__name__)
+
+CoreFactory = Callable[[Config, MemoryStorage, random.Random], RaftNode]
+
+
+@dataclass(slots=True)
+class SimParams:
+    """Knobs of one simulated run; all randomness is derived from ``seed``."""
+
+    seed: int
+    n_nodes: int = 3
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    max_size_per_msg: int = 1 << 20
+    max_inflight_msgs: int = 256
+    pre_vote: bool = True
+    check_quorum: bool = True
+    # Probability that a pending Ready is persisted in a given round.
+    persist_prob: float = 0.7
+    net: NetConfig = field(default_factory=NetConfig)
+    trace: bool = False
+
+
+@dataclass(slots=True)
+class Disk:
+    """What survives a crash."""
+
+    storage: MemoryStorage
+    # The state machine: sm[i-1] = (term, data) of the entry applied at index i.
+    sm: list[tuple[int, bytes]] = field(default_factory=list)
+
+    @property
+    def applied(self) -> int:
+        return len(self.sm)
+
+
+@dataclass(slots=True)
+class SimNode:
+    id: str
+    disk: Disk
+    raft: RaftNode | None = None
+    pending: Ready | None = None
+    incarnation: int = 0
+    last_commit: int = 0
+
+    @property
+    def up(self) -> bool:
+        return self.raft is not None
+
+
+@dataclass(slots=True)
+class Proposal:
+    data: bytes
+    node: str
+    incarnation: int
+    index: int
+    term: int
+    acked: bool = False
+
+
+@dataclass(slots=True)
+class PendingRead:
+    ctx: bytes
+    node: str
+    min_index: int
+
+
+class Cluster:
+    def __init__(self, params: SimParams, core_factory: CoreFactory = RaftNode) -> None:
+        self.p = params
+        self.core_factory = core_factory
+        self.ids = tuple(f"n{i + 1}" for i in range(params.n_nodes))
+        self.now = 0
+        self.ticks = 0
+        self.rng = random.Random(f"sim:{params.seed}")
+        self.net = Network(random.Random(f"net:{params.seed}"), self.ids, params.net)
+        self.checker = Checker(params.seed, params.n_nodes)
+        self.trace: list[str] | None = [] if params.trace else None
+        self._digest = hashlib.sha256()
+        conf = ConfState(voters=self.ids)
+        self.nodes: dict[str, SimNode] = {
+            nid: SimNode(nid, Disk(MemoryStorage(conf_state=conf))) for nid in self.ids
+        }
+        self.snapshots: dict[bytes, tuple[tuple[int, bytes], ...]] = {}
+        # Client state.
+        self.proposals: list[Proposal] = []
+        self._inflight: dict[tuple[str, int], Proposal] = {}  # (node, index) -> proposal
+        self.acked_max_index = 0
+        self.client_leader: str | None = None
+        self.reads: dict[bytes, PendingRead] = {}
+        self.reads_done = 0
+        self._counter = 0
+        for nid in self.ids:
+            self.start(nid)
+
+    # ---- tracing ---------------------------------------------------------------
+
+    def note(self, event: str) -> None:
+        if self.trace is not None:
+            line = f"t={self.now} {event}"
+            self.trace.append(line)
+            self._digest.update(line.encode())
+            self._digest.update(b"\n")
+
+    def trace_hash(self) -> str:
+        """Digest of the trace plus the final durable state of every node."""
+        h = self._digest.copy()
+        for nid in self.ids:
+            d = self.nodes[nid].disk
+            h.update(repr((nid, d.storage.hard_state, d.storage.all_entries(), d.sm)).encode())
+        return h.hexdigest()
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    def _config(self, nid: str, applied: int) -> Config:
+        p = self.p
+        return Config(
+            id=nid,
+            election_ticks=p.election_ticks,
+            heartbeat_ticks=p.heartbeat_ticks,
+            max_size_per_msg=p.max_size_per_msg,
+            max_inflight_msgs=p.max_inflight_msgs,
+            pre_vote=p.pre_vote,
+            check_quorum=p.check_quorum,
+            applied=applied,
+        )
+
+    def start(self, nid: str) -> None:
+        node = self.nodes[nid]
+        assert node.raft is None
+        node.incarnation += 1
+        rng = random.Random(f"core:{self.p.seed}:{nid}:{node.incarnation}")
+        node.raft = self.core_factory(self._config(nid, node.disk.applied), node.disk.storage, rng)
+        node.last_commit = node.raft.commit_index
+        node.pending = None
+        self.note(f"{nid} start incarnation={node.incarnation} applied={node.disk.applied}")
+
+    def crash(self, nid: str) -> None:
+        node = self.nodes[nid]
+        if node.raft is None:
+            return
+        lost = node.pending
+        node.raft = None
+        node.pending = None
+        self.note(
+            f"{nid} crash lost_entries={len(lost.entries) if lost else 0} "
+            f"lost_persisted_msgs={len(lost.persisted_messages) if lost else 0}"
+        )
+
+    def live(self) -> list[str]:
+        return [nid for nid in self.ids if self.nodes[nid].raft is not None]
+
+    def crashed(self) -> list[str]:
+        return [nid for nid in self.ids if self.nodes[nid].raft is None]
+
+    # ---- the main loop -------------------------------------------------------------
+
+    def round(self, tick: bool = True) -> None:
+        """One simulated time unit: deliver due messages, tick, run the Ready pipeline."""
+        self.now += 1
+        self.checker.step = self.now
+        nodes = self.nodes
+        for msg in self.net.due(self.now):
+            node = nodes[msg.to]
+            raft = node.raft
+            if raft is None:
+                continue
+            if self.trace is not None:
+                self.note(f"{msg.to} <- {msg.frm} {_fmt_msg(msg)}")
+            raft.step(msg)
+            self._observe(node)
+            if msg.type is MessageType.SNAPSHOT:
+                sender = nodes[msg.frm].raft
+                if sender is not None and hasattr(sender, "report_snapshot"):
+                    sender.report_snapshot(msg.to, True)
+        if tick:
+            self.ticks += 1
+            for nid in self.ids:
+                node = nodes[nid]
+                if node.raft is not None:
+                    node.raft.tick()
+                    self._observe(node)
+        for nid in self.ids:
+            node = nodes[nid]
+            if node.raft is not None:
+                self.pump(node, self.rng.random() < self.p.persist_prob)
+        for msg in self.net.take_lost_snapshots():
+            sender = nodes[msg.frm].raft
+            if sender is not None and hasattr(sender, "report_snapshot"):
+                sender.report_snapshot(msg.to, False)
+
+    def _observe(self, node: SimNode) -> None:
+        raft = node.raft
+        commit = raft.commit_index
+        if commit < node.last_commit:
+            self.checker.on_commit_regress(node.id, node.last_commit, commit, node.incarnation)
+        node.last_commit = commit
+        if raft.role is Role.LEADER:
+            self.checker.on_leader(node.id, raft.term)
+
+    def pump(self, node: SimNode, persist: bool) -> None:
+        """Advance ``node``'s Ready pipeline by one stage (two if ``persist``)."""
+        raft = node.raft
+        if node.pending is not None:
+            if not persist:
+                return
+            self._persist(node, node.pending)
+            node.pending = None
+            if node.raft is None:  # pragma: no cover - persist never crashes
+                return
+        if raft.has_ready():
+            rd = raft.ready()
+            node.pending = rd
+            for m in rd.messages:
+                self._send(m)
+
+    def _send(self, m: Message) -> None:
+        if self.trace is not None:
+            self.note(f"{m.frm} -> {m.to} {_fmt_msg(m)}")
+        self.net.send(m, self.now)
+
+    def _persist(self, node: SimNode, rd: Ready) -> None:
+        raft = node.raft
+        disk = node.disk
+        st = disk.storage
+        ck = self.checker
+        if self.trace is not None:
+            self.note(
+                f"{node.id} persist entries={[(e.index, e.term) for e in rd.entries]} "
+                f"hs={rd.hard_state} snap={rd.snapshot.meta.index if rd.snapshot else None} "
+                f"apply={[e.index for e in rd.committed_entries]}"
+            )
+        # 1. Durable write: snapshot, entries, hard state (one atomic step).
+        snap = rd.snapshot
+        if snap is not None and not snap.is_empty():
+            st.apply_snapshot(snap)
+            contents = self.snapshots[snap.data]
+            disk.sm = list(contents)
+            ck.check_snapshot_contents(node.id, disk.sm)
+        if rd.entries:
+            first = rd.entries[0].index
+            prev_term = _durable_term(st, first - 1)
+            st.append(rd.entries)
+            ck.on_persist_entries(node.id, rd.entries, prev_term)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+        if rd.entries or rd.hard_state is not None or snap is not None:
+            hs = st.hard_state
+            ck.on_durable_commit(node.id, hs.term, hs.commit, lambda i: _durable_entry(st, i))
+            last = st.last_index()
+            ck.check_leader_completeness(
+                node.id, last, st.term(last), st.first_index(), st.term
+            )
+        # 2. Messages that must wait for durability (vote grants, append acks).
+        for m in rd.persisted_messages:
+            self._send(m)
+        # 3. Apply, durably with the applied index.
+        term_now = raft.term
+        for e in rd.committed_entries:
+            self._apply(node, e, term_now)
+        for rs in rd.read_states:
+            pr = self.reads.pop(rs.context, None)
+            if pr is not None:
+                ck.on_read_state(node.id, rs.context, rs.index, pr.min_index)
+                self.reads_done += 1
+        # 4. Acknowledge.
+        raft.advance(rd)
+        self._observe(node)
+
+    def _apply(self, node: SimNode, e: Entry, term_now: int) -> None:
+        disk = node.disk
+        expected = disk.applied + 1
+        if e.index != expected:
+            self.checker.fail(
+                "Apply order",
+                f"{node.id} asked to apply index {e.index} but its state machine is at "
+                f"{disk.applied} (entries must be applied once, in order)",
+            )
+        disk.sm.append((e.term, e.data))
+        self.checker.on_apply(node.id, e, term_now)
+        prop = self._inflight.pop((node.id, e.index), None)
+        if (
+            prop is not None
+            and prop.incarnation == node.incarnation
+            and prop.term == e.term
+            and prop.data == e.data
+        ):
+            prop.acked = True
+            self.acked_max_index = max(self.acked_max_index, e.index)
+            self.note(f"{node.id} ack {prop.data!r} index={e.index} term={e.term}")
+
+    # ---- client actions --------------------------------------------------------------
+
+    def _next_id(self, prefix: str) -> bytes:
+        self._counter += 1
+        return f"{prefix}{self._counter}".encode()
+
+    def _client_target(self) -> SimNode | None:
+        live = self.live()
+        if not live:
+            return None
+        if self.client_leader in live:
+            return self.nodes[self.client_leader]
+        return self.nodes[self.rng.choice(live)]
+
+    def propose(self) -> Proposal | None:
+        """A client proposes a unique value to the node it believes leads."""
+        node = self._client_target()
+        if node is None:
+            return None
+        data = self._next_id("v")
+        raft = node.raft
+        try:
+            index = raft.propose(data)
+        except NotLeaderError as e:
+            self.client_leader = e.leader
+            self.note(f"{node.id} propose {data!r} -> not leader (hint {e.leader})")
+            return None
+        except ProposalDroppedError as e:
+            self.note(f"{node.id} propose {data!r} -> dropped ({e.reason})")
+            return None
+        self.client_leader = node.id
+        prop = Proposal(data, node.id, node.incarnation, index, raft.term)
+        self.proposals.append(prop)
+        self._inflight[(node.id, index)] = prop
+        self.note(f"{node.id} propose {data!r} index={index} term={raft.term}")
+        self._observe(node)
+        return prop
+
+    def read_index(self) -> bool:
+        live = self.live()
+        if not live:
+            return False
+        node = self.nodes[self.rng.choice(live)]
+        ctx = self._next_id("r")
+        try:
+            node.raft.read_index(ctx)
+        except RaftError as e:
+            self.note(f"{node.id} read_index {ctx!r} -> {type(e).__name__}")
+            return False
+        self.reads[ctx] = PendingRead(ctx, node.id, self.acked_max_index)
+        self.note(f"{node.id} read_index {ctx!r} min={self.acked_max_index}")
+        return True
+
+    def leader(self) -> str | None:
+        """The live leader of the highest term, if any."""
+        best: tuple[int, str] | None = None
+        for nid in self.live():
+            r = self.nodes[nid].raft
+            if r.role is Role.LEADER and (best is None or r.term > best[0]):
+                best = (r.term, nid)
+        return best[1] if best else None
+
+    def transfer_leader(self, target: str) -> None:
+        lead = self.leader()
+        if lead is None or lead == target:
+            return
+        try:
+            self.nodes[lead].raft.transfer_leader(target)
+        except RaftError as e:
+            self.note(f"{lead} transfer -> {target}: {type(e).__name__}")
+            return
+        self.note(f"{lead} transfer -> {target}")
+
+    def compact(self, nid: str) -> bool:
+        """Take a state-machine snapshot at the applied index and compact the log (§7)."""
+        node = self.nodes[nid]
+        st = node.disk.storage
+        applied = node.disk.applied
+        if applied <= st.first_index() or applied > st.last_index():
+            return False
+        key = f"snap:{nid}:{applied}:{self._next_id('s').decode()}".encode()
+        self.snapshots[key] = tuple(node.disk.sm)
+        st.create_snapshot(applied, None, key)
+        st.compact(applied)
+        self.note(f"{nid} compact to {applied}")
+        return True
+
+    # ---- whole-run checks ---------------------------------------------------------------
+
+    def final_check(self) -> None:
+        """Full scan of every durable log and state machine (once per run)."""
+        ck = self.checker
+        for nid in self.ids:
+            st = self.nodes[nid].disk.storage
+            ents = st.all_entries()
+            if ents:
+                ck.on_persist_entries(nid, ents, _durable_term(st, ents[0].index - 1))
+            last = st.last_index()
+            ck.check_leader_completeness(nid, last, st.term(last), st.first_index(), st.term)
+            for i, (term, data) in enumerate(self.nodes[nid].disk.sm, start=1):
+                ck.on_apply(nid, Entry(term=term, index=i, data=data), 1 << 62)
+
+
+def _durable_term(st: MemoryStorage, index: int) -> int:
+    try:
+        return st.term(index)
+    except RaftError:  # pragma: no cover - storage errors are not RaftErrors
+        return -1
+    except Exception:
+        return -1
+
+
+def _durable_entry(st: MemoryStorage, index: int) -> Entry | None:
+    if index < st.first_index() or index > st.last_index():
+        return None
+    return st.entries(index, index + 1)[0]
+
+
+def _fmt_msg(m: Message) -> str:
+    s = f"{m.type.name} t={m.term} i={m.index} lt={m.log_term} c={m.commit}"
+    if m.entries:
+        s += f" ents={m.entries[0].index}..{m.entries[-1].index}"
+    if m.reject:
+        s += f" reject hint={m.reject_hint}"
+    if m.context:
+        s += f" ctx={m.context!r}"
+    if m.snapshot is not None:
+        s += f" snap={m.snapshot.meta.index}"
+    return s
+
+
+__all__ = ["Cluster", "Disk", "NetConfig", "Proposal", "SimNode", "SimParams", "Snapshot"]

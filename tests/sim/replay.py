@@ -1,0 +1,61 @@
+"""Replay one seeded schedule deterministically and print its trace.
+
+    python -m tests.sim.replay --seed 1234 --nodes 5 [--length 200] [--tail 200]
+
+The same seed always gives the same trace (and trace hash); a failing seed
+printed by the test suite reproduces here with the full event log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+
+from .cluster import Cluster
+from .invariants import SimulationFailure
+from .schedule import make_cluster, play, random_params, random_schedule
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.sim.replay", description=__doc__)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--length", type=int, default=200, help="actions in the schedule")
+    ap.add_argument("--tail", type=int, default=0, help="print only the last N trace lines")
+    ap.add_argument("--mutant", default=None, help="name of a mutant core (tests.sim.mutants)")
+    args = ap.parse_args(argv)
+
+    factory = None
+    if args.mutant:
+        from .mutants import MUTANTS
+
+        factory = MUTANTS[args.mutant]
+    params = random_params(args.seed, args.nodes, trace=True)
+    actions = random_schedule(random.Random(f"schedule:{args.seed}"), args.nodes, args.length)
+    print(f"# seed={args.seed} nodes={args.nodes} params={params}")
+    c = make_cluster(params, factory)
+    try:
+        result = play(c, actions)
+    except SimulationFailure as e:
+        _print_trace(c, args.tail)
+        print(f"FAILED: {e}")
+        return 1
+    _print_trace(c, args.tail)
+    print(
+        f"# ok: ticks={result.ticks} rounds={result.rounds} proposals={result.proposals} "
+        f"acked={result.acked} reads={result.reads} settle_ticks={result.settle_ticks} "
+        f"trace_hash={result.trace_hash}"
+    )
+    return 0
+
+
+def _print_trace(c: Cluster, tail: int) -> None:
+    lines = c.trace or []
+    if tail:
+        lines = lines[-tail:]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Fault schedules: the action vocabulary, seeded generation, and the runner.
+
+A schedule is a list of :class:`Action`. The seeded driver draws one from
+``random.Random(seed)``; hypothesis draws them from :func:`actions` (in
+``test_simulation.py``). :func:`run_schedule` plays a schedule against a
+:class:`~tests.sim.cluster.Cluster`, then heals everything and checks
+liveness: a leader emerges and every acknowledged write, plus one new write,
+is applied on every node within a bounded number of ticks.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .cluster import Cluster, CoreFactory, SimParams
+from .invariants import SimulationFailure
+from .network import NetConfig
+
+
+class Op(IntEnum):
+    TICK = 0  # arg rounds with timers ticking
+    DELIVER = 1  # arg rounds of message delivery with timers frozen
+    PROPOSE = 2  # arg client proposals
+    READ = 3  # one ReadIndex request
+    DROP = 4  # lose arg random in-flight messages
+    PARTITION = 5  # arg = Shape, arg2 = node index
+    HEAL = 6
+    CRASH = 7  # arg = node index
+    RESTART = 8  # arg = node index
+    TRANSFER = 9  # leader transfers to node arg
+    COMPACT = 10  # node arg snapshots its state machine and compacts its log
+
+
+class Shape(IntEnum):
+    ISOLATE = 0  # one node alone
+    HALVES = 1  # a minority (starting at the node) against the rest
+    BRIDGE = 2  # two halves joined only through one node
+    RING = 3  # each node sees only its neighbours
+    ONE_WAY = 4  # node -> next node cut in one direction only
+
+
+@dataclass(slots=True, frozen=True)
+class Action:
+    op: Op
+    arg: int = 0
+    arg2: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.op.name}({self.arg},{self.arg2})"
+
+
+# Weights of the seeded driver: mostly time passing and writes, with faults
+# frequent enough that most schedules see several elections.
+_WEIGHTS: tuple[tuple[Op, int], ...] = (
+    (Op.TICK, 50),
+    (Op.DELIVER, 8),
+    (Op.PROPOSE, 16),
+    (Op.READ, 4),
+    (Op.DROP, 3),
+    (Op.PARTITION, 3),
+    (Op.HEAL, 3),
+    (Op.CRASH, 3),
+    (Op.RESTART, 5),
+    (Op.TRANSFER, 1),
+    (Op.COMPACT, 2),
+)
+_OPS = [op for op, _ in _WEIGHTS]
+_CUM = []
+_total = 0
+for _op, _w in _WEIGHTS:
+    _total += _w
+    _CUM.append(_total)
+
+
+def random_schedule(rng: random.Random, n_nodes: int, length: int) -> list[Action]:
+    out: list[Action] = []
+    for _ in range(length):
+        op = rng.choices(_OPS, cum_weights=_CUM)[0]
+        if op in (Op.TICK, Op.DELIVER, Op.PROPOSE, Op.DROP):
+            out.append(Action(op, rng.randint(1, 3)))
+        elif op is Op.PARTITION:
+            out.append(Action(op, rng.randrange(len(Shape)), rng.randrange(n_nodes)))
+        else:
+            out.append(Action(op, rng.randrange(n_nodes)))
+    return out
+
+
+def random_params(seed: int, n_nodes: int, trace: bool = False) -> SimParams:
+    """Per-seed network and disk behaviour, so the seed loop covers a range of them."""
+    rng = random.Random(f"params:{seed}")
+    net = rng.choice(
+        (
+            NetConfig(),
+            NetConfig(drop=0.02, duplicate=0.02, max_delay=1, reorder=0.02),
+            NetConfig(drop=0.1, duplicate=0.05, max_delay=3, reorder=0.05),
+            NetConfig(drop=0.3, duplicate=0.1, max_delay=2, reorder=0.1),
+        )
+    )
+    return SimParams(
+        seed=seed,
+        n_nodes=n_nodes,
+        persist_prob=rng.choice((0.3, 0.7, 1.0)),
+        max_size_per_msg=rng.choice((1, 64, 1 << 20)),
+        max_inflight_msgs=rng.choice((1, 4, 256)),
+        net=net,
+        trace=trace,
+    )
+
+
+def apply_action(c: Cluster, a: Action) -> None:
+    ids = c.ids
+    n = len(ids)
+    op = a.op
+    if c.trace is not None:
+        c.note(f"action {a}")
+    if op is Op.TICK:
+        for _ in range(a.arg):
+            c.round(tick=True)
+    elif op is Op.DELIVER:
+        for _ in range(a.arg):
+            c.round(tick=False)
+    elif op is Op.PROPOSE:
+        for _ in range(a.arg):
+            c.propose()
+    elif op is Op.READ:
+        c.read_index()
+    elif op is Op.DROP:
+        c.net.drop_random(a.arg)
+    elif op is Op.PARTITION:
+        _partition(c, Shape(a.arg % len(Shape)), a.arg2 % n)
+    elif op is Op.HEAL:
+        c.net.heal()
+    elif op is Op.CRASH:
+        c.crash(ids[a.arg % n])
+    elif op is Op.RESTART:
+        nid = ids[a.arg % n]
+        if not c.nodes[nid].up:
+            c.start(nid)
+    elif op is Op.TRANSFER:
+        c.transfer_leader(ids[a.arg % n])
+    elif op is Op.COMPACT:
+        nid = ids[a.arg % n]
+        if c.nodes[nid].up:
+            c.compact(nid)
+
+
+def _partition(c: Cluster, shape: Shape, i: int) -> None:
+    ids = c.ids
+    n = len(ids)
+    net = c.net
+    net.heal()
+    if shape is Shape.ISOLATE:
+        net.isolate(ids[i])
+    elif shape is Shape.HALVES:
+        net.halves([ids[(i + k) % n] for k in range(n // 2)])
+    elif shape is Shape.BRIDGE:
+        net.bridge(ids[i])
+    elif shape is Shape.RING:
+        net.ring()
+    else:
+        net.one_way(ids[i], ids[(i + 1) % n])
+    c.note(f"partition {shape.name} cut={sorted(net.cut)}")
+
+
+@dataclass(slots=True)
+class SimResult:
+    seed: int
+    n_nodes: int
+    actions: int
+    ticks: int
+    rounds: int
+    proposals: int
+    acked: int
+    reads: int
+    checks: int
+    settle_ticks: int
+    trace_hash: str
+    trace: list[str] | None
+
+
+def settle(c: Cluster, max_ticks: int) -> int:
+    """Heal every fault and require progress (the liveness half of the checker).
+
+    Returns the ticks it took. Fails if, within ``max_ticks``, no leader
+    commits a fresh write and brings every node up to every acknowledged write.
+    """
+    c.note("settle: heal network, restart all, reliable delivery")
+    c.net.heal()
+    c.net.config = NetConfig()
+    c.p.persist_prob = 1.0
+    for nid in c.crashed():
+        c.start(nid)
+    final = None
+    for t in range(1, max_ticks + 1):
+        c.round(tick=True)
+        if final is None or not final.acked:
+            lead = c.leader()
+            # Re-propose when the write may be lost: a different leader (or
+            # the same node in a later term) may have overwritten it.
+            if lead is not None and (
+                final is None or lead != final.node or c.nodes[lead].raft.term != final.term
+            ):
+                final = c.propose() or final
+        if final is not None and final.acked:
+            low = min(c.nodes[nid].disk.applied for nid in c.ids)
+            if low >= c.acked_max_index:
+                return t
+    lead = c.leader()
+    states = ", ".join(
+        f"{nid}(term={c.nodes[nid].raft.term} role={c.nodes[nid].raft.role.name} "
+        f"commit={c.nodes[nid].raft.commit_index} applied={c.nodes[nid].disk.applied})"
+        for nid in c.ids
+    )
+    c.checker.fail(
+        "Liveness",
+        f"after healing, {max_ticks} ticks passed without "
+        + ("a leader" if lead is None else f"full progress (leader {lead})")
+        + f"; acked_max_index={c.acked_max_index}; final write "
+        + ("none accepted" if final is None else f"{final.data!r} acked={final.acked}")
+        + f"; nodes: {states}",
+    )
+    return max_ticks  # pragma: no cover - fail() raises
+
+
+def run_schedule(
+    params: SimParams,
+    actions: list[Action],
+    core_factory: CoreFactory | None = None,
+    check_liveness: bool = True,
+) -> SimResult:
+    return play(make_cluster(params, core_factory), actions, check_liveness)
+
+
+def make_cluster(params: SimParams, core_factory: CoreFactory | None = None) -> Cluster:
+    return Cluster(params) if core_factory is None else Cluster(params, core_factory)
+
+
+def play(c: Cluster, actions: list[Action], check_liveness: bool = True) -> SimResult:
+    """Run ``actions`` on ``c``, then (optionally) the liveness phase and the final scan.
+
+    An exception escaping the core is a failure too (``step`` must never
+    raise on odd input), reported with the seed like any invariant.
+    """
+    try:
+        for a in actions:
+            apply_action(c, a)
+        settle_ticks = 0
+        if check_liveness:
+            settle_ticks = settle(c, max_ticks=40 * c.p.election_ticks)
+        c.final_check()
+    except SimulationFailure:
+        raise
+    except Exception as e:
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        c.checker.fail(
+            "No exceptions",
+            f"{type(e).__name__}: {e} at {tb.filename}:{tb.lineno} ({tb.name})",
+        )
+    return SimResult(
+        seed=c.p.seed,
+        n_nodes=c.p.n_nodes,
+        actions=len(actions),
+        ticks=c.ticks,
+        rounds=c.now,
+        proposals=len(c.proposals),
+        acked=sum(1 for p in c.proposals if p.acked),
+        reads=c.reads_done,
+        checks=c.checker.checks,
+        settle_ticks=settle_ticks,
+        trace_hash=c.trace_hash(),
+        trace=c.trace,
+    )
+
+
+def run_seed(
+    seed: int,
+    n_nodes: int,
+    length: int = 200,
+    core_factory: CoreFactory | None = None,
+    trace: bool = False,
+    check_liveness: bool = True,
+) -> SimResult:
+    """The seeded driver: parameters and schedule both derived from ``seed``."""
+    params = random_params(seed, n_nodes, trace=trace)
+    actions = random_schedule(random.Random(f"schedule:{seed}"), n_nodes, length)
+    return run_schedule(params, actions, core_factory, check_liveness)
