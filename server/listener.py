@@ -80,10 +80,11 @@ class StoreIncarnationBook:
 
 
 def as_incarnation_book(obj: Any) -> IncarnationBook:
+    # A NodeStore first: its own get/set (if it ever grows some) mean something else.
+    if hasattr(obj, "peer_incarnation") and hasattr(obj, "set_peer_incarnation"):
+        return StoreIncarnationBook(obj)
     if hasattr(obj, "get") and hasattr(obj, "set"):
         return obj
-    if hasattr(obj, "peer_incarnation"):
-        return StoreIncarnationBook(obj)
     raise TypeError(f"{obj!r} is not an IncarnationBook")
 
 

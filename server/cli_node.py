@@ -1,0 +1,443 @@
+"""``raftlog node start``, ``raftlog cluster up`` and ``raftlog cluster status``.
+
+Exit codes: 0 ok; 1 runtime failure (a port taken, a node died, no leader in
+time); 2 the configuration or data directory is unusable (message on stderr,
+never a traceback); 3 no node could be reached (``cluster status``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+from raftlog.client.protocol import FrameDecoder, encode_frame, hello
+
+from .cli_common import bootstrap_addresses, cluster_options
+from .config import ClusterConfig, ConfigError, NodeConfig, load_config, parse_address
+
+log = logging.getLogger("raftlog.cli")
+
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+DEFAULT_CONFIG = "cluster.toml"
+READY_LINE = "raftlog node ready"
+
+
+def fail(message: str, code: int) -> click.exceptions.Exit:
+    click.echo(f"error: {message}", err=True)
+    return click.exceptions.Exit(code)
+
+
+def load_or_exit(path: Path) -> ClusterConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+
+
+# ---------------------------------------------------------------- a tiny status client
+
+
+class ProbeError(Exception):
+    """The node could not be asked (down, refused the hello, answered an error)."""
+
+
+def request_once(
+    address: str, op: str, fields: dict[str, Any] | None = None, *, timeout_s: float = 2.0
+) -> dict[str, Any]:
+    """One request on a fresh blocking connection; the reply's fields or ProbeError.
+
+    Deliberately independent of raftlog.client: the operator tools and the
+    test harness must work (and diagnose) even when the client library does not.
+    """
+    host, port = parse_address(address)
+    deadline = time.monotonic() + timeout_s
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(
+                encode_frame(hello("client", f"raftlog-cli-{os.getpid()}"))
+                + encode_frame({"type": op, "id": 1, **(fields or {})})
+            )
+            decoder = FrameDecoder()
+            frames: list[dict[str, Any]] = []
+            while len(frames) < 2:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ProbeError(f"{address}: no reply within {timeout_s}s")
+                sock.settimeout(remaining)
+                data = sock.recv(1 << 20)
+                if not data:
+                    if frames and not frames[0].get("ok", True):
+                        break
+                    raise ProbeError(f"{address}: connection closed")
+                frames += decoder.feed(data)
+    except (OSError, ValueError) as exc:
+        raise ProbeError(f"{address}: {exc}") from None
+    for frame in frames:
+        if frame.get("ok") is False:
+            raise ProbeError(f"{address}: {frame.get('error')}: {frame.get('message')}")
+    return frames[1]
+
+
+def gather_status(addresses: Sequence[str], timeout_s: float = 2.0) -> dict[str, Any]:
+    """cluster_status of every address: {address: reply or {"error": text}}."""
+    out: dict[str, Any] = {}
+    for address in addresses:
+        try:
+            out[address] = request_once(address, "cluster_status", timeout_s=timeout_s)
+        except ProbeError as exc:
+            out[address] = {"error": str(exc)}
+    return out
+
+
+def merge_groups(statuses: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per group: the view of its highest-term leader among reachable nodes
+    (else of the node that saw the highest term)."""
+
+    def rank(group: dict[str, Any]) -> tuple[bool, int]:
+        return (group.get("role") == "leader", group.get("term") or 0)
+
+    rows: dict[int, dict[str, Any]] = {}
+    for status in statuses.values():
+        if "error" in status:
+            continue
+        for group in status.get("groups", []):
+            current = rows.get(group.get("group"))
+            if current is None or rank(group) > rank(current):
+                rows[group.get("group")] = dict(group, reported_by=status.get("node"))
+    return [rows[g] for g in sorted(rows, key=lambda g: (g is None, g))]
+
+
+def leaders_ready(statuses: dict[str, Any], expected_nodes: int) -> bool:
+    """Every node answered, and every group any node hosts has a leader."""
+    answered = [s for s in statuses.values() if "error" not in s]
+    if len(answered) < expected_nodes:
+        return False
+    groups = merge_groups(statuses)
+    return bool(groups) and all(g.get("leader") for g in groups)
+
+
+def wait_for_leaders(addresses: Sequence[str], deadline_s: float) -> dict[str, Any]:
+    """Poll until ``leaders_ready`` or the deadline; returns the last statuses."""
+    end = time.monotonic() + deadline_s
+    while True:
+        statuses = gather_status(addresses, timeout_s=1.0)
+        if leaders_ready(statuses, len(addresses)):
+            return statuses
+        if time.monotonic() >= end:
+            raise TimeoutError(f"no leader for every group within {deadline_s}s")
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- node start
+
+
+def _exceptions(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _exceptions(inner)
+    else:
+        yield exc
+
+
+def _data_dir_error_type() -> type[BaseException]:
+    try:
+        from raftlog.log.identity import DataDirError
+    except ImportError:  # storage not built yet
+        return ConfigError
+    return DataDirError
+
+
+async def _run_until_signal(cfg: ClusterConfig, node_id: str) -> None:
+    from raftlog.server.node import run_node
+
+    node = cfg.node(node_id)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: run_node(cfg, node_id, task_status=task_status))
+            # One parseable line on stdout: `cluster up` and the test harness wait for it.
+            print(f"{READY_LINE} node={node_id} address={node.address}", flush=True)
+            async for signum in signals:
+                log.info("event=signal node=%s signal=%s", node_id, signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+@click.group()
+def node() -> None:
+    """Run one node of a cluster."""
+
+
+@node.command("start")
+@click.option(
+    "--config",
+    "config_path",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The cluster.toml that lists this node.",
+)
+@click.option("--node", "node_id", required=True, help="This node's id in the config.")
+def node_start(config_path: Path, node_id: str) -> None:
+    """Start node NODE of the cluster in --config; stops cleanly on SIGTERM/SIGINT."""
+    cfg = load_or_exit(config_path)
+    try:
+        node_cfg = cfg.node(node_id)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    raftlog_log = logging.getLogger("raftlog")
+    if raftlog_log.getEffectiveLevel() > logging.INFO:
+        raftlog_log.setLevel(logging.INFO)  # a node logs its events unless -v asks for more
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    data_dir_error = _data_dir_error_type()
+    try:
+        trio.run(_run_until_signal, cfg, node_id)
+    except BaseException as exc:  # sorted below; anything else is re-raised
+        for inner in _exceptions(exc):
+            if isinstance(inner, data_dir_error | ConfigError):
+                raise fail(f"node {node_id}: {inner}", EXIT_CONFIG) from None
+            if isinstance(inner, OSError) and inner.errno == errno.EADDRINUSE:
+                raise fail(
+                    f"node {node_id}: address {node_cfg.address} (or its metrics address) "
+                    "is already in use; is this node already running?",
+                    EXIT_RUNTIME,
+                ) from None
+            if isinstance(inner, ModuleNotFoundError) and "raftlog.server.node" in str(inner):
+                raise fail("this build has no server.node yet", EXIT_RUNTIME) from None
+        raise
+    log.info("event=node_exit node=%s", node_id)
+
+
+# ---------------------------------------------------------------- cluster up
+
+
+def port_taken(address: str) -> bool:
+    host, port = parse_address(address)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # The same option the node's listener uses, so TIME_WAIT leftovers of
+        # a previous run do not count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def log_path(node_cfg: NodeConfig) -> Path:
+    # Beside the data dir, not in it: RocksDB refuses a non-empty new directory.
+    return node_cfg.data_dir.with_name(node_cfg.data_dir.name + ".log")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(slots=True)
+class Child:
+    node: NodeConfig
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def node_command(config_path: Path, node_id: str) -> list[str]:
+    return [
+        sys.executable, "-m", "raftlog.server", "node", "start",
+        "--config", str(config_path), "--node", node_id,
+    ]  # fmt: skip
+
+
+def spawn(cfg: ClusterConfig, config_path: Path, node_cfg: NodeConfig) -> Child:
+    path = log_path(node_cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as out:
+        proc = subprocess.Popen(
+            node_command(config_path, node_cfg.id),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our signals reach it only when we forward them
+        )
+    return Child(node_cfg, proc, path)
+
+
+def stop_children(children: Sequence[Child], grace_s: float = 10.0) -> None:
+    for child in children:
+        if child.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    for child in children:
+        try:
+            child.proc.wait(timeout=max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            click.echo(f"node {child.node.id} ignored SIGTERM for {grace_s}s; killing", err=True)
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.kill()
+            child.proc.wait()
+
+
+def _died(children: Sequence[Child]) -> list[Child]:
+    return [c for c in children if c.proc.poll() is not None]
+
+
+def _report_death(child: Child) -> None:
+    click.echo(
+        f"node {child.node.id} exited with code {child.proc.returncode}; "
+        f"last lines of {child.log}:\n{tail(child.log)}",
+        err=True,
+    )
+
+
+@click.group()
+def cluster() -> None:
+    """Run or inspect a whole cluster."""
+
+
+@cluster.command("up")
+@click.option(
+    "--config",
+    "config_path",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds to wait for leaders."
+)
+def cluster_up(config_path: Path, timeout_s: float) -> None:
+    """Start every node of --config, wait for leaders, run until Ctrl-C / SIGTERM."""
+    cfg = load_or_exit(config_path)
+    for node_cfg in cfg.nodes:
+        for what, address in (("address", node_cfg.address), ("metrics", node_cfg.metrics_address)):
+            if address and port_taken(address):
+                raise fail(
+                    f"node {node_cfg.id} {what} {address} is already in use "
+                    "(is a cluster already running? try `raftlog cluster status`)",
+                    EXIT_RUNTIME,
+                )
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    children: list[Child] = []
+    try:
+        for node_cfg in cfg.nodes:
+            children.append(spawn(cfg, config_path, node_cfg))
+        addresses = [n.address for n in cfg.nodes]
+        end = time.monotonic() + timeout_s
+        while True:
+            if dead := _died(children):
+                for child in dead:
+                    _report_death(child)
+                raise fail("a node died during startup", EXIT_RUNTIME)
+            if stop.is_set():
+                return
+            statuses = gather_status(addresses, timeout_s=1.0)
+            if leaders_ready(statuses, len(addresses)):
+                break
+            if time.monotonic() >= end:
+                for child in children:
+                    click.echo(f"--- {child.log}:\n{tail(child.log, 10)}", err=True)
+                raise fail(f"no leader for every group within {timeout_s}s", EXIT_RUNTIME)
+            stop.wait(0.2)
+        for child in children:
+            n = child.node
+            click.echo(
+                f"node {n.id}  address={n.address}  metrics={n.metrics_address or '-'}  "
+                f"data_dir={n.data_dir}  log={child.log}"
+            )
+        click.echo(f"cluster {cfg.name} ready: {len(children)} nodes (Ctrl-C to stop)", nl=True)
+        sys.stdout.flush()
+        reported: set[str] = set()
+        while not stop.wait(0.5):
+            for child in _died(children):
+                if child.node.id not in reported:
+                    reported.add(child.node.id)
+                    _report_death(child)
+            if len(reported) == len(children):
+                raise fail("every node has exited", EXIT_RUNTIME)
+    finally:
+        stop_children(children)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            click.echo(f"stopped {len(children)} nodes", err=True)
+
+
+# ---------------------------------------------------------------- cluster status
+
+
+def _replicas_text(group: dict[str, Any]) -> str:
+    parts = []
+    for r in group.get("replicas") or []:
+        parts.append(f"{r.get('node')}:{r.get('match')}(lag {r.get('lag')})")
+    return " ".join(parts) or "-"
+
+
+def render_status_table(statuses: dict[str, Any]) -> str:
+    lines = []
+    for address, status in statuses.items():
+        if "error" in status:
+            lines.append(f"node {address}: UNREACHABLE {status['error']}")
+        else:
+            lines.append(f"node {status.get('node')} ({address}): {len(status['groups'])} groups")
+    header = ("GROUP", "TOPIC/PART", "LEADER", "TERM", "COMMIT", "REPLICAS match(lag)")
+    rows = [header]
+    for g in merge_groups(statuses):
+        topic = g.get("topic")
+        where = "(metadata)" if topic is None else f"{topic}/{g.get('partition')}"
+        rows.append(
+            (
+                str(g.get("group")), where, str(g.get("leader") or "-"), str(g.get("term")),
+                str(g.get("commit")), _replicas_text(g),
+            )
+        )  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines.append("")
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return "\n".join(lines)
+
+
+@cluster.command("status")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--timeout", "timeout_s", default=2.0, show_default=True)
+def cluster_status(
+    config: Path | None, bootstrap: str | None, as_json: bool, timeout_s: float
+) -> None:
+    """Every group's leader, term, commit and replica lag, from every node's view."""
+    addresses = bootstrap_addresses(config, bootstrap)
+    statuses = gather_status(addresses, timeout_s=timeout_s)
+    if as_json:
+        click.echo(json.dumps({"nodes": statuses, "groups": merge_groups(statuses)}, indent=2))
+    else:
+        click.echo(render_status_table(statuses))
+    if all("error" in s for s in statuses.values()):
+        raise click.exceptions.Exit(EXIT_UNREACHABLE)
