@@ -37,7 +37,7 @@ import random
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,7 @@ class _SeqState:
     producer_id: int | None = None  # None: use the client's shared producer id
     epoch: int = 0  # bumped on every reset; a batch allocated in an older epoch re-allocates
     needs_reset: bool = False
+    opening: trio.Event | None = None  # set while sequence 0 of this producer id is in flight
     lock: trio.Lock = field(default_factory=trio.Lock)
     next_seq: int = 0
     inflight: deque[int] = field(default_factory=deque)  # sequences, in allocation order
@@ -523,8 +524,14 @@ class AsyncClient:
         crc: int,
         *,
         budget: float | None = None,
+        on_allocated: Callable[[], None] | None = None,
     ) -> BatchMetadata:
-        """Send an already encoded batch (``encode_records``); used by Producer."""
+        """Send an already encoded batch (``encode_records``); used by Producer.
+
+        ``on_allocated`` is called once the batch holds its place in the
+        partition's order (sequence allocated, frame about to be queued), so a
+        caller can start the next batch without reordering them.
+        """
         fields: dict[str, Any] = {
             "topic": topic,
             "partition": partition,
@@ -533,12 +540,16 @@ class AsyncClient:
             "crc": crc,
         }
         if not self.idempotent:
+            if on_allocated is not None:
+                on_allocated()
             reply = await self._call(
                 "produce", fields, topic=topic, partition=partition, idempotent=False,
                 budget=budget, server_timeout=True,
             )
             return _batch_meta(topic, partition, count, reply)
-        return await self._send_idempotent(topic, partition, fields, count, budget)
+        return await self._send_idempotent(
+            topic, partition, fields, count, budget, on_allocated
+        )
 
     async def _producer_id_for(self, state: _SeqState) -> int:
         if state.needs_reset:
@@ -572,6 +583,7 @@ class AsyncClient:
         fields: dict[str, Any],
         count: int,
         budget: float | None,
+        on_allocated: Callable[[], None] | None = None,
     ) -> BatchMetadata:
         state = self._seq.get((topic, partition))
         if state is None:
@@ -584,10 +596,20 @@ class AsyncClient:
                 # checkpoint between allocation and the frame being queued, so
                 # batches leave in sequence order.
                 pid = await self._producer_id_for(state)
+                if state.opening is not None:
+                    # The first batch of this producer id is in flight: a server
+                    # that does not know the id yet cannot check our order until
+                    # it has seen sequence 0, so nothing overtakes that batch.
+                    await state.opening.wait()
+                    continue
                 epoch, seq = state.epoch, state.next_seq
                 state.next_seq += count
                 state.inflight.append(seq)
+                opening = state.opening = trio.Event() if seq == 0 else None
                 fields["producer_id"], fields["sequence"] = pid, seq
+                if on_allocated is not None:
+                    on_allocated()
+                    on_allocated = None
                 ok = realloc = False
                 try:
                     while True:
@@ -614,6 +636,9 @@ class AsyncClient:
                                 raise
                             await trio.sleep(min(0.01, max(0.0, deadline - trio.current_time())))
                 finally:
+                    if opening is not None:
+                        state.opening = None
+                        opening.set()
                     if seq in state.inflight:
                         state.inflight.remove(seq)
                     if not ok and not realloc and state.epoch == epoch:

@@ -311,6 +311,8 @@ class FakeNode:
             if seq != last_seq + last_n:
                 raise FakeError(ErrorCode.OUT_OF_ORDER_SEQUENCE,
                                 f"expected {last_seq + last_n}, got {seq}")
+        elif pid is not None and seq != 0:
+            raise FakeError(ErrorCode.OUT_OF_ORDER_SEQUENCE, f"new producer must start at 0: {seq}")
         base = part.end_offset
         part.batches.append((base, int(time.time() * 1000), f["count"], f["records"]))
         part.end_offset += f["count"]

@@ -1,0 +1,423 @@
+"""Batching producers: ``Producer`` (trio) and ``SyncProducer`` (blocking).
+
+Records accumulate per partition until the batch reaches ``batch_size``
+bytes or its first record is ``linger`` seconds old (Kafka's batch.size and
+linger.ms); then the batch is encoded ONCE with ``encode_records`` and sent as
+one produce request (one Raft entry on the server).
+
+Ordering and idempotence. Each partition has one sender loop that hands
+batches to ``AsyncClient.send_encoded`` strictly in order, waiting until a
+batch has its sequence number before starting the next; the client keeps at
+most 5 batches in flight per partition (the server's dedup window) and
+retries NOT_LEADER / timeouts with the SAME sequence, so a retried batch is
+appended once and batches of a partition are appended in send order. A
+batch that finally fails (delivery_timeout elapsed, a non-retriable error)
+fails every record's delivery with that error; for a timeout the records may
+still have been appended (outcome unknown, as everywhere in raftlog).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .aio import AsyncClient, _as_bytes
+from .errors import RecordTooLargeError
+from .models import BatchMetadata, RecordMetadata
+from .protocol import DEFAULT_MAX_BATCH_BYTES, encode_records
+
+if TYPE_CHECKING:
+    from .sync import Client
+
+log = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[RecordMetadata | None, BaseException | None], None]
+_RECORD_OVERHEAD = 16  # msgpack array + timestamp + key framing, roughly
+
+
+class Delivery:
+    """The outcome of one ``send``: ``await delivery`` gives its RecordMetadata."""
+
+    __slots__ = ("_callbacks", "_error", "_event", "_result")
+
+    def __init__(self) -> None:
+        self._event: trio.Event | None = None
+        self._result: RecordMetadata | None = None
+        self._error: BaseException | None = None
+        self._callbacks: list[DeliveryCallback] | None = None
+
+    def done(self) -> bool:
+        return self._result is not None or self._error is not None
+
+    def result(self) -> RecordMetadata:
+        """The metadata if done (raises the delivery error); RuntimeError if pending."""
+        if self._error is not None:
+            raise self._error
+        if self._result is None:
+            raise RuntimeError("delivery still pending")
+        return self._result
+
+    def add_callback(self, fn: DeliveryCallback) -> None:
+        if self.done():
+            fn(self._result, self._error)
+        elif self._callbacks is None:
+            self._callbacks = [fn]
+        else:
+            self._callbacks.append(fn)
+
+    async def wait(self) -> RecordMetadata:
+        if not self.done():
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
+        return self.result()
+
+    def __await__(self) -> Any:
+        return self.wait().__await__()
+
+    def _finish(self, result: RecordMetadata | None, error: BaseException | None) -> None:
+        self._result, self._error = result, error
+        if self._event is not None:
+            self._event.set()
+        if self._callbacks:
+            for fn in self._callbacks:
+                try:
+                    fn(result, error)
+                except Exception:  # a user callback must not kill the sender
+                    log.exception("event=delivery_callback_failed")
+
+
+@dataclass(slots=True)
+class _Batch:
+    rows: list[tuple[bytes | None, bytes, dict[str, bytes] | None, int | None]] = field(
+        default_factory=list
+    )
+    deliveries: list[Delivery] = field(default_factory=list)
+    size: int = 0
+    sealed: bool = False
+
+
+@dataclass(slots=True)
+class _PartitionQueue:
+    current: _Batch | None = None
+    ready: deque[_Batch] = field(default_factory=deque)
+    wakeup: trio.Event = field(default_factory=trio.Event)
+
+
+class Producer:
+    """Async batching producer on an ``AsyncClient``: ``async with Producer(client) as p``."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        batch_size: int = 64 * 1024,
+        linger: float = 0.005,
+        max_batch_records: int = 10_000,
+        buffer_memory: int = 64 * 1024 * 1024,
+        delivery_timeout: float = 30.0,
+    ) -> None:
+        if batch_size > DEFAULT_MAX_BATCH_BYTES:
+            raise ValueError(f"batch_size must be <= {DEFAULT_MAX_BATCH_BYTES}")
+        self.client = client
+        self.batch_size = batch_size
+        self.linger = linger
+        self.max_batch_records = max_batch_records
+        self.buffer_memory = buffer_memory
+        self.delivery_timeout = delivery_timeout
+        self._queues: dict[tuple[str, int], _PartitionQueue] = {}
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm: Any = None
+        self._buffered = 0  # bytes accepted but not yet acknowledged
+        self._space = trio.Event()
+        self._outstanding = 0  # deliveries not yet finished
+        self._idle = trio.Event()
+        self._idle.set()
+        self._closed = False
+        self.stats = {"batches": 0, "records": 0, "errors": 0}
+
+    async def __aenter__(self) -> Producer:
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        try:
+            if exc_info[0] is None:
+                await self.flush()
+        finally:
+            self._closed = True
+            assert self._nursery is not None
+            self._nursery.cancel_scope.cancel()
+            cm, self._nursery_cm = self._nursery_cm, None
+        return await cm.__aexit__(*exc_info)
+
+    async def close(self) -> None:
+        """Flush, then stop the sender tasks (same as leaving ``async with``)."""
+        await self.__aexit__(None, None, None)
+
+    # ------------------------------------------------------------ send
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | str,
+        key: bytes | str | None = None,
+        partition: int | None = None,
+        headers: dict[str, bytes] | None = None,
+        timestamp_ms: int | None = None,
+        callback: DeliveryCallback | None = None,
+    ) -> Delivery:
+        """Queue one record; returns its Delivery (awaitable) at once.
+
+        Waits only when ``buffer_memory`` bytes are already queued (backpressure)
+        or, the first time, for the topic's metadata.
+        """
+        if self._closed or self._nursery is None:
+            raise RuntimeError("Producer is not open (use 'async with')")
+        value_b = _as_bytes(value)
+        key_b = _as_bytes(key)
+        assert value_b is not None
+        size = len(value_b) + (len(key_b) if key_b else 0) + _RECORD_OVERHEAD
+        if headers:
+            size += sum(len(k) + len(v) for k, v in headers.items())
+        if len(value_b) > self.client.max_record_bytes:
+            raise RecordTooLargeError(
+                f"record of {len(value_b)} bytes exceeds "
+                f"max_record_bytes={self.client.max_record_bytes}"
+            )
+        while self._buffered + size > self.buffer_memory and self._buffered > 0:
+            await self._space.wait()
+        if partition is None:
+            partition = await self.client.choose_partition(topic, key_b)
+        delivery = Delivery()
+        if callback is not None:
+            delivery.add_callback(callback)
+        queue = self._queues.get((topic, partition))
+        if queue is None:
+            queue = self._queues[(topic, partition)] = _PartitionQueue()
+            self._nursery.start_soon(self._sender, topic, partition, queue)
+        batch = queue.current
+        if batch is not None and batch.size + size > self.batch_size:
+            self._seal(queue)
+            batch = None
+        if batch is None:
+            batch = queue.current = _Batch()
+            if self.linger > 0:
+                self._nursery.start_soon(self._linger, queue, batch)
+        batch.rows.append((key_b, value_b, headers, timestamp_ms))
+        batch.deliveries.append(delivery)
+        batch.size += size
+        self._buffered += size
+        self._outstanding += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        if (
+            self.linger <= 0
+            or batch.size >= self.batch_size
+            or len(batch.rows) >= self.max_batch_records
+        ):
+            self._seal(queue)
+        return delivery
+
+    async def flush(self) -> None:
+        """Send every queued record now and wait until all are acknowledged or failed."""
+        for queue in self._queues.values():
+            self._seal(queue)
+        await self._idle.wait()
+
+    # ------------------------------------------------------------ internals
+
+    def _seal(self, queue: _PartitionQueue) -> None:
+        batch = queue.current
+        if batch is None or batch.sealed:
+            return
+        batch.sealed = True
+        queue.current = None
+        queue.ready.append(batch)
+        queue.wakeup.set()
+
+    async def _linger(self, queue: _PartitionQueue, batch: _Batch) -> None:
+        await trio.sleep(self.linger)
+        if queue.current is batch:
+            self._seal(queue)
+
+    async def _sender(self, topic: str, partition: int, queue: _PartitionQueue) -> None:
+        assert self._nursery is not None
+        while True:
+            if not queue.ready:
+                await queue.wakeup.wait()
+                queue.wakeup = trio.Event()
+                continue
+            batch = queue.ready.popleft()
+            allocated = trio.Event()
+            self._nursery.start_soon(self._send_batch, topic, partition, batch, allocated)
+            # The next batch starts only once this one has its sequence: order kept.
+            await allocated.wait()
+
+    async def _send_batch(
+        self, topic: str, partition: int, batch: _Batch, allocated: trio.Event
+    ) -> None:
+        blob, count, crc = encode_records(batch.rows)
+        error: BaseException | None = None
+        meta: BatchMetadata | None = None
+        try:
+            meta = await self.client.send_encoded(
+                topic, partition, blob, count, crc,
+                budget=self.delivery_timeout, on_allocated=allocated.set,
+            )
+        except Exception as exc:  # RaftlogError, or a bug: fail the deliveries, keep going
+            error = exc
+            self.stats["errors"] += 1
+            log.warning(
+                "event=batch_failed topic=%s partition=%s records=%s error=%s",
+                topic, partition, count, exc,
+            )
+        finally:
+            allocated.set()
+        self.stats["batches"] += 1
+        self.stats["records"] += count
+        for i, delivery in enumerate(batch.deliveries):
+            delivery._finish(meta.record(i) if meta is not None else None, error)
+        self._buffered -= batch.size
+        self._space.set()
+        self._space = trio.Event()
+        self._outstanding -= count
+        if self._outstanding == 0:
+            self._idle.set()
+
+
+class SyncProducer:
+    """Blocking facade over ``Producer`` running on a ``Client``'s loop.
+
+    ``send`` returns a ``concurrent.futures.Future`` at once: records are handed
+    to the loop through a thread-safe queue drained in bulk (one wake-up for
+    many records), not one cross-thread call per record. Callbacks run on the
+    client's loop thread: keep them short.
+    """
+
+    def __init__(self, client: Client, **options: Any) -> None:
+        self._client = client
+        self._producer = Producer(client.async_client, **options)
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._stop: trio.Event | None = None
+        self._drain_lock = trio.Lock()  # drains run one at a time: record order is kept
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._start_error: BaseException | None = None
+        client.trio_token.run_sync_soon(self._start)
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def _start(self) -> None:
+        trio.lowlevel.spawn_system_task(self._main)
+
+    async def _main(self) -> None:
+        self._stop = trio.Event()
+        try:
+            async with self._producer:
+                self._ready.set()
+                await self._stop.wait()
+                await self._drain()
+        except BaseException as exc:
+            self._start_error = exc
+            raise
+        finally:
+            self._ready.set()
+            self._done.set()
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | str,
+        key: bytes | str | None = None,
+        partition: int | None = None,
+        headers: dict[str, bytes] | None = None,
+        timestamp_ms: int | None = None,
+        callback: DeliveryCallback | None = None,
+    ) -> Future[RecordMetadata]:
+        future: Future[RecordMetadata] = Future()
+        item = (topic, value, key, partition, headers, timestamp_ms, callback, future)
+        with self._lock:
+            self._pending.append(item)
+            schedule = not self._scheduled
+            self._scheduled = True
+        if schedule:
+            self._client.trio_token.run_sync_soon(self._schedule_drain)
+        return future
+
+    def _schedule_drain(self) -> None:
+        trio.lowlevel.spawn_system_task(self._drain)
+
+    async def _drain(self) -> None:
+        async with self._drain_lock:
+            await self._drain_locked()
+
+    async def _drain_locked(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._scheduled = False
+                    return
+                items = list(self._pending)
+                self._pending.clear()
+            for topic, value, key, partition, headers, ts, callback, future in items:
+                try:
+                    delivery = await self._producer.send(
+                        topic, value, key, partition, headers, ts, callback
+                    )
+                except BaseException as exc:
+                    future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                delivery.add_callback(_resolver(future))
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every record sent so far is acknowledged or failed."""
+        deadline = math.inf if timeout is None else timeout
+
+        async def _flush() -> None:
+            with trio.fail_after(deadline):
+                while True:
+                    await self._drain()
+                    await self._producer.flush()
+                    with self._lock:
+                        if not self._pending:
+                            return
+
+        self._client.run(_flush)
+
+    def close(self) -> None:
+        """Flush and stop; further sends fail."""
+        if self._stop is None or self._done.is_set():
+            return
+        self.flush()
+        trio.from_thread.run_sync(self._stop.set, trio_token=self._client.trio_token)
+        self._done.wait(timeout=30)
+
+    def __enter__(self) -> SyncProducer:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _resolver(future: Future[RecordMetadata]) -> DeliveryCallback:
+    def resolve(result: RecordMetadata | None, error: BaseException | None) -> None:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    return resolve

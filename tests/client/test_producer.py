@@ -1,0 +1,113 @@
+"""Producer batching, ordering, flush and delivery callbacks against the fake cluster."""
+
+from __future__ import annotations
+
+import msgpack
+import trio
+from raftlog.client.aio import AsyncClient
+from raftlog.client.errors import ErrorCode, UnknownTopicError
+from raftlog.client.producer import Producer
+
+from .fake_server import FakeCluster
+
+
+def produce_requests(fake: FakeCluster) -> list[dict]:
+    return [f for node, op, f in fake.requests if op == "produce" and node == fake.leader]
+
+
+async def test_records_are_batched_up_to_batch_size(fake: FakeCluster):
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, batch_size=1000, linger=10.0) as producer,
+    ):
+        deliveries = [await producer.send("t", b"x" * 84, partition=0) for _ in range(30)]
+        offsets = [(await d).offset for d in deliveries]
+    assert offsets == list(range(30))
+    batches = produce_requests(fake)
+    # 100 bytes per record (84 + 16 overhead) => 10 per 1000-byte batch
+    assert [b["count"] for b in batches] == [10, 10, 10]
+    assert fake.values("t", 0) == [b"x" * 84] * 30
+
+
+async def test_linger_sends_a_partial_batch_without_flush(fake: FakeCluster):
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, batch_size=1 << 20, linger=0.01) as producer,
+    ):
+        delivery = await producer.send("t", b"lonely", partition=1)
+        with trio.fail_after(5):
+            md = await delivery
+        assert md.offset == 0 and md.partition == 1
+
+
+async def test_flush_waits_for_every_delivery_and_keeps_order(fake: FakeCluster):
+    fake.reply_delay["produce"] = 0.01
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, batch_size=200, linger=1.0) as producer,
+    ):
+        deliveries = [
+            await producer.send("t", f"v{i}".encode(), partition=0) for i in range(200)
+        ]
+        await producer.flush()
+        assert all(d.done() for d in deliveries)
+    assert fake.values("t", 0) == [f"v{i}".encode() for i in range(200)]
+    assert [d.result().offset for d in deliveries] == list(range(200))
+    assert len(produce_requests(fake)) > 5  # several batches were in flight together
+
+
+async def test_batch_retried_after_not_leader_keeps_its_sequence(fake: FakeCluster):
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, batch_size=1 << 20, linger=0.0) as producer,
+    ):
+        await (await producer.send("t", b"first", partition=0))
+        fake.errors["produce"] = [
+            (ErrorCode.NOT_LEADER, {"leader": "n2", "leader_address": fake.address("n2")})
+        ]
+        md = await (await producer.send("t", b"second", partition=0))
+    assert md.offset == 1
+    seqs = [f["sequence"] for f in produce_requests(fake)]
+    assert seqs[-2:] == [1, 1]  # the rejected attempt and its retry
+    assert fake.values("t", 0) == [b"first", b"second"]
+
+
+async def test_callbacks_report_metadata_and_errors(fake: FakeCluster):
+    seen: list[tuple[object, object]] = []
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, linger=0.0) as producer,
+    ):
+        d = await producer.send("t", b"a", partition=0,
+                                callback=lambda md, err: seen.append((md, err)))
+        await d
+        fake.errors["produce"] = [(ErrorCode.CORRUPT_BATCH, {})]
+        bad = await producer.send("t", b"b", partition=0,
+                                  callback=lambda md, err: seen.append((md, err)))
+        await producer.flush()
+    assert seen[0][0].offset == 0 and seen[0][1] is None
+    assert seen[1][0] is None and seen[1][1].code == ErrorCode.CORRUPT_BATCH
+    assert bad.done()
+
+
+async def test_keyed_records_go_to_their_partition_as_one_encoded_batch(fake: FakeCluster):
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, linger=1.0) as producer,
+    ):
+        deliveries = [await producer.send("t", b"v%d" % i, key=b"same") for i in range(5)]
+        parts = {(await d).partition for d in deliveries}
+    assert len(parts) == 1
+    (batch,) = produce_requests(fake)
+    rows = msgpack.unpackb(batch["records"], raw=False)
+    assert [r[1] for r in rows] == [b"same"] * 5 and batch["count"] == 5
+
+
+async def test_unknown_topic_raises_from_send(fake: FakeCluster):
+    async with AsyncClient(fake.bootstrap()) as client, Producer(client) as producer:
+        try:
+            await producer.send("missing", b"x")
+        except UnknownTopicError:
+            pass
+        else:
+            raise AssertionError("send to a missing topic did not raise")

@@ -1,0 +1,93 @@
+"""The blocking Client, SyncProducer and SyncConsumer used from plain threads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import trio
+from raftlog.client.errors import UnknownTopicError
+from raftlog.client.sync import Client
+
+from .conftest import start_fake
+from .fake_server import FakeCluster
+
+
+@pytest.fixture
+def sync_fake() -> Iterator[FakeCluster]:
+    """A fake cluster on its own trio loop in a thread (the test itself is blocking)."""
+    box: dict[str, object] = {}
+    ready = threading.Event()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            box["cluster"] = await start_fake(nursery)
+            box["cluster"].add_topic("t", partitions=2)
+            box["token"] = trio.lowlevel.current_trio_token()
+            box["stop"] = trio.Event()
+            ready.set()
+            await box["stop"].wait()
+            nursery.cancel_scope.cancel()
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield box["cluster"]  # type: ignore[misc]
+    finally:
+        trio.from_thread.run_sync(box["stop"].set, trio_token=box["token"])
+        thread.join(10)
+
+
+def test_sync_client_from_a_plain_thread(sync_fake: FakeCluster):
+    with Client(sync_fake.bootstrap()) as client:
+        md = client.produce("t", "hello", partition=0)
+        assert md.offset == 0
+        assert client.fetch("t", 0, 0).records[0].value == b"hello"
+        with pytest.raises(UnknownTopicError):
+            client.produce("missing", b"x")
+        assert client.list_topics() == ["t"]
+
+
+def test_sync_client_shared_by_many_threads(sync_fake: FakeCluster):
+    with Client(sync_fake.bootstrap()) as client:
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                for j in range(20):
+                    client.produce("t", f"{i}-{j}", partition=1)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors
+        assert client.list_offsets("t", 1).end_offset == 80
+    assert sorted(sync_fake.values("t", 1)) == sorted(
+        f"{i}-{j}".encode() for i in range(4) for j in range(20)
+    )
+
+
+def test_sync_producer_and_consumer_roundtrip(sync_fake: FakeCluster):
+    with Client(sync_fake.bootstrap()) as client:
+        with client.producer(linger=0.005) as producer:
+            futures = [producer.send("t", b"m%d" % i, partition=0) for i in range(500)]
+            producer.flush()
+            assert [f.result(5).offset for f in futures] == list(range(500))
+        consumer = client.consumer("g", "t", partitions=[0], max_records=100)
+        values = [r.value for _p, r in consumer.records()]
+        assert values == [b"m%d" % i for i in range(500)]
+        consumer.commit()
+        assert consumer.committed() == {0: 500}
+
+
+def test_closed_client_refuses_calls(sync_fake: FakeCluster):
+    client = Client(sync_fake.bootstrap())
+    client.close()
+    with pytest.raises(RuntimeError):
+        client.list_topics()
