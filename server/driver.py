@@ -1,0 +1,731 @@
+"""The multi-raft driver: every Raft group of a node, driven by ONE trio task.
+
+A loop turn (DESIGN §9 "coalesce"):
+
+1. wait for work: inbound peer messages, client commands, reads, or the tick
+   timer (``cfg.tick_ms`` on trio's clock);
+2. step inbound messages (undecodable ones are dropped and counted: a buggy
+   peer must not crash us); turn ALL queued commands of a group into ONE
+   proposal; start ONE ReadIndex round per group for all queued reads; tick
+   the groups that are due;
+3. collect ``ready()`` of every group that has one; send every group's
+   ``messages`` at once, grouped per peer into one ``transport.send``
+   (a leader's appends may leave before its own fsync, thesis §10.2.1);
+4. ``store.save`` all Readies = one WriteBatch + one fsync for all groups,
+   in a worker thread so the trio loop keeps accepting requests and peer
+   frames (they queue for the next turn; at most one save is in flight);
+5. send ``persisted_messages`` (vote grants and append acks only after the
+   fsync, Raft Figure 2), apply committed entries of all groups into one
+   apply WriteBatch (sync=False: it can be rebuilt by re-applying the log),
+   resolve waiters, answer reads, ``advance()`` every group.
+
+Waiters (DESIGN §3.3): a proposal is keyed by the (index, term) it was
+appended at. When that index is applied with the same term, the waiters get
+the state machine's results; with another term the entry was overwritten by
+a later leader, so it never took effect -> NOT_LEADER. When this node loses
+leadership, proposals beyond the commit index may still be committed by the
+next leader, so they get TIMEOUT (outcome unknown), never "failed".
+
+Quiescence (idle groups cost almost nothing): a leader group whose followers
+all match its last index and know its commit, with nothing pending, stops
+being ticked; a follower group stops being ticked while its leader's NODE is
+alive (a frame from it arrived within an election timeout — the driver sends
+a tiny per-node-pair heartbeat when nothing else flows). Why this is safe:
+ticks only drive time (elections, heartbeats, CheckQuorum); skipping them
+never makes the core accept or commit anything. Reads still need a quorum
+round (ReadIndex), so a stale quiesced leader cannot serve a stale read; any
+proposal, read or inbound message wakes the group, and a stale leader that
+is woken steps down by CheckQuorum within an election timeout, its pending
+proposals ending in TIMEOUT. A follower whose leader node dies resumes
+ticking when the node-level liveness expires and elects a new leader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import struct
+import time
+from collections import defaultdict
+from typing import Any, Protocol
+
+import trio
+from raftlog.client.errors import ErrorCode
+from raftlog.log.commands import RegisterNode, encode_entry_commands
+from raftlog.log.partition import ApplyResult, PartitionStateMachine
+from raftlog.raft import codec
+from raftlog.raft.errors import NotLeaderError, ProposalDroppedError
+from raftlog.raft.node import Config as RaftConfig
+from raftlog.raft.node import RaftNode
+from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready, Role
+
+from .groups import METADATA_GROUP, Group, GroupKind, Proposal
+from .waiters import Outcome, Waiter
+
+log = logging.getLogger("raftlog.driver")
+
+# Messages for a group this node does not host yet (a CREATE_TOPIC applied on
+# the leader before here) are kept briefly, so a new partition's first
+# election is not lost; bounded per group and in number of groups.
+_EARLY_PER_GROUP = 64
+_EARLY_GROUPS = 1024
+# Heartbeats (and their answers) in flight when a group quiesces must not
+# wake it again; they carry nothing that needs a tick to be handled.
+_KEEPS_QUIET = frozenset({MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP})
+# Group id of the driver's own node-level heartbeat "message" (never a group).
+NODE_HEARTBEAT_GID = -1
+
+
+class Transport(Protocol):
+    def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None: ...
+
+    def is_connected(self, peer: str) -> bool: ...
+
+
+class LoopBugError(Exception):
+    """Raised in debug mode when the loop hits an unexpected exception."""
+
+
+class MultiRaft:
+    def __init__(
+        self,
+        cfg: Any,  # server.config.ClusterConfig
+        node_id: str,
+        store: Any,  # log.store.NodeStore
+        transport: Transport,
+        *,
+        metrics: Any = None,
+        debug: bool | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.store = store
+        self.transport = transport
+        self.metrics = metrics
+        self.debug = bool(os.environ.get("RAFTLOG_DEBUG")) if debug is None else debug
+        self._rng = rng or random.Random()
+        self.groups: dict[int, Group] = {}
+        self._inbox: list[tuple[str, list[tuple[int, bytes]]]] = []
+        self._wake = trio.Event()
+        self._changed = trio.Event()
+        self._dirty: set[int] = set()
+        self._early: dict[int, list[Message]] = {}
+        self._read_seq = 0
+        self._tick_s = cfg.tick_ms / 1000.0
+        self._election_s = cfg.election_ticks * self._tick_s
+        self._heartbeat_s = cfg.heartbeat_ticks * self._tick_s
+        self._last_heard: dict[str, float] = {}
+        self._last_sent: dict[str, float] = {}
+        self._desired: dict[int, Any] = {}
+        self._running = False
+        self.stats: dict[str, int] = defaultdict(int)
+        self.peers = [n.id for n in cfg.nodes if n.id != node_id]
+        self._addresses = {n.id: n.address for n in cfg.nodes}
+
+    # ------------------------------------------------------------ setup
+
+    def start(self) -> None:
+        """Load or bootstrap the metadata group and every partition group on disk."""
+        from raftlog.log.metadata import MetadataStateMachine
+
+        on_disk = set(self.store.group_ids())
+        if METADATA_GROUP not in on_disk:
+            voters = tuple(n.id for n in self.cfg.nodes)
+            self.store.create_group(METADATA_GROUP, ConfState(voters=voters))
+            log.info("event=bootstrap group=0 voters=%s", ",".join(voters))
+        meta_sm = MetadataStateMachine(self.store)
+        self._add_group(METADATA_GROUP, GroupKind.METADATA, meta_sm)
+        self._desired = dict(self._groups_for_me())
+        for gid in sorted(on_disk - {METADATA_GROUP}):
+            group = self._add_partition(gid)
+            self._describe(group)
+        if self.cfg.unsafe_ack_before_commit:
+            log.warning(
+                "event=UNSAFE mode=unsafe_ack_before_commit: produces are acknowledged "
+                "BEFORE commit; acknowledged records may be lost"
+            )
+        if self.cfg.unsafe_follower_reads:
+            log.warning(
+                "event=UNSAFE mode=unsafe_follower_reads: reads are served from local "
+                "state on any replica without ReadIndex; reads may be stale"
+            )
+
+    def _add_group(self, gid: int, kind: GroupKind, sm: Any) -> Group:
+        storage = self.store.group(gid)
+        config = RaftConfig(
+            id=self.node_id,
+            election_ticks=self.cfg.election_ticks,
+            heartbeat_ticks=self.cfg.heartbeat_ticks,
+            max_uncommitted_bytes=self.cfg.limits.max_uncommitted_bytes_per_group,
+            applied=sm.applied_index,
+        )
+        raft = RaftNode(config, storage, random.Random(self._rng.getrandbits(64)))
+        group = Group(gid=gid, kind=kind, raft=raft, sm=sm)
+        group.role = raft.role
+        group.leader = raft.leader_id
+        self.groups[gid] = group
+        self._dirty.add(gid)
+        for msg in self._early.pop(gid, ()):
+            self._step(group, msg)
+        return group
+
+    def _add_partition(self, gid: int) -> Group:
+        return self._add_group(gid, GroupKind.PARTITION, PartitionStateMachine(self.store, gid))
+
+    @property
+    def metadata(self) -> Any:
+        return self.groups[METADATA_GROUP].sm
+
+    def _groups_for_me(self) -> dict[int, Any]:
+        return dict(self.metadata.groups_for(self.node_id))
+
+    def _describe(self, group: Group) -> None:
+        info = self._desired.get(group.gid)
+        if info is not None:
+            group.topic = info.topic
+            group.partition = info.partition
+            group.replicas = tuple(info.replicas)
+
+    # ------------------------------------------------------------ inputs (any task)
+
+    def on_peer_msgs(self, frm: str, msgs: list[tuple[int, bytes]]) -> None:
+        """Called by the listener for every peer frame; queues, never blocks."""
+        self._last_heard[frm] = time.monotonic()
+        self._inbox.append((frm, msgs))
+        self._wake.set()
+
+    def submit(self, gid: int, command: Any, nbytes: int = 0) -> Waiter:
+        """Queue a command for the group's next proposal (coalesced with others)."""
+        group = self.groups[gid]
+        waiter = Waiter()
+        group.queued_cmds.append((command, waiter))
+        group.queued_cmd_bytes += nbytes
+        self._dirty.add(gid)
+        self._wake.set()
+        return waiter
+
+    async def propose(self, gid: int, command: Any, deadline: float, nbytes: int = 0) -> Outcome:
+        return await self.submit(gid, command, nbytes).wait(deadline)
+
+    async def read_barrier(self, gid: int, deadline: float) -> Outcome:
+        """Linearizable read point (DESIGN §3.4): resolves once this node, as leader,
+        confirmed leadership for a read index and applied up to it."""
+        group = self.groups[gid]
+        waiter = Waiter()
+        group.queued_reads.append(waiter)
+        self._dirty.add(gid)
+        self._wake.set()
+        return await waiter.wait(deadline)
+
+    async def wait_applied(self, gid: int, deadline: float) -> None:
+        """Return after the next apply in the group, or at the deadline."""
+        group = self.groups.get(gid)
+        if group is None:
+            return
+        with trio.move_on_at(deadline):
+            await group.applied_event.wait()
+
+    async def wait_changed(self, deadline: float) -> bool:
+        """Return True after the next loop turn that changed something, False at deadline."""
+        with trio.move_on_at(deadline):
+            await self._changed.wait()
+            return True
+        return False
+
+    def transfer_leader(self, gid: int, target: str) -> None:
+        group = self.groups[gid]
+        group.raft.transfer_leader(target)
+        group.quiet = False
+        self._dirty.add(gid)
+        self._wake.set()
+
+    def leader_address(self, node: str | None) -> str | None:
+        if node is None:
+            return None
+        address = self._addresses.get(node)
+        if address is None:
+            info = self.metadata.nodes.get(node) if hasattr(self.metadata, "nodes") else None
+            address = getattr(info, "address", None)
+        return address
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        if not self.groups:
+            self.start()
+        self._running = True
+        next_tick = trio.current_time() + self._tick_s
+        next_register = trio.current_time()
+        task_status.started()
+        try:
+            while True:
+                with trio.move_on_at(next_tick):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                now = trio.current_time()
+                tick = now >= next_tick
+                if tick:
+                    next_tick += self._tick_s
+                    if next_tick < now:  # fell behind (a long fsync): do not tick in bursts
+                        next_tick = now + self._tick_s
+                if now >= next_register:
+                    next_register = now + 0.5
+                    self._maybe_register_nodes()
+                try:
+                    await self._turn(tick)
+                except (trio.Cancelled, KeyboardInterrupt):
+                    raise
+                except Exception:
+                    log.exception("event=loop_error node=%s", self.node_id)
+                    self.stats["loop_errors"] += 1
+                    if self.debug:
+                        raise
+        finally:
+            self._running = False
+            self._fail_everything()
+
+    async def _turn(self, tick: bool) -> None:
+        self._drain_inbox()
+        dirty, self._dirty = self._dirty, set()
+        for gid in dirty:
+            group = self.groups.get(gid)
+            if group is not None:
+                self._feed(group)
+        if tick:
+            self._tick_groups(dirty)
+        readies: list[tuple[int, Ready]] = []
+        for gid in dirty:
+            group = self.groups.get(gid)
+            if group is not None and group.raft.has_ready():
+                readies.append((gid, group.raft.ready()))
+        if not readies:
+            return
+        self._send(readies, persisted=False)
+        to_save = [(gid, rd) for gid, rd in readies if rd.must_sync()]
+        if to_save:
+            started = time.perf_counter()
+            await trio.to_thread.run_sync(self.store.save, to_save)
+            self._observe_fsync(time.perf_counter() - started)
+        self._send(readies, persisted=True)
+        self._apply(readies)
+        for gid, rd in readies:
+            group = self.groups.get(gid)
+            if group is not None:
+                group.raft.advance(rd)
+                # advance() may produce more work (e.g. commit of own entries).
+                self._dirty.add(gid)
+                if group.raft.has_ready():
+                    self._wake.set()
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    def _drain_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        for frm, msgs in inbox:
+            for item in msgs:
+                try:
+                    gid, data = item
+                    if gid == NODE_HEARTBEAT_GID:
+                        continue
+                    msg = codec.decode_message(data)
+                except Exception as exc:  # a buggy or hostile peer must not crash us
+                    self.stats["bad_peer_messages"] += 1
+                    log.warning("event=bad_peer_message from=%s error=%s", frm, exc)
+                    continue
+                if msg.to != self.node_id or msg.frm != frm:
+                    self.stats["misrouted_messages"] += 1
+                    continue
+                group = self.groups.get(gid)
+                if group is None:
+                    self._keep_early(gid, msg)
+                    continue
+                self._step(group, msg)
+
+    def _keep_early(self, gid: int, msg: Message) -> None:
+        if not isinstance(gid, int) or gid <= METADATA_GROUP:
+            return
+        queue = self._early.get(gid)
+        if queue is None:
+            if len(self._early) >= _EARLY_GROUPS:
+                self.stats["early_dropped"] += 1
+                return
+            queue = self._early[gid] = []
+        if len(queue) < _EARLY_PER_GROUP:
+            queue.append(msg)
+
+    def _step(self, group: Group, msg: Message) -> None:
+        try:
+            group.raft.step(msg)
+        except Exception:
+            self.stats["step_errors"] += 1
+            log.exception("event=step_error group=%d from=%s type=%s", group.gid, msg.frm, msg.type)
+            if self.debug:
+                raise
+        if msg.type not in _KEEPS_QUIET:
+            group.quiet = False
+        self._dirty.add(group.gid)
+
+    def _feed(self, group: Group) -> None:
+        """Turn queued commands into one proposal and queued reads into one ReadIndex."""
+        if group.queued_cmds:
+            group.quiet = False
+            self._propose_queued(group)
+        if group.queued_reads:
+            group.quiet = False
+            waiters, group.queued_reads = group.queued_reads, []
+            self._read_seq += 1
+            ctx = struct.pack(">Q", self._read_seq)
+            try:
+                group.raft.read_index(ctx)
+            except NotLeaderError as exc:
+                self._fail_not_leader(group, waiters, exc.leader)
+                return
+            group.reads[ctx] = waiters
+
+    def _propose_queued(self, group: Group) -> None:
+
+        queued, group.queued_cmds = group.queued_cmds, []
+        nbytes, group.queued_cmd_bytes = group.queued_cmd_bytes, 0
+        waiters = [w for _, w in queued]
+        live = [(c, w) for c, w in queued if not w.done]  # drop those whose handler gave up
+        if not live:
+            return
+        limit = self.cfg.limits.max_uncommitted_bytes_per_group
+        if group.kind is GroupKind.PARTITION and group.uncommitted_bytes + nbytes > limit:
+            for w in waiters:
+                w.fail(
+                    ErrorCode.THROTTLED,
+                    "too much uncommitted data in the partition",
+                    retry_after_ms=50,
+                )
+            return
+        data = encode_entry_commands([c for c, _ in live])
+        try:
+            index = group.raft.propose(data)
+        except NotLeaderError as exc:
+            self._fail_not_leader(group, waiters, exc.leader)
+            return
+        except ProposalDroppedError as exc:
+            if "uncommitted" in exc.reason:
+                for w in waiters:
+                    w.fail(ErrorCode.THROTTLED, exc.reason, retry_after_ms=50)
+            else:
+                self._fail_not_leader(group, waiters, group.raft.leader_id, exc.reason)
+            return
+        live_waiters = [w for _, w in live]
+        self.stats["proposals"] += 1
+        self.stats["proposed_commands"] += len(live)
+        group.proposals[index] = Proposal(group.raft.term, live_waiters, nbytes)
+        group.uncommitted_bytes += nbytes
+        if self.cfg.unsafe_ack_before_commit and group.kind is GroupKind.PARTITION:
+            self._unsafe_ack(group, live)
+
+    def _unsafe_ack(self, group: Group, live: list[tuple[Any, Waiter]]) -> None:
+        """DELIBERATELY UNSAFE (jepsen only): ack at local append, before commit."""
+
+        group.unsafe_next_offset = max(group.unsafe_next_offset, group.sm.next_offset)
+        for cmd, waiter in live:
+            count = getattr(cmd, "count", 0)
+            if count:
+                waiter.resolve(ApplyResult(base_offset=group.unsafe_next_offset))
+                group.unsafe_next_offset += count
+
+    def _fail_not_leader(
+        self, group: Group, waiters: list[Waiter], leader: str | None, why: str = "not leader"
+    ) -> None:
+        address = self.leader_address(leader)
+        for w in waiters:
+            w.fail(
+                ErrorCode.NOT_LEADER,
+                f"{why} for group {group.gid}",
+                leader=leader,
+                leader_address=address,
+            )
+
+    # ------------------------------------------------------------ ticks, quiescence
+
+    def _tick_groups(self, dirty: set[int]) -> None:
+        now = time.monotonic()
+        heard_recently = {
+            peer for peer, at in self._last_heard.items() if now - at < self._election_s
+        }
+        for gid, group in self.groups.items():
+            if (
+                group.quiet
+                and not group.has_work()
+                and (group.role is Role.LEADER or group.leader in heard_recently)
+            ):
+                continue
+            group.quiet = False
+            group.raft.tick()
+            self.stats["group_ticks"] += 1
+            dirty.add(gid)
+            self._maybe_quiesce(group, heard_recently)
+        self._node_heartbeats(now)
+
+    def _maybe_quiesce(self, group: Group, heard_recently: set[str]) -> None:
+        if group.has_work():
+            group.quiet_checks = 0
+            return
+        group.quiet_checks += 1
+        # Check only every few ticks: status() is not free.
+        if group.quiet_checks < 2 * self.cfg.election_ticks:
+            return
+        group.quiet_checks = 0
+        raft = group.raft
+        if group.role is Role.LEADER:
+            status = raft.status()
+            last = status.last_index
+            if status.commit != last:
+                return
+            for node, progress in status.progress.items():
+                if node != self.node_id and progress.match != last:
+                    return
+            # Followers learn `commit` from the next heartbeat; the 2*election
+            # wait above guarantees several heartbeats went out since match==last.
+            group.quiet = True
+        elif group.role is Role.FOLLOWER and group.leader in heard_recently:
+            group.quiet = True
+
+    def _node_heartbeats(self, now: float) -> None:
+        """Per-node-pair liveness frame, only to peers we sent nothing else to lately."""
+        for peer in self.peers:
+            if now - self._last_sent.get(peer, 0.0) >= self._heartbeat_s:
+                self._last_sent[peer] = now
+                self.transport.send(peer, [(NODE_HEARTBEAT_GID, b"")])
+
+    # ------------------------------------------------------------ output
+
+    def _send(self, readies: list[tuple[int, Ready]], *, persisted: bool) -> None:
+        per_peer: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
+        for gid, rd in readies:
+            msgs = rd.persisted_messages if persisted else rd.messages
+            for msg in msgs:
+                per_peer[msg.to].append((gid, codec.encode_message(msg)))
+            if not persisted and rd.soft_state is not None:
+                self._on_soft_state(gid, rd)
+        now = time.monotonic()
+        for peer, batch in per_peer.items():
+            self._last_sent[peer] = now
+            self.transport.send(peer, batch)
+
+    def _on_soft_state(self, gid: int, rd: Ready) -> None:
+        group = self.groups[gid]
+        soft = rd.soft_state
+        assert soft is not None
+        was_leader = group.role is Role.LEADER
+        if soft.leader != group.leader or soft.role != group.role:
+            log.info(
+                "event=role_change group=%d topic=%s partition=%s role=%s leader=%s term=%d",
+                gid,
+                group.topic,
+                group.partition,
+                soft.role.name,
+                soft.leader,
+                group.raft.term,
+            )
+            self.stats["leader_changes"] += 1
+        group.role = soft.role
+        group.leader = soft.leader
+        group.quiet = False
+        if was_leader and soft.role is not Role.LEADER:
+            self._lost_leadership(group)
+
+    def _lost_leadership(self, group: Group) -> None:
+        commit = group.raft.commit_index
+        for index in [i for i in group.proposals if i > commit]:
+            proposal = group.proposals.pop(index)
+            group.uncommitted_bytes -= proposal.nbytes
+            for w in proposal.waiters:
+                # The next leader may still commit it: outcome unknown.
+                w.fail(ErrorCode.TIMEOUT, "leadership lost before commit; outcome unknown")
+        # Reads have no effect: a plain redirect is always correct.
+        for waiters in group.reads.values():
+            self._fail_not_leader(group, waiters, group.leader, "leadership lost")
+        group.reads.clear()
+        for waiters in [w for _, w in group.reads_at]:
+            self._fail_not_leader(group, waiters, group.leader, "leadership lost")
+        group.reads_at.clear()
+
+    def _observe_fsync(self, seconds: float) -> None:
+        self.stats["saves"] += 1
+        if self.metrics is not None:
+            hist = getattr(self.metrics, "fsync_seconds", None)
+            if hist is not None:
+                hist.observe(seconds)
+
+    # ------------------------------------------------------------ apply
+
+    def _apply(self, readies: list[tuple[int, Ready]]) -> None:
+        batch = None
+        touched: list[Group] = []
+        meta_applied = False
+        for gid, rd in readies:
+            group = self.groups.get(gid)
+            if group is None:
+                continue
+            if rd.committed_entries:
+                if batch is None:
+                    batch = self.store.new_batch()
+                self._apply_group(group, rd, batch)
+                touched.append(group)
+                meta_applied |= gid == METADATA_GROUP
+            if rd.read_states:
+                for rs in rd.read_states:
+                    waiters = group.reads.pop(rs.context, None)
+                    if waiters:
+                        group.reads_at.append((rs.index, waiters))
+                touched.append(group)
+        if batch is not None:
+            self.store.write(batch, sync=False)
+        for group in touched:
+            if group.reads_at:
+                applied = group.applied
+                keep = []
+                for index, waiters in group.reads_at:
+                    if applied >= index:
+                        for w in waiters:
+                            w.resolve(index)
+                    else:
+                        keep.append((index, waiters))
+                group.reads_at = keep
+            group.notify_applied()
+        if meta_applied:
+            self._reconcile_groups()
+
+    def _apply_group(self, group: Group, rd: Ready, batch: Any) -> None:
+        entries = rd.committed_entries
+        for entry in entries:
+            if entry.type is EntryType.CONF_CHANGE:
+                group.raft.apply_conf_change(codec.decode_conf_change(entry.data))
+        results = group.sm.apply(entries, batch)
+        for entry, result in zip(entries, results):
+            proposal = group.proposals.pop(entry.index, None)
+            if proposal is None:
+                continue
+            group.uncommitted_bytes -= proposal.nbytes
+            if proposal.term != entry.term:
+                # Overwritten by another leader's entry: ours never took effect.
+                self._fail_not_leader(
+                    group, proposal.waiters, group.leader, "entry overwritten by a new leader"
+                )
+                continue
+            for waiter, res in zip(proposal.waiters, result):
+                waiter.resolve(res)
+
+    # ------------------------------------------------------------ metadata-driven groups
+
+    def _reconcile_groups(self) -> None:
+
+        desired = self._groups_for_me()
+        previous, self._desired = self._desired, desired
+        on_disk: set[int] | None = None
+        for gid, info in desired.items():
+            group = self.groups.get(gid)
+            if group is not None:
+                self._describe(group)
+                continue
+            if on_disk is None:
+                on_disk = set(self.store.group_ids())
+            fresh = gid not in on_disk
+            if fresh:
+                self.store.create_group(gid, ConfState(voters=tuple(info.replicas)))
+            group = self._add_partition(gid)
+            self._describe(group)
+            log.info(
+                "event=group_created group=%d topic=%s partition=%s replicas=%s fresh=%s",
+                gid,
+                info.topic,
+                info.partition,
+                ",".join(info.replicas),
+                fresh,
+            )
+            # The first replica campaigns at once (preferred leader: spreads
+            # leaders over nodes and makes a new topic writable in milliseconds).
+            if fresh and info.replicas and info.replicas[0] == self.node_id:
+                group.raft.campaign()
+        for gid in previous:
+            if gid not in desired and gid in self.groups:
+                self._delete_group(gid)
+
+    def _delete_group(self, gid: int) -> None:
+        group = self.groups.pop(gid)
+        for proposal in group.proposals.values():
+            for w in proposal.waiters:
+                w.fail(ErrorCode.UNKNOWN_TOPIC, "topic deleted")
+        waiters = [w for _, w in group.queued_cmds] + group.queued_reads
+        for ws in group.reads.values():
+            waiters += ws
+        for _, ws in group.reads_at:
+            waiters += ws
+        for w in waiters:
+            w.fail(ErrorCode.UNKNOWN_TOPIC, "topic deleted")
+        group.notify_applied()
+        self.store.delete_group(gid)
+        log.info(
+            "event=group_deleted group=%d topic=%s partition=%s", gid, group.topic, group.partition
+        )
+
+    def _maybe_register_nodes(self) -> None:
+        """The metadata leader registers every configured node not registered yet.
+
+        Done by the leader (only it may propose) on behalf of all nodes, with
+        the address from cluster.toml and the incarnation it has seen in the
+        peer's hello (recorded by the listener), retried until applied.
+        """
+        group = self.groups.get(METADATA_GROUP)
+        if group is None or group.role is not Role.LEADER or group.queued_cmds:
+            return
+
+        registered = self.metadata.nodes
+        for node in self.cfg.nodes:
+            if node.id in registered:
+                continue
+            if node.id == self.node_id:
+                incarnation = self.store.identity.incarnation
+            else:
+                incarnation = self.store.peer_incarnation(node.id) or ""
+            self.submit(METADATA_GROUP, RegisterNode(node.id, node.address, incarnation))
+
+    # ------------------------------------------------------------ shutdown, status
+
+    def _fail_everything(self) -> None:
+        for group in self.groups.values():
+            waiters = [w for _, w in group.queued_cmds] + group.queued_reads
+            for proposal in group.proposals.values():
+                waiters += proposal.waiters
+            for ws in group.reads.values():
+                waiters += ws
+            for _, ws in group.reads_at:
+                waiters += ws
+            for w in waiters:
+                w.fail(ErrorCode.NOT_AVAILABLE, "node shutting down")
+
+    def group_status(self, group: Group) -> dict[str, Any]:
+        status = group.raft.status()
+        replicas = []
+        if status.role is Role.LEADER:
+            for node, progress in status.progress.items():
+                replicas.append(
+                    {
+                        "node": node,
+                        "match": progress.match,
+                        "next": progress.next,
+                        "state": getattr(progress.state, "name", str(progress.state)),
+                        "lag": max(0, status.last_index - progress.match),
+                    }
+                )
+        return {
+            "group": group.gid,
+            "topic": group.topic,
+            "partition": group.partition,
+            "role": status.role.name,
+            "leader": status.leader,
+            "term": status.term,
+            "commit": status.commit,
+            "applied": group.applied,
+            "last_index": status.last_index,
+            "replicas": replicas,
+        }

@@ -1,0 +1,86 @@
+"""Per-group bookkeeping of the multi-raft driver.
+
+One ``Group`` per Raft group hosted on this node: the core, its state
+machine, and everything queued for or waiting on it. Only the driver task
+mutates a Group's core; handlers only append to the ``queued_*`` lists and
+await their waiters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+import trio
+from raftlog.raft.node import RaftNode
+from raftlog.raft.types import Entry, NodeId, Role
+
+from .waiters import Waiter
+
+METADATA_GROUP = 0
+
+
+class GroupKind(Enum):
+    METADATA = "metadata"
+    PARTITION = "partition"
+
+
+class StateMachine(Protocol):
+    """What the driver needs of log.partition / log.metadata state machines."""
+
+    applied_index: int
+
+    def apply(self, entries: list[Entry], batch: Any) -> list[list[Any]]: ...
+
+
+@dataclass(slots=True)
+class Proposal:
+    """An entry this node proposed as leader, awaiting its apply (keyed by index)."""
+
+    term: int
+    waiters: list[Waiter]
+    nbytes: int
+
+
+@dataclass(slots=True)
+class Group:
+    gid: int
+    kind: GroupKind
+    raft: RaftNode
+    sm: Any  # PartitionStateMachine | MetadataStateMachine
+    topic: str | None = None
+    partition: int | None = None
+    replicas: tuple[NodeId, ...] = ()
+    # Filled by handlers, drained by the driver once per turn.
+    queued_cmds: list[tuple[Any, Waiter]] = field(default_factory=list)
+    queued_cmd_bytes: int = 0
+    queued_reads: list[Waiter] = field(default_factory=list)
+    # In flight.
+    proposals: dict[int, Proposal] = field(default_factory=dict)
+    uncommitted_bytes: int = 0
+    reads: dict[bytes, list[Waiter]] = field(default_factory=dict)  # read ctx -> waiters
+    reads_at: list[tuple[int, list[Waiter]]] = field(default_factory=list)  # read index reached
+    # Observed from Ready.soft_state.
+    role: Role = Role.FOLLOWER
+    leader: NodeId | None = None
+    # Set (and replaced) after every apply: long-poll fetches wait on it.
+    applied_event: trio.Event = field(default_factory=trio.Event)
+    # Quiescence (see driver module docstring).
+    quiet: bool = False
+    quiet_checks: int = 0
+    # Unsafe ack-before-commit mode only: offsets predicted at append time.
+    unsafe_next_offset: int = 0
+
+    @property
+    def applied(self) -> int:
+        return self.sm.applied_index
+
+    def has_work(self) -> bool:
+        return bool(
+            self.queued_cmds or self.queued_reads or self.proposals or self.reads or self.reads_at
+        )
+
+    def notify_applied(self) -> None:
+        event, self.applied_event = self.applied_event, trio.Event()
+        event.set()

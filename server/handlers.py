@@ -1,0 +1,463 @@
+"""Client request handlers: one coroutine per op of client/protocol.py REQUESTS.
+
+The listener validates field types, then calls ``RequestHandlers.handle``
+concurrently for every request. A handler returns the reply's result dict or
+raises ``HandlerError`` with a wire code; any other exception is a bug in
+us, answered INTERNAL for that request only and logged with its traceback.
+
+Writes go through the driver as commands (coalesced into one proposal per
+group per loop turn) and are answered only after commit AND apply (DESIGN
+§3.3). Reads of partition state (fetch, list_offsets, fetch_committed) are
+linearizable: the leader confirms its leadership with a ReadIndex round and
+serves once it has applied up to the read index (DESIGN §3.4).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from raftlog.client.errors import ErrorCode
+from raftlog.log.commands import AllocProducerId, CommitOffset, CreateTopic, DeleteTopic, Produce
+from raftlog.raft.types import Role
+
+from .driver import MultiRaft
+from .errors import HandlerError
+from .groups import METADATA_GROUP, Group
+from .waiters import Outcome
+
+log = logging.getLogger("raftlog.handlers")
+
+DEFAULT_TIMEOUT_S = 10.0
+# A metadata read barrier from a follower needs the leader; if it cannot be
+# reached quickly, fall back to local (possibly stale) metadata.
+META_SYNC_TIMEOUT_S = 1.0
+DEFAULT_FETCH_MAX_BYTES = 1024 * 1024
+
+Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _deadline(fields: dict[str, Any]) -> float:
+    timeout_ms = fields.get("timeout_ms")
+    seconds = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else DEFAULT_TIMEOUT_S
+    return trio.current_time() + seconds
+
+
+def _raise_outcome(outcome: Outcome) -> Any:
+    """The value of an outcome, or HandlerError with its code."""
+    if outcome.error is not None:
+        raise HandlerError(outcome.error, outcome.message, **outcome.details)
+    return outcome.value
+
+
+def _raise_result_error(result: Any) -> None:
+    """State machine results carry errors as values (e.g. TOPIC_EXISTS)."""
+    error = getattr(result, "error", None)
+    if error:
+        code = ErrorCode(error) if not isinstance(error, ErrorCode) else error
+        message = getattr(result, "message", None) or code.value
+        raise HandlerError(code, str(message))
+
+
+class RequestHandlers:
+    def __init__(self, cfg: Any, node_id: str, driver: MultiRaft, metrics: Any = None) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.driver = driver
+        self.metrics = metrics
+        self._ops: dict[str, Handler] = {
+            "metadata": self.metadata,
+            "create_topic": self.create_topic,
+            "delete_topic": self.delete_topic,
+            "list_topics": self.list_topics,
+            "describe_topic": self.describe_topic,
+            "init_producer": self.init_producer,
+            "produce": self.produce,
+            "fetch": self.fetch,
+            "list_offsets": self.list_offsets,
+            "commit_offset": self.commit_offset,
+            "fetch_committed": self.fetch_committed,
+            "cluster_status": self.cluster_status,
+            "member_list": self.member_list,
+            "member_add": self.not_supported,
+            "member_remove": self.not_supported,
+            "leader_transfer": self.leader_transfer,
+            "partition_reassign": self.not_supported,
+        }
+
+    async def handle(self, ctx: Any, op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        fn = self._ops.get(op)
+        if fn is None:
+            raise HandlerError(ErrorCode.INVALID_REQUEST, f"unknown request type {op!r}")
+        try:
+            return await fn(ctx, fields)
+        except HandlerError as exc:
+            if op == "produce":
+                self._count_produce(exc.code.value)
+            raise
+        except Exception as exc:
+            log.exception("event=handler_error op=%s", op)
+            if self.driver.debug:
+                raise
+            raise HandlerError(ErrorCode.INTERNAL, f"internal error in {op}: {exc!r}") from exc
+
+    # ------------------------------------------------------------ helpers
+
+    @property
+    def meta(self) -> Any:
+        return self.driver.metadata
+
+    def _count_produce(self, code: str) -> None:
+        if self.metrics is not None:
+            self.metrics.produce_requests.inc(code=code)
+
+    def _not_leader(self, gid: int, leader: str | None) -> HandlerError:
+        return HandlerError(
+            ErrorCode.NOT_LEADER,
+            f"node {self.node_id} is not the leader of group {gid}",
+            leader=leader,
+            leader_address=self.driver.leader_address(leader),
+        )
+
+    def _require_meta_leader(self) -> Group:
+        group = self.driver.groups[METADATA_GROUP]
+        if group.role is not Role.LEADER:
+            raise self._not_leader(METADATA_GROUP, group.raft.leader_id)
+        return group
+
+    async def _meta_sync(self) -> None:
+        """Linearizable metadata read point, from any node (a follower's ReadIndex is
+        forwarded to the leader); falls back to local knowledge if that fails fast."""
+        deadline = trio.current_time() + META_SYNC_TIMEOUT_S
+        await self.driver.read_barrier(METADATA_GROUP, deadline)
+
+    async def _topic(self, name: str) -> Any:
+        topic = self.meta.topics.get(name)
+        if topic is None:
+            await self._meta_sync()
+            topic = self.meta.topics.get(name)
+            if topic is None:
+                raise HandlerError(ErrorCode.UNKNOWN_TOPIC, f"unknown topic {name!r}")
+        return topic
+
+    async def _partition(self, topic_name: str, partition: int) -> Any:
+        topic = await self._topic(topic_name)
+        if not 0 <= partition < len(topic.partitions):
+            raise HandlerError(
+                ErrorCode.UNKNOWN_PARTITION,
+                f"topic {topic_name!r} has no partition {partition} "
+                f"(partitions: {len(topic.partitions)})",
+            )
+        return topic.partitions[partition]
+
+    def _local_group(self, pinfo: Any) -> Group:
+        group = self.driver.groups.get(pinfo.group_id)
+        if group is None:
+            # Not a replica here (or not created yet): send the client elsewhere.
+            raise HandlerError(
+                ErrorCode.NOT_LEADER,
+                f"node {self.node_id} does not host group {pinfo.group_id}",
+                leader=None,
+                leader_address=None,
+            )
+        return group
+
+    async def _leader_group(self, topic: str, partition: int) -> Group:
+        group = self._local_group(await self._partition(topic, partition))
+        if group.role is not Role.LEADER:
+            raise self._not_leader(group.gid, group.raft.leader_id)
+        return group
+
+    async def _read_group(self, topic: str, partition: int, deadline: float) -> Group:
+        """The group to serve a partition read from, after the linearizability barrier."""
+        pinfo = await self._partition(topic, partition)
+        if self.cfg.unsafe_follower_reads:
+            # DELIBERATELY UNSAFE (jepsen only): local state of any replica, no ReadIndex.
+            return self._local_group(pinfo)
+        group = self._local_group(pinfo)
+        if group.role is not Role.LEADER:
+            raise self._not_leader(group.gid, group.raft.leader_id)
+        _raise_outcome(await self.driver.read_barrier(group.gid, deadline))
+        return group
+
+    def _partition_json(self, topic: str, pinfo: Any) -> dict[str, Any]:
+        group = self.driver.groups.get(pinfo.group_id)
+        leader = group.leader if group is not None else None
+        return {
+            "partition": pinfo.partition,
+            "group": pinfo.group_id,
+            "replicas": list(pinfo.replicas),
+            "leader": leader,
+            "leader_address": self.driver.leader_address(leader),
+        }
+
+    def _topic_json(self, topic: Any) -> dict[str, Any]:
+        return {
+            "name": topic.name,
+            "config": dict(topic.config),
+            "partitions": [self._partition_json(topic.name, p) for p in topic.partitions],
+        }
+
+    # ------------------------------------------------------------ metadata ops
+
+    async def metadata(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        with trio.move_on_after(META_SYNC_TIMEOUT_S):
+            await self._meta_sync()
+        wanted = fields.get("topics")
+        topics = [
+            self._topic_json(t)
+            for name, t in sorted(self.meta.topics.items())
+            if wanted is None or name in wanted
+        ]
+        return {
+            "cluster": self.cfg.name,
+            "node": self.node_id,
+            "nodes": [{"id": n.id, "address": n.address} for n in self.cfg.nodes],
+            "topics": topics,
+        }
+
+    async def list_topics(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        await self._meta_sync()
+        return {"topics": sorted(self.meta.topics)}
+
+    async def create_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+
+        deadline = _deadline(fields)
+        self._require_meta_leader()
+        name = fields["topic"]
+        replicas = fields["replicas"]
+        if replicas > len(self.cfg.nodes) or replicas < 1:
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                f"replicas must be in 1..{len(self.cfg.nodes)} (nodes), got {replicas}",
+            )
+        if fields["partitions"] < 1:
+            raise HandlerError(ErrorCode.INVALID_REQUEST, "partitions must be >= 1")
+        config = dict(fields.get("config") or {})
+        command = CreateTopic(name, fields["partitions"], replicas, config)
+        result = _raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
+        _raise_result_error(result)
+        topic = self.meta.topics[name]
+        log.info(
+            "event=topic_created topic=%s partitions=%d replicas=%d",
+            name,
+            len(topic.partitions),
+            replicas,
+        )
+        # Reply once every partition hosted here has a leader (or at the deadline).
+        while trio.current_time() < deadline:
+            gids = [p.group_id for p in topic.partitions]
+            if all(
+                self.driver.groups[g].leader is not None for g in gids if g in self.driver.groups
+            ):
+                break
+            await self.driver.wait_changed(deadline)
+        return {"topic": self._topic_json(topic)}
+
+    async def delete_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+
+        deadline = _deadline(fields)
+        self._require_meta_leader()
+        result = _raise_outcome(
+            await self.driver.propose(METADATA_GROUP, DeleteTopic(fields["topic"]), deadline)
+        )
+        _raise_result_error(result)
+        log.info("event=topic_deleted topic=%s", fields["topic"])
+        return {}
+
+    async def describe_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        topic = await self._topic(fields["topic"])
+        parts = []
+        for pinfo in topic.partitions:
+            entry = self._partition_json(topic.name, pinfo)
+            group = self.driver.groups.get(pinfo.group_id)
+            if group is not None:
+                status = self.driver.group_status(group)
+                entry.update(
+                    term=status["term"],
+                    commit=status["commit"],
+                    start_offset=group.sm.start_offset,
+                    end_offset=group.sm.next_offset,
+                    replica_state=[
+                        {
+                            "node": r["node"],
+                            "match": r["match"],
+                            "lag": r["lag"],
+                            "state": r["state"],
+                        }
+                        for r in status["replicas"]
+                    ],
+                )
+            else:
+                entry.update(
+                    term=None, commit=None, start_offset=None, end_offset=None, replica_state=[]
+                )
+            parts.append(entry)
+        return {"topic": {"name": topic.name, "config": dict(topic.config), "partitions": parts}}
+
+    async def init_producer(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+
+        deadline = _deadline(fields)
+        self._require_meta_leader()
+        result = _raise_outcome(
+            await self.driver.propose(METADATA_GROUP, AllocProducerId(), deadline)
+        )
+        _raise_result_error(result)
+        producer_id = getattr(result, "producer_id", result)
+        return {"producer_id": int(producer_id)}
+
+    # ------------------------------------------------------------ data path
+
+    async def produce(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+
+        deadline = _deadline(fields)
+        records: bytes = fields["records"]
+        count: int = fields["count"]
+        limits = self.cfg.limits
+        if len(records) > limits.max_batch_bytes:
+            raise HandlerError(
+                ErrorCode.RECORD_TOO_LARGE,
+                f"batch of {len(records)} bytes exceeds max_batch_bytes={limits.max_batch_bytes}",
+            )
+        if count < 1:
+            raise HandlerError(ErrorCode.INVALID_REQUEST, f"count must be >= 1, got {count}")
+        if zlib.crc32(records) != fields["crc"]:
+            raise HandlerError(ErrorCode.CORRUPT_BATCH, "crc of the records does not match")
+        producer_id = fields.get("producer_id")
+        sequence = fields.get("sequence")
+        if (producer_id is None) != (sequence is None):
+            raise HandlerError(ErrorCode.INVALID_REQUEST, "producer_id and sequence go together")
+        group = await self._leader_group(fields["topic"], fields["partition"])
+        command = Produce(
+            records=records,
+            count=count,
+            crc=fields["crc"],
+            producer_id=producer_id,
+            sequence=sequence,
+            append_timestamp_ms=_now_ms(),
+        )
+        outcome = await self.driver.propose(group.gid, command, deadline, nbytes=len(records))
+        result = _raise_outcome(outcome)
+        _raise_result_error(result)
+        self._count_produce("OK")
+        if self.metrics is not None and not getattr(result, "duplicate", False):
+            self.metrics.records_in.inc(count)
+            self.metrics.bytes_in.inc(len(records))
+        return {
+            "base_offset": result.base_offset,
+            "duplicate": bool(getattr(result, "duplicate", False)),
+        }
+
+    def _check_range(self, group: Group, offset: int) -> None:
+        start, end = group.sm.start_offset, group.sm.next_offset
+        if offset < start or offset > end:
+            raise HandlerError(
+                ErrorCode.OUT_OF_RANGE,
+                f"offset {offset} outside [{start}, {end}]",
+                start_offset=start,
+                end_offset=end,
+            )
+
+    async def fetch(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        offset: int = fields["offset"]
+        max_wait_ms = fields.get("max_wait_ms") or 0
+        deadline = trio.current_time() + DEFAULT_TIMEOUT_S + max_wait_ms / 1000.0
+        group = await self._read_group(fields["topic"], fields["partition"], deadline)
+        self._check_range(group, offset)
+        if offset == group.sm.next_offset and max_wait_ms > 0:
+            # Long poll: a record committed after the read index is committed,
+            # so returning it is still linearizable.
+            wait_until = trio.current_time() + max_wait_ms / 1000.0
+            while offset == group.sm.next_offset and trio.current_time() < wait_until:
+                if group.gid not in self.driver.groups:
+                    raise HandlerError(ErrorCode.UNKNOWN_TOPIC, "topic deleted")
+                await self.driver.wait_applied(group.gid, wait_until)
+        max_bytes = min(
+            fields.get("max_bytes") or DEFAULT_FETCH_MAX_BYTES, self.cfg.limits.max_fetch_bytes
+        )
+        batches = group.sm.read(offset, max_bytes, fields.get("max_records"))
+        if self.metrics is not None and batches:
+            self.metrics.records_out.inc(sum(b[2] for b in batches))
+            self.metrics.bytes_out.inc(sum(len(b[3]) for b in batches))
+        return {
+            "batches": [list(b) for b in batches],
+            "start_offset": group.sm.start_offset,
+            "end_offset": group.sm.next_offset,
+        }
+
+    async def list_offsets(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        group = await self._read_group(fields["topic"], fields["partition"], _deadline(fields))
+        return {"start_offset": group.sm.start_offset, "end_offset": group.sm.next_offset}
+
+    async def commit_offset(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+
+        deadline = _deadline(fields)
+        group = await self._leader_group(fields["topic"], fields["partition"])
+        command = CommitOffset(
+            group=fields["group"], offset=fields["offset"], metadata=fields.get("metadata") or ""
+        )
+        result = _raise_outcome(await self.driver.propose(group.gid, command, deadline))
+        _raise_result_error(result)
+        return {}
+
+    async def fetch_committed(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        group = await self._read_group(fields["topic"], fields["partition"], _deadline(fields))
+        committed = group.sm.committed_offset(fields["group"])
+        if committed is None:
+            return {"offset": None, "metadata": None}
+        offset, metadata = committed
+        return {"offset": offset, "metadata": metadata}
+
+    # ------------------------------------------------------------ operations
+
+    async def cluster_status(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        groups = [self.driver.group_status(g) for _, g in sorted(self.driver.groups.items())]
+        return {"node": self.node_id, "groups": groups}
+
+    async def member_list(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        meta_group = self.driver.groups[METADATA_GROUP]
+        hosted: dict[str, list[int]] = {n.id: [] for n in self.cfg.nodes}
+        for topic in self.meta.topics.values():
+            for pinfo in topic.partitions:
+                for node in pinfo.replicas:
+                    hosted.setdefault(node, []).append(pinfo.group_id)
+        nodes = []
+        for n in self.cfg.nodes:
+            role = "controller_leader" if meta_group.leader == n.id else "voter"
+            nodes.append(
+                {
+                    "id": n.id,
+                    "address": n.address,
+                    "role": role,
+                    "groups": sorted(hosted.get(n.id, [])),
+                }
+            )
+        return {"nodes": nodes}
+
+    async def leader_transfer(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        deadline = _deadline(fields)
+        group = await self._leader_group(fields["topic"], fields["partition"])
+        target = fields["to"]
+        if target not in group.replicas:
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                f"{target!r} is not a replica of group {group.gid} ({list(group.replicas)})",
+            )
+        if target != self.node_id:
+            self.driver.transfer_leader(group.gid, target)
+            while group.leader != target and trio.current_time() < deadline:
+                await self.driver.wait_changed(deadline)
+            if group.leader != target:
+                raise HandlerError(ErrorCode.TIMEOUT, f"transfer to {target} did not complete")
+        return {"leader": target, "leader_address": self.driver.leader_address(target)}
+
+    async def not_supported(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        raise HandlerError(ErrorCode.INVALID_REQUEST, "not supported yet")

@@ -1,0 +1,70 @@
+"""One raftlog node process: store, multi-raft driver, peer transport, listener, metrics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from raftlog.log.store import NodeStore
+
+from .config import ClusterConfig
+from .driver import MultiRaft
+from .handlers import RequestHandlers
+from .listener import serve
+from .metrics import Metrics, serve_metrics
+from .transport import PeerTransport
+
+log = logging.getLogger("raftlog.node")
+
+
+async def run_node(
+    cfg: ClusterConfig,
+    node_id: str,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+    debug: bool | None = None,
+) -> None:
+    """Run the node until cancelled; ``task_status.started()`` once it is listening.
+
+    Shutdown order on cancellation: the listener and transport stop with the
+    nursery, the driver finishes its in-flight save (a worker thread is never
+    abandoned), pending requests are answered NOT_AVAILABLE, then the DB closes.
+    """
+    node = cfg.node(node_id)
+    store = NodeStore.open(node.data_dir, cluster=cfg.name, node_id=node_id, fsync=cfg.fsync)
+    try:
+        metrics = Metrics()
+        transport = PeerTransport(cfg, node_id, store.identity.incarnation)
+        driver = MultiRaft(cfg, node_id, store, transport, metrics=metrics, debug=debug)
+        driver.start()
+        handlers = RequestHandlers(cfg, node_id, driver, metrics)
+        log.info(
+            "event=node_starting node=%s address=%s data_dir=%s groups=%d incarnation=%s",
+            node_id,
+            node.address,
+            node.data_dir,
+            len(driver.groups),
+            store.identity.incarnation,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await nursery.start(transport.run)
+            await nursery.start(
+                lambda task_status: serve(
+                    cfg,
+                    node_id,
+                    store_incarnations=store,
+                    on_request=handlers.handle,
+                    on_peer_msgs=driver.on_peer_msgs,
+                    metrics=metrics,
+                    task_status=task_status,
+                )
+            )
+            if node.metrics_address:
+                await nursery.start(serve_metrics, node.metrics_address, metrics.registry)
+            log.info("event=node_ready node=%s address=%s", node_id, node.address)
+            task_status.started()
+    finally:
+        store.close()
+        log.info("event=node_stopped node=%s", node_id)

@@ -1,0 +1,60 @@
+"""One-shot result slots that request handlers await while the driver works.
+
+A handler never touches a Raft core: it queues a command or a read in the
+driver and awaits a ``Waiter``. The driver, the only task that drives the
+cores, resolves the waiter with a value or an error code once the outcome is
+known. A waiter whose handler gave up (deadline) may still be resolved later;
+that is harmless, nobody reads it any more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from raftlog.client.errors import ErrorCode
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the driver decided about one request."""
+
+    value: Any = None
+    error: ErrorCode | None = None
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Waiter:
+    """A result slot plus the event that announces it (first resolution wins)."""
+
+    __slots__ = ("_event", "outcome")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self.outcome: Outcome | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    def resolve(self, value: Any = None) -> None:
+        if self.outcome is None:
+            self.outcome = Outcome(value=value)
+            self._event.set()
+
+    def fail(self, code: ErrorCode, message: str, **details: Any) -> None:
+        if self.outcome is None:
+            self.outcome = Outcome(error=code, message=message, details=details)
+            self._event.set()
+
+    async def wait(self, deadline: float) -> Outcome:
+        """The outcome, or TIMEOUT at ``deadline`` (trio clock): outcome unknown (DESIGN §3.3)."""
+        with trio.move_on_at(deadline):
+            await self._event.wait()
+        if self.outcome is None:
+            # Mark it so a late resolution by the driver is ignored.
+            self.fail(ErrorCode.TIMEOUT, "request timed out; the outcome is unknown")
+        assert self.outcome is not None
+        return self.outcome

@@ -1,0 +1,360 @@
+"""The multi-raft driver and request handlers, three nodes in one trio run.
+
+Real Raft cores, real RocksDB stores (fsync off), an in-memory transport:
+see inproc_cluster.py. Every wait is bounded and polls a condition.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from raftlog.client.errors import ErrorCode
+from raftlog.client.protocol import decode_batch, encode_records
+from raftlog.raft.types import Role
+from raftlog.server.config import Limits
+from raftlog.server.errors import HandlerError
+
+from .inproc_cluster import InProcCluster, small_config
+
+
+@pytest.fixture
+async def cluster(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[InProcCluster]:
+    c = InProcCluster(small_config(tmp_path, limits=Limits(max_batch_bytes=64 * 1024)), nursery)
+    for node in c.node_ids:
+        await c.start(node)
+    try:
+        yield c
+    finally:
+        await c.stop_all()
+
+
+async def _fetch_all(c: InProcCluster, node: str, topic: str, partition: int) -> list[bytes]:
+    values: list[bytes] = []
+    offset = 0
+    for _ in range(1000):
+        reply = await c.call(node, "fetch", topic=topic, partition=partition, offset=offset)
+        if not reply["batches"]:
+            break
+        for base, ts, _count, blob in reply["batches"]:
+            for record in decode_batch(base, ts, blob, offset):
+                assert record.offset == offset
+                values.append(record.value)
+                offset += 1
+    return values
+
+
+async def test_metadata_group_elects_a_leader_and_registers_every_node(cluster):
+    leader = await cluster.wait_leader(0)
+    meta = cluster.driver(leader).metadata
+    await cluster.wait_for(lambda: len(meta.nodes) == 3, what="3 registered nodes")
+    assert sorted(meta.nodes) == ["n1", "n2", "n3"]
+
+
+async def test_create_topic_creates_a_led_group_per_partition_on_every_replica(cluster):
+    topic = await cluster.create_topic("orders", partitions=3, replicas=3)
+    gids = [p["group"] for p in topic["partitions"]]
+    assert len(set(gids)) == 3 and 0 not in gids
+    for gid in gids:
+        await cluster.wait_leader(gid)
+        for node in cluster.node_ids:
+            assert gid in cluster.driver(node).groups
+    # The first replica of each partition campaigned at once: leaders are spread.
+    leaders = {p["replicas"][0] for p in topic["partitions"]}
+    assert len(leaders) == 3
+
+
+async def test_produce_then_fetch_returns_every_record_in_order(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    gid = topic["partitions"][0]["group"]
+    leader = await cluster.wait_leader(gid)
+    sent = []
+    for i in range(20):
+        values = [f"r{i}-{j}".encode() for j in range(5)]
+        reply = await cluster.produce(leader, "t", values)
+        assert reply == {"base_offset": i * 5, "duplicate": False}
+        sent += values
+    assert await _fetch_all(cluster, leader, "t", 0) == sent
+    offsets = await cluster.call(leader, "list_offsets", topic="t", partition=0)
+    assert offsets == {"start_offset": 0, "end_offset": 100}
+
+
+async def test_concurrent_produces_are_coalesced_into_fewer_proposals(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    gid = topic["partitions"][0]["group"]
+    leader = await cluster.wait_leader(gid)
+    driver = cluster.driver(leader)
+    before = driver.stats["proposals"]
+    results: list[int] = []
+
+    async def one(i: int) -> None:
+        reply = await cluster.produce(leader, "t", [str(i).encode()])
+        results.append(reply["base_offset"])
+
+    async with trio.open_nursery() as n:
+        for i in range(50):
+            n.start_soon(one, i)
+    assert sorted(results) == list(range(50))
+    assert driver.stats["proposals"] - before < 50
+
+
+async def test_idempotent_retry_is_appended_once(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    meta_leader = await cluster.wait_leader(0)
+    pid = (await cluster.call(meta_leader, "init_producer"))["producer_id"]
+    pid2 = (await cluster.call(meta_leader, "init_producer"))["producer_id"]
+    assert pid != pid2
+    first = await cluster.produce(leader, "t", [b"a", b"b"], producer_id=pid, sequence=0)
+    retry = await cluster.produce(leader, "t", [b"a", b"b"], producer_id=pid, sequence=0)
+    assert first == {"base_offset": 0, "duplicate": False}
+    assert retry == {"base_offset": 0, "duplicate": True}
+    nxt = await cluster.produce(leader, "t", [b"c"], producer_id=pid, sequence=2)
+    assert nxt == {"base_offset": 2, "duplicate": False}
+    gap = await cluster.call_error(
+        leader,
+        "produce",
+        topic="t",
+        partition=0,
+        producer_id=pid,
+        sequence=9,
+        **_batch([b"x"]),
+    )
+    assert gap.code is ErrorCode.OUT_OF_ORDER_SEQUENCE
+    assert await _fetch_all(cluster, leader, "t", 0) == [b"a", b"b", b"c"]
+
+
+def _batch(values: list[bytes]) -> dict[str, Any]:
+    blob, count, crc = encode_records([(None, v, None, None) for v in values])
+    return {"records": blob, "count": count, "crc": crc}
+
+
+async def test_produce_on_a_follower_redirects_to_the_leader(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    gid = topic["partitions"][0]["group"]
+    leader = await cluster.wait_leader(gid)
+    follower = next(n for n in cluster.node_ids if n != leader)
+    await cluster.wait_for(lambda: cluster.driver(follower).groups[gid].leader == leader)
+    err = await cluster.call_error(follower, "produce", topic="t", partition=0, **_batch([b"x"]))
+    assert err.code is ErrorCode.NOT_LEADER
+    assert err.details["leader_address"] == cluster.cfg.node(leader).address
+    err = await cluster.call_error(follower, "fetch", topic="t", partition=0, offset=0)
+    assert err.code is ErrorCode.NOT_LEADER
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"crc": 1}, ErrorCode.CORRUPT_BATCH),
+        ({"count": 0}, ErrorCode.INVALID_REQUEST),
+        ({"records": b"x" * 70_000, "crc": None}, ErrorCode.RECORD_TOO_LARGE),
+        ({"topic": "nope"}, ErrorCode.UNKNOWN_TOPIC),
+        ({"partition": 7}, ErrorCode.UNKNOWN_PARTITION),
+        ({"producer_id": 5}, ErrorCode.INVALID_REQUEST),
+    ],
+)
+async def test_bad_produce_requests_get_their_error_code_and_append_nothing(cluster, change, code):
+    topic = await cluster.create_topic("t", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    fields = {"topic": "t", "partition": 0, **_batch([b"x"]), **change}
+    if fields["crc"] is None:
+        fields["crc"] = zlib.crc32(fields["records"])
+    err = await cluster.call_error(leader, "produce", **fields)
+    assert err.code is code
+    offsets = await cluster.call(leader, "list_offsets", topic="t", partition=0)
+    assert offsets["end_offset"] == 0
+
+
+async def test_fetch_outside_the_log_is_out_of_range(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    await cluster.produce(leader, "t", [b"a"])
+    err = await cluster.call_error(leader, "fetch", topic="t", partition=0, offset=5)
+    assert err.code is ErrorCode.OUT_OF_RANGE
+    assert (err.details["start_offset"], err.details["end_offset"]) == (0, 1)
+
+
+async def test_long_poll_fetch_returns_a_record_produced_while_it_waits(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    got: list[dict] = []
+
+    async def poll() -> None:
+        got.append(
+            await cluster.call(
+                leader, "fetch", topic="t", partition=0, offset=0, max_wait_ms=20_000
+            )
+        )
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as n:
+            n.start_soon(poll)
+            await trio.testing.wait_all_tasks_blocked()
+            await cluster.produce(leader, "t", [b"late"])
+    batches = got[0]["batches"]
+    assert [r.value for r in decode_batch(batches[0][0], batches[0][1], batches[0][3])] == [b"late"]
+
+
+async def test_long_poll_with_nothing_new_returns_empty_after_max_wait(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    reply = await cluster.call(leader, "fetch", topic="t", partition=0, offset=0, max_wait_ms=50)
+    assert reply["batches"] == [] and reply["end_offset"] == 0
+
+
+async def test_consumer_offsets_commit_through_the_partition_log(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    empty = await cluster.call(leader, "fetch_committed", group="g", topic="t", partition=0)
+    assert empty == {"offset": None, "metadata": None}
+    await cluster.call(
+        leader, "commit_offset", group="g", topic="t", partition=0, offset=42, metadata="m"
+    )
+    got = await cluster.call(leader, "fetch_committed", group="g", topic="t", partition=0)
+    assert got == {"offset": 42, "metadata": "m"}
+
+
+async def test_records_survive_a_restart_of_every_node(cluster):
+    topic = await cluster.create_topic("t", partitions=2)
+    sent: dict[int, list[bytes]] = {0: [], 1: []}
+    for p in (0, 1):
+        leader = await cluster.wait_leader(topic["partitions"][p]["group"])
+        for i in range(10):
+            value = f"p{p}-{i}".encode()
+            await cluster.produce(leader, "t", [value], partition=p)
+            sent[p].append(value)
+    await cluster.stop_all()
+    for node in cluster.node_ids:
+        await cluster.start(node)
+    for p in (0, 1):
+        leader = await cluster.wait_leader(topic["partitions"][p]["group"])
+        assert await _fetch_all(cluster, leader, "t", p) == sent[p]
+
+
+async def test_a_new_leader_takes_over_when_the_leader_is_cut_off(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    gid = topic["partitions"][0]["group"]
+    old = await cluster.wait_leader(gid)
+    await cluster.produce(old, "t", [b"before"])
+    others = [n for n in cluster.node_ids if n != old]
+    cluster.net.isolate(old, others)
+    # The isolated leader cannot commit: the produce ends with TIMEOUT or
+    # NOT_LEADER (CheckQuorum), never with an acknowledgement.
+    err = await cluster.call_error(
+        old, "produce", topic="t", partition=0, timeout_ms=3000, **_batch([b"lost?"])
+    )
+    assert err.code in (ErrorCode.TIMEOUT, ErrorCode.NOT_LEADER)
+    new = await cluster.wait_for(
+        lambda: next(
+            (n for n in others if cluster.driver(n).groups[gid].role is Role.LEADER), None
+        ),
+        what="a new leader among the connected nodes",
+    )
+    await cluster.produce(new, "t", [b"after"])
+    cluster.net.heal()
+    values = await _fetch_all(cluster, new, "t", 0)
+    assert values[0] == b"before" and values[-1] == b"after"
+    assert values.count(b"after") == 1
+
+
+async def test_garbage_from_a_peer_is_dropped_and_counted(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    gid = topic["partitions"][0]["group"]
+    leader = await cluster.wait_leader(gid)
+    driver = cluster.driver(leader)
+    other = next(n for n in cluster.node_ids if n != leader)
+    driver.on_peer_msgs(other, [(gid, b"\xc1garbage"), (gid, b"")])
+    await cluster.produce(leader, "t", [b"still works"])
+    assert driver.stats["bad_peer_messages"] == 2
+
+
+async def test_cluster_status_shows_replica_progress_on_the_leader(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    gid = topic["partitions"][0]["group"]
+    leader = await cluster.wait_leader(gid)
+    await cluster.produce(leader, "t", [b"a"])
+    status = await cluster.call(leader, "cluster_status")
+    group = next(g for g in status["groups"] if g["group"] == gid)
+    assert group["role"] == "LEADER" and group["leader"] == leader
+    assert (group["topic"], group["partition"]) == ("t", 0)
+    assert {r["node"] for r in group["replicas"]} == set(cluster.node_ids)
+    assert group["commit"] == group["applied"] == group["last_index"]
+
+
+async def test_delete_topic_removes_its_groups_everywhere(cluster):
+    topic = await cluster.create_topic("t", partitions=2)
+    gids = [p["group"] for p in topic["partitions"]]
+    meta_leader = await cluster.wait_leader(0)
+    await cluster.call(meta_leader, "delete_topic", topic="t")
+    await cluster.wait_for(
+        lambda: all(g not in cluster.driver(n).groups for n in cluster.node_ids for g in gids),
+        what="groups deleted",
+    )
+    assert (await cluster.call(meta_leader, "list_topics"))["topics"] == []
+
+
+async def test_topic_ops_on_a_metadata_follower_redirect(cluster):
+    meta_leader = await cluster.wait_leader(0)
+    follower = next(n for n in cluster.node_ids if n != meta_leader)
+    await cluster.wait_for(lambda: cluster.driver(follower).groups[0].leader == meta_leader)
+    err = await cluster.call_error(follower, "create_topic", topic="t", partitions=1, replicas=3)
+    assert err.code is ErrorCode.NOT_LEADER
+    assert err.details["leader_address"] == cluster.cfg.node(meta_leader).address
+    exists = await cluster.create_topic("t")
+    assert exists["name"] == "t"
+    dup = await cluster.call_error(meta_leader, "create_topic", topic="t", partitions=1, replicas=3)
+    assert dup.code is ErrorCode.TOPIC_EXISTS
+
+
+async def test_leader_transfer_moves_leadership(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    gid = topic["partitions"][0]["group"]
+    leader = await cluster.wait_leader(gid)
+    target = next(n for n in cluster.node_ids if n != leader)
+    await cluster.produce(leader, "t", [b"a"])
+    reply = await cluster.call(leader, "leader_transfer", topic="t", partition=0, to=target)
+    assert reply["leader"] == target
+    await cluster.wait_for(lambda: cluster.leader(gid) == target, what="transfer")
+    await cluster.produce(target, "t", [b"b"])
+
+
+async def test_idle_groups_quiesce_and_wake_on_demand(cluster):
+    topic = await cluster.create_topic("many", partitions=12)
+    gids = [p["group"] for p in topic["partitions"]]
+    for gid in gids:
+        await cluster.wait_leader(gid)
+
+    def quiet_groups() -> int:
+        return sum(1 for n in cluster.node_ids for g in gids if cluster.driver(n).groups[g].quiet)
+
+    await cluster.wait_for(
+        lambda: quiet_groups() == 3 * len(gids), within=20, what="all groups quiet"
+    )
+    ticks = sum(cluster.driver(n).stats["group_ticks"] for n in cluster.node_ids)
+    await trio.sleep(0.3)  # a measurement window, not a wait for a condition
+    ticked = sum(cluster.driver(n).stats["group_ticks"] for n in cluster.node_ids) - ticks
+    # Only the metadata group's replicas may still tick.
+    assert ticked <= 3 * 0.3 / (cluster.cfg.tick_ms / 1000) + 3
+    leader = cluster.leader(gids[0])
+    assert leader is not None
+    reply = await cluster.produce(leader, "many", [b"wake"])
+    assert reply["base_offset"] == 0
+
+
+async def test_a_handler_bug_becomes_internal_for_that_request_only(cluster, monkeypatch):
+    cluster.driver("n1").debug = False
+    handlers = cluster.handlers["n1"]
+
+    async def boom(ctx: Any, fields: dict) -> dict:
+        raise RuntimeError("bug")
+
+    monkeypatch.setitem(handlers._ops, "list_topics", boom)
+    with pytest.raises(HandlerError) as info:
+        await cluster.call("n1", "list_topics")
+    assert info.value.code is ErrorCode.INTERNAL
+    status = await cluster.call("n1", "cluster_status")
+    assert status["node"] == "n1"
