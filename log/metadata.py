@@ -1,0 +1,321 @@
+"""The metadata state machine: the cluster's controller group (group 0, like Kafka's KRaft).
+
+It holds the registered nodes, the topics with their partitions' Raft group ids
+and replica sets, and the producer id counter. Every decision that must agree
+across nodes is made here at APPLY time from replicated state only: group ids
+are handed out from ``next_group_id``, and replicas are placed from the sorted
+registered node ids, so every replica of group 0 computes the same placement.
+
+The state is small, so it is persisted as ONE msgpack value (with the applied
+index) in the driver's apply batch; snapshots use the same encoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from raftlog.client.errors import ErrorCode
+from raftlog.raft.types import Entry, EntryType
+from rocksdict import WriteBatch
+
+from . import keys
+from .codec import StoreCorruptionError
+from .commands import (
+    AllocProducerId,
+    Command,
+    CommandError,
+    CreateTopic,
+    DeleteTopic,
+    RegisterNode,
+    SetPartitionReplicas,
+    decode_entry_commands,
+)
+from .store import NodeStore
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "METADATA_GROUP_ID",
+    "AllocProducerId",
+    "CreateTopic",
+    "DeleteTopic",
+    "MetaResult",
+    "MetadataStateMachine",
+    "NodeInfo",
+    "PartitionInfo",
+    "RegisterNode",
+    "SetPartitionReplicas",
+    "TopicInfo",
+]
+
+METADATA_GROUP_ID = 0
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+# Bounds on one CREATE_TOPIC, so a single bad request cannot bloat every node.
+MAX_PARTITIONS = 10_000
+
+
+@dataclass(slots=True, frozen=True)
+class NodeInfo:
+    address: str
+    incarnation: str
+
+
+@dataclass(slots=True, frozen=True)
+class PartitionInfo:
+    topic: str
+    partition: int
+    group_id: int
+    replicas: tuple[str, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class TopicInfo:
+    name: str
+    config: dict[str, Any]
+    partitions: list[PartitionInfo]
+
+
+@dataclass(slots=True)
+class MetaResult:
+    """Outcome of one metadata command (errors are values, as on the wire)."""
+
+    error: ErrorCode | None = None
+    message: str = ""
+    topic: TopicInfo | None = None  # CREATE_TOPIC
+    producer_id: int | None = None  # ALLOC_PRODUCER_ID
+    group_ids: tuple[int, ...] = ()  # DELETE_TOPIC: the groups to stop
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _fail(code: ErrorCode, message: str) -> MetaResult:
+    return MetaResult(error=code, message=message)
+
+
+def place_replicas(
+    group_id: int, node_ids: Sequence[str], replication_factor: int
+) -> tuple[str, ...]:
+    """Round-robin over the sorted node ids, starting at ``group_id % n``.
+
+    Consecutive groups start on consecutive nodes, which spreads both replicas
+    and (the first replica campaigns first) leaders over the cluster.
+    """
+    nodes = sorted(node_ids)
+    n = len(nodes)
+    start = group_id % n
+    return tuple(nodes[(start + i) % n] for i in range(replication_factor))
+
+
+class MetadataStateMachine:
+    def __init__(self, store: NodeStore, group_id: int = METADATA_GROUP_ID) -> None:
+        self.store = store
+        self.group_id = group_id
+        self.applied_index = 0
+        self.nodes: dict[str, NodeInfo] = {}
+        self.topics: dict[str, TopicInfo] = {}
+        self.next_group_id = 1  # group 0 is this group itself
+        self.next_producer_id = 1
+        value = store.db.get(keys.sm_meta(group_id, keys.SmField.APPLIED))
+        if value is not None:
+            try:
+                self._set_state(msgpack.unpackb(value, raw=False, strict_map_key=False))
+            except Exception as exc:  # msgpack or shape errors: the dir is damaged
+                raise StoreCorruptionError(f"metadata state undecodable: {exc}") from exc
+
+    # ---- queries ------------------------------------------------------------------
+
+    def groups_for(self, node_id: str) -> dict[int, PartitionInfo]:
+        """The partition groups ``node_id`` is a replica of, by group id."""
+        return {
+            p.group_id: p
+            for t in self.topics.values()
+            for p in t.partitions
+            if node_id in p.replicas
+        }
+
+    def partition_of_group(self, group_id: int) -> PartitionInfo | None:
+        for t in self.topics.values():
+            for p in t.partitions:
+                if p.group_id == group_id:
+                    return p
+        return None
+
+    # ---- apply ----------------------------------------------------------------------
+
+    def apply(self, entries: Sequence[Entry], batch: WriteBatch) -> list[list[MetaResult]]:
+        """One result list per entry, one MetaResult per command; entries at or below
+        ``applied_index`` (a replay after restart) get an empty list."""
+        results: list[list[MetaResult]] = []
+        before = self.applied_index
+        for entry in entries:
+            if entry.index <= self.applied_index:
+                results.append([])
+                continue
+            results.append(self._apply_entry(entry))
+            self.applied_index = entry.index
+        if self.applied_index != before:
+            batch.put(keys.sm_meta(self.group_id, keys.SmField.APPLIED), self.snapshot_state())
+        return results
+
+    def _apply_entry(self, entry: Entry) -> list[MetaResult]:
+        if entry.type is not EntryType.NORMAL or not entry.data:
+            return []
+        try:
+            commands = decode_entry_commands(entry.data)
+        except CommandError as exc:
+            log.warning("undecodable metadata entry index=%d error=%s", entry.index, exc)
+            return [_fail(ErrorCode.INVALID_REQUEST, f"undecodable entry: {exc}")]
+        return [self._apply_command(c) for c in commands]
+
+    def _apply_command(self, cmd: Command) -> MetaResult:
+        if isinstance(cmd, RegisterNode):
+            return self._register_node(cmd)
+        if isinstance(cmd, CreateTopic):
+            return self._create_topic(cmd)
+        if isinstance(cmd, DeleteTopic):
+            return self._delete_topic(cmd)
+        if isinstance(cmd, AllocProducerId):
+            pid = self.next_producer_id
+            self.next_producer_id += 1
+            return MetaResult(producer_id=pid)
+        if isinstance(cmd, SetPartitionReplicas):
+            return self._set_replicas(cmd)
+        return _fail(ErrorCode.INVALID_REQUEST, f"{type(cmd).__name__} is not a metadata op")
+
+    def _register_node(self, cmd: RegisterNode) -> MetaResult:
+        if not cmd.node_id or not cmd.address:
+            return _fail(ErrorCode.INVALID_REQUEST, "node id and address must be non-empty")
+        old = self.nodes.get(cmd.node_id)
+        info = NodeInfo(cmd.address, cmd.incarnation)
+        self.nodes[cmd.node_id] = info
+        if old != info:
+            log.info(
+                "node registered node=%s address=%s incarnation=%s previous=%s",
+                cmd.node_id,
+                cmd.address,
+                cmd.incarnation,
+                old.incarnation if old else None,
+            )
+        return MetaResult()
+
+    def _create_topic(self, cmd: CreateTopic) -> MetaResult:
+        if not TOPIC_NAME.fullmatch(cmd.name):
+            return _fail(
+                ErrorCode.INVALID_REQUEST,
+                f"bad topic name {cmd.name!r}: use 1-200 of [A-Za-z0-9._-]",
+            )
+        if cmd.name in self.topics:
+            return _fail(ErrorCode.TOPIC_EXISTS, f"topic {cmd.name!r} already exists")
+        if not 1 <= cmd.partitions <= MAX_PARTITIONS:
+            return _fail(ErrorCode.INVALID_REQUEST, f"partitions must be in 1..{MAX_PARTITIONS}")
+        if not 1 <= cmd.replication_factor <= len(self.nodes):
+            return _fail(
+                ErrorCode.INVALID_REQUEST,
+                f"replication factor {cmd.replication_factor} needs 1..{len(self.nodes)} "
+                "(registered nodes)",
+            )
+        node_ids = list(self.nodes)
+        partitions = []
+        for p in range(cmd.partitions):
+            gid = self.next_group_id + p
+            replicas = place_replicas(gid, node_ids, cmd.replication_factor)
+            partitions.append(PartitionInfo(cmd.name, p, gid, replicas))
+        self.next_group_id += cmd.partitions
+        topic = TopicInfo(cmd.name, dict(cmd.config), partitions)
+        self.topics[cmd.name] = topic
+        log.info(
+            "topic created topic=%s partitions=%d rf=%d groups=%d..%d",
+            cmd.name,
+            cmd.partitions,
+            cmd.replication_factor,
+            partitions[0].group_id,
+            partitions[-1].group_id,
+        )
+        return MetaResult(topic=topic)
+
+    def _delete_topic(self, cmd: DeleteTopic) -> MetaResult:
+        topic = self.topics.pop(cmd.name, None)
+        if topic is None:
+            return _fail(ErrorCode.UNKNOWN_TOPIC, f"unknown topic {cmd.name!r}")
+        log.info("topic deleted topic=%s", cmd.name)
+        # Group ids are never reused: a late message for a deleted group must
+        # not reach a new topic's group.
+        return MetaResult(group_ids=tuple(p.group_id for p in topic.partitions))
+
+    def _set_replicas(self, cmd: SetPartitionReplicas) -> MetaResult:
+        topic = self.topics.get(cmd.topic)
+        if topic is None:
+            return _fail(ErrorCode.UNKNOWN_TOPIC, f"unknown topic {cmd.topic!r}")
+        if not 0 <= cmd.partition < len(topic.partitions):
+            return _fail(
+                ErrorCode.UNKNOWN_PARTITION, f"topic {cmd.topic!r} has no partition {cmd.partition}"
+            )
+        replicas = cmd.replicas
+        if not replicas or len(set(replicas)) != len(replicas):
+            return _fail(ErrorCode.INVALID_REQUEST, "replicas must be non-empty and distinct")
+        unknown = [r for r in replicas if r not in self.nodes]
+        if unknown:
+            return _fail(ErrorCode.INVALID_REQUEST, f"unregistered nodes: {', '.join(unknown)}")
+        old = topic.partitions[cmd.partition]
+        partitions = list(topic.partitions)
+        partitions[cmd.partition] = PartitionInfo(
+            old.topic, old.partition, old.group_id, tuple(replicas)
+        )
+        # A new TopicInfo: readers holding the old one see a consistent value.
+        self.topics[cmd.topic] = TopicInfo(topic.name, topic.config, partitions)
+        log.info(
+            "replicas set topic=%s partition=%d group=%d replicas=%s",
+            cmd.topic,
+            cmd.partition,
+            old.group_id,
+            ",".join(replicas),
+        )
+        return MetaResult()
+
+    # ---- snapshots ----------------------------------------------------------------------
+
+    def snapshot_state(self) -> bytes:
+        """The whole state, canonical (sorted), as of ``applied_index``."""
+        return msgpack.packb(
+            {
+                "applied_index": self.applied_index,
+                "next_group_id": self.next_group_id,
+                "next_producer_id": self.next_producer_id,
+                "nodes": {n: [i.address, i.incarnation] for n, i in sorted(self.nodes.items())},
+                "topics": [
+                    [
+                        t.name,
+                        t.config,
+                        [[p.partition, p.group_id, list(p.replicas)] for p in t.partitions],
+                    ]
+                    for _, t in sorted(self.topics.items())
+                ],
+            },
+            use_bin_type=True,
+        )
+
+    def _set_state(self, obj: dict[str, Any]) -> None:
+        self.applied_index = obj["applied_index"]
+        self.next_group_id = obj["next_group_id"]
+        self.next_producer_id = obj["next_producer_id"]
+        self.nodes = {n: NodeInfo(a, i) for n, (a, i) in obj["nodes"].items()}
+        self.topics = {
+            name: TopicInfo(
+                name,
+                config,
+                [PartitionInfo(name, p, g, tuple(r)) for p, g, r in parts],
+            )
+            for name, config, parts in obj["topics"]
+        }
+
+    def restore_state(self, data: bytes, batch: WriteBatch) -> None:
+        """Replace the state with a snapshot's (Raft §7) and persist it into ``batch``."""
+        self._set_state(msgpack.unpackb(data, raw=False, strict_map_key=False))
+        batch.put(keys.sm_meta(self.group_id, keys.SmField.APPLIED), data)
