@@ -32,6 +32,7 @@ class FakeNode:
     entered: int = 0
     port: int = 0
     peer_event: trio.Event = field(default_factory=trio.Event)
+    status_groups: list[dict[str, Any]] = field(default_factory=list)
 
     async def wait_peer_msgs(self, count: int) -> None:
         with trio.fail_after(5):
@@ -52,6 +53,8 @@ class FakeNode:
             raise HandlerError(ErrorCode.UNKNOWN_TOPIC, "no such topic", topic=fields["topic"])
         if op == "delete_topic":
             raise RuntimeError("handler bug")
+        if op == "cluster_status":
+            return {"node": self.node_id, "groups": self.status_groups}
         if op == "list_topics":
             return {"topics": {1, 2}}  # not msgpack-encodable: a handler bug
         return {"op": op, "client": ctx.client_id, "node": ctx.node_id, "fields": fields}

@@ -1,0 +1,233 @@
+"""node start / cluster up / cluster status: exit codes, messages, and end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from click.testing import CliRunner
+from raftlog.server.cli import main
+from raftlog.server.cli_node import READY_LINE, merge_groups
+from raftlog.server.config import load_config, render_config
+
+from .cluster_harness import LocalCluster, make_config
+from .conftest import start_fake_node
+
+RAFTLOG = [sys.executable, "-m", "raftlog.server"]
+
+
+def write_config(tmp_path: Path, nodes: int = 3, **kw: Any) -> Path:
+    cfg = make_config(tmp_path, nodes, **kw)
+    path = tmp_path / "cluster.toml"
+    path.write_text(render_config(cfg))
+    return path
+
+
+def run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(RAFTLOG + args, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(stderr: str, *needles: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    for needle in needles:
+        assert needle in lines[0], stderr
+
+
+@pytest.mark.integration
+def test_node_start_with_unknown_id_exits_2(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    result = run(["node", "start", "--config", str(path), "--node", "n9"])
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "node 'n9' is not in the file", str(path))
+
+
+@pytest.mark.integration
+def test_node_start_with_bad_config_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_text('[cluster]\nname = "x"\n[[node]]\nid = "n1"\naddress = "127.0.0.1"\n')
+    result = run(["node", "start", "--config", str(path), "--node", "n1"])
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "node[0].address '127.0.0.1' is missing a port")
+
+
+@pytest.mark.integration
+def test_node_start_on_another_nodes_data_dir_exits_2(tmp_path: Path) -> None:
+    from raftlog.log.store import NodeStore
+
+    path = write_config(tmp_path)
+    cfg = make_config(tmp_path, 1)  # only for the data dir path below
+    data_dir = tmp_path / "n1"
+    assert cfg.node("n1").data_dir == data_dir
+    NodeStore.open(data_dir, cluster="test", node_id="n2").close()  # n2's, at n1's path
+    result = run(["node", "start", "--config", str(path), "--node", "n1"])
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "node n1:", "belongs to node 'n2'")
+
+
+def test_cluster_up_refuses_a_taken_port(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    loaded = load_config(path)
+    n2 = loaded.node("n2")
+    with socket.socket() as squatter:
+        squatter.bind((n2.host, n2.port))
+        squatter.listen()
+        result = CliRunner().invoke(main, ["cluster", "up", "--config", str(path)])
+    assert result.exit_code == 1
+    assert f"node n2 address {n2.address} is already in use" in result.output
+    assert not (tmp_path / "n1.log").exists()  # refused before starting anything
+
+
+def test_cluster_status_with_nothing_running_exits_3(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    result = CliRunner().invoke(main, ["cluster", "status", "--config", str(path), "--json"])
+    assert result.exit_code == 3
+    out = json.loads(result.output)
+    assert len(out["nodes"]) == 3 and all("error" in s for s in out["nodes"].values())
+
+
+def group(gid: int, role: str, leader: str | None, term: int, **kw: Any) -> dict[str, Any]:
+    return {"group": gid, "topic": kw.get("topic"), "partition": kw.get("partition"),
+            "role": role, "leader": leader, "term": term, "commit": kw.get("commit", 5),
+            "applied": 5, "last_index": 5, "replicas": kw.get("replicas", [])}  # fmt: skip
+
+
+def test_merge_prefers_the_highest_term_leader() -> None:
+    statuses = {
+        "a": {"node": "n1", "groups": [group(0, "leader", "n1", 2), group(1, "follower", "n2", 3)]},
+        "b": {"node": "n2", "groups": [group(0, "leader", "n2", 3), group(1, "leader", "n2", 3)]},
+        "c": {"error": "down"},
+    }
+    rows = merge_groups(statuses)
+    assert [(r["group"], r["leader"], r["term"], r["reported_by"]) for r in rows] == [
+        (0, "n2", 3, "n2"),  # the stale term-2 leader n1 loses
+        (1, "n2", 3, "n2"),
+    ]
+
+
+async def test_cluster_status_reads_every_node(tmp_path: Path, nursery: trio.Nursery) -> None:
+    cfg = make_config(tmp_path, 2)
+    path = tmp_path / "cluster.toml"
+    path.write_text(render_config(cfg))
+    n1 = await start_fake_node(nursery, cfg, "n1")
+    n2 = await start_fake_node(nursery, cfg, "n2")
+    replicas = [{"node": "n1", "match": 9, "next": 10, "state": "replicate", "lag": 0},
+                {"node": "n2", "match": 7, "next": 8, "state": "replicate", "lag": 2}]  # fmt: skip
+    n1.status_groups = [group(0, "leader", "n1", 4, commit=9, replicas=replicas),
+                        group(1, "follower", "n2", 2, topic="t", partition=0)]  # fmt: skip
+    n2.status_groups = [group(0, "follower", "n1", 4), group(1, "leader", "n2", 2, topic="t",
+                        partition=0)]  # fmt: skip
+
+    def invoke(*extra: str) -> Any:
+        return CliRunner().invoke(main, ["cluster", "status", "--config", str(path), *extra])
+
+    result = await trio.to_thread.run_sync(invoke, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert [(g["group"], g["leader"], g["reported_by"]) for g in out["groups"]] == [
+        (0, "n1", "n1"),
+        (1, "n2", "n2"),
+    ]
+    table = await trio.to_thread.run_sync(invoke)
+    assert table.exit_code == 0
+    assert "n1:9(lag 0) n2:7(lag 2)" in table.output
+    assert "t/0" in table.output and "(metadata)" in table.output
+
+
+# ---------------------------------------------------------------- real processes
+
+
+@pytest.mark.integration
+def test_cluster_up_runs_reports_and_stops_on_sigterm(tmp_path: Path) -> None:
+    path = write_config(tmp_path, metrics=True)
+    proc = subprocess.Popen(
+        [*RAFTLOG, "cluster", "up", "--config", str(path), "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    children: list[int] = []
+    try:
+        lines: list[str] = []
+        end = time.monotonic() + 90
+        assert proc.stdout is not None
+        while not any(" ready: " in line for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                code = proc.wait(10)
+                raise AssertionError(f"cluster up ended early ({code}): {proc.stderr.read()}")
+            lines.append(line)
+            assert time.monotonic() < end, "cluster up never became ready"
+        assert sum(line.startswith("node n") for line in lines) == 3
+        status = run(["cluster", "status", "--config", str(path), "--json"])
+        assert status.returncode == 0, status.stderr
+        out = json.loads(status.stdout)
+        assert out["groups"] and all(g["leader"] for g in out["groups"])
+        assert all("error" not in s for s in out["nodes"].values())
+        children = child_pids(proc.pid)
+        assert len(children) == 3, children
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        for pid in children:
+            assert not pid_alive(pid), f"child {pid} survived cluster up"
+        for n in ("n1", "n2", "n3"):
+            assert READY_LINE in (tmp_path / f"{n}.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pid in children:  # only after a failure: they should all be gone
+            pid_kill(pid)
+
+
+def child_pids(parent: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True,
+                         text=True)  # fmt: skip
+    return [int(p) for p in out.stdout.split()]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def pid_kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.integration
+def test_harness_kill_pause_terminate(local_cluster: Any) -> None:
+    cluster: LocalCluster = local_cluster(nodes=3)
+    cluster.start_all()
+    statuses = cluster.wait_for_leaders(deadline=60)
+    assert len(statuses) == 3
+    leader = cluster.leader_of(0)
+    cluster.pause(leader)
+    others = [n for n in cluster.node_ids() if n != leader]
+    # The two others elect a new leader of the metadata group while the old one is stopped.
+    end = time.monotonic() + 60
+    while cluster.leader_of(0, deadline=60) not in others:
+        assert time.monotonic() < end, "no new leader while the old one was paused"
+        time.sleep(0.1)
+    cluster.resume(leader)
+    cluster.kill(others[0])
+    assert not cluster.is_running(others[0])
+    cluster.start(others[0])
+    cluster.wait_for_leaders(deadline=60)
+    assert cluster.terminate(leader) == 0
