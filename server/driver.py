@@ -53,6 +53,7 @@ from typing import Any, Protocol
 import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import RegisterNode, encode_entry_commands
+from raftlog.log.metadata import MetadataStateMachine
 from raftlog.log.partition import ApplyResult, PartitionStateMachine
 from raftlog.raft import codec
 from raftlog.raft.errors import NotLeaderError, ProposalDroppedError
@@ -128,8 +129,6 @@ class MultiRaft:
 
     def start(self) -> None:
         """Load or bootstrap the metadata group and every partition group on disk."""
-        from raftlog.log.metadata import MetadataStateMachine
-
         on_disk = set(self.store.group_ids())
         if METADATA_GROUP not in on_disk:
             voters = tuple(n.id for n in self.cfg.nodes)
