@@ -512,8 +512,13 @@ class NodeStore:
                 raise UnavailableError(
                     f"group {gid}: append at {first} leaves a gap after last={st.last}"
                 )
+            # Hot path: the same bytes as keys.log_key / codec.encode_entry, inlined.
+            prefix = keys.group_prefix(keys.NS.LOG, gid)
+            pack_index = keys.U64.pack
+            pack_header = codec.ENTRY_HEADER.pack
+            put = batch.put
             for e in ents:
-                batch.put(keys.log_key(gid, e.index), codec.encode_entry(e))
+                put(prefix + pack_index(e.index), pack_header(e.term, e.type) + e.data)
             if st.last > new_last:
                 # Truncate the conflicting suffix beyond the new entries (Raft §5.3:
                 # "delete the existing entry and all that follow it").
