@@ -160,7 +160,5 @@ class Net:
 
     def applied_data(self, node_id: str) -> list[bytes]:
         return [
-            e.data
-            for e in self.members[node_id].applied
-            if e.type == EntryType.NORMAL and e.data
+            e.data for e in self.members[node_id].applied if e.type == EntryType.NORMAL and e.data
         ]

@@ -93,9 +93,7 @@ def test_transfer_vote_overrides_lease() -> None:
     net.elect("a")
     b = net.node("b")
     term = b.term
-    b.step(
-        msg(MT.VOTE, "c", to="b", term=term + 1, index=100, log_term=100, context=b"transfer")
-    )
+    b.step(msg(MT.VOTE, "c", to="b", term=term + 1, index=100, log_term=100, context=b"transfer"))
     assert b.term == term + 1
     (resp,) = all_msgs(b.ready())
     assert resp.reject is False

@@ -319,9 +319,7 @@ def test_leader_never_overwrites_its_log() -> None:
     net = Net(["a", "b", "c"])
     leader = net.elect("a")
     before = net.members["a"].storage.all_entries()
-    leader.step(
-        msg(MT.APPEND, "b", term=leader.term, index=0, log_term=0, entries=(Entry(9, 1),))
-    )
+    leader.step(msg(MT.APPEND, "b", term=leader.term, index=0, log_term=0, entries=(Entry(9, 1),)))
     net.deliver()
     assert net.members["a"].storage.all_entries()[: len(before)] == before
 

@@ -1,0 +1,176 @@
+"""Membership changes through the log (Raft §6, thesis §4): simple, learners, joint."""
+
+from __future__ import annotations
+
+import pytest
+from raftlog.raft.conf_change import ConfChangeError, apply_conf_change
+from raftlog.raft.errors import ProposalDroppedError
+from raftlog.raft.memory_storage import MemoryStorage
+from raftlog.raft.types import ConfChange, ConfChangeItem, ConfChangeType, ConfState, Role
+
+from .harness import Net
+from .helpers import make_node
+
+ADD = ConfChangeType.ADD_VOTER
+REMOVE = ConfChangeType.REMOVE_NODE
+LEARNER = ConfChangeType.ADD_LEARNER
+
+
+def cc(*items: tuple[ConfChangeType, str], enter_joint: bool = False) -> ConfChange:
+    return ConfChange(
+        changes=tuple(ConfChangeItem(t, n) for t, n in items), enter_joint=enter_joint
+    )
+
+
+def _join(net: Net, node_id: str) -> None:
+    """A joining node starts with the membership it is joining (it is not in it yet)."""
+    net.add(node_id, MemoryStorage(conf_state=ConfState(voters=("a", "b", "c"))))
+
+
+def test_add_voter_replicates_and_counts() -> None:
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    leader.propose(b"before")
+    net.deliver()
+    _join(net, "d")
+    leader.propose_conf_change(cc((ADD, "d")))
+    net.deliver()
+    net.tick(3)
+    for n in "abcd":
+        assert net.node(n).conf_state.voters == ("a", "b", "c", "d"), n
+    assert net.applied_data("d") == [b"before"]
+    # d is a full voter: with c down, a+b+d are a majority of the four.
+    net.isolate("c")
+    idx = leader.propose(b"after")
+    net.deliver()
+    assert leader.commit_index >= idx
+    leader.transfer_leader("d")
+    net.deliver()
+    assert net.node("d").role == Role.LEADER
+
+
+def test_removed_node_does_not_disrupt() -> None:
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    term = leader.term
+    leader.propose_conf_change(cc((REMOVE, "c")))
+    net.deliver()
+    assert leader.conf_state.voters == ("a", "b")
+    net.tick(100)
+    assert leader.role == Role.LEADER
+    assert leader.term == term
+    assert net.node("c").role != Role.LEADER
+    idx = leader.propose(b"x")
+    net.deliver()
+    assert leader.commit_index >= idx
+
+
+def test_removing_the_leader_makes_it_step_down() -> None:
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    leader.propose_conf_change(cc((REMOVE, "a")))
+    net.deliver()
+    assert leader.role == Role.FOLLOWER
+    net.tick_until(lambda: any(net.node(n).role == Role.LEADER for n in "bc"))
+    new = next(net.node(n) for n in "bc" if net.node(n).role == Role.LEADER)
+    assert new.conf_state.voters == ("b", "c")
+    net.tick(60)
+    assert leader.role != Role.LEADER
+
+
+def test_learner_replicates_but_does_not_vote_or_count() -> None:
+    net = Net(["a", "b", "c"], voters=["a", "b"], learners=("c",))
+    leader = net.elect("a")
+    leader.propose(b"x")
+    net.deliver()
+    assert net.applied_data("c") == [b"x"]
+    net.isolate("b")
+    idx = leader.propose(b"y")
+    net.deliver()
+    assert net.node("c").last_index >= idx
+    assert leader.commit_index < idx, "a learner's ack must not count"
+    c = net.node("c")
+    for _ in range(100):
+        c.tick()
+    assert c.role == Role.FOLLOWER
+
+
+def test_node_outside_config_never_campaigns() -> None:
+    node, _ = make_node(node_id="z")
+    for _ in range(100):
+        node.tick()
+    assert (node.role, node.term) == (Role.FOLLOWER, 0)
+    node.campaign()
+    assert node.role == Role.FOLLOWER
+
+
+def test_second_conf_change_rejected_while_first_pending() -> None:
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    net.isolate("a")
+    leader.propose_conf_change(cc((REMOVE, "c")))
+    with pytest.raises(ProposalDroppedError):
+        leader.propose_conf_change(cc((REMOVE, "b")))
+
+
+def test_joint_change_with_auto_leave() -> None:
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    _join(net, "d")
+    leader.propose_conf_change(cc((ADD, "d"), (REMOVE, "c")))
+    net.deliver()
+    net.tick(3)
+    for n in "abd":
+        cs = net.node(n).conf_state
+        assert (cs.voters, cs.voters_outgoing) == (("a", "b", "d"), ()), n
+    idx = leader.propose(b"z")
+    net.deliver()
+    assert net.applied_data("d")[-1:] == [b"z"]
+    assert leader.commit_index >= idx
+
+
+def test_explicit_joint_needs_both_majorities_until_left() -> None:
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    _join(net, "d")
+    _join(net, "e")
+    leader.propose_conf_change(cc((ADD, "d"), (ADD, "e"), (REMOVE, "b"), enter_joint=True))
+    net.deliver()
+    assert leader.conf_state.voters == ("a", "c", "d", "e")
+    assert leader.conf_state.voters_outgoing == ("a", "b", "c")
+    # Old majority {a,b,c} without b and c fails even though the new one has a,d,e.
+    net.isolate("b")
+    net.isolate("c")
+    idx = leader.propose(b"needs-old-majority")
+    net.deliver()
+    assert leader.commit_index < idx
+    net.heal()
+    net.tick(3)
+    assert leader.commit_index >= idx
+    leader.propose_conf_change(ConfChange(leave_joint=True))
+    net.deliver()
+    assert leader.conf_state.voters_outgoing == ()
+
+
+def test_pure_conf_change_rules() -> None:
+    cs = ConfState(voters=("a", "b", "c"))
+    with pytest.raises(ConfChangeError):
+        apply_conf_change(cs, ConfChange(leave_joint=True))
+    with pytest.raises(ConfChangeError):
+        apply_conf_change(ConfState(voters=("a",)), cc((REMOVE, "a")))
+    demoted = apply_conf_change(cs, cc((LEARNER, "c")))
+    assert (demoted.voters, demoted.learners) == (("a", "b"), ("c",))
+    joint = apply_conf_change(cs, cc((LEARNER, "c"), (ADD, "d")))
+    assert joint.voters_outgoing == ("a", "b", "c")
+    assert joint.learners_next == ("c",) and joint.auto_leave
+    left = apply_conf_change(joint, ConfChange(leave_joint=True))
+    assert (left.voters, left.learners, left.learners_next) == (("a", "b", "d"), ("c",), ())
+    with pytest.raises(ConfChangeError):
+        apply_conf_change(joint, cc((ADD, "e")))
+
+
+def test_invalid_conf_change_is_ignored_consistently() -> None:
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    before = leader.conf_state
+    assert leader.apply_conf_change(ConfChange(leave_joint=True)) == before
