@@ -33,6 +33,10 @@ from dataclasses import dataclass, field
 from raftlog.raft.types import Entry, NodeId
 
 
+def default_replay(seed: int, n_nodes: int) -> str:
+    return f"python -m tests.sim.replay --seed {seed} --nodes {n_nodes}"
+
+
 class SimulationFailure(AssertionError):
     """An invariant violation, with what is needed to replay it."""
 
@@ -64,14 +68,16 @@ class Checker:
     commit_term: list[int] = field(default_factory=list)
     durable_commit: dict[NodeId, int] = field(default_factory=dict)
     checks: int = 0
+    # How to reproduce this run; set by the driver that built the schedule.
+    replay: str = ""
 
     # ---- error reporting ----------------------------------------------------
 
     def fail(self, invariant: str, detail: str) -> None:
         raise SimulationFailure(
             f"{invariant} violated (seed={self.seed} nodes={self.n_nodes} step={self.step}): "
-            f"{detail}\n  replay: python -m tests.sim.replay --seed {self.seed} "
-            f"--nodes {self.n_nodes}"
+            f"{detail}\n  replay: "
+            + (self.replay or default_replay(self.seed, self.n_nodes))
         )
 
     # ---- election safety ------------------------------------------------------

@@ -9,34 +9,49 @@ printed by the test suite reproduces here with the full event log.
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import sys
 
 from .cluster import Cluster
 from .invariants import SimulationFailure
-from .schedule import make_cluster, play, random_params, random_schedule
+from .schedule import (
+    DEFAULT_LENGTH,
+    make_cluster,
+    play,
+    random_params,
+    random_schedule,
+    replay_command,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.sim.replay", description=__doc__)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--nodes", type=int, default=3)
-    ap.add_argument("--length", type=int, default=200, help="actions in the schedule")
+    ap.add_argument("--length", type=int, default=DEFAULT_LENGTH, help="actions in the schedule")
     ap.add_argument("--tail", type=int, default=0, help="print only the last N trace lines")
-    ap.add_argument("--mutant", default=None, help="name of a mutant core (tests.sim.mutants)")
+    ap.add_argument("--mutant", default=None, help="mutant core (tests.sim.mutants): key or class")
+    ap.add_argument("--no-liveness", action="store_true", help="skip the heal-and-progress phase")
     args = ap.parse_args(argv)
+    # The core logs every election; the trace below says more, in order.
+    logging.getLogger("raftlog.raft").setLevel(logging.ERROR)
 
     factory = None
     if args.mutant:
         from .mutants import MUTANTS
 
-        factory = MUTANTS[args.mutant]
+        by_class = {cls.__name__: cls for cls in MUTANTS.values()}
+        factory = MUTANTS.get(args.mutant) or by_class[args.mutant]
     params = random_params(args.seed, args.nodes, trace=True)
     actions = random_schedule(random.Random(f"schedule:{args.seed}"), args.nodes, args.length)
     print(f"# seed={args.seed} nodes={args.nodes} params={params}")
     c = make_cluster(params, factory)
+    c.checker.replay = replay_command(
+        args.seed, args.nodes, args.length, factory, not args.no_liveness
+    )
     try:
-        result = play(c, actions)
+        result = play(c, actions, check_liveness=not args.no_liveness)
     except SimulationFailure as e:
         _print_trace(c, args.tail)
         print(f"FAILED: {e}")

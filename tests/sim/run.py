@@ -10,12 +10,13 @@ their replay command; the exit status is 1 if any failed.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 from .invariants import SimulationFailure
-from .schedule import run_seed
+from .schedule import DEFAULT_LENGTH, replay_command, run_seed
 
 
 def nodes_for(seed: int) -> int:
@@ -24,6 +25,7 @@ def nodes_for(seed: int) -> int:
 
 def run_range(start: int, stop: int, length: int) -> tuple[int, int, list[tuple[int, str]]]:
     """Run seeds [start, stop); return (schedules, ticks, failures)."""
+    logging.getLogger("raftlog.raft").setLevel(logging.ERROR)
     ticks = 0
     failures: list[tuple[int, str]] = []
     for seed in range(start, stop):
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schedules", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--start", type=int, default=0)
-    ap.add_argument("--length", type=int, default=200)
+    ap.add_argument("--length", type=int, default=DEFAULT_LENGTH)
     ap.add_argument("--chunk", type=int, default=200, help="seeds per work unit")
     args = ap.parse_args(argv)
 
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         f"elapsed={time.monotonic() - t0:.1f}s"
     )
     for seed, _ in failures:
-        print(f"  replay: python -m tests.sim.replay --seed {seed} --nodes {nodes_for(seed)}")
+        print(f"  replay: {replay_command(seed, nodes_for(seed), args.length)}")
     return 1 if failures else 0
 
 

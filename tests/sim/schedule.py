@@ -275,10 +275,15 @@ def play(c: Cluster, actions: list[Action], check_liveness: bool = True) -> SimR
     )
 
 
+# Actions per seeded schedule: ~1.2 ticks each, so ~500 ticks (~25 election
+# timeouts) per schedule, plus the liveness phase.
+DEFAULT_LENGTH = 400
+
+
 def run_seed(
     seed: int,
     n_nodes: int,
-    length: int = 200,
+    length: int = DEFAULT_LENGTH,
     core_factory: CoreFactory | None = None,
     trace: bool = False,
     check_liveness: bool = True,
@@ -286,4 +291,23 @@ def run_seed(
     """The seeded driver: parameters and schedule both derived from ``seed``."""
     params = random_params(seed, n_nodes, trace=trace)
     actions = random_schedule(random.Random(f"schedule:{seed}"), n_nodes, length)
-    return run_schedule(params, actions, core_factory, check_liveness)
+    c = make_cluster(params, core_factory)
+    c.checker.replay = replay_command(seed, n_nodes, length, core_factory, check_liveness)
+    return play(c, actions, check_liveness)
+
+
+def replay_command(
+    seed: int,
+    n_nodes: int,
+    length: int,
+    core_factory: CoreFactory | None = None,
+    check_liveness: bool = True,
+) -> str:
+    cmd = f"python -m tests.sim.replay --seed {seed} --nodes {n_nodes}"
+    if length != DEFAULT_LENGTH:
+        cmd += f" --length {length}"
+    if core_factory is not None:
+        cmd += f" --mutant {core_factory.__name__}"
+    if not check_liveness:
+        cmd += " --no-liveness"
+    return cmd

@@ -1,0 +1,44 @@
+"""Fixed seeds kept as regression cases.
+
+``MUTANT_SEEDS``: for each mutant (tests.sim.mutants), seeded schedules in
+which the checker caught it, found by the bounded in-test search of
+``test_mutations.py`` (schedule length DEFAULT_LENGTH, liveness phase off)
+and the invariant it broke. The unmutated core must pass the same seeds.
+
+``CORE_BUG_SEEDS``: seeds that once exposed a real bug in raftlog.raft,
+with a note of the bug; replayed by ``test_regressions.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, frozen=True)
+class MutantSeed:
+    mutant: str
+    seed: int
+    n_nodes: int
+    invariant: str
+
+
+MUTANT_SEEDS: tuple[MutantSeed, ...] = (
+    MutantSeed("ack-before-persist", 166, 3, "State Machine Safety"),
+    MutantSeed("ack-before-persist", 220, 3, "Leader Completeness"),
+    MutantSeed("vote-without-log-check", 21, 5, "Leader Completeness"),
+    MutantSeed("vote-without-log-check", 32, 3, "Leader Completeness"),
+    MutantSeed("vote-twice", 0, 3, "Election Safety"),
+    MutantSeed("vote-twice", 3, 5, "Election Safety"),
+)
+
+
+@dataclass(slots=True, frozen=True)
+class CoreBugSeed:
+    seed: int
+    n_nodes: int
+    bug: str
+    # Set only if the core is still broken at release time (xfail strict).
+    still_broken: bool = False
+
+
+CORE_BUG_SEEDS: tuple[CoreBugSeed, ...] = ()
