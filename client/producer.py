@@ -142,7 +142,7 @@ class Producer:
         self._idle = trio.Event()
         self._idle.set()
         self._closed = False
-        self.stats = {"batches": 0, "records": 0, "errors": 0}
+        self.stats = {"batches": 0, "records": 0, "errors": 0, "failed_records": 0}
 
     async def __aenter__(self) -> Producer:
         self._nursery_cm = trio.open_nursery()
@@ -276,6 +276,7 @@ class Producer:
         except Exception as exc:  # RaftlogError, or a bug: fail the deliveries, keep going
             error = exc
             self.stats["errors"] += 1
+            self.stats["failed_records"] += count
             log.warning(
                 "event=batch_failed topic=%s partition=%s records=%s error=%s",
                 topic, partition, count, exc,

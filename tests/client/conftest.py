@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
@@ -24,3 +25,29 @@ async def fake(nursery: trio.Nursery) -> AsyncIterator[FakeCluster]:
     cluster = await start_fake(nursery)
     cluster.add_topic("t", partitions=2)
     yield cluster
+
+
+@pytest.fixture
+def sync_fake() -> Iterator[FakeCluster]:
+    """A fake cluster on its own trio loop in a thread (the test itself is blocking)."""
+    box: dict[str, object] = {}
+    ready = threading.Event()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            box["cluster"] = await start_fake(nursery)
+            box["cluster"].add_topic("t", partitions=2)
+            box["token"] = trio.lowlevel.current_trio_token()
+            box["stop"] = trio.Event()
+            ready.set()
+            await box["stop"].wait()
+            nursery.cancel_scope.cancel()
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield box["cluster"]  # type: ignore[misc]
+    finally:
+        trio.from_thread.run_sync(box["stop"].set, trio_token=box["token"])
+        thread.join(10)

@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
-import trio
 from raftlog.client.errors import UnknownTopicError
 from raftlog.client.sync import Client
 
-from .conftest import start_fake
 from .fake_server import FakeCluster
-
-
-@pytest.fixture
-def sync_fake() -> Iterator[FakeCluster]:
-    """A fake cluster on its own trio loop in a thread (the test itself is blocking)."""
-    box: dict[str, object] = {}
-    ready = threading.Event()
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            box["cluster"] = await start_fake(nursery)
-            box["cluster"].add_topic("t", partitions=2)
-            box["token"] = trio.lowlevel.current_trio_token()
-            box["stop"] = trio.Event()
-            ready.set()
-            await box["stop"].wait()
-            nursery.cancel_scope.cancel()
-
-    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield box["cluster"]  # type: ignore[misc]
-    finally:
-        trio.from_thread.run_sync(box["stop"].set, trio_token=box["token"])
-        thread.join(10)
 
 
 def test_sync_client_from_a_plain_thread(sync_fake: FakeCluster):

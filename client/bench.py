@@ -1,0 +1,444 @@
+"""``run_bench``: load generation for ``raftlog bench produce|consume``.
+
+Modes
+    produce, single: ``concurrency`` AsyncClients (one connection each), each
+        awaiting one single-record ``produce`` after another (idempotent).
+        Latency = time from the call to its acknowledgement, every record.
+    produce, batch: ``concurrency`` batching Producers (``batch_size``,
+        ``linger``). Latency = time from ``send`` to the record's delivery;
+        measured on one record in ``LATENCY_SAMPLE`` (a callback per record
+        would cost more than the send itself), reported with the sample count.
+    consume: every partition read from its start offset up to the end offset
+        seen when the run starts (filled first with ``count`` records if it
+        holds fewer and ``fill`` is set), with large fetches.
+
+Load is split over ``procs`` OS processes (spawned, not forked: trio and
+threads do not survive fork) because one Python process saturates one core
+long before the cluster does. Workers connect first, then all start on one
+event so the measured window is the same; throughput = total records / the
+slowest worker's elapsed time. Progress goes to stderr once a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from array import array
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import trio
+
+from .aio import AsyncClient
+from .errors import RaftlogError, TopicExistsError
+from .producer import Producer
+
+LATENCY_SAMPLE = 16  # batch mode: measure one record in this many
+PROGRESS_EVERY = 1.0
+
+
+@dataclass(slots=True)
+class BenchConfig:
+    mode: str  # "produce" or "consume"
+    bootstrap: list[str]
+    topic: str = "bench"
+    partitions: int = 3
+    replicas: int = 3
+    record_size: int = 100
+    duration: float = 10.0
+    count: int | None = None  # total records; overrides duration
+    procs: int = 1
+    concurrency: int = 64
+    batched: bool = False
+    batch_size: int = 256 * 1024
+    linger: float = 0.005
+    fill: bool = True
+    request_timeout: float = 10.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _WorkerResult:
+    records: int = 0
+    bytes: int = 0
+    errors: int = 0
+    elapsed: float = 0.0
+    latencies: array = field(default_factory=lambda: array("d"))
+    first_error: str | None = None
+
+
+# ---------------------------------------------------------------- public entry
+
+
+def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run the benchmark described by ``cfg``; return the report as a dict."""
+    if cfg.mode not in ("produce", "consume"):
+        raise ValueError(f"unknown bench mode {cfg.mode!r}")
+    trio.run(_prepare, cfg)
+    shares = _split(cfg.concurrency if cfg.mode == "produce" else cfg.partitions, cfg.procs)
+    counts = _split(cfg.count, len(shares)) if cfg.count is not None else [None] * len(shares)
+    cfg.extra["workers"] = len(shares)
+    if len(shares) == 1:
+        counter = mp.Value("q", 0, lock=False)
+        start = _InlineEvent()
+        results = [_run_progress_inline(cfg, 0, shares[0], counts[0], counter, start, progress)]
+    else:
+        results = _run_procs(cfg, shares, counts, progress)
+    return _report(cfg, results)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['mode']} ({report['variant']}): {report['records']:,} records in "
+        f"{report['elapsed_s']:.2f}s over {report['procs']} proc(s)",
+        f"  throughput: {report['records_per_s']:,.0f} records/s, {report['mb_per_s']:.2f} MB/s",
+    ]
+    lat = report.get("latency_ms")
+    if lat:
+        lines.append(
+            f"  ack latency: p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms, "
+            f"p999 {lat['p999']:.3f} ms, max {lat['max']:.3f} ms "
+            f"({lat['samples']:,} samples)"
+        )
+    if report["errors"]:
+        lines.append(f"  errors: {report['errors']} (first: {report['first_error']})")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- setup and reports
+
+
+async def _prepare(cfg: BenchConfig) -> None:
+    """Create the topic if missing; for consume, fill it up to ``count`` records."""
+    async with AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout) as client:
+        if cfg.topic not in await client.list_topics():
+            with contextlib.suppress(TopicExistsError):
+                await client.create_topic(cfg.topic, cfg.partitions, cfg.replicas)
+        cfg.partitions = await client.partitions_for(cfg.topic)
+        if cfg.mode != "consume" or not cfg.fill:
+            return
+        want = cfg.count or 100_000
+        have = 0
+        for p in range(cfg.partitions):
+            offsets = await client.list_offsets(cfg.topic, p)
+            have += offsets.end_offset - offsets.start_offset
+        missing = want - have
+        if missing <= 0:
+            return
+        value = os.urandom(cfg.record_size)
+        async with Producer(client, batch_size=cfg.batch_size, linger=0.01) as producer:
+            for i in range(missing):
+                await producer.send(cfg.topic, value, partition=i % cfg.partitions)
+        print(f"filled {cfg.topic} with {missing:,} records", file=sys.stderr)
+
+
+def _split(total: int | None, parts: int) -> list[int]:
+    assert total is not None
+    parts = max(1, min(parts, total)) if total > 0 else 1
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    i = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[i]
+
+
+def _report(cfg: BenchConfig, results: list[_WorkerResult]) -> dict[str, Any]:
+    records = sum(r.records for r in results)
+    nbytes = sum(r.bytes for r in results)
+    elapsed = max((r.elapsed for r in results), default=0.0) or 1e-9
+    report: dict[str, Any] = {
+        "mode": cfg.mode,
+        "variant": ("batch" if cfg.batched else "single") if cfg.mode == "produce" else "fetch",
+        "topic": cfg.topic,
+        "partitions": cfg.partitions,
+        "record_size": cfg.record_size,
+        "procs": len(results),
+        "concurrency": cfg.concurrency if cfg.mode == "produce" else cfg.partitions,
+        "records": records,
+        "bytes": nbytes,
+        "elapsed_s": elapsed,
+        "records_per_s": records / elapsed,
+        "mb_per_s": nbytes / elapsed / 1e6,
+        "errors": sum(r.errors for r in results),
+        "first_error": next((r.first_error for r in results if r.first_error), None),
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("extra",)},
+    }
+    lats = sorted(x for r in results for x in r.latencies)
+    if lats:
+        report["latency_ms"] = {
+            "p50": _percentile(lats, 0.50) * 1000,
+            "p99": _percentile(lats, 0.99) * 1000,
+            "p999": _percentile(lats, 0.999) * 1000,
+            "max": lats[-1] * 1000,
+            "samples": len(lats),
+        }
+    return report
+
+
+# ---------------------------------------------------------------- processes
+
+
+class _InlineEvent:
+    """Stands in for an mp.Event when the worker runs in this process."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+    def set(self) -> None:
+        pass
+
+
+def _run_progress_inline(
+    cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any,
+    start: Any, progress: bool,
+) -> _WorkerResult:
+    import threading
+
+    done = threading.Event()
+    if progress:
+        thread = threading.Thread(target=_progress_loop, args=([counter], done), daemon=True)
+        thread.start()
+    try:
+        return _worker_main(cfg, index, share, count, counter, start)
+    finally:
+        done.set()
+        if progress:
+            thread.join(2)
+            print(file=sys.stderr)
+
+
+def _progress_loop(counters: list[Any], done: Any) -> None:
+    t0 = time.monotonic()
+    last, last_t = 0, t0
+    while not done.wait(PROGRESS_EVERY):
+        now = time.monotonic()
+        total = sum(c.value for c in counters)
+        rate = (total - last) / max(now - last_t, 1e-9)
+        print(f"\r[{now - t0:6.1f}s] {total:>12,} records  {rate:>12,.0f} rec/s",
+              end="", file=sys.stderr, flush=True)
+        last, last_t = total, now
+
+
+def _run_procs(
+    cfg: BenchConfig, shares: list[int], counts: list[int | None], progress: bool
+) -> list[_WorkerResult]:
+    import threading
+
+    ctx = mp.get_context("spawn")
+    counters = [ctx.Value("q", 0, lock=False) for _ in shares]
+    start = ctx.Event()
+    ready = ctx.Barrier(len(shares) + 1)
+    results_q = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_proc_entry,
+            args=(cfg, i, share, counts[i], counters[i], start, ready, results_q),
+            daemon=True,
+        )
+        for i, share in enumerate(shares)
+    ]
+    for proc in procs:
+        proc.start()
+    done = threading.Event()
+    results: list[_WorkerResult] = []
+    try:
+        ready.wait(timeout=60)  # every worker connected
+        start.set()
+        if progress:
+            threading.Thread(target=_progress_loop, args=(counters, done), daemon=True).start()
+        deadline = time.monotonic() + (cfg.duration if cfg.count is None else 3600) + 120
+        while len(results) < len(procs) and time.monotonic() < deadline:
+            try:
+                results.append(results_q.get(timeout=1.0))
+            except Exception:  # queue.Empty; also keep polling if a worker died
+                if not any(p.is_alive() for p in procs) and results_q.empty():
+                    break
+    finally:
+        done.set()
+        if progress:
+            print(file=sys.stderr)
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+    if len(results) < len(procs):
+        missing = len(procs) - len(results)
+        results.append(_WorkerResult(errors=missing,
+                                     first_error=f"{missing} worker process(es) died"))
+    return results
+
+
+def _proc_entry(
+    cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any,
+    start: Any, ready: Any, results_q: Any,
+) -> None:
+    class _Start:
+        def wait(self, timeout: float | None = None) -> bool:
+            ready.wait(timeout=60)
+            return bool(start.wait(timeout=60))
+
+    result = _worker_main(cfg, index, share, count, counter, _Start())
+    results_q.put(result)
+
+
+def _worker_main(
+    cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any, start: Any
+) -> _WorkerResult:
+    if cfg.mode == "consume":
+        return trio.run(_consume_worker, cfg, index, share, counter, start)
+    if cfg.batched:
+        return trio.run(_produce_batch_worker, cfg, index, share, count, counter, start)
+    return trio.run(_produce_single_worker, cfg, index, share, count, counter, start)
+
+
+async def _wait_start(start: Any) -> None:
+    # The start signal is a multiprocessing object: wait for it off the loop.
+    await trio.to_thread.run_sync(start.wait)
+
+
+# ---------------------------------------------------------------- workers
+
+
+async def _produce_single_worker(
+    cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any, start: Any
+) -> _WorkerResult:
+    result = _WorkerResult()
+    value = os.urandom(cfg.record_size)
+    clients = [
+        AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout) for _ in range(share)
+    ]
+    remaining = [count if count is not None else -1]
+    lat = result.latencies
+    perf = time.perf_counter
+    async with contextlib.AsyncExitStack() as stack:
+        for client in clients:
+            await stack.enter_async_context(client)
+        # Warm up: connections, metadata, producer ids, before the clock starts.
+        for i, client in enumerate(clients):
+            await client.partitions_for(cfg.topic)
+            await client.produce(cfg.topic, value, partition=(index + i) % cfg.partitions)
+        await _wait_start(start)
+        t0 = perf()
+        stop_at = t0 + cfg.duration
+
+        async def run(i: int, client: AsyncClient) -> None:
+            partition = (index * share + i) % cfg.partitions
+            while True:
+                if remaining[0] == 0 or (count is None and perf() >= stop_at):
+                    return
+                if remaining[0] > 0:
+                    remaining[0] -= 1
+                s = perf()
+                try:
+                    await client.produce(cfg.topic, value, partition=partition)
+                except RaftlogError as exc:
+                    result.errors += 1
+                    result.first_error = result.first_error or str(exc)
+                    continue
+                lat.append(perf() - s)
+                result.records += 1
+                counter.value += 1
+
+        async with trio.open_nursery() as inner:
+            for i, client in enumerate(clients):
+                inner.start_soon(run, i, client)
+        result.elapsed = perf() - t0
+    result.bytes = result.records * cfg.record_size
+    return result
+
+
+async def _produce_batch_worker(
+    cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any, start: Any
+) -> _WorkerResult:
+    result = _WorkerResult()
+    value = os.urandom(cfg.record_size)
+    perf = time.perf_counter
+    lat = result.latencies
+    counts = _split(count, share) if count is not None else [None] * share
+
+    async def run(i: int, producer: Producer, n: int | None, stop_at: float) -> None:
+        partition = (index * share + i) % cfg.partitions
+        sent = 0
+        send = producer.send
+        topic = cfg.topic
+        while (n is None and perf() < stop_at) or (n is not None and sent < n):
+            for _ in range(256):  # check the clock once per 256 sends
+                if sent % LATENCY_SAMPLE == 0:
+                    s = perf()
+                    delivery = await send(topic, value, None, partition)
+                    delivery.add_callback(
+                        lambda md, err, s=s: err is None and lat.append(perf() - s)
+                    )
+                else:
+                    await send(topic, value, None, partition)
+                sent += 1
+                if n is not None and sent >= n:
+                    break
+            counter.value += 256
+
+    async with contextlib.AsyncExitStack() as stack:
+        producers = []
+        for _ in range(share):
+            client = await stack.enter_async_context(
+                AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout)
+            )
+            await client.partitions_for(cfg.topic)
+            producers.append(await stack.enter_async_context(
+                Producer(client, batch_size=cfg.batch_size, linger=cfg.linger)
+            ))
+        await _wait_start(start)
+        t0 = perf()
+        async with trio.open_nursery() as inner:
+            for i, producer in enumerate(producers):
+                inner.start_soon(run, i, producer, counts[i], t0 + cfg.duration)
+        for producer in producers:
+            await producer.flush()
+        result.elapsed = perf() - t0
+        for producer in producers:
+            result.records += producer.stats["records"] - producer.stats["failed_records"]
+            result.errors += producer.stats["failed_records"]
+    counter.value = result.records
+    result.bytes = result.records * cfg.record_size
+    return result
+
+
+async def _consume_worker(
+    cfg: BenchConfig, index: int, share: int, counter: Any, start: Any
+) -> _WorkerResult:
+    result = _WorkerResult()
+    perf = time.perf_counter
+    # Worker i of n reads partitions i, i+n, i+2n, ...
+    workers = int(cfg.extra.get("workers", 1))
+    mine = [p for p in range(cfg.partitions) if p % workers == index]
+    async with AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout) as client:
+        bounds = {p: await client.list_offsets(cfg.topic, p) for p in mine}
+        await _wait_start(start)
+        t0 = perf()
+        stop_at = t0 + cfg.duration if cfg.count is None else math.inf
+
+        async def read(p: int) -> None:
+            offset, end = bounds[p].start_offset, bounds[p].end_offset
+            while offset < end and perf() < stop_at:
+                fetched = await client.fetch(cfg.topic, p, offset, max_bytes=4 * 1024 * 1024)
+                if not fetched.records:
+                    break
+                n = len(fetched.records)
+                result.records += n
+                result.bytes += sum(len(r.value) for r in fetched.records)
+                counter.value += n
+                offset = fetched.records[-1].offset + 1
+
+        async with trio.open_nursery() as nursery:
+            for p in mine:
+                nursery.start_soon(read, p)
+        result.elapsed = perf() - t0
+    return result

@@ -1,0 +1,400 @@
+"""Data-path commands: ``topic``, ``produce``, ``consume`` and ``bench``.
+
+They are thin shells over ``raftlog.client`` (they never import the server's
+internals), so they work against any reachable cluster. Every command takes
+``--config PATH`` (default ./cluster.toml) or ``--bootstrap HOST:PORT,...``.
+Exit codes (see cli_common): 0 ok, 1 error reply from the cluster, 2 usage
+error, 3 cluster unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+import trio
+from raftlog.client.aio import AsyncClient
+from raftlog.client.consumer import Consumer
+from raftlog.client.producer import Delivery, Producer
+from raftlog.client.protocol import Record
+
+from .cli_common import bootstrap_addresses, cluster_options, run_client
+
+_TIMEOUT_OPTION = click.option(
+    "--timeout", type=float, default=10.0, show_default=True,
+    help="Per-request deadline in seconds (retries included).",
+)
+
+
+def _client(config: Path | None, bootstrap: str | None, timeout: float) -> AsyncClient:
+    return AsyncClient(bootstrap_addresses(config, bootstrap), request_timeout=timeout)
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="backslashreplace")
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------- topic
+
+
+@click.group()
+def topic() -> None:
+    """Create, list, describe and delete topics."""
+
+
+@topic.command("create")
+@click.argument("name")
+@click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--replicas", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--retention-bytes", type=click.IntRange(min=1), default=None,
+              help="Delete the oldest batches beyond this many bytes per partition.")
+@click.option("--retention-ms", type=click.IntRange(min=1), default=None,
+              help="Delete batches older than this.")
+@cluster_options
+@_TIMEOUT_OPTION
+def topic_create(
+    name: str,
+    partitions: int,
+    replicas: int,
+    retention_bytes: int | None,
+    retention_ms: int | None,
+    config: Path | None,
+    bootstrap: str | None,
+    timeout: float,
+) -> None:
+    """Create topic NAME (returns once every partition has a leader)."""
+    topic_config: dict[str, Any] = {}
+    if retention_bytes is not None:
+        topic_config["retention_bytes"] = retention_bytes
+    if retention_ms is not None:
+        topic_config["retention_ms"] = retention_ms
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> dict[str, Any]:
+        async with client:
+            return await client.create_topic(name, partitions, replicas, topic_config or None)
+
+    result = run_client(main)
+    click.echo(
+        f"created topic {name}: {len(result.get('partitions') or [])} partition(s), "
+        f"{replicas} replica(s)"
+    )
+
+
+@topic.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@cluster_options
+@_TIMEOUT_OPTION
+def topic_list(as_json: bool, config: Path | None, bootstrap: str | None, timeout: float) -> None:
+    """List topic names."""
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> list[str]:
+        async with client:
+            return await client.list_topics()
+
+    names = run_client(main)
+    if as_json:
+        _echo_json(names)
+    else:
+        for name in names:
+            click.echo(name)
+
+
+@topic.command("describe")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw description as JSON.")
+@cluster_options
+@_TIMEOUT_OPTION
+def topic_describe(
+    name: str, as_json: bool, config: Path | None, bootstrap: str | None, timeout: float
+) -> None:
+    """Partitions of NAME: replicas, leader, term, offsets."""
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> dict[str, Any]:
+        async with client:
+            return await client.describe_topic(name)
+
+    info = run_client(main)
+    if as_json:
+        _echo_json(info)
+        return
+    click.echo(f"topic {info.get('name', name)}  config={info.get('config') or {}}")
+    click.echo(f"{'PART':>4} {'LEADER':>8} {'TERM':>5} {'START':>10} {'END':>10}  REPLICAS")
+    for p in info.get("partitions") or []:
+        click.echo(
+            f"{p.get('partition', '?'):>4} {p.get('leader') or '-':>8} {p.get('term', '-'):>5} "
+            f"{p.get('start_offset', '-'):>10} {p.get('end_offset', '-'):>10}  "
+            f"{','.join(p.get('replicas') or [])}"
+        )
+
+
+@topic.command("delete")
+@click.argument("name")
+@cluster_options
+@_TIMEOUT_OPTION
+def topic_delete(name: str, config: Path | None, bootstrap: str | None, timeout: float) -> None:
+    """Delete topic NAME and its data."""
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> None:
+        async with client:
+            await client.delete_topic(name)
+
+    run_client(main)
+    click.echo(f"deleted topic {name}")
+
+
+# ---------------------------------------------------------------- produce
+
+
+def _parse_headers(pairs: tuple[str, ...]) -> dict[str, bytes] | None:
+    headers: dict[str, bytes] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not k=v", param_hint="--headers")
+        headers[key] = value.encode()
+    return headers or None
+
+
+async def _stdin_lines(stream: BinaryIO) -> Any:
+    """Lines of ``stream`` without their newline, read in chunks off the event loop."""
+    read = getattr(stream, "read1", stream.read)
+    pending = b""
+    while True:
+        chunk = await trio.to_thread.run_sync(read, 65536)
+        if not chunk:
+            break
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line.rstrip(b"\r")
+    if pending:
+        yield pending.rstrip(b"\r")
+
+
+@click.command()
+@click.argument("topic_name", metavar="TOPIC")
+@click.option("--key", default=None, help="Key of every record (picks the partition).")
+@click.option("--partition", type=click.IntRange(min=0), default=None,
+              help="Partition of every record (default: by key, else round-robin).")
+@click.option("--headers", "header_pairs", multiple=True, metavar="K=V",
+              help="A header of every record; repeatable.")
+@click.option("--verbose", is_flag=True, help="Print partition and offset of every record.")
+@click.option("--linger", type=float, default=0.002, show_default=True,
+              help="Seconds to wait for more lines before sending a batch.")
+@cluster_options
+@_TIMEOUT_OPTION
+def produce(
+    topic_name: str,
+    key: str | None,
+    partition: int | None,
+    header_pairs: tuple[str, ...],
+    verbose: bool,
+    linger: float,
+    config: Path | None,
+    bootstrap: str | None,
+    timeout: float,
+) -> None:
+    """Produce one record per line of stdin to TOPIC."""
+    headers = _parse_headers(header_pairs)
+    client = _client(config, bootstrap, timeout)
+    stdin = click.get_binary_stream("stdin")
+
+    async def main() -> tuple[int, dict[int, int]]:
+        sent: list[Delivery] = []
+        async with client, Producer(client, linger=linger, delivery_timeout=timeout) as producer:
+            await client.partitions_for(topic_name)  # fail fast on an unknown topic
+            async for line in _stdin_lines(stdin):
+                sent.append(await producer.send(topic_name, line, key, partition, headers))
+            await producer.flush()
+        per_partition: dict[int, int] = {}
+        for delivery in sent:
+            md = delivery.result()  # raises the first failure (exit code 1 or 3)
+            per_partition[md.partition] = per_partition.get(md.partition, 0) + 1
+            if verbose:
+                click.echo(f"partition={md.partition} offset={md.offset}")
+        return len(sent), per_partition
+
+    count, per_partition = run_client(main)
+    spread = ", ".join(f"p{p}={n}" for p, n in sorted(per_partition.items()))
+    click.echo(f"produced {count} record(s) to {topic_name}" + (f" ({spread})" if spread else ""),
+               err=verbose)
+
+
+# ---------------------------------------------------------------- consume
+
+
+def _format_record(topic_name: str, partition: int, record: Record, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(
+            {
+                "topic": topic_name,
+                "partition": partition,
+                "offset": record.offset,
+                "timestamp_ms": record.timestamp_ms,
+                "key": record.key,
+                "value": record.value,
+                "headers": record.headers,
+            },
+            default=_json_default,
+        )
+    return record.value.decode("utf-8", errors="backslashreplace")
+
+
+@click.command()
+@click.argument("topic_name", metavar="TOPIC")
+@click.option("--partition", "partitions", type=click.IntRange(min=0), multiple=True,
+              help="Partition to read; repeatable (default: all).")
+@click.option("--from-beginning", is_flag=True,
+              help="Start at each partition's first offset (ignores the group's commit).")
+@click.option("--offset", type=click.IntRange(min=0), default=None,
+              help="Start at this offset (in every selected partition).")
+@click.option("--follow", is_flag=True, help="Keep waiting for new records (Ctrl-C to stop).")
+@click.option("--group", default=None,
+              help="Consumer group: start at its committed offset, commit after printing.")
+@click.option("--max", "max_records", type=click.IntRange(min=1), default=None,
+              help="Stop after this many records.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="text: the value per line; json: one object per line.")
+@cluster_options
+@_TIMEOUT_OPTION
+def consume(
+    topic_name: str,
+    partitions: tuple[int, ...],
+    from_beginning: bool,
+    offset: int | None,
+    follow: bool,
+    group: str | None,
+    max_records: int | None,
+    fmt: str,
+    config: Path | None,
+    bootstrap: str | None,
+    timeout: float,
+) -> None:
+    """Print records of TOPIC (by default from the group's commit, else the beginning).
+
+    Without --follow it stops once it has read up to the end offsets it saw.
+    """
+    if from_beginning and offset is not None:
+        raise click.UsageError("--from-beginning and --offset are exclusive")
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> int:
+        printed = 0
+        async with client:
+            consumer = Consumer(
+                client, group, topic_name, list(partitions) or None,
+                max_wait=1.0 if follow else 0.0,
+            )
+            await consumer.start()
+            for p in consumer.partitions:
+                if offset is not None:
+                    consumer.seek(p, offset)
+                elif from_beginning:
+                    consumer.seek(p, (await client.list_offsets(topic_name, p)).start_offset)
+            out = sys.stdout
+            while max_records is None or printed < max_records:
+                batch = await consumer.poll()
+                if max_records is not None and printed + len(batch) > max_records:
+                    # Positions must not pass what we print (a group commits them):
+                    # rewind each partition to its first unprinted record.
+                    cut = max_records - printed
+                    rewind: dict[int, int] = {}
+                    for p, record in batch[cut:]:
+                        rewind.setdefault(p, record.offset)
+                    batch = batch[:cut]
+                    for p, first_unprinted in rewind.items():
+                        consumer.seek(p, first_unprinted)
+                for p, record in batch:
+                    out.write(_format_record(topic_name, p, record, fmt) + "\n")
+                printed += len(batch)
+                out.flush()
+                if group is not None and batch:
+                    await consumer.commit()
+                if not follow and not batch and consumer.at_end():
+                    break
+        return printed
+
+    printed = run_client(main)
+    click.echo(f"consumed {printed} record(s)", err=True)
+
+
+# ---------------------------------------------------------------- bench
+
+
+@click.group()
+def bench() -> None:
+    """Load generators: produce and consume throughput and latency."""
+
+
+def _bench_options(fn: Any) -> Any:
+    options = [
+        click.option("--topic", "topic_name", default="bench", show_default=True,
+                     help="Topic (created if missing)."),
+        click.option("--partitions", type=click.IntRange(min=1), default=3, show_default=True),
+        click.option("--replicas", type=click.IntRange(min=1), default=3, show_default=True),
+        click.option("--record-size", type=click.IntRange(min=0), default=100,
+                     show_default=True),
+        click.option("--duration", type=float, default=10.0, show_default=True,
+                     help="Seconds to run (unless --count)."),
+        click.option("--count", type=click.IntRange(min=1), default=None,
+                     help="Total records instead of a duration."),
+        click.option("--procs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="OS processes generating load."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@bench.command("produce")
+@_bench_options
+@click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Concurrent clients (single mode) or producers (batch mode), over all procs.")
+@click.option("--batch/--single", "batched", default=False, show_default=True,
+              help="Batching Producer, or one record per produce request.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256 * 1024, show_default=True)
+@click.option("--linger", type=float, default=0.005, show_default=True)
+@cluster_options
+def bench_produce(config: Path | None, bootstrap: str | None, as_json: bool,
+                  **options: Any) -> None:
+    """Produce load; reports records/s, MB/s and ack latency p50/p99/p999."""
+    _run_bench("produce", config, bootstrap, as_json, options)
+
+
+@bench.command("consume")
+@_bench_options
+@click.option("--fill/--no-fill", default=True, show_default=True,
+              help="Produce --count records first if the partitions hold fewer.")
+@cluster_options
+def bench_consume(config: Path | None, bootstrap: str | None, as_json: bool,
+                  **options: Any) -> None:
+    """Fetch load; reports records/s and MB/s."""
+    _run_bench("consume", config, bootstrap, as_json, options)
+
+
+def _run_bench(
+    mode: str, config: Path | None, bootstrap: str | None, as_json: bool, options: dict[str, Any]
+) -> None:
+    from raftlog.client.bench import BenchConfig, format_report, run_bench
+
+    addresses = bootstrap_addresses(config, bootstrap)
+    cfg = BenchConfig(mode=mode, bootstrap=addresses, topic=options.pop("topic_name"), **options)
+    report = run_client(lambda: run_bench(cfg, progress=not as_json))
+    if as_json:
+        _echo_json(report)
+    else:
+        click.echo(format_report(report))

@@ -1,0 +1,131 @@
+"""The data-path CLI (topic, produce, consume, bench) via click's CliRunner.
+
+Exit codes are part of the contract: 0 ok, 1 error reply, 2 usage, 3 unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from raftlog.server.cli import main
+from raftlog.server.cli_common import bootstrap_addresses
+
+from .fake_server import FakeCluster
+
+
+def run(args: list[str], stdin: str | None = None):
+    return CliRunner().invoke(main, args, input=stdin, catch_exceptions=False)
+
+
+def boot(fake: FakeCluster) -> list[str]:
+    return ["--bootstrap", ",".join(fake.bootstrap())]
+
+
+def dead_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_topic_create_list_describe_delete(sync_fake: FakeCluster):
+    result = run(["topic", "create", "orders", "--partitions", "3", "--replicas", "2",
+                  "--retention-ms", "60000", *boot(sync_fake)])
+    assert result.exit_code == 0, result.output
+    assert "orders" in sync_fake.topics
+    assert sync_fake.topics["orders"]["config"] == {"retention_ms": 60000}
+    listed = run(["topic", "list", "--json", *boot(sync_fake)])
+    assert json.loads(listed.output) == ["orders", "t"]
+    described = run(["topic", "describe", "orders", "--json", *boot(sync_fake)])
+    assert [p["partition"] for p in json.loads(described.output)["partitions"]] == [0, 1, 2]
+    assert run(["topic", "delete", "orders", *boot(sync_fake)]).exit_code == 0
+    assert "orders" not in sync_fake.topics
+
+
+def test_error_reply_exits_1_with_code_on_stderr(sync_fake: FakeCluster):
+    result = CliRunner().invoke(main, ["topic", "create", "t", *boot(sync_fake)])
+    assert result.exit_code == 1
+    assert "TOPIC_EXISTS" in result.output  # CliRunner mixes stderr into output
+
+
+def test_unreachable_cluster_exits_3():
+    result = CliRunner().invoke(
+        main, ["topic", "list", "--bootstrap", dead_address(), "--timeout", "0.5"]
+    )
+    assert result.exit_code == 3
+    assert "cannot reach the cluster" in result.output
+
+
+def test_usage_errors_exit_2(tmp_path: Path):
+    missing = CliRunner().invoke(main, ["topic", "list", "--config", str(tmp_path / "x.toml")])
+    assert missing.exit_code == 2
+    bad = CliRunner().invoke(main, ["topic", "list", "--bootstrap", "nohostport"])
+    assert bad.exit_code == 2
+
+
+def test_bootstrap_addresses_from_cluster_toml(tmp_path: Path):
+    cfg = tmp_path / "cluster.toml"
+    cfg.write_text(
+        '[cluster]\nname = "x"\n\n[[node]]\nid = "n1"\naddress = "127.0.0.1:7101"\n'
+        'data_dir = "d1"\n\n[[node]]\nid = "n2"\naddress = "127.0.0.1:7102"\ndata_dir = "d2"\n'
+    )
+    assert bootstrap_addresses(cfg, None) == ["127.0.0.1:7101", "127.0.0.1:7102"]
+    assert bootstrap_addresses(cfg, "h:1,h:2") == ["h:1", "h:2"]
+
+
+def test_produce_lines_then_consume_them(sync_fake: FakeCluster):
+    result = run(["produce", "t", "--partition", "1", "--headers", "src=cli", "--verbose",
+                  *boot(sync_fake)], stdin="one\ntwo\nthree\n")
+    assert result.exit_code == 0, result.output
+    assert "partition=1 offset=2" in result.output
+    assert sync_fake.values("t", 1) == [b"one", b"two", b"three"]
+    consumed = run(["consume", "t", "--partition", "1", "--format", "json", *boot(sync_fake)])
+    assert consumed.exit_code == 0
+    rows = [json.loads(line) for line in consumed.output.splitlines() if line.startswith("{")]
+    assert [(r["offset"], r["value"], r["headers"]) for r in rows] == [
+        (0, "one", {"src": "cli"}), (1, "two", {"src": "cli"}), (2, "three", {"src": "cli"})]
+
+
+def test_produce_to_unknown_topic_exits_1(sync_fake: FakeCluster):
+    result = CliRunner().invoke(main, ["produce", "nope", *boot(sync_fake)], input="x\n")
+    assert result.exit_code == 1
+    assert "UNKNOWN_TOPIC" in result.output
+
+
+def test_consume_with_group_commits_and_resumes(sync_fake: FakeCluster):
+    run(["produce", "t", "--partition", "0", *boot(sync_fake)], stdin="a\nb\nc\nd\n")
+    first = run(["consume", "t", "--partition", "0", "--group", "g", "--max", "3",
+                 *boot(sync_fake)])
+    assert first.exit_code == 0
+    assert first.output.splitlines()[:3] == ["a", "b", "c"]
+    assert sync_fake.committed[("g", "t", 0)][0] == 3
+    second = run(["consume", "t", "--partition", "0", "--group", "g", *boot(sync_fake)])
+    assert second.output.splitlines()[0] == "d"
+    again = run(["consume", "t", "--partition", "0", "--offset", "1", "--max", "1",
+                 *boot(sync_fake)])
+    assert again.output.splitlines()[0] == "b"
+
+
+@pytest.mark.parametrize("mode", ["--single", "--batch"])
+def test_bench_produce_reports_json(sync_fake: FakeCluster, mode: str):
+    result = run(["bench", "produce", "--topic", "t", "--count", "300", "--concurrency", "4",
+                  "--record-size", "10", mode, "--json", *boot(sync_fake)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["records"] == 300 and report["errors"] == 0
+    assert report["latency_ms"]["samples"] > 0
+    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+    stored = sum(len(sync_fake.values("t", p)) for p in (0, 1))
+    assert stored >= 300  # plus the warm-up records of single mode
+
+
+def test_bench_consume_reads_what_it_filled(sync_fake: FakeCluster):
+    result = run(["bench", "consume", "--topic", "t", "--count", "1000", "--record-size", "20",
+                  "--json", *boot(sync_fake)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["records"] == 1000
+    assert report["bytes"] == 20_000
