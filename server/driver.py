@@ -531,6 +531,8 @@ class MultiRaft:
         group.quiet = False
         if was_leader and soft.role is not Role.LEADER:
             self._lost_leadership(group)
+        if gid == METADATA_GROUP and soft.role is Role.LEADER and not was_leader:
+            self._maybe_register_nodes()
 
     def _lost_leadership(self, group: Group) -> None:
         commit = group.raft.commit_index
@@ -675,8 +677,10 @@ class MultiRaft:
         peer's hello (recorded by the listener), retried until applied.
         """
         group = self.groups.get(METADATA_GROUP)
-        if group is None or group.role is not Role.LEADER or group.queued_cmds:
+        if group is None or group.role is not Role.LEADER:
             return
+        if group.queued_cmds or group.proposals:
+            return  # one registration round at a time
 
         registered = self.metadata.nodes
         for node in self.cfg.nodes:
@@ -712,7 +716,7 @@ class MultiRaft:
                         "node": node,
                         "match": progress.match,
                         "next": progress.next,
-                        "state": getattr(progress.state, "name", str(progress.state)),
+                        "state": getattr(progress.state, "name", str(progress.state)).lower(),
                         "lag": max(0, status.last_index - progress.match),
                     }
                 )
@@ -720,7 +724,7 @@ class MultiRaft:
             "group": group.gid,
             "topic": group.topic,
             "partition": group.partition,
-            "role": status.role.name,
+            "role": status.role.name.lower(),
             "leader": status.leader,
             "term": status.term,
             "commit": status.commit,

@@ -241,6 +241,11 @@ class RequestHandlers:
             )
         if fields["partitions"] < 1:
             raise HandlerError(ErrorCode.INVALID_REQUEST, "partitions must be >= 1")
+        # Placement uses the registered nodes: right after the first election
+        # the leader is still registering them (driver._maybe_register_nodes).
+        while not all(n.id in self.meta.nodes for n in self.cfg.nodes):
+            if not await self.driver.wait_changed(deadline):
+                break
         config = dict(fields.get("config") or {})
         command = CreateTopic(name, fields["partitions"], replicas, config)
         result = _raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))

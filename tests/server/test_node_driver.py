@@ -279,7 +279,7 @@ async def test_cluster_status_shows_replica_progress_on_the_leader(cluster):
     await cluster.produce(leader, "t", [b"a"])
     status = await cluster.call(leader, "cluster_status")
     group = next(g for g in status["groups"] if g["group"] == gid)
-    assert group["role"] == "LEADER" and group["leader"] == leader
+    assert group["role"] == "leader" and group["leader"] == leader
     assert (group["topic"], group["partition"]) == ("t", 0)
     assert {r["node"] for r in group["replicas"]} == set(cluster.node_ids)
     assert group["commit"] == group["applied"] == group["last_index"]
