@@ -39,7 +39,7 @@ __all__ = ["DataDirError", "GroupExistsError", "GroupStorage", "NodeStore", "Pee
 # entries it appended moments ago to send them to followers; a follower that
 # lags by more than this is served from RocksDB instead.
 TAIL_MAX_ENTRIES = 4096
-TAIL_MAX_BYTES = 16 * 1024 * 1024
+TAIL_MAX_BYTES = 4 * 1024 * 1024
 
 
 class GroupExistsError(StorageError):
@@ -272,9 +272,10 @@ class _Staged:
     """A group's log bounds as a save() batch is being built (several Readies may
     touch one group in one save)."""
 
-    __slots__ = ("last", "offset", "snap_index")
+    __slots__ = ("group", "last", "offset", "snap_index")
 
     def __init__(self, g: GroupStorage) -> None:
+        self.group = g
         self.offset = g._offset_index
         self.last = g._last_index
         self.snap_index = g._snap_meta.index
@@ -301,7 +302,11 @@ class NodeStore:
         self.path = path
         self.identity = identity
         self.fsync = fsync
+        # Guards the GroupStorages' in-memory views (readers vs. the saver thread).
         self._lock = threading.Lock()
+        # Serializes writers (save in a worker thread vs. create/delete/compact on
+        # the event loop), so e.g. a group deleted mid-save leaves no orphan keys.
+        self._write_lock = threading.Lock()
         self._sync_opts = WriteOptions()
         self._sync_opts.sync = True
         self._nosync_opts = WriteOptions()
@@ -423,10 +428,10 @@ class NodeStore:
         batch.put(
             keys.raft_meta(group_id, keys.RaftField.CONF_STATE), codec.encode_conf_state(conf_state)
         )
-        self.db.write(batch, self._sync_opts)
         g = GroupStorage(self, group_id)
         g._conf_state = conf_state
-        with self._lock:
+        with self._write_lock, self._lock:
+            self.db.write(batch, self._sync_opts)
             self._groups[group_id] = g
         log.info("group created group=%d voters=%s", group_id, ",".join(conf_state.voters))
         return g
@@ -437,7 +442,7 @@ class NodeStore:
         for ns in keys.GROUP_NAMESPACES:
             begin, end = keys.group_range(ns, group_id)
             batch.delete_range(begin, end)
-        with self._lock:
+        with self._write_lock, self._lock:
             self.db.write(batch, self._sync_opts)
             self._groups.pop(group_id, None)
         log.info("group deleted group=%d", group_id)
@@ -451,32 +456,44 @@ class NodeStore:
         before the Readies' ``persisted_messages`` (vote grants, append acks) are
         sent (Raft Figure 2, "respond after persisting").
         """
-        batch = self.new_batch()
-        staged: dict[int, _Staged] = {}
-        for gid, rd in readies:
-            g = self.group(gid)
-            st = staged.get(gid)
-            if st is None:
-                st = staged[gid] = _Staged(g)
-            self._stage(gid, st, rd, batch)
-        if batch.is_empty():
-            return
-        # Write (and fsync) outside the lock so that readers on the event loop are
-        # not blocked for the fsync; the in-memory view changes only afterwards, so
-        # it never promises entries that are not yet in RocksDB. Readers only ask
-        # for indexes the core considers stable, which this write does not touch
-        # except by replacing them with the same or newer entries.
-        self.db.write(batch, self._sync_opts if self.fsync else self._nosync_opts)
-        with self._lock:
+        with self._write_lock:
+            batch = self.new_batch()
+            staged: dict[int, _Staged] = {}
             for gid, rd in readies:
-                g = self._groups[gid]
-                if rd.snapshot is not None and not rd.snapshot.is_empty():
-                    g._mem_apply_snapshot(rd.snapshot)
-                ents = self._live_entries(rd.entries, g._offset_index)
-                if ents:
-                    g._mem_append(ents)
-                if rd.hard_state is not None:
-                    g._hard_state = rd.hard_state
+                st = staged.get(gid)
+                if st is None:
+                    g = self._groups.get(gid)
+                    if g is None:
+                        # Deleted (topic deleted) after the core produced this Ready.
+                        log.warning("save skipped group=%d reason=unknown_group", gid)
+                        continue
+                    st = staged[gid] = _Staged(g)
+                self._stage(gid, st, rd, batch)
+            if batch.is_empty():
+                return
+            # Write (and fsync) outside the reader lock so that readers on the event
+            # loop are not blocked for the fsync; the in-memory view changes only
+            # afterwards, so it never promises entries that are not yet in RocksDB.
+            # Readers only ask for indexes the core considers stable, which this
+            # write does not touch except by replacing them with identical entries.
+            self.db.write(batch, self._sync_opts if self.fsync else self._nosync_opts)
+            with self._lock:
+                self._save_in_memory(readies, staged)
+
+    def _save_in_memory(
+        self, readies: Sequence[tuple[int, Ready]], staged: dict[int, _Staged]
+    ) -> None:
+        for gid, rd in readies:
+            if gid not in staged:
+                continue
+            g = staged[gid].group
+            if rd.snapshot is not None and not rd.snapshot.is_empty():
+                g._mem_apply_snapshot(rd.snapshot)
+            ents = self._live_entries(rd.entries, g._offset_index)
+            if ents:
+                g._mem_append(ents)
+            if rd.hard_state is not None:
+                g._hard_state = rd.hard_state
 
     @staticmethod
     def _live_entries(entries: Sequence[Entry], offset: int) -> Sequence[Entry]:
@@ -546,7 +563,8 @@ class NodeStore:
         if batch is not None:
             batch.put(key, value)
         else:
-            self.db.put(key, value, self._sync_opts)
+            with self._write_lock:
+                self.db.put(key, value, self._sync_opts)
         with self._lock:
             g._conf_state = conf_state
 
@@ -569,7 +587,7 @@ class NodeStore:
         batch = self.new_batch()
         batch.put(keys.raft_meta(group_id, keys.RaftField.SNAPSHOT), codec.encode_snapshot(snap))
         batch.put(keys.raft_meta(group_id, keys.RaftField.CONF_STATE), codec.encode_conf_state(cs))
-        with self._lock:
+        with self._write_lock, self._lock:
             self.db.write(batch, self._sync_opts)
             g._snap_meta = snap.meta
             g._conf_state = cs
@@ -595,7 +613,7 @@ class NodeStore:
             keys.raft_meta(group_id, keys.RaftField.LOG_START),
             codec.encode_index_term(upto_index, term),
         )
-        with self._lock:
+        with self._write_lock, self._lock:
             self.db.write(batch, self._sync_opts)
             g._mem_compact(upto_index, term)
         log.info("log compacted group=%d upto=%d", group_id, upto_index)
