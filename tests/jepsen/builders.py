@@ -51,7 +51,7 @@ class HistoryBuilder:
             inv["node"] = node
         end = records[-1][0] + 1 if records else 0
         res = {**inv, "records": [list(r) for r in records], "end": end}
-        return self.op(f"drain-{node or 'leader'}", "drain", inv, t0, t1, OpType.OK, res)
+        return self.op(f"drain-{node or 'leader'}-{key}", "drain", inv, t0, t1, OpType.OK, res)
 
     def list_offsets(self, p: Any, key: Any, end: int, t0: int, t1: int) -> HistoryBuilder:
         return self.op(p, "list_offsets", {"key": key}, t0, t1, OpType.OK,
