@@ -548,7 +548,6 @@ class _ClientConnection:
                 error_reply(reply.get("id", 0), ErrorCode.INTERNAL, "reply could not be encoded")
             )
         self.outbox.append(frame)
-        self.pending.release()
         self.wake.set()
 
     async def _writer(self, conn_scope: trio.CancelScope) -> None:
@@ -565,6 +564,11 @@ class _ClientConnection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     conn_scope.cancel()
                     return
+                # A request leaves the window only once its reply is on the wire:
+                # a client that stops reading stops being read, instead of piling
+                # up replies in our memory.
+                for _ in batch:
+                    self.pending.release()
             if self.reading_done and not self.outbox:
                 conn_scope.cancel()
                 return

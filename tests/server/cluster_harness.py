@@ -255,8 +255,9 @@ class LocalCluster:
     def wait_for_leaders(
         self, deadline: float = 30.0, nodes: list[str] | None = None
     ) -> dict[str, Any]:
-        """Until every group hosted by the (running) nodes has a leader; their statuses."""
-        ids = nodes if nodes is not None else self.running()
+        """Until every group hosted by the running, unpaused nodes (or ``nodes``) has a
+        leader; returns their statuses."""
+        ids = nodes if nodes is not None else [n for n in self.running() if n not in self.paused]
         addresses = [self.address(n) for n in ids]
         end = time.monotonic() + deadline
         while True:
@@ -275,6 +276,8 @@ class LocalCluster:
         end = time.monotonic() + deadline
         while True:
             for node_id in self.running():
+                if node_id in self.paused:
+                    continue
                 with contextlib.suppress(Exception):
                     for g in self.status(node_id, timeout_s=1.0)["groups"]:
                         if g["group"] == group and g["role"] == "leader":

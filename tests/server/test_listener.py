@@ -167,6 +167,34 @@ async def test_frames_split_at_every_byte_under_lockstep_scheduling(cfg: Cluster
         nursery.cancel_scope.cancel()
 
 
+class StuckWriter(CountingStream):
+    """A client that never reads: every write after the first blocks forever."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes += 1
+        if self.writes > 1:
+            await trio.sleep_forever()
+        await self.inner.send_all(data)
+
+
+async def test_client_that_never_reads_bounds_server_memory(cfg: ClusterConfig) -> None:
+    cfg = dataclasses.replace(cfg, limits=Limits(max_pending_requests_per_connection=3))
+    node = FakeNode(cfg)
+    listener = memory_listener(cfg, node)
+    client_end, server_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.handle_stream, StuckWriter(server_end))
+        await client_end.send_all(encode_frame(hello("client", "c")))
+        await read_frames(client_end, 1)  # hello_ok was the one write that went through
+        await client_end.send_all(
+            b"".join(encode_frame({"type": "metadata", "id": i}) for i in range(1, 51))
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        # Answered-but-unsent replies count against the window: 3, not 50.
+        assert node.entered == 3
+        nursery.cancel_scope.cancel()
+
+
 def test_token_bucket_admits_burst_then_throttles_until_refilled() -> None:
     bucket = TokenBucket.full(rate=10.0, now=0.0)
     assert bucket.take(25.0, now=0.0) == 0.0  # a big item passes when full, into debt
