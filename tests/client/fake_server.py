@@ -345,3 +345,21 @@ class FakeNode:
             out.append([base, ts, count, blob])
             size += len(blob)
         return {"batches": out, "start_offset": part.start_offset, "end_offset": part.end_offset}
+
+
+async def _main(nodes: int, topics: list[str]) -> None:
+    cluster = FakeCluster(leader="n1")
+    async with trio.open_nursery() as nursery:
+        for i in range(1, nodes + 1):
+            await nursery.start(FakeNode(cluster, f"n{i}").serve)
+        for name in topics:
+            cluster.add_topic(name, partitions=3)
+        print(",".join(cluster.bootstrap()), flush=True)
+
+
+if __name__ == "__main__":
+    # Manual runs (client benchmarks without a real cluster):
+    #   python -m tests.client.fake_server [nodes] [topic ...]
+    import sys
+
+    trio.run(_main, int(sys.argv[1]) if len(sys.argv) > 1 else 1, sys.argv[2:])
