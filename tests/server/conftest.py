@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,9 @@ from raftlog.server.errors import HandlerError
 from raftlog.server.listener import MemoryIncarnationBook, RequestContext, serve
 from raftlog.server.metrics import Metrics
 
-from .cluster_harness import LocalCluster, make_config
+from .cluster_harness import local_cluster, make_config
+
+__all__ = ["FakeNode", "local_cluster", "start_fake_node"]
 
 
 @dataclass
@@ -103,20 +105,3 @@ def cfg(tmp_path: Path) -> ClusterConfig:
 @pytest.fixture
 async def fake_node(cfg: ClusterConfig, nursery: trio.Nursery) -> AsyncIterator[FakeNode]:
     yield await start_fake_node(nursery, cfg)
-
-
-@pytest.fixture
-def local_cluster(tmp_path: Path) -> Iterator[Any]:
-    """Factory fixture: ``local_cluster(nodes=3, **overrides)``; every process is stopped."""
-    clusters: list[LocalCluster] = []
-
-    def factory(nodes: int = 3, **overrides: Any) -> LocalCluster:
-        cluster = LocalCluster(tmp_path / f"cluster{len(clusters)}", nodes=nodes, **overrides)
-        clusters.append(cluster)
-        return cluster
-
-    try:
-        yield factory
-    finally:
-        for cluster in clusters:
-            cluster.stop_all()
