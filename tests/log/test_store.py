@@ -322,7 +322,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(ops=ops)
 def test_matches_memory_storage(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:
     path = tmp_path_factory.mktemp("equiv")
