@@ -75,8 +75,11 @@ def apply_conf_change(cs: ConfState, cc: ConfChange) -> ConfState:
             if node not in learners:
                 learners.append(node)
         return ConfState(
-            voters=cs.voters, learners=tuple(sorted(learners)), voters_outgoing=(),
-            learners_next=(), auto_leave=False,
+            voters=cs.voters,
+            learners=tuple(sorted(learners)),
+            voters_outgoing=(),
+            learners_next=(),
+            auto_leave=False,
         )
     if cs.is_joint():
         raise ConfChangeError("already in a joint configuration; leave it first")

@@ -396,6 +396,7 @@ class RaftNode:
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
+        self._tick_snapshots()
         if self._election_elapsed >= self._cfg.election_ticks:
             self._election_elapsed = 0
             if self._cfg.check_quorum:
@@ -407,7 +408,23 @@ class RaftNode:
             return
         if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
-            self._bcast_heartbeat(self._read_only.last_pending_context() or b"")
+            self._bcast_heartbeat(self._read_only.last_pending_id() or b"")
+
+    def _tick_snapshots(self) -> None:
+        """Give up on a snapshot not acknowledged within two election timeouts.
+
+        It was lost or failed and the driver did not call report_snapshot;
+        probing again resends it if the follower still needs it.
+        """
+        limit = 2 * self._cfg.election_ticks
+        for node, pr in self._prs.items():
+            if pr.state != ProgressState.SNAPSHOT:
+                continue
+            pr.snapshot_ticks += 1
+            if pr.snapshot_ticks >= limit:
+                log.info("event=snapshot_timeout id=%s to=%s", self._id, node)
+                pr.pending_snapshot = 0
+                pr.become_probe()
 
     def _check_quorum(self) -> None:
         """Thesis §6.2: step down unless a quorum was heard from in the last election timeout."""
@@ -637,6 +654,9 @@ class RaftNode:
                 self._become_follower(self._term, None)
 
     def _handle_append(self, msg: Message) -> None:
+        if not self._entries_well_formed(msg):
+            log.warning("event=malformed_append id=%s from=%s", self._id, msg.frm)
+            return
         if msg.index < self._log.committed:
             # Everything up to our commit index matches the leader (Leader
             # Completeness); ack that much so it moves on.
@@ -675,6 +695,18 @@ class RaftNode:
                 log_term=hint_term,
             )
         )
+
+    @staticmethod
+    def _entries_well_formed(msg: Message) -> bool:
+        """Consecutive indexes after prevLogIndex, terms non-decreasing and <= the leader's."""
+        index = msg.index
+        term = msg.log_term
+        for e in msg.entries:
+            index += 1
+            if e.index != index or e.term < term or e.term > msg.term:
+                return False
+            term = e.term
+        return True
 
     def _handle_heartbeat(self, msg: Message) -> None:
         # The leader sends min(its commit, our match), so this never exceeds
@@ -780,12 +812,8 @@ class RaftNode:
         if pr.state == ProgressState.REPLICATE and pr.inflights.full():
             # An append was probably lost; let one more through.
             pr.inflights.free_first_one()
-        elif pr.state == ProgressState.SNAPSHOT and pr.match < pr.pending_snapshot:
-            # The follower answers but still lacks the snapshot: it was lost
-            # or failed. Fall back to probing, which resends it if needed
-            # (a driver that calls report_snapshot gets here faster).
-            pr.pending_snapshot = 0
-            pr.become_probe()
+        elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+            pr.become_probe()  # installed, but its ack was lost
         if pr.match < self._log.last_index():
             self._send_append(msg.frm)
         if msg.context:
@@ -1026,9 +1054,8 @@ class RaftNode:
         if voters == [self._id]:
             self._answer_read(msg.frm, self._log.committed, msg.context)
             return
-        if not self._read_only.add_request(self._log.committed, msg.context, msg.frm, self._id):
-            return
-        self._bcast_heartbeat(msg.context)
+        rid = self._read_only.add_request(self._log.committed, msg.context, msg.frm, self._id)
+        self._bcast_heartbeat(rid)
 
     def _answer_read(self, requester: NodeId, index: int, context: bytes) -> None:
         if requester == self._id:
@@ -1109,7 +1136,7 @@ class RaftNode:
             self._msgs
             or self._msgs_after_persist
             or self._read_states
-            or u.next_entries()
+            or u.has_next_entries()
             or u.next_snapshot() is not None
             or self._soft_state() != self._prev_soft
             or self._hard_state() != self._prev_hard
@@ -1117,6 +1144,11 @@ class RaftNode:
         )
 
     def ready(self) -> Ready:
+        """Everything the driver must do now (see ``types.Ready``).
+
+        Process Readies in order: persist one before persisting the next, and
+        call ``advance(rd)`` when done with ``rd``.
+        """
         self._flush_bcast()
         u = self._log.unstable
         rd = Ready(
@@ -1136,6 +1168,16 @@ class RaftNode:
             self._prev_soft = soft
         hard = self._hard_state()
         if hard != self._prev_hard:
+            if rd.messages and (hard.term, hard.vote) != (
+                self._prev_hard.term,
+                self._prev_hard.vote,
+            ):
+                # A leader elected within this Ready (e.g. a single voter):
+                # its appends carry a term not yet durable. If it crashed
+                # before persisting, it could lead that term again with a
+                # different log, so these wait for the write like the rest.
+                rd.persisted_messages = rd.messages + rd.persisted_messages
+                rd.messages = []
             rd.hard_state = hard
             self._prev_hard = hard
         u.accept_in_progress()

@@ -79,8 +79,9 @@ class Progress:
     state: ProgressState = ProgressState.PROBE
     # PROBE: an append was sent and we wait for its answer (or a heartbeat reply).
     probe_sent: bool = False
-    # SNAPSHOT: index of the snapshot in flight.
+    # SNAPSHOT: index of the snapshot in flight, and ticks spent waiting for it.
     pending_snapshot: int = 0
+    snapshot_ticks: int = 0
     # Heard from since the last CheckQuorum round (thesis §6.2).
     recent_active: bool = False
     is_learner: bool = False
@@ -105,6 +106,7 @@ class Progress:
         self.state = state
         self.probe_sent = False
         self.pending_snapshot = 0
+        self.snapshot_ticks = 0
         self.inflights.reset()
 
     def maybe_update(self, n: int) -> bool:

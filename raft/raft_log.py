@@ -65,6 +65,9 @@ class Unstable:
             return []
         return self.entries[pos:]
 
+    def has_next_entries(self) -> bool:
+        return self.offset_in_progress < self.offset + len(self.entries)
+
     def next_snapshot(self) -> Snapshot | None:
         if self.snapshot is None or self.snapshot_in_progress:
             return None

@@ -1,10 +1,15 @@
 """Pending ReadIndex requests on the leader (Raft §6.4, thesis §6.4).
 
 For each request the leader records its commit index at arrival, then sends
-a heartbeat round carrying the request's context. Once a quorum acknowledges
-a context, that request AND every request queued before it are safe: the
-leader was still leader when all of them arrived, so their recorded indexes
-are linearizable read points.
+a heartbeat round carrying the request's id. Once a quorum acknowledges an
+id, that request AND every request queued before it are safe: the leader was
+still leader when all of them arrived, so their recorded indexes are
+linearizable read points.
+
+The heartbeat carries an id the leader assigns (a per-node sequence number),
+never the caller's context: callers may reuse contexts, and a delayed ack of
+an OLD heartbeat round must never confirm a NEW request -- a newer leader
+may have been elected in between.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from .types import NodeId
 @dataclass(slots=True)
 class ReadIndexStatus:
     index: int
+    # The caller's context, returned in its ReadState / READ_INDEX_RESP.
     context: bytes
     # Who asked: the leader itself or the follower that forwarded the request.
     requester: NodeId
@@ -27,35 +33,36 @@ class ReadOnly:
     def __init__(self) -> None:
         # Insertion-ordered: the queue order is the order requests arrived.
         self._pending: dict[bytes, ReadIndexStatus] = {}
+        self._seq = 0
 
-    def add_request(self, index: int, context: bytes, requester: NodeId, self_id: NodeId) -> bool:
-        """Queue a request; False if a request with this context is already pending."""
-        if context in self._pending:
-            return False
+    def add_request(self, index: int, context: bytes, requester: NodeId, self_id: NodeId) -> bytes:
+        """Queue a request; returns the id to carry in the confirming heartbeats."""
+        self._seq += 1
+        rid = self._seq.to_bytes(8, "big")
         status = ReadIndexStatus(index, context, requester)
         status.acks[self_id] = True  # the leader confirms itself
-        self._pending[context] = status
-        return True
+        self._pending[rid] = status
+        return rid
 
-    def recv_ack(self, node: NodeId, context: bytes) -> dict[NodeId, bool] | None:
-        status = self._pending.get(context)
+    def recv_ack(self, node: NodeId, rid: bytes) -> dict[NodeId, bool] | None:
+        status = self._pending.get(rid)
         if status is None:
             return None
         status.acks[node] = True
         return status.acks
 
-    def advance(self, context: bytes) -> list[ReadIndexStatus]:
-        """Pop and return every request up to and including ``context``, in order."""
-        if context not in self._pending:
+    def advance(self, rid: bytes) -> list[ReadIndexStatus]:
+        """Pop and return every request up to and including ``rid``, in order."""
+        if rid not in self._pending:
             return []
         out: list[ReadIndexStatus] = []
-        for ctx in list(self._pending):
-            out.append(self._pending.pop(ctx))
-            if ctx == context:
+        for key in list(self._pending):
+            out.append(self._pending.pop(key))
+            if key == rid:
                 break
         return out
 
-    def last_pending_context(self) -> bytes | None:
+    def last_pending_id(self) -> bytes | None:
         if not self._pending:
             return None
         return next(reversed(self._pending))
@@ -64,4 +71,5 @@ class ReadOnly:
         return len(self._pending)
 
     def reset(self) -> None:
+        """Forget pending requests (leadership lost); ids keep increasing."""
         self._pending.clear()

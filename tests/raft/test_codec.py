@@ -87,7 +87,7 @@ PAIRS = [
     ("enc", "dec", "strategy"), PAIRS, ids=lambda p: getattr(p, "__name__", "")
 )
 def test_round_trip(enc, dec, strategy) -> None:  # type: ignore[no-untyped-def]
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(strategy)
     def check(value: object) -> None:
         raw = enc(value)
@@ -101,7 +101,7 @@ def test_round_trip(enc, dec, strategy) -> None:  # type: ignore[no-untyped-def]
     ("enc", "dec", "strategy"), PAIRS, ids=lambda p: getattr(p, "__name__", "")
 )
 def test_random_bytes_raise_only_codec_error(enc, dec, strategy) -> None:  # type: ignore[no-untyped-def]
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(st.binary(max_size=80))
     def check(raw: bytes) -> None:
         with contextlib.suppress(CodecError):
@@ -114,7 +114,7 @@ def test_random_bytes_raise_only_codec_error(enc, dec, strategy) -> None:  # typ
     ("enc", "dec", "strategy"), PAIRS, ids=lambda p: getattr(p, "__name__", "")
 )
 def test_mutated_valid_frames_raise_only_codec_error(enc, dec, strategy) -> None:  # type: ignore[no-untyped-def]
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(strategy, st.integers(min_value=0, max_value=200), st.integers(0, 255))
     def check(value: object, pos: int, byte: int) -> None:
         raw = bytearray(enc(value))

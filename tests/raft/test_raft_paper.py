@@ -329,3 +329,24 @@ def test_message_to_someone_else_is_ignored() -> None:
     node.step(Message(type=MT.VOTE, to="zz", frm="b", term=9))
     assert node.term == 0
     assert not node.has_ready()
+
+
+def test_malformed_append_is_dropped() -> None:
+    node, _ = make_node(terms=(1,), hs=HardState(term=2))
+    gap = (Entry(2, 3),)  # does not follow prevLogIndex 1
+    node.step(msg(MT.APPEND, "b", term=2, index=1, log_term=1, entries=gap))
+    future = (Entry(5, 2),)  # a term above the sender's
+    node.step(msg(MT.APPEND, "b", term=2, index=1, log_term=1, entries=future))
+    assert node.last_index == 1
+    assert all_msgs(node.ready()) == []
+
+
+def test_leader_appends_wait_for_persist_when_its_term_is_new() -> None:
+    """A single voter elected in this Ready: its appends to learners wait for the term write."""
+    net = Net(["a", "l"], voters=["a"], learners=("l",))
+    a = net.node("a")
+    a.campaign()
+    rd = a.ready()
+    assert rd.hard_state is not None and rd.hard_state.term == 1
+    assert rd.messages == []
+    assert any(m.type == MT.APPEND and m.to == "l" for m in rd.persisted_messages)

@@ -84,3 +84,27 @@ def test_reads_answered_in_order_up_to_acked_context() -> None:
     net.filter = None
     net.tick(2)
     assert [rs.context for rs in net.members["a"].read_states] == [b"r1", b"r2"]
+
+
+def test_old_heartbeat_ack_does_not_confirm_a_new_request_with_same_context() -> None:
+    """A delayed ack of an earlier round must not confirm a later read (new leader may exist)."""
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    held: list = []
+    net.filter = lambda m: not (m.type == MT.HEARTBEAT_RESP and held.append(m) is None)
+    leader.read_index(b"same")
+    net.deliver()
+    assert len(held) == 2
+    net.members["a"].read_states.clear()
+    net.filter = lambda m: m.type != MT.HEARTBEAT_RESP
+    leader.read_index(b"same")  # the caller reuses its context
+    net.deliver()
+    for m in held:  # only the OLD round's acks arrive
+        leader.step(m)
+    net.process("a")
+    # The old round is answered (for the first request)...
+    assert [rs.context for rs in net.members["a"].read_states] == [b"same"]
+    net.members["a"].read_states.clear()
+    # ...but the second request stays pending until a round sent after it is acked.
+    net.process("a")
+    assert net.members["a"].read_states == []
