@@ -232,4 +232,6 @@ class Ready:
 
     def must_sync(self) -> bool:
         """Whether step 1 needs an fsync (a new term, vote or entries)."""
-        return bool(self.entries) or self.snapshot is not None or (self.hard_state is not None)
+        return bool(self.entries) or self.snapshot is not None or (
+            self.hard_state is not None
+        )
