@@ -58,6 +58,10 @@ class SimParams:
     check_quorum: bool = True
     # Probability that a pending Ready is persisted in a given round.
     persist_prob: float = 0.7
+    # Clock drift: probability that a node's timer misses a tick in a round
+    # (per node, in id order; missing entries mean 0). Skewed clocks make
+    # some nodes time out well before others.
+    tick_skip: tuple[float, ...] = ()
     net: NetConfig = field(default_factory=NetConfig)
     trace: bool = False
 
@@ -83,6 +87,8 @@ class SimNode:
     pending: Ready | None = None
     incarnation: int = 0
     last_commit: int = 0
+    # Term in which this incarnation was last seen leading (checked once per term).
+    leader_term: int = 0
 
     @property
     def up(self) -> bool:
@@ -173,6 +179,7 @@ class Cluster:
         rng = random.Random(f"core:{self.p.seed}:{nid}:{node.incarnation}")
         node.raft = self.core_factory(self._config(nid, node.disk.applied), node.disk.storage, rng)
         node.last_commit = node.raft.commit_index
+        node.leader_term = 0
         node.pending = None
         self.note(f"{nid} start incarnation={node.incarnation} applied={node.disk.applied}")
 
@@ -216,9 +223,12 @@ class Cluster:
                     sender.report_snapshot(msg.to, True)
         if tick:
             self.ticks += 1
-            for nid in self.ids:
+            skip = self.p.tick_skip
+            for k, nid in enumerate(self.ids):
                 node = nodes[nid]
                 if node.raft is not None:
+                    if k < len(skip) and skip[k] and self.rng.random() < skip[k]:
+                        continue
                     node.raft.tick()
                     self._observe(node)
         for nid in self.ids:
@@ -237,7 +247,15 @@ class Cluster:
             self.checker.on_commit_regress(node.id, node.last_commit, commit, node.incarnation)
         node.last_commit = commit
         if raft.role is Role.LEADER:
-            self.checker.on_leader(node.id, raft.term)
+            term = raft.term
+            if node.leader_term != term:
+                node.leader_term = term
+                self.checker.on_leader(node.id, term)
+                rl = raft.raft_log
+                self.checker.check_leader_completeness(
+                    node.id, rl.last_index(), term, rl.first_index(), rl.zero_term,
+                    what="log on taking office",
+                )
 
     def pump(self, node: SimNode, persist: bool) -> None:
         """Advance ``node``'s Ready pipeline by one stage (two if ``persist``)."""
@@ -285,6 +303,7 @@ class Cluster:
             ck.on_persist_entries(node.id, rd.entries, prev_term)
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
+            ck.on_hard_state(node.id, rd.hard_state.term, rd.hard_state.vote)
         if rd.entries or rd.hard_state is not None or snap is not None:
             hs = st.hard_state
             ck.on_durable_commit(node.id, hs.term, hs.commit, lambda i: _durable_entry(st, i))
@@ -316,6 +335,15 @@ class Cluster:
                 "Apply order",
                 f"{node.id} asked to apply index {e.index} but its state machine is at "
                 f"{disk.applied} (entries must be applied once, in order)",
+            )
+        st = disk.storage
+        if e.index >= st.first_index() and (
+            e.index > st.last_index() or st.term(e.index) != e.term
+        ):
+            self.checker.fail(
+                "Apply only durable entries",
+                f"{node.id} asked to apply index {e.index} term {e.term}, not in its durable log "
+                f"(last={st.last_index()})",
             )
         disk.sm.append((e.term, e.data))
         self.checker.on_apply(node.id, e, term_now)

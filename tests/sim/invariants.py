@@ -28,6 +28,7 @@ What is checked (Raft paper, Figure 3 and §5.4; thesis §6.4 for reads):
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from raftlog.raft.types import Entry, NodeId
@@ -67,6 +68,7 @@ class Checker:
     # index committed before a given term.
     commit_term: list[int] = field(default_factory=list)
     durable_commit: dict[NodeId, int] = field(default_factory=dict)
+    durable_vote: dict[NodeId, tuple[int, NodeId | None]] = field(default_factory=dict)
     checks: int = 0
     # How to reproduce this run; set by the driver that built the schedule.
     replay: str = ""
@@ -121,8 +123,25 @@ class Checker:
                 )
             prev_term = e.term
 
+    def on_hard_state(self, node: NodeId, term: int, vote: NodeId | None) -> None:
+        """Durable term never decreases; one durable vote per term (Raft §5.2, Figure 2)."""
+        self.checks += 1
+        prev = self.durable_vote.get(node)
+        if prev is not None:
+            prev_term, prev_vote = prev
+            if term < prev_term:
+                self.fail(
+                    "Durable term monotonicity", f"{node} hard state term {prev_term} -> {term}"
+                )
+            if term == prev_term and prev_vote is not None and vote != prev_vote:
+                self.fail(
+                    "One vote per term",
+                    f"{node} durably voted for {prev_vote} in term {term}, now for {vote}",
+                )
+        self.durable_vote[node] = (term, vote)
+
     def on_durable_commit(
-        self, node: NodeId, term: int, commit: int, log_entry: callable
+        self, node: NodeId, term: int, commit: int, log_entry: Callable[[int], Entry | None]
     ) -> None:
         """``node`` durably recorded HardState(term, commit).
 
@@ -176,9 +195,20 @@ class Checker:
         self._choose(entry.index, entry.term, entry.data, f"{node} applied", term_now)
 
     def check_leader_completeness(
-        self, node: NodeId, last_index: int, last_term: int, first_index: int, term_at: callable
+        self,
+        node: NodeId,
+        last_index: int,
+        last_term: int,
+        first_index: int,
+        term_at: Callable[[int], int],
+        what: str = "durable log",
     ) -> None:
-        """Leader Completeness on ``node``'s durable log (see module docstring)."""
+        """Leader Completeness on a log (see module docstring).
+
+        On a durable log ``last_term`` is its last entry's term. On a new
+        leader's in-memory log it is the leader's term: every entry committed
+        in an earlier term must already be there when it takes office (§5.4).
+        """
         # Highest index committed in a term strictly below last_term.
         hi = bisect.bisect_left(self.commit_term, last_term)
         if hi == 0:
@@ -188,7 +218,7 @@ class Checker:
         if hi > last_index:
             self.fail(
                 "Leader Completeness",
-                f"{node}'s durable log ends at index {last_index} (term {last_term}) but index "
+                f"{node}'s {what} ends at index {last_index} (term {last_term}) but index "
                 f"{hi} was committed in term <= {self.commit_term[hi - 1]}"
                 + (f" (term={c.term} data={c.data!r}, {c.source})" if c else ""),
             )
@@ -199,7 +229,7 @@ class Checker:
             if got != c.term:
                 self.fail(
                     "Leader Completeness",
-                    f"{node}'s durable log (last term {last_term}) has term {got} at index {hi}, "
+                    f"{node}'s {what} (term {last_term}) has term {got} at index {hi}, "
                     f"but the committed entry there has term {c.term} data={c.data!r} "
                     f"({c.source})",
                 )

@@ -79,7 +79,10 @@ def random_schedule(rng: random.Random, n_nodes: int, length: int) -> list[Actio
     out: list[Action] = []
     for _ in range(length):
         op = rng.choices(_OPS, cum_weights=_CUM)[0]
-        if op in (Op.TICK, Op.DELIVER, Op.PROPOSE, Op.DROP):
+        if op is Op.PROPOSE:
+            # Mostly single writes, sometimes a burst (batching, inflight limits).
+            out.append(Action(op, rng.choice((1, 1, 2, 3, 8))))
+        elif op in (Op.TICK, Op.DELIVER, Op.DROP):
             out.append(Action(op, rng.randint(1, 3)))
         elif op is Op.PARTITION:
             out.append(Action(op, rng.randrange(len(Shape)), rng.randrange(n_nodes)))
@@ -89,7 +92,11 @@ def random_schedule(rng: random.Random, n_nodes: int, length: int) -> list[Actio
 
 
 def random_params(seed: int, n_nodes: int, trace: bool = False) -> SimParams:
-    """Per-seed network and disk behaviour, so the seed loop covers a range of them."""
+    """Per-seed network, disk, clock and core settings, so the seed loop covers a range.
+
+    Safety must hold whatever the settings: PreVote and CheckQuorum are
+    liveness features, so some seeds switch them off.
+    """
     rng = random.Random(f"params:{seed}")
     net = rng.choice(
         (
@@ -97,14 +104,26 @@ def random_params(seed: int, n_nodes: int, trace: bool = False) -> SimParams:
             NetConfig(drop=0.02, duplicate=0.02, max_delay=1, reorder=0.02),
             NetConfig(drop=0.1, duplicate=0.05, max_delay=3, reorder=0.05),
             NetConfig(drop=0.3, duplicate=0.1, max_delay=2, reorder=0.1),
+            # Latency close to the election timeout: elections overlap.
+            NetConfig(drop=0.05, min_delay=1, max_delay=6, reorder=0.1, reorder_delay=10),
         )
     )
+    election, heartbeat = rng.choice(((10, 2), (10, 1), (6, 1), (16, 3)))
+    modes = rng.choice(((True, True), (True, True), (False, True), (True, False), (False, False)))
+    skew: tuple[float, ...] = ()
+    if rng.random() < 0.3:
+        skew = tuple(rng.choice((0.0, 0.0, 0.2, 0.5)) for _ in range(n_nodes))
     return SimParams(
         seed=seed,
         n_nodes=n_nodes,
+        election_ticks=election,
+        heartbeat_ticks=heartbeat,
+        pre_vote=modes[0],
+        check_quorum=modes[1],
         persist_prob=rng.choice((0.3, 0.7, 1.0)),
         max_size_per_msg=rng.choice((1, 64, 1 << 20)),
         max_inflight_msgs=rng.choice((1, 4, 256)),
+        tick_skip=skew,
         net=net,
         trace=trace,
     )

@@ -23,12 +23,12 @@ class MutantSeed:
 
 
 MUTANT_SEEDS: tuple[MutantSeed, ...] = (
-    MutantSeed("ack-before-persist", 166, 3, "State Machine Safety"),
-    MutantSeed("ack-before-persist", 220, 3, "Leader Completeness"),
-    MutantSeed("vote-without-log-check", 21, 5, "Leader Completeness"),
-    MutantSeed("vote-without-log-check", 32, 3, "Leader Completeness"),
-    MutantSeed("vote-twice", 0, 3, "Election Safety"),
-    MutantSeed("vote-twice", 3, 5, "Election Safety"),
+    MutantSeed("ack-before-persist", 26, 3, "Leader Completeness"),
+    MutantSeed("ack-before-persist", 129, 5, "State Machine Safety"),
+    MutantSeed("vote-without-log-check", 4, 3, "Leader Completeness"),
+    MutantSeed("vote-without-log-check", 9, 5, "Leader Completeness"),
+    MutantSeed("vote-twice", 0, 3, "One vote per term"),
+    MutantSeed("vote-twice", 1, 5, "One vote per term"),
 )
 
 
@@ -37,6 +37,7 @@ class CoreBugSeed:
     seed: int
     n_nodes: int
     bug: str
+    length: int = 400
     # Set only if the core is still broken at release time (xfail strict).
     still_broken: bool = False
 
