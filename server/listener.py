@@ -484,7 +484,10 @@ class _ClientConnection:
             for frame in frames:
                 # Bounded pipelining: when the window is full, stop reading the
                 # socket; TCP flow control then pushes back on the client.
-                await self.pending.acquire()
+                try:
+                    self.pending.acquire_nowait()  # no scheduler round trip per frame
+                except trio.WouldBlock:
+                    await self.pending.acquire()
                 self._dispatch(handlers, frame)
             data = await self.stream.receive_some(RECEIVE_CHUNK)
             if not data:

@@ -7,6 +7,7 @@ request path; all the formatting cost is paid by the scraper.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import math
@@ -150,10 +151,9 @@ class Histogram(_Metric):
         if state is None:
             state = self._states[key] = _HistogramState([0] * len(self.bounds))
         # Non-cumulative per bucket here; render() accumulates (cheaper per observe).
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                state.buckets[i] += 1
-                break
+        i = bisect.bisect_left(self.bounds, value)  # first bound >= value
+        if i < len(self.bounds):
+            state.buckets[i] += 1
         state.total += value
         state.count += 1
 
