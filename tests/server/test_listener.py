@@ -299,3 +299,41 @@ async def test_malformed_peer_frame_closes_that_connection(fake_node: FakeNode) 
     await conn2.send({"type": "raft", "msgs": [[1, b"ok"]]})
     await fake_node.wait_peer_msgs(1)
     assert fake_node.peer_msgs == [("n2", [(1, b"ok")])]
+
+
+async def test_incarnations_persist_in_the_node_store(tmp_path: Any) -> None:
+    from raftlog.log.store import NodeStore
+    from raftlog.server.listener import serve
+
+    from .cluster_harness import make_config
+
+    cfg = make_config(tmp_path, 2)
+    path = tmp_path / "n1"
+    with NodeStore.open(path, cluster=cfg.name, node_id="n1") as store:
+        async with trio.open_nursery() as inner:
+            node = FakeNode(cfg)
+            await inner.start(
+                lambda task_status: serve(
+                    cfg, "n1", store_incarnations=store, on_request=node.on_request,
+                    on_peer_msgs=node.on_peer, metrics=node.metrics, task_status=task_status,
+                )
+            )  # fmt: skip
+            node.port = cfg.node("n1").port
+            _, reply = await peer(node, "n2", "first-life")
+            assert reply["type"] == "hello_ok"
+            inner.cancel_scope.cancel()
+    # After a restart of n1, n2's recorded incarnation still stands: a wiped n2 is refused.
+    with NodeStore.open(path, cluster=cfg.name, node_id="n1") as store:
+        assert store.peer_incarnation("n2") == "first-life"
+        node = FakeNode(cfg)
+        async with trio.open_nursery() as inner:
+            await inner.start(
+                lambda task_status: serve(
+                    cfg, "n1", store_incarnations=store, on_request=node.on_request,
+                    on_peer_msgs=node.on_peer, metrics=node.metrics, task_status=task_status,
+                )
+            )  # fmt: skip
+            node.port = cfg.node("n1").port
+            _, reply = await peer(node, "n2", "second-life")
+            assert reply["error"] == "CLUSTER_MISMATCH"
+            inner.cancel_scope.cancel()
