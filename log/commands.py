@@ -141,12 +141,48 @@ _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
 }
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in _CLASSES.values()
+}
+
+
 def _to_wire(cmd: Command) -> list[Any]:
+    if type(cmd) is Produce:  # the hot path: one per client produce
+        return [
+            CommandKind.PRODUCE,
+            cmd.records,
+            cmd.count,
+            cmd.crc,
+            cmd.producer_id,
+            cmd.sequence,
+            cmd.append_timestamp_ms,
+        ]
     out: list[Any] = [cmd.KIND]
-    for f in fields(cmd):
-        value = getattr(cmd, f.name)
+    for name in _FIELD_NAMES[type(cmd)]:
+        value = getattr(cmd, name)
         out.append(list(value) if isinstance(value, tuple) else value)
     return out
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int  # excludes bool
+
+
+def _decode_produce(raw: list[Any]) -> Produce | None:
+    """Produce fast path; None means "let the generic checker explain what is wrong"."""
+    if len(raw) != 7:
+        return None
+    _, records, count, crc, pid, seq, ts = raw
+    if (
+        type(records) is bytes
+        and _is_int(count)
+        and _is_int(crc)
+        and (pid is None or _is_int(pid))
+        and (seq is None or _is_int(seq))
+        and _is_int(ts)
+    ):
+        return Produce(records, count, crc, pid, seq, ts)
+    return None
 
 
 def encode_entry_commands(commands: list[Command] | tuple[Command, ...]) -> bytes:
@@ -159,6 +195,10 @@ def encode_entry_commands(commands: list[Command] | tuple[Command, ...]) -> byte
 def _decode_one(raw: Any) -> Command:
     if not isinstance(raw, list) or not raw:
         raise CommandError("a command must be a non-empty array")
+    if raw[0] == CommandKind.PRODUCE:
+        cmd = _decode_produce(raw)
+        if cmd is not None:
+            return cmd
     kind, *values = raw
     cls = _CLASSES.get(kind) if isinstance(kind, int) and not isinstance(kind, bool) else None
     if cls is None:

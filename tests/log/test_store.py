@@ -95,6 +95,14 @@ def test_garbage_identity_is_refused(data_dir: Path, garbage: bytes) -> None:
         NodeStore.open(data_dir, cluster="test", node_id="n1")
 
 
+def test_dir_with_data_but_no_identity_is_refused(data_dir: Path) -> None:
+    with NodeStore.open(data_dir, cluster="test", node_id="n1") as s:
+        s.create_group(1, CS3)
+        s.db.delete(keys.IDENTITY_KEY)
+    with pytest.raises(DataDirError, match="holds data but no identity"):
+        NodeStore.open(data_dir, cluster="test", node_id="n1")
+
+
 def test_non_rocksdb_dir_is_refused(data_dir: Path) -> None:
     data_dir.mkdir(parents=True)
     (data_dir / "notes.txt").write_text("someone else's files")
