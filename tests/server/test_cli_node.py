@@ -231,3 +231,45 @@ def test_harness_kill_pause_terminate(local_cluster: Any) -> None:
     cluster.start(others[0])
     cluster.wait_for_leaders(deadline=60)
     assert cluster.terminate(leader) == 0
+
+
+@pytest.mark.integration
+def test_cluster_up_exits_1_with_log_tail_when_a_node_dies_at_startup(tmp_path: Path) -> None:
+    from raftlog.log.store import NodeStore
+
+    path = write_config(tmp_path)
+    NodeStore.open(tmp_path / "n2", cluster="another-cluster", node_id="n2").close()
+    result = subprocess.run(
+        [*RAFTLOG, "cluster", "up", "--config", str(path), "--timeout", "60"],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "node n2 exited with code 2" in result.stderr
+    assert "belongs to cluster 'another-cluster'" in result.stderr  # the tail of n2's log
+    assert "error: a node died during startup" in result.stderr
+    for n in ("n1", "n3"):  # the healthy ones were stopped, not orphaned
+        log_text = (tmp_path / f"{n}.log").read_text()
+        assert "event=node_stopped" in log_text or READY_LINE not in log_text
+
+
+@pytest.mark.integration
+def test_wiped_node_is_refused_by_its_peers(local_cluster: Any) -> None:
+    """DESIGN §3 rule 7: a node restarted on an empty data dir is not its old self."""
+    import shutil
+
+    cluster: LocalCluster = local_cluster(nodes=3)
+    cluster.start_all()
+    cluster.wait_for_leaders(deadline=60)
+    victim = "n3"
+    assert cluster.terminate(victim) == 0
+    shutil.rmtree(cluster.cfg.node(victim).data_dir)
+    cluster.start(victim)
+    end = time.monotonic() + 30
+    refusals = [n for n in ("n1", "n2") if "reason=incarnation_changed" in cluster.log_text(n)]
+    while len(refusals) < 2:
+        assert time.monotonic() < end, "peers did not refuse the wiped node"
+        time.sleep(0.1)
+        refusals = [n for n in ("n1", "n2") if "reason=incarnation_changed" in cluster.log_text(n)]
+    assert "event=peer_refused_us" in cluster.log_text(victim)
+    # The two intact nodes still form a cluster with a leader.
+    cluster.wait_for_leaders(deadline=30, nodes=["n1", "n2"])
