@@ -336,11 +336,12 @@ def _parse_limits(reader: _Reader) -> Limits:
     }
     reader.check_unknown()
     limits = Limits(**values)
-    # A produce batch must fit in a frame, or every maximal batch is a framing error.
-    if limits.max_batch_bytes >= limits.max_frame_bytes:
+    # A produce batch travels in a client frame and then, inside a Raft entry,
+    # in a peer frame with other messages; half a frame leaves room for both.
+    if limits.max_batch_bytes * 2 > limits.max_frame_bytes:
         raise reader.fail(
             "max_batch_bytes",
-            f"({limits.max_batch_bytes}) must be smaller than max_frame_bytes "
+            f"({limits.max_batch_bytes}) must be at most half of max_frame_bytes "
             f"({limits.max_frame_bytes})",
         )
     return limits

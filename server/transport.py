@@ -71,8 +71,11 @@ class PeerTransport:
         self.metrics = metrics if metrics is not None else Metrics()
         self.options = options or TransportOptions()
         self.rng = rng or random.Random()
-        # Frames are split well below the receiver's limit (peers share the config).
-        self.max_frame_payload = cfg.limits.max_frame_bytes // 2
+        # Frames are split below the receiver's limit (peers share the config),
+        # keeping room for the frame's own msgpack overhead. A single message
+        # must still fit: config requires max_batch_bytes <= max_frame_bytes / 2.
+        frame_limit = cfg.limits.max_frame_bytes
+        self.max_frame_payload = frame_limit - min(64 * 1024, frame_limit // 4)
         self._peers: dict[str, _Peer] = {}
         self._nursery: trio.Nursery | None = None
         for node in cfg.nodes:

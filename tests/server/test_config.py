@@ -144,7 +144,9 @@ requests_per_sec = 2.5
     assert cfg.auth == AuthConfig(client_tokens=("t1", "t2"), peer_token="p")
     assert cfg.quotas == QuotaConfig(produce_bytes_per_sec=1000.0, requests_per_sec=2.5)
     bad_limits = GOOD + "[limits]\nmax_frame_bytes = 100\nmax_batch_bytes = 200\n"
-    assert "limits.max_batch_bytes (200) must be smaller" in load_error(tmp_path, bad_limits)
+    assert "limits.max_batch_bytes (200) must be at most half" in load_error(tmp_path, bad_limits)
+    borderline = GOOD + "[limits]\nmax_frame_bytes = 1000\nmax_batch_bytes = 501\n"
+    assert "must be at most half of max_frame_bytes (1000)" in load_error(tmp_path, borderline)
     assert "limits.bogus is not a known key" in load_error(tmp_path, GOOD + "[limits]\nbogus = 1\n")
     bad_token = GOOD + '[auth]\nclient_tokens = ["ok", 3]\n'
     assert "auth.client_tokens[1] must be a non-empty string" in load_error(tmp_path, bad_token)
