@@ -1,0 +1,117 @@
+"""``raftlog jepsen run|check``: fault-injection runs and offline history checks.
+
+Exit codes: 0 valid, 1 an anomaly was found (or the verdict is unknown),
+2 usage error, 3 the run itself failed (the cluster did not come up ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import trio
+
+from .nemesis import KINDS, TARGETS
+
+log = logging.getLogger(__name__)
+
+
+def _summary(results: dict) -> str:
+    lines = [f"valid: {results['valid']}"]
+    for f, counts in sorted(results.get("counts", {}).items()):
+        lines.append(f"  {f}: " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    log_part = results.get("log", {})
+    for t, n in sorted(log_part.get("counts", {}).items()):
+        lines.append(f"  anomaly {t}: {n}")
+    lin = results.get("linearizability")
+    if lin:
+        for k in lin["keys"]:
+            lines.append(f"  linearizability partition {k['key']}: {k['verdict']} "
+                         f"({k['ops']} ops, {k['seconds']}s)")
+    for note in results.get("notes", []):
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+@click.group()
+def jepsen() -> None:
+    """Fault injection against real node processes, and history checkers."""
+
+
+@jepsen.command("run")
+@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
+@click.option("--workload", type=click.Choice(["log", "offsets"]), default="log",
+              show_default=True)
+@click.option("--nemesis", "nemesis_", default="partition,kill,pause", show_default=True,
+              help=f"Comma-separated, of: {', '.join(KINDS)}; 'none' for no faults.")
+@click.option("--kill-targets", default=",".join(TARGETS), show_default=True)
+@click.option("--time-limit", type=float, default=60.0, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 200), default=10, show_default=True)
+@click.option("--partitions", type=click.IntRange(1, 64), default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--interval", type=float, default=5.0, show_default=True,
+              help="Seconds between nemesis start/stop.")
+@click.option("--rate", type=float, default=20.0, show_default=True,
+              help="Ops per second per worker.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory (default store/<workload>-<time>).")
+@click.option("--unsafe-no-fsync", is_flag=True, help="fsync = false on every node.")
+@click.option("--unsafe-ack-before-commit", is_flag=True,
+              help="DELIBERATELY UNSAFE node mode: ack produces before commit.")
+@click.option("--unsafe-follower-reads", is_flag=True,
+              help="DELIBERATELY UNSAFE node mode: serve reads from any replica.")
+def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str, time_limit: float,
+            concurrency: int, partitions: int, seed: int, interval: float, rate: float,
+            out: Path | None, unsafe_no_fsync: bool, unsafe_ack_before_commit: bool,
+            unsafe_follower_reads: bool) -> None:
+    """Start a cluster, run a workload under faults, check the history."""
+    from .runner import RunOptions, run
+
+    kinds = [] if nemesis_.strip() in ("", "none") else [k.strip() for k in nemesis_.split(",")]
+    for k in kinds:
+        if k not in KINDS:
+            raise click.BadParameter(f"unknown nemesis {k!r}", param_hint="--nemesis")
+    targets = [t.strip() for t in kill_targets.split(",") if t.strip()]
+    for t in targets:
+        if t not in TARGETS:
+            raise click.BadParameter(f"unknown target {t!r}", param_hint="--kill-targets")
+    if out is None:
+        import time
+
+        out = Path("store") / f"{workload}-{time.strftime('%Y%m%dT%H%M%S')}"
+    opts = RunOptions(
+        out=out, nodes=nodes, workload=workload, nemesis=kinds, time_limit=time_limit,
+        concurrency=concurrency, partitions=partitions, seed=seed, nemesis_interval=interval,
+        kill_targets=targets, rate_per_worker=rate, fsync=not unsafe_no_fsync,
+        unsafe_ack_before_commit=unsafe_ack_before_commit,
+        unsafe_follower_reads=unsafe_follower_reads,
+    )
+    try:
+        results = trio.run(run, opts)
+    except Exception as exc:
+        click.echo(f"jepsen run failed: {exc!r} (see {out}/logs)", err=True)
+        sys.exit(3)
+    click.echo(_summary(results))
+    click.echo(f"results: {out}/results.json")
+    sys.exit(0 if results["valid"] else 1)
+
+
+@jepsen.command("check")
+@click.argument("history", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-linearizability", is_flag=True, help="Only the log anomaly checker.")
+@click.option("--time-limit", type=float, default=60.0, show_default=True,
+              help="Per-partition limit of the linearizability search.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
+def check_cmd(history: Path, no_linearizability: bool, time_limit: float, as_json: bool) -> None:
+    """Check a recorded history.jsonl; exit 1 if an anomaly was found."""
+    from .runner import check_file
+
+    results = check_file(history, time_limit, linearizability=not no_linearizability)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(_summary(results))
+    sys.exit(0 if results["valid"] else 1)

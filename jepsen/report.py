@@ -1,0 +1,137 @@
+"""Run artefacts: results.json and pictures (matplotlib, jepsen checker/perf style).
+
+- ``results.json``: valid?, anomalies with the ops involved, counts of
+  ok/fail/info per function, linearizability per partition, notes.
+- ``latency-raw.png``: every completed op as a point, time vs latency (log
+  scale), colour by outcome, marker by function; nemesis windows shaded.
+- ``rate.png``: completions per second by function and outcome, same shading.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .history import Completed, Op, OpType, nemesis_windows, pair
+
+COLOURS = {OpType.OK: "#2a9d3f", OpType.INFO: "#e0a31a", OpType.FAIL: "#d1342f"}
+MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*"]
+WINDOW_COLOURS = {"partition": "#7aa6d9", "kill": "#d97a7a", "pause": "#b69ad9",
+                  "membership": "#8fd9a8"}
+NS = 1e9
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _shade(ax: Any, windows: list[dict[str, Any]]) -> None:
+    seen: set[str] = set()
+    for w in windows:
+        kind = w["kind"]
+        ax.axvspan(w["start_ns"] / NS, w["end_ns"] / NS, alpha=0.18,
+                   color=WINDOW_COLOURS.get(kind, "#999999"),
+                   label=None if kind in seen else f"nemesis: {kind}")
+        seen.add(kind)
+
+
+def _completed(ops: Sequence[Op]) -> list[Completed]:
+    return [c for c in pair(ops) if c.complete_ns is not None]
+
+
+def latency_plot(ops: Sequence[Op], path: Path) -> Path:
+    plt = _plt()
+    done = _completed(ops)
+    fig, ax = plt.subplots(figsize=(12, 5))
+    fs = sorted({c.f for c in done})
+    for i, f in enumerate(fs):
+        for t in (OpType.OK, OpType.INFO, OpType.FAIL):
+            pts = [c for c in done if c.f == f and c.type is t]
+            if not pts:
+                continue
+            xs = [c.invoke_ns / NS for c in pts]
+            ys = [max((c.complete_ns or 0) - c.invoke_ns, 1_000) / 1e6 for c in pts]
+            ax.scatter(xs, ys, s=6, alpha=0.6, c=COLOURS[t], marker=MARKERS[i % len(MARKERS)],
+                       label=f"{f} {t.value}", linewidths=0)
+    _shade(ax, nemesis_windows(ops))
+    ax.set_yscale("log")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("latency of every operation")
+    ax.legend(loc="upper left", fontsize=7, ncols=4, markerscale=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def rate_plot(ops: Sequence[Op], path: Path, bucket_s: float = 1.0) -> Path:
+    plt = _plt()
+    done = _completed(ops)
+    series: dict[tuple[str, OpType], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    last = 0
+    for c in done:
+        b = int((c.complete_ns or 0) / NS / bucket_s)
+        series[(c.f, c.type)][b] += 1
+        last = max(last, b)
+    fig, ax = plt.subplots(figsize=(12, 4))
+    styles = {OpType.OK: "-", OpType.INFO: "--", OpType.FAIL: ":"}
+    for (f, t), counts in sorted(series.items(), key=lambda kv: (kv[0][0], kv[0][1].value)):
+        xs = [b * bucket_s for b in range(last + 1)]
+        ys = [counts.get(b, 0) / bucket_s for b in range(last + 1)]
+        ax.plot(xs, ys, styles[t], label=f"{f} {t.value}", linewidth=1)
+    _shade(ax, nemesis_windows(ops))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("completions / s")
+    ax.set_title("throughput")
+    ax.legend(loc="upper left", fontsize=7, ncols=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def op_counts(ops: Sequence[Op]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for c in pair(ops):
+        counts[c.f][c.type.value] += 1
+    return {f: dict(v) for f, v in sorted(counts.items())}
+
+
+def availability(ops: Sequence[Op]) -> list[dict[str, Any]]:
+    """Time from each nemesis stop/heal to the next acknowledged send, per partition."""
+    sends = sorted(
+        ((c.complete_ns or 0, (c.value or {}).get("key")) for c in pair(ops)
+         if c.f == "send" and c.type is OpType.OK),
+    )
+    out = []
+    for op in ops:
+        if op.process != "nemesis" or not (op.f.startswith("stop-") or op.f == "heal"):
+            continue
+        per_key: dict[Any, float] = {}
+        for t, key in sends:
+            if t >= op.time_ns and key not in per_key:
+                per_key[key] = round((t - op.time_ns) / NS, 3)
+        firsts = {str(k): v for k, v in sorted(per_key.items(), key=lambda kv: repr(kv[0]))}
+        out.append({"event": op.f, "at_s": round(op.time_ns / NS, 3),
+                    "first_ok_send_after_s": firsts})
+    return out
+
+
+def write_results(out_dir: Path, results: dict[str, Any]) -> Path:
+    path = out_dir / "results.json"
+    path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def write_plots(ops: Sequence[Op], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [latency_plot(ops, out_dir / "latency-raw.png"), rate_plot(ops, out_dir / "rate.png")]

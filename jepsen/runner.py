@@ -1,0 +1,157 @@
+"""One jepsen run, start to finish, and the offline check of a history.
+
+Phases: start the proxies and the nodes (a generated cluster.toml) -> create
+the topic -> workload with faults for ``time_limit`` s -> heal everything ->
+recovery window with the workload still running (shows the service comes
+back) -> stop the workload -> quiet period -> drain every partition -> check
+-> results.json, plots, node logs. Every node process is stopped in a
+``finally``, whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from raftlog.client.aio import AsyncClient
+
+from . import checker_log, linearizable, report
+from .cluster import ClusterSettings, JepsenCluster
+from .history import Op, Recorder, load
+from .nemesis import Nemesis
+from .workload import TOPIC, Workload, WorkloadConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    out: Path
+    nodes: int = 3
+    workload: str = "log"
+    nemesis: list[str] = field(default_factory=lambda: ["partition", "kill", "pause"])
+    time_limit: float = 60.0
+    concurrency: int = 10
+    partitions: int = 3
+    seed: int = 0
+    nemesis_interval: float = 5.0
+    kill_targets: list[str] = field(
+        default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
+    )
+    recovery: float = 5.0  # workload keeps running after the heal
+    quiet: float = 2.0  # nothing runs before the drain
+    rate_per_worker: float = 20.0
+    request_timeout: float = 3.0
+    fsync: bool = True
+    unsafe_ack_before_commit: bool = False
+    unsafe_follower_reads: bool = False
+    tick_ms: int = 10
+    election_ticks: int = 20
+    lin_time_limit: float = 60.0  # per partition; beyond it the verdict is unknown
+
+
+def check_history(ops: list[Op], lin_time_limit: float = 60.0,
+                  linearizability: bool = True) -> dict[str, Any]:
+    """Every checker on one history; ``valid`` only if all of them pass."""
+    log_result = checker_log.check(ops)
+    out: dict[str, Any] = {"log": log_result.to_dict()}
+    valid = log_result.valid
+    if linearizability:
+        lin = linearizable.check(ops, time_limit_per_key=lin_time_limit)
+        out["linearizability"] = lin.to_dict()
+        valid = valid and lin.valid
+    out["valid"] = valid
+    out["counts"] = report.op_counts(ops)
+    return out
+
+
+async def _find_leader(client: AsyncClient) -> str | None:
+    meta = await client.metadata()
+    for t in meta.get("topics") or []:
+        if t.get("name") == TOPIC:
+            leaders = [p.get("leader") for p in t.get("partitions") or [] if p.get("leader")]
+            if leaders:
+                return random.choice(leaders)
+    return None
+
+
+def _run_dir(path: Path) -> Path:
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+async def run(opts: RunOptions) -> dict[str, Any]:
+    out = _run_dir(opts.out)
+    rng = random.Random(opts.seed)
+    settings = ClusterSettings(
+        nodes=opts.nodes, fsync=opts.fsync, tick_ms=opts.tick_ms,
+        election_ticks=opts.election_ticks,
+        unsafe_ack_before_commit=opts.unsafe_ack_before_commit,
+        unsafe_follower_reads=opts.unsafe_follower_reads,
+        proxied="partition" in opts.nemesis,
+    )
+    cluster = JepsenCluster(out, settings)
+    recorder = Recorder(out / "history.jsonl")
+    notes: list[str] = []
+    started = time.monotonic()
+    try:
+        async with trio.open_nursery() as nursery:
+            await cluster.prepare()
+            if cluster.mesh is not None:
+                await nursery.start(cluster.mesh.serve)
+            await cluster.start_all()
+            await cluster.wait_for_topic(TOPIC, opts.partitions, opts.nodes)
+            wl = Workload(
+                WorkloadConfig(opts.workload, opts.partitions, opts.concurrency,
+                               opts.rate_per_worker, opts.request_timeout, seed=opts.seed),
+                cluster.addresses, recorder, random.Random(rng.random()),
+            )
+            async with AsyncClient(cluster.addresses, request_timeout=2.0) as probe:
+                nemesis = Nemesis(
+                    cluster, recorder, random.Random(rng.random()), opts.nemesis,
+                    interval=opts.nemesis_interval, kill_targets=opts.kill_targets,
+                    find_leader=lambda: _find_leader(probe),
+                )
+                notes += nemesis.skipped
+                stop = trio.Event()
+                async with trio.open_nursery() as phase:
+                    phase.start_soon(wl.run, stop)
+                    await nemesis.run(opts.time_limit)  # heals at the end
+                    await trio.sleep(opts.recovery)
+                    stop.set()
+            await trio.sleep(opts.quiet)
+            notes += await wl.drain()
+            if opts.unsafe_follower_reads:
+                notes += await wl.drain_nodes({n.id: n.address for n in cluster.nodes.values()})
+            else:
+                notes.append("per-node drains not done: followers answer reads only in "
+                             "unsafe_follower_reads mode, so node divergence was not checked")
+            nursery.cancel_scope.cancel()
+    finally:
+        cluster.stop_all()
+        recorder.close()
+    ops = recorder.ops
+    results = check_history(ops, opts.lin_time_limit, linearizability=opts.workload == "log")
+    results["notes"] = notes
+    results["options"] = {k: (str(v) if isinstance(v, Path) else v)
+                          for k, v in asdict(opts).items()}
+    results["availability"] = report.availability(ops)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    try:
+        report.write_plots(ops, out)
+    except ImportError as exc:
+        results["notes"].append(f"plots skipped: {exc}")
+    report.write_results(out, results)
+    return results
+
+
+def check_file(path: Path, lin_time_limit: float = 60.0,
+               linearizability: bool = True) -> dict[str, Any]:
+    ops = load(path)
+    return check_history(ops, lin_time_limit, linearizability)

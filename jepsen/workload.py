@@ -1,0 +1,298 @@
+"""Workloads: what the client processes do, every operation recorded.
+
+``log``      workers send unique integers to the topic's partitions with the
+             idempotent producer (the client retries with the same sequence),
+             fetch by offset and ask for the linearizable end offset.
+``offsets``  half the workers produce; one consumer per partition (group
+             ``jepsen``) polls from its position, commits after each poll, and
+             now and then "restarts": forgets its position and resumes from the
+             group's committed offset.
+
+Both end with a final phase: after the faults are healed, every partition is
+drained from offset 0 through its leader. Per-node drains need reads served
+by followers, which the protocol only allows in the deliberately unsafe
+``unsafe_follower_reads`` mode: with it, each node is drained on its own too;
+otherwise the results note that node divergence was not checked.
+
+Values in the history are those documented in ``checker_log``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from raftlog.client.aio import AsyncClient
+from raftlog.client.connection import Connection
+from raftlog.client.errors import RaftlogError
+from raftlog.client.protocol import decode_batch
+
+from .history import OpType, ProcessIds, Recorder, classify_error, error_name
+
+log = logging.getLogger(__name__)
+
+TOPIC = "jepsen"
+GROUP = "jepsen"
+WORKLOADS = ("log", "offsets")
+
+
+@dataclass
+class WorkloadConfig:
+    name: str = "log"
+    partitions: int = 3
+    concurrency: int = 10
+    rate_per_worker: float = 20.0  # ops/s per worker (keeps 2 cores usable for the nodes)
+    request_timeout: float = 3.0
+    fetch_max_records: int = 20
+    seed: int = 0
+
+
+def _decode(value: bytes) -> Any:
+    try:
+        return int(value)
+    except ValueError:
+        return value.decode(errors="replace")
+
+
+@dataclass
+class Workload:
+    config: WorkloadConfig
+    bootstrap: Sequence[str]
+    recorder: Recorder
+    rng: random.Random = field(default_factory=random.Random)
+    _values: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _known_end: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.procs = ProcessIds(self.config.concurrency)
+
+    # ------------------------------------------------------------ one op
+
+    async def _op(self, worker: int, f: str, value: dict[str, Any], coro_fn) -> Any:
+        """Record invoke, run, record the completion; an info retires the process."""
+        process = self.procs.current(worker)
+        inv = self.recorder.invoke(process, f, value)
+        try:
+            result, out = await coro_fn()
+        except Exception as exc:
+            if not isinstance(exc, RaftlogError | OSError):
+                log.warning("event=unexpected_client_error f=%s error=%r", f, exc)
+            type_ = classify_error(f, exc)
+            self.recorder.complete(inv, type_, value, error=error_name(exc) + f" {exc}"[:200])
+            if type_ is OpType.INFO:
+                self.procs.retire(worker)
+            return None
+        except BaseException:
+            # Cancelled (end of the run) or a harness bug: the outcome is unknown.
+            self.recorder.complete(inv, OpType.INFO, value, error="harness stopped")
+            self.procs.retire(worker)
+            raise
+        self.recorder.complete(inv, OpType.OK, out)
+        return result
+
+    async def send(self, worker: int, client: AsyncClient, key: int) -> None:
+        v = next(self._values)
+
+        async def go():
+            meta = await client.produce(TOPIC, str(v).encode(), partition=key)
+            self._known_end[key] = max(self._known_end.get(key, 0), meta.offset + 1)
+            return meta, {"key": key, "value": v, "offset": meta.offset}
+
+        await self._op(worker, "send", {"key": key, "value": v}, go)
+
+    async def fetch(self, worker: int, client: AsyncClient, key: int, f: str = "fetch",
+                    offset: int | None = None, extra: dict[str, Any] | None = None,
+                    max_wait: float = 0.0) -> Any:
+        if offset is None:
+            end = self._known_end.get(key, 0)
+            offset = self.rng.randint(max(0, end - 2 * self.config.fetch_max_records), end)
+        inv = {"key": key, "offset": offset, **(extra or {})}
+
+        async def go():
+            res = await client.fetch(TOPIC, key, offset,
+                                     max_records=self.config.fetch_max_records,
+                                     max_wait=max_wait)
+            self._known_end[key] = max(self._known_end.get(key, 0), res.end_offset)
+            out = {**inv, "records": [[r.offset, _decode(r.value)] for r in res.records]}
+            if max_wait == 0:
+                # One ReadIndex round serves both: the end is linearizable with the records.
+                out["end"] = res.end_offset
+            return res, out
+
+        return await self._op(worker, f, inv, go)
+
+    async def list_offsets(self, worker: int, client: AsyncClient, key: int) -> None:
+        async def go():
+            res = await client.list_offsets(TOPIC, key)
+            self._known_end[key] = max(self._known_end.get(key, 0), res.end_offset)
+            return res, {"key": key, "start": res.start_offset, "end": res.end_offset}
+
+        await self._op(worker, "list_offsets", {"key": key}, go)
+
+    # ------------------------------------------------------------ workers
+
+    async def _pace(self) -> None:
+        await trio.sleep(self.rng.expovariate(self.config.rate_per_worker))
+
+    async def log_worker(self, worker: int, stop: trio.Event) -> None:
+        async with AsyncClient(self.bootstrap, client_id=f"jepsen-{worker}",
+                               request_timeout=self.config.request_timeout) as client:
+            while not stop.is_set():
+                key = self.rng.randrange(self.config.partitions)
+                r = self.rng.random()
+                if r < 0.55:
+                    await self.send(worker, client, key)
+                elif r < 0.85:
+                    await self.fetch(worker, client, key)
+                else:
+                    await self.list_offsets(worker, client, key)
+                await self._pace()
+
+    async def consumer_worker(self, worker: int, key: int, stop: trio.Event) -> None:
+        """One consumer session at a time on partition ``key``; restarts resume
+        from the group's committed offset."""
+        async with AsyncClient(self.bootstrap, client_id=f"jepsen-c{worker}",
+                               request_timeout=self.config.request_timeout) as client:
+            session = 0
+            position: int | None = None
+            while not stop.is_set():
+                consumer = f"c{worker}.{session}"
+                if position is None:
+                    committed = await self._op(
+                        worker, "fetch_committed", {"group": GROUP, "key": key},
+                        lambda: self._committed(client, key))
+                    if committed is None:
+                        await self._pace()
+                        continue
+                    position = committed[0] if committed[0] is not None else 0
+                    self.recorder.complete(
+                        self.recorder.invoke(self.procs.current(worker), "assign",
+                                             {"consumer": consumer, "key": key,
+                                              "offset": position}),
+                        OpType.OK)
+                res = await self.fetch(worker, client, key, "poll", position,
+                                       {"consumer": consumer}, max_wait=0.1)
+                if res is not None and res.records:
+                    position = res.records[-1].offset + 1
+                    await self._op(
+                        worker, "commit", {"group": GROUP, "key": key, "offset": position},
+                        lambda p=position: self._commit(client, key, p))
+                if self.rng.random() < 0.05:
+                    session += 1
+                    position = None  # a restart: resume from the committed offset
+                await self._pace()
+
+    async def _committed(self, client: AsyncClient, key: int):
+        off = await client.committed(GROUP, TOPIC, key)
+        return (off,), {"group": GROUP, "key": key, "offset": off}
+
+    async def _commit(self, client: AsyncClient, key: int, offset: int):
+        await client.commit_offset(GROUP, TOPIC, key, offset)
+        return True, {"group": GROUP, "key": key, "offset": offset}
+
+    async def run(self, stop: trio.Event) -> None:
+        async with trio.open_nursery() as nursery:
+            c = self.config.concurrency
+            if self.config.name == "log":
+                for w in range(c):
+                    nursery.start_soon(self.log_worker, w, stop)
+            elif self.config.name == "offsets":
+                consumers = min(self.config.partitions, max(1, c // 2))
+                for w in range(c - consumers):
+                    nursery.start_soon(self.log_worker, w, stop)
+                for i in range(consumers):
+                    w = c - consumers + i
+                    nursery.start_soon(self.consumer_worker, w, i, stop)
+            else:
+                raise ValueError(f"unknown workload {self.config.name!r}")
+
+    # ------------------------------------------------------------ final reads
+
+    async def drain(self, deadline: float = 60.0) -> list[str]:
+        """Read every partition from offset 0 to its end, through the leader.
+
+        Retries (bounded by ``deadline``) until one full pass succeeds; each
+        attempt is recorded, failures as ``fail`` (reads have no effect).
+        """
+        notes: list[str] = []
+        async with AsyncClient(self.bootstrap, client_id="jepsen-drain",
+                               request_timeout=self.config.request_timeout) as client:
+            for key in range(self.config.partitions):
+                with trio.move_on_after(deadline) as scope:
+                    while True:
+                        inv = self.recorder.invoke(f"drain-{key}", "drain",
+                                                   {"key": key, "offset": 0})
+                        try:
+                            records, end = await self._read_all(client, key)
+                        except RaftlogError as exc:
+                            self.recorder.complete(inv, OpType.FAIL, error=error_name(exc))
+                            await trio.sleep(0.2)
+                            continue
+                        self.recorder.complete(
+                            inv, OpType.OK,
+                            {"key": key, "offset": 0, "records": records, "end": end})
+                        break
+                if scope.cancelled_caught:
+                    notes.append(f"partition {key}: drain did not finish within {deadline}s")
+        return notes
+
+    async def _read_all(self, client: AsyncClient, key: int) -> tuple[list[list[Any]], int]:
+        records: list[list[Any]] = []
+        offset = 0
+        while True:
+            res = await client.fetch(TOPIC, key, offset, max_records=1000)
+            for r in res.records:
+                records.append([r.offset, _decode(r.value)])
+            offset = res.next_offset(offset)
+            if offset >= res.end_offset:
+                return records, res.end_offset
+
+    async def drain_nodes(self, addresses: dict[str, str], deadline: float = 30.0) -> list[str]:
+        """Each node's own copy, read from that node alone (needs follower reads)."""
+        notes: list[str] = []
+        async with trio.open_nursery() as nursery:
+            for nid, address in sorted(addresses.items()):
+                try:
+                    with trio.fail_after(5):
+                        conn = await Connection.open(nursery, address, client_id=f"drain-{nid}")
+                except (OSError, RaftlogError, trio.TooSlowError) as exc:
+                    notes.append(f"node {nid}: cannot connect for a per-node drain: {exc}")
+                    continue
+                for key in range(self.config.partitions):
+                    inv = self.recorder.invoke(f"drain-{nid}-{key}", "drain",
+                                               {"key": key, "offset": 0, "node": nid})
+                    try:
+                        with trio.fail_after(deadline):
+                            records, end = await self._node_read_all(conn, key)
+                    except (RaftlogError, trio.TooSlowError) as exc:
+                        self.recorder.complete(inv, OpType.FAIL, error=error_name(exc))
+                        notes.append(f"node {nid} partition {key}: per-node drain failed: {exc}")
+                        continue
+                    self.recorder.complete(inv, OpType.OK, {"key": key, "offset": 0,
+                                                            "node": nid, "records": records,
+                                                            "end": end})
+            nursery.cancel_scope.cancel()
+        return notes
+
+    async def _node_read_all(self, conn: Connection, key: int):
+        records: list[list[Any]] = []
+        offset = 0
+        while True:
+            reply = await conn.request("fetch", {"topic": TOPIC, "partition": key,
+                                                 "offset": offset, "max_records": 1000})
+            got = []
+            for base, ts, count, blob in reply.get("batches") or []:
+                if base + count <= offset:
+                    continue
+                got.extend(decode_batch(base, ts, blob, offset))
+            for r in got:
+                records.append([r.offset, _decode(r.value)])
+            end = int(reply["end_offset"])
+            offset = got[-1].offset + 1 if got else offset
+            if offset >= end or not got:
+                return records, end
