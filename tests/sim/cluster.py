@@ -30,11 +30,23 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 from raftlog.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from raftlog.raft.memory_storage import MemoryStorage
-from raftlog.raft.node import Config, RaftNode
-from raftlog.raft.types import ConfState, Entry, Message, MessageType, Ready, Role, Snapshot
+from raftlog.raft.node import Config, RaftNode, decode_conf_change_entry
+from raftlog.raft.types import (
+    ConfChange,
+    ConfChangeItem,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    Ready,
+    Role,
+)
 
 from .invariants import Checker
 from .network import NetConfig, Network
@@ -93,6 +105,13 @@ class SimNode:
     @property
     def up(self) -> bool:
         return self.raft is not None
+
+
+class MembershipOp(IntEnum):
+    REMOVE = 0
+    ADD_VOTER = 1
+    ADD_LEARNER = 2
+    REPLACE = 3  # joint consensus: remove one voter, add another
 
 
 @dataclass(slots=True)
@@ -347,6 +366,15 @@ class Cluster:
             )
         disk.sm.append((e.term, e.data))
         self.checker.on_apply(node.id, e, term_now)
+        if e.type is EntryType.CONF_CHANGE:
+            # Membership takes effect when applied (Raft §6 / thesis §4.1, as
+            # etcd); the resulting ConfState is durable with the applied index.
+            cc = decode_conf_change_entry(e)
+            if cc is not None:
+                cs = node.raft.apply_conf_change(cc)
+                st.set_conf_state(cs)
+                self.note(f"{node.id} conf -> voters={cs.voters} out={cs.voters_outgoing} "
+                          f"learners={cs.learners + cs.learners_next}")
         prop = self._inflight.pop((node.id, e.index), None)
         if (
             prop is not None
@@ -431,6 +459,60 @@ class Cluster:
             return
         self.note(f"{lead} transfer -> {target}")
 
+    def change_membership(self, kind: MembershipOp, nid: str) -> bool:
+        """The leader proposes one membership change about ``nid`` (Raft §6, thesis §4)."""
+        lead = self.leader()
+        if lead is None:
+            return False
+        raft = self.nodes[lead].raft
+        cs = raft.conf_state
+        voters = cs.voters
+        T = ConfChangeType
+        if kind in (MembershipOp.ADD_VOTER, MembershipOp.ADD_LEARNER) and nid in voters:
+            # Aim the addition at a node outside the voters, if there is one.
+            outside = [n for n in self.ids if n not in voters]
+            if outside:
+                nid = outside[self.ids.index(nid) % len(outside)]
+        if kind is MembershipOp.REMOVE:
+            # Keep at least two voters so the group stays a real quorum system.
+            if nid not in voters or len(voters) <= 2:
+                return False
+            cc = ConfChange(changes=(ConfChangeItem(T.REMOVE_NODE, nid),))
+        elif kind is MembershipOp.ADD_VOTER:
+            if nid in voters:
+                return False
+            cc = ConfChange(changes=(ConfChangeItem(T.ADD_VOTER, nid),))
+        elif kind is MembershipOp.ADD_LEARNER:
+            if nid in voters or nid in cs.learners:
+                return False
+            cc = ConfChange(changes=(ConfChangeItem(T.ADD_LEARNER, nid),))
+        else:
+            # Replace voter nid by a non-voter in one step: two voter changes
+            # enter a joint configuration the leader leaves on its own.
+            spare = [n for n in self.ids if n not in voters]
+            if nid not in voters or not spare:
+                return False
+            cc = ConfChange(
+                changes=(
+                    ConfChangeItem(T.REMOVE_NODE, nid),
+                    ConfChangeItem(T.ADD_VOTER, spare[0]),
+                )
+            )
+        try:
+            index = raft.propose_conf_change(cc)
+        except RaftError as e:
+            self.note(f"{lead} conf change {kind.name} {nid} -> {type(e).__name__}")
+            return False
+        self.note(f"{lead} conf change {kind.name} {nid} proposed at {index}")
+        return True
+
+    def members(self) -> tuple[str, ...]:
+        """Voters and learners as the current leader sees them (all nodes if no leader)."""
+        lead = self.leader()
+        if lead is None:
+            return self.ids
+        return self.nodes[lead].raft.conf_state.all_nodes()
+
     def compact(self, nid: str) -> bool:
         """Take a state-machine snapshot at the applied index and compact the log (§7)."""
         node = self.nodes[nid]
@@ -489,4 +571,4 @@ def _fmt_msg(m: Message) -> str:
     return s
 
 
-__all__ = ["Cluster", "Disk", "NetConfig", "Proposal", "SimNode", "SimParams", "Snapshot"]
+__all__ = ["Cluster", "Disk", "MembershipOp", "NetConfig", "Proposal", "SimNode", "SimParams"]

@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .cluster import Cluster, CoreFactory, SimParams
+from .cluster import Cluster, CoreFactory, MembershipOp, SimParams
 from .invariants import SimulationFailure
 from .network import NetConfig
 
@@ -32,6 +32,7 @@ class Op(IntEnum):
     RESTART = 8  # arg = node index
     TRANSFER = 9  # leader transfers to node arg
     COMPACT = 10  # node arg snapshots its state machine and compacts its log
+    MEMBERSHIP = 11  # arg = MembershipOp, arg2 = node index
 
 
 class Shape(IntEnum):
@@ -66,6 +67,7 @@ _WEIGHTS: tuple[tuple[Op, int], ...] = (
     (Op.RESTART, 5),
     (Op.TRANSFER, 1),
     (Op.COMPACT, 2),
+    (Op.MEMBERSHIP, 3),
 )
 _OPS = [op for op, _ in _WEIGHTS]
 _CUM = []
@@ -86,6 +88,8 @@ def random_schedule(rng: random.Random, n_nodes: int, length: int) -> list[Actio
             out.append(Action(op, rng.randint(1, 3)))
         elif op is Op.PARTITION:
             out.append(Action(op, rng.randrange(len(Shape)), rng.randrange(n_nodes)))
+        elif op is Op.MEMBERSHIP:
+            out.append(Action(op, rng.randrange(len(MembershipOp)), rng.randrange(n_nodes)))
         else:
             out.append(Action(op, rng.randrange(n_nodes)))
     return out
@@ -164,6 +168,8 @@ def apply_action(c: Cluster, a: Action) -> None:
         nid = ids[a.arg % n]
         if c.nodes[nid].up:
             c.compact(nid)
+    elif op is Op.MEMBERSHIP:
+        c.change_membership(MembershipOp(a.arg % len(MembershipOp)), ids[a.arg2 % n])
 
 
 def _partition(c: Cluster, shape: Shape, i: int) -> None:
@@ -224,7 +230,8 @@ def settle(c: Cluster, max_ticks: int) -> int:
             ):
                 final = c.propose() or final
         if final is not None and final.acked:
-            low = min(c.nodes[nid].disk.applied for nid in c.ids)
+            # Nodes removed from the group no longer receive the log.
+            low = min(c.nodes[nid].disk.applied for nid in c.members())
             if low >= c.acked_max_index:
                 return t
     lead = c.leader()
