@@ -281,7 +281,14 @@ class RaftNode:
 
     def _send(self, msg: Message) -> None:
         if self._role == Role.LEADER and msg.type in _LEADER_PARALLEL:
-            self._msgs.append(msg)
+            if (self._term, self._vote) == (self._prev_hard.term, self._prev_hard.vote):
+                self._msgs.append(msg)
+            else:
+                # Elected within the current Ready (e.g. a single voter): the
+                # term is not durable yet. Crashing before the write, this
+                # node could lead the same term again with a different log,
+                # so even its appends wait for the write.
+                self._msgs_after_persist.append(msg)
         else:
             self._send_after_persist(msg)
 
@@ -1168,16 +1175,6 @@ class RaftNode:
             self._prev_soft = soft
         hard = self._hard_state()
         if hard != self._prev_hard:
-            if rd.messages and (hard.term, hard.vote) != (
-                self._prev_hard.term,
-                self._prev_hard.vote,
-            ):
-                # A leader elected within this Ready (e.g. a single voter):
-                # its appends carry a term not yet durable. If it crashed
-                # before persisting, it could lead that term again with a
-                # different log, so these wait for the write like the rest.
-                rd.persisted_messages = rd.messages + rd.persisted_messages
-                rd.messages = []
             rd.hard_state = hard
             self._prev_hard = hard
         u.accept_in_progress()
