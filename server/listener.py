@@ -463,36 +463,41 @@ class _ClientConnection:
         self.reading_done = False
 
     async def run(self, first_frames: list[dict[str, Any]]) -> None:
+        # Errors are handled where they happen and never cross a nursery
+        # boundary: with strict exception groups (trio >= 0.25) they would
+        # arrive wrapped and slip past an `except FrameError` out here.
         async with trio.open_nursery() as conn:
             conn.start_soon(self._writer, conn.cancel_scope)
-            try:
-                async with trio.open_nursery() as handlers:
-                    await self._reader(handlers, first_frames)
-            except FrameError as exc:
-                _framing_error(self.shared, self.ctx.connection_id, self.ctx.peer_address, exc)
-                conn.cancel_scope.cancel()
-                return
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                conn.cancel_scope.cancel()
-                return
+            async with trio.open_nursery() as handlers:
+                clean_eof = await self._reader(handlers, first_frames)
+                if not clean_eof:
+                    conn.cancel_scope.cancel()
+                    return
             # EOF from the client: the handlers have finished; flush and close.
             self.reading_done = True
             self.wake.set()
 
-    async def _reader(self, handlers: trio.Nursery, frames: list[dict[str, Any]]) -> None:
-        while True:
-            for frame in frames:
-                # Bounded pipelining: when the window is full, stop reading the
-                # socket; TCP flow control then pushes back on the client.
-                try:
-                    self.pending.acquire_nowait()  # no scheduler round trip per frame
-                except trio.WouldBlock:
-                    await self.pending.acquire()
-                self._dispatch(handlers, frame)
-            data = await self.stream.receive_some(RECEIVE_CHUNK)
-            if not data:
-                return
-            frames = self.decoder.feed(data)
+    async def _reader(self, handlers: trio.Nursery, frames: list[dict[str, Any]]) -> bool:
+        """Dispatch frames until EOF (True) or a broken/undecodable stream (False)."""
+        try:
+            while True:
+                for frame in frames:
+                    # Bounded pipelining: when the window is full, stop reading the
+                    # socket; TCP flow control then pushes back on the client.
+                    try:
+                        self.pending.acquire_nowait()  # no scheduler round trip per frame
+                    except trio.WouldBlock:
+                        await self.pending.acquire()
+                    self._dispatch(handlers, frame)
+                data = await self.stream.receive_some(RECEIVE_CHUNK)
+                if not data:
+                    return True
+                frames = self.decoder.feed(data)
+        except FrameError as exc:
+            _framing_error(self.shared, self.ctx.connection_id, self.ctx.peer_address, exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        return False
 
     def _dispatch(self, handlers: trio.Nursery, frame: dict[str, Any]) -> None:
         raw_id = frame.get("id")
