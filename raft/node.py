@@ -1138,16 +1138,22 @@ class RaftNode:
 
     def has_ready(self) -> bool:
         self._flush_bcast()
-        u = self._log.unstable
-        return bool(
-            self._msgs
-            or self._msgs_after_persist
-            or self._read_states
-            or u.has_next_entries()
-            or u.next_snapshot() is not None
-            or self._soft_state() != self._prev_soft
-            or self._hard_state() != self._prev_hard
-            or self._log.has_next_committed_entries()
+        if self._msgs or self._msgs_after_persist or self._read_states:
+            return True
+        rlog = self._log
+        u = rlog.unstable
+        soft, hard = self._prev_soft, self._prev_hard
+        # Field comparisons, not dataclass construction: the driver calls
+        # this for every group on every loop turn.
+        return (
+            u.has_next_entries()
+            or (u.snapshot is not None and not u.snapshot_in_progress)
+            or soft.leader != self._lead
+            or soft.role != self._role
+            or hard.term != self._term
+            or hard.vote != self._vote
+            or hard.commit != rlog.committed
+            or rlog.has_next_committed_entries()
         )
 
     def ready(self) -> Ready:
