@@ -69,6 +69,8 @@ class Group:
     # Quiescence (see driver module docstring).
     quiet: bool = False
     quiet_checks: int = 0
+    # (term, vote) last persisted: a Ready changing only the commit needs no fsync.
+    durable_term_vote: tuple[int, NodeId | None] = (0, None)
     # Unsafe ack-before-commit mode only: offsets predicted at append time.
     unsafe_next_offset: int = 0
 
