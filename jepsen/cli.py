@@ -15,6 +15,7 @@ import click
 import trio
 
 from .nemesis import KINDS, TARGETS
+from .partitions import SHAPES
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def jepsen() -> None:
 @click.option("--nemesis", "nemesis_", default="partition,kill,pause", show_default=True,
               help=f"Comma-separated, of: {', '.join(KINDS)}; 'none' for no faults.")
 @click.option("--kill-targets", default=",".join(TARGETS), show_default=True)
+@click.option("--partition-shapes", default=",".join(SHAPES), show_default=True)
 @click.option("--time-limit", type=float, default=60.0, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 200), default=10, show_default=True)
 @click.option("--partitions", type=click.IntRange(1, 64), default=3, show_default=True)
@@ -63,7 +65,8 @@ def jepsen() -> None:
               help="DELIBERATELY UNSAFE node mode: ack produces before commit.")
 @click.option("--unsafe-follower-reads", is_flag=True,
               help="DELIBERATELY UNSAFE node mode: serve reads from any replica.")
-def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str, time_limit: float,
+def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
+            partition_shapes: str, time_limit: float,
             concurrency: int, partitions: int, seed: int, interval: float, rate: float,
             out: Path | None, unsafe_no_fsync: bool, unsafe_ack_before_commit: bool,
             unsafe_follower_reads: bool) -> None:
@@ -78,6 +81,10 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str, time_li
     for t in targets:
         if t not in TARGETS:
             raise click.BadParameter(f"unknown target {t!r}", param_hint="--kill-targets")
+    shapes = [s.strip() for s in partition_shapes.split(",") if s.strip()]
+    for s in shapes:
+        if s not in SHAPES:
+            raise click.BadParameter(f"unknown shape {s!r}", param_hint="--partition-shapes")
     if out is None:
         import time
 
@@ -85,7 +92,8 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str, time_li
     opts = RunOptions(
         out=out, nodes=nodes, workload=workload, nemesis=kinds, time_limit=time_limit,
         concurrency=concurrency, partitions=partitions, seed=seed, nemesis_interval=interval,
-        kill_targets=targets, rate_per_worker=rate, fsync=not unsafe_no_fsync,
+        kill_targets=targets, partition_shapes=shapes, rate_per_worker=rate,
+        fsync=not unsafe_no_fsync,
         unsafe_ack_before_commit=unsafe_ack_before_commit,
         unsafe_follower_reads=unsafe_follower_reads,
     )

@@ -50,7 +50,7 @@ def _completed(ops: Sequence[Op]) -> list[Completed]:
 def latency_plot(ops: Sequence[Op], path: Path) -> Path:
     plt = _plt()
     done = _completed(ops)
-    fig, ax = plt.subplots(figsize=(12, 5))
+    fig, ax = plt.subplots(figsize=(12, 6))
     fs = sorted({c.f for c in done})
     for i, f in enumerate(fs):
         for t in (OpType.OK, OpType.INFO, OpType.FAIL):
@@ -66,7 +66,9 @@ def latency_plot(ops: Sequence[Op], path: Path) -> Path:
     ax.set_xlabel("time (s)")
     ax.set_ylabel("latency (ms)")
     ax.set_title("latency of every operation")
-    ax.legend(loc="upper left", fontsize=7, ncols=4, markerscale=2)
+    # Below the axes: inside, it would hide the slowest ops (the interesting ones).
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7, ncols=6,
+              markerscale=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -82,7 +84,7 @@ def rate_plot(ops: Sequence[Op], path: Path, bucket_s: float = 1.0) -> Path:
         b = int((c.complete_ns or 0) / NS / bucket_s)
         series[(c.f, c.type)][b] += 1
         last = max(last, b)
-    fig, ax = plt.subplots(figsize=(12, 4))
+    fig, ax = plt.subplots(figsize=(12, 5))
     styles = {OpType.OK: "-", OpType.INFO: "--", OpType.FAIL: ":"}
     for (f, t), counts in sorted(series.items(), key=lambda kv: (kv[0][0], kv[0][1].value)):
         xs = [b * bucket_s for b in range(last + 1)]
@@ -92,7 +94,7 @@ def rate_plot(ops: Sequence[Op], path: Path, bucket_s: float = 1.0) -> Path:
     ax.set_xlabel("time (s)")
     ax.set_ylabel("completions / s")
     ax.set_title("throughput")
-    ax.legend(loc="upper left", fontsize=7, ncols=4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=7, ncols=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

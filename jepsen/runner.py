@@ -24,6 +24,7 @@ from . import checker_log, linearizable, report
 from .cluster import ClusterSettings, JepsenCluster
 from .history import Op, Recorder, load
 from .nemesis import Nemesis
+from .partitions import SHAPES
 from .workload import TOPIC, Workload, WorkloadConfig
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class RunOptions:
     kill_targets: list[str] = field(
         default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
     )
+    partition_shapes: list[str] = field(default_factory=lambda: list(SHAPES))
     recovery: float = 5.0  # workload keeps running after the heal
     quiet: float = 2.0  # nothing runs before the drain
     rate_per_worker: float = 20.0
@@ -116,6 +118,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
                 nemesis = Nemesis(
                     cluster, recorder, random.Random(rng.random()), opts.nemesis,
                     interval=opts.nemesis_interval, kill_targets=opts.kill_targets,
+                    shapes=opts.partition_shapes,
                     find_leader=lambda: _find_leader(probe),
                 )
                 notes += nemesis.skipped
