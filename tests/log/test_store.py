@@ -322,8 +322,14 @@ def test_fsync_off_store_still_persists_on_clean_close(data_dir: Path) -> None:
 # or ("compact", fraction of the log).
 ops = st.lists(
     st.one_of(
+        # (kind, first index relative to last+1 (<= 0 overwrites), count, term)
         st.tuples(st.just("append"), st.integers(-6, 0), st.integers(1, 5), st.integers(1, 4)),
+        # (kind, fraction of the log to compact)
         st.tuples(st.just("compact"), st.floats(0, 1), st.just(0), st.just(0)),
+        # (kind, snapshot index relative to last, voters, term): InstallSnapshot
+        st.tuples(st.just("snapshot"), st.integers(-3, 3), st.integers(1, 4), st.integers(1, 4)),
+        # a restart: the store must come back exactly as it was
+        st.tuples(st.just("reopen"), st.just(0), st.just(0), st.just(0)),
     ),
     min_size=1,
     max_size=25,
@@ -335,9 +341,9 @@ ops = st.lists(
 def test_matches_memory_storage(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:
     path = tmp_path_factory.mktemp("equiv")
     mem = MemoryStorage(conf_state=CS3)
-    with NodeStore.open(path, cluster="test", node_id="n1", fsync=False) as s:
+    s = NodeStore.open(path, cluster="test", node_id="n1", fsync=False)
+    try:
         s.create_group(1, CS3)
-        g = s.group(1)
         for kind, offset, count, term in ops:
             if kind == "append":
                 lo = max(mem.first_index(), mem.last_index() + 1 + offset)
@@ -347,16 +353,32 @@ def test_matches_memory_storage(tmp_path_factory: pytest.TempPathFactory, ops: l
                 ]
                 mem.append(new)
                 s.save([(1, Ready(entries=new))])
-            elif mem.last_index() >= mem.first_index():
-                upto = mem.first_index() + int(offset * (mem.last_index() - mem.first_index()))
-                mem.compact(upto)
-                s.compact_log(1, upto)
+            elif kind == "compact":
+                if mem.last_index() >= mem.first_index():
+                    upto = mem.first_index() + int(offset * (mem.last_index() - mem.first_index()))
+                    mem.compact(upto)
+                    s.compact_log(1, upto)
+            elif kind == "snapshot":
+                index = max(mem.last_index() + offset, mem.snapshot().meta.index, 1)
+                cs = ConfState(voters=tuple(f"n{i}" for i in range(1, count + 1)))
+                snap = Snapshot(SnapshotMeta(index, term, cs), b"sm%d" % index)
+                mem.apply_snapshot(snap)
+                s.save([(1, Ready(snapshot=snap))])
+            else:
+                s.close()
+                s = NodeStore.open(path, cluster="test", node_id="n1", fsync=False)
+            g = s.group(1)
             assert (g.first_index(), g.last_index()) == (mem.first_index(), mem.last_index())
+            assert g.initial_state()[1] == mem.initial_state()[1]
+        g = s.group(1)
+        assert g.snapshot().meta.index == mem.snapshot().meta.index
         lo, hi = mem.first_index(), mem.last_index() + 1
         assert g.entries(lo, hi) == mem.entries(lo, hi)
         assert g._read_entries(lo, hi, None) == mem.entries(lo, hi)
         for i in range(lo - 1, hi):
             assert g.term(i) == mem.term(i)
+    finally:
+        s.close()
 
 
 def test_save_skips_a_group_deleted_after_its_ready_was_made(store: NodeStore) -> None:
