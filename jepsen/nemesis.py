@@ -60,6 +60,7 @@ class Nemesis:
     pause_targets: Sequence[str] = ("one", "minority", "leader")
     shapes: Sequence[str] = SHAPES
     find_leader: LeaderFinder | None = None
+    leader_bias: float = 0.5  # chance that an "isolate" partition isolates a leader
     restart_deadline: float = 30.0
     skipped: list[str] = field(default_factory=list)
     _killed: set[str] = field(default_factory=set)
@@ -101,7 +102,8 @@ class Nemesis:
         if kind == "partition":
             assert self.cluster.mesh is not None
             name = self.rng.choice(list(self.shapes))
-            victim = await self._leader() if name == "isolate" and self.rng.random() < 0.5 else None
+            to_leader = name == "isolate" and self.rng.random() < self.leader_bias
+            victim = await self._leader() if to_leader else None
             grudge = shape(name, nodes, self.rng, victim)
             cut = self.cluster.mesh.apply(grudge)
             value = {"shape": name, "grudge": {k: sorted(v) for k, v in grudge.items()},

@@ -45,6 +45,7 @@ class RunOptions:
         default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
     )
     partition_shapes: list[str] = field(default_factory=lambda: list(SHAPES))
+    leader_bias: float = 0.5  # chance an isolating partition isolates a partition leader
     recovery: float = 5.0  # workload keeps running after the heal
     quiet: float = 2.0  # nothing runs before the drain
     rate_per_worker: float = 20.0
@@ -118,7 +119,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
                 nemesis = Nemesis(
                     cluster, recorder, random.Random(rng.random()), opts.nemesis,
                     interval=opts.nemesis_interval, kill_targets=opts.kill_targets,
-                    shapes=opts.partition_shapes,
+                    shapes=opts.partition_shapes, leader_bias=opts.leader_bias,
                     find_leader=lambda: _find_leader(probe),
                 )
                 notes += nemesis.skipped
