@@ -28,7 +28,9 @@ class Op(IntEnum):
     DROP = 4  # lose arg random in-flight messages
     PARTITION = 5  # arg = Shape, arg2 = node index
     HEAL = 6
-    CRASH = 7  # arg = node index
+    # arg = node index; arg2 = 1: the current leader instead; arg2 = 2: a node
+    # in the middle of an fsync (a Ready taken but not yet durable) if any.
+    CRASH = 7
     RESTART = 8  # arg = node index
     TRANSFER = 9  # leader transfers to node arg
     COMPACT = 10  # node arg snapshots its state machine and compacts its log
@@ -90,6 +92,8 @@ def random_schedule(rng: random.Random, n_nodes: int, length: int) -> list[Actio
             out.append(Action(op, rng.randrange(len(Shape)), rng.randrange(n_nodes)))
         elif op is Op.MEMBERSHIP:
             out.append(Action(op, rng.randrange(len(MembershipOp)), rng.randrange(n_nodes)))
+        elif op is Op.CRASH:
+            out.append(Action(op, rng.randrange(n_nodes), rng.randrange(3)))
         else:
             out.append(Action(op, rng.randrange(n_nodes)))
     return out
@@ -110,6 +114,9 @@ def random_params(seed: int, n_nodes: int, trace: bool = False) -> SimParams:
             NetConfig(drop=0.3, duplicate=0.1, max_delay=2, reorder=0.1),
             # Latency close to the election timeout: elections overlap.
             NetConfig(drop=0.05, min_delay=1, max_delay=6, reorder=0.1, reorder_delay=10),
+            # Some messages arrive many election timeouts late (stale terms,
+            # stale acks, stale snapshots from deposed leaders).
+            NetConfig(drop=0.05, duplicate=0.05, max_delay=1, reorder=0.05, reorder_delay=60),
         )
     )
     election, heartbeat = rng.choice(((10, 2), (10, 1), (6, 1), (16, 3)))
@@ -157,7 +164,14 @@ def apply_action(c: Cluster, a: Action) -> None:
     elif op is Op.HEAL:
         c.net.heal()
     elif op is Op.CRASH:
-        c.crash(ids[a.arg % n])
+        target = None
+        if a.arg2 == 1:
+            target = c.leader()
+        elif a.arg2 == 2:
+            syncing = [nid for nid in ids if c.nodes[nid].pending is not None]
+            if syncing:
+                target = syncing[a.arg % len(syncing)]
+        c.crash(target or ids[a.arg % n])
     elif op is Op.RESTART:
         nid = ids[a.arg % n]
         if not c.nodes[nid].up:

@@ -25,12 +25,12 @@ class MutantSeed:
 
 
 MUTANT_SEEDS: tuple[MutantSeed, ...] = (
-    MutantSeed("ack-before-persist", 10, 3, "Leader Completeness"),
-    MutantSeed("ack-before-persist", 14, 3, "Leader Completeness"),
-    MutantSeed("vote-without-log-check", 0, 3, "Leader Completeness"),
-    MutantSeed("vote-without-log-check", 6, 3, "Leader Completeness"),
-    MutantSeed("vote-twice", 0, 3, "One vote per term"),
+    MutantSeed("ack-before-persist", 21, 5, "State Machine Safety"),
+    MutantSeed("ack-before-persist", 22, 3, "Leader Completeness"),
+    MutantSeed("vote-without-log-check", 4, 3, "Leader Completeness"),
+    MutantSeed("vote-without-log-check", 11, 5, "Leader Completeness"),
     MutantSeed("vote-twice", 1, 5, "One vote per term"),
+    MutantSeed("vote-twice", 4, 3, "One vote per term"),
 )
 
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .cluster import SimParams
+from .cluster import MembershipOp, SimParams
 from .invariants import SimulationFailure
 from .network import NetConfig
 from .replay import main as replay_main
@@ -65,10 +65,11 @@ actions = st.one_of(
     st.builds(Action, st.just(Op.DROP), _small),
     st.builds(Action, st.just(Op.PARTITION), st.sampled_from(list(Shape)), _node),
     st.builds(Action, st.just(Op.HEAL)),
-    st.builds(Action, st.just(Op.CRASH), _node),
+    st.builds(Action, st.just(Op.CRASH), _node, st.integers(0, 2)),
     st.builds(Action, st.just(Op.RESTART), _node),
     st.builds(Action, st.just(Op.TRANSFER), _node),
     st.builds(Action, st.just(Op.COMPACT), _node),
+    st.builds(Action, st.just(Op.MEMBERSHIP), st.sampled_from(list(MembershipOp)), _node),
 )
 
 net_configs = st.builds(
