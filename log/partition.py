@@ -35,6 +35,8 @@ BATCH_HEADER = struct.Struct(">QQI")  # base_offset, timestamp_ms, count
 # Batches remembered per producer for deduplication: the client keeps at most
 # this many batches in flight per partition (Kafka's max.in.flight = 5).
 PRODUCER_WINDOW = 5
+MAX_BATCH_COUNT = 2**31 - 1  # the header's count is a u32
+MAX_ID = 2**63 - 1  # producer ids and sequences (keys are u64; stay in msgpack's int64)
 
 StoredBatch = tuple[int, int, int, bytes]  # base_offset, timestamp_ms, count, records_bytes
 
@@ -186,12 +188,21 @@ class PartitionStateMachine:
         return out
 
     def _produce(self, cmd: Produce, batch: WriteBatch, dirty: set[int]) -> ApplyResult:
-        if cmd.count < 1:
-            return _fail(ErrorCode.INVALID_REQUEST, f"batch count must be >= 1, got {cmd.count}")
+        # Values come from clients through the leader: anything that would not fit
+        # the fixed-width key/header fields must be refused here, never crash apply.
+        if not 1 <= cmd.count <= MAX_BATCH_COUNT:
+            return _fail(
+                ErrorCode.INVALID_REQUEST,
+                f"batch count must be in 1..{MAX_BATCH_COUNT}, got {cmd.count}",
+            )
         pid, seq = cmd.producer_id, cmd.sequence
         if pid is not None:
-            if seq is None or seq < 0:
-                return _fail(ErrorCode.INVALID_REQUEST, "an idempotent batch needs a sequence >= 0")
+            if not 0 <= pid <= MAX_ID:
+                return _fail(ErrorCode.INVALID_REQUEST, f"producer id {pid} out of range")
+            if seq is None or not 0 <= seq <= MAX_ID:
+                return _fail(
+                    ErrorCode.INVALID_REQUEST, "an idempotent batch needs a sequence in 0..2^63-1"
+                )
             verdict = self._check_sequence(pid, seq, cmd.count)
             if verdict is not None:
                 return verdict

@@ -149,6 +149,13 @@ def test_invalid_commands_are_error_results_not_crashes(plog: Log) -> None:
         Produce(b"", 0, 0), CreateTopic("t", 1, 1), Produce(b"x", 1, 0, producer_id=3)
     )
     assert bad_count.error is ErrorCode.INVALID_REQUEST
+    out_of_range = plog.run(
+        Produce(b"x", 2**32, 0),
+        Produce(b"x", 1, 0, producer_id=-1, sequence=0),
+        Produce(b"x", 1, 0, producer_id=2**64 - 1, sequence=0),
+        Produce(b"x", 1, 0, producer_id=1, sequence=-5),
+    )
+    assert [r.error for r in out_of_range] == [ErrorCode.INVALID_REQUEST] * 4
     assert wrong_group.error is ErrorCode.INVALID_REQUEST
     assert no_seq.error is ErrorCode.INVALID_REQUEST
     plog.index += 1
