@@ -12,8 +12,9 @@ Threading: the driver may run ``save`` in a worker thread while the event loop
 reads a GroupStorage. The in-memory view is only changed after the batch is
 written, under ``NodeStore._lock``, and readers take the same lock, so a
 reader sees either the view before a save or after it, never half of one.
-Writers (save, create_snapshot, compact_log, delete_group) must not run
-concurrently with each other: the driver has at most one save in flight.
+Writers (save, create_group, delete_group, create_snapshot, compact_log) are
+serialized by ``NodeStore._write_lock``, so e.g. deleting a group while a save
+is in flight on another thread waits for that save instead of racing it.
 """
 
 from __future__ import annotations
