@@ -329,6 +329,11 @@ class NodeStore:
         path.mkdir(parents=True, exist_ok=True)
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
+        # RocksDB's own info logs: keep a few, not one per restart forever.
+        opts.set_keep_log_file_num(5)
+        # The memtable absorbs a burst of appends before a flush; 64 MiB is the
+        # RocksDB default per buffer, made explicit because every group shares it.
+        opts.set_write_buffer_size(64 * 1024 * 1024)
         try:
             db = Rdict(str(path), options=opts)
         except Exception as exc:  # rocksdict raises a bare Exception for IO/lock errors
