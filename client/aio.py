@@ -114,6 +114,11 @@ def parse_bootstrap(bootstrap: Sequence[str] | str) -> list[str]:
 
 
 @dataclass(slots=True)
+class _Slot:
+    done: bool = False
+
+
+@dataclass(slots=True)
 class _SeqState:
     """Idempotence state of one partition: producer id, next sequence, batches in flight."""
 
@@ -125,6 +130,7 @@ class _SeqState:
     lock: trio.Lock = field(default_factory=trio.Lock)
     next_seq: int = 0
     inflight: deque[int] = field(default_factory=deque)  # sequences, in allocation order
+    order: deque[_Slot] = field(default_factory=deque)  # window slots, in acquisition order
 
 
 class AsyncClient:
@@ -590,7 +596,15 @@ class AsyncClient:
             state = self._seq[(topic, partition)] = _SeqState()
         budget = self.request_timeout if budget is None else budget
         deadline = trio.current_time() + budget
-        async with state.window:
+        # The window counts batches from the OLDEST unfinished one, not just
+        # concurrent ones: a slot is released only when every older batch has
+        # finished too. Otherwise a batch stuck in retries could be overtaken by
+        # more than MAX_IN_FLIGHT newer batches and fall out of the server's
+        # dedup window (its retry would then get DUPLICATE_SEQUENCE, offset lost).
+        await state.window.acquire()
+        slot = _Slot()
+        state.order.append(slot)
+        try:
             while True:
                 # Allocate (or re-allocate after a reset) the sequence range. No
                 # checkpoint between allocation and the frame being queued, so
@@ -634,7 +648,8 @@ class AsyncClient:
                                 break
                             if trio.current_time() >= deadline:
                                 raise
-                            await trio.sleep(min(0.01, max(0.0, deadline - trio.current_time())))
+                            left = deadline - trio.current_time()
+                            await trio.sleep(min(0.01, max(0.0, left)))
                 finally:
                     if opening is not None:
                         state.opening = None
@@ -645,6 +660,11 @@ class AsyncClient:
                         # Unknown outcome or a rejection leaves a gap that the server
                         # would refuse forever under this producer id.
                         state.needs_reset = True
+        finally:
+            slot.done = True
+            while state.order and state.order[0].done:
+                state.order.popleft()
+                state.window.release()
 
     # ------------------------------------------------------------ fetch and offsets
 

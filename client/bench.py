@@ -393,7 +393,8 @@ async def _produce_batch_worker(
             )
             await client.partitions_for(cfg.topic)
             producers.append(await stack.enter_async_context(
-                Producer(client, batch_size=cfg.batch_size, linger=cfg.linger)
+                Producer(client, batch_size=cfg.batch_size, linger=cfg.linger,
+                         buffer_memory=max(4 << 20, 4 * cfg.batch_size))
             ))
         await _wait_start(start)
         t0 = perf()

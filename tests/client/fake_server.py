@@ -19,6 +19,7 @@ Replies follow /tmp/prompts/wire.md shapes. Not a model of Raft: everything is
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class FakeCluster:
     # fault hooks
     errors: dict[str, list[tuple[ErrorCode, dict[str, Any]]]] = field(default_factory=dict)
     drop_after_apply: int = 0
+    # produce sequence -> error replies its (re)tries get, once each, before anything else
+    produce_errors_by_seq: dict[int, list[tuple[ErrorCode, dict[str, Any]]]] = field(
+        default_factory=dict)
     blackhole: set[str] = field(default_factory=set)
     reply_delay: dict[str, float] = field(default_factory=dict)
     # observations
@@ -147,13 +151,18 @@ class FakeNode:
         helloed = False
 
         async def send(obj: dict[str, Any]) -> None:
+            # The connection may be gone (closed by a drop hook): drop the reply.
             async with send_lock:
-                await stream.send_all(encode_frame(obj))
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.send_all(encode_frame(obj))
 
         try:
             async with trio.open_nursery() as nursery:
                 while True:
-                    data = await stream.receive_some(65536)
+                    try:
+                        data = await stream.receive_some(65536)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break
                     if not data:
                         break
                     try:
@@ -302,6 +311,10 @@ class FakeNode:
         if crc_of(f["records"]) != f["crc"]:
             raise FakeError(ErrorCode.CORRUPT_BATCH, "crc mismatch")
         pid, seq = f.get("producer_id"), f.get("sequence")
+        queued = self.cluster.produce_errors_by_seq.get(seq)
+        if queued:
+            code, details = queued.pop(0)
+            raise FakeError(code, f"injected for sequence {seq}", **details)
         window = part.producers.get(pid) if pid is not None else None
         if pid is not None and window:
             for s, _n, base in window:

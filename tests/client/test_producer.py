@@ -111,3 +111,22 @@ async def test_unknown_topic_raises_from_send(fake: FakeCluster):
             pass
         else:
             raise AssertionError("send to a missing topic did not raise")
+
+
+async def test_a_retrying_batch_is_never_overtaken_beyond_the_dedup_window(fake: FakeCluster):
+    # The first batch is applied but its reply is lost (connection dropped);
+    # every batch then in flight retries. Newer batches must not move more than
+    # 5 batches past the retrying one, or its retry falls out of the server's
+    # dedup window (DUPLICATE_SEQUENCE) and its offset is lost.
+    async with AsyncClient(fake.bootstrap()) as client:
+        await client.produce("t", b"warm", partition=0)  # producer id + connection ready
+        fake.drop_after_apply = 1
+        # ...and the retries of that batch (sequence 1) are held back for a while.
+        fake.produce_errors_by_seq[1] = [(ErrorCode.NOT_AVAILABLE, {})] * 5
+        async with Producer(client, linger=0.0) as producer:
+            deliveries = [await producer.send("t", b"r%d" % i, partition=0) for i in range(40)]
+            await producer.flush()
+    errors = [d._error for d in deliveries if d._error is not None]
+    assert errors == []
+    assert fake.values("t", 0) == [b"warm"] + [b"r%d" % i for i in range(40)]
+    assert [d.result().offset for d in deliveries] == list(range(1, 41))
