@@ -72,9 +72,11 @@ class Nemesis:
             if k not in KINDS:
                 raise ValueError(f"unknown nemesis {k!r} (one of {', '.join(KINDS)})")
             if k == "membership":
-                # The service has member_add/member_remove in the protocol but no
-                # tested implementation that a harness could drive safely yet.
-                msg = "membership nemesis skipped: the service does not support it yet"
+                # member_add/member_remove exist in the protocol, but the server
+                # answers them "not supported" (server/handlers.py), so there is
+                # nothing to drive yet; this harness has no membership nemesis.
+                msg = ("membership nemesis skipped: the server does not support "
+                       "member_add/member_remove yet")
                 log.warning("event=nemesis_skipped kind=membership reason=%s", msg)
                 self.skipped.append(msg)
                 continue

@@ -141,7 +141,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         cluster.stop_all()
         recorder.close()
     ops = recorder.ops
-    results = check_history(ops, opts.lin_time_limit, linearizability=opts.workload == "log")
+    results = check_history(ops, opts.lin_time_limit)
     results["notes"] = notes
     results["options"] = {k: (str(v) if isinstance(v, Path) else v)
                           for k, v in asdict(opts).items()}

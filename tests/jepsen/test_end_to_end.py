@@ -48,3 +48,16 @@ async def test_unsafe_ack_before_commit_is_caught_as_lost_writes(tmp_path: Path)
     # Acks from an isolated leader are discarded when it rejoins.
     assert bad & {"lost-write", "unseen-after-drain"}, bad
     assert results["linearizability"]["verdict"] == "not-linearizable"
+
+
+async def test_unsafe_follower_reads_are_caught_as_stale_reads(tmp_path: Path) -> None:
+    opts = RunOptions(
+        out=tmp_path / "run", nodes=3, workload="log", nemesis=["partition"],
+        partition_shapes=["isolate"], leader_bias=1.0, time_limit=12, nemesis_interval=3,
+        concurrency=8, seed=7, recovery=3, quiet=1, unsafe_follower_reads=True,
+    )
+    results = await run(opts)
+    assert not results["valid"]
+    assert "stale-read" in results["log"]["anomaly_types"]
+    # Follower reads make per-node drains possible: one per node and partition.
+    assert ok_count(results, "drain") == opts.partitions * (1 + opts.nodes)
