@@ -269,6 +269,11 @@ def _limit(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
     return ents[:n]
 
 
+def _foreign_files(path: Path) -> list[str]:
+    """Files in a directory without a RocksDB, except a fresh mount point's lost+found."""
+    return [p.name for p in path.iterdir() if p.name != "lost+found"]
+
+
 class _Staged:
     """A group's log bounds as a save() batch is being built (several Readies may
     touch one group in one save)."""
@@ -322,7 +327,7 @@ class NodeStore:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise DataDirError(f"data dir {path} exists and is not a directory")
-        if path.is_dir() and any(path.iterdir()) and not (path / "CURRENT").exists():
+        if path.is_dir() and not (path / "CURRENT").exists() and _foreign_files(path):
             raise DataDirError(
                 f"data dir {path} is not empty and is not a raftlog (RocksDB) directory"
             )
