@@ -124,7 +124,12 @@ class MultiRaft:
         self._tick_s = cfg.tick_ms / 1000.0
         self._election_s = cfg.election_ticks * self._tick_s
         self._heartbeat_s = cfg.heartbeat_ticks * self._tick_s
+        # A peer is alive if any frame came within an election timeout; the
+        # liveness frame goes out 4x per election timeout when nothing else does.
+        self._node_heartbeat_s = max(self._heartbeat_s, self._election_s / 4)
         self._last_heard: dict[str, float] = {}
+        self._ticking: set[int] = set()
+        self._quiet_followers: dict[str, set[int]] = {}
         self._last_sent: dict[str, float] = {}
         self._desired: dict[int, Any] = {}
         self._running = False
@@ -148,6 +153,10 @@ class MultiRaft:
         for gid in sorted(on_disk - {METADATA_GROUP}):
             group = self._add_partition(gid)
             self._describe(group)
+            # After a restart of many groups, the preferred leader campaigns at
+            # once: one voting round instead of a storm of randomized timeouts.
+            if group.replicas and group.replicas[0] == self.node_id:
+                group.raft.campaign()
         if self.cfg.unsafe_ack_before_commit:
             log.warning(
                 "event=UNSAFE mode=unsafe_ack_before_commit: produces are acknowledged "
@@ -180,6 +189,7 @@ class MultiRaft:
         group.leader = raft.leader_id
         self.groups[gid] = group
         self._dirty.add(gid)
+        self._ticking.add(gid)
         for msg in self._early.pop(gid, ()):
             self._step(group, msg)
         return group
@@ -250,7 +260,7 @@ class MultiRaft:
     def transfer_leader(self, gid: int, target: str) -> None:
         group = self.groups[gid]
         group.raft.transfer_leader(target)
-        group.quiet = False
+        self._unquiet(group)
         self._dirty.add(gid)
         self._wake.set()
 
@@ -281,9 +291,12 @@ class MultiRaft:
                 now = trio.current_time()
                 tick = now >= next_tick
                 if tick:
-                    next_tick += self._tick_s
+                    # With every group quiet only the node liveness frames need
+                    # the timer; a proposal or message wakes the loop anyway.
+                    interval = self._tick_s if self._ticking else self._node_heartbeat_s / 2
+                    next_tick += interval
                     if next_tick < now:  # fell behind (a long fsync): do not tick in bursts
-                        next_tick = now + self._tick_s
+                        next_tick = now + interval
                 if now >= next_register:
                     next_register = now + 0.5
                     self._maybe_register_nodes()
@@ -461,16 +474,16 @@ class MultiRaft:
             if self.debug:
                 raise
         if msg.type not in _KEEPS_QUIET:
-            group.quiet = False
+            self._unquiet(group)
         self._dirty.add(group.gid)
 
     def _feed(self, group: Group) -> None:
         """Turn queued commands into one proposal and queued reads into one ReadIndex."""
         if group.queued_cmds:
-            group.quiet = False
+            self._unquiet(group)
             self._propose_queued(group)
         if group.queued_reads:
-            group.quiet = False
+            self._unquiet(group)
             waiters, group.queued_reads = group.queued_reads, []
             self._read_seq += 1
             ctx = struct.pack(">Q", self._read_seq)
@@ -544,34 +557,68 @@ class MultiRaft:
     # ------------------------------------------------------------ ticks, quiescence
 
     def _tick_groups(self, dirty: set[int]) -> None:
+        """Tick every group that is not quiet; wake quiet followers whose leader's node
+        went silent. Cost is O(ticking groups), not O(hosted groups)."""
         now = time.monotonic()
-        heard_recently = {
-            peer for peer, at in self._last_heard.items() if now - at < self._election_s
-        }
-        for gid, group in self.groups.items():
-            if (
-                group.quiet
-                and not group.has_work()
-                and (group.role is Role.LEADER or group.leader in heard_recently)
-            ):
+        for node in list(self._quiet_followers):
+            if now - self._last_heard.get(node, 0.0) >= self._election_s:
+                for gid in self._quiet_followers.pop(node):
+                    group = self.groups.get(gid)
+                    if group is not None:
+                        self._unquiet(group)
+        ticks = 0
+        for gid in list(self._ticking):
+            group = self.groups.get(gid)
+            if group is None:
+                self._ticking.discard(gid)
                 continue
-            group.quiet = False
             group.raft.tick()
-            self.stats["group_ticks"] += 1
+            ticks += 1
             dirty.add(gid)
-            self._maybe_quiesce(group, heard_recently)
+            self._maybe_quiesce(group, now)
+        self.stats["group_ticks"] += ticks
         self._node_heartbeats(now)
 
-    def _maybe_quiesce(self, group: Group, heard_recently: set[str]) -> None:
+    def _unquiet(self, group: Group) -> None:
+        """Any proposal, read, inbound message or role change makes a group tick again."""
+        group.quiet_checks = 0
+        if group.quiet:
+            group.quiet = False
+            if group.quiet_under is not None:
+                self._quiet_followers.get(group.quiet_under, set()).discard(group.gid)
+                group.quiet_under = None
+        self._ticking.add(group.gid)
+
+    def _maybe_quiesce(self, group: Group, now: float) -> None:
         if group.has_work():
             group.quiet_checks = 0
             return
         group.quiet_checks += 1
-        # Check only every few ticks: status() is not free.
-        if group.quiet_checks < 2 * self.cfg.election_ticks:
+        if group.role is Role.FOLLOWER:
+            # A follower needs ticks only to notice a dead leader; while the
+            # leader's node is alive it can stop after a few heartbeats.
+            if (
+                group.quiet_checks >= 2 * self.cfg.heartbeat_ticks
+                and group.leader is not None
+                and now - self._last_heard.get(group.leader, 0.0) < self._election_s
+            ):
+                group.quiet = True
+                group.quiet_under = group.leader
+                self._quiet_followers.setdefault(group.leader, set()).add(group.gid)
+                self._ticking.discard(group.gid)
+            return
+        # A leader checks once per election timeout: status() is not free, and
+        # a window with nothing changing proves the followers heard the final
+        # commit index (several heartbeats went out meanwhile).
+        if group.quiet_checks < self.cfg.election_ticks:
             return
         group.quiet_checks = 0
         raft = group.raft
+        mark = (raft.term, raft.commit_index, raft.last_index)
+        stable = mark == group.quiet_mark
+        group.quiet_mark = mark
+        if not stable:
+            return
         if group.role is Role.LEADER:
             status = raft.status()
             last = status.last_index
@@ -580,16 +627,13 @@ class MultiRaft:
             for node, progress in status.progress.items():
                 if node != self.node_id and progress.match != last:
                     return
-            # Followers learn `commit` from the next heartbeat; the 2*election
-            # wait above guarantees several heartbeats went out since match==last.
             group.quiet = True
-        elif group.role is Role.FOLLOWER and group.leader in heard_recently:
-            group.quiet = True
+            self._ticking.discard(group.gid)
 
     def _node_heartbeats(self, now: float) -> None:
         """Per-node-pair liveness frame, only to peers we sent nothing else to lately."""
         for peer in self.peers:
-            if now - self._last_sent.get(peer, 0.0) >= self._heartbeat_s:
+            if now - self._last_sent.get(peer, 0.0) >= self._node_heartbeat_s:
                 self._last_sent[peer] = now
                 self.transport.send(peer, [(NODE_HEARTBEAT_GID, b"")])
 
@@ -628,7 +672,7 @@ class MultiRaft:
                 self.metrics.leader_changes.inc()
         group.role = soft.role
         group.leader = soft.leader
-        group.quiet = False
+        self._unquiet(group)
         if was_leader and soft.role is not Role.LEADER:
             self._lost_leadership(group)
         if gid == METADATA_GROUP and soft.role is Role.LEADER and not was_leader:
@@ -751,6 +795,8 @@ class MultiRaft:
 
     def _delete_group(self, gid: int) -> None:
         group = self.groups.pop(gid)
+        self._unquiet(group)
+        self._ticking.discard(gid)
         for proposal in group.proposals.values():
             for w in proposal.waiters:
                 w.fail(ErrorCode.UNKNOWN_TOPIC, "topic deleted")

@@ -69,6 +69,8 @@ class Group:
     # Quiescence (see driver module docstring).
     quiet: bool = False
     quiet_checks: int = 0
+    quiet_mark: tuple[int, int, int] = (0, 0, 0)  # (term, commit, last) at the last check
+    quiet_under: NodeId | None = None  # a quiet follower: the leader node it relies on
     # (term, vote) last persisted: a Ready changing only the commit needs no fsync.
     durable_term_vote: tuple[int, NodeId | None] = (0, None)
     # Unsafe ack-before-commit mode only: offsets predicted at append time.

@@ -257,14 +257,16 @@ class RequestHandlers:
             len(topic.partitions),
             replicas,
         )
-        # Reply once every partition hosted here has a leader (or at the deadline).
-        while trio.current_time() < deadline:
+        # Reply once every partition hosted here has a leader, or shortly before
+        # the deadline (the topic exists either way; clients retry on NOT_LEADER).
+        leaders_by = deadline - min(1.0, (deadline - trio.current_time()) / 2)
+        while trio.current_time() < leaders_by:
             gids = [p.group_id for p in topic.partitions]
             if all(
                 self.driver.groups[g].leader is not None for g in gids if g in self.driver.groups
             ):
                 break
-            await self.driver.wait_changed(deadline)
+            await self.driver.wait_changed(leaders_by)
         return {"topic": self._topic_json(topic)}
 
     async def delete_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
