@@ -32,6 +32,8 @@ def _summary(results: dict) -> str:
         for k in lin["keys"]:
             lines.append(f"  linearizability partition {k['key']}: {k['verdict']} "
                          f"({k['ops']} ops, {k['seconds']}s)")
+    for problem in results.get("liveness", []):
+        lines.append(f"  liveness: {problem}")
     for note in results.get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)

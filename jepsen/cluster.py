@@ -69,6 +69,7 @@ class NodeProc:
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
     starts: int = 0
+    expected_exit: bool = False  # killed or stopped by the harness
 
 
 def _toml_str(s: str) -> str:
@@ -162,6 +163,7 @@ class JepsenCluster:
                 start_new_session=True,  # own process group
             )  # fmt: skip
         node.paused = False
+        node.expected_exit = False
         node.starts += 1
         log.info("event=node_start node=%s pid=%s", nid, node.proc.pid)
 
@@ -174,6 +176,7 @@ class JepsenCluster:
 
     def kill(self, nid: str) -> None:
         """SIGKILL (a crash) and reap."""
+        self.nodes[nid].expected_exit = True
         self._signal(nid, signal.SIGKILL)
         p = self.nodes[nid].proc
         if p is not None:
@@ -193,6 +196,7 @@ class JepsenCluster:
     def stop_all(self) -> None:
         """SIGCONT + SIGTERM everyone, SIGKILL whoever is still there after 10 s."""
         for nid in self.nodes:
+            self.nodes[nid].expected_exit = True
             self._signal(nid, signal.SIGCONT)
             self._signal(nid, signal.SIGTERM)
         end = time.monotonic() + 10
@@ -207,6 +211,14 @@ class JepsenCluster:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     node.proc.wait(timeout=10)
             node.paused = False
+
+    def unexpected_exits(self) -> dict[str, int]:
+        """Nodes whose process ended although nobody killed or stopped it."""
+        out = {}
+        for nid, node in self.nodes.items():
+            if node.proc is not None and node.proc.poll() is not None and not node.expected_exit:
+                out[nid] = node.proc.returncode
+        return out
 
     def ready_marks(self, nid: str) -> int:
         try:
@@ -245,13 +257,3 @@ class JepsenCluster:
                             return
                         log.info("event=create_topic_retry error=%s", exc)
                     await trio.sleep(0.2)
-
-    def copy_logs_to(self, dest: Path) -> list[Path]:
-        dest.mkdir(parents=True, exist_ok=True)
-        out = []
-        for node in self.nodes.values():
-            if node.log_path.exists() and node.log_path.parent != dest:
-                target = dest / node.log_path.name
-                target.write_bytes(node.log_path.read_bytes())
-                out.append(target)
-        return out

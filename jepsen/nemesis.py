@@ -63,6 +63,8 @@ class Nemesis:
     leader_bias: float = 0.5  # chance that an "isolate" partition isolates a leader
     restart_deadline: float = 30.0
     skipped: list[str] = field(default_factory=list)
+    crashes: dict[str, int | None] = field(default_factory=dict)
+    restart_failures: list[str] = field(default_factory=list)
     _killed: set[str] = field(default_factory=set)
     _paused: set[str] = field(default_factory=set)
 
@@ -133,6 +135,7 @@ class Nemesis:
         return value
 
     async def stop_fault(self, kind: str) -> None:
+        self.record_crashes()
         value: dict[str, Any] = {}
         if kind == "partition":
             assert self.cluster.mesh is not None
@@ -158,6 +161,7 @@ class Nemesis:
                 await self.cluster.wait_started(nid, self.restart_deadline)
             except (RuntimeError, trio.TooSlowError) as exc:
                 self.recorder.nemesis("restart-failed", {"node": nid, "error": str(exc)})
+                self.restart_failures.append(f"{nid}: {exc}")
                 log.error("event=restart_failed node=%s error=%s", nid, exc)
 
     # ------------------------------------------------------------ schedule
@@ -194,8 +198,19 @@ class Nemesis:
         self._paused.clear()
         if self.cluster.mesh is not None:
             self.cluster.mesh.heal()
+        self.record_crashes()
         for nid in self.cluster.node_ids:
             if not self.cluster.is_running(nid):
                 self._killed.add(nid)
         await self._restart_killed()
         self.recorder.nemesis("heal", {})
+
+    def record_crashes(self) -> dict[str, int]:
+        """Nodes that died on their own (not by our hand): a bug worth a report."""
+        crashed = self.cluster.unexpected_exits()
+        for nid, code in sorted(crashed.items()):
+            if nid not in self.crashes:
+                self.crashes[nid] = code
+                self.recorder.nemesis("node-crashed", {"node": nid, "exit_code": code})
+                log.error("event=node_crashed node=%s exit_code=%s", nid, code)
+        return crashed

@@ -102,6 +102,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
     cluster = JepsenCluster(out, settings)
     recorder = Recorder(out / "history.jsonl")
     notes: list[str] = []
+    liveness: list[str] = []  # crashes, failed restarts, partitions never drained
     started = time.monotonic()
     try:
         async with trio.open_nursery() as nursery:
@@ -130,12 +131,18 @@ async def run(opts: RunOptions) -> dict[str, Any]:
                     await trio.sleep(opts.recovery)
                     stop.set()
             await trio.sleep(opts.quiet)
-            notes += await wl.drain()
+            drain_notes = await wl.drain()
+            notes += drain_notes
+            liveness += drain_notes
             if opts.unsafe_follower_reads:
                 notes += await wl.drain_nodes({n.id: n.address for n in cluster.nodes.values()})
             else:
                 notes.append("per-node drains not done: followers answer reads only in "
                              "unsafe_follower_reads mode, so node divergence was not checked")
+            nemesis.record_crashes()
+            liveness += [f"{nid} exited on its own (code {code}); see logs/{nid}.log"
+                         for nid, code in sorted(nemesis.crashes.items())]
+            liveness += [f"restart failed: {r}" for r in nemesis.restart_failures]
             nursery.cancel_scope.cancel()
     finally:
         cluster.stop_all()
@@ -143,6 +150,10 @@ async def run(opts: RunOptions) -> dict[str, Any]:
     ops = recorder.ops
     results = check_history(ops, opts.lin_time_limit)
     results["notes"] = notes
+    # Not a safety anomaly, but a run where a node crashed or the cluster never
+    # came back is not a pass either.
+    results["liveness"] = liveness
+    results["valid"] = results["valid"] and not liveness
     results["options"] = {k: (str(v) if isinstance(v, Path) else v)
                           for k, v in asdict(opts).items()}
     results["availability"] = report.availability(ops)

@@ -1,0 +1,41 @@
+"""The generated cluster.toml is what the node loader expects, links through proxies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raftlog.jepsen.cluster import ClusterSettings, JepsenCluster
+from raftlog.server.config import load_config
+
+
+async def test_generated_config_routes_every_peer_link_through_its_proxy(tmp_path: Path) -> None:
+    cluster = JepsenCluster(tmp_path, ClusterSettings(nodes=3, fsync=False,
+                                                      unsafe_ack_before_commit=True))
+    await cluster.prepare()
+    cfg = load_config(cluster.config_path)
+    assert [n.id for n in cfg.nodes] == ["n1", "n2", "n3"]
+    assert cfg.fsync is False and cfg.unsafe_ack_before_commit is True
+    assert cfg.unsafe_follower_reads is False
+    assert cluster.mesh is not None
+    for node in cfg.nodes:
+        assert node.data_dir == (tmp_path / "data" / node.id).resolve()
+        assert set(node.dial) == {"n1", "n2", "n3"} - {node.id}
+        for peer, address in node.dial.items():
+            link = cluster.mesh.links[(node.id, peer)]
+            assert address == link.address and link.port > 0
+            assert link.target == tuple_address(cluster.nodes[peer].address)
+    # Nothing may be shared: node ports and proxy ports are all distinct.
+    ports = [n.port for n in cfg.nodes] + [link.port for link in cluster.mesh.links.values()]
+    assert len(set(ports)) == len(ports) == 3 + 6
+
+
+def tuple_address(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+async def test_unproxied_cluster_has_no_dial_tables(tmp_path: Path) -> None:
+    cluster = JepsenCluster(tmp_path, ClusterSettings(nodes=5, proxied=False))
+    await cluster.prepare()
+    cfg = load_config(cluster.config_path)
+    assert len(cfg.nodes) == 5 and all(not n.dial for n in cfg.nodes)
