@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
 from enum import Enum
 
 from .codec import CodecError, decode_conf_change, encode_conf_change
 from .conf_change import ConfChangeError, apply_conf_change
+from .config import Config, Status
 from .errors import NotLeaderError, ProposalDroppedError
 from .progress import Progress, ProgressState, ProgressStatus, new_progress
 from .quorum import UNBOUNDED, VoteResult, joint_committed, joint_vote
@@ -56,6 +56,9 @@ from .types import (
 
 log = logging.getLogger("raftlog.raft")
 
+# Config and Status live in config.py; re-exported here, the API's home.
+__all__ = ["CAMPAIGN_TRANSFER", "Config", "RaftNode", "Status", "decode_conf_change_entry"]
+
 # Context of VOTE messages sent after TIMEOUT_NOW: voters must not refuse it
 # because of the leader lease (the leader itself asked for this election).
 CAMPAIGN_TRANSFER = b"transfer"
@@ -70,76 +73,6 @@ class _CampaignKind(Enum):
     PRE_ELECTION = 1
     ELECTION = 2
     TRANSFER = 3
-
-
-@dataclass(slots=True)
-class Config:
-    """Per-node configuration of one Raft group.
-
-    id: this node's id; must appear in the group's ConfState to campaign.
-    election_ticks: election timeout base; the timeout is drawn uniformly in
-        [election_ticks, 2*election_ticks). Too small vs. network latency ->
-        endless elections; too large -> slow fail-over.
-    heartbeat_ticks: leader heartbeat interval; must be < election_ticks or
-        followers time out on a healthy leader.
-    max_size_per_msg: byte budget of entries per APPEND (at least one entry is
-        always sent). Too large -> huge frames, head-of-line blocking.
-    max_inflight_msgs: APPENDs in flight per follower in REPLICATE state. Too
-        small -> throughput bound by round trips; too large -> memory.
-    max_inflight_bytes: byte bound of the same window (0 = unbounded).
-    max_uncommitted_bytes: the leader drops proposals once this many payload
-        bytes are appended but not committed (0 = unbounded): without it a
-        leader cut off from its followers buffers without limit.
-    pre_vote: thesis §9.6; off -> a partitioned node rejoining with a higher
-        term disrupts a healthy leader.
-    check_quorum: thesis §6.2; off -> a leader cut off from a majority keeps
-        believing it leads and followers ignore no lease.
-    applied: last index the state machine applied before a restart;
-        committed entries handed out resume after it. Wrong -> entries are
-        applied twice or skipped.
-    """
-
-    id: NodeId
-    election_ticks: int = 10
-    heartbeat_ticks: int = 1
-    max_size_per_msg: int = 1 << 20
-    max_inflight_msgs: int = 256
-    max_inflight_bytes: int = 32 << 20
-    max_uncommitted_bytes: int = 64 << 20
-    pre_vote: bool = True
-    check_quorum: bool = True
-    applied: int = 0
-
-    def validate(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise ValueError("Config.id must be a non-empty string")
-        if self.heartbeat_ticks <= 0:
-            raise ValueError("heartbeat_ticks must be > 0")
-        if self.election_ticks <= self.heartbeat_ticks:
-            raise ValueError("election_ticks must be greater than heartbeat_ticks")
-        if self.max_size_per_msg <= 0:
-            raise ValueError("max_size_per_msg must be > 0")
-        if self.max_inflight_msgs <= 0:
-            raise ValueError("max_inflight_msgs must be > 0")
-        if self.max_inflight_bytes < 0 or self.max_uncommitted_bytes < 0:
-            raise ValueError("byte limits must be >= 0")
-        if self.applied < 0:
-            raise ValueError("applied must be >= 0")
-
-
-@dataclass(slots=True, frozen=True)
-class Status:
-    id: NodeId
-    term: int
-    role: Role
-    leader: NodeId | None
-    commit: int
-    applied: int
-    last_index: int
-    conf_state: ConfState
-    # Only on the leader: its view of every member's log.
-    progress: dict[NodeId, ProgressStatus] = field(default_factory=dict)
-    lead_transferee: NodeId | None = None
 
 
 class RaftNode:
