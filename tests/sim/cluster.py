@@ -148,6 +148,8 @@ class Cluster:
             nid: SimNode(nid, Disk(MemoryStorage(conf_state=conf))) for nid in self.ids
         }
         self.snapshots: dict[bytes, tuple[tuple[int, bytes], ...]] = {}
+        # Messages sent, by (sender, type): lets scenarios assert what happened.
+        self.sent: dict[tuple[str, MessageType], int] = {}
         # Client state.
         self.proposals: list[Proposal] = []
         self._inflight: dict[tuple[str, int], Proposal] = {}  # (node, index) -> proposal
@@ -293,6 +295,8 @@ class Cluster:
                 self._send(m)
 
     def _send(self, m: Message) -> None:
+        key = (m.frm, m.type)
+        self.sent[key] = self.sent.get(key, 0) + 1
         if self.trace is not None:
             self.note(f"{m.frm} -> {m.to} {_fmt_msg(m)}")
         self.net.send(m, self.now)
