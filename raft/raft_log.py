@@ -22,6 +22,9 @@ from .types import Entry, Snapshot
 
 log = logging.getLogger("raftlog.raft")
 
+# Bound on the per-message walk of find_conflict_by_term.
+MAX_BACKTRACK_STEPS = 1024
+
 
 class Unstable:
     """Entries (and possibly a snapshot) not yet durable.
@@ -225,15 +228,20 @@ class RaftLog:
                 return e.index
         return 0
 
-    def find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
+    def find_conflict_by_term(
+        self, index: int, term: int, max_steps: int = MAX_BACKTRACK_STEPS
+    ) -> tuple[int, int]:
         """Largest index <= ``index`` whose term is <= ``term``, with its term.
 
         Fast backtracking (end of Raft §5.3): a rejecting follower tells the
         leader where its log could match, so a whole term is skipped per
-        round trip. Walks back one term at most per call on either side.
+        round trip. The walk stops after ``max_steps`` entries (a very long
+        run of one term would otherwise cost O(log length) in one message);
+        the answer is then just a weaker hint: still below the rejected
+        index, so every round trip makes progress.
         """
         index = min(index, self.last_index())
-        while True:
+        for _ in range(max_steps):
             try:
                 t = self.term(index)
             except StorageError:
@@ -241,6 +249,7 @@ class RaftLog:
             if t <= term:
                 return index, t
             index -= 1
+        return index, self.zero_term(index)
 
     def maybe_append(
         self, prev_index: int, prev_term: int, committed: int, ents: tuple[Entry, ...]

@@ -154,3 +154,27 @@ def test_reject_hint_points_before_the_conflicting_term() -> None:
     assert resp.reject
     # b's last entry (index 51) is of term 6 <= 7: it may match there.
     assert (resp.reject_hint, resp.log_term) == (51, 6)
+
+
+def test_backtracking_walk_is_bounded_per_message_but_converges() -> None:
+    """A long divergent run of one term costs bounded work per reject, yet converges."""
+    net = Net(["a", "b", "c"])
+    common = [Entry(1, 1)]
+    leader_log = common + [Entry(2, i) for i in range(2, 3002)]
+    follower_log = common + [Entry(3, i) for i in range(2, 3002)]
+    for nid, ents, term in (("a", leader_log, 4), ("c", leader_log, 4), ("b", follower_log, 3)):
+        st = MemoryStorage(conf_state=ConfState(voters=("a", "b", "c")))
+        st.append(ents)
+        st.set_hard_state(HardState(term=term, commit=1))
+        net.members[nid].storage = st
+        net.restart(nid)
+    rejects: list[Message] = []
+    net.filter = lambda m: (m.type == MT.APPEND_RESP and m.reject and rejects.append(m)) or True
+    leader = net.elect("a")
+    net.tick(3)
+    b_rejects = [m for m in rejects if m.frm == "b"]
+    # 3000 entries of term 3 the leader never had: about 3000/1024 round trips.
+    assert 2 <= len(b_rejects) <= 5
+    assert all(m.reject_hint < m.index for m in b_rejects)
+    assert net.members["b"].storage.all_entries() == net.members["a"].storage.all_entries()
+    assert leader.commit_index == leader.last_index
