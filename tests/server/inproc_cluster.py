@@ -9,7 +9,6 @@ the real wiring.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,15 +116,15 @@ class InProcCluster:
         for node in list(self.stores):
             await self.stop(node)
 
-    async def call(self, node: str, op: str, **fields: Any) -> dict[str, Any]:
-        return await self.handlers[node].handle(Ctx(node_id=node), op, fields)
+    async def call(self, at: str, op: str, **fields: Any) -> dict[str, Any]:
+        return await self.handlers[at].handle(Ctx(node_id=at), op, fields)
 
-    async def call_error(self, node: str, op: str, **fields: Any) -> HandlerError:
+    async def call_error(self, at: str, op: str, **fields: Any) -> HandlerError:
         try:
-            reply = await self.call(node, op, **fields)
+            reply = await self.call(at, op, **fields)
         except HandlerError as exc:
             return exc
-        raise AssertionError(f"{op} on {node} succeeded unexpectedly: {reply}")
+        raise AssertionError(f"{op} on {at} succeeded unexpectedly: {reply}")
 
     async def wait_for(self, predicate: Any, within: float = 10.0, what: str = "") -> Any:
         """Poll ``predicate`` after every driver turn of any node, bounded by ``timeout``."""
@@ -183,7 +182,3 @@ def small_config(tmp_path: Path, nodes: int = 3, **overrides: Any) -> ClusterCon
     overrides.setdefault("tick_ms", 10)
     overrides.setdefault("election_ticks", 10)
     return make_config(tmp_path, nodes, **overrides)
-
-
-def elapsed_ticks(seconds: float, tick_ms: int) -> int:
-    return math.ceil(seconds * 1000 / tick_ms)

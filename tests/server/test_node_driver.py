@@ -358,3 +358,61 @@ async def test_a_handler_bug_becomes_internal_for_that_request_only(cluster, mon
     assert info.value.code is ErrorCode.INTERNAL
     status = await cluster.call("n1", "cluster_status")
     assert status["node"] == "n1"
+
+
+async def _unsafe_cluster(tmp_path: Any, nursery: trio.Nursery, **flags: Any) -> InProcCluster:
+    c = InProcCluster(small_config(tmp_path, **flags), nursery)
+    for node in c.node_ids:
+        await c.start(node)
+    return c
+
+
+async def test_unsafe_ack_before_commit_acks_what_an_isolated_leader_cannot_commit(
+    tmp_path, nursery
+):
+    c = await _unsafe_cluster(tmp_path, nursery, unsafe_ack_before_commit=True)
+    try:
+        topic = await c.create_topic("t", partitions=1)
+        gid = topic["partitions"][0]["group"]
+        leader = await c.wait_leader(gid)
+        c.net.isolate(leader, [n for n in c.node_ids if n != leader])
+        # The deliberately unsafe mode acknowledges an entry that cannot commit.
+        reply = await c.produce(leader, "t", [b"doomed"])
+        assert reply["base_offset"] == 0
+        assert (
+            c.driver(leader).groups[gid].raft.commit_index
+            < c.driver(leader).groups[gid].raft.last_index
+        )
+    finally:
+        await c.stop_all()
+
+
+async def test_unsafe_follower_reads_serve_a_follower_without_read_index(tmp_path, nursery):
+    c = await _unsafe_cluster(tmp_path, nursery, unsafe_follower_reads=True)
+    try:
+        topic = await c.create_topic("t", partitions=1)
+        gid = topic["partitions"][0]["group"]
+        leader = await c.wait_leader(gid)
+        follower = next(n for n in c.node_ids if n != leader)
+        reply = await c.call(follower, "list_offsets", topic="t", partition=0)
+        assert reply == {"start_offset": 0, "end_offset": 0}
+    finally:
+        await c.stop_all()
+
+
+async def test_metadata_describe_and_member_list_answer_from_any_node(cluster):
+    topic = await cluster.create_topic("t", partitions=2)
+    for p in range(2):
+        await cluster.wait_leader(topic["partitions"][p]["group"])
+    for node in cluster.node_ids:
+        meta = await cluster.call(node, "metadata")
+        assert meta["node"] == node and [t["name"] for t in meta["topics"]] == ["t"]
+        described = await cluster.call(node, "describe_topic", topic="t")
+        parts = described["topic"]["partitions"]
+        assert [p["partition"] for p in parts] == [0, 1]
+        assert all(p["end_offset"] == 0 for p in parts)
+    members = await cluster.call("n1", "member_list")
+    assert sorted(m["id"] for m in members["nodes"]) == ["n1", "n2", "n3"]
+    assert all(len(m["groups"]) == 2 for m in members["nodes"])
+    err = await cluster.call_error("n1", "member_remove", node="n3")
+    assert err.code is ErrorCode.INVALID_REQUEST
