@@ -123,6 +123,14 @@ class LinkProxy:
         await trio.serve_listeners(self._handle, [self._listener])
 
     async def _handle(self, client: trio.SocketStream) -> None:
+        # An error on one connection must never take the proxy (and the run) down.
+        try:
+            await self._proxy(client)
+        except Exception as exc:
+            log.warning("event=proxy_error link=%s->%s error=%r", self.src, self.dst, exc)
+            _abort(client)
+
+    async def _proxy(self, client: trio.SocketStream) -> None:
         self.connections_accepted += 1
         if self.mode is LinkMode.CUT:
             _abort(client)

@@ -29,7 +29,7 @@ from typing import Any
 import trio
 from raftlog.client.aio import AsyncClient
 from raftlog.client.connection import Connection
-from raftlog.client.errors import RaftlogError
+from raftlog.client.errors import OutOfRangeError, RaftlogError
 from raftlog.client.protocol import decode_batch
 
 from .history import OpType, ProcessIds, Recorder, classify_error, error_name
@@ -114,9 +114,17 @@ class Workload:
         inv = {"key": key, "offset": offset, **(extra or {})}
 
         async def go():
-            res = await client.fetch(TOPIC, key, offset,
-                                     max_records=self.config.fetch_max_records,
-                                     max_wait=max_wait)
+            try:
+                res = await client.fetch(TOPIC, key, offset,
+                                         max_records=self.config.fetch_max_records,
+                                         max_wait=max_wait)
+            except OutOfRangeError as exc:
+                end = exc.details.get("end_offset")
+                if not isinstance(end, int):
+                    raise
+                # The server says the log ends before `offset`: an observation
+                # of the end offset like any other (stale if we saw more before).
+                return None, {**inv, "records": [], "end": end, "out_of_range": True}
             self._known_end[key] = max(self._known_end.get(key, 0), res.end_offset)
             out = {**inv, "records": [[r.offset, _decode(r.value)] for r in res.records]}
             if max_wait == 0:
@@ -248,9 +256,12 @@ class Workload:
             res = await client.fetch(TOPIC, key, offset, max_records=1000)
             for r in res.records:
                 records.append([r.offset, _decode(r.value)])
-            offset = res.next_offset(offset)
-            if offset >= res.end_offset:
+            nxt = res.next_offset(offset)
+            if nxt >= res.end_offset or nxt == offset:
+                # Done, or no progress although the end is further: return what
+                # we have and let the checkers judge it (unseen-after-drain).
                 return records, res.end_offset
+            offset = nxt
 
     async def drain_nodes(self, addresses: dict[str, str], deadline: float = 30.0) -> list[str]:
         """Each node's own copy, read from that node alone (needs follower reads)."""
