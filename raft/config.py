@@ -30,6 +30,9 @@ class Config:
         term disrupts a healthy leader.
     check_quorum: thesis §6.2; off -> a leader cut off from a majority keeps
         believing it leads and followers ignore no lease.
+    max_committed_bytes_per_ready: byte budget of committed_entries in one
+        Ready (0 = unbounded; at least one entry). Unbounded, a node restarting
+        far behind loads its whole unapplied log into memory at once.
     applied: last index the state machine applied before a restart;
         committed entries handed out resume after it. Wrong -> entries are
         applied twice or skipped.
@@ -45,6 +48,7 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     applied: int = 0
+    max_committed_bytes_per_ready: int = 64 << 20
 
     def validate(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -57,7 +61,14 @@ class Config:
             raise ValueError("max_size_per_msg must be > 0")
         if self.max_inflight_msgs <= 0:
             raise ValueError("max_inflight_msgs must be > 0")
-        if self.max_inflight_bytes < 0 or self.max_uncommitted_bytes < 0:
+        if (
+            min(
+                self.max_inflight_bytes,
+                self.max_uncommitted_bytes,
+                self.max_committed_bytes_per_ready,
+            )
+            < 0
+        ):
             raise ValueError("byte limits must be >= 0")
         if self.applied < 0:
             raise ValueError("applied must be >= 0")

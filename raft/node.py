@@ -1100,7 +1100,9 @@ class RaftNode:
         rd = Ready(
             entries=u.next_entries(),
             snapshot=u.next_snapshot(),
-            committed_entries=self._log.next_committed_entries(),
+            committed_entries=self._log.next_committed_entries(
+                self._cfg.max_committed_bytes_per_ready or None
+            ),
             messages=self._msgs,
             persisted_messages=self._msgs_after_persist,
             read_states=self._read_states,

@@ -279,14 +279,15 @@ class RaftLog:
         if index > self.committed:
             self.committed = min(index, self.last_index())
 
-    def next_committed_entries(self) -> list[Entry]:
+    def next_committed_entries(self, max_bytes: int | None = None) -> list[Entry]:
+        """Committed, locally durable entries not yet handed out (at least one if any)."""
         if self.unstable.snapshot is not None:
             return []  # apply the snapshot first
         hi = min(self.committed, self.persisted_last())
         lo = self.applying + 1
         if lo > hi:
             return []
-        return self.slice(lo, hi + 1)
+        return self.slice(lo, hi + 1, max_bytes)
 
     def has_next_committed_entries(self) -> bool:
         if self.unstable.snapshot is not None:

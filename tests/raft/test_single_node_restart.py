@@ -104,3 +104,23 @@ def test_config_validation() -> None:
         Config(id="").validate()
     with pytest.raises(ValueError):
         Config(id="a", max_inflight_msgs=0).validate()
+
+
+def test_committed_entries_are_paged_by_bytes_after_restart() -> None:
+    st = MemoryStorage(conf_state=ConfState(voters=("a",)))
+    node = RaftNode(Config(id="a"), st, random.Random(1))
+    node.campaign()
+    persist(node, st)
+    for i in range(20):
+        node.propose(b"%02d" % i + b"x" * 100)
+    persist(node, st)
+    persist(node, st)
+    budget = 3 * (100 + 2 + 16)
+    again = RaftNode(Config(id="a", max_committed_bytes_per_ready=budget), st, random.Random(2))
+    pages = []
+    while again.has_ready():
+        rd = persist(again, st)
+        if rd.committed_entries:
+            pages.append([e.index for e in rd.committed_entries])
+    assert all(len(p) <= 3 for p in pages)
+    assert [i for p in pages for i in p] == list(range(1, 22))
