@@ -8,6 +8,7 @@ from pathlib import Path
 
 import trio
 import trio.lowlevel
+from raftlog.client.protocol import encode_frame, hello_ok
 from raftlog.server.config import ClusterConfig
 from raftlog.server.metrics import Metrics
 from raftlog.server.transport import PeerTransport, TransportOptions
@@ -156,3 +157,33 @@ async def test_send_to_unknown_peer_is_ignored(cfg: ClusterConfig) -> None:
     transport.send("n2", [])
     assert transport.queued("n2") == 0
     assert transport.peers() == ["n2", "n3"]
+
+
+async def test_stuck_peer_that_stops_reading_stays_bounded(
+    cfg: ClusterConfig, nursery: trio.Nursery
+) -> None:
+    """Worse than a dead peer: a connected one (SIGSTOPped, say) whose socket fills up."""
+    n2 = cfg.node("n2")
+    stuck_conns: list[trio.SocketStream] = []
+
+    async def stuck_peer(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)  # the hello
+        await stream.send_all(encode_frame(hello_ok("n2", cfg.name)))
+        stuck_conns.append(stream)
+        await trio.sleep_forever()  # never reads again
+
+    listeners = await trio.open_tcp_listeners(n2.port, host=n2.host)
+    nursery.start_soon(trio.serve_listeners, stuck_peer, listeners)
+    receiver = await start_fake_node(nursery, cfg, "n3")
+    opts = dataclasses.replace(FAST, max_queued_frames=50)
+    transport = await start_transport(nursery, cfg, options=opts)
+    await wait_connected(transport, "n2")
+    await wait_connected(transport, "n3")
+    for i in range(2_000):  # ~128 MB offered; far beyond any socket buffer
+        transport.send("n2", [(0, bytes(64 * 1024))])
+        transport.send("n3", [(0, b"%d" % i)])
+        await trio.lowlevel.checkpoint()
+    await receiver.wait_peer_msgs_total(2_000)  # n3 got everything despite n2
+    assert transport.queued("n2") <= 50
+    assert transport.dropped("n2") > 1_000
+    assert transport.is_connected("n2")  # stuck, not disconnected: Raft copes with the loss
