@@ -113,24 +113,34 @@ def parse_bootstrap(bootstrap: Sequence[str] | str) -> list[str]:
     return out
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Slot:
+    """One idempotent batch of a partition, from window acquisition to completion."""
+
+    count: int
+    producer_id: int = -1
+    seq: int = -1
+    epoch: int = -1  # epoch of (producer_id, seq); -1 = not numbered yet
     done: bool = False
 
 
 @dataclass(slots=True)
 class _SeqState:
-    """Idempotence state of one partition: producer id, next sequence, batches in flight."""
+    """Idempotence state of one partition: producer id, sequence numbering, batches in flight."""
 
     window: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(MAX_IN_FLIGHT))
-    producer_id: int | None = None  # None: use the client's shared producer id
-    epoch: int = 0  # bumped on every reset; a batch allocated in an older epoch re-allocates
-    needs_reset: bool = False
-    opening: trio.Event | None = None  # set while sequence 0 of this producer id is in flight
-    lock: trio.Lock = field(default_factory=trio.Lock)
+    producer_id: int | None = None  # None: the client's shared producer id
+    epoch: int = 0  # bumped by every reset (fresh producer id, sequences from 0)
     next_seq: int = 0
-    inflight: deque[int] = field(default_factory=deque)  # sequences, in allocation order
-    order: deque[_Slot] = field(default_factory=deque)  # window slots, in acquisition order
+    needs_reset: bool = False
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    order: deque[_Slot] = field(default_factory=deque)  # unfinished-first, in batch order
+    opening: _Slot | None = None  # holds sequence 0 of the current epoch until it finishes
+    changed: trio.Event = field(default_factory=trio.Event)  # pulsed on every slot change
+
+    def pulse(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
 
 class AsyncClient:
@@ -557,21 +567,7 @@ class AsyncClient:
             topic, partition, fields, count, budget, on_allocated
         )
 
-    async def _producer_id_for(self, state: _SeqState) -> int:
-        if state.needs_reset:
-            async with state.lock:
-                if state.needs_reset:
-                    # A fresh id restarts the partition's sequence at 0 (epoch bump).
-                    state.producer_id = await self._new_producer_id()
-                    state.epoch += 1
-                    state.next_seq = 0
-                    state.needs_reset = False
-                    log.info(
-                        "event=producer_reset producer_id=%s epoch=%s",
-                        state.producer_id, state.epoch,
-                    )
-        if state.producer_id is not None:
-            return state.producer_id
+    async def _shared_producer_id(self) -> int:
         if self._producer_id is None:
             async with self._pid_lock:
                 if self._producer_id is None:
@@ -581,6 +577,52 @@ class AsyncClient:
     async def _new_producer_id(self) -> int:
         reply = await self._call("init_producer", {}, idempotent=True)
         return int(reply["producer_id"])
+
+    async def _reset(self, state: _SeqState) -> None:
+        """Move the partition to a fresh producer id, sequences from 0 (an epoch bump)."""
+        async with state.lock:
+            if not state.needs_reset:
+                return
+            state.producer_id = await self._new_producer_id()
+            state.epoch += 1
+            state.next_seq = 0
+            state.opening = None
+            state.needs_reset = False
+            state.pulse()
+            log.info("event=producer_reset producer_id=%s epoch=%s", state.producer_id, state.epoch)
+
+    async def _number(self, state: _SeqState, slot: _Slot) -> None:
+        """Give ``slot`` the next sequence of the current epoch, strictly in batch order.
+
+        A slot waits until every older unfinished slot is numbered in the
+        current epoch (so a reset re-numbers retried batches in their original
+        order) and, while the batch holding sequence 0 of a fresh producer id
+        is unfinished, until it is: a server that does not know the id yet
+        only accepts sequence 0, so nothing may overtake that batch.
+        """
+        while True:
+            if state.needs_reset:
+                await self._reset(state)
+                continue
+            if state.producer_id is None and self._producer_id is None:
+                await self._shared_producer_id()
+                continue
+            blocked = state.opening is not None and state.opening is not slot
+            for other in state.order:
+                if other is slot or blocked:
+                    break
+                blocked = not other.done and other.epoch != state.epoch
+            if blocked:
+                await state.changed.wait()
+                continue
+            pid = state.producer_id if state.producer_id is not None else self._producer_id
+            assert pid is not None
+            slot.producer_id, slot.seq, slot.epoch = pid, state.next_seq, state.epoch
+            state.next_seq += slot.count
+            if slot.seq == 0:
+                state.opening = slot
+            state.pulse()
+            return
 
     async def _send_idempotent(
         self,
@@ -599,72 +641,76 @@ class AsyncClient:
         # The window counts batches from the OLDEST unfinished one, not just
         # concurrent ones: a slot is released only when every older batch has
         # finished too. Otherwise a batch stuck in retries could be overtaken by
-        # more than MAX_IN_FLIGHT newer batches and fall out of the server's
-        # dedup window (its retry would then get DUPLICATE_SEQUENCE, offset lost).
-        await state.window.acquire()
-        slot = _Slot()
+        # more than MAX_IN_FLIGHT newer ones and fall out of the server's dedup
+        # window (its retry would get DUPLICATE_SEQUENCE, its offset lost).
+        with trio.move_on_after(budget) as scope:
+            await state.window.acquire()
+        if scope.cancelled_caught:
+            raise RequestTimeoutError(f"produce: no in-flight slot within {budget:.1f}s (not sent)")
+        slot = _Slot(count)
         state.order.append(slot)
         try:
+            await self._number_before(state, slot, deadline)
+            if on_allocated is not None:
+                on_allocated()
+            oldest_rejections = 0
             while True:
-                # Allocate (or re-allocate after a reset) the sequence range. No
-                # checkpoint between allocation and the frame being queued, so
-                # batches leave in sequence order.
-                pid = await self._producer_id_for(state)
-                if state.opening is not None:
-                    # The first batch of this producer id is in flight: a server
-                    # that does not know the id yet cannot check our order until
-                    # it has seen sequence 0, so nothing overtakes that batch.
-                    await state.opening.wait()
-                    continue
-                epoch, seq = state.epoch, state.next_seq
-                state.next_seq += count
-                state.inflight.append(seq)
-                opening = state.opening = trio.Event() if seq == 0 else None
-                fields["producer_id"], fields["sequence"] = pid, seq
-                if on_allocated is not None:
-                    on_allocated()
-                    on_allocated = None
-                ok = realloc = False
+                # No checkpoint between numbering and queueing the frame when the
+                # connection is up, so batches leave in sequence order.
+                fields["producer_id"], fields["sequence"] = slot.producer_id, slot.seq
+                epoch = slot.epoch
                 try:
-                    while True:
-                        remaining = deadline - trio.current_time()
-                        try:
-                            reply = await self._call(
-                                "produce", fields, topic=topic, partition=partition,
-                                idempotent=True, budget=max(remaining, 0.001),
-                                server_timeout=True,
-                            )
-                            ok = True
-                            return _batch_meta(topic, partition, count, reply)
-                        except OutOfOrderSequenceError:
-                            # Definitely not appended. Earlier batches of ours may
-                            # still land: wait for them; if we are the oldest the
-                            # sequence has a gap and the partition must reset.
-                            if state.epoch != epoch:
-                                realloc = True
-                                break
-                            if state.inflight and state.inflight[0] == seq:
-                                state.needs_reset = realloc = True
-                                break
-                            if trio.current_time() >= deadline:
-                                raise
-                            left = deadline - trio.current_time()
-                            await trio.sleep(min(0.01, max(0.0, left)))
-                finally:
-                    if opening is not None:
-                        state.opening = None
-                        opening.set()
-                    if seq in state.inflight:
-                        state.inflight.remove(seq)
-                    if not ok and not realloc and state.epoch == epoch:
-                        # Unknown outcome or a rejection leaves a gap that the server
-                        # would refuse forever under this producer id.
-                        state.needs_reset = True
+                    reply = await self._call(
+                        "produce", fields, topic=topic, partition=partition, idempotent=True,
+                        budget=max(deadline - trio.current_time(), 0.001), server_timeout=True,
+                    )
+                    return _batch_meta(topic, partition, count, reply)
+                except OutOfOrderSequenceError as exc:
+                    # Definitely not appended, so renumbering it is safe.
+                    log.debug(
+                        "event=out_of_order_sequence topic=%s partition=%s pid=%s seq=%s "
+                        "epoch=%s/%s error=%s",
+                        topic, partition, slot.producer_id, slot.seq, epoch, state.epoch, exc,
+                    )
+                    if state.epoch != epoch or state.needs_reset:
+                        await self._number_before(state, slot, deadline)
+                        continue
+                    if _oldest(state) is slot:
+                        # Older batches may have been applied after this reply was
+                        # computed (the server reorders concurrent requests), so
+                        # retry a few times before calling it a gap.
+                        oldest_rejections += 1
+                        if oldest_rejections >= 3:
+                            state.needs_reset = True
+                            await self._number_before(state, slot, deadline)
+                            oldest_rejections = 0
+                            continue
+                    if trio.current_time() >= deadline:
+                        raise
+                    await trio.sleep(min(0.005 * 2**oldest_rejections,
+                                         max(0.0, deadline - trio.current_time())))
+        except BaseException:
+            if slot.epoch == state.epoch and slot.epoch >= 0:
+                # Unknown outcome or a rejection: a possible gap in the sequence
+                # that the server would refuse forever under this producer id.
+                state.needs_reset = True
+            raise
         finally:
             slot.done = True
+            if state.opening is slot:
+                state.opening = None
             while state.order and state.order[0].done:
                 state.order.popleft()
                 state.window.release()
+            state.pulse()
+
+    async def _number_before(self, state: _SeqState, slot: _Slot, deadline: float) -> None:
+        with trio.move_on_after(max(0.0, deadline - trio.current_time())) as scope:
+            await self._number(state, slot)
+        if scope.cancelled_caught:
+            raise RequestTimeoutError(
+                "produce: deadline passed while waiting for earlier batches (not sent)"
+            )
 
     # ------------------------------------------------------------ fetch and offsets
 
@@ -765,6 +811,10 @@ class AsyncClient:
         return _result(
             await self._call(op, fields, topic=topic, partition=partition, idempotent=idempotent)
         )
+
+
+def _oldest(state: _SeqState) -> _Slot | None:
+    return next((s for s in state.order if not s.done), None)
 
 
 def _batch_meta(topic: str, partition: int, count: int, reply: dict[str, Any]) -> BatchMetadata:

@@ -93,7 +93,7 @@ async def test_callbacks_report_metadata_and_errors(fake: FakeCluster):
 async def test_keyed_records_go_to_their_partition_as_one_encoded_batch(fake: FakeCluster):
     async with (
         AsyncClient(fake.bootstrap()) as client,
-        Producer(client, linger=1.0) as producer,
+        Producer(client, linger=0.05) as producer,
     ):
         deliveries = [await producer.send("t", b"v%d" % i, key=b"same") for i in range(5)]
         parts = {(await d).partition for d in deliveries}
@@ -130,3 +130,21 @@ async def test_a_retrying_batch_is_never_overtaken_beyond_the_dedup_window(fake:
     assert errors == []
     assert fake.values("t", 0) == [b"warm"] + [b"r%d" % i for i in range(40)]
     assert [d.result().offset for d in deliveries] == list(range(1, 41))
+
+
+async def test_a_spurious_out_of_order_reply_does_not_reset_the_producer(fake: FakeCluster):
+    # A real server may evaluate a batch before an older concurrent one is
+    # applied and answer OUT_OF_ORDER_SEQUENCE even though there is no gap;
+    # the client must retry the same sequence rather than switch producer id
+    # (which would let later batches overtake it).
+    fake.produce_errors_by_seq[1] = [(ErrorCode.OUT_OF_ORDER_SEQUENCE, {})]
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, linger=0.0) as producer,
+    ):
+        deliveries = [await producer.send("t", b"s%d" % i, partition=0) for i in range(10)]
+        await producer.flush()
+    assert [d.result().offset for d in deliveries] == list(range(10))
+    assert fake.values("t", 0) == [b"s%d" % i for i in range(10)]
+    pids = {f["producer_id"] for _n, op, f in fake.requests if op == "produce"}
+    assert len(pids) == 1
