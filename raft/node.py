@@ -269,16 +269,11 @@ class RaftNode:
         self._lead_transferee = None
         self._votes = {}
         last = self._log.last_index()
+        persisted = self._log.persisted_last()
         for node, pr in self._prs.items():
-            pr.match = 0
-            pr.next = last + 1
-            pr.state = ProgressState.PROBE
-            pr.probe_sent = False
-            pr.pending_snapshot = 0
-            pr.recent_active = False
-            pr.inflights.reset()
-            if node == self._id:
-                pr.match = self._log.persisted_last()
+            # A new term knows nothing of the followers' logs (§5.3: nextIndex
+            # starts after the leader's last entry); our own durable log we know.
+            pr.reset(next_index=last + 1, match=persisted if node == self._id else 0)
         self._pending_conf_index = 0
         self._uncommitted_bytes = 0
         self._read_only.reset()

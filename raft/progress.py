@@ -86,6 +86,13 @@ class Progress:
     recent_active: bool = False
     is_learner: bool = False
 
+    def reset(self, next_index: int, match: int) -> None:
+        """Forget everything learned in an earlier term."""
+        self.match = match
+        self.next = next_index
+        self.recent_active = False
+        self._reset(ProgressState.PROBE)
+
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT:
             # If the snapshot arrived, the follower has everything up to it.
