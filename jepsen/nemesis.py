@@ -21,6 +21,7 @@ import trio
 from .cluster import JepsenCluster
 from .history import Recorder
 from .partitions import SHAPES, shape
+from .proxy import LinkMode
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Nemesis:
     shapes: Sequence[str] = SHAPES
     find_leader: LeaderFinder | None = None
     leader_bias: float = 0.5  # chance that an "isolate" partition isolates a leader
+    hold_fraction: float = 0.3  # partitions that hold (then flood) instead of cutting
     restart_deadline: float = 30.0
     skipped: list[str] = field(default_factory=list)
     crashes: dict[str, int | None] = field(default_factory=dict)
@@ -109,9 +111,10 @@ class Nemesis:
             to_leader = name == "isolate" and self.rng.random() < self.leader_bias
             victim = await self._leader() if to_leader else None
             grudge = shape(name, nodes, self.rng, victim)
-            cut = self.cluster.mesh.apply(grudge)
-            value = {"shape": name, "grudge": {k: sorted(v) for k, v in grudge.items()},
-                     "links_cut": len(cut)}
+            mode = LinkMode.HOLD if self.rng.random() < self.hold_fraction else LinkMode.CUT
+            cut = self.cluster.mesh.apply(grudge, mode)
+            value = {"shape": name, "mode": mode.value,
+                     "grudge": {k: sorted(v) for k, v in grudge.items()}, "links_cut": len(cut)}
         elif kind == "kill":
             how = self.rng.choice(list(self.kill_targets))
             targets = choose_targets(nodes, how, self.rng,

@@ -224,12 +224,20 @@ class ProxyMesh:
         """``dial`` entries for node ``src``: each peer through its proxy."""
         return {dst: self.links[(src, dst)].address for dst in self.nodes if dst != src}
 
-    def apply(self, grudge: Grudge) -> set[tuple[str, str]]:
-        """Cut exactly the links the grudge names; every other link passes."""
+    def apply(self, grudge: Grudge, mode: LinkMode = LinkMode.CUT) -> set[tuple[str, str]]:
+        """Cut (or hold) exactly the links the grudge names; every other link passes.
+
+        ``hold`` keeps the named links' connections open and delivers their
+        backlog on heal: old, delayed Raft messages arriving all at once.
+        """
+        if mode is LinkMode.PASS:
+            raise ValueError("apply() needs cut or hold")
         cut = cut_links(grudge)
         for key, link in self.links.items():
-            if key in cut:
+            if key in cut and mode is LinkMode.CUT:
                 link.cut()
+            elif key in cut:
+                link.hold()
             elif link.mode is not LinkMode.PASS:
                 link.heal()
         return cut

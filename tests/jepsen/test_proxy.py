@@ -129,6 +129,9 @@ async def test_mesh_applies_a_grudge_to_exactly_the_named_links() -> None:
             stream = await trio.open_tcp_stream(host, int(port))
             assert await roundtrip(stream, b"ping") == b"ping"
         assert mesh.links[("n1", "n3")].mode is LinkMode.CUT
+        mesh.apply(isolate(mesh.nodes, "n1"), LinkMode.HOLD)
+        assert mesh.links[("n1", "n3")].mode is LinkMode.HOLD
+        assert mesh.links[("n3", "n2")].mode is LinkMode.PASS  # healed: not in this grudge
         mesh.heal()
         assert set(mesh.status().values()) == {"pass"}
         nursery.cancel_scope.cancel()
