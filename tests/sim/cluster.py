@@ -439,8 +439,12 @@ class Cluster:
         except RaftError as e:
             self.note(f"{node.id} read_index {ctx!r} -> {type(e).__name__}")
             return False
-        self.reads[ctx] = PendingRead(ctx, node.id, self.acked_max_index)
-        self.note(f"{node.id} read_index {ctx!r} min={self.acked_max_index}")
+        # Linearizability: the read must see every write committed before it
+        # began -- acknowledged or not (Raft §6.4: the leader's commit index
+        # once it has committed in its term covers everything committed).
+        floor = max(self.acked_max_index, len(self.checker.chosen))
+        self.reads[ctx] = PendingRead(ctx, node.id, floor)
+        self.note(f"{node.id} read_index {ctx!r} min={floor}")
         return True
 
     def leader(self) -> str | None:

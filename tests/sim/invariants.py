@@ -21,8 +21,8 @@ What is checked (Raft paper, Figure 3 and §5.4; thesis §6.4 for reads):
   and what any node's durable commit index covers agrees with that.
 - Commit monotonicity: a node's in-memory commit index never decreases within
   one incarnation; the durable commit (HardState.commit) never decreases.
-- Linearizable reads: a ReadIndex answer is at least the index of every write
-  acknowledged before the read was issued.
+- Linearizable reads: a ReadIndex answer is at least the index of every entry
+  known committed (acknowledged to a client or not) before the read was issued.
 """
 
 from __future__ import annotations
@@ -260,6 +260,6 @@ class Checker:
         if index < min_index:
             self.fail(
                 "Linearizable read",
-                f"{node} answered read {ctx!r} with read index {index}, but a write at index "
-                f"{min_index} was acknowledged before the read was issued",
+                f"{node} answered read {ctx!r} with read index {index}, but index {min_index} "
+                f"was committed before the read was issued",
             )

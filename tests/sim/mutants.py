@@ -39,9 +39,18 @@ class VoteTwicePerTerm(RaftNode):
         return True
 
 
+class ReadWithoutQuorum(RaftNode):
+    """Raft §6.4 / DESIGN rule 4: answer ReadIndex at once from a node that merely
+    believes it leads (no heartbeat round, no own-term commit)."""
+
+    def _handle_read_index(self, msg: Message) -> None:
+        self._answer_read(msg.frm, self.commit_index, msg.context)
+
+
 MUTANTS: dict[str, type[RaftNode]] = {
     "commit-old-term": CommitOldTermByCounting,
     "ack-before-persist": AckBeforePersist,
     "vote-without-log-check": VoteWithoutLogCheck,
     "vote-twice": VoteTwicePerTerm,
+    "read-without-quorum": ReadWithoutQuorum,
 }

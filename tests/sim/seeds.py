@@ -31,6 +31,8 @@ MUTANT_SEEDS: tuple[MutantSeed, ...] = (
     MutantSeed("vote-without-log-check", 11, 5, "Leader Completeness"),
     MutantSeed("vote-twice", 1, 5, "One vote per term"),
     MutantSeed("vote-twice", 4, 3, "One vote per term"),
+    MutantSeed("read-without-quorum", 28, 3, "Linearizable read"),
+    MutantSeed("read-without-quorum", 85, 5, "Linearizable read"),
 )
 
 

@@ -30,6 +30,8 @@ EXPECTED: dict[str, set[str]] = {
     "vote-without-log-check": {"Leader Completeness", "State Machine Safety"},
     # Two votes in one term (seen on disk), hence two leaders in a term (§5.2).
     "vote-twice": {"One vote per term", "Election Safety"},
+    # A deposed leader that still believes it leads serves stale reads (§6.4).
+    "read-without-quorum": {"Linearizable read"},
 }
 
 
