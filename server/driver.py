@@ -383,6 +383,10 @@ class MultiRaft:
             )
         if self.metrics is not None:
             self._update_gauges()
+        for group in self.groups.values():
+            # Forwarded reads whose handlers all gave up (leader unreachable).
+            for ctx in [c for c, ws in group.reads.items() if all(w.done for w in ws)]:
+                del group.reads[ctx]
 
     def _update_gauges(self) -> None:
         m = self.metrics
@@ -670,6 +674,12 @@ class MultiRaft:
             self.stats["leader_changes"] += 1
             if self.metrics is not None:
                 self.metrics.leader_changes.inc()
+        if soft.leader != group.leader and group.reads:
+            # Reads forwarded to the old leader may never be answered; they have
+            # no effect, so a redirect is always a correct answer.
+            for waiters in group.reads.values():
+                self._fail_not_leader(group, waiters, soft.leader, "leader changed")
+            group.reads.clear()
         group.role = soft.role
         group.leader = soft.leader
         self._unquiet(group)
@@ -840,14 +850,17 @@ class MultiRaft:
 
     def _fail_everything(self) -> None:
         for group in self.groups.values():
-            waiters = [w for _, w in group.queued_cmds] + group.queued_reads
             for proposal in group.proposals.values():
-                waiters += proposal.waiters
+                for w in proposal.waiters:
+                    # In the log already: it may still commit (DESIGN §3.3).
+                    w.fail(ErrorCode.TIMEOUT, "node shutting down; outcome unknown")
+            waiters = [w for _, w in group.queued_cmds] + group.queued_reads
             for ws in group.reads.values():
                 waiters += ws
             for _, ws in group.reads_at:
                 waiters += ws
             for w in waiters:
+                # Never proposed, or reads: no effect, retry elsewhere.
                 w.fail(ErrorCode.NOT_AVAILABLE, "node shutting down")
 
     def group_status(self, group: Group) -> dict[str, Any]:
