@@ -268,6 +268,23 @@ def node_command(config_path: Path, node_id: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM us when `cluster up` dies, even by SIGKILL.
+
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere a killed `cluster up` can
+    leave nodes running. It fires when the forking THREAD exits, which is fine
+    here: `cluster up` spawns from its main thread and lives as long as them.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def spawn(cfg: ClusterConfig, config_path: Path, node_cfg: NodeConfig) -> Child:
     path = log_path(node_cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,6 +295,7 @@ def spawn(cfg: ClusterConfig, config_path: Path, node_cfg: NodeConfig) -> Child:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our signals reach it only when we forward them
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     return Child(node_cfg, proc, path)
 

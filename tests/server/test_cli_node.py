@@ -273,3 +273,32 @@ def test_wiped_node_is_refused_by_its_peers(local_cluster: Any) -> None:
     assert "event=peer_refused_us" in cluster.log_text(victim)
     # The two intact nodes still form a cluster with a leader.
     cluster.wait_for_leaders(deadline=30, nodes=["n1", "n2"])
+
+
+@pytest.mark.integration
+def test_nodes_do_not_outlive_a_killed_cluster_up(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    proc = subprocess.Popen(
+        [*RAFTLOG, "cluster", "up", "--config", str(path), "--timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )  # fmt: skip
+    children: list[int] = []
+    try:
+        assert proc.stdout is not None
+        end = time.monotonic() + 90
+        while " ready: " not in (line := proc.stdout.readline()):
+            assert line and time.monotonic() < end, "cluster up never became ready"
+        children = child_pids(proc.pid)
+        assert len(children) == 3
+        proc.kill()  # no chance to forward anything
+        proc.wait(10)
+        end = time.monotonic() + 30
+        while any(pid_alive(pid) for pid in children):
+            assert time.monotonic() < end, "nodes survived their cluster up"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pid in children:
+            pid_kill(pid)
