@@ -33,7 +33,7 @@ messages = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(messages, min_size=1, max_size=12), st.booleans())
 def test_random_messages_never_raise_or_undo_commit(msgs: list[Message], lead: bool) -> None:
     net = Net(["a", "b", "c"])
