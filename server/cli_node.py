@@ -125,12 +125,16 @@ def merge_groups(statuses: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def leaders_ready(statuses: dict[str, Any], expected_nodes: int) -> bool:
-    """Every node answered, and every group any node hosts has a leader."""
+    """Every node answered, and every group any node hosts is led by one of them.
+
+    A follower's idea of the leader is not enough: after a crash it still
+    names the dead node until an election timeout passes.
+    """
     answered = [s for s in statuses.values() if "error" not in s]
     if len(answered) < expected_nodes:
         return False
     groups = merge_groups(statuses)
-    return bool(groups) and all(g.get("leader") for g in groups)
+    return bool(groups) and all(g.get("role") == "leader" for g in groups)
 
 
 def wait_for_leaders(addresses: Sequence[str], deadline_s: float) -> dict[str, Any]:

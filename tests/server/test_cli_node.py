@@ -17,7 +17,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 from raftlog.server.cli import main
-from raftlog.server.cli_node import READY_LINE, merge_groups
+from raftlog.server.cli_node import READY_LINE, leaders_ready, merge_groups
 from raftlog.server.config import load_config, render_config
 
 from .cluster_harness import LocalCluster, make_config
@@ -101,6 +101,15 @@ def group(gid: int, role: str, leader: str | None, term: int, **kw: Any) -> dict
     return {"group": gid, "topic": kw.get("topic"), "partition": kw.get("partition"),
             "role": role, "leader": leader, "term": term, "commit": kw.get("commit", 5),
             "applied": 5, "last_index": 5, "replicas": kw.get("replicas", [])}  # fmt: skip
+
+
+def test_leaders_ready_needs_a_node_that_leads_each_group() -> None:
+    follower_view = {"node": "n2", "groups": [group(0, "follower", "n1", 2)]}
+    assert not leaders_ready({"b": follower_view}, 1)  # n1 may be dead
+    led = {"node": "n1", "groups": [group(0, "leader", "n1", 2)]}
+    assert leaders_ready({"a": led, "b": follower_view}, 2)
+    assert not leaders_ready({"a": led, "b": follower_view, "c": {"error": "down"}}, 3)
+    assert not leaders_ready({"a": {"node": "n1", "groups": []}}, 1)  # nothing hosted yet
 
 
 def test_merge_prefers_the_highest_term_leader() -> None:
