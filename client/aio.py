@@ -47,6 +47,7 @@ from .connection import Connection
 from .errors import (
     ClusterUnreachableError,
     ConnectionLostError,
+    InvalidRequestError,
     NotAvailableError,
     NotLeaderError,
     OutOfOrderSequenceError,
@@ -783,7 +784,7 @@ class AsyncClient:
                 await self._refresh_metadata()
                 address = self._nodes.get(node)
                 if address is None:
-                    raise UnknownPartitionError(f"unknown node {node!r}")
+                    raise InvalidRequestError(f"unknown node {node!r}")
             return _result(
                 await self._call("cluster_status", {}, address=address, idempotent=True)
             )

@@ -128,9 +128,15 @@ def run_client(fn: Callable[[], T] | Callable[[], Awaitable[T]]) -> T:
     (usage errors, ``Exit``, ``Abort``) pass through untouched.
     """
     try:
-        if inspect.iscoroutinefunction(fn):
-            return trio.run(fn)  # type: ignore[arg-type]
-        return fn()  # type: ignore[return-value]
+        try:
+            if inspect.iscoroutinefunction(fn):
+                return trio.run(fn)  # type: ignore[arg-type]
+            return fn()  # type: ignore[return-value]
+        except BaseExceptionGroup as group:  # trio nurseries may wrap the real error
+            leaf = _first_leaf(group)
+            if leaf is None:
+                raise
+            raise leaf from None
     except click.exceptions.ClickException:
         raise
     except click.exceptions.Exit:
@@ -143,6 +149,18 @@ def run_client(fn: Callable[[], T] | Callable[[], Awaitable[T]]) -> T:
         click.echo(f"{label}: {exc}", err=True)
         sys.stderr.flush()
         raise click.exceptions.Exit(code) from None
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException | None:
+    """The first RaftlogError/OSError inside a (nested) exception group, if any."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_leaf(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, RaftlogError | OSError):
+            return exc
+    return None
 
 
 def client_command(fn: Callable[..., T]) -> Callable[..., T]:

@@ -9,10 +9,12 @@ import json
 import socket
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
+from raftlog.client.errors import ClusterUnreachableError, ConnectionLostError, UnknownTopicError
 from raftlog.server.cli import main
-from raftlog.server.cli_common import bootstrap_addresses
+from raftlog.server.cli_common import bootstrap_addresses, run_client
 
 from .fake_server import FakeCluster
 
@@ -129,3 +131,28 @@ def test_bench_consume_reads_what_it_filled(sync_fake: FakeCluster):
     report = json.loads(result.stdout)
     assert report["records"] == 1000
     assert report["bytes"] == 20_000
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (UnknownTopicError("nope"), 1),
+        (ClusterUnreachableError("down"), 3),
+        (ConnectionLostError("dropped"), 3),
+        (ExceptionGroup("nursery", [UnknownTopicError("nested")]), 1),
+    ],
+)
+def test_run_client_maps_errors_to_exit_codes(error: BaseException, code: int):
+    def body() -> None:
+        raise error
+
+    with pytest.raises(click.exceptions.Exit) as info:
+        run_client(body)
+    assert info.value.exit_code == code
+
+
+def test_run_client_returns_the_async_result():
+    async def body() -> int:
+        return 42
+
+    assert run_client(body) == 42
