@@ -72,6 +72,10 @@ class NodeConfig:
     # peer id -> address this node dials to reach it. Defaults to the peer's own
     # address; jepsen points each directed link at a proxy it controls.
     dial: dict[str, str] = field(default_factory=dict)
+    # A node added to a running cluster (``raftlog member add``): on its first
+    # start it bootstraps no group as a voter and waits to be sent the log
+    # (server/membership.py); the other nodes leave it out of group 0's voters.
+    join: bool = False
 
 
 @dataclass(slots=True)
@@ -286,6 +290,7 @@ def _parse_node(where: str, index: int, raw: Any, base: Path) -> NodeConfig:
         value = _address(dial_reader, peer, required=True)
         assert value is not None
         dial[peer] = value
+    join = node.get("join", bool, False)
     node.check_unknown()
     return NodeConfig(
         id=node_id,
@@ -295,6 +300,7 @@ def _parse_node(where: str, index: int, raw: Any, base: Path) -> NodeConfig:
         data_dir=data_dir,
         metrics_address=metrics_address,
         dial=dial,
+        join=join,
     )
 
 
@@ -389,6 +395,8 @@ def render_config(cfg: ClusterConfig) -> str:
         if node.dial:
             pairs = ", ".join(f"{_q(k)} = {_q(v)}" for k, v in sorted(node.dial.items()))
             lines.append(f"dial = {{ {pairs} }}")
+        if node.join:
+            lines.append("join = true")
     defaults = Limits()
     changed = [
         f.name
