@@ -276,7 +276,7 @@ class Workload:
                     continue
                 for key in range(self.config.partitions):
                     inv = self.recorder.invoke(f"drain-{nid}-{key}", "drain",
-                                               {"key": key, "offset": 0, "node": nid})
+                                               {"key": key, "offset": 0, "node": nid}, node=nid)
                     try:
                         with trio.fail_after(deadline):
                             records, end = await self._node_read_all(conn, key)
