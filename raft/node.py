@@ -21,6 +21,12 @@ can switch a rule off and show the simulator catches the violation:
 - ``_in_lease(msg)``: thesis §4.2.3 -- a node that heard from a leader within
   the election timeout ignores (pre)vote requests, unless forced by a
   leadership transfer.
+- ``_handle_read_index(msg)`` / ``_answer_read(requester, index, context)``:
+  Raft §6.4 -- a read is answered only after the leader committed in its
+  term and a quorum confirmed it still leads.
+
+tests/sim/mutants.py subclasses these (and appends to ``self._msgs``, the
+list of messages sent without waiting for persistence): keep the names.
 """
 
 from __future__ import annotations
