@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from raftlog.client.protocol import FrameDecoder, encode_frame, hello
 from raftlog.server.config import ClusterConfig, Limits, QuotaConfig
 from raftlog.server.listener import Listener, Quotas, TokenBucket
 
+from .cluster_harness import make_config
 from .conftest import FakeNode, start_fake_node
 from .rawclient import RawConn
 
@@ -219,8 +223,6 @@ def test_request_quota_is_per_client_id() -> None:
 async def test_produce_quota_throttles_before_the_handler(
     tmp_path: Any, nursery: trio.Nursery
 ) -> None:
-    from .cluster_harness import make_config
-
     cfg = make_config(tmp_path, 1, quotas=QuotaConfig(produce_bytes_per_sec=100.0))
     node = await start_fake_node(nursery, cfg)
     conn = await client(node, "producer-1")
@@ -281,8 +283,6 @@ async def test_peer_hello_refusals(fake_node: FakeNode) -> None:
 async def test_peer_token_required_when_configured(tmp_path: Any, nursery: trio.Nursery) -> None:
     from raftlog.server.config import AuthConfig
 
-    from .cluster_harness import make_config
-
     cfg = make_config(tmp_path, 2, auth=AuthConfig(peer_token="s3cret"))
     node = await start_fake_node(nursery, cfg)
     _, reply = await peer(node, "n2", "i", credential="wrong")
@@ -304,8 +304,6 @@ async def test_malformed_peer_frame_closes_that_connection(fake_node: FakeNode) 
 async def test_incarnations_persist_in_the_node_store(tmp_path: Any) -> None:
     from raftlog.log.store import NodeStore
     from raftlog.server.listener import serve
-
-    from .cluster_harness import make_config
 
     cfg = make_config(tmp_path, 2)
     path = tmp_path / "n1"
@@ -337,3 +335,39 @@ async def test_incarnations_persist_in_the_node_store(tmp_path: Any) -> None:
             _, reply = await peer(node, "n2", "second-life")
             assert reply["error"] == "CLUSTER_MISMATCH"
             inner.cancel_scope.cancel()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 2**32), st.binary(max_size=40)), max_size=4),
+        min_size=1,
+        max_size=6,
+    ),
+    cuts=st.lists(st.integers(1, 64), min_size=1, max_size=20),
+)
+def test_peer_frames_survive_any_chunking(
+    batches: list[list[tuple[int, bytes]]], cuts: list[int]
+) -> None:
+    """However TCP splits the byte stream, the driver sees exactly the frames sent."""
+
+    async def main() -> None:
+        cfg = make_config(Path("/nonexistent"), 2)
+        node = FakeNode(cfg)
+        listener = memory_listener(cfg, node)
+        client_end, server_end = trio.testing.memory_stream_pair()
+        data = encode_frame(hello("peer", "n2", cluster=cfg.name, incarnation="i"))
+        data += b"".join(encode_frame({"type": "raft", "msgs": b}) for b in batches)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listener.handle_stream, server_end)
+            pos, i = 0, 0
+            while pos < len(data):
+                step = cuts[i % len(cuts)]
+                await client_end.send_all(data[pos : pos + step])
+                await trio.testing.wait_all_tasks_blocked()
+                pos, i = pos + step, i + 1
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        assert node.peer_msgs == [("n2", b) for b in batches if b]
+
+    trio.run(main)
