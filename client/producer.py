@@ -44,30 +44,40 @@ _RECORD_OVERHEAD = 16  # msgpack array + timestamp + key framing, roughly
 
 
 class Delivery:
-    """The outcome of one ``send``: ``await delivery`` gives its RecordMetadata."""
+    """The outcome of one ``send``: ``await delivery`` gives its RecordMetadata.
 
-    __slots__ = ("_callbacks", "_error", "_event", "_result")
+    Holds its batch's metadata and its index in the batch; the RecordMetadata
+    is built only when asked for (one object per record would cost as much as
+    the send itself).
+    """
+
+    __slots__ = ("_callbacks", "_error", "_event", "_index", "_meta")
 
     def __init__(self) -> None:
         self._event: trio.Event | None = None
-        self._result: RecordMetadata | None = None
+        self._meta: BatchMetadata | None = None
+        self._index = 0
         self._error: BaseException | None = None
         self._callbacks: list[DeliveryCallback] | None = None
 
     def done(self) -> bool:
-        return self._result is not None or self._error is not None
+        return self._meta is not None or self._error is not None
 
     def result(self) -> RecordMetadata:
         """The metadata if done (raises the delivery error); RuntimeError if pending."""
         if self._error is not None:
             raise self._error
-        if self._result is None:
+        meta = self._meta
+        if meta is None:
             raise RuntimeError("delivery still pending")
-        return self._result
+        return RecordMetadata(meta.topic, meta.partition, meta.base_offset + self._index)
+
+    def exception(self) -> BaseException | None:
+        return self._error
 
     def add_callback(self, fn: DeliveryCallback) -> None:
         if self.done():
-            fn(self._result, self._error)
+            fn(self.result() if self._error is None else None, self._error)
         elif self._callbacks is None:
             self._callbacks = [fn]
         else:
@@ -83,14 +93,14 @@ class Delivery:
     def __await__(self) -> Any:
         return self.wait().__await__()
 
-    def _finish(self, result: RecordMetadata | None, error: BaseException | None) -> None:
-        self._result, self._error = result, error
+    def _notify(self) -> None:
         if self._event is not None:
             self._event.set()
         if self._callbacks:
+            result = self.result() if self._error is None else None
             for fn in self._callbacks:
                 try:
-                    fn(result, error)
+                    fn(result, self._error)
                 except Exception:  # a user callback must not kill the sender
                     log.exception("event=delivery_callback_failed")
 
@@ -133,6 +143,7 @@ class Producer:
         self.max_batch_records = max_batch_records
         self.buffer_memory = buffer_memory
         self.delivery_timeout = delivery_timeout
+        self._max_record_bytes = client.max_record_bytes
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
@@ -183,19 +194,22 @@ class Producer:
         """
         if self._closed or self._nursery is None:
             raise RuntimeError("Producer is not open (use 'async with')")
-        value_b = _as_bytes(value)
-        key_b = _as_bytes(key)
+        value_b = value if type(value) is bytes else _as_bytes(value)
+        key_b = key if key is None or type(key) is bytes else _as_bytes(key)
         assert value_b is not None
-        size = len(value_b) + (len(key_b) if key_b else 0) + _RECORD_OVERHEAD
+        size = len(value_b) + _RECORD_OVERHEAD
+        if key_b is not None:
+            size += len(key_b)
         if headers:
             size += sum(len(k) + len(v) for k, v in headers.items())
-        if len(value_b) > self.client.max_record_bytes:
+        if size > self._max_record_bytes and len(value_b) > self._max_record_bytes:
             raise RecordTooLargeError(
                 f"record of {len(value_b)} bytes exceeds "
                 f"max_record_bytes={self.client.max_record_bytes}"
             )
-        while self._buffered + size > self.buffer_memory and self._buffered > 0:
-            await self._space.wait()
+        if self._buffered + size > self.buffer_memory:
+            while self._buffered + size > self.buffer_memory and self._buffered > 0:
+                await self._space.wait()
         if partition is None:
             partition = await self.client.choose_partition(topic, key_b)
         delivery = Delivery()
@@ -218,7 +232,8 @@ class Producer:
         batch.size += size
         self._buffered += size
         self._outstanding += 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        if self._idle.is_set():
+            self._idle = trio.Event()
         if (
             self.linger <= 0
             or batch.size >= self.batch_size
@@ -286,7 +301,9 @@ class Producer:
         self.stats["batches"] += 1
         self.stats["records"] += count
         for i, delivery in enumerate(batch.deliveries):
-            delivery._finish(meta.record(i) if meta is not None else None, error)
+            delivery._meta, delivery._index, delivery._error = meta, i, error
+            if delivery._event is not None or delivery._callbacks:
+                delivery._notify()
         self._buffered -= batch.size
         self._space.set()
         self._space = trio.Event()

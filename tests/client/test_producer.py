@@ -126,7 +126,7 @@ async def test_a_retrying_batch_is_never_overtaken_beyond_the_dedup_window(fake:
         async with Producer(client, linger=0.0) as producer:
             deliveries = [await producer.send("t", b"r%d" % i, partition=0) for i in range(40)]
             await producer.flush()
-    errors = [d._error for d in deliveries if d._error is not None]
+    errors = [d.exception() for d in deliveries if d.exception() is not None]
     assert errors == []
     assert fake.values("t", 0) == [b"warm"] + [b"r%d" % i for i in range(40)]
     assert [d.result().offset for d in deliveries] == list(range(1, 41))
