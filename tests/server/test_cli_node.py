@@ -76,6 +76,18 @@ def test_node_start_on_another_nodes_data_dir_exits_2(tmp_path: Path) -> None:
     assert_one_line_error(result.stderr, "node n1:", "belongs to node 'n2'")
 
 
+@pytest.mark.integration
+def test_node_start_on_a_taken_port_exits_1(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    n1 = load_config(path).node("n1")
+    with socket.socket() as squatter:
+        squatter.bind((n1.host, n1.port))
+        squatter.listen()
+        result = run(["node", "start", "--config", str(path), "--node", "n1"])
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, f"address {n1.address}", "already in use")
+
+
 def test_cluster_up_refuses_a_taken_port(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     loaded = load_config(path)
