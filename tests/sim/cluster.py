@@ -101,6 +101,8 @@ class SimNode:
     last_commit: int = 0
     # Term in which this incarnation was last seen leading (checked once per term).
     leader_term: int = 0
+    # Crash at the next persist, after the durable write and before applying.
+    crash_before_apply: bool = False
 
     @property
     def up(self) -> bool:
@@ -211,6 +213,7 @@ class Cluster:
         lost = node.pending
         node.raft = None
         node.pending = None
+        node.crash_before_apply = False
         self.note(
             f"{nid} crash lost_entries={len(lost.entries) if lost else 0} "
             f"lost_persisted_msgs={len(lost.persisted_messages) if lost else 0}"
@@ -286,7 +289,7 @@ class Cluster:
                 return
             self._persist(node, node.pending)
             node.pending = None
-            if node.raft is None:  # pragma: no cover - persist never crashes
+            if node.raft is None:  # crashed between the write and the apply
                 return
         if raft.has_ready():
             rd = raft.ready()
@@ -337,6 +340,12 @@ class Cluster:
         # 2. Messages that must wait for durability (vote grants, append acks).
         for m in rd.persisted_messages:
             self._send(m)
+        if node.crash_before_apply:
+            # Power loss after the fsync, before the state machine caught up:
+            # the restart resumes from an applied index below the durable commit.
+            node.crash_before_apply = False
+            self.crash(node.id)
+            return
         # 3. Apply, durably with the applied index.
         term_now = raft.term
         for e in rd.committed_entries:

@@ -29,7 +29,8 @@ class Op(IntEnum):
     PARTITION = 5  # arg = Shape, arg2 = node index
     HEAL = 6
     # arg = node index; arg2 = 1: the current leader instead; arg2 = 2: a node
-    # in the middle of an fsync (a Ready taken but not yet durable) if any.
+    # in the middle of an fsync (a Ready taken but not yet durable) if any;
+    # arg2 = 3: node arg at its next persist, after the write, before applying.
     CRASH = 7
     RESTART = 8  # arg = node index
     TRANSFER = 9  # leader transfers to node arg
@@ -93,7 +94,7 @@ def random_schedule(rng: random.Random, n_nodes: int, length: int) -> list[Actio
         elif op is Op.MEMBERSHIP:
             out.append(Action(op, rng.randrange(len(MembershipOp)), rng.randrange(n_nodes)))
         elif op is Op.CRASH:
-            out.append(Action(op, rng.randrange(n_nodes), rng.randrange(3)))
+            out.append(Action(op, rng.randrange(n_nodes), rng.randrange(4)))
         else:
             out.append(Action(op, rng.randrange(n_nodes)))
     return out
@@ -171,6 +172,9 @@ def apply_action(c: Cluster, a: Action) -> None:
             syncing = [nid for nid in ids if c.nodes[nid].pending is not None]
             if syncing:
                 target = syncing[a.arg % len(syncing)]
+        elif a.arg2 == 3:
+            c.nodes[ids[a.arg % n]].crash_before_apply = True
+            return
         c.crash(target or ids[a.arg % n])
     elif op is Op.RESTART:
         nid = ids[a.arg % n]
@@ -249,6 +253,8 @@ def settle(c: Cluster, max_ticks: int) -> int:
     c.p.tick_skip = ()
     for nid in c.crashed():
         c.start(nid)
+    for nid in c.ids:
+        c.nodes[nid].crash_before_apply = False
     final = None
     for t in range(1, max_ticks + 1):
         c.round(tick=True)
@@ -266,11 +272,7 @@ def settle(c: Cluster, max_ticks: int) -> int:
             if low >= c.acked_max_index:
                 return t
     lead = c.leader()
-    states = ", ".join(
-        f"{nid}(term={c.nodes[nid].raft.term} role={c.nodes[nid].raft.role.name} "
-        f"commit={c.nodes[nid].raft.commit_index} applied={c.nodes[nid].disk.applied})"
-        for nid in c.ids
-    )
+    states = ", ".join(_node_state(c, nid) for nid in c.ids)
     c.checker.fail(
         "Liveness",
         f"after healing, {max_ticks} ticks passed without "
@@ -280,6 +282,16 @@ def settle(c: Cluster, max_ticks: int) -> int:
         + f"; nodes: {states}",
     )
     return max_ticks  # pragma: no cover - fail() raises
+
+
+def _node_state(c: Cluster, nid: str) -> str:
+    r = c.nodes[nid].raft
+    if r is None:
+        return f"{nid}(down applied={c.nodes[nid].disk.applied})"
+    return (
+        f"{nid}(term={r.term} role={r.role.name} commit={r.commit_index} "
+        f"applied={c.nodes[nid].disk.applied})"
+    )
 
 
 def run_schedule(

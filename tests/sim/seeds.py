@@ -25,14 +25,14 @@ class MutantSeed:
 
 
 MUTANT_SEEDS: tuple[MutantSeed, ...] = (
-    MutantSeed("ack-before-persist", 21, 5, "State Machine Safety"),
-    MutantSeed("ack-before-persist", 22, 3, "Leader Completeness"),
-    MutantSeed("vote-without-log-check", 4, 3, "Leader Completeness"),
-    MutantSeed("vote-without-log-check", 11, 5, "Leader Completeness"),
+    MutantSeed("ack-before-persist", 14, 3, "Leader Completeness"),
+    MutantSeed("ack-before-persist", 20, 3, "Leader Completeness"),
+    MutantSeed("vote-without-log-check", 3, 5, "Leader Completeness"),
+    MutantSeed("vote-without-log-check", 8, 3, "Leader Completeness"),
     MutantSeed("vote-twice", 1, 5, "One vote per term"),
     MutantSeed("vote-twice", 4, 3, "One vote per term"),
-    MutantSeed("read-without-quorum", 28, 3, "Linearizable read"),
-    MutantSeed("read-without-quorum", 85, 5, "Linearizable read"),
+    MutantSeed("read-without-quorum", 61, 5, "Linearizable read"),
+    MutantSeed("read-without-quorum", 138, 3, "Linearizable read"),
 )
 
 

@@ -65,7 +65,7 @@ actions = st.one_of(
     st.builds(Action, st.just(Op.DROP), _small),
     st.builds(Action, st.just(Op.PARTITION), st.sampled_from(list(Shape)), _node),
     st.builds(Action, st.just(Op.HEAL)),
-    st.builds(Action, st.just(Op.CRASH), _node, st.integers(0, 2)),
+    st.builds(Action, st.just(Op.CRASH), _node, st.integers(0, 3)),
     st.builds(Action, st.just(Op.RESTART), _node),
     st.builds(Action, st.just(Op.TRANSFER), _node),
     st.builds(Action, st.just(Op.COMPACT), _node),
