@@ -29,6 +29,7 @@ class CommandKind(IntEnum):
     # Partition groups.
     PRODUCE = 1
     COMMIT_OFFSET = 2
+    TRUNCATE_PREFIX = 3
     # The metadata group (group 0).
     REGISTER_NODE = 10
     CREATE_TOPIC = 11
@@ -61,6 +62,20 @@ class CommitOffset:
     metadata: str = ""
 
     KIND = CommandKind.COMMIT_OFFSET
+
+
+@dataclass(slots=True, frozen=True)
+class TruncatePrefix:
+    """Retention: forget the records below ``start_offset``.
+
+    Decided by the partition leader and carried through the Raft log, so every
+    replica deletes the same batches at the same log position and the start
+    offset moves identically everywhere (deterministic apply).
+    """
+
+    start_offset: int
+
+    KIND = CommandKind.TRUNCATE_PREFIX
 
 
 @dataclass(slots=True, frozen=True)
@@ -106,6 +121,7 @@ class SetPartitionReplicas:
 Command = (
     Produce
     | CommitOffset
+    | TruncatePrefix
     | RegisterNode
     | CreateTopic
     | DeleteTopic
@@ -118,6 +134,7 @@ _CLASSES: dict[int, type] = {
     for cls in (
         Produce,
         CommitOffset,
+        TruncatePrefix,
         RegisterNode,
         CreateTopic,
         DeleteTopic,
@@ -133,6 +150,7 @@ _STR = (str, False)
 _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     Produce: ((bytes, False), _INT, _INT, _OPT_INT, _OPT_INT, _INT),
     CommitOffset: (_STR, _INT, _STR),
+    TruncatePrefix: (_INT,),
     RegisterNode: (_STR, _STR, _STR),
     CreateTopic: (_STR, _INT, _INT, (dict, False)),
     DeleteTopic: (_STR,),

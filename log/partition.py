@@ -26,7 +26,7 @@ from rocksdict import WriteBatch
 
 from . import keys
 from .codec import StoreCorruptionError
-from .commands import CommandError, CommitOffset, Produce, decode_entry_commands
+from .commands import CommandError, CommitOffset, Produce, TruncatePrefix, decode_entry_commands
 from .store import NodeStore
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,8 @@ class PartitionStateMachine:
                 out.append(self._produce(cmd, batch, dirty))
             elif isinstance(cmd, CommitOffset):
                 out.append(self._commit_offset(cmd, batch))
+            elif isinstance(cmd, TruncatePrefix):
+                out.append(self._truncate_command(cmd, batch))
             else:
                 out.append(
                     _fail(ErrorCode.INVALID_REQUEST, f"{type(cmd).__name__} is not a partition op")
@@ -269,6 +271,12 @@ class PartitionStateMachine:
         )
         return ApplyResult()
 
+    def _truncate_command(self, cmd: TruncatePrefix, batch: WriteBatch) -> ApplyResult:
+        if cmd.start_offset < 0:
+            return _fail(ErrorCode.INVALID_REQUEST, f"start offset {cmd.start_offset} < 0")
+        self.truncate_prefix(cmd.start_offset, batch)
+        return ApplyResult(base_offset=self.start_offset)
+
     # ---- reads ----------------------------------------------------------------------------
 
     def offset_in_range(self, offset: int) -> bool:
@@ -299,6 +307,11 @@ class PartitionStateMachine:
                 break
             value = it.value()
             base, ts, count = header.unpack_from(value)
+            if base >= self.next_offset:
+                # Batches at or beyond the high watermark can only be pre-fetched
+                # by a snapshot transfer (server/snapshots.py) and are not
+                # applied here yet: never visible to readers.
+                break
             if base + count <= offset:  # the batch before ``offset``
                 it.next()
                 continue
@@ -371,6 +384,48 @@ class PartitionStateMachine:
             if base + count > self.start_offset:
                 return base
         return self.start_offset
+
+    # ---- snapshot transfer (follower catch-up, server/snapshots.py) -------------------
+
+    def contiguous_end(self, lo: int, hi: int) -> int:
+        """The first offset in ``[lo, hi)`` not covered by stored batches, scanning from
+        the batch holding ``lo``; ``hi`` if all of it is present.
+
+        Resuming a snapshot transfer from here keeps every batch already written
+        (a previous attempt, or this replica's own applies).
+        """
+        expect = lo
+        it = self.db.iter()
+        it.seek_for_prev(keys.batch_key(self.group_id, lo))
+        if not it.valid() or it.key() < self._batch_begin:
+            it.seek(self._batch_begin)
+        while expect < hi and it.valid():
+            key = it.key()
+            if key >= self._batch_end:
+                break
+            base, _, count = BATCH_HEADER.unpack_from(it.value())
+            if base + count <= expect:
+                it.next()
+                continue
+            if base > expect:
+                break  # a hole
+            expect = base + count
+            it.next()
+        return min(expect, hi)
+
+    def put_fetched(self, batches: Sequence[StoredBatch], batch: WriteBatch) -> int:
+        """Stage batches fetched from a peer at their (committed, hence final) offsets;
+        returns the offset after the last one. Raises ValueError on batches that
+        are not contiguous: a confused or hostile peer must not write holes."""
+        expect: int | None = None
+        for base, ts, count, records in batches:
+            if count < 1 or base < 0 or (expect is not None and base != expect):
+                raise ValueError(f"fetched batch at {base} (count {count}) not contiguous")
+            batch.put(
+                keys.batch_key(self.group_id, base), BATCH_HEADER.pack(base, ts, count) + records
+            )
+            expect = base + count
+        return -1 if expect is None else expect
 
     def truncate_prefix(self, new_start_offset: int, batch: WriteBatch) -> None:
         """Retention: forget records below ``new_start_offset`` (whole batches only are

@@ -605,12 +605,27 @@ class NodeStore:
         log.info("snapshot created group=%d index=%d term=%d", group_id, index, snap.meta.term)
         return snap
 
-    def compact_log(self, group_id: int, upto_index: int) -> None:
+    def compact_log(
+        self, group_id: int, upto_index: int, *, sync: bool = True, blocking: bool = True
+    ) -> bool:
         """Discard entries up to and including ``upto_index`` (log compaction, Raft §7).
 
         The caller must hold a snapshot covering ``upto_index``, or lagging
-        followers can no longer be caught up.
+        followers can no longer be caught up. ``sync=False`` is safe once the
+        snapshot record is durable: a compaction lost in a crash only leaves
+        entries that are already covered. ``blocking=False`` returns False
+        instead of waiting for a writer (a save in flight on another thread),
+        so the event loop never waits for someone else's fsync.
         """
+        if not self._write_lock.acquire(blocking=blocking):
+            return False
+        try:
+            self._compact_locked(group_id, upto_index, sync)
+        finally:
+            self._write_lock.release()
+        return True
+
+    def _compact_locked(self, group_id: int, upto_index: int, sync: bool) -> None:
         g = self.group(group_id)
         first = g.first_index()
         if upto_index < first:
@@ -624,8 +639,8 @@ class NodeStore:
             keys.raft_meta(group_id, keys.RaftField.LOG_START),
             codec.encode_index_term(upto_index, term),
         )
-        with self._write_lock, self._lock:
-            self.db.write(batch, self._sync_opts)
+        with self._lock:
+            self.db.write(batch, self._sync_opts if sync else self._nosync_opts)
             g._mem_compact(upto_index, term)
         log.info("log compacted group=%d upto=%d", group_id, upto_index)
 
