@@ -61,6 +61,7 @@ from raftlog.raft.node import Config as RaftConfig
 from raftlog.raft.node import RaftNode
 from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready, Role
 
+from . import membership
 from .groups import METADATA_GROUP, Group, GroupKind, Proposal
 from .waiters import Outcome, Waiter
 
@@ -144,11 +145,12 @@ class MultiRaft:
         """Load or bootstrap the metadata group and every partition group on disk."""
         on_disk = set(self.store.group_ids())
         if METADATA_GROUP not in on_disk:
-            voters = tuple(n.id for n in self.cfg.nodes)
-            self.store.create_group(METADATA_GROUP, ConfState(voters=voters))
-            log.info("event=bootstrap group=0 voters=%s", ",".join(voters))
+            conf = membership.bootstrap_conf(self.cfg, self.node_id)
+            self.store.create_group(METADATA_GROUP, conf)
+            log.info("event=bootstrap group=0 voters=%s", ",".join(conf.voters))
         meta_sm = MetadataStateMachine(self.store)
         self._add_group(METADATA_GROUP, GroupKind.METADATA, meta_sm)
+        membership.sync_peers(self)
         self._desired = dict(self._groups_for_me())
         for gid in sorted(on_disk - {METADATA_GROUP}):
             group = self._add_partition(gid)
@@ -293,7 +295,7 @@ class MultiRaft:
                 if tick:
                     # With every group quiet only the node liveness frames need
                     # the timer; a proposal or message wakes the loop anyway.
-                    interval = self._tick_s if self._ticking else self._node_heartbeat_s / 2
+                    interval = self._tick_s if self._ticking else self._node_heartbeat_s
                     next_tick += interval
                     if next_tick < now:  # fell behind (a long fsync): do not tick in bursts
                         next_tick = now + interval
@@ -453,7 +455,12 @@ class MultiRaft:
                     continue
                 group = self.groups.get(gid)
                 if group is None:
+                    group = membership.group_for_message(self, gid, msg)
+                if group is None:
                     self._keep_early(gid, msg)
+                    continue
+                if not membership.admit(group, msg, self.node_id):
+                    self.stats["non_member_votes_refused"] += 1
                     continue
                 self._step(group, msg)
 
@@ -747,12 +754,14 @@ class MultiRaft:
             group.notify_applied()
         if meta_applied:
             self._reconcile_groups()
+            membership.sync_peers(self)
 
     def _apply_group(self, group: Group, rd: Ready, batch: Any) -> None:
         entries = rd.committed_entries
         for entry in entries:
             if entry.type is EntryType.CONF_CHANGE:
-                group.raft.apply_conf_change(codec.decode_conf_change(entry.data))
+                # Also persists the new ConfState with the apply batch.
+                membership.apply_conf_entry(self, group, entry, batch)
         results = group.sm.apply(entries, batch)
         for entry, result in zip(entries, results):
             proposal = group.proposals.pop(entry.index, None)
