@@ -57,10 +57,14 @@ class _Metric:
         self.label_names: tuple[str, ...] = tuple(labels)
 
     def _key(self, labels: dict[str, object]) -> LabelValues:
-        if len(labels) != len(self.label_names):
-            raise ValueError(f"{self.name}: labels {sorted(labels)} != {list(self.label_names)}")
+        # Hot path (every request): no generator, no sorting.
+        names = self.label_names
+        if len(labels) != len(names):
+            raise ValueError(f"{self.name}: labels {sorted(labels)} != {list(names)}")
         try:
-            return tuple(str(labels[n]) for n in self.label_names)
+            if len(names) == 1:
+                return (str(labels[names[0]]),)
+            return tuple([str(labels[n]) for n in names])
         except KeyError as exc:
             raise ValueError(f"{self.name}: missing label {exc}") from None
 
