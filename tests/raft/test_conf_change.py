@@ -174,3 +174,17 @@ def test_invalid_conf_change_is_ignored_consistently() -> None:
     leader = net.elect("a")
     before = leader.conf_state
     assert leader.apply_conf_change(ConfChange(leave_joint=True)) == before
+
+
+def test_leader_leaving_through_joint_config_steps_down_after_leave() -> None:
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    _join(net, "d")
+    leader.propose_conf_change(cc((ADD, "d"), (REMOVE, "a")))  # implicit joint, auto-leave
+    net.deliver()
+    net.tick(3)
+    # a led through the joint config (it was still an outgoing voter), then left.
+    assert leader.role == Role.FOLLOWER
+    assert leader.conf_state.voters == ("b", "c", "d")
+    assert leader.conf_state.voters_outgoing == ()
+    net.tick_until(lambda: any(net.node(n).role == Role.LEADER for n in "bcd"))

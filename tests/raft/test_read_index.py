@@ -108,3 +108,21 @@ def test_old_heartbeat_ack_does_not_confirm_a_new_request_with_same_context() ->
     # ...but the second request stays pending until a round sent after it is acked.
     net.process("a")
     assert net.members["a"].read_states == []
+
+
+def test_forwarded_read_waits_for_new_leaders_first_commit() -> None:
+    net = Net(["a", "b", "c"])
+    net.filter = lambda m: m.type != MT.APPEND
+    leader = net.elect("a")
+    net.filter = lambda m: m.type not in (MT.APPEND, MT.APPEND_RESP) or m.to == "a"
+    # b learns of the leader from a heartbeat, then forwards its read.
+    net.tick(2)
+    assert net.node("b").leader_id == "a"
+    net.node("b").read_index(b"fwd")
+    net.deliver()
+    assert net.members["b"].read_states == []
+    net.filter = None
+    net.tick(3)
+    (rs,) = net.members["b"].read_states
+    assert rs.context == b"fwd"
+    assert rs.index == leader.commit_index
