@@ -592,6 +592,23 @@ class AsyncClient:
             state.pulse()
             log.info("event=producer_reset producer_id=%s epoch=%s", state.producer_id, state.epoch)
 
+    def _try_number(self, state: _SeqState, slot: _Slot) -> bool:
+        """``_number`` without waiting, for the common case; False if it would wait."""
+        if state.needs_reset or state.opening is not None:
+            return False
+        for other in state.order:
+            if other is not slot and not other.done and other.epoch != state.epoch:
+                return False
+        pid = state.producer_id if state.producer_id is not None else self._producer_id
+        if pid is None:
+            return False
+        slot.producer_id, slot.seq, slot.epoch = pid, state.next_seq, state.epoch
+        state.next_seq += slot.count
+        if slot.seq == 0:
+            state.opening = slot
+        state.pulse()
+        return True
+
     async def _number(self, state: _SeqState, slot: _Slot) -> None:
         """Give ``slot`` the next sequence of the current epoch, strictly in batch order.
 
@@ -644,14 +661,20 @@ class AsyncClient:
         # finished too. Otherwise a batch stuck in retries could be overtaken by
         # more than MAX_IN_FLIGHT newer ones and fall out of the server's dedup
         # window (its retry would get DUPLICATE_SEQUENCE, its offset lost).
-        with trio.move_on_after(budget) as scope:
-            await state.window.acquire()
-        if scope.cancelled_caught:
-            raise RequestTimeoutError(f"produce: no in-flight slot within {budget:.1f}s (not sent)")
+        try:
+            state.window.acquire_nowait()  # the common case: no scheduling round-trip
+        except trio.WouldBlock:
+            with trio.move_on_after(budget) as scope:
+                await state.window.acquire()
+            if scope.cancelled_caught:
+                raise RequestTimeoutError(
+                    f"produce: no in-flight slot within {budget:.1f}s (not sent)"
+                ) from None
         slot = _Slot(count)
         state.order.append(slot)
         try:
-            await self._number_before(state, slot, deadline)
+            if not self._try_number(state, slot):
+                await self._number_before(state, slot, deadline)
             if on_allocated is not None:
                 on_allocated()
             oldest_rejections = 0

@@ -221,10 +221,23 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
     "cluster_status": (),
     # Operations (membership issue): see server handlers.
     "member_list": (),
-    "member_add": (_f("node", str), _f("address", str)),
-    "member_remove": (_f("node", str),),
-    "leader_transfer": (_f("topic", str), _f("partition", int), _f("to", str)),
-    "partition_reassign": (_f("topic", str), _f("partition", int), _f("replicas", list)),
+    "member_add": (_f("node", str), _f("address", str), _f("timeout_ms", int, False)),
+    "member_remove": (_f("node", str), _f("timeout_ms", int, False)),
+    "leader_transfer": (
+        _f("topic", str),
+        _f("partition", int),
+        _f("to", str),
+        _f("timeout_ms", int, False),
+    ),
+    "partition_reassign": (
+        _f("topic", str),
+        _f("partition", int),
+        _f("replicas", list),
+        _f("timeout_ms", int, False),
+        # "all" (default): the group's conf, then metadata if this node leads
+        # group 0; "group" or "metadata": only that half.
+        _f("phase", str, False),
+    ),
 }
 
 
