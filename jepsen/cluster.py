@@ -70,6 +70,7 @@ class NodeProc:
     paused: bool = False
     starts: int = 0
     expected_exit: bool = False  # killed or stopped by the harness
+    log_offset: int = 0  # where the current start's output begins
 
 
 def _toml_str(s: str) -> str:
@@ -154,6 +155,10 @@ class JepsenCluster:
         if self.is_running(nid):
             return
         with node.log_path.open("ab") as out:
+            # Readiness is looked for only after this point of the log: an
+            # earlier start's ready line (or a failed start's lack of one) must
+            # not count for this one.
+            node.log_offset = out.tell()
             out.write(f"=== jepsen: starting {nid} at {time.time():.3f}\n".encode())
             out.flush()
             node.proc = subprocess.Popen(
@@ -220,17 +225,21 @@ class JepsenCluster:
                 out[nid] = node.proc.returncode
         return out
 
-    def ready_marks(self, nid: str) -> int:
+    def is_ready(self, nid: str) -> bool:
+        """Did the current start of the node print its ready line?"""
+        node = self.nodes[nid]
         try:
-            return self.nodes[nid].log_path.read_bytes().count(READY_MARK)
+            with node.log_path.open("rb") as fh:
+                fh.seek(node.log_offset)
+                return READY_MARK in fh.read()
         except FileNotFoundError:
-            return 0
+            return False
 
     async def wait_started(self, nid: str, deadline: float = 30.0) -> None:
         """Wait until this start of the node printed its ready line."""
         node = self.nodes[nid]
         with trio.fail_after(deadline):
-            while self.ready_marks(nid) < node.starts:
+            while not self.is_ready(nid):
                 if not self.is_running(nid):
                     raise RuntimeError(f"{nid} exited before it was ready; see {node.log_path}")
                 await trio.sleep(0.05)

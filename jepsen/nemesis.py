@@ -163,8 +163,9 @@ class Nemesis:
             try:
                 await self.cluster.wait_started(nid, self.restart_deadline)
             except (RuntimeError, trio.TooSlowError) as exc:
-                self.recorder.nemesis("restart-failed", {"node": nid, "error": str(exc)})
-                self.restart_failures.append(f"{nid}: {exc}")
+                why = str(exc) or f"not ready within {self.restart_deadline}s"
+                self.recorder.nemesis("restart-failed", {"node": nid, "error": why})
+                self.restart_failures.append(f"{nid}: {why}")
                 log.error("event=restart_failed node=%s error=%s", nid, exc)
 
     # ------------------------------------------------------------ schedule

@@ -39,3 +39,14 @@ async def test_unproxied_cluster_has_no_dial_tables(tmp_path: Path) -> None:
     await cluster.prepare()
     cfg = load_config(cluster.config_path)
     assert len(cfg.nodes) == 5 and all(not n.dial for n in cfg.nodes)
+
+
+def test_readiness_counts_only_the_current_start(tmp_path: Path) -> None:
+    cluster = JepsenCluster(tmp_path, ClusterSettings(nodes=1, proxied=False))
+    node = cluster.nodes["n1"]
+    node.log_path.write_bytes(b"=== start 1\nraftlog node ready node=n1\n=== start 2\nTraceback\n")
+    node.log_offset = node.log_path.read_bytes().index(b"=== start 2")
+    assert not cluster.is_ready("n1")  # the first start's ready line does not count
+    with node.log_path.open("ab") as fh:
+        fh.write(b"raftlog node ready node=n1\n")
+    assert cluster.is_ready("n1")
