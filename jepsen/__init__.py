@@ -1,1 +1,31 @@
-"""Fault injection, workloads, history checking and reports against real node processes."""
+"""Fault injection, workloads, history checking and reports against real node processes.
+
+Usage::
+
+    raftlog jepsen run --nodes 3 --workload log --nemesis partition,kill,pause \\
+        --time-limit 60 --concurrency 10 --seed 1 --out store/run1
+    raftlog jepsen check store/run1/history.jsonl [--json]
+
+Exit codes: 0 valid, 1 anomaly (or liveness failure, or unknown verdict),
+2 usage error, 3 the run itself failed. A run directory holds
+``cluster.toml`` (generated: peer links through proxies), ``history.jsonl``,
+``results.json``, ``latency-raw.png``, ``rate.png``, ``logs/<node>.log`` and
+``data/<node>/``.
+
+Modules, one job each:
+
+- ``history``: operations as JSON lines, the recorder, error -> outcome mapping.
+- ``checker_log``: log anomalies (lost, duplicate, inconsistent offsets,
+  reordering, stale reads, consumer skips, committed-offset regressions ...).
+- ``linearizable``: WGL search per partition on an append-only log model.
+- ``partitions`` / ``proxy``: grudges and the per-directed-link TCP proxies.
+- ``cluster``: node processes from a generated cluster.toml.
+- ``nemesis``: the seeded fault schedule (kill, pause, partition).
+- ``workload``: the ``log`` and ``offsets`` client workloads and final drains.
+- ``report`` / ``runner`` / ``cli``: artefacts, one whole run, the commands.
+
+Deliberately unsafe node modes (``--unsafe-ack-before-commit``,
+``--unsafe-follower-reads``) exist to prove the checkers catch real loss and
+stale reads; ``--unsafe-no-fsync`` alone loses nothing on one machine because
+SIGKILL does not drop the page cache.
+"""
