@@ -66,6 +66,8 @@ class SimParams:
     heartbeat_ticks: int = 2
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
+    max_inflight_bytes: int = 32 << 20
+    max_uncommitted_bytes: int = 64 << 20
     pre_vote: bool = True
     check_quorum: bool = True
     # Probability that a pending Ready is persisted in a given round.
@@ -190,6 +192,8 @@ class Cluster:
             heartbeat_ticks=p.heartbeat_ticks,
             max_size_per_msg=p.max_size_per_msg,
             max_inflight_msgs=p.max_inflight_msgs,
+            max_inflight_bytes=p.max_inflight_bytes,
+            max_uncommitted_bytes=p.max_uncommitted_bytes,
             pre_vote=p.pre_vote,
             check_quorum=p.check_quorum,
             applied=applied,
@@ -259,6 +263,10 @@ class Cluster:
             node = nodes[nid]
             if node.raft is not None:
                 self.pump(node, self.rng.random() < self.p.persist_prob)
+        for frm, to in self.net.take_unreachable():
+            sender = nodes[frm].raft
+            if sender is not None:
+                sender.report_unreachable(to)
         for msg in self.net.take_lost_snapshots():
             sender = nodes[msg.frm].raft
             if sender is not None and hasattr(sender, "report_snapshot"):

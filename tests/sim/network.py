@@ -68,6 +68,7 @@ class Network:
     # Snapshot messages that never arrived: the driver must report them to
     # the sender (RaftNode.report_snapshot) or its Progress stays stuck.
     _lost_snapshots: list[Message] = field(default_factory=list)
+    _unreachable: dict[Link, None] = field(default_factory=dict)
     # Optional targeted fault for hand-written scenarios: called on every
     # message at delivery; returns the message to deliver (possibly rewritten)
     # or None to lose it.
@@ -108,6 +109,9 @@ class Network:
             if (msg.frm, msg.to) in self.cut:
                 self.stats.cut += 1
                 self._lost(msg)
+                # A real transport notices a dead connection: the driver
+                # reports the peer unreachable (RaftNode.report_unreachable).
+                self._unreachable[(msg.frm, msg.to)] = None
                 continue
             if self.intercept is not None:
                 msg = self.intercept(msg)
@@ -121,6 +125,11 @@ class Network:
     def _lost(self, msg: Message) -> None:
         if msg.type is MessageType.SNAPSHOT:
             self._lost_snapshots.append(msg)
+
+    def take_unreachable(self) -> list[Link]:
+        out = list(self._unreachable)
+        self._unreachable.clear()
+        return out
 
     def take_lost_snapshots(self) -> list[Message]:
         out, self._lost_snapshots = self._lost_snapshots, []

@@ -135,6 +135,10 @@ def random_params(seed: int, n_nodes: int, trace: bool = False) -> SimParams:
         persist_prob=rng.choice((0.3, 0.7, 1.0)),
         max_size_per_msg=rng.choice((1, 64, 1 << 20)),
         max_inflight_msgs=rng.choice((1, 4, 256)),
+        # Small byte limits exercise flow control and proposal dropping
+        # (entries here are ~20 bytes each as counted by the core).
+        max_inflight_bytes=rng.choice((32 << 20, 100)),
+        max_uncommitted_bytes=rng.choice((64 << 20, 64 << 20, 40)),
         tick_skip=skew,
         net=net,
         trace=trace,
