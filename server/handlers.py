@@ -28,6 +28,7 @@ from raftlog.raft.types import Role
 from .driver import MultiRaft
 from .errors import HandlerError
 from .groups import METADATA_GROUP, Group
+from .membership_ops import MembershipOps
 from .waiters import Outcome
 
 log = logging.getLogger("raftlog.handlers")
@@ -92,6 +93,8 @@ class RequestHandlers:
             "leader_transfer": self.leader_transfer,
             "partition_reassign": self.not_supported,
         }
+        # Membership and day-2 operations live in their own module.
+        self._ops.update(MembershipOps(self).handlers())
 
     async def handle(self, ctx: Any, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         fn = self._ops.get(op)

@@ -1,0 +1,200 @@
+"""Membership hooks of the multi-raft driver (DESIGN §3 rules 6 and 7).
+
+The driver calls these small functions at fixed points; the logic lives here
+so that driver.py keeps one job (the loop):
+
+- ``bootstrap_conf``: the ConfState of group 0 on a node's very first start.
+  Nodes of the initial cluster bootstrap it with every non-``join`` node as a
+  voter; a ``join = true`` node starts it EMPTY: it is nobody's voter, never
+  campaigns (not promotable) and learns the real configuration from the log
+  the leader sends once ``member add`` made it a learner.
+- ``apply_conf_entry``: apply a committed CONF_CHANGE entry to the core AND
+  record the resulting ConfState in the apply batch, atomically with the state
+  machine's applied index, so a restart resumes with the membership it had
+  (otherwise a restarted node would count votes of the bootstrap config).
+- ``admit``: refuse (pre-)vote requests from nodes outside the group's config,
+  so a removed node that did not learn of its removal cannot disrupt the
+  group (thesis §4.2.3; PreVote and CheckQuorum cover the rest).
+- ``group_for_message``: a node added to a partition's group (as a learner,
+  by ``partition reassign``) hosts no copy yet; the first message of that
+  group creates one with an EMPTY ConfState, filled from the leader's log.
+- ``sync_peers``: nodes registered in the metadata group (REGISTER_NODE, done
+  by ``member add``) but absent from this node's cluster.toml become peers:
+  the listener accepts their hello and the transport dials them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from raftlog.log import keys
+from raftlog.raft import codec
+from raftlog.raft.conf_change import ConfChangeError, apply_conf_change
+from raftlog.raft.types import (
+    ConfChangeType,
+    ConfState,
+    Entry,
+    Message,
+    MessageType,
+)
+
+from .config import NodeConfig, parse_address
+from .groups import METADATA_GROUP, Group
+
+log = logging.getLogger("raftlog.membership")
+
+_VOTE_REQUESTS = frozenset({MessageType.VOTE, MessageType.PRE_VOTE})
+
+
+def bootstrap_conf(cfg: Any, node_id: str) -> ConfState:
+    """Group 0's membership on a node's first start (see module docstring)."""
+    if cfg.node(node_id).join:
+        return ConfState()
+    return ConfState(voters=tuple(n.id for n in cfg.nodes if not n.join))
+
+
+def apply_conf_entry(driver: Any, group: Group, entry: Entry, batch: Any) -> None:
+    """Apply a committed conf change and persist the new ConfState in ``batch``."""
+    if entry.index <= group.sm.applied_index:
+        # A replay after restart: the stored ConfState (written with the
+        # applied index in one batch) already includes this change.
+        return
+    try:
+        cc = codec.decode_conf_change(entry.data)
+    except codec.CodecError as exc:
+        # Undecodable on every replica alike: ignored everywhere, consistently.
+        log.warning("event=conf_change_undecodable group=%d index=%d error=%s",
+                    group.gid, entry.index, exc)  # fmt: skip
+        return
+    before = group.raft.conf_state
+    if not before.all_nodes():
+        cs = _first_conf(group, cc)
+        if cs is None:
+            return
+    else:
+        cs = group.raft.apply_conf_change(cc)
+    driver.store.set_conf_state(group.gid, cs, batch)
+    log.info(
+        "event=membership_applied group=%d index=%d voters=%s learners=%s outgoing=%s",
+        group.gid,
+        entry.index,
+        ",".join(cs.voters),
+        ",".join(cs.learners + cs.learners_next),
+        ",".join(cs.voters_outgoing),
+    )
+    if group.gid == METADATA_GROUP:
+        for item in cc.changes:
+            if item.type is ConfChangeType.ADD_LEARNER and item.node_id not in before.all_nodes():
+                _forget_incarnation(driver, item.node_id)
+
+
+def base_context(cs: ConfState) -> bytes:
+    """The ``context`` of a conf change that ADDS nodes: the ConfState it applies to.
+
+    A group's bootstrap membership is written by ``create_group``, not logged,
+    so a node that joins later cannot rebuild the membership by replaying the
+    log from index 1. It skips conf changes until the one that adds it, which
+    carries the membership it applies to (see ``_first_conf``).
+    """
+    return codec.encode_conf_state(cs)
+
+
+def _first_conf(group: Group, cc: Any) -> ConfState | None:
+    """A joining node's first conf change: base membership from the context, then cc."""
+    try:
+        base = codec.decode_conf_state(cc.context) if cc.context else None
+    except codec.CodecError:
+        base = None
+    if base is None or not base.voters:
+        # An earlier change, before this node was added: its effect is part of
+        # the base the change adding us will carry. Nothing to do until then.
+        log.debug("event=conf_change_skipped group=%d reason=joining_without_base", group.gid)
+        return None
+    try:
+        cs = apply_conf_change(base, cc)
+    except ConfChangeError as exc:
+        log.warning("event=conf_change_ignored group=%d reason=%s", group.gid, exc)
+        return None
+    # The core has no public "set membership" (it learns one from storage or a
+    # snapshot); a joining replica's first membership is exactly that case.
+    group.raft._switch_to_config(cs)
+    return cs
+
+
+def _forget_incarnation(driver: Any, node_id: str) -> None:
+    """A node (re-)added to the cluster is a NEW member: trust its next hello afresh.
+
+    DESIGN §3 rule 7 stays intact: ``member add`` refuses a node that is still
+    a replica of any partition, so a wiped node can only come back after it
+    was removed everywhere, i.e. nothing counts its old votes or acks.
+    """
+    if node_id == driver.node_id:
+        return
+    store = driver.store
+    if store.peer_incarnation(node_id) is not None:
+        store.db.delete(keys.peer_key(node_id))
+        log.info("event=peer_incarnation_forgotten peer=%s reason=re_added", node_id)
+
+
+def wake(driver: Any, group: Group) -> None:
+    """Make the driver look at ``group`` on its next turn (after a direct core call
+    from a handler task, like ``MultiRaft.transfer_leader`` does)."""
+    driver._unquiet(group)
+    driver._dirty.add(group.gid)
+    driver._wake.set()
+
+
+def admit(group: Group, msg: Message, self_id: str) -> bool:
+    """Whether to step ``msg``: vote requests only from members, while we are one."""
+    if msg.type not in _VOTE_REQUESTS:
+        return True
+    cs = group.raft.conf_state
+    members = cs.all_nodes()
+    if self_id not in members:
+        return True  # joining: we know no config yet, the leader's log will tell
+    return msg.frm in members
+
+
+def group_for_message(driver: Any, gid: int, msg: Message) -> Group | None:
+    """Create a partition group a leader replicates to us before metadata lists us."""
+    if gid == METADATA_GROUP or msg.type in _VOTE_REQUESTS:
+        return None  # nobody asks a non-member for votes; and group 0 always exists
+    meta = driver.metadata
+    if meta.partition_of_group(gid) is None:
+        return None  # unknown or deleted topic: never resurrect its group
+    if not driver.store.has_group(gid):
+        driver.store.create_group(gid, ConfState())
+    group = driver._add_partition(gid)
+    info = meta.partition_of_group(gid)
+    group.topic, group.partition, group.replicas = info.topic, info.partition, info.replicas
+    log.info("event=group_joined group=%d topic=%s partition=%s from=%s",
+             gid, info.topic, info.partition, msg.frm)  # fmt: skip
+    return group
+
+
+def sync_peers(driver: Any) -> None:
+    """Make registered nodes unknown to cluster.toml peers of this node."""
+    cfg = driver.cfg
+    known = set(cfg.node_ids())
+    for node_id, info in sorted(driver.metadata.nodes.items()):
+        if node_id in known or not info.address:
+            continue
+        try:
+            host, port = parse_address(info.address)
+        except Exception:  # a bad address in the log must not stop the loop
+            log.warning("event=peer_address_invalid peer=%s address=%s", node_id, info.address)
+            continue
+        # Appended to the shared config object: the listener accepts a peer
+        # hello only from ids in cfg.nodes, the transport dials from it.
+        cfg.nodes.append(
+            NodeConfig(id=node_id, address=info.address, host=host, port=port,
+                       data_dir=Path(), join=True)
+        )  # fmt: skip
+        driver.peers.append(node_id)
+        driver._addresses[node_id] = info.address
+        add_peer = getattr(driver.transport, "add_peer", None)
+        if add_peer is not None:
+            add_peer(node_id, cfg.dial_address(driver.node_id, node_id))
+        log.info("event=peer_learned peer=%s address=%s", node_id, info.address)
