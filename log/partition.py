@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -426,6 +426,36 @@ class PartitionStateMachine:
             )
             expect = base + count
         return -1 if expect is None else expect
+
+    def batch_headers(self, *, newest_first: bool = False) -> Iterator[tuple[int, int, int, int]]:
+        """``(base_offset, timestamp_ms, count, stored_bytes)`` of the stored batches that
+        hold offsets in ``[start_offset, next_offset)``, oldest first (or newest first).
+        Lazy: retention stops reading as soon as it has decided."""
+        lo, hi = self.start_offset, self.next_offset
+        it = self.db.iter()
+        if newest_first:
+            it.seek_for_prev(keys.batch_key(self.group_id, max(hi - 1, 0)))
+        else:
+            it.seek_for_prev(keys.batch_key(self.group_id, lo))
+            if not it.valid() or it.key() < self._batch_begin:
+                it.seek(self._batch_begin)
+        while it.valid():
+            key = it.key()
+            if key < self._batch_begin or key >= self._batch_end:
+                return
+            value = it.value()
+            base, ts, count = BATCH_HEADER.unpack_from(value)
+            if base >= hi or base + count <= lo:
+                if newest_first and base + count <= lo:
+                    return
+                if not newest_first and base >= hi:
+                    return
+            else:
+                yield base, ts, count, len(value)
+            if newest_first:
+                it.prev()
+            else:
+                it.next()
 
     def truncate_prefix(self, new_start_offset: int, batch: WriteBatch) -> None:
         """Retention: forget records below ``new_start_offset`` (whole batches only are

@@ -63,6 +63,7 @@ from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready
 
 from . import membership
 from .groups import METADATA_GROUP, Group, GroupKind, Proposal
+from .snapshots import SnapshotManager
 from .waiters import Outcome, Waiter
 
 log = logging.getLogger("raftlog.driver")
@@ -138,6 +139,9 @@ class MultiRaft:
         self._last_stats: dict[str, Any] = {}
         self.peers = [n.id for n in cfg.nodes if n.id != node_id]
         self._addresses = {n.id: n.address for n in cfg.nodes}
+        # Snapshots, compaction, catch-up by snapshot (server/snapshots.py);
+        # inert until its background task runs (server/node.py).
+        self.snapshots = SnapshotManager(self)
 
     # ------------------------------------------------------------ setup
 
@@ -477,6 +481,8 @@ class MultiRaft:
             queue.append(msg)
 
     def _step(self, group: Group, msg: Message) -> None:
+        if msg.type is MessageType.SNAPSHOT and self.snapshots.intercept(group, msg):
+            return  # its records are fetched first; it is re-queued afterwards
         try:
             group.raft.step(msg)
         except Exception:
@@ -726,6 +732,13 @@ class MultiRaft:
             group = self.groups.get(gid)
             if group is None:
                 continue
+            if rd.snapshot is not None:
+                # InstallSnapshot (Raft §7): the state machine takes the
+                # snapshot's state in this batch, before save() persists it.
+                if batch is None:
+                    batch = self.store.new_batch()
+                meta_applied |= self.snapshots.restore(group, rd.snapshot, batch)
+                touched.append(group)
             if rd.committed_entries:
                 if batch is None:
                     batch = self.store.new_batch()
@@ -740,6 +753,7 @@ class MultiRaft:
                 touched.append(group)
         if batch is not None:
             self.store.write(batch, sync=False)
+            self.snapshots.after_apply(readies)
         for group in touched:
             if group.reads_at:
                 applied = group.applied

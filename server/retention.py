@@ -1,0 +1,152 @@
+"""Per-topic retention: the partition leader moves the start offset through the log.
+
+A topic's config (``create_topic``'s ``config``) may set
+
+- ``retention_ms``: delete whole batches whose (leader-assigned, monotonic)
+  timestamp is older than now - retention_ms;
+- ``retention_bytes``: keep at most this many stored bytes per partition,
+  counted from the newest batch; older whole batches go.
+
+Absent, None or a value <= 0 means "keep forever" (Kafka's -1). Every
+``interval_s`` the leader of each partition decides a new start offset with
+the rule that deletes more, and proposes ``TruncatePrefix(new_start)``
+through the partition's Raft log: every replica applies it at the same log
+position, so all of them delete the same batches and agree on
+``start_offset`` (deterministic apply, no clock read on followers).
+
+A fetch below ``start_offset`` answers OUT_OF_RANGE with the current start
+offset (handlers.py ``_check_range``); a consumer whose committed offset fell
+below it resets by its ``auto_offset_reset`` ("earliest": the new start).
+
+``RAFTLOG_RETENTION_INTERVAL_MS`` (default 5000) sets the check interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from raftlog.log.commands import TruncatePrefix
+from raftlog.raft.types import Role
+
+from .groups import Group, GroupKind
+from .waiters import Waiter
+
+log = logging.getLogger("raftlog.retention")
+
+DEFAULT_INTERVAL_MS = 5000
+# Batch headers read per partition per check: bounds the work of one round on a
+# huge partition (the next round continues from the new start).
+MAX_SCAN_BATCHES = 100_000
+
+
+@dataclass(slots=True, frozen=True)
+class RetentionPolicy:
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
+
+    @classmethod
+    def of(cls, config: dict[str, Any] | None) -> RetentionPolicy:
+        config = config or {}
+
+        def positive(name: str) -> int | None:
+            value = config.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                return None
+            return int(value)
+
+        return cls(positive("retention_ms"), positive("retention_bytes"))
+
+    @property
+    def unlimited(self) -> bool:
+        return self.retention_ms is None and self.retention_bytes is None
+
+
+def decide_start_offset(
+    sm: Any, policy: RetentionPolicy, now_ms: int, max_scan: int = MAX_SCAN_BATCHES
+) -> int:
+    """The start offset ``policy`` asks for; ``sm.start_offset`` if nothing is due.
+
+    Only whole batches are ever dropped: the new start is a batch boundary.
+    """
+    start = sm.start_offset
+    new_start = start
+    if policy.retention_ms is not None:
+        cutoff = now_ms - policy.retention_ms
+        for n, (base, ts, count, _) in enumerate(sm.batch_headers()):
+            if ts >= cutoff or n >= max_scan:
+                break  # timestamps never go backwards: the rest is younger
+            new_start = max(new_start, base + count)
+    if policy.retention_bytes is not None:
+        kept = 0
+        for n, (base, _, count, size) in enumerate(sm.batch_headers(newest_first=True)):
+            if n >= max_scan:
+                break
+            kept += size
+            if kept > policy.retention_bytes:
+                new_start = max(new_start, base + count)
+                break
+    return new_start
+
+
+@dataclass
+class RetentionManager:
+    driver: Any  # server.driver.MultiRaft
+    interval_s: float = field(
+        default_factory=lambda: (
+            int(os.environ.get("RAFTLOG_RETENTION_INTERVAL_MS", DEFAULT_INTERVAL_MS)) / 1000.0
+        )
+    )
+    clock_ms: Any = field(default=lambda: int(time.time() * 1000))
+    _pending: dict[int, Waiter] = field(default_factory=dict)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(self.interval_s)
+            try:
+                self.check_all()
+            except Exception:  # never take the node down for a retention round
+                log.exception("event=retention_error")
+
+    def check_all(self) -> int:
+        """One round over the partitions this node leads; returns truncations proposed."""
+        proposed = 0
+        topics = getattr(self.driver.metadata, "topics", {})
+        now_ms = self.clock_ms()
+        for gid, group in list(self.driver.groups.items()):
+            waiter = self._pending.get(gid)
+            if waiter is not None and not waiter.done:
+                continue  # one truncation in flight per partition
+            self._pending.pop(gid, None)
+            if group.kind is not GroupKind.PARTITION or group.role is not Role.LEADER:
+                continue
+            topic = topics.get(group.topic) if group.topic is not None else None
+            if topic is None:
+                continue
+            policy = RetentionPolicy.of(topic.config)
+            if policy.unlimited:
+                continue
+            if self._maybe_truncate(group, policy, now_ms):
+                proposed += 1
+        return proposed
+
+    def _maybe_truncate(self, group: Group, policy: RetentionPolicy, now_ms: int) -> bool:
+        sm = group.sm
+        new_start = decide_start_offset(sm, policy, now_ms)
+        if new_start <= sm.start_offset:
+            return False
+        log.info(
+            "event=retention_truncate group=%d topic=%s partition=%s start=%d new_start=%d",
+            group.gid,
+            group.topic,
+            group.partition,
+            sm.start_offset,
+            new_start,
+        )
+        self._pending[group.gid] = self.driver.submit(group.gid, TruncatePrefix(new_start))
+        return True

@@ -1,0 +1,344 @@
+"""Snapshots and log compaction per Raft group, and follower catch-up by snapshot.
+
+The driver (server/driver.py) calls three hooks, all on its loop:
+
+- ``after_apply(readies)`` after each apply batch is written: when a group
+  applied ``entries`` entries or ``bytes`` bytes since its last snapshot, the
+  state machine's small state (``snapshot_state()``: producers, consumer
+  offsets, start/next offset; never the records, which stay in the batch
+  keys) and the conf state are captured at once, consistent with the applied
+  index, and handed to the background task. That task writes the snapshot
+  record with an fsync in a worker thread, then compacts the Raft log up to
+  ``index - trailing`` (Raft §7; hashicorp's TrailingLogs keeps a slightly
+  behind follower on the cheap AppendEntries path).
+- ``intercept(group, msg)`` before a SNAPSHOT message is stepped: the records
+  the snapshot promises are first pulled from the sender
+  (server/snapshot_transfer.py), off the loop, one transfer per group and at
+  most ``transfers`` per node (a CapacityLimiter); then the message is
+  re-queued and stepped. A failed transfer drops the message: the leader's
+  snapshot timeout (raft/node.py ``_tick_snapshots``) sends it again and the
+  transfer resumes from what is present.
+- ``restore(group, snapshot, batch)`` when a Ready carries a snapshot: the
+  state machine takes the snapshot's state into the apply batch, before
+  ``store.save`` persists the Raft snapshot.
+
+Configuration comes from the environment, read once at start (cluster.toml's
+schema is fixed by DESIGN §6): see ``SnapshotConfig``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from raftlog.raft import codec
+from raftlog.raft.types import ConfState, Message, MessageType, Ready, Snapshot
+
+from .failpoints import failpoint
+from .groups import Group, GroupKind
+from .snapshot_transfer import (
+    DEFAULT_CHUNK_BYTES,
+    PeerConnection,
+    SnapshotRange,
+    TransferError,
+    fetch_missing_batches,
+)
+
+log = logging.getLogger("raftlog.snapshots")
+
+MiB = 1024 * 1024
+
+
+@dataclass(slots=True, frozen=True)
+class SnapshotConfig:
+    """Thresholds and limits; ``RAFTLOG_SNAPSHOT_<FIELD>`` overrides each field."""
+
+    entries: int = 10_000  # snapshot after this many applied entries ...
+    bytes: int = 64 * MiB  # ... or this many applied entry bytes
+    trailing: int = 1_000  # entries kept behind the snapshot when compacting
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES  # per replica_fetch request
+    transfers: int = 2  # concurrent snapshot transfers per node
+    request_timeout_s: float = 10.0  # one replica_fetch round trip
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SnapshotConfig:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            var = f"RAFTLOG_SNAPSHOT_{name.upper()}"
+            raw = env.get(var)
+            if raw is None:
+                continue
+            typ = float if name.endswith("_s") else int
+            try:
+                value = typ(raw)
+            except ValueError:
+                raise ValueError(
+                    f"RAFTLOG_SNAPSHOT_{name.upper()}={raw!r} is not a number"
+                ) from None
+            if value < (0 if name == "trailing" else 1):
+                raise ValueError(f"{var}={raw!r} is out of range")
+            values[name] = value
+        return cls(**values)
+
+
+@dataclass(slots=True)
+class _GroupState:
+    applied_bytes: int = 0  # entry bytes applied since the last snapshot
+    taking: bool = False  # a capture is being written
+    transferring: bool = False
+    latest: Message | None = None  # newest SNAPSHOT message waiting for its records
+    prepared: tuple[int, int] | None = None  # (index, term) whose records are present
+
+
+@dataclass(slots=True, frozen=True)
+class _Capture:
+    gid: int
+    index: int
+    conf_state: ConfState
+    data: bytes
+
+
+@dataclass
+class SnapshotManager:
+    driver: Any  # server.driver.MultiRaft
+    config: SnapshotConfig = field(default_factory=SnapshotConfig.from_env)
+    # Only with the background task running are snapshots taken and
+    # transfers made: without it (a driver in a unit test) nothing changes.
+    enabled: bool = False
+    stats: dict[str, int] = field(default_factory=dict)
+    _groups: dict[int, _GroupState] = field(default_factory=dict)
+    _nursery: trio.Nursery | None = None
+    _limiter: trio.CapacityLimiter | None = None
+
+    # ------------------------------------------------------------ background task
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._limiter = trio.CapacityLimiter(self.config.transfers)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.enabled = True
+                log.info(
+                    "event=snapshots_enabled entries=%d bytes=%d trailing=%d chunk_bytes=%d "
+                    "transfers=%d",
+                    self.config.entries,
+                    self.config.bytes,
+                    self.config.trailing,
+                    self.config.chunk_bytes,
+                    self.config.transfers,
+                )
+                # A crash between snapshot and compaction left the log long.
+                for gid in list(self.driver.groups):
+                    nursery.start_soon(self._compact, gid)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self.enabled = False
+            self._nursery = None
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + n
+
+    def _state(self, gid: int) -> _GroupState:
+        st = self._groups.get(gid)
+        if st is None:
+            st = self._groups[gid] = _GroupState()
+        return st
+
+    # ------------------------------------------------------------ taking snapshots
+
+    def after_apply(self, readies: Sequence[tuple[int, Ready]]) -> None:
+        """Driver hook, right after the turn's apply batch was written."""
+        if any(rd.snapshot is not None for _, rd in readies):
+            failpoint("snapshot_after_restore")
+        if not self.enabled or self._nursery is None:
+            return
+        cfg = self.config
+        for gid, rd in readies:
+            if not rd.committed_entries:
+                continue
+            group = self.driver.groups.get(gid)
+            if group is None:
+                continue
+            st = self._state(gid)
+            st.applied_bytes += sum(len(e.data) for e in rd.committed_entries)
+            if st.taking:
+                continue
+            applied = group.applied
+            snap_index = self.driver.store.group(gid).snapshot_meta().index
+            if applied - snap_index < cfg.entries and st.applied_bytes < cfg.bytes:
+                continue
+            if applied <= snap_index:
+                continue
+            # Captured now, on the loop, so data, index and membership agree:
+            # the state is small (no records), this costs microseconds.
+            capture = _Capture(gid, applied, group.raft.conf_state, group.sm.snapshot_state())
+            st.taking = True
+            st.applied_bytes = 0
+            self._nursery.start_soon(self._take, capture)
+
+    async def _take(self, cap: _Capture) -> None:
+        store = self.driver.store
+        st = self._state(cap.gid)
+        try:
+            # Durability order (the reason compaction below may be unsynced):
+            # the apply batches up to cap.index were written (sync=False) to
+            # RocksDB BEFORE this synced write. RocksDB appends every write to
+            # one WAL in order, and a synced write fsyncs the WAL up to itself,
+            # so once create_snapshot returns, the state machine at cap.index
+            # (records included) is durable too. Only then may the Raft entries
+            # that could rebuild it be deleted.
+            await trio.to_thread.run_sync(
+                store.create_snapshot, cap.gid, cap.index, cap.conf_state, cap.data
+            )
+        except Exception as exc:  # group deleted, or a newer snapshot installed meanwhile
+            log.info("event=snapshot_skipped group=%d index=%d reason=%r", cap.gid, cap.index, exc)
+            return
+        finally:
+            st.taking = False
+        self._count("snapshots_taken")
+        log.info("event=snapshot_taken group=%d index=%d bytes=%d",
+                 cap.gid, cap.index, len(cap.data))  # fmt: skip
+        failpoint("snapshot_before_compact")
+        await self._compact(cap.gid)
+
+    async def _compact(self, gid: int) -> None:
+        """Compact behind the group's snapshot, keeping ``trailing`` entries."""
+        store = self.driver.store
+        for _ in range(1000):
+            if gid not in self.driver.groups or not store.has_group(gid):
+                return
+            storage = store.group(gid)
+            upto = storage.snapshot_meta().index - self.config.trailing
+            if upto < storage.first_index():
+                return
+            # On the loop thread, so the Raft core never sees the log shrink in
+            # the middle of a step; non-blocking, so it never waits for another
+            # thread's fsync (it retries after the save in flight).
+            try:
+                done = store.compact_log(gid, upto, sync=False, blocking=False)
+            except Exception as exc:
+                log.warning("event=compaction_failed group=%d upto=%d error=%r", gid, upto, exc)
+                return
+            if done:
+                self._count("compactions")
+                return
+            await trio.sleep(0.002)
+
+    # ------------------------------------------------------------ installing snapshots
+
+    def restore(self, group: Group, snap: Snapshot, batch: Any) -> bool:
+        """Driver hook: the state machine takes the snapshot's state into ``batch``.
+
+        Returns True when the metadata state changed (the driver reconciles its
+        groups). Its records were fetched before the message was stepped.
+        """
+        sm = group.sm
+        if snap.meta.index <= sm.applied_index:
+            # Already there (e.g. restored before a crash that lost the Raft
+            # snapshot): the state machine is at or past it; nothing to do.
+            return False
+        sm.restore_state(snap.data, batch)
+        self._count("snapshots_installed")
+        log.info(
+            "event=snapshot_installed group=%d index=%d term=%d start=%s next=%s",
+            group.gid,
+            snap.meta.index,
+            snap.meta.term,
+            getattr(sm, "start_offset", "-"),
+            getattr(sm, "next_offset", "-"),
+        )
+        return group.kind is GroupKind.METADATA
+
+    def intercept(self, group: Group, msg: Message) -> bool:
+        """Driver hook before stepping: True means "not now" (records are on their way)."""
+        if msg.type is not MessageType.SNAPSHOT or not self.enabled or self._nursery is None:
+            return False
+        snap = msg.snapshot
+        if group.kind is not GroupKind.PARTITION or snap is None or snap.is_empty():
+            return False
+        if snap.meta.index <= group.raft.commit_index:
+            return False  # the core answers it without restoring anything
+        st = self._state(group.gid)
+        key = (snap.meta.index, snap.meta.term)
+        if st.prepared == key:
+            st.prepared = None
+            return False
+        st.latest = msg
+        if not st.transferring:
+            st.transferring = True
+            self._nursery.start_soon(self._transfer, group.gid)
+        return True
+
+    async def _transfer(self, gid: int) -> None:
+        st = self._state(gid)
+        msg: Message | None = None
+        try:
+            assert self._limiter is not None
+            async with self._limiter:
+                while st.latest is not None and st.latest is not msg:
+                    msg = st.latest
+                    await self._fetch_for(gid, msg)
+        except Exception as exc:  # network, peer or data trouble: drop, the leader retries
+            self._count("transfers_failed")
+            log.warning("event=snapshot_transfer_failed group=%d from=%s error=%r",
+                        gid, msg.frm if msg else None, exc)  # fmt: skip
+            st.latest = None
+            return
+        finally:
+            st.transferring = False
+        if msg is None or msg.snapshot is None:
+            return
+        st.latest = None
+        st.prepared = (msg.snapshot.meta.index, msg.snapshot.meta.term)
+        # Re-queue the message as if it had just arrived; intercept() lets it through.
+        self.driver.on_peer_msgs(msg.frm, [(gid, codec.encode_message(msg))])
+
+    async def _fetch_for(self, gid: int, msg: Message) -> None:
+        assert msg.snapshot is not None
+        group = self.driver.groups.get(gid)
+        if group is None:
+            raise TransferError("group no longer hosted")
+        wanted = SnapshotRange.of(msg.snapshot.data)
+        sm = group.sm
+        if sm.contiguous_end(wanted.start_offset, wanted.next_offset) >= wanted.next_offset:
+            return
+        address = self._address_of(msg.frm)
+        if address is None:
+            raise TransferError(f"no address for {msg.frm}")
+        cfg = self.driver.cfg
+        me = self.driver.node_id
+        log.info(
+            "event=snapshot_transfer_start group=%d from=%s index=%d start=%d next=%d",
+            gid, msg.frm, msg.snapshot.meta.index, wanted.start_offset, wanted.next_offset,
+        )  # fmt: skip
+        timeout = self.config.request_timeout_s
+        conn = await PeerConnection.open(address, node_id=me, cfg=cfg, timeout_s=timeout)
+        try:
+            chunks = await fetch_missing_batches(
+                sm=sm,
+                conn=conn,
+                gid=gid,
+                wanted=wanted,
+                node_id=me,
+                cfg=cfg,
+                chunk_bytes=self.config.chunk_bytes,
+                timeout_s=timeout,
+                still_wanted=lambda: self.driver.groups.get(gid) is group,
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+        self._count("transfer_chunks", chunks)
+        log.info("event=snapshot_transfer_done group=%d from=%s chunks=%d", gid, msg.frm, chunks)
+
+    def _address_of(self, node: str) -> str | None:
+        cfg = self.driver.cfg
+        if node in cfg.node_ids():
+            return cfg.dial_address(self.driver.node_id, node)
+        return self.driver.leader_address(node)
