@@ -238,6 +238,16 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         # group 0; "group" or "metadata": only that half.
         _f("phase", str, False),
     ),
+    # Peer to peer (server/snapshot_transfer.py): committed batches of a group from
+    # ``offset``, for a follower installing a snapshot. ``node`` is the asking
+    # node; ``token`` its [auth] peer_token when the cluster has one.
+    "replica_fetch": (
+        _f("group", int),
+        _f("offset", int),
+        _f("max_bytes", int, False),
+        _f("node", str),
+        _f("token", str, False),
+    ),
 }
 
 

@@ -29,6 +29,7 @@ from .driver import MultiRaft
 from .errors import HandlerError
 from .groups import METADATA_GROUP, Group
 from .membership_ops import MembershipOps
+from .snapshot_transfer import serve_replica_fetch
 from .waiters import Outcome
 
 log = logging.getLogger("raftlog.handlers")
@@ -92,6 +93,7 @@ class RequestHandlers:
             "member_remove": self.not_supported,
             "leader_transfer": self.leader_transfer,
             "partition_reassign": self.not_supported,
+            "replica_fetch": self.replica_fetch,
         }
         # Membership and day-2 operations live in their own module.
         self._ops.update(MembershipOps(self).handlers())
@@ -468,6 +470,10 @@ class RequestHandlers:
             if group.leader != target:
                 raise HandlerError(ErrorCode.TIMEOUT, f"transfer to {target} did not complete")
         return {"leader": target, "leader_address": self.driver.leader_address(target)}
+
+    async def replica_fetch(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        # Peers only; snapshot catch-up (server/snapshot_transfer.py).
+        return await serve_replica_fetch(self.cfg, self.driver, ctx, fields)
 
     async def not_supported(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         raise HandlerError(ErrorCode.INVALID_REQUEST, "not supported yet")

@@ -13,6 +13,7 @@ from .driver import MultiRaft
 from .handlers import RequestHandlers
 from .listener import serve
 from .metrics import Metrics, serve_metrics
+from .retention import RetentionManager
 from .transport import PeerTransport
 
 log = logging.getLogger("raftlog.node")
@@ -49,6 +50,9 @@ async def run_node(
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(driver.run)
+            # Snapshots/compaction/catch-up and per-topic retention (their modules).
+            await nursery.start(driver.snapshots.run)
+            await nursery.start(RetentionManager(driver).run)
             await nursery.start(transport.run)
             await nursery.start(
                 lambda task_status: serve(
