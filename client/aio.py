@@ -78,6 +78,7 @@ MAX_IN_FLIGHT = 5  # per partition per producer: the server's dedup window (wire
 DEFAULT_MAX_FETCH_BYTES = 1024 * 1024
 BACKOFF_BASE = 0.02
 BACKOFF_CAP = 1.0
+ATTEMPT_MIN = 2.0  # seconds: the least one attempt of an idempotent request may take
 
 # A record as accepted by produce_batch: a bare value, or (key, value[, headers[, timestamp_ms]]).
 RecordLike = bytes | tuple[Any, ...]
@@ -279,6 +280,7 @@ class AsyncClient:
         idempotent: bool,
         budget: float | None = None,
         server_timeout: bool = False,
+        min_attempt: float = 0.0,
     ) -> dict[str, Any]:
         """Send ``op`` with retries as described in the module docstring.
 
@@ -311,10 +313,16 @@ class AsyncClient:
                 await self._backoff(attempt, deadline)
                 continue
             ever_connected = True
+            # An idempotent request gets a share of the budget per attempt, so a
+            # node that holds it (an old leader cut off from its quorum) cannot
+            # eat the whole deadline before we retry elsewhere.
+            attempt_budget = deadline - trio.current_time()
+            if idempotent and address is None:
+                attempt_budget = min(attempt_budget, max(ATTEMPT_MIN, budget / 3, min_attempt))
             if server_timeout:
-                fields["timeout_ms"] = max(1, int((deadline - trio.current_time()) * 900))
+                fields["timeout_ms"] = max(1, int(attempt_budget * 900))
             try:
-                reply = await conn.request(op, fields, deadline - trio.current_time())
+                reply = await conn.request(op, fields, attempt_budget)
             except NotLeaderError as exc:
                 last = exc
                 attempt += 1
@@ -377,6 +385,8 @@ class AsyncClient:
                     raise
                 last = exc
                 attempt += 1
+                self._forget_leader(target)  # maybe a stale leader cut off from the quorum
+                await self._backoff(attempt, deadline)
                 continue
             if topic is None and address is None:
                 self._controller = target
@@ -759,7 +769,7 @@ class AsyncClient:
             fields["max_records"] = max_records
         reply = await self._call(
             "fetch", fields, topic=topic, partition=partition, idempotent=True,
-            budget=self.request_timeout + max_wait,
+            budget=self.request_timeout + max_wait, min_attempt=max_wait + ATTEMPT_MIN,
         )
         records = []
         for base, ts, _count, blob in reply.get("batches") or []:
