@@ -1,0 +1,184 @@
+"""Snapshots, compaction and catch-up by snapshot, three nodes in one trio run.
+
+The in-memory transport of inproc_cluster.py carries Raft messages; each node
+also runs its real listener on a free 127.0.0.1 port (the ``replica_fetch``
+transfers go over TCP) and its snapshot task with tiny thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+from raftlog.client.errors import ErrorCode
+from raftlog.client.protocol import decode_batch
+from raftlog.server.driver import MultiRaft
+from raftlog.server.listener import serve
+from raftlog.server.metrics import Metrics
+from raftlog.server.retention import RetentionManager
+from raftlog.server.snapshots import SnapshotConfig
+
+from .inproc_cluster import InProcCluster, small_config
+
+SNAP = SnapshotConfig(entries=20, bytes=1 << 30, trailing=5, chunk_bytes=200, transfers=1)
+
+
+class SnapCluster(InProcCluster):
+    """InProcCluster whose nodes also serve TCP and run snapshots (and retention)."""
+
+    retention_interval_s: float | None = None
+
+    async def _run(self, node: str, driver: MultiRaft, task_status: Any) -> None:
+        driver.snapshots.config = SNAP
+        try:
+            with trio.CancelScope() as scope:
+                self.scopes[node] = scope
+                async with trio.open_nursery() as inner:
+                    await inner.start(driver.run)
+                    await inner.start(driver.snapshots.run)
+                    await inner.start(
+                        lambda task_status: serve(
+                            self.cfg,
+                            node,
+                            store_incarnations=self.stores[node],
+                            on_request=self.handlers[node].handle,
+                            on_peer_msgs=driver.on_peer_msgs,
+                            metrics=Metrics(),
+                            task_status=task_status,
+                        )
+                    )
+                    if self.retention_interval_s is not None:
+                        retention = RetentionManager(driver, interval_s=self.retention_interval_s)
+                        await inner.start(retention.run)
+                    task_status.started()
+        finally:
+            self.stopped[node].set()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[SnapCluster]:
+    c = SnapCluster(small_config(tmp_path), nursery)
+    for node in c.node_ids:
+        await c.start(node)
+    try:
+        yield c
+    finally:
+        await c.stop_all()
+
+
+async def fetch_values(c: InProcCluster, node: str, topic: str) -> list[bytes]:
+    values: list[bytes] = []
+    offset = 0
+    for _ in range(10_000):
+        reply = await c.call(node, "fetch", topic=topic, partition=0, offset=offset)
+        if not reply["batches"]:
+            break
+        for base, ts, _count, blob in reply["batches"]:
+            for record in decode_batch(base, ts, blob, offset):
+                assert record.offset == offset
+                values.append(record.value)
+                offset += 1
+    return values
+
+
+async def topic_group(c: SnapCluster, name: str, **config: Any) -> tuple[int, str]:
+    meta_leader = await c.wait_leader(0)
+    await c.wait_for(
+        lambda: len(c.driver(meta_leader).metadata.nodes) == 3, what="all nodes registered"
+    )
+    reply = await c.call(
+        meta_leader, "create_topic", topic=name, partitions=1, replicas=3, config=config
+    )
+    gid = reply["topic"]["partitions"][0]["group"]
+    return gid, await c.wait_leader(gid)
+
+
+async def test_leader_snapshots_and_compacts_keeping_trailing_entries(cluster: SnapCluster):
+    gid, leader = await topic_group(cluster, "t")
+    for i in range(60):
+        await cluster.produce(leader, "t", [f"v{i}".encode()])
+    storage = cluster.stores[leader].group(gid)
+
+    def compacted_behind_snapshot() -> bool:
+        index = storage.snapshot_meta().index
+        return index >= 2 * SNAP.entries and storage.first_index() == index - SNAP.trailing + 1
+
+    await cluster.wait_for(compacted_behind_snapshot, what="snapshot + compaction on the leader")
+    snap = storage.snapshot()
+    sm = cluster.driver(leader).groups[gid].sm
+    # The snapshot's data is the state machine's small state at its index.
+    assert b"next_offset" in snap.data and sm.applied_index >= snap.meta.index
+    # Records are not in the Raft log any more but still readable.
+    assert await fetch_values(cluster, leader, "t") == [f"v{i}".encode() for i in range(60)]
+
+
+async def test_cut_off_follower_catches_up_by_snapshot_with_every_record(cluster: SnapCluster):
+    gid, leader = await topic_group(cluster, "t")
+    follower = next(n for n in cluster.node_ids if n != leader)
+    cluster.net.isolate(follower, [n for n in cluster.node_ids if n != follower])
+    acked = []
+    for i in range(80):
+        value = f"r{i}".encode()
+        await cluster.produce(leader, "t", [value])
+        acked.append(value)
+    lstore = cluster.stores[leader].group(gid)
+    fstore = cluster.stores[follower].group(gid)
+    await cluster.wait_for(
+        lambda: lstore.first_index() > fstore.last_index() + 1,
+        what="leader compacted past the follower's log",
+    )
+    cluster.net.heal()
+    fdriver = cluster.driver(follower)
+    ldriver = cluster.driver(leader)
+    await cluster.wait_for(
+        lambda: fdriver.groups[gid].sm.next_offset == ldriver.groups[gid].sm.next_offset,
+        within=20,
+        what="follower caught up",
+    )
+    assert fdriver.snapshots.stats.get("snapshots_installed", 0) >= 1
+    assert fdriver.snapshots.stats.get("transfer_chunks", 0) > 1  # chunked (200 bytes)
+    fsm, lsm = fdriver.groups[gid].sm, ldriver.groups[gid].sm
+    assert fsm.read(0, 1 << 30) == lsm.read(0, 1 << 30)
+    # Served by the follower itself once it leads: every acked record exactly once.
+    await cluster.call(leader, "leader_transfer", topic="t", partition=0, to=follower)
+    assert await fetch_values(cluster, follower, "t") == acked
+
+
+async def test_replica_fetch_is_refused_to_non_members(cluster: SnapCluster):
+    gid, leader = await topic_group(cluster, "t")
+    err = await cluster.call_error(leader, "replica_fetch", group=gid, offset=0, node="intruder")
+    assert err.code is ErrorCode.UNAUTHORIZED
+
+
+async def test_retention_moves_start_offset_on_every_replica(tmp_path: Any, nursery):
+    c = SnapCluster(small_config(tmp_path), nursery)
+    c.retention_interval_s = 0.05
+    for node in c.node_ids:
+        await c.start(node)
+    try:
+        gid, leader = await topic_group(c, "r", retention_bytes=300)
+        for i in range(40):
+            await c.produce(leader, "r", [f"value-{i:04d}".encode()])
+        lsm = c.driver(leader).groups[gid].sm
+
+        def converged() -> bool:
+            starts = {c.driver(n).groups[gid].sm.start_offset for n in c.node_ids}
+            kept = sum(size for *_, size in lsm.batch_headers())
+            return len(starts) == 1 and starts.pop() > 0 and kept <= 300
+
+        await c.wait_for(converged, within=10, what="retention applied everywhere")
+        start = lsm.start_offset
+        # Only whole batches go, and no more than needed: one more would exceed.
+        sizes = {base: size for base, _, _, size in lsm.batch_headers()}
+        assert start in sizes and lsm.next_offset == 40
+        one = sizes[start]  # every batch has the same size here
+        assert sum(sizes.values()) + one > 300
+        err = await c.call_error(leader, "fetch", topic="r", partition=0, offset=0)
+        assert err.code is ErrorCode.OUT_OF_RANGE
+        assert err.details["start_offset"] == start
+        reply = await c.call(leader, "fetch", topic="r", partition=0, offset=start)
+        assert reply["batches"][0][0] == start
+    finally:
+        await c.stop_all()
