@@ -78,6 +78,7 @@ MAX_IN_FLIGHT = 5  # per partition per producer: the server's dedup window (wire
 DEFAULT_MAX_FETCH_BYTES = 1024 * 1024
 BACKOFF_BASE = 0.02
 BACKOFF_CAP = 1.0
+SUSPECT_SECONDS = 1.0  # how long a node that failed us is tried only as a last resort
 ATTEMPT_MIN = 2.0  # seconds: the least one attempt of an idempotent request may take
 
 # A record as accepted by produce_batch: a bare value, or (key, value[, headers[, timestamp_ms]]).
@@ -176,6 +177,7 @@ class AsyncClient:
         self._topics: dict[str, TopicMeta] = {}
         self._leaders: dict[tuple[str, int], str] = {}  # (topic, partition) -> leader address
         self._controller: str | None = None  # address that last answered a metadata-group op
+        self._suspect: dict[str, float] = {}  # address -> trio time until which we avoid it
         self._refreshing: trio.Event | None = None
         self._rr = itertools.count(random.randrange(1 << 16))
         self._topic_rr: dict[str, int] = {}
@@ -254,14 +256,17 @@ class AsyncClient:
                 return leader
         elif self._controller is not None and attempt == 0:
             return self._controller
-        # Prefer a node we are already connected to, then rotate through the rest.
+        # Skip nodes that just failed us (for SUSPECT_SECONDS) unless all did;
+        # prefer one we are already connected to, then rotate through the rest.
+        now = trio.current_time()
         addresses = self._all_addresses()
+        healthy = [a for a in addresses if self._suspect.get(a, 0.0) <= now] or addresses
         if attempt == 0:
-            for a in addresses:
+            for a in healthy:
                 conn = self._conns.get(a)
                 if conn is not None and not conn.closed:
                     return a
-        return addresses[next(self._rr) % len(addresses)]
+        return healthy[next(self._rr) % len(healthy)]
 
     async def _backoff(self, attempt: int, deadline: float, floor: float = 0.0) -> None:
         delay = max(floor, self._rand.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
@@ -406,6 +411,8 @@ class AsyncClient:
         return last
 
     def _forget_leader(self, address: str) -> None:
+        """``address`` failed us (no answer, connection lost): stop routing to it for now."""
+        self._suspect[address] = trio.current_time() + SUSPECT_SECONDS
         if self._controller == address:
             self._controller = None
         for tp in [tp for tp, a in self._leaders.items() if a == address]:

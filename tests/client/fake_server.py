@@ -75,6 +75,7 @@ class FakeCluster:
     produce_errors_by_seq: dict[int, list[tuple[ErrorCode, dict[str, Any]]]] = field(
         default_factory=dict)
     blackhole: set[str] = field(default_factory=set)
+    blackhole_nodes: set[str] = field(default_factory=set)  # nodes that never answer requests
     reply_delay: dict[str, float] = field(default_factory=dict)
     # observations
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
@@ -195,7 +196,7 @@ class FakeNode:
             await send(error_reply(int(frame.get("id") or 0), exc.code, exc.message))
             return
         cluster.requests.append((self.node_id, op, fields))
-        if op in cluster.blackhole:
+        if op in cluster.blackhole or self.node_id in cluster.blackhole_nodes:
             await trio.sleep_forever()
         delay = cluster.reply_delay.get(op)
         if delay:

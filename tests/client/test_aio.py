@@ -251,3 +251,14 @@ async def test_cluster_status_of_all_nodes_and_member_list(fake: FakeCluster):
     assert views["n2"]["node"] == "n2" and one["node"] == "n1"
     assert {m["id"] for m in members} == {"n1", "n2"}
     assert [p["partition"] for p in described["partitions"]] == [0, 1]
+
+
+async def test_a_silent_old_leader_does_not_eat_the_whole_deadline(fake: FakeCluster):
+    async with AsyncClient(fake.bootstrap(), request_timeout=4.0) as client:
+        await client.produce("t", b"before", partition=0)  # caches n2 as the leader
+        fake.blackhole_nodes.add("n2")  # n2 is cut off and silent...
+        fake.leader = "n1"  # ...and n1 took over
+        with trio.fail_after(4.0):
+            md = await client.produce("t", b"after", partition=0)
+    assert md.offset == 1
+    assert fake.values("t", 0) == [b"before", b"after"]
