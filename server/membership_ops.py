@@ -324,8 +324,12 @@ class MembershipOps:
         """Remove ``node`` from the metadata group; its partitions must be drained first."""
         deadline = _deadline(fields)
         node = fields["node"]
-        group = self._meta_leader()
+        # Checked first, on any node: a refusal needs no leader (local metadata
+        # may lag, but only towards refusing; the leader checks again below).
         held = self._replica_groups(node)
+        if not held:
+            self._meta_leader()
+            held = self._replica_groups(node)
         if held:
             raise HandlerError(
                 ErrorCode.INVALID_REQUEST,
@@ -333,6 +337,7 @@ class MembershipOps:
                 "(`raftlog member remove` does, with partition reassign)",
                 groups=held,
             )
+        group = self._meta_leader()
         cs = group.raft.conf_state
         if node not in cs.all_nodes():
             return {"node": node, "removed": True}

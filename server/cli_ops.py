@@ -1,0 +1,316 @@
+"""Day-2 operator commands: ``member``, ``partition``, ``leader`` and ``cluster rebalance``.
+
+    raftlog member list   [--json]
+    raftlog member add    ID --address HOST:PORT      # start the node first (join = true)
+    raftlog member remove ID [--dry-run]              # drains its replicas, then removes it
+    raftlog partition reassign TOPIC PARTITION --replicas n1,n2,n4
+    raftlog leader transfer    TOPIC PARTITION --to NODE
+    raftlog cluster rebalance  [--dry-run]            # spread partition leaders evenly
+
+Every command takes ``--config PATH`` (default ./cluster.toml) or
+``--bootstrap HOST:PORT[,...]`` and ``--timeout SECONDS`` (whole operation).
+Exit codes as for the data-path commands (cli_common): 0 ok, 1 the cluster
+answered an error or the operation did not complete, 2 usage, 3 unreachable.
+Each step is idempotent, so re-running an interrupted command continues it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .cli_common import EXIT_CLUSTER_ERROR, EXIT_UNREACHABLE, bootstrap_addresses, cluster_options
+from .cli_node import cluster as _cluster_group
+from .cli_node import gather_status, merge_groups
+from .ops_client import AdminSession, OpsError, UnreachableError
+from .rebalance import PartitionView, plan_drain, plan_leader_moves
+
+T = TypeVar("T")
+
+_TIMEOUT = click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.1),
+    default=120.0,
+    show_default=True,
+    help="Deadline of the whole operation in seconds (retries included).",
+)
+_MEMBER_ROLES = ("voter", "controller_leader")
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Map the session's errors to the documented exit codes."""
+    try:
+        return fn()
+    except OpsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise click.exceptions.Exit(EXIT_CLUSTER_ERROR) from None
+    except UnreachableError as exc:
+        click.echo(f"cannot reach the cluster: {exc}", err=True)
+        raise click.exceptions.Exit(EXIT_UNREACHABLE) from None
+
+
+def _session(config: Path | None, bootstrap: str | None, timeout_s: float) -> AdminSession:
+    return AdminSession(bootstrap_addresses(config, bootstrap), timeout_s=timeout_s)
+
+
+@dataclass(slots=True)
+class ClusterView:
+    addresses: dict[str, str]  # node id -> address
+    partitions: list[PartitionView]
+    metadata_leader: str | None
+
+
+def cluster_view(session: AdminSession) -> ClusterView:
+    """Nodes, partitions, replicas and (highest-term) leaders, from every node."""
+    meta = session.any("metadata")
+    addresses = {n["id"]: n["address"] for n in meta.get("nodes", [])}
+    session.learn(list(addresses.values()))
+    leaders: dict[int, str | None] = {}
+    metadata_leader = None
+    for row in merge_groups(gather_status(list(addresses.values()), timeout_s=2.0)):
+        leaders[row.get("group")] = row.get("leader")
+        if row.get("group") == 0:
+            metadata_leader = row.get("leader")
+    partitions = [
+        PartitionView(
+            topic["name"],
+            p["partition"],
+            p["group"],
+            tuple(p["replicas"]),
+            leaders.get(p["group"]) or p.get("leader"),
+        )
+        for topic in meta.get("topics", [])
+        for p in topic["partitions"]
+    ]
+    return ClusterView(addresses, partitions, metadata_leader)
+
+
+def reassign(
+    session: AdminSession,
+    view: ClusterView,
+    topic: str,
+    partition: int,
+    replicas: list[str],
+    deadline: float,
+) -> dict[str, Any]:
+    """The group's membership at its leader, then the metadata at the metadata leader."""
+    fields = {"topic": topic, "partition": partition, "replicas": replicas}
+    current = next(
+        (p for p in view.partitions if p.topic == topic and p.partition == partition), None
+    )
+    start = view.addresses.get(current.leader) if current and current.leader else None
+    reply = session.follow("partition_reassign", fields, start, deadline)
+    if not reply.get("metadata_updated"):
+        reply = session.follow(
+            "partition_reassign",
+            {**fields, "phase": "metadata"},
+            reply.get("metadata_leader_address"),
+            deadline,
+        )
+    return reply
+
+
+# ---------------------------------------------------------------- member
+
+
+@click.group()
+def member() -> None:
+    """List, add and remove cluster members (nodes)."""
+
+
+@member.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@cluster_options
+@_TIMEOUT
+def member_list(
+    as_json: bool, config: Path | None, bootstrap: str | None, timeout_s: float
+) -> None:
+    """Every node with its role in the metadata group and the groups it replicates."""
+    session = _session(config, bootstrap, timeout_s)
+    nodes = _run(lambda: session.any("member_list"))["nodes"]
+    if as_json:
+        click.echo(json.dumps(nodes, indent=2, sort_keys=True))
+        return
+    click.echo(f"{'ID':<10} {'ADDRESS':<22} {'ROLE':<18} GROUPS")
+    for n in nodes:
+        groups = ",".join(str(g) for g in n.get("groups", [])) or "-"
+        click.echo(f"{n['id']:<10} {n['address']:<22} {n['role']:<18} {groups}")
+
+
+@member.command("add")
+@click.argument("node_id", metavar="ID")
+@click.option("--address", required=True, metavar="HOST:PORT", help="The new node's address.")
+@cluster_options
+@_TIMEOUT
+def member_add(
+    node_id: str, address: str, config: Path | None, bootstrap: str | None, timeout_s: float
+) -> None:
+    """Add node ID: register it, make it a learner of the metadata group, then a voter.
+
+    Start the node first with `join = true` in its [[node]] entry; the command
+    waits until it has caught up. Move partitions to it with `partition
+    reassign` or `cluster rebalance`.
+    """
+    session = _session(config, bootstrap, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    reply = _run(
+        lambda: session.follow("member_add", {"node": node_id, "address": address}, None, deadline)
+    )
+    click.echo(f"{reply['node']} added at {reply['address']} as {reply['role']}")
+
+
+@member.command("remove")
+@click.argument("node_id", metavar="ID")
+@click.option("--dry-run", is_flag=True, help="Print the replica moves, change nothing.")
+@cluster_options
+@_TIMEOUT
+def member_remove(
+    node_id: str, dry_run: bool, config: Path | None, bootstrap: str | None, timeout_s: float
+) -> None:
+    """Remove node ID: move each of its replicas to another node, then drop it from
+    every group and from the metadata group. Safe to re-run after an interruption."""
+    session = _session(config, bootstrap, timeout_s)
+    deadline = time.monotonic() + timeout_s
+
+    def main() -> None:
+        view = cluster_view(session)
+        members = session.any("member_list")["nodes"]
+        candidates = [
+            m["id"]
+            for m in members
+            if m["role"] in _MEMBER_ROLES and m.get("registered", True) and m["id"] != node_id
+        ]
+        plan = plan_drain(view.partitions, node_id, candidates)
+        for p, new in plan:
+            click.echo(f"move {p.topic}/{p.partition}: {','.join(p.replicas)} -> {','.join(new)}")
+            if not new:
+                raise OpsError("INVALID_REQUEST", f"{p.topic}/{p.partition} has no other replica")
+        if dry_run:
+            return
+        for p, new in plan:
+            reassign(session, view, p.topic, p.partition, list(new), deadline)
+        session.follow("member_remove", {"node": node_id}, None, deadline)
+        click.echo(f"{node_id} removed; it can be stopped now")
+
+    _run(main)
+
+
+# ---------------------------------------------------------------- partition, leader
+
+
+@click.group()
+def partition() -> None:
+    """Partition operations."""
+
+
+@partition.command("reassign")
+@click.argument("topic")
+@click.argument("partition_id", metavar="PARTITION", type=click.IntRange(min=0))
+@click.option(
+    "--replicas", required=True, help="New replica list, e.g. n1,n2,n4 (first = preferred leader)."
+)
+@cluster_options
+@_TIMEOUT
+def partition_reassign(
+    topic: str,
+    partition_id: int,
+    replicas: str,
+    config: Path | None,
+    bootstrap: str | None,
+    timeout_s: float,
+) -> None:
+    """Move a partition online: new replicas join as learners and catch up, the voters
+    switch in one joint-consensus step, the old replicas leave, metadata follows."""
+    wanted = [r.strip() for r in replicas.split(",") if r.strip()]
+    if not wanted or len(set(wanted)) != len(wanted):
+        raise click.BadParameter("give distinct node ids, e.g. n1,n2,n4", param_hint="--replicas")
+    session = _session(config, bootstrap, timeout_s)
+    deadline = time.monotonic() + timeout_s
+
+    def main() -> dict[str, Any]:
+        return reassign(session, cluster_view(session), topic, partition_id, wanted, deadline)
+
+    reply = _run(main)
+    click.echo(
+        f"{topic}/{partition_id} (group {reply['group']}): replicas {','.join(reply['replicas'])}"
+    )
+
+
+@click.group()
+def leader() -> None:
+    """Leadership operations."""
+
+
+@leader.command("transfer")
+@click.argument("topic")
+@click.argument("partition_id", metavar="PARTITION", type=click.IntRange(min=0))
+@click.option("--to", "to", required=True, metavar="NODE", help="The replica to lead.")
+@cluster_options
+@_TIMEOUT
+def leader_transfer(
+    topic: str,
+    partition_id: int,
+    to: str,
+    config: Path | None,
+    bootstrap: str | None,
+    timeout_s: float,
+) -> None:
+    """Hand the partition's leadership to replica NODE (Raft thesis §3.10)."""
+    session = _session(config, bootstrap, timeout_s)
+    deadline = time.monotonic() + timeout_s
+
+    def main() -> dict[str, Any]:
+        view = cluster_view(session)
+        current = next(
+            (p for p in view.partitions if p.topic == topic and p.partition == partition_id), None
+        )
+        start = view.addresses.get(current.leader) if current and current.leader else None
+        fields = {"topic": topic, "partition": partition_id, "to": to}
+        return session.follow("leader_transfer", fields, start, deadline)
+
+    reply = _run(main)
+    click.echo(f"{topic}/{partition_id}: leader {reply['leader']} ({reply.get('leader_address')})")
+
+
+@click.command("rebalance")
+@click.option("--dry-run", is_flag=True, help="Print the transfers, change nothing.")
+@cluster_options
+@_TIMEOUT
+def rebalance(dry_run: bool, config: Path | None, bootstrap: str | None, timeout_s: float) -> None:
+    """Spread partition leaders evenly over the nodes with leadership transfers."""
+    session = _session(config, bootstrap, timeout_s)
+    deadline = time.monotonic() + timeout_s
+
+    def main() -> int:
+        view = cluster_view(session)
+        nodes = sorted({r for p in view.partitions for r in p.replicas})
+        moves = plan_leader_moves(view.partitions, nodes)
+        failed = 0
+        for m in moves:
+            click.echo(f"transfer {m.topic}/{m.partition}: {m.frm} -> {m.to}")
+            if dry_run:
+                continue
+            fields = {"topic": m.topic, "partition": m.partition, "to": m.to}
+            try:
+                session.follow("leader_transfer", fields, view.addresses.get(m.frm), deadline)
+            except OpsError as exc:  # one stuck partition must not stop the others
+                failed += 1
+                click.echo(f"  failed: {exc}", err=True)
+        if not moves:
+            click.echo("leaders are balanced")
+        return failed
+
+    if _run(main):
+        raise click.exceptions.Exit(EXIT_CLUSTER_ERROR)
+
+
+# `raftlog cluster rebalance`: the cluster group lives in cli_node; cli.py
+# imports cli_node before this module, and this attaches the command to it.
+_cluster_group.add_command(rebalance)
