@@ -414,5 +414,3 @@ async def test_metadata_describe_and_member_list_answer_from_any_node(cluster):
     members = await cluster.call("n1", "member_list")
     assert sorted(m["id"] for m in members["nodes"]) == ["n1", "n2", "n3"]
     assert all(len(m["groups"]) == 2 for m in members["nodes"])
-    err = await cluster.call_error("n1", "member_remove", node="n3")
-    assert err.code is ErrorCode.INVALID_REQUEST
