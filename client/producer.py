@@ -117,6 +117,8 @@ class _Batch:
 
 @dataclass(slots=True)
 class _PartitionQueue:
+    topic: str
+    partition: int
     current: _Batch | None = None
     ready: deque[_Batch] = field(default_factory=deque)
     wakeup: trio.Event = field(default_factory=trio.Event)
@@ -145,6 +147,7 @@ class Producer:
         self.delivery_timeout = delivery_timeout
         self._max_record_bytes = client.max_record_bytes
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
+        self._sticky: dict[str, int] = {}  # topic -> partition for records without a key
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
         self._buffered = 0  # bytes accepted but not yet acknowledged
@@ -211,13 +214,22 @@ class Producer:
             while self._buffered + size > self.buffer_memory and self._buffered > 0:
                 await self._space.wait()
         if partition is None:
-            partition = await self.client.choose_partition(topic, key_b)
+            if key_b is None:
+                # Sticky partitioning (wire.md): records without a key fill one
+                # partition's batch, then move on round-robin, so batches stay big.
+                partition = self._sticky.get(topic)
+                if partition is None:
+                    partition = self._sticky[topic] = await self.client.choose_partition(
+                        topic, None
+                    )
+            else:
+                partition = await self.client.choose_partition(topic, key_b)
         delivery = Delivery()
         if callback is not None:
             delivery.add_callback(callback)
         queue = self._queues.get((topic, partition))
         if queue is None:
-            queue = self._queues[(topic, partition)] = _PartitionQueue()
+            queue = self._queues[(topic, partition)] = _PartitionQueue(topic, partition)
             self._nursery.start_soon(self._sender, topic, partition, queue)
         batch = queue.current
         if batch is not None and batch.size + size > self.batch_size:
@@ -256,6 +268,8 @@ class Producer:
             return
         batch.sealed = True
         queue.current = None
+        if self._sticky.get(queue.topic) == queue.partition:
+            del self._sticky[queue.topic]
         queue.ready.append(batch)
         queue.wakeup.set()
 

@@ -148,3 +148,18 @@ async def test_a_spurious_out_of_order_reply_does_not_reset_the_producer(fake: F
     assert fake.values("t", 0) == [b"s%d" % i for i in range(10)]
     pids = {f["producer_id"] for _n, op, f in fake.requests if op == "produce"}
     assert len(pids) == 1
+
+
+async def test_records_without_key_stick_to_a_partition_per_batch(fake: FakeCluster):
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, batch_size=500, linger=10.0) as producer,
+    ):
+        deliveries = [await producer.send("t", b"v" * 34) for _ in range(40)]  # 50 B each
+        await producer.flush()
+    batches = produce_requests(fake)
+    assert [b["count"] for b in batches] == [10, 10, 10, 10]  # full batches, not 1-record ones
+    assert {b["partition"] for b in batches} == {0, 1}  # and they rotate
+    assert sorted((d.result().partition, d.result().offset) for d in deliveries) == sorted(
+        [(0, i) for i in range(20)] + [(1, i) for i in range(20)]
+    )
