@@ -68,6 +68,7 @@ class SimParams:
     max_inflight_msgs: int = 256
     max_inflight_bytes: int = 32 << 20
     max_uncommitted_bytes: int = 64 << 20
+    max_committed_bytes_per_ready: int = 64 << 20
     pre_vote: bool = True
     check_quorum: bool = True
     # Probability that a pending Ready is persisted in a given round.
@@ -194,6 +195,7 @@ class Cluster:
             max_inflight_msgs=p.max_inflight_msgs,
             max_inflight_bytes=p.max_inflight_bytes,
             max_uncommitted_bytes=p.max_uncommitted_bytes,
+            max_committed_bytes_per_ready=p.max_committed_bytes_per_ready,
             pre_vote=p.pre_vote,
             check_quorum=p.check_quorum,
             applied=applied,

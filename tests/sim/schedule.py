@@ -139,6 +139,8 @@ def random_params(seed: int, n_nodes: int, trace: bool = False) -> SimParams:
         # (entries here are ~20 bytes each as counted by the core).
         max_inflight_bytes=rng.choice((32 << 20, 100)),
         max_uncommitted_bytes=rng.choice((64 << 20, 64 << 20, 40)),
+        # Committed entries paged across Readies (about one entry per Ready).
+        max_committed_bytes_per_ready=rng.choice((64 << 20, 20)),
         tick_skip=skew,
         net=net,
         trace=trace,

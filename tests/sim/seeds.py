@@ -25,8 +25,8 @@ class MutantSeed:
 
 
 MUTANT_SEEDS: tuple[MutantSeed, ...] = (
-    MutantSeed("ack-before-persist", 14, 3, "Leader Completeness"),
-    MutantSeed("ack-before-persist", 20, 3, "Leader Completeness"),
+    MutantSeed("ack-before-persist", 32, 3, "Leader Completeness"),
+    MutantSeed("ack-before-persist", 216, 3, "Leader Completeness"),
     MutantSeed("vote-without-log-check", 3, 5, "Leader Completeness"),
     MutantSeed("vote-without-log-check", 5, 5, "Leader Completeness"),
     MutantSeed("vote-twice", 1, 5, "One vote per term"),
