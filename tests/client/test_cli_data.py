@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 from raftlog.client.errors import ClusterUnreachableError, ConnectionLostError, UnknownTopicError
+from raftlog.client.sync import Client
 from raftlog.server.cli import main
 from raftlog.server.cli_common import bootstrap_addresses, run_client
 
@@ -156,3 +159,26 @@ def test_run_client_returns_the_async_result():
         return 42
 
     assert run_client(body) == 42
+
+
+def test_consume_follow_waits_for_new_records(sync_fake: FakeCluster):
+    def produce_when_polled() -> None:
+        # Wait (bounded) until the consumer long-polls, then produce two lines.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(op == "fetch" and f.get("max_wait_ms") for _n, op, f in sync_fake.requests):
+                break
+            time.sleep(0.01)
+        with Client(sync_fake.bootstrap()) as client:
+            client.produce("t", b"late-1", partition=0)
+            client.produce("t", b"late-2", partition=0)
+
+    producer = threading.Thread(target=produce_when_polled)
+    producer.start()
+    try:
+        result = run(["consume", "t", "--partition", "0", "--follow", "--max", "2",
+                      *boot(sync_fake)])
+    finally:
+        producer.join(15)
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == ["late-1", "late-2"]
