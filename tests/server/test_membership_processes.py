@@ -1,0 +1,162 @@
+"""Membership changes on real `raftlog node start` processes, driven by the operator CLI.
+
+Each test loads a cluster with an idempotent producer, changes its membership
+with `raftlog member|partition|leader ...` subprocesses (checking their exit
+codes), and then checks every acknowledged record is in the log exactly once
+at its acknowledged offset (check_log).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from raftlog.client.sync import Client
+from raftlog.server.config import NodeConfig
+
+from .cluster_harness import LocalCluster, free_ports
+from .test_node_processes import WAIT_S, Producing, check_log, read_all, wait_until
+
+pytestmark = pytest.mark.integration
+
+CLI_TIMEOUT_S = 120
+
+
+def cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `raftlog ARGS --config <cluster.toml>`; bounded in time."""
+    return subprocess.run(
+        [sys.executable, "-m", "raftlog.server", *args, "--config", str(cluster.config_path),
+         "--timeout", "60"],
+        capture_output=True, text=True, timeout=CLI_TIMEOUT_S, env=cluster.env,
+    )  # fmt: skip
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def add_join_node(cluster: LocalCluster, node_id: str) -> str:
+    """Append a `join = true` node to cluster.toml and start it; its address."""
+    (port,) = free_ports(1)
+    cluster.cfg.nodes.append(
+        NodeConfig(id=node_id, address=f"127.0.0.1:{port}", host="127.0.0.1", port=port,
+                   data_dir=cluster.root / node_id, join=True)
+    )  # fmt: skip
+    cluster.write_config()
+    cluster.start(node_id)
+    return cluster.address(node_id)
+
+
+def replicas(client: Client, topic: str, partition: int = 0) -> list[str]:
+    return client.describe_topic(topic)["partitions"][partition]["replicas"]
+
+
+def leader_of_partition(cluster: LocalCluster, client: Client, topic: str, p: int = 0) -> str:
+    return cluster.leader_of(client.describe_topic(topic)["partitions"][p]["group"])
+
+
+def members(cluster: LocalCluster) -> dict[str, dict[str, Any]]:
+    import json
+
+    return {m["id"]: m for m in json.loads(ok(cli(cluster, "member", "list", "--json")))}
+
+
+@pytest.fixture
+def cluster(local_cluster: Callable[..., LocalCluster]) -> Iterator[LocalCluster]:
+    c = local_cluster(3, env={"RAFTLOG_DEBUG": "1"})
+    c.start_all()
+    c.wait_for_leaders(deadline=WAIT_S)
+    yield c  # the local_cluster fixture stops every process, also on failure
+
+
+def test_add_a_fourth_node_and_move_a_loaded_partition_to_it(cluster: LocalCluster) -> None:
+    with Client(cluster.addresses(), request_timeout=30.0) as client:
+        client.create_topic("t", partitions=1, replicas=3)
+        with Producing(client, "t") as producing:
+            producing.wait_for_more(30)
+            address = add_join_node(cluster, "n4")
+            out = ok(cli(cluster, "member", "add", "n4", "--address", address))
+            assert "n4 added" in out
+            producing.wait_for_more(10)
+            leader = leader_of_partition(cluster, client, "t")
+            drop = next(n for n in ("n1", "n2", "n3") if n != leader)
+            target = [n for n in ("n1", "n2", "n3") if n != drop] + ["n4"]
+            ok(cli(cluster, "partition", "reassign", "t", "0", "--replicas", ",".join(target)))
+            producing.wait_for_more(10)
+            ok(cli(cluster, "leader", "transfer", "t", "0", "--to", "n4"))
+            producing.wait_for_more(10)
+        assert replicas(client, "t") == target
+        bad = cli(cluster, "partition", "reassign", "t", "0", "--replicas", "n1,n9")
+        assert bad.returncode == 1 and "n9" in bad.stderr  # the cluster refused: unknown node
+        roles = members(cluster)
+        assert roles["n4"]["role"] in ("voter", "controller_leader")
+        assert roles[drop]["groups"] == [] and roles["n4"]["groups"] == [1]
+    # Read from the new replica alone, as the partition's leader.
+    assert leader_of_partition_by(cluster, "n4") == "n4"
+    with Client([cluster.address("n4")], request_timeout=30.0) as n4_client:
+        log = read_all(n4_client, "t")
+    check_log(log, producing.acked)
+    assert len(log) >= len(producing.acked) >= 60
+
+
+def leader_of_partition_by(cluster: LocalCluster, node: str, group: int = 1) -> str | None:
+    for g in cluster.status(node)["groups"]:
+        if g["group"] == group:
+            return g["leader"]
+    return None
+
+
+def test_remove_the_node_that_leads_everything(local_cluster: Callable[..., LocalCluster]) -> None:
+    cluster = local_cluster(4, env={"RAFTLOG_DEBUG": "1"})
+    cluster.start_all()
+    cluster.wait_for_leaders(deadline=WAIT_S)
+    with Client(cluster.addresses(), request_timeout=30.0) as client:
+        client.create_topic("t", partitions=1, replicas=3)
+        # The victim leads the metadata group AND the partition (the hard case).
+        victim = cluster.leader_of(0)
+        if victim not in replicas(client, "t"):
+            spare = next(
+                r for r in replicas(client, "t") if r != leader_of_partition(cluster, client, "t")
+            )
+            new = [victim if r == spare else r for r in replicas(client, "t")]
+            ok(cli(cluster, "partition", "reassign", "t", "0", "--replicas", ",".join(new)))
+        ok(cli(cluster, "leader", "transfer", "t", "0", "--to", victim))
+        assert leader_of_partition(cluster, client, "t") == victim == cluster.leader_of(0)
+        with Producing(client, "t") as producing:
+            producing.wait_for_more(30)
+            out = ok(cli(cluster, "member", "remove", victim))
+            assert f"{victim} removed" in out
+            producing.wait_for_more(20)
+        assert victim not in replicas(client, "t")
+        roles = members(cluster)
+        assert roles[victim]["role"] == "not_member" and roles[victim]["groups"] == []
+        cluster.terminate(victim)
+        others = [n for n in cluster.node_ids() if n != victim]
+        cluster.wait_for_leaders(deadline=WAIT_S, nodes=others)
+        log = read_all(client, "t")
+    check_log(log, producing.acked)
+    assert len(log) >= len(producing.acked) >= 50
+
+
+def test_replace_a_node_whose_disk_was_wiped(cluster: LocalCluster) -> None:
+    with Client(cluster.addresses(), request_timeout=30.0) as client:
+        client.create_topic("t", partitions=1, replicas=3)
+        with Producing(client, "t") as producing:
+            producing.wait_for_more(30)
+            cluster.kill("n3")
+            shutil.rmtree(cluster.cfg.node("n3").data_dir)
+            cluster.start("n3")  # a new incarnation: its peers refuse it (DESIGN §3 rule 7)
+            wait_until(lambda: "peer_refused" in cluster.log_text("n3"), "n3 refused")
+            address = add_join_node(cluster, "n4")
+            ok(cli(cluster, "member", "add", "n4", "--address", address))
+            ok(cli(cluster, "member", "remove", "n3"))
+            producing.wait_for_more(20)
+        assert sorted(replicas(client, "t")) == ["n1", "n2", "n4"]
+        cluster.kill("n3")
+        log = read_all(client, "t")
+    check_log(log, producing.acked)
