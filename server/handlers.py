@@ -458,10 +458,13 @@ class RequestHandlers:
         deadline = _deadline(fields)
         group = await self._leader_group(fields["topic"], fields["partition"])
         target = fields["to"]
-        if target not in group.replicas:
+        # The group's current configuration, not the metadata's replica list:
+        # during a reassignment the Raft configuration changes first.
+        voters = group.raft.conf_state.voters
+        if target not in voters:
             raise HandlerError(
                 ErrorCode.INVALID_REQUEST,
-                f"{target!r} is not a replica of group {group.gid} ({list(group.replicas)})",
+                f"{target!r} is not a voter of group {group.gid} ({list(voters)})",
             )
         if target != self.node_id:
             self.driver.transfer_leader(group.gid, target)
