@@ -85,11 +85,15 @@ def rate_plot(ops: Sequence[Op], path: Path, bucket_s: float = 1.0) -> Path:
         series[(c.f, c.type)][b] += 1
         last = max(last, b)
     fig, ax = plt.subplots(figsize=(12, 5))
+    # Colour by function, line style by outcome: each series stays distinguishable.
     styles = {OpType.OK: "-", OpType.INFO: "--", OpType.FAIL: ":"}
+    palette = plt.get_cmap("tab10").colors
+    fs = sorted({f for f, _ in series})
     for (f, t), counts in sorted(series.items(), key=lambda kv: (kv[0][0], kv[0][1].value)):
         xs = [b * bucket_s for b in range(last + 1)]
         ys = [counts.get(b, 0) / bucket_s for b in range(last + 1)]
-        ax.plot(xs, ys, styles[t], label=f"{f} {t.value}", linewidth=1)
+        ax.plot(xs, ys, styles[t], color=palette[fs.index(f) % len(palette)],
+                label=f"{f} {t.value}", linewidth=1)
     _shade(ax, nemesis_windows(ops))
     ax.set_xlabel("time (s)")
     ax.set_ylabel("completions / s")
