@@ -227,8 +227,11 @@ class MultiRaft:
 
     def submit(self, gid: int, command: Any, nbytes: int = 0) -> Waiter:
         """Queue a command for the group's next proposal (coalesced with others)."""
-        group = self.groups[gid]
         waiter = Waiter()
+        group = self.groups.get(gid)
+        if group is None:  # deleted while the request was being handled
+            waiter.fail(ErrorCode.UNKNOWN_TOPIC, f"group {gid} is not hosted here (deleted?)")
+            return waiter
         group.queued_cmds.append((command, waiter))
         group.queued_cmd_bytes += nbytes
         self._dirty.add(gid)
@@ -241,8 +244,11 @@ class MultiRaft:
     async def read_barrier(self, gid: int, deadline: float) -> Outcome:
         """Linearizable read point (DESIGN §3.4): resolves once this node, as leader,
         confirmed leadership for a read index and applied up to it."""
-        group = self.groups[gid]
         waiter = Waiter()
+        group = self.groups.get(gid)
+        if group is None:
+            waiter.fail(ErrorCode.UNKNOWN_TOPIC, f"group {gid} is not hosted here (deleted?)")
+            return await waiter.wait(deadline)
         group.queued_reads.append(waiter)
         self._dirty.add(gid)
         self._wake.set()
@@ -399,10 +405,16 @@ class MultiRaft:
         roles: dict[str, int] = defaultdict(int)
         pending = 0
         apply_lag = 0
+        max_lag = 0
         for group in self.groups.values():
             roles[group.role.name.lower()] += 1
             pending += len(group.proposals)
             apply_lag += max(0, group.raft.commit_index - group.applied)
+            if group.role is Role.LEADER and not group.quiet:
+                status = group.raft.status()
+                for progress in status.progress.values():
+                    max_lag = max(max_lag, status.last_index - progress.match)
+        m.max_follower_lag.set(max_lag)
         for role in ("leader", "follower", "candidate", "pre_candidate"):
             m.groups.set(roles.get(role, 0), role=role)
         m.pending_proposals.set(pending)
