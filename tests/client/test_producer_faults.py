@@ -1,0 +1,72 @@
+"""Property: under random faults the idempotent Producer appends every record at
+most once, acknowledged records exactly once at their acknowledged offsets,
+and a partition's stored records in send order (hypothesis drives the faults).
+"""
+
+from __future__ import annotations
+
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from raftlog.client.aio import AsyncClient
+from raftlog.client.errors import ErrorCode
+from raftlog.client.producer import Producer
+
+from .fake_server import FakeCluster, FakeNode
+
+RETRIABLE = [ErrorCode.NOT_LEADER, ErrorCode.NOT_AVAILABLE, ErrorCode.THROTTLED]
+DEFINITE = [ErrorCode.CORRUPT_BATCH, ErrorCode.UNKNOWN_PARTITION]
+
+fault = st.one_of(
+    st.tuples(st.just("error"), st.sampled_from(RETRIABLE + DEFINITE + [ErrorCode.TIMEOUT])),
+    st.tuples(st.just("drop"), st.just(None)),
+    st.tuples(st.just("spurious_ooo"), st.integers(min_value=1, max_value=60)),
+)
+
+
+async def scenario(faults: list[tuple[str, object]], records: int, batch: int) -> None:
+    cluster = FakeCluster(leader="n2")
+    async with trio.open_nursery() as nursery:
+        for i in (1, 2):
+            await nursery.start(FakeNode(cluster, f"n{i}").serve)
+        cluster.add_topic("p", partitions=1)
+        for kind, arg in faults:
+            if kind == "error":
+                details = ({"leader": "n2", "leader_address": cluster.address("n2")}
+                           if arg == ErrorCode.NOT_LEADER else {})
+                cluster.errors.setdefault("produce", []).append((arg, details))
+            elif kind == "drop":
+                cluster.drop_after_apply += 1
+            else:
+                cluster.produce_errors_by_seq.setdefault(arg, []).append(
+                    (ErrorCode.OUT_OF_ORDER_SEQUENCE, {}))
+        async with (
+            AsyncClient(cluster.bootstrap(), request_timeout=3.0) as client,
+            Producer(client, batch_size=batch, linger=0.0, delivery_timeout=3.0) as producer,
+        ):
+            with trio.fail_after(30):
+                deliveries = [
+                    await producer.send("p", b"%d" % i, partition=0) for i in range(records)
+                ]
+                await producer.flush()
+        nursery.cancel_scope.cancel()
+
+    stored = [int(v) for v in cluster.values("p", 0)]
+    assert len(stored) == len(set(stored)), f"duplicates: {stored}"
+    assert stored == sorted(stored), f"out of send order: {stored}"
+    for i, d in enumerate(deliveries):
+        assert d.done()
+        if d.exception() is None:
+            assert stored[d.result().offset] == i
+        elif d.exception().code in DEFINITE:
+            assert i not in stored, f"record {i} failed definitely but was appended"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    faults=st.lists(fault, max_size=6),
+    records=st.integers(min_value=1, max_value=60),
+    batch=st.sampled_from([1, 40, 200]),
+)
+def test_idempotent_producer_under_random_faults(faults, records, batch):
+    trio.run(scenario, faults, records, batch)
