@@ -112,3 +112,28 @@ def test_stale_prevote_gets_rejected_with_newer_term() -> None:
     node.step(msg(MT.PRE_VOTE, "b", term=4))
     (resp,) = all_msgs(node.ready())
     assert (resp.type, resp.reject, resp.term) == (MT.PRE_VOTE_RESP, True, 5)
+
+
+def test_removed_stale_leader_steps_down_even_without_prevote_and_check_quorum() -> None:
+    """A leader cut off, then removed, must not "lead" its old term forever.
+
+    The new leader never contacts it (it is not a member any more); only the
+    replies to its own stale heartbeats can tell it about the newer term.
+    """
+    net = Net(["a", "b", "c"], pre_vote=False, check_quorum=False)
+    old = net.elect("a")
+    net.isolate("a")
+    net.node("b").campaign()
+    net.deliver()
+    new = net.node("b")
+    assert new.role == Role.LEADER
+    from raftlog.raft.types import ConfChange, ConfChangeItem, ConfChangeType
+
+    new.propose_conf_change(ConfChange(changes=(ConfChangeItem(ConfChangeType.REMOVE_NODE, "a"),)))
+    net.deliver()
+    assert new.conf_state.voters == ("b", "c")
+    assert old.role == Role.LEADER  # still believes it leads its old term
+    net.heal()
+    net.tick(3)
+    assert old.role == Role.FOLLOWER
+    assert old.term >= new.term
