@@ -26,12 +26,20 @@ def _summary(results: dict) -> str:
         lines.append(f"  {f}: " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     log_part = results.get("log", {})
     for t, n in sorted(log_part.get("counts", {}).items()):
-        lines.append(f"  anomaly {t}: {n}")
+        first = (log_part.get("anomalies", {}).get(t) or [{}])[0]
+        lines.append(f"  anomaly {t}: {n} (e.g. partition {first.get('key')}: "
+                     f"{first.get('message')})")
     lin = results.get("linearizability")
     if lin:
         for k in lin["keys"]:
             lines.append(f"  linearizability partition {k['key']}: {k['verdict']} "
                          f"({k['ops']} ops, {k['seconds']}s)")
+            cx = k.get("counterexample") or {}
+            stuck = cx.get("stuck_op")
+            if stuck:
+                lines.append(f"    stuck at {stuck['f']} {stuck['invoke']} -> {stuck['value']} "
+                             f"(history index {stuck['index']}) with the log "
+                             f"{cx.get('log_length')} long")
     for problem in results.get("liveness", []):
         lines.append(f"  liveness: {problem}")
     for note in results.get("notes", []):

@@ -1,4 +1,4 @@
-"""Faults: kill, pause, partition (membership only where the service has it).
+"""Faults: kill, pause, partition, link delay (membership only where the service has it).
 
 A seeded schedule alternates start and stop: wait about ``interval`` seconds,
 start a fault of a random kind on random targets, wait, stop it. Each start
@@ -25,7 +25,8 @@ from .proxy import LinkMode
 
 log = logging.getLogger(__name__)
 
-KINDS = ("partition", "kill", "pause", "membership")
+KINDS = ("partition", "kill", "pause", "delay", "membership")
+DELAYS_MS = (20.0, 50.0, 100.0, 200.0, 400.0)
 TARGETS = ("one", "minority", "majority", "all", "leader")
 
 LeaderFinder = Callable[[], Awaitable[str | None]]
@@ -86,8 +87,8 @@ class Nemesis:
                 continue
             kinds.append(k)
         self.kinds = kinds
-        if "partition" in self.kinds and self.cluster.mesh is None:
-            raise ValueError("partition nemesis needs a proxied cluster")
+        if {"partition", "delay"} & set(self.kinds) and self.cluster.mesh is None:
+            raise ValueError("partition and delay nemeses need a proxied cluster")
         if len(self.cluster.node_ids) < 5:
             self.shapes = [s for s in self.shapes if s != "ring"]  # no-op with 3 nodes
 
@@ -115,6 +116,13 @@ class Nemesis:
             cut = self.cluster.mesh.apply(grudge, mode)
             value = {"shape": name, "mode": mode.value,
                      "grudge": {k: sorted(v) for k, v in grudge.items()}, "links_cut": len(cut)}
+        elif kind == "delay":
+            # Latency on every peer link (not bandwidth): slow heartbeats and
+            # appends, elections that race with them.
+            assert self.cluster.mesh is not None
+            ms = self.rng.choice(DELAYS_MS)
+            self.cluster.mesh.delay_all(ms)
+            value = {"delay_ms": ms}
         elif kind == "kill":
             how = self.rng.choice(list(self.kill_targets))
             targets = choose_targets(nodes, how, self.rng,
@@ -140,7 +148,7 @@ class Nemesis:
     async def stop_fault(self, kind: str) -> None:
         self.record_crashes()
         value: dict[str, Any] = {}
-        if kind == "partition":
+        if kind in ("partition", "delay"):
             assert self.cluster.mesh is not None
             self.cluster.mesh.heal()
         elif kind == "kill":

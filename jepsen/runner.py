@@ -97,7 +97,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         election_ticks=opts.election_ticks,
         unsafe_ack_before_commit=opts.unsafe_ack_before_commit,
         unsafe_follower_reads=opts.unsafe_follower_reads,
-        proxied="partition" in opts.nemesis,
+        proxied=bool({"partition", "delay"} & set(opts.nemesis)),
     )
     cluster = JepsenCluster(out, settings)
     recorder = Recorder(out / "history.jsonl")

@@ -100,3 +100,13 @@ def test_a_node_that_died_on_its_own_is_recorded_and_restarted() -> None:
     assert nemesis.crashes == {"n2": -11}
     assert "node-crashed" in nemesis_fs(recorder)
     assert "n2" in cluster.running
+
+
+def test_network_faults_need_proxies() -> None:
+    for kind in ("partition", "delay"):
+        try:
+            Nemesis(FakeCluster(), Recorder(), random.Random(1), [kind])  # type: ignore[arg-type]
+        except ValueError as exc:
+            assert "proxied" in str(exc)
+        else:
+            raise AssertionError(f"{kind} accepted a cluster without proxies")
