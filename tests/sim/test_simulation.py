@@ -57,8 +57,15 @@ def test_seeded_schedules_keep_raft_invariants(start: int) -> None:
 _small = st.integers(min_value=1, max_value=3)
 _node = st.integers(min_value=0, max_value=4)
 
+_ticks = st.builds(Action, st.just(Op.TICK), st.integers(1, 25))
+
+# Time passing is listed several times so that it dominates, as in real runs:
+# a schedule of mostly faults never lets an election finish.
 actions = st.one_of(
-    st.builds(Action, st.just(Op.TICK), st.integers(1, 8)),
+    _ticks,
+    _ticks,
+    _ticks,
+    _ticks,
     st.builds(Action, st.just(Op.DELIVER), _small),
     st.builds(Action, st.just(Op.PROPOSE), _small),
     st.builds(Action, st.just(Op.READ)),
@@ -93,7 +100,9 @@ net_configs = st.builds(
     net=net_configs,
     persist_prob=st.sampled_from([0.3, 0.7, 1.0]),
     max_size_per_msg=st.sampled_from([1, 64, 1 << 20]),
-    schedule=st.lists(actions, min_size=10, max_size=200),
+    # Each drawn action is followed by a drawn number of ticks, so that even
+    # short schedules give elections and replication time to happen.
+    steps=st.lists(st.tuples(actions, st.integers(0, 12)), min_size=20, max_size=150),
 )
 def test_hypothesis_schedules_keep_raft_invariants(
     n_nodes: int,
@@ -101,8 +110,13 @@ def test_hypothesis_schedules_keep_raft_invariants(
     net: NetConfig,
     persist_prob: float,
     max_size_per_msg: int,
-    schedule: list[Action],
+    steps: list[tuple[Action, int]],
 ) -> None:
+    schedule: list[Action] = []
+    for action, ticks in steps:
+        schedule.append(action)
+        if ticks:
+            schedule.append(Action(Op.TICK, ticks))
     params = SimParams(
         seed=seed,
         n_nodes=n_nodes,
