@@ -845,6 +845,54 @@ class AsyncClient:
         reply = await self._call("member_list", {}, idempotent=True)
         return list(reply.get("nodes") or [])
 
+    # Day-2 operations (server/membership_ops.py). Each continues a change
+    # where it stopped, so retrying one is safe (idempotent=True).
+
+    async def member_add(self, node: str, address: str, budget_s: float = 60.0) -> dict[str, Any]:
+        """Register ``node`` and make it a voter of the metadata group (it must be
+        running with ``join = true``: the call waits until it caught up)."""
+        return _result(
+            await self._call("member_add", {"node": node, "address": address},
+                             idempotent=True, budget=budget_s, server_timeout=True)
+        )  # fmt: skip
+
+    async def member_remove(self, node: str, budget_s: float = 60.0) -> dict[str, Any]:
+        """Remove ``node`` from the metadata group. It must hold no replica any more
+        (move them with ``partition_reassign``; ``raftlog member remove`` does both)."""
+        return _result(
+            await self._call("member_remove", {"node": node},
+                             idempotent=True, budget=budget_s, server_timeout=True)
+        )  # fmt: skip
+
+    async def partition_reassign(
+        self, topic: str, partition: int, replicas: Sequence[str], budget_s: float = 60.0
+    ) -> dict[str, Any]:
+        """Move a partition to ``replicas`` online (learners first, then one voter switch)."""
+        fields = {"topic": topic, "partition": partition, "replicas": list(replicas)}
+        reply = _result(
+            await self._call("partition_reassign", fields, topic=topic, partition=partition,
+                             idempotent=True, budget=budget_s, server_timeout=True)
+        )  # fmt: skip
+        if not reply.get("metadata_updated"):
+            # The partition's leader does not lead the metadata group: the
+            # metadata half goes there (NOT_LEADER redirects find it).
+            reply = _result(
+                await self._call("partition_reassign", {**fields, "phase": "metadata"},
+                                 idempotent=True, budget=budget_s, server_timeout=True)
+            )  # fmt: skip
+        return reply
+
+    async def leader_transfer(
+        self, topic: str, partition: int, to: str, budget_s: float = 30.0
+    ) -> dict[str, Any]:
+        """Hand the partition's leadership to replica ``to``."""
+        return _result(
+            await self._call("leader_transfer",
+                             {"topic": topic, "partition": partition, "to": to},
+                             topic=topic, partition=partition, idempotent=True,
+                             budget=budget_s, server_timeout=True)
+        )  # fmt: skip
+
     async def request(self, op: str, idempotent: bool = False, **fields: Any) -> dict[str, Any]:
         """Escape hatch: any op of the protocol, with the same routing and retries."""
         topic = fields.get("topic")

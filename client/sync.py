@@ -166,6 +166,22 @@ class Client:
     def member_list(self) -> list[dict[str, Any]]:
         return self._call(self._async.member_list)
 
+    def member_add(self, node: str, address: str, budget_s: float = 60.0) -> dict[str, Any]:
+        return self._call(self._async.member_add, node, address, budget_s)
+
+    def member_remove(self, node: str, budget_s: float = 60.0) -> dict[str, Any]:
+        return self._call(self._async.member_remove, node, budget_s)
+
+    def partition_reassign(
+        self, topic: str, partition: int, replicas: Sequence[str], budget_s: float = 60.0
+    ) -> dict[str, Any]:
+        return self._call(self._async.partition_reassign, topic, partition, replicas, budget_s)
+
+    def leader_transfer(
+        self, topic: str, partition: int, to: str, budget_s: float = 30.0
+    ) -> dict[str, Any]:
+        return self._call(self._async.leader_transfer, topic, partition, to, budget_s)
+
     def request(self, op: str, idempotent: bool = False, **fields: Any) -> dict[str, Any]:
         return self._call(self._async.request, op, idempotent, **fields)
 

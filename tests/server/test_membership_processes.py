@@ -119,13 +119,13 @@ def test_remove_the_node_that_leads_everything(local_cluster: Callable[..., Loca
         client.create_topic("t", partitions=1, replicas=3)
         # The victim leads the metadata group AND the partition (the hard case).
         victim = cluster.leader_of(0)
-        if victim not in replicas(client, "t"):
-            spare = next(
-                r for r in replicas(client, "t") if r != leader_of_partition(cluster, client, "t")
-            )
-            new = [victim if r == spare else r for r in replicas(client, "t")]
-            ok(cli(cluster, "partition", "reassign", "t", "0", "--replicas", ",".join(new)))
-        ok(cli(cluster, "leader", "transfer", "t", "0", "--to", victim))
+        # Through the client library's admin API this time: the victim becomes a
+        # replica (if it was not) and then the partition's leader.
+        current = replicas(client, "t")
+        new = [victim, *[r for r in current if r != victim][:2]]
+        reply = client.partition_reassign("t", 0, new)
+        assert reply["replicas"] == new and reply["metadata_updated"] is True
+        assert client.leader_transfer("t", 0, victim)["leader"] == victim
         assert leader_of_partition(cluster, client, "t") == victim == cluster.leader_of(0)
         with Producing(client, "t") as producing:
             producing.wait_for_more(30)
