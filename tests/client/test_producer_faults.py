@@ -70,3 +70,55 @@ async def scenario(faults: list[tuple[str, object]], records: int, batch: int) -
 )
 def test_idempotent_producer_under_random_faults(faults, records, batch):
     trio.run(scenario, faults, records, batch)
+
+
+async def concurrent_scenario(faults: list[tuple[str, object]], tasks: int, each: int) -> None:
+    cluster = FakeCluster(leader="n2")
+    acked: dict[tuple[int, int], int] = {}
+    async with trio.open_nursery() as nursery:
+        for i in (1, 2):
+            await nursery.start(FakeNode(cluster, f"n{i}").serve)
+        cluster.add_topic("p", partitions=1)
+        for kind, arg in faults:
+            if kind == "error":
+                details = ({"leader": "n2", "leader_address": cluster.address("n2")}
+                           if arg == ErrorCode.NOT_LEADER else {})
+                cluster.errors.setdefault("produce", []).append((arg, details))
+            elif kind == "drop":
+                cluster.drop_after_apply += 1
+            else:
+                cluster.produce_errors_by_seq.setdefault(arg, []).append(
+                    (ErrorCode.OUT_OF_ORDER_SEQUENCE, {}))
+        async with AsyncClient(cluster.bootstrap(), request_timeout=3.0) as client:
+
+            async def worker(t: int) -> None:
+                for j in range(each):
+                    try:
+                        md = await client.produce("p", b"%d:%d" % (t, j), partition=0)
+                    except Exception:  # RaftlogError: outcome unknown or rejected
+                        continue
+                    acked[(t, j)] = md.offset
+
+            with trio.fail_after(60):
+                async with trio.open_nursery() as workers:
+                    for t in range(tasks):
+                        workers.start_soon(worker, t)
+        nursery.cancel_scope.cancel()
+
+    stored = cluster.values("p", 0)
+    assert len(stored) == len(set(stored)), "a record was appended twice"
+    for (t, j), offset in acked.items():
+        assert stored[offset] == b"%d:%d" % (t, j)
+    for t in range(tasks):  # each task waited for every ack: its records stay in order
+        mine = [int(v.split(b":")[1]) for v in stored if v.startswith(b"%d:" % t)]
+        assert mine == sorted(mine)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    faults=st.lists(fault, max_size=6),
+    tasks=st.integers(min_value=1, max_value=12),
+    each=st.integers(min_value=1, max_value=8),
+)
+def test_concurrent_single_record_produces_under_random_faults(faults, tasks, each):
+    trio.run(concurrent_scenario, faults, tasks, each)
