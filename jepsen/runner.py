@@ -113,7 +113,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
             await cluster.wait_for_topic(TOPIC, opts.partitions, opts.nodes)
             wl = Workload(
                 WorkloadConfig(opts.workload, opts.partitions, opts.concurrency,
-                               opts.rate_per_worker, opts.request_timeout, seed=opts.seed),
+                               opts.rate_per_worker, opts.request_timeout),
                 cluster.addresses, recorder, random.Random(rng.random()),
             )
             async with AsyncClient(cluster.addresses, request_timeout=2.0) as probe:

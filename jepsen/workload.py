@@ -49,7 +49,6 @@ class WorkloadConfig:
     rate_per_worker: float = 20.0  # ops/s per worker (keeps 2 cores usable for the nodes)
     request_timeout: float = 3.0
     fetch_max_records: int = 20
-    seed: int = 0
 
 
 def _decode(value: bytes) -> Any:
