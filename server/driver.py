@@ -353,7 +353,10 @@ class MultiRaft:
         self._apply(readies)
         to_save = [(gid, rd) for gid, rd in readies if _needs_save(rd)]
         if to_save:
-            sync = any(self._needs_sync(gid, rd) for gid, rd in to_save) and self.store.fsync
+            # Evaluate every Ready (no short-circuit): _needs_sync tracks each
+            # group's durable term/vote.
+            flags = [self._needs_sync(gid, rd) for gid, rd in to_save]
+            sync = any(flags) and self.store.fsync
             started = time.perf_counter()
             if sync:
                 # The fsync runs in a worker thread (rocksdict releases the GIL),
@@ -784,8 +787,12 @@ class MultiRaft:
 
     def _apply_group(self, group: Group, rd: Ready, batch: Any) -> None:
         entries = rd.committed_entries
+        applied = group.sm.applied_index
         for entry in entries:
-            if entry.type is EntryType.CONF_CHANGE:
+            # Entries at or below the state machine's applied index are a replay
+            # after a restart (see _add_group): their conf changes were applied
+            # and persisted with that apply batch already.
+            if entry.type is EntryType.CONF_CHANGE and entry.index > applied:
                 # Also persists the new ConfState with the apply batch.
                 membership.apply_conf_entry(self, group, entry, batch)
         results = group.sm.apply(entries, batch)
@@ -873,8 +880,8 @@ class MultiRaft:
 
         registered = self.metadata.nodes
         for node in self.cfg.nodes:
-            if node.id in registered:
-                continue
+            if node.id in registered or node.join:
+                continue  # a join node is registered by `member add` (membership_ops)
             if node.id == self.node_id:
                 incarnation = self.store.identity.incarnation
             else:
