@@ -178,7 +178,9 @@ class AsyncClient:
         self._leaders: dict[tuple[str, int], str] = {}  # (topic, partition) -> leader address
         self._controller: str | None = None  # address that last answered a metadata-group op
         self._suspect: dict[str, float] = {}  # address -> trio time until which we avoid it
-        self._refreshing: trio.Event | None = None
+        self._meta_lock = trio.Lock()
+        self._meta_generation = 0
+        self._last_metadata: dict[str, Any] | None = None
         self._rr = itertools.count(random.randrange(1 << 16))
         self._topic_rr: dict[str, int] = {}
         self._producer_id: int | None = None
@@ -422,31 +424,38 @@ class AsyncClient:
 
     async def _refresh_quietly(self, deadline: float) -> None:
         remaining = deadline - trio.current_time()
-        if remaining <= 0:
-            return
+        if remaining <= 0 or self._meta_lock.statistics().owner is trio.lowlevel.current_task():
+            return  # out of time, or called from inside a refresh
         try:
             await self._refresh_metadata(budget=remaining)
         except RaftlogError as exc:
             log.debug("event=metadata_refresh_failed error=%s", exc)
 
     async def _refresh_metadata(self, budget: float | None = None) -> dict[str, Any]:
-        """Fetch cluster metadata (coalescing concurrent refreshes) and update the caches."""
-        if self._refreshing is not None:
-            event = self._refreshing
-            await event.wait()
-        self._refreshing = trio.Event()
-        try:
+        """Fetch cluster metadata and update the caches.
+
+        Concurrent callers share one request: whoever waited for the lock while
+        another refresh completed takes that result.
+        """
+        generation = self._meta_generation
+        async with self._meta_lock:
+            if self._meta_generation != generation and self._last_metadata is not None:
+                return self._last_metadata
             reply = await self._call("metadata", {}, idempotent=True, budget=budget)
-        finally:
-            self._refreshing.set()
-            self._refreshing = None
-        self._apply_metadata(reply)
+            self._apply_metadata(reply, full=True)
+            self._last_metadata = reply
+            self._meta_generation += 1
         return reply
 
-    def _apply_metadata(self, reply: dict[str, Any]) -> None:
+    def _apply_metadata(self, reply: dict[str, Any], full: bool = False) -> None:
+        """Update the caches; ``full``: the reply lists every topic (drop the others)."""
         nodes = reply.get("nodes") or []
         if nodes:
             self._nodes = {str(n["id"]): str(n["address"]) for n in nodes}
+        if full:
+            listed = {str(t["name"]) for t in reply.get("topics") or []}
+            for name in [n for n in self._topics if n not in listed]:
+                del self._topics[name]
         for t in reply.get("topics") or []:
             meta = TopicMeta.from_wire(t)
             self._topics[meta.name] = meta
