@@ -24,7 +24,10 @@ from raftlog.client.protocol import Record
 from .cli_common import bootstrap_addresses, cluster_options, run_client
 
 _TIMEOUT_OPTION = click.option(
-    "--timeout", type=float, default=10.0, show_default=True,
+    "--timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
     help="Per-request deadline in seconds (retries included).",
 )
 
@@ -55,10 +58,18 @@ def topic() -> None:
 @click.argument("name")
 @click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--replicas", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--retention-bytes", type=click.IntRange(min=1), default=None,
-              help="Delete the oldest batches beyond this many bytes per partition.")
-@click.option("--retention-ms", type=click.IntRange(min=1), default=None,
-              help="Delete batches older than this.")
+@click.option(
+    "--retention-bytes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Delete the oldest batches beyond this many bytes per partition.",
+)
+@click.option(
+    "--retention-ms",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Delete batches older than this.",
+)
 @cluster_options
 @_TIMEOUT_OPTION
 def topic_create(
@@ -187,13 +198,27 @@ async def _stdin_lines(stream: BinaryIO) -> Any:
 @click.command()
 @click.argument("topic_name", metavar="TOPIC")
 @click.option("--key", default=None, help="Key of every record (picks the partition).")
-@click.option("--partition", type=click.IntRange(min=0), default=None,
-              help="Partition of every record (default: by key, else round-robin).")
-@click.option("--headers", "header_pairs", multiple=True, metavar="K=V",
-              help="A header of every record; repeatable.")
+@click.option(
+    "--partition",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Partition of every record (default: by key, else round-robin).",
+)
+@click.option(
+    "--headers",
+    "header_pairs",
+    multiple=True,
+    metavar="K=V",
+    help="A header of every record; repeatable.",
+)
 @click.option("--verbose", is_flag=True, help="Print partition and offset of every record.")
-@click.option("--linger", type=float, default=0.002, show_default=True,
-              help="Seconds to wait for more lines before sending a batch.")
+@click.option(
+    "--linger",
+    type=float,
+    default=0.002,
+    show_default=True,
+    help="Seconds to wait for more lines before sending a batch.",
+)
 @cluster_options
 @_TIMEOUT_OPTION
 def produce(
@@ -214,23 +239,35 @@ def produce(
 
     async def main() -> tuple[int, dict[int, int]]:
         sent: list[Delivery] = []
+        per_partition: dict[int, int] = {}
+        reported = 0
+
+        def report_done(final: bool) -> None:
+            # Report in input order, as far as records are acknowledged; the
+            # first failure raises (exit code 1 or 3).
+            nonlocal reported
+            while reported < len(sent) and (final or sent[reported].done()):
+                md = sent[reported].result()
+                per_partition[md.partition] = per_partition.get(md.partition, 0) + 1
+                if verbose:
+                    click.echo(f"partition={md.partition} offset={md.offset}")
+                reported += 1
+
         async with client, Producer(client, linger=linger, delivery_timeout=timeout) as producer:
             await client.partitions_for(topic_name)  # fail fast on an unknown topic
             async for line in _stdin_lines(stdin):
                 sent.append(await producer.send(topic_name, line, key, partition, headers))
+                report_done(final=False)
             await producer.flush()
-        per_partition: dict[int, int] = {}
-        for delivery in sent:
-            md = delivery.result()  # raises the first failure (exit code 1 or 3)
-            per_partition[md.partition] = per_partition.get(md.partition, 0) + 1
-            if verbose:
-                click.echo(f"partition={md.partition} offset={md.offset}")
+        report_done(final=True)
         return len(sent), per_partition
 
     count, per_partition = run_client(main)
     spread = ", ".join(f"p{p}={n}" for p, n in sorted(per_partition.items()))
-    click.echo(f"produced {count} record(s) to {topic_name}" + (f" ({spread})" if spread else ""),
-               err=verbose)
+    click.echo(
+        f"produced {count} record(s) to {topic_name}" + (f" ({spread})" if spread else ""),
+        err=verbose,
+    )
 
 
 # ---------------------------------------------------------------- consume
@@ -255,19 +292,45 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
 
 @click.command()
 @click.argument("topic_name", metavar="TOPIC")
-@click.option("--partition", "partitions", type=click.IntRange(min=0), multiple=True,
-              help="Partition to read; repeatable (default: all).")
-@click.option("--from-beginning", is_flag=True,
-              help="Start at each partition's first offset (ignores the group's commit).")
-@click.option("--offset", type=click.IntRange(min=0), default=None,
-              help="Start at this offset (in every selected partition).")
+@click.option(
+    "--partition",
+    "partitions",
+    type=click.IntRange(min=0),
+    multiple=True,
+    help="Partition to read; repeatable (default: all).",
+)
+@click.option(
+    "--from-beginning",
+    is_flag=True,
+    help="Start at each partition's first offset (ignores the group's commit).",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Start at this offset (in every selected partition).",
+)
 @click.option("--follow", is_flag=True, help="Keep waiting for new records (Ctrl-C to stop).")
-@click.option("--group", default=None,
-              help="Consumer group: start at its committed offset, commit after printing.")
-@click.option("--max", "max_records", type=click.IntRange(min=1), default=None,
-              help="Stop after this many records.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="text: the value per line; json: one object per line.")
+@click.option(
+    "--group",
+    default=None,
+    help="Consumer group: start at its committed offset, commit after printing.",
+)
+@click.option(
+    "--max",
+    "max_records",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many records.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: the value per line; json: one object per line.",
+)
 @cluster_options
 @_TIMEOUT_OPTION
 def consume(
@@ -295,7 +358,10 @@ def consume(
         printed = 0
         async with client:
             consumer = Consumer(
-                client, group, topic_name, list(partitions) or None,
+                client,
+                group,
+                topic_name,
+                list(partitions) or None,
                 max_wait=1.0 if follow else 0.0,
             )
             await consumer.start()
@@ -341,18 +407,36 @@ def bench() -> None:
 
 def _bench_options(fn: Any) -> Any:
     options = [
-        click.option("--topic", "topic_name", default="bench", show_default=True,
-                     help="Topic (created if missing)."),
+        click.option(
+            "--topic",
+            "topic_name",
+            default="bench",
+            show_default=True,
+            help="Topic (created if missing).",
+        ),
         click.option("--partitions", type=click.IntRange(min=1), default=3, show_default=True),
         click.option("--replicas", type=click.IntRange(min=1), default=3, show_default=True),
-        click.option("--record-size", type=click.IntRange(min=0), default=100,
-                     show_default=True),
-        click.option("--duration", type=float, default=10.0, show_default=True,
-                     help="Seconds to run (unless --count)."),
-        click.option("--count", type=click.IntRange(min=1), default=None,
-                     help="Total records instead of a duration."),
-        click.option("--procs", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="OS processes generating load."),
+        click.option("--record-size", type=click.IntRange(min=0), default=100, show_default=True),
+        click.option(
+            "--duration",
+            type=float,
+            default=10.0,
+            show_default=True,
+            help="Seconds to run (unless --count).",
+        ),
+        click.option(
+            "--count",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Total records instead of a duration.",
+        ),
+        click.option(
+            "--procs",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="OS processes generating load.",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]
     for option in reversed(options):
@@ -362,26 +446,42 @@ def _bench_options(fn: Any) -> Any:
 
 @bench.command("produce")
 @_bench_options
-@click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Concurrent clients (single mode) or producers (batch mode), over all procs.")
-@click.option("--batch/--single", "batched", default=False, show_default=True,
-              help="Batching Producer, or one record per produce request.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Concurrent clients (single mode) or producers (batch mode), over all procs.",
+)
+@click.option(
+    "--batch/--single",
+    "batched",
+    default=False,
+    show_default=True,
+    help="Batching Producer, or one record per produce request.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=256 * 1024, show_default=True)
 @click.option("--linger", type=float, default=0.005, show_default=True)
 @cluster_options
-def bench_produce(config: Path | None, bootstrap: str | None, as_json: bool,
-                  **options: Any) -> None:
+def bench_produce(
+    config: Path | None, bootstrap: str | None, as_json: bool, **options: Any
+) -> None:
     """Produce load; reports records/s, MB/s and ack latency p50/p99/p999."""
     _run_bench("produce", config, bootstrap, as_json, options)
 
 
 @bench.command("consume")
 @_bench_options
-@click.option("--fill/--no-fill", default=True, show_default=True,
-              help="Produce --count records first if the partitions hold fewer.")
+@click.option(
+    "--fill/--no-fill",
+    default=True,
+    show_default=True,
+    help="Produce --count records first if the partitions hold fewer.",
+)
 @cluster_options
-def bench_consume(config: Path | None, bootstrap: str | None, as_json: bool,
-                  **options: Any) -> None:
+def bench_consume(
+    config: Path | None, bootstrap: str | None, as_json: bool, **options: Any
+) -> None:
     """Fetch load; reports records/s and MB/s."""
     _run_bench("consume", config, bootstrap, as_json, options)
 
