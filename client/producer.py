@@ -361,9 +361,12 @@ class SyncProducer:
                 self._ready.set()
                 await self._stop.wait()
                 await self._drain()
-        except BaseException as exc:
+        except trio.Cancelled:
+            raise  # the client's loop is shutting down
+        except Exception as exc:
+            # A system task must not raise (it would crash the client's loop):
+            # keep the error for the constructor / later calls.
             self._start_error = exc
-            raise
         finally:
             self._ready.set()
             self._done.set()
