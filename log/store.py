@@ -582,26 +582,36 @@ class NodeStore:
     def create_snapshot(
         self, group_id: int, index: int, conf_state: ConfState | None, data: bytes
     ) -> Snapshot:
-        """Record a state-machine snapshot taken at applied ``index`` (does not compact)."""
+        """Record a state-machine snapshot taken at applied ``index`` (does not compact).
+
+        The checks run under the writer lock: a snapshot installed from the
+        leader by a concurrent save (another thread) must never be replaced by
+        this older local one.
+        """
         g = self.group(group_id)
-        if index <= g.snapshot_meta().index:
-            raise SnapshotOutOfDateError(
-                f"group {group_id}: snapshot at {index} not newer than held "
-                f"{g.snapshot_meta().index}"
+        with self._write_lock:
+            held = g.snapshot_meta().index
+            if index <= held:
+                raise SnapshotOutOfDateError(
+                    f"group {group_id}: snapshot at {index} not newer than held {held}"
+                )
+            if index > g.last_index() or index < g.first_index() - 1:
+                raise UnavailableError(
+                    f"group {group_id}: snapshot at {index} outside the log "
+                    f"[{g.first_index() - 1}, {g.last_index()}]"
+                )
+            cs = conf_state if conf_state is not None else g.conf_state
+            snap = Snapshot(SnapshotMeta(index, g.term(index), cs), data)
+            batch = self.new_batch()
+            batch.put(
+                keys.raft_meta(group_id, keys.RaftField.SNAPSHOT), codec.encode_snapshot(snap)
             )
-        if index > g.last_index():
-            raise UnavailableError(
-                f"group {group_id}: snapshot at {index} beyond last={g.last_index()}"
-            )
-        cs = conf_state if conf_state is not None else g.conf_state
-        snap = Snapshot(SnapshotMeta(index, g.term(index), cs), data)
-        batch = self.new_batch()
-        batch.put(keys.raft_meta(group_id, keys.RaftField.SNAPSHOT), codec.encode_snapshot(snap))
-        batch.put(keys.raft_meta(group_id, keys.RaftField.CONF_STATE), codec.encode_conf_state(cs))
-        with self._write_lock, self._lock:
-            self.db.write(batch, self._sync_opts)
-            g._snap_meta = snap.meta
-            g._conf_state = cs
+            # The live membership (CONF_STATE) is NOT rewritten here: the apply
+            # path keeps it (set_conf_state), and a conf change applied after
+            # this snapshot was captured must not be rolled back by it.
+            with self._lock:
+                self.db.write(batch, self._sync_opts)
+                g._snap_meta = snap.meta
         log.info("snapshot created group=%d index=%d term=%d", group_id, index, snap.meta.term)
         return snap
 

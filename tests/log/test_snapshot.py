@@ -175,3 +175,26 @@ def test_compaction_and_snapshot_survive_reopen(data_dir: Path) -> None:
         snap = g.snapshot()
         assert (snap.meta.index, snap.data) == (25, b"state@25")
         assert snap.meta.conf_state.voters == ("n1", "n2")
+
+
+def test_local_snapshot_never_rolls_back_the_live_membership(store: NodeStore) -> None:
+    store.create_group(3, ConfState(voters=("n1", "n2", "n3")))
+    _append(store, 3, 1, 10)
+    # A conf change applied after the capture (membership writes it at apply).
+    store.set_conf_state(3, ConfState(voters=("n1", "n2")))
+    snap = store.create_snapshot(3, 8, ConfState(voters=("n1", "n2", "n3")), b"s")
+    assert snap.meta.conf_state.voters == ("n1", "n2", "n3")
+    assert store.group(3).conf_state.voters == ("n1", "n2")
+
+
+def test_local_snapshot_older_than_an_installed_one_is_refused(store: NodeStore) -> None:
+    from raftlog.raft.memory_storage import SnapshotOutOfDateError
+    from raftlog.raft.types import Snapshot, SnapshotMeta
+
+    store.create_group(3, ConfState(voters=("n1",)))
+    _append(store, 3, 1, 10)
+    installed = Snapshot(SnapshotMeta(50, 2, ConfState(voters=("n1",))), b"leader")
+    store.save([(3, Ready(snapshot=installed, hard_state=HardState(2, None, 50)))])
+    with pytest.raises(SnapshotOutOfDateError):
+        store.create_snapshot(3, 9, None, b"stale")
+    assert store.group(3).snapshot().data == b"leader"
