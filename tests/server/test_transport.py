@@ -187,3 +187,23 @@ async def test_stuck_peer_that_stops_reading_stays_bounded(
     assert transport.queued("n2") <= 50
     assert transport.dropped("n2") > 1_000
     assert transport.is_connected("n2")  # stuck, not disconnected: Raft copes with the loss
+
+
+async def test_add_and_remove_peer_at_runtime(tmp_path: Path, nursery: trio.Nursery) -> None:
+    cfg = make_config(tmp_path, 3)
+    two_node_view = dataclasses.replace(cfg, nodes=cfg.nodes[:2])  # n1 does not know n3 yet
+    receiver = await start_fake_node(nursery, cfg, "n3")
+    transport = await start_transport(nursery, two_node_view)
+    assert transport.peers() == ["n2"]
+    transport.send("n3", [(0, b"too early")])  # unknown peer: ignored
+    transport.add_peer("n3", cfg.node("n3").address)
+    await wait_connected(transport, "n3")
+    transport.send("n3", [(0, b"welcome")])
+    await receiver.wait_peer_msgs_total(1)
+    assert receiver.peer_msgs == [("n1", [(0, b"welcome")])]
+    transport.remove_peer("n3")
+    assert "n3" not in transport.peers() and not transport.is_connected("n3")
+    transport.send("n3", [(0, b"gone")])  # ignored, never raises
+    await wait_until(
+        lambda: receiver.metrics.connections.value(role="peer") == 0, "n3 sees the stream close"
+    )
