@@ -294,7 +294,7 @@ def _worker_main(
     cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any, start: Any
 ) -> _WorkerResult:
     if cfg.mode == "consume":
-        return trio.run(_consume_worker, cfg, index, share, counter, start)
+        return trio.run(_consume_worker, cfg, index, count, counter, start)
     if cfg.batched:
         return trio.run(_produce_batch_worker, cfg, index, share, count, counter, start)
     return trio.run(_produce_single_worker, cfg, index, share, count, counter, start)
@@ -413,7 +413,7 @@ async def _produce_batch_worker(
 
 
 async def _consume_worker(
-    cfg: BenchConfig, index: int, share: int, counter: Any, start: Any
+    cfg: BenchConfig, index: int, count: int | None, counter: Any, start: Any
 ) -> _WorkerResult:
     result = _WorkerResult()
     perf = time.perf_counter
@@ -426,15 +426,25 @@ async def _consume_worker(
         t0 = perf()
         stop_at = t0 + cfg.duration if cfg.count is None else math.inf
 
+        # With --count, each of my partitions reads its share of my count.
+        quota = _split(count, len(mine)) if count is not None and mine else [None] * len(mine)
+        limits = {p: quota[i] for i, p in enumerate(mine)}
+
         async def read(p: int) -> None:
             offset, end = bounds[p].start_offset, bounds[p].end_offset
+            limit = limits[p]
+            if limit is not None:
+                end = min(end, offset + limit)
             while offset < end and perf() < stop_at:
                 fetched = await client.fetch(cfg.topic, p, offset, max_bytes=4 * 1024 * 1024)
                 if not fetched.records:
                     break
-                n = len(fetched.records)
+                records = fetched.records
+                if records[-1].offset >= end:
+                    records = [r for r in records if r.offset < end]
+                n = len(records)
                 result.records += n
-                result.bytes += sum(len(r.value) for r in fetched.records)
+                result.bytes += sum(len(r.value) for r in records)
                 counter.value += n
                 offset = fetched.records[-1].offset + 1
 

@@ -182,3 +182,13 @@ def test_consume_follow_waits_for_new_records(sync_fake: FakeCluster):
         producer.join(15)
     assert result.exit_code == 0
     assert result.stdout.splitlines() == ["late-1", "late-2"]
+
+
+def test_bench_consume_reads_count_records_not_everything(sync_fake: FakeCluster):
+    with Client(sync_fake.bootstrap()) as client:
+        for p in (0, 1):
+            client.produce_batch("t", p, [b"r%d" % i for i in range(15)])
+    result = run(["bench", "consume", "--topic", "t", "--count", "10", "--no-fill",
+                  "--json", *boot(sync_fake)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["records"] == 10
