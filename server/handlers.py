@@ -166,12 +166,14 @@ class RequestHandlers:
     def _local_group(self, pinfo: Any) -> Group:
         group = self.driver.groups.get(pinfo.group_id)
         if group is None:
-            # Not a replica here (or not created yet): send the client elsewhere.
+            # Not a replica here (or not created yet): send the client to the
+            # preferred replica, which redirects again if it does not lead.
+            hint = pinfo.replicas[0] if pinfo.replicas else None
             raise HandlerError(
                 ErrorCode.NOT_LEADER,
                 f"node {self.node_id} does not host group {pinfo.group_id}",
                 leader=None,
-                leader_address=None,
+                leader_address=self.driver.leader_address(hint),
             )
         return group
 
@@ -204,6 +206,13 @@ class RequestHandlers:
             "leader_address": self.driver.leader_address(leader),
         }
 
+    def _nodes_json(self) -> list[dict[str, str]]:
+        """Registered nodes (metadata group) plus configured ones not registered yet."""
+        nodes = {node_id: info.address for node_id, info in self.meta.nodes.items()}
+        for n in self.cfg.nodes:
+            nodes.setdefault(n.id, n.address)
+        return [{"id": node_id, "address": address} for node_id, address in sorted(nodes.items())]
+
     def _topic_json(self, topic: Any) -> dict[str, Any]:
         return {
             "name": topic.name,
@@ -225,7 +234,7 @@ class RequestHandlers:
         return {
             "cluster": self.cfg.name,
             "node": self.node_id,
-            "nodes": [{"id": n.id, "address": n.address} for n in self.cfg.nodes],
+            "nodes": self._nodes_json(),
             "topics": topics,
         }
 
