@@ -414,3 +414,29 @@ async def test_metadata_describe_and_member_list_answer_from_any_node(cluster):
     members = await cluster.call("n1", "member_list")
     assert sorted(m["id"] for m in members["nodes"]) == ["n1", "n2", "n3"]
     assert all(len(m["groups"]) == 2 for m in members["nodes"])
+
+
+async def test_five_nodes_three_replicas_place_groups_and_redirect_from_non_replicas(
+    tmp_path, nursery
+):
+    c = InProcCluster(small_config(tmp_path, nodes=5), nursery)
+    for node in c.node_ids:
+        await c.start(node)
+    try:
+        topic = await c.create_topic("t", partitions=5, replicas=3)
+        for p in topic["partitions"]:
+            assert len(set(p["replicas"])) == 3
+            gid = p["group"]
+            leader = await c.wait_leader(gid)
+            hosts = {n for n in c.node_ids if gid in c.driver(n).groups}
+            assert hosts == set(p["replicas"])
+            outsider = next(n for n in c.node_ids if n not in hosts)
+            err = await c.call_error(
+                outsider, "produce", topic="t", partition=p["partition"], **_batch([b"x"])
+            )
+            assert err.code is ErrorCode.NOT_LEADER
+            assert err.details["leader_address"] == c.cfg.node(p["replicas"][0]).address
+            reply = await c.produce(leader, "t", [b"x"], partition=p["partition"])
+            assert reply["base_offset"] == 0
+    finally:
+        await c.stop_all()
