@@ -161,6 +161,25 @@ class PeerConnection:
         await self._stream.aclose()
 
 
+def _checked_batches(raw: Any) -> list[tuple[int, int, int, bytes]]:
+    """The reply's batches as typed tuples; TransferError on anything else (a buggy peer)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise TransferError("replica_fetch reply: batches is not a list")
+    out = []
+    for b in raw:
+        if not (
+            isinstance(b, list | tuple)
+            and len(b) == 4
+            and all(type(v) is int and v >= 0 for v in b[:3])
+            and isinstance(b[3], bytes)
+        ):
+            raise TransferError(f"replica_fetch reply: malformed batch {b!r:.80}")
+        out.append((b[0], b[1], b[2], b[3]))
+    return out
+
+
 async def fetch_missing_batches(
     *,
     sm: Any,
@@ -194,7 +213,7 @@ async def fetch_missing_batches(
             node=node_id,
             token=cfg.auth.peer_token,
         )
-        batches = [tuple(b) for b in reply.get("batches") or []]
+        batches = _checked_batches(reply.get("batches"))
         sender_start = reply.get("start_offset", 0)
         if not batches:
             if isinstance(sender_start, int) and sender_start > pos:
@@ -207,6 +226,8 @@ async def fetch_missing_batches(
                 continue
             raise TransferError(f"sender has no batch at offset {pos} of group {gid}")
         batches = [b for b in batches if b[0] < wanted.next_offset]
+        if not batches:
+            raise TransferError(f"sender answered offset {pos} with batches beyond the snapshot")
         first_base, _, first_count, _ = batches[0]
         if not first_base <= pos < first_base + first_count:
             raise TransferError(f"sender answered offset {pos} with a batch at {first_base}")

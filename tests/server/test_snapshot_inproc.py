@@ -14,6 +14,7 @@ import pytest
 import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch
+from raftlog.server.config import AuthConfig
 from raftlog.server.driver import MultiRaft
 from raftlog.server.listener import serve
 from raftlog.server.metrics import Metrics
@@ -115,6 +116,29 @@ async def test_leader_snapshots_and_compacts_keeping_trailing_entries(cluster: S
 
 
 async def test_cut_off_follower_catches_up_by_snapshot_with_every_record(cluster: SnapCluster):
+    await cut_off_and_catch_up(cluster)
+
+
+async def test_catch_up_with_peer_and_client_tokens(tmp_path: Any, nursery: trio.Nursery):
+    auth = AuthConfig(client_tokens=("client-secret",), peer_token="peer-secret")
+    c = SnapCluster(small_config(tmp_path, auth=auth), nursery)
+    for node in c.node_ids:
+        await c.start(node)
+    try:
+        gid = await cut_off_and_catch_up(c)
+        leader = c.leader(gid)
+        assert leader is not None
+        args = {"group": gid, "offset": 0, "node": "n1"}
+        for token in (None, "wrong"):
+            err = await c.call_error(leader, "replica_fetch", **args, token=token)
+            assert err.code is ErrorCode.UNAUTHORIZED
+        reply = await c.call(leader, "replica_fetch", **args, token="peer-secret")
+        assert reply["batches"][0][0] == 0
+    finally:
+        await c.stop_all()
+
+
+async def cut_off_and_catch_up(cluster: SnapCluster) -> int:
     gid, leader = await topic_group(cluster, "t")
     follower = next(n for n in cluster.node_ids if n != leader)
     cluster.net.isolate(follower, [n for n in cluster.node_ids if n != follower])
@@ -144,6 +168,7 @@ async def test_cut_off_follower_catches_up_by_snapshot_with_every_record(cluster
     # Served by the follower itself once it leads: every acked record exactly once.
     await cluster.call(leader, "leader_transfer", topic="t", partition=0, to=follower)
     assert await fetch_values(cluster, follower, "t") == acked
+    return gid
 
 
 async def test_replica_fetch_is_refused_to_non_members(cluster: SnapCluster):

@@ -1,0 +1,108 @@
+"""Retention decisions (server/retention.py) on a real partition state machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from raftlog.client.protocol import encode_records
+from raftlog.log.commands import Produce, TruncatePrefix, encode_entry_commands
+from raftlog.log.partition import PartitionStateMachine
+from raftlog.log.store import NodeStore
+from raftlog.raft.types import ConfState, Entry
+from raftlog.server.retention import RetentionPolicy, decide_start_offset
+
+GID = 7
+
+
+class Part:
+    def __init__(self, store: NodeStore) -> None:
+        self.store = store
+        self.sm = PartitionStateMachine(store, GID)
+        self.index = 0
+
+    def run(self, cmd: Any) -> None:
+        self.index += 1
+        batch = self.store.new_batch()
+        self.sm.apply([Entry(1, self.index, data=encode_entry_commands([cmd]))], batch)
+        self.store.write(batch)
+
+    def produce(self, count: int, ts: int, size: int = 10) -> None:
+        blob, n, crc = encode_records([(None, b"x" * size, None, None)] * count)
+        self.run(Produce(blob, n, crc, append_timestamp_ms=ts))
+
+
+@pytest.fixture
+def part(tmp_path: Path) -> Iterator[Part]:
+    store = NodeStore.open(tmp_path / "n1", cluster="test", node_id="n1", fsync=False)
+    store.create_group(GID, ConfState(voters=("n1",)))
+    try:
+        yield Part(store)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({}, RetentionPolicy(None, None)),
+        ({"retention_ms": 1000}, RetentionPolicy(1000, None)),
+        ({"retention_bytes": 5, "retention_ms": -1}, RetentionPolicy(None, 5)),
+        ({"retention_ms": True, "retention_bytes": "9"}, RetentionPolicy(None, None)),
+        ({"retention_ms": 0}, RetentionPolicy(None, None)),
+    ],
+)
+def test_policy_from_topic_config(config: dict, expected: RetentionPolicy) -> None:
+    assert RetentionPolicy.of(config) == expected
+    assert RetentionPolicy.of(config).unlimited == (expected == RetentionPolicy())
+
+
+def test_time_retention_drops_whole_batches_older_than_the_cutoff(part: Part) -> None:
+    for i, ts in enumerate([1000, 2000, 3000, 4000]):
+        part.produce(3, ts)
+        assert part.sm.next_offset == 3 * (i + 1)
+    policy = RetentionPolicy(retention_ms=1500)
+    # now=4600: cutoff 3100, batches at 1000, 2000, 3000 are older.
+    assert decide_start_offset(part.sm, policy, now_ms=4600) == 9
+    # now=3400: cutoff 1900: only the first batch.
+    assert decide_start_offset(part.sm, policy, now_ms=3400) == 3
+    # Nothing old yet: the start stays.
+    assert decide_start_offset(part.sm, policy, now_ms=1200) == 0
+
+
+def test_size_retention_keeps_the_newest_bytes(part: Part) -> None:
+    for ts in range(5):
+        part.produce(2, 1000 + ts)
+    sizes = [size for *_, size in part.sm.batch_headers()]
+    assert len(set(sizes)) == 1
+    one = sizes[0]
+    # Room for exactly two batches: the three oldest go.
+    assert decide_start_offset(part.sm, RetentionPolicy(retention_bytes=2 * one), 0) == 6
+    assert decide_start_offset(part.sm, RetentionPolicy(retention_bytes=2 * one + 1), 0) == 6
+    assert decide_start_offset(part.sm, RetentionPolicy(retention_bytes=5 * one), 0) == 0
+
+
+def test_decisions_start_from_the_current_start_offset(part: Part) -> None:
+    for ts in (1000, 1000, 5000):
+        part.produce(4, ts)
+    part.run(TruncatePrefix(4))
+    assert [h[0] for h in part.sm.batch_headers()] == [4, 8]
+    assert [h[0] for h in part.sm.batch_headers(newest_first=True)] == [8, 4]
+    assert decide_start_offset(part.sm, RetentionPolicy(retention_ms=100), 2000) == 8
+
+
+def test_the_rule_that_deletes_more_wins(part: Part) -> None:
+    for ts in (1000, 2000, 3000, 4000):
+        part.produce(1, ts)
+    one = next(part.sm.batch_headers())[3]
+    both = RetentionPolicy(retention_ms=2500, retention_bytes=one)
+    assert decide_start_offset(part.sm, both, now_ms=4000) == 3
+
+
+def test_scan_bound_limits_one_round(part: Part) -> None:
+    for _ in range(10):
+        part.produce(1, 1000)
+    policy = RetentionPolicy(retention_ms=1)
+    assert decide_start_offset(part.sm, policy, now_ms=10_000, max_scan=4) == 4

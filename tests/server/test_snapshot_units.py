@@ -1,0 +1,156 @@
+"""Snapshot configuration, failpoints and the transfer client against bad peers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import trio
+from raftlog.client.protocol import FrameDecoder, encode_frame
+from raftlog.server.snapshot_transfer import (
+    PeerConnection,
+    SnapshotRange,
+    TransferError,
+    fetch_missing_batches,
+)
+from raftlog.server.snapshots import SnapshotConfig
+
+from .inproc_cluster import small_config
+
+
+def test_config_defaults_and_environment_overrides() -> None:
+    assert SnapshotConfig.from_env({}) == SnapshotConfig()
+    cfg = SnapshotConfig.from_env(
+        {"RAFTLOG_SNAPSHOT_ENTRIES": "7", "RAFTLOG_SNAPSHOT_TRAILING": "0",
+         "RAFTLOG_SNAPSHOT_REQUEST_TIMEOUT_S": "2.5"}
+    )  # fmt: skip
+    assert (cfg.entries, cfg.trailing, cfg.request_timeout_s) == (7, 0, 2.5)
+    assert cfg.bytes == SnapshotConfig().bytes
+
+
+@pytest.mark.parametrize(
+    "env", [{"RAFTLOG_SNAPSHOT_ENTRIES": "many"}, {"RAFTLOG_SNAPSHOT_CHUNK_BYTES": "0"}]
+)
+def test_bad_config_values_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="RAFTLOG_SNAPSHOT_"):
+        SnapshotConfig.from_env(env)
+
+
+def _run_with_failpoints(armed: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "from raftlog.server.failpoints import failpoint\n"
+        "failpoint('other')\nprint('before', flush=True)\n"
+        "failpoint('here')\nprint('after', flush=True)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={"RAFTLOG_FAILPOINTS": armed, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_an_armed_failpoint_sigkills_the_process_there() -> None:
+    proc = _run_with_failpoints("x, here")
+    assert proc.returncode == -9
+    assert proc.stdout == "before\n"
+
+
+def test_unarmed_failpoints_do_nothing() -> None:
+    proc = _run_with_failpoints("")
+    assert proc.returncode == 0
+    assert proc.stdout == "before\nafter\n"
+
+
+def test_snapshot_range_is_validated() -> None:
+    import msgpack
+
+    assert SnapshotRange.of(msgpack.packb({"start_offset": 3, "next_offset": 9})) == (
+        SnapshotRange(3, 9)
+    )
+    with pytest.raises(ValueError):
+        SnapshotRange.of(msgpack.packb({"start_offset": 9, "next_offset": 3}))
+
+
+class _FakeSm:
+    """Just enough of a PartitionStateMachine: nothing present, writes recorded."""
+
+    def __init__(self) -> None:
+        self.written: list[Any] = []
+        self.store = self
+
+    def contiguous_end(self, lo: int, hi: int) -> int:
+        return lo
+
+    def new_batch(self) -> list[Any]:
+        return []
+
+    def put_fetched(self, batches: list[Any], wb: list[Any]) -> int:
+        from raftlog.log.partition import PartitionStateMachine
+
+        # The real validation, on a throwaway object.
+        return PartitionStateMachine.put_fetched(self, batches, _Sink(wb))  # type: ignore[arg-type]
+
+    def write(self, wb: list[Any], sync: bool = False) -> None:
+        self.written.extend(wb)
+
+    group_id = 1
+
+
+class _Sink:
+    def __init__(self, out: list[Any]) -> None:
+        self.out = out
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.out.append(key)
+
+
+async def _fake_peer(reply: dict[str, Any], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        decoder = FrameDecoder()
+        frames: list[dict[str, Any]] = []
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            frames += decoder.feed(data)
+            while frames:
+                frame = frames.pop(0)
+                if frame.get("type") == "hello":
+                    await stream.send_all(encode_frame({"type": "hello_ok", "version": 1}))
+                else:
+                    await stream.send_all(encode_frame({"id": frame["id"], "ok": True, **reply}))
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handler, listeners)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"batches": [], "start_offset": 0},  # the sender has nothing
+        {"batches": [[50, 1, 2, b"r"]], "start_offset": 0},  # a batch elsewhere
+        {"batches": [[0, 1, 2, b"r"], [5, 1, 1, b"r"]], "start_offset": 0},  # a hole
+        {"batches": [["x", 1]], "start_offset": 0},  # garbage
+    ],
+)
+async def test_bad_answers_fail_the_transfer_without_writing_holes(
+    tmp_path: Any, nursery: trio.Nursery, reply: dict[str, Any]
+) -> None:
+    port = await nursery.start(_fake_peer, reply)
+    cfg = small_config(tmp_path)
+    conn = await PeerConnection.open(f"127.0.0.1:{port}", node_id="n2", cfg=cfg, timeout_s=5)
+    sm = _FakeSm()
+    try:
+        with pytest.raises(TransferError):
+            await fetch_missing_batches(
+                sm=sm, conn=conn, gid=1, wanted=SnapshotRange(0, 10), node_id="n2",
+                cfg=cfg, chunk_bytes=100, timeout_s=5,
+            )  # fmt: skip
+    finally:
+        await conn.aclose()
+    assert sm.written == []
