@@ -73,6 +73,8 @@ MT = MessageType
 _VOTE_RESP = {MT.VOTE: MT.VOTE_RESP, MT.PRE_VOTE: MT.PRE_VOTE_RESP}
 # Messages a leader sends that depend on nothing unpersisted (thesis §10.2.1).
 _LEADER_PARALLEL = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT, MT.TIMEOUT_NOW})
+# Never sent over the network (types.MessageType).
+_LOCAL = frozenset({MT.HUP, MT.BEAT, MT.PROPOSE})
 
 
 class _CampaignKind(Enum):
@@ -458,15 +460,16 @@ class RaftNode:
 
     def step(self, msg: Message) -> None:
         """Feed one message. Stale, misaddressed or malformed ones are dropped, never raised."""
-        if msg.type == MT.HUP:
-            self._hup(transfer=False)
-            return
-        if msg.type == MT.BEAT:
-            if self._role == Role.LEADER:
+        if msg.type in _LOCAL:
+            # Local triggers are only honoured from this node itself: a
+            # buggy or hostile peer must not be able to force elections.
+            if msg.frm != self._id or msg.to != self._id:
+                return
+            if msg.type == MT.HUP:
+                self._hup(transfer=False)
+            elif msg.type == MT.BEAT and self._role == Role.LEADER:
                 self._bcast_heartbeat(b"")
-            return
-        if msg.type == MT.PROPOSE:
-            return  # proposals go through propose()
+            return  # PROPOSE: proposals go through propose()
         if msg.to != self._id or not isinstance(msg.frm, str) or msg.frm == self._id:
             return
         if not self._step_term(msg):

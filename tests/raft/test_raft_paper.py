@@ -350,3 +350,11 @@ def test_leader_appends_wait_for_persist_when_its_term_is_new() -> None:
     assert rd.hard_state is not None and rd.hard_state.term == 1
     assert rd.messages == []
     assert any(m.type == MT.APPEND and m.to == "l" for m in rd.persisted_messages)
+
+
+def test_local_trigger_from_a_peer_is_ignored() -> None:
+    node, _ = make_node()
+    node.step(Message(type=MT.HUP, to="a", frm="b"))
+    assert node.role == Role.FOLLOWER
+    node.step(Message(type=MT.HUP, to="a", frm="a"))
+    assert node.role == Role.PRE_CANDIDATE
