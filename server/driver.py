@@ -76,6 +76,8 @@ _EARLY_GROUPS = 1024
 # Heartbeats (and their answers) in flight when a group quiesces must not
 # wake it again; they carry nothing that needs a tick to be handled.
 _KEEPS_QUIET = frozenset({MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP})
+# Partition groups created per loop turn (see _create_pending).
+_CREATE_PER_TURN = 8
 # Group id of the driver's own node-level heartbeat "message" (never a group).
 NODE_HEARTBEAT_GID = -1
 
@@ -134,6 +136,7 @@ class MultiRaft:
         self._quiet_followers: dict[str, set[int]] = {}
         self._last_sent: dict[str, float] = {}
         self._desired: dict[int, Any] = {}
+        self._pending_create: dict[int, Any] = {}
         self._running = False
         self.stats: dict[str, Any] = defaultdict(int)
         self._last_stats: dict[str, Any] = {}
@@ -163,6 +166,11 @@ class MultiRaft:
             # once: one voting round instead of a storm of randomized timeouts.
             if group.replicas and group.replicas[0] == self.node_id:
                 group.raft.campaign()
+        # Groups the metadata assigns here but not on disk (creation is spread
+        # over turns, so a crash can come between the metadata apply and it).
+        for gid, info in self._desired.items():
+            if gid not in self.groups:
+                self._pending_create[gid] = info
         if self.cfg.unsafe_ack_before_commit:
             log.warning(
                 "event=UNSAFE mode=unsafe_ack_before_commit: produces are acknowledged "
@@ -329,6 +337,7 @@ class MultiRaft:
             self._fail_everything()
 
     async def _turn(self, tick: bool) -> None:
+        self._create_pending()
         self._drain_inbox()
         dirty, self._dirty = self._dirty, set()
         for gid in dirty:
@@ -813,17 +822,37 @@ class MultiRaft:
     # ------------------------------------------------------------ metadata-driven groups
 
     def _reconcile_groups(self) -> None:
-
+        """Follow the metadata: host the groups this node is a replica of, drop the others."""
         desired = self._groups_for_me()
         previous, self._desired = self._desired, desired
-        on_disk: set[int] | None = None
         for gid, info in desired.items():
             group = self.groups.get(gid)
             if group is not None:
                 self._describe(group)
+            else:
+                self._pending_create[gid] = info
+        for gid in previous:
+            if gid not in desired:
+                self._pending_create.pop(gid, None)
+                if gid in self.groups:
+                    self._delete_group(gid)
+        self._create_pending()
+
+    def _create_pending(self) -> None:
+        """Create at most _CREATE_PER_TURN groups now.
+
+        Each creation is a synced write; a topic with a thousand partitions
+        must not stall the loop (and so every other group's heartbeats) for
+        seconds. Messages for groups not created yet wait in ``_early``.
+        """
+        if not self._pending_create:
+            return
+        on_disk = set(self.store.group_ids())
+        for _ in range(min(_CREATE_PER_TURN, len(self._pending_create))):
+            gid, info = next(iter(self._pending_create.items()))
+            del self._pending_create[gid]
+            if gid in self.groups or gid not in self._desired:
                 continue
-            if on_disk is None:
-                on_disk = set(self.store.group_ids())
             fresh = gid not in on_disk
             if fresh:
                 self.store.create_group(gid, ConfState(voters=tuple(info.replicas)))
@@ -841,9 +870,8 @@ class MultiRaft:
             # leaders over nodes and makes a new topic writable in milliseconds).
             if fresh and info.replicas and info.replicas[0] == self.node_id:
                 group.raft.campaign()
-        for gid in previous:
-            if gid not in desired and gid in self.groups:
-                self._delete_group(gid)
+        if self._pending_create:
+            self._wake.set()
 
     def _delete_group(self, gid: int) -> None:
         group = self.groups.pop(gid)
