@@ -143,6 +143,12 @@ def _split(total: int | None, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
+def _spread(total: int, parts: int) -> list[int]:
+    """``total`` split into exactly ``parts`` near-equal shares (some may be 0)."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return math.nan
@@ -294,7 +300,7 @@ def _worker_main(
     cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any, start: Any
 ) -> _WorkerResult:
     if cfg.mode == "consume":
-        return trio.run(_consume_worker, cfg, index, count, counter, start)
+        return trio.run(_consume_worker, cfg, index, counter, start)
     if cfg.batched:
         return trio.run(_produce_batch_worker, cfg, index, share, count, counter, start)
     return trio.run(_produce_single_worker, cfg, index, share, count, counter, start)
@@ -366,7 +372,9 @@ async def _produce_batch_worker(
     counts = _split(count, share) if count is not None else [None] * share
 
     async def run(i: int, producer: Producer, n: int | None, stop_at: float) -> None:
-        partition = (index * share + i) % cfg.partitions
+        # Records without a key and without a partition: the Producer fills one
+        # partition's batch, then moves on (sticky round-robin over all partitions).
+        partition = None
         sent = 0
         send = producer.send
         topic = cfg.topic
@@ -413,7 +421,7 @@ async def _produce_batch_worker(
 
 
 async def _consume_worker(
-    cfg: BenchConfig, index: int, count: int | None, counter: Any, start: Any
+    cfg: BenchConfig, index: int, counter: Any, start: Any
 ) -> _WorkerResult:
     result = _WorkerResult()
     perf = time.perf_counter
@@ -426,9 +434,9 @@ async def _consume_worker(
         t0 = perf()
         stop_at = t0 + cfg.duration if cfg.count is None else math.inf
 
-        # With --count, each of my partitions reads its share of my count.
-        quota = _split(count, len(mine)) if count is not None and mine else [None] * len(mine)
-        limits = {p: quota[i] for i, p in enumerate(mine)}
+        # With --count, every partition reads its share of the total count.
+        shares = _spread(cfg.count, cfg.partitions) if cfg.count is not None else None
+        limits = {p: shares[p] if shares is not None else None for p in mine}
 
         async def read(p: int) -> None:
             offset, end = bounds[p].start_offset, bounds[p].end_offset
