@@ -43,7 +43,12 @@ from .progress import Progress, ProgressState, ProgressStatus, new_progress
 from .quorum import UNBOUNDED, VoteResult, joint_committed, joint_vote
 from .raft_log import RaftLog
 from .read_only import ReadOnly
-from .storage import SnapshotTemporarilyUnavailableError, Storage, StorageError
+from .storage import (
+    CompactedError,
+    SnapshotTemporarilyUnavailableError,
+    Storage,
+    StorageError,
+)
 from .types import (
     ConfChange,
     ConfState,
@@ -800,8 +805,14 @@ class RaftNode:
         try:
             prev_term = self._log.term(prev_index)
             ents = self._log.entries_from(pr.next, self._cfg.max_size_per_msg)
-        except StorageError:
+        except CompactedError:
+            # §7: the entries it needs are gone; only a snapshot helps.
             return self._maybe_send_snapshot(to, pr)
+        except StorageError as exc:
+            log.error(
+                "event=append_unavailable id=%s to=%s next=%d err=%s", self._id, to, pr.next, exc
+            )
+            return False
         if not ents and not send_if_empty:
             return False
         self._send(
