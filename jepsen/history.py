@@ -26,8 +26,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
@@ -156,10 +156,6 @@ class Op:
             node=d.get("node"),
             error=d.get("error"),
         )
-
-    @property
-    def is_invoke(self) -> bool:
-        return self.type is OpType.INVOKE
 
 
 def save(ops: Iterable[Op], path: Path | str) -> None:
@@ -295,11 +291,6 @@ class Completed:
     value: Any  # the completion's value when present, else the invoke's
     invoke_ns: int
     complete_ns: int | None  # None: never completed (counts as info, open-ended)
-    ops: list[int] = field(default_factory=list)  # history indexes, for reports
-
-    @property
-    def invoke_value(self) -> Any:
-        return self.invoke.value
 
     def brief(self) -> dict[str, Any]:
         """A compact description for anomaly reports."""
@@ -337,8 +328,7 @@ def pair(ops: Iterable[Op]) -> list[Completed]:
             pending[op.process] = op
             slot[op.index] = len(out)
             out.append(
-                Completed(op, None, OpType.INFO, op.f, op.process, op.value, op.time_ns, None,
-                          [op.index])
+                Completed(op, None, OpType.INFO, op.f, op.process, op.value, op.time_ns, None)
             )
             continue
         inv = pending.pop(op.process, None)
@@ -349,7 +339,6 @@ def pair(ops: Iterable[Op]) -> list[Completed]:
         c.type = op.type
         c.value = op.value if op.value is not None else inv.value
         c.complete_ns = op.time_ns
-        c.ops.append(op.index)
     return out
 
 
@@ -371,7 +360,3 @@ def nemesis_windows(ops: Iterable[Op]) -> list[dict[str, Any]]:
     for kind, start in open_.items():
         windows.append({"kind": kind, "start_ns": start, "end_ns": end})
     return windows
-
-
-def iter_client_ops(ops: Iterable[Op]) -> Iterator[Op]:
-    return (op for op in ops if op.process != NEMESIS)
