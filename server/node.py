@@ -36,7 +36,8 @@ async def run_node(
     store = NodeStore.open(node.data_dir, cluster=cfg.name, node_id=node_id, fsync=cfg.fsync)
     try:
         metrics = Metrics()
-        transport = PeerTransport(cfg, node_id, store.identity.incarnation)
+        # One registry: the peer gauges and drop counters show on /metrics too.
+        transport = PeerTransport(cfg, node_id, store.identity.incarnation, metrics=metrics)
         driver = MultiRaft(cfg, node_id, store, transport, metrics=metrics, debug=debug)
         driver.start()
         handlers = RequestHandlers(cfg, node_id, driver, metrics)
