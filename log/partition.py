@@ -27,6 +27,7 @@ from rocksdict import WriteBatch
 from . import keys
 from .codec import StoreCorruptionError
 from .commands import CommandError, CommitOffset, Produce, TruncatePrefix, decode_entry_commands
+from .sizes import SizeIndex
 from .store import NodeStore
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class PartitionStateMachine:
         self.last_timestamp_ms = 0
         self.producers: dict[int, list[ProducerBatch]] = {}
         self.offsets: dict[str, tuple[int, str]] = {}
+        # Stored bytes by segment, for size-based retention; None until asked
+        # for (see measure_sizes), so partitions without it pay nothing.
+        self.sizes: SizeIndex | None = None
         self._batch_begin, self._batch_end = keys.group_range(keys.NS.BATCH, group_id)
         self._load()
 
@@ -216,6 +220,8 @@ class PartitionStateMachine:
         )
         self.next_offset = base + cmd.count
         self.last_timestamp_ms = ts
+        if self.sizes is not None:
+            self.sizes.add(base, cmd.count, BATCH_HEADER.size + len(cmd.records))
         if pid is not None and seq is not None:
             window = self.producers.setdefault(pid, [])
             window.append(ProducerBatch(seq, cmd.count, base))
@@ -367,6 +373,7 @@ class PartitionStateMachine:
             for pid, window in obj["producers"].items()
         }
         self.offsets = {g: (o, m) for g, (o, m) in obj["offsets"].items()}
+        self.sizes = None  # other batches now: measured again when needed
         for pid in self.producers:
             self._put_producer(pid, batch)
         for group, (offset, metadata) in self.offsets.items():
@@ -427,11 +434,14 @@ class PartitionStateMachine:
             expect = base + count
         return -1 if expect is None else expect
 
-    def batch_headers(self, *, newest_first: bool = False) -> Iterator[tuple[int, int, int, int]]:
+    def batch_headers(
+        self, *, newest_first: bool = False, lo: int | None = None, hi: int | None = None
+    ) -> Iterator[tuple[int, int, int, int]]:
         """``(base_offset, timestamp_ms, count, stored_bytes)`` of the stored batches that
-        hold offsets in ``[start_offset, next_offset)``, oldest first (or newest first).
-        Lazy: retention stops reading as soon as it has decided."""
-        lo, hi = self.start_offset, self.next_offset
+        hold offsets in ``[lo, hi)`` (default ``[start_offset, next_offset)``), oldest
+        first (or newest first). Lazy: retention stops reading once it has decided."""
+        lo = self.start_offset if lo is None else max(lo, self.start_offset)
+        hi = self.next_offset if hi is None else min(hi, self.next_offset)
         it = self.db.iter()
         if newest_first:
             it.seek_for_prev(keys.batch_key(self.group_id, max(hi - 1, 0)))
@@ -457,6 +467,27 @@ class PartitionStateMachine:
             else:
                 it.next()
 
+    def headers_from(self, lo: int) -> Iterator[tuple[int, int, int, int]]:
+        return self.batch_headers(lo=lo)
+
+    def measure_sizes(self) -> SizeIndex:
+        """A SizeIndex of what is stored now (reads every batch once: run it in a worker
+        thread, then ``install_sizes`` on the loop)."""
+        index = SizeIndex()
+        index.add_all(self.batch_headers())
+        return index
+
+    def install_sizes(self, index: SizeIndex) -> SizeIndex:
+        """Adopt ``index`` after catching it up with what was applied meanwhile."""
+        end = index.end
+        index.truncate(self.start_offset)
+        if end is None:
+            index.add_all(self.batch_headers())
+        elif end < self.next_offset:
+            index.add_all(self.batch_headers(lo=end))
+        self.sizes = index
+        return index
+
     def truncate_prefix(self, new_start_offset: int, batch: WriteBatch) -> None:
         """Retention: forget records below ``new_start_offset`` (whole batches only are
         deleted; a batch straddling the new start stays, readers skip its head)."""
@@ -464,6 +495,8 @@ class PartitionStateMachine:
         if new_start == self.start_offset:
             return
         self.start_offset = new_start
+        if self.sizes is not None:
+            self.sizes.truncate(new_start)
         batch.delete_range(self._batch_begin, keys.batch_key(self.group_id, self._first_kept()))
         self._put_applied(batch)
         log.info("partition truncated group=%d start_offset=%d", self.group_id, new_start)

@@ -82,14 +82,11 @@ def decide_start_offset(
                 break  # timestamps never go backwards: the rest is younger
             new_start = max(new_start, base + count)
     if policy.retention_bytes is not None:
-        kept = 0
-        for n, (base, _, count, size) in enumerate(sm.batch_headers(newest_first=True)):
-            if n >= max_scan:
-                break
-            kept += size
-            if kept > policy.retention_bytes:
-                new_start = max(new_start, base + count)
-                break
+        # Segment totals (log/sizes.py): reads at most the segment holding the cut.
+        sizes = sm.sizes if sm.sizes is not None else sm.install_sizes(sm.measure_sizes())
+        cut = sizes.cut_for(policy.retention_bytes, sm.headers_from)
+        if cut is not None:
+            new_start = max(new_start, cut)
     return new_start
 
 
@@ -109,31 +106,51 @@ class RetentionManager:
         while True:
             await trio.sleep(self.interval_s)
             try:
+                for group in self.unmeasured():
+                    await self._measure(group)
                 self.check_all()
             except Exception:  # never take the node down for a retention round
                 log.exception("event=retention_error")
 
-    def check_all(self) -> int:
-        """One round over the partitions this node leads; returns truncations proposed."""
-        proposed = 0
+    def _policies(self) -> list[tuple[Group, RetentionPolicy]]:
+        """Partitions led here whose topic has a retention policy."""
         topics = getattr(self.driver.metadata, "topics", {})
-        now_ms = self.clock_ms()
-        for gid, group in list(self.driver.groups.items()):
-            waiter = self._pending.get(gid)
-            if waiter is not None and not waiter.done:
-                continue  # one truncation in flight per partition
-            self._pending.pop(gid, None)
+        out = []
+        for group in list(self.driver.groups.values()):
             if group.kind is not GroupKind.PARTITION or group.role is not Role.LEADER:
                 continue
             topic = topics.get(group.topic) if group.topic is not None else None
             if topic is None:
                 continue
             policy = RetentionPolicy.of(topic.config)
-            if policy.unlimited:
-                continue
+            if not policy.unlimited:
+                out.append((group, policy))
+        return out
+
+    def unmeasured(self) -> list[Group]:
+        return [
+            g for g, p in self._policies() if p.retention_bytes is not None and g.sm.sizes is None
+        ]
+
+    def check_all(self) -> int:
+        """One round over the partitions this node leads; returns truncations proposed."""
+        proposed = 0
+        now_ms = self.clock_ms()
+        for group, policy in self._policies():
+            waiter = self._pending.get(group.gid)
+            if waiter is not None and not waiter.done:
+                continue  # one truncation in flight per partition
+            self._pending.pop(group.gid, None)
             if self._maybe_truncate(group, policy, now_ms):
                 proposed += 1
         return proposed
+
+    async def _measure(self, group: Group) -> None:
+        """First size-based check of a partition here: read its batches once, off-loop."""
+        sm = group.sm
+        index = await trio.to_thread.run_sync(sm.measure_sizes)
+        if self.driver.groups.get(group.gid) is group and group.sm.sizes is None:
+            sm.install_sizes(index)
 
     def _maybe_truncate(self, group: Group, policy: RetentionPolicy, now_ms: int) -> bool:
         sm = group.sm

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from raftlog.client.protocol import encode_records
 from raftlog.log.commands import Produce, TruncatePrefix, encode_entry_commands
 from raftlog.log.partition import PartitionStateMachine
@@ -106,3 +108,48 @@ def test_scan_bound_limits_one_round(part: Part) -> None:
         part.produce(1, 1000)
     policy = RetentionPolicy(retention_ms=1)
     assert decide_start_offset(part.sm, policy, now_ms=10_000, max_scan=4) == 4
+
+
+def brute_force_cut(sm: PartitionStateMachine, keep: int) -> int:
+    """Reference: keep the newest batches while they fit in ``keep`` bytes."""
+    kept, cut = 0, sm.start_offset
+    for base, _, count, size in sm.batch_headers(newest_first=True):
+        kept += size
+        if kept > keep:
+            cut = base + count
+            break
+    return cut
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("produce"), st.integers(1, 4), st.integers(1, 120)),
+            st.tuples(st.just("truncate"), st.integers(0, 30), st.just(0)),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    keep=st.integers(0, 3000),
+)
+def test_size_index_tracks_applies_and_cuts_like_a_full_scan(
+    tmp_path_factory: pytest.TempPathFactory, ops: list, keep: int
+) -> None:
+    path = tmp_path_factory.mktemp("sizes")
+    with NodeStore.open(path / "n1", cluster="test", node_id="n1", fsync=False) as store:
+        store.create_group(GID, ConfState(voters=("n1",)))
+        part = Part(store)
+        index = part.sm.install_sizes(part.sm.measure_sizes())
+        index.segment_bytes = 300  # small segments: cuts inside segments happen
+        for op, a, b in ops:
+            if op == "produce":
+                part.produce(a, 1000, size=b)
+            else:
+                part.run(TruncatePrefix(part.sm.start_offset + a))
+        fresh = part.sm.measure_sizes()
+        assert index.total == fresh.total or not index.exact
+        cut = index.cut_for(keep, part.sm.headers_from)
+        assert index.total == fresh.total
+        expected = brute_force_cut(part.sm, keep)
+        assert (cut if cut is not None else part.sm.start_offset) == expected
