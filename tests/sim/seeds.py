@@ -27,12 +27,16 @@ class MutantSeed:
 MUTANT_SEEDS: tuple[MutantSeed, ...] = (
     MutantSeed("ack-before-persist", 32, 3, "Leader Completeness"),
     MutantSeed("ack-before-persist", 216, 3, "Leader Completeness"),
+    MutantSeed("ack-before-persist", 236, 3, "Leader Completeness"),
     MutantSeed("vote-without-log-check", 3, 5, "Leader Completeness"),
     MutantSeed("vote-without-log-check", 5, 5, "Leader Completeness"),
+    MutantSeed("vote-without-log-check", 8, 3, "Leader Completeness"),
     MutantSeed("vote-twice", 1, 5, "One vote per term"),
     MutantSeed("vote-twice", 3, 5, "One vote per term"),
-    MutantSeed("read-without-quorum", 105, 5, "Linearizable read"),
+    MutantSeed("vote-twice", 4, 3, "One vote per term"),
     MutantSeed("read-without-quorum", 126, 3, "Linearizable read"),
+    MutantSeed("read-without-quorum", 138, 3, "Linearizable read"),
+    MutantSeed("read-without-quorum", 268, 3, "Linearizable read"),
 )
 
 
