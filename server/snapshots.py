@@ -89,6 +89,7 @@ class SnapshotConfig:
 @dataclass(slots=True)
 class _GroupState:
     applied_bytes: int = 0  # entry bytes applied since the last snapshot
+    snap_index: int = -1  # index of the group's latest snapshot here (-1: ask the store)
     taking: bool = False  # a capture is being written
     transferring: bool = False
     latest: Message | None = None  # newest SNAPSHOT message waiting for its records
@@ -170,7 +171,9 @@ class SnapshotManager:
             if st.taking:
                 continue
             applied = group.applied
-            snap_index = self.driver.store.group(gid).snapshot_meta().index
+            if st.snap_index < 0:
+                st.snap_index = self.driver.store.group(gid).snapshot_meta().index
+            snap_index = st.snap_index
             if applied - snap_index < cfg.entries and st.applied_bytes < cfg.bytes:
                 continue
             if applied <= snap_index:
@@ -198,9 +201,12 @@ class SnapshotManager:
             )
         except Exception as exc:  # group deleted, or a newer snapshot installed meanwhile
             log.info("event=snapshot_skipped group=%d index=%d reason=%r", cap.gid, cap.index, exc)
+            # Try again only after another threshold's worth of applies.
+            st.snap_index = max(st.snap_index, cap.index)
             return
         finally:
             st.taking = False
+        st.snap_index = max(st.snap_index, cap.index)
         self._count("snapshots_taken")
         log.info("event=snapshot_taken group=%d index=%d bytes=%d",
                  cap.gid, cap.index, len(cap.data))  # fmt: skip
@@ -239,6 +245,9 @@ class SnapshotManager:
         groups). Its records were fetched before the message was stepped.
         """
         sm = group.sm
+        st = self._state(group.gid)
+        st.snap_index = max(st.snap_index, snap.meta.index)
+        st.applied_bytes = 0
         if snap.meta.index <= sm.applied_index:
             # Already there (e.g. restored before a crash that lost the Raft
             # snapshot): the state machine is at or past it; nothing to do.
