@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .aio import AsyncClient, _as_bytes
-from .errors import RecordTooLargeError
+from .errors import NotAvailableError, RecordTooLargeError, RequestTimeoutError
 from .models import BatchMetadata, RecordMetadata
 from .protocol import DEFAULT_MAX_BATCH_BYTES, encode_records
 
@@ -105,7 +105,7 @@ class Delivery:
                     log.exception("event=delivery_callback_failed")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Batch:
     rows: list[tuple[bytes | None, bytes, dict[str, bytes] | None, int | None]] = field(
         default_factory=list
@@ -148,6 +148,7 @@ class Producer:
         self._max_record_bytes = client.max_record_bytes
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         self._sticky: dict[str, int] = {}  # topic -> partition for records without a key
+        self._inflight: set[_Batch] = set()  # batches handed to the client, not finished
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
         self._buffered = 0  # bytes accepted but not yet acknowledged
@@ -172,7 +173,21 @@ class Producer:
             assert self._nursery is not None
             self._nursery.cancel_scope.cancel()
             cm, self._nursery_cm = self._nursery_cm, None
-        return await cm.__aexit__(*exc_info)
+        try:
+            return await cm.__aexit__(*exc_info)
+        finally:
+            self._fail_unfinished()
+
+    def _fail_unfinished(self) -> None:
+        """After a close that did not flush: no delivery may stay pending forever."""
+        for batch in self._inflight:  # sent: the outcome is unknown
+            _fail_batch(batch, RequestTimeoutError(
+                "producer closed before the batch was acknowledged (outcome unknown)"))
+        for queue in self._queues.values():  # never sent
+            pending = [*queue.ready, *([queue.current] if queue.current else [])]
+            for batch in pending:
+                _fail_batch(batch, NotAvailableError("producer closed before sending"))
+        self._inflight.clear()
 
     async def close(self) -> None:
         """Flush, then stop the sender tasks (same as leaving ``async with``)."""
@@ -294,6 +309,7 @@ class Producer:
     async def _send_batch(
         self, topic: str, partition: int, batch: _Batch, allocated: trio.Event
     ) -> None:
+        self._inflight.add(batch)
         blob, count, crc = encode_records(batch.rows)
         error: BaseException | None = None
         meta: BatchMetadata | None = None
@@ -314,6 +330,7 @@ class Producer:
             allocated.set()
         self.stats["batches"] += 1
         self.stats["records"] += count
+        self._inflight.discard(batch)
         for i, delivery in enumerate(batch.deliveries):
             delivery._meta, delivery._index, delivery._error = meta, i, error
             if delivery._event is not None or delivery._callbacks:
@@ -324,6 +341,13 @@ class Producer:
         self._outstanding -= count
         if self._outstanding == 0:
             self._idle.set()
+
+
+def _fail_batch(batch: _Batch, error: BaseException) -> None:
+    for delivery in batch.deliveries:
+        if not delivery.done():
+            delivery._error = error
+            delivery._notify()
 
 
 class SyncProducer:

@@ -163,3 +163,16 @@ async def test_records_without_key_stick_to_a_partition_per_batch(fake: FakeClus
     assert sorted((d.result().partition, d.result().offset) for d in deliveries) == sorted(
         [(0, i) for i in range(20)] + [(1, i) for i in range(20)]
     )
+
+
+async def test_closing_without_flush_fails_pending_deliveries(fake: FakeCluster):
+    fake.blackhole.add("produce")  # the in-flight batch never gets an answer
+    async with AsyncClient(fake.bootstrap()) as client:
+        with trio.move_on_after(0.3):  # leave the block by cancellation: no flush
+            async with Producer(client, linger=10.0, batch_size=100) as producer:
+                sent = await producer.send("t", b"x" * 90, partition=0)  # fills a batch
+                queued = await producer.send("t", b"y", partition=0)  # waits for linger
+                await trio.sleep_forever()
+    assert sent.done() and queued.done()
+    assert sent.exception().code == ErrorCode.TIMEOUT  # outcome unknown
+    assert queued.exception().code == ErrorCode.NOT_AVAILABLE  # never sent
