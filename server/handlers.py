@@ -257,7 +257,8 @@ class RequestHandlers:
             raise HandlerError(ErrorCode.INVALID_REQUEST, "partitions must be >= 1")
         # Placement uses the registered nodes: right after the first election
         # the leader is still registering them (driver._maybe_register_nodes).
-        while not all(n.id in self.meta.nodes for n in self.cfg.nodes):
+        # (`join` nodes are registered by `member add`, not by the leader.)
+        while not all(n.id in self.meta.nodes for n in self.cfg.nodes if not n.join):
             if not await self.driver.wait_changed(deadline):
                 break
         config = dict(fields.get("config") or {})

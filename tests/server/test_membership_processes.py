@@ -156,7 +156,21 @@ def test_replace_a_node_whose_disk_was_wiped(cluster: LocalCluster) -> None:
             ok(cli(cluster, "member", "add", "n4", "--address", address))
             ok(cli(cluster, "member", "remove", "n3"))
             producing.wait_for_more(20)
-        assert sorted(replicas(client, "t")) == ["n1", "n2", "n4"]
+        # Ask n1 only: the wiped n3 still runs and knows no topic at all.
+        with Client([cluster.address("n1")], request_timeout=30.0) as n1_client:
+            assert sorted(replicas(n1_client, "t")) == ["n1", "n2", "n4"]
+        assert members(cluster)["n3"]["role"] == "not_member"
+        # The same id may come back once removed: on a fresh data dir, started
+        # with join = true; `member add` makes its peers trust its new incarnation.
         cluster.kill("n3")
+        shutil.rmtree(cluster.cfg.node("n3").data_dir)
+        cluster.cfg.node("n3").join = True
+        cluster.write_config()
+        cluster.start("n3")
+        ok(cli(cluster, "member", "add", "n3", "--address", cluster.address("n3")))
+        ok(cli(cluster, "partition", "reassign", "t", "0", "--replicas", "n1,n2,n3"))
+        ok(cli(cluster, "leader", "transfer", "t", "0", "--to", "n3"))
+        assert members(cluster)["n3"]["groups"] == [1]
         log = read_all(client, "t")
+    assert leader_of_partition_by(cluster, "n3") == "n3"
     check_log(log, producing.acked)
