@@ -174,3 +174,27 @@ def test_replace_a_node_whose_disk_was_wiped(cluster: LocalCluster) -> None:
         log = read_all(client, "t")
     assert leader_of_partition_by(cluster, "n3") == "n3"
     check_log(log, producing.acked)
+
+
+def test_rebalance_spreads_leaders_piled_on_one_node(cluster: LocalCluster) -> None:
+    with Client(cluster.addresses(), request_timeout=30.0) as client:
+        client.create_topic("r", partitions=6, replicas=3)
+        cluster.wait_for_leaders(deadline=WAIT_S)
+        for p in range(6):
+            assert client.leader_transfer("r", p, "n1")["leader"] == "n1"
+        assert leader_counts(cluster) == {"n1": 6}
+        out = ok(cli(cluster, "cluster", "rebalance"))
+        assert out.count("transfer r/") == 4
+        # The transfers completed before the command returned (each waits for it).
+        assert leader_counts(cluster) == {"n1": 2, "n2": 2, "n3": 2}
+        assert "leaders are balanced" in ok(cli(cluster, "cluster", "rebalance", "--dry-run"))
+
+
+def leader_counts(cluster: LocalCluster) -> dict[str, int]:
+    """Partition groups (not group 0) led by each node, as the leaders report."""
+    counts: dict[str, int] = {}
+    for node in cluster.running():
+        for g in cluster.status(node)["groups"]:
+            if g["group"] != 0 and g["role"] == "leader":
+                counts[node] = counts.get(node, 0) + 1
+    return counts
