@@ -12,9 +12,10 @@ so that driver.py keeps one job (the loop):
   record the resulting ConfState in the apply batch, atomically with the state
   machine's applied index, so a restart resumes with the membership it had
   (otherwise a restarted node would count votes of the bootstrap config).
-- ``admit``: refuse (pre-)vote requests from nodes outside the group's config,
-  so a removed node that did not learn of its removal cannot disrupt the
-  group (thesis §4.2.3; PreVote and CheckQuorum cover the rest).
+- ``admit``: refuse (pre-)vote requests from nodes this replica saw being
+  removed from the group, so a removed node that did not learn of its
+  removal cannot disrupt it (thesis §4.2.3; PreVote and CheckQuorum cover
+  the rest, also after a restart, when that memory is gone).
 - ``group_for_message``: a node added to a partition's group (as a learner,
   by ``partition reassign``) hosts no copy yet; the first message of that
   group creates one with an EMPTY ConfState, filled from the leader's log.
@@ -26,6 +27,7 @@ so that driver.py keeps one job (the loop):
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,7 @@ def apply_conf_entry(driver: Any, group: Group, entry: Entry, batch: Any) -> Non
     else:
         cs = group.raft.apply_conf_change(cc)
     driver.store.set_conf_state(group.gid, cs, batch)
+    _note_removals(group, before, cs)
     log.info(
         "event=membership_applied group=%d index=%d voters=%s learners=%s outgoing=%s",
         group.gid,
@@ -146,15 +149,32 @@ def wake(driver: Any, group: Group) -> None:
     driver._wake.set()
 
 
+# Per group core: nodes this replica saw being removed from the group (and not
+# re-added since). Weak keys: a deleted group's entry goes with its core.
+_REMOVED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _note_removals(group: Group, before: ConfState, after: ConfState) -> None:
+    gone = set(before.all_nodes()) - set(after.all_nodes())
+    back = set(after.all_nodes())
+    removed = _REMOVED.setdefault(group.raft, set())
+    removed -= back
+    removed |= gone
+
+
 def admit(group: Group, msg: Message, self_id: str) -> bool:
-    """Whether to step ``msg``: vote requests only from members, while we are one."""
+    """Whether to step ``msg``: no vote requests from nodes removed from the group.
+
+    Only nodes this replica SAW leave are refused (thesis §4.2.3: a removed
+    server that missed its removal times out and campaigns). A node merely
+    unknown here may be a voter added by a change this replica has not
+    applied yet; refusing it could leave a new configuration unable to elect
+    a leader, so it is left to the usual vote rules (PreVote, log check).
+    """
     if msg.type not in _VOTE_REQUESTS:
         return True
-    cs = group.raft.conf_state
-    members = cs.all_nodes()
-    if self_id not in members:
-        return True  # joining: we know no config yet, the leader's log will tell
-    return msg.frm in members
+    removed = _REMOVED.get(group.raft)
+    return not removed or msg.frm not in removed
 
 
 def group_for_message(driver: Any, gid: int, msg: Message) -> Group | None:
