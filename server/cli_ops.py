@@ -12,6 +12,20 @@ Every command takes ``--config PATH`` (default ./cluster.toml) or
 Exit codes as for the data-path commands (cli_common): 0 ok, 1 the cluster
 answered an error or the operation did not complete, 2 usage, 3 unreachable.
 Each step is idempotent, so re-running an interrupted command continues it.
+
+Adding a node: give it a [[node]] entry with ``join = true`` (the running
+nodes need not be restarted: they learn its address from the metadata),
+start it (``raftlog node start --config F --node n4``; it waits, hosting
+nothing), then ``raftlog member add n4 --address HOST:PORT``, then move work
+to it (``partition reassign``, ``cluster rebalance``).
+
+Replacing a node whose disk is lost: its peers refuse it under its old id (a
+new incarnation, DESIGN §3 rule 7). Add a new node as above, then
+``raftlog member remove OLD`` (its replicas move to the remaining members).
+The old id may come back only after that removal: wipe its data dir, set
+``join = true`` on it, start it and ``raftlog member add OLD --address ...``
+(re-adding makes the peers trust its new incarnation; stop the old process
+first).
 """
 
 from __future__ import annotations
