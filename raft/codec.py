@@ -14,7 +14,8 @@ trailing fields so old nodes can read newer frames):
 - Entry:        [term, index, type, data]
 - HardState:    [term, vote|nil, commit]
 - ConfState:    [voters, learners, voters_outgoing, learners_next, auto_leave]
-- ConfChange:   [[[type, node_id], ...], enter_joint, leave_joint, context]
+- ConfChange:   [[[type, node_id], ...], enter_joint, leave_joint, context, base?]
+                (base: a ConfState, present only when set)
 - SnapshotMeta: [index, term, ConfState]
 - Snapshot:     [SnapshotMeta, data]
 - Message:      [type, to, frm, term, log_term, index, [Entry...], commit, reject,
@@ -206,14 +207,16 @@ def decode_conf_state(raw: bytes) -> ConfState:
 
 
 def encode_conf_change(cc: ConfChange) -> bytes:
-    return _pack(
-        [
-            [[int(it.type), it.node_id] for it in cc.changes],
-            cc.enter_joint,
-            cc.leave_joint,
-            cc.context,
-        ]
-    )
+    obj: list[Any] = [
+        [[int(it.type), it.node_id] for it in cc.changes],
+        cc.enter_joint,
+        cc.leave_joint,
+        cc.context,
+    ]
+    if cc.base is not None:
+        # Appended only when set: changes without a base encode as before.
+        obj.append(_conf_state_obj(cc.base))
+    return _pack(obj)
 
 
 def decode_conf_change(raw: bytes) -> ConfChange:
@@ -234,6 +237,7 @@ def decode_conf_change(raw: bytes) -> ConfChange:
         enter_joint=_bool(a[1], "conf_change.enter_joint"),
         leave_joint=_bool(a[2], "conf_change.leave_joint"),
         context=_bin(a[3], "conf_change.context"),
+        base=_conf_state_from(a[4]) if len(a) > 4 and a[4] is not None else None,
     )
 
 

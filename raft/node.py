@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import replace
 from enum import Enum
 
 from .codec import CodecError, decode_conf_change, encode_conf_change
@@ -899,6 +900,13 @@ class RaftNode:
         return self._propose_entry(Entry(term=0, index=0, type=EntryType.NORMAL, data=data))
 
     def propose_conf_change(self, cc: ConfChange) -> int:
+        """Append a membership change (applied by every replica via ``apply_conf_change``).
+
+        The entry records the membership it applies to (``ConfChange.base``),
+        so a replica that joins later, with no membership of its own, still
+        applies it correctly. Invalid changes raise ProposalDroppedError.
+        """
+        cc = replace(cc, base=self._conf)
         data = encode_conf_change(cc)
         self._check_can_propose(len(data))
         # One conf change at a time (thesis §4.1): the next may only be
@@ -909,6 +917,10 @@ class RaftNode:
             raise ProposalDroppedError("in a joint configuration: only leave_joint is allowed")
         if not self._conf.is_joint() and cc.leave_joint:
             raise ProposalDroppedError("not in a joint configuration")
+        try:
+            apply_conf_change(self._conf, cc)
+        except ConfChangeError as exc:
+            raise ProposalDroppedError(f"invalid conf change: {exc}") from None
         index = self._propose_entry(Entry(term=0, index=0, type=EntryType.CONF_CHANGE, data=data))
         self._pending_conf_index = index
         return index
@@ -930,16 +942,42 @@ class RaftNode:
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         """Apply a committed CONF_CHANGE entry's change; returns the resulting ConfState.
 
-        An invalid change is ignored (the same way on every replica) and the
+        The change applies to ``cc.base`` (the membership the leader held when
+        it proposed it) when present, else to this node's own membership. An
+        invalid change is ignored (the same way on every replica) and the
         current ConfState returned.
         """
+        base = cc.base
+        if base is None:
+            if not self._conf.all_nodes():
+                # A joining replica with no membership yet: applying a change
+                # to the empty set could make it a lone voter that elects
+                # itself. It must learn its membership first (snapshot,
+                # adopt_conf_state, or a change that carries its base).
+                log.warning(
+                    "event=conf_change_ignored id=%s reason=no_membership_no_base", self._id
+                )
+                return self._conf
+            base = self._conf
+        elif base != self._conf and self._conf.all_nodes():
+            log.info("event=conf_change_base_differs id=%s held=%s", self._id, self._conf)
         try:
-            cs = apply_conf_change(self._conf, cc)
+            cs = apply_conf_change(base, cc)
         except ConfChangeError as exc:
             log.warning("event=conf_change_ignored id=%s reason=%s", self._id, exc)
             return self._conf
         self._switch_to_config(cs)
         return cs
+
+    def adopt_conf_state(self, cs: ConfState) -> None:
+        """Take ``cs`` as this replica's membership, wholesale.
+
+        For a replica that joins with no membership and learns it out of band
+        (the driver carries it with the change that adds the node); a
+        snapshot or a conf change with a ``base`` does the same through the
+        log. Not a way to change membership: that goes through the log.
+        """
+        self._switch_to_config(cs)
 
     def _switch_to_config(self, cs: ConfState) -> None:
         log.info(

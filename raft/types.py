@@ -110,6 +110,12 @@ class ConfChange:
     enter_joint: bool = False
     leave_joint: bool = False
     context: bytes = b""
+    # The membership this change applies to, filled in by the leader at
+    # propose time (RaftNode.propose_conf_change). A replica that joins later
+    # (empty configuration) or restarted with a stale one applies the change
+    # to this base, not to what it happens to hold. None in entries written
+    # before the field existed: then the replica's own membership is the base.
+    base: ConfState | None = None
 
 
 @dataclass(slots=True, frozen=True)

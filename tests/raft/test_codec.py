@@ -46,6 +46,7 @@ conf_changes = st.builds(
     enter_joint=st.booleans(),
     leave_joint=st.booleans(),
     context=blobs,
+    base=st.none() | conf_states,
 )
 metas = st.builds(SnapshotMeta, index=u64, term=u64, conf_state=conf_states)
 snapshots = st.builds(Snapshot, meta=metas, data=blobs)

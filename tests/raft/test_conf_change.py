@@ -188,3 +188,54 @@ def test_leader_leaving_through_joint_config_steps_down_after_leave() -> None:
     assert leader.conf_state.voters == ("b", "c", "d")
     assert leader.conf_state.voters_outgoing == ()
     net.tick_until(lambda: any(net.node(n).role == Role.LEADER for n in "bcd"))
+
+
+def test_joiner_with_no_membership_applies_changes_to_their_base() -> None:
+    """A replica created empty replays the log; each change carries the membership it
+    applies to, so the joiner ends with the real one -- never a lone-voter config."""
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    net.add("d", MemoryStorage())  # no membership at all
+    leader.propose_conf_change(cc((LEARNER, "d")))
+    net.deliver()
+    assert net.node("d").conf_state.voters == ("a", "b", "c")
+    assert net.node("d").conf_state.learners == ("d",)
+    leader.propose_conf_change(cc((ADD, "d")))
+    net.deliver()
+    assert net.node("d").conf_state.voters == ("a", "b", "c", "d")
+    # d alone can never win: its config needs 3 of 4 votes.
+    net.isolate("d")
+    net.tick(60, only=["d"])
+    assert net.node("d").role != Role.LEADER
+
+
+def test_change_without_base_is_refused_by_a_node_without_membership() -> None:
+    node, _ = make_node(node_id="d", voters=())
+    assert node.apply_conf_change(cc((ADD, "d"))) == ConfState()
+    for _ in range(50):
+        node.tick()
+    assert node.role == Role.FOLLOWER
+
+
+def test_adopt_conf_state_sets_a_joiners_membership() -> None:
+    node, _ = make_node(node_id="d", voters=())
+    node.adopt_conf_state(ConfState(voters=("a", "b", "c"), learners=("d",)))
+    assert node.conf_state.learners == ("d",)
+
+
+def test_invalid_conf_change_is_refused_at_propose_time() -> None:
+    net = Net(["a"])
+    leader = net.elect("a")
+    with pytest.raises(ProposalDroppedError):
+        leader.propose_conf_change(cc((REMOVE, "a")))  # would remove every voter
+
+
+def test_proposed_change_records_its_base() -> None:
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    idx = leader.propose_conf_change(cc((ADD, "d")))
+    net.deliver()
+    (entry,) = [e for e in net.members["b"].storage.all_entries() if e.index == idx]
+    from raftlog.raft.codec import decode_conf_change
+
+    assert decode_conf_change(entry.data).base == ConfState(voters=("a", "b", "c"))
