@@ -11,13 +11,18 @@ A loop turn (DESIGN §9 "coalesce"):
 3. collect ``ready()`` of every group that has one; send every group's
    ``messages`` at once, grouped per peer into one ``transport.send``
    (a leader's appends may leave before its own fsync, thesis §10.2.1);
-4. ``store.save`` all Readies = one WriteBatch + one fsync for all groups,
-   in a worker thread so the trio loop keeps accepting requests and peer
-   frames (they queue for the next turn; at most one save is in flight);
-5. send ``persisted_messages`` (vote grants and append acks only after the
-   fsync, Raft Figure 2), apply committed entries of all groups into one
-   apply WriteBatch (sync=False: it can be rebuilt by re-applying the log),
-   resolve waiters, answer reads, ``advance()`` every group.
+4. apply the Readies' committed entries of all groups into ONE apply
+   WriteBatch (sync=False: it can be rebuilt by re-applying the log), resolve
+   waiters, answer reads. Committed entries are already durable locally (the
+   core hands out only indexes <= the persisted last index), so this happens
+   before step 5 and a produce is answered one fsync earlier;
+5. ``store.save`` all Readies = one WriteBatch + one fsync for all groups, in
+   a worker thread so the trio loop keeps accepting requests and peer frames
+   (they queue for the next turn: at most one save is in flight). A Ready
+   that only moves the commit index is saved without fsync (commitIndex is
+   volatile state in Raft Figure 2);
+6. send ``persisted_messages`` (vote grants and append acks only after the
+   fsync, Raft Figure 2), then ``advance()`` every group.
 
 Waiters (DESIGN §3.3): a proposal is keyed by the (index, term) it was
 appended at. When that index is applied with the same term, the waiters get
@@ -34,10 +39,13 @@ a tiny per-node-pair heartbeat when nothing else flows). Why this is safe:
 ticks only drive time (elections, heartbeats, CheckQuorum); skipping them
 never makes the core accept or commit anything. Reads still need a quorum
 round (ReadIndex), so a stale quiesced leader cannot serve a stale read; any
-proposal, read or inbound message wakes the group, and a stale leader that
-is woken steps down by CheckQuorum within an election timeout, its pending
-proposals ending in TIMEOUT. A follower whose leader node dies resumes
-ticking when the node-level liveness expires and elects a new leader.
+proposal, read or inbound message (heartbeats excepted) wakes the group, and
+a stale leader that is woken steps down by CheckQuorum within an election
+timeout, its pending proposals ending in TIMEOUT. A follower whose leader
+node dies resumes ticking when the node-level liveness expires and elects a
+new leader; a woken follower rejects (pre)votes until its own election timeout
+has ticked away (the lease check of thesis §4.2.3), so a quiet group cannot
+be disrupted.
 """
 
 from __future__ import annotations
