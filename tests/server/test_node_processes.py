@@ -182,3 +182,17 @@ def test_a_read_after_an_acknowledged_write_sees_it(cluster: LocalCluster, clien
             assert reader.list_offsets("lin", 0).end_offset > meta.offset
             fetched = reader.fetch("lin", 0, meta.offset, max_records=1)
             assert fetched.records[0].value == f"w{i}".encode()
+
+
+def test_sigterm_shuts_a_node_down_cleanly_and_it_rejoins(
+    cluster: LocalCluster, client: Client
+) -> None:
+    client.create_topic("st", partitions=1, replicas=3)
+    client.produce("st", b"before", partition=0)
+    assert cluster.terminate("n1") == 0
+    assert "Traceback" not in cluster.log_text("n1")
+    client.produce("st", b"during", partition=0)
+    cluster.start("n1")
+    cluster.wait_for_leaders(deadline=WAIT_S)
+    client.produce("st", b"after", partition=0)
+    assert [v for _, v in read_all(client, "st")] == [b"before", b"during", b"after"]
