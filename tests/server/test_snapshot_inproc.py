@@ -207,3 +207,30 @@ async def test_retention_moves_start_offset_on_every_replica(tmp_path: Any, nurs
         assert reply["batches"][0][0] == start
     finally:
         await c.stop_all()
+
+
+async def test_cut_off_node_learns_the_metadata_by_snapshot(cluster: SnapCluster):
+    meta_leader = await cluster.wait_leader(0)
+    await cluster.wait_for(
+        lambda: len(cluster.driver(meta_leader).metadata.nodes) == 3, what="registered"
+    )
+    other = next(n for n in cluster.node_ids if n != meta_leader)
+    cluster.net.isolate(other, [n for n in cluster.node_ids if n != other])
+    names = [f"topic{i}" for i in range(3 * SNAP.entries)]
+    for name in names:
+        await cluster.call(meta_leader, "create_topic", topic=name, partitions=1, replicas=1)
+    lstore = cluster.stores[meta_leader].group(0)
+    ostore = cluster.stores[other].group(0)
+    await cluster.wait_for(
+        lambda: lstore.first_index() > ostore.last_index() + 1, what="metadata compacted"
+    )
+    cluster.net.heal()
+    odriver = cluster.driver(other)
+    await cluster.wait_for(
+        lambda: set(names) <= set(odriver.metadata.topics), within=20, what="metadata caught up"
+    )
+    assert odriver.snapshots.stats.get("snapshots_installed", 0) >= 1
+    assert odriver.snapshots.stats.get("transfer_chunks", 0) == 0  # metadata has no records
+    # The groups placed on it by the restored metadata exist here now.
+    mine = set(odriver.metadata.groups_for(other))
+    assert mine and mine <= set(odriver.groups)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from raftlog.client.protocol import FrameDecoder, encode_frame
 from raftlog.server.snapshot_transfer import (
     PeerConnection,
@@ -154,3 +155,27 @@ async def test_bad_answers_fail_the_transfer_without_writing_holes(
     finally:
         await conn.aclose()
     assert sm.written == []
+
+
+async def test_a_snapshot_left_uncompacted_by_a_crash_is_compacted_at_start(tmp_path: Any):
+    from types import SimpleNamespace
+
+    from raftlog.log.store import NodeStore
+    from raftlog.raft.types import ConfState, Entry, HardState, Ready
+    from raftlog.server.snapshots import SnapshotManager
+
+    with NodeStore.open(tmp_path / "n1", cluster="test", node_id="n1", fsync=False) as store:
+        store.create_group(4, ConfState(voters=("n1",)))
+        ents = [Entry(1, i, data=b"e") for i in range(1, 31)]
+        store.save([(4, Ready(entries=ents, hard_state=HardState(1, "n1", 30)))])
+        store.create_snapshot(4, 25, None, b"state")  # ... and the process died here
+        driver = SimpleNamespace(groups={4: object()}, store=store)
+        manager = SnapshotManager(driver, SnapshotConfig(trailing=3))
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(manager.run)
+                # The start-up compaction task runs until it is done.
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()
+        assert store.group(4).first_index() == 23
+        assert manager.stats["compactions"] == 1
