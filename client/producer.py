@@ -23,7 +23,6 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,11 +83,15 @@ class Delivery:
             self._callbacks.append(fn)
 
     async def wait(self) -> RecordMetadata:
+        await self.wait_done()
+        return self.result()
+
+    async def wait_done(self) -> None:
+        """Wait until acknowledged or failed (raises nothing)."""
         if not self.done():
             if self._event is None:
                 self._event = trio.Event()
             await self._event.wait()
-        return self.result()
 
     def __await__(self) -> Any:
         return self.wait().__await__()
@@ -353,10 +356,11 @@ def _fail_batch(batch: _Batch, error: BaseException) -> None:
 class SyncProducer:
     """Blocking facade over ``Producer`` running on a ``Client``'s loop.
 
-    ``send`` returns a ``concurrent.futures.Future`` at once: records are handed
-    to the loop through a thread-safe queue drained in bulk (one wake-up for
-    many records), not one cross-thread call per record. Callbacks run on the
-    client's loop thread: keep them short.
+    ``send`` returns a ``SyncDelivery`` at once: records are handed to the loop
+    through a thread-safe queue drained in bulk (one wake-up for many records),
+    not one cross-thread call per record, and a delivery costs a cross-thread
+    call only when its ``result()`` is asked for before it is done. Callbacks
+    run on the client's loop thread: keep them short.
     """
 
     def __init__(self, client: Client, **options: Any) -> None:
@@ -404,16 +408,16 @@ class SyncProducer:
         headers: dict[str, bytes] | None = None,
         timestamp_ms: int | None = None,
         callback: DeliveryCallback | None = None,
-    ) -> Future[RecordMetadata]:
-        future: Future[RecordMetadata] = Future()
-        item = (topic, value, key, partition, headers, timestamp_ms, callback, future)
+    ) -> SyncDelivery:
+        handle = SyncDelivery(self)
+        item = (topic, value, key, partition, headers, timestamp_ms, callback, handle)
         with self._lock:
             self._pending.append(item)
             schedule = not self._scheduled
             self._scheduled = True
         if schedule:
             self._client.trio_token.run_sync_soon(self._schedule_drain)
-        return future
+        return handle
 
     def _schedule_drain(self) -> None:
         trio.lowlevel.spawn_system_task(self._drain)
@@ -430,17 +434,16 @@ class SyncProducer:
                     return
                 items = list(self._pending)
                 self._pending.clear()
-            for topic, value, key, partition, headers, ts, callback, future in items:
+            send = self._producer.send
+            for topic, value, key, partition, headers, ts, callback, handle in items:
                 try:
-                    delivery = await self._producer.send(
+                    handle._delivery = await send(
                         topic, value, key, partition, headers, ts, callback
                     )
                 except BaseException as exc:
-                    future.set_exception(exc)
+                    handle._error = exc
                     if not isinstance(exc, Exception):
                         raise
-                    continue
-                delivery.add_callback(_resolver(future))
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every record sent so far is acknowledged or failed."""
@@ -457,6 +460,19 @@ class SyncProducer:
 
         self._client.run(_flush)
 
+    def _wait(self, handle: SyncDelivery, timeout: float | None) -> None:
+        async def wait() -> None:
+            with trio.fail_after(math.inf if timeout is None else timeout):
+                if handle._delivery is None and handle._error is None:
+                    await self._drain()  # our record is queued: hand it over now
+                if handle._delivery is not None:
+                    await handle._delivery.wait_done()
+
+        try:
+            self._client.run(wait)
+        except trio.TooSlowError:
+            raise TimeoutError(f"no acknowledgement within {timeout}s") from None
+
     def close(self) -> None:
         """Flush and stop; further sends fail."""
         if self._stop is None or self._done.is_set():
@@ -472,11 +488,36 @@ class SyncProducer:
         self.close()
 
 
-def _resolver(future: Future[RecordMetadata]) -> DeliveryCallback:
-    def resolve(result: RecordMetadata | None, error: BaseException | None) -> None:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
+class SyncDelivery:
+    """The outcome of one ``SyncProducer.send`` (a small future-like handle)."""
 
-    return resolve
+    __slots__ = ("_delivery", "_error", "_producer")
+
+    def __init__(self, producer: SyncProducer) -> None:
+        self._producer = producer
+        self._delivery: Delivery | None = None  # set on the loop thread by the drain
+        self._error: BaseException | None = None  # send() itself failed
+
+    def done(self) -> bool:
+        return self._error is not None or (
+            self._delivery is not None and self._delivery.done()
+        )
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        """Wait (at most ``timeout`` s) for the acknowledgement; raise the delivery error."""
+        if not self.done():
+            self._producer._wait(self, timeout)
+        if self._error is not None:
+            raise self._error
+        assert self._delivery is not None
+        return self._delivery.result()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The delivery's error, or None once acknowledged (TimeoutError if still pending)."""
+        try:
+            self.result(timeout)
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            return exc
+        return None

@@ -62,3 +62,18 @@ def test_closed_client_refuses_calls(sync_fake: FakeCluster):
     client.close()
     with pytest.raises(RuntimeError):
         client.list_topics()
+
+
+def test_sync_delivery_result_times_out_while_pending(sync_fake: FakeCluster):
+    sync_fake.blackhole.add("produce")
+    with Client(sync_fake.bootstrap(), request_timeout=6) as client:
+        producer = client.producer(linger=0.0)
+        handle = producer.send("t", b"stuck", partition=0)
+        with pytest.raises(TimeoutError):
+            handle.result(timeout=0.2)
+        assert not handle.done()
+        sync_fake.blackhole.clear()
+        # that attempt never answers; the next one (after 2 s) lands within the deadline
+        assert handle.result(timeout=20).offset == 0
+        assert handle.exception() is None
+        producer.close()
