@@ -153,3 +153,43 @@ def test_size_index_tracks_applies_and_cuts_like_a_full_scan(
         assert index.total == fresh.total
         expected = brute_force_cut(part.sm, keep)
         assert (cut if cut is not None else part.sm.start_offset) == expected
+
+
+@pytest.mark.integration
+def test_retention_in_real_processes(tmp_path: Path) -> None:
+    """retention_ms through `raftlog node start`: the leader's task truncates, every
+    replica follows, a fetch below the start is OUT_OF_RANGE."""
+    import time
+
+    from raftlog.client.errors import OutOfRangeError
+    from raftlog.client.sync import Client
+
+    from .cluster_harness import LocalCluster
+
+    c = LocalCluster(tmp_path / "c", nodes=3, env={"RAFTLOG_RETENTION_INTERVAL_MS": "100"})
+    try:
+        c.start_all()
+        c.wait_for_leaders(deadline=40)
+        with Client(c.addresses(), request_timeout=30.0) as client:
+            client.create_topic("old", partitions=1, replicas=3, config={"retention_ms": 300})
+            for i in range(10):
+                client.produce("old", f"v{i}".encode(), partition=0)
+            end = time.monotonic() + 30
+            while client.list_offsets("old", 0).start_offset < 10:
+                assert time.monotonic() < end, "retention did not run"
+                time.sleep(0.1)
+            offsets = client.list_offsets("old", 0)
+            assert (offsets.start_offset, offsets.end_offset) == (10, 10)
+            with pytest.raises(OutOfRangeError):
+                client.fetch("old", 0, 0)
+            gid = client.describe_topic("old")["partitions"][0]["group"]
+        # Every replica applied the same TruncatePrefix: stop them, read their stores.
+        for node in c.node_ids():
+            c.terminate(node)
+        for node in c.node_ids():
+            with NodeStore.open(c.cfg.node(node).data_dir, cluster="test", node_id=node) as s:
+                sm = PartitionStateMachine(s, gid)
+                assert (sm.start_offset, sm.next_offset) == (10, 10)
+                assert sm.read(0, 1 << 20) == []
+    finally:
+        c.stop_all()
