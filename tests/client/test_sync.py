@@ -67,7 +67,7 @@ def test_closed_client_refuses_calls(sync_fake: FakeCluster):
 def test_sync_delivery_result_times_out_while_pending(sync_fake: FakeCluster):
     sync_fake.blackhole.add("produce")
     with Client(sync_fake.bootstrap(), request_timeout=6) as client:
-        producer = client.producer(linger=0.0)
+        producer = client.producer(linger=0.0, delivery_timeout=6)
         handle = producer.send("t", b"stuck", partition=0)
         with pytest.raises(TimeoutError):
             handle.result(timeout=0.2)
