@@ -196,3 +196,30 @@ def test_sigterm_shuts_a_node_down_cleanly_and_it_rejoins(
     cluster.wait_for_leaders(deadline=WAIT_S)
     client.produce("st", b"after", partition=0)
     assert [v for _, v in read_all(client, "st")] == [b"before", b"during", b"after"]
+
+
+def test_pausing_the_partition_leader_fails_over_and_it_steps_down_on_resume(
+    cluster: LocalCluster, client: Client
+) -> None:
+    client.create_topic("pz", partitions=1, replicas=3)
+    gid = group_of(client, "pz")
+    with Producing(client, "pz") as producer:
+        producer.wait_for_more(30)
+        leader = cluster.leader_of(gid)
+        cluster.pause(leader)  # SIGSTOP: alive but silent, like a long GC pause
+        producer.wait_for_more(30)
+        cluster.resume(leader)
+        producer.wait_for_more(30)
+    check_log(read_all(client, "pz"), producer.acked)
+
+    def leaders() -> set[str]:
+        statuses = cluster.wait_for_leaders(deadline=WAIT_S)
+        return {
+            s["node"]
+            for s in statuses.values()
+            for g in s.get("groups", [])
+            if g["group"] == gid and g["role"] == "leader"
+        }
+
+    # The resumed old leader learns the new term from the next message and steps down.
+    wait_until(lambda: len(leaders()) == 1, f"a single leader of group {gid} after resume")
