@@ -18,8 +18,12 @@ class SessionStats:
     acked: int = 0
     reads: int = 0
     checks: int = 0
+    # Process CPU seconds spent in recorded schedules (wall time on a shared
+    # CI box says little; this is what the ring costs).
+    cpu_seconds: float = 0.0
 
-    def record(self, r: SimResult) -> None:
+    def record(self, r: SimResult, cpu_seconds: float = 0.0) -> None:
+        self.cpu_seconds += cpu_seconds
         self.schedules += 1
         self.ticks += r.ticks
         self.proposals += r.proposals
@@ -31,7 +35,7 @@ class SessionStats:
         return (
             f"simulation: {self.schedules} schedules, {self.ticks} ticks, "
             f"{self.proposals} proposals ({self.acked} acknowledged), {self.reads} linearizable "
-            f"reads, {self.checks} invariant checks"
+            f"reads, {self.checks} invariant checks, {self.cpu_seconds:.1f}s CPU"
         )
 
 

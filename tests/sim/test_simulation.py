@@ -10,6 +10,7 @@ command that replays it with a full trace.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -39,10 +40,13 @@ CHUNK = 100
 def _run_seed_range(start: int, stop: int) -> None:
     failures: list[str] = []
     for seed in range(start, stop):
+        t0 = time.process_time()
         try:
-            SESSION.record(run_seed(seed, nodes_for(seed)))
+            r = run_seed(seed, nodes_for(seed))
         except SimulationFailure as e:
             failures.append(str(e))
+            continue
+        SESSION.record(r, time.process_time() - t0)
     assert not failures, f"{len(failures)} failing seed(s):\n" + "\n".join(failures)
 
 
@@ -127,7 +131,9 @@ def test_hypothesis_schedules_keep_raft_invariants(
     c = make_cluster(params)
     # Hypothesis prints the falsifying schedule itself; the seed alone does not replay it.
     c.checker.replay = "the falsifying hypothesis example printed above"
-    SESSION.record(play(c, schedule))
+    t0 = time.process_time()
+    r = play(c, schedule)
+    SESSION.record(r, time.process_time() - t0)
 
 
 # ---- determinism and replay ---------------------------------------------------------------
