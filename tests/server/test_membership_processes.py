@@ -198,3 +198,28 @@ def leader_counts(cluster: LocalCluster) -> dict[str, int]:
             if g["group"] != 0 and g["role"] == "leader":
                 counts[node] = counts.get(node, 0) + 1
     return counts
+
+
+def test_a_new_replica_catches_up_from_a_snapshot_of_a_compacted_log(
+    local_cluster: Callable[..., LocalCluster],
+) -> None:
+    env = {"RAFTLOG_DEBUG": "1", "RAFTLOG_SNAPSHOT_ENTRIES": "10", "RAFTLOG_SNAPSHOT_TRAILING": "0"}
+    cluster = local_cluster(3, env=env)
+    cluster.start_all()
+    cluster.wait_for_leaders(deadline=WAIT_S)
+    with Client(cluster.addresses(), request_timeout=30.0) as client:
+        client.create_topic("t", partitions=1, replicas=3)
+        acked = [(client.produce("t", f"s{i}".encode(), partition=0).offset, f"s{i}".encode())
+                 for i in range(60)]  # fmt: skip
+        leader = leader_of_partition(cluster, client, "t")
+        wait_until(lambda: "log compacted group=1" in cluster.log_text(leader), "compaction")
+        address = add_join_node(cluster, "n4")
+        ok(cli(cluster, "member", "add", "n4", "--address", address))
+        target = [*replicas(client, "t")[:2], "n4"]
+        ok(cli(cluster, "partition", "reassign", "t", "0", "--replicas", ",".join(target)))
+        ok(cli(cluster, "leader", "transfer", "t", "0", "--to", "n4"))
+    assert "event=snapshot_restored" in cluster.log_text("n4")  # not replayed from index 1
+    with Client([cluster.address("n4")], request_timeout=30.0) as n4_client:
+        log = read_all(n4_client, "t")
+    check_log(log, acked)
+    assert len(log) == 60
