@@ -279,6 +279,8 @@ class Cluster:
         commit = raft.commit_index
         if commit < node.last_commit:
             self.checker.on_commit_regress(node.id, node.last_commit, commit, node.incarnation)
+        elif commit > node.last_commit and raft.role is Role.LEADER:
+            self._check_commit_durable_on_quorum(node, commit)
         node.last_commit = commit
         if raft.role is Role.LEADER:
             term = raft.term
@@ -289,6 +291,36 @@ class Cluster:
                 self.checker.check_leader_completeness(
                     node.id, rl.last_index(), term, rl.first_index(), rl.zero_term,
                     what="log on taking office",
+                )
+
+    def _check_commit_durable_on_quorum(self, node: SimNode, commit: int) -> None:
+        """A leader commits only what a majority holds on disk (Raft §5.3, DESIGN §3.1).
+
+        Checked the moment the leader's commit index moves, against the
+        simulated disks: each voter group of the leader's configuration (both
+        during joint consensus) must have a majority whose durable log holds
+        the entry at ``commit`` with the leader's term for it, or a snapshot
+        covering it.
+        """
+        raft = node.raft
+        term = raft.raft_log.zero_term(commit)
+        cs = raft.conf_state
+        holders = []
+        for nid in self.ids:
+            st = self.nodes[nid].disk.storage
+            if commit < st.first_index() or (
+                commit <= st.last_index() and st.term(commit) == term
+            ):
+                holders.append(nid)
+        for group in (cs.voters, cs.voters_outgoing):
+            if not group:
+                continue
+            have = [n for n in group if n in holders]
+            if len(have) <= len(group) // 2:
+                self.checker.fail(
+                    "Commit durability",
+                    f"{node.id} (leader, term {raft.term}) committed index {commit} (term {term}) "
+                    f"but only {have} of voters {group} hold it on disk",
                 )
 
     def pump(self, node: SimNode, persist: bool) -> None:

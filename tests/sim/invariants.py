@@ -19,6 +19,9 @@ What is checked (Raft paper, Figure 3 and §5.4; thesis §6.4 for reads):
   hold the committed entry at its index.
 - State Machine Safety: no two nodes apply different entries at one index,
   and what any node's durable commit index covers agrees with that.
+- Commit durability (checked by the cluster, which sees the disks): when a
+  leader's commit index moves, a majority of each voter group of its
+  configuration holds the entry on disk.
 - Commit monotonicity: a node's in-memory commit index never decreases within
   one incarnation; the durable commit (HardState.commit) never decreases.
 - Linearizable reads: a ReadIndex answer is at least the index of every entry

@@ -25,9 +25,9 @@ class MutantSeed:
 
 
 MUTANT_SEEDS: tuple[MutantSeed, ...] = (
-    MutantSeed("ack-before-persist", 32, 3, "Leader Completeness"),
-    MutantSeed("ack-before-persist", 216, 3, "Leader Completeness"),
-    MutantSeed("ack-before-persist", 236, 3, "Leader Completeness"),
+    MutantSeed("ack-before-persist", 0, 3, "Commit durability"),
+    MutantSeed("ack-before-persist", 2, 3, "Commit durability"),
+    MutantSeed("ack-before-persist", 3, 5, "Commit durability"),
     MutantSeed("vote-without-log-check", 3, 5, "Leader Completeness"),
     MutantSeed("vote-without-log-check", 5, 5, "Leader Completeness"),
     MutantSeed("vote-without-log-check", 8, 3, "Leader Completeness"),
