@@ -449,9 +449,9 @@ def _bench_options(fn: Any) -> Any:
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Concurrent clients (single mode) or producers (batch mode), over all procs.",
+    default=None,
+    help="Concurrent clients (single mode, default 64) or batching producers "
+    "(batch mode, default 4), over all procs.",
 )
 @click.option(
     "--batch/--single",
@@ -467,6 +467,8 @@ def bench_produce(
     config: Path | None, bootstrap: str | None, as_json: bool, **options: Any
 ) -> None:
     """Produce load; reports records/s, MB/s and ack latency p50/p99/p999."""
+    if options["concurrency"] is None:
+        options["concurrency"] = 4 if options["batched"] else 64
     _run_bench("produce", config, bootstrap, as_json, options)
 
 
