@@ -84,6 +84,8 @@ _EARLY_GROUPS = 1024
 # Heartbeats (and their answers) in flight when a group quiesces must not
 # wake it again; they carry nothing that needs a tick to be handled.
 _KEEPS_QUIET = frozenset({MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP})
+# A THROTTLED client retries after this long (a few fsyncs: time to commit).
+THROTTLE_RETRY_MS = 50
 # Partition groups created per loop turn (see _create_pending).
 _CREATE_PER_TURN = 8
 # Group id of the driver's own node-level heartbeat "message" (never a group).
@@ -243,13 +245,12 @@ class MultiRaft:
 
     def submit(self, gid: int, command: Any, nbytes: int = 0) -> Waiter:
         """Queue a command for the group's next proposal (coalesced with others)."""
-        waiter = Waiter()
+        waiter = Waiter(nbytes)
         group = self.groups.get(gid)
         if group is None:  # deleted while the request was being handled
             waiter.fail(ErrorCode.UNKNOWN_TOPIC, f"group {gid} is not hosted here (deleted?)")
             return waiter
         group.queued_cmds.append((command, waiter))
-        group.queued_cmd_bytes += nbytes
         self._dirty.add(gid)
         self._wake.set()
         return waiter
@@ -544,22 +545,16 @@ class MultiRaft:
             group.reads[ctx] = waiters
 
     def _propose_queued(self, group: Group) -> None:
-
         queued, group.queued_cmds = group.queued_cmds, []
-        nbytes, group.queued_cmd_bytes = group.queued_cmd_bytes, 0
-        waiters = [w for _, w in queued]
         live = [(c, w) for c, w in queued if not w.done]  # drop those whose handler gave up
         if not live:
             return
-        limit = self.cfg.limits.max_uncommitted_bytes_per_group
-        if group.kind is GroupKind.PARTITION and group.uncommitted_bytes + nbytes > limit:
-            for w in waiters:
-                w.fail(
-                    ErrorCode.THROTTLED,
-                    "too much uncommitted data in the partition",
-                    retry_after_ms=50,
-                )
-            return
+        if group.kind is GroupKind.PARTITION:
+            live = self._admit(group, live)
+            if not live:
+                return
+        waiters = [w for _, w in live]
+        nbytes = sum(w.nbytes for w in waiters)
         data = encode_entry_commands([c for c, _ in live])
         try:
             index = group.raft.propose(data)
@@ -569,17 +564,40 @@ class MultiRaft:
         except ProposalDroppedError as exc:
             if "uncommitted" in exc.reason:
                 for w in waiters:
-                    w.fail(ErrorCode.THROTTLED, exc.reason, retry_after_ms=50)
+                    w.fail(ErrorCode.THROTTLED, exc.reason, retry_after_ms=THROTTLE_RETRY_MS)
             else:
                 self._fail_not_leader(group, waiters, group.raft.leader_id, exc.reason)
             return
-        live_waiters = [w for _, w in live]
         self.stats["proposals"] += 1
         self.stats["proposed_commands"] += len(live)
-        group.proposals[index] = Proposal(group.raft.term, live_waiters, nbytes)
+        group.proposals[index] = Proposal(group.raft.term, waiters, nbytes)
         group.uncommitted_bytes += nbytes
         if self.cfg.unsafe_ack_before_commit and group.kind is GroupKind.PARTITION:
             self._unsafe_ack(group, live)
+
+    def _admit(self, group: Group, live: list[tuple[Any, Waiter]]) -> list[tuple[Any, Waiter]]:
+        """Flow control: the commands (in arrival order) that fit in the group's budget
+        of uncommitted bytes; the others get THROTTLED (nothing appended, retry later).
+
+        Like the core's own check, one command always fits when nothing is
+        uncommitted, so a large batch cannot be starved.
+        """
+        budget = self.cfg.limits.max_uncommitted_bytes_per_group - group.uncommitted_bytes
+        used = 0
+        taken = 0
+        for _, waiter in live:
+            fits = used + waiter.nbytes <= budget
+            if not fits and (taken or group.uncommitted_bytes > 0):
+                break
+            used += waiter.nbytes
+            taken += 1
+        for _, waiter in live[taken:]:
+            waiter.fail(
+                ErrorCode.THROTTLED,
+                "too much uncommitted data in the partition",
+                retry_after_ms=THROTTLE_RETRY_MS,
+            )
+        return live[:taken]
 
     def _unsafe_ack(self, group: Group, live: list[tuple[Any, Waiter]]) -> None:
         """DELIBERATELY UNSAFE (jepsen only): ack at local append, before commit."""

@@ -54,7 +54,6 @@ class Group:
     replicas: tuple[NodeId, ...] = ()
     # Filled by handlers, drained by the driver once per turn.
     queued_cmds: list[tuple[Any, Waiter]] = field(default_factory=list)
-    queued_cmd_bytes: int = 0
     queued_reads: list[Waiter] = field(default_factory=list)
     # In flight.
     proposals: dict[int, Proposal] = field(default_factory=dict)

@@ -29,11 +29,13 @@ class Outcome:
 class Waiter:
     """A result slot plus the event that announces it (first resolution wins)."""
 
-    __slots__ = ("_event", "outcome")
+    __slots__ = ("_event", "nbytes", "outcome")
 
-    def __init__(self) -> None:
+    def __init__(self, nbytes: int = 0) -> None:
         self._event = trio.Event()
         self.outcome: Outcome | None = None
+        # Payload size of the request's command, for flow control.
+        self.nbytes = nbytes
 
     @property
     def done(self) -> bool:

@@ -15,6 +15,7 @@ import trio
 import trio.testing
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch, encode_records
+from raftlog.log.commands import Produce
 from raftlog.raft.types import Role
 from raftlog.server.config import Limits
 from raftlog.server.errors import HandlerError
@@ -438,5 +439,33 @@ async def test_five_nodes_three_replicas_place_groups_and_redirect_from_non_repl
             assert err.details["leader_address"] == c.cfg.node(p["replicas"][0]).address
             reply = await c.produce(leader, "t", [b"x"], partition=p["partition"])
             assert reply["base_offset"] == 0
+    finally:
+        await c.stop_all()
+
+
+async def test_uncommitted_bytes_budget_throttles_in_arrival_order(tmp_path, nursery):
+    limits = Limits(max_uncommitted_bytes_per_group=2500)
+    c = InProcCluster(small_config(tmp_path, limits=limits), nursery)
+    for node in c.node_ids:
+        await c.start(node)
+    try:
+        topic = await c.create_topic("t", partitions=1)
+        gid = topic["partitions"][0]["group"]
+        leader = await c.wait_leader(gid)
+        driver = c.driver(leader)
+        blob, count, crc = encode_records([(None, b"v" * 990, None, None)])
+        # Five commands queued in one turn: two fit in the budget, the rest
+        # are refused (nothing appended) and keep their order for the retry.
+        waiters = [
+            driver.submit(gid, Produce(records=blob, count=count, crc=crc), nbytes=len(blob))
+            for _ in range(5)
+        ]
+        deadline = trio.current_time() + 10
+        outcomes = [await w.wait(deadline) for w in waiters]
+        assert [o.error for o in outcomes] == [None, None] + [ErrorCode.THROTTLED] * 3
+        assert [o.value.base_offset for o in outcomes[:2]] == [0, 1]
+        assert outcomes[2].details["retry_after_ms"] > 0
+        again = await c.produce(leader, "t", [b"later"])
+        assert again["base_offset"] == 2
     finally:
         await c.stop_all()
