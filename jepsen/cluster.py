@@ -7,6 +7,13 @@ under ``<run>/data/<id>`` and its output in ``<run>/logs/<id>.log``. The
 generated ``cluster.toml`` points every node's ``dial`` entry for every peer
 at that directed link's proxy. ``stop_all`` always leaves no process behind,
 paused ones included.
+
+Spare nodes (``ClusterSettings.spares``, for the membership nemesis) are in
+cluster.toml and in the proxy mesh from the start, with ``join = true``: they
+are not started with the others, and when one is, it waits to be added
+(``member add``) instead of bootstrapping. A node the nemesis removed is
+killed, its data dir wiped and its entry turned into a ``join = true`` one,
+so that it can come back as a new incarnation under the same id.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,6 +66,7 @@ class ClusterSettings:
     unsafe_ack_before_commit: bool = False
     unsafe_follower_reads: bool = False
     proxied: bool = True  # route peer links through proxies (needed for partitions)
+    spares: int = 0  # extra nodes, not started, that the membership nemesis may add
 
 
 @dataclass(slots=True)
@@ -71,6 +80,8 @@ class NodeProc:
     starts: int = 0
     expected_exit: bool = False  # killed or stopped by the harness
     log_offset: int = 0  # where the current start's output begins
+    join: bool = False  # joins a running cluster (spare, or removed and wiped)
+    spare: bool = False  # not one of the initial nodes
 
 
 def _toml_str(s: str) -> str:
@@ -88,13 +99,14 @@ class JepsenCluster:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.run_dir / "data").mkdir(parents=True, exist_ok=True)
         self.config_path = self.run_dir / "cluster.toml"
-        ports = free_ports(self.settings.nodes)
+        ports = free_ports(self.settings.nodes + self.settings.spares)
         self.nodes: dict[str, NodeProc] = {}
         for i, port in enumerate(ports):
             nid = f"n{i + 1}"
+            spare = i >= self.settings.nodes
             self.nodes[nid] = NodeProc(
                 nid, f"127.0.0.1:{port}", self.run_dir / "data" / nid,
-                self.run_dir / "logs" / f"{nid}.log",
+                self.run_dir / "logs" / f"{nid}.log", join=spare, spare=spare,
             )
         self.mesh: ProxyMesh | None = (
             ProxyMesh({n.id: n.address for n in self.nodes.values()})
@@ -103,11 +115,25 @@ class JepsenCluster:
 
     @property
     def node_ids(self) -> list[str]:
+        """Every node of the harness, spares included."""
         return list(self.nodes)
 
     @property
+    def initial_ids(self) -> list[str]:
+        """The nodes that form the cluster at the start (no spares)."""
+        return [n.id for n in self.nodes.values() if not n.spare]
+
+    @property
+    def spare_ids(self) -> list[str]:
+        return [n.id for n in self.nodes.values() if n.spare]
+
+    @property
     def addresses(self) -> list[str]:
-        return [n.address for n in self.nodes.values()]
+        """Client bootstrap: the initial nodes (clients learn added ones from metadata)."""
+        return [n.address for n in self.nodes.values() if not n.spare]
+
+    def address(self, nid: str) -> str:
+        return self.nodes[nid].address
 
     # ------------------------------------------------------------ config
 
@@ -136,6 +162,8 @@ class JepsenCluster:
             lines += ["", "[[node]]", f"id = {_toml_str(n.id)}",
                       f"address = {_toml_str(n.address)}",
                       f"data_dir = {_toml_str(str(n.data_dir.relative_to(self.run_dir)))}"]
+            if n.join:
+                lines.append("join = true")
             if self.mesh is not None:
                 pairs = ", ".join(
                     f"{peer} = {_toml_str(addr)}"
@@ -198,6 +226,24 @@ class JepsenCluster:
         self._signal(nid, signal.SIGCONT)
         self.nodes[nid].paused = False
 
+    def set_join(self, nid: str) -> None:
+        """From now on ``nid`` joins (``join = true``) when it starts on an empty disk.
+
+        Nodes read cluster.toml only when they start; for a node that already
+        has data the flag changes nothing (it only decides the first start).
+        """
+        node = self.nodes[nid]
+        if not node.join:
+            node.join = True
+            self.config_path.write_text(self.render_config())
+
+    def wipe(self, nid: str) -> None:
+        """Delete the data dir of a stopped node (a removed node's disk is gone)."""
+        if self.is_running(nid):
+            raise RuntimeError(f"cannot wipe {nid}: it is running")
+        shutil.rmtree(self.nodes[nid].data_dir, ignore_errors=True)
+        log.info("event=node_wiped node=%s", nid)
+
     def stop_all(self) -> None:
         """SIGCONT + SIGTERM everyone, SIGKILL whoever is still there after 10 s."""
         for nid in self.nodes:
@@ -245,9 +291,10 @@ class JepsenCluster:
                 await trio.sleep(0.05)
 
     async def start_all(self, deadline: float = 30.0) -> None:
-        for nid in self.nodes:
+        """Start the initial nodes (spares wait for the membership nemesis)."""
+        for nid in self.initial_ids:
             self.start(nid)
-        for nid in self.nodes:
+        for nid in self.initial_ids:
             await self.wait_started(nid, deadline)
 
     async def wait_for_topic(

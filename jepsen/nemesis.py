@@ -1,4 +1,4 @@
-"""Faults: kill, pause, partition, link delay (membership only where the service has it).
+"""Faults: kill, pause, partition, link delay, and membership changes.
 
 A seeded schedule alternates start and stop: wait about ``interval`` seconds,
 start a fault of a random kind on random targets, wait, stop it. Each start
@@ -6,6 +6,13 @@ and stop is an ``info`` line of process ``"nemesis"`` in the history
 (``start-<kind>`` / ``stop-<kind>``), so the reports can shade fault windows.
 ``heal`` undoes everything (resume, restart, reconnect) and always runs at the
 end of a run.
+
+``membership`` is not one of those windows: it runs as its own task beside
+them (``membership.MembershipNemesis``), one change about every ``interval``
+seconds, so changes race with crashes, pauses and partitions. Faults pick
+their targets among the nodes the harness wants running (``live``: the
+initial nodes, plus added ones, minus removed ones). After the heal, the
+membership is re-grown to the initial voter count before the run drains.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import trio
 
 from .cluster import JepsenCluster
 from .history import Recorder
+from .membership import Admin, MembershipNemesis
 from .partitions import SHAPES, shape
 from .proxy import LinkMode
 
@@ -62,6 +70,8 @@ class Nemesis:
     pause_targets: Sequence[str] = ("one", "minority", "leader")
     shapes: Sequence[str] = SHAPES
     find_leader: LeaderFinder | None = None
+    admin: Admin | None = None  # needed by the membership nemesis
+    regrow_deadline: float = 90.0
     leader_bias: float = 0.5  # chance that an "isolate" partition isolates a leader
     hold_fraction: float = 0.3  # partitions that hold (then flood) instead of cutting
     restart_deadline: float = 30.0
@@ -70,27 +80,52 @@ class Nemesis:
     restart_failures: list[str] = field(default_factory=list)
     _killed: set[str] = field(default_factory=set)
     _paused: set[str] = field(default_factory=set)
+    live: set[str] = field(default_factory=set)
+    membership: MembershipNemesis | None = None
 
     def __post_init__(self) -> None:
         kinds = []
         for k in self.kinds:
             if k not in KINDS:
                 raise ValueError(f"unknown nemesis {k!r} (one of {', '.join(KINDS)})")
-            if k == "membership":
-                # member_add/member_remove exist in the protocol, but the server
-                # answers them "not supported" (server/handlers.py), so there is
-                # nothing to drive yet; this harness has no membership nemesis.
-                msg = ("membership nemesis skipped: the server does not support "
-                       "member_add/member_remove yet")
-                log.warning("event=nemesis_skipped kind=membership reason=%s", msg)
-                self.skipped.append(msg)
-                continue
             kinds.append(k)
+        self.live = set(self.cluster.initial_ids)
+        if "membership" in kinds:
+            kinds.remove("membership")
+            why = self._membership_unavailable()
+            if why:
+                log.warning("event=nemesis_skipped kind=membership reason=%s", why)
+                self.skipped.append(f"membership nemesis skipped: {why}")
+            else:
+                assert self.admin is not None
+                self.membership = MembershipNemesis(
+                    self.cluster, self.admin, self.recorder, random.Random(self.rng.random()),
+                    self.cluster.initial_ids, self.cluster.spare_ids, self.live,
+                    start_deadline=self.restart_deadline,
+                )
         self.kinds = kinds
         if {"partition", "delay"} & set(self.kinds) and self.cluster.mesh is None:
             raise ValueError("partition and delay nemeses need a proxied cluster")
-        if len(self.cluster.node_ids) < 5:
-            self.shapes = [s for s in self.shapes if s != "ring"]  # no-op with 3 nodes
+
+    def _membership_unavailable(self) -> str | None:
+        if self.admin is None:
+            return "no admin client was given"
+        if len(self.cluster.initial_ids) < 3:
+            return "it needs at least 3 nodes (never fewer than 3 voters)"
+        if not self.cluster.spare_ids:
+            # Without a spare it could only move and transfer, and removing a
+            # node would leave fewer than 3 voters.
+            return "no spare node to add"
+        return None
+
+    @property
+    def targets(self) -> list[str]:
+        """Nodes faults may hit: those meant to be running."""
+        return sorted(self.live)
+
+    @property
+    def membership_failures(self) -> list[str]:
+        return self.membership.failures if self.membership else []
 
     async def _leader(self) -> str | None:
         if self.find_leader is None:
@@ -105,10 +140,12 @@ class Nemesis:
     # ------------------------------------------------------------ one fault
 
     async def start_fault(self, kind: str) -> dict[str, Any]:
-        nodes = self.cluster.node_ids
+        nodes = self.targets
         if kind == "partition":
             assert self.cluster.mesh is not None
-            name = self.rng.choice(list(self.shapes))
+            # A majorities ring needs 5 nodes; with fewer it cuts nothing.
+            shapes = [s for s in self.shapes if s != "ring" or len(nodes) >= 5]
+            name = self.rng.choice(shapes or ["isolate"])
             to_leader = name == "isolate" and self.rng.random() < self.leader_bias
             victim = await self._leader() if to_leader else None
             grudge = shape(name, nodes, self.rng, victim)
@@ -163,7 +200,8 @@ class Nemesis:
         log.info("event=nemesis_stop kind=%s", kind)
 
     async def _restart_killed(self) -> None:
-        killed = sorted(self._killed)
+        # A node the membership nemesis removed meanwhile stays down (wiped).
+        killed = sorted(self._killed & self.live)
         self._killed.clear()
         for nid in killed:
             self.cluster.start(nid)
@@ -179,26 +217,38 @@ class Nemesis:
     # ------------------------------------------------------------ schedule
 
     async def run(self, duration: float) -> None:
-        """Alternate faults for ``duration`` seconds, then heal everything."""
-        if not self.kinds:
-            await trio.sleep(duration)
-            return
-        end = trio.current_time() + duration
+        """Alternate faults for ``duration`` seconds, then heal everything.
+
+        With the membership nemesis: its changes run beside the faults; after
+        the heal, membership is re-grown to the initial voter count.
+        """
         try:
-            while trio.current_time() < end:
-                await trio.sleep(min(self._jitter(), max(0.0, end - trio.current_time())))
-                if trio.current_time() >= end:
-                    break
-                kind = self.rng.choice(list(self.kinds))
-                await self.start_fault(kind)
-                try:
-                    await trio.sleep(min(self._jitter(), max(0.0, end - trio.current_time())))
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await self.stop_fault(kind)
+            async with trio.open_nursery() as nursery:
+                if self.membership is not None:
+                    nursery.start_soon(self.membership.run, duration, self.interval)
+                if self.kinds:
+                    await self._faults(duration)
+                elif self.membership is None:
+                    await trio.sleep(duration)
         finally:
             with trio.CancelScope(shield=True):
                 await self.heal()
+        if self.membership is not None:
+            await self.membership.regrow(len(self.cluster.initial_ids), self.regrow_deadline)
+
+    async def _faults(self, duration: float) -> None:
+        end = trio.current_time() + duration
+        while trio.current_time() < end:
+            await trio.sleep(min(self._jitter(), max(0.0, end - trio.current_time())))
+            if trio.current_time() >= end:
+                break
+            kind = self.rng.choice(list(self.kinds))
+            await self.start_fault(kind)
+            try:
+                await trio.sleep(min(self._jitter(), max(0.0, end - trio.current_time())))
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.stop_fault(kind)
 
     def _jitter(self) -> float:
         return self.interval * self.rng.uniform(0.5, 1.5)
@@ -211,7 +261,7 @@ class Nemesis:
         if self.cluster.mesh is not None:
             self.cluster.mesh.heal()
         self.record_crashes()
-        for nid in self.cluster.node_ids:
+        for nid in self.targets:
             if not self.cluster.is_running(nid):
                 self._killed.add(nid)
         await self._restart_killed()

@@ -23,6 +23,7 @@ from raftlog.client.aio import AsyncClient
 from . import checker_log, linearizable, report
 from .cluster import ClusterSettings, JepsenCluster
 from .history import Op, Recorder, load
+from .membership import ClientAdmin
 from .nemesis import Nemesis
 from .partitions import SHAPES
 from .workload import TOPIC, Workload, WorkloadConfig
@@ -41,6 +42,7 @@ class RunOptions:
     partitions: int = 3
     seed: int = 0
     nemesis_interval: float = 5.0
+    spares: int = 1  # extra nodes for the membership nemesis (only started by it)
     kill_targets: list[str] = field(
         default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
     )
@@ -98,6 +100,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         unsafe_ack_before_commit=opts.unsafe_ack_before_commit,
         unsafe_follower_reads=opts.unsafe_follower_reads,
         proxied=bool({"partition", "delay"} & set(opts.nemesis)),
+        spares=opts.spares if "membership" in opts.nemesis else 0,
     )
     cluster = JepsenCluster(out, settings)
     recorder = Recorder(out / "history.jsonl")
@@ -116,12 +119,15 @@ async def run(opts: RunOptions) -> dict[str, Any]:
                                opts.rate_per_worker, opts.request_timeout),
                 cluster.addresses, recorder, random.Random(rng.random()),
             )
-            async with AsyncClient(cluster.addresses, request_timeout=2.0) as probe:
+            async with AsyncClient(cluster.addresses, request_timeout=2.0) as probe, \
+                    AsyncClient(cluster.addresses, client_id="jepsen-admin",
+                                request_timeout=5.0) as admin:
                 nemesis = Nemesis(
                     cluster, recorder, random.Random(rng.random()), opts.nemesis,
                     interval=opts.nemesis_interval, kill_targets=opts.kill_targets,
                     shapes=opts.partition_shapes, leader_bias=opts.leader_bias,
                     find_leader=lambda: _find_leader(probe),
+                    admin=ClientAdmin(admin, TOPIC),
                 )
                 notes += nemesis.skipped
                 stop = trio.Event()
@@ -135,7 +141,8 @@ async def run(opts: RunOptions) -> dict[str, Any]:
             notes += drain_notes
             liveness += drain_notes
             if opts.unsafe_follower_reads:
-                notes += await wl.drain_nodes({n.id: n.address for n in cluster.nodes.values()})
+                notes += await wl.drain_nodes({nid: cluster.address(nid)
+                                               for nid in sorted(nemesis.live)})
             else:
                 notes.append("per-node drains not done: followers answer reads only in "
                              "unsafe_follower_reads mode, so node divergence was not checked")
@@ -143,6 +150,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
             liveness += [f"{nid} exited on its own (code {code}); see logs/{nid}.log"
                          for nid, code in sorted(nemesis.crashes.items())]
             liveness += [f"restart failed: {r}" for r in nemesis.restart_failures]
+            liveness += nemesis.membership_failures
             nursery.cancel_scope.cancel()
     finally:
         cluster.stop_all()

@@ -21,6 +21,14 @@ class FakeCluster:
     events: list[tuple[str, str]] = field(default_factory=list)
     crashed: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def initial_ids(self) -> list[str]:
+        return self.node_ids
+
+    @property
+    def spare_ids(self) -> list[str]:
+        return []
+
     def kill(self, nid: str) -> None:
         self.running.discard(nid)
         self.events.append(("kill", nid))
@@ -85,11 +93,11 @@ def test_same_seed_same_schedule() -> None:
     assert schedule(4) != schedule(5)
 
 
-def test_membership_is_skipped_with_a_message() -> None:
+def test_membership_without_spares_is_skipped_with_a_message() -> None:
     _, recorder, nemesis = run_schedule(["membership"], seconds=5)
-    assert nemesis.kinds == []
+    assert nemesis.kinds == [] and nemesis.membership is None
     assert any("membership" in m for m in nemesis.skipped)
-    assert nemesis_fs(recorder) == []
+    assert "start-membership" not in nemesis_fs(recorder)
 
 
 def test_a_node_that_died_on_its_own_is_recorded_and_restarted() -> None:
