@@ -271,8 +271,10 @@ class SnapshotManager:
         snap = msg.snapshot
         if group.kind is not GroupKind.PARTITION or snap is None or snap.is_empty():
             return False
-        if snap.meta.index <= group.raft.commit_index:
-            return False  # the core answers it without restoring anything
+        if snap.meta.index <= group.raft.commit_index or group.raft.raft_log.match_term(
+            snap.meta.index, snap.meta.term
+        ):
+            return False  # the core answers it without restoring anything (Raft §7)
         st = self._state(group.gid)
         key = (snap.meta.index, snap.meta.term)
         if st.prepared == key:
