@@ -586,13 +586,16 @@ class AsyncClient:
             if on_allocated is not None:
                 on_allocated()
             reply = await self._call(
-                "produce", fields, topic=topic, partition=partition, idempotent=False,
-                budget=budget, server_timeout=True,
+                "produce",
+                fields,
+                topic=topic,
+                partition=partition,
+                idempotent=False,
+                budget=budget,
+                server_timeout=True,
             )
             return _batch_meta(topic, partition, count, reply)
-        return await self._send_idempotent(
-            topic, partition, fields, count, budget, on_allocated
-        )
+        return await self._send_idempotent(topic, partition, fields, count, budget, on_allocated)
 
     async def _shared_producer_id(self) -> int:
         if self._producer_id is None:
@@ -711,8 +714,13 @@ class AsyncClient:
                 epoch = slot.epoch
                 try:
                     reply = await self._call(
-                        "produce", fields, topic=topic, partition=partition, idempotent=True,
-                        budget=max(deadline - trio.current_time(), 0.001), server_timeout=True,
+                        "produce",
+                        fields,
+                        topic=topic,
+                        partition=partition,
+                        idempotent=True,
+                        budget=max(deadline - trio.current_time(), 0.001),
+                        server_timeout=True,
                     )
                     return _batch_meta(topic, partition, count, reply)
                 except OutOfOrderSequenceError as exc:
@@ -720,7 +728,13 @@ class AsyncClient:
                     log.debug(
                         "event=out_of_order_sequence topic=%s partition=%s pid=%s seq=%s "
                         "epoch=%s/%s error=%s",
-                        topic, partition, slot.producer_id, slot.seq, epoch, state.epoch, exc,
+                        topic,
+                        partition,
+                        slot.producer_id,
+                        slot.seq,
+                        epoch,
+                        state.epoch,
+                        exc,
                     )
                     if state.epoch != epoch or state.needs_reset:
                         await self._number_before(state, slot, deadline)
@@ -737,8 +751,9 @@ class AsyncClient:
                             continue
                     if trio.current_time() >= deadline:
                         raise
-                    await trio.sleep(min(0.005 * 2**oldest_rejections,
-                                         max(0.0, deadline - trio.current_time())))
+                    await trio.sleep(
+                        min(0.005 * 2**oldest_rejections, max(0.0, deadline - trio.current_time()))
+                    )
         except BaseException:
             if slot.epoch == state.epoch and slot.epoch >= 0:
                 # Unknown outcome or a rejection: a possible gap in the sequence
@@ -784,8 +799,13 @@ class AsyncClient:
         if max_records is not None:
             fields["max_records"] = max_records
         reply = await self._call(
-            "fetch", fields, topic=topic, partition=partition, idempotent=True,
-            budget=self.request_timeout + max_wait, min_attempt=max_wait + ATTEMPT_MIN,
+            "fetch",
+            fields,
+            topic=topic,
+            partition=partition,
+            idempotent=True,
+            budget=self.request_timeout + max_wait,
+            min_attempt=max_wait + ATTEMPT_MIN,
         )
         records = []
         for base, ts, _count, blob in reply.get("batches") or []:
@@ -798,8 +818,11 @@ class AsyncClient:
 
     async def list_offsets(self, topic: str, partition: int) -> Offsets:
         reply = await self._call(
-            "list_offsets", {"topic": topic, "partition": partition},
-            topic=topic, partition=partition, idempotent=True,
+            "list_offsets",
+            {"topic": topic, "partition": partition},
+            topic=topic,
+            partition=partition,
+            idempotent=True,
         )
         return Offsets(int(reply["start_offset"]), int(reply["end_offset"]))
 
@@ -809,16 +832,26 @@ class AsyncClient:
         """Commit ``offset`` (the next offset to consume) for ``group``, through Raft."""
         await self._call(
             "commit_offset",
-            {"group": group, "topic": topic, "partition": partition, "offset": offset,
-             "metadata": metadata},
-            topic=topic, partition=partition, idempotent=True,
+            {
+                "group": group,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "metadata": metadata,
+            },
+            topic=topic,
+            partition=partition,
+            idempotent=True,
         )
 
     async def committed(self, group: str, topic: str, partition: int) -> int | None:
         """The group's committed offset for the partition, or None if it never committed."""
         reply = await self._call(
-            "fetch_committed", {"group": group, "topic": topic, "partition": partition},
-            topic=topic, partition=partition, idempotent=True,
+            "fetch_committed",
+            {"group": group, "topic": topic, "partition": partition},
+            topic=topic,
+            partition=partition,
+            idempotent=True,
         )
         offset = reply.get("offset")
         return int(offset) if offset is not None else None
@@ -834,17 +867,20 @@ class AsyncClient:
                 address = self._nodes.get(node)
                 if address is None:
                     raise InvalidRequestError(f"unknown node {node!r}")
-            return _result(
-                await self._call("cluster_status", {}, address=address, idempotent=True)
-            )
+            return _result(await self._call("cluster_status", {}, address=address, idempotent=True))
         if not self._nodes:
             await self._refresh_metadata()
         views: dict[str, Any] = {}
         for node_id, address in sorted(self._nodes.items()):
             try:
                 views[node_id] = _result(
-                    await self._call("cluster_status", {}, address=address, idempotent=True,
-                                     budget=min(self.request_timeout, 3.0))
+                    await self._call(
+                        "cluster_status",
+                        {},
+                        address=address,
+                        idempotent=True,
+                        budget=min(self.request_timeout, 3.0),
+                    )
                 )
             except RaftlogError as exc:
                 views[node_id] = {"node": node_id, "error": str(exc)}

@@ -203,8 +203,13 @@ class _InlineEvent:
 
 
 def _run_progress_inline(
-    cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any,
-    start: Any, progress: bool,
+    cfg: BenchConfig,
+    index: int,
+    share: int,
+    count: int | None,
+    counter: Any,
+    start: Any,
+    progress: bool,
 ) -> _WorkerResult:
     import threading
 
@@ -228,8 +233,12 @@ def _progress_loop(counters: list[Any], done: Any) -> None:
         now = time.monotonic()
         total = sum(c.value for c in counters)
         rate = (total - last) / max(now - last_t, 1e-9)
-        print(f"\r[{now - t0:6.1f}s] {total:>12,} records  {rate:>12,.0f} rec/s",
-              end="", file=sys.stderr, flush=True)
+        print(
+            f"\r[{now - t0:6.1f}s] {total:>12,} records  {rate:>12,.0f} rec/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
         last, last_t = total, now
 
 
@@ -278,14 +287,21 @@ def _run_procs(
                 proc.join(timeout=5)
     if len(results) < len(procs):
         missing = len(procs) - len(results)
-        results.append(_WorkerResult(errors=missing,
-                                     first_error=f"{missing} worker process(es) died"))
+        results.append(
+            _WorkerResult(errors=missing, first_error=f"{missing} worker process(es) died")
+        )
     return results
 
 
 def _proc_entry(
-    cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any,
-    start: Any, ready: Any, results_q: Any,
+    cfg: BenchConfig,
+    index: int,
+    share: int,
+    count: int | None,
+    counter: Any,
+    start: Any,
+    ready: Any,
+    results_q: Any,
 ) -> None:
     class _Start:
         def wait(self, timeout: float | None = None) -> bool:
@@ -400,10 +416,16 @@ async def _produce_batch_worker(
                 AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout)
             )
             await client.partitions_for(cfg.topic)
-            producers.append(await stack.enter_async_context(
-                Producer(client, batch_size=cfg.batch_size, linger=cfg.linger,
-                         buffer_memory=max(4 << 20, 4 * cfg.batch_size))
-            ))
+            producers.append(
+                await stack.enter_async_context(
+                    Producer(
+                        client,
+                        batch_size=cfg.batch_size,
+                        linger=cfg.linger,
+                        buffer_memory=max(4 << 20, 4 * cfg.batch_size),
+                    )
+                )
+            )
         await _wait_start(start)
         t0 = perf()
         async with trio.open_nursery() as inner:
@@ -420,9 +442,7 @@ async def _produce_batch_worker(
     return result
 
 
-async def _consume_worker(
-    cfg: BenchConfig, index: int, counter: Any, start: Any
-) -> _WorkerResult:
+async def _consume_worker(cfg: BenchConfig, index: int, counter: Any, start: Any) -> _WorkerResult:
     result = _WorkerResult()
     perf = time.perf_counter
     # Worker i of n reads partitions i, i+n, i+2n, ...

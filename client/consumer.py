@@ -114,9 +114,11 @@ class Consumer:
 
     def at_end(self) -> bool:
         """True when every partition's position has reached the end offset last seen."""
-        return not self._buffer and all(
-            self._positions.get(p, 0) >= self._ends.get(p, 0) for p in self._assigned or []
-        ) and all(p in self._ends for p in self._assigned or [])
+        return (
+            not self._buffer
+            and all(self._positions.get(p, 0) >= self._ends.get(p, 0) for p in self._assigned or [])
+            and all(p in self._ends for p in self._assigned or [])
+        )
 
     # ------------------------------------------------------------ reading
 
@@ -199,10 +201,15 @@ class Consumer:
         if self.group is None:
             raise ValueError("commit() needs a consumer group")
         await self.start()
-        todo = dict(offsets) if offsets is not None else {
-            p: pos for p, pos in self._positions.items()
-            if self._committed_positions.get(p) != pos
-        }
+        todo = (
+            dict(offsets)
+            if offsets is not None
+            else {
+                p: pos
+                for p, pos in self._positions.items()
+                if self._committed_positions.get(p) != pos
+            }
+        )
         for p, offset in sorted(todo.items()):
             await self.client.commit_offset(self.group, self.topic, p, offset)
             self._committed_positions[p] = offset
@@ -213,9 +220,7 @@ class Consumer:
         if self.group is None:
             raise ValueError("committed() needs a consumer group")
         await self.start()
-        return {
-            p: await self.client.committed(self.group, self.topic, p) for p in self.partitions
-        }
+        return {p: await self.client.committed(self.group, self.topic, p) for p in self.partitions}
 
 
 class SyncConsumer:

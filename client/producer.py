@@ -184,8 +184,12 @@ class Producer:
     def _fail_unfinished(self) -> None:
         """After a close that did not flush: no delivery may stay pending forever."""
         for batch in self._inflight:  # sent: the outcome is unknown
-            _fail_batch(batch, RequestTimeoutError(
-                "producer closed before the batch was acknowledged (outcome unknown)"))
+            _fail_batch(
+                batch,
+                RequestTimeoutError(
+                    "producer closed before the batch was acknowledged (outcome unknown)"
+                ),
+            )
         for queue in self._queues.values():  # never sent
             pending = [*queue.ready, *([queue.current] if queue.current else [])]
             for batch in pending:
@@ -318,8 +322,13 @@ class Producer:
         meta: BatchMetadata | None = None
         try:
             meta = await self.client.send_encoded(
-                topic, partition, blob, count, crc,
-                budget=self.delivery_timeout, on_allocated=allocated.set,
+                topic,
+                partition,
+                blob,
+                count,
+                crc,
+                budget=self.delivery_timeout,
+                on_allocated=allocated.set,
             )
         except Exception as exc:  # RaftlogError, or a bug: fail the deliveries, keep going
             error = exc
@@ -327,7 +336,10 @@ class Producer:
             self.stats["failed_records"] += count
             log.warning(
                 "event=batch_failed topic=%s partition=%s records=%s error=%s",
-                topic, partition, count, exc,
+                topic,
+                partition,
+                count,
+                exc,
             )
         finally:
             allocated.set()
@@ -499,9 +511,7 @@ class SyncDelivery:
         self._error: BaseException | None = None  # send() itself failed
 
     def done(self) -> bool:
-        return self._error is not None or (
-            self._delivery is not None and self._delivery.done()
-        )
+        return self._error is not None or (self._delivery is not None and self._delivery.done())
 
     def result(self, timeout: float | None = None) -> RecordMetadata:
         """Wait (at most ``timeout`` s) for the acknowledgement; raise the delivery error."""

@@ -127,9 +127,7 @@ class Client:
         headers: dict[str, bytes] | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
-        return self._call(
-            self._async.produce, topic, value, key, partition, headers, timestamp_ms
-        )
+        return self._call(self._async.produce, topic, value, key, partition, headers, timestamp_ms)
 
     def produce_batch(
         self, topic: str, partition: int, records: Sequence[RecordLike]

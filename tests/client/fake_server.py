@@ -73,7 +73,8 @@ class FakeCluster:
     drop_after_apply: int = 0
     # produce sequence -> error replies its (re)tries get, once each, before anything else
     produce_errors_by_seq: dict[int, list[tuple[ErrorCode, dict[str, Any]]]] = field(
-        default_factory=dict)
+        default_factory=dict
+    )
     blackhole: set[str] = field(default_factory=set)
     blackhole_nodes: set[str] = field(default_factory=set)  # nodes that never answer requests
     reply_delay: dict[str, float] = field(default_factory=dict)
@@ -89,8 +90,12 @@ class FakeCluster:
         return [n.address for n in self.nodes.values()]
 
     def add_topic(self, name: str, partitions: int = 1, replicas: int = 3) -> dict[str, Any]:
-        self.topics[name] = {"name": name, "config": {}, "partitions": partitions,
-                             "replicas": replicas}
+        self.topics[name] = {
+            "name": name,
+            "config": {},
+            "partitions": partitions,
+            "replicas": replicas,
+        }
         for p in range(partitions):
             self.partitions[(name, p)] = FakePartition()
         return self.topic_wire(name)
@@ -252,8 +257,13 @@ class FakeNode:
             wire = c.topic_wire(f["topic"])
             for p in wire["partitions"]:
                 part = c.partitions[(f["topic"], p["partition"])]
-                p.update(term=1, commit=len(part.batches), start_offset=part.start_offset,
-                         end_offset=part.end_offset, replica_state=[])
+                p.update(
+                    term=1,
+                    commit=len(part.batches),
+                    start_offset=part.start_offset,
+                    end_offset=part.end_offset,
+                    replica_state=[],
+                )
             return {"topic": wire}
         if op == "create_topic":
             self._require_leader()
@@ -286,7 +296,9 @@ class FakeNode:
             self._require_leader()
             self._partition(f)
             c.committed[(f["group"], f["topic"], f["partition"])] = (
-                f["offset"], f.get("metadata", ""))
+                f["offset"],
+                f.get("metadata", ""),
+            )
             return {}
         if op == "fetch_committed":
             self._require_leader()
@@ -294,16 +306,31 @@ class FakeNode:
             got = c.committed.get((f["group"], f["topic"], f["partition"]))
             return {"offset": got[0] if got else None, "metadata": got[1] if got else None}
         if op == "cluster_status":
-            return {"node": self.node_id, "groups": [
-                {"group": i + 1, "topic": t, "partition": p,
-                 "role": "leader" if self.node_id == c.leader else "follower",
-                 "leader": c.leader, "term": 1, "commit": len(part.batches),
-                 "applied": len(part.batches), "last_index": len(part.batches), "replicas": []}
-                for i, ((t, p), part) in enumerate(sorted(c.partitions.items()))
-            ]}
+            return {
+                "node": self.node_id,
+                "groups": [
+                    {
+                        "group": i + 1,
+                        "topic": t,
+                        "partition": p,
+                        "role": "leader" if self.node_id == c.leader else "follower",
+                        "leader": c.leader,
+                        "term": 1,
+                        "commit": len(part.batches),
+                        "applied": len(part.batches),
+                        "last_index": len(part.batches),
+                        "replicas": [],
+                    }
+                    for i, ((t, p), part) in enumerate(sorted(c.partitions.items()))
+                ],
+            }
         if op == "member_list":
-            return {"nodes": [{"id": n.node_id, "address": n.address, "role": "voter",
-                               "groups": []} for n in c.nodes.values()]}
+            return {
+                "nodes": [
+                    {"id": n.node_id, "address": n.address, "role": "voter", "groups": []}
+                    for n in c.nodes.values()
+                ]
+            }
         raise FakeError(ErrorCode.INVALID_REQUEST, f"fake server does not do {op}")
 
     def _produce(self, f: dict[str, Any]) -> dict[str, Any]:
@@ -323,8 +350,9 @@ class FakeNode:
                     return {"base_offset": base, "duplicate": True}
             last_seq, last_n, _ = window[-1]
             if seq != last_seq + last_n:
-                raise FakeError(ErrorCode.OUT_OF_ORDER_SEQUENCE,
-                                f"expected {last_seq + last_n}, got {seq}")
+                raise FakeError(
+                    ErrorCode.OUT_OF_ORDER_SEQUENCE, f"expected {last_seq + last_n}, got {seq}"
+                )
         elif pid is not None and seq != 0:
             raise FakeError(ErrorCode.OUT_OF_ORDER_SEQUENCE, f"new producer must start at 0: {seq}")
         base = part.end_offset
@@ -342,8 +370,12 @@ class FakeNode:
         part = self._partition(f)
         offset = f["offset"]
         if offset < part.start_offset or offset > part.end_offset:
-            raise FakeError(ErrorCode.OUT_OF_RANGE, "out of range",
-                            start_offset=part.start_offset, end_offset=part.end_offset)
+            raise FakeError(
+                ErrorCode.OUT_OF_RANGE,
+                "out of range",
+                start_offset=part.start_offset,
+                end_offset=part.end_offset,
+            )
         if offset == part.end_offset and f.get("max_wait_ms"):
             self.cluster.fetch_parked.set()
             with trio.move_on_after(f["max_wait_ms"] / 1000):

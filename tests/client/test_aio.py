@@ -200,8 +200,9 @@ async def test_long_poll_fetch_returns_when_a_record_arrives(fake: FakeCluster):
 async def test_key_partitioning_is_crc32_mod_n(fake: FakeCluster):
     async with AsyncClient(fake.bootstrap()) as client:
         mds = [await client.produce("t", b"v", key=k) for k in (b"alpha", b"beta", b"gamma")]
-    assert [m.partition for m in mds] == [partition_for_key(k, 2) for k in
-                                           (b"alpha", b"beta", b"gamma")]
+    assert [m.partition for m in mds] == [
+        partition_for_key(k, 2) for k in (b"alpha", b"beta", b"gamma")
+    ]
 
 
 async def test_out_of_order_gap_resets_to_a_fresh_producer_id(fake: FakeCluster):

@@ -37,8 +37,20 @@ def dead_address() -> str:
 
 
 def test_topic_create_list_describe_delete(sync_fake: FakeCluster):
-    result = run(["topic", "create", "orders", "--partitions", "3", "--replicas", "2",
-                  "--retention-ms", "60000", *boot(sync_fake)])
+    result = run(
+        [
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--replicas",
+            "2",
+            "--retention-ms",
+            "60000",
+            *boot(sync_fake),
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert "orders" in sync_fake.topics
     assert sync_fake.topics["orders"]["config"] == {"retention_ms": 60000}
@@ -82,8 +94,10 @@ def test_bootstrap_addresses_from_cluster_toml(tmp_path: Path):
 
 
 def test_produce_lines_then_consume_them(sync_fake: FakeCluster):
-    result = run(["produce", "t", "--partition", "1", "--headers", "src=cli", "--verbose",
-                  *boot(sync_fake)], stdin="one\ntwo\nthree\n")
+    result = run(
+        ["produce", "t", "--partition", "1", "--headers", "src=cli", "--verbose", *boot(sync_fake)],
+        stdin="one\ntwo\nthree\n",
+    )
     assert result.exit_code == 0, result.output
     assert "partition=1 offset=2" in result.output
     assert sync_fake.values("t", 1) == [b"one", b"two", b"three"]
@@ -91,7 +105,10 @@ def test_produce_lines_then_consume_them(sync_fake: FakeCluster):
     assert consumed.exit_code == 0
     rows = [json.loads(line) for line in consumed.output.splitlines() if line.startswith("{")]
     assert [(r["offset"], r["value"], r["headers"]) for r in rows] == [
-        (0, "one", {"src": "cli"}), (1, "two", {"src": "cli"}), (2, "three", {"src": "cli"})]
+        (0, "one", {"src": "cli"}),
+        (1, "two", {"src": "cli"}),
+        (2, "three", {"src": "cli"}),
+    ]
 
 
 def test_produce_to_unknown_topic_exits_1(sync_fake: FakeCluster):
@@ -102,22 +119,39 @@ def test_produce_to_unknown_topic_exits_1(sync_fake: FakeCluster):
 
 def test_consume_with_group_commits_and_resumes(sync_fake: FakeCluster):
     run(["produce", "t", "--partition", "0", *boot(sync_fake)], stdin="a\nb\nc\nd\n")
-    first = run(["consume", "t", "--partition", "0", "--group", "g", "--max", "3",
-                 *boot(sync_fake)])
+    first = run(
+        ["consume", "t", "--partition", "0", "--group", "g", "--max", "3", *boot(sync_fake)]
+    )
     assert first.exit_code == 0
     assert first.output.splitlines()[:3] == ["a", "b", "c"]
     assert sync_fake.committed[("g", "t", 0)][0] == 3
     second = run(["consume", "t", "--partition", "0", "--group", "g", *boot(sync_fake)])
     assert second.output.splitlines()[0] == "d"
-    again = run(["consume", "t", "--partition", "0", "--offset", "1", "--max", "1",
-                 *boot(sync_fake)])
+    again = run(
+        ["consume", "t", "--partition", "0", "--offset", "1", "--max", "1", *boot(sync_fake)]
+    )
     assert again.output.splitlines()[0] == "b"
 
 
 @pytest.mark.parametrize("mode", ["--single", "--batch"])
 def test_bench_produce_reports_json(sync_fake: FakeCluster, mode: str):
-    result = run(["bench", "produce", "--topic", "t", "--count", "300", "--concurrency", "4",
-                  "--record-size", "10", mode, "--json", *boot(sync_fake)])
+    result = run(
+        [
+            "bench",
+            "produce",
+            "--topic",
+            "t",
+            "--count",
+            "300",
+            "--concurrency",
+            "4",
+            "--record-size",
+            "10",
+            mode,
+            "--json",
+            *boot(sync_fake),
+        ]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["records"] == 300 and report["errors"] == 0
@@ -128,8 +162,20 @@ def test_bench_produce_reports_json(sync_fake: FakeCluster, mode: str):
 
 
 def test_bench_consume_reads_what_it_filled(sync_fake: FakeCluster):
-    result = run(["bench", "consume", "--topic", "t", "--count", "1000", "--record-size", "20",
-                  "--json", *boot(sync_fake)])
+    result = run(
+        [
+            "bench",
+            "consume",
+            "--topic",
+            "t",
+            "--count",
+            "1000",
+            "--record-size",
+            "20",
+            "--json",
+            *boot(sync_fake),
+        ]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["records"] == 1000
@@ -176,8 +222,9 @@ def test_consume_follow_waits_for_new_records(sync_fake: FakeCluster):
     producer = threading.Thread(target=produce_when_polled)
     producer.start()
     try:
-        result = run(["consume", "t", "--partition", "0", "--follow", "--max", "2",
-                      *boot(sync_fake)])
+        result = run(
+            ["consume", "t", "--partition", "0", "--follow", "--max", "2", *boot(sync_fake)]
+        )
     finally:
         producer.join(15)
     assert result.exit_code == 0
@@ -188,7 +235,18 @@ def test_bench_consume_reads_count_records_not_everything(sync_fake: FakeCluster
     with Client(sync_fake.bootstrap()) as client:
         for p in (0, 1):
             client.produce_batch("t", p, [b"r%d" % i for i in range(15)])
-    result = run(["bench", "consume", "--topic", "t", "--count", "10", "--no-fill",
-                  "--json", *boot(sync_fake)])
+    result = run(
+        [
+            "bench",
+            "consume",
+            "--topic",
+            "t",
+            "--count",
+            "10",
+            "--no-fill",
+            "--json",
+            *boot(sync_fake),
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["records"] == 10

@@ -42,8 +42,9 @@ async def test_consumer_resumes_from_committed_offset(fake: FakeCluster):
 async def test_latest_reset_skips_existing_records(fake: FakeCluster):
     async with AsyncClient(fake.bootstrap()) as client:
         await fill(client, 0, 4)
-        consumer = Consumer(client, "fresh", "t", partitions=[0],
-                            auto_offset_reset="latest", max_wait=0.0)
+        consumer = Consumer(
+            client, "fresh", "t", partitions=[0], auto_offset_reset="latest", max_wait=0.0
+        )
         assert await consumer.poll() == []
         assert consumer.position(0) == 4
         await client.produce("t", b"new", partition=0)

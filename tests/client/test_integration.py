@@ -36,14 +36,15 @@ def test_cli_roundtrip_and_exit_codes_on_a_real_cluster(
     assert created.exit_code == 0, created.output
     exists = runner.invoke(main, ["topic", "create", "it", *cfg])
     assert exists.exit_code == 1 and "TOPIC_EXISTS" in exists.output
-    produced = runner.invoke(main, ["produce", "it", "--partition", "1", *cfg],
-                             input="x\ny\nz\n")
+    produced = runner.invoke(main, ["produce", "it", "--partition", "1", *cfg], input="x\ny\nz\n")
     assert produced.exit_code == 0, produced.output
-    first = runner.invoke(main, ["consume", "it", "--partition", "1", "--group", "g",
-                                 "--max", "2", *cfg])
+    first = runner.invoke(
+        main, ["consume", "it", "--partition", "1", "--group", "g", "--max", "2", *cfg]
+    )
     assert first.stdout.splitlines() == ["x", "y"]
-    rest = runner.invoke(main, ["consume", "it", "--partition", "1", "--group", "g",
-                                "--format", "json", *cfg])
+    rest = runner.invoke(
+        main, ["consume", "it", "--partition", "1", "--group", "g", "--format", "json", *cfg]
+    )
     assert [json.loads(line)["value"] for line in rest.stdout.splitlines()] == ["z"]
     cluster.stop_all()
     down = runner.invoke(main, ["topic", "list", "--timeout", "1", *cfg])

@@ -46,9 +46,7 @@ async def test_flush_waits_for_every_delivery_and_keeps_order(fake: FakeCluster)
         AsyncClient(fake.bootstrap()) as client,
         Producer(client, batch_size=200, linger=1.0) as producer,
     ):
-        deliveries = [
-            await producer.send("t", f"v{i}".encode(), partition=0) for i in range(200)
-        ]
+        deliveries = [await producer.send("t", f"v{i}".encode(), partition=0) for i in range(200)]
         await producer.flush()
         assert all(d.done() for d in deliveries)
     assert fake.values("t", 0) == [f"v{i}".encode() for i in range(200)]
@@ -78,12 +76,14 @@ async def test_callbacks_report_metadata_and_errors(fake: FakeCluster):
         AsyncClient(fake.bootstrap()) as client,
         Producer(client, linger=0.0) as producer,
     ):
-        d = await producer.send("t", b"a", partition=0,
-                                callback=lambda md, err: seen.append((md, err)))
+        d = await producer.send(
+            "t", b"a", partition=0, callback=lambda md, err: seen.append((md, err))
+        )
         await d
         fake.errors["produce"] = [(ErrorCode.CORRUPT_BATCH, {})]
-        bad = await producer.send("t", b"b", partition=0,
-                                  callback=lambda md, err: seen.append((md, err)))
+        bad = await producer.send(
+            "t", b"b", partition=0, callback=lambda md, err: seen.append((md, err))
+        )
         await producer.flush()
     assert seen[0][0].offset == 0 and seen[0][1] is None
     assert seen[1][0] is None and seen[1][1].code == ErrorCode.CORRUPT_BATCH

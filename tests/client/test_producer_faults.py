@@ -32,14 +32,18 @@ async def scenario(faults: list[tuple[str, object]], records: int, batch: int) -
         cluster.add_topic("p", partitions=1)
         for kind, arg in faults:
             if kind == "error":
-                details = ({"leader": "n2", "leader_address": cluster.address("n2")}
-                           if arg == ErrorCode.NOT_LEADER else {})
+                details = (
+                    {"leader": "n2", "leader_address": cluster.address("n2")}
+                    if arg == ErrorCode.NOT_LEADER
+                    else {}
+                )
                 cluster.errors.setdefault("produce", []).append((arg, details))
             elif kind == "drop":
                 cluster.drop_after_apply += 1
             else:
                 cluster.produce_errors_by_seq.setdefault(arg, []).append(
-                    (ErrorCode.OUT_OF_ORDER_SEQUENCE, {}))
+                    (ErrorCode.OUT_OF_ORDER_SEQUENCE, {})
+                )
         async with (
             AsyncClient(cluster.bootstrap(), request_timeout=3.0) as client,
             Producer(client, batch_size=batch, linger=0.0, delivery_timeout=3.0) as producer,
@@ -81,14 +85,18 @@ async def concurrent_scenario(faults: list[tuple[str, object]], tasks: int, each
         cluster.add_topic("p", partitions=1)
         for kind, arg in faults:
             if kind == "error":
-                details = ({"leader": "n2", "leader_address": cluster.address("n2")}
-                           if arg == ErrorCode.NOT_LEADER else {})
+                details = (
+                    {"leader": "n2", "leader_address": cluster.address("n2")}
+                    if arg == ErrorCode.NOT_LEADER
+                    else {}
+                )
                 cluster.errors.setdefault("produce", []).append((arg, details))
             elif kind == "drop":
                 cluster.drop_after_apply += 1
             else:
                 cluster.produce_errors_by_seq.setdefault(arg, []).append(
-                    (ErrorCode.OUT_OF_ORDER_SEQUENCE, {}))
+                    (ErrorCode.OUT_OF_ORDER_SEQUENCE, {})
+                )
         async with AsyncClient(cluster.bootstrap(), request_timeout=3.0) as client:
 
             async def worker(t: int) -> None:
