@@ -58,7 +58,7 @@ class SnapshotConfig:
     """Thresholds and limits; ``RAFTLOG_SNAPSHOT_<FIELD>`` overrides each field."""
 
     entries: int = 10_000  # snapshot after this many applied entries ...
-    bytes: int = 64 * MiB  # ... or this many applied entry bytes
+    entry_bytes: int = 64 * MiB  # ... or this many applied entry bytes
     trailing: int = 1_000  # entries kept behind the snapshot when compacting
     chunk_bytes: int = DEFAULT_CHUNK_BYTES  # per replica_fetch request
     transfers: int = 2  # concurrent snapshot transfers per node
@@ -125,10 +125,10 @@ class SnapshotManager:
                 self._nursery = nursery
                 self.enabled = True
                 log.info(
-                    "event=snapshots_enabled entries=%d bytes=%d trailing=%d chunk_bytes=%d "
+                    "event=snapshots_enabled entries=%d entry_bytes=%d trailing=%d chunk_bytes=%d "
                     "transfers=%d",
                     self.config.entries,
-                    self.config.bytes,
+                    self.config.entry_bytes,
                     self.config.trailing,
                     self.config.chunk_bytes,
                     self.config.transfers,
@@ -174,7 +174,7 @@ class SnapshotManager:
             if st.snap_index < 0:
                 st.snap_index = self.driver.store.group(gid).snapshot_meta().index
             snap_index = st.snap_index
-            if applied - snap_index < cfg.entries and st.applied_bytes < cfg.bytes:
+            if applied - snap_index < cfg.entries and st.applied_bytes < cfg.entry_bytes:
                 continue
             if applied <= snap_index:
                 continue

@@ -23,7 +23,7 @@ from raftlog.server.snapshots import SnapshotConfig
 
 from .inproc_cluster import InProcCluster, small_config
 
-SNAP = SnapshotConfig(entries=20, bytes=1 << 30, trailing=5, chunk_bytes=200, transfers=1)
+SNAP = SnapshotConfig(entries=20, entry_bytes=1 << 30, trailing=5, chunk_bytes=200, transfers=1)
 
 
 class SnapCluster(InProcCluster):

@@ -28,7 +28,7 @@ def test_config_defaults_and_environment_overrides() -> None:
          "RAFTLOG_SNAPSHOT_REQUEST_TIMEOUT_S": "2.5"}
     )  # fmt: skip
     assert (cfg.entries, cfg.trailing, cfg.request_timeout_s) == (7, 0, 2.5)
-    assert cfg.bytes == SnapshotConfig().bytes
+    assert cfg.entry_bytes == SnapshotConfig().entry_bytes
 
 
 @pytest.mark.parametrize(
