@@ -18,6 +18,7 @@ from raftlog.log.commands import (
     Produce,
     RegisterNode,
     SetPartitionReplicas,
+    TruncatePrefix,
     decode_entry_commands,
     encode_entry_commands,
 )
@@ -35,6 +36,7 @@ commands = st.one_of(
         ints,
     ),
     st.builds(CommitOffset, text, ints, text),
+    st.builds(TruncatePrefix, ints),
     st.builds(RegisterNode, text, text, text),
     st.builds(CreateTopic, text, ints, ints, st.dictionaries(text, ints | text, max_size=3)),
     st.builds(DeleteTopic, text),
