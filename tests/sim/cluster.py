@@ -77,6 +77,9 @@ class SimParams:
     # (per node, in id order; missing entries mean 0). Skewed clocks make
     # some nodes time out well before others.
     tick_skip: tuple[float, ...] = ()
+    # A slow disk: per-node persist probability overriding persist_prob
+    # (per node in id order; missing entries use persist_prob).
+    node_persist_prob: tuple[float, ...] = ()
     net: NetConfig = field(default_factory=NetConfig)
     trace: bool = False
 
@@ -261,10 +264,12 @@ class Cluster:
                         continue
                     node.raft.tick()
                     self._observe(node)
-        for nid in self.ids:
+        slow = self.p.node_persist_prob
+        for k, nid in enumerate(self.ids):
             node = nodes[nid]
             if node.raft is not None:
-                self.pump(node, self.rng.random() < self.p.persist_prob)
+                prob = slow[k] if k < len(slow) else self.p.persist_prob
+                self.pump(node, self.rng.random() < prob)
         for frm, to in self.net.take_unreachable():
             sender = nodes[frm].raft
             if sender is not None:
@@ -360,6 +365,12 @@ class Cluster:
         # 1. Durable write: snapshot, entries, hard state (one atomic step).
         snap = rd.snapshot
         if snap is not None and not snap.is_empty():
+            if snap.meta.index <= disk.applied:
+                ck.fail(
+                    "Applied monotonicity",
+                    f"{node.id} handed snapshot at index {snap.meta.index} but its state machine "
+                    f"already applied {disk.applied}",
+                )
             st.apply_snapshot(snap)
             contents = self.snapshots[snap.data]
             disk.sm = list(contents)

@@ -17,6 +17,7 @@ from .cluster import Cluster
 from .invariants import SimulationFailure
 from .schedule import (
     DEFAULT_LENGTH,
+    PROFILES,
     make_cluster,
     play,
     random_params,
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tail", type=int, default=0, help="print only the last N trace lines")
     ap.add_argument("--mutant", default=None, help="mutant core (tests.sim.mutants): key or class")
     ap.add_argument("--no-liveness", action="store_true", help="skip the heal-and-progress phase")
+    ap.add_argument("--profile", default="default", choices=sorted(PROFILES))
     args = ap.parse_args(argv)
     # The core logs every election; the trace below says more, in order.
     logging.getLogger("raftlog.raft").setLevel(logging.ERROR)
@@ -44,11 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         by_class = {cls.__name__: cls for cls in MUTANTS.values()}
         factory = MUTANTS.get(args.mutant) or by_class[args.mutant]
     params = random_params(args.seed, args.nodes, trace=True)
-    actions = random_schedule(random.Random(f"schedule:{args.seed}"), args.nodes, args.length)
+    actions = random_schedule(
+        random.Random(f"schedule:{args.seed}"), args.nodes, args.length, args.profile
+    )
     print(f"# seed={args.seed} nodes={args.nodes} params={params}")
     c = make_cluster(params, factory)
     c.checker.replay = replay_command(
-        args.seed, args.nodes, args.length, factory, not args.no_liveness
+        args.seed, args.nodes, args.length, factory, not args.no_liveness, args.profile
     )
     try:
         result = play(c, actions, check_liveness=not args.no_liveness)

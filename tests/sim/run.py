@@ -16,21 +16,23 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from .invariants import SimulationFailure
-from .schedule import DEFAULT_LENGTH, replay_command, run_seed
+from .schedule import DEFAULT_LENGTH, PROFILES, replay_command, run_seed
 
 
 def nodes_for(seed: int) -> int:
     return 3 if seed % 2 == 0 else 5
 
 
-def run_range(start: int, stop: int, length: int) -> tuple[int, int, list[tuple[int, str]]]:
+def run_range(
+    start: int, stop: int, length: int, profile: str = "default"
+) -> tuple[int, int, list[tuple[int, str]]]:
     """Run seeds [start, stop); return (schedules, ticks, failures)."""
     logging.getLogger("raftlog.raft").setLevel(logging.ERROR)
     ticks = 0
     failures: list[tuple[int, str]] = []
     for seed in range(start, stop):
         try:
-            ticks += run_seed(seed, nodes_for(seed), length).ticks
+            ticks += run_seed(seed, nodes_for(seed), length, profile=profile).ticks
         except SimulationFailure as e:
             failures.append((seed, str(e)))
     return stop - start, ticks, failures
@@ -43,12 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--length", type=int, default=DEFAULT_LENGTH)
     ap.add_argument("--chunk", type=int, default=200, help="seeds per work unit")
+    ap.add_argument("--profile", default="default", choices=sorted(PROFILES))
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
     stop = args.start + args.schedules
     chunks = [
-        (s, min(s + args.chunk, stop), args.length)
+        (s, min(s + args.chunk, stop), args.length, args.profile)
         for s in range(args.start, stop, args.chunk)
     ]
     total = ticks = 0
@@ -70,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         f"elapsed={time.monotonic() - t0:.1f}s"
     )
     for seed, _ in failures:
-        print(f"  replay: {replay_command(seed, nodes_for(seed), args.length)}")
+        cmd = replay_command(seed, nodes_for(seed), args.length, profile=args.profile)
+        print(f"  replay: {cmd}")
     return 1 if failures else 0
 
 
-def _run_chunk(chunk: tuple[int, int, int]) -> tuple[int, int, list[tuple[int, str]]]:
+def _run_chunk(chunk: tuple[int, int, int, str]) -> tuple[int, int, list[tuple[int, str]]]:
     return run_range(*chunk)
 
 

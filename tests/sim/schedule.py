@@ -72,18 +72,46 @@ _WEIGHTS: tuple[tuple[Op, int], ...] = (
     (Op.COMPACT, 2),
     (Op.MEMBERSHIP, 3),
 )
-_OPS = [op for op, _ in _WEIGHTS]
-_CUM = []
-_total = 0
-for _op, _w in _WEIGHTS:
-    _total += _w
-    _CUM.append(_total)
+# For long runs (``python -m tests.sim.run --profile chaos``): faults several
+# times more often, so rare interleavings come up sooner.
+_CHAOS_WEIGHTS: tuple[tuple[Op, int], ...] = (
+    (Op.TICK, 30),
+    (Op.DELIVER, 8),
+    (Op.PROPOSE, 16),
+    (Op.READ, 6),
+    (Op.DROP, 6),
+    (Op.PARTITION, 8),
+    (Op.HEAL, 5),
+    (Op.CRASH, 8),
+    (Op.RESTART, 10),
+    (Op.TRANSFER, 4),
+    (Op.COMPACT, 5),
+    (Op.MEMBERSHIP, 6),
+)
 
 
-def random_schedule(rng: random.Random, n_nodes: int, length: int) -> list[Action]:
+def _cumulative(weights: tuple[tuple[Op, int], ...]) -> tuple[list[Op], list[int]]:
+    ops, cum, total = [], [], 0
+    for op, w in weights:
+        total += w
+        ops.append(op)
+        cum.append(total)
+    return ops, cum
+
+
+PROFILES: dict[str, tuple[list[Op], list[int]]] = {
+    "default": _cumulative(_WEIGHTS),
+    "chaos": _cumulative(_CHAOS_WEIGHTS),
+}
+
+
+def random_schedule(
+    rng: random.Random, n_nodes: int, length: int, profile: str = "default"
+) -> list[Action]:
+    ops, cum = PROFILES[profile]
     out: list[Action] = []
     for _ in range(length):
-        op = rng.choices(_OPS, cum_weights=_CUM)[0]
+        op = rng.choices(ops, cum_weights=cum)[0]
         if op is Op.PROPOSE:
             # Mostly single writes, sometimes a burst (batching, inflight limits).
             out.append(Action(op, rng.choice((1, 1, 2, 3, 8))))
@@ -125,6 +153,11 @@ def random_params(seed: int, n_nodes: int, trace: bool = False) -> SimParams:
     skew: tuple[float, ...] = ()
     if rng.random() < 0.3:
         skew = tuple(rng.choice((0.0, 0.0, 0.2, 0.5)) for _ in range(n_nodes))
+    slow_disk: tuple[float, ...] = ()
+    if rng.random() < 0.2:
+        # One node's fsyncs take ~10 rounds: it acks late and applies late.
+        slow = rng.randrange(n_nodes)
+        slow_disk = tuple(0.1 if k == slow else 1.0 for k in range(n_nodes))
     return SimParams(
         seed=seed,
         n_nodes=n_nodes,
@@ -142,6 +175,7 @@ def random_params(seed: int, n_nodes: int, trace: bool = False) -> SimParams:
         # Committed entries paged across Readies (about one entry per Ready).
         max_committed_bytes_per_ready=rng.choice((64 << 20, 20)),
         tick_skip=skew,
+        node_persist_prob=slow_disk,
         net=net,
         trace=trace,
     )
@@ -257,6 +291,7 @@ def settle(c: Cluster, max_ticks: int) -> int:
     # kept from ever timing out by a fast node's failing candidacies when
     # PreVote is off, since each new term resets its election timer).
     c.p.tick_skip = ()
+    c.p.node_persist_prob = ()
     for nid in c.crashed():
         c.start(nid)
     for nid in c.ids:
@@ -362,12 +397,15 @@ def run_seed(
     core_factory: CoreFactory | None = None,
     trace: bool = False,
     check_liveness: bool = True,
+    profile: str = "default",
 ) -> SimResult:
     """The seeded driver: parameters and schedule both derived from ``seed``."""
     params = random_params(seed, n_nodes, trace=trace)
-    actions = random_schedule(random.Random(f"schedule:{seed}"), n_nodes, length)
+    actions = random_schedule(random.Random(f"schedule:{seed}"), n_nodes, length, profile)
     c = make_cluster(params, core_factory)
-    c.checker.replay = replay_command(seed, n_nodes, length, core_factory, check_liveness)
+    c.checker.replay = replay_command(
+        seed, n_nodes, length, core_factory, check_liveness, profile
+    )
     return play(c, actions, check_liveness)
 
 
@@ -377,8 +415,11 @@ def replay_command(
     length: int,
     core_factory: CoreFactory | None = None,
     check_liveness: bool = True,
+    profile: str = "default",
 ) -> str:
     cmd = f"python -m tests.sim.replay --seed {seed} --nodes {n_nodes}"
+    if profile != "default":
+        cmd += f" --profile {profile}"
     if length != DEFAULT_LENGTH:
         cmd += f" --length {length}"
     if core_factory is not None:

@@ -28,15 +28,15 @@ MUTANT_SEEDS: tuple[MutantSeed, ...] = (
     MutantSeed("ack-before-persist", 0, 3, "Commit durability"),
     MutantSeed("ack-before-persist", 2, 3, "Commit durability"),
     MutantSeed("ack-before-persist", 3, 5, "Commit durability"),
-    MutantSeed("vote-without-log-check", 3, 5, "Leader Completeness"),
     MutantSeed("vote-without-log-check", 5, 5, "Leader Completeness"),
-    MutantSeed("vote-without-log-check", 8, 3, "Leader Completeness"),
+    MutantSeed("vote-without-log-check", 7, 5, "Leader Completeness"),
+    MutantSeed("vote-without-log-check", 9, 5, "Leader Completeness"),
     MutantSeed("vote-twice", 1, 5, "One vote per term"),
+    MutantSeed("vote-twice", 2, 3, "One vote per term"),
     MutantSeed("vote-twice", 3, 5, "One vote per term"),
-    MutantSeed("vote-twice", 4, 3, "One vote per term"),
-    MutantSeed("read-without-quorum", 126, 3, "Linearizable read"),
-    MutantSeed("read-without-quorum", 138, 3, "Linearizable read"),
-    MutantSeed("read-without-quorum", 268, 3, "Linearizable read"),
+    MutantSeed("read-without-quorum", 32, 3, "Linearizable read"),
+    MutantSeed("read-without-quorum", 57, 5, "Linearizable read"),
+    MutantSeed("read-without-quorum", 93, 5, "Linearizable read"),
 )
 
 
