@@ -35,6 +35,7 @@ from enum import IntEnum
 from raftlog.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
 from raftlog.raft.memory_storage import MemoryStorage
 from raftlog.raft.node import Config, RaftNode, decode_conf_change_entry
+from raftlog.raft.storage import StorageError
 from raftlog.raft.types import (
     ConfChange,
     ConfChangeItem,
@@ -614,11 +615,10 @@ class Cluster:
 
 
 def _durable_term(st: MemoryStorage, index: int) -> int:
+    """Durable term at ``index``; -1 if the disk cannot say (compacted or beyond its end)."""
     try:
         return st.term(index)
-    except RaftError:  # pragma: no cover - storage errors are not RaftErrors
-        return -1
-    except Exception:
+    except StorageError:
         return -1
 
 
