@@ -1,5 +1,8 @@
 """Seeded random membership changes under message loss, partitions and restarts.
 
+Also a replica that joins with no membership at all, and every combination
+of PreVote / CheckQuorum.
+
 The full randomized simulator (tests/sim/) does not change membership; this
 small pump-based run covers simple, joint and learner changes. After every
 step: at most one leader per term, and no two nodes apply different entries
@@ -64,9 +67,12 @@ def _step(net: Net, rng: random.Random, step: int) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_membership_changes_stay_safe(seed: int) -> None:
     rng = random.Random(seed)
-    net = Net(["a", "b", "c"], seed=seed)
-    for joiner in ("d", "e"):
-        net.add(joiner, MemoryStorage(conf_state=ConfState(voters=("a", "b", "c"))))
+    pre_vote, check_quorum = [(True, True), (False, True), (True, False), (False, False)][seed % 4]
+    net = Net(["a", "b", "c"], seed=seed, pre_vote=pre_vote, check_quorum=check_quorum)
+    # d joins knowing the bootstrap membership; e joins with none at all and
+    # must rely on the membership each conf change carries (ConfChange.base).
+    net.add("d", MemoryStorage(conf_state=ConfState(voters=("a", "b", "c"))))
+    net.add("e", MemoryStorage())
     drop = rng.random() * 0.2
     net.filter = lambda m: rng.random() >= drop
     leaders: dict[int, str] = {}
