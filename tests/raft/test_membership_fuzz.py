@@ -3,8 +3,9 @@
 Also a replica that joins with no membership at all, and every combination
 of PreVote / CheckQuorum.
 
-The full randomized simulator (tests/sim/) does not change membership; this
-small pump-based run covers simple, joint and learner changes. After every
+The randomized simulator (tests/sim/) changes membership among nodes that
+all bootstrapped it; this small pump-based run adds arbitrary (also invalid)
+simple, joint and learner changes and an empty joiner. After every
 step: at most one leader per term, and no two nodes apply different entries
 at the same index. At the end: durable logs satisfy Log Matching and a leader
 is elected once the network heals.
