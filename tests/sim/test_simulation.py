@@ -10,7 +10,10 @@ command that replays it with a full trace.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -174,3 +177,28 @@ def test_seed_params_vary_across_seeds() -> None:
         for p in (random_params(s, 3) for s in range(100))
     }
     assert len(profiles) >= 10
+
+
+def test_trace_is_identical_across_interpreters_with_different_hash_seeds() -> None:
+    """Replays must not depend on str hashing (set/dict-of-str iteration order)."""
+    repo = Path(__file__).resolve().parents[2]
+    hashes = set()
+    for hash_seed in ("1", "2"):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.sim.replay",
+                *("--seed", "77", "--nodes", "5", "--length", "150", "--tail", "1"),
+            ],
+            cwd=repo,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        hashes.update(
+            line.split("trace_hash=")[1] for line in out.splitlines() if "trace_hash=" in line
+        )
+    assert len(hashes) == 1
