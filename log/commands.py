@@ -36,6 +36,7 @@ class CommandKind(IntEnum):
     DELETE_TOPIC = 12
     ALLOC_PRODUCER_ID = 13
     SET_PARTITION_REPLICAS = 14
+    UNREGISTER_NODE = 15  # a node removed from the cluster (raftlog member remove)
 
 
 @dataclass(slots=True, frozen=True)
@@ -118,6 +119,13 @@ class SetPartitionReplicas:
     KIND = CommandKind.SET_PARTITION_REPLICAS
 
 
+@dataclass(slots=True, frozen=True)
+class UnregisterNode:
+    node_id: str
+
+    KIND = CommandKind.UNREGISTER_NODE
+
+
 Command = (
     Produce
     | CommitOffset
@@ -127,6 +135,7 @@ Command = (
     | DeleteTopic
     | AllocProducerId
     | SetPartitionReplicas
+    | UnregisterNode
 )
 
 _CLASSES: dict[int, type] = {
@@ -140,6 +149,7 @@ _CLASSES: dict[int, type] = {
         DeleteTopic,
         AllocProducerId,
         SetPartitionReplicas,
+        UnregisterNode,
     )
 }
 
@@ -156,6 +166,7 @@ _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     DeleteTopic: (_STR,),
     AllocProducerId: (),
     SetPartitionReplicas: (_STR, _INT, (list, False)),
+    UnregisterNode: (_STR,),
 }
 
 

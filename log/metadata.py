@@ -33,6 +33,7 @@ from .commands import (
     DeleteTopic,
     RegisterNode,
     SetPartitionReplicas,
+    UnregisterNode,
     decode_entry_commands,
 )
 from .store import NodeStore
@@ -51,6 +52,7 @@ __all__ = [
     "RegisterNode",
     "SetPartitionReplicas",
     "TopicInfo",
+    "UnregisterNode",
 ]
 
 METADATA_GROUP_ID = 0
@@ -187,6 +189,8 @@ class MetadataStateMachine:
             return MetaResult(producer_id=pid)
         if isinstance(cmd, SetPartitionReplicas):
             return self._set_replicas(cmd)
+        if isinstance(cmd, UnregisterNode):
+            return self._unregister_node(cmd)
         return _fail(ErrorCode.INVALID_REQUEST, f"{type(cmd).__name__} is not a metadata op")
 
     def _register_node(self, cmd: RegisterNode) -> MetaResult:
@@ -203,6 +207,22 @@ class MetadataStateMachine:
                 cmd.incarnation,
                 old.incarnation if old else None,
             )
+        return MetaResult()
+
+    def _unregister_node(self, cmd: UnregisterNode) -> MetaResult:
+        """Forget a removed node, so that new topics are no longer placed on it."""
+        held = sorted(
+            p.group_id
+            for t in self.topics.values()
+            for p in t.partitions
+            if cmd.node_id in p.replicas
+        )
+        if held:
+            return _fail(
+                ErrorCode.INVALID_REQUEST, f"{cmd.node_id} is still a replica of groups {held}"
+            )
+        if self.nodes.pop(cmd.node_id, None) is not None:
+            log.info("node unregistered node=%s", cmd.node_id)
         return MetaResult()
 
     def _create_topic(self, cmd: CreateTopic) -> MetaResult:

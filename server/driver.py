@@ -933,9 +933,12 @@ class MultiRaft:
             return  # one registration round at a time
 
         registered = self.metadata.nodes
+        members = group.raft.conf_state.all_nodes()
         for node in self.cfg.nodes:
-            if node.id in registered or node.join:
-                continue  # a join node is registered by `member add` (membership_ops)
+            if node.id in registered or node.id not in members:
+                # Only members of group 0: nodes added later are registered by
+                # `member add`, removed ones stay unregistered (membership_ops).
+                continue
             if node.id == self.node_id:
                 incarnation = self.store.identity.incarnation
             else:

@@ -257,8 +257,10 @@ class RequestHandlers:
             raise HandlerError(ErrorCode.INVALID_REQUEST, "partitions must be >= 1")
         # Placement uses the registered nodes: right after the first election
         # the leader is still registering them (driver._maybe_register_nodes).
-        # (`join` nodes are registered by `member add`, not by the leader.)
-        while not all(n.id in self.meta.nodes for n in self.cfg.nodes if not n.join):
+        # Members of group 0 only: `member add` registers a node before adding
+        # it, `member remove` unregisters it (server/membership_ops.py).
+        meta_conf = self.driver.groups[METADATA_GROUP].raft
+        while not all(n in self.meta.nodes for n in meta_conf.conf_state.all_nodes()):
             if not await self.driver.wait_changed(deadline):
                 break
         config = dict(fields.get("config") or {})

@@ -31,7 +31,7 @@ from typing import Any
 
 import trio
 from raftlog.client.errors import ErrorCode
-from raftlog.log.commands import RegisterNode, SetPartitionReplicas
+from raftlog.log.commands import RegisterNode, SetPartitionReplicas, UnregisterNode
 from raftlog.raft.errors import NotLeaderError, ProposalDroppedError
 from raftlog.raft.types import ConfChange, ConfChangeItem, ConfChangeType, Role
 
@@ -339,12 +339,14 @@ class MembershipOps:
             )
         group = self._meta_leader()
         cs = group.raft.conf_state
-        if node not in cs.all_nodes():
-            return {"node": node, "removed": True}
-        voters = set(cs.voters) - {node}
-        if not voters:
-            raise HandlerError(ErrorCode.INVALID_REQUEST, "cannot remove the last voter")
-        await self.converge(group, voters, set(cs.learners) - {node}, deadline)
+        if node in cs.all_nodes():
+            voters = set(cs.voters) - {node}
+            if not voters:
+                raise HandlerError(ErrorCode.INVALID_REQUEST, "cannot remove the last voter")
+            await self.converge(group, voters, set(cs.learners) - {node}, deadline)
+        if node in self.meta.nodes:
+            # Last: new topics are no longer placed on it.
+            await self._metadata_command(UnregisterNode(node), deadline)
         log.info("event=member_removed node=%s", node)
         return {"node": node, "removed": True}
 

@@ -178,6 +178,10 @@ async def test_member_remove_takes_a_drained_node_out_of_group_0(cluster):
     reply = await c.call(meta_leader, "member_remove", node=victim)
     assert reply["removed"] is True
     assert victim not in _conf(c, meta_leader, 0).all_nodes()
+    assert victim not in c.driver(meta_leader).metadata.nodes  # unregistered
+    # New topics are placed on the remaining nodes only.
+    topic = await c.call(meta_leader, "create_topic", topic="after", partitions=3, replicas=2)
+    assert all(victim not in p["replicas"] for p in topic["topic"]["partitions"])
     # Group 0 still commits (now with two voters): allocate a producer id.
     assert (await c.call(meta_leader, "init_producer"))["producer_id"] >= 1
     roles = {m["id"]: m["role"] for m in (await c.call(meta_leader, "member_list"))["nodes"]}
