@@ -84,3 +84,25 @@ def test_producer_survives_leader_kill_exactly_once_in_order(
     numbers = [int(v[1:]) for v in values]
     assert numbers == sorted(numbers), "records of one partition out of send order"
     assert len(acked) == 2000  # retries with the same sequence hid the failover
+
+
+def test_consumer_resumes_from_its_commit_across_a_leader_kill(
+    local_cluster: Callable[..., LocalCluster],  # noqa: F811
+):
+    cluster = started(local_cluster)
+    with Client(cluster.addresses(), request_timeout=30) as client:
+        client.create_topic("resume", partitions=1, replicas=3)
+        client.produce_batch("resume", 0, [b"m%d" % i for i in range(10)])
+        first = client.consumer("g", "resume", max_records=4)
+        got = first.poll(0.0)
+        assert [r.value for _p, r in got] == [b"m0", b"m1", b"m2", b"m3"]
+        first.commit()
+        leader = client.describe_topic("resume")["partitions"][0]["leader"]
+        cluster.kill(leader)
+        # A new consumer of the group (a restarted service) continues after the
+        # commit, which survived the loss of the leader that accepted it.
+        second = client.consumer("g", "resume")
+        rest = [r.value for _p, r in second.records()]
+        assert rest == [b"m%d" % i for i in range(4, 10)]
+        second.commit()
+        assert second.committed() == {0: 10}
