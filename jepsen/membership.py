@@ -61,6 +61,10 @@ class MemberOp(StrEnum):
     TRANSFER = "transfer"
 
 
+# Node changes are the rarer, riskier operations: weigh them up.
+OP_WEIGHTS = {MemberOp.ADD: 3.0, MemberOp.REMOVE: 3.0, MemberOp.MOVE: 2.0, MemberOp.TRANSFER: 1.0}
+
+
 class Outcome(StrEnum):
     OK = "ok"
     FAIL = "fail"  # refused by the server: nothing changed (or nothing more will)
@@ -204,13 +208,13 @@ class MembershipNemesis:
         if self.pending is not None:
             p = self.pending
             return Change(p.op, p.node, p.partition, p.replicas, p.attempt + 1)
-        options = [MemberOp.TRANSFER, MemberOp.MOVE]
+        weights = dict(OP_WEIGHTS)
         outside = [n for n in self.pool if n not in self.voters]
-        if outside:
-            options.append(MemberOp.ADD)
-        if self.counted_voters() > self.min_voters:
-            options.append(MemberOp.REMOVE)
-        op = self.rng.choice(options)
+        if not outside:
+            del weights[MemberOp.ADD]
+        if self.counted_voters() <= self.min_voters:
+            del weights[MemberOp.REMOVE]
+        op = self.rng.choices(list(weights), list(weights.values()))[0]
         if op is MemberOp.ADD:
             return Change(op, node=self.rng.choice(outside))
         if op is MemberOp.REMOVE:
@@ -221,8 +225,9 @@ class MembershipNemesis:
         p = self.rng.choice(parts)
         if op is MemberOp.TRANSFER:
             others = [r for r in p.replicas if r != p.leader]
-            return Change(op, partition=p.partition, node=self.rng.choice(others)) if others \
-                else None
+            if not others:
+                return None
+            return Change(op, partition=p.partition, node=self.rng.choice(others))
         candidates = self.stable_voters()
         size = len(p.replicas) or min(3, len(candidates))
         if len(candidates) < size:
