@@ -40,12 +40,12 @@ SEEDS = int(os.environ.get("RAFTLOG_SIM_SEEDS", "1000"))
 CHUNK = 100
 
 
-def _run_seed_range(start: int, stop: int) -> None:
+def _run_seed_range(start: int, stop: int, profile: str = "default") -> None:
     failures: list[str] = []
     for seed in range(start, stop):
         t0 = time.process_time()
         try:
-            r = run_seed(seed, nodes_for(seed))
+            r = run_seed(seed, nodes_for(seed), profile=profile)
         except SimulationFailure as e:
             failures.append(str(e))
             continue
@@ -57,6 +57,15 @@ def _run_seed_range(start: int, stop: int) -> None:
 def test_seeded_schedules_keep_raft_invariants(start: int) -> None:
     """Seeds alternate 3 and 5 nodes; parameters (loss, delays, disk speed, batching) vary."""
     _run_seed_range(start, min(start + CHUNK, SEEDS))
+
+
+CHAOS_SEEDS = int(os.environ.get("RAFTLOG_SIM_CHAOS_SEEDS", "500"))
+
+
+@pytest.mark.parametrize("start", range(0, CHAOS_SEEDS, CHUNK), ids=lambda s: f"chaos{s}")
+def test_chaos_schedules_keep_raft_invariants(start: int) -> None:
+    """Faults several times as often (crashes, partitions, membership, transfers)."""
+    _run_seed_range(start, min(start + CHUNK, CHAOS_SEEDS), profile="chaos")
 
 
 # ---- hypothesis-driven schedules ---------------------------------------------------------
