@@ -214,6 +214,10 @@ class Cluster:
         node.last_commit = node.raft.commit_index
         node.leader_term = 0
         node.pending = None
+        log.debug(
+            "event=sim_start seed=%d node=%s incarnation=%d applied=%d",
+            self.p.seed, nid, node.incarnation, node.disk.applied,
+        )
         self.note(f"{nid} start incarnation={node.incarnation} applied={node.disk.applied}")
 
     def crash(self, nid: str) -> None:
@@ -224,6 +228,9 @@ class Cluster:
         node.raft = None
         node.pending = None
         node.crash_before_apply = False
+        log.debug(
+            "event=sim_crash seed=%d node=%s lost_ready=%s", self.p.seed, nid, lost is not None
+        )
         self.note(
             f"{nid} crash lost_entries={len(lost.entries) if lost else 0} "
             f"lost_persisted_msgs={len(lost.persisted_messages) if lost else 0}"
