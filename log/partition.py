@@ -89,6 +89,10 @@ class PartitionStateMachine:
         # Stored bytes by segment, for size-based retention; None until asked
         # for (see measure_sizes), so partitions without it pay nothing.
         self.sizes: SizeIndex | None = None
+        # (base, count) of the batches put into the current apply call's
+        # WriteBatch: not in RocksDB yet, but a TruncatePrefix later in the same
+        # call must see them, or chunking would change what is stored.
+        self._unwritten: list[tuple[int, int]] = []
         self._batch_begin, self._batch_end = keys.group_range(keys.NS.BATCH, group_id)
         self._load()
 
@@ -155,6 +159,9 @@ class PartitionStateMachine:
         results: list[list[ApplyResult]] = []
         dirty: set[int] = set()
         applied_before = self.applied_index
+        # The caller wrote the previous call's batch before this call (the driver
+        # writes one apply batch per turn, one apply call per group and turn).
+        self._unwritten = []
         for entry in entries:
             if entry.index <= self.applied_index:
                 results.append([])
@@ -220,6 +227,7 @@ class PartitionStateMachine:
         )
         self.next_offset = base + cmd.count
         self.last_timestamp_ms = ts
+        self._unwritten.append((base, cmd.count))
         if self.sizes is not None:
             self.sizes.add(base, cmd.count, BATCH_HEADER.size + len(cmd.records))
         if pid is not None and seq is not None:
@@ -374,6 +382,7 @@ class PartitionStateMachine:
         }
         self.offsets = {g: (o, m) for g, (o, m) in obj["offsets"].items()}
         self.sizes = None  # other batches now: measured again when needed
+        self._unwritten = []
         for pid in self.producers:
             self._put_producer(pid, batch)
         for group, (offset, metadata) in self.offsets.items():
@@ -384,6 +393,13 @@ class PartitionStateMachine:
 
     def _first_kept(self) -> int:
         """Base offset of the batch holding start_offset (kept whole), else start_offset."""
+        start = self.start_offset
+        unwritten = self._unwritten
+        if unwritten and start >= unwritten[0][0]:
+            for base, count in unwritten:
+                if base <= start < base + count:
+                    return base
+            return start  # == next_offset: past every batch
         it = self.db.iter()
         it.seek_for_prev(keys.batch_key(self.group_id, self.start_offset))
         if it.valid() and it.key() >= self._batch_begin:

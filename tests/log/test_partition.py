@@ -14,6 +14,7 @@ from raftlog.log.commands import (
     CommitOffset,
     CreateTopic,
     Produce,
+    TruncatePrefix,
     encode_entry_commands,
 )
 from raftlog.log.partition import PRODUCER_WINDOW, ApplyResult, PartitionStateMachine
@@ -245,6 +246,7 @@ cmds = st.lists(
             st.integers(0, 8),
         ),
         st.builds(lambda o: CommitOffset("g", o), st.integers(0, 50)),
+        st.builds(TruncatePrefix, st.integers(0, 40)),
     ),
     min_size=1,
     max_size=30,

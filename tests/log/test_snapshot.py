@@ -198,3 +198,14 @@ def test_local_snapshot_older_than_an_installed_one_is_refused(store: NodeStore)
     with pytest.raises(SnapshotOutOfDateError):
         store.create_snapshot(3, 9, None, b"stale")
     assert store.group(3).snapshot().data == b"leader"
+
+
+def test_truncate_in_the_same_apply_as_the_batches_it_cuts(plog: Log) -> None:
+    """Batches produced earlier in the SAME apply call (not yet in RocksDB) count too:
+    a replica applying in one chunk must store what one applying entry by entry does."""
+    plog.apply(
+        plog.entry(produce(3, "a")), plog.entry(produce(3, "b")), plog.entry(TruncatePrefix(4))
+    )
+    assert plog.sm.start_offset == 4
+    assert [b[0] for b in plog.sm.read(0, 1 << 20)] == [3]
+    assert values(plog.sm.read(4, 1 << 20), 4) == [b"b1", b"b2"]
