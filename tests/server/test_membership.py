@@ -236,3 +236,10 @@ def test_appends_are_never_filtered() -> None:
     membership._note_removals(group, old, new)
     append = Message(type=MessageType.APPEND, to="n1", frm="n3", term=3)
     assert membership.admit(group, append, "n1") is True
+
+
+def test_unregister_node_command_round_trips() -> None:
+    from raftlog.log.commands import UnregisterNode, decode_entry_commands, encode_entry_commands
+
+    data = encode_entry_commands([UnregisterNode("n3")])
+    assert decode_entry_commands(data) == [UnregisterNode("n3")]
