@@ -178,3 +178,16 @@ def test_backtracking_walk_is_bounded_per_message_but_converges() -> None:
     assert all(m.reject_hint < m.index for m in b_rejects)
     assert net.members["b"].storage.all_entries() == net.members["a"].storage.all_entries()
     assert leader.commit_index == leader.last_index
+
+
+def test_report_unreachable_stops_pipelining() -> None:
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    assert leader.status().progress["b"].state == ProgressState.REPLICATE
+    leader.report_unreachable("b")
+    assert leader.status().progress["b"].state == ProgressState.PROBE
+    # Probing again: the next append is a single probe; its ack resumes pipelining.
+    leader.propose(b"x")
+    net.deliver()
+    assert leader.status().progress["b"].state == ProgressState.REPLICATE
+    assert leader.status().progress["b"].match == leader.last_index
