@@ -14,6 +14,7 @@ from raftlog.raft.node import RaftNode
 
 from .invariants import SimulationFailure
 from .mutants import MUTANTS, CommitOldTermByCounting
+from .replay import main as replay_main
 from .run import nodes_for
 from .scenarios import figure8
 from .schedule import run_seed, settle
@@ -113,3 +114,14 @@ def test_liveness_checker_catches_a_core_that_never_elects() -> None:
     with pytest.raises(SimulationFailure) as info:
         run_seed(1, 3, length=20, core_factory=NeverCampaigns)
     assert _violation(info.value) == "Liveness"
+
+
+def test_replay_cli_reproduces_a_mutant_failure(capsys: pytest.CaptureFixture[str]) -> None:
+    case = next(c for c in MUTANT_SEEDS if c.mutant == "vote-twice")
+    args = ["--seed", str(case.seed), "--nodes", str(case.n_nodes), "--tail", "20"]
+    assert replay_main([*args, "--mutant", case.mutant, "--no-liveness"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED: {case.invariant} violated (seed={case.seed}" in out
+    assert "--mutant VoteTwicePerTerm --no-liveness" in out
+    # The trace tail shows the events leading to it.
+    assert len([ln for ln in out.splitlines() if ln.startswith("t=")]) == 20
