@@ -9,6 +9,8 @@ mutation's doing, not the schedule's).
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from raftlog.raft.node import RaftNode
 
@@ -17,7 +19,15 @@ from .mutants import MUTANTS, CommitOldTermByCounting
 from .replay import main as replay_main
 from .run import nodes_for
 from .scenarios import figure8
-from .schedule import run_seed, settle
+from .schedule import (
+    DEFAULT_LENGTH,
+    make_cluster,
+    play,
+    random_params,
+    random_schedule,
+    run_seed,
+    settle,
+)
 from .seeds import MUTANT_SEEDS, MutantSeed
 
 # Seeds tried per mutant before giving up; each search stops at its first hit.
@@ -56,6 +66,22 @@ def test_seed_search_catches_mutant(name: str) -> None:
             assert f"--mutant {core.__name__}" in str(e)  # the replay names the mutant
             return
     pytest.fail(f"{name}: no violation in {SEARCH_BUDGET} seeds")
+
+
+def test_ack_before_persist_loses_committed_entries_end_to_end() -> None:
+    """Without the direct disk-majority check, the consequence is caught too:
+    a committed entry lost after crashes (Leader Completeness / State Machine Safety)."""
+    core = MUTANTS["ack-before-persist"]
+    for seed in range(SEARCH_BUDGET):
+        params = random_params(seed, nodes_for(seed))
+        params.check_commit_durability = False
+        actions = random_schedule(random.Random(f"schedule:{seed}"), params.n_nodes, DEFAULT_LENGTH)
+        try:
+            play(make_cluster(params, core), actions, check_liveness=False)
+        except SimulationFailure as e:
+            assert _violation(e) in EXPECTED["ack-before-persist"] - {"Commit durability"}
+            return
+    pytest.fail(f"no end-to-end violation in {SEARCH_BUDGET} seeds")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
