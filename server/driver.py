@@ -628,7 +628,7 @@ class MultiRaft:
         went silent. Cost is O(ticking groups), not O(hosted groups)."""
         now = time.monotonic()
         for node in list(self._quiet_followers):
-            if now - self._last_heard.get(node, 0.0) >= self._election_s:
+            if not self._node_alive(node, now):
                 for gid in self._quiet_followers.pop(node):
                     group = self.groups.get(gid)
                     if group is not None:
@@ -645,6 +645,15 @@ class MultiRaft:
             self._maybe_quiesce(group, now)
         self.stats["group_ticks"] += ticks
         self._node_heartbeats(now)
+
+    def _node_alive(self, node: str, now: float) -> bool:
+        """Node-level liveness: our connection to it is up and a frame from it (any
+        group's message or its liveness frame) arrived within an election timeout."""
+        if node == self.node_id:
+            return True
+        return now - self._last_heard.get(
+            node, 0.0
+        ) < self._election_s and self.transport.is_connected(node)
 
     def _unquiet(self, group: Group) -> None:
         """Any proposal, read, inbound message or role change makes a group tick again."""
@@ -667,7 +676,7 @@ class MultiRaft:
             if (
                 group.quiet_checks >= 2 * self.cfg.heartbeat_ticks
                 and group.leader is not None
-                and now - self._last_heard.get(group.leader, 0.0) < self._election_s
+                and self._node_alive(group.leader, now)
             ):
                 group.quiet = True
                 group.quiet_under = group.leader
