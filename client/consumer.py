@@ -18,6 +18,7 @@ other's commits; assign partitions explicitly to split work.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ class Consumer:
         self._positions: dict[int, int] = {}
         self._ends: dict[int, int] = {}  # last end_offset seen per partition
         self._committed_positions: dict[int, int] = {}
-        self._buffer: list[tuple[int, Record]] = []
+        self._buffer: deque[tuple[int, Record]] = deque()  # fetched, not handed out
         self._started = False
 
     # ------------------------------------------------------------ positions
@@ -106,7 +107,7 @@ class Consumer:
         if self._assigned is not None and partition not in self._assigned:
             raise ValueError(f"partition {partition} is not assigned to this consumer")
         self._positions[partition] = offset
-        self._buffer = [(p, r) for p, r in self._buffer if p != partition]
+        self._buffer = deque((p, r) for p, r in self._buffer if p != partition)
 
     def position(self, partition: int) -> int:
         """The offset of the next record this consumer will hand out for ``partition``."""
@@ -129,22 +130,32 @@ class Consumer:
         up to ``max_wait`` seconds and returns as soon as one has data. The
         returned records count as consumed (positions advance past them).
         """
+        await self._fill(max_wait)
+        out = list(self._buffer)
+        self._buffer.clear()
+        for p, record in out:
+            self._positions[p] = record.offset + 1
+        return out
+
+    async def _fill(self, max_wait: float | None = None) -> None:
+        """Fetch into the buffer (if it is empty) WITHOUT advancing positions."""
         await self.start()
         if self._buffer:
-            out, self._buffer = self._buffer, []
-            return out
+            return
         wait = self.max_wait if max_wait is None else max_wait
         results = await self._fetch_all(0.0)
         if not any(r.records for r in results.values()) and wait > 0:
             results = await self._fetch_all(wait)
-        out = []
         for p in self.partitions:
             result = results.get(p)
-            if result is None or not result.records:
-                continue
-            out.extend((p, r) for r in result.records)
-            self._positions[p] = result.records[-1].offset + 1
-        return out
+            if result is not None and result.records:
+                self._buffer.extend((p, r) for r in result.records)
+
+    def _take(self) -> tuple[int, Record]:
+        """Hand out the next buffered record: only now does its position advance."""
+        p, record = self._buffer.popleft()
+        self._positions[p] = record.offset + 1
+        return p, record
 
     async def _fetch_one(self, partition: int, wait: float) -> FetchResult:
         offset = self._positions[partition]
@@ -159,10 +170,7 @@ class Consumer:
             if not (isinstance(start, int) and isinstance(end, int)):
                 self._positions[partition] = await self._reset_position(partition)
                 return FetchResult([], 0, self._ends.get(partition, 0))
-            if offset < start and self.auto_offset_reset == "earliest":
-                self._positions[partition] = start
-            else:
-                self._positions[partition] = end
+            self._positions[partition] = start if self.auto_offset_reset == "earliest" else end
             self._ends[partition] = end
             return FetchResult([], start, end)
         self._ends[partition] = result.end_offset
@@ -186,9 +194,12 @@ class Consumer:
         return results
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, Record]]:
+        # Positions advance record by record, so breaking out of the loop and
+        # committing never skips records that were fetched but not handed out.
         while True:
-            for item in await self.poll():
-                yield item
+            await self._fill()
+            while self._buffer:
+                yield self._take()
 
     # ------------------------------------------------------------ commits
 
@@ -238,16 +249,20 @@ class SyncConsumer:
         return self._client.run(self._consumer.poll, max_wait)
 
     def __iter__(self) -> Iterator[tuple[int, Record]]:
-        while True:
-            yield from self.poll()
+        return self.records(follow=True)
 
     def records(self, *, follow: bool = False) -> Iterator[tuple[int, Record]]:
-        """Iterate; without ``follow`` stop once every partition is drained."""
+        """Iterate (positions advance record by record); without ``follow`` stop
+        once every partition is drained."""
+        consumer = self._consumer
         while True:
-            batch = self.poll(None if follow else 0.0)
-            yield from batch
-            if not follow and not batch and self._consumer.at_end():
-                return
+            self._client.run(consumer._fill, None if follow else 0.0)
+            if not consumer._buffer:
+                if not follow and consumer.at_end():
+                    return
+                continue
+            while consumer._buffer:
+                yield consumer._take()
 
     def commit(self, offsets: dict[int, int] | None = None) -> dict[int, int]:
         return self._client.run(self._consumer.commit, offsets)

@@ -94,3 +94,19 @@ async def test_out_of_range_position_resets_to_start(fake: FakeCluster):
         got = await consumer.poll()
     assert consumer.position(0) == 4
     assert [r.offset for _p, r in got] == [2, 3]
+
+
+async def test_breaking_out_of_iteration_commits_only_what_was_handed_out(fake: FakeCluster):
+    async with AsyncClient(fake.bootstrap()) as client:
+        await fill(client, 0, 10)  # one fetch returns all ten
+        consumer = Consumer(client, "g", "t", partitions=[0], max_wait=0.0)
+        seen = []
+        async for _p, record in consumer:
+            seen.append(record.offset)
+            if len(seen) == 3:
+                break
+        assert await consumer.commit() == {0: 3}
+        again = Consumer(client, "g", "t", partitions=[0], max_wait=0.0)
+        rest = await again.poll()
+    assert seen == [0, 1, 2]
+    assert [r.offset for _p, r in rest] == list(range(3, 10))

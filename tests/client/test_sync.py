@@ -77,3 +77,15 @@ def test_sync_delivery_result_times_out_while_pending(sync_fake: FakeCluster):
         assert handle.result(timeout=20).offset == 0
         assert handle.exception() is None
         producer.close()
+
+
+def test_sync_consumer_positions_advance_per_record(sync_fake: FakeCluster):
+    with Client(sync_fake.bootstrap()) as client:
+        client.produce_batch("t", 1, [b"a", b"b", b"c", b"d"])
+        consumer = client.consumer("g2", "t", partitions=[1])
+        for _p, record in consumer.records():
+            if record.value == b"b":
+                break
+        assert consumer.position(1) == 2
+        consumer.commit()
+        assert consumer.committed() == {1: 2}
