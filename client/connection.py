@@ -142,6 +142,9 @@ class Connection:
                 self._close_reason = f"connection to {self.address} lost: {exc}"
             except FrameError as exc:
                 self._close_reason = f"bad frame from {self.address}: {exc}"
+            except Exception as exc:  # a malformed reply must not kill the client's nursery
+                log.warning("event=connection_reader_failed address=%s error=%r", self.address, exc)
+                self._close_reason = f"unexpected error reading from {self.address}: {exc!r}"
         self._fail_all()
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
