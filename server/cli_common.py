@@ -21,8 +21,10 @@ commands work from any machine that has the file or a ``--bootstrap`` list.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import os
 import sys
 import tomllib
 from collections.abc import Awaitable, Callable
@@ -143,6 +145,13 @@ def run_client(fn: Callable[[], T] | Callable[[], Awaitable[T]]) -> T:
         raise
     except KeyboardInterrupt:
         raise click.exceptions.Exit(130) from None
+    except BrokenPipeError:
+        # stdout closed by the reader (`raftlog consume t | head`): not a cluster
+        # problem. Point stdout at /dev/null so the final flush stays quiet.
+        if sys.stdout is sys.__stdout__:  # the process's real stdout, not a capture
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise click.exceptions.Exit(0) from None
     except (RaftlogError, OSError) as exc:
         code = exit_code_for(exc)
         label = "cannot reach the cluster" if code == EXIT_UNREACHABLE else "error"

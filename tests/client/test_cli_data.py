@@ -250,3 +250,12 @@ def test_bench_consume_reads_count_records_not_everything(sync_fake: FakeCluster
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["records"] == 10
+
+
+def test_run_client_treats_a_closed_stdout_as_done():
+    def body() -> None:
+        raise BrokenPipeError("reader went away")
+
+    with pytest.raises(click.exceptions.Exit) as info:
+        run_client(body)
+    assert info.value.exit_code == 0
