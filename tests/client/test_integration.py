@@ -46,6 +46,25 @@ def test_cli_roundtrip_and_exit_codes_on_a_real_cluster(
         main, ["consume", "it", "--partition", "1", "--group", "g", "--format", "json", *cfg]
     )
     assert [json.loads(line)["value"] for line in rest.stdout.splitlines()] == ["z"]
+    described = runner.invoke(main, ["topic", "describe", "it", "--json", *cfg])
+    parts = json.loads(described.stdout)["partitions"]
+    assert [(p["partition"], p["end_offset"]) for p in parts] == [(0, 0), (1, 3)]
+    with Client(cluster.addresses()) as client:
+        views = client.cluster_status()
+        assert set(views) == set(cluster.node_ids())
+        assert all("groups" in view for view in views.values())
+        md = client.produce("it", b"v", key=b"k", headers={"h": b"1"}, timestamp_ms=1234)
+        record = client.fetch("it", md.partition, md.offset).records[0]
+        assert (record.key, record.value, record.headers, record.timestamp_ms) == (
+            b"k",
+            b"v",
+            {"h": b"1"},
+            1234,
+        )
+    deleted = runner.invoke(main, ["topic", "delete", "it", *cfg])
+    assert deleted.exit_code == 0, deleted.output
+    gone = runner.invoke(main, ["topic", "describe", "it", *cfg])
+    assert gone.exit_code == 1 and "UNKNOWN_TOPIC" in gone.output
     cluster.stop_all()
     down = runner.invoke(main, ["topic", "list", "--timeout", "1", *cfg])
     assert down.exit_code == 3
