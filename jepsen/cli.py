@@ -68,6 +68,8 @@ def jepsen() -> None:
               help="Seconds between nemesis start/stop.")
 @click.option("--spares", type=click.IntRange(0, 6), default=1, show_default=True,
               help="Extra nodes the membership nemesis may add (started only by it).")
+@click.option("--rejoin/--no-rejoin", default=True, show_default=True,
+              help="May the membership nemesis add a removed node back (on a wiped disk)?")
 @click.option("--rate", type=float, default=20.0, show_default=True,
               help="Ops per second per worker.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -80,7 +82,7 @@ def jepsen() -> None:
 def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
             partition_shapes: str, time_limit: float,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
-            rate: float,
+            rejoin: bool, rate: float,
             out: Path | None, unsafe_no_fsync: bool, unsafe_ack_before_commit: bool,
             unsafe_follower_reads: bool) -> None:
     """Start a cluster, run a workload under faults, check the history."""
@@ -105,7 +107,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
     opts = RunOptions(
         out=out, nodes=nodes, workload=workload, nemesis=kinds, time_limit=time_limit,
         concurrency=concurrency, partitions=partitions, seed=seed, nemesis_interval=interval,
-        spares=spares,
+        spares=spares, rejoin=rejoin,
         kill_targets=targets, partition_shapes=shapes, rate_per_worker=rate,
         fsync=not unsafe_no_fsync,
         unsafe_ack_before_commit=unsafe_ack_before_commit,

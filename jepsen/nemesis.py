@@ -72,6 +72,7 @@ class Nemesis:
     find_leader: LeaderFinder | None = None
     admin: Admin | None = None  # needed by the membership nemesis
     regrow_deadline: float = 90.0
+    rejoin: bool = True  # removed nodes may be added back (wiped)
     leader_bias: float = 0.5  # chance that an "isolate" partition isolates a leader
     hold_fraction: float = 0.3  # partitions that hold (then flood) instead of cutting
     restart_deadline: float = 30.0
@@ -101,7 +102,7 @@ class Nemesis:
                 self.membership = MembershipNemesis(
                     self.cluster, self.admin, self.recorder, random.Random(self.rng.random()),
                     self.cluster.initial_ids, self.cluster.spare_ids, self.live,
-                    start_deadline=self.restart_deadline,
+                    start_deadline=self.restart_deadline, rejoin=self.rejoin,
                 )
         self.kinds = kinds
         if {"partition", "delay"} & set(self.kinds) and self.cluster.mesh is None:

@@ -43,6 +43,7 @@ class RunOptions:
     seed: int = 0
     nemesis_interval: float = 5.0
     spares: int = 1  # extra nodes for the membership nemesis (only started by it)
+    rejoin: bool = True  # the membership nemesis may add removed nodes back (wiped)
     kill_targets: list[str] = field(
         default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
     )
@@ -127,7 +128,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
                     interval=opts.nemesis_interval, kill_targets=opts.kill_targets,
                     shapes=opts.partition_shapes, leader_bias=opts.leader_bias,
                     find_leader=lambda: _find_leader(probe),
-                    admin=ClientAdmin(admin, TOPIC),
+                    admin=ClientAdmin(admin, TOPIC), rejoin=opts.rejoin,
                 )
                 notes += nemesis.skipped
                 stop = trio.Event()

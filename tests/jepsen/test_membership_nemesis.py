@@ -211,6 +211,21 @@ def test_long_schedule_keeps_three_voters_and_one_change_at_a_time(seed: int) ->
     assert nodes.running == admin.voters_ == m.live
 
 
+def test_without_rejoin_a_removed_node_never_starts_again() -> None:
+    m, admin, nodes, recorder = make(seed=2)
+    m.rejoin = False
+
+    run_trio(lambda: m.run(duration=120, interval=2.0))
+    assert m.removed, "a 120 s schedule never removed a node"
+    for node in m.removed:
+        last_wipe = max(i for i, e in enumerate(nodes.events) if e == ("wipe", node))
+        assert ("start", node) not in nodes.events[last_wipe:]
+    assert len(m.voters) >= 3 and m.voters == admin.voters_ == nodes.running
+    adds = [op.value["node"] for op in membership_lines(recorder)
+            if op.f == "start-membership" and op.value["op"] == "add"]
+    assert len(adds) == len(set(adds))  # each spare joined once, nobody came back
+
+
 def test_same_seed_same_membership_schedule() -> None:
     def schedule(seed: int) -> list:
         m, _, _, recorder = make(seed)
