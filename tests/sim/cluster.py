@@ -14,13 +14,22 @@ modelled with a real gap between taking a Ready and persisting it:
 
 A crash between 1 and 2 loses the Ready: its persisted_messages never leave
 and its entries are not on disk. That is the window in which "ack before
-persist" bugs (Raft Figure 2) become visible.
+persist" bugs (Raft Figure 2) become visible. A crash can also hit after the
+durable write of 2 but before the apply, so a restart resumes with an applied
+index below the durable commit.
 
 Restart builds a fresh ``RaftNode`` from the disk with ``Config.applied`` set
 to the durably applied index and a fresh rng derived from the seed.
 
 The state machine is the list of applied (term, data) pairs; a snapshot's
 ``data`` is a key into the cluster's snapshot registry holding a copy of it.
+Applying a CONF_CHANGE entry calls ``apply_conf_change`` and saves the
+resulting ConfState with the applied index (``MemoryStorage.set_conf_state``).
+
+The cluster also plays the client (writes to the believed leader, ReadIndex
+requests, leadership transfers, membership changes, compaction) and feeds
+every observation to the ``invariants.Checker``; the one check that needs to
+see all disks at once (a leader's commit is on a disk majority) lives here.
 """
 
 from __future__ import annotations
