@@ -105,8 +105,8 @@ class Transport(Protocol):
     def is_connected(self, peer: str) -> bool: ...
 
 
-class LoopBugError(Exception):
-    """Raised in debug mode when the loop hits an unexpected exception."""
+class StorageFailedError(Exception):
+    """store.save failed: the node stops rather than run on without durability."""
 
 
 class MultiRaft:
@@ -334,7 +334,7 @@ class MultiRaft:
                     self._log_stats()
                 try:
                     await self._turn(tick)
-                except (trio.Cancelled, KeyboardInterrupt):
+                except (trio.Cancelled, KeyboardInterrupt, StorageFailedError):
                     raise
                 except Exception:
                     log.exception("event=loop_error node=%s", self.node_id)
@@ -376,13 +376,19 @@ class MultiRaft:
             flags = [self._needs_sync(gid, rd) for gid, rd in to_save]
             sync = any(flags) and self.store.fsync
             started = time.perf_counter()
-            if sync:
-                # The fsync runs in a worker thread (rocksdict releases the GIL),
-                # so requests and peer frames keep being accepted meanwhile.
-                await trio.to_thread.run_sync(self._save_blocking, to_save, sync)
-            else:
-                # A memtable write costs less than two thread hand-offs.
-                self._save_blocking(to_save, sync)
+            try:
+                if sync:
+                    # The fsync runs in a worker thread (rocksdict releases the
+                    # GIL), so requests and peer frames keep being accepted.
+                    await trio.to_thread.run_sync(self._save_blocking, to_save, sync)
+                else:
+                    # A memtable write costs less than two thread hand-offs.
+                    self._save_blocking(to_save, sync)
+            except Exception as exc:
+                # A node that cannot persist must stop (etcd panics too): going
+                # on would leave its cores waiting forever on unsaved Readies.
+                log.critical("event=save_failed node=%s error=%r", self.node_id, exc)
+                raise StorageFailedError(f"saving Readies failed: {exc!r}") from exc
             elapsed = time.perf_counter() - started
             self.stats["save_s"] += elapsed
             if sync:

@@ -16,8 +16,10 @@ import trio.testing
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch, encode_records
 from raftlog.log.commands import Produce
+from raftlog.log.store import NodeStore
 from raftlog.raft.types import Role
 from raftlog.server.config import Limits
+from raftlog.server.driver import MultiRaft, StorageFailedError
 from raftlog.server.errors import HandlerError
 
 from .inproc_cluster import InProcCluster, small_config
@@ -469,3 +471,30 @@ async def test_uncommitted_bytes_budget_throttles_in_arrival_order(tmp_path, nur
         assert again["base_offset"] == 2
     finally:
         await c.stop_all()
+
+
+class _NoPeers:
+    def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None:
+        raise AssertionError("a single-node cluster has no peers")
+
+    def is_connected(self, peer: str) -> bool:
+        return False
+
+
+async def test_a_failing_save_stops_the_node_instead_of_running_without_durability(
+    tmp_path, monkeypatch
+):
+    cfg = small_config(tmp_path, nodes=1)
+    store = NodeStore.open(cfg.nodes[0].data_dir, cluster=cfg.name, node_id="n1")
+    try:
+        driver = MultiRaft(cfg, "n1", store, _NoPeers(), debug=False)
+
+        def broken_save(readies: Any) -> None:
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(store, "save", broken_save)
+        # The single voter elects itself and must persist its vote: that fails.
+        with pytest.raises(StorageFailedError), trio.fail_after(10):
+            await driver.run()
+    finally:
+        store.close()
