@@ -5,6 +5,7 @@
     raftlog member remove ID [--dry-run]              # drains its replicas, then removes it
     raftlog partition reassign TOPIC PARTITION --replicas n1,n2,n4
     raftlog leader transfer    TOPIC PARTITION --to NODE
+    raftlog leader drain       NODE [--dry-run]       # before restarting NODE
     raftlog cluster rebalance  [--dry-run]            # spread partition leaders evenly
 
 Every command takes ``--config PATH`` (default ./cluster.toml) or
@@ -43,7 +44,7 @@ from .cli_common import EXIT_CLUSTER_ERROR, EXIT_UNREACHABLE, bootstrap_addresse
 from .cli_node import cluster as _cluster_group
 from .cli_node import gather_status, merge_groups
 from .ops_client import AdminSession, OpsError, UnreachableError
-from .rebalance import PartitionView, plan_drain, plan_leader_moves
+from .rebalance import PartitionView, plan_drain, plan_leader_drain, plan_leader_moves
 
 T = TypeVar("T")
 
@@ -293,6 +294,46 @@ def leader_transfer(
     click.echo(f"{topic}/{partition_id}: leader {reply['leader']} ({reply.get('leader_address')})")
 
 
+@leader.command("drain")
+@click.argument("node_id", metavar="NODE")
+@click.option("--dry-run", is_flag=True, help="Print the transfers, change nothing.")
+@cluster_options
+@_TIMEOUT
+def leader_drain(
+    node_id: str, dry_run: bool, config: Path | None, bootstrap: str | None, timeout_s: float
+) -> None:
+    """Move every partition leadership off NODE (e.g. before restarting it)."""
+    session = _session(config, bootstrap, timeout_s)
+    deadline = time.monotonic() + timeout_s
+
+    def main() -> int:
+        view = cluster_view(session)
+        return _transfer_all(
+            session, view, plan_leader_drain(view.partitions, node_id), dry_run, deadline
+        )
+
+    if _run(main):
+        raise click.exceptions.Exit(EXIT_CLUSTER_ERROR)
+
+
+def _transfer_all(
+    session: AdminSession, view: ClusterView, moves: list[Any], dry_run: bool, deadline: float
+) -> int:
+    """Run leader transfers one by one; the number that failed."""
+    failed = 0
+    for m in moves:
+        click.echo(f"transfer {m.topic}/{m.partition}: {m.frm} -> {m.to}")
+        if dry_run:
+            continue
+        fields = {"topic": m.topic, "partition": m.partition, "to": m.to}
+        try:
+            session.follow("leader_transfer", fields, view.addresses.get(m.frm), deadline)
+        except OpsError as exc:  # one stuck partition must not stop the others
+            failed += 1
+            click.echo(f"  failed: {exc}", err=True)
+    return failed
+
+
 @click.command("rebalance")
 @click.option("--dry-run", is_flag=True, help="Print the transfers, change nothing.")
 @cluster_options
@@ -306,20 +347,9 @@ def rebalance(dry_run: bool, config: Path | None, bootstrap: str | None, timeout
         view = cluster_view(session)
         nodes = sorted({r for p in view.partitions for r in p.replicas})
         moves = plan_leader_moves(view.partitions, nodes)
-        failed = 0
-        for m in moves:
-            click.echo(f"transfer {m.topic}/{m.partition}: {m.frm} -> {m.to}")
-            if dry_run:
-                continue
-            fields = {"topic": m.topic, "partition": m.partition, "to": m.to}
-            try:
-                session.follow("leader_transfer", fields, view.addresses.get(m.frm), deadline)
-            except OpsError as exc:  # one stuck partition must not stop the others
-                failed += 1
-                click.echo(f"  failed: {exc}", err=True)
         if not moves:
             click.echo("leaders are balanced")
-        return failed
+        return _transfer_all(session, view, moves, dry_run, deadline)
 
     if _run(main):
         raise click.exceptions.Exit(EXIT_CLUSTER_ERROR)

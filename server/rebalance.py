@@ -97,3 +97,23 @@ def plan_drain(
             new = tuple(r for r in p.replicas if r != node)
         plan.append((p, new))
     return plan
+
+
+def plan_leader_drain(partitions: list[PartitionView], node: str) -> list[LeaderMove]:
+    """Transfers that take every partition leadership off ``node`` (before a restart),
+    each to the other replica leading the fewest partitions so far."""
+    counts: Counter[str] = Counter()
+    for p in partitions:
+        if p.leader is not None:
+            counts[p.leader] += 1
+    moves = []
+    for p in sorted(partitions, key=lambda p: (p.topic, p.partition)):
+        if p.leader != node:
+            continue
+        others = sorted((r for r in p.replicas if r != node), key=lambda r: (counts[r], r))
+        if not others:
+            continue  # a single-replica partition cannot be led by anyone else
+        counts[node] -= 1
+        counts[others[0]] += 1
+        moves.append(LeaderMove(p.topic, p.partition, p.group, node, others[0]))
+    return moves

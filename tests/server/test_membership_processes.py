@@ -188,6 +188,9 @@ def test_rebalance_spreads_leaders_piled_on_one_node(cluster: LocalCluster) -> N
         # The transfers completed before the command returned (each waits for it).
         assert leader_counts(cluster) == {"n1": 2, "n2": 2, "n3": 2}
         assert "leaders are balanced" in ok(cli(cluster, "cluster", "rebalance", "--dry-run"))
+        # Before a restart of n2: every leadership off it.
+        assert ok(cli(cluster, "leader", "drain", "n2")).count("transfer r/") == 2
+        assert "n2" not in leader_counts(cluster)
 
 
 def leader_counts(cluster: LocalCluster) -> dict[str, int]:

@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from raftlog.server.cli import main
 from raftlog.server.cli_common import EXIT_UNREACHABLE, EXIT_USAGE
-from raftlog.server.rebalance import PartitionView, plan_drain, plan_leader_moves
+from raftlog.server.rebalance import (
+    PartitionView,
+    plan_drain,
+    plan_leader_drain,
+    plan_leader_moves,
+)
 
 from .cluster_harness import free_ports
 
@@ -81,6 +86,16 @@ def test_drain_shrinks_when_no_other_node_is_left() -> None:
     assert [new for _, new in plan] == [("n1", "n2")]
 
 
+def test_leader_drain_moves_every_leadership_off_the_node_evenly() -> None:
+    parts = [_view(g, ("n1", "n2", "n3"), "n1") for g in range(1, 5)]
+    parts.append(_view(5, ("n1",), "n1"))  # nobody else can lead it
+    parts.append(_view(6, ("n2", "n3"), "n2"))
+    moves = plan_leader_drain(parts, "n1")
+    assert [m.group for m in moves] == [1, 2, 3, 4]
+    counts = _leader_counts(parts, moves, ["n1", "n2", "n3"])
+    assert counts == Counter({"n1": 1, "n2": 3, "n3": 2})  # only the 1-replica group stays
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -88,6 +103,7 @@ def test_drain_shrinks_when_no_other_node_is_left() -> None:
         ["member", "add", "n4", "--address", "127.0.0.1:1"],
         ["partition", "reassign", "t", "0", "--replicas", "n1,n2"],
         ["leader", "transfer", "t", "0", "--to", "n2"],
+        ["leader", "drain", "n1"],
         ["cluster", "rebalance"],
     ],
 )
