@@ -325,7 +325,7 @@ class AsyncClient:
             # eat the whole deadline before we retry elsewhere.
             attempt_budget = deadline - trio.current_time()
             if idempotent and address is None:
-                attempt_budget = min(attempt_budget, max(ATTEMPT_MIN, budget / 3, min_attempt))
+                attempt_budget = min(attempt_budget, self._attempt_cap(budget, min_attempt))
             if server_timeout:
                 fields["timeout_ms"] = max(1, int(attempt_budget * 900))
             try:
@@ -398,6 +398,11 @@ class AsyncClient:
             if topic is None and address is None:
                 self._controller = target
             return reply
+
+    def _attempt_cap(self, budget: float, min_attempt: float) -> float:
+        """Longest single attempt of an idempotent request: a third of its budget,
+        at most half the client's request_timeout, at least ATTEMPT_MIN."""
+        return max(ATTEMPT_MIN, min(budget / 3, self.request_timeout / 2), min_attempt)
 
     def _give_up(
         self, op: str, last: RaftlogError | None, ever_connected: bool, budget: float

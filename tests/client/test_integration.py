@@ -125,3 +125,39 @@ def test_consumer_resumes_from_its_commit_across_a_leader_kill(
         assert rest == [b"m%d" % i for i in range(4, 10)]
         second.commit()
         assert second.committed() == {0: 10}
+
+
+def test_producer_survives_a_paused_leader_exactly_once_in_order(
+    local_cluster: Callable[..., LocalCluster],  # noqa: F811
+):
+    # SIGSTOP keeps the old leader's sockets open but silent: the client must
+    # give up on it per attempt (not per deadline) and find the new leader.
+    cluster = started(local_cluster)
+    with Client(cluster.addresses(), request_timeout=4) as client:
+        client.create_topic("pause", partitions=1, replicas=3)
+        leader = client.describe_topic("pause")["partitions"][0]["leader"]
+        with client.producer(linger=0.002, batch_size=2000, delivery_timeout=60) as producer:
+            futures = [producer.send("pause", b"p%d" % i, partition=0) for i in range(300)]
+            futures[-1].result(30)
+            cluster.pause(leader)
+            try:
+                futures += [
+                    producer.send("pause", b"p%d" % i, partition=0) for i in range(300, 600)
+                ]
+                producer.flush()
+            finally:
+                cluster.resume(leader)
+        acked = [(i, f.result().offset) for i, f in enumerate(futures) if f.exception() is None]
+        values: list[bytes] = []
+        offset = 0
+        while True:
+            batch = client.fetch("pause", 0, offset).records
+            if not batch:
+                break
+            values.extend(r.value for r in batch)
+            offset = batch[-1].offset + 1
+    assert len(acked) == 600
+    assert len(values) == len(set(values)) == 600
+    assert [int(v[1:]) for v in values] == list(range(600))
+    for i, off in acked:
+        assert values[off] == b"p%d" % i
