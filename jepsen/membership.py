@@ -186,6 +186,9 @@ class MembershipNemesis:
     history: list[tuple[Change, Outcome]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # liveness problems for the report
     in_flight: int = 0  # >1 would be a bug: one change at a time
+    # After an add or remove was given up, our view of the voters may be wrong:
+    # the next plan reads the cluster's before anything else.
+    resync: bool = False
 
     def __post_init__(self) -> None:
         if len(self.initial) < self.min_voters:
@@ -219,6 +222,8 @@ class MembershipNemesis:
         if self.pending is not None:
             p = self.pending
             return Change(p.op, p.node, p.partition, p.replicas, p.attempt + 1)
+        if self.resync:
+            await self._resync()
         weights = dict(OP_WEIGHTS)
         outside = self.outside()
         if not outside:
@@ -302,6 +307,26 @@ class MembershipNemesis:
         self.pending = None
         if change.op in (MemberOp.ADD, MemberOp.REMOVE):
             log.warning("event=membership_abandoned change=%s outcome=%s", change, outcome)
+            self.resync = True
+
+    async def _resync(self) -> None:
+        """Take the cluster's voters as ours (a given-up change may have happened)."""
+        seen = await self.admin.voters()
+        self.resync = False
+        for node in sorted(self.voters - seen):
+            # Removed after all: finish the harness side of the removal.
+            self._retire(node)
+        self.voters |= seen & set(self.pool)
+        self.recorder.nemesis("membership-resync", {"voters": sorted(self.voters)})
+
+    def _retire(self, node: str) -> None:
+        """Out of the cluster: stop it and forget its disk, so that a later add
+        brings it back as a new incarnation."""
+        self.voters.discard(node)
+        self.removed.add(node)
+        self.live.discard(node)
+        self.cluster.kill(node)
+        self.cluster.wipe(node)
 
     async def _do(self, change: Change, detail: dict[str, Any]) -> None:
         if change.op is MemberOp.ADD:
@@ -341,13 +366,7 @@ class MembershipNemesis:
             moved.append({"partition": p.partition, "replicas": list(new)})
         detail["moved"] = moved
         await self.admin.remove(node)
-        # Out of the cluster: stop it and forget its disk, so that a later add
-        # brings it back as a new incarnation.
-        self.voters.discard(node)
-        self.removed.add(node)
-        self.live.discard(node)
-        self.cluster.kill(node)
-        self.cluster.wipe(node)
+        self._retire(node)
         detail["voters"] = sorted(self.voters)
 
     # ------------------------------------------------------------ schedule
@@ -372,6 +391,13 @@ class MembershipNemesis:
         ``target`` voters. True if the cluster got there within ``deadline``."""
         end = trio.current_time() + deadline
         while trio.current_time() < end:
+            if self.resync:
+                try:
+                    await self._resync()
+                except (RaftlogError, OSError) as exc:
+                    log.info("event=membership_resync_failed error=%s", exc)
+                    await trio.sleep(1.0)
+                continue
             if self.pending is not None:
                 change = await self.plan()
                 assert change is not None

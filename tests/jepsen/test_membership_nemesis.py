@@ -280,6 +280,27 @@ def test_unknown_outcome_is_continued_before_any_other_change() -> None:
     assert e2.value["outcome"] == "ok" and m.pending is None and "n4" in m.voters
 
 
+def test_a_removal_given_up_is_resynced_from_the_cluster_before_the_next_plan() -> None:
+    m, admin, nodes, recorder = make(seed=4)
+    m.voters.add("n4")
+    admin.voters_.add("n4")
+    nodes.running.add("n4")
+    nodes.has_data.add("n4")
+    m.live.add("n4")
+
+    async def main() -> None:
+        change = Change(MemberOp.REMOVE, node="n4", attempt=4)  # its last attempt
+        admin.lose_reply.add("remove")  # it happens; we never learn it
+        assert await m.execute(change) is Outcome.UNKNOWN
+        assert m.pending is None and "n4" in m.voters and m.resync
+        await m.plan()  # reads the cluster's voters first
+
+    run_trio(main)
+    assert m.voters == {"n1", "n2", "n3"} and not m.resync
+    assert "n4" not in nodes.running and "n4" not in nodes.has_data and "n4" not in m.live
+    assert any(op.f == "membership-resync" for op in recorder.ops)
+
+
 def test_refused_change_is_recorded_as_fail_and_not_retried() -> None:
     m, admin, _, recorder = make()
     admin.refuse.add("reassign")
