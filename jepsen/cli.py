@@ -40,6 +40,9 @@ def _summary(results: dict) -> str:
                 lines.append(f"    stuck at {stuck['f']} {stuck['invoke']} -> {stuck['value']} "
                              f"(history index {stuck['index']}) with the log "
                              f"{cx.get('log_length')} long")
+    for kind, outcomes in sorted(results.get("membership", {}).items()):
+        lines.append(f"  membership {kind}: "
+                     + " ".join(f"{k}={v}" for k, v in sorted(outcomes.items())))
     for problem in results.get("liveness", []):
         lines.append(f"  liveness: {problem}")
     for note in results.get("notes", []):

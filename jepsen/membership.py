@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -41,7 +41,7 @@ import trio
 from raftlog.client.aio import AsyncClient
 from raftlog.client.errors import ErrorCode, RaftlogError
 
-from .history import Recorder
+from .history import NEMESIS, Op, Recorder
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,17 @@ class ClientAdmin:
     async def transfer(self, partition: int, to: str) -> None:
         await self.client.leader_transfer(self.topic, partition, to,
                                           budget_s=self.budget_s / 2)
+
+
+def summary(ops: Iterable[Op]) -> dict[str, dict[str, int]]:
+    """Membership operations of a history by kind and outcome (from the stop lines)."""
+    out: dict[str, dict[str, int]] = {}
+    for op in ops:
+        if op.process == NEMESIS and op.f == "stop-membership" and isinstance(op.value, dict):
+            by = out.setdefault(str(op.value.get("op")), {})
+            outcome = str(op.value.get("outcome"))
+            by[outcome] = by.get(outcome, 0) + 1
+    return out
 
 
 def classify(exc: BaseException) -> Outcome:

@@ -20,7 +20,7 @@ from typing import Any
 import trio
 from raftlog.client.aio import AsyncClient
 
-from . import checker_log, linearizable, report
+from . import checker_log, linearizable, membership, report
 from .cluster import ClusterSettings, JepsenCluster
 from .history import Op, Recorder, load
 from .membership import ClientAdmin
@@ -162,6 +162,8 @@ async def run(opts: RunOptions) -> dict[str, Any]:
     # Not a safety anomaly, but a run where a node crashed or the cluster never
     # came back is not a pass either.
     results["liveness"] = liveness
+    if "membership" in opts.nemesis:
+        results["membership"] = membership.summary(ops)
     results["valid"] = results["valid"] and not liveness
     results["options"] = {k: (str(v) if isinstance(v, Path) else v)
                           for k, v in asdict(opts).items()}

@@ -20,6 +20,7 @@ from raftlog.jepsen.membership import (
     MembershipNemesis,
     Outcome,
     PartitionView,
+    summary,
 )
 from raftlog.jepsen.nemesis import Nemesis
 
@@ -205,6 +206,10 @@ def test_long_schedule_keeps_three_voters_and_one_change_at_a_time(seed: int) ->
     assert ops == {"add", "remove", "move", "transfer"}, ops
     # Every partition only ever lives on voters, and the harness's view is the server's.
     assert m.voters == admin.voters_
+    by_kind = summary(recorder.ops)
+    assert sum(sum(v.values()) for v in by_kind.values()) == len(pairs)
+    assert set(by_kind) == ops and all(set(v) <= {"ok", "fail", "unknown"}
+                                       for v in by_kind.values())
     for replicas in admin.replicas.values():
         assert set(replicas) <= admin.voters_ and len(replicas) == 3
     # Exactly the voters run: removed nodes were stopped, added ones started.
