@@ -86,6 +86,7 @@ class Connection:
         the error reply to the hello (UNAUTHORIZED, UNSUPPORTED_VERSION ...).
         """
         host, _, port = address.rpartition(":")
+        host = host.strip("[]")  # "[::1]:7101" -> "::1"
         try:
             with trio.fail_after(connect_timeout):
                 stream = await trio.open_tcp_stream(host, int(port))
