@@ -498,3 +498,41 @@ async def test_a_failing_save_stops_the_node_instead_of_running_without_durabili
             await driver.run()
     finally:
         store.close()
+
+
+async def test_deleting_a_topic_ends_a_waiting_long_poll(cluster):
+    topic = await cluster.create_topic("gone", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    errors: list[HandlerError] = []
+
+    async def poll() -> None:
+        errors.append(
+            await cluster.call_error(
+                leader, "fetch", topic="gone", partition=0, offset=0, max_wait_ms=20_000
+            )
+        )
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as n:
+            n.start_soon(poll)
+            await trio.testing.wait_all_tasks_blocked()
+            meta_leader = await cluster.wait_leader(0)
+            await cluster.call(meta_leader, "delete_topic", topic="gone")
+    assert errors[0].code is ErrorCode.UNKNOWN_TOPIC
+
+
+async def test_a_new_metadata_leader_serves_topic_ops_after_the_old_one_is_cut_off(cluster):
+    old = await cluster.wait_leader(0)
+    await cluster.wait_for(lambda: len(cluster.driver(old).metadata.nodes) == 3)
+    others = [n for n in cluster.node_ids if n != old]
+    cluster.net.isolate(old, others)
+    new = await cluster.wait_for(
+        lambda: next((n for n in others if cluster.driver(n).groups[0].role is Role.LEADER), None),
+        what="a new metadata leader",
+    )
+    reply = await cluster.call(new, "create_topic", topic="after", partitions=1, replicas=2)
+    assert reply["topic"]["name"] == "after"
+    cluster.net.heal()
+    await cluster.wait_for(
+        lambda: "after" in cluster.driver(old).metadata.topics, what="old leader catches up"
+    )
