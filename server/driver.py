@@ -1002,4 +1002,6 @@ class MultiRaft:
             "applied": group.applied,
             "last_index": status.last_index,
             "replicas": replicas,
+            # Not ticked while idle (see the module docstring); additive field.
+            "quiet": group.quiet,
         }
