@@ -75,7 +75,8 @@ async def serve_replica_fetch(cfg: Any, driver: Any, ctx: Any, fields: dict[str,
     known = node in cfg.node_ids() or node in getattr(driver.metadata, "nodes", {})
     token = cfg.auth.peer_token
     if not known or (
-        token is not None and not hmac.compare_digest(str(fields.get("token") or ""), token)
+        token is not None
+        and not hmac.compare_digest(str(fields.get("token") or "").encode(), token.encode())
     ):
         raise HandlerError(ErrorCode.UNAUTHORIZED, "replica_fetch is for cluster peers only")
     group = driver.groups.get(fields["group"])

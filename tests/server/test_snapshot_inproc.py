@@ -130,7 +130,7 @@ async def test_catch_up_with_peer_and_client_tokens(tmp_path: Any, nursery: trio
         leader = c.leader(gid)
         assert leader is not None
         args = {"group": gid, "offset": 0, "node": "n1"}
-        for token in (None, "wrong"):
+        for token in (None, "wrong", "p\u00e9er"):
             err = await c.call_error(leader, "replica_fetch", **args, token=token)
             assert err.code is ErrorCode.UNAUTHORIZED
         reply = await c.call(leader, "replica_fetch", **args, token="peer-secret")
