@@ -53,6 +53,7 @@ VOTER_ROLES = frozenset({"voter", "controller_leader"})
 REFUSALS = frozenset({ErrorCode.INVALID_REQUEST, ErrorCode.UNKNOWN_TOPIC,
                       ErrorCode.UNKNOWN_PARTITION})
 MAX_ATTEMPTS = 4  # of one change (the first try and its retries)
+MIN_REPLICAS = 3  # a removal's drain never shrinks a partition below this
 
 
 class MemberOp(StrEnum):
@@ -168,7 +169,13 @@ def summary(ops: Iterable[Op]) -> dict[str, dict[str, int]]:
     return out
 
 
+class Infeasible(Exception):
+    """The harness cannot do this change (nothing was asked of the cluster)."""
+
+
 def classify(exc: BaseException) -> Outcome:
+    if isinstance(exc, Infeasible):
+        return Outcome.FAIL
     if isinstance(exc, RaftlogError) and exc.code in REFUSALS:
         return Outcome.FAIL
     return Outcome.UNKNOWN
@@ -287,7 +294,7 @@ class MembershipNemesis:
         try:
             await self._do(change, detail)
             outcome, error = Outcome.OK, None
-        except (RaftlogError, OSError, RuntimeError, trio.TooSlowError) as exc:
+        except (RaftlogError, OSError, RuntimeError, trio.TooSlowError, Infeasible) as exc:
             outcome = classify(exc)
             error = f"{type(exc).__name__}: {exc}"[:300]
         finally:
@@ -370,9 +377,15 @@ class MembershipNemesis:
             if node not in p.replicas:
                 continue
             targets = [v for v in self.stable_voters() if v not in p.replicas and v != node]
-            if not targets:
-                raise RuntimeError(f"partition {p.partition}: no voter to move {node}'s replica to")
-            new = tuple(self.rng.choice(targets) if r == node else r for r in p.replicas)
+            if targets:
+                new = tuple(self.rng.choice(targets) if r == node else r for r in p.replicas)
+            elif len(p.replicas) > MIN_REPLICAS:
+                # Every voter holds it already (replicated on all nodes): it
+                # shrinks by one, as `raftlog member remove` does.
+                new = tuple(r for r in p.replicas if r != node)
+            else:
+                raise Infeasible(f"partition {p.partition}: no voter to move {node}'s replica "
+                                 f"to, and it has only {len(p.replicas)} replicas")
             await self.admin.reassign(p.partition, new)
             moved.append({"partition": p.partition, "replicas": list(new)})
         detail["moved"] = moved

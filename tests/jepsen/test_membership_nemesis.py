@@ -306,6 +306,37 @@ def test_a_removal_given_up_is_resynced_from_the_cluster_before_the_next_plan() 
     assert any(op.f == "membership-resync" for op in recorder.ops)
 
 
+def test_removal_shrinks_a_partition_held_by_every_voter_but_never_below_three() -> None:
+    m, admin, nodes, _ = make()
+    for n in ("n4", "n5"):
+        m.voters.add(n)
+        admin.voters_.add(n)
+        nodes.running.add(n)
+        nodes.has_data.add(n)
+        m.live.add(n)
+    admin.replicas = {0: ["n1", "n2", "n3", "n4", "n5"], 1: ["n1", "n2", "n3"]}
+
+    async def main() -> None:
+        assert await m.execute(Change(MemberOp.REMOVE, node="n1")) is Outcome.OK
+
+    run_trio(main)
+    assert admin.replicas[0] == ["n2", "n3", "n4", "n5"]  # shrunk: no voter left to take it
+    assert len(admin.replicas[1]) == 3 and "n1" not in admin.replicas[1]  # moved
+    assert "n1" not in admin.voters_
+
+    # Three voters holding a 3-replica partition (min_voters lowered to get
+    # there): nowhere to move it, and it may not shrink: refused by the harness.
+    m, admin, _, _ = make()
+    m.min_voters = 2
+    admin.replicas = {0: ["n1", "n2", "n3"]}
+
+    async def refused() -> None:
+        assert await m.execute(Change(MemberOp.REMOVE, node="n1")) is Outcome.FAIL
+
+    run_trio(refused)
+    assert m.pending is None and admin.calls == [] and "n1" in admin.voters_
+
+
 def test_refused_change_is_recorded_as_fail_and_not_retried() -> None:
     m, admin, _, recorder = make()
     admin.refuse.add("reassign")
