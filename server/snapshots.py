@@ -151,6 +151,17 @@ class SnapshotManager:
             st = self._groups[gid] = _GroupState()
         return st
 
+    def group_status(self, gid: int) -> dict[str, int]:
+        """For cluster_status: the group's snapshot index and first stored log index."""
+        store = self.driver.store
+        if not store.has_group(gid):
+            return {}
+        storage = store.group(gid)
+        return {
+            "snapshot_index": storage.snapshot_meta().index,
+            "first_index": storage.first_index(),
+        }
+
     # ------------------------------------------------------------ taking snapshots
 
     def after_apply(self, readies: Sequence[tuple[int, Ready]]) -> None:
