@@ -1004,4 +1004,6 @@ class MultiRaft:
             "replicas": replicas,
             # Not ticked while idle (see the module docstring); additive field.
             "quiet": group.quiet,
+            # Snapshots and compaction (server/snapshots.py); additive fields.
+            **self.snapshots.group_status(group.gid),
         }
