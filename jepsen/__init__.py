@@ -4,6 +4,8 @@ Usage::
 
     raftlog jepsen run --nodes 3 --workload log --nemesis partition,kill,pause \\
         --time-limit 60 --concurrency 10 --seed 1 --out store/run1
+    raftlog jepsen run --nodes 3 --nemesis kill,membership --spares 1 \\
+        --time-limit 40 --seed 1 [--no-rejoin]
     raftlog jepsen check store/run1/history.jsonl [--json]
 
 Exit codes: 0 valid, 1 anomaly (or liveness failure, or unknown verdict),
@@ -20,7 +22,10 @@ Modules, one job each:
 - ``linearizable``: WGL search per partition on an append-only log model.
 - ``partitions`` / ``proxy``: grudges and the per-directed-link TCP proxies.
 - ``cluster``: node processes from a generated cluster.toml.
-- ``nemesis``: the seeded fault schedule (kill, pause, partition).
+- ``nemesis``: the seeded fault schedule (kill, pause, partition, delay).
+- ``membership``: the membership nemesis beside it (add/remove nodes, move
+  partitions, transfer leaders through the client admin API; spare nodes
+  join, removed ones are wiped and may rejoin), re-grown after the heal.
 - ``workload``: the ``log`` and ``offsets`` client workloads and final drains.
 - ``report`` / ``runner`` / ``cli``: artefacts, one whole run, the commands.
 
