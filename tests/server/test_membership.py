@@ -134,6 +134,11 @@ async def test_add_a_node_and_move_a_partition_to_it(cluster, tmp_path):
     await c.wait_for(lambda: 1 not in c.driver(drop).groups, what="old replica deleted")
     assert _conf(c, "n4", 1).voters == _conf(c, leader, 1).voters
     assert _conf(c, "n4", 0) == _conf(c, meta_leader, 0)
+    # The joined node restarts with the membership it learned (not an empty one).
+    await c.stop("n4")
+    await c.start("n4")
+    assert _conf(c, "n4", 0) == _conf(c, meta_leader, 0)
+    assert _conf(c, "n4", 1).voters == _conf(c, leader, 1).voters
     members = {m["id"]: m for m in (await c.call(meta_leader, "member_list"))["nodes"]}
     assert members["n4"]["role"] in ("voter", "controller_leader")
     assert 1 in members["n4"]["groups"] and 1 not in members[drop]["groups"]
