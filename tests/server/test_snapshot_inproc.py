@@ -109,6 +109,12 @@ async def test_leader_snapshots_and_compacts_keeping_trailing_entries(cluster: S
 
     await cluster.wait_for(compacted_behind_snapshot, what="snapshot + compaction on the leader")
     snap = storage.snapshot()
+    status = await cluster.call(leader, "cluster_status")
+    (mine,) = [g for g in status["groups"] if g["group"] == gid]
+    assert (mine["snapshot_index"], mine["first_index"]) == (
+        storage.snapshot_meta().index,
+        storage.first_index(),
+    )
     sm = cluster.driver(leader).groups[gid].sm
     # The snapshot's data is the state machine's small state at its index.
     assert b"next_offset" in snap.data and sm.applied_index >= snap.meta.index
