@@ -128,6 +128,20 @@ class SimNode:
         return self.raft is not None
 
 
+@dataclass(slots=True)
+class Coverage:
+    """What a run exercised; tests assert the fault space stays covered."""
+
+    crashes: int = 0
+    lost_readies: int = 0  # crashes that lost a taken, un-persisted Ready
+    crashes_before_apply: int = 0
+    restarts: int = 0
+    snapshots_installed: int = 0
+    compactions: int = 0
+    conf_changes_applied: int = 0
+    transfers: int = 0
+
+
 class MembershipOp(IntEnum):
     REMOVE = 0
     ADD_VOTER = 1
@@ -171,6 +185,7 @@ class Cluster:
         self.snapshots: dict[bytes, tuple[tuple[int, bytes], ...]] = {}
         # Messages sent, by (sender, type): lets scenarios assert what happened.
         self.sent: dict[tuple[str, MessageType], int] = {}
+        self.coverage = Coverage()
         # Client state.
         self.proposals: list[Proposal] = []
         self._inflight: dict[tuple[str, int], Proposal] = {}  # (node, index) -> proposal
@@ -221,6 +236,7 @@ class Cluster:
         node = self.nodes[nid]
         assert node.raft is None
         node.incarnation += 1
+        self.coverage.restarts += node.incarnation > 1
         rng = random.Random(f"core:{self.p.seed}:{nid}:{node.incarnation}")
         node.raft = self.core_factory(self._config(nid, node.disk.applied), node.disk.storage, rng)
         node.last_commit = node.raft.commit_index
@@ -239,6 +255,8 @@ class Cluster:
         lost = node.pending
         node.raft = None
         node.pending = None
+        self.coverage.crashes += 1
+        self.coverage.lost_readies += lost is not None
         node.crash_before_apply = False
         log.debug(
             "event=sim_crash seed=%d node=%s lost_ready=%s", self.p.seed, nid, lost is not None
@@ -396,6 +414,7 @@ class Cluster:
                     f"already applied {disk.applied}",
                 )
             st.apply_snapshot(snap)
+            self.coverage.snapshots_installed += 1
             contents = self.snapshots[snap.data]
             disk.sm = list(contents)
             ck.check_snapshot_contents(node.id, disk.sm)
@@ -421,6 +440,7 @@ class Cluster:
             # Power loss after the fsync, before the state machine caught up:
             # the restart resumes from an applied index below the durable commit.
             node.crash_before_apply = False
+            self.coverage.crashes_before_apply += 1
             self.crash(node.id)
             return
         # 3. Apply, durably with the applied index.
@@ -463,6 +483,7 @@ class Cluster:
             if cc is not None:
                 cs = node.raft.apply_conf_change(cc)
                 st.set_conf_state(cs)
+                self.coverage.conf_changes_applied += 1
                 self.note(f"{node.id} conf -> voters={cs.voters} out={cs.voters_outgoing} "
                           f"learners={cs.learners + cs.learners_next}")
         prop = self._inflight.pop((node.id, e.index), None)
@@ -551,6 +572,7 @@ class Cluster:
         except RaftError as e:
             self.note(f"{lead} transfer -> {target}: {type(e).__name__}")
             return
+        self.coverage.transfers += 1
         self.note(f"{lead} transfer -> {target}")
 
     def change_membership(self, kind: MembershipOp, nid: str) -> bool:
@@ -618,6 +640,7 @@ class Cluster:
         self.snapshots[key] = tuple(node.disk.sm)
         st.create_snapshot(applied, None, key)
         st.compact(applied)
+        self.coverage.compactions += 1
         self.note(f"{nid} compact to {applied}")
         return True
 
@@ -664,4 +687,13 @@ def _fmt_msg(m: Message) -> str:
     return s
 
 
-__all__ = ["Cluster", "Disk", "MembershipOp", "NetConfig", "Proposal", "SimNode", "SimParams"]
+__all__ = [
+    "Cluster",
+    "Coverage",
+    "Disk",
+    "MembershipOp",
+    "NetConfig",
+    "Proposal",
+    "SimNode",
+    "SimParams",
+]

@@ -32,7 +32,7 @@ class Op(IntEnum):
     # in the middle of an fsync (a Ready taken but not yet durable) if any;
     # arg2 = 3: node arg at its next persist, after the write, before applying.
     CRASH = 7
-    RESTART = 8  # arg = node index
+    RESTART = 8  # arg picks one of the crashed nodes
     TRANSFER = 9  # leader transfers to node arg
     COMPACT = 10  # node arg snapshots its state machine and compacts its log
     MEMBERSHIP = 11  # arg = MembershipOp, arg2 = node index
@@ -75,17 +75,17 @@ _WEIGHTS: tuple[tuple[Op, int], ...] = (
 # For long runs (``python -m tests.sim.run --profile chaos``): faults several
 # times more often, so rare interleavings come up sooner.
 _CHAOS_WEIGHTS: tuple[tuple[Op, int], ...] = (
-    (Op.TICK, 30),
+    (Op.TICK, 45),
     (Op.DELIVER, 8),
     (Op.PROPOSE, 16),
     (Op.READ, 6),
-    (Op.DROP, 6),
-    (Op.PARTITION, 8),
-    (Op.HEAL, 5),
-    (Op.CRASH, 8),
-    (Op.RESTART, 10),
+    (Op.DROP, 5),
+    (Op.PARTITION, 5),
+    (Op.HEAL, 4),
+    (Op.CRASH, 5),
+    (Op.RESTART, 7),
     (Op.TRANSFER, 4),
-    (Op.COMPACT, 5),
+    (Op.COMPACT, 4),
     (Op.MEMBERSHIP, 6),
 )
 
@@ -217,9 +217,12 @@ def apply_action(c: Cluster, a: Action) -> None:
             return
         c.crash(target or ids[a.arg % n])
     elif op is Op.RESTART:
-        nid = ids[a.arg % n]
-        if not c.nodes[nid].up:
-            c.start(nid)
+        # Restart one of the crashed nodes (arg picks which): restarting a
+        # node that is up is a no-op, and would leave crashed ones down for
+        # most of the run.
+        down = c.crashed()
+        if down:
+            c.start(down[a.arg % len(down)])
     elif op is Op.TRANSFER:
         c.transfer_leader(ids[a.arg % n])
     elif op is Op.COMPACT:
