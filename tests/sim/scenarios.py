@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from raftlog.raft.types import Message, MessageType, Role
 
-from .cluster import Cluster, CoreFactory, SimParams
+from .cluster import Cluster, CoreFactory, MembershipOp, SimParams
 
 
 class ScenarioError(RuntimeError):
@@ -153,3 +153,76 @@ def figure8(core_factory: CoreFactory | None = None, seed: int = 8) -> Figure8Re
 
     run_until(c, c_leads_with_noop, 400, f"{cnode} elected again with its no-op durable")
     return Figure8Result(c, ix, t1, old_term_committed)
+
+
+@dataclass(slots=True)
+class RemovedJointLeaderSetup:
+    cluster: Cluster
+    leave_index: int
+
+
+def removed_joint_leader(
+    core_factory: CoreFactory | None = None,
+    seed: int = 0,
+    pre_vote: bool = True,
+    check_quorum: bool = True,
+) -> RemovedJointLeaderSetup:
+    """The shape of sim seed 116 (a liveness bug), built by hand on three nodes.
+
+    n2 leads the joint configuration {n1,n3} & {n2,n3} (it replaces itself by
+    n1) and commits the leave-joint entry at k. The network then arranges:
+    n3 never hears a commit index >= k (its last commit news is lost, as if
+    it crashed), n3 holds k+2 entries, n1 only k, n2 k+3. Once n2 applies the
+    leave-joint and steps down: n3 still uses the joint config and needs
+    n2's vote (refused: n2's log is longer); n1 uses {n1,n3} and needs n3's
+    (refused: n3's log is longer). Returns the cluster at that point; the
+    caller heals and checks liveness.
+    """
+    c = Cluster(
+        SimParams(
+            seed=seed, n_nodes=3, persist_prob=1.0, pre_vote=pre_vote, check_quorum=check_quorum
+        ),
+        *(() if core_factory is None else (core_factory,)),
+    )
+    run_until(c, lambda: c.leader() is not None, 300, "a leader")
+    if c.leader() != "n2":
+        c.transfer_leader("n2")
+        run_until(c, lambda: c.leader() == "n2", 300, "n2 leads after a transfer")
+    n2 = c.nodes["n2"]
+    c.client_leader = "n2"
+    if not c.change_membership(MembershipOp.REMOVE, "n1"):
+        raise ScenarioError("could not propose the removal of n1")
+    run_until(
+        c,
+        lambda: n2.raft.conf_state.voters == ("n2", "n3")
+        and all(c.nodes[x].disk.applied == n2.raft.commit_index for x in ("n2", "n3")),
+        200,
+        "n1 removed everywhere",
+    )
+    if not c.change_membership(MembershipOp.REPLACE, "n2"):
+        raise ScenarioError("could not propose the joint replacement of n2 by n1")
+    run_until(
+        c, lambda: bool(n2.raft.conf_state.voters_outgoing), 200, "n2 applies the joint config"
+    )
+    # The leader proposed leave-joint on applying the joint config (auto_leave).
+    k = n2.raft.last_index
+    for _ in range(3):
+        if c.propose() is None:
+            raise ScenarioError("n2 refused a write while joint")
+
+    def arrange(m: Message) -> Message | None:
+        if m.frm != "n2" or m.type not in (MessageType.APPEND, MessageType.HEARTBEAT):
+            return m
+        if m.to == "n3":
+            kept = tuple(x for x in m.entries if x.index <= k + 2)
+            return dataclasses.replace(m, entries=kept, commit=min(m.commit, k - 1))
+        if m.to == "n1":
+            return dataclasses.replace(m, entries=tuple(x for x in m.entries if x.index <= k))
+        return m
+
+    c.net.intercept = arrange
+    run_until(c, lambda: n2.raft.role is not Role.LEADER, 300, "n2 applies leave-joint, steps down")
+    for _ in range(5):
+        c.round()
+    c.net.intercept = None
+    return RemovedJointLeaderSetup(c, k)

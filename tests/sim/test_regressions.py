@@ -5,19 +5,22 @@ core has not fixed yet is marked xfail(strict=True), so the fix turns it
 into a failure that asks for the mark to be removed; invariants are never
 loosened to make a seed pass.
 
-A seed means something only for one version of schedule generation. The one
-core bug the simulator found so far (a removed stale leader "leading" forever
-without PreVote/CheckQuorum, seed 42928 at tests/sim@6fe5c57, fixed in
-raft a08c547) is therefore pinned as a hand-written scenario in
-``test_disruption.py``; no seed of the current generation reproduces it on
-the unfixed core (1,500 scanned).
+A seed means something only for one version of schedule generation, so each
+bug is also pinned as a hand-written scenario:
+
+- a removed stale leader "leading" forever without PreVote/CheckQuorum (seed
+  42928 at tests/sim@6fe5c57, fixed in raft a08c547): ``test_disruption.py``;
+- a leader removed by its own leave-joint stepping down before followers
+  learned the commit -> no leader ever (seed 116, open): below.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from .schedule import run_seed
+from .invariants import SimulationFailure
+from .scenarios import removed_joint_leader
+from .schedule import run_seed, settle
 from .seeds import CORE_BUG_SEEDS, CoreBugSeed
 from .stats import SESSION
 
@@ -27,7 +30,11 @@ def _cases() -> list[object]:
         pytest.param(
             case,
             id=f"seed{case.seed}-n{case.n_nodes}",
-            marks=[pytest.mark.xfail(strict=True, reason=case.bug)] if case.still_broken else [],
+            marks=(
+                [pytest.mark.xfail(strict=True, raises=SimulationFailure, reason=case.bug)]
+                if case.still_broken
+                else []
+            ),
         )
         for case in CORE_BUG_SEEDS
     ]
@@ -42,3 +49,25 @@ def test_core_bug_seed_passes(case: CoreBugSeed) -> None:
     r = run_seed(case.seed, case.n_nodes, length=case.length)
     SESSION.record(r)
     assert r.settle_ticks > 0  # the liveness phase ran and converged
+
+
+REMOVED_JOINT_LEADER_BUG = (
+    "raft/node.py _switch_to_config: a leader removed by its own leave-joint steps down at "
+    "once, before every follower learned the commit index covering it; a follower still in "
+    "the joint config then needs the removed node's vote (refused, longer log) while the "
+    "node that applied the new config has the shortest log: no leader ever (sim seed 116)"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=SimulationFailure, reason=REMOVED_JOINT_LEADER_BUG)
+@pytest.mark.parametrize("defaults", [True, False], ids=["prevote+checkquorum", "neither"])
+def test_cluster_elects_a_leader_after_removed_joint_leader_steps_down(defaults: bool) -> None:
+    setup = removed_joint_leader(seed=0, pre_vote=defaults, check_quorum=defaults)
+    c = setup.cluster
+    # Preconditions of the bug's shape (a wrong setup must not pass as a fix).
+    assert c.nodes["n3"].raft.conf_state.voters_outgoing == ("n2", "n3")
+    assert c.nodes["n1"].raft.conf_state.voters == ("n1", "n3")
+    assert not c.nodes["n1"].raft.conf_state.voters_outgoing
+    # Liveness: heal everything; a leader must commit a fresh write everywhere.
+    settle(c, max_ticks=100 * c.p.election_ticks)
+    c.final_check()
