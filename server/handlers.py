@@ -299,6 +299,15 @@ class RequestHandlers:
 
     async def describe_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         topic = await self._topic(fields["topic"])
+        # Offsets of the partitions led here are linearizable: one ReadIndex
+        # barrier per led group, all in parallel (the driver batches them per
+        # turn). Other replicas report their local, possibly lagging view.
+        deadline = trio.current_time() + META_SYNC_TIMEOUT_S
+        async with trio.open_nursery() as nursery:
+            for pinfo in topic.partitions:
+                group = self.driver.groups.get(pinfo.group_id)
+                if group is not None and group.role is Role.LEADER:
+                    nursery.start_soon(self.driver.read_barrier, group.gid, deadline)
         parts = []
         for pinfo in topic.partitions:
             entry = self._partition_json(topic.name, pinfo)
