@@ -195,8 +195,20 @@ def group_for_message(driver: Any, gid: int, msg: Message) -> Group | None:
 
 
 def sync_peers(driver: Any) -> None:
-    """Make registered nodes unknown to cluster.toml peers of this node."""
+    """Make registered nodes unknown to cluster.toml peers of this node (and forget
+    such learned peers again once they are unregistered by ``member remove``)."""
     cfg = driver.cfg
+    learned: set[str] = driver.__dict__.setdefault("learned_peers", set())
+    for node_id in sorted(learned - set(driver.metadata.nodes)):
+        # Removed: the listener no longer accepts its hello, nobody dials it.
+        learned.discard(node_id)
+        cfg.nodes[:] = [n for n in cfg.nodes if n.id != node_id]
+        if node_id in driver.peers:
+            driver.peers.remove(node_id)
+        remove_peer = getattr(driver.transport, "remove_peer", None)
+        if remove_peer is not None:
+            remove_peer(node_id)
+        log.info("event=peer_forgotten peer=%s reason=unregistered", node_id)
     known = set(cfg.node_ids())
     for node_id, info in sorted(driver.metadata.nodes.items()):
         if node_id in known or not info.address:
@@ -213,6 +225,7 @@ def sync_peers(driver: Any) -> None:
                        data_dir=Path(), join=True)
         )  # fmt: skip
         driver.peers.append(node_id)
+        learned.add(node_id)
         driver._addresses[node_id] = info.address
         add_peer = getattr(driver.transport, "add_peer", None)
         if add_peer is not None:

@@ -102,6 +102,15 @@ def test_add_a_fourth_node_and_move_a_loaded_partition_to_it(cluster: LocalClust
         log = read_all(n4_client, "t")
     check_log(log, producing.acked)
     assert len(log) >= len(producing.acked) >= 60
+    # And out again: its replica moves back, the nodes that learned its address
+    # from the metadata (their cluster.toml predates it) forget it.
+    ok(cli(cluster, "member", "remove", "n4"))
+    # Unregistered and unknown to n1's cluster.toml: no longer listed (or not a member).
+    assert members(cluster).get("n4", {"role": "not_member"})["role"] == "not_member"
+    wait_until(lambda: "peer_forgotten peer=n4" in cluster.log_text("n1"), "n1 forgets n4")
+    with Client(cluster.addresses()[:3], request_timeout=30.0) as client:
+        assert "n4" not in replicas(client, "t")
+        check_log(read_all(client, "t"), producing.acked)
 
 
 def leader_of_partition_by(cluster: LocalCluster, node: str, group: int = 1) -> str | None:
