@@ -50,3 +50,20 @@ def test_readiness_counts_only_the_current_start(tmp_path: Path) -> None:
     with node.log_path.open("ab") as fh:
         fh.write(b"raftlog node ready node=n1\n")
     assert cluster.is_ready("n1")
+
+
+async def test_spares_are_in_the_config_and_the_proxy_mesh_from_the_start(tmp_path: Path) -> None:
+    cluster = JepsenCluster(tmp_path, ClusterSettings(nodes=3, spares=2))
+    await cluster.prepare()
+    cfg = load_config(cluster.config_path)
+    assert cluster.initial_ids == ["n1", "n2", "n3"] and cluster.spare_ids == ["n4", "n5"]
+    assert {n.id: n.join for n in cfg.nodes} == {
+        "n1": False, "n2": False, "n3": False, "n4": True, "n5": True}
+    assert cluster.mesh is not None and len(cluster.mesh.links) == 5 * 4
+    for node in cfg.nodes:  # every node reaches every other one through a proxy
+        assert set(node.dial) == {n.id for n in cfg.nodes} - {node.id}
+    # Clients bootstrap from the initial nodes only (spares are not running).
+    assert cluster.addresses == [cluster.address(n) for n in ("n1", "n2", "n3")]
+    # A removed initial node comes back as a joiner: the file says so from then on.
+    cluster.set_join("n2")
+    assert load_config(cluster.config_path).node("n2").join is True
