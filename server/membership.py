@@ -18,10 +18,16 @@ so that driver.py keeps one job (the loop):
   the rest, also after a restart, when that memory is gone).
 - ``group_for_message``: a node added to a partition's group (as a learner,
   by ``partition reassign``) hosts no copy yet; the first message of that
-  group creates one with an EMPTY ConfState, filled from the leader's log.
+  group creates one with an EMPTY ConfState. A joining replica cannot replay
+  the membership from index 1 (a group's bootstrap membership is written by
+  ``create_group``, not logged), so the conf change that adds nodes carries
+  the membership it applies to in its context (``base_context``); earlier
+  changes are skipped, their effect is in that base. A snapshot, when the
+  log was compacted, carries the membership itself.
 - ``sync_peers``: nodes registered in the metadata group (REGISTER_NODE, done
   by ``member add``) but absent from this node's cluster.toml become peers:
-  the listener accepts their hello and the transport dials them.
+  the listener accepts their hello and the transport dials them; once
+  unregistered (``member remove``) they are forgotten again.
 """
 
 from __future__ import annotations
