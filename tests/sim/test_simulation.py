@@ -120,8 +120,12 @@ net_configs = st.builds(
 )
 
 
+# CI runs a fixed set of examples (derandomize): a rare failure must show up
+# as a reproducible seed, not as a flaky run. RAFTLOG_SIM_HYPOTHESIS_RANDOM=1
+# explores new examples on every run (use it for local bug hunting).
 @settings(
     max_examples=int(os.environ.get("RAFTLOG_SIM_HYPOTHESIS_EXAMPLES", "60")),
+    derandomize=os.environ.get("RAFTLOG_SIM_HYPOTHESIS_RANDOM") != "1",
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
