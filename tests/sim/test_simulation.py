@@ -264,3 +264,11 @@ def test_seeded_schedules_cover_the_fault_space(profile: str) -> None:
     ):
         assert sent.get(mtype, 0) > 0, f"no {mtype.name} sent in 40 {profile} schedules"
     assert reads > 0 and acked > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["default", "chaos"])
+def test_long_run(profile: str) -> None:
+    """Opt-in (``pytest -m slow tests/sim``): many more seeds, past the CI range."""
+    count = int(os.environ.get("RAFTLOG_SIM_LONG_SEEDS", "10000"))
+    _run_seed_range(100_000, 100_000 + count, profile=profile)
