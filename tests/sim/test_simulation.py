@@ -124,7 +124,7 @@ net_configs = st.builds(
 # as a reproducible seed, not as a flaky run. RAFTLOG_SIM_HYPOTHESIS_RANDOM=1
 # explores new examples on every run (use it for local bug hunting).
 @settings(
-    max_examples=int(os.environ.get("RAFTLOG_SIM_HYPOTHESIS_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("RAFTLOG_SIM_HYPOTHESIS_EXAMPLES", "200")),
     derandomize=os.environ.get("RAFTLOG_SIM_HYPOTHESIS_RANDOM") != "1",
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
