@@ -237,6 +237,11 @@ class MembershipOps:
             raise HandlerError(ErrorCode.INVALID_REQUEST, "replicas must be distinct node ids")
         unknown = [r for r in replicas if r not in self.meta.nodes]
         if unknown:
+            # Our metadata may lag the leader's (registrations just applied there).
+            with trio.move_on_after(1.0):
+                await self.h._meta_sync()
+            unknown = [r for r in replicas if r not in self.meta.nodes]
+        if unknown:
             raise HandlerError(
                 ErrorCode.INVALID_REQUEST,
                 f"unknown node(s) {','.join(unknown)}: add them first (raftlog member add)",
