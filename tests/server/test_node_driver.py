@@ -536,3 +536,37 @@ async def test_a_new_metadata_leader_serves_topic_ops_after_the_old_one_is_cut_o
     await cluster.wait_for(
         lambda: "after" in cluster.driver(old).metadata.topics, what="old leader catches up"
     )
+
+
+async def test_a_quiesced_leader_that_is_cut_off_is_replaced_and_steps_down_when_woken(
+    cluster,
+):
+    topic = await cluster.create_topic("q", partitions=1)
+    gid = topic["partitions"][0]["group"]
+    old = await cluster.wait_leader(gid)
+    await cluster.produce(old, "q", [b"before"])
+    await cluster.wait_for(
+        lambda: all(cluster.driver(n).groups[gid].quiet for n in cluster.node_ids),
+        within=20,
+        what="the partition group quiet on every node",
+    )
+    others = [n for n in cluster.node_ids if n != old]
+    cluster.net.isolate(old, others)
+    # The followers stop hearing the leader's node, tick again and elect.
+    new = await cluster.wait_for(
+        lambda: next(
+            (n for n in others if cluster.driver(n).groups[gid].role is Role.LEADER), None
+        ),
+        what="a new leader among the connected followers",
+    )
+    # The stale leader, still quiet, is woken by a produce it cannot commit.
+    err = await cluster.call_error(
+        old, "produce", topic="q", partition=0, timeout_ms=3000, **_batch([b"stale"])
+    )
+    assert err.code in (ErrorCode.TIMEOUT, ErrorCode.NOT_LEADER)
+    await cluster.wait_for(
+        lambda: cluster.driver(old).groups[gid].role is not Role.LEADER,
+        what="CheckQuorum steps the stale leader down",
+    )
+    cluster.net.heal()
+    assert (await cluster.produce(new, "q", [b"after"]))["base_offset"] >= 1
