@@ -140,9 +140,23 @@ class RequestHandlers:
 
     async def _meta_sync(self) -> None:
         """Linearizable metadata read point, from any node (a follower's ReadIndex is
-        forwarded to the leader); falls back to local knowledge if that fails fast."""
+        forwarded to the leader).
+
+        Raises NOT_AVAILABLE (retriable, no effect) when the read point cannot be
+        confirmed: answering from local state instead would let a node whose
+        metadata is stale or empty (a rejoining or partitioned node) tell a client
+        that an existing topic is unknown. jepsen's membership nemesis caught
+        exactly that: a produce committed by one attempt was reported to the
+        client as UNKNOWN_TOPIC by a rejoining node (an aborted-read anomaly).
+        """
         deadline = trio.current_time() + META_SYNC_TIMEOUT_S
-        await self.driver.read_barrier(METADATA_GROUP, deadline)
+        outcome = await self.driver.read_barrier(METADATA_GROUP, deadline)
+        if outcome.error is not None:
+            raise HandlerError(
+                ErrorCode.NOT_AVAILABLE,
+                f"node {self.node_id} cannot confirm its cluster metadata is current "
+                f"({outcome.error.value}: {outcome.message}); retry on another node",
+            )
 
     async def _topic(self, name: str) -> Any:
         topic = self.meta.topics.get(name)
@@ -223,8 +237,7 @@ class RequestHandlers:
     # ------------------------------------------------------------ metadata ops
 
     async def metadata(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        with trio.move_on_after(META_SYNC_TIMEOUT_S):
-            await self._meta_sync()
+        await self._meta_sync()
         wanted = fields.get("topics")
         topics = [
             self._topic_json(t)

@@ -5,8 +5,9 @@ Raft core (DESIGN §3 rule 6), in the order that keeps the group available:
 
 1. new members join as LEARNERS (they get the log but never count towards a
    quorum, thesis §4.2.1), so a slow catch-up cannot stall commits;
-2. once every learner's match is within ``LEARNER_MAX_LAG`` of the leader's
-   last index, ONE conf change switches the voters. Several voter changes
+2. once every learner holds everything committed and its match is within
+   ``LEARNER_MAX_LAG`` of the leader's last index, ONE conf change switches
+   the voters. Several voter changes
    enter joint consensus, which the core leaves by itself (``auto_leave``,
    Raft §6); a single one is a one-server change (thesis §4.1). The core
    refuses a second change while one is unapplied, and a new leader's
@@ -194,7 +195,17 @@ class MembershipOps:
         out = []
         for node in sorted(nodes):
             progress = status.progress.get(node)
-            if progress is None or status.last_index - progress.match > LEARNER_MAX_LAG:
+            # Caught up means: it durably holds everything committed so far, and is
+            # within LEARNER_MAX_LAG of the leader's last entry. "Within N entries"
+            # alone is not enough: on a short log (the metadata group's) a learner
+            # that has received nothing yet (match 0) looked caught up, was promoted
+            # at once, and with one other voter down the group lost its working
+            # majority (found by jepsen's membership nemesis).
+            if (
+                progress is None
+                or progress.match < status.commit
+                or status.last_index - progress.match > LEARNER_MAX_LAG
+            ):
                 out.append(node)
         return out
 
