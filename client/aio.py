@@ -146,6 +146,14 @@ class _SeqState:
         self.changed = trio.Event()
 
 
+@dataclass(slots=True)
+class _Attempts:
+    """What the retries of one call have learnt: ``uncertain`` once an attempt
+    may have taken effect without our knowing."""
+
+    uncertain: bool = False
+
+
 class AsyncClient:
     """A trio client. Use as ``async with AsyncClient("127.0.0.1:7101") as client``."""
 
@@ -276,10 +284,40 @@ class AsyncClient:
 
     # ------------------------------------------------------------ the retry loop
 
-    async def _call(
+    async def _call(self, op: str, fields: dict[str, Any], **options: Any) -> dict[str, Any]:
+        """Send ``op`` with retries as described in the module docstring.
+
+        Once an attempt has ended with an unknown outcome (a timeout, or a
+        connection lost after the request was sent), the request may have taken
+        effect; a later attempt's definite error (UNKNOWN_TOPIC from a node with
+        stale metadata, NOT_LEADER when the budget runs out, ...) no longer
+        proves it did not. Such errors surface as RequestTimeoutError (outcome
+        unknown) with the last error as the cause: reporting them as failures
+        is the aborted-read anomaly jepsen's membership nemesis caught.
+        """
+        attempts = _Attempts()
+        try:
+            return await self._call_attempts(op, fields, attempts, **options)
+        except RaftlogError as exc:
+            # OUT_OF_ORDER_SEQUENCE stays definite: for a retry of the same
+            # (producer id, sequence) the server's dedup window would have
+            # answered with the original offsets had an earlier attempt landed.
+            passes_through = isinstance(
+                exc, RequestTimeoutError | ConnectionLostError | OutOfOrderSequenceError
+            )
+            if attempts.uncertain and not passes_through:
+                raise RequestTimeoutError(
+                    f"{op}: an earlier attempt's outcome is unknown and a retry failed "
+                    f"with {exc}; the request may have taken effect",
+                    cause=exc.code.value,
+                ) from exc
+            raise
+
+    async def _call_attempts(
         self,
         op: str,
         fields: dict[str, Any],
+        attempts: _Attempts,
         *,
         topic: str | None = None,
         partition: int | None = None,
@@ -289,7 +327,7 @@ class AsyncClient:
         server_timeout: bool = False,
         min_attempt: float = 0.0,
     ) -> dict[str, Any]:
-        """Send ``op`` with retries as described in the module docstring.
+        """The retry loop of ``_call``; records unknown outcomes in ``attempts``.
 
         ``address`` pins the request to one node (no redirects). With
         ``server_timeout`` the request carries ``timeout_ms`` a little under
@@ -381,6 +419,8 @@ class AsyncClient:
             except ConnectionLostError as exc:
                 self._drop(target)
                 self._forget_leader(target)
+                if exc.details.get("sent") is not False:
+                    attempts.uncertain = True
                 if not idempotent and exc.details.get("sent") is not False:
                     raise
                 last = exc
@@ -390,6 +430,7 @@ class AsyncClient:
             except RequestTimeoutError as exc:
                 if not idempotent:
                     raise
+                attempts.uncertain = True
                 last = exc
                 attempt += 1
                 self._forget_leader(target)  # maybe a stale leader cut off from the quorum

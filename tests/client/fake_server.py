@@ -71,6 +71,8 @@ class FakeCluster:
     # fault hooks
     errors: dict[str, list[tuple[ErrorCode, dict[str, Any]]]] = field(default_factory=dict)
     drop_after_apply: int = 0
+    # error replies queued for an op once a drop_after_apply happened (what the retries get)
+    errors_after_drop: list[tuple[ErrorCode, dict[str, Any]]] = field(default_factory=list)
     # produce sequence -> error replies its (re)tries get, once each, before anything else
     produce_errors_by_seq: dict[int, list[tuple[ErrorCode, dict[str, Any]]]] = field(
         default_factory=dict
@@ -218,6 +220,8 @@ class FakeNode:
             return
         if op == "produce" and cluster.drop_after_apply > 0:
             cluster.drop_after_apply -= 1
+            cluster.errors.setdefault(op, []).extend(cluster.errors_after_drop)
+            cluster.errors_after_drop = []
             await stream.aclose()  # applied, but the reply is lost
             return
         await send(ok_reply(req_id, **result))
