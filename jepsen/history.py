@@ -72,23 +72,6 @@ DEFINITE_FAILURE_CODES = frozenset(
     }
 )
 
-# Codes that stay definite even if the client library retried internally and
-# an EARLIER attempt was ambiguous: they are properties of the request itself,
-# so the first attempt got them too.
-REQUEST_INTRINSIC_CODES = frozenset(
-    {
-        ErrorCode.INVALID_REQUEST,
-        ErrorCode.UNKNOWN_TOPIC,
-        ErrorCode.UNKNOWN_PARTITION,
-        ErrorCode.RECORD_TOO_LARGE,
-        ErrorCode.CORRUPT_BATCH,
-        ErrorCode.UNAUTHORIZED,
-        ErrorCode.UNSUPPORTED_VERSION,
-        ErrorCode.CLUSTER_MISMATCH,
-    }
-)
-
-
 def error_name(exc: BaseException) -> str:
     """A short, stable description of an error for the history."""
     if isinstance(exc, RaftlogError):
@@ -96,20 +79,25 @@ def error_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def classify_error(f: str, exc: BaseException, *, client_retried: bool = True) -> OpType:
+def classify_error(f: str, exc: BaseException) -> OpType:
     """Completion type of an operation that raised ``exc``.
 
-    ``client_retried`` says the client library may have made several attempts
-    (an idempotent produce retried after a timeout): then a later NOT_LEADER
-    proves nothing about the earlier attempt, and only codes intrinsic to the
-    request are definite.
+    A write is ``fail`` only for a code that guarantees it had no effect.
+    That holds even though the client library retries internally: once one
+    of its attempts has an unknown outcome, it reports any later definite
+    error as TIMEOUT (outcome unknown) instead (raftlog.client.aio._call).
+    That rule exists because this checker caught the client reporting a
+    committed produce as UNKNOWN_TOPIC; it keeps the aborted-read check
+    strong.
     """
     if f in READ_FUNCTIONS:
         return OpType.FAIL
-    if isinstance(exc, RaftlogError) and type(exc).__name__ != "ConnectionLostError":
-        codes = REQUEST_INTRINSIC_CODES if client_retried else DEFINITE_FAILURE_CODES
-        if exc.code in codes:
-            return OpType.FAIL
+    if (
+        isinstance(exc, RaftlogError)
+        and type(exc).__name__ != "ConnectionLostError"
+        and exc.code in DEFINITE_FAILURE_CODES
+    ):
+        return OpType.FAIL
     return OpType.INFO
 
 

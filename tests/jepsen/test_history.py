@@ -56,10 +56,9 @@ def test_save_load_round_trip_and_torn_last_line(tmp_path: Path) -> None:
 
 
 def test_only_no_effect_errors_are_failures() -> None:
-    # A single attempt: NOT_LEADER is returned before anything is proposed.
-    assert classify_error("send", NotLeaderError("x"), client_retried=False) is OpType.FAIL
-    # After internal retries an earlier attempt may have landed.
-    assert classify_error("send", NotLeaderError("x"), client_retried=True) is OpType.INFO
+    # NOT_LEADER is answered before anything is proposed; the client raises it
+    # only if no earlier attempt of the call had an unknown outcome.
+    assert classify_error("send", NotLeaderError("x")) is OpType.FAIL
     assert classify_error("send", InvalidRequestError("x")) is OpType.FAIL
     assert classify_error("send", RecordTooLargeError("x")) is OpType.FAIL
     assert classify_error("send", RequestTimeoutError("x")) is OpType.INFO
