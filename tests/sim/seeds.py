@@ -63,4 +63,13 @@ CORE_BUG_SEEDS: tuple[CoreBugSeed, ...] = (
         "the thesis uses the latest config in the log (§4.1).",
         still_broken=True,
     ),
+    CoreBugSeed(
+        30216,
+        3,
+        "Same bug with PreVote+CheckQuorum on (defaults): leader n1 of {n2,n3}&{n1,n2} "
+        "applies its leave-joint and steps down; n2 stays joint (commit 114) and needs n1's "
+        "pre-vote, refused (n1's log is longer); n3 knows {n2,n3} but its log (117) is "
+        "shorter than n2's (120), so n2 refuses it: no leader for 1084 ticks after healing.",
+        still_broken=True,
+    ),
 )
