@@ -46,6 +46,7 @@ class CoreBugSeed:
     n_nodes: int
     bug: str
     length: int = 400
+    profile: str = "default"
     # Set only if the core is still broken at release time (xfail strict).
     still_broken: bool = False
 
@@ -70,6 +71,20 @@ CORE_BUG_SEEDS: tuple[CoreBugSeed, ...] = (
         "applies its leave-joint and steps down; n2 stays joint (commit 114) and needs n1's "
         "pre-vote, refused (n1's log is longer); n3 knows {n2,n3} but its log (117) is "
         "shorter than n2's (120), so n2 refuses it: no leader for 1084 ticks after healing.",
+        still_broken=True,
+    ),
+    CoreBugSeed(
+        45337,
+        5,
+        "Removed node becomes leader (PreVote+CheckQuorum on): n5 lags applying (one "
+        "committed entry per Ready), starts a pre-vote while its applied config still has "
+        "it, then applies its own removal (index 57) but the campaign goes on: pre-vote won "
+        "-> VOTE -> LEADER of term 11 over {n1,n2,n4}. As a non-member it refuses every "
+        "proposal ('not a member of the group') yet heartbeats, so the members never elect "
+        "a real leader: no write commits for 924 ticks. raft/node.py: the pre-candidate -> "
+        "candidate -> leader steps do not re-check _promotable(), and _switch_to_config "
+        "demotes only a leader, not a (pre)candidate.",
+        profile="chaos",
         still_broken=True,
     ),
 )

@@ -11,7 +11,10 @@ bug is also pinned as a hand-written scenario:
 - a removed stale leader "leading" forever without PreVote/CheckQuorum (seed
   42928 at tests/sim@6fe5c57, fixed in raft a08c547): ``test_disruption.py``;
 - a leader removed by its own leave-joint stepping down before followers
-  learned the commit -> no leader ever (seed 116, open): below.
+  learned the commit -> no leader ever (seeds 116, 30216, open): below;
+- a node that applies its own removal mid-(pre)campaign still becomes leader
+  and, refusing proposals as a non-member, blocks the group (chaos seed
+  45337, open): seed only.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def _cases() -> list[object]:
     return [
         pytest.param(
             case,
-            id=f"seed{case.seed}-n{case.n_nodes}",
+            id=f"seed{case.seed}-n{case.n_nodes}-{case.profile}",
             marks=(
                 [pytest.mark.xfail(strict=True, raises=SimulationFailure, reason=case.bug)]
                 if case.still_broken
@@ -46,7 +49,7 @@ def _cases() -> list[object]:
 )
 @pytest.mark.parametrize("case", _cases())
 def test_core_bug_seed_passes(case: CoreBugSeed) -> None:
-    r = run_seed(case.seed, case.n_nodes, length=case.length)
+    r = run_seed(case.seed, case.n_nodes, length=case.length, profile=case.profile)
     SESSION.record(r)
     assert r.settle_ticks > 0  # the liveness phase ran and converged
 
