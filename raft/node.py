@@ -116,6 +116,8 @@ class RaftNode:
         self._randomized_timeout = config.election_ticks
         self._votes: dict[NodeId, bool] = {}
         self._lead_transferee: NodeId | None = None
+        # A leader removed by a change it applied: it only hands leadership over.
+        self._leaving = False
         self._pending_conf_index = 0
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly()
@@ -281,6 +283,7 @@ class RaftNode:
             self._cfg.election_ticks
         )
         self._lead_transferee = None
+        self._leaving = False
         self._votes = {}
         last = self._log.last_index()
         persisted = self._log.persisted_last()
@@ -353,6 +356,11 @@ class RaftNode:
             if self._role == Role.LEADER and self._lead_transferee is not None:
                 log.info("event=transfer_aborted id=%s target=%s", self._id, self._lead_transferee)
                 self._lead_transferee = None
+                if self._leaving:
+                    # The hand-over did not finish (target slow or cut off): keep
+                    # replicating and try again, maybe another voter. Stepping down
+                    # instead can leave the group with no possible leader (seed 116).
+                    self._leave_leadership()
         if self._role != Role.LEADER:
             return
         if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
@@ -595,7 +603,9 @@ class RaftNode:
             t == MT.VOTE_RESP and self._role == Role.CANDIDATE
         ):
             result = self._poll(msg.frm, not msg.reject)
-            if result == VoteResult.WON:
+            if result == VoteResult.WON and not self._promotable():
+                self._become_follower(self._term, None)  # removed while campaigning
+            elif result == VoteResult.WON:
                 if self._role == Role.PRE_CANDIDATE:
                     self._campaign(_CampaignKind.ELECTION)
                 else:
@@ -991,12 +1001,15 @@ class RaftNode:
         was_leader = self._role == Role.LEADER
         self._apply_conf_state(cs)
         if not was_leader:
+            if self._role != Role.FOLLOWER and not self._promotable():
+                # A campaign started before this node applied its own removal must
+                # not go on: a non-member leader refuses every proposal yet keeps
+                # the members from electing one (simulator seed 45337).
+                log.info("event=campaign_abandoned id=%s term=%d", self._id, self._term)
+                self._become_follower(self._term, None)
             return
         if not self._promotable():
-            # Removed or demoted: stop leading; the others elect a leader
-            # among themselves (the change is committed, so they have it).
-            log.info("event=leader_removed id=%s term=%d", self._id, self._term)
-            self._become_follower(self._term, None)
+            self._leave_leadership()
             return
         if self._lead_transferee is not None and self._lead_transferee not in self._conf.voters:
             self._lead_transferee = None
@@ -1067,6 +1080,32 @@ class RaftNode:
             )
 
     # ==== leadership transfer =====================================================
+
+    def _leave_leadership(self) -> None:
+        """This leader applied a change that removed (or demoted) it.
+
+        Stepping down at once can leave the group with no possible leader:
+        members that hold the change but do not yet know it is committed still
+        decide with the old (joint) configuration, need this node's vote, and
+        this node refuses candidates whose logs are shorter than its own
+        (simulator seeds 116 and 30216). So it keeps replicating, which also
+        tells the members the new commit index, takes no proposals, and hands
+        leadership to the most caught-up remaining voter (thesis §3.10: catch
+        it up, then TimeoutNow), retrying every election timeout, as etcd's
+        removed leader keeps leading until the application stops it. It becomes
+        a follower when a voter wins (its higher term), or by CheckQuorum if it
+        can no longer reach a quorum of the voters.
+        """
+        candidates = [n for n in self._voter_ids() if n != self._id]
+        if not candidates:
+            log.info("event=leader_removed id=%s term=%d", self._id, self._term)
+            self._become_follower(self._term, None)
+            return
+        target = max(candidates, key=lambda n: (self._prs[n].match, n))
+        log.info("event=leader_removed id=%s term=%d hand_over=%s", self._id, self._term, target)
+        self._leaving = True
+        self._lead_transferee = None
+        self._start_transfer(target)
 
     def transfer_leader(self, target: NodeId) -> None:
         """Hand leadership to ``target`` (thesis §3.10). Followers forward to the leader."""

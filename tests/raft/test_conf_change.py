@@ -65,17 +65,40 @@ def test_removed_node_does_not_disrupt() -> None:
     assert leader.commit_index >= idx
 
 
-def test_removing_the_leader_makes_it_step_down() -> None:
+def test_removed_leader_hands_leadership_to_a_remaining_voter() -> None:
+    # Thesis §3.10: the removed leader catches a remaining voter up and sends it
+    # TimeoutNow, so the group has a leader again without an election timeout
+    # (and members that do not yet know the change committed are not left
+    # needing the removed node's vote: simulator seeds 116 and 30216).
     net = Net(["a", "b", "c"])
     leader = net.elect("a")
+    old_term = leader.term
     leader.propose_conf_change(cc((REMOVE, "a")))
     net.deliver()
+    new = [net.node(n) for n in "bc" if net.node(n).role == Role.LEADER]
+    assert len(new) == 1, "the hand-over completes during delivery, before any tick"
+    assert new[0].term == old_term + 1
+    assert new[0].conf_state.voters == ("b", "c")
+    # The new leader no longer talks to a; a learns the new term from the answer
+    # to its next heartbeat and steps down.
+    net.tick(3)  # a few heartbeat intervals
     assert leader.role == Role.FOLLOWER
-    net.tick_until(lambda: any(net.node(n).role == Role.LEADER for n in "bc"))
-    new = next(net.node(n) for n in "bc" if net.node(n).role == Role.LEADER)
-    assert new.conf_state.voters == ("b", "c")
     net.tick(60)
     assert leader.role != Role.LEADER
+
+
+def test_campaign_started_before_applying_own_removal_is_abandoned() -> None:
+    # Simulator seed 45337: a node that lags in applying starts a (pre-)election
+    # while its applied config still has it, then applies its own removal; the
+    # campaign must end there, or a non-member can win and block the group.
+    net = Net(["a", "b", "c"])
+    c = net.node("c")
+    c.campaign()
+    assert c.role in (Role.PRE_CANDIDATE, Role.CANDIDATE)
+    c.apply_conf_change(cc((REMOVE, "c")))
+    assert c.role == Role.FOLLOWER
+    net.deliver()
+    assert c.role != Role.LEADER
 
 
 def test_learner_replicates_but_does_not_vote_or_count() -> None:

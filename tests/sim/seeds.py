@@ -62,7 +62,6 @@ CORE_BUG_SEEDS: tuple[CoreBugSeed, ...] = (
         "47) refuses; n1 knows {n1,n3} but its log (36) is shorter than n3's (39), so n3 "
         "refuses it. etcd keeps a removed leader replicating (stepDownOnRemoval=false) or "
         "the thesis uses the latest config in the log (§4.1).",
-        still_broken=True,
     ),
     CoreBugSeed(
         30216,
@@ -71,7 +70,6 @@ CORE_BUG_SEEDS: tuple[CoreBugSeed, ...] = (
         "applies its leave-joint and steps down; n2 stays joint (commit 114) and needs n1's "
         "pre-vote, refused (n1's log is longer); n3 knows {n2,n3} but its log (117) is "
         "shorter than n2's (120), so n2 refuses it: no leader for 1084 ticks after healing.",
-        still_broken=True,
     ),
     CoreBugSeed(
         45337,
@@ -85,6 +83,5 @@ CORE_BUG_SEEDS: tuple[CoreBugSeed, ...] = (
         "candidate -> leader steps do not re-check _promotable(), and _switch_to_config "
         "demotes only a leader, not a (pre)candidate.",
         profile="chaos",
-        still_broken=True,
     ),
 )
