@@ -84,4 +84,16 @@ CORE_BUG_SEEDS: tuple[CoreBugSeed, ...] = (
         "demotes only a leader, not a (pre)candidate.",
         profile="chaos",
     ),
+    CoreBugSeed(
+        47480,
+        3,
+        "Removed joint leader crashes before handing over (PreVote/CheckQuorum off): n3 "
+        "leads {n1,n2}&{n2,n3}, applies its leave-joint (commit 16) and, since raft 0b19c8f, "
+        "keeps leading to hand over, but crashes (t=388) and restarts as a non-member "
+        "follower, which never campaigns. n1/n2 (commit 14) stay joint and need n3's vote "
+        "for {n2,n3}; n3 refuses (its log, 58, is longer than theirs, 16/18): no leader for "
+        "632 ticks. The handover must not depend on the removed leader surviving (e.g. use "
+        "the latest config in the log, thesis 4.1).",
+        still_broken=True,
+    ),
 )
