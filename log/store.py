@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raftlog.raft.memory_storage import SnapshotOutOfDateError
-from raftlog.raft.storage import CompactedError, StorageError, UnavailableError
+from raftlog.raft.storage import CompactedError, StorageError, UnavailableError, limit_size
 from raftlog.raft.types import ConfState, Entry, HardState, NodeId, Ready, Snapshot, SnapshotMeta
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
@@ -116,7 +116,7 @@ class GroupStorage:
                 return []
             if self._tail and lo >= self._tail_start:
                 ents = self._tail[lo - self._tail_start : hi - self._tail_start]
-                return _limit(ents, max_bytes)
+                return limit_size(ents, max_bytes)
             # Older than the tail: read RocksDB (still under the lock, so a
             # concurrent truncation cannot give us a mix of two logs).
             return self._read_entries(lo, hi, max_bytes)
@@ -254,19 +254,6 @@ class GroupStorage:
             del self._tail[:drop]
             self._tail_start = index + 1
 
-
-def _limit(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
-    """At least one entry, then stop before ``max_bytes`` (a big entry must still flow)."""
-    if max_bytes is None or not ents:
-        return ents
-    size = ents[0].size()
-    n = 1
-    while n < len(ents):
-        size += ents[n].size()
-        if size > max_bytes:
-            break
-        n += 1
-    return ents[:n]
 
 
 def _foreign_files(path: Path) -> list[str]:

@@ -12,7 +12,7 @@ the term of the entry just before the first one sent.
 
 from __future__ import annotations
 
-from .storage import CompactedError, StorageError, UnavailableError
+from .storage import CompactedError, StorageError, UnavailableError, limit_size
 from .types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 
 
@@ -41,19 +41,7 @@ class MemoryStorage:
             raise CompactedError(f"index {lo} compacted (first={offset + 1})")
         if hi > self.last_index() + 1:
             raise UnavailableError(f"entries [{lo},{hi}) beyond last={self.last_index()}")
-        ents = self._ents[lo - offset : hi - offset]
-        if max_bytes is None or not ents:
-            return ents
-        # At least one entry even if it alone exceeds max_bytes, or a big
-        # entry could never be replicated.
-        size = ents[0].size()
-        n = 1
-        while n < len(ents):
-            size += ents[n].size()
-            if size > max_bytes:
-                break
-            n += 1
-        return ents[:n]
+        return limit_size(self._ents[lo - offset : hi - offset], max_bytes)
 
     def term(self, index: int) -> int:
         offset = self._ents[0].index

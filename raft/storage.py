@@ -13,6 +13,21 @@ from typing import Protocol
 from .types import ConfState, Entry, HardState, Snapshot
 
 
+def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
+    """The longest prefix of ``ents`` within ``max_bytes``, but at least one entry:
+    an entry larger than the limit must still be replicated, alone."""
+    if max_bytes is None or not ents:
+        return ents
+    size = ents[0].size()
+    n = 1
+    while n < len(ents):
+        size += ents[n].size()
+        if size > max_bytes:
+            break
+        n += 1
+    return ents[:n]
+
+
 class StorageError(Exception):
     """Base class of the errors a Storage may raise to the core."""
 
