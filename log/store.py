@@ -447,12 +447,14 @@ class NodeStore:
 
     # ---- the Ready write path ---------------------------------------------------------
 
-    def save(self, readies: Sequence[tuple[int, Ready]]) -> None:
+    def save(self, readies: Sequence[tuple[int, Ready]], *, sync: bool = True) -> None:
         """Persist snapshot, entries and hard state of many groups: one batch, one fsync.
 
         This is step 1 of the Ready contract (raft/types.py): it must be durable
         before the Readies' ``persisted_messages`` (vote grants, append acks) are
-        sent (Raft Figure 2, "respond after persisting").
+        sent (Raft Figure 2, "respond after persisting"). ``sync=False`` skips the
+        fsync for Readies that need none (only the commit index moved); the node's
+        ``fsync = false`` setting turns it off for every save.
         """
         with self._write_lock:
             batch = self.new_batch()
@@ -474,7 +476,8 @@ class NodeStore:
             # afterwards, so it never promises entries that are not yet in RocksDB.
             # Readers only ask for indexes the core considers stable, which this
             # write does not touch except by replacing them with identical entries.
-            self.db.write(batch, self._sync_opts if self.fsync else self._nosync_opts)
+            durable = sync and self.fsync
+            self.db.write(batch, self._sync_opts if durable else self._nosync_opts)
             with self._lock:
                 self._save_in_memory(readies, staged)
 

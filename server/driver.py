@@ -464,21 +464,8 @@ class MultiRaft:
         return changed
 
     def _save_blocking(self, readies: list[tuple[int, Ready]], sync: bool) -> None:
-        """Worker thread: one WriteBatch for all groups, fsynced only if needed.
-
-        NodeStore.save has no per-call sync switch, so its ``fsync`` flag is
-        lowered for a save that needs none; only this thread saves, and at
-        most one save runs at a time, so nothing else observes the change.
-        """
-        store = self.store
-        if sync or not store.fsync:
-            store.save(readies)
-            return
-        store.fsync = False
-        try:
-            store.save(readies)
-        finally:
-            store.fsync = True
+        """Worker thread: one WriteBatch for all groups, fsynced only if needed."""
+        self.store.save(readies, sync=sync)
 
     def _drain_inbox(self) -> None:
         inbox, self._inbox = self._inbox, []

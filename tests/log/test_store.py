@@ -427,3 +427,36 @@ def test_reads_during_saves_in_another_thread_stay_consistent(
         thread.join(timeout=30)
     assert not errors
     assert g.last_index() == total
+
+
+class _WriteSpy:
+    """Stands in for the RocksDB handle: records whether each write was synced."""
+
+    def __init__(self, db: object) -> None:
+        self._db = db
+        self.synced: list[bool] = []
+
+    def write(self, batch: object, opts: object) -> None:
+        self.synced.append(opts is self.sync_opts)
+        self._db.write(batch, opts)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+@pytest.mark.parametrize(
+    ("node_fsync", "sync", "expected"),
+    [(True, True, True), (True, False, False), (False, True, False), (False, False, False)],
+)
+def test_save_fsyncs_only_when_asked_and_the_node_allows_it(
+    data_dir: Path, node_fsync: bool, sync: bool, expected: bool
+) -> None:
+    with NodeStore.open(data_dir, cluster="test", node_id="n1", fsync=node_fsync) as s:
+        s.create_group(1, ConfState(voters=("n1",)))
+        spy = _WriteSpy(s.db)
+        spy.sync_opts = s._sync_opts
+        s.db = spy  # type: ignore[assignment]
+        s.save([(1, Ready(entries=ents(1, 2, 1), hard_state=HardState(1, "n1", 0)))], sync=sync)
+        s.db = spy._db  # type: ignore[assignment]
+        assert spy.synced == [expected]
+        assert s.group(1).last_index() == 1
