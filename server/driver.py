@@ -908,12 +908,7 @@ class MultiRaft:
         for proposal in group.proposals.values():
             for w in proposal.waiters:
                 w.fail(ErrorCode.UNKNOWN_TOPIC, "topic deleted")
-        waiters = [w for _, w in group.queued_cmds] + group.queued_reads
-        for ws in group.reads.values():
-            waiters += ws
-        for _, ws in group.reads_at:
-            waiters += ws
-        for w in waiters:
+        for w in group.unproposed_waiters():
             w.fail(ErrorCode.UNKNOWN_TOPIC, "topic deleted")
         group.notify_applied()
         self.store.delete_group(gid)
@@ -955,12 +950,7 @@ class MultiRaft:
                 for w in proposal.waiters:
                     # In the log already: it may still commit (DESIGN §3.3).
                     w.fail(ErrorCode.TIMEOUT, "node shutting down; outcome unknown")
-            waiters = [w for _, w in group.queued_cmds] + group.queued_reads
-            for ws in group.reads.values():
-                waiters += ws
-            for _, ws in group.reads_at:
-                waiters += ws
-            for w in waiters:
+            for w in group.unproposed_waiters():
                 # Never proposed, or reads: no effect, retry elsewhere.
                 w.fail(ErrorCode.NOT_AVAILABLE, "node shutting down")
 

@@ -84,6 +84,16 @@ class Group:
             self.queued_cmds or self.queued_reads or self.proposals or self.reads or self.reads_at
         )
 
+    def unproposed_waiters(self) -> list[Waiter]:
+        """Waiters whose request never entered the log: queued commands and every
+        read, wherever it is in its ReadIndex round. Failing them claims no effect."""
+        waiters = [w for _, w in self.queued_cmds] + self.queued_reads
+        for ws in self.reads.values():
+            waiters += ws
+        for _, ws in self.reads_at:
+            waiters += ws
+        return waiters
+
     def notify_applied(self) -> None:
         event, self.applied_event = self.applied_event, trio.Event()
         event.set()
