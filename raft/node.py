@@ -77,6 +77,8 @@ CAMPAIGN_TRANSFER = b"transfer"
 
 MT = MessageType
 _VOTE_RESP = {MT.VOTE: MT.VOTE_RESP, MT.PRE_VOTE: MT.PRE_VOTE_RESP}
+# (Pre-)vote answers: they carry the voter's commit index (RaftNode._learn_commit).
+_VOTE_RESP_TYPES = frozenset(_VOTE_RESP.values())
 # Messages a leader sends that depend on nothing unpersisted (thesis §10.2.1).
 _LEADER_PARALLEL = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT, MT.TIMEOUT_NOW})
 # Never sent over the network (types.MessageType).
@@ -488,6 +490,8 @@ class RaftNode:
             return
         if not self._step_term(msg):
             return
+        if msg.type in _VOTE_RESP_TYPES and self._role != Role.LEADER:
+            self._learn_commit(msg.commit, msg.log_term)
         if msg.type in _VOTE_RESP:
             self._handle_vote_request(msg)
         elif self._role == Role.LEADER:
@@ -527,15 +531,7 @@ class RaftNode:
                 # (found by the simulator, seed 42928 of tests/sim@6fe5c57).
                 self._send(Message(type=MT.APPEND_RESP, to=msg.frm, frm=self._id, term=self._term))
             elif msg.type == MT.PRE_VOTE:
-                self._send(
-                    Message(
-                        type=MT.PRE_VOTE_RESP,
-                        to=msg.frm,
-                        frm=self._id,
-                        term=self._term,
-                        reject=True,
-                    )
-                )
+                self._send(self._vote_resp(MT.PRE_VOTE_RESP, msg.frm, self._term, reject=True))
             return False
         return True
 
@@ -547,7 +543,7 @@ class RaftNode:
         if grant:
             # A granted pre-vote answers with the future term it was asked
             # about, so the pre-candidate recognizes it (thesis §9.6).
-            self._send(Message(type=resp_type, to=msg.frm, frm=self._id, term=msg.term))
+            self._send(self._vote_resp(resp_type, msg.frm, msg.term, reject=False))
             if msg.type == MT.VOTE:
                 self._election_elapsed = 0
                 self._vote = msg.frm
@@ -559,9 +555,48 @@ class RaftNode:
                 msg.term,
             )
         else:
-            self._send(
-                Message(type=resp_type, to=msg.frm, frm=self._id, term=self._term, reject=True)
-            )
+            self._send(self._vote_resp(resp_type, msg.frm, self._term, reject=True))
+
+    def _vote_resp(self, typ: MessageType, to: NodeId, term: int, reject: bool) -> Message:
+        """A (pre-)vote answer; it also tells the candidate our commit index (``_learn_commit``)."""
+        commit = self._log.committed
+        return Message(
+            type=typ,
+            to=to,
+            frm=self._id,
+            term=term,
+            reject=reject,
+            commit=commit,
+            log_term=self._log.zero_term(commit),
+        )
+
+    def _learn_commit(self, commit: int, commit_term: int) -> None:
+        """Advance our commit index to a peer's, if our log holds its committed entry.
+
+        A voter answering a (pre-)vote says which entry (``commit``,
+        ``commit_term``) it knows to be committed. If our log holds an entry
+        of that index and term, Log Matching (Raft §5.3) makes our log equal
+        to the peer's up to it, so all of it is committed, and committed
+        entries are never undone (Leader Completeness, §5.4): committing it
+        here is the same inference a follower makes from a leader's
+        leaderCommit (Figure 2), only from a peer. Stale, duplicated or
+        reordered answers are harmless: "committed" never becomes false.
+
+        Why it is needed (simulator seed 47480): a leader removed by its own
+        leave-joint commits it and crashes before anyone else learns that
+        commit. It restarts as a non-member, which never campaigns (thesis
+        §4.2.3), so nothing ever sends that commit index again. The members
+        still decide with the joint config, whose outgoing half needs the
+        removed node's vote, which it refuses (its log is longer). Its
+        answer now carries the commit index instead: the members apply the
+        leave-joint and elect a leader among themselves. This changes no
+        quorum rule and gives the removed node no say: it only repeats a fact.
+        """
+        if commit_term == 0 or commit <= self._log.committed:
+            return
+        if self._log.match_term(commit, commit_term):
+            log.info("event=commit_learned id=%s commit=%d", self._id, commit)
+            self._log.commit_to(commit)
 
     # ---- follower -------------------------------------------------------------
 

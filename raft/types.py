@@ -174,6 +174,9 @@ class Message:
       skips a whole term per round trip (fast backtracking, Raft §5.3 end).
     - VOTE / PRE_VOTE: ``index``/``log_term`` = candidate's last entry (§5.4.1);
       PRE_VOTE carries the term the candidate *would* use (thesis §9.6).
+    - VOTE_RESP / PRE_VOTE_RESP: ``commit``/``log_term`` = the voter's commit
+      index and that entry's term, so a candidate can learn it
+      (``RaftNode._learn_commit``).
     - HEARTBEAT: ``commit`` = min(leader commit, follower match); ``context``
       carries a read-index request id being confirmed (§6.4).
     - SNAPSHOT: ``snapshot`` set.
@@ -238,6 +241,4 @@ class Ready:
 
     def must_sync(self) -> bool:
         """Whether step 1 needs an fsync (a new term, vote or entries)."""
-        return bool(self.entries) or self.snapshot is not None or (
-            self.hard_state is not None
-        )
+        return bool(self.entries) or self.snapshot is not None or (self.hard_state is not None)

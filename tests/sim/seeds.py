@@ -92,8 +92,10 @@ CORE_BUG_SEEDS: tuple[CoreBugSeed, ...] = (
         "keeps leading to hand over, but crashes (t=388) and restarts as a non-member "
         "follower, which never campaigns. n1/n2 (commit 14) stay joint and need n3's vote "
         "for {n2,n3}; n3 refuses (its log, 58, is longer than theirs, 16/18): no leader for "
-        "632 ticks. The handover must not depend on the removed leader surviving (e.g. use "
-        "the latest config in the log, thesis 4.1).",
-        still_broken=True,
+        "632 ticks. Fixed: (pre-)vote answers carry the voter's commit index and its term, "
+        "and a non-leader whose log holds that entry commits up to it (Log Matching, raft/"
+        "node.py _learn_commit): n3's refusal tells n1/n2 that 16 is committed, they apply "
+        "the leave-joint and elect a leader of {n1,n2}. "
+        "Pinned by tests/raft/test_removed_joint_leader_crash.py.",
     ),
 )

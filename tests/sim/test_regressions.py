@@ -17,7 +17,11 @@ bug is also pinned as a hand-written scenario:
 - a node that applies its own removal mid-(pre)campaign still becomes leader
   and, refusing proposals as a non-member, blocks the group (chaos seed
   45337; fixed in ``_switch_to_config``): seed, and
-  tests/raft/test_conf_change.py.
+  tests/raft/test_conf_change.py;
+- the removed joint leader crashing before it hands over, members never
+  learning the leave-joint commit (seed 47480; fixed: vote answers carry the
+  voter's commit index, raft/node.py ``_learn_commit``): seed, and
+  tests/raft/test_removed_joint_leader_crash.py.
 """
 
 from __future__ import annotations
