@@ -5,13 +5,34 @@ what is wrong (``cluster.toml: node[1].address '127.0.0.1' is missing a
 port``), because an operator reading it at 3 a.m. should not need a
 traceback. Unknown keys are errors too: a misspelt ``elction_ticks`` silently
 falling back to a default is worse than refusing to start.
+
+Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]`` and
+``[snapshots]``. Every ``[snapshots]`` key is optional; shown with its default::
+
+    [snapshots]
+    entries = 10000            # snapshot a group after this many applied entries ...
+    entry_bytes = 67108864     # ... or this many applied entry bytes (64 MiB), whichever first
+    trailing = 1000            # entries kept behind a snapshot when the log is compacted (>= 0)
+    chunk_bytes = 1048576      # record bytes asked per replica_fetch of a snapshot transfer (1 MiB)
+    transfers = 2              # snapshot transfers a node receives at once
+    request_timeout_s = 10.0   # one replica_fetch round trip, seconds (int or float)
+
+Snapshots bound the Raft log (Raft §7): a low ``entries`` costs more snapshot
+writes, a high one longer restarts and more disk. ``trailing`` lets a slightly
+lagging follower catch up by AppendEntries instead of a snapshot transfer.
+A ``RAFTLOG_SNAPSHOT_<KEY>`` environment variable (``RAFTLOG_SNAPSHOT_ENTRIES``
+...) still overrides the file, read once when the node starts: for tests and
+emergencies. Precedence: environment > cluster.toml > default.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +51,15 @@ __all__ = [
     "Limits",
     "NodeConfig",
     "QuotaConfig",
+    "SnapshotConfig",
     "load_config",
     "parse_address",
     "render_config",
 ]
 
 MiB = 1024 * 1024
+DEFAULT_SNAPSHOT_CHUNK_BYTES = MiB
+SNAPSHOT_ENV_PREFIX = "RAFTLOG_SNAPSHOT_"
 
 
 @dataclass(slots=True)
@@ -59,6 +83,65 @@ class QuotaConfig:
     # Per client id token buckets; None = unlimited.
     produce_bytes_per_sec: float | None = None
     requests_per_sec: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class SnapshotConfig:
+    """``[snapshots]``: thresholds and limits of server/snapshots.py (keys above)."""
+
+    entries: int = 10_000  # snapshot after this many applied entries ...
+    entry_bytes: int = 64 * MiB  # ... or this many applied entry bytes
+    trailing: int = 1_000  # entries kept behind the snapshot when compacting
+    chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES  # per replica_fetch request
+    transfers: int = 2  # concurrent snapshot transfers per node
+    request_timeout_s: float = 10.0  # one replica_fetch round trip
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, base: SnapshotConfig | None = None
+    ) -> SnapshotConfig:
+        """``base`` (cluster.toml's values, else the defaults) with each
+        ``RAFTLOG_SNAPSHOT_<FIELD>`` set in ``env`` (the process environment) on top."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = SNAPSHOT_ENV_PREFIX + f.name.upper()
+            raw = env.get(var)
+            if raw is None:
+                continue
+            try:
+                value: float = float(raw) if _is_seconds(f.name) else int(raw)
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} is not a number") from None
+            problem = snapshot_value_problem(f.name, value)
+            if problem is not None:
+                raise ConfigError(f"{var}={raw!r} {problem}")
+            values[f.name] = value
+        return replace(base if base is not None else cls(), **values)
+
+
+def _is_seconds(name: str) -> bool:
+    return name.endswith("_s")
+
+
+# The smallest sensible value of each integer [snapshots] key. trailing may be 0
+# (compact right up to the snapshot); a 0 anywhere else would snapshot on every
+# apply, never fetch a record or never run a transfer.
+_SNAPSHOT_MINIMUM = {"entries": 1, "entry_bytes": 1, "trailing": 0, "chunk_bytes": 1,
+                     "transfers": 1}  # fmt: skip
+
+
+def snapshot_value_problem(name: str, value: float) -> str | None:
+    """Why ``value`` is refused for ``[snapshots] name``, or None when it is fine."""
+    if _is_seconds(name):
+        # TOML and float() both accept inf and nan; neither is a timeout.
+        if not (math.isfinite(value) and value > 0):
+            return f"must be a finite number of seconds > 0, got {value!r}"
+        return None
+    minimum = _SNAPSHOT_MINIMUM[name]
+    if value < minimum:
+        return f"must be >= {minimum}, got {value}"
+    return None
 
 
 @dataclass(slots=True)
@@ -93,6 +176,7 @@ class ClusterConfig:
     limits: Limits = field(default_factory=Limits)
     auth: AuthConfig = field(default_factory=AuthConfig)
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
+    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     path: Path | None = None
 
     def node(self, node_id: str) -> NodeConfig:
@@ -252,6 +336,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
         requests_per_sec=quotas_r.optional_rate("requests_per_sec"),
     )
     quotas_r.check_unknown()
+    snapshots = _parse_snapshots(_Reader(where, "snapshots", top.get("snapshots", dict, {})))
     top.check_unknown()
 
     return ClusterConfig(
@@ -266,6 +351,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
         limits=limits,
         auth=auth,
         quotas=quotas,
+        snapshots=snapshots,
         path=path,
     )
 
@@ -353,6 +439,24 @@ def _parse_limits(reader: _Reader) -> Limits:
     return limits
 
 
+def _parse_snapshots(reader: _Reader) -> SnapshotConfig:
+    values: dict[str, Any] = {}
+    for f in fields(SnapshotConfig):
+        if f.name not in reader.table:
+            reader.used.add(f.name)
+            continue
+        # A whole number of seconds is fine (`request_timeout_s = 10`); a
+        # fractional count of entries or bytes is a mistake.
+        typ: type | tuple[type, ...] = (int, float) if _is_seconds(f.name) else int
+        value = reader.get(f.name, typ, None)
+        problem = snapshot_value_problem(f.name, value)
+        if problem is not None:
+            raise reader.fail(f.name, problem)
+        values[f.name] = float(value) if _is_seconds(f.name) else value
+    reader.check_unknown()
+    return SnapshotConfig(**values)
+
+
 def _parse_auth(reader: _Reader) -> AuthConfig:
     tokens = reader.get("client_tokens", list, [])
     for i, token in enumerate(tokens):
@@ -421,4 +525,12 @@ def render_config(cfg: ClusterConfig) -> str:
     ]
     if quota_lines:
         lines += ["", "[quotas]", *quota_lines]
+    snap_defaults = SnapshotConfig()
+    snap_lines = [
+        f"{f.name} = {getattr(cfg.snapshots, f.name)!r}"
+        for f in fields(SnapshotConfig)
+        if getattr(cfg.snapshots, f.name) != getattr(snap_defaults, f.name)
+    ]
+    if snap_lines:
+        lines += ["", "[snapshots]", *snap_lines]
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,13 +31,14 @@ import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import FrameDecoder, encode_frame, hello
 
+from .config import DEFAULT_SNAPSHOT_CHUNK_BYTES
 from .errors import HandlerError
 from .failpoints import failpoint
 from .groups import GroupKind
 
 log = logging.getLogger("raftlog.snapshots")
 
-DEFAULT_CHUNK_BYTES = 1024 * 1024
+DEFAULT_CHUNK_BYTES = DEFAULT_SNAPSHOT_CHUNK_BYTES
 
 
 @dataclass(slots=True, frozen=True)
@@ -94,6 +96,9 @@ async def serve_replica_fetch(cfg: Any, driver: Any, ctx: Any, fields: dict[str,
             cfg.limits.max_frame_bytes // 2,
         )
         out = [list(b) for b in sm.read(offset, max(1, max_bytes))]
+        snapshots = getattr(driver, "snapshots", None)
+        if snapshots is not None and out:
+            snapshots.note_served(sum(len(b[3]) for b in out))
     return {"batches": out, "start_offset": sm.start_offset, "end_offset": sm.next_offset}
 
 
@@ -192,13 +197,16 @@ async def fetch_missing_batches(
     chunk_bytes: int,
     timeout_s: float,
     still_wanted: Any = lambda: True,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> int:
     """Pull the batches of ``wanted`` that ``sm``'s store lacks; returns chunks fetched.
 
     Chunks of at most ``chunk_bytes`` (one request in flight: the sender's
     loop serves one bounded read at a time). Each chunk is written unsynced:
     a chunk lost in a crash is fetched again, and the snapshot install's
-    synced save later makes all of them durable (WAL order).
+    synced save later makes all of them durable (WAL order). ``on_chunk``
+    gets each written chunk's record bytes, as it goes (metrics show a long
+    transfer's progress, not only its end).
     """
     pos = sm.contiguous_end(wanted.start_offset, wanted.next_offset)
     chunks = 0
@@ -239,6 +247,8 @@ async def fetch_missing_batches(
             raise TransferError(f"bad batches from sender: {exc}") from exc
         sm.store.write(wb, sync=False)
         chunks += 1
+        if on_chunk is not None:
+            on_chunk(sum(len(b[3]) for b in batches))
         failpoint("snapshot_mid_transfer")
         # Let the driver loop and other groups run between chunks.
         await trio.lowlevel.checkpoint()

@@ -22,15 +22,16 @@ The driver (server/driver.py) calls three hooks, all on its loop:
   state machine takes the snapshot's state into the apply batch, before
   ``store.save`` persists the Raft snapshot.
 
-Configuration comes from the environment, read once at start (cluster.toml's
-schema is fixed by DESIGN §6): see ``SnapshotConfig``.
+Configuration: cluster.toml's ``[snapshots]`` table, each key overridable by a
+``RAFTLOG_SNAPSHOT_<KEY>`` environment variable read once at start (see
+``SnapshotConfig`` in server/config.py). Metrics: server/snapshot_metrics.py.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +39,12 @@ import trio
 from raftlog.raft import codec
 from raftlog.raft.types import ConfState, Message, MessageType, Ready, Snapshot
 
+from .config import SnapshotConfig
 from .failpoints import failpoint
 from .groups import Group, GroupKind
+from .metrics import Registry
+from .snapshot_metrics import SnapshotMetrics
 from .snapshot_transfer import (
-    DEFAULT_CHUNK_BYTES,
     PeerConnection,
     SnapshotRange,
     TransferError,
@@ -50,40 +53,11 @@ from .snapshot_transfer import (
 
 log = logging.getLogger("raftlog.snapshots")
 
-MiB = 1024 * 1024
+__all__ = ["SnapshotConfig", "SnapshotManager"]
 
-
-@dataclass(slots=True, frozen=True)
-class SnapshotConfig:
-    """Thresholds and limits; ``RAFTLOG_SNAPSHOT_<FIELD>`` overrides each field."""
-
-    entries: int = 10_000  # snapshot after this many applied entries ...
-    entry_bytes: int = 64 * MiB  # ... or this many applied entry bytes
-    trailing: int = 1_000  # entries kept behind the snapshot when compacting
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES  # per replica_fetch request
-    transfers: int = 2  # concurrent snapshot transfers per node
-    request_timeout_s: float = 10.0  # one replica_fetch round trip
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SnapshotConfig:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name in cls.__dataclass_fields__:
-            var = f"RAFTLOG_SNAPSHOT_{name.upper()}"
-            raw = env.get(var)
-            if raw is None:
-                continue
-            typ = float if name.endswith("_s") else int
-            try:
-                value = typ(raw)
-            except ValueError:
-                raise ValueError(
-                    f"RAFTLOG_SNAPSHOT_{name.upper()}={raw!r} is not a number"
-                ) from None
-            if value < (0 if name == "trailing" else 1):
-                raise ValueError(f"{var}={raw!r} is out of range")
-            values[name] = value
-        return cls(**values)
+# How often the per-group snapshot index and the "entries behind" gauges are
+# refreshed; they move slowly and a pass costs one lock per hosted group.
+GAUGES_EVERY_S = 5.0
 
 
 @dataclass(slots=True)
@@ -94,11 +68,13 @@ class _GroupState:
     transferring: bool = False
     latest: Message | None = None  # newest SNAPSHOT message waiting for its records
     prepared: tuple[int, int] | None = None  # (index, term) whose records are present
+    failed: bool = False  # the last transfer failed: the next one resumes it
 
 
 @dataclass(slots=True, frozen=True)
 class _Capture:
     gid: int
+    kind: str  # GroupKind value, the metrics label
     index: int
     conf_state: ConfState
     data: bytes
@@ -107,14 +83,28 @@ class _Capture:
 @dataclass
 class SnapshotManager:
     driver: Any  # server.driver.MultiRaft
-    config: SnapshotConfig = field(default_factory=SnapshotConfig.from_env)
+    # None: the driver's cluster.toml [snapshots] with RAFTLOG_SNAPSHOT_* on top.
+    config: SnapshotConfig = None  # type: ignore[assignment]  # set in __post_init__
     # Only with the background task running are snapshots taken and
     # transfers made: without it (a driver in a unit test) nothing changes.
     enabled: bool = False
     stats: dict[str, int] = field(default_factory=dict)
+    # None: in the driver's registry (served on /metrics), or a private one.
+    metrics: SnapshotMetrics = None  # type: ignore[assignment]  # set in __post_init__
     _groups: dict[int, _GroupState] = field(default_factory=dict)
     _nursery: trio.Nursery | None = None
     _limiter: trio.CapacityLimiter | None = None
+    _indexed: set[int] = field(default_factory=set)  # groups with a raftlog_snapshot_index
+
+    def __post_init__(self) -> None:
+        if self.config is None:
+            cluster_cfg = getattr(self.driver, "cfg", None)
+            base = getattr(cluster_cfg, "snapshots", None)
+            self.config = SnapshotConfig.from_env(base=base)
+        if self.metrics is None:
+            node_metrics = getattr(self.driver, "metrics", None)
+            registry = getattr(node_metrics, "registry", None)
+            self.metrics = SnapshotMetrics(registry if registry is not None else Registry())
 
     # ------------------------------------------------------------ background task
 
@@ -136,6 +126,7 @@ class SnapshotManager:
                 # A crash between snapshot and compaction left the log long.
                 for gid in list(self.driver.groups):
                     nursery.start_soon(self._compact, gid)
+                nursery.start_soon(self._refresh_gauges_forever)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -144,6 +135,48 @@ class SnapshotManager:
 
     def _count(self, name: str, n: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + n
+
+    # ------------------------------------------------------------ metrics
+
+    async def _refresh_gauges_forever(self) -> None:
+        while True:
+            await trio.sleep(GAUGES_EVERY_S)
+            self.refresh_gauges()
+
+    def refresh_gauges(self) -> None:
+        """Per-group snapshot index and the largest applied-minus-snapshot gap.
+
+        Reads only in-memory state (the store caches each group's snapshot
+        metadata): a pass costs a few microseconds per hosted group.
+        """
+        store = self.driver.store
+        behind = 0
+        hosted: set[int] = set()
+        for gid, group in list(self.driver.groups.items()):
+            if not store.has_group(gid):
+                continue
+            index = store.group(gid).snapshot_meta().index
+            hosted.add(gid)
+            self.metrics.index.set(index, group=gid)
+            behind = max(behind, group.applied - index)
+        for gid in self._indexed - hosted:  # deleted or moved away: no stale series
+            self.metrics.index.remove(group=gid)
+        self._indexed = hosted
+        self.metrics.max_behind.set(behind)
+
+    def _set_index(self, gid: int, index: int) -> None:
+        self.metrics.index.set(index, group=gid)
+        self._indexed.add(gid)
+
+    def note_sent(self, gid: int, msg: Message) -> None:
+        """Driver hook: a leader here sends ``msg``, a SNAPSHOT message."""
+        group = self.driver.groups.get(gid)
+        kind = group.kind.value if group is not None else GroupKind.PARTITION.value
+        self.metrics.sent.inc(kind=kind)
+
+    def note_served(self, nbytes: int) -> None:
+        """snapshot_transfer.serve_replica_fetch: record bytes sent to a catching-up peer."""
+        self.metrics.transfer_bytes.inc(nbytes, direction="out")
 
     def _state(self, gid: int) -> _GroupState:
         st = self._groups.get(gid)
@@ -191,7 +224,9 @@ class SnapshotManager:
                 continue
             # Captured now, on the loop, so data, index and membership agree:
             # the state is small (no records), this costs microseconds.
-            capture = _Capture(gid, applied, group.raft.conf_state, group.sm.snapshot_state())
+            capture = _Capture(
+                gid, group.kind.value, applied, group.raft.conf_state, group.sm.snapshot_state()
+            )
             st.taking = True
             st.applied_bytes = 0
             self._nursery.start_soon(self._take, capture)
@@ -199,6 +234,7 @@ class SnapshotManager:
     async def _take(self, cap: _Capture) -> None:
         store = self.driver.store
         st = self._state(cap.gid)
+        started = time.perf_counter()
         try:
             # Durability order (the reason compaction below may be unsynced):
             # the apply batches up to cap.index were written (sync=False) to
@@ -212,13 +248,17 @@ class SnapshotManager:
             )
         except Exception as exc:  # group deleted, or a newer snapshot installed meanwhile
             log.info("event=snapshot_skipped group=%d index=%d reason=%r", cap.gid, cap.index, exc)
+            self.metrics.skipped.inc(kind=cap.kind)
             # Try again only after another threshold's worth of applies.
             st.snap_index = max(st.snap_index, cap.index)
             return
         finally:
             st.taking = False
+        self.metrics.take_seconds.observe(time.perf_counter() - started)
         st.snap_index = max(st.snap_index, cap.index)
         self._count("snapshots_taken")
+        self.metrics.taken.inc(kind=cap.kind)
+        self._set_index(cap.gid, cap.index)
         log.info("event=snapshot_taken group=%d index=%d bytes=%d",
                  cap.gid, cap.index, len(cap.data))  # fmt: skip
         failpoint("snapshot_before_compact")
@@ -244,6 +284,7 @@ class SnapshotManager:
                 return
             if done:
                 self._count("compactions")
+                self.metrics.compactions.inc()
                 return
             await trio.sleep(0.002)
 
@@ -265,6 +306,8 @@ class SnapshotManager:
             return False
         sm.restore_state(snap.data, batch)
         self._count("snapshots_installed")
+        self.metrics.installed.inc(kind=group.kind.value)
+        self._set_index(group.gid, snap.meta.index)
         log.info(
             "event=snapshot_installed group=%d index=%d term=%d start=%s next=%s",
             group.gid,
@@ -277,9 +320,18 @@ class SnapshotManager:
 
     def intercept(self, group: Group, msg: Message) -> bool:
         """Driver hook before stepping: True means "not now" (records are on their way)."""
-        if msg.type is not MessageType.SNAPSHOT or not self.enabled or self._nursery is None:
+        if msg.type is not MessageType.SNAPSHOT:
             return False
         snap = msg.snapshot
+        st = self._groups.get(group.gid)
+        key = (snap.meta.index, snap.meta.term) if snap is not None else None
+        if st is not None and key is not None and st.prepared == key:
+            # Our own re-queued message, its records now present (_transfer).
+            st.prepared = None
+            return False
+        self.metrics.received.inc(kind=group.kind.value)
+        if not self.enabled or self._nursery is None:
+            return False
         if group.kind is not GroupKind.PARTITION or snap is None or snap.is_empty():
             return False
         if snap.meta.index <= group.raft.commit_index or group.raft.raft_log.match_term(
@@ -287,10 +339,6 @@ class SnapshotManager:
         ):
             return False  # the core answers it without restoring anything (Raft §7)
         st = self._state(group.gid)
-        key = (snap.meta.index, snap.meta.term)
-        if st.prepared == key:
-            st.prepared = None
-            return False
         st.latest = msg
         if not st.transferring:
             st.transferring = True
@@ -300,20 +348,33 @@ class SnapshotManager:
     async def _transfer(self, gid: int) -> None:
         st = self._state(gid)
         msg: Message | None = None
+        m = self.metrics
         try:
             assert self._limiter is not None
             async with self._limiter:
-                while st.latest is not None and st.latest is not msg:
-                    msg = st.latest
-                    await self._fetch_for(gid, msg)
+                m.active.inc()
+                try:
+                    if st.failed:
+                        # Continues from the records the failed one wrote
+                        # (fetch_missing_batches starts at contiguous_end).
+                        m.resumes.inc()
+                        st.failed = False
+                    while st.latest is not None and st.latest is not msg:
+                        msg = st.latest
+                        await self._fetch_for(gid, msg)
+                finally:
+                    m.active.dec()
         except Exception as exc:  # network, peer or data trouble: drop, the leader retries
             self._count("transfers_failed")
+            m.transfers.inc(result="failed")
+            st.failed = True
             log.warning("event=snapshot_transfer_failed group=%d from=%s error=%r",
                         gid, msg.frm if msg else None, exc)  # fmt: skip
             st.latest = None
             return
         finally:
             st.transferring = False
+        m.transfers.inc(result="ok")
         if msg is None or msg.snapshot is None:
             return
         st.latest = None
@@ -352,6 +413,7 @@ class SnapshotManager:
                 chunk_bytes=self.config.chunk_bytes,
                 timeout_s=timeout,
                 still_wanted=lambda: self.driver.groups.get(gid) is group,
+                on_chunk=lambda nbytes: self.metrics.transfer_bytes.inc(nbytes, direction="in"),
             )
         finally:
             with trio.CancelScope(shield=True):
