@@ -714,6 +714,8 @@ class MultiRaft:
             msgs = rd.persisted_messages if persisted else rd.messages
             for msg in msgs:
                 per_peer[msg.to].append((gid, codec.encode_message(msg)))
+                if msg.type is MessageType.SNAPSHOT:  # metrics: snapshots sent
+                    self.snapshots.note_sent(gid, msg)
             if not persisted and rd.soft_state is not None:
                 self._on_soft_state(gid, rd)
         now = time.monotonic()
