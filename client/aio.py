@@ -78,6 +78,12 @@ MAX_IN_FLIGHT = 5  # per partition per producer: the server's dedup window (wire
 DEFAULT_MAX_FETCH_BYTES = 1024 * 1024
 BACKOFF_BASE = 0.02
 BACKOFF_CAP = 1.0
+# While a partition has no reachable leader (a node died, an election runs) a
+# retry costs one small round trip and a new leader appears within about one
+# election timeout (200-400 ms by default), so waiting longer than this between
+# tries only adds to the outage a client sees. THROTTLED / NOT_AVAILABLE keep
+# the long exponential cap: there, retrying sooner adds load to a busy node.
+LEADER_BACKOFF_CAP = 0.1
 SUSPECT_SECONDS = 1.0  # how long a node that failed us is tried only as a last resort
 ATTEMPT_MIN = 2.0  # seconds: the least one attempt of an idempotent request may take
 
@@ -278,8 +284,10 @@ class AsyncClient:
                     return a
         return healthy[next(self._rr) % len(healthy)]
 
-    async def _backoff(self, attempt: int, deadline: float, floor: float = 0.0) -> None:
-        delay = max(floor, self._rand.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
+    async def _backoff(
+        self, attempt: int, deadline: float, floor: float = 0.0, cap: float = BACKOFF_CAP
+    ) -> None:
+        delay = max(floor, self._rand.uniform(0, min(cap, BACKOFF_BASE * 2**attempt)))
         await trio.sleep(max(0.0, min(delay, deadline - trio.current_time())))
 
     # ------------------------------------------------------------ the retry loop
@@ -355,7 +363,7 @@ class AsyncClient:
                 last = ClusterUnreachableError(f"cannot connect to {target}: {exc}")
                 self._forget_leader(target)
                 attempt += 1
-                await self._backoff(attempt, deadline)
+                await self._backoff(attempt, deadline, cap=LEADER_BACKOFF_CAP)
                 continue
             ever_connected = True
             # An idempotent request gets a share of the budget per attempt, so a
@@ -386,7 +394,7 @@ class AsyncClient:
                     continue
                 if not leader:
                     await self._refresh_quietly(deadline)
-                await self._backoff(attempt, deadline)
+                await self._backoff(attempt, deadline, cap=LEADER_BACKOFF_CAP)
                 continue
             except ThrottledError as exc:
                 last = exc
@@ -425,7 +433,7 @@ class AsyncClient:
                     raise
                 last = exc
                 attempt += 1
-                await self._backoff(attempt, deadline)
+                await self._backoff(attempt, deadline, cap=LEADER_BACKOFF_CAP)
                 continue
             except RequestTimeoutError as exc:
                 if not idempotent:
