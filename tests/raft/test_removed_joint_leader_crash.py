@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from raftlog.raft.types import ConfChange, Message, MessageType, Role
+from raftlog.raft.types import ConfChange, HardState, Message, MessageType, Role
 
 from .harness import Net
+from .helpers import all_msgs, make_node, msg, persist
 from .test_conf_change import ADD, REMOVE, cc
 
 MT = MessageType
@@ -90,3 +91,34 @@ def test_members_elect_a_leader_after_removed_joint_leader_crashes(defaults: boo
         assert net.applied_data(n)[-1:] == [b"after"], n
     # The removed node still never campaigns.
     assert net.node("c").role == Role.FOLLOWER
+
+
+def test_vote_answer_advances_commit_only_if_our_log_holds_that_entry() -> None:
+    # Log Matching is the whole safety argument of _learn_commit: a commit index
+    # naming an entry our log does not hold (other term, or beyond our log)
+    # says nothing about our entries and must be ignored.
+    node, st = make_node(terms=(1, 1, 2), hs=HardState(term=2, vote=None, commit=1), pre_vote=False)
+    node.campaign()
+    persist(node, st)
+    assert node.role == Role.CANDIDATE
+    term = node.term
+
+    def answer(frm: str, commit: int, commit_term: int) -> None:
+        node.step(
+            msg(MT.VOTE_RESP, frm, term=term, reject=True, commit=commit, log_term=commit_term)
+        )
+
+    answer("b", 3, 3)  # our entry 3 has term 2: a different entry
+    answer("b", 4, 2)  # beyond our log
+    assert node.commit_index == 1
+    answer("c", 3, 2)
+    assert node.commit_index == 3
+    assert [e.index for e in persist(node, st).committed_entries] == [2, 3]
+
+
+def test_vote_answers_carry_the_voters_commit_index() -> None:
+    node, st = make_node(terms=(1, 1, 2), hs=HardState(term=2, vote=None, commit=2))
+    for kind in (MT.VOTE, MT.PRE_VOTE):
+        node.step(msg(kind, "b", term=3, index=1, log_term=1))  # stale log: refused
+        (resp,) = all_msgs(persist(node, st))
+        assert (resp.reject, resp.commit, resp.log_term) == (True, 2, 1)
