@@ -6,8 +6,8 @@ port``), because an operator reading it at 3 a.m. should not need a
 traceback. Unknown keys are errors too: a misspelt ``elction_ticks`` silently
 falling back to a default is worse than refusing to start.
 
-Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]`` and
-``[snapshots]``. Every ``[snapshots]`` key is optional; shown with its default::
+Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]``,
+``[snapshots]`` and ``[retention]``. Their keys are optional; shown with defaults::
 
     [snapshots]
     entries = 10000            # snapshot a group after this many applied entries ...
@@ -17,12 +17,16 @@ Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]`` and
     transfers = 2              # snapshot transfers a node receives at once
     request_timeout_s = 10.0   # one replica_fetch round trip, seconds (int or float)
 
+    [retention]
+    interval_ms = 5000         # how often partition leaders apply topics' retention policies
+
 Snapshots bound the Raft log (Raft §7): a low ``entries`` costs more snapshot
 writes, a high one longer restarts and more disk. ``trailing`` lets a slightly
 lagging follower catch up by AppendEntries instead of a snapshot transfer.
 A ``RAFTLOG_SNAPSHOT_<KEY>`` environment variable (``RAFTLOG_SNAPSHOT_ENTRIES``
-...) still overrides the file, read once when the node starts: for tests and
-emergencies. Precedence: environment > cluster.toml > default.
+...) and ``RAFTLOG_RETENTION_INTERVAL_MS`` still override the file, read once
+when the node starts: for tests and emergencies. Precedence: environment >
+cluster.toml > default. A bad environment value is a ConfigError as well.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ __all__ = [
     "Limits",
     "NodeConfig",
     "QuotaConfig",
+    "RetentionConfig",
     "SnapshotConfig",
     "load_config",
     "parse_address",
@@ -60,6 +65,7 @@ __all__ = [
 MiB = 1024 * 1024
 DEFAULT_SNAPSHOT_CHUNK_BYTES = MiB
 SNAPSHOT_ENV_PREFIX = "RAFTLOG_SNAPSHOT_"
+RETENTION_ENV_PREFIX = "RAFTLOG_RETENTION_"
 
 
 @dataclass(slots=True)
@@ -102,22 +108,45 @@ class SnapshotConfig:
     ) -> SnapshotConfig:
         """``base`` (cluster.toml's values, else the defaults) with each
         ``RAFTLOG_SNAPSHOT_<FIELD>`` set in ``env`` (the process environment) on top."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            var = SNAPSHOT_ENV_PREFIX + f.name.upper()
-            raw = env.get(var)
-            if raw is None:
-                continue
-            try:
-                value: float = float(raw) if _is_seconds(f.name) else int(raw)
-            except ValueError:
-                raise ConfigError(f"{var}={raw!r} is not a number") from None
-            problem = snapshot_value_problem(f.name, value)
-            if problem is not None:
-                raise ConfigError(f"{var}={raw!r} {problem}")
-            values[f.name] = value
-        return replace(base if base is not None else cls(), **values)
+        return _env_over(base or cls(), SNAPSHOT_ENV_PREFIX, env, snapshot_value_problem)
+
+
+@dataclass(slots=True, frozen=True)
+class RetentionConfig:
+    """``[retention]``: how often server/retention.py runs (keys above)."""
+
+    interval_ms: int = 5000
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, base: RetentionConfig | None = None
+    ) -> RetentionConfig:
+        """``base`` with ``RAFTLOG_RETENTION_INTERVAL_MS`` from ``env`` on top."""
+        return _env_over(base or cls(), RETENTION_ENV_PREFIX, env, _at_least_one)
+
+
+def _at_least_one(name: str, value: float) -> str | None:
+    return None if value >= 1 else f"must be >= 1, got {value}"
+
+
+def _env_over(base: Any, prefix: str, env: Mapping[str, str] | None, problem_of: Any) -> Any:
+    """``base`` (a frozen dataclass) with every ``<prefix><FIELD>`` set in ``env`` on top."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(base):
+        var = prefix + f.name.upper()
+        raw = env.get(var)
+        if raw is None:
+            continue
+        try:
+            value: float = float(raw) if _is_seconds(f.name) else int(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not a number") from None
+        problem = problem_of(f.name, value)
+        if problem is not None:
+            raise ConfigError(f"{var}={raw!r} {problem}")
+        values[f.name] = value
+    return replace(base, **values)
 
 
 def _is_seconds(name: str) -> bool:
@@ -177,6 +206,7 @@ class ClusterConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     path: Path | None = None
 
     def node(self, node_id: str) -> NodeConfig:
@@ -337,6 +367,11 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
     )
     quotas_r.check_unknown()
     snapshots = _parse_snapshots(_Reader(where, "snapshots", top.get("snapshots", dict, {})))
+    retention_r = _Reader(where, "retention", top.get("retention", dict, {}))
+    retention = RetentionConfig(
+        interval_ms=retention_r.positive_int("interval_ms", RetentionConfig().interval_ms)
+    )
+    retention_r.check_unknown()
     top.check_unknown()
 
     return ClusterConfig(
@@ -352,6 +387,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
         auth=auth,
         quotas=quotas,
         snapshots=snapshots,
+        retention=retention,
         path=path,
     )
 
@@ -533,4 +569,6 @@ def render_config(cfg: ClusterConfig) -> str:
     ]
     if snap_lines:
         lines += ["", "[snapshots]", *snap_lines]
+    if cfg.retention != RetentionConfig():
+        lines += ["", "[retention]", f"interval_ms = {cfg.retention.interval_ms}"]
     return "\n".join(lines) + "\n"

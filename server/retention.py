@@ -18,13 +18,13 @@ A fetch below ``start_offset`` answers OUT_OF_RANGE with the current start
 offset (handlers.py ``_check_range``); a consumer whose committed offset fell
 below it resets by its ``auto_offset_reset`` ("earliest": the new start).
 
-``RAFTLOG_RETENTION_INTERVAL_MS`` (default 5000) sets the check interval.
+cluster.toml's ``[retention] interval_ms`` (default 5000) sets the check
+interval; ``RAFTLOG_RETENTION_INTERVAL_MS`` overrides it (server/config.py).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,12 +33,13 @@ import trio
 from raftlog.log.commands import TruncatePrefix
 from raftlog.raft.types import Role
 
+from .config import RetentionConfig
 from .groups import Group, GroupKind
 from .waiters import Waiter
 
 log = logging.getLogger("raftlog.retention")
 
-DEFAULT_INTERVAL_MS = 5000
+DEFAULT_INTERVAL_MS = RetentionConfig().interval_ms
 # Batch headers read per partition per check: bounds the work of one round on a
 # huge partition (the next round continues from the new start).
 MAX_SCAN_BATCHES = 100_000
@@ -93,13 +94,15 @@ def decide_start_offset(
 @dataclass
 class RetentionManager:
     driver: Any  # server.driver.MultiRaft
-    interval_s: float = field(
-        default_factory=lambda: (
-            int(os.environ.get("RAFTLOG_RETENTION_INTERVAL_MS", DEFAULT_INTERVAL_MS)) / 1000.0
-        )
-    )
+    # None: the driver's cluster.toml [retention] with RAFTLOG_RETENTION_* on top.
+    interval_s: float = None  # type: ignore[assignment]  # set in __post_init__
     clock_ms: Any = field(default=lambda: int(time.time() * 1000))
     _pending: dict[int, Waiter] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.interval_s is None:
+            base = getattr(getattr(self.driver, "cfg", None), "retention", None)
+            self.interval_s = RetentionConfig.from_env(base=base).interval_ms / 1000.0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
