@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from raftlog.client.protocol import decode_batch
 from raftlog.client.sync import Client
 from raftlog.log.partition import PartitionStateMachine
 from raftlog.log.store import NodeStore
+from raftlog.server.config import SnapshotConfig
 
 from .cluster_harness import LocalCluster
 
@@ -34,6 +36,8 @@ SNAPSHOT_ENV = {
     "RAFTLOG_SNAPSHOT_TRAILING": "10",
     "RAFTLOG_SNAPSHOT_CHUNK_BYTES": "1024",  # many chunks: a mid-transfer crash is possible
 }
+# The same thresholds through cluster.toml's [snapshots] (the crash scenarios use the env).
+SNAPSHOT_FILE = SnapshotConfig(entries=40, trailing=10, chunk_bytes=1024)
 
 
 def wait_until(predicate: Callable[[], Any], what: str, within: float = WAIT_S) -> Any:
@@ -56,6 +60,30 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield c
     finally:
         c.stop_all()
+
+
+@pytest.fixture
+def file_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    c = LocalCluster(tmp_path / "c", nodes=3, metrics=True, snapshots=SNAPSHOT_FILE)
+    try:
+        c.start_all()
+        c.wait_for_leaders(deadline=WAIT_S)
+        yield c
+    finally:
+        c.stop_all()
+
+
+def scrape(c: LocalCluster, node: str) -> dict[str, float]:
+    """``node``'s /metrics as {'name{labels}': value}."""
+    address = c.cfg.node(node).metrics_address
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
 
 
 def offline_store(c: LocalCluster, node: str) -> NodeStore:
@@ -129,7 +157,12 @@ def check_exactly_once(log: list[tuple[int, bytes]], acked: list[tuple[int, byte
         assert by_offset.get(offset) == value, f"acknowledged {value!r}@{offset} missing"
 
 
-def run_scenario(c: LocalCluster, failpoint: str | None) -> None:
+def run_scenario(
+    c: LocalCluster,
+    failpoint: str | None,
+    caught_up: Callable[[int, str, str], None] | None = None,
+) -> None:
+    """... ``caught_up(gid, leader, follower)`` runs once the follower caught up."""
     with Client(c.addresses(), request_timeout=30.0) as client:
         client.create_topic("s", partitions=1, replicas=3)
         gid = client.describe_topic("s")["partitions"][0]["group"]
@@ -172,6 +205,8 @@ def run_scenario(c: LocalCluster, failpoint: str | None) -> None:
             lambda: (status_of(c, follower, gid) or {}).get("applied", 0) >= commit,
             "follower caught up",
         )
+        if caught_up is not None:
+            caught_up(gid, leader, follower)
     assert f"event=snapshot_installed group={gid}" in c.log_text(follower)
     c.terminate(follower)
     check_exactly_once(offline_log(c, follower, gid), acked)
@@ -180,8 +215,27 @@ def run_scenario(c: LocalCluster, failpoint: str | None) -> None:
         assert store.group(gid).first_index() > cut_at
 
 
-def test_cut_off_follower_catches_up_by_snapshot(cluster: LocalCluster) -> None:
-    run_scenario(cluster, None)
+def test_cut_off_follower_catches_up_by_snapshot(file_cluster: LocalCluster) -> None:
+    """Thresholds from cluster.toml; the snapshot metrics show on /metrics."""
+    c = file_cluster
+
+    def check_metrics(gid: int, leader: str, follower: str) -> None:
+        for node in (leader, follower):
+            assert "event=snapshots_enabled entries=40 entry_bytes=67108864 trailing=10 " \
+                "chunk_bytes=1024 transfers=2" in c.log_text(node)  # fmt: skip
+        lm, fm = scrape(c, leader), scrape(c, follower)
+        assert lm['raftlog_snapshots_taken_total{kind="partition"}'] >= 1
+        assert lm['raftlog_snapshots_sent_total{kind="partition"}'] >= 1
+        assert lm[f'raftlog_snapshot_index{{group="{gid}"}}'] > 0
+        assert fm['raftlog_snapshots_received_total{kind="partition"}'] >= 1
+        assert fm['raftlog_snapshots_installed_total{kind="partition"}'] >= 1
+        assert fm['raftlog_snapshot_transfers_total{result="ok"}'] >= 1
+        fetched = fm['raftlog_snapshot_transfer_bytes_total{direction="in"}']
+        out = 'raftlog_snapshot_transfer_bytes_total{direction="out"}'
+        served = sum(scrape(c, n).get(out, 0.0) for n in c.node_ids())
+        assert 0 < fetched <= served
+
+    run_scenario(c, None, check_metrics)
 
 
 @pytest.mark.parametrize(
