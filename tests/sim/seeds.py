@@ -34,8 +34,8 @@ MUTANT_SEEDS: tuple[MutantSeed, ...] = (
     MutantSeed("vote-twice", 1, 5, "One vote per term"),
     MutantSeed("vote-twice", 2, 3, "One vote per term"),
     MutantSeed("vote-twice", 3, 5, "One vote per term"),
-    MutantSeed("read-without-quorum", 33, 5, "Linearizable read"),
     MutantSeed("read-without-quorum", 34, 3, "Linearizable read"),
+    MutantSeed("read-without-quorum", 58, 3, "Linearizable read"),
     MutantSeed("read-without-quorum", 60, 3, "Linearizable read"),
 )
 
