@@ -56,6 +56,11 @@ class BenchConfig:
     batched: bool = False
     batch_size: int = 256 * 1024
     linger: float = 0.005
+    # Per Producer: bytes accepted but not yet acknowledged (Kafka's
+    # buffer.memory). Latency is measured from send(), so it includes the time a
+    # record waits in this buffer: a large buffer buys nothing once the cluster
+    # is the bottleneck except queueing delay. None: 2 batches per partition.
+    buffer_memory: int | None = None
     fill: bool = True
     request_timeout: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -422,7 +427,7 @@ async def _produce_batch_worker(
                         client,
                         batch_size=cfg.batch_size,
                         linger=cfg.linger,
-                        buffer_memory=max(4 << 20, 4 * cfg.batch_size),
+                        buffer_memory=cfg.buffer_memory or 2 * cfg.partitions * cfg.batch_size,
                     )
                 )
             )

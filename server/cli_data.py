@@ -462,6 +462,13 @@ def _bench_options(fn: Any) -> Any:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=256 * 1024, show_default=True)
 @click.option("--linger", type=float, default=0.005, show_default=True)
+@click.option(
+    "--buffer-memory",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Bytes each batching Producer holds unacknowledged (Kafka's buffer.memory); "
+    "latency includes waiting in it.  [default: 2 batches per partition]",
+)
 @cluster_options
 def bench_produce(
     config: Path | None, bootstrap: str | None, as_json: bool, **options: Any
