@@ -782,6 +782,11 @@ class MultiRaft:
         batch = None
         touched: list[Group] = []
         meta_applied = False
+        # Partition applies skip the WAL (store.write): the Raft log redoes them
+        # after a crash, and the produced bytes are not fsynced a second time.
+        # Anything else in the batch keeps it: an installed snapshot's state
+        # cannot be redone from our log, and metadata / conf changes are small.
+        wal = False
         for gid, rd in readies:
             group = self.groups.get(gid)
             if group is None:
@@ -793,12 +798,16 @@ class MultiRaft:
                     batch = self.store.new_batch()
                 meta_applied |= self.snapshots.restore(group, rd.snapshot, batch)
                 touched.append(group)
+                wal = True
             if rd.committed_entries:
                 if batch is None:
                     batch = self.store.new_batch()
                 self._apply_group(group, rd, batch)
                 touched.append(group)
-                meta_applied |= gid == METADATA_GROUP
+                if gid == METADATA_GROUP:
+                    meta_applied = wal = True
+                elif not wal:
+                    wal = any(e.type is EntryType.CONF_CHANGE for e in rd.committed_entries)
             if rd.read_states:
                 for rs in rd.read_states:
                     waiters = group.reads.pop(rs.context, None)
@@ -806,7 +815,7 @@ class MultiRaft:
                         group.reads_at.append((rs.index, waiters))
                 touched.append(group)
         if batch is not None:
-            self.store.write(batch, sync=False)
+            self.store.write(batch, sync=False, wal=wal or not self.store.fsync)
             self.snapshots.after_apply(readies)
         for group in touched:
             if group.reads_at:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 import trio
@@ -18,6 +20,18 @@ from .transport import PeerTransport
 
 log = logging.getLogger("raftlog.node")
 
+# Seconds a thread that wants the GIL waits before it asks the holder to drop
+# it (CPython's default is 5 ms). The save thread needs the GIL for a moment
+# after every fsync to hand its result back; with the event loop busy it would
+# wait a full interval each time, which on a loaded node put ~5 ms on every
+# Raft round (saves measured at ~9 ms for a 0.5 ms fsync).
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+def _tune_gil_switching() -> None:
+    interval = float(os.environ.get("RAFTLOG_GIL_SWITCH_S", GIL_SWITCH_INTERVAL_S))
+    sys.setswitchinterval(interval)
+
 
 async def run_node(
     cfg: ClusterConfig,
@@ -32,6 +46,7 @@ async def run_node(
     nursery, the driver finishes its in-flight save (a worker thread is never
     abandoned), pending requests are answered NOT_AVAILABLE, then the DB closes.
     """
+    _tune_gil_switching()
     node = cfg.node(node_id)
     store = NodeStore.open(node.data_dir, cluster=cfg.name, node_id=node_id, fsync=cfg.fsync)
     try:

@@ -430,7 +430,8 @@ def test_reads_during_saves_in_another_thread_stay_consistent(
 
 
 class _WriteSpy:
-    """Stands in for the RocksDB handle: records whether each write was synced."""
+    """Stands in for the RocksDB handle: records whether each write was made
+    durable, by a synced write or by a WAL sync (flush_wal(True)) right after."""
 
     def __init__(self, db: object) -> None:
         self._db = db
@@ -439,6 +440,11 @@ class _WriteSpy:
     def write(self, batch: object, opts: object) -> None:
         self.synced.append(opts is self.sync_opts)
         self._db.write(batch, opts)  # type: ignore[attr-defined]
+
+    def flush_wal(self, sync: bool = True) -> None:
+        if sync and self.synced:
+            self.synced[-1] = True
+        self._db.flush_wal(sync)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._db, name)
