@@ -282,6 +282,15 @@ def test_wiped_node_is_refused_by_its_peers(local_cluster: Any) -> None:
     cluster.start_all()
     cluster.wait_for_leaders(deadline=60)
     victim = "n3"
+    # Precondition: both peers have met the victim (trust on first use), or
+    # there is nothing for them to remember. Leaders can exist before every
+    # pair of nodes has talked, so wait for it rather than assume it.
+    end = time.monotonic() + 30
+    while not all(
+        "event=peer_incarnation_recorded peer=n3" in cluster.log_text(n) for n in ("n1", "n2")
+    ):
+        assert time.monotonic() < end, "the peers never recorded n3's incarnation"
+        time.sleep(0.1)
     assert cluster.terminate(victim) == 0
     shutil.rmtree(cluster.cfg.node(victim).data_dir)
     cluster.start(victim)
