@@ -33,6 +33,13 @@ class Config:
     max_committed_bytes_per_ready: byte budget of committed_entries in one
         Ready (0 = unbounded; at least one entry). Unbounded, a node restarting
         far behind loads its whole unapplied log into memory at once.
+    broadcast_commit: when an ack advances the commit index, send every
+        follower an (often empty) APPEND carrying it at once, as etcd does. Off
+        -> followers learn the new commit index with the next APPEND or
+        heartbeat (at most heartbeat_ticks later): one message and one
+        follower Ready less per commit, and followers apply a little later.
+        Safety does not depend on it (a follower's commit index is only ever
+        learned from entries it holds, §5.3).
     applied: last index the state machine applied before a restart;
         committed entries handed out resume after it. Wrong -> entries are
         applied twice or skipped.
@@ -49,6 +56,7 @@ class Config:
     check_quorum: bool = True
     applied: int = 0
     max_committed_bytes_per_ready: int = 64 << 20
+    broadcast_commit: bool = True
 
     def validate(self) -> None:
         if not isinstance(self.id, str) or not self.id:

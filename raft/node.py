@@ -490,7 +490,11 @@ class RaftNode:
             return
         if not self._step_term(msg):
             return
-        if msg.type in _VOTE_RESP_TYPES and self._role != Role.LEADER:
+        if msg.type in _VOTE_RESP_TYPES and msg.reject and self._role != Role.LEADER:
+            # Only refusals teach: a voter that grants has no log beyond ours,
+            # and our own term's no-op will commit what it knows (§5.4.2). A
+            # refuser may never lead (seed 47480), so its answer is the only
+            # way its commit index reaches us.
             self._learn_commit(msg.commit, msg.log_term)
         if msg.type in _VOTE_RESP:
             self._handle_vote_request(msg)
@@ -793,7 +797,7 @@ class RaftNode:
                 pr.become_replicate()
         else:
             pr.inflights.free_le(msg.index)
-        if self._maybe_commit():
+        if self._maybe_commit() and self._cfg.broadcast_commit:
             self._bcast_append()
         elif was_paused:
             self._send_append(node)

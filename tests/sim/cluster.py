@@ -93,6 +93,9 @@ class SimParams:
     # The direct disk-majority check of each commit; switched off only to show
     # that the end-to-end invariants catch the same bugs later on their own.
     check_commit_durability: bool = True
+    # Config.broadcast_commit: the server runs with it off (followers learn the
+    # commit index from the next APPEND or heartbeat).
+    broadcast_commit: bool = True
     net: NetConfig = field(default_factory=NetConfig)
     trace: bool = False
 
@@ -230,6 +233,7 @@ class Cluster:
             pre_vote=p.pre_vote,
             check_quorum=p.check_quorum,
             applied=applied,
+            broadcast_commit=p.broadcast_commit,
         )
 
     def start(self, nid: str) -> None:

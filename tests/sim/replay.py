@@ -9,6 +9,7 @@ printed by the test suite reproduces here with the full event log.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import sys
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mutant", default=None, help="mutant core (tests.sim.mutants): key or class")
     ap.add_argument("--no-liveness", action="store_true", help="skip the heal-and-progress phase")
     ap.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    ap.add_argument(
+        "--no-broadcast-commit",
+        action="store_true",
+        help="cores with Config.broadcast_commit off (as the server runs them)",
+    )
     args = ap.parse_args(argv)
     # The core logs every election; the trace below says more, in order.
     logging.getLogger("raftlog.raft").setLevel(logging.ERROR)
@@ -46,13 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         by_class = {cls.__name__: cls for cls in MUTANTS.values()}
         factory = MUTANTS.get(args.mutant) or by_class[args.mutant]
     params = random_params(args.seed, args.nodes, trace=True)
+    if args.no_broadcast_commit:
+        params = dataclasses.replace(params, broadcast_commit=False)
     actions = random_schedule(
         random.Random(f"schedule:{args.seed}"), args.nodes, args.length, args.profile
     )
     print(f"# seed={args.seed} nodes={args.nodes} params={params}")
     c = make_cluster(params, factory)
     c.checker.replay = replay_command(
-        args.seed, args.nodes, args.length, factory, not args.no_liveness, args.profile
+        args.seed,
+        args.nodes,
+        args.length,
+        factory,
+        not args.no_liveness,
+        args.profile,
+        not args.no_broadcast_commit,
     )
     try:
         result = play(c, actions, check_liveness=not args.no_liveness)

@@ -24,7 +24,7 @@ def nodes_for(seed: int) -> int:
 
 
 def run_range(
-    start: int, stop: int, length: int, profile: str = "default"
+    start: int, stop: int, length: int, profile: str = "default", broadcast_commit: bool = True
 ) -> tuple[int, int, list[tuple[int, str]]]:
     """Run seeds [start, stop); return (schedules, ticks, failures)."""
     logging.getLogger("raftlog.raft").setLevel(logging.ERROR)
@@ -32,7 +32,9 @@ def run_range(
     failures: list[tuple[int, str]] = []
     for seed in range(start, stop):
         try:
-            ticks += run_seed(seed, nodes_for(seed), length, profile=profile).ticks
+            ticks += run_seed(
+                seed, nodes_for(seed), length, profile=profile, broadcast_commit=broadcast_commit
+            ).ticks
         except SimulationFailure as e:
             failures.append((seed, str(e)))
     return stop - start, ticks, failures
@@ -46,12 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--length", type=int, default=DEFAULT_LENGTH)
     ap.add_argument("--chunk", type=int, default=200, help="seeds per work unit")
     ap.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    ap.add_argument(
+        "--no-broadcast-commit",
+        action="store_true",
+        help="cores with Config.broadcast_commit off (as the server runs them)",
+    )
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
     stop = args.start + args.schedules
     chunks = [
-        (s, min(s + args.chunk, stop), args.length, args.profile)
+        (s, min(s + args.chunk, stop), args.length, args.profile, not args.no_broadcast_commit)
         for s in range(args.start, stop, args.chunk)
     ]
     total = ticks = 0
@@ -73,12 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         f"elapsed={time.monotonic() - t0:.1f}s"
     )
     for seed, _ in failures:
-        cmd = replay_command(seed, nodes_for(seed), args.length, profile=args.profile)
+        cmd = replay_command(
+            seed,
+            nodes_for(seed),
+            args.length,
+            profile=args.profile,
+            broadcast_commit=not args.no_broadcast_commit,
+        )
         print(f"  replay: {cmd}")
     return 1 if failures else 0
 
 
-def _run_chunk(chunk: tuple[int, int, int, str]) -> tuple[int, int, list[tuple[int, str]]]:
+def _run_chunk(
+    chunk: tuple[int, int, int, str, bool],
+) -> tuple[int, int, list[tuple[int, str]]]:
     return run_range(*chunk)
 
 

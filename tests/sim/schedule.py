@@ -10,6 +10,7 @@ is applied on every node within a bounded number of ticks.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import traceback
 from dataclasses import dataclass
@@ -401,13 +402,16 @@ def run_seed(
     trace: bool = False,
     check_liveness: bool = True,
     profile: str = "default",
+    broadcast_commit: bool = True,
 ) -> SimResult:
     """The seeded driver: parameters and schedule both derived from ``seed``."""
     params = random_params(seed, n_nodes, trace=trace)
+    if not broadcast_commit:
+        params = dataclasses.replace(params, broadcast_commit=False)
     actions = random_schedule(random.Random(f"schedule:{seed}"), n_nodes, length, profile)
     c = make_cluster(params, core_factory)
     c.checker.replay = replay_command(
-        seed, n_nodes, length, core_factory, check_liveness, profile
+        seed, n_nodes, length, core_factory, check_liveness, profile, broadcast_commit
     )
     return play(c, actions, check_liveness)
 
@@ -419,6 +423,7 @@ def replay_command(
     core_factory: CoreFactory | None = None,
     check_liveness: bool = True,
     profile: str = "default",
+    broadcast_commit: bool = True,
 ) -> str:
     cmd = f"python -m tests.sim.replay --seed {seed} --nodes {n_nodes}"
     if profile != "default":
@@ -429,4 +434,6 @@ def replay_command(
         cmd += f" --mutant {core_factory.__name__}"
     if not check_liveness:
         cmd += " --no-liveness"
+    if not broadcast_commit:
+        cmd += " --no-broadcast-commit"
     return cmd

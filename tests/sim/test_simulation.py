@@ -55,14 +55,16 @@ _KNOWN_BROKEN = {
 }
 
 
-def _run_seed_range(start: int, stop: int, profile: str = "default") -> None:
+def _run_seed_range(
+    start: int, stop: int, profile: str = "default", broadcast_commit: bool = True
+) -> None:
     failures: list[str] = []
     for seed in range(start, stop):
         if (seed, profile) in _KNOWN_BROKEN:
             continue
         t0 = time.process_time()
         try:
-            r = run_seed(seed, nodes_for(seed), profile=profile)
+            r = run_seed(seed, nodes_for(seed), profile=profile, broadcast_commit=broadcast_commit)
         except SimulationFailure as e:
             failures.append(str(e))
             continue
@@ -74,6 +76,24 @@ def _run_seed_range(start: int, stop: int, profile: str = "default") -> None:
 def test_seeded_schedules_keep_raft_invariants(start: int) -> None:
     """Seeds alternate 3 and 5 nodes; parameters (loss, delays, disk speed, batching) vary."""
     _run_seed_range(start, min(start + CHUNK, SEEDS))
+
+
+# The server runs its cores with Config.broadcast_commit off: a separate seed
+# range (disjoint from the ones above) checks that configuration too.
+LAZY_COMMIT_SEEDS = int(os.environ.get("RAFTLOG_SIM_LAZY_COMMIT_SEEDS", "300"))
+LAZY_COMMIT_START = 200_000
+
+
+@pytest.mark.parametrize(
+    "start",
+    range(LAZY_COMMIT_START, LAZY_COMMIT_START + LAZY_COMMIT_SEEDS, CHUNK),
+    ids=lambda s: f"seeds{s}",
+)
+def test_lazy_commit_broadcast_schedules_keep_raft_invariants(start: int) -> None:
+    """Followers learn the commit index only from the next APPEND or heartbeat."""
+    _run_seed_range(
+        start, min(start + CHUNK, LAZY_COMMIT_START + LAZY_COMMIT_SEEDS), broadcast_commit=False
+    )
 
 
 CHAOS_SEEDS = int(os.environ.get("RAFTLOG_SIM_CHAOS_SEEDS", "500"))
