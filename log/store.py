@@ -304,12 +304,6 @@ class NodeStore:
         self._sync_opts.sync = True
         self._nosync_opts = WriteOptions()
         self._nosync_opts.sync = False
-        # State-machine applies that the Raft log can redo skip the WAL: every
-        # produced byte then reaches the WAL (and its fsync) once, as a Raft
-        # entry, not twice. See ``write``.
-        self._nowal_opts = WriteOptions()
-        self._nowal_opts.sync = False
-        self._nowal_opts.disable_wal = True
         self._groups: dict[int, GroupStorage] = {}
         self._closed = False
 
@@ -401,12 +395,7 @@ class NodeStore:
                 return
             self._closed = True
             self._groups.clear()
-            try:
-                # WAL-less applies live only in the memtable: make them durable
-                # so a clean restart need not redo them from the Raft log.
-                self.db.flush(True)
-            finally:
-                self.db.close()
+            self.db.close()
 
     def __enter__(self) -> NodeStore:
         return self
@@ -670,52 +659,21 @@ class NodeStore:
     def new_batch(self) -> WriteBatch:
         return WriteBatch(raw_mode=True)
 
-    def write(self, batch: WriteBatch, *, sync: bool = False, wal: bool = True) -> None:
+    def write(self, batch: WriteBatch, *, sync: bool = False) -> None:
         """Write a state-machine batch. Unsynced is fine for applies: a lost apply
         is redone from the Raft log on restart (the applied index is in the batch).
 
-        ``wal=False`` goes further: the batch lives only in the memtable until
-        RocksDB flushes it, so a crash (even SIGKILL) loses it, and the state
-        machine restarts at its last flushed applied index and re-applies the
-        committed entries from the Raft log. That is safe only while those
-        entries still exist: whoever deletes Raft entries (a snapshot, then log
-        compaction) must first make the state machine durable with
-        ``flush_state_machines`` (see server/snapshots.py). A batch that is
-        not a pure function of log entries kept in this store (a snapshot
-        install, records fetched from a peer) must keep the WAL.
+        It keeps the WAL: a partition's applies written without it were tried
+        (to fsync produced bytes once) and jepsen's kill nemesis caught
+        duplicated and reordered records. A WAL-less apply lost in a crash can
+        be followed by a WAL-logged write of the same state machine (a conf
+        change, a snapshot install, a batch that also held metadata applies)
+        whose applied index then claims the lost records. Storing records once
+        needs the Raft log itself to be the record log, not this shortcut.
         """
         if batch.is_empty():
             return
-        if not wal:
-            opts = self._nowal_opts
-        elif sync and self.fsync:
-            opts = self._sync_opts
-        else:
-            opts = self._nosync_opts
-        self.db.write(batch, opts)
-
-    def flush_state_machines(self) -> None:
-        """Flush the memtable to an SST file and wait (blocking).
-
-        Afterwards every write made so far, including ``wal=False`` applies, is
-        durable without the WAL. rocksdict keeps the GIL while it waits, so the
-        event loop uses ``start_flush`` + ``flush_pending`` instead.
-        """
-        self.db.flush(True)
-
-    def start_flush(self) -> None:
-        """Turn the memtable into an immutable one and schedule its flush; returns
-        at once (RocksDB flushes in its own thread, without the GIL)."""
-        self.db.flush(False)
-
-    def flush_pending(self) -> bool:
-        """True while an immutable memtable (e.g. one ``start_flush`` made) is not
-        yet on disk; once False, every write before ``start_flush`` is durable."""
-        db = self.db
-        return bool(
-            db.property_int_value("rocksdb.num-immutable-mem-table")
-            or db.property_int_value("rocksdb.mem-table-flush-pending")
-        )
+        self.db.write(batch, self._sync_opts if (sync and self.fsync) else self._nosync_opts)
 
     # ---- peers' incarnations (trust on first use, DESIGN.md §3 rule 7) -------------------
 

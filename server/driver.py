@@ -209,6 +209,11 @@ class MultiRaft:
             election_ticks=self.cfg.election_ticks,
             heartbeat_ticks=self.cfg.heartbeat_ticks,
             max_uncommitted_bytes=self.cfg.limits.max_uncommitted_bytes_per_group,
+            # Followers learn a new commit index from the next APPEND or
+            # heartbeat instead of an extra APPEND per commit: one message and
+            # one follower Ready (plus its ack) less per produce. Acks come from
+            # the leader's own apply; only follower apply is a heartbeat later.
+            broadcast_commit=False,
             # The apply batch of a turn is written before that turn's hard state
             # (see _turn), so after a crash the state machine may be ahead of the
             # stored commit index; it skips re-applied entries, so start the core
@@ -794,11 +799,6 @@ class MultiRaft:
         batch = None
         touched: list[Group] = []
         meta_applied = False
-        # Partition applies skip the WAL (store.write): the Raft log redoes them
-        # after a crash, and the produced bytes are not fsynced a second time.
-        # Anything else in the batch keeps it: an installed snapshot's state
-        # cannot be redone from our log, and metadata / conf changes are small.
-        wal = False
         for gid, rd in readies:
             group = self.groups.get(gid)
             if group is None:
@@ -810,16 +810,12 @@ class MultiRaft:
                     batch = self.store.new_batch()
                 meta_applied |= self.snapshots.restore(group, rd.snapshot, batch)
                 touched.append(group)
-                wal = True
             if rd.committed_entries:
                 if batch is None:
                     batch = self.store.new_batch()
                 self._apply_group(group, rd, batch)
                 touched.append(group)
-                if gid == METADATA_GROUP:
-                    meta_applied = wal = True
-                elif not wal:
-                    wal = any(e.type is EntryType.CONF_CHANGE for e in rd.committed_entries)
+                meta_applied |= gid == METADATA_GROUP
             if rd.read_states:
                 for rs in rd.read_states:
                     waiters = group.reads.pop(rs.context, None)
@@ -827,7 +823,7 @@ class MultiRaft:
                         group.reads_at.append((rs.index, waiters))
                 touched.append(group)
         if batch is not None:
-            self.store.write(batch, sync=False, wal=wal or not self.store.fsync)
+            self.store.write(batch, sync=False)
             self.snapshots.after_apply(readies)
         for group in touched:
             if group.reads_at:

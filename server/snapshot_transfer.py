@@ -186,25 +186,6 @@ def _checked_batches(raw: Any) -> list[tuple[int, int, int, bytes]]:
     return out
 
 
-FLUSH_TIMEOUT_S = 60.0
-FLUSH_POLL_S = 0.005
-
-
-async def flush_state_machines(store: Any, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
-    """Make every state-machine write so far durable (partition applies skip the
-    WAL, see NodeStore.write) without blocking the event loop: the memtable is
-    flushed by RocksDB's own thread and we poll for the end.
-
-    Raises TimeoutError if the flush does not finish in ``timeout_s`` (a failing
-    disk): the caller must then not rely on the state machine being durable.
-    """
-    store.start_flush()
-    with trio.fail_after(timeout_s):
-        # Polling: RocksDB's flush-completed callback is not exposed by rocksdict.
-        while store.flush_pending():  # noqa: ASYNC110
-            await trio.sleep(FLUSH_POLL_S)
-
-
 async def fetch_missing_batches(
     *,
     sm: Any,
@@ -227,11 +208,6 @@ async def fetch_missing_batches(
     gets each written chunk's record bytes, as it goes (metrics show a long
     transfer's progress, not only its end).
     """
-    # Batches this replica applied itself may exist only in the memtable
-    # (partition applies skip the WAL, NodeStore.write): make them durable
-    # before counting them as present, or a crash after the install (which
-    # compacts the Raft log that could redo them) would lose them.
-    await flush_state_machines(sm.store)
     pos = sm.contiguous_end(wanted.start_offset, wanted.next_offset)
     chunks = 0
     while pos < wanted.next_offset:

@@ -49,7 +49,6 @@ from .snapshot_transfer import (
     SnapshotRange,
     TransferError,
     fetch_missing_batches,
-    flush_state_machines,
 )
 
 log = logging.getLogger("raftlog.snapshots")
@@ -238,13 +237,12 @@ class SnapshotManager:
         started = time.perf_counter()
         try:
             # Durability order (the reason compaction below may be unsynced):
-            # partition applies up to cap.index skip the WAL (driver._apply),
-            # so they are durable only once the memtable is flushed. Flush
-            # FIRST, then write the snapshot record (synced): once it exists,
-            # the state machine at cap.index (records included) is on disk, and
-            # only then may the Raft entries that could rebuild it be deleted.
-            # A restart never sees a snapshot newer than the state machine.
-            await flush_state_machines(store)
+            # the apply batches up to cap.index were written (sync=False) to
+            # RocksDB BEFORE this synced write. RocksDB appends every write to
+            # one WAL in order, and a synced write fsyncs the WAL up to itself,
+            # so once create_snapshot returns, the state machine at cap.index
+            # (records included) is durable too. Only then may the Raft entries
+            # that could rebuild it be deleted.
             await trio.to_thread.run_sync(
                 store.create_snapshot, cap.gid, cap.index, cap.conf_state, cap.data
             )

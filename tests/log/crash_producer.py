@@ -1,11 +1,9 @@
 """Crash-test helper: a one-node "driver" that persists, applies and acknowledges produces.
 
-Run as ``python crash_producer.py DATA_DIR [wal|nowal]``. For i = 1, 2, ... it
-saves the Raft entry i (one idempotent produce of the record ``r<i>``) with
-commit=i, synced; applies it to the partition state machine into a batch written
-UNSYNCED, and with ``nowal`` (the default, as the server's driver does for
-partition applies) without the WAL at all; then prints ``i base_offset``, its
-acknowledgement.
+Run as ``python crash_producer.py DATA_DIR``. For i = 1, 2, ... it saves the Raft
+entry i (one idempotent produce of the record ``r<i>``) with commit=i, synced;
+applies it to the partition state machine into a batch written UNSYNCED (as the
+server's driver does); then prints ``i base_offset``, its acknowledgement.
 After a SIGKILL, recovery re-applies the Raft log from the state machine's
 applied index + 1 up to the committed index.
 """
@@ -35,7 +33,7 @@ def entry(index: int) -> Entry:
     return Entry(term=1, index=index, data=encode_entry_commands([cmd]))
 
 
-def main(path: str, wal: bool) -> None:
+def main(path: str) -> None:
     store = NodeStore.open(path, cluster="crash", node_id="n1", fsync=True)
     store.create_group(GROUP, ConfState(voters=("n1",)))
     sm = PartitionStateMachine(store, GROUP)
@@ -44,11 +42,11 @@ def main(path: str, wal: bool) -> None:
         store.save([(GROUP, Ready(hard_state=HardState(1, "n1", index), entries=[e]))])
         batch = store.new_batch()
         (results,) = sm.apply([e], batch)
-        store.write(batch, sync=False, wal=wal)
+        store.write(batch, sync=False)
         sys.stdout.write(f"{index} {results[0].base_offset}\n")
         sys.stdout.flush()
     store.close()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], wal=len(sys.argv) > 2 and sys.argv[2] == "wal")
+    main(sys.argv[1])

@@ -108,12 +108,6 @@ class _FakeSm:
     def write(self, wb: list[Any], sync: bool = False) -> None:
         self.written.extend(wb)
 
-    def start_flush(self) -> None:
-        self.flushes = getattr(self, "flushes", 0) + 1
-
-    def flush_pending(self) -> bool:
-        return False
-
     group_id = 1
 
 
