@@ -340,9 +340,14 @@ class MembershipOps:
         """Remove ``node`` from the metadata group; its partitions must be drained first."""
         deadline = _deadline(fields)
         node = fields["node"]
-        # Checked first, on any node: a refusal needs no leader (local metadata
-        # may lag, but only towards refusing; the leader checks again below).
+        # Checked first, on any node: a refusal needs no leader. Local metadata
+        # may lag (followers learn a commit a heartbeat late), but only towards
+        # refusing, so a refusal is re-checked at a linearizable read point:
+        # `member remove` right after its own drain must not be refused.
         held = self._replica_groups(node)
+        if held:
+            await self.h._meta_sync()
+            held = self._replica_groups(node)
         if not held:
             self._meta_leader()
             held = self._replica_groups(node)

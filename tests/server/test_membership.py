@@ -101,6 +101,13 @@ async def test_shrinking_a_partition_survives_a_restart_of_every_node(cluster, t
     assert not membership.admit(
         c.driver(keep[0]).groups[1], _vote(MessageType.PRE_VOTE, drop), keep[0]
     )
+    # Followers learn the final commit index from the next heartbeat
+    # (broadcast_commit off): wait until every kept replica applied the new
+    # configuration, so the restart below tests that it was persisted.
+    await c.wait_for(
+        lambda: all(_conf(c, n, 1).voters == tuple(keep) for n in keep),
+        what="new configuration applied everywhere",
+    )
     await c.stop_all()
     for node in c.node_ids:
         await c.start(node)
