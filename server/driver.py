@@ -307,6 +307,89 @@ class MultiRaft:
         self._dirty.add(gid)
         self._wake.set()
 
+    async def hand_over_leadership(self, deadline: float) -> tuple[int, int]:
+        """Controlled shutdown: move every group this node leads to another voter.
+
+        Returns (groups to move, groups now led elsewhere). Each group this node
+        leads that has another voter alive gets a leadership transfer (thesis
+        §3.10: the target is caught up, then TimeoutNow makes it campaign at
+        once, with no election timeout) to its most caught-up live voter; this
+        waits until each has another leader or until ``deadline`` (trio clock).
+        The core aborts a transfer that takes over an election timeout; it is
+        re-issued, to a voter not tried yet if there is one. The loop, listener
+        and transport must keep running meanwhile (they carry the transfer);
+        requests keep being served as usual: a produce to a moved group gets
+        NOT_LEADER naming the new leader.
+        """
+        if not self._running:
+            return 0, 0
+        pending = {
+            gid
+            for gid, group in self.groups.items()
+            if group.role is Role.LEADER
+            and any(v != self.node_id for v in group.raft.conf_state.voters)
+        }
+        total = len(pending)
+        moved = 0
+        tried: dict[int, set[str]] = defaultdict(set)
+        while pending and self._running:
+            now = time.monotonic()
+            for gid in sorted(pending):
+                group = self.groups.get(gid)
+                if group is None:  # deleted meanwhile: nothing left to lead
+                    pending.discard(gid)
+                elif group.role is not Role.LEADER:
+                    if group.leader not in (None, self.node_id):
+                        pending.discard(gid)
+                        moved += 1
+                    elif self._transfer_target(group, set(), now) is None:
+                        # Stepped down (the target's campaign), but every other
+                        # voter is gone since: no leader can come to wait for.
+                        pending.discard(gid)
+                elif group.role is Role.LEADER:
+                    current = group.raft.status().lead_transferee
+                    if current is not None and self._node_alive(current, now):
+                        continue  # under way
+                    # None: not started, or aborted by the core. A target that
+                    # went away (it is stopping too: `cluster up` stops every
+                    # node at once) is replaced, else we would wait out the bound.
+                    target = self._transfer_target(group, tried[gid], now)
+                    if target is None:  # no live voter: the group cannot move
+                        pending.discard(gid)
+                        continue
+                    tried[gid].add(target)
+                    log.info(
+                        "event=shutdown_transfer group=%d to=%s term=%d",
+                        gid,
+                        target,
+                        group.raft.term,
+                    )
+                    self.transfer_leader(gid, target)
+            if not pending or trio.current_time() >= deadline:
+                break
+            # A turn with Readies wakes us; re-check at least every heartbeat
+            # (an aborted transfer shows only after a tick that had no Ready).
+            await self.wait_changed(min(deadline, trio.current_time() + self._heartbeat_s))
+        return total, moved
+
+    def _transfer_target(self, group: Group, tried: set[str], now: float) -> str | None:
+        """The live voter (other than us) to hand ``group`` to: untried first, then
+        the most caught-up (a lagging one needs appends before TimeoutNow)."""
+        status = group.raft.status()
+        live = [
+            n
+            for n in group.raft.conf_state.voters
+            if n != self.node_id and self._node_alive(n, now)
+        ]
+        if not live:
+            return None
+
+        def rank(n: str) -> tuple[bool, int, str]:
+            progress = status.progress.get(n)
+            return (n not in tried, getattr(progress, "match", 0), n)
+
+        return max(live, key=rank)
+
     def leader_address(self, node: str | None) -> str | None:
         if node is None:
             return None
