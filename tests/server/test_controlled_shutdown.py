@@ -6,6 +6,7 @@ processes on 127.0.0.1 (tests/server/cluster_harness.py)."""
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -103,3 +104,30 @@ def test_sigterm_hands_leadership_over_before_stopping(cluster: LocalCluster) ->
             client.produce(TOPIC, value, partition=0)
             acked.append(value)
         assert read_all(client, TOPIC) == acked
+
+
+def test_a_hand_over_that_cannot_finish_does_not_hold_the_stop(cluster: LocalCluster) -> None:
+    """Both followers paused: no transfer can complete. The stopping leader gives
+    up once they stop looking alive (or at its bound), a second SIGTERM during
+    the hand-over is not swallowed, and the node still closes its store."""
+    leader, _ = wait_for_leader(cluster, 0)
+    for node_id in cluster.node_ids():
+        if node_id != leader:
+            cluster.pause(node_id)
+    proc = cluster.procs[leader]
+    offset = len(cluster.log_text(leader))
+    proc.send_signal(signal.SIGTERM)
+    # The second signal goes out once the hand-over is known to be under way.
+    deadline = time.monotonic() + WAIT_S
+    while "event=shutdown_transfer" not in cluster.log_text(leader)[offset:]:
+        assert time.monotonic() < deadline, f"no hand-over started:\n{cluster.tail(leader)}"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    # Exit 0, or killed by the redelivered second SIGTERM after the clean stop.
+    assert proc.wait(timeout=WAIT_S) in (0, -signal.SIGTERM)
+    stopped = cluster.log_text(leader)[offset:]
+    assert re.search(
+        rf"event=shutdown_leadership_handed_over node={leader} groups=\d+ moved=0", stopped
+    )
+    assert f"event=node_stopped node={leader}" in stopped  # the store was closed
+    assert "Traceback" not in stopped
