@@ -346,7 +346,7 @@ class MultiRaft:
                         # Stepped down (the target's campaign), but every other
                         # voter is gone since: no leader can come to wait for.
                         pending.discard(gid)
-                elif group.role is Role.LEADER:
+                else:  # still leading
                     current = group.raft.status().lead_transferee
                     if current is not None and self._node_alive(current, now):
                         continue  # under way
