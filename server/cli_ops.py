@@ -149,7 +149,9 @@ def member_list(
 ) -> None:
     """Every node with its role in the metadata group and the groups it replicates."""
     session = _session(config, bootstrap, timeout_s)
-    nodes = _run(lambda: session.any("member_list"))["nodes"]
+    # follow: retries NOT_AVAILABLE (a node that cannot confirm its metadata
+    # right after a controller change) on the other nodes until the deadline.
+    nodes = _run(lambda: session.follow("member_list", {}))["nodes"]
     if as_json:
         click.echo(json.dumps(nodes, indent=2, sort_keys=True))
         return
@@ -196,7 +198,7 @@ def member_remove(
 
     def main() -> None:
         view = cluster_view(session)
-        members = session.any("member_list")["nodes"]
+        members = session.follow("member_list", {})["nodes"]
         candidates = [
             m["id"]
             for m in members

@@ -372,7 +372,13 @@ class MembershipOps:
         return {"node": node, "removed": True}
 
     async def member_list(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        """Every node known to cluster.toml or the metadata, with its role in group 0."""
+        """Every node known to cluster.toml or the metadata, with its role in group 0.
+
+        Read at a linearizable point (as topic metadata is): a follower learns a
+        just-committed membership change a heartbeat late, and `member list`
+        right after `member remove` must show the removal.
+        """
+        await self.h._meta_sync()
         meta_group = self.driver.groups[METADATA_GROUP]
         cs = meta_group.raft.conf_state
         addresses = {n.id: n.address for n in self.driver.cfg.nodes}
