@@ -1,6 +1,6 @@
 """Time from SIGKILL of a partition leader until produces succeed again.
 
-    python -m tests.bench.failover [--rounds 5] [--nodes 3]
+    python -m tests.bench.failover [--rounds 5] [--nodes 3] [--signal kill|term]
 
 A sequential producer writes to a one-partition topic. Each round waits for
 a few acknowledged produces, SIGKILLs the partition's leader, waits until 20
@@ -10,6 +10,11 @@ client redirects and retries by itself; its produce is idempotent). An ack
 already in flight at the kill does not count as recovery. The killed node is
 restarted before the next round. Default cluster timing (tick 10 ms,
 election 20 ticks) as in cluster.toml.
+
+``--signal term`` stops the leader with SIGTERM instead: a controlled shutdown
+that hands its groups over first (a rolling restart). Then each round also
+waits, as a careful rolling restart would, until the restarted node is linked
+to its peers and caught up before stopping the next leader.
 """
 
 from __future__ import annotations
@@ -68,11 +73,30 @@ def _group_of(client: Client, topic: str) -> int:
     return int(info["partitions"][0]["group"])
 
 
+def _wait_rejoined(
+    cluster: LocalCluster, gid: int, node: str, others: list[str], seen: dict[str, int]
+) -> None:
+    """Until every peer logged a new link to ``node`` and no replica of ``gid`` lags."""
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        linked = all(
+            f"peer_connected peer={node}" in cluster.log_text(n)[seen[n] :] for n in others
+        )
+        leader = cluster.leader_of(gid)
+        groups = cluster.status(leader)["groups"] if leader else []
+        group = next((g for g in groups if g["group"] == gid), None)
+        if linked and group and group["replicas"] and all(r["lag"] == 0 for r in group["replicas"]):
+            return
+        time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--signal", choices=("kill", "term"), default="kill")
     args = parser.parse_args()
+    stop = "killed" if args.signal == "kill" else "stopped (SIGTERM)"
     with tempfile.TemporaryDirectory() as tmp, LocalCluster(Path(tmp), nodes=args.nodes) as cluster:
         cluster.start_all()
         cluster.wait_for_leaders(deadline=60)
@@ -90,16 +114,20 @@ def main() -> None:
                         time.sleep(0.01)
                     leader = cluster.leader_of(gid)
                     at_kill = producer.ack_count()
-                    cluster.kill(leader)
+                    others = [n for n in cluster.node_ids() if n != leader]
+                    seen = {n: len(cluster.log_text(n)) for n in others}
+                    (cluster.kill if args.signal == "kill" else cluster.terminate)(leader)
                     gap = producer.stall_after(at_kill, more=20, deadline_s=30)
                     if gap is None:
-                        print(f"round {round_no}: killed {leader}: produces did not resume in 30 s")
+                        print(f"round {round_no}: {stop} {leader}: produces did not resume in 30 s")
                         break
                     gaps.append(gap)
-                    print(f"round {round_no}: killed leader {leader}: produces stalled for "
+                    print(f"round {round_no}: {stop} leader {leader}: produces stalled for "
                           f"{gap * 1000:.0f} ms")  # fmt: skip
                     cluster.start(leader)
                     cluster.wait_for_leaders(deadline=60)
+                    if args.signal == "term":
+                        _wait_rejoined(cluster, gid, leader, others, seen)
             finally:
                 producer.stop.set()
                 producer.join(timeout=15)
