@@ -88,6 +88,20 @@ def test_follower_in_lease_ignores_vote_requests() -> None:
     assert all_msgs(b.ready()) == []
 
 
+def test_lease_does_not_protect_a_leader_from_itself() -> None:
+    """A (pre-)vote request from the leader a follower follows means that leader
+    stepped down: the follower answers it at once, while others still get ignored."""
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    b = net.node("b")
+    term = b.term
+    b.step(msg(MT.PRE_VOTE, "c", to="b", term=term + 1, index=100, log_term=100))
+    assert all_msgs(b.ready()) == []  # c: b is in its lease of a
+    b.step(msg(MT.PRE_VOTE, "a", to="b", term=term + 1, index=100, log_term=100))
+    (resp,) = all_msgs(b.ready())
+    assert (resp.type, resp.reject, resp.term) == (MT.PRE_VOTE_RESP, False, term + 1)
+
+
 def test_transfer_vote_overrides_lease() -> None:
     net = Net(["a", "b", "c"], pre_vote=False)
     net.elect("a")
