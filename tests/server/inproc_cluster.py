@@ -8,10 +8,12 @@ the real wiring.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from raftlog.client.protocol import encode_records
@@ -23,6 +25,8 @@ from raftlog.server.errors import HandlerError
 from raftlog.server.handlers import RequestHandlers
 
 from .cluster_harness import make_config
+
+_C = TypeVar("_C", bound="InProcCluster")
 
 
 @dataclass(slots=True)
@@ -115,6 +119,16 @@ class InProcCluster:
     async def stop_all(self) -> None:
         for node in list(self.stores):
             await self.stop(node)
+
+    @contextlib.asynccontextmanager
+    async def running(self: _C) -> AsyncIterator[_C]:
+        """Every node started; every node stopped on exit (the fixtures' shape)."""
+        for node in self.node_ids:
+            await self.start(node)
+        try:
+            yield self
+        finally:
+            await self.stop_all()
 
     async def call(self, at: str, op: str, **fields: Any) -> dict[str, Any]:
         return await self.handlers[at].handle(Ctx(node_id=at), op, fields)

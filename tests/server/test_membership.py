@@ -22,13 +22,8 @@ from .inproc_cluster import InProcCluster, small_config
 
 @pytest.fixture
 async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[InProcCluster]:
-    c = InProcCluster(small_config(tmp_path), nursery)
-    for node in c.node_ids:
-        await c.start(node)
-    try:
+    async with InProcCluster(small_config(tmp_path), nursery).running() as c:
         yield c
-    finally:
-        await c.stop_all()
 
 
 def _add_join_node(c: InProcCluster, tmp_path: Path, node_id: str = "n4") -> None:

@@ -27,13 +27,9 @@ from .inproc_cluster import InProcCluster, small_config
 
 @pytest.fixture
 async def cluster(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[InProcCluster]:
-    c = InProcCluster(small_config(tmp_path, limits=Limits(max_batch_bytes=64 * 1024)), nursery)
-    for node in c.node_ids:
-        await c.start(node)
-    try:
+    cfg = small_config(tmp_path, limits=Limits(max_batch_bytes=64 * 1024))
+    async with InProcCluster(cfg, nursery).running() as c:
         yield c
-    finally:
-        await c.stop_all()
 
 
 async def _fetch_all(c: InProcCluster, node: str, topic: str, partition: int) -> list[bytes]:

@@ -61,13 +61,8 @@ class SnapCluster(InProcCluster):
 
 @pytest.fixture
 async def cluster(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[SnapCluster]:
-    c = SnapCluster(small_config(tmp_path), nursery)
-    for node in c.node_ids:
-        await c.start(node)
-    try:
+    async with SnapCluster(small_config(tmp_path), nursery).running() as c:
         yield c
-    finally:
-        await c.stop_all()
 
 
 async def fetch_values(c: InProcCluster, node: str, topic: str) -> list[bytes]:

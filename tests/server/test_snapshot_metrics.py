@@ -24,13 +24,8 @@ from .test_snapshot_inproc import SNAP, SnapCluster, topic_group
 
 @pytest.fixture
 async def cluster(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[SnapCluster]:
-    c = SnapCluster(small_config(tmp_path), nursery)
-    for node in c.node_ids:
-        await c.start(node)
-    try:
+    async with SnapCluster(small_config(tmp_path), nursery).running() as c:
         yield c
-    finally:
-        await c.stop_all()
 
 
 def metrics_of(c: SnapCluster, node: str) -> SnapshotMetrics:
