@@ -311,6 +311,10 @@ class RequestHandlers:
         return {}
 
     async def describe_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        # Read the topic at a linearizable point too: from local state alone, a
+        # node that has not yet applied a just-committed delete_topic would still
+        # describe the deleted topic (an admin read, so the extra round is cheap).
+        await self._meta_sync()
         topic = await self._topic(fields["topic"])
         # Offsets of the partitions led here are linearizable: one ReadIndex
         # barrier per led group, all in parallel (the driver batches them per

@@ -296,6 +296,29 @@ async def test_delete_topic_removes_its_groups_everywhere(cluster):
     assert (await cluster.call(meta_leader, "list_topics"))["topics"] == []
 
 
+async def test_describe_on_a_node_that_missed_a_delete_never_shows_the_deleted_topic(cluster):
+    """The node still has the topic in its local metadata; describing it from
+    there would be a stale read. It must confirm a read point first (and so
+    answers NOT_AVAILABLE while it cannot)."""
+    await cluster.create_topic("t", partitions=1)
+    meta_leader = await cluster.wait_leader(0)
+    lagging = next(n for n in cluster.node_ids if n != meta_leader)
+    await cluster.wait_for(lambda: "t" in cluster.driver(lagging).metadata.topics)
+    others = [n for n in cluster.node_ids if n != lagging]
+    cluster.net.isolate(lagging, others)
+    await cluster.call(meta_leader, "delete_topic", topic="t")
+    assert "t" in cluster.driver(lagging).metadata.topics  # it did miss the delete
+    err = await cluster.call_error(lagging, "describe_topic", topic="t")
+    assert err.code is ErrorCode.NOT_AVAILABLE
+    cluster.net.heal()
+    await cluster.wait_for(
+        lambda: "t" not in cluster.driver(lagging).metadata.topics,
+        what="the healed node applies the delete",
+    )
+    gone = await cluster.call_error(lagging, "describe_topic", topic="t")
+    assert gone.code is ErrorCode.UNKNOWN_TOPIC
+
+
 async def test_topic_ops_on_a_metadata_follower_redirect(cluster):
     meta_leader = await cluster.wait_leader(0)
     follower = next(n for n in cluster.node_ids if n != meta_leader)
@@ -472,6 +495,9 @@ async def test_uncommitted_bytes_budget_throttles_in_arrival_order(tmp_path, nur
 class _NoPeers:
     def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None:
         raise AssertionError("a single-node cluster has no peers")
+
+    def flush(self) -> None:
+        pass
 
     def is_connected(self, peer: str) -> bool:
         return False
