@@ -111,6 +111,8 @@ STATS_EVERY_S = 5.0
 class Transport(Protocol):
     def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None: ...
 
+    def flush(self) -> None: ...
+
     def is_connected(self, peer: str) -> bool: ...
 
 
@@ -822,6 +824,8 @@ class MultiRaft:
         for peer, batch in per_peer.items():
             self._last_sent[peer] = now
             self.transport.send(peer, batch)
+        if per_peer:
+            self.transport.flush()  # now, not after this turn's fsync (see transport)
 
     def _on_soft_state(self, gid: int, rd: Ready) -> None:
         group = self.groups[gid]

@@ -67,6 +67,9 @@ class MemTransport:
             self.net.sent += 1
             driver.on_peer_msgs(self.node_id, list(msgs))
 
+    def flush(self) -> None:
+        pass  # send() delivers at once
+
     def is_connected(self, peer: str) -> bool:
         return (self.node_id, peer) not in self.net.cut and peer in self.net.drivers
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 import trio.lowlevel
-from raftlog.client.protocol import encode_frame, hello_ok
+from raftlog.client.protocol import FrameDecoder, encode_frame, hello_ok
 from raftlog.server.config import ClusterConfig
 from raftlog.server.metrics import Metrics
 from raftlog.server.transport import PeerTransport, TransportOptions
@@ -58,6 +58,59 @@ async def test_one_turn_of_sends_is_one_frame(cfg: ClusterConfig, nursery: trio.
         transport.send("n2", [(group, b"x")])
     await receiver.wait_peer_msgs_total(5)
     assert receiver.peer_msgs == [("n1", [(g, b"x") for g in range(5)])]
+
+
+async def test_flush_writes_at_once_without_the_writer_task(
+    cfg: ClusterConfig, nursery: trio.Nursery
+) -> None:
+    """A leader's appends must leave before its fsync, i.e. inside the driver's turn."""
+    receiver = await start_fake_node(nursery, cfg, "n2")
+    transport = await start_transport(nursery, cfg)
+    await wait_connected(transport, "n2")
+    transport.send("n2", [(1, b"a"), (2, b"b")])
+    assert transport.queued("n2") == 1  # send only queues
+    transport.flush()
+    assert transport.queued("n2") == 0  # written to the socket with no checkpoint between
+    await receiver.wait_peer_msgs_total(2)
+    assert receiver.peer_msgs == [("n1", [(1, b"a"), (2, b"b")])]
+
+
+async def test_flushes_into_a_full_socket_keep_frames_whole_and_in_order(
+    cfg: ClusterConfig, nursery: trio.Nursery
+) -> None:
+    """A direct write the kernel takes only part of leaves its tail to the writer task;
+    frames flushed meanwhile queue behind it, so the peer decodes every frame in order."""
+    n2 = cfg.node("n2")
+    resume = trio.Event()
+    got: list[bytes] = []
+    done = trio.Event()
+    total = 300
+
+    async def slow_peer(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)  # the hello
+        await stream.send_all(encode_frame(hello_ok("n2", cfg.name)))
+        await resume.wait()  # let the socket buffers fill first
+        decoder = FrameDecoder(cfg.limits.max_frame_bytes)
+        while len(got) < total:
+            data = await stream.receive_some(1 << 20)
+            assert data, "the transport closed the connection"
+            for frame in decoder.feed(data):
+                got.extend(payload for _gid, payload in frame["msgs"])
+        done.set()
+
+    listeners = await trio.open_tcp_listeners(n2.port, host=n2.host)
+    nursery.start_soon(trio.serve_listeners, slow_peer, listeners)
+    transport = await start_transport(nursery, cfg)
+    await wait_connected(transport, "n2")
+    sent = [i.to_bytes(4, "big") * (16 * 1024) for i in range(total)]  # 64 KiB each
+    for payload in sent:
+        transport.send("n2", [(0, payload)])
+        transport.flush()
+    assert transport.dropped("n2") == 0
+    resume.set()
+    with trio.fail_after(10):
+        await done.wait()
+    assert got == sent
 
 
 async def test_large_turn_is_split_under_the_frame_limit(
