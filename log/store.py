@@ -326,6 +326,14 @@ class NodeStore:
         # The memtable absorbs a burst of appends before a flush; 64 MiB is the
         # RocksDB default per buffer, made explicit because every group shares it.
         opts.set_write_buffer_size(64 * 1024 * 1024)
+        # Reuse obsolete WAL files instead of creating new ones: an fdatasync
+        # of an append that grows a file must also journal its new size (ext4,
+        # xfs), one overwriting a recycled file's blocks need not. Measured on
+        # this VM with three processes syncing at once: p50 0.25 -> 0.16 ms.
+        # Safe with the default point-in-time WAL recovery since RocksDB 9.1
+        # (records carry their log number, so a recycled file's stale tail is
+        # recognised); pyproject pins rocksdict >= 0.3.29, which ships 9.8.4.
+        opts.set_recycle_log_file_num(4)
         try:
             db = Rdict(str(path), options=opts)
         except Exception as exc:  # rocksdict raises a bare Exception for IO/lock errors
