@@ -126,6 +126,25 @@ async def test_replies_ready_in_one_turn_go_out_in_one_write(cfg: ClusterConfig)
         nursery.cancel_scope.cancel()
 
 
+async def test_a_lone_reply_larger_than_the_socket_buffer_arrives_whole(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Over TCP the handler writes a lone reply itself; what the kernel does not
+    take goes to the writer task, and the next reply queues behind it."""
+    cfg = make_config(tmp_path, 1)
+    node = await start_fake_node(nursery, cfg)
+    conn = await client(node)
+    big = bytes(range(256)) * (3 * 1024 * 1024 // 256)  # echoed back: over the socket buffers
+    await conn.send({"type": "produce", "id": 1, "topic": "t", "partition": 0,
+                     "records": big, "count": 1, "crc": 0})  # fmt: skip
+    await trio.testing.wait_all_tasks_blocked()  # answered; the tail waits for us to read
+    await conn.send({"type": "metadata", "id": 2})
+    first = await conn.recv()
+    second = await conn.recv()
+    assert first["id"] == 1 and first["fields"]["records"] == big
+    assert second["id"] == 2 and second["op"] == "metadata"
+
+
 async def test_pipelining_window_is_bounded(cfg: ClusterConfig) -> None:
     cfg = dataclasses.replace(cfg, limits=Limits(max_pending_requests_per_connection=2))
     node = FakeNode(cfg)
