@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,11 @@ class Connection:
         self._pending: dict[int, _Waiter] = {}
         self._outbuf: list[bytes] = []
         self._writing = False  # a task is inside _flush; it will also send frames queued meanwhile
+        # A request is first written with one non-blocking os.write: trio's
+        # send_all yields to the scheduler even when the kernel takes everything
+        # at once, a full scheduling pass on every request's critical path.
+        sock = getattr(stream, "socket", None)
+        self._fd: int | None = sock.fileno() if sock is not None else None
         self._closed = False
         self._close_reason = "connection closed"
         self._cancel = trio.CancelScope()
@@ -170,8 +176,18 @@ class Connection:
     async def _reader(self) -> None:
         stream = self._stream
         decoder = self._decoder
+        fd = self._fd
         while True:
-            data = await stream.receive_some(_READ_CHUNK)
+            if fd is not None:
+                # Wait, then read once: receive_some would first try a read
+                # that fails (nothing there yet), then wait, then read again.
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    data = os.read(fd, _READ_CHUNK)
+                except BlockingIOError:
+                    continue  # a spurious wake-up
+            else:
+                data = await stream.receive_some(_READ_CHUNK)
             if not data:
                 self._close_reason = f"{self.address} closed the connection"
                 return
@@ -193,9 +209,11 @@ class Connection:
     async def _flush(self, budget: float) -> None:
         """Write every queued frame; frames queued while we write go out with the next write.
 
-        The first requester writes directly (no writer task: one task switch
-        less per request); concurrent requesters just queue, and each
-        ``send_all`` yields, so frames of one scheduling turn share one write.
+        Used when ``request``'s direct write could not take everything (a full
+        socket) or while another task is flushing: there is no writer task,
+        the first requester that needs to wait for the socket writes, and
+        requesters arriving meanwhile just queue behind it, so their frames
+        share its next write.
         The write is shielded from the caller's cancellation because a
         half-written frame would corrupt the stream for every other request;
         if it cannot finish within ``budget`` (peer not reading) the
@@ -236,10 +254,18 @@ class Connection:
         self._pending[req_id] = waiter
         frame = {"type": op, "id": req_id, **fields}
         body = msgpack.packb(frame, use_bin_type=True)
-        self._outbuf.append(HEADER.pack(len(body)) + body)
+        data = HEADER.pack(len(body)) + body
+        if self._fd is not None and not self._writing and not self._outbuf:
+            try:
+                written = os.write(self._fd, data)
+            except OSError:  # full (BlockingIOError) or broken: _flush sorts it out
+                written = 0
+            data = data[written:]
+        if data:
+            self._outbuf.append(data)
         try:
             with trio.move_on_after(budget if math.isfinite(budget) else math.inf):
-                if not self._writing:
+                if self._outbuf and not self._writing:
                     await self._flush(budget)
                 await waiter.event.wait()
         finally:

@@ -7,6 +7,7 @@ import trio
 import trio.testing
 from raftlog.client.connection import Connection
 from raftlog.client.errors import ConnectionLostError, NotLeaderError, RequestTimeoutError
+from raftlog.client.protocol import encode_records
 
 from .fake_server import FakeCluster
 
@@ -51,3 +52,26 @@ async def test_request_timeout_and_error_reply(fake: FakeCluster, nursery):
     reply = await conn.request("metadata", {}, 5.0)  # the connection is still usable
     assert reply["node"] == "n1"
     assert fake.hellos[-1]["id"] == "c2" and fake.hellos[-1]["role"] == "client"
+
+
+async def test_requests_larger_than_the_socket_buffer_arrive_whole_and_in_order(
+    fake: FakeCluster, nursery
+):
+    """A request is first written with one non-blocking write; a frame the kernel
+    takes only part of is finished by _flush, and requests made meanwhile queue
+    behind it, so the server decodes every frame whole."""
+    conn = await Connection.open(nursery, fake.address("n2"), client_id="c3")
+    values = [bytes([i]) * (3 * 1024 * 1024) for i in range(3)]  # each far over the buffers
+
+    async def produce(value: bytes) -> None:
+        blob, count, crc = encode_records([(None, value, None, None)])
+        fields = {"topic": "t", "partition": 0, "records": blob, "count": count, "crc": crc}
+        await conn.request("produce", fields, 10.0)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as inner:
+            for value in values:
+                inner.start_soon(produce, value)
+                inner.start_soon(conn.request, "metadata", {}, 10.0)
+    assert sorted(fake.values("t", 0)) == values
+    assert [op for _n, op, _f in fake.requests].count("metadata") == 3
