@@ -61,6 +61,11 @@ class BenchConfig:
     # record waits in this buffer: a large buffer buys nothing once the cluster
     # is the bottleneck except queueing delay. None: 2 batches per partition.
     buffer_memory: int | None = None
+    # Offered load in records/s over all procs (kafka-producer-perf-test's
+    # --throughput): latency at a load the cluster sustains, instead of at
+    # saturation, where it is only the buffered records over the throughput
+    # (Little's law). None: as fast as possible.
+    rate: float | None = None
     fill: bool = True
     request_timeout: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +105,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"{report['mode']} ({report['variant']}): {report['records']:,} records in "
         f"{report['elapsed_s']:.2f}s over {report['procs']} proc(s)",
-        f"  throughput: {report['records_per_s']:,.0f} records/s, {report['mb_per_s']:.2f} MB/s",
+        f"  throughput: {report['records_per_s']:,.0f} records/s, {report['mb_per_s']:.2f} MB/s"
+        + (f" (offered {report['config']['rate']:,.0f}/s)" if report["config"].get("rate") else ""),
     ]
     lat = report.get("latency_ms")
     if lat:
@@ -152,6 +158,18 @@ def _spread(total: int, parts: int) -> list[int]:
     """``total`` split into exactly ``parts`` near-equal shares (some may be 0)."""
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _pace(cfg: BenchConfig) -> float | None:
+    """The offered rate of each load task (client or producer), or None (unpaced)."""
+    return cfg.rate / cfg.concurrency if cfg.rate else None
+
+
+async def _wait_until(when: float) -> None:
+    """Sleep until perf_counter() reaches ``when`` (no-op when already late)."""
+    delay = when - time.perf_counter()
+    if delay > 0:
+        await trio.sleep(delay)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -357,13 +375,19 @@ async def _produce_single_worker(
         t0 = perf()
         stop_at = t0 + cfg.duration
 
+        pace = _pace(cfg)  # records/s per client, or None
+
         async def run(i: int, client: AsyncClient) -> None:
             partition = (index * share + i) % cfg.partitions
+            sent = 0
             while True:
                 if remaining[0] == 0 or (count is None and perf() >= stop_at):
                     return
                 if remaining[0] > 0:
                     remaining[0] -= 1
+                if pace is not None:
+                    await _wait_until(t0 + sent / pace)
+                sent += 1
                 s = perf()
                 try:
                     await client.produce(cfg.topic, value, partition=partition)
@@ -392,6 +416,8 @@ async def _produce_batch_worker(
     lat = result.latencies
     counts = _split(count, share) if count is not None else [None] * share
 
+    pace = _pace(cfg)  # records/s per producer, or None
+
     async def run(i: int, producer: Producer, n: int | None, stop_at: float) -> None:
         # Records without a key and without a partition: the Producer fills one
         # partition's batch, then moves on (sticky round-robin over all partitions).
@@ -399,7 +425,10 @@ async def _produce_batch_worker(
         sent = 0
         send = producer.send
         topic = cfg.topic
+        t_start = perf()
         while (n is None and perf() < stop_at) or (n is not None and sent < n):
+            if pace is not None:
+                await _wait_until(t_start + sent / pace)
             for _ in range(256):  # check the clock once per 256 sends
                 if sent % LATENCY_SAMPLE == 0:
                     s = perf()

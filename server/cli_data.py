@@ -469,6 +469,13 @@ def _bench_options(fn: Any) -> Any:
     help="Bytes each batching Producer holds unacknowledged (Kafka's buffer.memory); "
     "latency includes waiting in it.  [default: 2 batches per partition]",
 )
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Offered load in records/s over all procs (like kafka-producer-perf-test "
+    "--throughput): latency at a load the cluster sustains.  [default: unpaced]",
+)
 @cluster_options
 def bench_produce(
     config: Path | None, bootstrap: str | None, as_json: bool, **options: Any

@@ -161,6 +161,27 @@ def test_bench_produce_reports_json(sync_fake: FakeCluster, mode: str):
     assert stored >= 300  # plus the warm-up records of single mode
 
 
+@pytest.mark.parametrize(
+    ("mode", "count", "rate", "at_least_s"),
+    [
+        # 4 clients at 250/s each: a client's 100th record is due at 99/250 s.
+        ("--single", 400, 1000.0, 0.39),
+        # 4 producers at 500/s each, paced per 256 sends: the second chunk is due at 0.512 s.
+        ("--batch", 2000, 2000.0, 0.5),
+    ],
+)
+def test_bench_rate_paces_the_offered_load(
+    sync_fake: FakeCluster, mode: str, count: int, rate: float, at_least_s: float
+):
+    args = ["bench", "produce", "--topic", "t", "--count", str(count), "--concurrency", "4"]
+    result = run([*args, "--rate", str(rate), mode, "--json", *boot(sync_fake)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["records"] == count and report["errors"] == 0
+    assert report["config"]["rate"] == rate
+    assert report["elapsed_s"] >= at_least_s  # unpaced, the fake takes a few ms
+
+
 def test_bench_consume_reads_what_it_filled(sync_fake: FakeCluster):
     result = run(
         [
