@@ -203,7 +203,6 @@ class SnapshotManager:
             failpoint("snapshot_after_restore")
         if not self.enabled or self._nursery is None:
             return
-        cfg = self.config
         for gid, rd in readies:
             if not rd.committed_entries:
                 continue
@@ -212,24 +211,29 @@ class SnapshotManager:
                 continue
             st = self._state(gid)
             st.applied_bytes += sum(len(e.data) for e in rd.committed_entries)
-            if st.taking:
-                continue
-            applied = group.applied
-            if st.snap_index < 0:
-                st.snap_index = self.driver.store.group(gid).snapshot_meta().index
-            snap_index = st.snap_index
-            if applied - snap_index < cfg.entries and st.applied_bytes < cfg.entry_bytes:
-                continue
-            if applied <= snap_index:
-                continue
-            # Captured now, on the loop, so data, index and membership agree:
-            # the state is small (no records), this costs microseconds.
-            capture = _Capture(
-                gid, group.kind.value, applied, group.raft.conf_state, group.sm.snapshot_state()
-            )
-            st.taking = True
-            st.applied_bytes = 0
-            self._nursery.start_soon(self._take, capture)
+            self._maybe_take(gid, group, st)
+
+    def _maybe_take(self, gid: int, group: Any, st: _GroupState) -> None:
+        """Start taking a snapshot of ``group`` if one is due and none is under way."""
+        cfg = self.config
+        if st.taking or self._nursery is None:
+            return
+        applied = group.applied
+        if st.snap_index < 0:
+            st.snap_index = self.driver.store.group(gid).snapshot_meta().index
+        snap_index = st.snap_index
+        if applied - snap_index < cfg.entries and st.applied_bytes < cfg.entry_bytes:
+            return
+        if applied <= snap_index:
+            return
+        # Captured now, on the loop, so data, index and membership agree:
+        # the state is small (no records), this costs microseconds.
+        capture = _Capture(
+            gid, group.kind.value, applied, group.raft.conf_state, group.sm.snapshot_state()
+        )
+        st.taking = True
+        st.applied_bytes = 0
+        self._nursery.start_soon(self._take, capture)
 
     async def _take(self, cap: _Capture) -> None:
         store = self.driver.store
@@ -263,6 +267,12 @@ class SnapshotManager:
                  cap.gid, cap.index, len(cap.data))  # fmt: skip
         failpoint("snapshot_before_compact")
         await self._compact(cap.gid)
+        # Applies that crossed the threshold while this one was being taken
+        # started nothing (one take at a time): check again, or a group that
+        # then goes idle would keep its whole log until its next write.
+        group = self.driver.groups.get(cap.gid)
+        if group is not None and self.driver.store.has_group(cap.gid):
+            self._maybe_take(cap.gid, group, st)
 
     async def _compact(self, gid: int) -> None:
         """Compact behind the group's snapshot, keeping ``trailing`` entries."""

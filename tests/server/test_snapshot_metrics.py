@@ -7,6 +7,7 @@ here (the in-process drivers get no Metrics), read through ``snapshots.metrics``
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -73,6 +74,39 @@ async def test_taking_a_snapshot_moves_the_taker_metrics(cluster: SnapCluster) -
         for g, group in driver.groups.items()
     }
     assert m.max_behind.value() == max(behind.values())
+
+
+async def test_a_snapshot_due_while_another_is_taken_follows_it_without_new_writes(
+    cluster: SnapCluster,
+) -> None:
+    """Applies that cross the threshold while a snapshot is being written start
+    nothing; the take that finishes must check again, or an idle group keeps its
+    whole log until it is written to again."""
+    gid, leader = await topic_group(cluster, "t")
+    m = metrics_of(cluster, leader)
+    store = cluster.stores[leader]
+    release = threading.Event()
+    real_create = store.create_snapshot
+
+    def held_create(*args: Any) -> Any:  # runs in the snapshot's worker thread
+        release.wait(10)
+        return real_create(*args)
+
+    store.create_snapshot = held_create  # type: ignore[method-assign]
+    for i in range(SNAP.entries):
+        await cluster.produce(leader, "t", [f"a{i}".encode()])
+    await cluster.wait_for(lambda: cluster.driver(leader).snapshots._state(gid).taking,
+                           what="the first take is under way")  # fmt: skip
+    for i in range(2 * SNAP.entries):  # due again, but one take at a time
+        await cluster.produce(leader, "t", [f"b{i}".encode()])
+    assert m.taken.value(kind="partition") == 0
+    release.set()  # no produce after this point
+    await cluster.wait_for(
+        lambda: m.taken.value(kind="partition") >= 2,
+        what="a second snapshot right after the first",
+    )
+    applied = cluster.driver(leader).groups[gid].applied
+    assert store.group(gid).snapshot_meta().index == applied
 
 
 async def test_a_failed_transfer_is_counted_and_resumed_then_installed(cluster: SnapCluster):
