@@ -9,6 +9,9 @@ falling back to a default is worse than refusing to start.
 Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]``,
 ``[snapshots]`` and ``[retention]``. Their keys are optional; shown with defaults::
 
+    [limits]                   # every key an int >= 1 (the other keys: see ``Limits``)
+    max_client_connections = 4096  # client connections per node; more -> NOT_AVAILABLE
+
     [snapshots]
     entries = 10000            # snapshot a group after this many applied entries ...
     entry_bytes = 67108864     # ... or this many applied entry bytes (64 MiB), whichever first
@@ -76,6 +79,11 @@ class Limits:
     max_fetch_bytes: int = 8 * MiB
     max_pending_requests_per_connection: int = 1024
     max_uncommitted_bytes_per_group: int = 64 * MiB
+    # Client connections (hello role "client") one node holds at once; the next
+    # client hello is answered NOT_AVAILABLE so the client retries another node
+    # (Kafka's max.connections). Peer (node-to-node Raft) connections are never
+    # counted nor refused: refusing them could cost the cluster its quorum.
+    max_client_connections: int = 4096
 
 
 @dataclass(slots=True)

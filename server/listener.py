@@ -8,12 +8,18 @@ Bad input never kills the node: a framing error (oversized, not msgpack, not a
 map) closes THAT connection; a well-framed but invalid request gets an
 INVALID_REQUEST reply and the connection carries on; a handler that blows up
 answers INTERNAL for that request only.
+
+A node holds at most ``[limits] max_client_connections`` client connections
+(counted from an admitted hello to the connection's end); one more client hello
+is answered NOT_AVAILABLE and that connection closed, so the client retries
+another node. Peer connections are never counted nor refused.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -44,6 +50,9 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
 RECEIVE_CHUNK = 256 * 1024
+# A tenant reconnecting in a loop against a full node must not flood the log:
+# at most one refusal line per this many seconds, with the count since the last.
+REFUSAL_LOG_INTERVAL_S = 1.0
 
 
 class IncarnationBook(Protocol):
@@ -104,12 +113,16 @@ PeerHandler = Callable[[str, list[tuple[int, bytes]]], None]
 
 
 class _Reject(Exception):
-    """A hello refused with a wire error code; the connection is closed after the reply."""
+    """A hello refused with a wire error code; the connection is closed after the reply.
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    ``logged``: the refusal was already logged (rate-limited) where it was decided.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, *, logged: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.logged = logged
 
 
 # ---------------------------------------------------------------- quotas
@@ -194,6 +207,11 @@ class Listener:
     metrics: Metrics
     quotas: Quotas
     conn_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    # Client connections holding a slot of [limits] max_client_connections: from
+    # an admitted hello until the connection ends, however it ends.
+    client_connections: int = 0
+    refusals_unlogged: int = 0
+    refusal_logged_at: float = -math.inf
 
     @classmethod
     def create(
@@ -219,6 +237,39 @@ class Listener:
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         await _connection(self, stream)
+
+    def admit_client(self) -> None:
+        """Take a client connection slot, or raise _Reject(NOT_AVAILABLE).
+
+        Called with no checkpoint between the check and the increment, so
+        concurrent hellos cannot both take the last slot. NOT_AVAILABLE is
+        retriable: the client library tries another node (client/aio.py).
+        """
+        limit = self.cfg.limits.max_client_connections
+        if self.client_connections >= limit:
+            self.metrics.client_connections_refused.inc()
+            self.refusals_unlogged += 1
+            now = time.monotonic()
+            if now - self.refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+                log.warning(
+                    "event=client_connection_refused node=%s open=%d "
+                    "max_client_connections=%d refused_since_last_log=%d",
+                    self.node_id, self.client_connections, limit, self.refusals_unlogged,
+                )  # fmt: skip
+                self.refusal_logged_at = now
+                self.refusals_unlogged = 0
+            raise _Reject(
+                ErrorCode.NOT_AVAILABLE,
+                f"node {self.node_id} has {self.client_connections} client connections "
+                f"(max_client_connections); retry another node",
+                logged=True,
+            )
+        self.client_connections += 1
+        self.metrics.client_connections.inc()
+
+    def release_client(self) -> None:
+        self.client_connections -= 1
+        self.metrics.client_connections.dec()
 
 
 async def serve(
@@ -278,12 +329,15 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
         try:
             hello, leftover = await _read_hello(stream, decoder)
             role, ident = _check_hello(shared, hello)
+            if role == "client":
+                shared.admit_client()  # peers are never counted nor refused
         except _Reject as rej:
             shared.metrics.hello_rejected.inc(code=rej.code.value)
-            log.warning(
-                "event=hello_rejected conn=%d remote=%s code=%s reason=%r",
-                conn_id, remote, rej.code.value, rej.message,
-            )  # fmt: skip
+            if not rej.logged:
+                log.warning(
+                    "event=hello_rejected conn=%d remote=%s code=%s reason=%r",
+                    conn_id, remote, rej.code.value, rej.message,
+                )  # fmt: skip
             await _send_quietly(stream, encode_frame(error_reply(0, rej.code, rej.message)))
             return
         except FrameError as exc:
@@ -291,18 +345,37 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
             return
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             return
-        if not await _send_quietly(stream, encode_frame(hello_ok(shared.node_id, shared.cfg.name))):
-            return
-        shared.metrics.connections.inc(role=role)
-        log.debug("event=connected conn=%d remote=%s role=%s id=%s", conn_id, remote, role, ident)
+        # From here a client holds a slot; the finally gives it back however the
+        # connection ends (EOF, broken stream, cancellation, a bug).
         try:
-            if role == "peer":
-                await _serve_peer(shared, stream, decoder, ident, leftover, conn_id)
-            else:
-                ctx = RequestContext(ident, remote, conn_id, shared.node_id)
-                await _ClientConnection(shared, stream, decoder, ctx).run(leftover)
+            await _serve_admitted(shared, stream, decoder, role, ident, leftover, conn_id, remote)
         finally:
-            shared.metrics.connections.dec(role=role)
+            if role == "client":
+                shared.release_client()
+
+
+async def _serve_admitted(
+    shared: Listener,
+    stream: trio.abc.Stream,
+    decoder: FrameDecoder,
+    role: str,
+    ident: str,
+    leftover: list[dict[str, Any]],
+    conn_id: int,
+    remote: str,
+) -> None:
+    if not await _send_quietly(stream, encode_frame(hello_ok(shared.node_id, shared.cfg.name))):
+        return
+    shared.metrics.connections.inc(role=role)
+    log.debug("event=connected conn=%d remote=%s role=%s id=%s", conn_id, remote, role, ident)
+    try:
+        if role == "peer":
+            await _serve_peer(shared, stream, decoder, ident, leftover, conn_id)
+        else:
+            ctx = RequestContext(ident, remote, conn_id, shared.node_id)
+            await _ClientConnection(shared, stream, decoder, ctx).run(leftover)
+    finally:
+        shared.metrics.connections.dec(role=role)
 
 
 async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> bool:

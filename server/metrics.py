@@ -223,6 +223,8 @@ class Metrics:
     registry: Registry = field(default_factory=Registry)
     # listener / transport (S-NET)
     connections: Gauge = field(init=False)
+    client_connections: Gauge = field(init=False)
+    client_connections_refused: Counter = field(init=False)
     requests: Counter = field(init=False)
     request_latency: Histogram = field(init=False)
     frame_errors: Counter = field(init=False)
@@ -249,6 +251,18 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.connections = r.gauge("raftlog_connections", "Open connections by role.", ["role"])
+        self.client_connections = r.gauge(
+            "raftlog_client_connections",
+            "Client connections held against [limits] max_client_connections.",
+        )
+        self.client_connections_refused = r.counter(
+            "raftlog_client_connections_refused_total",
+            "Client hellos refused because max_client_connections were open.",
+        )
+        # Rendered as 0 from the start: an alert on the refusal rate or a
+        # dashboard of the gauge should not see "no data" on a healthy node.
+        self.client_connections.set(0)
+        self.client_connections_refused.inc(0)
         self.requests = r.counter(
             "raftlog_requests_total", "Client requests by op and result code.", ["op", "code"]
         )

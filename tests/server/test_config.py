@@ -175,3 +175,30 @@ def test_render_round_trips(tmp_path: Path) -> None:
     again = load_config(path)
     assert again.path == path
     assert dataclasses.replace(again, path=None) == cfg
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("0", "must be > 0, got 0"),
+        ("-5", "must be > 0, got -5"),
+        ('"many"', "must be int, got str 'many'"),
+        ("2.5", "must be int, got float 2.5"),
+        ("true", "must be int, got bool True"),
+    ],
+)
+def test_bad_max_client_connections_is_refused_naming_the_key(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    text = GOOD + f"[limits]\nmax_client_connections = {value}\n"
+    assert f"limits.max_client_connections {problem}" in load_error(tmp_path, text)
+
+
+def test_max_client_connections_default_value_and_round_trip(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).limits.max_client_connections == 4096
+    cfg = load_config(write(tmp_path, GOOD + "[limits]\nmax_client_connections = 1\n"))
+    assert cfg.limits == Limits(max_client_connections=1)
+    rendered = render_config(cfg)
+    assert "max_client_connections = 1\n" in rendered
+    again = load_config(write(tmp_path, rendered))
+    assert again.limits.max_client_connections == 1
