@@ -229,6 +229,8 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         _f("to", str),
         _f("timeout_ms", int, False),
     ),
+    # Hand the metadata group's (group 0, the controller's) leadership to voter ``to``.
+    "metadata_leader_transfer": (_f("to", str), _f("timeout_ms", int, False)),
     "partition_reassign": (
         _f("topic", str),
         _f("partition", int),

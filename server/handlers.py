@@ -92,6 +92,7 @@ class RequestHandlers:
             "member_add": self.not_supported,
             "member_remove": self.not_supported,
             "leader_transfer": self.leader_transfer,
+            "metadata_leader_transfer": self.metadata_leader_transfer,
             "partition_reassign": self.not_supported,
             "replica_fetch": self.replica_fetch,
         }
@@ -510,6 +511,58 @@ class RequestHandlers:
                 await self.driver.wait_changed(deadline)
             if group.leader != target:
                 raise HandlerError(ErrorCode.TIMEOUT, f"transfer to {target} did not complete")
+        return {"leader": target, "leader_address": self.driver.leader_address(target)}
+
+    async def metadata_leader_transfer(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        """Hand the metadata group's leadership (the controller) to voter ``to``.
+
+        The same mechanism as ``leader_transfer`` (thesis §3.10: the leader brings
+        the target up to date, then TimeoutNow makes it campaign at once, so there
+        is no election-timeout gap), asked of the metadata leader: a follower
+        answers NOT_LEADER with the leader's address. The target is checked
+        against the leader's own configuration of group 0, not a follower's
+        possibly lagging one. Transferring to the current leader is a no-op.
+        """
+        deadline = _deadline(fields)
+        group = self._require_meta_leader()
+        target = fields["to"]
+        if target == self.node_id:
+            return {"leader": target, "leader_address": self.driver.leader_address(target)}
+        cs = group.raft.conf_state
+        if target not in cs.voters:
+            known = target in self.meta.nodes or any(n.id == target for n in self.cfg.nodes)
+            if not known:
+                why = f"unknown node {target!r}"
+            elif target in cs.learners or target in cs.learners_next:
+                why = f"{target!r} is a learner of the metadata group, not a voter"
+            else:
+                why = f"{target!r} is not a voter of the metadata group"
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                f"{why} (voters: {','.join(sorted(cs.voters))})",
+            )
+        # The core would start the transfer and abort it an election timeout
+        # later; a target we have not heard from lately is refused now instead,
+        # so the operator picks another voter (or starts this one) at once.
+        if not self.driver._node_alive(target, time.monotonic()):
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                f"{target!r} is not reachable from the metadata leader {self.node_id} "
+                "(nothing heard from it within an election timeout)",
+            )
+        log.info(
+            "event=metadata_leader_transfer from=%s to=%s term=%d",
+            self.node_id,
+            target,
+            group.raft.term,
+        )
+        self.driver.transfer_leader(METADATA_GROUP, target)
+        while group.leader != target and trio.current_time() < deadline:
+            await self.driver.wait_changed(deadline)
+        if group.leader != target:
+            raise HandlerError(
+                ErrorCode.TIMEOUT, f"metadata leadership transfer to {target} did not complete"
+            )
         return {"leader": target, "leader_address": self.driver.leader_address(target)}
 
     async def replica_fetch(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ see inproc_cluster.py. Every wait is bounded and polls a condition.
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -342,6 +343,70 @@ async def test_leader_transfer_moves_leadership(cluster):
     assert reply["leader"] == target
     await cluster.wait_for(lambda: cluster.leader(gid) == target, what="transfer")
     await cluster.produce(target, "t", [b"b"])
+
+
+async def test_metadata_leader_transfer_moves_the_controller_and_topic_ops_follow(cluster):
+    old = await cluster.wait_leader(0)
+    await cluster.wait_for(lambda: len(cluster.driver(old).metadata.nodes) == 3)
+    target = next(n for n in cluster.node_ids if n != old)
+    reply = await cluster.call(old, "metadata_leader_transfer", to=target)
+    assert reply == {"leader": target, "leader_address": cluster.cfg.node(target).address}
+    assert cluster.leader(0) == target
+    # The old leader now redirects topic ops; the new one serves them.
+    err = await cluster.call_error(old, "create_topic", topic="t", partitions=1, replicas=3)
+    assert err.code is ErrorCode.NOT_LEADER and err.details["leader"] == target
+    created = await cluster.call(target, "create_topic", topic="t", partitions=1, replicas=3)
+    await cluster.produce(
+        await cluster.wait_leader(created["topic"]["partitions"][0]["group"]), "t", [b"x"]
+    )
+    await cluster.wait_for(lambda: "t" in cluster.driver(old).metadata.topics, what="replicated")
+    # Asking the leader for itself changes nothing (and bumps no term).
+    term = cluster.driver(target).groups[0].raft.term
+    again = await cluster.call(target, "metadata_leader_transfer", to=target)
+    assert again["leader"] == target
+    assert cluster.leader(0) == target and cluster.driver(target).groups[0].raft.term == term
+
+
+async def test_metadata_leader_transfer_to_an_unknown_node_is_invalid(cluster):
+    leader = await cluster.wait_leader(0)
+    err = await cluster.call_error(leader, "metadata_leader_transfer", to="n9")
+    assert err.code is ErrorCode.INVALID_REQUEST and "unknown node 'n9'" in err.message
+    assert cluster.leader(0) == leader
+
+
+async def test_metadata_leader_transfer_to_a_node_outside_group_0_is_invalid(tmp_path, nursery):
+    cfg = small_config(tmp_path, nodes=4)
+    cfg.nodes[3].join = True  # configured and running, but not a member of group 0 yet
+    async with InProcCluster(cfg, nursery).running() as c:
+        leader = await c.wait_leader(0)
+        err = await c.call_error(leader, "metadata_leader_transfer", to="n4")
+        assert err.code is ErrorCode.INVALID_REQUEST
+        assert "'n4' is not a voter of the metadata group" in err.message
+        assert c.leader(0) == leader
+
+
+async def test_metadata_leader_transfer_to_an_unreachable_voter_is_refused(cluster):
+    leader = await cluster.wait_leader(0)
+    target = next(n for n in cluster.node_ids if n != leader)
+    await cluster.stop(target)
+    await cluster.wait_for(
+        lambda: not cluster.driver(leader)._node_alive(target, time.monotonic()),
+        what="the stopped node to be seen as down",
+    )
+    err = await cluster.call_error(leader, "metadata_leader_transfer", to=target)
+    assert err.code is ErrorCode.INVALID_REQUEST and "not reachable" in err.message
+    assert cluster.leader(0) == leader
+
+
+async def test_metadata_leader_transfer_at_a_follower_redirects_to_the_leader(cluster):
+    leader = await cluster.wait_leader(0)
+    follower = next(n for n in cluster.node_ids if n != leader)
+    await cluster.wait_for(lambda: cluster.driver(follower).groups[0].leader == leader)
+    err = await cluster.call_error(follower, "metadata_leader_transfer", to=follower)
+    assert err.code is ErrorCode.NOT_LEADER
+    assert err.details["leader"] == leader
+    assert err.details["leader_address"] == cluster.cfg.node(leader).address
+    assert cluster.leader(0) == leader
 
 
 async def test_idle_groups_quiesce_and_wake_on_demand(cluster):
