@@ -5,6 +5,7 @@
     raftlog member remove ID [--dry-run]              # drains its replicas, then removes it
     raftlog partition reassign TOPIC PARTITION --replicas n1,n2,n4
     raftlog leader transfer    TOPIC PARTITION --to NODE
+    raftlog leader transfer-metadata --to NODE        # the controller (group 0)
     raftlog leader drain       NODE [--dry-run]       # before restarting NODE
     raftlog cluster rebalance  [--dry-run]            # spread partition leaders evenly
 
@@ -34,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +45,14 @@ from .cli_common import EXIT_CLUSTER_ERROR, EXIT_UNREACHABLE, bootstrap_addresse
 from .cli_node import cluster as _cluster_group
 from .cli_node import gather_status, merge_groups
 from .ops_client import AdminSession, OpsError, UnreachableError
-from .rebalance import PartitionView, plan_drain, plan_leader_drain, plan_leader_moves
+from .rebalance import (
+    LeaderMove,
+    PartitionView,
+    plan_drain,
+    plan_leader_drain,
+    plan_leader_moves,
+    plan_metadata_leader_drain,
+)
 
 T = TypeVar("T")
 
@@ -80,6 +88,8 @@ class ClusterView:
     addresses: dict[str, str]  # node id -> address
     partitions: list[PartitionView]
     metadata_leader: str | None
+    # Nodes whose cluster_status answered just now (empty: not known).
+    live: set[str] = field(default_factory=set)
 
 
 def cluster_view(session: AdminSession) -> ClusterView:
@@ -89,7 +99,9 @@ def cluster_view(session: AdminSession) -> ClusterView:
     session.learn(list(addresses.values()))
     leaders: dict[int, str | None] = {}
     metadata_leader = None
-    for row in merge_groups(gather_status(list(addresses.values()), timeout_s=2.0)):
+    statuses = gather_status(list(addresses.values()), timeout_s=2.0)
+    live = {s["node"] for s in statuses.values() if "error" not in s and s.get("node")}
+    for row in merge_groups(statuses):
         leaders[row.get("group")] = row.get("leader")
         if row.get("group") == 0:
             metadata_leader = row.get("leader")
@@ -104,7 +116,26 @@ def cluster_view(session: AdminSession) -> ClusterView:
         for topic in meta.get("topics", [])
         for p in topic["partitions"]
     ]
-    return ClusterView(addresses, partitions, metadata_leader)
+    return ClusterView(addresses, partitions, metadata_leader, live)
+
+
+def metadata_voters(session: AdminSession) -> list[str]:
+    """The voters of the metadata group (group 0), as its members see them."""
+    return [
+        m["id"] for m in session.follow("member_list", {})["nodes"] if m["role"] in _MEMBER_ROLES
+    ]
+
+
+def plan_node_leader_drain(
+    view: ClusterView, node: str, voters: list[str]
+) -> tuple[list[LeaderMove], str | None]:
+    """``leader drain NODE``: the partition transfers, then the metadata group's
+    new leader when NODE leads it (None otherwise)."""
+    moves = plan_leader_drain(view.partitions, node)
+    target = plan_metadata_leader_drain(
+        view.partitions, moves, node, view.metadata_leader, voters, view.live or None
+    )
+    return moves, target
 
 
 def reassign(
@@ -296,6 +327,26 @@ def leader_transfer(
     click.echo(f"{topic}/{partition_id}: leader {reply['leader']} ({reply.get('leader_address')})")
 
 
+@leader.command("transfer-metadata")
+@click.option("--to", "to", required=True, metavar="NODE", help="The voter of group 0 to lead.")
+@cluster_options
+@_TIMEOUT
+def leader_transfer_metadata(
+    to: str, config: Path | None, bootstrap: str | None, timeout_s: float
+) -> None:
+    """Hand the metadata group's leadership (the controller, group 0) to voter NODE.
+
+    Like `leader transfer` (Raft thesis §3.10): no election gap, and topic
+    operations continue at the new leader. NODE must be a running voter of
+    the metadata group; naming the current leader changes nothing.
+    """
+    session = _session(config, bootstrap, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    # Any node will do: a follower answers NOT_LEADER with the leader's address.
+    reply = _run(lambda: session.follow("metadata_leader_transfer", {"to": to}, None, deadline))
+    click.echo(f"metadata: leader {reply['leader']} ({reply.get('leader_address')})")
+
+
 @leader.command("drain")
 @click.argument("node_id", metavar="NODE")
 @click.option("--dry-run", is_flag=True, help="Print the transfers, change nothing.")
@@ -304,15 +355,20 @@ def leader_transfer(
 def leader_drain(
     node_id: str, dry_run: bool, config: Path | None, bootstrap: str | None, timeout_s: float
 ) -> None:
-    """Move every partition leadership off NODE (e.g. before restarting it)."""
+    """Move every leadership off NODE (e.g. before restarting it): its partitions',
+    then the metadata group's (the controller) if NODE holds it."""
     session = _session(config, bootstrap, timeout_s)
     deadline = time.monotonic() + timeout_s
 
     def main() -> int:
         view = cluster_view(session)
-        return _transfer_all(
-            session, view, plan_leader_drain(view.partitions, node_id), dry_run, deadline
-        )
+        # member_list only when needed: it is one more linearizable metadata read.
+        voters = metadata_voters(session) if view.metadata_leader == node_id else []
+        moves, meta_to = plan_node_leader_drain(view, node_id, voters)
+        failed = _transfer_all(session, view, moves, dry_run, deadline)
+        if meta_to is not None:
+            failed += _transfer_metadata(session, view, node_id, meta_to, dry_run, deadline)
+        return failed
 
     if _run(main):
         raise click.exceptions.Exit(EXIT_CLUSTER_ERROR)
@@ -334,6 +390,21 @@ def _transfer_all(
             failed += 1
             click.echo(f"  failed: {exc}", err=True)
     return failed
+
+
+def _transfer_metadata(
+    session: AdminSession, view: ClusterView, frm: str, to: str, dry_run: bool, deadline: float
+) -> int:
+    """The metadata group's leadership from ``frm`` to ``to``; 1 if it failed."""
+    click.echo(f"transfer metadata (group 0): {frm} -> {to}")
+    if dry_run:
+        return 0
+    try:
+        session.follow("metadata_leader_transfer", {"to": to}, view.addresses.get(frm), deadline)
+    except OpsError as exc:
+        click.echo(f"  failed: {exc}", err=True)
+        return 1
+    return 0
 
 
 @click.command("rebalance")

@@ -39,6 +39,8 @@ DEFAULT_TIMEOUT_S = 10.0
 # reached quickly, fall back to local (possibly stale) metadata.
 META_SYNC_TIMEOUT_S = 1.0
 DEFAULT_FETCH_MAX_BYTES = 1024 * 1024
+# How long a leadership transfer waits for a silent target to be heard from.
+TRANSFER_REACH_WAIT_S = 2.0
 
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -541,15 +543,19 @@ class RequestHandlers:
                 ErrorCode.INVALID_REQUEST,
                 f"{why} (voters: {','.join(sorted(cs.voters))})",
             )
-        # The core would start the transfer and abort it an election timeout
-        # later; a target we have not heard from lately is refused now instead,
-        # so the operator picks another voter (or starts this one) at once.
-        if not self.driver._node_alive(target, time.monotonic()):
-            raise HandlerError(
-                ErrorCode.INVALID_REQUEST,
-                f"{target!r} is not reachable from the metadata leader {self.node_id} "
-                "(nothing heard from it within an election timeout)",
-            )
+        # The core would start a transfer to a silent target and abort it an
+        # election timeout later. Wait a little for the target (a peer that has
+        # just started is redialled within about a second), then refuse with a
+        # retriable code: the operator sees why, and a retry can succeed.
+        reach_by = min(deadline, trio.current_time() + TRANSFER_REACH_WAIT_S)
+        while not self.driver._node_alive(target, time.monotonic()):
+            if trio.current_time() >= reach_by:
+                raise HandlerError(
+                    ErrorCode.NOT_AVAILABLE,
+                    f"{target!r} is not reachable from the metadata leader {self.node_id} "
+                    "(nothing heard from it within an election timeout); is it running?",
+                )
+            await self.driver.wait_changed(min(reach_by, trio.current_time() + 0.05))
         log.info(
             "event=metadata_leader_transfer from=%s to=%s term=%d",
             self.node_id,

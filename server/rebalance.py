@@ -117,3 +117,32 @@ def plan_leader_drain(partitions: list[PartitionView], node: str) -> list[Leader
         counts[others[0]] += 1
         moves.append(LeaderMove(p.topic, p.partition, p.group, node, others[0]))
     return moves
+
+
+def plan_metadata_leader_drain(
+    partitions: list[PartitionView],
+    moves: list[LeaderMove],
+    node: str,
+    metadata_leader: str | None,
+    voters: list[str],
+    live: set[str] | None = None,
+) -> str | None:
+    """The voter of the metadata group (group 0) to take its leadership off ``node``.
+
+    None unless ``node`` leads group 0 and another voter can take it. The
+    target is the other voter leading the fewest partitions once ``moves``
+    (the partition transfers of the same drain) are done, ties broken by id:
+    the controller's work then lands where there is least of it. With ``live``
+    given, only those nodes are considered (a transfer to a stopped node would
+    only time out).
+    """
+    if metadata_leader != node:
+        return None
+    leaders = {p.group: p.leader for p in partitions}
+    for m in moves:
+        leaders[m.group] = m.to
+    counts: Counter[str] = Counter(v for v in leaders.values() if v is not None)
+    others = [v for v in voters if v != node and (live is None or v in live)]
+    if not others:
+        return None
+    return min(others, key=lambda v: (counts[v], v))

@@ -385,7 +385,7 @@ async def test_metadata_leader_transfer_to_a_node_outside_group_0_is_invalid(tmp
         assert c.leader(0) == leader
 
 
-async def test_metadata_leader_transfer_to_an_unreachable_voter_is_refused(cluster):
+async def test_metadata_leader_transfer_to_an_unreachable_voter_is_not_available(cluster):
     leader = await cluster.wait_leader(0)
     target = next(n for n in cluster.node_ids if n != leader)
     await cluster.stop(target)
@@ -393,8 +393,9 @@ async def test_metadata_leader_transfer_to_an_unreachable_voter_is_refused(clust
         lambda: not cluster.driver(leader)._node_alive(target, time.monotonic()),
         what="the stopped node to be seen as down",
     )
-    err = await cluster.call_error(leader, "metadata_leader_transfer", to=target)
-    assert err.code is ErrorCode.INVALID_REQUEST and "not reachable" in err.message
+    err = await cluster.call_error(leader, "metadata_leader_transfer", to=target, timeout_ms=300)
+    # Retriable: the node may be on its way back (the CLI retries until its deadline).
+    assert err.code is ErrorCode.NOT_AVAILABLE and "not reachable" in err.message
     assert cluster.leader(0) == leader
 
 

@@ -1,4 +1,5 @@
-"""The operator commands' planning and exit codes (no cluster processes)."""
+"""The operator commands' planning and exit codes; one real-process check of
+moving the metadata group's leadership (marked integration)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from raftlog.server import cli_ops
 from raftlog.server.cli import main
-from raftlog.server.cli_common import EXIT_UNREACHABLE, EXIT_USAGE
+from raftlog.server.cli_common import EXIT_CLUSTER_ERROR, EXIT_UNREACHABLE, EXIT_USAGE
 from raftlog.server.rebalance import (
     PartitionView,
     plan_drain,
     plan_leader_drain,
     plan_leader_moves,
+    plan_metadata_leader_drain,
 )
 
-from .cluster_harness import free_ports
+from .cluster_harness import LocalCluster, free_ports
+from .test_node_processes import WAIT_S, wait_until
 
 
 def _view(group: int, replicas: tuple[str, ...], leader: str | None) -> PartitionView:
@@ -96,6 +100,59 @@ def test_leader_drain_moves_every_leadership_off_the_node_evenly() -> None:
     assert counts == Counter({"n1": 1, "n2": 3, "n3": 2})  # only the 1-replica group stays
 
 
+def _drain_view(metadata_leader: str) -> cli_ops.ClusterView:
+    parts = [
+        _view(1, ("n1", "n2", "n3"), "n1"),
+        _view(2, ("n1", "n2", "n3"), "n2"),
+        _view(3, ("n2", "n3", "n4"), "n2"),
+        _view(4, ("n2", "n3", "n4"), "n3"),
+    ]
+    addresses = {n: f"127.0.0.1:{7100 + i}" for i, n in enumerate(["n1", "n2", "n3", "n4"], 1)}
+    return cli_ops.ClusterView(addresses, parts, metadata_leader, set(addresses))
+
+
+def test_leader_drain_moves_the_metadata_leadership_when_the_node_holds_it() -> None:
+    voters = ["n1", "n2", "n3", "n4"]
+    moves, meta_to = cli_ops.plan_node_leader_drain(_drain_view("n1"), "n1", voters)
+    assert [(m.group, m.to) for m in moves] == [(1, "n3")]  # n3 leads one partition, n2 two
+    # After that move n2 and n3 lead two partitions each, n4 none: it takes group 0.
+    assert meta_to == "n4"
+    moves_other, meta_other = cli_ops.plan_node_leader_drain(_drain_view("n2"), "n1", voters)
+    assert moves_other == moves and meta_other is None  # n1 does not lead group 0
+
+
+def test_metadata_drain_picks_a_live_voter_and_none_when_there_is_no_other() -> None:
+    view = _drain_view("n1")
+    # n4 is not a voter of group 0 (say, a partition-only node being added).
+    assert plan_metadata_leader_drain(view.partitions, [], "n1", "n1", ["n1", "n2", "n3"]) == "n3"
+    # The least-loaded voter is down: the next one, not a transfer that would time out.
+    down = plan_metadata_leader_drain(
+        view.partitions, [], "n1", "n1", ["n1", "n3", "n4"], {"n1", "n3"}
+    )
+    assert down == "n3"
+    assert plan_metadata_leader_drain(view.partitions, [], "n1", "n1", ["n1"]) is None
+
+
+def test_leader_drain_dry_run_prints_the_metadata_move_last(monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(cli_ops, "cluster_view", lambda session: _drain_view("n1"))
+    monkeypatch.setattr(
+        cli_ops, "metadata_voters", lambda session: calls.append("voters") or ["n1", "n2", "n3"]
+    )
+    result = CliRunner().invoke(
+        main, ["leader", "drain", "n1", "--dry-run", "--bootstrap", "127.0.0.1:9"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines == ["transfer t/0: n1 -> n3", "transfer metadata (group 0): n1 -> n2"]
+    # Draining a node that does not lead group 0 asks nothing about group 0.
+    result = CliRunner().invoke(
+        main, ["leader", "drain", "n3", "--dry-run", "--bootstrap", "127.0.0.1:9"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "metadata" not in result.output and calls == ["voters"]
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -103,6 +160,7 @@ def test_leader_drain_moves_every_leadership_off_the_node_evenly() -> None:
         ["member", "add", "n4", "--address", "127.0.0.1:1"],
         ["partition", "reassign", "t", "0", "--replicas", "n1,n2"],
         ["leader", "transfer", "t", "0", "--to", "n2"],
+        ["leader", "transfer-metadata", "--to", "n2"],
         ["leader", "drain", "n1"],
         ["cluster", "rebalance"],
     ],
@@ -120,3 +178,32 @@ def test_bad_replica_lists_are_usage_errors(tmp_path: Path) -> None:
     )
     assert result.exit_code == EXIT_USAGE
     assert "distinct" in result.output
+
+
+def _ops(cluster: LocalCluster, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(
+        main, [*args, "--config", str(cluster.config_path), "--timeout", "20"]
+    )
+    return result.exit_code, result.output
+
+
+@pytest.mark.integration
+def test_transfer_metadata_and_drain_move_the_controller_of_real_nodes(local_cluster) -> None:
+    cluster = local_cluster(3)
+    cluster.start_all()
+    cluster.wait_for_leaders(deadline=WAIT_S)
+    old = cluster.leader_of(0)
+    target = next(n for n in cluster.node_ids() if n != old)
+    code, out = _ops(cluster, "leader", "transfer-metadata", "--to", target)
+    assert code == 0, out
+    assert out == f"metadata: leader {target} ({cluster.address(target)})\n"
+    wait_until(lambda: cluster.leader_of(0) == target, "the new controller to report itself")
+    code, out = _ops(cluster, "leader", "transfer-metadata", "--to", "n9")
+    assert code == EXIT_CLUSTER_ERROR and "unknown node 'n9'" in out
+    # Before restarting the controller: its leadership goes too.
+    code, out = _ops(cluster, "leader", "drain", target)
+    assert code == 0, out
+    assert f"transfer metadata (group 0): {target} -> " in out
+    wait_until(lambda: cluster.leader_of(0) != target, "the controller to leave the drained node")
+    code, out = _ops(cluster, "member", "list")  # metadata reads still work at the new leader
+    assert code == 0 and "controller_leader" in out, out
