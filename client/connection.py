@@ -177,15 +177,21 @@ class Connection:
         stream = self._stream
         decoder = self._decoder
         fd = self._fd
+        drained = True
         while True:
             if fd is not None:
-                # Wait, then read once: receive_some would first try a read
-                # that fails (nothing there yet), then wait, then read again.
-                await trio.lowlevel.wait_readable(fd)
+                # After a short read, wait and then read once: receive_some
+                # would first try a read that fails (nothing there yet), then
+                # wait, then read again. After a full chunk (a large reply),
+                # more is likely waiting: read at once.
+                if drained:
+                    await trio.lowlevel.wait_readable(fd)
                 try:
                     data = os.read(fd, _READ_CHUNK)
                 except BlockingIOError:
-                    continue  # a spurious wake-up
+                    drained = True
+                    continue
+                drained = len(data) < _READ_CHUNK
             else:
                 data = await stream.receive_some(_READ_CHUNK)
             if not data:

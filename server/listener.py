@@ -474,22 +474,25 @@ def _socket_fd(stream: trio.abc.Stream) -> int | None:
     return sock.fileno() if sock is not None else None
 
 
-async def _receive(stream: trio.abc.Stream, fd: int | None) -> bytes:
+async def _receive(stream: trio.abc.Stream, fd: int | None, drained: bool) -> bytes:
     """The next chunk of ``stream`` (b"" at EOF).
 
-    With a socket: wait until readable, then read once. ``receive_some`` first
-    tries a read that fails when nothing is there yet (the common case for a
+    With a socket whose last read ``drained`` it (returned less than a full
+    chunk): wait until readable, then read once. ``receive_some`` first tries
+    a read that fails when nothing is there yet (the common case for a
     request/response connection), then waits, then reads again: one failed
-    syscall and a scheduling pass more per request.
+    syscall and a scheduling pass more per request. After a full chunk more is
+    likely waiting (a large frame), so read again at once.
     """
     if fd is None:
         return await stream.receive_some(RECEIVE_CHUNK)
-    while True:
+    if drained:
         await trio.lowlevel.wait_readable(fd)
+    while True:
         try:
             return os.read(fd, RECEIVE_CHUNK)
         except BlockingIOError:
-            continue  # a spurious wake-up
+            await trio.lowlevel.wait_readable(fd)
 
 
 def _raft_msgs(frame: dict[str, Any]) -> list[tuple[int, bytes]]:
@@ -520,6 +523,7 @@ async def _serve_peer(
 ) -> None:
     remote = _peer_name(stream)
     fd = _socket_fd(stream)
+    drained = True
     try:
         while True:
             for frame in frames:
@@ -529,9 +533,10 @@ async def _serve_peer(
                 shared.metrics.peer_frames_in.inc(peer=peer)
                 if msgs:
                     shared.on_peer_msgs(peer, msgs)
-            data = await _receive(stream, fd)
+            data = await _receive(stream, fd, drained)
             if not data:
                 return
+            drained = len(data) < RECEIVE_CHUNK
             frames = decoder.feed(data)
     except FrameError as exc:
         _framing_error(shared, conn_id, remote, exc)
@@ -558,7 +563,7 @@ class _ClientConnection:
         self.ctx = ctx
         self.window = shared.cfg.limits.max_pending_requests_per_connection
         self.pending = trio.Semaphore(self.window)
-        self.outbox: list[bytes] = []
+        self.outbox: list[bytes | memoryview] = []
         self.wake = trio.Event()
         self.reading_done = False
         self.writing = False  # the writer task is inside send_all
@@ -585,6 +590,7 @@ class _ClientConnection:
 
     async def _reader(self, handlers: trio.Nursery, frames: list[dict[str, Any]]) -> bool:
         """Dispatch frames until EOF (True) or a broken/undecodable stream (False)."""
+        drained = True
         try:
             while True:
                 for frame in frames:
@@ -595,9 +601,10 @@ class _ClientConnection:
                     except trio.WouldBlock:
                         await self.pending.acquire()
                     self._dispatch(handlers, frame)
-                data = await _receive(self.stream, self.fd)
+                data = await _receive(self.stream, self.fd, drained)
                 if not data:
                     return True
+                drained = len(data) < RECEIVE_CHUNK
                 frames = self.decoder.feed(data)
         except FrameError as exc:
             _framing_error(self.shared, self.ctx.connection_id, self.ctx.peer_address, exc)
@@ -672,7 +679,7 @@ class _ClientConnection:
             if written == len(frame):
                 self.pending.release()  # the reply is on the wire
                 return
-            frame = frame[written:]
+            frame = memoryview(frame)[written:]  # no copy of a large reply's tail
         self.outbox.append(frame)
         self.wake.set()
 
