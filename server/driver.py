@@ -50,6 +50,8 @@ be disrupted.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import random
@@ -144,6 +146,9 @@ class MultiRaft:
         self._wake = trio.Event()
         self._changed = trio.Event()
         self._dirty: set[int] = set()
+        # (deadline, seq, waiter) of submit(deadline=...): expired by the loop.
+        self._deadlines: list[tuple[float, int, Waiter]] = []
+        self._deadline_seq = itertools.count()
         self._early: dict[int, list[Message]] = {}
         self._read_seq = 0
         self._tick_s = cfg.tick_ms / 1000.0
@@ -259,17 +264,33 @@ class MultiRaft:
         self._inbox.append((frm, msgs))
         self._wake.set()
 
-    def submit(self, gid: int, command: Any, nbytes: int = 0) -> Waiter:
-        """Queue a command for the group's next proposal (coalesced with others)."""
+    def submit(
+        self, gid: int, command: Any, nbytes: int = 0, deadline: float | None = None
+    ) -> Waiter:
+        """Queue a command for the group's next proposal (coalesced with others).
+
+        With a ``deadline`` (trio clock) the loop itself fails the waiter with
+        TIMEOUT (outcome unknown) if it is still open then: for callers that
+        do not wait in a task of their own (``Waiter.on_done``).
+        """
         waiter = Waiter(nbytes)
         group = self.groups.get(gid)
         if group is None:  # deleted while the request was being handled
             waiter.fail(ErrorCode.UNKNOWN_TOPIC, f"group {gid} is not hosted here (deleted?)")
             return waiter
         group.queued_cmds.append((command, waiter))
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, next(self._deadline_seq), waiter))
         self._dirty.add(gid)
         self._wake.set()
         return waiter
+
+    def _expire_deadlines(self, now: float) -> None:
+        """TIMEOUT for every deadline-carrying waiter still open at ``now``."""
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, _, waiter = heapq.heappop(heap)
+            waiter.fail(ErrorCode.TIMEOUT, "request timed out; the outcome is unknown")
 
     async def propose(self, gid: int, command: Any, deadline: float, nbytes: int = 0) -> Outcome:
         return await self.submit(gid, command, nbytes).wait(deadline)
@@ -413,10 +434,13 @@ class MultiRaft:
         task_status.started()
         try:
             while True:
-                with trio.move_on_at(next_tick):
+                wake_at = min(next_tick, self._deadlines[0][0]) if self._deadlines else next_tick
+                with trio.move_on_at(wake_at):
                     await self._wake.wait()
                 self._wake = trio.Event()
                 now = trio.current_time()
+                if self._deadlines:
+                    self._expire_deadlines(now)
                 tick = now >= next_tick
                 if tick:
                     # With every group quiet only the node liveness frames need

@@ -109,6 +109,11 @@ class RequestContext:
 
 
 RequestHandler = Callable[[RequestContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+# Called with (reply fields, None) or (None, error) when a task-less request ends.
+Done = Callable[[dict[str, Any] | None, HandlerError | None], None]
+# Starts a request without a task of its own if it can (then True, and ``done``
+# is called exactly once later); False: serve it with the RequestHandler.
+RequestStarter = Callable[[RequestContext, str, dict[str, Any], Done], bool]
 PeerHandler = Callable[[str, list[tuple[int, bytes]]], None]
 
 
@@ -206,6 +211,7 @@ class Listener:
     on_peer_msgs: PeerHandler
     metrics: Metrics
     quotas: Quotas
+    start_request: RequestStarter | None = None
     conn_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     # Client connections holding a slot of [limits] max_client_connections: from
     # an admitted hello until the connection ends, however it ends.
@@ -223,6 +229,7 @@ class Listener:
         on_request: RequestHandler,
         on_peer_msgs: PeerHandler,
         metrics: Metrics,
+        start_request: RequestStarter | None = None,
     ) -> Listener:
         cfg.node(node_id)  # ConfigError if unknown
         return cls(
@@ -233,6 +240,7 @@ class Listener:
             on_peer_msgs=on_peer_msgs,
             metrics=metrics,
             quotas=Quotas(cfg.quotas),
+            start_request=start_request,
         )
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
@@ -280,6 +288,7 @@ async def serve(
     on_request: RequestHandler,
     on_peer_msgs: PeerHandler,
     metrics: Metrics,
+    start_request: RequestStarter | None = None,
     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept clients and peers on this node's address until cancelled.
@@ -294,6 +303,7 @@ async def serve(
         on_request=on_request,
         on_peer_msgs=on_peer_msgs,
         metrics=metrics,
+        start_request=start_request,
     )
     listeners = await trio.open_tcp_listeners(node.port, host=node.host)
     log.info("event=listening node=%s address=%s", node_id, node.address)
@@ -572,21 +582,36 @@ class _ClientConnection:
         # task switch less on that request's critical path. Pipelined replies
         # go through the writer, which coalesces a turn's replies into one write.
         self.fd = _socket_fd(stream)
+        # Requests started without a task (Listener.start_request) and not yet
+        # answered; they are not in the handlers nursery, so EOF waits for them.
+        self.taskless = 0
+        self.taskless_idle = trio.Event()
+        # Set before the stream closes: a task-less request answered later (its
+        # callback runs in the driver's turn) must not write to a closed, or
+        # reused, descriptor.
+        self.closed = False
 
     async def run(self, first_frames: list[dict[str, Any]]) -> None:
         # Errors are handled where they happen and never cross a nursery
         # boundary: with strict exception groups (trio >= 0.25) they would
         # arrive wrapped and slip past an `except FrameError` out here.
-        async with trio.open_nursery() as conn:
-            conn.start_soon(self._writer, conn.cancel_scope)
-            async with trio.open_nursery() as handlers:
-                clean_eof = await self._reader(handlers, first_frames)
-                if not clean_eof:
-                    conn.cancel_scope.cancel()
-                    return
-            # EOF from the client: the handlers have finished; flush and close.
-            self.reading_done = True
-            self.wake.set()
+        try:
+            async with trio.open_nursery() as conn:
+                conn.start_soon(self._writer, conn.cancel_scope)
+                async with trio.open_nursery() as handlers:
+                    clean_eof = await self._reader(handlers, first_frames)
+                    if not clean_eof:
+                        conn.cancel_scope.cancel()
+                        return
+                # EOF from the client: every request has its answer (task-less
+                # ones end by their deadline at the latest); flush and close.
+                while self.taskless > 0:
+                    idle = self.taskless_idle = trio.Event()
+                    await idle.wait()
+                self.reading_done = True
+                self.wake.set()
+        finally:
+            self.closed = True
 
     async def _reader(self, handlers: trio.Nursery, frames: list[dict[str, Any]]) -> bool:
         """Dispatch frames until EOF (True) or a broken/undecodable stream (False)."""
@@ -634,22 +659,70 @@ class _ClientConnection:
                 )
             )
             return
+        starter = self.shared.start_request
+        if starter is not None and self._start_taskless(starter, req_id, op, fields):
+            return
         handlers.start_soon(self._handle, req_id, op, fields)
+
+    def _start_taskless(
+        self, starter: RequestStarter, req_id: int, op: str, fields: dict[str, Any]
+    ) -> bool:
+        """Try to serve the request with no task (see RequestStarter); False: not taken."""
+        started = time.perf_counter()
+        answered = False
+
+        def done(result: dict[str, Any] | None, error: HandlerError | None) -> None:
+            nonlocal answered
+            if answered:
+                return
+            answered = True
+            self.taskless -= 1
+            if self.taskless == 0:
+                self.taskless_idle.set()
+            self._answer(req_id, op, started, result, error)
+
+        self.taskless += 1
+        try:
+            taken = starter(self.ctx, op, fields, done)
+        except Exception:
+            log.exception("event=handler_failed op=%s conn=%d", op, self.ctx.connection_id)
+            done(None, HandlerError(ErrorCode.INTERNAL, f"internal error handling {op}"))
+            return True
+        if not taken:
+            self.taskless -= 1
+            if self.taskless == 0:
+                self.taskless_idle.set()
+        return taken
 
     async def _handle(self, req_id: int, op: str, fields: dict[str, Any]) -> None:
         started = time.perf_counter()
         try:
             result = await self.shared.on_request(self.ctx, op, fields)
-            reply = ok_reply(req_id, **(result or {}))
-            code = "OK"
         except HandlerError as exc:
-            reply = error_reply(req_id, exc.code, exc.message, **exc.details)
-            code = exc.code.value
+            self._answer(req_id, op, started, None, exc)
+            return
         except Exception:
             # One broken request must not take the connection (or the node) down.
             log.exception("event=handler_failed op=%s conn=%d", op, self.ctx.connection_id)
-            reply = error_reply(req_id, ErrorCode.INTERNAL, f"internal error handling {op}")
-            code = ErrorCode.INTERNAL.value
+            error = HandlerError(ErrorCode.INTERNAL, f"internal error handling {op}")
+            self._answer(req_id, op, started, None, error)
+            return
+        self._answer(req_id, op, started, result, None)
+
+    def _answer(
+        self,
+        req_id: int,
+        op: str,
+        started: float,
+        result: dict[str, Any] | None,
+        error: HandlerError | None,
+    ) -> None:
+        if error is None:
+            reply = ok_reply(req_id, **(result or {}))
+            code = "OK"
+        else:
+            reply = error_reply(req_id, error.code, error.message, **error.details)
+            code = error.code.value
         self.shared.metrics.requests.inc(op=op, code=code)
         self.shared.metrics.request_latency.observe(time.perf_counter() - started, op=op)
         self._reply(reply)
@@ -659,6 +732,8 @@ class _ClientConnection:
         self.shared.metrics.requests.inc(op=op if op in REQUESTS else "unknown", code=code.value)
 
     def _reply(self, reply: dict[str, Any]) -> None:
+        if self.closed:
+            return  # a task-less request answered after its connection ended
         try:
             frame = encode_frame(reply)
         except Exception:

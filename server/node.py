@@ -89,6 +89,7 @@ async def run_node(
                             node_id,
                             store_incarnations=store,
                             on_request=handlers.handle,
+                            start_request=handlers.handle_nowait,
                             on_peer_msgs=driver.on_peer_msgs,
                             metrics=metrics,
                             task_status=task_status,

@@ -9,11 +9,15 @@ that is harmless, nobody reads it any more.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 from raftlog.client.errors import ErrorCode
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -29,10 +33,11 @@ class Outcome:
 class Waiter:
     """A result slot plus the event that announces it (first resolution wins)."""
 
-    __slots__ = ("_event", "nbytes", "outcome")
+    __slots__ = ("_callback", "_event", "nbytes", "outcome")
 
     def __init__(self, nbytes: int = 0) -> None:
         self._event = trio.Event()
+        self._callback: Callable[[Outcome], None] | None = None
         self.outcome: Outcome | None = None
         # Payload size of the request's command, for flow control.
         self.nbytes = nbytes
@@ -41,15 +46,34 @@ class Waiter:
     def done(self) -> bool:
         return self.outcome is not None
 
+    def on_done(self, fn: Callable[[Outcome], None]) -> None:
+        """Call ``fn(outcome)`` when resolved (now, if it already is).
+
+        For requests answered without a task of their own (the listener's fast
+        path): ``fn`` runs inside the driver's turn, so it must not block.
+        """
+        if self.outcome is not None:
+            fn(self.outcome)
+        else:
+            self._callback = fn
+
     def resolve(self, value: Any = None) -> None:
         if self.outcome is None:
-            self.outcome = Outcome(value=value)
-            self._event.set()
+            self._finish(Outcome(value=value))
 
     def fail(self, code: ErrorCode, message: str, **details: Any) -> None:
         if self.outcome is None:
-            self.outcome = Outcome(error=code, message=message, details=details)
-            self._event.set()
+            self._finish(Outcome(error=code, message=message, details=details))
+
+    def _finish(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self._event.set()
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            try:
+                callback(outcome)
+            except Exception:  # one request's bug must not break the driver's turn
+                log.exception("event=waiter_callback_failed")
 
     async def wait(self, deadline: float) -> Outcome:
         """The outcome, or TIMEOUT at ``deadline`` (trio clock): outcome unknown (DESIGN §3.3)."""

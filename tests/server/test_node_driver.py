@@ -658,3 +658,96 @@ async def test_a_quiesced_leader_that_is_cut_off_is_replaced_and_steps_down_when
     )
     cluster.net.heal()
     assert (await cluster.produce(new, "q", [b"after"]))["base_offset"] >= 1
+
+
+class _Answers:
+    """What RequestHandlers.handle_nowait hands to its ``done`` callback."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[dict[str, Any] | None, HandlerError | None]] = []
+        self.event = trio.Event()
+
+    def done(self, reply: dict[str, Any] | None, error: HandlerError | None) -> None:
+        self.got.append((reply, error))
+        self.event.set()
+
+    async def one(self) -> tuple[dict[str, Any] | None, HandlerError | None]:
+        with trio.fail_after(10):
+            await self.event.wait()
+        assert len(self.got) == 1, self.got  # done is called exactly once
+        return self.got[0]
+
+
+async def test_taskless_produce_is_answered_from_the_drivers_turn(cluster):
+    """The listener's fast path: a produce to a partition this node leads is queued
+    with no task; the outcome arrives through the callback, in offset order."""
+    topic = await cluster.create_topic("t", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    handlers = cluster.handlers[leader]
+    answers = [_Answers() for _ in range(3)]
+    for i, a in enumerate(answers):
+        fields = {"topic": "t", "partition": 0, **_batch([b"x%d" % i])}
+        assert handlers.handle_nowait(None, "produce", fields, a.done) is True
+    offsets = [(await a.one())[0]["base_offset"] for a in answers]  # type: ignore[index]
+    assert offsets == [0, 1, 2]
+    assert await _fetch_all(cluster, leader, "t", 0) == [b"x0", b"x1", b"x2"]
+
+
+async def test_taskless_produce_errors_and_fallbacks(cluster):
+    topic = await cluster.create_topic("t", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    follower = next(n for n in cluster.node_ids if n != leader)
+    await cluster.wait_for(lambda: "t" in cluster.driver(follower).metadata.topics)
+    fields = {"topic": "t", "partition": 0, **_batch([b"v"])}
+    # A follower answers at once, with the leader to go to.
+    a = _Answers()
+    assert cluster.handlers[follower].handle_nowait(None, "produce", fields, a.done) is True
+    _, err = await a.one()
+    assert err is not None and err.code is ErrorCode.NOT_LEADER
+    assert err.details["leader_address"] == cluster.cfg.node(leader).address
+    # Bad input: the same codes as the task path.
+    a = _Answers()
+    bad = {**fields, "crc": fields["crc"] ^ 1}
+    assert cluster.handlers[leader].handle_nowait(None, "produce", bad, a.done) is True
+    assert (await a.one())[1].code is ErrorCode.CORRUPT_BATCH  # type: ignore[union-attr]
+    # Not taken (nothing done, no callback): another op, or a topic unknown here,
+    # which only a metadata read may call UNKNOWN_TOPIC.
+    a = _Answers()
+    unknown = {**fields, "topic": "nope"}
+    assert cluster.handlers[leader].handle_nowait(None, "produce", unknown, a.done) is False
+    assert cluster.handlers[leader].handle_nowait(None, "list_topics", {}, a.done) is False
+    assert a.got == []
+
+
+async def test_taskless_produce_times_out_when_the_leader_cannot_commit(cluster):
+    """No task waits on it, so the driver's deadline expiry must answer it."""
+    topic = await cluster.create_topic("t", partitions=1)
+    gid = topic["partitions"][0]["group"]
+    leader = await cluster.wait_leader(gid)
+    cluster.net.isolate(leader, [n for n in cluster.node_ids if n != leader])
+    a = _Answers()
+    fields = {"topic": "t", "partition": 0, "timeout_ms": 300, **_batch([b"lost?"])}
+    assert cluster.handlers[leader].handle_nowait(None, "produce", fields, a.done) is True
+    _, err = await a.one()
+    # TIMEOUT (outcome unknown) or NOT_LEADER once CheckQuorum steps it down:
+    # never an acknowledgement.
+    assert err is not None and err.code in (ErrorCode.TIMEOUT, ErrorCode.NOT_LEADER)
+
+
+async def test_a_waiter_past_its_deadline_is_failed_by_the_loop(cluster):
+    """submit(deadline=...) is for callers with no task waiting: the loop itself
+    answers TIMEOUT (outcome unknown), here before the command is even proposed."""
+    topic = await cluster.create_topic("t", partitions=1)
+    gid = topic["partitions"][0]["group"]
+    leader = await cluster.wait_leader(gid)
+    driver = cluster.driver(leader)
+    outcomes: list[Any] = []
+    command = cluster.handlers[leader]._produce_command({"topic": "t", **_batch([b"late"])})
+    waiter = driver.submit(gid, command, 0, deadline=trio.current_time() - 1.0)
+    waiter.on_done(outcomes.append)
+    await cluster.wait_for(lambda: outcomes, what="the expired waiter's outcome")
+    assert [o.error for o in outcomes] == [ErrorCode.TIMEOUT]
+    # A live deadline far away does not fire; the command commits normally.
+    ok = driver.submit(gid, command, 0, deadline=trio.current_time() + 60.0)
+    await cluster.wait_for(lambda: ok.done, what="the commit")
+    assert ok.outcome is not None and ok.outcome.error is None
