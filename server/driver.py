@@ -286,9 +286,14 @@ class MultiRaft:
         return waiter
 
     def _expire_deadlines(self, now: float) -> None:
-        """TIMEOUT for every deadline-carrying waiter still open at ``now``."""
+        """TIMEOUT for every deadline-carrying waiter still open at ``now``.
+
+        Answered waiters are dropped from the top too: requests carry similar
+        timeouts, so the oldest is usually answered, and the heap stays about
+        as large as the number of requests in flight.
+        """
         heap = self._deadlines
-        while heap and heap[0][0] <= now:
+        while heap and (heap[0][0] <= now or heap[0][2].done):
             _, _, waiter = heapq.heappop(heap)
             waiter.fail(ErrorCode.TIMEOUT, "request timed out; the outcome is unknown")
 

@@ -751,3 +751,6 @@ async def test_a_waiter_past_its_deadline_is_failed_by_the_loop(cluster):
     ok = driver.submit(gid, command, 0, deadline=trio.current_time() + 60.0)
     await cluster.wait_for(lambda: ok.done, what="the commit")
     assert ok.outcome is not None and ok.outcome.error is None
+    # An answered waiter does not sit in the deadline heap until its deadline
+    # (it would hold its request's memory): the next loop turns drop it.
+    await cluster.wait_for(lambda: not driver._deadlines, what="the deadline heap emptied")
