@@ -42,7 +42,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -305,8 +305,11 @@ def validate_request(frame: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
 # ---------------------------------------------------------------- record batches
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One consumed record: immutable, and a named tuple (like kafka-python's
+    ConsumerRecord) because a consumer builds hundreds of thousands per second:
+    a frozen dataclass costs ~0.7 µs each to construct, a named tuple ~0.13 µs."""
+
     offset: int
     timestamp_ms: int
     key: bytes | None
@@ -341,13 +344,12 @@ def decode_batch(
 ) -> list[Record]:
     """Unpack a stored batch into Records, dropping those below ``min_offset``."""
     rows = msgpack.unpackb(records_bytes, raw=False, strict_map_key=False)
-    out: list[Record] = []
-    for i, (ts, key, value, headers) in enumerate(rows):
-        offset = base_offset + i
-        if offset < min_offset:
-            continue
-        out.append(Record(offset, ts if ts is not None else timestamp_ms, key, value, headers))
-    return out
+    skip = max(0, min_offset - base_offset)
+    new = tuple.__new__  # Record._make without its per-call overhead: the hot loop
+    return [
+        new(Record, (base_offset + i, timestamp_ms if ts is None else ts, key, value, headers))
+        for i, (ts, key, value, headers) in enumerate(rows[skip:] if skip else rows, skip)
+    ]
 
 
 def crc_of(records_bytes: bytes) -> int:
