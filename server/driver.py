@@ -294,8 +294,7 @@ class MultiRaft:
         """
         heap = self._deadlines
         while heap and (heap[0][0] <= now or heap[0][2].done):
-            _, _, waiter = heapq.heappop(heap)
-            waiter.fail(ErrorCode.TIMEOUT, "request timed out; the outcome is unknown")
+            heapq.heappop(heap)[2].time_out()
 
     async def propose(self, gid: int, command: Any, deadline: float, nbytes: int = 0) -> Outcome:
         return await self.submit(gid, command, nbytes).wait(deadline)
@@ -769,6 +768,10 @@ class MultiRaft:
             self._maybe_quiesce(group, now)
         self.stats["group_ticks"] += ticks
         self._node_heartbeats(now)
+
+    def node_alive(self, node: str) -> bool:
+        """We are connected to ``node`` and heard from it within an election timeout."""
+        return self._node_alive(node, time.monotonic())
 
     def _node_alive(self, node: str, now: float) -> bool:
         """Node-level liveness: our connection to it is up and a frame from it (any

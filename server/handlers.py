@@ -55,6 +55,16 @@ def _deadline(fields: dict[str, Any]) -> float:
     return trio.current_time() + seconds
 
 
+def _partition_of(topic: Any, partition: int) -> Any:
+    if not 0 <= partition < len(topic.partitions):
+        raise HandlerError(
+            ErrorCode.UNKNOWN_PARTITION,
+            f"topic {topic.name!r} has no partition {partition} "
+            f"(partitions: {len(topic.partitions)})",
+        )
+    return topic.partitions[partition]
+
+
 def _raise_outcome(outcome: Outcome) -> Any:
     """The value of an outcome, or HandlerError with its code."""
     if outcome.error is not None:
@@ -171,14 +181,7 @@ class RequestHandlers:
         return topic
 
     async def _partition(self, topic_name: str, partition: int) -> Any:
-        topic = await self._topic(topic_name)
-        if not 0 <= partition < len(topic.partitions):
-            raise HandlerError(
-                ErrorCode.UNKNOWN_PARTITION,
-                f"topic {topic_name!r} has no partition {partition} "
-                f"(partitions: {len(topic.partitions)})",
-            )
-        return topic.partitions[partition]
+        return _partition_of(await self._topic(topic_name), partition)
 
     def _local_group(self, pinfo: Any) -> Group:
         group = self.driver.groups.get(pinfo.group_id)
@@ -194,28 +197,20 @@ class RequestHandlers:
             )
         return group
 
-    def _leader_group_now(self, topic_name: str, partition: int) -> Group | None:
-        """``_leader_group`` from local state only; None if the topic is unknown here
-        (only a metadata read may conclude UNKNOWN_TOPIC, see ``_topic``)."""
-        topic = self.meta.topics.get(topic_name)
-        if topic is None:
-            return None
-        if not 0 <= partition < len(topic.partitions):
-            raise HandlerError(
-                ErrorCode.UNKNOWN_PARTITION,
-                f"topic {topic_name!r} has no partition {partition} "
-                f"(partitions: {len(topic.partitions)})",
-            )
-        group = self._local_group(topic.partitions[partition])
+    def _led_group(self, pinfo: Any) -> Group:
+        group = self._local_group(pinfo)
         if group.role is not Role.LEADER:
             raise self._not_leader(group.gid, group.raft.leader_id)
         return group
 
+    def _leader_group_now(self, topic_name: str, partition: int) -> Group | None:
+        """``_leader_group`` from local state only; None if the topic is unknown here
+        (only a metadata read may conclude UNKNOWN_TOPIC, see ``_topic``)."""
+        topic = self.meta.topics.get(topic_name)
+        return None if topic is None else self._led_group(_partition_of(topic, partition))
+
     async def _leader_group(self, topic: str, partition: int) -> Group:
-        group = self._local_group(await self._partition(topic, partition))
-        if group.role is not Role.LEADER:
-            raise self._not_leader(group.gid, group.raft.leader_id)
-        return group
+        return self._led_group(await self._partition(topic, partition))
 
     async def _read_group(self, topic: str, partition: int, deadline: float) -> Group:
         """The group to serve a partition read from, after the linearizability barrier."""
@@ -223,9 +218,7 @@ class RequestHandlers:
         if self.cfg.unsafe_follower_reads:
             # DELIBERATELY UNSAFE (jepsen only): local state of any replica, no ReadIndex.
             return self._local_group(pinfo)
-        group = self._local_group(pinfo)
-        if group.role is not Role.LEADER:
-            raise self._not_leader(group.gid, group.raft.leader_id)
+        group = self._led_group(pinfo)
         _raise_outcome(await self.driver.read_barrier(group.gid, deadline))
         return group
 
@@ -581,29 +574,18 @@ class RequestHandlers:
                 ErrorCode.INVALID_REQUEST,
                 f"{target!r} is not a voter of group {group.gid} ({list(voters)})",
             )
-        if target != self.node_id:
-            self.driver.transfer_leader(group.gid, target)
-            while group.leader != target and trio.current_time() < deadline:
-                await self.driver.wait_changed(deadline)
-            if group.leader != target:
-                raise HandlerError(ErrorCode.TIMEOUT, f"transfer to {target} did not complete")
-        return {"leader": target, "leader_address": self.driver.leader_address(target)}
+        return await self._transfer(group, target, deadline)
 
     async def metadata_leader_transfer(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         """Hand the metadata group's leadership (the controller) to voter ``to``.
 
-        The same mechanism as ``leader_transfer`` (thesis §3.10: the leader brings
-        the target up to date, then TimeoutNow makes it campaign at once, so there
-        is no election-timeout gap), asked of the metadata leader: a follower
-        answers NOT_LEADER with the leader's address. The target is checked
-        against the leader's own configuration of group 0, not a follower's
-        possibly lagging one. Transferring to the current leader is a no-op.
+        Asked of the metadata leader (a follower answers NOT_LEADER with the
+        leader's address); the target is checked against the leader's own
+        configuration of group 0, not a follower's possibly lagging one.
         """
         deadline = _deadline(fields)
         group = self._require_meta_leader()
         target = fields["to"]
-        if target == self.node_id:
-            return {"leader": target, "leader_address": self.driver.leader_address(target)}
         cs = group.raft.conf_state
         if target not in cs.voters:
             known = target in self.meta.nodes or any(n.id == target for n in self.cfg.nodes)
@@ -617,33 +599,43 @@ class RequestHandlers:
                 ErrorCode.INVALID_REQUEST,
                 f"{why} (voters: {','.join(sorted(cs.voters))})",
             )
+        return await self._transfer(group, target, deadline)
+
+    async def _transfer(self, group: Group, target: str, deadline: float) -> dict[str, Any]:
+        """Move ``group``'s leadership from this node to voter ``target`` and wait.
+
+        Thesis §3.10: the leader brings the target up to date, then TimeoutNow
+        makes it campaign at once (no election-timeout gap). Naming this node
+        is a no-op.
+        """
+        reply = {"leader": target, "leader_address": self.driver.leader_address(target)}
+        if target == self.node_id:
+            return reply
         # The core would start a transfer to a silent target and abort it an
         # election timeout later. Wait a little for the target (a peer that has
         # just started is redialled within about a second), then refuse with a
         # retriable code: the operator sees why, and a retry can succeed.
         reach_by = min(deadline, trio.current_time() + TRANSFER_REACH_WAIT_S)
-        while not self.driver._node_alive(target, time.monotonic()):
+        while not self.driver.node_alive(target):
             if trio.current_time() >= reach_by:
                 raise HandlerError(
                     ErrorCode.NOT_AVAILABLE,
-                    f"{target!r} is not reachable from the metadata leader {self.node_id} "
-                    "(nothing heard from it within an election timeout); is it running?",
+                    f"{target!r} is not reachable from the leader {self.node_id} of group "
+                    f"{group.gid} (nothing heard from it within an election timeout); "
+                    "is it running?",
                 )
             await self.driver.wait_changed(min(reach_by, trio.current_time() + 0.05))
-        log.info(
-            "event=metadata_leader_transfer from=%s to=%s term=%d",
-            self.node_id,
-            target,
-            group.raft.term,
-        )
-        self.driver.transfer_leader(METADATA_GROUP, target)
+        log.info("event=leader_transfer group=%d from=%s to=%s term=%d",
+                 group.gid, self.node_id, target, group.raft.term)  # fmt: skip
+        self.driver.transfer_leader(group.gid, target)
         while group.leader != target and trio.current_time() < deadline:
             await self.driver.wait_changed(deadline)
         if group.leader != target:
             raise HandlerError(
-                ErrorCode.TIMEOUT, f"metadata leadership transfer to {target} did not complete"
+                ErrorCode.TIMEOUT, f"leadership transfer of group {group.gid} to {target} "
+                "did not complete"
             )
-        return {"leader": target, "leader_address": self.driver.leader_address(target)}
+        return reply
 
     async def replica_fetch(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         # Peers only; snapshot catch-up (server/snapshot_transfer.py).

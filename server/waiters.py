@@ -65,6 +65,10 @@ class Waiter:
         if self.outcome is None:
             self._finish(Outcome(error=code, message=message, details=details))
 
+    def time_out(self) -> None:
+        """TIMEOUT unless already resolved: the outcome is unknown (DESIGN §3.3)."""
+        self.fail(ErrorCode.TIMEOUT, "request timed out; the outcome is unknown")
+
     def _finish(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self._event.set()
@@ -79,8 +83,7 @@ class Waiter:
         """The outcome, or TIMEOUT at ``deadline`` (trio clock): outcome unknown (DESIGN §3.3)."""
         with trio.move_on_at(deadline):
             await self._event.wait()
-        if self.outcome is None:
-            # Mark it so a late resolution by the driver is ignored.
-            self.fail(ErrorCode.TIMEOUT, "request timed out; the outcome is unknown")
+        # Mark it so a late resolution by the driver is ignored.
+        self.time_out()
         assert self.outcome is not None
         return self.outcome
