@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ from .protocol import (
     encode_frame,
     hello,
 )
+from .sockio import read_chunk, socket_fd, write_now
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ class Connection:
         # A request is first written with one non-blocking os.write: trio's
         # send_all yields to the scheduler even when the kernel takes everything
         # at once, a full scheduling pass on every request's critical path.
-        sock = getattr(stream, "socket", None)
-        self._fd: int | None = sock.fileno() if sock is not None else None
+        self._fd = socket_fd(stream)
         self._closed = False
         self._close_reason = "connection closed"
         self._cancel = trio.CancelScope()
@@ -180,17 +179,7 @@ class Connection:
         drained = True
         while True:
             if fd is not None:
-                # After a short read, wait and then read once: receive_some
-                # would first try a read that fails (nothing there yet), then
-                # wait, then read again. After a full chunk (a large reply),
-                # more is likely waiting: read at once.
-                if drained:
-                    await trio.lowlevel.wait_readable(fd)
-                try:
-                    data = os.read(fd, _READ_CHUNK)
-                except BlockingIOError:
-                    drained = True
-                    continue
+                data = await read_chunk(fd, _READ_CHUNK, drained)
                 drained = len(data) < _READ_CHUNK
             else:
                 data = await stream.receive_some(_READ_CHUNK)
@@ -262,11 +251,7 @@ class Connection:
         body = msgpack.packb(frame, use_bin_type=True)
         data = HEADER.pack(len(body)) + body
         if self._fd is not None and not self._writing and not self._outbuf:
-            try:
-                written = os.write(self._fd, data)
-            except OSError:  # full (BlockingIOError) or broken: _flush sorts it out
-                written = 0
-            data = data[written:]
+            data = data[write_now(self._fd, data) :]  # full or broken: _flush sorts it out
         if data:
             self._outbuf.append(data)
         try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from raftlog.client.protocol import (
     ok_reply,
     validate_request,
 )
+from raftlog.client.sockio import read_chunk, socket_fd, write_now
 
 from .config import ClusterConfig, QuotaConfig
 from .errors import HandlerError
@@ -478,31 +478,11 @@ def _check_hello(shared: Listener, hello: dict[str, Any]) -> tuple[str, str]:
 # ---------------------------------------------------------------- peer role
 
 
-def _socket_fd(stream: trio.abc.Stream) -> int | None:
-    """The socket descriptor of a SocketStream (None for other streams, e.g. in tests)."""
-    sock = getattr(stream, "socket", None)
-    return sock.fileno() if sock is not None else None
-
-
 async def _receive(stream: trio.abc.Stream, fd: int | None, drained: bool) -> bytes:
-    """The next chunk of ``stream`` (b"" at EOF).
-
-    With a socket whose last read ``drained`` it (returned less than a full
-    chunk): wait until readable, then read once. ``receive_some`` first tries
-    a read that fails when nothing is there yet (the common case for a
-    request/response connection), then waits, then reads again: one failed
-    syscall and a scheduling pass more per request. After a full chunk more is
-    likely waiting (a large frame), so read again at once.
-    """
+    """The next chunk of ``stream`` (b"" at EOF); see client.sockio."""
     if fd is None:
         return await stream.receive_some(RECEIVE_CHUNK)
-    if drained:
-        await trio.lowlevel.wait_readable(fd)
-    while True:
-        try:
-            return os.read(fd, RECEIVE_CHUNK)
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(fd)
+    return await read_chunk(fd, RECEIVE_CHUNK, drained)
 
 
 def _raft_msgs(frame: dict[str, Any]) -> list[tuple[int, bytes]]:
@@ -532,7 +512,7 @@ async def _serve_peer(
     conn_id: int,
 ) -> None:
     remote = _peer_name(stream)
-    fd = _socket_fd(stream)
+    fd = socket_fd(stream)
     drained = True
     try:
         while True:
@@ -581,7 +561,7 @@ class _ClientConnection:
         # on each call) is written by its handler when the writer is idle: one
         # task switch less on that request's critical path. Pipelined replies
         # go through the writer, which coalesces a turn's replies into one write.
-        self.fd = _socket_fd(stream)
+        self.fd = socket_fd(stream)
         # Requests started without a task (Listener.start_request) and not yet
         # answered; they are not in the handlers nursery, so EOF waits for them.
         self.taskless = 0
@@ -676,9 +656,7 @@ class _ClientConnection:
             if answered:
                 return
             answered = True
-            self.taskless -= 1
-            if self.taskless == 0:
-                self.taskless_idle.set()
+            self._taskless_ended()
             self._answer(req_id, op, started, result, error)
 
         self.taskless += 1
@@ -689,10 +667,13 @@ class _ClientConnection:
             done(None, HandlerError(ErrorCode.INTERNAL, f"internal error handling {op}"))
             return True
         if not taken:
-            self.taskless -= 1
-            if self.taskless == 0:
-                self.taskless_idle.set()
+            self._taskless_ended()
         return taken
+
+    def _taskless_ended(self) -> None:
+        self.taskless -= 1
+        if self.taskless == 0:
+            self.taskless_idle.set()  # an EOF may be waiting for the last one
 
     async def _handle(self, req_id: int, op: str, fields: dict[str, Any]) -> None:
         started = time.perf_counter()
@@ -745,12 +726,7 @@ class _ClientConnection:
             )
         alone = self.window - self.pending.value == 1
         if alone and self.fd is not None and not self.writing and not self.outbox:
-            try:
-                written = os.write(self.fd, frame)
-            except BlockingIOError:
-                written = 0
-            except OSError:
-                written = 0  # broken: the writer's send_all meets it and closes
+            written = write_now(self.fd, frame)
             if written == len(frame):
                 self.pending.release()  # the reply is on the wire
                 return

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import msgpack
 import trio
 from raftlog.client.protocol import HEADER, FrameDecoder, FrameError, encode_frame, hello
+from raftlog.client.sockio import socket_fd, write_now
 
 from .config import ClusterConfig, parse_address
 from .metrics import Metrics
@@ -130,14 +130,9 @@ class PeerTransport:
         """Everything queued, written now without blocking; the rest goes to the writer."""
         data, count = self._drain(state)
         assert state.fd is not None
-        try:
-            written = os.write(state.fd, data)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            # A broken connection: the writer task meets the same error on
-            # its next write and reconnects; Raft retransmits what is lost.
-            written = 0
+        # A broken connection takes 0 bytes: the writer task meets the same
+        # error on its next write and reconnects; Raft retransmits what is lost.
+        written = write_now(state.fd, data)
         self.metrics.peer_msgs_out.inc(count, peer=state.node_id)
         if written < len(data):
             state.pending = data[written:]
@@ -236,7 +231,7 @@ class PeerTransport:
         self.metrics.peer_connected.set(1, peer=state.node_id)
         try:
             async with stream:
-                state.fd = stream.socket.fileno()
+                state.fd = socket_fd(stream)
                 try:
                     async with trio.open_nursery() as nursery:
                         # Peers never write after hello_ok; a read returning means
