@@ -61,7 +61,8 @@ class _Peer:
     # stream is not open, so a write never reaches a closed or reused one.
     fd: int | None = None
     writing: bool = False  # the writer task is inside send_all: direct writes wait
-    pending: bytes = b""  # the unsent tail of a direct write; the writer sends it first
+    # The unsent tail of a direct write (a view: no copy); the writer sends it first.
+    pending: bytes | memoryview = b""
     wake: trio.Event = field(default_factory=trio.Event)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
@@ -135,7 +136,7 @@ class PeerTransport:
         written = write_now(state.fd, data)
         self.metrics.peer_msgs_out.inc(count, peer=state.node_id)
         if written < len(data):
-            state.pending = data[written:]
+            state.pending = memoryview(data)[written:]
             state.wake.set()
 
     def is_connected(self, peer: str) -> bool:
@@ -259,7 +260,8 @@ class PeerTransport:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 state.wake = trio.Event()
                 data, count = self._drain(state)
-                data, state.pending = state.pending + data, b""
+                if state.pending:
+                    data, state.pending = b"".join((state.pending, data)), b""
                 if data:
                     state.writing = True
                     try:
