@@ -54,15 +54,21 @@ async def connect(port: int) -> RawConn:
     return conn
 
 
+async def send_taken(conn: RawConn, starter: Starter, req_id: int) -> None:
+    """Send a request the starter takes; return once it holds its callback."""
+    taken = len(starter.dones) + 1
+    await conn.send({"type": "metadata", "id": req_id})
+    await wait_until(lambda: len(starter.dones) == taken, f"request {req_id} was taken")
+
+
 async def test_a_taskless_request_is_answered_by_its_callback(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     starter, node, port = await start(tmp_path, nursery)
     conn = await connect(port)
-    await conn.send({"type": "metadata", "id": 1})
+    await send_taken(conn, starter, 1)
     # Not taken: a handler task serves it.
     await conn.send({"type": "list_offsets", "id": 2, "topic": "t", "partition": 0})
-    await wait_until(lambda: len(starter.dones) == 1, "the request was taken")
     second = await conn.recv()
     assert second["id"] == 2 and second["op"] == "list_offsets"
     starter.dones[0]({"answer": 42}, None)
@@ -76,8 +82,7 @@ async def test_eof_waits_for_taskless_requests_before_closing(
 ) -> None:
     starter, _node, port = await start(tmp_path, nursery)
     conn = await connect(port)
-    await conn.send({"type": "metadata", "id": 7})
-    await wait_until(lambda: len(starter.dones) == 1, "the request was taken")
+    await send_taken(conn, starter, 7)
     await conn.stream.send_eof()  # the client is done sending, still reading
     await trio.testing.wait_all_tasks_blocked()
     starter.dones[0]({"late": True}, None)
@@ -93,14 +98,12 @@ async def test_an_answer_after_the_connection_ended_goes_nowhere(
     descriptor is closed and may already belong to a new connection."""
     starter, _node, port = await start(tmp_path, nursery)
     old = await connect(port)
-    await old.send({"type": "metadata", "id": 1})
-    await wait_until(lambda: len(starter.dones) == 1, "the request was taken")
+    await send_taken(old, starter, 1)
     await old.send_raw(b"\xc1")  # undecodable: the server drops this connection now
     assert await old.closed()
     await old.stream.aclose()
     new = await connect(port)  # may get the old connection's descriptor number
-    await new.send({"type": "metadata", "id": 99})
-    await wait_until(lambda: len(starter.dones) == 2, "the new request was taken")
+    await send_taken(new, starter, 99)
     await trio.testing.wait_all_tasks_blocked()
     starter.dones[0]({"stale": True}, None)  # no exception, nothing written anywhere
     starter.dones[1]({"fresh": True}, None)
