@@ -124,6 +124,10 @@ def decode_body(body: bytes) -> dict[str, Any]:
 # ---------------------------------------------------------------- hello
 
 
+# The client id a node's snapshot transfer connects with ("replica:<node id>").
+REPLICA_CLIENT_PREFIX = "replica:"
+
+
 def hello(
     role: str,
     ident: str,
@@ -131,8 +135,9 @@ def hello(
     credential: str | None = None,
     cluster: str | None = None,
     incarnation: str | None = None,
+    peer_credential: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    frame: dict[str, Any] = {
         "type": "hello",
         "version": PROTOCOL_VERSION,
         "role": role,
@@ -141,6 +146,11 @@ def hello(
         "cluster": cluster,
         "incarnation": incarnation,
     }
+    if peer_credential is not None:
+        # Only a node's snapshot transfer sends it (server/listener.py
+        # _is_replica_transfer); absent from every other hello.
+        frame["peer_credential"] = peer_credential
+    return frame
 
 
 def hello_ok(node: str, cluster: str) -> dict[str, Any]:

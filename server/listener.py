@@ -12,11 +12,16 @@ answers INTERNAL for that request only.
 A node holds at most ``[limits] max_client_connections`` client connections
 (counted from an admitted hello to the connection's end); one more client hello
 is answered NOT_AVAILABLE and that connection closed, so the client retries
-another node. Peer connections are never counted nor refused.
+another node. Peer connections are never counted nor refused, and neither are
+a node's snapshot-transfer connections (role ``replica`` below): a node full
+of clients must still let a lagging follower catch up, or a burst of clients
+would cost the partition its redundancy. Those connections skip the client
+quotas too, as Kafka's replication traffic does.
 """
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import logging
 import math
@@ -29,6 +34,7 @@ import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import (
     PROTOCOL_VERSION,
+    REPLICA_CLIENT_PREFIX,
     REQUESTS,
     FrameDecoder,
     FrameError,
@@ -106,6 +112,8 @@ class RequestContext:
     peer_address: str
     connection_id: int
     node_id: str
+    # Another node's snapshot transfer (see _check_hello): exempt from quotas.
+    replica: bool = False
 
 
 RequestHandler = Callable[[RequestContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -382,7 +390,7 @@ async def _serve_admitted(
         if role == "peer":
             await _serve_peer(shared, stream, decoder, ident, leftover, conn_id)
         else:
-            ctx = RequestContext(ident, remote, conn_id, shared.node_id)
+            ctx = RequestContext(ident, remote, conn_id, shared.node_id, role == "replica")
             await _ClientConnection(shared, stream, decoder, ctx).run(leftover)
     finally:
         shared.metrics.connections.dec(role=role)
@@ -418,7 +426,12 @@ async def _read_hello(
 
 
 def _check_hello(shared: Listener, hello: dict[str, Any]) -> tuple[str, str]:
-    """Validate a hello; return (role, id) or raise _Reject."""
+    """Validate a hello; return (role, id) or raise _Reject.
+
+    The role returned is the hello's, except that a client-role hello from
+    another node's snapshot transfer comes back as ``replica`` (not counted
+    against max_client_connections, not throttled).
+    """
     cfg = shared.cfg
     if hello.get("type") != "hello":
         raise _Reject(ErrorCode.INVALID_REQUEST, "the first frame must be a hello")
@@ -443,6 +456,8 @@ def _check_hello(shared: Listener, hello: dict[str, Any]) -> tuple[str, str]:
             )
         if cfg.auth.client_tokens and credential not in cfg.auth.client_tokens:
             raise _Reject(ErrorCode.UNAUTHORIZED, "missing or invalid client credential")
+        if _is_replica_transfer(cfg, ident, hello.get("peer_credential")):
+            return "replica", ident
         return role, ident
     if cluster != cfg.name:
         raise _Reject(
@@ -473,6 +488,25 @@ def _check_hello(shared: Listener, hello: dict[str, Any]) -> tuple[str, str]:
             f"peer {ident!r} has incarnation {incarnation}, expected {known}",
         )
     return role, ident
+
+
+def _is_replica_transfer(cfg: ClusterConfig, ident: str, peer_credential: Any) -> bool:
+    """A snapshot transfer (server/snapshot_transfer.py) names itself
+    ``replica:<node>`` and proves it is a node with ``[auth] peer_token``.
+
+    Without a peer_token the cluster trusts its clients anyway (any of them
+    could speak the peer role), so the name alone is taken. A wrong or
+    missing proof is no error: the connection is then an ordinary, counted
+    client, and replica_fetch refuses it (UNAUTHORIZED).
+    """
+    if not ident.startswith(REPLICA_CLIENT_PREFIX):
+        return False
+    token = cfg.auth.peer_token
+    if token is None:
+        return True
+    return isinstance(peer_credential, str) and hmac.compare_digest(
+        peer_credential.encode(), token.encode()
+    )
 
 
 # ---------------------------------------------------------------- peer role
@@ -627,7 +661,9 @@ class _ClientConnection:
             self._count(str(frame.get("type")), exc.code)
             self._reply(error_reply(reply_id, exc.code, exc.message))
             return
-        throttled = self.shared.quotas.check(self.ctx.client_id, op, fields)
+        throttled = (
+            None if self.ctx.replica else self.shared.quotas.check(self.ctx.client_id, op, fields)
+        )
         if throttled is not None:
             quota, wait = throttled
             self.shared.metrics.throttled.inc(quota=quota)

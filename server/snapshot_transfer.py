@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 import trio
 from raftlog.client.errors import ErrorCode
-from raftlog.client.protocol import FrameDecoder, encode_frame, hello
+from raftlog.client.protocol import REPLICA_CLIENT_PREFIX, FrameDecoder, encode_frame, hello
 
 from .config import DEFAULT_SNAPSHOT_CHUNK_BYTES
 from .errors import HandlerError
@@ -128,9 +128,12 @@ class PeerConnection:
                     encode_frame(
                         hello(
                             "client",
-                            f"replica:{node_id}",
+                            f"{REPLICA_CLIENT_PREFIX}{node_id}",
                             credential=tokens[0] if tokens else None,
                             cluster=cfg.name,
+                            # Not counted against the sender's client limit
+                            # nor throttled (server/listener.py).
+                            peer_credential=cfg.auth.peer_token,
                         )
                     )
                 )

@@ -8,7 +8,7 @@ import trio
 import trio.testing
 from raftlog.client.aio import AsyncClient
 from raftlog.client.protocol import encode_frame, hello
-from raftlog.server.config import ClusterConfig, Limits
+from raftlog.server.config import AuthConfig, ClusterConfig, Limits, QuotaConfig
 from raftlog.server.metrics import Metrics
 
 from .cluster_harness import make_config
@@ -17,8 +17,8 @@ from .rawclient import RawConn, wait_until
 from .test_listener import memory_listener, read_frames
 
 
-def limited(tmp_path: Path, limit: int, nodes: int = 3) -> ClusterConfig:
-    return make_config(tmp_path, nodes, limits=Limits(max_client_connections=limit))
+def limited(tmp_path: Path, limit: int, nodes: int = 3, **overrides: object) -> ClusterConfig:
+    return make_config(tmp_path, nodes, limits=Limits(max_client_connections=limit), **overrides)
 
 
 def gauge(node: FakeNode) -> float:
@@ -154,3 +154,59 @@ async def test_client_library_retries_a_hello_refused_for_the_limit(
         reply = await client.request("cluster_status", idempotent=True)
     assert reply["node"] == "n1"
     assert refused(node) >= 1
+
+
+async def replica_hello(node: FakeNode, ident: str, **kw: object) -> tuple[RawConn, dict]:
+    conn = await RawConn.open(node.port)
+    return conn, await conn.hello("client", ident, cluster=node.cfg.name, **kw)
+
+
+async def test_snapshot_transfer_connections_are_not_counted(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A node full of clients still serves a follower's catch-up (replica_fetch)."""
+    node = await start_fake_node(nursery, limited(tmp_path, 1))
+    hog = await admitted_client(node, "hog")
+    replica, reply = await replica_hello(node, "replica:n2")
+    assert reply["type"] == "hello_ok", reply
+    assert await served(replica, 1)
+    assert gauge(node) == 1 and refused(node) == 0
+    assert node.metrics.connections.value(role="replica") == 1
+    # Ordinary clients are still held to the limit.
+    late = await RawConn.open(node.port)
+    assert (await late.hello("client", "late"))["error"] == "NOT_AVAILABLE"
+    await replica.aclose()
+    await wait_until(
+        lambda: node.metrics.connections.value(role="replica") == 0, "the replica to be gone"
+    )
+    assert gauge(node) == 1 and await served(hog, 1)
+
+
+async def test_with_a_peer_token_only_a_proven_node_skips_the_limit(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    auth = AuthConfig(peer_token="s3cret")
+    node = await start_fake_node(nursery, limited(tmp_path, 1, auth=auth))
+    hog = await admitted_client(node, "hog")
+    proven, reply = await replica_hello(node, "replica:n2", peer_credential="s3cret")
+    assert reply["type"] == "hello_ok", reply
+    # The name alone, or a wrong proof, makes an ordinary client: refused when full.
+    for kw in ({}, {"peer_credential": "guess"}):
+        _, reply = await replica_hello(node, "replica:n2", **kw)
+        assert reply.get("error") == "NOT_AVAILABLE", (kw, reply)
+    assert refused(node) == 2 and await served(proven, 1) and await served(hog, 1)
+
+
+async def test_snapshot_transfer_connections_skip_client_quotas(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cfg = limited(tmp_path, 10, quotas=QuotaConfig(requests_per_sec=1.0))
+    node = await start_fake_node(nursery, cfg)
+    replica, _ = await replica_hello(node, "replica:n2")
+    for req_id in range(1, 6):
+        assert await served(replica, req_id)
+    # The same burst from a client is throttled (the bucket holds one request).
+    app = await admitted_client(node, "app")
+    replies = [await app.request(i, "metadata") for i in range(1, 6)]
+    assert any(r.get("error") == "THROTTLED" for r in replies), replies
+    assert node.metrics.throttled.value(quota="requests_per_sec") >= 1

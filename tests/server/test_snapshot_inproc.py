@@ -15,7 +15,7 @@ import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch
 from raftlog.raft.types import Role
-from raftlog.server.config import AuthConfig
+from raftlog.server.config import AuthConfig, Limits
 from raftlog.server.driver import MultiRaft
 from raftlog.server.listener import serve
 from raftlog.server.metrics import Metrics
@@ -23,6 +23,7 @@ from raftlog.server.retention import RetentionManager
 from raftlog.server.snapshots import SnapshotConfig
 
 from .inproc_cluster import InProcCluster, small_config
+from .rawclient import RawConn
 
 SNAP = SnapshotConfig(entries=20, entry_bytes=1 << 30, trailing=5, chunk_bytes=200, transfers=1)
 
@@ -137,6 +138,30 @@ async def test_catch_up_with_peer_and_client_tokens(tmp_path: Any, nursery: trio
         reply = await c.call(leader, "replica_fetch", **args, token="peer-secret")
         assert reply["batches"][0][0] == 0
     finally:
+        await c.stop_all()
+
+
+async def test_catch_up_while_every_node_is_full_of_clients(tmp_path: Any, nursery: trio.Nursery):
+    """The snapshot transfer's connection is not a client: a node whose
+    max_client_connections are all taken still serves a follower's catch-up."""
+    auth = AuthConfig(peer_token="peer-secret")
+    cfg = small_config(tmp_path, auth=auth, limits=Limits(max_client_connections=1))
+    c = SnapCluster(cfg, nursery)
+    for node in c.node_ids:
+        await c.start(node)
+    hogs = []
+    try:
+        for node in c.node_ids:
+            hog = await RawConn.open(cfg.node(node).port)
+            assert (await hog.hello("client", f"hog-{node}"))["type"] == "hello_ok"
+            hogs.append(hog)
+        await cut_off_and_catch_up(c)
+        late = await RawConn.open(cfg.node(c.node_ids[0]).port)
+        assert (await late.hello("client", "late"))["error"] == "NOT_AVAILABLE"  # still full
+        await late.aclose()
+    finally:
+        for hog in hogs:
+            await hog.aclose()
         await c.stop_all()
 
 
