@@ -992,6 +992,15 @@ class AsyncClient:
                              budget=budget_s, server_timeout=True)
         )  # fmt: skip
 
+    async def metadata_leader_transfer(self, to: str, budget_s: float = 30.0) -> dict[str, Any]:
+        """Hand the metadata group's (the controller's) leadership to node ``to``,
+        e.g. before restarting the node that holds it. Returns ``{"leader",
+        "leader_address"}`` once ``to`` leads (a no-op if it already does)."""
+        return _result(
+            await self._call("metadata_leader_transfer", {"to": to},
+                             idempotent=True, budget=budget_s, server_timeout=True)
+        )  # fmt: skip
+
     async def request(self, op: str, idempotent: bool = False, **fields: Any) -> dict[str, Any]:
         """Escape hatch: any op of the protocol, with the same routing and retries."""
         topic = fields.get("topic")

@@ -207,6 +207,9 @@ class Client:
     ) -> dict[str, Any]:
         return self._call(self._async.leader_transfer, topic, partition, to, budget_s)
 
+    def metadata_leader_transfer(self, to: str, budget_s: float = 30.0) -> dict[str, Any]:
+        return self._call(self._async.metadata_leader_transfer, to, budget_s)
+
     def request(self, op: str, idempotent: bool = False, **fields: Any) -> dict[str, Any]:
         return self._call(self._async.request, op, idempotent, **fields)
 

@@ -200,6 +200,11 @@ def test_rebalance_spreads_leaders_piled_on_one_node(cluster: LocalCluster) -> N
         # Before a restart of n2: every leadership off it.
         assert ok(cli(cluster, "leader", "drain", "n2")).count("transfer r/") == 2
         assert "n2" not in leader_counts(cluster)
+        # The controller (metadata group) moves through the client library too.
+        target = next(n for n in ("n3", "n1") if n != cluster.leader_of(0))
+        reply = client.metadata_leader_transfer(target)
+        assert reply["leader"] == target == cluster.leader_of(0)
+        assert reply["leader_address"] == cluster.address(target)
 
 
 def leader_counts(cluster: LocalCluster) -> dict[str, int]:
