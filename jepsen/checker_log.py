@@ -267,7 +267,11 @@ class _Checker:
             last[(consumer, k)] = (recs[-1][0], c)
 
     def check_nodes(self) -> None:
-        """Per-node final reads (when the protocol allows them) must agree."""
+        """Per-node final reads over the wire (unsafe_follower_reads only) must agree.
+
+        Every mode also compares each node's data dir after the run
+        (jepsen/replicas.py); this is the same question asked of live nodes.
+        """
         per: dict[Any, dict[str, tuple[list[tuple[int, Any]], Completed]]] = defaultdict(dict)
         for r in self.reads:
             node = (r.value or {}).get("node")

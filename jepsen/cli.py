@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import trio
 
+from . import report
 from .nemesis import KINDS, TARGETS
 from .partitions import SHAPES
 
@@ -40,6 +41,7 @@ def _summary(results: dict) -> str:
                 lines.append(f"    stuck at {stuck['f']} {stuck['invoke']} -> {stuck['value']} "
                              f"(history index {stuck['index']}) with the log "
                              f"{cx.get('log_length')} long")
+    lines += [f"  {line}" for line in report.replica_lines(results)]
     for kind, outcomes in sorted(results.get("membership", {}).items()):
         lines.append(f"  membership {kind}: "
                      + " ".join(f"{k}={v}" for k, v in sorted(outcomes.items())))

@@ -135,6 +135,10 @@ class JepsenCluster:
     def address(self, nid: str) -> str:
         return self.nodes[nid].address
 
+    def existing_data_dirs(self) -> list[Path]:
+        """Data dirs on disk now: never-started spares and wiped nodes have none."""
+        return [n.data_dir for n in self.nodes.values() if n.data_dir.is_dir()]
+
     # ------------------------------------------------------------ config
 
     async def prepare(self) -> None:

@@ -1,7 +1,9 @@
 """Run artefacts: results.json and pictures (matplotlib, jepsen checker/perf style).
 
 - ``results.json``: valid?, anomalies with the ops involved, counts of
-  ok/fail/info per function, linearizability per partition, notes.
+  ok/fail/info per function, linearizability per partition, the replica
+  check (``replicas``: every node's data dir against the others and the
+  drain, per node and partition: start, end, records compared), notes.
 - ``latency-raw.png``: every completed op as a point, time vs latency (log
   scale), colour by outcome, marker by function; nemesis windows shaded.
 - ``rate.png``: completions per second by function and outcome, same shading.
@@ -130,6 +132,27 @@ def availability(ops: Sequence[Op]) -> list[dict[str, Any]]:
         out.append({"event": op.f, "at_s": round(op.time_ns / NS, 3),
                     "first_ok_send_after_s": firsts})
     return out
+
+
+MAX_REPLICA_NOTES = 8
+
+
+def replica_lines(results: dict[str, Any]) -> list[str]:
+    """The replica check for the text summary: its verdict line, one line per anomaly
+    type, then its notes (lagging replicas ...), the first MAX_REPLICA_NOTES of them."""
+    rep = results.get("replicas")
+    if not rep:
+        return []
+    lines = [rep["summary"]]
+    for t, n in sorted(rep.get("counts", {}).items()):
+        first = (rep.get("anomalies", {}).get(t) or [{}])[0]
+        lines.append(f"anomaly {t}: {n} (e.g. partition {first.get('key')}: "
+                     f"{first.get('message')})")
+    notes = rep.get("notes") or []
+    lines += [f"replicas: {n}" for n in notes[:MAX_REPLICA_NOTES]]
+    if len(notes) > MAX_REPLICA_NOTES:
+        lines.append(f"replicas: ... {len(notes) - MAX_REPLICA_NOTES} more notes in results.json")
+    return lines
 
 
 def write_results(out_dir: Path, results: dict[str, Any]) -> Path:

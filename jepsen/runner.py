@@ -4,8 +4,9 @@ Phases: start the proxies and the nodes (a generated cluster.toml) -> create
 the topic -> workload with faults for ``time_limit`` s -> heal everything ->
 recovery window with the workload still running (shows the service comes
 back) -> stop the workload -> quiet period -> drain every partition -> check
--> results.json, plots, node logs. Every node process is stopped in a
-``finally``, whatever happened.
+-> stop the nodes -> read every node's data dir and compare the replicas
+(jepsen/replicas.py) -> results.json, plots, node logs. Every node process is
+stopped in a ``finally``, whatever happened.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import trio
 from raftlog.client.aio import AsyncClient
 
-from . import checker_log, linearizable, membership, report
+from . import checker_log, datadirs, linearizable, membership, report
 from .cluster import ClusterSettings, JepsenCluster
 from .history import Op, Recorder, load
 from .membership import ClientAdmin
@@ -142,11 +143,10 @@ async def run(opts: RunOptions) -> dict[str, Any]:
             notes += drain_notes
             liveness += drain_notes
             if opts.unsafe_follower_reads:
+                # Per-node drains over the wire too (followers answer reads only
+                # in this mode); the data dirs are compared in every mode below.
                 notes += await wl.drain_nodes({nid: cluster.address(nid)
                                                for nid in sorted(nemesis.live)})
-            else:
-                notes.append("per-node drains not done: followers answer reads only in "
-                             "unsafe_follower_reads mode, so node divergence was not checked")
             nemesis.record_crashes()
             liveness += [f"{nid} exited on its own (code {code}); see logs/{nid}.log"
                          for nid, code in sorted(nemesis.crashes.items())]
@@ -158,6 +158,11 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         recorder.close()
     ops = recorder.ops
     results = check_history(ops, opts.lin_time_limit)
+    # State Machine Safety on disk (Raft §5.4.3): every node's applied copy,
+    # read once the nodes stopped, against the others and the final drain.
+    results["replicas"] = await datadirs.check_replicas(cluster.existing_data_dirs(), TOPIC,
+                                                        ops)
+    results["valid"] = results["valid"] and results["replicas"]["valid"]
     results["notes"] = notes
     # Not a safety anomaly, but a run where a node crashed or the cluster never
     # came back is not a pass either.

@@ -9,10 +9,11 @@
              group's committed offset.
 
 Both end with a final phase: after the faults are healed, every partition is
-drained from offset 0 through its leader. Per-node drains need reads served
-by followers, which the protocol only allows in the deliberately unsafe
-``unsafe_follower_reads`` mode: with it, each node is drained on its own too;
-otherwise the results note that node divergence was not checked.
+drained from offset 0 through its leader. Per-node drains over the network
+need reads served by followers, which the protocol only allows in the
+deliberately unsafe ``unsafe_follower_reads`` mode: with it, each node is
+drained on its own too. Every node's copy is compared in any mode after the
+nodes stopped, from their data directories (jepsen/replicas.py).
 
 Values in the history are those documented in ``checker_log``.
 """
@@ -51,7 +52,8 @@ class WorkloadConfig:
     fetch_max_records: int = 20
 
 
-def _decode(value: bytes) -> Any:
+def decode_value(value: bytes) -> Any:
+    """A record value as the history holds it: our values are decimal integers."""
     try:
         return int(value)
     except ValueError:
@@ -125,7 +127,7 @@ class Workload:
                 # of the end offset like any other (stale if we saw more before).
                 return None, {**inv, "records": [], "end": end, "out_of_range": True}
             self._known_end[key] = max(self._known_end.get(key, 0), res.end_offset)
-            out = {**inv, "records": [[r.offset, _decode(r.value)] for r in res.records]}
+            out = {**inv, "records": [[r.offset, decode_value(r.value)] for r in res.records]}
             if max_wait == 0:
                 # One ReadIndex round serves both: the end is linearizable with the records.
                 out["end"] = res.end_offset
@@ -254,7 +256,7 @@ class Workload:
         while True:
             res = await client.fetch(TOPIC, key, offset, max_records=1000)
             for r in res.records:
-                records.append([r.offset, _decode(r.value)])
+                records.append([r.offset, decode_value(r.value)])
             nxt = res.next_offset(offset)
             if nxt >= res.end_offset or nxt == offset:
                 # Done, or no progress although the end is further: return what
@@ -301,7 +303,7 @@ class Workload:
                     continue
                 got.extend(decode_batch(base, ts, blob, offset))
             for r in got:
-                records.append([r.offset, _decode(r.value)])
+                records.append([r.offset, decode_value(r.value)])
             end = int(reply["end_offset"])
             offset = got[-1].offset + 1 if got else offset
             if offset >= end or not got:
