@@ -9,6 +9,7 @@ machine: the run is valid. ``unsafe_ack_before_commit`` does lose data.)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,28 @@ def ok_count(results: dict, f: str) -> int:
     return results["counts"].get(f, {}).get("ok", 0)
 
 
+def drains(run_dir: Path) -> list[dict]:
+    """The completions of the leader drains in a run's history."""
+    out = []
+    for line in (run_dir / "history.jsonl").read_text().splitlines():
+        op = json.loads(line)
+        if op["f"] == "drain" and op["type"] == "ok" and not op["value"].get("node"):
+            out.append(op["value"])
+    return out
+
+
+def assert_replicas_agree(results: dict, opts: RunOptions) -> None:
+    """The on-disk replica check ran over every node and partition and found nothing."""
+    rep = results["replicas"]
+    assert rep["checked"] and rep["valid"], rep["anomalies"]
+    assert rep["anomaly_types"] == []
+    # replication factor = nodes: every node holds every partition
+    assert {(r["node"], r["key"]) for r in rep["replicas"]} == {
+        (f"n{i + 1}", k) for i in range(opts.nodes) for k in range(opts.partitions)}
+    assert rep["records_compared"] > 0
+    assert rep["summary"].endswith("no divergence")
+
+
 async def test_short_run_under_kill_partition_pause_is_valid(tmp_path: Path) -> None:
     opts = RunOptions(
         out=tmp_path / "run", nodes=3, workload="log", nemesis=["kill", "partition", "pause"],
@@ -30,6 +53,12 @@ async def test_short_run_under_kill_partition_pause_is_valid(tmp_path: Path) -> 
     assert results["valid"], {k: results[k] for k in ("log", "notes")}
     assert results["linearizability"]["verdict"] == "linearizable"
     assert ok_count(results, "send") > 100 and ok_count(results, "drain") == opts.partitions
+    assert_replicas_agree(results, opts)
+    # The leader's copy holds every drained record (it served them), and the
+    # followers' copies were compared too (they may lag, so no exact count).
+    drained = sum(len(d["records"]) for d in drains(tmp_path / "run"))
+    assert drained > 100 and results["replicas"]["records_compared"] > drained
+    assert all(r["compared"] > 0 for r in results["replicas"]["replicas"])
     history = (tmp_path / "run" / "history.jsonl").read_text()
     assert '"start-' in history and '"heal"' in history  # faults really happened
     for name in ("results.json", "latency-raw.png", "rate.png", "logs/n1.log"):
@@ -48,6 +77,8 @@ async def test_unsafe_ack_before_commit_is_caught_as_lost_writes(tmp_path: Path)
     # Acks from an isolated leader are discarded when it rejoins.
     assert bad & {"lost-write", "unseen-after-drain"}, bad
     assert results["linearizability"]["verdict"] == "not-linearizable"
+    # The unsafe mode changes what clients are told, not what Raft applies.
+    assert_replicas_agree(results, opts)
 
 
 async def test_unsafe_follower_reads_are_caught_as_stale_reads(tmp_path: Path) -> None:
@@ -64,3 +95,4 @@ async def test_unsafe_follower_reads_are_caught_as_stale_reads(tmp_path: Path) -
     assert "stale-read" in results["log"]["anomaly_types"]
     # Follower reads make per-node drains possible: one per node and partition.
     assert ok_count(results, "drain") == opts.partitions * (1 + opts.nodes)
+    assert_replicas_agree(results, opts)

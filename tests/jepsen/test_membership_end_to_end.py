@@ -46,6 +46,9 @@ async def test_short_membership_run_is_valid(tmp_path: Path) -> None:
     assert {"add", "remove", "move"} <= done, stops  # the membership really changed
     assert results["counts"]["send"]["ok"] > 100
     assert results["counts"]["drain"]["ok"] == opts.partitions
+    # Every data dir left after the adds, moves and the wiped removal agrees.
+    rep = results["replicas"]
+    assert rep["checked"] and rep["anomaly_types"] == [] and rep["records_compared"] > 0
     final = [json.loads(line)["value"] for line in
              (tmp_path / "run" / "history.jsonl").read_text().splitlines()
              if '"membership-final"' in line]
