@@ -135,11 +135,28 @@ def availability(ops: Sequence[Op]) -> list[dict[str, Any]]:
 
 
 MAX_REPLICA_NOTES = 8
+MAX_ROW_PARTITIONS = 8  # per node line; results.json has them all
+
+
+def _node_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per node: each partition's [start, end) and the records compared."""
+    by_node: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_node[r["node"]].append(r)
+    lines = []
+    for node, parts in sorted(by_node.items()):
+        cells = [f"p{r['key']} [{r['start']}, {r['end']}) {r['compared']} compared"
+                 for r in sorted(parts, key=lambda r: r["key"])]
+        more = len(cells) - MAX_ROW_PARTITIONS
+        lines.append(f"replicas {node}: " + ", ".join(cells[:MAX_ROW_PARTITIONS])
+                     + (f", ... {more} more" if more > 0 else ""))
+    return lines
 
 
 def replica_lines(results: dict[str, Any]) -> list[str]:
     """The replica check for the text summary: its verdict line, one line per anomaly
-    type, then its notes (lagging replicas ...), the first MAX_REPLICA_NOTES of them."""
+    type, one per node, then its notes (lagging replicas ...), the first
+    MAX_REPLICA_NOTES of them."""
     rep = results.get("replicas")
     if not rep:
         return []
@@ -148,6 +165,7 @@ def replica_lines(results: dict[str, Any]) -> list[str]:
         first = (rep.get("anomalies", {}).get(t) or [{}])[0]
         lines.append(f"anomaly {t}: {n} (e.g. partition {first.get('key')}: "
                      f"{first.get('message')})")
+    lines += _node_lines(rep.get("replicas") or [])
     notes = rep.get("notes") or []
     lines += [f"replicas: {n}" for n in notes[:MAX_REPLICA_NOTES]]
     if len(notes) > MAX_REPLICA_NOTES:

@@ -142,6 +142,7 @@ def test_report_lines_show_the_verdict_and_the_notes() -> None:
     lines = replica_lines({"replicas": check.to_dict()})
     assert lines[0].startswith("replicas compared: 2 nodes x 1 partitions")
     assert lines[1].startswith("anomaly replica-divergence: 1 (e.g. partition 0:")
+    assert "replicas n2: p0 [0, 1) 1 compared" in lines
     assert "replicas: n2 partition 0: 1 records behind the drain (end 1 < 2)" in lines
 
 
