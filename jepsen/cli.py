@@ -134,11 +134,16 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
 @click.option("--time-limit", type=float, default=60.0, show_default=True,
               help="Per-partition limit of the linearizability search.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
-def check_cmd(history: Path, no_linearizability: bool, time_limit: float, as_json: bool) -> None:
-    """Check a recorded history.jsonl; exit 1 if an anomaly was found."""
+@click.option("--no-replicas", is_flag=True,
+              help="Do not compare the data dirs of the run (<run>/data/*) with each other.")
+def check_cmd(history: Path, no_linearizability: bool, time_limit: float, as_json: bool,
+              no_replicas: bool) -> None:
+    """Check a recorded history.jsonl, and the nodes' data dirs next to it when the run
+    left them; exit 1 if an anomaly was found."""
     from .runner import check_file
 
-    results = check_file(history, time_limit, linearizability=not no_linearizability)
+    results = check_file(history, time_limit, linearizability=not no_linearizability,
+                         replicas=not no_replicas)
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True, default=str))
     else:

@@ -183,6 +183,14 @@ async def run(opts: RunOptions) -> dict[str, Any]:
 
 
 def check_file(path: Path, lin_time_limit: float = 60.0,
-               linearizability: bool = True) -> dict[str, Any]:
+               linearizability: bool = True, replicas: bool = True) -> dict[str, Any]:
+    """Check a recorded history; with ``replicas``, also compare the data dirs a run
+    left next to it (``<run>/data/<node>``), when there are any."""
     ops = load(path)
-    return check_history(ops, lin_time_limit, linearizability)
+    results = check_history(ops, lin_time_limit, linearizability)
+    data = Path(path).parent / "data"
+    dirs = sorted(d for d in data.iterdir() if d.is_dir()) if data.is_dir() else []
+    if replicas and dirs:
+        results["replicas"] = trio.run(datadirs.check_replicas, dirs, TOPIC, ops)
+        results["valid"] = results["valid"] and results["replicas"]["valid"]
+    return results

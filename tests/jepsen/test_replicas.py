@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from click.testing import CliRunner
 from raftlog.client.protocol import encode_records
+from raftlog.jepsen.cli import jepsen
 from raftlog.jepsen.datadirs import check_replicas, copies_from_report
-from raftlog.jepsen.history import OpType
+from raftlog.jepsen.history import OpType, save
 from raftlog.jepsen.replicas import DrainedLog, ReplicaCopy, compare, from_history
 from raftlog.jepsen.report import replica_lines
 from raftlog.log.commands import CreateTopic, Produce, RegisterNode, encode_entry_commands
@@ -193,3 +195,21 @@ async def test_no_data_dirs_means_not_checked(tmp_path: Path) -> None:
     result = await check_replicas([], "jepsen", [])
     assert result["checked"] is False and result["valid"]
     assert result["summary"].startswith("replicas not compared")
+
+
+def test_jepsen_check_compares_the_data_dirs_a_run_left(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_node(run / "data" / "n1", "n1", [b"1", b"2"])
+    write_node(run / "data" / "n2", "n2", [b"1", b"3"])
+    h = HistoryBuilder()
+    h.send(0, 0, 1, 0, 0, 10)
+    h.send(1, 0, 2, 1, 20, 30)
+    h.send(2, 0, 3, None, 40, 50, OpType.INFO)
+    h.drain(0, [(0, 1), (1, 2)], 100, 110)
+    save(h.build(), run / "history.jsonl")
+    out = CliRunner().invoke(jepsen, ["check", str(run / "history.jsonl")])
+    assert out.exit_code == 1, out.output
+    assert "replicas compared: 2 nodes x 1 partitions, 4 records, 2 replica-divergence" \
+        in out.output
+    skipped = CliRunner().invoke(jepsen, ["check", "--no-replicas", str(run / "history.jsonl")])
+    assert skipped.exit_code == 0 and "replicas" not in skipped.output, skipped.output
