@@ -162,82 +162,103 @@ def _shape(copy: ReplicaCopy) -> ReplicaAnomaly | None:
     offsets = [o for o, _ in copy.records]
     if offsets == list(range(copy.start, copy.end)):
         return None
-    expected = itertools.count(copy.start)
-    first_bad = next((o for o, e in zip(offsets, expected) if o != e), None)
-    if first_bad is None:  # a prefix of the range: the tail is missing
-        first_bad = copy.start + len(offsets)
+    # The first offset that is not where it should be (missing, or held twice).
+    first_bad = next((e for o, e in zip(offsets, itertools.count(copy.start)) if o != e),
+                     min(copy.start + len(offsets), copy.end))
     return ReplicaAnomaly(
         "replica-gap", copy.key,
         f"{copy.node} holds {len(offsets)} records for offsets [{copy.start}, {copy.end}), "
-        f"first unexpected or missing offset {first_bad}",
+        f"first missing or misplaced offset {first_bad}",
         {"node": copy.node, "start": copy.start, "end": copy.end, "held": len(offsets),
          "offset": first_bad},
     )
 
 
-def _compare_key(key: Any, copies: list[ReplicaCopy], drain: DrainedLog | None,
+def _divergence(key: Any, a: str, b: str, diffs: list[int], va: Any, vb: Any,
+                what: str) -> ReplicaAnomaly:
+    return ReplicaAnomaly(
+        "replica-divergence", key,
+        f"{what} at {len(diffs)} offsets; first at {diffs[0]}: {va!r} vs {vb!r}",
+        {"nodes": [a, b], "offsets": diffs[:MAX_EXAMPLES], "count": len(diffs)},
+    )
+
+
+class _Partition:
+    """The check of one partition's copies; fills ``out`` (anomalies, rows, notes)."""
+
+    def __init__(self, key: Any, copies: list[ReplicaCopy], drain: DrainedLog | None,
                  sent: set[Any], out: ReplicaCheck) -> None:
-    held = {c.node: dict(c.records) for c in copies}
-    compared: dict[str, set[int]] = {c.node: set() for c in copies}
-    for c in copies:
-        gap = _shape(c)
-        if gap is not None:
-            out.anomalies.append(gap)
+        self.key, self.copies, self.drain, self.sent, self.out = key, copies, drain, sent, out
+        self.held = {c.node: dict(c.records) for c in copies}
+        self.compared: dict[str, set[int]] = {c.node: set() for c in copies}
 
-    # Every pair of replicas (§5.4.3), whatever the drain says.
-    for a, b in itertools.combinations(sorted(held), 2):
-        common, diffs = _differences(held[a], held[b])
-        compared[a] |= common
-        compared[b] |= common
-        if diffs:
-            o = diffs[0]
-            out.anomalies.append(ReplicaAnomaly(
-                "replica-divergence", key,
-                f"{a} and {b} applied different records at {len(diffs)} offsets; "
-                f"first at {o}: {held[a][o]!r} vs {held[b][o]!r}",
-                {"nodes": [a, b], "offsets": diffs[:MAX_EXAMPLES], "count": len(diffs)},
-            ))
+    def run(self) -> None:
+        for c in self.copies:
+            gap = _shape(c)
+            if gap is not None:
+                self.out.anomalies.append(gap)
+        self.pairs()
+        for c in self.copies:
+            behind = self.against_drain(c) if self.drain is not None else 0
+            self.beyond_drain(c)
+            self.out.rows.append(ReplicaRow(c.node, self.key, c.start, c.end,
+                                            len(self.held[c.node]),
+                                            len(self.compared[c.node]), behind))
 
-    drained = dict(drain.records) if drain is not None else {}
-    drained_end = drain.end if drain is not None else 0
-    first_drained = min(drained, default=drained_end)
-    for c in copies:
-        mine = held[c.node]
-        behind = max(0, drained_end - c.end) if drain is not None else 0
-        if drain is not None:
-            common, diffs = _differences(mine, drained)
-            compared[c.node] |= common
+    def pairs(self) -> None:
+        """Every pair of replicas agrees on the offsets both hold (§5.4.3)."""
+        held = self.held
+        for a, b in itertools.combinations(sorted(held), 2):
+            common, diffs = _differences(held[a], held[b])
+            self.compared[a] |= common
+            self.compared[b] |= common
             if diffs:
                 o = diffs[0]
-                out.anomalies.append(ReplicaAnomaly(
-                    "replica-divergence", key,
-                    f"{c.node} differs from the final drain at {len(diffs)} offsets; "
-                    f"first at {o}: {mine[o]!r}, drained {drained[o]!r}",
-                    {"nodes": [c.node, "drain"], "offsets": diffs[:MAX_EXAMPLES],
-                     "count": len(diffs)},
-                ))
-            if behind:
-                out.notes.append(f"{c.node} partition {key}: {behind} records behind the "
-                                 f"drain (end {c.end} < {drained_end})")
-            if c.start > first_drained:
-                out.notes.append(f"{c.node} partition {key}: starts at offset {c.start} "
-                                 "(retention or a snapshot)")
-        beyond = sorted(o for o in mine if o >= drained_end)
-        phantoms = [o for o in beyond if mine[o] not in sent]
+                self.out.anomalies.append(_divergence(
+                    self.key, a, b, diffs, held[a][o], held[b][o],
+                    f"{a} and {b} applied different records"))
+
+    def against_drain(self, c: ReplicaCopy) -> int:
+        """The copy agrees with the leader's final drain where both cover; returns how
+        many records it is behind the drain (a lagging follower: a note)."""
+        assert self.drain is not None
+        mine, drained = self.held[c.node], dict(self.drain.records)
+        common, diffs = _differences(mine, drained)
+        self.compared[c.node] |= common
+        if diffs:
+            o = diffs[0]
+            self.out.anomalies.append(_divergence(
+                self.key, c.node, "drain", diffs, mine[o], drained[o],
+                f"{c.node} differs from the final drain"))
+        behind = max(0, self.drain.end - c.end)
+        if behind:
+            self.out.notes.append(f"{c.node} partition {self.key}: {behind} records behind "
+                                  f"the drain (end {c.end} < {self.drain.end})")
+        if c.start > min(drained, default=self.drain.end):
+            self.out.notes.append(f"{c.node} partition {self.key}: starts at offset "
+                                  f"{c.start} (retention or a snapshot)")
+        return behind
+
+    def beyond_drain(self, c: ReplicaCopy) -> None:
+        """Records past the drained end (all of them without a drain) are compared with
+        no leader read: their values must at least have been sent to this partition."""
+        end = self.drain.end if self.drain is not None else 0
+        mine = self.held[c.node]
+        beyond = sorted(o for o in mine if o >= end)
+        phantoms = [o for o in beyond if mine[o] not in self.sent]
         if phantoms:
             o = phantoms[0]
-            out.anomalies.append(ReplicaAnomaly(
-                "replica-phantom", key,
+            self.out.anomalies.append(ReplicaAnomaly(
+                "replica-phantom", self.key,
                 f"{c.node} holds {len(phantoms)} records that no worker sent; "
                 f"first at {o}: {mine[o]!r}",
                 {"node": c.node, "offsets": phantoms[:MAX_EXAMPLES], "count": len(phantoms)},
             ))
-        if drain is not None and len(beyond) > len(phantoms):
-            out.notes.append(f"{c.node} partition {key}: {len(beyond) - len(phantoms)} records "
-                             f"beyond the drained end {drained_end}, all with values a worker "
-                             "sent (committed after the drain read)")
-        out.rows.append(ReplicaRow(c.node, key, c.start, c.end, len(mine),
-                                   len(compared[c.node]), behind))
+        if self.drain is not None and len(beyond) > len(phantoms):
+            self.out.notes.append(
+                f"{c.node} partition {self.key}: {len(beyond) - len(phantoms)} records "
+                f"beyond the drained end {end}, all with values a worker sent (committed "
+                "after the drain read)")
 
 
 def compare(copies: Iterable[ReplicaCopy], drains: Mapping[Any, DrainedLog],
@@ -261,7 +282,7 @@ def compare(copies: Iterable[ReplicaCopy], drains: Mapping[Any, DrainedLog],
         if drain is None:
             out.notes.append(f"partition {key}: no final drain; replicas compared with each "
                              "other only")
-        _compare_key(key, copies_k, drain, sent.get(key, set()), out)
+        _Partition(key, copies_k, drain, sent.get(key, set()), out).run()
     return out
 
 

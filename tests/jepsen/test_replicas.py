@@ -99,6 +99,14 @@ def test_a_hole_in_a_replica_is_a_gap() -> None:
     holey = ReplicaCopy("n2", 0, 0, 3, [(0, 5), (2, 7)])
     check = compare([copy("n1", [5, 6, 7]), holey], drain([5, 6, 7]), SENT)
     assert types(check) == ["replica-gap"]
+    assert check.anomalies[0].details["offset"] == 1  # the missing one
+
+
+def test_a_replica_missing_its_tail_is_a_gap_not_a_lag() -> None:
+    # It claims end 3 (its applied high watermark) but holds two records.
+    short = ReplicaCopy("n2", 0, 0, 3, [(0, 5), (1, 6)])
+    check = compare([copy("n1", [5, 6, 7]), short], drain([5, 6, 7]), SENT)
+    assert types(check) == ["replica-gap"]
     assert check.anomalies[0].details["offset"] == 2
 
 
