@@ -6,7 +6,7 @@ Usage::
         --time-limit 60 --concurrency 10 --seed 1 --out store/run1
     raftlog jepsen run --nodes 3 --nemesis kill,membership --spares 1 \\
         --time-limit 40 --seed 1 [--no-rejoin]
-    raftlog jepsen check store/run1/history.jsonl [--json]
+    raftlog jepsen check store/run1/history.jsonl [--json] [--no-replicas]
 
 Exit codes: 0 valid, 1 anomaly (or liveness failure, or unknown verdict),
 2 usage error, 3 the run itself failed. A run directory holds
@@ -27,6 +27,9 @@ Modules, one job each:
   partitions, transfer leaders through the client admin API; spare nodes
   join, removed ones are wiped and may rejoin), re-grown after the heal.
 - ``workload``: the ``log`` and ``offsets`` client workloads and final drains.
+- ``replicas`` / ``datadirs``: after the nodes stop, every node's data dir
+  (read by ``python -m raftlog.log.inspect``) against the other replicas and
+  the final drain: State Machine Safety seen on disk.
 - ``report`` / ``runner`` / ``cli``: artefacts, one whole run, the commands.
 
 Deliberately unsafe node modes (``--unsafe-ack-before-commit``,
