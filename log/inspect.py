@@ -76,16 +76,7 @@ class DataDirReader:
 
     def group_ids(self) -> list[int]:
         """Every Raft group this node holds (its group markers), metadata group included."""
-        out: list[int] = []
-        it = self._store.db.iter()
-        it.seek(bytes([keys.NS.GROUP]))
-        while it.valid():
-            key = it.key()
-            if key[0] != keys.NS.GROUP:
-                break
-            out.append(keys.parse_group_marker(key))
-            it.next()
-        return out
+        return self._store.scan_group_ids()
 
     def has_group(self, group_id: int) -> bool:
         return self._store.db.get(keys.group_marker(group_id)) is not None

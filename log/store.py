@@ -376,7 +376,7 @@ class NodeStore:
         return identity
 
     def _load_groups(self) -> None:
-        for gid in self._scan_group_ids():
+        for gid in self.scan_group_ids():
             g = GroupStorage(self, gid)
             try:
                 g._load()
@@ -384,7 +384,8 @@ class NodeStore:
                 raise DataDirError(f"data dir {self.path}: group {gid}: {exc}") from exc
             self._groups[gid] = g
 
-    def _scan_group_ids(self) -> list[int]:
+    def scan_group_ids(self) -> list[int]:
+        """Group ids from the group markers in RocksDB (not the loaded view)."""
         out: list[int] = []
         it = self.db.iter()
         it.seek(bytes([keys.NS.GROUP]))
