@@ -7,7 +7,7 @@ traceback. Unknown keys are errors too: a misspelt ``elction_ticks`` silently
 falling back to a default is worse than refusing to start.
 
 Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]``,
-``[snapshots]`` and ``[retention]``. Their keys are optional; shown with defaults::
+``[snapshots]``, ``[retention]`` and ``[tls]``. Their keys are optional; shown with defaults::
 
     [limits]                   # every key an int >= 1 (the other keys: see ``Limits``)
     max_client_connections = 4096  # client connections per node; more -> NOT_AVAILABLE
@@ -23,6 +23,12 @@ Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]``,
     [retention]
     interval_ms = 5000         # how often partition leaders apply topics' retention policies
 
+    [tls]                      # absent: plaintext. Present: the node serves and dials ONLY TLS
+    ca_file = "tls/ca.pem"     # required: verifies peers (always) and clients (client_auth)
+    cert_file = "tls/node.pem" # the node's certificate, as server and as client of its peers
+    key_file = "tls/node.key"  # (a [[node]]'s tls_cert_file / tls_key_file override both)
+    client_auth = false        # true: clients must present a certificate signed by ca_file
+
 Snapshots bound the Raft log (Raft §7): a low ``entries`` costs more snapshot
 writes, a high one longer restarts and more disk. ``trailing`` lets a slightly
 lagging follower catch up by AppendEntries instead of a snapshot transfer.
@@ -30,6 +36,12 @@ A ``RAFTLOG_SNAPSHOT_<KEY>`` environment variable (``RAFTLOG_SNAPSHOT_ENTRIES``
 ...) and ``RAFTLOG_RETENTION_INTERVAL_MS`` still override the file, read once
 when the node starts: for tests and emergencies. Precedence: environment >
 cluster.toml > default. A bad environment value is a ConfigError as well.
+
+TLS file paths, like ``data_dir``, resolve against the file's folder. The CA
+and the shared certificate must be readable wherever the file is loaded; a
+node's own ``tls_cert_file`` / ``tls_key_file`` are checked when that node
+starts (server/tls.py), because on a multi-host cluster each host holds only
+its own key.
 """
 
 from __future__ import annotations
@@ -54,6 +66,7 @@ from .errors import ConfigError
 __all__ = [
     "AuthConfig",
     "ClusterConfig",
+    "ClusterTLSConfig",
     "ConfigError",
     "Limits",
     "NodeConfig",
@@ -90,6 +103,18 @@ class Limits:
 class AuthConfig:
     client_tokens: tuple[str, ...] = ()  # empty = no client authentication
     peer_token: str | None = None  # required from peers (and sent to them) when set
+
+
+@dataclass(slots=True, frozen=True)
+class ClusterTLSConfig:
+    """``[tls]``: present means every connection to and between nodes is TLS."""
+
+    ca_file: Path  # trust anchor: peers' certificates always, clients' with client_auth
+    # The node's certificate chain and key (PEM); a [[node]]'s tls_cert_file /
+    # tls_key_file take precedence. None: every node must name its own.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_auth: bool = False  # mTLS for clients; peers are always mutually authenticated
 
 
 @dataclass(slots=True)
@@ -196,6 +221,9 @@ class NodeConfig:
     # start it bootstraps no group as a voter and waits to be sent the log
     # (server/membership.py); the other nodes leave it out of group 0's voters.
     join: bool = False
+    # This node's own TLS certificate and key, over [tls] cert_file / key_file.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
 
 @dataclass(slots=True)
@@ -215,6 +243,7 @@ class ClusterConfig:
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    tls: ClusterTLSConfig | None = None  # None: plaintext everywhere
     path: Path | None = None
 
     def node(self, node_id: str) -> NodeConfig:
@@ -230,6 +259,20 @@ class ClusterConfig:
     def dial_address(self, from_node: str, to_node: str) -> str:
         """The address ``from_node`` connects to in order to reach ``to_node``."""
         return self.node(from_node).dial.get(to_node) or self.node(to_node).address
+
+    def tls_cert_and_key(self, node_id: str) -> tuple[Path, Path]:
+        """The certificate and key ``node_id`` presents (its own, else [tls]'s).
+
+        Only meaningful with [tls]; load_config guarantees every node has both.
+        """
+        if self.tls is None:
+            raise ConfigError(f"{self._where()}: no [tls] table")
+        node = self.node(node_id)
+        cert = node.tls_cert_file or self.tls.cert_file
+        key = node.tls_key_file or self.tls.key_file
+        if cert is None or key is None:
+            raise ConfigError(f"{self._where()}: node {node_id!r} has no TLS certificate and key")
+        return cert, key
 
     def _where(self) -> str:
         return str(self.path) if self.path is not None else "<config>"
@@ -380,6 +423,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
         interval_ms=retention_r.positive_int("interval_ms", RetentionConfig().interval_ms)
     )
     retention_r.check_unknown()
+    tls = _parse_tls(where, top, base, nodes)
     top.check_unknown()
 
     return ClusterConfig(
@@ -396,6 +440,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
         quotas=quotas,
         snapshots=snapshots,
         retention=retention,
+        tls=tls,
         path=path,
     )
 
@@ -421,6 +466,10 @@ def _parse_node(where: str, index: int, raw: Any, base: Path) -> NodeConfig:
         assert value is not None
         dial[peer] = value
     join = node.get("join", bool, False)
+    tls_cert_file = _path(node, "tls_cert_file", base)
+    tls_key_file = _path(node, "tls_key_file", base)
+    if (tls_cert_file is None) != (tls_key_file is None):
+        raise node.fail("tls_cert_file", "and tls_key_file must be set together")
     node.check_unknown()
     return NodeConfig(
         id=node_id,
@@ -431,6 +480,8 @@ def _parse_node(where: str, index: int, raw: Any, base: Path) -> NodeConfig:
         metrics_address=metrics_address,
         dial=dial,
         join=join,
+        tls_cert_file=tls_cert_file,
+        tls_key_file=tls_key_file,
     )
 
 
@@ -501,6 +552,66 @@ def _parse_snapshots(reader: _Reader) -> SnapshotConfig:
     return SnapshotConfig(**values)
 
 
+def _path(reader: _Reader, name: str, base: Path) -> Path | None:
+    """An optional file path, relative to the config file's folder."""
+    text = reader.get(name, str, None)
+    if text is None:
+        return None
+    if not text:
+        raise reader.fail(name, "must not be empty")
+    path = Path(text)
+    return path if path.is_absolute() else base / path
+
+
+def _check_readable(reader: _Reader, name: str, path: Path | None) -> None:
+    """A clear error now rather than an ssl error when the node starts."""
+    if path is None:
+        return
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except FileNotFoundError:
+        raise reader.fail(name, f"{str(path)!r}: no such file") from None
+    except OSError as exc:
+        raise reader.fail(name, f"{str(path)!r}: cannot read: {exc.strerror}") from None
+
+
+def _parse_tls(
+    where: str, top: _Reader, base: Path, nodes: list[NodeConfig]
+) -> ClusterTLSConfig | None:
+    raw = top.get("tls", dict, None)
+    if raw is None:
+        for i, node in enumerate(nodes):
+            if node.tls_cert_file is not None:
+                raise ConfigError(
+                    f"{where}: node[{i}].tls_cert_file needs a [tls] table (at least ca_file)"
+                )
+        return None
+    reader = _Reader(where, "tls", raw)
+    ca_file = _path(reader, "ca_file", base)
+    if ca_file is None:
+        # Peers always verify each other: without a trust anchor there is no TLS.
+        raise reader.fail("ca_file", "is required (the CA that signed the nodes' certificates)")
+    cert_file = _path(reader, "cert_file", base)
+    key_file = _path(reader, "key_file", base)
+    if (cert_file is None) != (key_file is None):
+        raise reader.fail("cert_file", "and key_file must be set together")
+    client_auth = reader.get("client_auth", bool, False)
+    reader.check_unknown()
+    for name, path in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
+        _check_readable(reader, name, path)
+    if cert_file is None:
+        for i, node in enumerate(nodes):
+            if node.tls_cert_file is None:
+                raise ConfigError(
+                    f"{where}: node[{i}] ({node.id}) has no TLS certificate: set [tls] "
+                    f"cert_file and key_file, or node[{i}].tls_cert_file and tls_key_file"
+                )
+    return ClusterTLSConfig(
+        ca_file=ca_file, cert_file=cert_file, key_file=key_file, client_auth=client_auth
+    )
+
+
 def _parse_auth(reader: _Reader) -> AuthConfig:
     tokens = reader.get("client_tokens", list, [])
     for i, token in enumerate(tokens):
@@ -545,6 +656,9 @@ def render_config(cfg: ClusterConfig) -> str:
             lines.append(f"dial = {{ {pairs} }}")
         if node.join:
             lines.append("join = true")
+        if node.tls_cert_file is not None and node.tls_key_file is not None:
+            lines.append(f"tls_cert_file = {_q(str(node.tls_cert_file))}")
+            lines.append(f"tls_key_file = {_q(str(node.tls_key_file))}")
     defaults = Limits()
     changed = [
         f.name
@@ -579,4 +693,10 @@ def render_config(cfg: ClusterConfig) -> str:
         lines += ["", "[snapshots]", *snap_lines]
     if cfg.retention != RetentionConfig():
         lines += ["", "[retention]", f"interval_ms = {cfg.retention.interval_ms}"]
+    if cfg.tls is not None:
+        lines += ["", "[tls]", f"ca_file = {_q(str(cfg.tls.ca_file))}"]
+        if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
+            lines.append(f"cert_file = {_q(str(cfg.tls.cert_file))}")
+            lines.append(f"key_file = {_q(str(cfg.tls.key_file))}")
+        lines.append(f"client_auth = {str(cfg.tls.client_auth).lower()}")
     return "\n".join(lines) + "\n"
