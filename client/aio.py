@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import ssl
 import uuid
 import zlib
 from collections import deque
@@ -71,6 +72,7 @@ from .protocol import (
     decode_batch,
     encode_records,
 )
+from .tls import TLSConfig, client_context
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,13 @@ class _Attempts:
 
 
 class AsyncClient:
-    """A trio client. Use as ``async with AsyncClient("127.0.0.1:7101") as client``."""
+    """A trio client. Use as ``async with AsyncClient("127.0.0.1:7101") as client``.
+
+    ``tls``: connect with TLS, to nodes whose cluster.toml has ``[tls]``: an
+    ``ssl.SSLContext`` of your own, or ``TLSConfig(ca_file=..., cert_file=...,
+    key_file=...)`` (the client certificate only where ``client_auth = true``).
+    Each node's certificate must be valid for the host of the address dialled.
+    """
 
     def __init__(
         self,
@@ -174,8 +182,12 @@ class AsyncClient:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         idempotent: bool = True,
+        tls: ssl.SSLContext | TLSConfig | None = None,
     ) -> None:
         self._bootstrap = parse_bootstrap(bootstrap)
+        # Built once (TLSError now if a file is missing): contexts are shared
+        # by every connection, which also lets TLS sessions be reused.
+        self._ssl = client_context(tls)
         self.client_id = client_id or f"client-{uuid.uuid4().hex[:12]}"
         self.credential = credential
         self.request_timeout = request_timeout
@@ -247,6 +259,7 @@ class AsyncClient:
                 credential=self.credential,
                 connect_timeout=min(budget, self.connect_timeout),
                 max_frame_bytes=self.max_frame_bytes,
+                ssl_context=self._ssl,
             )
             self._conns[address] = conn
             return conn

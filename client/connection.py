@@ -6,6 +6,10 @@ out of order, DESIGN.md §4) and a writer task coalesces every frame queued in
 one scheduling turn into one socket write. When the connection drops, every
 pending request fails with ConnectionLostError: for a write the outcome is
 unknown (it may have been committed before the reply was lost).
+
+With an ``ssl_context`` the TCP stream is wrapped in TLS before the hello
+(client/tls.py); the connection then uses the stream API throughout, since
+``socket_fd`` has no descriptor to offer for a TLS stream.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +40,7 @@ from .protocol import (
     hello,
 )
 from .sockio import read_chunk, socket_fd, write_now
+from .tls import hello_error, start_tls
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +60,7 @@ class Connection:
     """A connected, hello'd connection. Create with ``await Connection.open(...)``."""
 
     def __init__(
-        self, address: str, stream: trio.SocketStream, *, max_frame_bytes: int, node: str
+        self, address: str, stream: trio.abc.Stream, *, max_frame_bytes: int, node: str
     ) -> None:
         self.address = address
         self.node = node  # the node id the server announced in hello_ok
@@ -84,19 +90,25 @@ class Connection:
         credential: str | None = None,
         connect_timeout: float = 5.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Connection:
         """Dial, exchange hellos, start the reader and writer tasks in ``nursery``.
 
-        Raises OSError when the node cannot be reached (nothing was sent), or
-        the error reply to the hello (UNAUTHORIZED, UNSUPPORTED_VERSION ...).
+        Raises OSError when the node cannot be reached (nothing was sent), the
+        error reply to the hello (UNAUTHORIZED, UNSUPPORTED_VERSION ...), or
+        TLSError when TLS fails for a reason retrying cannot fix.
         """
         host, _, port = address.rpartition(":")
         host = host.strip("[]")  # "[::1]:7101" -> "::1"
+        stream: trio.abc.Stream
         try:
             with trio.fail_after(connect_timeout):
                 stream = await trio.open_tcp_stream(host, int(port))
+                if ssl_context is not None:
+                    stream = await start_tls(stream, ssl_context, address)
         except trio.TooSlowError:
-            raise TimeoutError(f"{address}: connect timed out after {connect_timeout}s") from None
+            what = "connect" if ssl_context is None else "connect and TLS handshake"
+            raise TimeoutError(f"{address}: {what} timed out after {connect_timeout}s") from None
         try:
             with trio.fail_after(connect_timeout):
                 greeting = hello("client", client_id, credential=credential)
@@ -106,13 +118,22 @@ class Connection:
                 while not frames:
                     data = await stream.receive_some(_READ_CHUNK)
                     if not data:
-                        raise ConnectionRefusedError(f"{address} closed during hello")
+                        if ssl_context is not None:
+                            raise hello_error(address, ConnectionResetError("EOF"))
+                        raise ConnectionRefusedError(
+                            f"{address} closed the connection during hello: "
+                            "does the node require TLS?"
+                        )
                     frames = decoder.feed(data)
         except trio.TooSlowError:
             await stream.aclose()
             raise TimeoutError(f"{address}: no hello reply within {connect_timeout}s") from None
         except (OSError, trio.BrokenResourceError, FrameError) as exc:
             await stream.aclose()
+            if ssl_context is not None and isinstance(exc, trio.BrokenResourceError):
+                raise hello_error(address, exc) from None
+            if isinstance(exc, ConnectionRefusedError):
+                raise
             raise ConnectionRefusedError(f"{address}: hello failed: {exc}") from None
         first = frames[0]
         if first.get("ok") is False:

@@ -140,6 +140,17 @@ class ClusterUnreachableError(NotAvailableError):
     """
 
 
+class TLSError(UnauthorizedError):
+    """TLS failed: the node's certificate did not verify, the node refused ours,
+    or the TLS material could not be loaded.
+
+    Raised by the client, never sent on the wire; no request was sent, and
+    retrying with the same settings fails the same way, so the client does
+    not retry it. An UnauthorizedError: in both directions the failure is one
+    of authentication.
+    """
+
+
 _BY_CODE: dict[ErrorCode, type[RaftlogError]] = {
     cls.code: cls
     for cls in (

@@ -24,7 +24,11 @@ T = TypeVar("T")
 
 
 class Client:
-    """Blocking client. Use as a context manager or call ``close()``."""
+    """Blocking client. Use as a context manager or call ``close()``.
+
+    ``options`` are AsyncClient's (``client_id``, ``credential``,
+    ``request_timeout``, ``tls=TLSConfig(...)`` or an ``ssl.SSLContext`` ...).
+    """
 
     def __init__(self, bootstrap: Sequence[str] | str, **options: Any) -> None:
         # Build (and validate arguments of) the async client in the caller's thread.
