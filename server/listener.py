@@ -17,6 +17,13 @@ a node's snapshot-transfer connections (role ``replica`` below): a node full
 of clients must still let a lagging follower catch up, or a burst of clients
 would cost the partition its redundancy. Those connections skip the client
 quotas too, as Kafka's replication traffic does.
+
+With ``[tls]`` every connection is a TLS handshake first (server/tls.py,
+bounded and counted), then the hello; a peer's hello must come with a
+certificate valid for that peer's host. Over TLS the connection uses the
+stream API (``socket_fd`` is None for a TLS stream); without it the
+per-connection cost is one ``is None`` test and the request paths are
+unchanged.
 """
 
 from __future__ import annotations
@@ -47,15 +54,19 @@ from raftlog.client.protocol import (
     validate_request,
 )
 from raftlog.client.sockio import read_chunk, socket_fd, write_now
+from raftlog.client.tls import TLS_HANDSHAKE_BYTE
 
 from .config import ClusterConfig, QuotaConfig
 from .errors import HandlerError
 from .metrics import Metrics
+from .tls import TLSAcceptor, peer_cert_problem
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
 RECEIVE_CHUNK = 256 * 1024
+# A TLS record of type handshake, version 3.x: a TLS client's first bytes.
+_TLS_RECORD_START = bytes((TLS_HANDSHAKE_BYTE, 0x03))
 # A tenant reconnecting in a loop against a full node must not flood the log:
 # at most one refusal line per this many seconds, with the count since the last.
 REFUSAL_LOG_INTERVAL_S = 1.0
@@ -226,6 +237,7 @@ class Listener:
     client_connections: int = 0
     refusals_unlogged: int = 0
     refusal_logged_at: float = -math.inf
+    tls: TLSAcceptor | None = None  # [tls]: handshake before the hello
 
     @classmethod
     def create(
@@ -241,6 +253,7 @@ class Listener:
     ) -> Listener:
         cfg.node(node_id)  # ConfigError if unknown
         return cls(
+            tls=TLSAcceptor.create(cfg, node_id, metrics),  # ConfigError if a file is bad
             cfg=cfg,
             node_id=node_id,
             book=as_incarnation_book(store_incarnations),
@@ -320,7 +333,8 @@ async def serve(
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
-    sock = getattr(stream, "socket", None)
+    # A TLS stream's socket is its transport's.
+    sock = getattr(getattr(stream, "transport_stream", stream), "socket", None)
     if sock is None:
         return "memory"
     try:
@@ -342,11 +356,18 @@ async def _connection(shared: Listener, stream: trio.abc.Stream) -> None:
 async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
     conn_id = next(shared.conn_ids)
     remote = _peer_name(stream)
+    peer_cert: dict[str, Any] | None = None
+    if shared.tls is not None:
+        secured = await shared.tls.accept(stream, remote)
+        if secured is None:
+            return  # counted, logged and closed by accept
+        stream = secured
+        peer_cert = secured.getpeercert() or None
     decoder = FrameDecoder(shared.cfg.limits.max_frame_bytes)
     async with stream:
         try:
             hello, leftover = await _read_hello(stream, decoder)
-            role, ident = _check_hello(shared, hello)
+            role, ident = _check_hello(shared, hello, peer_cert)
             if role == "client":
                 shared.admit_client()  # peers are never counted nor refused
         except _Reject as rej:
@@ -416,21 +437,30 @@ async def _read_hello(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     # A dialler that never says hello must not hold a task and a socket forever.
     with trio.fail_after(HELLO_TIMEOUT_S):
+        first = True
         while True:
             data = await stream.receive_some(RECEIVE_CHUNK)
             if not data:
                 raise trio.BrokenResourceError("closed before hello")
+            if first and data[:2] == _TLS_RECORD_START:
+                # A frame length of 0x1603.... (369 MB) would be refused as too
+                # large anyway; say what it really is, for the operator's log.
+                raise FrameError("a TLS handshake, but this node serves plaintext (no [tls])")
+            first = False
             frames = decoder.feed(data)
             if frames:
                 return frames[0], frames[1:]
 
 
-def _check_hello(shared: Listener, hello: dict[str, Any]) -> tuple[str, str]:
+def _check_hello(
+    shared: Listener, hello: dict[str, Any], peer_cert: dict[str, Any] | None = None
+) -> tuple[str, str]:
     """Validate a hello; return (role, id) or raise _Reject.
 
     The role returned is the hello's, except that a client-role hello from
     another node's snapshot transfer comes back as ``replica`` (not counted
-    against max_client_connections, not throttled).
+    against max_client_connections, not throttled). ``peer_cert``: the
+    verified certificate of a TLS connection (None: none presented, or no TLS).
     """
     cfg = shared.cfg
     if hello.get("type") != "hello":
@@ -456,7 +486,9 @@ def _check_hello(shared: Listener, hello: dict[str, Any]) -> tuple[str, str]:
             )
         if cfg.auth.client_tokens and credential not in cfg.auth.client_tokens:
             raise _Reject(ErrorCode.UNAUTHORIZED, "missing or invalid client credential")
-        if _is_replica_transfer(cfg, ident, hello.get("peer_credential")):
+        if _is_replica_transfer(cfg, ident, hello.get("peer_credential")) and (
+            shared.tls is None or _replica_cert_ok(cfg, ident, peer_cert)
+        ):
             return "replica", ident
         return role, ident
     if cluster != cfg.name:
@@ -467,6 +499,10 @@ def _check_hello(shared: Listener, hello: dict[str, Any]) -> tuple[str, str]:
         raise _Reject(ErrorCode.UNAUTHORIZED, "missing or invalid peer credential")
     if ident not in cfg.node_ids() or ident == shared.node_id:
         raise _Reject(ErrorCode.CLUSTER_MISMATCH, f"peer {ident!r} is not a member of this cluster")
+    if shared.tls is not None:
+        problem = peer_cert_problem(cfg, peer_cert, ident)
+        if problem is not None:
+            raise _Reject(ErrorCode.UNAUTHORIZED, problem)
     incarnation = hello.get("incarnation")
     if not isinstance(incarnation, str) or not incarnation:
         raise _Reject(ErrorCode.INVALID_REQUEST, "peer hello needs an incarnation")
@@ -507,6 +543,13 @@ def _is_replica_transfer(cfg: ClusterConfig, ident: str, peer_credential: Any) -
     return isinstance(peer_credential, str) and hmac.compare_digest(
         peer_credential.encode(), token.encode()
     )
+
+
+def _replica_cert_ok(cfg: ClusterConfig, ident: str, peer_cert: dict[str, Any] | None) -> bool:
+    """Over TLS a snapshot transfer is exempt from the client limits only with
+    the certificate of the node it names (it dials with that node's certificate)."""
+    node = ident[len(REPLICA_CLIENT_PREFIX) :]
+    return node in cfg.node_ids() and peer_cert_problem(cfg, peer_cert, node) is None
 
 
 # ---------------------------------------------------------------- peer role

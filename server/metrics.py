@@ -235,6 +235,7 @@ class Metrics:
     peer_queue_drops: Counter = field(init=False)
     peer_connected: Gauge = field(init=False)
     peer_reconnects: Counter = field(init=False)
+    tls_handshake_failures: Counter = field(init=False)
     # driver / handlers (S-CORE)
     produce_requests: Counter = field(init=False)
     records_in: Counter = field(init=False)
@@ -294,6 +295,12 @@ class Metrics:
         )
         self.peer_reconnects = r.counter(
             "raftlog_peer_dials_total", "Outbound peer connection attempts.", ["peer", "result"]
+        )
+        self.tls_handshake_failures = r.counter(
+            "raftlog_tls_handshake_failures_total",
+            "Failed TLS handshakes ([tls]): side accept (listener) or dial (to a peer), "
+            "reason plaintext, certificate, closed, timeout or protocol.",
+            ["side", "reason"],
         )
         self.produce_requests = r.counter(
             "raftlog_produce_requests_total", "Produce requests by result code.", ["code"]

@@ -28,13 +28,15 @@ from typing import Any
 
 import msgpack
 import trio
-from raftlog.client.errors import ErrorCode
+from raftlog.client.errors import ErrorCode, TLSError
 from raftlog.client.protocol import REPLICA_CLIENT_PREFIX, FrameDecoder, encode_frame, hello
+from raftlog.client.tls import start_tls
 
 from .config import DEFAULT_SNAPSHOT_CHUNK_BYTES
 from .errors import HandlerError
 from .failpoints import failpoint
 from .groups import GroupKind
+from .tls import peer_context
 
 log = logging.getLogger("raftlog.snapshots")
 
@@ -108,7 +110,7 @@ async def serve_replica_fetch(cfg: Any, driver: Any, ctx: Any, fields: dict[str,
 class PeerConnection:
     """One client-role connection to a peer, one request at a time."""
 
-    def __init__(self, stream: trio.SocketStream, max_frame_bytes: int) -> None:
+    def __init__(self, stream: trio.abc.Stream, max_frame_bytes: int) -> None:
         self._stream = stream
         self._decoder = FrameDecoder(max_frame_bytes)
         self._frames: list[dict[str, Any]] = []
@@ -119,8 +121,16 @@ class PeerConnection:
         cls, address: str, *, node_id: str, cfg: Any, timeout_s: float
     ) -> PeerConnection:
         host, _, port = address.rpartition(":")
+        # [tls]: as a peer does, with this node's certificate (server/tls.py),
+        # which also earns the transfer its exemption from client limits.
+        context = peer_context(cfg, node_id) if getattr(cfg, "tls", None) else None
         with trio.fail_after(timeout_s):
-            stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
+            if context is not None:
+                try:
+                    stream = await start_tls(stream, context, address)
+                except (TLSError, OSError) as exc:
+                    raise TransferError(f"TLS with {address} failed: {exc}") from None
             conn = cls(stream, cfg.limits.max_frame_bytes)
             try:
                 tokens = cfg.auth.client_tokens

@@ -16,6 +16,12 @@ putting two fsyncs in series on every produce instead of overlapping them
 (thesis §10.2.1). Whatever the kernel does not take is handed to the writer
 task, which alone ever waits for the socket; it also sends anything nobody
 flushed.
+
+With ``[tls]`` each link is a TLS stream (server/tls.py): the dialler checks
+the peer's certificate against ``ca_file`` and the host it dials, and presents
+its own. A TLS stream has no descriptor for direct writes (``socket_fd`` is
+None), so ``flush`` leaves its frames to the writer task, which still sends
+a turn's frames in one write; the plaintext direct path is unchanged.
 """
 
 from __future__ import annotations
@@ -28,11 +34,14 @@ from typing import Any
 
 import msgpack
 import trio
+from raftlog.client.errors import TLSError
 from raftlog.client.protocol import HEADER, FrameDecoder, FrameError, encode_frame, hello
 from raftlog.client.sockio import socket_fd, write_now
+from raftlog.client.tls import hello_error, start_tls
 
 from .config import ClusterConfig, parse_address
 from .metrics import Metrics
+from .tls import dial_failure_reason, peer_context
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +104,8 @@ class PeerTransport:
         self.max_frame_payload = frame_limit - min(64 * 1024, frame_limit // 4)
         self._peers: dict[str, _Peer] = {}
         self._nursery: trio.Nursery | None = None
+        # [tls]: built now, so a bad certificate stops the node at start (ConfigError).
+        self._ssl = peer_context(cfg, node_id)
         for node in cfg.nodes:
             if node.id != node_id:
                 self._peers[node.id] = _Peer(node.id, cfg.dial_address(node_id, node.id))
@@ -188,17 +199,22 @@ class PeerTransport:
                 await trio.sleep(self.rng.uniform(backoff / 2, backoff))
                 backoff = min(backoff * 2, self.options.backoff_max_s)
 
-    async def _dial(self, state: _Peer) -> trio.SocketStream | None:
+    async def _dial(self, state: _Peer) -> trio.abc.Stream | None:
         opts = self.options
         host, port = parse_address(state.address)
         try:
             with trio.fail_after(opts.connect_timeout_s):
-                stream = await trio.open_tcp_stream(host, port)
+                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError) as exc:
             self.metrics.peer_reconnects.inc(peer=state.node_id, result="unreachable")
             log.debug("event=peer_dial_failed peer=%s address=%s error=%r",
                       state.node_id, state.address, str(exc))  # fmt: skip
             return None
+        if self._ssl is not None:
+            secured = await self._start_tls(state, stream)
+            if secured is None:
+                return None
+            stream = secured
         frame = hello(
             "peer",
             self.node_id,
@@ -212,7 +228,15 @@ class PeerTransport:
                 reply = await _read_one(stream)
         except (OSError, trio.BrokenResourceError, trio.TooSlowError, FrameError) as exc:
             self.metrics.peer_reconnects.inc(peer=state.node_id, result="hello_failed")
-            log.debug("event=peer_hello_failed peer=%s error=%r", state.node_id, str(exc))
+            refused = hello_error(state.address, exc) if self._ssl is not None else None
+            if isinstance(refused, TLSError):
+                # TLS 1.3: the peer checks our certificate after our handshake
+                # ends, so its refusal arrives here. Loud: retrying cannot fix it.
+                self.metrics.tls_handshake_failures.inc(side="dial", reason="certificate")
+                log.error("event=peer_tls_failed peer=%s address=%s error=%r",
+                          state.node_id, state.address, str(refused))  # fmt: skip
+            else:
+                log.debug("event=peer_hello_failed peer=%s error=%r", state.node_id, str(exc))
             await trio.aclose_forcefully(stream)
             return None
         if reply.get("type") != "hello_ok":
@@ -226,7 +250,24 @@ class PeerTransport:
         log.info("event=peer_connected peer=%s address=%s", state.node_id, state.address)
         return stream
 
-    async def _stream_to(self, state: _Peer, stream: trio.SocketStream) -> None:
+    async def _start_tls(self, state: _Peer, stream: trio.abc.Stream) -> trio.abc.Stream | None:
+        """The TLS handshake of a fresh link; None (stream closed, failure counted) if it failed."""
+        assert self._ssl is not None
+        try:
+            with trio.fail_after(self.options.hello_timeout_s):
+                return await start_tls(stream, self._ssl, state.address)
+        except (TLSError, OSError, trio.TooSlowError) as exc:
+            reason = "timeout" if isinstance(exc, trio.TooSlowError) else dial_failure_reason(exc)
+            self.metrics.tls_handshake_failures.inc(side="dial", reason=reason)
+            self.metrics.peer_reconnects.inc(peer=state.node_id, result="tls_failed")
+            # A certificate problem does not heal by retrying: say it loudly.
+            level = logging.ERROR if isinstance(exc, TLSError) else logging.DEBUG
+            log.log(level, "event=peer_tls_failed peer=%s address=%s reason=%s error=%r",
+                    state.node_id, state.address, reason, str(exc))  # fmt: skip
+            await trio.aclose_forcefully(stream)  # start_tls closed it, unless it timed out
+            return None
+
+    async def _stream_to(self, state: _Peer, stream: trio.abc.Stream) -> None:
         state.connected = True
         state.pending = b""  # a frame tail from an old connection would corrupt this one
         self.metrics.peer_connected.set(1, peer=state.node_id)
@@ -251,7 +292,7 @@ class PeerTransport:
             self.metrics.peer_connected.set(0, peer=state.node_id)
             log.info("event=peer_disconnected peer=%s", state.node_id)
 
-    async def _write_loop(self, state: _Peer, stream: trio.SocketStream) -> None:
+    async def _write_loop(self, state: _Peer, stream: trio.abc.Stream) -> None:
         try:
             while True:
                 if not state.queue and not state.pending:
@@ -303,7 +344,7 @@ def _raft_frame(msgs: Msgs) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-async def _read_one(stream: trio.SocketStream) -> dict[str, Any]:
+async def _read_one(stream: trio.abc.Stream) -> dict[str, Any]:
     decoder = FrameDecoder(1024 * 1024)
     while True:
         data = await stream.receive_some(65536)
@@ -314,7 +355,7 @@ async def _read_one(stream: trio.SocketStream) -> dict[str, Any]:
             return frames[0]
 
 
-async def _watch_eof(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+async def _watch_eof(stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
     try:
         while await stream.receive_some(65536):
             pass  # peers send nothing after hello_ok; ignore anything that comes

@@ -1,0 +1,286 @@
+"""TLS for a node: its listener (clients and peers) and its outbound peer links.
+
+With ``[tls]`` in cluster.toml (server/config.py) a node serves ONLY TLS and
+dials its peers with TLS; without it nothing here runs and the plaintext
+paths are exactly as before.
+
+* Peers always authenticate each other: the dialling node verifies the
+  listener's certificate against ``ca_file`` and the host it dials, and
+  presents its own certificate; the listener requires a certificate from a
+  hello of role ``peer`` that is valid for the host of that node's address in
+  cluster.toml (``peer_cert_problem``). Without the host check, any client
+  holding a certificate of the same CA could speak as a peer, and a peer can
+  vote and append entries.
+* Clients present a certificate only with ``client_auth = true``. Otherwise
+  the listener still asks for one (CERT_OPTIONAL), since clients and peers
+  share the port and only the hello tells them apart.
+
+Every accepted connection does its handshake before the hello, bounded by
+HANDSHAKE_TIMEOUT_S; a failed one is counted in
+``raftlog_tls_handshake_failures_total{side, reason}`` and logged at most once
+per LOG_INTERVAL_S (a misconfigured client reconnecting in a loop must not
+flood the log). A plaintext client gets one plaintext UNAUTHORIZED reply that
+says the node requires TLS, instead of a bare close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ipaddress
+import logging
+import math
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from raftlog.client.errors import ErrorCode
+from raftlog.client.protocol import FrameDecoder, FrameError, encode_frame, error_reply
+from raftlog.client.tls import TLS_HANDSHAKE_BYTE, reason_text, send_alert
+
+from .config import ClusterConfig, ConfigError
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# Like listener.HELLO_TIMEOUT_S: a dialler that never completes a handshake
+# must not hold a task and a socket for long.
+HANDSHAKE_TIMEOUT_S = 10.0
+LOG_INTERVAL_S = 1.0
+_PLAINTEXT_READ = 64 * 1024
+
+
+# ---------------------------------------------------------------- contexts
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path, what: str) -> None:
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what}: {exc.filename!r}: no such file") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{what}: cannot load certificate {str(cert)!r} with key {str(key)!r}: {_reason(exc)}"
+        ) from None
+
+
+def _load_ca(ctx: ssl.SSLContext, ca: Path) -> None:
+    try:
+        ctx.load_verify_locations(cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[tls] ca_file {str(ca)!r}: cannot load: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return reason_text(exc)
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+# Cached by file paths: one context per node and role, shared by every
+# connection (snapshot transfers open connections again and again). Files
+# changed on disk are read again only by a restart.
+@functools.lru_cache(maxsize=16)
+def _server_context(ca: Path, cert: Path, key: Path, client_auth: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS >= 1.2
+    _load_chain(ctx, cert, key, "node certificate")
+    _load_ca(ctx, ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED if client_auth else ssl.CERT_OPTIONAL
+    return ctx
+
+
+@functools.lru_cache(maxsize=16)
+def _peer_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # CERT_REQUIRED, check_hostname
+    _load_ca(ctx, ca)
+    _load_chain(ctx, cert, key, "node certificate")
+    return ctx
+
+
+def server_context(cfg: ClusterConfig, node_id: str) -> ssl.SSLContext | None:
+    """The listener's context (None without [tls]); ConfigError if a file cannot be loaded."""
+    if cfg.tls is None:
+        return None
+    cert, key = cfg.tls_cert_and_key(node_id)
+    return _server_context(cfg.tls.ca_file, cert, key, cfg.tls.client_auth)
+
+
+def peer_context(cfg: ClusterConfig, node_id: str) -> ssl.SSLContext | None:
+    """The context ``node_id`` dials other nodes with (None without [tls]):
+    verifies them against ca_file, presents ``node_id``'s certificate."""
+    if cfg.tls is None:
+        return None
+    cert, key = cfg.tls_cert_and_key(node_id)
+    return _peer_context(cfg.tls.ca_file, cert, key)
+
+
+# ---------------------------------------------------------------- peer identity
+
+
+def cert_names_host(cert: dict[str, Any] | None, host: str) -> bool:
+    """``cert`` (``SSLSocket.getpeercert()``) is valid for ``host``: an IP
+    address SAN equal to it, or a DNS SAN matching it (a ``*.`` wildcard stands
+    for one leftmost label, RFC 6125 §6.4.3). The subject CN is not consulted,
+    as browsers and Python's own hostname check no longer do."""
+    if not cert:
+        return False
+    sans = cert.get("subjectAltName") or ()
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    name = host.lower().rstrip(".")
+    for kind, value in sans:
+        if kind == "IP Address" and ip is not None:
+            try:
+                if ipaddress.ip_address(value.strip()) == ip:
+                    return True
+            except ValueError:
+                continue
+        elif kind == "DNS" and ip is None and _dns_matches(value.lower().rstrip("."), name):
+            return True
+    return False
+
+
+def _dns_matches(pattern: str, name: str) -> bool:
+    if not pattern.startswith("*."):
+        return pattern == name
+    first, dot, rest = name.partition(".")
+    return bool(first) and bool(dot) and rest == pattern[2:]
+
+
+def peer_cert_problem(cfg: ClusterConfig, cert: dict[str, Any] | None, node_id: str) -> str | None:
+    """Why ``cert`` does not prove the connection comes from node ``node_id``, or None."""
+    host = cfg.node(node_id).host
+    if not cert:
+        return f"peer {node_id!r} presented no TLS certificate (peers must, signed by ca_file)"
+    if not cert_names_host(cert, host):
+        return f"peer {node_id!r}'s TLS certificate is not valid for its host {host!r}"
+    return None
+
+
+# ---------------------------------------------------------------- accepting
+
+
+@dataclass(slots=True)
+class TLSAcceptor:
+    """The listener's side of TLS: handshake, failures counted and logged."""
+
+    context: ssl.SSLContext
+    node_id: str
+    metrics: Metrics
+    max_frame_bytes: int
+    timeout_s: float = HANDSHAKE_TIMEOUT_S
+    unlogged: int = 0
+    logged_at: float = -math.inf
+    clock: Any = field(default=time.monotonic)
+
+    @classmethod
+    def create(cls, cfg: ClusterConfig, node_id: str, metrics: Metrics) -> TLSAcceptor | None:
+        context = server_context(cfg, node_id)
+        if context is None:
+            return None
+        return cls(context, node_id, metrics, cfg.limits.max_frame_bytes)
+
+    async def accept(
+        self, stream: trio.abc.Stream, remote: str
+    ) -> trio.SSLStream[trio.abc.Stream] | None:
+        """``stream`` after a server handshake; None when it failed (counted,
+        logged, the stream closed)."""
+        tls = trio.SSLStream(stream, self.context, server_side=True, https_compatible=True)
+        reason = "timeout"
+        detail = f"no TLS handshake within {self.timeout_s}s"
+        with trio.move_on_after(self.timeout_s):
+            if not await _looks_like_tls(stream):
+                reason, detail = "plaintext", "a plaintext client (this node requires TLS)"
+                await self._refuse_plaintext(stream)
+            else:
+                try:
+                    await tls.do_handshake()
+                    return tls
+                except trio.BrokenResourceError as exc:
+                    await send_alert(tls)
+                    reason, detail = _failure(exc)
+        self._failed(reason, remote, detail)
+        await trio.aclose_forcefully(stream)
+        return None
+
+    async def _refuse_plaintext(self, stream: trio.abc.Stream) -> None:
+        """Answer a plaintext hello with a plaintext UNAUTHORIZED that says why.
+
+        The hello is read first: closing a socket with unread data makes the
+        kernel send a reset, which could reach the client before our reply.
+        """
+        decoder = FrameDecoder(self.max_frame_bytes)
+        try:
+            while True:
+                data = await stream.receive_some(_PLAINTEXT_READ)
+                if not data or decoder.feed(data):
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError, FrameError):
+            return
+        message = (
+            f"node {self.node_id} requires TLS ([tls] in its cluster.toml): connect with TLS "
+            "(client: tls=TLSConfig(ca_file=...); CLI: --tls-ca, or --config with [tls])"
+        )
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(encode_frame(error_reply(0, ErrorCode.UNAUTHORIZED, message)))
+
+    def _failed(self, reason: str, remote: str, detail: str) -> None:
+        self.metrics.tls_handshake_failures.inc(side="accept", reason=reason)
+        self.unlogged += 1
+        now = self.clock()
+        if now - self.logged_at >= LOG_INTERVAL_S:
+            log.warning(
+                "event=tls_handshake_failed node=%s remote=%s reason=%s detail=%r "
+                "failures_since_last_log=%d",
+                self.node_id, remote, reason, detail, self.unlogged,
+            )  # fmt: skip
+            self.logged_at = now
+            self.unlogged = 0
+
+
+async def _looks_like_tls(stream: trio.abc.Stream) -> bool:
+    """Whether the first byte the client sent opens a TLS handshake record.
+
+    Peeked (MSG_PEEK), so the handshake still reads it. Streams without a
+    socket (tests' memory streams) are taken to be TLS.
+    """
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return True
+    try:
+        first = await sock.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return True  # the handshake meets the same error and counts it
+    return not first or first[0] == TLS_HANDSHAKE_BYTE
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """(metric reason, log detail) of a failed server handshake."""
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return "certificate", f"client certificate refused: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError) or not isinstance(
+        cause, ssl.SSLError
+    ):
+        return "closed", f"closed during the handshake ({cause or exc})"
+    reason = cause.reason or ""
+    if "CERTIFICATE" in reason or "UNKNOWN_CA" in reason:
+        # PEER_DID_NOT_RETURN_A_CERTIFICATE (client_auth), or the client's
+        # alert that it does not trust OUR certificate (unknown ca, bad certificate).
+        return "certificate", reason_text(cause)
+    return "protocol", reason_text(cause)
+
+
+def dial_failure_reason(exc: BaseException) -> str:
+    """The metric reason of a failed outbound handshake, from what
+    client.tls.start_tls raised (chained to trio's BrokenResourceError)."""
+    inner = exc.__cause__
+    if isinstance(inner, trio.BrokenResourceError):
+        return _failure(inner)[0]
+    return "closed"
