@@ -1,8 +1,14 @@
 """Option helpers shared by every ``raftlog`` command that talks to a cluster.
 
-* ``cluster_options``: adds ``--config PATH`` (default ``./cluster.toml``) and
-  ``--bootstrap HOST:PORT[,HOST:PORT]`` to a click command; the command then
-  receives ``config`` and ``bootstrap`` keyword arguments.
+* ``cluster_options``: adds ``--config PATH`` (default ``./cluster.toml``),
+  ``--bootstrap HOST:PORT[,HOST:PORT]`` and ``--tls-ca`` / ``--tls-cert`` /
+  ``--tls-key`` to a click command; the command then receives ``config`` and
+  ``bootstrap`` keyword arguments, and ``client_tls()`` returns the TLS
+  settings to connect with (None: plaintext).
+* TLS: each ``--tls-*`` flag wins; the rest comes from the ``[tls]`` table of
+  the cluster.toml the command reads (``--config``, or ``./cluster.toml``
+  without ``--bootstrap``): its ``ca_file``, and its ``cert_file`` /
+  ``key_file`` as the client certificate (for ``client_auth = true``).
 * ``bootstrap_addresses(config, bootstrap)``: the node addresses to dial.
 * ``run_client(fn)``: runs ``fn`` (sync or async, no arguments) and turns
   client errors into the exit codes scripts rely on:
@@ -38,6 +44,7 @@ from raftlog.client.errors import (
     ConnectionLostError,
     RaftlogError,
 )
+from raftlog.client.tls import TLSConfig
 
 T = TypeVar("T")
 
@@ -49,8 +56,49 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 
+_TLS_META = "raftlog.client_tls"
+
+
 def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: ``--config`` and ``--bootstrap`` options (passed as kwargs)."""
+    """Decorator: ``--config`` and ``--bootstrap`` options (passed as kwargs),
+    and the ``--tls-*`` options (resolved for ``client_tls()``)."""
+
+    command = fn
+
+    @functools.wraps(command)
+    def with_tls(
+        *args: Any,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        tls = resolve_tls(kwargs.get("config"), kwargs.get("bootstrap"), tls_ca, tls_cert, tls_key)
+        click.get_current_context().meta[_TLS_META] = tls
+        return command(*args, **kwargs)
+
+    # functools.wraps shares fn's list of click parameters: these join it.
+    fn = with_tls
+    for flag, name, text in (
+        ("--tls-key", "tls_key", "Private key of --tls-cert (PEM), unless the cert file holds it."),
+        (
+            "--tls-cert",
+            "tls_cert",
+            "Client certificate (PEM) for nodes with [tls] client_auth = true.",
+        ),
+        (
+            "--tls-ca",
+            "tls_ca",
+            "Connect with TLS, trusting this CA (PEM). Default: [tls] ca_file of --config.",
+        ),
+    ):
+        fn = click.option(
+            flag,
+            name,
+            default=None,
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help=text,
+        )(fn)
     fn = click.option(
         "--bootstrap",
         "bootstrap",
@@ -66,6 +114,56 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help=f"cluster.toml to read the [[node]] addresses from (default ./{DEFAULT_CONFIG}).",
     )(fn)
     return fn
+
+
+def client_tls() -> TLSConfig | None:
+    """The TLS settings of the running command (see ``cluster_options``); None: plaintext."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.meta.get(_TLS_META)
+
+
+def resolve_tls(
+    config: str | Path | None,
+    bootstrap: str | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+) -> TLSConfig | None:
+    """The TLS settings from the flags, over the [tls] table of the file the
+    command reads its addresses from (``--config``, else ./cluster.toml when
+    there is no ``--bootstrap``). Errors are click.UsageError (exit code 2)."""
+    if key is not None and cert is None:
+        raise click.BadParameter("needs --tls-cert too", param_hint="--tls-key")
+    table: dict[str, Path] = {}
+    if config is not None or not bootstrap:
+        table = _tls_table(Path(config) if config is not None else Path(DEFAULT_CONFIG))
+    ca = ca or table.get("ca_file")
+    if cert is None:
+        cert, key = table.get("cert_file"), table.get("key_file")
+    if ca is None and cert is None:
+        return None
+    return TLSConfig(ca_file=ca, cert_file=cert, key_file=key)
+
+
+def _tls_table(path: Path) -> dict[str, Path]:
+    """``[tls]``'s file paths (relative ones against the file's folder); {} if none.
+
+    A missing or unreadable file is left to ``bootstrap_addresses`` to report.
+    """
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    table = doc.get("tls")
+    if not isinstance(table, dict):
+        return {}
+    out: dict[str, Path] = {}
+    for name in ("ca_file", "cert_file", "key_file"):
+        value = table.get(name)
+        if isinstance(value, str) and value:
+            out[name] = path.resolve().parent / value  # an absolute value stays as it is
+    return out
 
 
 def parse_address(text: str) -> str:

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,9 +26,11 @@ from typing import Any
 
 import click
 import trio
+from raftlog.client.errors import TLSError
 from raftlog.client.protocol import FrameDecoder, encode_frame, hello
+from raftlog.client.tls import TLSConfig, client_context
 
-from .cli_common import bootstrap_addresses, cluster_options
+from .cli_common import bootstrap_addresses, client_tls, cluster_options
 from .config import ClusterConfig, ConfigError, NodeConfig, load_config, parse_address
 
 log = logging.getLogger("raftlog.cli")
@@ -59,17 +62,31 @@ class ProbeError(Exception):
 
 
 def request_once(
-    address: str, op: str, fields: dict[str, Any] | None = None, *, timeout_s: float = 2.0
+    address: str,
+    op: str,
+    fields: dict[str, Any] | None = None,
+    *,
+    timeout_s: float = 2.0,
+    tls: ssl.SSLContext | TLSConfig | None = None,
 ) -> dict[str, Any]:
     """One request on a fresh blocking connection; the reply's fields or ProbeError.
 
-    Deliberately independent of raftlog.client: the operator tools and the
-    test harness must work (and diagnose) even when the client library does not.
+    Deliberately independent of raftlog.client's connection code: the operator
+    tools and the test harness must work (and diagnose) even when the client
+    library does not. ``tls``: connect with TLS (the context, or settings).
     """
     host, port = parse_address(address)
     deadline = time.monotonic() + timeout_s
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        context = client_context(tls)
+    except TLSError as exc:
+        raise ProbeError(f"{address}: {exc}") from None
+    try:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
+            if context is not None:
+                # Handshake here, within the socket's timeout; checks the host.
+                sock = stack.enter_context(context.wrap_socket(sock, server_hostname=host))
             sock.sendall(
                 encode_frame(hello("client", f"raftlog-cli-{os.getpid()}"))
                 + encode_frame({"type": op, "id": 1, **(fields or {})})
@@ -95,15 +112,34 @@ def request_once(
     return frames[1]
 
 
-def gather_status(addresses: Sequence[str], timeout_s: float = 2.0) -> dict[str, Any]:
+def gather_status(
+    addresses: Sequence[str],
+    timeout_s: float = 2.0,
+    *,
+    tls: ssl.SSLContext | TLSConfig | None = None,
+) -> dict[str, Any]:
     """cluster_status of every address: {address: reply or {"error": text}}."""
     out: dict[str, Any] = {}
+    try:
+        context = client_context(tls)  # once for all the addresses
+    except TLSError as exc:
+        return {address: {"error": f"{address}: {exc}"} for address in addresses}
     for address in addresses:
         try:
-            out[address] = request_once(address, "cluster_status", timeout_s=timeout_s)
+            out[address] = request_once(address, "cluster_status", timeout_s=timeout_s, tls=context)
         except ProbeError as exc:
             out[address] = {"error": str(exc)}
     return out
+
+
+def probe_tls(cfg: ClusterConfig) -> TLSConfig | None:
+    """How the tools that hold the whole cluster.toml (``cluster up``, the test
+    harness) connect to its nodes: [tls]'s CA, and as client certificate
+    [tls]'s own, else the first node's (needed with client_auth = true)."""
+    if cfg.tls is None:
+        return None
+    cert, key = cfg.tls_cert_and_key(cfg.nodes[0].id)
+    return TLSConfig(ca_file=cfg.tls.ca_file, cert_file=cert, key_file=key)
 
 
 def merge_groups(statuses: dict[str, Any]) -> list[dict[str, Any]]:
@@ -137,11 +173,17 @@ def leaders_ready(statuses: dict[str, Any], expected_nodes: int) -> bool:
     return bool(groups) and all(g.get("role") == "leader" for g in groups)
 
 
-def wait_for_leaders(addresses: Sequence[str], deadline_s: float) -> dict[str, Any]:
+def wait_for_leaders(
+    addresses: Sequence[str],
+    deadline_s: float,
+    *,
+    tls: ssl.SSLContext | TLSConfig | None = None,
+) -> dict[str, Any]:
     """Poll until ``leaders_ready`` or the deadline; returns the last statuses."""
     end = time.monotonic() + deadline_s
+    context = client_context(tls)
     while True:
-        statuses = gather_status(addresses, timeout_s=1.0)
+        statuses = gather_status(addresses, timeout_s=1.0, tls=context)
         if leaders_ready(statuses, len(addresses)):
             return statuses
         if time.monotonic() >= end:
@@ -359,6 +401,11 @@ def cluster_up(config_path: Path, timeout_s: float) -> None:
                     "(is a cluster already running? try `raftlog cluster status`)",
                     EXIT_RUNTIME,
                 )
+    try:
+        # The readiness probe speaks TLS too when the nodes do ([tls]).
+        probe = client_context(probe_tls(cfg))
+    except TLSError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
     stop = threading.Event()
     received: list[int] = []
 
@@ -380,7 +427,7 @@ def cluster_up(config_path: Path, timeout_s: float) -> None:
                 raise fail("a node died during startup", EXIT_RUNTIME)
             if stop.is_set():
                 return
-            statuses = gather_status(addresses, timeout_s=1.0)
+            statuses = gather_status(addresses, timeout_s=1.0, tls=probe)
             if leaders_ready(statuses, len(addresses)):
                 break
             if time.monotonic() >= end:
@@ -456,7 +503,7 @@ def cluster_status(
 ) -> None:
     """Every group's leader, term, commit and replica lag, from every node's view."""
     addresses = bootstrap_addresses(config, bootstrap)
-    statuses = gather_status(addresses, timeout_s=timeout_s)
+    statuses = gather_status(addresses, timeout_s=timeout_s, tls=client_tls())
     if as_json:
         click.echo(json.dumps({"nodes": statuses, "groups": merge_groups(statuses)}, indent=2))
     else:
