@@ -36,6 +36,7 @@ import trio
 from .aio import AsyncClient
 from .errors import RaftlogError, TopicExistsError
 from .producer import Producer
+from .tls import TLSConfig
 
 LATENCY_SAMPLE = 16  # batch mode: measure one record in this many
 PROGRESS_EVERY = 1.0
@@ -69,6 +70,12 @@ class BenchConfig:
     fill: bool = True
     request_timeout: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # TLS to the nodes: file paths, so the spawned worker processes get it too.
+    tls: TLSConfig | None = None
+
+
+def _client(cfg: BenchConfig) -> AsyncClient:
+    return AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout, tls=cfg.tls)
 
 
 @dataclass(slots=True)
@@ -125,7 +132,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 async def _prepare(cfg: BenchConfig) -> None:
     """Create the topic if missing; for consume, fill it up to ``count`` records."""
-    async with AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout) as client:
+    async with _client(cfg) as client:
         if cfg.topic not in await client.list_topics():
             with contextlib.suppress(TopicExistsError):
                 await client.create_topic(cfg.topic, cfg.partitions, cfg.replicas)
@@ -198,7 +205,10 @@ def _report(cfg: BenchConfig, results: list[_WorkerResult]) -> dict[str, Any]:
         "mb_per_s": nbytes / elapsed / 1e6,
         "errors": sum(r.errors for r in results),
         "first_error": next((r.first_error for r in results if r.first_error), None),
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("extra",)},
+        "config": {
+            **{k: v for k, v in asdict(cfg).items() if k not in ("extra", "tls")},
+            "tls": cfg.tls is not None,  # file paths say nothing about the run
+        },
     }
     lats = sorted(x for r in results for x in r.latencies)
     if lats:
@@ -358,9 +368,7 @@ async def _produce_single_worker(
 ) -> _WorkerResult:
     result = _WorkerResult()
     value = os.urandom(cfg.record_size)
-    clients = [
-        AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout) for _ in range(share)
-    ]
+    clients = [_client(cfg) for _ in range(share)]
     remaining = [count if count is not None else -1]
     lat = result.latencies
     perf = time.perf_counter
@@ -446,9 +454,7 @@ async def _produce_batch_worker(
     async with contextlib.AsyncExitStack() as stack:
         producers = []
         for _ in range(share):
-            client = await stack.enter_async_context(
-                AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout)
-            )
+            client = await stack.enter_async_context(_client(cfg))
             await client.partitions_for(cfg.topic)
             producers.append(
                 await stack.enter_async_context(
@@ -482,7 +488,7 @@ async def _consume_worker(cfg: BenchConfig, index: int, counter: Any, start: Any
     # Worker i of n reads partitions i, i+n, i+2n, ...
     workers = int(cfg.extra.get("workers", 1))
     mine = [p for p in range(cfg.partitions) if p % workers == index]
-    async with AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout) as client:
+    async with _client(cfg) as client:
         bounds = {p: await client.list_offsets(cfg.topic, p) for p in mine}
         await _wait_start(start)
         t0 = perf()

@@ -21,7 +21,7 @@ from raftlog.client.consumer import Consumer
 from raftlog.client.producer import Delivery, Producer
 from raftlog.client.protocol import Record
 
-from .cli_common import bootstrap_addresses, cluster_options, run_client
+from .cli_common import bootstrap_addresses, client_tls, cluster_options, run_client
 
 _TIMEOUT_OPTION = click.option(
     "--timeout",
@@ -33,7 +33,9 @@ _TIMEOUT_OPTION = click.option(
 
 
 def _client(config: Path | None, bootstrap: str | None, timeout: float) -> AsyncClient:
-    return AsyncClient(bootstrap_addresses(config, bootstrap), request_timeout=timeout)
+    return AsyncClient(
+        bootstrap_addresses(config, bootstrap), request_timeout=timeout, tls=client_tls()
+    )
 
 
 def _echo_json(obj: Any) -> None:
@@ -508,7 +510,13 @@ def _run_bench(
     from raftlog.client.bench import BenchConfig, format_report, run_bench
 
     addresses = bootstrap_addresses(config, bootstrap)
-    cfg = BenchConfig(mode=mode, bootstrap=addresses, topic=options.pop("topic_name"), **options)
+    cfg = BenchConfig(
+        mode=mode,
+        bootstrap=addresses,
+        topic=options.pop("topic_name"),
+        tls=client_tls(),
+        **options,
+    )
     report = run_client(lambda: run_bench(cfg, progress=not as_json))
     if as_json:
         _echo_json(report)

@@ -40,8 +40,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from raftlog.client.errors import TLSError
 
-from .cli_common import EXIT_CLUSTER_ERROR, EXIT_UNREACHABLE, bootstrap_addresses, cluster_options
+from .cli_common import (
+    EXIT_CLUSTER_ERROR,
+    EXIT_UNREACHABLE,
+    bootstrap_addresses,
+    client_tls,
+    cluster_options,
+)
 from .cli_node import cluster as _cluster_group
 from .cli_node import gather_status, merge_groups
 from .ops_client import AdminSession, OpsError, UnreachableError
@@ -80,7 +87,14 @@ def _run(fn: Callable[[], T]) -> T:
 
 
 def _session(config: Path | None, bootstrap: str | None, timeout_s: float) -> AdminSession:
-    return AdminSession(bootstrap_addresses(config, bootstrap), timeout_s=timeout_s)
+    tls = client_tls()
+    try:
+        context = tls.context() if tls is not None else None
+    except TLSError as exc:
+        raise click.UsageError(str(exc)) from None
+    return AdminSession(
+        bootstrap_addresses(config, bootstrap), timeout_s=timeout_s, ssl_context=context
+    )
 
 
 @dataclass(slots=True)
@@ -99,7 +113,7 @@ def cluster_view(session: AdminSession) -> ClusterView:
     session.learn(list(addresses.values()))
     leaders: dict[int, str | None] = {}
     metadata_leader = None
-    statuses = gather_status(list(addresses.values()), timeout_s=2.0)
+    statuses = gather_status(list(addresses.values()), timeout_s=2.0, tls=session.ssl_context)
     live = {s["node"] for s in statuses.values() if "error" not in s and s.get("node")}
     for row in merge_groups(statuses):
         leaders[row.get("group")] = row.get("leader")

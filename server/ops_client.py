@@ -9,8 +9,10 @@ redirects to the leader that can do the next step, and retry an incomplete
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,13 +39,29 @@ class UnreachableError(Exception):
     """No node could be asked (exit code 3)."""
 
 
-def call(address: str, op: str, fields: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """One request on a fresh connection: the reply, or OpsError / UnreachableError."""
+def call(
+    address: str,
+    op: str,
+    fields: dict[str, Any],
+    timeout_s: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> dict[str, Any]:
+    """One request on a fresh connection: the reply, or OpsError / UnreachableError.
+
+    ``ssl_context``: connect with TLS (nodes with [tls]), checking the node's host.
+    """
     host, _, port = address.rpartition(":")
     deadline = time.monotonic() + timeout_s
     frames: list[dict[str, Any]] = []
     try:
-        with socket.create_connection((host, int(port)), timeout=min(timeout_s, 5.0)) as sock:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(
+                socket.create_connection((host, int(port)), timeout=min(timeout_s, 5.0))
+            )
+            if ssl_context is not None:
+                sock = stack.enter_context(
+                    ssl_context.wrap_socket(sock, server_hostname=host.strip("[]"))
+                )
             sock.sendall(
                 encode_frame(hello("client", f"raftlog-ops-{os.getpid()}"))
                 + encode_frame({"type": op, "id": 1, **fields})
@@ -79,13 +97,16 @@ class AdminSession:
     timeout_s: float = 60.0
     request_timeout_s: float = 30.0
     log: list[str] = field(default_factory=list)
+    ssl_context: ssl.SSLContext | None = None  # TLS to nodes with [tls]
 
     def any(self, op: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
         """The first node that answers (errors are the cluster's answer)."""
         problems = []
         for address in self.addresses:
             try:
-                return call(address, op, fields or {}, min(self.request_timeout_s, 5.0))
+                return call(
+                    address, op, fields or {}, min(self.request_timeout_s, 5.0), self.ssl_context
+                )
             except UnreachableError as exc:
                 problems.append(str(exc))
         raise UnreachableError("; ".join(problems) or "no address to contact")
@@ -113,7 +134,8 @@ class AdminSession:
                 raise last or UnreachableError(f"{op}: no answer before the deadline")
             budget = min(self.request_timeout_s, remaining)
             try:
-                return call(target, op, {**fields, "timeout_ms": int(budget * 1000)}, budget + 2)
+                timed = {**fields, "timeout_ms": int(budget * 1000)}
+                return call(target, op, timed, budget + 2, self.ssl_context)
             except OpsError as exc:
                 if exc.code not in _RETRY:
                     raise
