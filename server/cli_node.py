@@ -32,6 +32,7 @@ from raftlog.client.tls import TLSConfig, client_context
 
 from .cli_common import bootstrap_addresses, client_tls, cluster_options
 from .config import ClusterConfig, ConfigError, NodeConfig, load_config, parse_address
+from .tls import peer_context, server_context
 
 log = logging.getLogger("raftlog.cli")
 
@@ -247,6 +248,13 @@ def node_start(config_path: Path, node_id: str) -> None:
         node_cfg = cfg.node(node_id)
     except ConfigError as exc:
         raise fail(str(exc), EXIT_CONFIG) from None
+    try:
+        # [tls]: load the certificate, key and CA now, before the data dir is
+        # touched (the contexts are cached for the node to use).
+        server_context(cfg, node_id)
+        peer_context(cfg, node_id)
+    except ConfigError as exc:
+        raise fail(f"node {node_id}: {exc}", EXIT_CONFIG) from None
     raftlog_log = logging.getLogger("raftlog")
     if raftlog_log.getEffectiveLevel() > logging.INFO:
         raftlog_log.setLevel(logging.INFO)  # a node logs its events unless -v asks for more

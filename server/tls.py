@@ -61,10 +61,10 @@ def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path, what: str) -> None:
     try:
         ctx.load_cert_chain(str(cert), str(key))
     except FileNotFoundError as exc:
-        raise ConfigError(f"{what}: {exc.filename!r}: no such file") from None
+        raise ConfigError(f"TLS {what}: {exc.filename!r}: no such file") from None
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
-            f"{what}: cannot load certificate {str(cert)!r} with key {str(key)!r}: {_reason(exc)}"
+            f"cannot load the TLS {what} {str(cert)!r} with key {str(key)!r}: {_reason(exc)}"
         ) from None
 
 
@@ -87,7 +87,7 @@ def _reason(exc: BaseException) -> str:
 @functools.lru_cache(maxsize=16)
 def _server_context(ca: Path, cert: Path, key: Path, client_auth: bool) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS >= 1.2
-    _load_chain(ctx, cert, key, "node certificate")
+    _load_chain(ctx, cert, key, "certificate")
     _load_ca(ctx, ca)
     ctx.verify_mode = ssl.CERT_REQUIRED if client_auth else ssl.CERT_OPTIONAL
     return ctx
@@ -97,7 +97,7 @@ def _server_context(ca: Path, cert: Path, key: Path, client_auth: bool) -> ssl.S
 def _peer_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # CERT_REQUIRED, check_hostname
     _load_ca(ctx, ca)
-    _load_chain(ctx, cert, key, "node certificate")
+    _load_chain(ctx, cert, key, "certificate")
     return ctx
 
 
