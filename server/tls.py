@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT_S = 10.0
 LOG_INTERVAL_S = 1.0
 _PLAINTEXT_READ = 64 * 1024
+# The reason label of raftlog_tls_handshake_failures_total (see _failure).
+ACCEPT_FAILURE_REASONS = ("plaintext", "certificate", "closed", "timeout", "protocol")
 
 
 # ---------------------------------------------------------------- contexts
@@ -184,6 +186,9 @@ class TLSAcceptor:
         context = server_context(cfg, node_id)
         if context is None:
             return None
+        # Rendered as 0 from the start, so a rate alert sees a series, not "no data".
+        for reason in ACCEPT_FAILURE_REASONS:
+            metrics.tls_handshake_failures.inc(0, side="accept", reason=reason)
         return cls(context, node_id, metrics, cfg.limits.max_frame_bytes)
 
     async def accept(
@@ -194,17 +199,21 @@ class TLSAcceptor:
         tls = trio.SSLStream(stream, self.context, server_side=True, https_compatible=True)
         reason = "timeout"
         detail = f"no TLS handshake within {self.timeout_s}s"
-        with trio.move_on_after(self.timeout_s):
-            if not await _looks_like_tls(stream):
-                reason, detail = "plaintext", "a plaintext client (this node requires TLS)"
-                await self._refuse_plaintext(stream)
-            else:
-                try:
-                    await tls.do_handshake()
-                    return tls
-                except trio.BrokenResourceError as exc:
-                    await send_alert(tls)
-                    reason, detail = _failure(exc)
+        try:
+            with trio.move_on_after(self.timeout_s):
+                if not await _looks_like_tls(stream):
+                    reason, detail = "plaintext", "a plaintext client (this node requires TLS)"
+                    await self._refuse_plaintext(stream)
+                else:
+                    try:
+                        await tls.do_handshake()
+                        return tls
+                    except trio.BrokenResourceError as exc:
+                        await send_alert(tls)
+                        reason, detail = _failure(exc)
+        except BaseException:  # the node stopping: close, and let the cancellation through
+            await trio.aclose_forcefully(stream)
+            raise
         self._failed(reason, remote, detail)
         await trio.aclose_forcefully(stream)
         return None
