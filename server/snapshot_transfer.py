@@ -83,6 +83,14 @@ async def serve_replica_fetch(cfg: Any, driver: Any, ctx: Any, fields: dict[str,
         and not hmac.compare_digest(str(fields.get("token") or "").encode(), token.encode())
     ):
         raise HandlerError(ErrorCode.UNAUTHORIZED, "replica_fetch is for cluster peers only")
+    # Over TLS the connection itself must be that node's: the listener marks it
+    # ``replica`` only when its certificate is valid for that node's host.
+    if getattr(cfg, "tls", None) is not None and not (
+        getattr(ctx, "replica", False) and ctx.client_id == f"{REPLICA_CLIENT_PREFIX}{node}"
+    ):
+        raise HandlerError(
+            ErrorCode.UNAUTHORIZED, f"replica_fetch over TLS needs the certificate of {node}"
+        )
     group = driver.groups.get(fields["group"])
     if group is None or group.kind is not GroupKind.PARTITION:
         raise HandlerError(

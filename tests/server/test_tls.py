@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,13 +22,14 @@ import trio.testing
 import trustme
 from raftlog.client import connection as client_connection
 from raftlog.client.connection import Connection
-from raftlog.client.errors import TLSError, UnauthorizedError
+from raftlog.client.errors import ErrorCode, TLSError, UnauthorizedError
 from raftlog.client.tls import TLSConfig, start_tls
 from raftlog.server import listener as listener_module
 from raftlog.server.config import ClusterConfig, ClusterTLSConfig
-from raftlog.server.listener import Listener
+from raftlog.server.errors import HandlerError
+from raftlog.server.listener import Listener, RequestContext
 from raftlog.server.metrics import Metrics
-from raftlog.server.snapshot_transfer import PeerConnection
+from raftlog.server.snapshot_transfer import PeerConnection, serve_replica_fetch
 from raftlog.server.transport import PeerTransport, TransportOptions
 
 from .cluster_harness import make_config
@@ -289,6 +291,29 @@ async def test_snapshot_transfer_connects_as_its_node(
     raw = await tls_raw(served.address, files.client("tenant"))
     assert (await raw.hello("client", "replica:n2"))["type"] == "hello_ok"
     assert served.listener.client_connections == 1
+
+
+async def test_replica_fetch_over_tls_is_served_only_to_that_nodes_certificate(
+    tmp_path: Path, files: TLSFiles
+) -> None:
+    plain = make_config(tmp_path, 2)
+    cfg = with_tls(plain, files)
+    driver = SimpleNamespace(metadata=SimpleNamespace(nodes={}), groups={})
+    fields = {"node": "n2", "group": 5, "offset": 0}
+
+    async def code(cfg: ClusterConfig, client_id: str, replica: bool) -> ErrorCode:
+        ctx = RequestContext(client_id, "127.0.0.1:1", 1, "n1", replica=replica)
+        with pytest.raises(HandlerError) as info:
+            await serve_replica_fetch(cfg, driver, ctx, fields)
+        return info.value.code
+
+    # The listener marks a connection replica only with the named node's certificate.
+    assert await code(cfg, "tenant", False) is ErrorCode.UNAUTHORIZED
+    assert await code(cfg, "replica:n2", False) is ErrorCode.UNAUTHORIZED
+    assert await code(cfg, "replica:n1", True) is ErrorCode.UNAUTHORIZED  # another node's
+    # Past the check, the (stub) node hosts no such group.
+    assert await code(cfg, "replica:n2", True) is ErrorCode.UNKNOWN_PARTITION
+    assert await code(plain, "tenant", False) is ErrorCode.UNKNOWN_PARTITION  # no TLS: as before
 
 
 # ---------------------------------------------------------------- the fast path

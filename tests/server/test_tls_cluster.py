@@ -5,6 +5,7 @@ nodes crosses only TLS links, so a committed produce proves they replicate."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ import trio
 from raftlog.client.aio import AsyncClient
 from raftlog.client.errors import TLSError, UnauthorizedError
 from raftlog.client.tls import TLSConfig
-from raftlog.server.config import ClusterConfig
+from raftlog.server.config import ClusterConfig, SnapshotConfig
 from raftlog.server.node import run_node
 
 from .cluster_harness import make_config
@@ -24,16 +25,40 @@ FAST = {"fsync": False, "tick_ms": 10, "election_ticks": 10}
 DEADLINE_S = 30.0
 
 
+class Nodes:
+    """run_node for each node of ``cfg`` in this trio run, each stoppable on its own."""
+
+    def __init__(self, cfg: ClusterConfig, nursery: trio.Nursery) -> None:
+        self.cfg = cfg
+        self.nursery = nursery
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.stopped: dict[str, trio.Event] = {}
+
+    async def start(self, node: str) -> None:
+        self.stopped[node] = trio.Event()
+        await self.nursery.start(self._run, node)
+
+    async def _run(self, node: str, task_status: trio.TaskStatus) -> None:
+        try:
+            with trio.CancelScope() as self.scopes[node]:
+                await run_node(self.cfg, node, task_status=task_status)
+        finally:
+            self.stopped[node].set()
+
+    async def stop(self, node: str) -> None:
+        self.scopes[node].cancel()
+        await self.stopped[node].wait()
+
+
 @contextlib.asynccontextmanager
-async def running(cfg: ClusterConfig) -> AsyncIterator[None]:
+async def running(cfg: ClusterConfig) -> AsyncIterator[Nodes]:
     """Every node of ``cfg`` running in this trio run; all stopped on exit."""
     async with trio.open_nursery() as nursery:
+        nodes = Nodes(cfg, nursery)
         for node in cfg.nodes:
-            await nursery.start(
-                lambda task_status, n=node.id: run_node(cfg, n, task_status=task_status)
-            )
+            await nodes.start(node.id)
         try:
-            yield
+            yield nodes
         finally:
             nursery.cancel_scope.cancel()
 
@@ -107,3 +132,40 @@ async def _wait_all_applied(client: AsyncClient, topic: str, index: int) -> None
         if len(applied) == len(views) and min(applied) >= index:
             return
         await trio.sleep(0.05)  # bounded by the caller's fail_after
+
+
+async def test_a_follower_catches_up_by_snapshot_transfer_over_tls(
+    tmp_path: Path, files: TLSFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The transfer (server/snapshot_transfer.py) dials with the node's certificate;
+    replica_fetch over TLS is served only to it."""
+    snapshots = SnapshotConfig(entries=20, trailing=5, chunk_bytes=1024)
+    cfg = with_tls(make_config(tmp_path, 3, snapshots=snapshots, **FAST), files)
+    addresses = [n.address for n in cfg.nodes]
+    tls = TLSConfig(ca_file=files.ca_file)
+    caplog.set_level(logging.INFO, logger="raftlog.snapshots")
+    async with running(cfg) as nodes, AsyncClient(addresses, tls=tls) as client:
+        with trio.fail_after(DEADLINE_S):
+            await client.create_topic("s", partitions=1, replicas=3)
+            await client.produce("s", b"first", partition=0)
+            await nodes.stop("n3")
+
+            async def produce(worker: int) -> None:
+                for i in range(50):
+                    await client.produce("s", b"w%d-%d" % (worker, i), partition=0)
+
+            # More entries than the leader sends a silent follower (raft
+            # max_inflight_msgs = 256), compacted away: only a snapshot helps.
+            async with trio.open_nursery() as producers:
+                for worker in range(8):
+                    producers.start_soon(produce, worker)
+            views = await client.cluster_status()
+            leader = next(v for v in views.values() if _group(v, "s")["role"] == "leader")
+            commit = _group(leader, "s")["commit"]
+            await nodes.start("n3")
+            await _wait_all_applied(client, "s", commit)
+            assert (await client.list_offsets("s", 0)).end_offset == 401
+    gid = _group(leader, "s")["group"]
+    events = [r.getMessage() for r in caplog.records]
+    assert any(f"event=snapshot_transfer_done group={gid} " in e for e in events), events
+    assert not any("snapshot_transfer_failed" in e for e in events), events
