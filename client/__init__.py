@@ -32,6 +32,7 @@ _EXPORTS = {
     "Record": "protocol",
     "RaftlogError": "errors",
     "ErrorCode": "errors",
+    "TLSConfig": "tls",
 }
 
 __all__ = sorted(_EXPORTS)
