@@ -28,6 +28,9 @@ class ErrorCode(StrEnum):
     NOT_AVAILABLE = "NOT_AVAILABLE"  # no quorum / shutting down; retry elsewhere
     CLUSTER_MISMATCH = "CLUSTER_MISMATCH"
     INTERNAL = "INTERNAL"
+    # Consumer groups (server/group_coordinator.py): the member must join again.
+    REBALANCE_IN_PROGRESS = "REBALANCE_IN_PROGRESS"  # a new generation is forming: rejoin
+    UNKNOWN_MEMBER = "UNKNOWN_MEMBER"  # expired, left, or a new coordinator: join again
 
 
 # Codes after which the request certainly had no effect and may be retried freely.
@@ -125,6 +128,20 @@ class InternalError(RaftlogError):
     code = ErrorCode.INTERNAL
 
 
+class RebalanceInProgressError(RaftlogError):
+    """The consumer group is rebalancing (or the member's generation is over):
+    give up the assigned partitions and join again."""
+
+    code = ErrorCode.REBALANCE_IN_PROGRESS
+
+
+class UnknownMemberError(RaftlogError):
+    """The coordinator does not know this group member (session expired, it left,
+    or the coordinator changed): join again."""
+
+    code = ErrorCode.UNKNOWN_MEMBER
+
+
 class ConnectionLostError(RaftlogError):
     """The connection closed before a reply: for writes the outcome is unknown."""
 
@@ -171,6 +188,8 @@ _BY_CODE: dict[ErrorCode, type[RaftlogError]] = {
         NotAvailableError,
         ClusterMismatchError,
         InternalError,
+        RebalanceInProgressError,
+        UnknownMemberError,
     )
 }
 
