@@ -250,6 +250,23 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         # group 0; "group" or "metadata": only that half.
         _f("phase", str, False),
     ),
+    # Consumer groups (server/group_ops.py), answered by the metadata group's
+    # leader (the coordinator). group_join replies {member_id, generation,
+    # state, partitions}; partitions is None while the group is rebalancing:
+    # join again with the member_id (the server holds a join up to max_wait_ms).
+    "group_join": (
+        _f("group", str),
+        _f("topic", str),
+        _f("member_id", str, False),
+        _f("session_timeout_ms", int, False),
+        _f("rebalance_timeout_ms", int, False),
+        _f("max_wait_ms", int, False),
+    ),
+    # ok, or REBALANCE_IN_PROGRESS (rejoin) / UNKNOWN_MEMBER (join again).
+    "group_heartbeat": (_f("group", str), _f("member_id", str), _f("generation", int)),
+    "group_leave": (_f("group", str), _f("member_id", str)),
+    # {group, topic, state, generation, members: [{member_id, client_id, partitions}]}
+    "group_describe": (_f("group", str),),
     # Peer to peer (server/snapshot_transfer.py): committed batches of a group from
     # ``offset``, for a follower installing a snapshot. ``node`` is the asking
     # node; ``token`` its [auth] peer_token when the cluster has one.

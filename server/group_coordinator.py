@@ -140,6 +140,9 @@ class GroupCoordinator:
         self.failover_margin_s = failover_margin_s
         self.groups: dict[str, ConsumerGroup] = {}
         self.rebalances = 0  # generations formed, for raftlog_group_rebalances_total
+        # Bumped by every change a waiting join may care about (members, state),
+        # so the server wakes its long-polling joins only when something moved.
+        self.version = 0
 
     # ------------------------------------------------------------ requests
 
@@ -186,6 +189,7 @@ class GroupCoordinator:
             g.members[member_id] = Member(
                 member_id, client_id, session_timeout, rebalance_timeout, now
             )
+            self.version += 1
             if g.state is not GroupState.REBALANCING:
                 self._start_rebalance(g, now)
         else:
@@ -291,6 +295,7 @@ class GroupCoordinator:
             self._try_complete(g, now)
 
     def _remove(self, g: ConsumerGroup, gone: list[str], now: float) -> None:
+        self.version += 1
         for m in gone:
             g.members.pop(m, None)
             g.joined.discard(m)
@@ -306,6 +311,7 @@ class GroupCoordinator:
     def _start_rebalance(self, g: ConsumerGroup, now: float) -> None:
         # Eager protocol: the old assignment ends here; nobody owns anything
         # until every member has rejoined and the next generation is formed.
+        self.version += 1
         g.state = GroupState.REBALANCING
         g.assignment = {}
         g.joined = set()
@@ -321,6 +327,7 @@ class GroupCoordinator:
         g.state = GroupState.STABLE
         g.joined = set()
         self.rebalances += 1
+        self.version += 1
 
 
 def _check_timeout(what: str, value: float, low: float, high: float) -> None:

@@ -27,6 +27,7 @@ from raftlog.raft.types import Role
 
 from .driver import MultiRaft
 from .errors import HandlerError
+from .group_ops import GroupOps
 from .groups import METADATA_GROUP, Group
 from .membership_ops import MembershipOps
 from .snapshot_transfer import serve_replica_fetch
@@ -110,6 +111,8 @@ class RequestHandlers:
         }
         # Membership and day-2 operations live in their own module.
         self._ops.update(MembershipOps(self).handlers())
+        # Consumer group coordination (group_join/heartbeat/leave/describe).
+        self._ops.update(GroupOps(self).handlers())
 
     async def handle(self, ctx: Any, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         fn = self._ops.get(op)

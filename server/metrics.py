@@ -248,6 +248,9 @@ class Metrics:
     max_follower_lag: Gauge = field(init=False)
     pending_proposals: Gauge = field(init=False)
     apply_lag: Gauge = field(init=False)
+    # consumer group coordinator (server/group_ops.py)
+    consumer_groups: Gauge = field(init=False)
+    group_rebalances: Counter = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -325,6 +328,17 @@ class Metrics:
         self.apply_lag = r.gauge(
             "raftlog_apply_lag", "Sum over groups of commit index minus applied index."
         )
+        self.consumer_groups = r.gauge(
+            "raftlog_consumer_groups",
+            "Consumer groups with members at this node's coordinator (0 unless it "
+            "leads the metadata group).",
+        )
+        self.group_rebalances = r.counter(
+            "raftlog_group_rebalances_total",
+            "Consumer group generations formed (rebalances completed) at this node.",
+        )
+        self.consumer_groups.set(0)
+        self.group_rebalances.inc(0)
 
 
 # ---------------------------------------------------------------- HTTP endpoint

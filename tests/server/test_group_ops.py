@@ -1,0 +1,144 @@
+"""group_* requests against three in-process nodes (RequestHandlers, real Raft
+cores, in-memory transport): routed to the metadata leader, long-polled joins,
+heartbeat errors on the wire, describe, metrics, and a coordinator change."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from raftlog.client.errors import ErrorCode
+from raftlog.server.errors import HandlerError
+from raftlog.server.handlers import RequestHandlers
+from raftlog.server.metrics import Metrics
+
+from .inproc_cluster import InProcCluster, small_config
+
+SESSION_MS = 400
+DEADLINE_S = 20.0
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[InProcCluster]:
+    async with trio.open_nursery() as nursery:
+        c = InProcCluster(small_config(tmp_path), nursery)
+        async with c.running():
+            await c.create_topic("t", partitions=4)
+            yield c
+        nursery.cancel_scope.cancel()
+
+
+async def join_stable(c: InProcCluster, at: str, member: str | None, **extra: Any) -> dict:
+    """Join, then poll with the member id until the group is stable (bounded)."""
+    with trio.fail_after(DEADLINE_S):
+        while True:
+            reply = await c.call(
+                at, "group_join", group="g", topic="t", member_id=member,
+                session_timeout_ms=SESSION_MS, max_wait_ms=500, **extra,
+            )  # fmt: skip
+            member = reply["member_id"]
+            if reply["partitions"] is not None:
+                return reply
+
+
+async def heartbeat(c: InProcCluster, at: str, member: str, generation: int) -> ErrorCode | None:
+    """The heartbeat's error code, None when it is accepted."""
+    try:
+        await c.call(at, "group_heartbeat", group="g", member_id=member, generation=generation)
+    except HandlerError as exc:
+        return exc.code
+    return None
+
+
+async def test_join_is_answered_by_the_metadata_leader_only(cluster: InProcCluster):
+    leader = await cluster.wait_leader(0)
+    follower = next(n for n in cluster.node_ids if n != leader)
+    err = await cluster.call_error(follower, "group_join", group="g", topic="t")
+    assert err.code is ErrorCode.NOT_LEADER
+    assert err.details["leader_address"] == cluster.cfg.node(leader).address
+    reply = await join_stable(cluster, leader, None)
+    assert reply["state"] == "stable" and reply["generation"] == 1
+    assert reply["partitions"] == [0, 1, 2, 3]
+
+
+async def test_unknown_topic_is_refused(cluster: InProcCluster):
+    leader = await cluster.wait_leader(0)
+    err = await cluster.call_error(leader, "group_join", group="g", topic="nope")
+    assert err.code is ErrorCode.UNKNOWN_TOPIC
+
+
+async def test_two_members_split_and_heartbeats_carry_the_rebalance(cluster: InProcCluster):
+    leader = await cluster.wait_leader(0)
+    metrics = Metrics()
+    cluster.handlers[leader] = RequestHandlers(cluster.cfg, leader, cluster.driver(leader), metrics)
+    a = await join_stable(cluster, leader, "a")
+    await cluster.call(leader, "group_heartbeat", group="g", member_id="a", generation=1)
+    # b's join is held while a still owns generation 1; a's heartbeat says rebalance
+    got: dict[str, dict] = {}
+    async with trio.open_nursery() as nursery:
+        registered = trio.Event()
+
+        async def join_b() -> None:
+            first = await cluster.call(leader, "group_join", group="g", topic="t",
+                                       member_id="b", session_timeout_ms=SESSION_MS,
+                                       max_wait_ms=0)  # fmt: skip
+            assert first["state"] == "rebalancing" and first["partitions"] is None
+            registered.set()
+            got["b"] = await join_stable(cluster, leader, "b")
+
+        nursery.start_soon(join_b)
+        await registered.wait()
+        assert await heartbeat(cluster, leader, "a", 1) is ErrorCode.REBALANCE_IN_PROGRESS
+        got["a"] = await join_stable(cluster, leader, "a")
+    assert got["a"]["generation"] == got["b"]["generation"] == a["generation"] + 1
+    assert sorted(got["a"]["partitions"] + got["b"]["partitions"]) == [0, 1, 2, 3]
+    assert len(got["a"]["partitions"]) == len(got["b"]["partitions"]) == 2
+    described = await cluster.call(leader, "group_describe", group="g")
+    assert described["state"] == "stable" and described["topic"] == "t"
+    assert {m["member_id"]: m["partitions"] for m in described["members"]} == {
+        "a": got["a"]["partitions"],
+        "b": got["b"]["partitions"],
+    }
+    assert metrics.consumer_groups.value() == 1
+    assert metrics.group_rebalances.value() == 2
+    # a leaves: b is told to rejoin and gets everything
+    assert (await cluster.call(leader, "group_leave", group="g", member_id="a"))["left"]
+    err = await cluster.call_error(
+        leader, "group_heartbeat", group="g", member_id="b", generation=got["b"]["generation"]
+    )
+    assert err.code is ErrorCode.REBALANCE_IN_PROGRESS
+    assert (await join_stable(cluster, leader, "b"))["partitions"] == [0, 1, 2, 3]
+
+
+async def test_a_new_controller_does_not_know_the_members(cluster: InProcCluster):
+    leader = await cluster.wait_leader(0)
+    reply = await join_stable(cluster, leader, "a")
+    target = next(n for n in cluster.node_ids if n != leader)
+    await cluster.call(leader, "metadata_leader_transfer", to=target)
+    await cluster.wait_for(lambda: cluster.leader(0) == target, what="new controller")
+    err = await cluster.call_error(
+        leader, "group_heartbeat", group="g", member_id="a", generation=reply["generation"]
+    )
+    assert err.code is ErrorCode.NOT_LEADER
+    err = await cluster.call_error(
+        target, "group_heartbeat", group="g", member_id="a", generation=reply["generation"]
+    )
+    assert err.code is ErrorCode.UNKNOWN_MEMBER
+    again = await join_stable(cluster, target, "a")
+    assert again["partitions"] == [0, 1, 2, 3] and again["generation"] == 1
+
+
+async def test_describe_of_an_unknown_group_is_empty(cluster: InProcCluster):
+    leader = await cluster.wait_leader(0)
+    described = await cluster.call(leader, "group_describe", group="none")
+    assert described == {
+        "group": "none",
+        "topic": None,
+        "state": "empty",
+        "generation": 0,
+        "coordinator": leader,
+        "members": [],
+    }
