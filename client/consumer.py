@@ -10,14 +10,49 @@ Raft log, so a consumer restarted with the same group resumes exactly after
 the last committed record (at-least-once for what was consumed but not yet
 committed).
 
-There is NO group rebalancing protocol: a consumer reads the partitions it is
-given (``partitions=[...]``) or all of the topic's partitions. Two consumers of
-one group on the same partition would both read it and overwrite each
-other's commits; assign partitions explicitly to split work.
+Two modes:
+
+* Manual (``partitions=[...]``, or ``group=None``): reads exactly the given
+  partitions (all of them when ``group`` is None and none are given) and never
+  talks to the group coordinator. Two manual consumers of one group on one
+  partition both read it and overwrite each other's commits.
+* Group-managed (a ``group`` and no ``partitions``; Kafka's ``subscribe``):
+  ``start()`` joins the group at the coordinator (the metadata group's
+  leader) and reads only the partitions assigned to this member; the members
+  of a group split the topic's partitions (ranges over the sorted member
+  ids). A background task heartbeats every ``session_timeout / 3``. When the
+  group rebalances (a member joined, left or died) the consumer stops handing
+  out records of its partitions, commits what it has *processed* (with
+  ``auto_commit``), rejoins, and resumes the new assignment from the group's
+  committed offsets. ``close()`` (or leaving ``async with``) commits and
+  leaves the group, so the others rebalance at once instead of after the
+  session timeout.
+
+"Processed": a record returned by ``poll()`` counts as processed once
+``poll()`` is called again; a record from iteration once the next one is
+asked for. A rebalance that revokes a partition while the application still
+works on its last batch commits the position before that batch, so the new
+owner reads the batch again: duplicates, never loss.
+
+Limits (group-managed), each a deliberate simplification:
+
+* Commits are NOT fenced by generation: offsets live in each partition's
+  Raft group, not at the coordinator, so a member that was dropped (a
+  "zombie": paused longer than its session) can still commit. Because a
+  consumer commits only positions past processed records, that causes
+  duplicates, not loss: the guarantee is at-least-once.
+* Membership lives in the coordinator's memory. After a controller change
+  members rejoin the new one, which forms no generation until one session
+  timeout (plus a margin) after it took over, so members of the old
+  generation have given their partitions up (they do when heartbeats fail
+  for a session timeout): consumption pauses that long, once.
+* One group consumes one topic.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -25,18 +60,32 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .aio import DEFAULT_MAX_FETCH_BYTES, AsyncClient
-from .errors import OutOfRangeError
+from .errors import OutOfRangeError, RaftlogError, RebalanceInProgressError, UnknownMemberError
+from .group_member import Assignment, GroupMember
 from .models import FetchResult
 from .protocol import Record
 
 if TYPE_CHECKING:
     from .sync import Client
 
+log = logging.getLogger(__name__)
+
 RESET_POLICIES = ("earliest", "latest")
+DEFAULT_SESSION_TIMEOUT_S = 10.0
+DEFAULT_REBALANCE_TIMEOUT_S = 60.0
+# While a rebalance runs there is nothing to hand out: wait at least this long
+# for the new assignment before returning empty (no busy loop of empty polls).
+ASSIGNMENT_WAIT_S = 0.5
+# Pause between attempts to rejoin a coordinator that cannot be reached.
+REJOIN_BACKOFF_S = 0.5
 
 
 class Consumer:
-    """Reads ``topic``'s partitions for ``group``; ``async for partition, record in consumer``."""
+    """Reads ``topic``'s partitions for ``group``; ``async for partition, record in consumer``.
+
+    Group-managed (no ``partitions``, a ``group``): use ``async with consumer``
+    or ``await consumer.start()`` ... ``await consumer.close()``.
+    """
 
     def __init__(
         self,
@@ -49,6 +98,9 @@ class Consumer:
         max_wait: float = 0.5,
         max_records: int | None = None,
         max_bytes: int = DEFAULT_MAX_FETCH_BYTES,
+        session_timeout: float = DEFAULT_SESSION_TIMEOUT_S,
+        rebalance_timeout: float = DEFAULT_REBALANCE_TIMEOUT_S,
+        auto_commit: bool = True,
     ) -> None:
         if auto_offset_reset not in RESET_POLICIES:
             raise ValueError(f"auto_offset_reset must be one of {RESET_POLICIES}")
@@ -59,28 +111,76 @@ class Consumer:
         self.max_wait = max_wait
         self.max_records = max_records
         self.max_bytes = max_bytes
+        # Group-managed only: commit processed positions on a rebalance and on close.
+        self.auto_commit = auto_commit
         self._assigned = list(partitions) if partitions is not None else None
         self._positions: dict[int, int] = {}
         self._ends: dict[int, int] = {}  # last end_offset seen per partition
         self._committed_positions: dict[int, int] = {}
         self._buffer: deque[tuple[int, Record]] = deque()  # fetched, not handed out
         self._started = False
+        self._member: GroupMember | None = None
+        if partitions is None and group is not None:
+            self._member = GroupMember(
+                client, group, topic,
+                session_timeout=session_timeout, rebalance_timeout=rebalance_timeout,
+            )  # fmt: skip
+        self._generation: int | None = None
+        # Bumped whenever the assignment changes: records fetched for an older
+        # assignment are dropped, never handed out.
+        self._epoch = 0
+        self._ready: trio.Event | None = None  # group-managed: set while an assignment holds
+        # Handed out but not yet known to be processed: partition -> first such offset.
+        self._unconfirmed: dict[int, int] = {}
+        # SyncConsumer takes records in the caller's thread while the group task
+        # may revoke in the client's thread: both hold this for their few lines.
+        self._lock = threading.Lock()
+        self._group_scope: trio.CancelScope | None = None
+        self._fetch_scope: trio.CancelScope | None = None
+        self._closed = False
 
     # ------------------------------------------------------------ positions
 
     @property
+    def group_managed(self) -> bool:
+        return self._member is not None
+
+    @property
     def partitions(self) -> list[int]:
+        """The partitions this consumer reads now (group-managed: its current
+        assignment, empty while a rebalance runs)."""
         if self._assigned is None:
             raise RuntimeError("consumer not started: call await consumer.start()")
         return list(self._assigned)
 
+    @property
+    def generation(self) -> int | None:
+        """The group generation of the current assignment (None: manual, or rebalancing)."""
+        return self._generation
+
+    @property
+    def member_id(self) -> str | None:
+        return self._member.member_id if self._member is not None else None
+
     async def start(self) -> None:
-        """Resolve the partitions and their starting positions (done on first use)."""
+        """Resolve the partitions and their starting positions (done on first use);
+        group-managed: join the group and start heartbeating."""
         if self._started:
             return
-        if self._assigned is None:
-            self._assigned = list(range(await self.client.partitions_for(self.topic)))
-        for p in self._assigned:
+        if self._closed:
+            raise RuntimeError("consumer is closed")
+        if self._member is not None:
+            self._ready = trio.Event()
+            await self._assign(await self._member.join())
+            self._spawn_group_task()
+        else:
+            if self._assigned is None:
+                self._assigned = list(range(await self.client.partitions_for(self.topic)))
+            await self._init_positions(self._assigned)
+        self._started = True
+
+    async def _init_positions(self, partitions: list[int]) -> None:
+        for p in partitions:
             if p in self._positions:
                 continue  # seek() before start wins
             committed = (
@@ -93,7 +193,6 @@ class Consumer:
                 self._committed_positions[p] = committed
             else:
                 self._positions[p] = await self._reset_position(p)
-        self._started = True
 
     async def _reset_position(self, partition: int) -> int:
         offsets = await self.client.list_offsets(self.topic, partition)
@@ -106,20 +205,160 @@ class Consumer:
         """Make ``offset`` the next record handed out for ``partition``."""
         if self._assigned is not None and partition not in self._assigned:
             raise ValueError(f"partition {partition} is not assigned to this consumer")
-        self._positions[partition] = offset
-        self._buffer = deque((p, r) for p, r in self._buffer if p != partition)
+        with self._lock:
+            self._positions[partition] = offset
+            self._unconfirmed.pop(partition, None)
+            self._buffer = deque((p, r) for p, r in self._buffer if p != partition)
 
     def position(self, partition: int) -> int:
         """The offset of the next record this consumer will hand out for ``partition``."""
         return self._positions[partition]
 
     def at_end(self) -> bool:
-        """True when every partition's position has reached the end offset last seen."""
+        """True when every partition's position has reached the end offset last seen
+        (never while a group rebalance leaves this consumer without an assignment)."""
+        if self._ready is not None and not self._ready.is_set():
+            return False
         return (
             not self._buffer
             and all(self._positions.get(p, 0) >= self._ends.get(p, 0) for p in self._assigned or [])
             and all(p in self._ends for p in self._assigned or [])
         )
+
+    # ------------------------------------------------------------ group membership
+
+    async def _assign(self, assignment: Assignment) -> None:
+        """Take over ``assignment``: positions from the group's committed offsets."""
+        parts = list(assignment.partitions)
+        for p in [p for p in self._positions if p not in parts]:
+            del self._positions[p]  # e.g. a seek() before start of a partition not ours
+        await self._init_positions(parts)
+        with self._lock:
+            self._assigned = parts
+            self._generation = assignment.generation
+            self._epoch += 1
+        assert self._ready is not None
+        self._ready.set()
+        log.info(
+            "event=consumer_assigned group=%s member=%s generation=%d partitions=%s",
+            self.group, self.member_id, assignment.generation, parts,
+        )  # fmt: skip
+
+    async def _revoke(self) -> None:
+        """Stop handing out records of every assigned partition (eager rebalance),
+        then commit what was processed (``auto_commit``)."""
+        self._ready = trio.Event()
+        if self._fetch_scope is not None:
+            self._fetch_scope.cancel()  # a long poll of partitions no longer ours
+        with self._lock:
+            owned = self._assigned or []
+            processed = {
+                p: self._unconfirmed.get(p, self._positions[p])
+                for p in owned
+                if p in self._positions
+            }
+            self._epoch += 1
+            self._assigned = []
+            self._generation = None
+            self._buffer.clear()
+            self._unconfirmed.clear()
+            for p in owned:
+                self._positions.pop(p, None)
+        if self.auto_commit:
+            await self._commit_quietly(processed)
+
+    async def _commit_quietly(self, offsets: dict[int, int]) -> None:
+        """Commit what moved; a failure only means those records come again."""
+        todo = {p: o for p, o in offsets.items() if self._committed_positions.get(p) != o}
+        for p, offset in sorted(todo.items()):
+            try:
+                await self.client.commit_offset(self.group, self.topic, p, offset)  # type: ignore[arg-type]
+            except RaftlogError as exc:
+                log.warning("event=consumer_commit_failed group=%s partition=%d error=%s",
+                            self.group, p, exc)  # fmt: skip
+                continue
+            self._committed_positions[p] = offset
+
+    def _spawn_group_task(self) -> None:
+        nursery = self.client._nursery
+        if nursery is None:
+            raise RuntimeError("AsyncClient used outside 'async with'")
+        self._group_scope = trio.CancelScope()
+        nursery.start_soon(self._group_task, self._group_scope)
+
+    async def _group_task(self, scope: trio.CancelScope) -> None:
+        """Heartbeat; on REBALANCE_IN_PROGRESS / UNKNOWN_MEMBER, or when no heartbeat
+        succeeded for a session timeout, give the partitions up and rejoin."""
+        member = self._member
+        assert member is not None
+        with scope:
+            last_ok = trio.current_time()
+            while True:
+                await trio.sleep(member.heartbeat_interval)
+                sent = trio.current_time()
+                told = False  # the coordinator said: rejoin
+                # Past last_ok + session the coordinator may have expired us and
+                # handed our partitions out: give them up by then, not later.
+                with trio.move_on_at(last_ok + member.session_timeout):
+                    try:
+                        await member.heartbeat(self._generation or 0)
+                        last_ok = sent
+                    except (RebalanceInProgressError, UnknownMemberError) as exc:
+                        told = True
+                        log.info("event=consumer_rejoin group=%s member=%s reason=%s",
+                                 self.group, member.member_id, exc.code.value)  # fmt: skip
+                    except RaftlogError as exc:  # transient: retried next interval
+                        log.debug("event=heartbeat_failed group=%s error=%s", self.group, exc)
+                if not told and trio.current_time() < last_ok + member.session_timeout:
+                    continue
+                if not told:
+                    log.warning("event=consumer_session_lost group=%s member=%s",
+                                self.group, member.member_id)  # fmt: skip
+                await self._rebalance()
+                last_ok = trio.current_time()
+
+    async def _rebalance(self) -> None:
+        await self._revoke()
+        member = self._member
+        assert member is not None
+        while True:
+            try:
+                await self._assign(await member.join())
+                return
+            except RaftlogError as exc:
+                log.warning("event=consumer_join_failed group=%s error=%s", self.group, exc)
+                await trio.sleep(REJOIN_BACKOFF_S)
+
+    async def close(self) -> None:
+        """Group-managed: stop heartbeating, commit the positions (``auto_commit``)
+        and leave the group, so its partitions are reassigned at once. A no-op
+        for a manual consumer."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._member is None or not self._started:
+            return
+        if self._group_scope is not None:
+            self._group_scope.cancel()
+        with self._lock:
+            owned = {p: self._positions[p] for p in self._assigned or [] if p in self._positions}
+            self._assigned = []
+            self._generation = None
+            self._buffer.clear()
+            self._epoch += 1
+        if self.auto_commit:
+            await self._commit_quietly(owned)
+        try:
+            await self._member.leave()
+        except RaftlogError as exc:  # it expires after its session timeout anyway
+            log.warning("event=consumer_leave_failed group=%s error=%s", self.group, exc)
+
+    async def __aenter__(self) -> Consumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
 
     # ------------------------------------------------------------ reading
 
@@ -130,12 +369,21 @@ class Consumer:
         up to ``max_wait`` seconds and returns as soon as one has data. The
         returned records count as consumed (positions advance past them).
         """
+        self._confirm()  # the caller is done with what the last poll returned
         await self._fill(max_wait)
-        out = list(self._buffer)
-        self._buffer.clear()
-        for p, record in out:
-            self._positions[p] = record.offset + 1
+        with self._lock:
+            out = list(self._buffer)
+            self._buffer.clear()
+            for p, record in out:
+                self._positions[p] = record.offset + 1
+                if self._member is not None:
+                    self._unconfirmed.setdefault(p, record.offset)
         return out
+
+    def _confirm(self) -> None:
+        if self._unconfirmed:
+            with self._lock:
+                self._unconfirmed.clear()
 
     async def _fill(self, max_wait: float | None = None) -> None:
         """Fetch into the buffer (if it is empty) WITHOUT advancing positions."""
@@ -143,27 +391,51 @@ class Consumer:
         if self._buffer:
             return
         wait = self.max_wait if max_wait is None else max_wait
-        results = await self._fetch_all(0.0)
-        if not any(r.records for r in results.values()) and wait > 0:
-            results = await self._fetch_all(wait)
+        ready = self._ready
+        if ready is not None and not ready.is_set():
+            with trio.move_on_after(max(wait, ASSIGNMENT_WAIT_S)):
+                await ready.wait()
+            if not ready.is_set():
+                return
+        epoch = self._epoch
+        results: dict[int, FetchResult] = {}
+        with trio.CancelScope() as scope:
+            self._fetch_scope = scope
+            results = await self._fetch_all(0.0, epoch)
+            if not any(r.records for r in results.values()) and wait > 0:
+                results = await self._fetch_all(wait, epoch)
+        if self._fetch_scope is scope:
+            self._fetch_scope = None
+        if epoch != self._epoch:
+            return  # the assignment changed meanwhile: these records are not ours
         for p in self.partitions:
             result = results.get(p)
             if result is not None and result.records:
                 self._buffer.extend((p, r) for r in result.records)
 
-    def _take(self) -> tuple[int, Record]:
-        """Hand out the next buffered record: only now does its position advance."""
-        p, record = self._buffer.popleft()
-        self._positions[p] = record.offset + 1
-        return p, record
+    def _take(self) -> tuple[int, Record] | None:
+        """Hand out the next buffered record: only now does its position advance.
+        None when a rebalance emptied the buffer meanwhile."""
+        with self._lock:
+            if not self._buffer:
+                return None
+            p, record = self._buffer.popleft()
+            self._positions[p] = record.offset + 1
+            if self._member is not None:
+                self._unconfirmed = {p: record.offset}
+            return p, record
 
-    async def _fetch_one(self, partition: int, wait: float) -> FetchResult:
-        offset = self._positions[partition]
+    async def _fetch_one(self, partition: int, wait: float, epoch: int) -> FetchResult:
+        offset = self._positions.get(partition)
+        if offset is None or epoch != self._epoch:
+            return FetchResult([], 0, 0)  # revoked before this fetch started
         try:
             result = await self.client.fetch(
                 self.topic, partition, offset, self.max_records, self.max_bytes, wait
             )
         except OutOfRangeError as exc:
+            if epoch != self._epoch:
+                return FetchResult([], 0, 0)
             # Retention removed our position, or it is past the end (the log was
             # truncated/recreated): apply the reset policy.
             start, end = exc.details.get("start_offset"), exc.details.get("end_offset")
@@ -176,15 +448,17 @@ class Consumer:
         self._ends[partition] = result.end_offset
         return result
 
-    async def _fetch_all(self, wait: float) -> dict[int, FetchResult]:
+    async def _fetch_all(self, wait: float, epoch: int) -> dict[int, FetchResult]:
         parts = self.partitions
+        if not parts:
+            return {}
         if len(parts) == 1:
-            return {parts[0]: await self._fetch_one(parts[0], wait)}
+            return {parts[0]: await self._fetch_one(parts[0], wait, epoch)}
         results: dict[int, FetchResult] = {}
         async with trio.open_nursery() as nursery:
 
             async def one(p: int) -> None:
-                result = await self._fetch_one(p, wait)
+                result = await self._fetch_one(p, wait, epoch)
                 results[p] = result
                 if result.records and wait > 0:
                     nursery.cancel_scope.cancel()  # data: stop the other long polls
@@ -199,7 +473,11 @@ class Consumer:
         while True:
             await self._fill()
             while self._buffer:
-                yield self._take()
+                item = self._take()
+                if item is None:
+                    break
+                yield item
+                self._confirm()  # asked for the next one: that one is processed
 
     # ------------------------------------------------------------ commits
 
@@ -235,7 +513,12 @@ class Consumer:
 
 
 class SyncConsumer:
-    """Blocking facade over ``Consumer`` on a ``Client``: ``for partition, record in c``."""
+    """Blocking facade over ``Consumer`` on a ``Client``: ``for partition, record in c``.
+
+    Group-managed like ``Consumer`` when given a group and no ``partitions``;
+    its heartbeats run on the Client's event loop. ``close()`` (or leaving
+    ``with``) commits and leaves the group.
+    """
 
     def __init__(self, client: Client, group: str | None, topic: str, **options: Any) -> None:
         self._client = client
@@ -244,6 +527,9 @@ class SyncConsumer:
     @property
     def consumer(self) -> Consumer:
         return self._consumer
+
+    def start(self) -> None:
+        self._client.run(self._consumer.start)
 
     def poll(self, max_wait: float | None = None) -> list[tuple[int, Record]]:
         return self._client.run(self._consumer.poll, max_wait)
@@ -261,8 +547,12 @@ class SyncConsumer:
                 if not follow and consumer.at_end():
                     return
                 continue
-            while consumer._buffer:
-                yield consumer._take()
+            while True:
+                item = consumer._take()
+                if item is None:
+                    break
+                yield item
+                consumer._confirm()
 
     def commit(self, offsets: dict[int, int] | None = None) -> dict[int, int]:
         return self._client.run(self._consumer.commit, offsets)
@@ -282,11 +572,16 @@ class SyncConsumer:
         self._client.run(self._consumer.start)
         return self._consumer.partitions
 
+    @property
+    def generation(self) -> int | None:
+        return self._consumer.generation
+
     def at_end(self) -> bool:
         return self._consumer.at_end()
 
     def close(self) -> None:
-        """Nothing to release (the Client owns connections); for symmetry."""
+        """Group-managed: commit (``auto_commit``) and leave the group; else nothing."""
+        self._client.run(self._consumer.close)
 
     def __enter__(self) -> SyncConsumer:
         return self

@@ -38,6 +38,7 @@ from raftlog.client.protocol import (
     ok_reply,
     validate_request,
 )
+from raftlog.server.group_coordinator import GroupCoordinator, GroupError
 
 
 class FakeError(Exception):
@@ -84,6 +85,9 @@ class FakeCluster:
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     hellos: list[dict[str, Any]] = field(default_factory=list)
     fetch_parked: trio.Event = field(default_factory=trio.Event)  # a long-poll fetch is waiting
+    # consumer groups: the real coordinator core, answered at once (no long poll);
+    # started "long ago" so that no start-up grace delays the first generation
+    groups: GroupCoordinator = field(default_factory=lambda: GroupCoordinator(-1e9))
 
     def address(self, node_id: str) -> str:
         return self.nodes[node_id].address
@@ -335,7 +339,38 @@ class FakeNode:
                     for n in c.nodes.values()
                 ]
             }
+        if op.startswith("group_"):
+            return self._group_op(op, f)
         raise FakeError(ErrorCode.INVALID_REQUEST, f"fake server does not do {op}")
+
+    def _group_op(self, op: str, f: dict[str, Any]) -> dict[str, Any]:
+        self._require_leader()
+        groups, now = self.cluster.groups, trio.current_time()
+        try:
+            if op == "group_join":
+                if f["topic"] not in self.cluster.topics:
+                    raise FakeError(ErrorCode.UNKNOWN_TOPIC, f"no topic {f['topic']}")
+                r = groups.join(
+                    f["group"], f["topic"], f.get("member_id"), now,
+                    partitions=self.cluster.topics[f["topic"]]["partitions"],
+                    session_timeout=(f.get("session_timeout_ms") or 10000) / 1000,
+                    rebalance_timeout=(f.get("rebalance_timeout_ms") or 60000) / 1000,
+                )  # fmt: skip
+                parts = None if r.partitions is None else list(r.partitions)
+                return {"member_id": r.member_id, "generation": r.generation,
+                        "state": r.state.value, "partitions": parts}  # fmt: skip
+            if op == "group_heartbeat":
+                groups.heartbeat(f["group"], f["member_id"], f["generation"], now)
+                return {}
+            if op == "group_leave":
+                return {"left": groups.leave(f["group"], f["member_id"], now)}
+            view = groups.describe(f["group"], now)
+            return {"group": view.name, "topic": view.topic, "state": view.state.value,
+                    "generation": view.generation, "coordinator": self.node_id,
+                    "members": [{"member_id": m, "client_id": c, "partitions": list(p)}
+                                for m, c, p in view.members]}  # fmt: skip
+        except GroupError as exc:
+            raise FakeError(exc.code, exc.message, **exc.details) from None
 
     def _produce(self, f: dict[str, Any]) -> dict[str, Any]:
         self._require_leader()

@@ -1,0 +1,99 @@
+"""One consumer group member's side of the group protocol: join, heartbeat, leave.
+
+Only the wire calls (see ``group_join`` ... in protocol.py and the coordinator
+in server/group_coordinator.py); what to do with an assignment is the
+Consumer's business (consumer.py). Requests go through
+``AsyncClient.request``, which routes them to the controller (the metadata
+group's leader, the coordinator) and follows NOT_LEADER redirects.
+
+The member id is chosen here (client id + random suffix) and kept across
+rejoins, so a join retried after a lost reply is the same join, and after a
+coordinator fail-over the member rejoins under the same id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import trio
+
+from .aio import AsyncClient
+from .errors import RequestTimeoutError
+
+# How long the server may hold one join while the group rebalances; under
+# the client's shortest attempt of an idempotent request (aio.ATTEMPT_MIN).
+JOIN_POLL_MS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    generation: int
+    partitions: tuple[int, ...]
+
+
+class GroupMember:
+    def __init__(
+        self,
+        client: AsyncClient,
+        group: str,
+        topic: str,
+        *,
+        session_timeout: float,
+        rebalance_timeout: float,
+    ) -> None:
+        self.client = client
+        self.group = group
+        self.topic = topic
+        self.session_timeout = session_timeout
+        self.rebalance_timeout = rebalance_timeout
+        self.member_id = f"{client.client_id}-{uuid.uuid4().hex[:8]}"
+
+    @property
+    def heartbeat_interval(self) -> float:
+        # A third of the session: two heartbeats may be lost before it expires.
+        return self.session_timeout / 3
+
+    async def join(self) -> Assignment:
+        """Join (or rejoin) and return the assignment once the generation forms.
+
+        Bounded: the coordinator completes a rebalance within the rebalance
+        timeout (dropping members that did not rejoin), and a new coordinator
+        waits at most a session timeout and a margin; past that (plus one
+        request timeout) RequestTimeoutError.
+        """
+        budget = self.rebalance_timeout + 2 * self.session_timeout + self.client.request_timeout
+        deadline = trio.current_time() + budget
+        while True:
+            reply = await self.client.request(
+                "group_join",
+                idempotent=True,  # same member id: a retried join is the same join
+                group=self.group,
+                topic=self.topic,
+                member_id=self.member_id,
+                session_timeout_ms=int(self.session_timeout * 1000),
+                rebalance_timeout_ms=int(self.rebalance_timeout * 1000),
+                max_wait_ms=JOIN_POLL_MS,
+            )
+            partitions = reply.get("partitions")
+            if partitions is not None:
+                return Assignment(int(reply["generation"]), tuple(sorted(partitions)))
+            if trio.current_time() >= deadline:
+                raise RequestTimeoutError(
+                    f"group {self.group!r}: no generation formed within {budget:.0f}s"
+                )
+
+    async def heartbeat(self, generation: int) -> None:
+        """Raises RebalanceInProgressError / UnknownMemberError when we must rejoin."""
+        await self.client.request(
+            "group_heartbeat",
+            idempotent=True,
+            group=self.group,
+            member_id=self.member_id,
+            generation=generation,
+        )
+
+    async def leave(self) -> None:
+        await self.client.request(
+            "group_leave", idempotent=True, group=self.group, member_id=self.member_id
+        )
