@@ -1,4 +1,4 @@
-"""Data-path commands: ``topic``, ``produce``, ``consume`` and ``bench``.
+"""Data-path commands: ``topic``, ``produce``, ``consume``, ``group`` and ``bench``.
 
 They are thin shells over ``raftlog.client`` (they never import the server's
 internals), so they work against any reachable cluster. Every command takes
@@ -299,7 +299,7 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
     "partitions",
     type=click.IntRange(min=0),
     multiple=True,
-    help="Partition to read; repeatable (default: all).",
+    help="Partition to read; repeatable (default: all, or the group's assignment).",
 )
 @click.option(
     "--from-beginning",
@@ -316,7 +316,8 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
 @click.option(
     "--group",
     default=None,
-    help="Consumer group: start at its committed offset, commit after printing.",
+    help="Consumer group: start at its committed offset, commit after printing; "
+    "without --partition, join the group and read the partitions it assigns.",
 )
 @click.option(
     "--max",
@@ -350,6 +351,10 @@ def consume(
 ) -> None:
     """Print records of TOPIC (by default from the group's commit, else the beginning).
 
+    With --group and no --partition the command joins the consumer group and
+    reads only the partitions the group assigns it (others of the group share
+    the topic); on exit it commits and leaves the group.
+
     Without --follow it stops once it has read up to the end offsets it saw.
     """
     if from_beginning and offset is not None:
@@ -357,7 +362,6 @@ def consume(
     client = _client(config, bootstrap, timeout)
 
     async def main() -> int:
-        printed = 0
         async with client:
             consumer = Consumer(
                 client,
@@ -366,37 +370,119 @@ def consume(
                 list(partitions) or None,
                 max_wait=1.0 if follow else 0.0,
             )
-            await consumer.start()
-            for p in consumer.partitions:
-                if offset is not None:
-                    consumer.seek(p, offset)
-                elif from_beginning:
-                    consumer.seek(p, (await client.list_offsets(topic_name, p)).start_offset)
-            out = sys.stdout
-            while max_records is None or printed < max_records:
-                batch = await consumer.poll()
-                if max_records is not None and printed + len(batch) > max_records:
-                    # Positions must not pass what we print (a group commits them):
-                    # rewind each partition to its first unprinted record.
-                    cut = max_records - printed
-                    rewind: dict[int, int] = {}
-                    for p, record in batch[cut:]:
-                        rewind.setdefault(p, record.offset)
-                    batch = batch[:cut]
-                    for p, first_unprinted in rewind.items():
-                        consumer.seek(p, first_unprinted)
-                for p, record in batch:
-                    out.write(_format_record(topic_name, p, record, fmt) + "\n")
-                printed += len(batch)
-                out.flush()
-                if group is not None and batch:
-                    await consumer.commit()
-                if not follow and not batch and consumer.at_end():
-                    break
-        return printed
+            try:
+                return await _consume_loop(
+                    consumer, client, topic_name, fmt, max_records, follow, offset, from_beginning
+                )
+            finally:
+                # Group-managed: commit and leave (the group rebalances at once).
+                await consumer.close()
 
     printed = run_client(main)
     click.echo(f"consumed {printed} record(s)", err=True)
+
+
+async def _consume_loop(
+    consumer: Consumer,
+    client: AsyncClient,
+    topic_name: str,
+    fmt: str,
+    max_records: int | None,
+    follow: bool,
+    offset: int | None,
+    from_beginning: bool,
+) -> int:
+    printed = 0
+    group = consumer.group
+    await consumer.start()
+    for p in consumer.partitions:
+        if offset is not None:
+            consumer.seek(p, offset)
+        elif from_beginning:
+            consumer.seek(p, (await client.list_offsets(topic_name, p)).start_offset)
+    out = sys.stdout
+    while max_records is None or printed < max_records:
+        batch = await consumer.poll()
+        if max_records is not None and printed + len(batch) > max_records:
+            # Positions must not pass what we print (a group commits them):
+            # rewind each partition to its first unprinted record.
+            cut = max_records - printed
+            rewind: dict[int, int] = {}
+            for p, record in batch[cut:]:
+                rewind.setdefault(p, record.offset)
+            batch = batch[:cut]
+            for p, first_unprinted in rewind.items():
+                consumer.seek(p, first_unprinted)
+        for p, record in batch:
+            out.write(_format_record(topic_name, p, record, fmt) + "\n")
+        printed += len(batch)
+        out.flush()
+        if group is not None and batch:
+            await consumer.commit()
+        if not follow and not batch and consumer.at_end():
+            break
+    return printed
+
+
+# ---------------------------------------------------------------- group
+
+
+@click.group("group")
+def group_cli() -> None:
+    """Consumer groups: membership, assignment and lag."""
+
+
+@group_cli.command("describe")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+@cluster_options
+@_TIMEOUT_OPTION
+def group_describe(
+    name: str, as_json: bool, config: Path | None, bootstrap: str | None, timeout: float
+) -> None:
+    """Members, generation and assignment of group NAME (from the coordinator),
+    with each partition's committed offset, end offset and lag."""
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> dict[str, Any]:
+        async with client:
+            described = await client.request("group_describe", idempotent=True, group=name)
+            owner = {p: m["member_id"] for m in described["members"] for p in m["partitions"]}
+            parts = []
+            topic_name = described.get("topic")
+            if topic_name is not None:
+                for p in range(await client.partitions_for(topic_name)):
+                    committed = await client.committed(name, topic_name, p)
+                    end = (await client.list_offsets(topic_name, p)).end_offset
+                    lag = None if committed is None else max(0, end - committed)
+                    parts.append(
+                        {"partition": p, "member_id": owner.get(p), "committed": committed,
+                         "end_offset": end, "lag": lag}
+                    )  # fmt: skip
+            return {**described, "partitions": parts}
+
+    described = run_client(main)
+    if as_json:
+        _echo_json(described)
+        return
+    click.echo(
+        f"group {described['group']}  topic {described['topic'] or '-'}  "
+        f"state {described['state']}  generation {described['generation']}  "
+        f"coordinator {described['coordinator']}"
+    )
+    click.echo(f"{'MEMBER':<40} {'CLIENT':<24} PARTITIONS")
+    for m in described["members"]:
+        parts_text = ",".join(str(p) for p in m["partitions"]) or "-"
+        click.echo(f"{m['member_id']:<40} {m['client_id']:<24} {parts_text}")
+    if described["partitions"]:
+        click.echo(f"{'PARTITION':<10} {'COMMITTED':>10} {'END':>10} {'LAG':>8}  MEMBER")
+        for p in described["partitions"]:
+            committed = "-" if p["committed"] is None else p["committed"]
+            lag = "-" if p["lag"] is None else p["lag"]
+            click.echo(
+                f"{p['partition']:<10} {committed:>10} {p['end_offset']:>10} {lag:>8}  "
+                f"{p['member_id'] or '-'}"
+            )
 
 
 # ---------------------------------------------------------------- bench
