@@ -116,6 +116,7 @@ def test_consumer_resumes_from_its_commit_across_a_leader_kill(
         got = first.poll(0.0)
         assert [r.value for _p, r in got] == [b"m0", b"m1", b"m2", b"m3"]
         first.commit()
+        first.close()  # a group member: leave, so the next member gets the partition
         leader = client.describe_topic("resume")["partitions"][0]["leader"]
         cluster.kill(leader)
         # A new consumer of the group (a restarted service) continues after the
