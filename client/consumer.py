@@ -130,6 +130,7 @@ class Consumer:
         # assignment are dropped, never handed out.
         self._epoch = 0
         self._ready: trio.Event | None = None  # group-managed: set while an assignment holds
+        self._revoked: trio.Event | None = None  # set when the current assignment ends
         # Handed out but not yet known to be processed: partition -> first such offset.
         self._unconfirmed: dict[int, int] = {}
         # SyncConsumer takes records in the caller's thread while the group task
@@ -237,6 +238,7 @@ class Consumer:
             self._assigned = parts
             self._generation = assignment.generation
             self._epoch += 1
+        self._revoked = trio.Event()
         assert self._ready is not None
         self._ready.set()
         log.info(
@@ -248,6 +250,8 @@ class Consumer:
         """Stop handing out records of every assigned partition (eager rebalance),
         then commit what was processed (``auto_commit``)."""
         self._ready = trio.Event()
+        if self._revoked is not None:
+            self._revoked.set()
         if self._fetch_scope is not None:
             self._fetch_scope.cancel()  # a long poll of partitions no longer ours
         with self._lock:
@@ -397,6 +401,14 @@ class Consumer:
                 await ready.wait()
             if not ready.is_set():
                 return
+        if not self.partitions:
+            # Assigned nothing (more members than partitions): wait like an empty
+            # long poll, or until a rebalance may bring partitions.
+            revoked = self._revoked if self._revoked is not None else trio.Event()
+            with trio.move_on_after(wait):
+                await revoked.wait()
+            await trio.lowlevel.checkpoint()
+            return
         epoch = self._epoch
         results: dict[int, FetchResult] = {}
         with trio.CancelScope() as scope:

@@ -24,6 +24,7 @@ from .errors import RequestTimeoutError
 # How long the server may hold one join while the group rebalances; under
 # the client's shortest attempt of an idempotent request (aio.ATTEMPT_MIN).
 JOIN_POLL_MS = 1000
+MIN_JOIN_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class GroupMember:
         budget = self.rebalance_timeout + 2 * self.session_timeout + self.client.request_timeout
         deadline = trio.current_time() + budget
         while True:
+            sent = trio.current_time()
             reply = await self.client.request(
                 "group_join",
                 idempotent=True,  # same member id: a retried join is the same join
@@ -82,6 +84,10 @@ class GroupMember:
                 raise RequestTimeoutError(
                     f"group {self.group!r}: no generation formed within {budget:.0f}s"
                 )
+            if trio.current_time() - sent < MIN_JOIN_POLL_S:
+                # Answered without holding the join (a server that does not long
+                # poll): pace the polls instead of spinning.
+                await trio.sleep(MIN_JOIN_POLL_S)
 
     async def heartbeat(self, generation: int) -> None:
         """Raises RebalanceInProgressError / UnknownMemberError when we must rejoin."""

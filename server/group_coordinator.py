@@ -269,7 +269,9 @@ class GroupCoordinator:
             return None
         times = [m.last_seen + m.session_timeout for m in g.members.values()]
         if g.state is GroupState.REBALANCING:
-            times += [g.rebalance_deadline, self._grace_end(g)]
+            times.append(g.rebalance_deadline)
+            if g.joined.issuperset(g.members):
+                times.append(self._grace_end(g))  # only the grace holds the generation back
         # A hair past the instant: expiry is strict (now > last_seen + timeout).
         return min(times) + 1e-6
 

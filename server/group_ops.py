@@ -149,8 +149,10 @@ class GroupOps:
                 break
             coord = self._coord
             wake = coord.wake_at(group_name) if coord is not None else None
+            if wake is None or wake <= trio.current_time():
+                wake = math.inf  # nothing due on its own: wait for a change (never spin)
             changed = self._changed
-            with trio.move_on_at(min(wait_until, wake if wake is not None else math.inf)):
+            with trio.move_on_at(min(wait_until, wake)):
                 await changed.wait()
         if result.partitions is not None:
             log.info(

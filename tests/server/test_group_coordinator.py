@@ -257,6 +257,9 @@ def test_once_stable_every_partition_has_exactly_one_live_owner(ops, partitions,
             now += arg
             c.tick(now)
         check_generation()
+        # The server sleeps until wake_at: it must lie ahead, or a held join spins.
+        wake = c.wake_at("g")
+        assert wake is None or wake > now
 
     # Let the group settle: every remaining member rejoins (past any grace).
     now = max(now, started + SESSION + MARGIN + 0.01)
