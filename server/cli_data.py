@@ -237,7 +237,8 @@ def produce(
     """Produce one record per line of stdin to TOPIC."""
     headers = _parse_headers(header_pairs)
     client = _client(config, bootstrap, timeout)
-    stdin = click.get_binary_stream("stdin")
+    # The bytes under stdin (click 8.2 deprecates get_binary_stream for this).
+    stdin = sys.stdin.buffer
 
     async def main() -> tuple[int, dict[int, int]]:
         sent: list[Delivery] = []
