@@ -31,7 +31,6 @@ from __future__ import annotations
 import hmac
 import itertools
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from raftlog.client.tls import TLS_HANDSHAKE_BYTE
 
 from .config import ClusterConfig, QuotaConfig
 from .errors import HandlerError
+from .log_throttle import LogThrottle
 from .metrics import Metrics
 from .tls import TLSAcceptor, peer_cert_problem
 
@@ -235,8 +235,7 @@ class Listener:
     # Client connections holding a slot of [limits] max_client_connections: from
     # an admitted hello until the connection ends, however it ends.
     client_connections: int = 0
-    refusals_unlogged: int = 0
-    refusal_logged_at: float = -math.inf
+    refusal_log: LogThrottle = field(default_factory=lambda: LogThrottle(REFUSAL_LOG_INTERVAL_S))
     tls: TLSAcceptor | None = None  # [tls]: handshake before the hello
 
     @classmethod
@@ -277,16 +276,13 @@ class Listener:
         limit = self.cfg.limits.max_client_connections
         if self.client_connections >= limit:
             self.metrics.client_connections_refused.inc()
-            self.refusals_unlogged += 1
-            now = time.monotonic()
-            if now - self.refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            refusals = self.refusal_log.count()
+            if refusals:
                 log.warning(
                     "event=client_connection_refused node=%s open=%d "
                     "max_client_connections=%d refused_since_last_log=%d",
-                    self.node_id, self.client_connections, limit, self.refusals_unlogged,
+                    self.node_id, self.client_connections, limit, refusals,
                 )  # fmt: skip
-                self.refusal_logged_at = now
-                self.refusals_unlogged = 0
             raise _Reject(
                 ErrorCode.NOT_AVAILABLE,
                 f"node {self.node_id} has {self.client_connections} client connections "

@@ -29,10 +29,8 @@ import contextlib
 import functools
 import ipaddress
 import logging
-import math
 import socket
 import ssl
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from raftlog.client.protocol import FrameDecoder, FrameError, encode_frame, erro
 from raftlog.client.tls import TLS_HANDSHAKE_BYTE, reason_text, send_alert
 
 from .config import ClusterConfig, ConfigError
+from .log_throttle import LogThrottle
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -177,9 +176,7 @@ class TLSAcceptor:
     metrics: Metrics
     max_frame_bytes: int
     timeout_s: float = HANDSHAKE_TIMEOUT_S
-    unlogged: int = 0
-    logged_at: float = -math.inf
-    clock: Any = field(default=time.monotonic)
+    log_throttle: LogThrottle = field(default_factory=lambda: LogThrottle(LOG_INTERVAL_S))
 
     @classmethod
     def create(cls, cfg: ClusterConfig, node_id: str, metrics: Metrics) -> TLSAcceptor | None:
@@ -241,16 +238,13 @@ class TLSAcceptor:
 
     def _failed(self, reason: str, remote: str, detail: str) -> None:
         self.metrics.tls_handshake_failures.inc(side="accept", reason=reason)
-        self.unlogged += 1
-        now = self.clock()
-        if now - self.logged_at >= LOG_INTERVAL_S:
+        failures = self.log_throttle.count()
+        if failures:
             log.warning(
                 "event=tls_handshake_failed node=%s remote=%s reason=%s detail=%r "
                 "failures_since_last_log=%d",
-                self.node_id, remote, reason, detail, self.unlogged,
+                self.node_id, remote, reason, detail, failures,
             )  # fmt: skip
-            self.logged_at = now
-            self.unlogged = 0
 
 
 async def _looks_like_tls(stream: trio.abc.Stream) -> bool:
