@@ -6,6 +6,8 @@ Usage::
         --time-limit 60 --concurrency 10 --seed 1 --out store/run1
     raftlog jepsen run --nodes 3 --nemesis kill,membership --spares 1 \\
         --time-limit 40 --seed 1 [--no-rejoin]
+    raftlog jepsen run --nodes 3 --workload groups --nemesis kill,pause,partition \\
+        --time-limit 60 --seed 4 [--consumers 3 --session-timeout 2]
     raftlog jepsen check store/run1/history.jsonl [--json] [--no-replicas]
 
 Exit codes: 0 valid, 1 anomaly (or liveness failure, or unknown verdict),
@@ -19,6 +21,9 @@ Modules, one job each:
 - ``history``: operations as JSON lines, the recorder, error -> outcome mapping.
 - ``checker_log``: log anomalies (lost, duplicate, inconsistent offsets,
   reordering, stale reads, consumer skips, committed-offset regressions ...).
+- ``checker_groups``: consumer groups under faults (loss past a commit, gaps
+  inside one member's generation, commits past the end, wrong values;
+  duplicates counted, unowned time, progress after the heal).
 - ``linearizable``: WGL search per partition on an append-only log model.
 - ``partitions`` / ``proxy``: grudges and the per-directed-link TCP proxies.
 - ``cluster``: node processes from a generated cluster.toml.
@@ -26,7 +31,8 @@ Modules, one job each:
 - ``membership``: the membership nemesis beside it (add/remove nodes, move
   partitions, transfer leaders through the client admin API; spare nodes
   join, removed ones are wiped and may rejoin), re-grown after the heal.
-- ``workload``: the ``log`` and ``offsets`` client workloads and final drains.
+- ``workload``: the ``log``, ``offsets`` and ``groups`` client workloads and
+  final drains; ``groups_workload``: the group-managed consumers of ``groups``.
 - ``replicas`` / ``datadirs``: after the nodes stop, every node's data dir
   (read by ``python -m raftlog.log.inspect``) against the other replicas and
   the final drain: State Machine Safety seen on disk.

@@ -17,6 +17,7 @@ import trio
 from . import report
 from .nemesis import KINDS, TARGETS
 from .partitions import SHAPES
+from .workload import WORKLOADS
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def _summary(results: dict) -> str:
                              f"(history index {stuck['index']}) with the log "
                              f"{cx.get('log_length')} long")
     lines += [f"  {line}" for line in report.replica_lines(results)]
+    lines += [f"  {line}" for line in report.group_lines(results)]
     for kind, outcomes in sorted(results.get("membership", {}).items()):
         lines.append(f"  membership {kind}: "
                      + " ".join(f"{k}={v}" for k, v in sorted(outcomes.items())))
@@ -59,8 +61,12 @@ def jepsen() -> None:
 
 @jepsen.command("run")
 @click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
-@click.option("--workload", type=click.Choice(["log", "offsets"]), default="log",
+@click.option("--workload", type=click.Choice(list(WORKLOADS)), default="log",
               show_default=True)
+@click.option("--consumers", type=click.IntRange(1, 32), default=3, show_default=True,
+              help="groups workload: group-managed consumers (taken from --concurrency).")
+@click.option("--session-timeout", type=click.FloatRange(0.1, 300), default=2.0,
+              show_default=True, help="groups workload: consumer session timeout (s).")
 @click.option("--nemesis", "nemesis_", default="partition,kill,pause", show_default=True,
               help=f"Comma-separated, of: {', '.join(KINDS)}; 'none' for no faults.")
 @click.option("--kill-targets", default=",".join(TARGETS), show_default=True)
@@ -87,7 +93,7 @@ def jepsen() -> None:
 def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
             partition_shapes: str, time_limit: float,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
-            rejoin: bool, rate: float,
+            rejoin: bool, rate: float, consumers: int, session_timeout: float,
             out: Path | None, unsafe_no_fsync: bool, unsafe_ack_before_commit: bool,
             unsafe_follower_reads: bool) -> None:
     """Start a cluster, run a workload under faults, check the history."""
@@ -112,7 +118,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
     opts = RunOptions(
         out=out, nodes=nodes, workload=workload, nemesis=kinds, time_limit=time_limit,
         concurrency=concurrency, partitions=partitions, seed=seed, nemesis_interval=interval,
-        spares=spares, rejoin=rejoin,
+        spares=spares, rejoin=rejoin, consumers=consumers, session_timeout=session_timeout,
         kill_targets=targets, partition_shapes=shapes, rate_per_worker=rate,
         fsync=not unsafe_no_fsync,
         unsafe_ack_before_commit=unsafe_ack_before_commit,

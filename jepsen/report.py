@@ -3,7 +3,9 @@
 - ``results.json``: valid?, anomalies with the ops involved, counts of
   ok/fail/info per function, linearizability per partition, the replica
   check (``replicas``: every node's data dir against the others and the
-  drain, per node and partition: start, end, records compared), notes.
+  drain, per node and partition: start, end, records compared), the
+  consumer-group check (``groups``: anomalies, duplicates, unowned time),
+  notes.
 - ``latency-raw.png``: every completed op as a point, time vs latency (log
   scale), colour by outcome, marker by function; nemesis windows shaded.
 - ``rate.png``: completions per second by function and outcome, same shading.
@@ -170,6 +172,34 @@ def replica_lines(results: dict[str, Any]) -> list[str]:
     lines += [f"replicas: {n}" for n in notes[:MAX_REPLICA_NOTES]]
     if len(notes) > MAX_REPLICA_NOTES:
         lines.append(f"replicas: ... {len(notes) - MAX_REPLICA_NOTES} more notes in results.json")
+    return lines
+
+
+def group_lines(results: dict[str, Any]) -> list[str]:
+    """The consumer-group check for the text summary: anomalies, duplicates,
+    rebalances and the longest time each partition had no owner."""
+    g = results.get("groups")
+    if not g:
+        return []
+    st = g.get("stats", {})
+    lines = [f"groups: {st.get('deliveries', 0)} deliveries in {st.get('polls', 0)} polls, "
+             f"{st.get('duplicates', 0)} duplicates ({st.get('explained_by_rebalance', 0)} "
+             f"after a rebalance or restart), {st.get('stints', 0)} assignments, "
+             f"{st.get('rebalances_seen', 0)} rebalances seen by consumers"]
+    for t, n in sorted(g.get("counts", {}).items()):
+        first = (g.get("anomalies", {}).get(t) or [{}])[0]
+        lines.append(f"anomaly {t}: {n} (e.g. partition {first.get('key')}: "
+                     f"{first.get('message')})")
+    unowned = st.get("unowned") or {}
+    if unowned:
+        lines.append("groups unowned: " + ", ".join(
+            f"p{p} {u['total_s']}s in {u['windows']} window(s), longest {u['max_s']}s"
+            for p, u in sorted(unowned.items(), key=lambda kv: int(kv[0]))))
+    committed, ends = st.get("final_committed") or {}, st.get("drained_end") or {}
+    if committed:
+        lines.append("groups committed/end: " + ", ".join(
+            f"p{p} {o}/{ends.get(p, '?')}"
+            for p, o in sorted(committed.items(), key=lambda kv: int(kv[0]))))
     return lines
 
 

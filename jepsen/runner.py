@@ -3,7 +3,8 @@
 Phases: start the proxies and the nodes (a generated cluster.toml) -> create
 the topic -> workload with faults for ``time_limit`` s -> heal everything ->
 recovery window with the workload still running (shows the service comes
-back) -> stop the workload -> quiet period -> drain every partition -> check
+back) -> stop the workload (``groups``: every consumer closes) -> quiet
+period -> drain every partition (``groups``: then read the committed offsets) -> check
 -> stop the nodes -> read every node's data dir and compare the replicas
 (jepsen/replicas.py) -> results.json, plots, node logs. Every node process is
 stopped in a ``finally``, whatever happened.
@@ -21,7 +22,7 @@ from typing import Any
 import trio
 from raftlog.client.aio import AsyncClient
 
-from . import checker_log, datadirs, linearizable, membership, report
+from . import checker_groups, checker_log, datadirs, linearizable, membership, report
 from .cluster import ClusterSettings, JepsenCluster
 from .history import Op, Recorder, load
 from .membership import ClientAdmin
@@ -60,14 +61,26 @@ class RunOptions:
     tick_ms: int = 10
     election_ticks: int = 20
     lin_time_limit: float = 60.0  # per partition; beyond it the verdict is unknown
+    consumers: int = 3  # groups workload: group-managed consumers
+    session_timeout: float = 2.0  # groups workload: short, so faults expire members
 
 
 def check_history(ops: list[Op], lin_time_limit: float = 60.0,
                   linearizability: bool = True) -> dict[str, Any]:
-    """Every checker on one history; ``valid`` only if all of them pass."""
+    """Every checker on one history; ``valid`` only if all of them pass.
+
+    A history with group polls (the ``groups`` workload) is also given to the
+    consumer-group checker; its liveness notes (a stuck group) are in
+    ``liveness`` and make the history invalid too.
+    """
     log_result = checker_log.check(ops)
-    out: dict[str, Any] = {"log": log_result.to_dict()}
+    out: dict[str, Any] = {"log": log_result.to_dict(), "liveness": []}
     valid = log_result.valid
+    if any(op.f == "gpoll" for op in ops):
+        groups = checker_groups.check(ops)
+        out["groups"] = groups.to_dict()
+        out["liveness"] = list(groups.liveness)
+        valid = valid and groups.valid and not groups.liveness
     if linearizability:
         lin = linearizable.check(ops, time_limit_per_key=lin_time_limit)
         out["linearizability"] = lin.to_dict()
@@ -118,7 +131,9 @@ async def run(opts: RunOptions) -> dict[str, Any]:
             await cluster.wait_for_topic(TOPIC, opts.partitions, opts.nodes)
             wl = Workload(
                 WorkloadConfig(opts.workload, opts.partitions, opts.concurrency,
-                               opts.rate_per_worker, opts.request_timeout),
+                               opts.rate_per_worker, opts.request_timeout,
+                               consumers=opts.consumers,
+                               session_timeout=opts.session_timeout),
                 cluster.addresses, recorder, random.Random(rng.random()),
             )
             async with AsyncClient(cluster.addresses, request_timeout=2.0) as probe, \
@@ -140,6 +155,8 @@ async def run(opts: RunOptions) -> dict[str, Any]:
                     stop.set()
             await trio.sleep(opts.quiet)
             drain_notes = await wl.drain()
+            if wl.groups is not None:
+                drain_notes += await wl.groups.final_committed()
             notes += drain_notes
             liveness += drain_notes
             if opts.unsafe_follower_reads:
@@ -166,7 +183,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
     results["notes"] = notes
     # Not a safety anomaly, but a run where a node crashed or the cluster never
     # came back is not a pass either.
-    results["liveness"] = liveness
+    results["liveness"] = liveness + results["liveness"]
     if "membership" in opts.nemesis:
         results["membership"] = membership.summary(ops)
     results["valid"] = results["valid"] and not liveness

@@ -7,8 +7,11 @@
              ``jepsen``) polls from its position, commits after each poll, and
              now and then "restarts": forgets its position and resumes from the
              group's committed offset.
+``groups``   producers as in ``offsets``; C group-managed consumers (group
+             ``jepsen-g``) that the coordinator assigns partitions to, with
+             rebalances, restarts and fail-overs (jepsen/groups_workload.py).
 
-Both end with a final phase: after the faults are healed, every partition is
+All end with a final phase: after the faults are healed, every partition is
 drained from offset 0 through its leader. Per-node drains over the network
 need reads served by followers, which the protocol only allows in the
 deliberately unsafe ``unsafe_follower_reads`` mode: with it, each node is
@@ -39,7 +42,7 @@ log = logging.getLogger(__name__)
 
 TOPIC = "jepsen"
 GROUP = "jepsen"
-WORKLOADS = ("log", "offsets")
+WORKLOADS = ("log", "offsets", "groups")
 
 
 @dataclass
@@ -50,6 +53,8 @@ class WorkloadConfig:
     rate_per_worker: float = 20.0  # ops/s per worker (keeps 2 cores usable for the nodes)
     request_timeout: float = 3.0
     fetch_max_records: int = 20
+    consumers: int = 3  # groups: group-managed consumers
+    session_timeout: float = 2.0  # groups: short, so faults expire members
 
 
 def decode_value(value: bytes) -> Any:
@@ -71,6 +76,7 @@ class Workload:
 
     def __post_init__(self) -> None:
         self.procs = ProcessIds(self.config.concurrency)
+        self.groups: Any = None  # the groups workload's GroupConsumers, once running
 
     # ------------------------------------------------------------ one op
 
@@ -217,6 +223,17 @@ class Workload:
                 for i in range(consumers):
                     w = c - consumers + i
                     nursery.start_soon(self.consumer_worker, w, i, stop)
+            elif self.config.name == "groups":
+                # Imported here: groups_workload builds on this module.
+                from .groups_workload import GroupConsumers, GroupsConfig
+
+                consumers = min(self.config.consumers, max(1, c - 1))
+                self.groups = GroupConsumers(self, GroupsConfig(
+                    consumers=consumers, session_timeout=self.config.session_timeout))
+                for w in range(c - consumers):
+                    nursery.start_soon(self.log_worker, w, stop)
+                for i in range(consumers):
+                    nursery.start_soon(self.groups.worker, c - consumers + i, i, stop)
             else:
                 raise ValueError(f"unknown workload {self.config.name!r}")
 

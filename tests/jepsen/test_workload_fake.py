@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import trio
-from raftlog.jepsen import checker_log, linearizable
+from raftlog.jepsen import checker_groups, checker_log, linearizable
 from raftlog.jepsen.history import OpType, Recorder, pair
 from raftlog.jepsen.workload import TOPIC, Workload, WorkloadConfig
 
@@ -43,6 +43,8 @@ async def run_workload(name: str, seconds: float, lose_tail: bool = False) -> Re
                 _base, _ts, count, _blob = part.batches.pop()
                 part.end_offset -= count
             notes = await wl.drain(deadline=10)
+            if wl.groups is not None:
+                notes += await wl.groups.final_committed(deadline=10)
         assert notes == []
         nursery.cancel_scope.cancel()
     return recorder
@@ -79,3 +81,18 @@ async def test_a_server_losing_an_acknowledged_record_is_caught() -> None:
     # if one did, the drain's end offset is behind an end already observed.
     assert {"unseen-after-drain", "stale-read"} & {a.type for a in result.anomalies}
     assert not linearizable.check(recorder.ops).valid
+
+
+async def test_groups_workload_consumers_share_partitions_and_the_history_is_valid() -> None:
+    recorder = await run_workload("groups", 3.0)
+    done = pair(recorder.ops)
+    fs = {c.f for c in done if c.type is OpType.OK}
+    assert {"gjoin", "gpoll", "gcommit", "gclose", "gcommitted", "send"} <= fs
+    result = checker_groups.check(recorder.ops)
+    assert result.valid and result.liveness == [], result.to_dict()
+    # Three consumers on two partitions: every partition was delivered, and
+    # every consumer closed (committed) at the end.
+    assert {d.partition for d in checker_groups.deliveries(done)} == set(range(PARTITIONS))
+    assert result.stats["final_committed"].keys() == {str(p) for p in range(PARTITIONS)}
+    assert sum(1 for c in done if c.f == "gclose" and c.type is OpType.OK) >= 3
+    assert checker_log.check(recorder.ops).valid
