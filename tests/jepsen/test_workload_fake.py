@@ -7,7 +7,9 @@ from __future__ import annotations
 import random
 
 import trio
+from raftlog.client.aio import AsyncClient
 from raftlog.jepsen import checker_groups, checker_log, linearizable
+from raftlog.jepsen.groups_workload import GROUP
 from raftlog.jepsen.history import OpType, Recorder, pair
 from raftlog.jepsen.workload import TOPIC, Workload, WorkloadConfig
 
@@ -24,7 +26,17 @@ async def start_fake(nursery: trio.Nursery) -> FakeCluster:
     return cluster
 
 
-async def run_workload(name: str, seconds: float, lose_tail: bool = False) -> Recorder:
+async def commit_past_undelivered(cluster: FakeCluster) -> None:
+    """A broken consumer: appends records to partition 0 and commits past them
+    although nobody received them."""
+    async with AsyncClient(cluster.bootstrap(), client_id="broken") as client:
+        for v in (10**9, 10**9 + 1):
+            meta = await client.produce(TOPIC, str(v).encode(), partition=0)
+        await client.commit_offset(GROUP, TOPIC, 0, meta.offset + 1)
+
+
+async def run_workload(name: str, seconds: float, lose_tail: bool = False,
+                       skip_commit: bool = False) -> Recorder:
     recorder = Recorder()
     async with trio.open_nursery() as nursery:
         cluster = await start_fake(nursery)
@@ -42,6 +54,8 @@ async def run_workload(name: str, seconds: float, lose_tail: bool = False) -> Re
                 part = cluster.partitions[(TOPIC, 0)]
                 _base, _ts, count, _blob = part.batches.pop()
                 part.end_offset -= count
+            if skip_commit:
+                await commit_past_undelivered(cluster)
             notes = await wl.drain(deadline=10)
             if wl.groups is not None:
                 notes += await wl.groups.final_committed(deadline=10)
@@ -96,3 +110,11 @@ async def test_groups_workload_consumers_share_partitions_and_the_history_is_val
     assert result.stats["final_committed"].keys() == {str(p) for p in range(PARTITIONS)}
     assert sum(1 for c in done if c.f == "gclose" and c.type is OpType.OK) >= 3
     assert checker_log.check(recorder.ops).valid
+
+
+async def test_a_commit_past_undelivered_records_is_caught_as_group_lost() -> None:
+    recorder = await run_workload("groups", 1.5, skip_commit=True)
+    result = checker_groups.check(recorder.ops)
+    assert not result.valid
+    lost = [a for a in result.anomalies if a.type == "group-lost"]
+    assert [a.key for a in lost] == [0] and lost[0].details["missing_count"] == 2
