@@ -194,3 +194,31 @@ def test_unowned_time_is_the_gap_between_owners() -> None:
     result = check(h.build())
     assert result.valid, result.to_dict()
     assert result.stats["unowned"]["0"] == {"total_s": 4.0, "max_s": 3.0, "windows": 2}
+
+
+def test_check_history_runs_the_group_checker_and_the_summary_names_its_anomalies() -> None:
+    from raftlog.jepsen.report import group_lines
+    from raftlog.jepsen.runner import check_history
+
+    h = HistoryBuilder()
+    gpoll(h, "c0", 1, [(0, 0, 10), (0, 2, 12)], 10, 20)
+    h.drain(0, LOG, 100, 110)
+    results = check_history(h.build(), linearizability=False)
+    assert not results["valid"] and results["groups"]["anomaly_types"] == ["group-skip"]
+    lines = group_lines(results)
+    assert lines[0].startswith("groups: 2 deliveries in 1 polls")
+    assert any(line.startswith("anomaly group-skip: 1") for line in lines)
+
+
+def test_a_stuck_group_makes_check_history_invalid_through_liveness() -> None:
+    from raftlog.jepsen.runner import check_history
+
+    h = HistoryBuilder()
+    gpoll(h, "c0", 1, [(0, 0, 10)], 10, 20)
+    h.nemesis("heal", 30)
+    h.drain(0, LOG, 100, 110)
+    h.send(1, 0, 10, 0, 1, 2).send(1, 0, 11, 1, 3, 4).send(1, 0, 12, 2, 5, 6)
+    h.send(1, 0, 13, 3, 7, 8)
+    results = check_history(h.build(), linearizability=False)
+    assert results["log"]["valid"] and results["groups"]["valid"]
+    assert not results["valid"] and results["liveness"], results["liveness"]
