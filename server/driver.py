@@ -162,6 +162,9 @@ class MultiRaft:
         self._quiet_followers: dict[str, set[int]] = {}
         self._last_sent: dict[str, float] = {}
         self._desired: dict[int, Any] = {}
+        # Groups created by a peer's message before the metadata listed this
+        # node (membership.group_for_message), with when: see sweep_joined_groups.
+        self.joined_by_message: dict[int, float] = {}
         self._pending_create: dict[int, Any] = {}
         self._running = False
         self.stats: dict[str, Any] = defaultdict(int)
@@ -456,6 +459,8 @@ class MultiRaft:
                 if now >= next_register:
                     next_register = now + 0.5
                     self._maybe_register_nodes()
+                    if self.joined_by_message:
+                        membership.sweep_joined_groups(self, now)
                 if now >= next_stats:
                     next_stats = now + STATS_EVERY_S
                     self._log_stats()

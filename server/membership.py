@@ -24,6 +24,13 @@ so that driver.py keeps one job (the loop):
   the membership it applies to in its context (``base_context``); earlier
   changes are skipped, their effect is in that base. A snapshot, when the
   log was compacted, carries the membership itself.
+- ``sweep_joined_groups``: a group created that way that the metadata never
+  lists for this node, and whose membership does not name this node, is
+  deleted after ``JOINED_GROUP_GRACE_S``. Such a group is an orphan: a stale
+  message from a replica that had not applied this node's removal yet
+  re-created it right after the removal deleted it (jepsen's replica check
+  found one, empty, on a removed node), or the reassign that added this node
+  was undone. Nothing else would ever remove it.
 - ``sync_peers``: nodes registered in the metadata group (REGISTER_NODE, done
   by ``member add``) but absent from this node's cluster.toml become peers:
   the listener accepts their hello and the transport dials them; once
@@ -37,6 +44,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import trio
 from raftlog.log import keys
 from raftlog.raft import codec
 from raftlog.raft.conf_change import ConfChangeError, apply_conf_change
@@ -183,6 +191,12 @@ def admit(group: Group, msg: Message, self_id: str) -> bool:
     return not removed or msg.frm not in removed
 
 
+# How long a group created by a message may stay unlisted by the metadata while
+# its membership does not name this node. A learner being added names itself
+# as soon as the leader's first snapshot or conf change arrives, well within it.
+JOINED_GROUP_GRACE_S = 30.0
+
+
 def group_for_message(driver: Any, gid: int, msg: Message) -> Group | None:
     """Create a partition group a leader replicates to us before metadata lists us."""
     if gid == METADATA_GROUP or msg.type in _VOTE_REQUESTS:
@@ -195,9 +209,33 @@ def group_for_message(driver: Any, gid: int, msg: Message) -> Group | None:
     group = driver._add_partition(gid)
     info = meta.partition_of_group(gid)
     group.topic, group.partition, group.replicas = info.topic, info.partition, info.replicas
+    driver.joined_by_message[gid] = trio.current_time()
     log.info("event=group_joined group=%d topic=%s partition=%s from=%s",
              gid, info.topic, info.partition, msg.frm)  # fmt: skip
     return group
+
+
+def sweep_joined_groups(driver: Any, now: float) -> None:
+    """Delete groups created by a message that turned out to be orphans (above)."""
+    joined: dict[int, float] = driver.joined_by_message
+    for gid, since in list(joined.items()):
+        group = driver.groups.get(gid)
+        if group is None or gid in driver._desired:
+            del joined[gid]  # gone already, or the metadata lists us: a real replica
+            continue
+        if now - since < JOINED_GROUP_GRACE_S or _names(group.raft.conf_state, driver.node_id):
+            continue
+        del joined[gid]
+        log.warning(
+            "event=orphan_group_deleted group=%d topic=%s partition=%s joined_s_ago=%.0f "
+            "reason='not a replica in the metadata nor in the group membership'",
+            gid, group.topic, group.partition, now - since,
+        )  # fmt: skip
+        driver._delete_group(gid)
+
+
+def _names(conf: ConfState, node_id: str) -> bool:
+    return node_id in (*conf.voters, *conf.learners, *conf.voters_outgoing, *conf.learners_next)
 
 
 def sync_peers(driver: Any) -> None:

@@ -13,6 +13,7 @@ import pytest
 import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch
+from raftlog.raft import codec
 from raftlog.raft.types import ConfState, Message, MessageType
 from raftlog.server import membership
 from raftlog.server.config import NodeConfig
@@ -112,6 +113,36 @@ async def test_shrinking_a_partition_survives_a_restart_of_every_node(cluster, t
     new_leader = await c.wait_leader(1)
     assert new_leader in keep
     assert await _fetch_all(c, new_leader, "t") == values
+
+
+async def test_a_stale_message_after_removal_leaves_no_orphan_group(cluster, monkeypatch):
+    """A replica that has not applied a node's removal yet may still send it a
+    heartbeat; the removed node re-creates the group from it (empty: it cannot
+    tell a stale message from a re-add). Found by jepsen's replica check: such
+    an orphan stayed forever. Now it is deleted once it is clearly not a replica."""
+    c = cluster
+    leader, _ = await _loaded_topic(c)
+    drop = next(n for n in c.node_ids if n != leader)
+    await _reassign(c, leader, sorted(set(c.node_ids) - {drop}))
+    await c.wait_for(lambda: 1 not in c.driver(drop).groups, what="dropped copy deleted")
+    gone = c.driver(drop)
+    term = c.driver(leader).groups[1].raft.term
+    stale = Message(type=MessageType.HEARTBEAT, to=drop, frm=leader, term=term)
+    with monkeypatch.context() as patch:
+        patch.setattr(membership, "JOINED_GROUP_GRACE_S", 3600.0)
+        gone.on_peer_msgs(leader, [(1, codec.encode_message(stale))])
+        await c.wait_for(lambda: 1 in gone.groups, what="the stale message re-creates the group")
+        assert 1 in gone.joined_by_message and c.stores[drop].has_group(1)
+        membership.sweep_joined_groups(gone, trio.current_time())  # within the grace: kept
+        assert 1 in gone.groups
+    monkeypatch.setattr(membership, "JOINED_GROUP_GRACE_S", 0.0)
+    await c.wait_for(
+        lambda: 1 not in gone.groups and not c.stores[drop].has_group(1),
+        what="the orphan swept away",
+    )
+    assert gone.joined_by_message == {}
+    # The replicas that stayed are untouched.
+    assert all(1 in c.driver(n).groups for n in c.node_ids if n != drop)
 
 
 async def test_add_a_node_and_move_a_partition_to_it(cluster, tmp_path):
