@@ -70,14 +70,15 @@ class TLSConfig:
         try:
             ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=_opt(self.ca_file))
         except (OSError, ssl.SSLError) as exc:
-            raise TLSError(f"cannot load TLS ca_file {str(self.ca_file)!r}: {_why(exc)}") from None
+            why = load_error_text(exc)
+            raise TLSError(f"cannot load TLS ca_file {str(self.ca_file)!r}: {why}") from None
         if self.cert_file is not None:
             try:
                 ctx.load_cert_chain(str(self.cert_file), _opt(self.key_file))
             except (OSError, ssl.SSLError) as exc:
                 raise TLSError(
                     f"cannot load TLS cert_file {str(self.cert_file)!r} / key_file "
-                    f"{str(self.key_file)!r}: {_why(exc)}"
+                    f"{str(self.key_file)!r}: {load_error_text(exc)}"
                 ) from None
         return ctx
 
@@ -86,9 +87,11 @@ def _opt(path: str | Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _why(exc: BaseException) -> str:
+def load_error_text(exc: BaseException) -> str:
+    """Why a certificate, key or CA file could not be loaded, in words
+    (OpenSSL's reason, or the OS error); shared with server/tls.py."""
     if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
+        return reason_text(exc)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)

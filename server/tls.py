@@ -38,7 +38,7 @@ from typing import Any
 import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import FrameDecoder, FrameError, encode_frame, error_reply
-from raftlog.client.tls import TLS_HANDSHAKE_BYTE, reason_text, send_alert
+from raftlog.client.tls import TLS_HANDSHAKE_BYTE, load_error_text, reason_text, send_alert
 
 from .config import ClusterConfig, ConfigError
 from .log_throttle import LogThrottle
@@ -64,8 +64,9 @@ def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path, what: str) -> None:
     except FileNotFoundError as exc:
         raise ConfigError(f"TLS {what}: {exc.filename!r}: no such file") from None
     except (OSError, ssl.SSLError) as exc:
+        why = load_error_text(exc)
         raise ConfigError(
-            f"cannot load the TLS {what} {str(cert)!r} with key {str(key)!r}: {_reason(exc)}"
+            f"cannot load the TLS {what} {str(cert)!r} with key {str(key)!r}: {why}"
         ) from None
 
 
@@ -73,13 +74,8 @@ def _load_ca(ctx: ssl.SSLContext, ca: Path) -> None:
     try:
         ctx.load_verify_locations(cafile=str(ca))
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"[tls] ca_file {str(ca)!r}: cannot load: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return reason_text(exc)
-    return getattr(exc, "strerror", None) or str(exc)
+        why = load_error_text(exc)
+        raise ConfigError(f"[tls] ca_file {str(ca)!r}: cannot load: {why}") from None
 
 
 # Cached by file paths: one context per node and role, shared by every
