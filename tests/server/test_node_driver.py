@@ -698,6 +698,13 @@ async def test_taskless_produce_errors_and_fallbacks(cluster):
     leader = await cluster.wait_leader(topic["partitions"][0]["group"])
     follower = next(n for n in cluster.node_ids if n != leader)
     await cluster.wait_for(lambda: "t" in cluster.driver(follower).metadata.topics)
+    gid = topic["partitions"][0]["group"]
+    # A follower names the leader only once a message of the leader's term reached
+    # it; until then NOT_LEADER carries no hint, which is also correct.
+    await cluster.wait_for(
+        lambda: cluster.driver(follower).groups[gid].raft.leader_id == leader,
+        what="the follower learns who leads",
+    )
     fields = {"topic": "t", "partition": 0, **_batch([b"v"])}
     # A follower answers at once, with the leader to go to.
     a = _Answers()
