@@ -56,6 +56,7 @@ async def heartbeat(c: InProcCluster, at: str, member: str, generation: int) -> 
 async def test_join_is_answered_by_the_metadata_leader_only(cluster: InProcCluster):
     leader = await cluster.wait_leader(0)
     follower = next(n for n in cluster.node_ids if n != leader)
+    await cluster.wait_for(lambda: cluster.driver(follower).groups[0].leader == leader)
     err = await cluster.call_error(follower, "group_join", group="g", topic="t")
     assert err.code is ErrorCode.NOT_LEADER
     assert err.details["leader_address"] == cluster.cfg.node(leader).address

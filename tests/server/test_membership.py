@@ -233,6 +233,7 @@ async def test_member_add_refuses_a_node_still_in_partitions_and_bad_addresses(c
     err = await c.call_error(meta_leader, "member_add", node="n9", address="nowhere")
     assert err.code is ErrorCode.INVALID_REQUEST
     follower = next(n for n in c.node_ids if n != meta_leader)
+    await c.wait_for(lambda: c.driver(follower).groups[0].leader == meta_leader)
     err = await c.call_error(follower, "member_add", node="n9", address="127.0.0.1:9")
     assert err.code is ErrorCode.NOT_LEADER and err.details["leader"] == meta_leader
 

@@ -702,7 +702,7 @@ async def test_taskless_produce_errors_and_fallbacks(cluster):
     # A follower names the leader only once a message of the leader's term reached
     # it; until then NOT_LEADER carries no hint, which is also correct.
     await cluster.wait_for(
-        lambda: cluster.driver(follower).groups[gid].raft.leader_id == leader,
+        lambda: cluster.driver(follower).groups[gid].leader == leader,
         what="the follower learns who leads",
     )
     fields = {"topic": "t", "partition": 0, **_batch([b"v"])}
