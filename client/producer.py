@@ -120,7 +120,7 @@ class Delivery:
 class _Batch:
     # Rows in wire order ([timestamp_ms, key, value, headers], see
     # protocol.encode_record_rows): the batch is packed with one msgpack call.
-    rows: list[list[Any]] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
     size: int = 0
     sealed: bool = False
     done: bool = False
@@ -283,7 +283,10 @@ class Producer:
                 nursery.start_soon(self._linger, queue, batch)
         rows = batch.rows
         delivery = Delivery(batch, len(rows))
-        rows.append([timestamp_ms, key, value, headers])
+        # A tuple, not a list: a tuple of atoms (bytes, int, None) is untracked by
+        # the cyclic GC once seen, so thousands of queued rows do not make every
+        # collection longer (bench: GC time per worker 2.3-3.3 s -> 0.2-0.5 s).
+        rows.append((timestamp_ms, key, value, headers))
         batch.size += size
         self._buffered += size
         self._outstanding += 1
@@ -341,6 +344,7 @@ class Producer:
     ) -> None:
         self._inflight.add(batch)
         blob, count, crc = encode_record_rows(batch.rows)
+        batch.rows = []  # packed: the rows need not live until the acknowledgement
         error: BaseException | None = None
         meta: BatchMetadata | None = None
         try:

@@ -358,7 +358,7 @@ def encode_records(
     return blob, len(records), zlib.crc32(blob)
 
 
-def encode_record_rows(rows: list[list[Any]]) -> tuple[bytes, int, int]:
+def encode_record_rows(rows: Sequence[Sequence[Any]]) -> tuple[bytes, int, int]:
     """Like ``encode_records`` for rows already in wire order
     (``[timestamp_ms, key, value, headers]``): one msgpack call, no per-record
     Python work (the batching Producer keeps its rows this way)."""
