@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -37,6 +37,7 @@ class CommandKind(IntEnum):
     ALLOC_PRODUCER_ID = 13
     SET_PARTITION_REPLICAS = 14
     UNREGISTER_NODE = 15  # a node removed from the cluster (raftlog member remove)
+    SET_CONSUMER_GROUP = 16  # a consumer group's formed generation, or its going empty
 
 
 @dataclass(slots=True, frozen=True)
@@ -126,6 +127,37 @@ class UnregisterNode:
     KIND = CommandKind.UNREGISTER_NODE
 
 
+class GroupMemberEntry(NamedTuple):
+    """One member of a persisted consumer-group generation (a tuple: msgpack packs
+    it as an array, so a command stays compact on the wire)."""
+
+    member_id: str
+    client_id: str
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+    partitions: tuple[int, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class SetConsumerGroup:
+    """A consumer group's generation, as formed by the coordinator (the controller).
+
+    Proposed through the metadata group so that a new controller loads it and
+    the members keep their partitions (server/group_coordinator.py). ``members``
+    empty means the group went empty (last member left or expired): its old
+    members must not come back on a later controller. ``partitions`` is the
+    topic's partition count the assignment was made for.
+    """
+
+    group: str
+    topic: str
+    generation: int
+    partitions: int
+    members: tuple[GroupMemberEntry, ...] = ()
+
+    KIND = CommandKind.SET_CONSUMER_GROUP
+
+
 Command = (
     Produce
     | CommitOffset
@@ -136,6 +168,7 @@ Command = (
     | AllocProducerId
     | SetPartitionReplicas
     | UnregisterNode
+    | SetConsumerGroup
 )
 
 _CLASSES: dict[int, type] = {
@@ -150,6 +183,7 @@ _CLASSES: dict[int, type] = {
         AllocProducerId,
         SetPartitionReplicas,
         UnregisterNode,
+        SetConsumerGroup,
     )
 }
 
@@ -167,6 +201,7 @@ _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     AllocProducerId: (),
     SetPartitionReplicas: (_STR, _INT, (list, False)),
     UnregisterNode: (_STR,),
+    SetConsumerGroup: (_STR, _STR, _INT, _INT, (list, False)),
 }
 
 
@@ -246,7 +281,26 @@ def _decode_one(raw: Any) -> Command:
         if not all(isinstance(r, str) for r in values[2]):
             raise CommandError("SetPartitionReplicas: replicas must be strings")
         values[2] = tuple(values[2])
+    if cls is SetConsumerGroup:
+        values[4] = _decode_group_members(values[4])
     return cls(*values)
+
+
+def _decode_group_members(raw: list[Any]) -> tuple[GroupMemberEntry, ...]:
+    """SetConsumerGroup members: [id, client id, session ms, rebalance ms, [partition, ...]]."""
+    out = []
+    for m in raw:
+        if not isinstance(m, list) or len(m) != 5:
+            raise CommandError("SetConsumerGroup: a member must be an array of 5 fields")
+        member_id, client_id, session_ms, rebalance_ms, parts = m
+        if not (isinstance(member_id, str) and isinstance(client_id, str)):
+            raise CommandError("SetConsumerGroup: member and client ids must be strings")
+        if not (_is_int(session_ms) and _is_int(rebalance_ms)):
+            raise CommandError("SetConsumerGroup: member timeouts must be integers")
+        if not isinstance(parts, list) or not all(_is_int(p) for p in parts):
+            raise CommandError("SetConsumerGroup: member partitions must be integers")
+        out.append(GroupMemberEntry(member_id, client_id, session_ms, rebalance_ms, tuple(parts)))
+    return tuple(out)
 
 
 def decode_entry_commands(data: bytes) -> list[Command]:

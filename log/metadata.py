@@ -1,7 +1,9 @@
 """The metadata state machine: the cluster's controller group (group 0, like Kafka's KRaft).
 
 It holds the registered nodes, the topics with their partitions' Raft group ids
-and replica sets, and the producer id counter. Every decision that must agree
+and replica sets, the producer id counter, and every consumer group's last
+formed generation (server/group_coordinator.py loads them on a controller
+change). Every decision that must agree
 across nodes is made here at APPLY time from replicated state only: group ids
 are handed out from ``next_group_id``, and replicas are placed from the sorted
 registered node ids, so every replica of group 0 computes the same placement.
@@ -31,7 +33,9 @@ from .commands import (
     CommandError,
     CreateTopic,
     DeleteTopic,
+    GroupMemberEntry,
     RegisterNode,
+    SetConsumerGroup,
     SetPartitionReplicas,
     UnregisterNode,
     decode_entry_commands,
@@ -43,6 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "METADATA_GROUP_ID",
     "AllocProducerId",
+    "ConsumerGroupInfo",
     "CreateTopic",
     "DeleteTopic",
     "MetaResult",
@@ -50,6 +55,7 @@ __all__ = [
     "NodeInfo",
     "PartitionInfo",
     "RegisterNode",
+    "SetConsumerGroup",
     "SetPartitionReplicas",
     "TopicInfo",
     "UnregisterNode",
@@ -80,6 +86,17 @@ class TopicInfo:
     name: str
     config: dict[str, Any]
     partitions: list[PartitionInfo]
+
+
+@dataclass(slots=True, frozen=True)
+class ConsumerGroupInfo:
+    """A consumer group's last persisted generation; no members: the group is empty."""
+
+    name: str
+    topic: str
+    generation: int
+    partitions: int
+    members: tuple[GroupMemberEntry, ...]
 
 
 @dataclass(slots=True)
@@ -124,6 +141,7 @@ class MetadataStateMachine:
         self.topics: dict[str, TopicInfo] = {}
         self.next_group_id = 1  # group 0 is this group itself
         self.next_producer_id = 1
+        self.consumer_groups: dict[str, ConsumerGroupInfo] = {}
         value = store.db.get(keys.sm_meta(group_id, keys.SmField.APPLIED))
         if value is not None:
             try:
@@ -191,6 +209,8 @@ class MetadataStateMachine:
             return self._set_replicas(cmd)
         if isinstance(cmd, UnregisterNode):
             return self._unregister_node(cmd)
+        if isinstance(cmd, SetConsumerGroup):
+            return self._set_consumer_group(cmd)
         return _fail(ErrorCode.INVALID_REQUEST, f"{type(cmd).__name__} is not a metadata op")
 
     def _register_node(self, cmd: RegisterNode) -> MetaResult:
@@ -299,6 +319,40 @@ class MetadataStateMachine:
         )
         return MetaResult()
 
+    def _set_consumer_group(self, cmd: SetConsumerGroup) -> MetaResult:
+        """Store a group's generation. Generations only move forward: a record of a
+        new generation must be above the stored one, and an "empty" record may not
+        go below it, so a record from a deposed coordinator (which could only
+        arrive here reordered, never in practice: see the coordinator's
+        docstring) cannot roll a group back or bring dropped members back."""
+        if not cmd.group or not TOPIC_NAME.fullmatch(cmd.topic):
+            return _fail(ErrorCode.INVALID_REQUEST, "a group needs a name and a valid topic")
+        if cmd.generation < 0 or cmd.partitions < 1:
+            return _fail(ErrorCode.INVALID_REQUEST, "bad generation or partition count")
+        ids = [m.member_id for m in cmd.members]
+        owned = [p for m in cmd.members for p in m.partitions]
+        if (
+            len(set(ids)) != len(ids)
+            or len(set(owned)) != len(owned)
+            or not all(0 <= p < cmd.partitions for p in owned)
+            or not all(m.session_timeout_ms > 0 and m.rebalance_timeout_ms > 0 for m in cmd.members)
+        ):
+            return _fail(
+                ErrorCode.INVALID_REQUEST,
+                "members must be distinct, with positive timeouts, each partition owned once",
+            )
+        old = self.consumer_groups.get(cmd.group)
+        stored = old.generation if old is not None else 0
+        if cmd.generation < stored or (cmd.members and cmd.generation == stored):
+            return _fail(
+                ErrorCode.REBALANCE_IN_PROGRESS,
+                f"group {cmd.group!r} is at generation {stored}; {cmd.generation} is over",
+            )
+        self.consumer_groups[cmd.group] = ConsumerGroupInfo(
+            cmd.group, cmd.topic, cmd.generation, cmd.partitions, cmd.members
+        )
+        return MetaResult()
+
     # ---- snapshots ----------------------------------------------------------------------
 
     def snapshot_state(self) -> bytes:
@@ -317,6 +371,10 @@ class MetadataStateMachine:
                     ]
                     for _, t in sorted(self.topics.items())
                 ],
+                "consumer_groups": [
+                    [g.name, g.topic, g.generation, g.partitions, [list(m) for m in g.members]]
+                    for _, g in sorted(self.consumer_groups.items())
+                ],
             },
             use_bin_type=True,
         )
@@ -333,6 +391,17 @@ class MetadataStateMachine:
                 [PartitionInfo(name, p, g, tuple(r)) for p, g, r in parts],
             )
             for name, config, parts in obj["topics"]
+        }
+        # Absent in the state of a node written before consumer groups were persisted.
+        self.consumer_groups = {
+            name: ConsumerGroupInfo(
+                name,
+                topic,
+                generation,
+                partitions,
+                tuple(GroupMemberEntry(m, c, s, r, tuple(ps)) for m, c, s, r, ps in members),
+            )
+            for name, topic, generation, partitions, members in obj.get("consumer_groups", [])
         }
 
     def restore_state(self, data: bytes, batch: WriteBatch) -> None:

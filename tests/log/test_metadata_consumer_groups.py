@@ -1,0 +1,149 @@
+"""SET_CONSUMER_GROUP in the metadata state machine: a consumer group's formed
+generation is applied, validated, kept monotonic, snapshotted/restored, and
+survives a reopen of the node's store (server/group_coordinator.py loads it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+from raftlog.client.errors import ErrorCode
+from raftlog.log.commands import (
+    CommandError,
+    GroupMemberEntry,
+    SetConsumerGroup,
+    decode_entry_commands,
+    encode_entry_commands,
+)
+from raftlog.log.metadata import ConsumerGroupInfo, MetadataStateMachine, MetaResult
+from raftlog.log.store import NodeStore
+from raftlog.raft.types import Entry
+
+
+class Meta:
+    def __init__(self, store: NodeStore) -> None:
+        self.store = store
+        self.sm = MetadataStateMachine(store)
+        self.index = self.sm.applied_index
+
+    def run(self, *cmds: object) -> list[MetaResult]:
+        self.index += 1
+        entry = Entry(term=1, index=self.index, data=encode_entry_commands(list(cmds)))
+        batch = self.store.new_batch()
+        (results,) = self.sm.apply([entry], batch)
+        self.store.write(batch)
+        return results
+
+
+@pytest.fixture
+def meta(store: NodeStore) -> Iterator[Meta]:
+    yield Meta(store)
+
+
+def member(mid: str, *parts: int, session_ms: int = 2000) -> GroupMemberEntry:
+    return GroupMemberEntry(mid, f"client-{mid}", session_ms, 5000, tuple(parts))
+
+
+def record(generation: int, *members: GroupMemberEntry, partitions: int = 4) -> SetConsumerGroup:
+    return SetConsumerGroup("g", "t", generation, partitions, tuple(members))
+
+
+def test_the_command_round_trips_through_entry_data() -> None:
+    cmd = record(3, member("a", 0, 1), member("b", 2, 3))
+    assert decode_entry_commands(encode_entry_commands([cmd])) == [cmd]
+    empty = record(3)
+    assert decode_entry_commands(encode_entry_commands([empty])) == [empty]
+
+
+@pytest.mark.parametrize(
+    "bad_member",
+    [
+        ["a", "c", 1000, 2000],  # a field short
+        ["a", "c", "1000", 2000, [0]],  # timeout not an int
+        ["a", "c", 1000, 2000, ["0"]],  # partition not an int
+        [1, "c", 1000, 2000, [0]],  # id not a string
+        "a",
+    ],
+)
+def test_malformed_members_raise_command_error(bad_member: object) -> None:
+    data = msgpack.packb([[16, "g", "t", 1, 4, [bad_member]]], use_bin_type=True)
+    with pytest.raises(CommandError):
+        decode_entry_commands(data)
+
+
+def test_a_formed_generation_is_applied(meta: Meta) -> None:
+    (r,) = meta.run(record(1, member("a", 0, 1), member("b", 2, 3)))
+    assert r.ok
+    assert meta.sm.consumer_groups["g"] == ConsumerGroupInfo(
+        "g", "t", 1, 4, (member("a", 0, 1), member("b", 2, 3))
+    )
+
+
+def test_generations_only_move_forward(meta: Meta) -> None:
+    assert meta.run(record(2, member("a", 0, 1, 2, 3)))[0].ok
+    stale, same = meta.run(record(1, member("b", 0)), record(2, member("b", 0)))
+    assert stale.error is ErrorCode.REBALANCE_IN_PROGRESS
+    assert same.error is ErrorCode.REBALANCE_IN_PROGRESS
+    assert meta.sm.consumer_groups["g"].members == (member("a", 0, 1, 2, 3),)
+    # Going empty keeps the generation (the next one is above it), never below it.
+    (older_empty,) = meta.run(record(1))
+    assert older_empty.error is ErrorCode.REBALANCE_IN_PROGRESS
+    assert meta.run(record(2))[0].ok
+    assert meta.sm.consumer_groups["g"].members == ()
+    assert meta.sm.consumer_groups["g"].generation == 2
+    assert meta.run(record(3, member("b", 0, 1, 2, 3)))[0].ok
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        record(1, member("a", 0, 1), member("a", 2, 3)),  # one member twice
+        record(1, member("a", 0, 1), member("b", 1, 2)),  # partition 1 owned twice
+        record(1, member("a", 0, 4)),  # no partition 4 of 4
+        record(1, member("a", 0, session_ms=0)),
+        SetConsumerGroup("", "t", 1, 4, ()),
+        SetConsumerGroup("g", "bad topic", 1, 4, ()),
+        SetConsumerGroup("g", "t", 1, 0, ()),
+    ],
+)
+def test_invalid_records_are_refused_and_change_nothing(meta: Meta, cmd: SetConsumerGroup) -> None:
+    (r,) = meta.run(cmd)
+    assert r.error is ErrorCode.INVALID_REQUEST
+    assert meta.sm.consumer_groups == {}
+
+
+def test_groups_survive_a_reopen_of_the_store(store: NodeStore, data_dir: Path, meta: Meta) -> None:
+    meta.run(record(4, member("a", 0, 1), member("b", 2, 3)))
+    meta.run(SetConsumerGroup("other", "u", 2, 1, ()))
+    before = dict(meta.sm.consumer_groups)
+    snapshot = meta.sm.snapshot_state()
+    store.close()
+    with NodeStore.open(data_dir, cluster="test", node_id="n1") as reopened:
+        sm = MetadataStateMachine(reopened)
+        assert sm.consumer_groups == before
+        assert sm.snapshot_state() == snapshot
+
+
+def test_groups_are_in_the_snapshot_and_restored_elsewhere(meta: Meta, tmp_path: Path) -> None:
+    meta.run(record(7, member("a", 0, 1, 2), member("b", 3)))
+    data = meta.sm.snapshot_state()
+    with NodeStore.open(tmp_path / "n2", cluster="test", node_id="n2") as other:
+        sm = MetadataStateMachine(other)
+        batch = other.new_batch()
+        sm.restore_state(data, batch)
+        other.write(batch)
+        assert sm.consumer_groups == meta.sm.consumer_groups
+        reloaded = MetadataStateMachine(other)
+        assert reloaded.consumer_groups == meta.sm.consumer_groups
+        assert reloaded.snapshot_state() == data
+
+
+def test_a_state_written_before_groups_were_persisted_still_loads(meta: Meta) -> None:
+    state = msgpack.unpackb(meta.sm.snapshot_state(), raw=False)
+    del state["consumer_groups"]
+    meta.run(record(1, member("a", 0)))
+    batch = meta.store.new_batch()
+    meta.sm.restore_state(msgpack.packb(state, use_bin_type=True), batch)
+    assert meta.sm.consumer_groups == {}
