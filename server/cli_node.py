@@ -417,12 +417,20 @@ def cluster_up(config_path: Path, timeout_s: float) -> None:
     stop = threading.Event()
     received: list[int] = []
 
+    children: list[Child] = []
+
     def on_signal(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:  # [tls] only: every node reloads its TLS files
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signal.SIGHUP)
+            return
         received.append(signum)
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    children: list[Child] = []
+    # Without [tls] a SIGHUP (a closed terminal) stops the cluster, as it always did.
+    handled = (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if cfg.tls else ())
+    previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
         for node_cfg in cfg.nodes:
             children.append(spawn(cfg, config_path, node_cfg))

@@ -236,6 +236,8 @@ class Metrics:
     peer_connected: Gauge = field(init=False)
     peer_reconnects: Counter = field(init=False)
     tls_handshake_failures: Counter = field(init=False)
+    tls_reloads: Counter = field(init=False)
+    tls_cert_expiry: Gauge = field(init=False)
     # driver / handlers (S-CORE)
     produce_requests: Counter = field(init=False)
     records_in: Counter = field(init=False)
@@ -304,6 +306,18 @@ class Metrics:
             "Failed TLS handshakes ([tls]): side accept (listener) or dial (to a peer), "
             "reason plaintext, certificate, closed, timeout or protocol.",
             ["side", "reason"],
+        )
+        self.tls_reloads = r.counter(
+            "raftlog_tls_reloads_total",
+            "TLS certificate reloads on SIGHUP ([tls]), by result ok or failed "
+            "(failed: the node goes on with the files it had).",
+            ["result"],
+        )
+        self.tls_cert_expiry = r.gauge(
+            "raftlog_tls_cert_expiry_timestamp_seconds",
+            "Earliest notAfter (Unix seconds) in the node's certificate file (cert=node) "
+            "and in ca_file (cert=ca); alert well before time() reaches it.",
+            ["cert"],
         )
         self.produce_requests = r.counter(
             "raftlog_produce_requests_total", "Produce requests by result code.", ["code"]

@@ -17,6 +17,7 @@ from .handlers import RequestHandlers
 from .listener import serve
 from .metrics import Metrics, serve_metrics
 from .retention import RetentionManager
+from .tls import reload_on_sighup
 from .transport import PeerTransport
 
 log = logging.getLogger("raftlog.node")
@@ -97,6 +98,7 @@ async def run_node(
                     )
                     if node.metrics_address:
                         await nursery.start(serve_metrics, node.metrics_address, metrics.registry)
+                    await nursery.start(reload_on_sighup, cfg, node_id, metrics)  # [tls] only
                     task_status.started(scope)
 
         async with trio.open_nursery() as outer:

@@ -25,12 +25,19 @@ says the node requires TLS, instead of a bare close.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import calendar
 import contextlib
 import functools
 import ipaddress
 import logging
+import re
+import signal
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +87,7 @@ def _load_ca(ctx: ssl.SSLContext, ca: Path) -> None:
 
 # Cached by file paths: one context per node and role, shared by every
 # connection (snapshot transfers open connections again and again). Files
-# changed on disk are read again only by a restart.
+# changed on disk are read again by ``reload`` (SIGHUP) or a restart.
 @functools.lru_cache(maxsize=16)
 def _server_context(ca: Path, cert: Path, key: Path, client_auth: bool) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS >= 1.2
@@ -113,6 +120,143 @@ def peer_context(cfg: ClusterConfig, node_id: str) -> ssl.SSLContext | None:
         return None
     cert, key = cfg.tls_cert_and_key(node_id)
     return _peer_context(cfg.tls.ca_file, cert, key)
+
+
+# ---------------------------------------------------------------- reload and expiry
+
+
+def reload(cfg: ClusterConfig, node_id: str) -> None:
+    """Re-read the node's certificate, key and ca_file into its live contexts.
+
+    Certificates are rotated without a restart (like nginx's or etcd's
+    reload): every handshake after this, accepted or dialled, uses the new
+    files; connections already open keep the certificate they agreed on.
+    The files are first loaded into throwaway contexts, so a file that does
+    not load (half-written, a key that does not match) raises ConfigError and
+    changes nothing. CAs are added to the trust store, never removed: dropping
+    a CA needs a restart (rotation adds the new CA first anyway).
+    """
+    if cfg.tls is None:
+        return
+    cert, key = cfg.tls_cert_and_key(node_id)
+    ca, client_auth = cfg.tls.ca_file, cfg.tls.client_auth
+    _server_context.__wrapped__(ca, cert, key, client_auth)  # raises, nothing changed
+    _peer_context.__wrapped__(ca, cert, key)
+    for ctx in (_server_context(ca, cert, key, client_auth), _peer_context(ca, cert, key)):
+        _load_ca(ctx, ca)
+        _load_chain(ctx, cert, key, "certificate")
+
+
+def record_expiry(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> None:
+    """Set raftlog_tls_cert_expiry_timestamp_seconds for the node's certificate
+    and the CA file (the earliest notAfter in each): the alert that prevents the
+    most common TLS outage is "expires within 14 days"."""
+    if cfg.tls is None:
+        return
+    cert, _ = cfg.tls_cert_and_key(node_id)
+    for which, path in (("node", cert), ("ca", cfg.tls.ca_file)):
+        expiry = earliest_expiry(path)
+        if expiry is not None:
+            metrics.tls_cert_expiry.set(expiry, cert=which)
+
+
+def reload_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> bool:
+    """``reload``, logged and counted in raftlog_tls_reloads_total{result}; True if it worked."""
+    try:
+        reload(cfg, node_id)
+    except ConfigError as exc:
+        metrics.tls_reloads.inc(result="failed")
+        log.error("event=tls_reload_failed node=%s error=%s (still using the old files)",
+                  node_id, exc)  # fmt: skip
+        return False
+    metrics.tls_reloads.inc(result="ok")
+    record_expiry(cfg, node_id, metrics)
+    log.info("event=tls_reloaded node=%s", node_id)
+    return True
+
+
+async def reload_on_sighup(
+    cfg: ClusterConfig,
+    node_id: str,
+    metrics: Metrics,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Reload the TLS files on every SIGHUP (``kill -HUP``; ``cluster up`` passes
+    its SIGHUP on to every node). Only a process's main thread receives signals,
+    so elsewhere (several in-process test nodes) this does nothing."""
+    if cfg.tls is None or threading.current_thread() is not threading.main_thread():
+        task_status.started()
+        return
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            reload_and_report(cfg, node_id, metrics)
+
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
+
+
+def earliest_expiry(path: Path) -> float | None:
+    """The earliest notAfter (Unix seconds) of the PEM certificates in ``path``;
+    None if the file holds none or cannot be read (the node then fails to load
+    it anyway, with a clearer error)."""
+    try:
+        pem = path.read_bytes()
+    except OSError:
+        return None
+    expiries = []
+    for block in _PEM_CERT.findall(pem):
+        with contextlib.suppress(ValueError, binascii.Error):
+            expiries.append(cert_not_after(base64.b64decode(block)))
+    return min(expiries, default=None)
+
+
+def _der_item(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of contents, end of contents) of the DER item at ``pos``."""
+    if pos + 2 > len(data):
+        raise ValueError("truncated DER")
+    tag, length = data[pos], data[pos + 1]
+    pos += 2
+    if length & 0x80:  # long form: the next (length & 0x7f) bytes hold the length
+        n = length & 0x7F
+        if n == 0 or n > 4 or pos + n > len(data):
+            raise ValueError("bad DER length")
+        length = int.from_bytes(data[pos : pos + n], "big")
+        pos += n
+    if pos + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, pos, pos + length
+
+
+def cert_not_after(der: bytes) -> float:
+    """notAfter of an X.509 certificate (RFC 5280 §4.1), as Unix seconds.
+
+    Certificate ::= SEQUENCE { tbsCertificate, ... }; tbsCertificate ::=
+    SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
+    validity SEQUENCE { notBefore, notAfter }, ... }. Read by hand: the ssl
+    module decodes certificates only through a private helper, and the
+    ``cryptography`` package is not a dependency of the server.
+    """
+    _, pos, _ = _der_item(der, 0)  # Certificate
+    _, pos, _ = _der_item(der, pos)  # tbsCertificate
+    tag, start, end = _der_item(der, pos)
+    if tag == 0xA0:  # explicit [0] version
+        pos = end
+    for _ in range(3):  # serialNumber, signature, issuer
+        _, _, pos = _der_item(der, pos)
+    _, pos, _ = _der_item(der, pos)  # validity
+    _, _, pos = _der_item(der, pos)  # notBefore
+    tag, start, end = _der_item(der, pos)  # notAfter
+    text = der[start:end].decode("ascii")
+    if tag == 0x17:  # UTCTime YYMMDDHHMMSSZ (RFC 5280 §4.1.2.5.1: YY >= 50 is 19YY)
+        year = int(text[:2])
+        text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
+    elif tag != 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
+        raise ValueError(f"notAfter has DER tag {tag:#x}, not a time")
+    if not text.endswith("Z") or len(text) != 15:
+        raise ValueError(f"notAfter {text!r} is not YYYYMMDDHHMMSSZ")
+    return float(calendar.timegm(time.strptime(text[:-1], "%Y%m%d%H%M%S")))
 
 
 # ---------------------------------------------------------------- peer identity
@@ -182,6 +326,9 @@ class TLSAcceptor:
         # Rendered as 0 from the start, so a rate alert sees a series, not "no data".
         for reason in ACCEPT_FAILURE_REASONS:
             metrics.tls_handshake_failures.inc(0, side="accept", reason=reason)
+        for result in ("ok", "failed"):
+            metrics.tls_reloads.inc(0, result=result)
+        record_expiry(cfg, node_id, metrics)
         return cls(context, node_id, metrics, cfg.limits.max_frame_bytes)
 
     async def accept(

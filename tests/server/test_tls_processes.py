@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from raftlog.client.sync import Client
+from raftlog.client.tls import TLSConfig
 from raftlog.server.cli import main
 from raftlog.server.cli_node import ProbeError, request_once
 from raftlog.server.config import render_config
@@ -39,6 +41,23 @@ def node_pids(parent: int) -> dict[str, int]:
             if b"--node" in args:
                 pids[args[args.index(b"--node") + 1].decode()] = pid
     return pids
+
+
+def rotate(files: TLSFiles, new: TLSFiles) -> None:
+    """The node certificate files get one of ``new``'s CA; ca_file trusts both CAs."""
+    cert, key = new.node_cert("rotated")
+    shutil.copy(cert, files.root / "node.pem")
+    shutil.copy(key, files.root / "node.key")
+    files.ca_file.write_bytes(files.ca_file.read_bytes() + new.ca_file.read_bytes())
+
+
+def served_with(address: str, tls: TLSConfig) -> bool:
+    """One TLS request to ``address`` with ``tls`` gets an answer."""
+    try:
+        request_once(address, "metadata", tls=tls)
+    except ProbeError:
+        return False
+    return True
 
 
 def cli(*args: str) -> str:
@@ -92,6 +111,21 @@ def test_tls_cluster_up_produce_kill_leader_produce_consume(tmp_path: Path) -> N
         status = json.loads(cli("cluster", "status", "--config", str(path), "--json"))
         down = [a for a, s in status["nodes"].items() if "error" in s]
         assert down == [cfg.node(leader).address], status["nodes"]
+
+        # Certificate rotation: new files, SIGHUP to `cluster up`, which passes it
+        # to every node; each reloads and presents the new CA's certificate.
+        new = TLSFiles.create(tmp_path / "tls-new")
+        rotate(files, new)
+        new_client = new.client()
+        live = [n.address for n in cfg.nodes if n.id != leader]
+        assert not served_with(live[0], new_client)  # not before the signal
+        proc.send_signal(signal.SIGHUP)
+        for address in live:
+            end = time.monotonic() + WAIT_S
+            while not served_with(address, new_client):
+                assert time.monotonic() < end, f"{address} never presented the new certificate"
+                time.sleep(0.05)
+        assert proc.poll() is None  # SIGHUP stopped nothing
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     finally:
