@@ -7,9 +7,12 @@ and the server (server/group_ops.py) passes ``trio.current_time()``.
 The design (Kafka's classic, "eager" group protocol, kept small)
 -----------------------------------------------------------------
 * The coordinator of every group is the metadata group's leader (the
-  controller). Membership lives in its memory only, not in a Raft log: a
-  new controller starts empty and members rejoin it when their heartbeats
-  come back UNKNOWN_MEMBER (or NOT_LEADER from the old one).
+  controller). Live membership (sessions, joins in progress) is in its
+  memory; every FORMED generation is persisted through the metadata Raft
+  group (a SET_CONSUMER_GROUP record: topic, generation, members with their
+  timeouts and partitions; log/metadata.py), like Kafka's group metadata in
+  __consumer_offsets. So is a group going empty, so that members who left
+  or expired are not brought back by a later controller.
 * One group consumes one topic. A member joins with ``join``; its session
   stays alive while it joins or heartbeats at least every
   ``session_timeout``; a member silent for longer is expired.
@@ -17,9 +20,13 @@ The design (Kafka's classic, "eager" group protocol, kept small)
   partition count) starts a rebalance: the group goes REBALANCING and every
   member must join again. Heartbeats answer REBALANCE_IN_PROGRESS, which
   tells a member to stop consuming its partitions (committing what it
-  processed) and rejoin. The rebalance completes when every member has
-  rejoined, or at the rebalance deadline, which drops the members that did
-  not. Only then is generation+1 formed and the partitions assigned.
+  processed) and rejoin. Once every member has rejoined (or the rebalance
+  deadline dropped the ones that did not) the next generation is formed:
+  its number, assignment and members go into a record (``take_records``)
+  that the server proposes; the group stays REBALANCING, and no member
+  learns its assignment, until ``persisted`` reports the record committed.
+  A record that fails (no longer leader, timeout) restarts the rebalance:
+  the members, still polling their joins, simply join again.
 * Assignment is "range" over the sorted member ids: deterministic, and a
   partition goes to exactly one member of a generation. Because a member
   of generation g can only appear in g+1 after rejoining (having given up
@@ -29,25 +36,59 @@ The design (Kafka's classic, "eager" group protocol, kept small)
   in each partition's own Raft group, not here), so a zombie can still
   commit; since a consumer only commits positions past records it has
   processed, this can cause duplicates, never loss: at-least-once.
-* Coordinator fail-over. Members of the old controller's generation may
-  still consume until they notice. A consumer drops its partitions when it
-  has had no successful heartbeat for a session timeout (client side), so a
-  new coordinator forms no generation until ``startup_grace`` (the group's
-  largest session timeout, plus ``failover_margin_s`` for an old leader
-  that still answers until CheckQuorum deposes it, DESIGN §3.5) has passed
-  since it started. A fresh cluster pays this wait once, too.
-* Generations count from 0 again on a new coordinator: a member only ever
-  sends a generation that the coordinator it talks to gave it, since a
-  heartbeat of a member unknown here fails before the generation is looked at.
+
+Coordinator fail-over
+---------------------
+* A new coordinator is created by the server only after it has applied
+  everything committed before its term (a ReadIndex barrier: the new
+  leader's no-op is committed, Raft §5.4.2 / §6.4), and ``restore`` loads
+  the persisted groups as STABLE with their generation and members. Each
+  member's session starts at the load: it gets a full session timeout to
+  find the new controller. It heartbeats with its (member id, generation)
+  and keeps consuming: no rebalance, no pause. A member that really died
+  expires after its session timeout and a normal rebalance follows.
+* Generations are monotonic across controllers: the next generation is
+  the persisted one + 1 (and the metadata state machine refuses a record
+  that does not move a group forward).
+* Why no partition is owned by two members of different generations,
+  although the old controller keeps answering until CheckQuorum deposes it
+  (DESIGN §3.5) and may be quiesced and never notice (server/driver.py):
+  (1) a generation is formed, and handed to any member, only after its
+  record is COMMITTED; the record of g+1 is proposed by a leader of some
+  term T' and can commit only with a quorum of that term. The old leader
+  (term T < T') cannot commit anything once a quorum has moved past T, and
+  whatever it did commit is in the new leader's log (Leader Completeness,
+  Raft §5.4) and therefore loaded by ``restore``. So every generation
+  number has exactly one assignment, cluster-wide, whichever controller
+  formed it. (2) Answers that let a member keep or take partitions
+  WITHOUT a new record (a heartbeat OK, a rejoin of a STABLE group) are
+  sent only after a ReadIndex round that started after the request arrived
+  (server/group_ops.py): the old leader still had a quorum of its term
+  then, so the new leader was elected, and restored the group, after the
+  member SENT that request. The member gives its partitions up one session
+  timeout after sending its last successful heartbeat or join (client/
+  consumer.py), which is no later than one session timeout after the
+  restore: exactly when the new coordinator may expire it. A restored
+  member that has not rejoined here is also never dropped by a rebalance
+  deadline before that instant (``Member.fence``).
+* The start-up grace: a group with NO record at the restore forms no
+  generation before ``startup_grace`` (its largest session timeout plus
+  ``failover_margin_s``) has passed since the coordinator started. With the
+  records above no member can own a partition of such a group; the grace
+  stays for members of a controller that did not persist (a rolling
+  upgrade), and costs a fresh cluster one wait at its first generation.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from raftlog.client.errors import ErrorCode
+from raftlog.log.commands import GroupMemberEntry, SetConsumerGroup
+from raftlog.log.metadata import ConsumerGroupInfo
 
 DEFAULT_SESSION_TIMEOUT_S = 10.0
 DEFAULT_REBALANCE_TIMEOUT_S = 60.0
@@ -79,6 +120,10 @@ class Member:
     session_timeout: float
     rebalance_timeout: float
     last_seen: float
+    # Restored members only: until then it may still own its restored partitions
+    # (its last successful heartbeat went to the previous coordinator), so a
+    # rebalance deadline must not drop it and hand them out before.
+    fence: float = 0.0
 
     def expired(self, now: float) -> bool:
         return now > self.last_seen + self.session_timeout
@@ -97,6 +142,13 @@ class ConsumerGroup:
     rebalance_deadline: float = 0.0
     # member id -> partitions, for ``generation``; empty unless STABLE.
     assignment: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Loaded from a record (or re-created from a group that was): no start-up grace.
+    restored: bool = False
+    # The highest generation number put into a record (committed or not): the
+    # next one is above it, so a number never names two assignments.
+    proposed: int = 0
+    # REBALANCING only: the generation formed, waiting for its record to commit.
+    pending: tuple[int, dict[str, tuple[int, ...]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,16 +185,67 @@ def range_assign(members: list[str], partitions: int) -> dict[str, tuple[int, ..
 
 
 class GroupCoordinator:
-    """All consumer groups of one coordinator incarnation (one controller term)."""
+    """All consumer groups of one coordinator incarnation (one controller term).
 
-    def __init__(self, now: float, *, failover_margin_s: float = 1.0) -> None:
+    ``durable=False`` forms a generation at once, with no record (an in-memory
+    coordinator: the client tests' fake server); the server is always durable.
+    """
+
+    def __init__(self, now: float, *, failover_margin_s: float = 1.0, durable: bool = True) -> None:
         self.started_at = now
         self.failover_margin_s = failover_margin_s
+        self.durable = durable
         self.groups: dict[str, ConsumerGroup] = {}
         self.rebalances = 0  # generations formed, for raftlog_group_rebalances_total
         # Bumped by every change a waiting join may care about (members, state),
         # so the server wakes its long-polling joins only when something moved.
         self.version = 0
+        # Records to persist, in the order they were made (``take_records``).
+        self._records: list[SetConsumerGroup] = []
+
+    # ------------------------------------------------------------ persistence
+
+    def restore(self, records: Iterable[ConsumerGroupInfo], now: float) -> None:
+        """Load the persisted groups (a new coordinator, before any request): STABLE
+        with their generation, members and assignment; every member's session
+        starts now. An empty record gives an EMPTY group that keeps counting."""
+        for rec in records:
+            g = ConsumerGroup(
+                rec.name, rec.topic, rec.partitions, generation=rec.generation,
+                restored=True, proposed=rec.generation,
+            )  # fmt: skip
+            for m in rec.members:
+                session = m.session_timeout_ms / 1000.0
+                g.members[m.member_id] = Member(
+                    m.member_id, m.client_id, session, m.rebalance_timeout_ms / 1000.0,
+                    last_seen=now, fence=now + session,
+                )  # fmt: skip
+                g.assignment[m.member_id] = tuple(m.partitions)
+            g.state = GroupState.STABLE if g.members else GroupState.EMPTY
+            self.groups[rec.name] = g
+        self.version += 1
+
+    def take_records(self) -> list[SetConsumerGroup]:
+        """The records made since the last call, oldest first: propose them in this
+        order (an empty-group record must not overtake the generation before it)."""
+        out, self._records = self._records, []
+        return out
+
+    def persisted(self, group: str, generation: int, ok: bool, now: float) -> None:
+        """The outcome of ``generation``'s record. Committed: the generation is
+        formed (the group goes STABLE, held joins get their partitions). Failed or
+        unknown: the rebalance starts over; the members' polling joins rejoin it and
+        the next attempt takes a higher number, so whatever happened to this record
+        (a TIMEOUT may still commit) no number names two assignments."""
+        g = self.groups.get(group)
+        if g is None or g.pending is None or g.pending[0] != generation:
+            return  # superseded (a membership change abandoned it): nothing to do
+        assignment = g.pending[1]
+        g.pending = None
+        if ok:
+            self._form(g, generation, assignment)
+        else:
+            self._start_rebalance(g, now)
 
     # ------------------------------------------------------------ requests
 
@@ -176,8 +279,11 @@ class GroupCoordinator:
             self._expire(g, now)
         if g is None or g.state is GroupState.EMPTY:
             g = self.groups[group] = ConsumerGroup(
-                group, topic, partitions, generation=g.generation if g else 0
-            )
+                group, topic, partitions,
+                generation=g.generation if g else 0,
+                restored=g.restored if g else False,
+                proposed=g.proposed if g else 0,
+            )  # fmt: skip
         elif g.topic != topic:
             raise GroupError(
                 ErrorCode.INVALID_REQUEST,
@@ -190,6 +296,7 @@ class GroupCoordinator:
                 member_id, client_id, session_timeout, rebalance_timeout, now
             )
             self.version += 1
+            g.pending = None  # a generation waiting for its record: it lacks this member
             if g.state is not GroupState.REBALANCING:
                 self._start_rebalance(g, now)
         else:
@@ -268,8 +375,12 @@ class GroupCoordinator:
         if g is None or not g.members:
             return None
         times = [m.last_seen + m.session_timeout for m in g.members.values()]
-        if g.state is GroupState.REBALANCING:
-            times.append(g.rebalance_deadline)
+        if g.state is GroupState.REBALANCING and g.pending is None:
+            times += [
+                max(g.rebalance_deadline, m.fence)
+                for m in g.members.values()
+                if m.member_id not in g.joined
+            ]
             if g.joined.issuperset(g.members):
                 times.append(self._grace_end(g))  # only the grace holds the generation back
         # A hair past the instant: expiry is strict (now > last_seen + timeout).
@@ -283,14 +394,21 @@ class GroupCoordinator:
     def _grace_end(self, g: ConsumerGroup) -> float:
         """No generation forms before this (see the module docstring: members of a
         previous coordinator must have given up their partitions by then)."""
+        if g.restored:
+            return self.started_at  # persisted: a restore knows who owns what
         longest = max((m.session_timeout for m in g.members.values()), default=0.0)
         return self.started_at + longest + self.failover_margin_s
 
     def _expire(self, g: ConsumerGroup, now: float) -> None:
         gone = [m for m, member in g.members.items() if member.expired(now)]
         if g.state is GroupState.REBALANCING and now >= g.rebalance_deadline:
-            # Too slow to rejoin: dropped from the generation being formed.
-            gone += [m for m in g.members if m not in g.joined and m not in gone]
+            # Too slow to rejoin: dropped from the generation being formed (not a
+            # restored member before its fence: see ``Member.fence``).
+            gone += [
+                m
+                for m, member in g.members.items()
+                if m not in g.joined and m not in gone and now >= member.fence
+            ]
         if gone:
             self._remove(g, gone, now)
         elif g.state is GroupState.REBALANCING:
@@ -301,10 +419,16 @@ class GroupCoordinator:
         for m in gone:
             g.members.pop(m, None)
             g.joined.discard(m)
+        g.pending = None  # a generation waiting for its record: it holds a member now gone
         if not g.members:
             g.state = GroupState.EMPTY
             g.assignment = {}
             g.joined = set()
+            if self.durable and (g.generation or g.proposed):
+                # Persist the emptiness, or a later controller restores the
+                # members of the last record and waits out their sessions.
+                number = max(g.generation, g.proposed)
+                self._records.append(SetConsumerGroup(g.name, g.topic, number, g.partitions))
         elif g.state is GroupState.STABLE:
             self._start_rebalance(g, now)
         else:
@@ -317,17 +441,44 @@ class GroupCoordinator:
         g.state = GroupState.REBALANCING
         g.assignment = {}
         g.joined = set()
+        g.pending = None
         g.rebalance_deadline = now + max(m.rebalance_timeout for m in g.members.values())
 
     def _try_complete(self, g: ConsumerGroup, now: float) -> None:
-        if g.state is not GroupState.REBALANCING or not g.members:
+        if g.state is not GroupState.REBALANCING or not g.members or g.pending is not None:
             return
         if not g.joined.issuperset(g.members) or now < self._grace_end(g):
             return
-        g.generation += 1
-        g.assignment = range_assign(list(g.members), g.partitions)
+        generation = max(g.generation, g.proposed) + 1
+        assignment = range_assign(list(g.members), g.partitions)
+        if not self.durable:
+            self._form(g, generation, assignment)
+            return
+        # Formed, but handed to nobody until its record commits (``persisted``).
+        g.proposed = generation
+        g.pending = (generation, assignment)
+        members = tuple(
+            GroupMemberEntry(
+                m.member_id,
+                m.client_id,
+                round(m.session_timeout * 1000),
+                round(m.rebalance_timeout * 1000),
+                assignment[m.member_id],
+            )
+            for m in sorted(g.members.values(), key=lambda m: m.member_id)
+        )
+        self._records.append(SetConsumerGroup(g.name, g.topic, generation, g.partitions, members))
+        self.version += 1
+
+    def _form(
+        self, g: ConsumerGroup, generation: int, assignment: dict[str, tuple[int, ...]]
+    ) -> None:
+        g.generation = generation
+        g.assignment = assignment
         g.state = GroupState.STABLE
         g.joined = set()
+        for member in g.members.values():
+            member.fence = 0.0  # it rejoined: it owns only what this generation gives it
         self.rebalances += 1
         self.version += 1
 

@@ -2,11 +2,22 @@
 
 Only the metadata group's leader (the controller) coordinates consumer
 groups; any other node answers NOT_LEADER with its address, which the client
-follows. The coordinator's state is kept per controller term: a node that
-lost the leadership and won it back starts empty, as a different node would
-(members rejoin; see the coordinator's docstring for the start-up grace that
-keeps a new coordinator from handing out partitions an old generation's
-members may still be reading).
+follows. A coordinator lives for one controller term. A new one (a new
+controller, or this node leading again) is created only after a ReadIndex
+barrier, i.e. after this leader committed an entry of its term and applied
+everything before it (Raft §5.4.2, §6.4), and then restores every group from
+the metadata state machine's SET_CONSUMER_GROUP records: the members of the
+last persisted generation keep their partitions.
+
+Durability and fencing (the argument is in the coordinator's docstring):
+* every generation the coordinator forms is proposed as a record through the
+  metadata group, and a join learns its assignment only after the record is
+  committed and applied;
+* a heartbeat is accepted, and a join answered with an existing assignment,
+  only after a ReadIndex round that started after the request arrived, so a
+  deposed controller that still believes it leads (CheckQuorum has not
+  deposed it yet, or its group is quiesced) cannot extend a member's
+  ownership past what the new controller restores.
 
 ``group_join`` is a bounded long poll: while the group is rebalancing the
 server holds the join until the generation forms, something changes, or
@@ -22,6 +33,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+from raftlog.client.errors import ErrorCode
+from raftlog.log.commands import SetConsumerGroup
 
 from .errors import HandlerError
 from .group_coordinator import (
@@ -31,12 +44,19 @@ from .group_coordinator import (
     GroupError,
     JoinResult,
 )
+from .groups import METADATA_GROUP
 
 log = logging.getLogger("raftlog.groups")
 
 DEFAULT_JOIN_WAIT_S = 1.0
 # Below the client's shortest attempt of an idempotent request (ATTEMPT_MIN).
 MAX_JOIN_WAIT_S = 1.5
+# A leadership confirmation (ReadIndex) before a heartbeat or join is answered:
+# past this the request gets NOT_AVAILABLE (no effect; the client retries).
+BARRIER_TIMEOUT_S = 1.0
+# A generation's record that has not committed by then is given up: the
+# rebalance starts over with a higher number (the record may still commit).
+RECORD_TIMEOUT_S = 5.0
 
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -76,24 +96,57 @@ class GroupOps:
         cfg = self.h.cfg
         return 2 * (2 * cfg.election_ticks * cfg.tick_ms / 1000.0)
 
-    def _coordinator(self) -> GroupCoordinator:
+    async def _coordinator(self) -> GroupCoordinator:
+        """This term's coordinator; a new term's is restored from the metadata records."""
         try:
             group = self.h._require_meta_leader()
         except HandlerError:
             self._drop()
             raise
         term = group.raft.term
-        if self._coord is None or term != self._term:
-            if self._coord is not None:
-                log.info("event=group_coordinator_reset term=%d", term)
+        if self._coord is not None and term == self._term:
+            return self._coord
+        # Load only what every earlier leader committed: after our no-op is
+        # applied (the barrier), no older record can commit any more, and every
+        # committed one is in our state machine (Leader Completeness, §5.4).
+        await self._confirm_leadership()
+        group = self.h._require_meta_leader()
+        if group.raft.term != term:
+            raise HandlerError(ErrorCode.NOT_AVAILABLE, "the controller term changed: retry")
+        if self._coord is not None and self._term == term:
+            return self._coord  # another request restored it while we waited
+        if self._coord is not None:
+            log.info("event=group_coordinator_reset term=%d", term)
+        self._drop()
+        now = trio.current_time()
+        coord = GroupCoordinator(now, failover_margin_s=self._failover_margin_s())
+        records = list(self.h.meta.consumer_groups.values())
+        coord.restore(records, now)
+        log.info(
+            "event=group_coordinator_restored term=%d groups=%d members=%d",
+            term, sum(1 for r in records if r.members), sum(len(r.members) for r in records),
+        )  # fmt: skip
+        self._coord = coord
+        self._term = term
+        self._counted_rebalances = 0
+        self._seen_version = 0
+        self._after(coord)
+        return coord
+
+    async def _confirm_leadership(self) -> None:
+        """Return once this node, as leader, confirmed its leadership with a quorum
+        AFTER the call (ReadIndex, Raft §6.4) and applied up to that point."""
+        deadline = trio.current_time() + BARRIER_TIMEOUT_S
+        outcome = await self.driver.read_barrier(METADATA_GROUP, deadline)
+        if outcome.error is ErrorCode.NOT_LEADER:
             self._drop()
-            self._coord = GroupCoordinator(
-                trio.current_time(), failover_margin_s=self._failover_margin_s()
+            raise HandlerError(outcome.error, outcome.message, **outcome.details)
+        if outcome.error is not None:
+            raise HandlerError(
+                ErrorCode.NOT_AVAILABLE,
+                f"node {self.h.node_id} cannot confirm it still leads the metadata group "
+                f"({outcome.error.value}: {outcome.message}); retry",
             )
-            self._term = term
-            self._counted_rebalances = 0
-            self._seen_version = 0
-        return self._coord
 
     def _drop(self) -> None:
         """Forget this incarnation's groups (leadership lost or a new term)."""
@@ -107,7 +160,12 @@ class GroupOps:
         self._changed = trio.Event()
 
     def _after(self, coord: GroupCoordinator) -> None:
-        """Metrics, and wake the held joins, if the call changed anything."""
+        """Propose the records the call made, update metrics, and wake the held
+        joins if the call changed anything."""
+        if coord is not self._coord:
+            return  # an earlier incarnation's late outcome: nobody listens any more
+        for record in coord.take_records():
+            self._persist(coord, record)
         if self.metrics is not None:
             self.metrics.consumer_groups.set(coord.active_groups())
             formed = coord.rebalances - self._counted_rebalances
@@ -118,9 +176,31 @@ class GroupOps:
             self._seen_version = coord.version
             self._wake()
 
-    def _run(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _persist(self, coord: GroupCoordinator, record: SetConsumerGroup) -> None:
+        """Submit ``record`` now (records of one term enter the log in the order they
+        were made) and report its outcome to ``coord`` from the driver's turn."""
+        waiter = self.driver.submit(
+            METADATA_GROUP, record, deadline=trio.current_time() + RECORD_TIMEOUT_S
+        )
+
+        def done(outcome: Any) -> None:
+            result = outcome.value
+            ok = outcome.error is None and getattr(result, "ok", False)
+            if not ok:
+                log.warning(
+                    "event=group_record_failed group=%s generation=%d error=%s %s",
+                    record.group, record.generation,
+                    outcome.error or getattr(result, "error", None),
+                    outcome.message or getattr(result, "message", ""),
+                )  # fmt: skip
+            coord.persisted(record.group, record.generation, ok, trio.current_time())
+            self._after(coord)
+
+        waiter.on_done(done)
+
+    async def _run(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``coordinator.<method>(*args, now=..., **kwargs)``, errors as HandlerError."""
-        coord = self._coordinator()
+        coord = await self._coordinator()
         try:
             return getattr(coord, method)(*args, now=trio.current_time(), **kwargs)
         except GroupError as exc:
@@ -139,7 +219,7 @@ class GroupOps:
         wait_until = trio.current_time() + wait
         member_id: str | None = fields.get("member_id")
         while True:
-            result: JoinResult = self._run(
+            result: JoinResult = await self._run(
                 "join", group_name, topic.name, member_id,
                 partitions=len(topic.partitions), client_id=ctx.client_id,
                 session_timeout=session, rebalance_timeout=rebalance,
@@ -155,6 +235,10 @@ class GroupOps:
             with trio.move_on_at(min(wait_until, wake)):
                 await changed.wait()
         if result.partitions is not None:
+            # The assignment is committed; make sure this node still leads, so a
+            # deposed controller cannot hand a member an assignment to keep past
+            # what the new controller restored (module docstring).
+            await self._confirm_leadership()
             log.info(
                 "event=group_joined group=%s member=%s generation=%d partitions=%s",
                 group_name, member_id, result.generation, list(result.partitions),
@@ -167,17 +251,20 @@ class GroupOps:
         }
 
     async def group_heartbeat(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        self._run("heartbeat", fields["group"], fields["member_id"], fields["generation"])
+        await self._run("heartbeat", fields["group"], fields["member_id"], fields["generation"])
+        # Accepted here; answered only once a quorum confirmed this node still leads
+        # (a ReadIndex started after the request arrived: module docstring).
+        await self._confirm_leadership()
         return {}
 
     async def group_leave(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        left = self._run("leave", fields["group"], fields["member_id"])
+        left = await self._run("leave", fields["group"], fields["member_id"])
         if left:
             log.info("event=group_left group=%s member=%s", fields["group"], fields["member_id"])
         return {"left": bool(left)}
 
     async def group_describe(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        view = self._run("describe", fields["group"])
+        view = await self._run("describe", fields["group"])
         return {
             "group": view.name,
             "topic": view.topic,

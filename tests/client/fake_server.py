@@ -86,8 +86,9 @@ class FakeCluster:
     hellos: list[dict[str, Any]] = field(default_factory=list)
     fetch_parked: trio.Event = field(default_factory=trio.Event)  # a long-poll fetch is waiting
     # consumer groups: the real coordinator core, answered at once (no long poll);
-    # started "long ago" so that no start-up grace delays the first generation
-    groups: GroupCoordinator = field(default_factory=lambda: GroupCoordinator(-1e9))
+    # started "long ago" so that no start-up grace delays the first generation,
+    # in memory only (no metadata group to persist generations through)
+    groups: GroupCoordinator = field(default_factory=lambda: GroupCoordinator(-1e9, durable=False))
 
     def address(self, node_id: str) -> str:
         return self.nodes[node_id].address

@@ -1,6 +1,8 @@
 """GroupCoordinator (server/group_coordinator.py) with a fake clock: joins,
-rebalances, leaves, expiries, stale generations, and a hypothesis property
-that a stable group's partitions are owned once each by its live members."""
+rebalances, leaves, expiries, stale generations, persisted generations and
+their restore on a new coordinator, and a hypothesis property that a stable
+group's partitions are owned once each by its live members and that a
+generation number names one assignment across coordinator fail-overs."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from raftlog.client.errors import ErrorCode
+from raftlog.log.commands import SetConsumerGroup
+from raftlog.log.metadata import ConsumerGroupInfo
 from raftlog.server.group_coordinator import (
     GroupCoordinator,
     GroupError,
@@ -23,15 +27,58 @@ MARGIN = 0.5
 T0 = 100.0
 
 
+Store = dict[str, ConsumerGroupInfo]  # the committed records, as log/metadata.py keeps them
+
+
 def coordinator(started: float = 0.0) -> GroupCoordinator:
     return GroupCoordinator(started, failover_margin_s=MARGIN)
 
 
+def apply(store: Store, rec: SetConsumerGroup) -> bool:
+    """The metadata state machine's rule: generations only move forward."""
+    old = store.get(rec.group)
+    stored = old.generation if old else 0
+    if rec.generation < stored or (rec.members and rec.generation == stored):
+        return False
+    store[rec.group] = ConsumerGroupInfo(
+        rec.group, rec.topic, rec.generation, rec.partitions, rec.members
+    )
+    return True
+
+
+def commit(
+    c: GroupCoordinator, now: float, store: Store | None = None, ok: bool = True
+) -> list[SetConsumerGroup]:
+    """Commit (or fail) every record the coordinator made, as the server does."""
+    records = c.take_records()
+    for rec in records:
+        applied = apply(store if store is not None else {}, rec) if ok else False
+        c.persisted(rec.group, rec.generation, applied, now)
+    return records
+
+
+def restored(store: Store, now: float) -> GroupCoordinator:
+    """A new controller's coordinator, loaded from the committed records."""
+    c = coordinator(started=now)
+    c.restore(store.values(), now)
+    return c
+
+
 def join(
-    c: GroupCoordinator, member: str | None, now: float, partitions: int = 6, topic: str = "t"
+    c: GroupCoordinator,
+    member: str | None,
+    now: float,
+    partitions: int = 6,
+    topic: str = "t",
+    store: Store | None = None,
 ) -> JoinResult:
-    return c.join("g", topic, member, now, partitions=partitions, session_timeout=SESSION,
-                  rebalance_timeout=REBALANCE)  # fmt: skip
+    """Join; a generation this join formed is committed at once and the join polled again."""
+    result = c.join("g", topic, member, now, partitions=partitions, session_timeout=SESSION,
+                    rebalance_timeout=REBALANCE)  # fmt: skip
+    if any(rec.members for rec in commit(c, now, store)):
+        result = c.join("g", topic, result.member_id, now, partitions=partitions,
+                        session_timeout=SESSION, rebalance_timeout=REBALANCE)  # fmt: skip
+    return result
 
 
 def owners(c: GroupCoordinator) -> dict[int, list[str]]:
@@ -276,4 +323,226 @@ def test_once_stable_every_partition_has_exactly_one_live_owner(ops, partitions,
     assert sorted(owned) == list(range(partitions))
     assert all(len(who) == 1 and who[0] in g.members for who in owned.values())
     assert all(r.generation == g.generation for r in results.values())
+    assert {m: r.partitions for m, r in results.items()} == g.assignment
+
+
+# ---------------------------------------------------------------- persisted generations
+
+
+def test_a_generation_is_handed_out_only_once_its_record_commits():
+    c = coordinator()
+    pending = c.join("g", "t", "a", T0, partitions=6, session_timeout=SESSION)
+    assert pending.partitions is None and pending.state is GroupState.REBALANCING
+    (rec,) = c.take_records()
+    assert (rec.group, rec.topic, rec.generation, rec.partitions) == ("g", "t", 1, 6)
+    assert [(m.member_id, m.session_timeout_ms, m.partitions) for m in rec.members] == [
+        ("a", SESSION * 1000, tuple(range(6)))
+    ]
+    # still polling: nothing until the commit
+    assert c.join("g", "t", "a", T0 + 0.1, partitions=6, session_timeout=SESSION).partitions is None
+    assert c.take_records() == []  # not proposed twice
+    c.persisted("g", 1, True, T0 + 0.2)
+    done = c.join("g", "t", "a", T0 + 0.3, partitions=6, session_timeout=SESSION)
+    assert done.partitions == tuple(range(6)) and done.generation == 1
+    assert c.rebalances == 1
+
+
+def test_a_failed_record_restarts_the_rebalance_with_a_higher_generation():
+    c = coordinator()
+    join(c, "a", T0)
+    c.join("g", "t", "b", T0 + 1, partitions=6, session_timeout=SESSION)
+    c.join("g", "t", "a", T0 + 1, partitions=6, session_timeout=SESSION)
+    (rec,) = c.take_records()
+    assert rec.generation == 2
+    c.persisted("g", 2, False, T0 + 1.5)  # e.g. TIMEOUT: it may still commit
+    assert c.groups["g"].state is GroupState.REBALANCING and c.groups["g"].assignment == {}
+    assert heartbeat_code(c, "a", 1, T0 + 1.6) is ErrorCode.REBALANCE_IN_PROGRESS
+    store: Store = {}
+    assert join(c, "a", T0 + 2, store=store).partitions is None  # b has to rejoin too
+    b = join(c, "b", T0 + 2, store=store)
+    a = join(c, "a", T0 + 2, store=store)
+    assert a.generation == b.generation == 3 == store["g"].generation
+
+
+def test_a_membership_change_abandons_a_generation_waiting_for_its_record():
+    c = coordinator()
+    c.join("g", "t", "a", T0, partitions=6, session_timeout=SESSION)
+    (first,) = c.take_records()
+    c.join("g", "t", "b", T0 + 0.1, partitions=6, session_timeout=SESSION)  # a new member
+    c.persisted("g", first.generation, True, T0 + 0.2)  # too late: it lacks b
+    assert c.groups["g"].state is GroupState.REBALANCING
+    c.join("g", "t", "a", T0 + 0.3, partitions=6, session_timeout=SESSION)
+    (second,) = c.take_records()
+    assert second.generation == first.generation + 1
+    assert {m.member_id for m in second.members} == {"a", "b"}
+
+
+def test_the_last_member_leaving_is_persisted_as_an_empty_group():
+    c = coordinator()
+    store: Store = {}
+    join(c, "a", T0, store=store)
+    c.leave("g", "a", T0 + 1)
+    (rec,) = commit(c, T0 + 1, store)
+    assert rec.members == () and rec.generation == 1
+    assert store["g"].members == ()
+    # a later controller does not bring "a" back, and keeps counting
+    c2 = restored(store, T0 + 2)
+    assert c2.describe("g", T0 + 2).members == ()
+    assert heartbeat_code(c2, "a", 1, T0 + 2) is ErrorCode.UNKNOWN_MEMBER
+    assert join(c2, "b", T0 + 2, store=store).generation == 2
+
+
+def two_member_store() -> tuple[Store, dict[str, JoinResult]]:
+    c = coordinator()
+    store: Store = {}
+    join(c, "a", T0, store=store)
+    join(c, "b", T0, store=store)
+    got = {m: join(c, m, T0, store=store) for m in ("a", "b")}
+    assert store["g"].generation == got["a"].generation == 2
+    return store, got
+
+
+def test_a_new_coordinator_restores_the_group_stable_with_its_assignment():
+    store, got = two_member_store()
+    c = restored(store, 200.0)  # started just now: no grace for a persisted group
+    view = c.describe("g", 200.0)
+    assert view.state is GroupState.STABLE and view.generation == 2 and view.topic == "t"
+    assert {m: p for m, _client, p in view.members} == {m: r.partitions for m, r in got.items()}
+    # members heartbeat with their generation and keep consuming: no rebalance
+    for t in (200.5, 201.0, 202.5):
+        for m in ("a", "b"):
+            c.heartbeat("g", m, 2, t)
+    again = c.join("g", "t", "a", 203.0, partitions=6, session_timeout=SESSION)
+    assert again.generation == 2 and again.partitions == got["a"].partitions
+    assert c.take_records() == [] and c.rebalances == 0
+
+
+def test_a_restored_member_that_stays_silent_expires_and_generation_plus_one_forms():
+    store, _got = two_member_store()
+    c = restored(store, 200.0)
+    c.heartbeat("g", "a", 2, 200.0 + SESSION - 0.5)  # b never finds the new controller
+    assert heartbeat_code(c, "a", 2, 200.0 + SESSION + 0.1) is ErrorCode.REBALANCE_IN_PROGRESS
+    assert heartbeat_code(c, "b", 2, 200.0 + SESSION + 0.1) is ErrorCode.UNKNOWN_MEMBER
+    result = join(c, "a", 200.0 + SESSION + 0.2, store=store)
+    # at once (no start-up grace), numbered after the persisted generation
+    assert result.generation == 3 and result.partitions == tuple(range(6))
+    assert store["g"].generation == 3 and [m.member_id for m in store["g"].members] == ["a"]
+
+
+def test_a_restored_member_is_not_dropped_by_a_rebalance_deadline_before_its_session_ends():
+    # b's last successful heartbeat may have gone to the old controller just
+    # before this one restored the group: it owns its partitions until a session
+    # after the restore, so a short rebalance must not hand them out sooner.
+    store, _got = two_member_store()
+    c = restored(store, 200.0)
+    c.join("g", "t", "c", 200.0, partitions=6, session_timeout=SESSION, rebalance_timeout=0.5)
+    c.join("g", "t", "a", 200.0, partitions=6, session_timeout=SESSION, rebalance_timeout=0.5)
+    c.tick(200.0 + 1.0)  # the rebalance deadline (0.5 s) passed; b never rejoined
+    assert "b" in c.groups["g"].members and c.take_records() == []
+    assert c.wake_at("g") == pytest.approx(200.0 + SESSION, abs=1e-3)
+    for m in ("c", "a"):  # still polling their joins
+        c.join("g", "t", m, 202.0, partitions=6, session_timeout=SESSION, rebalance_timeout=0.5)
+    assert c.take_records() == []
+    c.tick(200.0 + SESSION + 0.1)  # b's session is over: a and c form the next generation
+    (rec,) = c.take_records()
+    assert sorted(m.member_id for m in rec.members) == ["a", "c"] and rec.generation == 3
+
+
+def test_a_group_with_no_record_still_waits_out_the_grace_on_a_new_coordinator():
+    c = restored({}, 10.0)
+    assert c.join("g", "t", "a", 10.5, partitions=6, session_timeout=SESSION).partitions is None
+    assert c.take_records() == []
+    c.join("g", "t", "a", 10.0 + SESSION + MARGIN + 0.01, partitions=6, session_timeout=SESSION)
+    assert [r.generation for r in c.take_records()] == [1]
+
+
+def test_an_in_memory_coordinator_forms_generations_without_records():
+    c = GroupCoordinator(-1e9, durable=False)
+    result = c.join("g", "t", "a", T0, partitions=3, session_timeout=SESSION)
+    assert result.partitions == (0, 1, 2) and c.take_records() == []
+
+
+# ---------------------------------------------------------------- property across fail-overs
+
+FAILOVER_OPS = st.one_of(
+    OPS,
+    st.tuples(st.just("commit"), st.booleans()),  # the records in flight commit, or fail
+    st.tuples(st.just("failover"), st.booleans()),  # ... and a new controller takes over
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=st.lists(FAILOVER_OPS, max_size=40), partitions=st.integers(min_value=1, max_value=7))
+def test_across_failovers_a_generation_names_one_assignment_and_restored_members_keep_it(
+    ops, partitions
+):
+    store: Store = {}
+    now = T0
+    c = coordinator(0.0)
+    generations: dict[int, dict[str, tuple[int, ...]]] = {}  # every assignment ever handed out
+    known: dict[str, int] = {}  # member -> generation it holds (as its consumer would)
+
+    def settle_records(ok: bool) -> None:
+        commit(c, now, store, ok)
+
+    def check() -> None:
+        g = c.groups.get("g")
+        if g is not None and g.state is GroupState.STABLE:
+            # one assignment per generation number, whichever coordinator formed it
+            assert generations.setdefault(g.generation, dict(g.assignment)) == g.assignment
+            owned = [p for parts in g.assignment.values() for p in parts]
+            assert len(owned) == len(set(owned))  # no partition twice in a generation
+            assert store["g"].generation == g.generation  # only committed ones are handed out
+        wake = c.wake_at("g")
+        assert wake is None or wake > now
+
+    for op, arg in ops:
+        if op == "join":
+            result = c.join("g", "t", arg, now, partitions=partitions, session_timeout=SESSION,
+                            rebalance_timeout=REBALANCE)  # fmt: skip
+            if result.partitions is not None:
+                known[arg] = result.generation
+                assert (
+                    generations.setdefault(result.generation, {}).get(arg, result.partitions)
+                    == result.partitions
+                )
+        elif op == "leave":
+            c.leave("g", arg, now)
+            known.pop(arg, None)
+        elif op == "heartbeat" and arg in known:
+            try:
+                c.heartbeat("g", arg, known[arg], now)
+            except GroupError as exc:
+                assert exc.code in (ErrorCode.REBALANCE_IN_PROGRESS, ErrorCode.UNKNOWN_MEMBER)
+                known.pop(arg)
+        elif op == "advance":
+            now += arg
+            c.tick(now)
+        elif op == "commit":
+            settle_records(arg)
+        elif op == "failover":
+            settle_records(arg)  # in flight: committed by the new leader, or lost
+            c = restored(store, now)
+            # every member of the persisted generation is known, with its partitions,
+            # and its heartbeat with that generation succeeds: it keeps consuming
+            rec = store.get("g")
+            for m in rec.members if rec is not None else ():
+                assert c.groups["g"].assignment[m.member_id] == m.partitions
+                c.heartbeat("g", m.member_id, rec.generation, now)
+        check()
+
+    # Let the group settle: every remaining member rejoins, records commit.
+    now += SESSION + MARGIN + 0.01
+    for _ in range(3):
+        live = list(c.groups["g"].members) if "g" in c.groups else []
+        results = {m: c.join("g", "t", m, now, partitions=partitions, session_timeout=SESSION,
+                              rebalance_timeout=REBALANCE) for m in live}  # fmt: skip
+        settle_records(True)
+        check()
+    g = c.groups.get("g")
+    if not live:
+        assert g is None or g.state is GroupState.EMPTY
+        return
+    assert g is not None and g.state is GroupState.STABLE
+    assert sorted(p for parts in g.assignment.values() for p in parts) == list(range(partitions))
     assert {m: r.partitions for m, r in results.items()} == g.assignment
