@@ -41,11 +41,11 @@ Limits (group-managed), each a deliberate simplification:
   "zombie": paused longer than its session) can still commit. Because a
   consumer commits only positions past processed records, that causes
   duplicates, not loss: the guarantee is at-least-once.
-* Membership lives in the coordinator's memory. After a controller change
-  members rejoin the new one, which forms no generation until one session
-  timeout (plus a margin) after it took over, so members of the old
-  generation have given their partitions up (they do when heartbeats fail
-  for a session timeout): consumption pauses that long, once.
+* A consumer gives its partitions up when no heartbeat (or join) SENT in
+  the last session timeout succeeded: by then the coordinator may have
+  expired it. A controller change costs nothing else: the new controller
+  restores the group's persisted generation, and heartbeats redirected to
+  it by NOT_LEADER keep the same member id, generation and partitions.
 * One group consumes one topic.
 """
 
@@ -172,8 +172,9 @@ class Consumer:
             raise RuntimeError("consumer is closed")
         if self._member is not None:
             self._ready = trio.Event()
-            await self._assign(await self._member.join())
-            self._spawn_group_task()
+            assignment = await self._member.join()
+            await self._assign(assignment)
+            self._spawn_group_task(assignment.granted_at)
         else:
             if self._assigned is None:
                 self._assigned = list(range(await self.client.partitions_for(self.topic)))
@@ -283,20 +284,20 @@ class Consumer:
                 continue
             self._committed_positions[p] = offset
 
-    def _spawn_group_task(self) -> None:
+    def _spawn_group_task(self, granted_at: float) -> None:
         nursery = self.client._nursery
         if nursery is None:
             raise RuntimeError("AsyncClient used outside 'async with'")
         self._group_scope = trio.CancelScope()
-        nursery.start_soon(self._group_task, self._group_scope)
+        nursery.start_soon(self._group_task, self._group_scope, granted_at)
 
-    async def _group_task(self, scope: trio.CancelScope) -> None:
+    async def _group_task(self, scope: trio.CancelScope, granted_at: float) -> None:
         """Heartbeat; on REBALANCE_IN_PROGRESS / UNKNOWN_MEMBER, or when no heartbeat
         succeeded for a session timeout, give the partitions up and rejoin."""
         member = self._member
         assert member is not None
         with scope:
-            last_ok = trio.current_time()
+            last_ok = granted_at  # when the join was sent: the session counts from there
             while True:
                 await trio.sleep(member.heartbeat_interval)
                 sent = trio.current_time()
@@ -318,17 +319,19 @@ class Consumer:
                 if not told:
                     log.warning("event=consumer_session_lost group=%s member=%s",
                                 self.group, member.member_id)  # fmt: skip
-                await self._rebalance()
-                last_ok = trio.current_time()
+                last_ok = await self._rebalance()
 
-    async def _rebalance(self) -> None:
+    async def _rebalance(self) -> float:
+        """Give the partitions up and rejoin; returns when the winning join was sent
+        (the session counts from there, not from when the assignment arrived)."""
         await self._revoke()
         member = self._member
         assert member is not None
         while True:
             try:
-                await self._assign(await member.join())
-                return
+                assignment = await member.join()
+                await self._assign(assignment)
+                return assignment.granted_at
             except RaftlogError as exc:
                 log.warning("event=consumer_join_failed group=%s error=%s", self.group, exc)
                 await trio.sleep(REJOIN_BACKOFF_S)

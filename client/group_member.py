@@ -7,8 +7,10 @@ Consumer's business (consumer.py). Requests go through
 group's leader, the coordinator) and follows NOT_LEADER redirects.
 
 The member id is chosen here (client id + random suffix) and kept across
-rejoins, so a join retried after a lost reply is the same join, and after a
-coordinator fail-over the member rejoins under the same id.
+rejoins, so a join retried after a lost reply is the same join. After a
+coordinator fail-over the new controller has restored the group from its
+persisted generation: the member's heartbeats, redirected there by
+NOT_LEADER, keep succeeding with the same id and generation (no rejoin).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ MIN_JOIN_POLL_S = 0.05
 class Assignment:
     generation: int
     partitions: tuple[int, ...]
+    # When the join that returned it was SENT: like a heartbeat, it keeps the
+    # session alive from then on (not from when the reply came back).
+    granted_at: float = 0.0
 
 
 class GroupMember:
@@ -79,7 +84,7 @@ class GroupMember:
             )
             partitions = reply.get("partitions")
             if partitions is not None:
-                return Assignment(int(reply["generation"]), tuple(sorted(partitions)))
+                return Assignment(int(reply["generation"]), tuple(sorted(partitions)), sent)
             if trio.current_time() >= deadline:
                 raise RequestTimeoutError(
                     f"group {self.group!r}: no generation formed within {budget:.0f}s"
@@ -90,13 +95,28 @@ class GroupMember:
                 await trio.sleep(MIN_JOIN_POLL_S)
 
     async def heartbeat(self, generation: int) -> None:
-        """Raises RebalanceInProgressError / UnknownMemberError when we must rejoin."""
-        await self.client.request(
-            "group_heartbeat",
-            idempotent=True,
-            group=self.group,
-            member_id=self.member_id,
-            generation=generation,
+        """Raises RebalanceInProgressError / UnknownMemberError when we must rejoin,
+        RequestTimeoutError when no answer came within a heartbeat interval.
+
+        One heartbeat waits at most an interval: a controller that is paused or
+        cut off would otherwise hold it for a whole request attempt, longer than
+        a short session. The next one then avoids that node (a new controller
+        is found through NOT_LEADER redirects), well before the session ends.
+        """
+        target = self.client._controller
+        with trio.move_on_after(self.heartbeat_interval):
+            await self.client.request(
+                "group_heartbeat",
+                idempotent=True,
+                group=self.group,
+                member_id=self.member_id,
+                generation=generation,
+            )
+            return
+        if target is not None:
+            self.client._forget_leader(target)
+        raise RequestTimeoutError(
+            f"group {self.group!r}: no heartbeat answer within {self.heartbeat_interval:.2f}s"
         )
 
     async def leave(self) -> None:
