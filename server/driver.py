@@ -119,7 +119,8 @@ class Transport(Protocol):
 
 
 class StorageFailedError(Exception):
-    """store.save failed: the node stops rather than run on without durability."""
+    """Saving or applying a Ready failed (a full disk, an I/O error, a bug): the
+    node stops rather than run on without durability or with a half-handled Ready."""
 
 
 class MultiRaft:
@@ -495,6 +496,20 @@ class MultiRaft:
         if not readies:
             return
         self.stats["turns"] += 1
+        try:
+            await self._handle_readies(readies)
+        except StorageFailedError:
+            raise
+        except Exception as exc:
+            # The Readies were taken from the cores but not all saved, applied and
+            # advanced: going on would hand out entries that build on unsaved ones
+            # (a disk full during an apply did exactly that). Stop; a restart
+            # rebuilds everything from what is on disk (etcd panics here too).
+            log.critical("event=ready_failed node=%s error=%r", self.node_id, exc)
+            raise StorageFailedError(f"handling Readies failed: {exc!r}") from exc
+
+    async def _handle_readies(self, readies: list[tuple[int, Ready]]) -> None:
+        """Send, apply, save, send what waited for the save, advance (module docstring)."""
         self._send(readies, persisted=False)
         # Committed entries in a Ready are already durable here (the core hands
         # out only indexes <= the persisted last index), so they are applied

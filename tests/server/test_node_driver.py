@@ -588,6 +588,27 @@ async def test_a_failing_save_stops_the_node_instead_of_running_without_durabili
         store.close()
 
 
+async def test_a_failing_apply_write_stops_the_node_instead_of_running_on(tmp_path, monkeypatch):
+    """A full disk can fail the apply batch's write too (seen in
+    test_disk_full_processes): the Readies of that turn are then half handled,
+    and a loop that went on would build new Readies on unsaved entries."""
+    cfg = small_config(tmp_path, nodes=1)
+    store = NodeStore.open(cfg.nodes[0].data_dir, cluster=cfg.name, node_id="n1")
+    try:
+        driver = MultiRaft(cfg, "n1", store, _NoPeers(), debug=False)
+
+        def broken_write(batch: Any, *, sync: bool = False) -> None:
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(store, "write", broken_write)
+        # Elected alone, the node commits its first entry and applies it: that fails.
+        with pytest.raises(StorageFailedError, match="No space left"), trio.fail_after(10):
+            await driver.run()
+        assert driver.stats["loop_errors"] == 0
+    finally:
+        store.close()
+
+
 async def test_deleting_a_topic_ends_a_waiting_long_poll(cluster):
     topic = await cluster.create_topic("gone", partitions=1)
     leader = await cluster.wait_leader(topic["partitions"][0]["group"])
