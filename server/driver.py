@@ -592,6 +592,13 @@ class MultiRaft:
                 for progress in status.progress.values():
                     max_lag = max(max_lag, status.last_index - progress.match)
         m.max_follower_lag.set(max_lag)
+        try:
+            fs = os.statvfs(self.store.path)
+        except OSError:
+            pass
+        else:
+            m.data_dir_free.set(fs.f_bavail * fs.f_frsize)
+            m.data_dir_size.set(fs.f_blocks * fs.f_frsize)
         for role in ("leader", "follower", "candidate", "pre_candidate"):
             m.groups.set(roles.get(role, 0), role=role)
         m.pending_proposals.set(pending)

@@ -248,6 +248,8 @@ class Metrics:
     leader_changes: Counter = field(init=False)
     groups: Gauge = field(init=False)
     max_follower_lag: Gauge = field(init=False)
+    data_dir_free: Gauge = field(init=False)
+    data_dir_size: Gauge = field(init=False)
     pending_proposals: Gauge = field(init=False)
     apply_lag: Gauge = field(init=False)
     # consumer group coordinator (server/group_ops.py)
@@ -333,6 +335,14 @@ class Metrics:
             "raftlog_leader_changes_total", "Leader changes observed, all groups."
         )
         self.groups = r.gauge("raftlog_groups", "Raft groups hosted by role.", ["role"])
+        self.data_dir_free = r.gauge(
+            "raftlog_data_dir_free_bytes",
+            "Bytes free for this node (not root) on its data dir's filesystem; at 0 the "
+            "node stops rather than run on without durability.",
+        )
+        self.data_dir_size = r.gauge(
+            "raftlog_data_dir_filesystem_bytes", "Size of the data dir's filesystem."
+        )
         self.max_follower_lag = r.gauge(
             "raftlog_max_follower_lag", "Largest follower lag (entries) over led groups."
         )

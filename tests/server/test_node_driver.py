@@ -6,6 +6,7 @@ see inproc_cluster.py. Every wait is bounded and polls a condition.
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from raftlog.raft.types import Role
 from raftlog.server.config import Limits
 from raftlog.server.driver import MultiRaft, StorageFailedError
 from raftlog.server.errors import HandlerError
+from raftlog.server.metrics import Metrics
 
 from .inproc_cluster import InProcCluster, small_config
 
@@ -607,6 +609,18 @@ async def test_a_failing_apply_write_stops_the_node_instead_of_running_on(tmp_pa
         assert driver.stats["loop_errors"] == 0
     finally:
         store.close()
+
+
+async def test_data_dir_free_space_is_a_gauge(cluster):
+    driver = cluster.driver("n1")
+    driver.metrics = metrics = Metrics()  # in-process nodes run without a registry
+    driver._update_gauges()  # what the loop does every STATS_EVERY_S
+    fs = os.statvfs(driver.store.path)
+    free = metrics.data_dir_free.value()
+    assert free > 0
+    # Other tests write to the same filesystem meanwhile: equal within 64 MiB.
+    assert abs(free - fs.f_bavail * fs.f_frsize) < 64 * 2**20
+    assert metrics.data_dir_size.value() == fs.f_blocks * fs.f_frsize
 
 
 async def test_deleting_a_topic_ends_a_waiting_long_poll(cluster):
