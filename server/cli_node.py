@@ -273,6 +273,12 @@ def node_start(config_path: Path, node_id: str) -> None:
                     "is already in use; is this node already running?",
                     EXIT_RUNTIME,
                 ) from None
+            if type(inner).__name__ == "StorageFailedError":  # server.driver: disk full, I/O
+                raise fail(
+                    f"node {node_id} stopped: it cannot write its data dir "
+                    f"{node_cfg.data_dir}: {inner}",
+                    EXIT_RUNTIME,
+                ) from None
             if isinstance(inner, ModuleNotFoundError) and "raftlog.server.node" in str(inner):
                 raise fail("this build has no server.node yet", EXIT_RUNTIME) from None
         raise

@@ -113,7 +113,12 @@ async def run_node(
                 finally:
                     services_scope.cancel()
     finally:
-        store.close()
+        try:
+            store.close()
+        except Exception as exc:  # e.g. a full disk: RocksDB cannot flush what it holds
+            # Logged, not raised: it would hide why the node stopped (the WAL
+            # already holds everything the node ever acknowledged).
+            log.error("event=store_close_failed node=%s error=%r", node_id, exc)
         log.info("event=node_stopped node=%s", node_id)
 
 
