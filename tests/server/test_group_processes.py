@@ -1,9 +1,13 @@
-"""Consumer groups on real node processes, with a member that dies by SIGKILL.
+"""Consumer groups on real node processes: a member that dies by SIGKILL, and
+a controller node that dies by SIGKILL.
 
-The in-process tests cover a clean close and a controller change; this one
-covers the path only a real death takes: a member that stops heartbeating
+The in-process tests cover a clean close and a controller transfer; these
+cover the paths only a real death takes: a member that stops heartbeating
 without leaving is expired after its session timeout, and its partitions go
-to the survivor, which reads them from the committed offsets (nothing lost).
+to the survivor, which reads them from the committed offsets (nothing lost);
+and a controller killed under consuming members is replaced by one that
+restores the group's persisted generation, so the members keep it and read
+every acknowledged record (no rebalance).
 """
 
 from __future__ import annotations
@@ -14,9 +18,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import trio
+from raftlog.client.aio import AsyncClient
+from raftlog.client.consumer import Consumer
+from raftlog.client.errors import RaftlogError
 from raftlog.client.sync import Client
 
+from tests.client.test_consumer_group import Reader
+
 from .cluster_harness import LocalCluster
+from .test_group_failover import count_heartbeats
 from .test_node_processes import WAIT_S, wait_until
 
 pytestmark = pytest.mark.integration
@@ -94,3 +105,78 @@ def test_a_killed_member_is_expired_and_the_survivor_reads_everything(
         finally:
             member.kill()
             member.wait(timeout=10)
+
+
+CONTROLLER_SESSION_S = 4.0
+TOPIC_PARTITIONS = 3
+
+
+async def test_a_killed_controller_costs_no_rebalance_and_no_record(
+    cluster: LocalCluster,
+) -> None:
+    bootstrap = cluster.addresses()
+    acked: set[tuple[int, int]] = set()
+    stop_producing = trio.Event()
+
+    async def produce(client: AsyncClient) -> None:
+        i = 0
+        while not stop_producing.is_set():
+            p = i % TOPIC_PARTITIONS
+            try:
+                meta = await client.produce("t", b"v%d" % i, partition=p)
+                acked.add((p, meta.offset))
+            except RaftlogError:
+                pass  # outcome unknown: consumed or not, it is not in ``acked``
+            i += 1
+            await trio.sleep(0.01)
+
+    async with (
+        AsyncClient(bootstrap, client_id="p", request_timeout=10.0) as cp,
+        AsyncClient(bootstrap, client_id="a", request_timeout=10.0) as ca,
+        AsyncClient(bootstrap, client_id="b", request_timeout=10.0) as cb,
+        trio.open_nursery() as nursery,
+    ):
+        await cp.create_topic("t", partitions=TOPIC_PARTITIONS, replicas=3)
+        a = Consumer(ca, "g", "t", session_timeout=CONTROLLER_SESSION_S)
+        b = Consumer(cb, "g", "t", session_timeout=CONTROLLER_SESSION_S)
+        with trio.fail_after(WAIT_S):
+            async with trio.open_nursery() as joins:
+                joins.start_soon(a.start)
+                joins.start_soon(b.start)
+        ra, rb = Reader(a), Reader(b)
+        nursery.start_soon(ra.run)
+        nursery.start_soon(rb.run)
+        nursery.start_soon(produce, cp)
+
+        def consumed() -> set[tuple[int, int]]:
+            return set(ra.got) | set(rb.got)
+
+        await ra.until(
+            lambda: a.generation is not None and a.generation == b.generation
+            and sorted(a.partitions + b.partitions) == list(range(TOPIC_PARTITIONS))
+            and len(acked) >= 30,
+            "one generation over both members, records flowing",
+        )  # fmt: skip
+        before = {m: (c.generation, list(c.partitions), c._epoch) for m, c in (("a", a), ("b", b))}
+        controller = (await cp.request("group_describe", group="g"))["coordinator"]
+        beats = count_heartbeats(a, b)
+        cluster.kill(controller)
+        beats.update(a=0, b=0)
+        acked_at_kill = len(acked)
+        with trio.fail_after(WAIT_S):
+            # records keep being produced, and both members heartbeat a new
+            # controller twice (each within the session, or they would rejoin)
+            while len(acked) < acked_at_kill + 30 or min(beats.values()) < 2:
+                await ra.changed.wait()
+        stop_producing.set()
+        await ra.until(lambda: consumed() >= acked, "every acknowledged record consumed")
+        after = {m: (c.generation, list(c.partitions), c._epoch) for m, c in (("a", a), ("b", b))}
+        assert after == before  # same generation and partitions, never revoked
+        described = await cp.request("group_describe", group="g")
+        assert described["coordinator"] != controller
+        assert described["generation"] == before["a"][0]
+        ra.scope.cancel()
+        rb.scope.cancel()
+        await a.close()
+        await b.close()
+        nursery.cancel_scope.cancel()
