@@ -15,6 +15,7 @@ import click
 import trio
 
 from . import report
+from .disks import DiskError
 from .nemesis import KINDS, TARGETS
 from .partitions import SHAPES
 from .workload import WORKLOADS
@@ -44,6 +45,7 @@ def _summary(results: dict) -> str:
                              f"{cx.get('log_length')} long")
     lines += [f"  {line}" for line in report.replica_lines(results)]
     lines += [f"  {line}" for line in report.group_lines(results)]
+    lines += [f"  {line}" for line in report.disk_full_lines(results)]
     for kind, outcomes in sorted(results.get("membership", {}).items()):
         lines.append(f"  membership {kind}: "
                      + " ".join(f"{k}={v}" for k, v in sorted(outcomes.items())))
@@ -52,6 +54,14 @@ def _summary(results: dict) -> str:
     for note in results.get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def _targets(text: str, option: str) -> list[str]:
+    targets = [t.strip() for t in text.split(",") if t.strip()]
+    for t in targets:
+        if t not in TARGETS:
+            raise click.BadParameter(f"unknown target {t!r}", param_hint=option)
+    return targets
 
 
 @click.group()
@@ -70,6 +80,8 @@ def jepsen() -> None:
 @click.option("--nemesis", "nemesis_", default="partition,kill,pause", show_default=True,
               help=f"Comma-separated, of: {', '.join(KINDS)}; 'none' for no faults.")
 @click.option("--kill-targets", default=",".join(TARGETS), show_default=True)
+@click.option("--disk-full-targets", default=",".join(TARGETS), show_default=True,
+              help="Whose disks the disk-full nemesis fills (it needs root: tmpfs mounts).")
 @click.option("--partition-shapes", default=",".join(SHAPES), show_default=True)
 @click.option("--time-limit", type=float, default=60.0, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 200), default=10, show_default=True)
@@ -91,7 +103,7 @@ def jepsen() -> None:
 @click.option("--unsafe-follower-reads", is_flag=True,
               help="DELIBERATELY UNSAFE node mode: serve reads from any replica.")
 def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
-            partition_shapes: str, time_limit: float,
+            disk_full_targets: str, partition_shapes: str, time_limit: float,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
             rejoin: bool, rate: float, consumers: int, session_timeout: float,
             out: Path | None, unsafe_no_fsync: bool, unsafe_ack_before_commit: bool,
@@ -103,10 +115,8 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
     for k in kinds:
         if k not in KINDS:
             raise click.BadParameter(f"unknown nemesis {k!r}", param_hint="--nemesis")
-    targets = [t.strip() for t in kill_targets.split(",") if t.strip()]
-    for t in targets:
-        if t not in TARGETS:
-            raise click.BadParameter(f"unknown target {t!r}", param_hint="--kill-targets")
+    targets = _targets(kill_targets, "--kill-targets")
+    full_targets = _targets(disk_full_targets, "--disk-full-targets")
     shapes = [s.strip() for s in partition_shapes.split(",") if s.strip()]
     for s in shapes:
         if s not in SHAPES:
@@ -119,13 +129,17 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         out=out, nodes=nodes, workload=workload, nemesis=kinds, time_limit=time_limit,
         concurrency=concurrency, partitions=partitions, seed=seed, nemesis_interval=interval,
         spares=spares, rejoin=rejoin, consumers=consumers, session_timeout=session_timeout,
-        kill_targets=targets, partition_shapes=shapes, rate_per_worker=rate,
+        kill_targets=targets, disk_full_targets=full_targets, partition_shapes=shapes,
+        rate_per_worker=rate,
         fsync=not unsafe_no_fsync,
         unsafe_ack_before_commit=unsafe_ack_before_commit,
         unsafe_follower_reads=unsafe_follower_reads,
     )
     try:
         results = trio.run(run, opts)
+    except DiskError as exc:  # disk-full: no tmpfs (not root ...): say why, plainly
+        click.echo(f"jepsen run failed: {exc}", err=True)
+        sys.exit(3)
     except Exception as exc:
         click.echo(f"jepsen run failed: {exc!r} (see {out}/logs)", err=True)
         sys.exit(3)

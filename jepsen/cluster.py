@@ -14,6 +14,13 @@ are not started with the others, and when one is, it waits to be added
 (``member add``) instead of bootstrapping. A node the nemesis removed is
 killed, its data dir wiped and its entry turned into a ``join = true`` one,
 so that it can come back as a new incarnation under the same id.
+
+With ``ClusterSettings.tmpfs_bytes`` (the ``disk-full`` nemesis), every
+node's data dir is its own tmpfs mount (jepsen/disks.py), made by
+``mount_disks`` before any node starts and removed by ``release_disks``
+after the replica check read the dirs. ``fill_disk`` shrinks a node's mount
+to just above its usage; a node that then exits with code 1 and its
+storage-failure line is an expected stop, not a crash (``unexpected_exits``).
 """
 
 from __future__ import annotations
@@ -34,11 +41,17 @@ import trio
 from raftlog.client.aio import AsyncClient
 from raftlog.client.errors import RaftlogError
 
+from . import disks
 from .proxy import ProxyMesh
 
 log = logging.getLogger(__name__)
 
 READY_MARK = b"raftlog node ready"  # printed by `node start` once it listens
+# The last line of a node that stopped because it could not write its data dir
+# (server/cli_node.py), and the errno text that says the disk was full.
+STORAGE_STOP_MARK = b"stopped: it cannot write its data dir"
+ENOSPC_MARK = b"No space left on device"
+STORAGE_STOP_CODE = 1
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -67,6 +80,7 @@ class ClusterSettings:
     unsafe_follower_reads: bool = False
     proxied: bool = True  # route peer links through proxies (needed for partitions)
     spares: int = 0  # extra nodes, not started, that the membership nemesis may add
+    tmpfs_bytes: int = 0  # > 0: every data dir on its own tmpfs of this size (disk-full)
 
 
 @dataclass(slots=True)
@@ -82,6 +96,11 @@ class NodeProc:
     log_offset: int = 0  # where the current start's output begins
     join: bool = False  # joins a running cluster (spare, or removed and wiped)
     spare: bool = False  # not one of the initial nodes
+    mounted: bool = False  # data dir is a tmpfs mount of ours
+    disk_full: bool = False  # its tmpfs is shrunk to (about) its usage right now
+    # The disk was full at some point of the current start: an exit on ENOSPC
+    # is then ours, even one that comes just after the disk was freed again.
+    full_since_start: bool = False
 
 
 def _toml_str(s: str) -> str:
@@ -136,8 +155,117 @@ class JepsenCluster:
         return self.nodes[nid].address
 
     def existing_data_dirs(self) -> list[Path]:
-        """Data dirs on disk now: never-started spares and wiped nodes have none."""
-        return [n.data_dir for n in self.nodes.values() if n.data_dir.is_dir()]
+        """Data dirs on disk now: never-started spares and wiped nodes have none
+        (or, on tmpfs, an empty mount point)."""
+        return [n.data_dir for n in self.nodes.values()
+                if n.data_dir.is_dir() and any(n.data_dir.iterdir())]
+
+    # ------------------------------------------------------------ disks (tmpfs)
+
+    @property
+    def has_tmpfs(self) -> bool:
+        """Are the data dirs tmpfs mounts of ours (can the disk-full nemesis work)?"""
+        return any(n.mounted for n in self.nodes.values())
+
+    def mount_disks(self) -> None:
+        """Put every node's data dir (spares too) on its own tmpfs of
+        ``settings.tmpfs_bytes``. All or nothing: on a failure the mounts made
+        so far are removed and the DiskError says why."""
+        size = self.settings.tmpfs_bytes
+        if size <= 0:
+            return
+        try:
+            for node in self.nodes.values():
+                node.data_dir.mkdir(parents=True, exist_ok=True)
+                disks.mount(node.data_dir, size)
+                node.mounted = True
+                log.info("event=tmpfs_mounted node=%s path=%s size=%d",
+                         node.id, node.data_dir, size)
+        except BaseException:
+            self.release_disks(keep=False)
+            raise
+
+    def fill_disk(self, nid: str, margin: int = disks.DEFAULT_MARGIN) -> int:
+        """Shrink ``nid``'s tmpfs to ``margin`` bytes above its usage (its writes
+        fail with ENOSPC once they used that); the new size in bytes."""
+        node = self.nodes[nid]
+        if not node.mounted:
+            raise RuntimeError(f"{nid}'s data dir is not a tmpfs of ours")
+        size = disks.shrink(node.data_dir, margin)
+        node.disk_full = True
+        node.full_since_start = True
+        log.info("event=disk_filled node=%s size=%d", nid, size)
+        return size
+
+    def free_disk(self, nid: str) -> None:
+        """Give ``nid``'s tmpfs its generous size again."""
+        node = self.nodes[nid]
+        if not node.mounted or not node.disk_full:
+            return
+        if not disks.remount(node.data_dir, self.settings.tmpfs_bytes):
+            raise disks.DiskError(f"cannot grow the tmpfs on {node.data_dir} again")
+        node.disk_full = False
+        log.info("event=disk_freed node=%s", nid)
+
+    def stopped_on_full_disk(self, nid: str) -> bool:
+        """Did the current start of ``nid`` end because its disk was full while we
+        had filled it: exit code 1, its storage-failure line and ENOSPC in its
+        output since that start? Any other exit is a crash."""
+        node = self.nodes[nid]
+        p = node.proc
+        if (p is None or p.poll() is None or p.returncode != STORAGE_STOP_CODE
+                or not node.full_since_start):
+            return False
+        try:
+            with node.log_path.open("rb") as fh:
+                fh.seek(node.log_offset)
+                out = fh.read()
+        except FileNotFoundError:
+            return False
+        return STORAGE_STOP_MARK in out and ENOSPC_MARK in out
+
+    def full_disk_exits(self) -> dict[str, int]:
+        """Nodes down now because their disk was full: id -> which start ended."""
+        return {nid: node.starts for nid, node in self.nodes.items()
+                if self.stopped_on_full_disk(nid)}
+
+    def release_disks(self, keep: bool = True) -> list[str]:
+        """Unmount every tmpfs of ours (the nodes must have stopped). With
+        ``keep``, each node's files are first copied to the real disk, to the same
+        path, so that ``jepsen check`` can read them later. Never raises for a
+        copy; notes say what went wrong. Safe to call more than once."""
+        notes: list[str] = []
+        failures: list[str] = []
+        for node in self.nodes.values():
+            if not node.mounted:
+                continue
+            saved = node.data_dir.with_name(f".{node.id}.saved")
+            copied = False
+            if keep and any(node.data_dir.iterdir()):
+                try:
+                    shutil.rmtree(saved, ignore_errors=True)
+                    shutil.copytree(node.data_dir, saved, symlinks=True)
+                    copied = True
+                except OSError as exc:
+                    shutil.rmtree(saved, ignore_errors=True)
+                    notes.append(f"{node.id}: data dir not kept after unmounting: {exc}")
+            try:
+                disks.unmount(node.data_dir)
+            except disks.DiskError as exc:
+                failures.append(str(exc))
+                continue
+            node.mounted = False
+            node.disk_full = False
+            log.info("event=tmpfs_unmounted node=%s path=%s", node.id, node.data_dir)
+            # The mount point is an empty dir now: put the copy in its place, or
+            # remove it, as a run without tmpfs would have no dir for the node.
+            with contextlib.suppress(OSError):
+                node.data_dir.rmdir()
+            if copied:
+                saved.rename(node.data_dir)
+        if failures:
+            raise disks.DiskError("; ".join(failures))
+        return notes
 
     # ------------------------------------------------------------ config
 
@@ -201,6 +329,7 @@ class JepsenCluster:
             )  # fmt: skip
         node.paused = False
         node.expected_exit = False
+        node.full_since_start = node.disk_full
         node.starts += 1
         log.info("event=node_start node=%s pid=%s", nid, node.proc.pid)
 
@@ -245,7 +374,13 @@ class JepsenCluster:
         """Delete the data dir of a stopped node (a removed node's disk is gone)."""
         if self.is_running(nid):
             raise RuntimeError(f"cannot wipe {nid}: it is running")
-        shutil.rmtree(self.nodes[nid].data_dir, ignore_errors=True)
+        node = self.nodes[nid]
+        if node.mounted:
+            # A new, empty disk: also no longer a full one.
+            disks.clear(node.data_dir)
+            self.free_disk(nid)
+        else:
+            shutil.rmtree(node.data_dir, ignore_errors=True)
         log.info("event=node_wiped node=%s", nid)
 
     def stop_all(self) -> None:
@@ -271,7 +406,8 @@ class JepsenCluster:
         """Nodes whose process ended although nobody killed or stopped it."""
         out = {}
         for nid, node in self.nodes.items():
-            if node.proc is not None and node.proc.poll() is not None and not node.expected_exit:
+            if node.proc is not None and node.proc.poll() is not None and not node.expected_exit \
+                    and not self.stopped_on_full_disk(nid):
                 out[nid] = node.proc.returncode
         return out
 

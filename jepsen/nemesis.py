@@ -1,11 +1,18 @@
-"""Faults: kill, pause, partition, link delay, and membership changes.
+"""Faults: kill, pause, partition, link delay, a full disk, and membership changes.
 
 A seeded schedule alternates start and stop: wait about ``interval`` seconds,
 start a fault of a random kind on random targets, wait, stop it. Each start
 and stop is an ``info`` line of process ``"nemesis"`` in the history
 (``start-<kind>`` / ``stop-<kind>``), so the reports can shade fault windows.
-``heal`` undoes everything (resume, restart, reconnect) and always runs at the
-end of a run.
+``heal`` undoes everything (resume, free disks, restart, reconnect) and always
+runs at the end of a run.
+
+``disk-full`` needs the data dirs on tmpfs mounts of the cluster
+(``ClusterSettings.tmpfs_bytes``): start shrinks the targets' mounts to just
+above their usage, stop gives them their size back and restarts those that
+stopped. A node that stopped on the full disk (exit 1, its storage-failure
+line) is recorded as ``disk-full-stopped``, not as ``node-crashed``: refusing
+to go on without its writes is what it must do.
 
 ``membership`` is not one of those windows: it runs as its own task beside
 them (``membership.MembershipNemesis``), one change about every ``interval``
@@ -33,16 +40,22 @@ from .proxy import LinkMode
 
 log = logging.getLogger(__name__)
 
-KINDS = ("partition", "kill", "pause", "delay", "membership")
+KINDS = ("partition", "kill", "pause", "delay", "disk-full", "membership")
 DELAYS_MS = (20.0, 50.0, 100.0, 200.0, 400.0)
 TARGETS = ("one", "minority", "majority", "all", "leader")
+# Room left on a disk the disk-full nemesis fills. A page fails the next write
+# that needs a new page (maybe in the middle of a WAL record); 64 KiB lasts a
+# few seconds under the default workload (~20 KB/s per node), so some nodes
+# hit it late in a window, or only after the disk was freed again.
+DISK_FULL_MARGINS = (4096, 16 * 1024, 64 * 1024)
 
 LeaderFinder = Callable[[], Awaitable[str | None]]
 
 
 def choose_targets(nodes: Sequence[str], how: str, rng: random.Random,
                    leader: str | None = None) -> list[str]:
-    """Nodes for a kill or pause: one, a minority, a majority, all, or the leader."""
+    """Nodes for a kill, pause or full disk: one, a minority, a majority, all, or
+    the leader."""
     shuffled = list(nodes)
     rng.shuffle(shuffled)
     n = len(shuffled)
@@ -68,6 +81,7 @@ class Nemesis:
     interval: float = 5.0  # seconds between a fault's start and stop, and between faults
     kill_targets: Sequence[str] = ("one", "minority", "majority", "all", "leader")
     pause_targets: Sequence[str] = ("one", "minority", "leader")
+    disk_full_targets: Sequence[str] = ("one", "minority", "majority", "all", "leader")
     shapes: Sequence[str] = SHAPES
     find_leader: LeaderFinder | None = None
     admin: Admin | None = None  # needed by the membership nemesis
@@ -79,8 +93,11 @@ class Nemesis:
     skipped: list[str] = field(default_factory=list)
     crashes: dict[str, int | None] = field(default_factory=dict)
     restart_failures: list[str] = field(default_factory=list)
+    # (node, its start number) of every stop on a full disk, in order seen
+    disk_full_stops: list[tuple[str, int]] = field(default_factory=list)
     _killed: set[str] = field(default_factory=set)
     _paused: set[str] = field(default_factory=set)
+    _filled: set[str] = field(default_factory=set)
     live: set[str] = field(default_factory=set)
     membership: MembershipNemesis | None = None
 
@@ -107,6 +124,9 @@ class Nemesis:
         self.kinds = kinds
         if {"partition", "delay"} & set(self.kinds) and self.cluster.mesh is None:
             raise ValueError("partition and delay nemeses need a proxied cluster")
+        if "disk-full" in self.kinds and not self.cluster.has_tmpfs:
+            raise ValueError("the disk-full nemesis needs every data dir on a tmpfs of the "
+                             "cluster (ClusterSettings.tmpfs_bytes, mount_disks)")
 
     def _membership_unavailable(self) -> str | None:
         if self.admin is None:
@@ -177,6 +197,16 @@ class Nemesis:
                 self.cluster.pause(nid)
                 self._paused.add(nid)
             value = {"targets": how, "nodes": targets}
+        elif kind == "disk-full":
+            how = self.rng.choice(list(self.disk_full_targets))
+            targets = choose_targets(nodes, how, self.rng,
+                                     await self._leader() if how == "leader" else None)
+            margin = self.rng.choice(DISK_FULL_MARGINS)
+            sizes = {}
+            for nid in targets:
+                self._filled.add(nid)  # before: a failed shrink is still undone
+                sizes[nid] = self.cluster.fill_disk(nid, margin)
+            value = {"targets": how, "nodes": targets, "margin": margin, "sizes": sizes}
         else:
             raise ValueError(kind)
         self.recorder.nemesis(f"start-{kind}", value)
@@ -197,8 +227,24 @@ class Nemesis:
             for nid in sorted(self._paused):
                 self.cluster.resume(nid)
             self._paused.clear()
+        elif kind == "disk-full":
+            value["nodes"] = sorted(self._filled)
+            value["stopped"] = await self._free_disks()
         self.recorder.nemesis(f"stop-{kind}", value)
         log.info("event=nemesis_stop kind=%s", kind)
+
+    async def _free_disks(self) -> list[str]:
+        """Give every filled disk its size back; restart the nodes that stopped on
+        it (a node that exits only after this, on a write that failed just before,
+        is restarted by the heal and still counts as a full-disk stop)."""
+        filled = sorted(self._filled)
+        for nid in filled:
+            self.cluster.free_disk(nid)
+        self._filled.clear()
+        stopped = [nid for nid in filled if not self.cluster.is_running(nid)]
+        self._killed.update(stopped)
+        await self._restart_killed()
+        return stopped
 
     async def _restart_killed(self) -> None:
         # A node the membership nemesis removed meanwhile stays down (wiped).
@@ -255,13 +301,17 @@ class Nemesis:
         return self.interval * self.rng.uniform(0.5, 1.5)
 
     async def heal(self) -> None:
-        """Resume paused nodes, restart killed ones, reconnect every link."""
+        """Resume paused nodes, free full disks, restart stopped ones, reconnect
+        every link."""
         for nid in sorted(self._paused):
             self.cluster.resume(nid)
         self._paused.clear()
         if self.cluster.mesh is not None:
             self.cluster.mesh.heal()
         self.record_crashes()
+        for nid in sorted(self._filled):
+            self.cluster.free_disk(nid)
+        self._filled.clear()
         for nid in self.targets:
             if not self.cluster.is_running(nid):
                 self._killed.add(nid)
@@ -269,7 +319,10 @@ class Nemesis:
         self.recorder.nemesis("heal", {})
 
     def record_crashes(self) -> dict[str, int]:
-        """Nodes that died on their own (not by our hand): a bug worth a report."""
+        """Nodes that died on their own (not by our hand): a bug worth a report.
+
+        A stop on a disk we filled is not one of them; it is recorded apart."""
+        self.record_disk_full_stops()
         crashed = self.cluster.unexpected_exits()
         for nid, code in sorted(crashed.items()):
             if nid not in self.crashes:
@@ -277,3 +330,14 @@ class Nemesis:
                 self.recorder.nemesis("node-crashed", {"node": nid, "exit_code": code})
                 log.error("event=node_crashed node=%s exit_code=%s", nid, code)
         return crashed
+
+    def record_disk_full_stops(self) -> list[str]:
+        """Nodes down now because a disk we filled was full (each stop once)."""
+        seen = []
+        for nid, start in sorted(self.cluster.full_disk_exits().items()):
+            if (nid, start) not in self.disk_full_stops:
+                self.disk_full_stops.append((nid, start))
+                self.recorder.nemesis("disk-full-stopped", {"node": nid, "start": start})
+                log.info("event=node_stopped_on_full_disk node=%s", nid)
+            seen.append(nid)
+        return seen

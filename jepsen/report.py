@@ -5,7 +5,7 @@
   check (``replicas``: every node's data dir against the others and the
   drain, per node and partition: start, end, records compared), the
   consumer-group check (``groups``: anomalies, duplicates, unowned time),
-  notes.
+  what the disk-full nemesis did (``disk_full``), notes.
 - ``latency-raw.png``: every completed op as a point, time vs latency (log
   scale), colour by outcome, marker by function; nemesis windows shaded.
 - ``rate.png``: completions per second by function and outcome, same shading.
@@ -24,7 +24,7 @@ from .history import Completed, Op, OpType, nemesis_windows, pair
 COLOURS = {OpType.OK: "#2a9d3f", OpType.INFO: "#e0a31a", OpType.FAIL: "#d1342f"}
 MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*"]
 WINDOW_COLOURS = {"partition": "#7aa6d9", "kill": "#d97a7a", "pause": "#b69ad9",
-                  "delay": "#d9c27a", "membership": "#8fd9a8"}
+                  "delay": "#d9c27a", "membership": "#8fd9a8", "disk-full": "#8a8a8a"}
 NS = 1e9
 
 
@@ -134,6 +134,33 @@ def availability(ops: Sequence[Op]) -> list[dict[str, Any]]:
         out.append({"event": op.f, "at_s": round(op.time_ns / NS, 3),
                     "first_ok_send_after_s": firsts})
     return out
+
+
+def disk_full(ops: Sequence[Op]) -> dict[str, Any]:
+    """What the disk-full nemesis did: its windows, the disks it filled, and the
+    nodes that stopped on a full disk (how often each), from the history."""
+    windows = targets = 0
+    stops: dict[str, int] = defaultdict(int)
+    for op in ops:
+        if op.process != "nemesis":
+            continue
+        if op.f == "start-disk-full":
+            windows += 1
+            targets += len((op.value or {}).get("nodes") or [])
+        elif op.f == "disk-full-stopped":
+            stops[str((op.value or {}).get("node"))] += 1
+    return {"windows": windows, "disks_filled": targets,
+            "nodes_stopped": sum(stops.values()), "stops_by_node": dict(sorted(stops.items()))}
+
+
+def disk_full_lines(results: dict[str, Any]) -> list[str]:
+    d = results.get("disk_full")
+    if not d:
+        return []
+    by_node = ", ".join(f"{n} x{c}" for n, c in d["stops_by_node"].items())
+    return [f"disk-full: {d['windows']} windows filled {d['disks_filled']} disks; "
+            f"{d['nodes_stopped']} node stops on a full disk"
+            + (f" ({by_node})" if by_node else "")]
 
 
 MAX_REPLICA_NOTES = 8

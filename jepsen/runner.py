@@ -1,13 +1,15 @@
 """One jepsen run, start to finish, and the offline check of a history.
 
-Phases: start the proxies and the nodes (a generated cluster.toml) -> create
+Phases: (``disk-full``: mount a tmpfs per data dir) -> start the proxies and
+the nodes (a generated cluster.toml) -> create
 the topic -> workload with faults for ``time_limit`` s -> heal everything ->
 recovery window with the workload still running (shows the service comes
 back) -> stop the workload (``groups``: every consumer closes) -> quiet
 period -> drain every partition (``groups``: then read the committed offsets) -> check
 -> stop the nodes -> read every node's data dir and compare the replicas
-(jepsen/replicas.py) -> results.json, plots, node logs. Every node process is
-stopped in a ``finally``, whatever happened.
+(jepsen/replicas.py) -> (``disk-full``: copy the data dirs to the run dir and
+unmount the tmpfs) -> results.json, plots, node logs. Every node process is
+stopped, and every tmpfs unmounted, in a ``finally``, whatever happened.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class RunOptions:
     kill_targets: list[str] = field(
         default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
     )
+    disk_full_targets: list[str] = field(
+        default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
+    )
+    tmpfs_bytes: int = 1 << 30  # disk-full: each data dir's tmpfs (only what is written counts)
     partition_shapes: list[str] = field(default_factory=lambda: list(SHAPES))
     leader_bias: float = 0.5  # chance an isolating partition isolates a partition leader
     recovery: float = 5.0  # workload keeps running after the heal
@@ -116,8 +122,21 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         unsafe_follower_reads=opts.unsafe_follower_reads,
         proxied=bool({"partition", "delay"} & set(opts.nemesis)),
         spares=opts.spares if "membership" in opts.nemesis else 0,
+        tmpfs_bytes=opts.tmpfs_bytes if "disk-full" in opts.nemesis else 0,
     )
     cluster = JepsenCluster(out, settings)
+    # First, outside any nursery: if mounting is impossible the run fails at
+    # once with the reason, before a node or the history exists.
+    cluster.mount_disks()
+    try:
+        return await _run(opts, out, rng, cluster)
+    finally:
+        cluster.stop_all()  # a no-op unless _run failed before its own stop
+        cluster.release_disks(keep=True)
+
+
+async def _run(opts: RunOptions, out: Path, rng: random.Random,
+               cluster: JepsenCluster) -> dict[str, Any]:
     recorder = Recorder(out / "history.jsonl")
     notes: list[str] = []
     liveness: list[str] = []  # crashes, failed restarts, partitions never drained
@@ -145,6 +164,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
                     shapes=opts.partition_shapes, leader_bias=opts.leader_bias,
                     find_leader=lambda: _find_leader(probe),
                     admin=ClientAdmin(admin, TOPIC), rejoin=opts.rejoin,
+                    disk_full_targets=opts.disk_full_targets,
                 )
                 notes += nemesis.skipped
                 stop = trio.Event()
@@ -180,12 +200,16 @@ async def run(opts: RunOptions) -> dict[str, Any]:
     results["replicas"] = await datadirs.check_replicas(cluster.existing_data_dirs(), TOPIC,
                                                         ops)
     results["valid"] = results["valid"] and results["replicas"]["valid"]
+    # The replica check has read the data dirs: the tmpfs mounts may go now.
+    notes += cluster.release_disks(keep=True)
     results["notes"] = notes
     # Not a safety anomaly, but a run where a node crashed or the cluster never
     # came back is not a pass either.
     results["liveness"] = liveness + results["liveness"]
     if "membership" in opts.nemesis:
         results["membership"] = membership.summary(ops)
+    if "disk-full" in opts.nemesis:
+        results["disk_full"] = report.disk_full(ops)
     results["valid"] = results["valid"] and not liveness
     results["options"] = {k: (str(v) if isinstance(v, Path) else v)
                           for k, v in asdict(opts).items()}

@@ -83,6 +83,9 @@ class FakeNodes:
     def unexpected_exits(self) -> dict[str, int]:
         return {}
 
+    def full_disk_exits(self) -> dict[str, int]:
+        return {}
+
 
 @dataclass
 class FakeAdmin:

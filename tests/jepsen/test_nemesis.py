@@ -53,6 +53,9 @@ class FakeCluster:
     def unexpected_exits(self) -> dict[str, int]:
         return dict(self.crashed)
 
+    def full_disk_exits(self) -> dict[str, int]:
+        return {}
+
 
 def run_schedule(kinds: list[str], seconds: float, seed: int = 1,
                  cluster: FakeCluster | None = None) -> tuple[FakeCluster, Recorder, Nemesis]:
