@@ -78,6 +78,10 @@ DEFAULT_REBALANCE_TIMEOUT_S = 60.0
 ASSIGNMENT_WAIT_S = 0.5
 # Pause between attempts to rejoin a coordinator that cannot be reached.
 REJOIN_BACKOFF_S = 0.5
+# After a heartbeat that got no answer (a controller paused, dead or cut off),
+# the next one goes out this soon, not a whole interval later: a new controller
+# is usually there within an election timeout, and the session is short.
+HEARTBEAT_RETRY_S = 0.1
 
 
 class Consumer:
@@ -298,8 +302,10 @@ class Consumer:
         assert member is not None
         with scope:
             last_ok = granted_at  # when the join was sent: the session counts from there
+            pause = member.heartbeat_interval
             while True:
-                await trio.sleep(member.heartbeat_interval)
+                await trio.sleep(pause)
+                pause = member.heartbeat_interval
                 sent = trio.current_time()
                 told = False  # the coordinator said: rejoin
                 # Past last_ok + session the coordinator may have expired us and
@@ -312,8 +318,9 @@ class Consumer:
                         told = True
                         log.info("event=consumer_rejoin group=%s member=%s reason=%s",
                                  self.group, member.member_id, exc.code.value)  # fmt: skip
-                    except RaftlogError as exc:  # transient: retried next interval
+                    except RaftlogError as exc:  # transient: retried soon
                         log.debug("event=heartbeat_failed group=%s error=%s", self.group, exc)
+                        pause = min(pause, HEARTBEAT_RETRY_S)
                 if not told and trio.current_time() < last_ok + member.session_timeout:
                     continue
                 if not told:
