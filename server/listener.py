@@ -231,6 +231,8 @@ class Listener:
     metrics: Metrics
     quotas: Quotas
     start_request: RequestStarter | None = None
+    # Called with the peer's id when a peer connection is admitted (its hello).
+    on_peer_connected: Callable[[str], None] | None = None
     conn_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     # Client connections holding a slot of [limits] max_client_connections: from
     # an admitted hello until the connection ends, however it ends.
@@ -306,6 +308,7 @@ async def serve(
     on_peer_msgs: PeerHandler,
     metrics: Metrics,
     start_request: RequestStarter | None = None,
+    on_peer_connected: Callable[[str], None] | None = None,
     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept clients and peers on this node's address until cancelled.
@@ -322,6 +325,7 @@ async def serve(
         metrics=metrics,
         start_request=start_request,
     )
+    listener.on_peer_connected = on_peer_connected
     listeners = await trio.open_tcp_listeners(node.port, host=node.host)
     log.info("event=listening node=%s address=%s", node_id, node.address)
     task_status.started(listeners)
@@ -587,6 +591,8 @@ async def _serve_peer(
     remote = _peer_name(stream)
     fd = socket_fd(stream)
     drained = True
+    if shared.on_peer_connected is not None:
+        shared.on_peer_connected(peer)
     try:
         while True:
             for frame in frames:

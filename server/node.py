@@ -92,6 +92,7 @@ async def run_node(
                             on_request=handlers.handle,
                             start_request=handlers.handle_nowait,
                             on_peer_msgs=driver.on_peer_msgs,
+                            on_peer_connected=transport.redial,
                             metrics=metrics,
                             task_status=task_status,
                         )

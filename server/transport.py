@@ -73,6 +73,8 @@ class _Peer:
     # The unsent tail of a direct write (a view: no copy); the writer sends it first.
     pending: bytes | memoryview = b""
     wake: trio.Event = field(default_factory=trio.Event)
+    # Set by ``redial``: the peer just dialled us, so it is up: stop backing off.
+    redial: trio.Event = field(default_factory=trio.Event)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
@@ -150,6 +152,19 @@ class PeerTransport:
             state.pending = memoryview(data)[written:]
             state.wake.set()
 
+    def redial(self, peer: str) -> None:
+        """``peer`` just connected to us (its hello was accepted): if our link to
+        it is down, dial now instead of at the end of the backoff.
+
+        A restarted node dials every peer as it starts, but the peers' own
+        links to it may be in a backoff of up to ``backoff_max_s``, and Raft
+        needs both directions (our appends and votes go out on our link).
+        Without this, a node stopped right after another restarted could leave
+        a group without a reachable majority for up to a second."""
+        state = self._peers.get(peer)
+        if state is not None and not state.connected:
+            state.redial.set()
+
     def is_connected(self, peer: str) -> bool:
         state = self._peers.get(peer)
         return state is not None and state.connected
@@ -196,8 +211,13 @@ class PeerTransport:
                     backoff = self.options.backoff_initial_s  # reset on success
                     await self._stream_to(state, stream)
                 # Full jitter, capped: peers restarting together do not redial in lockstep.
-                await trio.sleep(self.rng.uniform(backoff / 2, backoff))
-                backoff = min(backoff * 2, self.options.backoff_max_s)
+                with trio.move_on_after(self.rng.uniform(backoff / 2, backoff)):
+                    await state.redial.wait()
+                if state.redial.is_set():
+                    state.redial = trio.Event()
+                    backoff = self.options.backoff_initial_s
+                else:
+                    backoff = min(backoff * 2, self.options.backoff_max_s)
 
     async def _dial(self, state: _Peer) -> trio.abc.Stream | None:
         opts = self.options

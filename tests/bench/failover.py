@@ -1,6 +1,6 @@
 """Time from SIGKILL of a partition leader until produces succeed again.
 
-    python -m tests.bench.failover [--rounds 5] [--nodes 3] [--signal kill|term]
+    python -m tests.bench.failover [--rounds 5] [--nodes 3] [--signal kill|term] [--no-wait]
 
 A sequential producer writes to a one-partition topic. Each round waits for
 a few acknowledged produces, SIGKILLs the partition's leader, waits until 20
@@ -97,6 +97,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--signal", choices=("kill", "term"), default="kill")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="stop the next leader as soon as the restarted node is ready, without "
+        "waiting for it to rejoin (a hasty rolling restart: measures how fast peers "
+        "re-link to a restarted node)",
+    )
     args = parser.parse_args()
     stop = "killed" if args.signal == "kill" else "stopped (SIGTERM)"
     with tempfile.TemporaryDirectory() as tmp, LocalCluster(Path(tmp), nodes=args.nodes) as cluster:
@@ -131,7 +138,8 @@ def main() -> None:
                     # Until the restarted node is back in the quorum: killing the
                     # next leader before that removes a majority, which measures
                     # the restart, not a fail-over.
-                    _wait_rejoined(cluster, gid, leader, others, seen)
+                    if not args.no_wait:
+                        _wait_rejoined(cluster, gid, leader, others, seen)
             finally:
                 producer.stop.set()
                 producer.join(timeout=15)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,7 @@ async def start_fake_node(
     cfg: ClusterConfig,
     node_id: str = "n1",
     book: MemoryIncarnationBook | None = None,
+    on_peer_connected: Callable[[str], None] | None = None,
 ) -> FakeNode:
     node = FakeNode(cfg, node_id)
     if book is not None:
@@ -90,6 +91,7 @@ async def start_fake_node(
             on_request=node.on_request,
             on_peer_msgs=node.on_peer,
             metrics=node.metrics,
+            on_peer_connected=on_peer_connected,
             task_status=task_status,
         )
     )

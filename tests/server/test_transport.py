@@ -8,6 +8,7 @@ from pathlib import Path
 
 import trio
 import trio.lowlevel
+import trio.testing
 from raftlog.client.protocol import FrameDecoder, encode_frame, hello_ok
 from raftlog.server.config import ClusterConfig
 from raftlog.server.metrics import Metrics
@@ -145,6 +146,33 @@ async def test_reconnects_after_peer_restart(cfg: ClusterConfig, nursery: trio.N
     await second.wait_peer_msgs_total(1)
     assert second.peer_msgs[-1] == ("n1", [(1, b"after")])
     assert transport.metrics.peer_reconnects.value(peer="n2", result="ok") == 2
+
+
+async def test_a_peer_that_dials_us_is_redialled_at_once(
+    cfg: ClusterConfig, nursery: trio.Nursery
+) -> None:
+    """A restarted node dials its peers as it starts; each peer's own link to it
+    may be deep in its backoff (here a minute, so only ``redial`` can connect it
+    within the test), and Raft needs that direction too."""
+    slow = TransportOptions(backoff_initial_s=60.0, backoff_max_s=60.0)
+    n1 = await start_transport(nursery, cfg, "n1", options=slow)  # n2 is down: backs off
+    await wait_until(
+        lambda: n1.metrics.peer_reconnects.value(peer="n2", result="unreachable") >= 1,
+        "n1's first dial of n2 to fail",
+    )
+    # n2 "restarts": its listener reports each admitted peer hello, and the node
+    # wiring (server/node.py) hands that to its transport's redial.
+    connected_to_n2: list[str] = []
+    n2 = await start_fake_node(nursery, cfg, "n2", on_peer_connected=connected_to_n2.append)
+    n1.redial("n2")
+    await wait_connected(n1, "n2")
+    n1.send("n2", [(1, b"hello again")])
+    await n2.wait_peer_msgs_total(1)
+    assert connected_to_n2 == ["n1"]
+    dials = n1.metrics.peer_reconnects.value(peer="n2", result="ok")
+    n1.redial("n2")  # already connected: nothing to do
+    await trio.testing.wait_all_tasks_blocked()
+    assert n1.metrics.peer_reconnects.value(peer="n2", result="ok") == dials == 1
 
 
 async def test_dead_peer_queue_is_bounded_and_others_unaffected(
