@@ -82,6 +82,7 @@ class Nemesis:
     kill_targets: Sequence[str] = ("one", "minority", "majority", "all", "leader")
     pause_targets: Sequence[str] = ("one", "minority", "leader")
     disk_full_targets: Sequence[str] = ("one", "minority", "majority", "all", "leader")
+    disk_full_margins: Sequence[int] = DISK_FULL_MARGINS
     shapes: Sequence[str] = SHAPES
     find_leader: LeaderFinder | None = None
     admin: Admin | None = None  # needed by the membership nemesis
@@ -201,7 +202,7 @@ class Nemesis:
             how = self.rng.choice(list(self.disk_full_targets))
             targets = choose_targets(nodes, how, self.rng,
                                      await self._leader() if how == "leader" else None)
-            margin = self.rng.choice(DISK_FULL_MARGINS)
+            margin = self.rng.choice(list(self.disk_full_margins))
             sizes = {}
             for nid in targets:
                 self._filled.add(nid)  # before: a failed shrink is still undone

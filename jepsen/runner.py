@@ -28,7 +28,7 @@ from . import checker_groups, checker_log, datadirs, linearizable, membership, r
 from .cluster import ClusterSettings, JepsenCluster
 from .history import Op, Recorder, load
 from .membership import ClientAdmin
-from .nemesis import Nemesis
+from .nemesis import DISK_FULL_MARGINS, Nemesis
 from .partitions import SHAPES
 from .workload import TOPIC, Workload, WorkloadConfig
 
@@ -55,6 +55,7 @@ class RunOptions:
         default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
     )
     tmpfs_bytes: int = 1 << 30  # disk-full: each data dir's tmpfs (only what is written counts)
+    disk_full_margins: list[int] = field(default_factory=lambda: list(DISK_FULL_MARGINS))
     partition_shapes: list[str] = field(default_factory=lambda: list(SHAPES))
     leader_bias: float = 0.5  # chance an isolating partition isolates a partition leader
     recovery: float = 5.0  # workload keeps running after the heal
@@ -165,6 +166,7 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                     find_leader=lambda: _find_leader(probe),
                     admin=ClientAdmin(admin, TOPIC), rejoin=opts.rejoin,
                     disk_full_targets=opts.disk_full_targets,
+                    disk_full_margins=opts.disk_full_margins,
                 )
                 notes += nemesis.skipped
                 stop = trio.Event()
