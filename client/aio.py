@@ -894,18 +894,35 @@ class AsyncClient:
         return Offsets(int(reply["start_offset"]), int(reply["end_offset"]))
 
     async def commit_offset(
-        self, group: str, topic: str, partition: int, offset: int, metadata: str = ""
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        metadata: str = "",
+        *,
+        generation: int | None = None,
     ) -> None:
-        """Commit ``offset`` (the next offset to consume) for ``group``, through Raft."""
+        """Commit ``offset`` (the next offset to consume) for ``group``, through Raft.
+
+        ``generation``: the committing member's group generation (the group-managed
+        Consumer passes it); the partition then refuses the commit with FencedError
+        once a newer generation of ``group`` has committed there. Without it the
+        commit is unfenced, and refused only on a partition where ``group``
+        commits with generations (log/partition.py).
+        """
+        fields: dict[str, Any] = {
+            "group": group,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "metadata": metadata,
+        }
+        if generation is not None:
+            fields["generation"] = generation
         await self._call(
             "commit_offset",
-            {
-                "group": group,
-                "topic": topic,
-                "partition": partition,
-                "offset": offset,
-                "metadata": metadata,
-            },
+            fields,
             topic=topic,
             partition=partition,
             idempotent=True,

@@ -31,6 +31,11 @@ class ErrorCode(StrEnum):
     # Consumer groups (server/group_coordinator.py): the member must join again.
     REBALANCE_IN_PROGRESS = "REBALANCE_IN_PROGRESS"  # a new generation is forming: rejoin
     UNKNOWN_MEMBER = "UNKNOWN_MEMBER"  # expired, left, or a new coordinator: join again
+    # An offset commit refused by the partition (log/partition.py), nothing
+    # changed: a newer generation of the group already committed there (the
+    # committer's assignment is stale: stop, rejoin), or the commit carried no
+    # generation for a group that commits with them. Kafka's ILLEGAL_GENERATION.
+    FENCED = "FENCED"
 
 
 # Codes after which the request certainly had no effect and may be retried freely.
@@ -142,6 +147,19 @@ class UnknownMemberError(RaftlogError):
     code = ErrorCode.UNKNOWN_MEMBER
 
 
+class FencedError(RaftlogError):
+    """An offset commit was refused: this consumer's group assignment is stale
+    (Kafka's CommitFailedException). Nothing was committed; the records it
+    covered will be delivered again, to this group's current owner of the
+    partition. The group-managed Consumer has stopped handing out the
+    partition's records and rejoins by itself; the application just carries on
+    polling. Also raised by the Consumer, without asking the server, for a
+    commit while it holds no assignment (rebalancing) or of a partition that is
+    not assigned to it."""
+
+    code = ErrorCode.FENCED
+
+
 class ConnectionLostError(RaftlogError):
     """The connection closed before a reply: for writes the outcome is unknown."""
 
@@ -190,6 +208,7 @@ _BY_CODE: dict[ErrorCode, type[RaftlogError]] = {
         InternalError,
         RebalanceInProgressError,
         UnknownMemberError,
+        FencedError,
     )
 }
 

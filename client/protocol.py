@@ -225,6 +225,9 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         _f("partition", int),
         _f("offset", int),
         _f("metadata", str, False),
+        # The committing member's group generation (group-managed consumers);
+        # absent = unfenced. See CommitOffset in log/commands.py.
+        _f("generation", int, False),
     ),
     "fetch_committed": (_f("group", str), _f("topic", str), _f("partition", int)),
     # This node's view of every group it hosts (leader, term, commit, replicas' match).

@@ -182,9 +182,19 @@ class Client:
         return self._call(self._async.list_offsets, topic, partition)
 
     def commit_offset(
-        self, group: str, topic: str, partition: int, offset: int, metadata: str = ""
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        metadata: str = "",
+        *,
+        generation: int | None = None,
     ) -> None:
-        return self._call(self._async.commit_offset, group, topic, partition, offset, metadata)
+        return self._call(
+            self._async.commit_offset,
+            group, topic, partition, offset, metadata, generation=generation,
+        )  # fmt: skip
 
     def committed(self, group: str, topic: str, partition: int) -> int | None:
         return self._call(self._async.committed, group, topic, partition)

@@ -59,9 +59,21 @@ class Produce:
 
 @dataclass(slots=True, frozen=True)
 class CommitOffset:
+    """Store consumer group ``group``'s committed ``offset`` on this partition.
+
+    ``generation``: the group generation of the member that commits (a
+    group-managed consumer), or None (unfenced: a manual-assignment consumer,
+    or a client from before fencing). The partition refuses a commit of a
+    generation older than one that already committed there (FENCED; see
+    log/partition.py). On the wire (in the Raft log) an unfenced commit is
+    still the 3-field array of old; only a fenced one carries the 4th field,
+    so entries written before fencing existed decode unchanged.
+    """
+
     group: str
     offset: int
     metadata: str = ""
+    generation: int | None = None
 
     KIND = CommandKind.COMMIT_OFFSET
 
@@ -193,7 +205,7 @@ _OPT_INT = (int, True)
 _STR = (str, False)
 _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     Produce: ((bytes, False), _INT, _INT, _OPT_INT, _OPT_INT, _INT),
-    CommitOffset: (_STR, _INT, _STR),
+    CommitOffset: (_STR, _INT, _STR, _OPT_INT),
     TruncatePrefix: (_INT,),
     RegisterNode: (_STR, _STR, _STR),
     CreateTopic: (_STR, _INT, _INT, (dict, False)),
@@ -225,6 +237,8 @@ def _to_wire(cmd: Command) -> list[Any]:
     for name in _FIELD_NAMES[type(cmd)]:
         value = getattr(cmd, name)
         out.append(list(value) if isinstance(value, tuple) else value)
+    if type(cmd) is CommitOffset and cmd.generation is None:
+        out.pop()  # unfenced: the pre-fencing 3-field form (replicas of old decode it)
     return out
 
 
@@ -267,6 +281,8 @@ def _decode_one(raw: Any) -> Command:
     cls = _CLASSES.get(kind) if isinstance(kind, int) and not isinstance(kind, bool) else None
     if cls is None:
         raise CommandError(f"unknown command kind {kind!r}")
+    if cls is CommitOffset and len(values) == 3:
+        values.append(None)  # written before fencing (or unfenced): no generation
     schema = _SCHEMA[cls]
     if len(values) != len(schema):
         raise CommandError(f"{cls.__name__}: {len(values)} fields, expected {len(schema)}")

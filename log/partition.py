@@ -1,5 +1,12 @@
 """The partition state machine: record batches, idempotent producers, consumer offsets.
 
+Consumer offsets are fenced by group generation (like Kafka's ILLEGAL_GENERATION):
+per consumer group the partition remembers the highest generation that committed
+here, and refuses (FENCED) a commit of an older generation, so a member dropped
+from the group while it still consumes (a "zombie") cannot move the offset under
+the partition's new owner, who claims the partition with its generation as soon
+as it is assigned (client/consumer.py). The rules are in ``_commit_offset``.
+
 Applying is deterministic (the same entries give the same state and results on
 every replica) and writes only into the caller's WriteBatch. The driver writes
 that batch unsynced: after a crash the state machine's ``applied_index``,
@@ -86,6 +93,9 @@ class PartitionStateMachine:
         self.last_timestamp_ms = 0
         self.producers: dict[int, list[ProducerBatch]] = {}
         self.offsets: dict[str, tuple[int, str]] = {}
+        # Consumer group -> the highest generation that committed here; only
+        # groups that ever sent a fenced commit (see _commit_offset).
+        self.fences: dict[str, int] = {}
         # Stored bytes by segment, for size-based retention; None until asked
         # for (see measure_sizes), so partitions without it pay nothing.
         self.sizes: SizeIndex | None = None
@@ -117,8 +127,13 @@ class PartitionStateMachine:
                 ProducerBatch(*b) for b in msgpack.unpackb(value)
             ]
         for key, value in self._scan(keys.NS.CONSUMER):
-            offset, metadata = msgpack.unpackb(value, raw=False)
-            self.offsets[keys.consumer_of_key(key)] = (offset, metadata)
+            group = keys.consumer_of_key(key)
+            # [offset, metadata] (unfenced, and everything stored before fencing)
+            # or [offset, metadata, generation]: see _consumer_value.
+            offset, metadata, *fence = msgpack.unpackb(value, raw=False)
+            self.offsets[group] = (offset, metadata)
+            if fence:
+                self.fences[group] = fence[0]
 
     def _scan(self, ns: keys.NS) -> list[tuple[bytes, bytes]]:
         begin, end = keys.group_range(ns, self.group_id)
@@ -276,14 +291,55 @@ class PartitionStateMachine:
         )
 
     def _commit_offset(self, cmd: CommitOffset, batch: WriteBatch) -> ApplyResult:
+        """Store a committed offset, fenced by generation.
+
+        * A commit with generation g is refused (FENCED, nothing changes) when
+          a generation h > g already committed here: the group has formed a
+          newer generation and its owner of this partition has claimed it, so
+          the committer's assignment is stale. Equal generations pass: a member
+          commits many times within its generation (and a retried commit is
+          the same commit).
+        * A commit WITHOUT a generation (a manual-assignment consumer, or a
+          client from before fencing) is accepted as before while the group
+          never committed here with one, and refused once it has. Accepting it
+          would reopen exactly the hole the fence closes: a zombie running an
+          old client, or a manual consumer that borrowed a managed group's
+          name, could move the offset back (duplicates) or forward past
+          records the owner has not processed (loss) under the current owner.
+          Kafka refuses such a "standalone" commit to a group that has members
+          too. The price: a managed group's offsets on this partition are
+          moved only by its members (a group-managed consumer's seek + commit).
+        """
         if cmd.offset < 0:
             return _fail(ErrorCode.INVALID_REQUEST, f"offset must be >= 0, got {cmd.offset}")
+        gen = cmd.generation
+        if gen is not None and gen < 0:
+            return _fail(ErrorCode.INVALID_REQUEST, f"generation must be >= 0, got {gen}")
+        fence = self.fences.get(cmd.group)
+        if fence is not None and gen is None:
+            return _fail(
+                ErrorCode.FENCED,
+                f"commit without a generation refused: group {cmd.group!r} commits with "
+                f"generations on this partition (generation {fence} did)",
+            )
+        if fence is not None and gen is not None and gen < fence:
+            return _fail(
+                ErrorCode.FENCED,
+                f"commit of generation {gen} refused: generation {fence} already "
+                f"committed on this partition",
+            )
         self.offsets[cmd.group] = (cmd.offset, cmd.metadata)
-        batch.put(
-            keys.consumer_key(self.group_id, cmd.group),
-            msgpack.packb([cmd.offset, cmd.metadata]),
-        )
+        if gen is not None:
+            self.fences[cmd.group] = gen  # >= fence: checked above
+        batch.put(keys.consumer_key(self.group_id, cmd.group), self._consumer_value(cmd.group))
         return ApplyResult()
+
+    def _consumer_value(self, group: str) -> bytes:
+        """The stored value of ``group``'s offset: the fence rides along with it, so it
+        is written in the same batch and survives a restart exactly like the offset."""
+        offset, metadata = self.offsets[group]
+        fence = self.fences.get(group)
+        return msgpack.packb([offset, metadata] if fence is None else [offset, metadata, fence])
 
     def _truncate_command(self, cmd: TruncatePrefix, batch: WriteBatch) -> ApplyResult:
         if cmd.start_offset < 0:
@@ -342,15 +398,20 @@ class PartitionStateMachine:
     def committed_offset(self, group: str) -> tuple[int, str] | None:
         return self.offsets.get(group)
 
+    def fenced_generation(self, group: str) -> int | None:
+        """The highest generation of ``group`` that committed here (None: never fenced)."""
+        return self.fences.get(group)
+
     # ---- snapshots and retention ------------------------------------------------------------
 
     def snapshot_state(self) -> bytes:
         """The small state (no records) as of ``applied_index``, for a Raft snapshot.
 
         Canonical (sorted) so every replica produces the same bytes for the same state.
+        "fences" is present only when some group committed with a generation: the
+        snapshot of a partition that never saw one stays what it was before fencing.
         """
-        return msgpack.packb(
-            {
+        state: dict[str, Any] = {
                 "applied_index": self.applied_index,
                 "next_offset": self.next_offset,
                 "start_offset": self.start_offset,
@@ -361,7 +422,9 @@ class PartitionStateMachine:
                 },
                 "offsets": {g: [o, m] for g, (o, m) in sorted(self.offsets.items())},
             }
-        )
+        if self.fences:
+            state["fences"] = dict(sorted(self.fences.items()))
+        return msgpack.packb(state)
 
     def restore_state(self, data: bytes, batch: WriteBatch) -> None:
         """Replace the state with a snapshot's (Raft §7 InstallSnapshot).
@@ -381,12 +444,13 @@ class PartitionStateMachine:
             for pid, window in obj["producers"].items()
         }
         self.offsets = {g: (o, m) for g, (o, m) in obj["offsets"].items()}
+        self.fences = dict(obj.get("fences", {}))  # absent: a snapshot from before fencing
         self.sizes = None  # other batches now: measured again when needed
         self._unwritten = []
         for pid in self.producers:
             self._put_producer(pid, batch)
-        for group, (offset, metadata) in self.offsets.items():
-            batch.put(keys.consumer_key(self.group_id, group), msgpack.packb([offset, metadata]))
+        for group in self.offsets:
+            batch.put(keys.consumer_key(self.group_id, group), self._consumer_value(group))
         batch.delete_range(keys.batch_key(self.group_id, self.next_offset), self._batch_end)
         batch.delete_range(self._batch_begin, keys.batch_key(self.group_id, self._first_kept()))
         self._put_applied(batch)

@@ -524,8 +524,13 @@ class RequestHandlers:
 
         deadline = _deadline(fields)
         group = await self._leader_group(fields["topic"], fields["partition"])
+        # A refused (FENCED) commit comes back as the entry's result, decided
+        # by the state machine at apply: every replica refuses the same ones.
         command = CommitOffset(
-            group=fields["group"], offset=fields["offset"], metadata=fields.get("metadata") or ""
+            group=fields["group"],
+            offset=fields["offset"],
+            metadata=fields.get("metadata") or "",
+            generation=fields.get("generation"),
         )
         result = _raise_outcome(await self.driver.propose(group.gid, command, deadline))
         _raise_result_error(result)

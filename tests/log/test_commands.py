@@ -35,7 +35,7 @@ commands = st.one_of(
         st.none() | ints,
         ints,
     ),
-    st.builds(CommitOffset, text, ints, text),
+    st.builds(CommitOffset, text, ints, text, st.none() | ints),
     st.builds(TruncatePrefix, ints),
     st.builds(RegisterNode, text, text, text),
     st.builds(CreateTopic, text, ints, ints, st.dictionaries(text, ints | text, max_size=3)),
@@ -75,6 +75,9 @@ def _pack(obj: object) -> bytes:
         _pack([[CommandKind.PRODUCE, b"r", True, 0, None, None, 0]]),  # bool count
         _pack([[CommandKind.PRODUCE, b"r", 1, 0, "pid", None, 0]]),
         _pack([[CommandKind.COMMIT_OFFSET, "g", 1.5, ""]]),
+        _pack([[CommandKind.COMMIT_OFFSET, "g", 1, "", "7"]]),  # generation not an int
+        _pack([[CommandKind.COMMIT_OFFSET, "g", 1, "", True]]),  # bool generation
+        _pack([[CommandKind.COMMIT_OFFSET, "g", 1, "", 7, 8]]),  # a 5th field
         _pack([[CommandKind.CREATE_TOPIC, "t", 1, 1, []]]),
         _pack([[CommandKind.SET_PARTITION_REPLICAS, "t", 0, ["n1", 2]]]),
     ],
@@ -90,3 +93,15 @@ def test_random_bytes_decode_or_raise_command_error_only(data: bytes) -> None:
     # Anything else (TypeError, ValueError, ...) would escape and fail the test.
     with contextlib.suppress(CommandError):
         decode_entry_commands(data)
+
+
+def test_an_unfenced_commit_keeps_the_three_field_form_of_old_logs() -> None:
+    # Entries written before fencing existed hold [kind, group, offset, metadata]:
+    # they must still decode (as unfenced), and an unfenced commit is still
+    # written that way, so a replica that predates fencing can apply it.
+    old = _pack([[CommandKind.COMMIT_OFFSET, "g", 42, "m"]])
+    assert decode_entry_commands(old) == [CommitOffset("g", 42, "m", None)]
+    assert encode_entry_commands([CommitOffset("g", 42, "m")]) == old
+    fenced = encode_entry_commands([CommitOffset("g", 42, "m", generation=3)])
+    assert msgpack.unpackb(fenced) == [[CommandKind.COMMIT_OFFSET, "g", 42, "m", 3]]
+    assert decode_entry_commands(fenced) == [CommitOffset("g", 42, "m", 3)]

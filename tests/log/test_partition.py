@@ -245,7 +245,11 @@ cmds = st.lists(
             st.sampled_from([None, 1, 2]),
             st.integers(0, 8),
         ),
-        st.builds(lambda o: CommitOffset("g", o), st.integers(0, 50)),
+        st.builds(
+            lambda o, gen: CommitOffset("g", o, generation=gen),
+            st.integers(0, 50),
+            st.none() | st.integers(0, 3),
+        ),
         st.builds(TruncatePrefix, st.integers(0, 40)),
     ),
     min_size=1,
