@@ -52,6 +52,10 @@ READY_MARK = b"raftlog node ready"  # printed by `node start` once it listens
 STORAGE_STOP_MARK = b"stopped: it cannot write its data dir"
 ENOSPC_MARK = b"No space left on device"
 STORAGE_STOP_CODE = 1
+# The driver's fatal storage error (server/driver.py logs it CRITICAL) comes
+# first; the node then hands its leaderships over and closes its store, which
+# can take a second, before the stop line and the exit.
+FATAL_MARK = b" CRITICAL "
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -223,6 +227,18 @@ class JepsenCluster:
         except FileNotFoundError:
             return False
         return STORAGE_STOP_MARK in out and ENOSPC_MARK in out
+
+    def failed_on_full_disk(self, nid: str) -> bool:
+        """Has the current start of ``nid`` logged a fatal write error with ENOSPC
+        (so it is stopping, or stopped)?"""
+        node = self.nodes[nid]
+        try:
+            with node.log_path.open("rb") as fh:
+                fh.seek(node.log_offset)
+                out = fh.read()
+        except FileNotFoundError:
+            return False
+        return any(FATAL_MARK in line and ENOSPC_MARK in line for line in out.splitlines())
 
     def full_disk_exits(self) -> dict[str, int]:
         """Nodes down now because their disk was full: id -> which start ended."""

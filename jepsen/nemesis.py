@@ -99,6 +99,9 @@ class Nemesis:
     _killed: set[str] = field(default_factory=set)
     _paused: set[str] = field(default_factory=set)
     _filled: set[str] = field(default_factory=set)
+    healed: bool = False
+    # Full-disk stops seen only after the heal: nobody restarted those nodes.
+    stops_after_heal: list[str] = field(default_factory=list)
     live: set[str] = field(default_factory=set)
     membership: MembershipNemesis | None = None
 
@@ -236,13 +239,31 @@ class Nemesis:
 
     async def _free_disks(self) -> list[str]:
         """Give every filled disk its size back; restart the nodes that stopped on
-        it (a node that exits only after this, on a write that failed just before,
-        is restarted by the heal and still counts as a full-disk stop)."""
+        it, including those whose write failed before the disk was freed but that
+        are still shutting down (else they would stay down until the heal, or,
+        in the last window, for the rest of the run)."""
         filled = sorted(self._filled)
         for nid in filled:
             self.cluster.free_disk(nid)
         self._filled.clear()
-        stopped = [nid for nid in filled if not self.cluster.is_running(nid)]
+        stopping = [nid for nid in filled
+                    if self.cluster.is_running(nid) and self.cluster.failed_on_full_disk(nid)]
+        with trio.move_on_after(self.restart_deadline):
+            # Polling: a child process's exit has no trio event to wait on.
+            while any(self.cluster.is_running(nid) for nid in stopping):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        for nid in stopping:
+            if self.cluster.is_running(nid):
+                # A node that cannot write must stop, not linger (a liveness bug).
+                why = f"failed a write on its full disk but still runs after " \
+                      f"{self.restart_deadline}s"
+                self.recorder.nemesis("stop-failed", {"node": nid, "error": why})
+                self.restart_failures.append(f"{nid}: {why}")
+                log.error("event=stop_failed node=%s", nid)
+        # Also one an earlier window's stop did not see go down (its failed write
+        # was not in its log yet when that disk was freed).
+        down = set(self.record_disk_full_stops()) & self.live
+        stopped = sorted(down | {nid for nid in filled if not self.cluster.is_running(nid)})
         self._killed.update(stopped)
         await self._restart_killed()
         return stopped
@@ -310,14 +331,13 @@ class Nemesis:
         if self.cluster.mesh is not None:
             self.cluster.mesh.heal()
         self.record_crashes()
-        for nid in sorted(self._filled):
-            self.cluster.free_disk(nid)
-        self._filled.clear()
+        await self._free_disks()
         for nid in self.targets:
             if not self.cluster.is_running(nid):
                 self._killed.add(nid)
         await self._restart_killed()
         self.recorder.nemesis("heal", {})
+        self.healed = True
 
     def record_crashes(self) -> dict[str, int]:
         """Nodes that died on their own (not by our hand): a bug worth a report.
@@ -340,5 +360,7 @@ class Nemesis:
                 self.disk_full_stops.append((nid, start))
                 self.recorder.nemesis("disk-full-stopped", {"node": nid, "start": start})
                 log.info("event=node_stopped_on_full_disk node=%s", nid)
+                if self.healed:
+                    self.stops_after_heal.append(nid)
             seen.append(nid)
         return seen

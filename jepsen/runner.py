@@ -191,6 +191,10 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                          for nid, code in sorted(nemesis.crashes.items())]
             liveness += [f"restart failed: {r}" for r in nemesis.restart_failures]
             liveness += nemesis.membership_failures
+            # Its failing write raced with freeing the disk, and the log line
+            # came after we looked: the replica check shows how far it lags.
+            notes += [f"{nid} stopped on its full disk only after the heal, and stayed down"
+                      for nid in nemesis.stops_after_heal]
             nursery.cancel_scope.cancel()
     finally:
         cluster.stop_all()

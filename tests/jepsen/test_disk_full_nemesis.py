@@ -30,9 +30,12 @@ from raftlog.jepsen.nemesis import DISK_FULL_MARGINS, Nemesis
 @dataclass
 class FakeDiskCluster:
     """Nodes with tmpfs data dirs. How a node reacts to its disk filling up:
-    ``stops`` (default) exits at once on ENOSPC; ``late`` exits only after the
-    disk was freed again (its failed write came just before); ``crashes`` dies
-    with another exit code; anyone else never writes and keeps running."""
+    ``stops`` (default) exits at once on ENOSPC; ``late`` logged its failed
+    write before the disk was freed but exits a (mock) second after; ``unseen``
+    also exits a second after the free, but its log said nothing when the disk
+    was freed; ``hangs`` logs the failed write and never exits (a node bug);
+    ``crashes`` dies with another exit code; anyone else never writes and keeps
+    running."""
 
     node_ids: list[str] = field(default_factory=lambda: ["n1", "n2", "n3"])
     mesh: None = None
@@ -40,12 +43,15 @@ class FakeDiskCluster:
     running: set[str] = field(default_factory=lambda: {"n1", "n2", "n3"})
     stops: set[str] | None = None  # None: every node
     late: set[str] = field(default_factory=set)
+    unseen: set[str] = field(default_factory=set)
+    hangs: set[str] = field(default_factory=set)
     crashes: dict[str, int] = field(default_factory=dict)
     full: set[str] = field(default_factory=set)
     starts: dict[str, int] = field(default_factory=lambda: {"n1": 1, "n2": 1, "n3": 1})
     exited_full: set[str] = field(default_factory=set)
     crashed: dict[str, int] = field(default_factory=dict)
-    pending_late: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)  # logged a fatal ENOSPC write
+    exit_at: dict[str, float] = field(default_factory=dict)
     events: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -63,14 +69,18 @@ class FakeDiskCluster:
         if nid in self.crashes:
             self._exit(nid)
             self.crashed[nid] = self.crashes[nid]
-        elif nid in self.late:
-            self.pending_late.add(nid)
+        elif nid in self.late | self.hangs:
+            self.failed.add(nid)
+        elif nid in self.unseen:
+            pass
         elif self.stops is None or nid in self.stops:
             self._exit(nid)
             self.exited_full.add(nid)
         return 4096 * 10 + margin
 
     def free_disk(self, nid: str) -> None:
+        if nid in self.full and nid in self.late | self.unseen and self.is_running(nid):
+            self.exit_at[nid] = trio.current_time() + 1.0
         self.full.discard(nid)
         self.events.append(("free", nid))
 
@@ -78,12 +88,16 @@ class FakeDiskCluster:
         self.running.discard(nid)
 
     def _late_exits(self) -> None:
-        # The exit of a node whose last write failed just before its disk was
-        # freed: it shows only at the next look.
-        for nid in sorted(self.pending_late - self.full):
-            self._exit(nid)
-            self.exited_full.add(nid)
-        self.pending_late &= self.full
+        # A node whose last write failed just before its disk was freed: it
+        # exits once it has shut down.
+        for nid, at in sorted(self.exit_at.items()):
+            if trio.current_time() >= at:
+                del self.exit_at[nid]
+                self._exit(nid)
+                self.exited_full.add(nid)
+
+    def failed_on_full_disk(self, nid: str) -> bool:
+        return nid in self.failed
 
     def full_disk_exits(self) -> dict[str, int]:
         self._late_exits()
@@ -97,6 +111,7 @@ class FakeDiskCluster:
         self.running.add(nid)
         self.starts[nid] += 1
         self.exited_full.discard(nid)
+        self.failed.discard(nid)
         self.crashed.pop(nid, None)
         self.events.append(("start", nid))
 
@@ -104,6 +119,7 @@ class FakeDiskCluster:
         await trio.lowlevel.checkpoint()
 
     def is_running(self, nid: str) -> bool:
+        self._late_exits()
         return nid in self.running
 
     def kill(self, nid: str) -> None:
@@ -177,18 +193,66 @@ def test_targets_follow_disk_full_targets() -> None:
     assert len({tuple(s["nodes"]) for s in starts}) > 1  # not always the same two
 
 
-def test_a_node_that_stops_after_its_disk_was_freed_is_no_crash_and_the_heal_restarts_it() -> None:
+def test_a_node_still_shutting_down_when_its_disk_is_freed_is_waited_for_and_restarted() -> None:
     cluster = FakeDiskCluster(late={"n1", "n2", "n3"})
     nemesis = run_schedule(cluster, 12, disk_full_targets=["all"])
     ops = nemesis_ops(nemesis)
     fs = [f for f, _ in ops]
     assert fs.count("start-disk-full") >= 2
-    # The window's stop saw nobody down yet; the exit was seen later.
+    # Every window's stop waited for its nodes to exit and restarted them.
+    for f, v in ops:
+        if f == "stop-disk-full":
+            assert v["stopped"] == v["nodes"] == cluster.node_ids
+    assert fs.count("disk-full-stopped") == 3 * fs.count("start-disk-full")
+    assert "node-crashed" not in fs and nemesis.crashes == {}
+    assert nemesis.stops_after_heal == [] and nemesis.restart_failures == []
+    assert cluster.running == set(cluster.node_ids) and cluster.full == set()
+
+
+def test_a_stop_seen_only_after_the_heal_is_no_crash_and_is_reported() -> None:
+    cluster = FakeDiskCluster(unseen={"n1", "n2", "n3"})
+    nemesis = make_nemesis(cluster, disk_full_targets=["one"])
+
+    async def main() -> None:
+        await nemesis.run(6)
+        await trio.sleep(2)  # the runner's recovery window
+        nemesis.record_crashes()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    ops = nemesis_ops(nemesis)
+    last = [v for f, v in ops if f == "start-disk-full"][-1]["nodes"]
+    assert nemesis.stops_after_heal == last
+    assert nemesis.crashes == {} and "node-crashed" not in [f for f, _ in ops]
+
+
+def test_a_stop_an_earlier_window_did_not_see_is_restarted_by_the_next_window() -> None:
+    cluster = FakeDiskCluster(unseen={"n1", "n2", "n3"})
+    nemesis = run_schedule(cluster, 20, disk_full_targets=["one"])
+    ops = nemesis_ops(nemesis)
+    fs = [f for f, _ in ops]
+    assert fs.count("start-disk-full") >= 3
+    # A window's own stop never sees its node go down (a second later) ...
     first_stop = next(v for f, v in ops if f == "stop-disk-full")
     assert first_stop["stopped"] == []
-    assert "disk-full-stopped" in fs and "node-crashed" not in fs
-    assert nemesis.crashes == {}
-    assert cluster.running == set(cluster.node_ids) and cluster.full == set()
+    # ... and yet every stop seen is restarted by the next stop, not left to the heal.
+    seen = [i for i, f in enumerate(fs) if f == "disk-full-stopped"]
+    assert len(seen) >= 2
+    for i in seen:
+        j = next(j for j in range(i + 1, len(fs)) if fs[j] in ("stop-disk-full", "heal"))
+        assert fs[j] == "heal" or ops[i][1]["node"] in ops[j][1]["stopped"], ops[i:j + 1]
+    for nid in cluster.node_ids:
+        stops = sum(1 for f, v in ops if f == "disk-full-stopped" and v["node"] == nid)
+        assert cluster.starts[nid] == 1 + stops
+    assert cluster.running == set(cluster.node_ids)
+
+
+def test_a_node_that_failed_a_write_but_does_not_stop_is_a_liveness_failure() -> None:
+    cluster = FakeDiskCluster(hangs={"n2"})
+    nemesis = run_schedule(cluster, 8, disk_full_targets=["all"])
+    fs = [f for f, _ in nemesis_ops(nemesis)]
+    assert "stop-failed" in fs
+    assert nemesis.restart_failures and all(
+        r.startswith("n2: failed a write on its full disk") for r in nemesis.restart_failures)
 
 
 def test_a_node_that_nothing_made_write_keeps_running_and_is_not_restarted() -> None:
@@ -394,3 +458,20 @@ def test_real_tmpfs_fill_free_wipe_and_release(tmp_path: Path) -> None:
     finally:
         c.release_disks(keep=False)
     assert str(tmp_path) not in Path("/proc/mounts").read_text()
+
+
+def test_a_node_that_logged_a_fatal_enospc_write_is_known_to_be_stopping(
+    cluster: JepsenCluster,
+) -> None:
+    node = cluster.nodes["n1"]
+    fatal = ("2026-01-01 00:00:00,000 CRITICAL raftlog.driver event=save_failed node=n1 "
+             "error=Exception('IO error: No space left on device: While appending')\n")
+    node.log_path.write_text(fatal)
+    node.log_offset = len(fatal)  # an earlier start's failure
+    assert not cluster.failed_on_full_disk("n1")
+    with node.log_path.open("a") as fh:
+        fh.write("2026-01-01 00:00:01,000 INFO x event=free_bytes error=No space left on device\n")
+    assert not cluster.failed_on_full_disk("n1")  # not fatal
+    with node.log_path.open("a") as fh:
+        fh.write(fatal)
+    assert cluster.failed_on_full_disk("n1")
