@@ -34,13 +34,22 @@ asked for. A rebalance that revokes a partition while the application still
 works on its last batch commits the position before that batch, so the new
 owner reads the batch again: duplicates, never loss.
 
+Commits are fenced by generation (group-managed; Kafka's ILLEGAL_GENERATION /
+CommitFailedException). Every commit carries the member's generation, and the
+partition refuses one of a generation older than a generation that already
+committed there (log/partition.py). On each assignment, before handing out a
+record, the consumer *claims* every assigned partition by committing its
+starting position with its generation (``_claim``): from then on a member that
+was dropped while it still consumed (a "zombie": paused or cut off longer than
+its session) can no longer move that partition's offset. A commit refused that
+way (``FencedError``) means the assignment is stale: the consumer stops handing
+out the partition's records at once, gives the rest up and rejoins by itself.
+
 Limits (group-managed), each a deliberate simplification:
 
-* Commits are NOT fenced by generation: offsets live in each partition's
-  Raft group, not at the coordinator, so a member that was dropped (a
-  "zombie": paused longer than its session) can still commit. Because a
-  consumer commits only positions past processed records, that causes
-  duplicates, not loss: the guarantee is at-least-once.
+* A zombie still READS until it notices (its heartbeats fail, or a commit is
+  fenced): the records it hands out meanwhile are also handed to the new
+  owner. Duplicates, never loss: the guarantee is at-least-once.
 * A consumer gives its partitions up when no heartbeat (or join) SENT in
   the last session timeout succeeded: by then the coordinator may have
   expired it. A controller change costs nothing else: the new controller
@@ -60,7 +69,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .aio import DEFAULT_MAX_FETCH_BYTES, AsyncClient
-from .errors import OutOfRangeError, RaftlogError, RebalanceInProgressError, UnknownMemberError
+from .errors import (
+    ErrorCode,
+    FencedError,
+    OutOfRangeError,
+    RaftlogError,
+    RebalanceInProgressError,
+    RequestTimeoutError,
+    UnknownMemberError,
+)
 from .group_member import Assignment, GroupMember
 from .models import FetchResult
 from .protocol import Record
@@ -82,6 +99,9 @@ REJOIN_BACKOFF_S = 0.5
 # the next one goes out this soon, not a whole interval later: a new controller
 # is usually there within an election timeout, and the session is short.
 HEARTBEAT_RETRY_S = 0.1
+# start(): joins whose claim was fenced (a newer generation formed meanwhile)
+# before giving up; each join already waits for the newest generation.
+START_FENCED_ATTEMPTS = 3
 
 
 class Consumer:
@@ -135,6 +155,8 @@ class Consumer:
         self._epoch = 0
         self._ready: trio.Event | None = None  # group-managed: set while an assignment holds
         self._revoked: trio.Event | None = None  # set when the current assignment ends
+        # Set when a commit of the current generation was FENCED: the group task rejoins.
+        self._stale: trio.Event | None = None
         # Handed out but not yet known to be processed: partition -> first such offset.
         self._unconfirmed: dict[int, int] = {}
         # SyncConsumer takes records in the caller's thread while the group task
@@ -176,8 +198,8 @@ class Consumer:
             raise RuntimeError("consumer is closed")
         if self._member is not None:
             self._ready = trio.Event()
-            assignment = await self._member.join()
-            await self._assign(assignment)
+            self._stale = trio.Event()
+            assignment = await self._join_and_assign()
             self._spawn_group_task(assignment.granted_at)
         else:
             if self._assigned is None:
@@ -233,12 +255,41 @@ class Consumer:
 
     # ------------------------------------------------------------ group membership
 
+    async def _join_and_assign(self) -> Assignment:
+        """start(): join and take the assignment; a claim that is fenced means a newer
+        generation formed meanwhile, so join again (a few times)."""
+        member = self._member
+        assert member is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            assignment = await member.join()
+            try:
+                await self._assign(assignment)
+                return assignment
+            except FencedError as exc:
+                if attempt >= START_FENCED_ATTEMPTS:
+                    raise
+                log.info("event=consumer_claim_fenced group=%s member=%s error=%s",
+                         self.group, member.member_id, exc)  # fmt: skip
+
     async def _assign(self, assignment: Assignment) -> None:
-        """Take over ``assignment``: positions from the group's committed offsets."""
+        """Take over ``assignment``: positions from the group's committed offsets,
+        each partition claimed for its generation before any record is handed out."""
         parts = list(assignment.partitions)
         for p in [p for p in self._positions if p not in parts]:
             del self._positions[p]  # e.g. a seek() before start of a partition not ours
-        await self._init_positions(parts)
+        preset = set(self._positions)  # seek() before start
+        try:
+            await self._init_positions(parts)
+            await self._claim(parts, assignment.generation)
+        except BaseException:
+            # Not ours after all (a rejoin follows): positions read for this
+            # assignment must not pass for seeks in the next one.
+            for p in parts:
+                if p not in preset:
+                    self._positions.pop(p, None)
+            raise
         with self._lock:
             self._assigned = parts
             self._generation = assignment.generation
@@ -251,6 +302,53 @@ class Consumer:
             self.group, self.member_id, assignment.generation, parts,
         )  # fmt: skip
 
+    async def _claim(self, partitions: list[int], generation: int) -> None:
+        """Fence older generations out of ``partitions``: commit each starting position
+        with our generation. After this, a commit of any older generation there is
+        refused (log/partition.py), so a zombie of the previous owner can no longer
+        move the offset we resume from. A claim that is FENCED means a newer
+        generation already claimed: this assignment is stale (FencedError).
+
+        The race: a zombie of generation g may commit between our read of the
+        committed offset (``_init_positions``) and this claim of g+1; it still
+        passes, since g+1 has not committed yet. Our claim then overwrites it
+        with the position we resume from. That only costs DUPLICATES, never a
+        loss: the committed offset is exactly where we start, so we read again
+        whatever the zombie committed past it, and a zombie commit below it
+        (backwards) is overwritten. Once the claim is applied nothing older
+        passes. (A claim that times out may still land: harmless, the rejoin
+        that follows claims again.)
+        """
+        assert self.group is not None
+        for p in partitions:
+            position = self._positions[p]
+            await self.client.commit_offset(
+                self.group, self.topic, p, position, generation=generation
+            )
+            self._committed_positions[p] = position
+
+    def _drop_fenced(self, partition: int, generation: int | None) -> None:
+        """A commit of ``generation`` on ``partition`` was FENCED: a newer generation
+        owns it. Stop handing out its records now and make the group task rejoin
+        (which gives the rest of this stale assignment up). A fence of an older
+        generation than the current one (a commit that raced a rebalance) says
+        nothing about the current assignment."""
+        with self._lock:
+            if generation is None or generation != self._generation:
+                return
+            if partition in (self._assigned or []):
+                self._assigned = [p for p in self._assigned or [] if p != partition]
+                self._positions.pop(partition, None)
+                self._unconfirmed.pop(partition, None)
+                self._buffer = deque((p, r) for p, r in self._buffer if p != partition)
+                self._epoch += 1  # records being fetched now are dropped too
+        if self._fetch_scope is not None:
+            self._fetch_scope.cancel()
+        if self._stale is not None:
+            self._stale.set()
+        log.info("event=consumer_commit_fenced group=%s member=%s generation=%d partition=%d",
+                 self.group, self.member_id, generation, partition)  # fmt: skip
+
     async def _revoke(self) -> None:
         """Stop handing out records of every assigned partition (eager rebalance),
         then commit what was processed (``auto_commit``)."""
@@ -261,6 +359,7 @@ class Consumer:
             self._fetch_scope.cancel()  # a long poll of partitions no longer ours
         with self._lock:
             owned = self._assigned or []
+            generation = self._generation  # the processed records' generation
             processed = {
                 p: self._unconfirmed.get(p, self._positions[p])
                 for p in owned
@@ -274,14 +373,19 @@ class Consumer:
             for p in owned:
                 self._positions.pop(p, None)
         if self.auto_commit:
-            await self._commit_quietly(processed)
+            await self._commit_quietly(processed, generation)
 
-    async def _commit_quietly(self, offsets: dict[int, int]) -> None:
-        """Commit what moved; a failure only means those records come again."""
+    async def _commit_quietly(self, offsets: dict[int, int], generation: int | None) -> None:
+        """Commit what moved, with the generation the records were handed out in; a
+        failure (FENCED included: a newer owner has claimed) only means those
+        records come again."""
+        assert self.group is not None
         todo = {p: o for p, o in offsets.items() if self._committed_positions.get(p) != o}
         for p, offset in sorted(todo.items()):
             try:
-                await self.client.commit_offset(self.group, self.topic, p, offset)  # type: ignore[arg-type]
+                await self.client.commit_offset(
+                    self.group, self.topic, p, offset, generation=generation
+                )
             except RaftlogError as exc:
                 log.warning("event=consumer_commit_failed group=%s partition=%d error=%s",
                             self.group, p, exc)  # fmt: skip
@@ -304,7 +408,16 @@ class Consumer:
             last_ok = granted_at  # when the join was sent: the session counts from there
             pause = member.heartbeat_interval
             while True:
-                await trio.sleep(pause)
+                stale = self._stale
+                assert stale is not None
+                with trio.move_on_after(pause):
+                    await stale.wait()
+                if stale.is_set():  # a commit was fenced: this generation is over
+                    log.info("event=consumer_rejoin group=%s member=%s reason=FENCED",
+                             self.group, member.member_id)  # fmt: skip
+                    last_ok = await self._rebalance()
+                    pause = member.heartbeat_interval
+                    continue
                 pause = member.heartbeat_interval
                 sent = trio.current_time()
                 told = False  # the coordinator said: rejoin
@@ -331,6 +444,8 @@ class Consumer:
     async def _rebalance(self) -> float:
         """Give the partitions up and rejoin; returns when the winning join was sent
         (the session counts from there, not from when the assignment arrived)."""
+        # A fence of the generation being given up needs no second rejoin.
+        self._stale = trio.Event()
         await self._revoke()
         member = self._member
         assert member is not None
@@ -356,12 +471,13 @@ class Consumer:
             self._group_scope.cancel()
         with self._lock:
             owned = {p: self._positions[p] for p in self._assigned or [] if p in self._positions}
+            generation = self._generation
             self._assigned = []
             self._generation = None
             self._buffer.clear()
             self._epoch += 1
         if self.auto_commit:
-            await self._commit_quietly(owned)
+            await self._commit_quietly(owned, generation)
         try:
             await self._member.leave()
         except RaftlogError as exc:  # it expires after its session timeout anyway
@@ -506,23 +622,58 @@ class Consumer:
     async def commit(self, offsets: dict[int, int] | None = None) -> dict[int, int]:
         """Commit ``offsets`` (partition -> next offset to consume), default the positions.
 
-        Only partitions whose position moved since the last commit are sent.
-        Returns what was committed.
+        Only partitions whose position moved since the last commit are sent, in
+        partition order. Returns what was committed.
+
+        Group-managed: the commit carries this member's generation. FencedError
+        (nothing more committed; the partitions before the failing one were)
+        when the partition refuses it because a newer generation has claimed the
+        partition (the consumer then stops handing out its records and rejoins
+        by itself), and, without asking, when the consumer holds no assignment
+        (a rebalance is running) or a partition is not assigned to it.
         """
         if self.group is None:
             raise ValueError("commit() needs a consumer group")
         await self.start()
-        todo = (
-            dict(offsets)
-            if offsets is not None
-            else {
-                p: pos
-                for p, pos in self._positions.items()
-                if self._committed_positions.get(p) != pos
-            }
-        )
+        with self._lock:
+            generation = self._generation if self._member is not None else None
+            assigned = set(self._assigned or [])
+            todo = (
+                dict(offsets)
+                if offsets is not None
+                else {
+                    p: pos
+                    for p, pos in self._positions.items()
+                    if self._committed_positions.get(p) != pos
+                }
+            )
+        if self._member is not None and todo:
+            if generation is None:
+                raise FencedError(
+                    f"group {self.group!r}: no assignment while the group rebalances; "
+                    "nothing committed (the records come again)"
+                )
+            foreign = sorted(set(todo) - assigned)
+            if foreign:
+                raise FencedError(
+                    f"group {self.group!r}: partitions {foreign} are not assigned to this "
+                    f"member in generation {generation}; nothing committed"
+                )
         for p, offset in sorted(todo.items()):
-            await self.client.commit_offset(self.group, self.topic, p, offset)
+            try:
+                await self.client.commit_offset(
+                    self.group, self.topic, p, offset, generation=generation
+                )
+            except FencedError:
+                self._drop_fenced(p, generation)
+                raise
+            except RequestTimeoutError as exc:
+                # An earlier attempt's outcome is unknown, so the client reports
+                # the retry's FENCED as a timeout: the commit may have landed
+                # before the fence, but the assignment is stale all the same.
+                if exc.details.get("cause") == ErrorCode.FENCED.value:
+                    self._drop_fenced(p, generation)
+                raise
             self._committed_positions[p] = offset
         return todo
 

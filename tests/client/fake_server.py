@@ -68,6 +68,9 @@ class FakeCluster:
     topics: dict[str, dict[str, Any]] = field(default_factory=dict)
     partitions: dict[tuple[str, int], FakePartition] = field(default_factory=dict)
     committed: dict[tuple[str, str, int], tuple[int, str]] = field(default_factory=dict)
+    # (group, topic, partition) -> highest generation that committed: the same
+    # fencing rules as the partition state machine (log/partition.py)
+    fences: dict[tuple[str, str, int], int] = field(default_factory=dict)
     next_producer_id: int = 1
     # fault hooks
     errors: dict[str, list[tuple[ErrorCode, dict[str, Any]]]] = field(default_factory=dict)
@@ -304,10 +307,13 @@ class FakeNode:
         if op == "commit_offset":
             self._require_leader()
             self._partition(f)
-            c.committed[(f["group"], f["topic"], f["partition"])] = (
-                f["offset"],
-                f.get("metadata", ""),
-            )
+            key = (f["group"], f["topic"], f["partition"])
+            generation, fence = f.get("generation"), c.fences.get(key)
+            if fence is not None and (generation is None or generation < fence):
+                raise FakeError(ErrorCode.FENCED, f"generation {fence} already committed")
+            c.committed[key] = (f["offset"], f.get("metadata", ""))
+            if generation is not None:
+                c.fences[key] = generation
             return {}
         if op == "fetch_committed":
             self._require_leader()

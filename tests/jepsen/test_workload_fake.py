@@ -32,7 +32,9 @@ async def commit_past_undelivered(cluster: FakeCluster) -> None:
     async with AsyncClient(cluster.bootstrap(), client_id="broken") as client:
         for v in (10**9, 10**9 + 1):
             meta = await client.produce(TOPIC, str(v).encode(), partition=0)
-        await client.commit_offset(GROUP, TOPIC, 0, meta.offset + 1)
+        # With a generation newer than any the group formed: the members commit
+        # with generations, so an unfenced commit would be refused (FENCED).
+        await client.commit_offset(GROUP, TOPIC, 0, meta.offset + 1, generation=2**31)
 
 
 async def run_workload(name: str, seconds: float, lose_tail: bool = False,
