@@ -1,8 +1,9 @@
 """The consumer-group checker: what server/group_coordinator.py promises, nothing more.
 
 The promise is at-least-once with eager rebalancing: a partition has one
-owner per generation (a dropped "zombie" may still read and commit, since
-commits are not fenced by generation), an owner starts at the group's
+owner per generation (a dropped "zombie" may still read, and its commits
+are refused only once the new owner has claimed the partition with its
+generation, log/partition.py), an owner starts at the group's
 committed offset, and a consumer commits only positions past records it
 handed out. So duplicates across owners are expected; loss, gaps inside one
 owner's stream and records that were never written are not.

@@ -32,10 +32,13 @@ The design (Kafka's classic, "eager" group protocol, kept small)
   of generation g can only appear in g+1 after rejoining (having given up
   its partitions), two members never own one partition at once, except a
   member that was dropped (expired or timed out) while it still consumed:
-  the usual zombie. Its commits are NOT fenced by generation (offsets live
-  in each partition's own Raft group, not here), so a zombie can still
-  commit; since a consumer only commits positions past records it has
-  processed, this can cause duplicates, never loss: at-least-once.
+  the usual zombie. Its commits are fenced by generation where the offsets
+  live, in each partition's own Raft group (log/partition.py): a partition
+  refuses a commit older than the highest generation that committed there
+  (FENCED), and a new owner claims each partition (commits its start with
+  its generation) before it hands out a record. A zombie can still READ
+  until its session runs out, and a commit landing before the claim can
+  cost duplicates, never loss: at-least-once.
 
 Coordinator fail-over
 ---------------------
