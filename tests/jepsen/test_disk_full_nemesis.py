@@ -475,3 +475,11 @@ def test_a_node_that_logged_a_fatal_enospc_write_is_known_to_be_stopping(
     with node.log_path.open("a") as fh:
         fh.write(fatal)
     assert cluster.failed_on_full_disk("n1")
+
+
+def test_cli_rejects_an_unknown_disk_full_target(tmp_path: Path) -> None:
+    result = CliRunner().invoke(jepsen, ["run", "--nemesis", "disk-full",
+                                         "--disk-full-targets", "one,most",
+                                         "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 2
+    assert "unknown target 'most'" in result.output
