@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 import ssl
 import uuid
@@ -183,6 +184,7 @@ class AsyncClient:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         idempotent: bool = True,
         tls: ssl.SSLContext | TLSConfig | None = None,
+        metadata_max_age: float = 30.0,
     ) -> None:
         self._bootstrap = parse_bootstrap(bootstrap)
         # Built once (TLSError now if a file is missing): contexts are shared
@@ -201,6 +203,10 @@ class AsyncClient:
         self._dialing: dict[str, trio.Event] = {}
         self._nodes: dict[str, str] = {}  # node id -> address
         self._topics: dict[str, TopicMeta] = {}
+        # Topic metadata older than this is refreshed before use (Kafka's
+        # metadata.max.age.ms), so partitions added by alter_topic get used.
+        self.metadata_max_age = metadata_max_age
+        self._metadata_at = -math.inf  # trio clock of the last full refresh
         self._leaders: dict[tuple[str, int], str] = {}  # (topic, partition) -> leader address
         self._controller: str | None = None  # address that last answered a metadata-group op
         self._suspect: dict[str, float] = {}  # address -> trio time until which we avoid it
@@ -509,6 +515,7 @@ class AsyncClient:
             if self._meta_generation != generation and self._last_metadata is not None:
                 return self._last_metadata
             reply = await self._call("metadata", {}, idempotent=True, budget=budget)
+            self._metadata_at = trio.current_time()
             self._apply_metadata(reply, full=True)
             self._last_metadata = reply
             self._meta_generation += 1
@@ -534,6 +541,10 @@ class AsyncClient:
 
     async def _topic_meta(self, topic: str) -> TopicMeta:
         meta = self._topics.get(topic)
+        if meta is not None and trio.current_time() - self._metadata_at > self.metadata_max_age:
+            # Stale: refresh, but a failed refresh leaves the cached topic in use.
+            await self._refresh_quietly(trio.current_time() + self.request_timeout)
+            meta = self._topics.get(topic, meta)
         if meta is None:
             await self._refresh_metadata()
             meta = self._topics.get(topic)
@@ -562,6 +573,32 @@ class AsyncClient:
             fields["config"] = config
         # Not idempotent: a retry after an unknown outcome could answer TOPIC_EXISTS.
         reply = await self._call("create_topic", fields, idempotent=False, server_timeout=True)
+        topic = reply.get("topic")
+        if isinstance(topic, dict):
+            self._apply_metadata({"topics": [topic]})
+        return topic if isinstance(topic, dict) else {"name": name}
+
+    async def alter_topic(
+        self,
+        name: str,
+        *,
+        partitions: int | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Grow topic ``name`` to ``partitions`` (never fewer: keyed records already
+        went to the partitions that existed) and/or set ``config`` keys
+        (``retention_ms``, ``retention_bytes``; a None value removes the key).
+
+        Like Kafka, more partitions change which partition a key maps to from
+        now on. Other clients see the new partitions within ``metadata_max_age``.
+        """
+        fields: dict[str, Any] = {"topic": name}
+        if partitions is not None:
+            fields["partitions"] = partitions
+        if config:
+            fields["config"] = config
+        # Idempotent in effect: the same target again changes nothing.
+        reply = await self._call("alter_topic", fields, idempotent=True, server_timeout=True)
         topic = reply.get("topic")
         if isinstance(topic, dict):
             self._apply_metadata({"topics": [topic]})

@@ -192,7 +192,15 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         _f("topic", str),
         _f("partitions", int),
         _f("replicas", int),
-        _f("config", dict, False),  # retention_bytes, retention_ms, ...
+        _f("config", dict, False),  # retention_bytes, retention_ms (log.metadata)
+        _f("timeout_ms", int, False),
+    ),
+    # Grow to ``partitions`` (never shrink) and/or set config keys (None removes one).
+    "alter_topic": (
+        _f("topic", str),
+        _f("partitions", int, False),
+        _f("config", dict, False),
+        _f("timeout_ms", int, False),
     ),
     "delete_topic": (_f("topic", str),),
     "list_topics": (),

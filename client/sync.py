@@ -137,6 +137,16 @@ class Client:
     ) -> dict[str, Any]:
         return self._call(self._async.create_topic, name, partitions, replicas, config)
 
+    def alter_topic(
+        self,
+        name: str,
+        *,
+        partitions: int | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """See AsyncClient.alter_topic."""
+        return self._call(self._async.alter_topic, name, partitions=partitions, config=config)
+
     def delete_topic(self, name: str) -> None:
         return self._call(self._async.delete_topic, name)
 

@@ -38,6 +38,7 @@ class CommandKind(IntEnum):
     SET_PARTITION_REPLICAS = 14
     UNREGISTER_NODE = 15  # a node removed from the cluster (raftlog member remove)
     SET_CONSUMER_GROUP = 16  # a consumer group's formed generation, or its going empty
+    ALTER_TOPIC = 17  # more partitions and/or config changes (raftlog topic alter)
 
 
 @dataclass(slots=True, frozen=True)
@@ -170,6 +171,18 @@ class SetConsumerGroup:
     KIND = CommandKind.SET_CONSUMER_GROUP
 
 
+@dataclass(slots=True, frozen=True)
+class AlterTopic:
+    """Grow a topic to ``partitions`` (0: unchanged; never fewer, like Kafka) and
+    set the ``config`` keys given (a None value removes that key)."""
+
+    name: str
+    partitions: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    KIND = CommandKind.ALTER_TOPIC
+
+
 Command = (
     Produce
     | CommitOffset
@@ -181,6 +194,7 @@ Command = (
     | SetPartitionReplicas
     | UnregisterNode
     | SetConsumerGroup
+    | AlterTopic
 )
 
 _CLASSES: dict[int, type] = {
@@ -196,6 +210,7 @@ _CLASSES: dict[int, type] = {
         SetPartitionReplicas,
         UnregisterNode,
         SetConsumerGroup,
+        AlterTopic,
     )
 }
 
@@ -214,6 +229,7 @@ _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     SetPartitionReplicas: (_STR, _INT, (list, False)),
     UnregisterNode: (_STR,),
     SetConsumerGroup: (_STR, _STR, _INT, _INT, (list, False)),
+    AlterTopic: (_STR, _INT, (dict, False)),
 }
 
 

@@ -29,6 +29,7 @@ from . import keys
 from .codec import StoreCorruptionError
 from .commands import (
     AllocProducerId,
+    AlterTopic,
     Command,
     CommandError,
     CreateTopic,
@@ -46,7 +47,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "METADATA_GROUP_ID",
+    "TOPIC_CONFIG_KEYS",
     "AllocProducerId",
+    "AlterTopic",
     "ConsumerGroupInfo",
     "CreateTopic",
     "DeleteTopic",
@@ -58,6 +61,7 @@ __all__ = [
     "SetConsumerGroup",
     "SetPartitionReplicas",
     "TopicInfo",
+    "topic_config_problem",
     "UnregisterNode",
 ]
 
@@ -65,6 +69,22 @@ METADATA_GROUP_ID = 0
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 # Bounds on one CREATE_TOPIC, so a single bad request cannot bloat every node.
 MAX_PARTITIONS = 10_000
+# The topic config keys a node understands (server/retention.py), each a
+# positive integer: a typo must be an error, not a silently ignored setting.
+TOPIC_CONFIG_KEYS = ("retention_ms", "retention_bytes")
+
+
+def topic_config_problem(config: dict[str, Any], *, removals: bool = False) -> str | None:
+    """Why ``config`` is not a valid topic config (None if it is). ``removals``:
+    a None value is allowed and means "remove this key" (ALTER_TOPIC)."""
+    for key, value in config.items():
+        if key not in TOPIC_CONFIG_KEYS:
+            return f"unknown topic config {key!r} (known: {', '.join(TOPIC_CONFIG_KEYS)})"
+        if value is None and removals:
+            continue
+        if type(value) is not int or value <= 0:
+            return f"topic config {key} must be a positive integer, got {value!r}"
+    return None
 
 
 @dataclass(slots=True, frozen=True)
@@ -211,6 +231,8 @@ class MetadataStateMachine:
             return self._unregister_node(cmd)
         if isinstance(cmd, SetConsumerGroup):
             return self._set_consumer_group(cmd)
+        if isinstance(cmd, AlterTopic):
+            return self._alter_topic(cmd)
         return _fail(ErrorCode.INVALID_REQUEST, f"{type(cmd).__name__} is not a metadata op")
 
     def _register_node(self, cmd: RegisterNode) -> MetaResult:
@@ -288,6 +310,43 @@ class MetadataStateMachine:
         # Group ids are never reused: a late message for a deleted group must
         # not reach a new topic's group.
         return MetaResult(group_ids=tuple(p.group_id for p in topic.partitions))
+
+    def _alter_topic(self, cmd: AlterTopic) -> MetaResult:
+        """More partitions (placed like CREATE_TOPIC's, with the topic's replication
+        factor, on fresh group ids) and/or config keys set or removed. Existing
+        partitions keep their groups, replicas and data."""
+        topic = self.topics.get(cmd.name)
+        if topic is None:
+            return _fail(ErrorCode.UNKNOWN_TOPIC, f"unknown topic {cmd.name!r}")
+        have = len(topic.partitions)
+        if cmd.partitions and not have <= cmd.partitions <= MAX_PARTITIONS:
+            return _fail(
+                ErrorCode.INVALID_REQUEST,
+                f"topic {cmd.name!r} has {have} partitions: it can grow to at most "
+                f"{MAX_PARTITIONS}, never shrink (records are spread over them)",
+            )
+        problem = topic_config_problem(cmd.config, removals=True)
+        if problem is not None:
+            return _fail(ErrorCode.INVALID_REQUEST, problem)
+        partitions = list(topic.partitions)
+        rf = len(partitions[0].replicas)
+        node_ids = list(self.nodes)
+        if cmd.partitions > have and rf > len(node_ids):
+            return _fail(
+                ErrorCode.INVALID_REQUEST,
+                f"replication factor {rf} needs {rf} registered nodes, have {len(node_ids)}",
+            )
+        for p in range(have, max(have, cmd.partitions)):
+            gid = self.next_group_id
+            self.next_group_id += 1
+            partitions.append(PartitionInfo(cmd.name, p, gid, place_replicas(gid, node_ids, rf)))
+        config = {**topic.config, **cmd.config}
+        config = {k: v for k, v in config.items() if v is not None}
+        # A new TopicInfo: readers holding the old one see a consistent value.
+        self.topics[cmd.name] = altered = TopicInfo(topic.name, config, partitions)
+        log.info("topic altered topic=%s partitions=%d->%d config=%s",
+                 cmd.name, have, len(partitions), config)  # fmt: skip
+        return MetaResult(topic=altered)
 
     def _set_replicas(self, cmd: SetPartitionReplicas) -> MetaResult:
         topic = self.topics.get(cmd.topic)

@@ -53,7 +53,7 @@ def _json_default(obj: Any) -> Any:
 
 @click.group()
 def topic() -> None:
-    """Create, list, describe and delete topics."""
+    """Create, list, describe, alter and delete topics."""
 
 
 @topic.command("create")
@@ -150,6 +150,58 @@ def topic_describe(
             f"{p.get('start_offset', '-'):>10} {p.get('end_offset', '-'):>10}  "
             f"{','.join(p.get('replicas') or [])}"
         )
+
+
+@topic.command("alter")
+@click.argument("name")
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Grow to this many partitions (never fewer). Keys map to new partitions from now on.",
+)
+@click.option(
+    "--retention-bytes",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Keep at most this many bytes per partition; 0 removes the limit.",
+)
+@click.option(
+    "--retention-ms",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Delete batches older than this; 0 removes the limit.",
+)
+@cluster_options
+@_TIMEOUT_OPTION
+def topic_alter(
+    name: str,
+    partitions: int | None,
+    retention_bytes: int | None,
+    retention_ms: int | None,
+    config: Path | None,
+    bootstrap: str | None,
+    timeout: float,
+) -> None:
+    """Add partitions to NAME and/or change its retention (takes effect at once)."""
+    topic_config: dict[str, Any] = {}
+    for key, value in (("retention_bytes", retention_bytes), ("retention_ms", retention_ms)):
+        if value is not None:
+            topic_config[key] = value or None  # 0: remove the limit
+    if partitions is None and not topic_config:
+        raise click.UsageError("nothing to alter: give --partitions or --retention-*")
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> dict[str, Any]:
+        async with client:
+            return await client.alter_topic(name, partitions=partitions, config=topic_config)
+
+    result = run_client(main)
+    settings = ", ".join(f"{k}={v}" for k, v in sorted((result.get("config") or {}).items()))
+    click.echo(
+        f"altered topic {name}: {len(result.get('partitions') or [])} partition(s)"
+        f"{'; ' + settings if settings else '; no retention limit'}"
+    )
 
 
 @topic.command("delete")

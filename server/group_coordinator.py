@@ -316,16 +316,31 @@ class GroupCoordinator:
             return JoinResult(member_id, g.generation, g.state, g.assignment[member_id])
         return JoinResult(member_id, g.generation, g.state, None)
 
-    def heartbeat(self, group: str, member_id: str, generation: int, now: float) -> None:
+    def topic_of(self, group: str) -> str | None:
+        g = self.groups.get(group)
+        return None if g is None else g.topic
+
+    def heartbeat(
+        self, group: str, member_id: str, generation: int, now: float, partitions: int | None = None
+    ) -> None:
         """Keep ``member_id``'s session alive; raises GroupError when it must rejoin.
 
         UNKNOWN_MEMBER: expired, left, or joined another coordinator: join again.
         REBALANCE_IN_PROGRESS: a rebalance is running, or ``generation`` is not
         the current one: give up the partitions and join again.
+        ``partitions``: the topic's partition count now; when a stable group's
+        topic has grown (``raftlog topic alter``), a rebalance spreads the new ones.
         """
         g = self.groups.get(group)
         if g is not None:
             self._expire(g, now)
+            if (
+                g.state is GroupState.STABLE
+                and partitions is not None
+                and partitions != g.partitions
+            ):
+                g.partitions = partitions
+                self._start_rebalance(g, now)
         member = g.members.get(member_id) if g is not None else None
         if g is None or member is None:
             raise GroupError(

@@ -251,7 +251,14 @@ class GroupOps:
         }
 
     async def group_heartbeat(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        await self._run("heartbeat", fields["group"], fields["member_id"], fields["generation"])
+        # The topic's partition count as this node applied it: a grown topic
+        # (alter_topic) starts a rebalance at the next heartbeat of any member.
+        topic_name = (await self._coordinator()).topic_of(fields["group"])
+        topic = self.h.meta.topics.get(topic_name) if topic_name is not None else None
+        await self._run(
+            "heartbeat", fields["group"], fields["member_id"], fields["generation"],
+            partitions=len(topic.partitions) if topic is not None else None,
+        )  # fmt: skip
         # Accepted here; answered only once a quorum confirmed this node still leads
         # (a ReadIndex started after the request arrived: module docstring).
         await self._confirm_leadership()

@@ -22,7 +22,15 @@ from typing import Any
 
 import trio
 from raftlog.client.errors import ErrorCode
-from raftlog.log.commands import AllocProducerId, CommitOffset, CreateTopic, DeleteTopic, Produce
+from raftlog.log.commands import (
+    AllocProducerId,
+    AlterTopic,
+    CommitOffset,
+    CreateTopic,
+    DeleteTopic,
+    Produce,
+)
+from raftlog.log.metadata import topic_config_problem
 from raftlog.raft.types import Role
 
 from .driver import MultiRaft
@@ -91,6 +99,7 @@ class RequestHandlers:
         self._ops: dict[str, Handler] = {
             "metadata": self.metadata,
             "create_topic": self.create_topic,
+            "alter_topic": self.alter_topic,
             "delete_topic": self.delete_topic,
             "list_topics": self.list_topics,
             "describe_topic": self.describe_topic,
@@ -293,6 +302,11 @@ class RequestHandlers:
             if not await self.driver.wait_changed(deadline):
                 break
         config = dict(fields.get("config") or {})
+        # Checked here, not when applying: entries already in logs must apply
+        # exactly as they did when they were written.
+        problem = topic_config_problem(config)
+        if problem is not None:
+            raise HandlerError(ErrorCode.INVALID_REQUEST, problem)
         command = CreateTopic(name, fields["partitions"], replicas, config)
         result = _raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
         _raise_result_error(result)
@@ -303,8 +317,32 @@ class RequestHandlers:
             len(topic.partitions),
             replicas,
         )
-        # Reply once every partition hosted here has a leader, or shortly before
-        # the deadline (the topic exists either way; clients retry on NOT_LEADER).
+        await self._wait_leaders(topic, deadline)
+        return {"topic": self._topic_json(topic)}
+
+    async def alter_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        """More partitions and/or config changes (log.metadata AlterTopic); replies
+        like create_topic, once the new partitions hosted here have leaders."""
+        deadline = _deadline(fields)
+        self._require_meta_leader()
+        partitions = fields.get("partitions") or 0
+        config = dict(fields.get("config") or {})
+        if partitions < 0:
+            raise HandlerError(ErrorCode.INVALID_REQUEST, "partitions must be >= 1")
+        if not partitions and not config:
+            raise HandlerError(ErrorCode.INVALID_REQUEST, "alter_topic: no partitions, no config")
+        command = AlterTopic(fields["topic"], partitions, config)
+        result = _raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
+        _raise_result_error(result)
+        topic = self.meta.topics[fields["topic"]]
+        log.info("event=topic_altered topic=%s partitions=%d config=%s",
+                 topic.name, len(topic.partitions), topic.config)  # fmt: skip
+        await self._wait_leaders(topic, deadline)
+        return {"topic": self._topic_json(topic)}
+
+    async def _wait_leaders(self, topic: Any, deadline: float) -> None:
+        """Until every partition of ``topic`` hosted here has a leader, or shortly before
+        the deadline (the change is committed either way; clients retry on NOT_LEADER)."""
         leaders_by = deadline - min(1.0, (deadline - trio.current_time()) / 2)
         while trio.current_time() < leaders_by:
             gids = [p.group_id for p in topic.partitions]
@@ -313,7 +351,6 @@ class RequestHandlers:
             ):
                 break
             await self.driver.wait_changed(leaders_by)
-        return {"topic": self._topic_json(topic)}
 
     async def delete_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
 

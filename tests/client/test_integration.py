@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -61,6 +62,27 @@ def test_cli_roundtrip_and_exit_codes_on_a_real_cluster(
             {"h": b"1"},
             1234,
         )
+    # topic alter: more partitions and a retention limit; a client that cached the
+    # topic before sees the new partitions once its metadata is older than max age.
+    with Client(cluster.addresses(), metadata_max_age=0.2) as watcher:
+        assert watcher.partitions_for("it") == 2
+        altered = runner.invoke(
+            main, ["topic", "alter", "it", "--partitions", "4", "--retention-ms", "600000", *cfg]
+        )
+        assert altered.exit_code == 0, altered.output
+        assert "altered topic it: 4 partition(s); retention_ms=600000" in altered.stdout
+        end = time.monotonic() + 10
+        while watcher.partitions_for("it") != 4:
+            assert time.monotonic() < end, "the client never saw the new partitions"
+            time.sleep(0.05)
+        assert watcher.produce("it", b"new", partition=3).offset == 0
+    shrink = runner.invoke(main, ["topic", "alter", "it", "--partitions", "2", *cfg])
+    assert shrink.exit_code == 1 and "INVALID_REQUEST" in shrink.output
+    assert "never shrink" in shrink.output
+    nothing = runner.invoke(main, ["topic", "alter", "it", *cfg])
+    assert nothing.exit_code == 2 and "nothing to alter" in nothing.output
+    unlimited = runner.invoke(main, ["topic", "alter", "it", "--retention-ms", "0", *cfg])
+    assert "4 partition(s); no retention limit" in unlimited.stdout, unlimited.output
     deleted = runner.invoke(main, ["topic", "delete", "it", *cfg])
     assert deleted.exit_code == 0, deleted.output
     gone = runner.invoke(main, ["topic", "describe", "it", *cfg])
