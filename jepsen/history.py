@@ -51,7 +51,8 @@ READ_FUNCTIONS = frozenset(
 )
 
 # Error codes after which the server guarantees the request had no effect:
-# they are returned before anything is proposed to Raft. TIMEOUT, connection
+# they are returned before anything is proposed to Raft (FENCED: decided when
+# the entry is applied, as a refusal that changes nothing). TIMEOUT, connection
 # loss and INTERNAL are deliberately absent: the write may have committed.
 DEFINITE_FAILURE_CODES = frozenset(
     {
@@ -69,6 +70,9 @@ DEFINITE_FAILURE_CODES = frozenset(
         ErrorCode.TOPIC_EXISTS,
         ErrorCode.OUT_OF_RANGE,
         ErrorCode.NOT_AVAILABLE,
+        # A fenced commit of an old generation: the partition refused it when
+        # applying it (or the consumer, before sending); either way nothing changed.
+        ErrorCode.FENCED,
     }
 )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from raftlog.client.errors import (
     ConnectionLostError,
+    FencedError,
     InvalidRequestError,
     NotLeaderError,
     RecordTooLargeError,
@@ -61,6 +62,8 @@ def test_only_no_effect_errors_are_failures() -> None:
     assert classify_error("send", NotLeaderError("x")) is OpType.FAIL
     assert classify_error("send", InvalidRequestError("x")) is OpType.FAIL
     assert classify_error("send", RecordTooLargeError("x")) is OpType.FAIL
+    # A fenced group commit changed nothing (the worker goes on, not retired).
+    assert classify_error("gcommit", FencedError("x")) is OpType.FAIL
     assert classify_error("send", RequestTimeoutError("x")) is OpType.INFO
     assert classify_error("send", ConnectionLostError("x")) is OpType.INFO
     assert classify_error("send", OSError("reset")) is OpType.INFO
