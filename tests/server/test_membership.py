@@ -282,3 +282,46 @@ def test_unregister_node_command_round_trips() -> None:
 
     data = encode_entry_commands([UnregisterNode("n3")])
     assert decode_entry_commands(data) == [UnregisterNode("n3")]
+
+
+async def test_a_re_added_node_is_expected_with_the_incarnation_it_registered(cluster, tmp_path):
+    """DESIGN §3 rule 7 after a re-add: peers take the incarnation the node was
+    registered with (the one the controller refused before the add), including a
+    peer that learns of the add late, in one batch with the registration. With
+    trust on first use instead, that peer would accept a node wiped AGAIN."""
+    c = cluster
+    meta_leader = await c.wait_leader(0)
+    await c.wait_for(lambda: len(c.driver(meta_leader).metadata.nodes) == 3, what="registered")
+    _add_join_node(c, tmp_path)
+    await c.start("n4")
+    late = next(n for n in c.node_ids if n not in (meta_leader, "n4"))
+    others = [n for n in c.node_ids if n not in (meta_leader, late, "n4")]
+    # Every old member knew n4's previous life; its new one dialled the
+    # controller and was refused (what the listener records).
+    for node in (meta_leader, late, *others):
+        c.driver(node).store.set_peer_incarnation("n4", "first-life")
+    c.driver(meta_leader).store.note_refused_incarnation("n4", "second-life")
+    c.net.isolate(late, [n for n in c.node_ids if n != late])
+    await c.call(meta_leader, "member_add", node="n4", address="127.0.0.1:1")
+    assert c.driver(meta_leader).metadata.nodes["n4"].incarnation == "second-life"
+    for node in (meta_leader, *others):
+        assert c.driver(node).store.peer_incarnation("n4") == "second-life"
+    assert c.driver(late).store.peer_incarnation("n4") == "first-life"  # not applied yet
+    c.net.heal()
+    await c.wait_for(
+        lambda: "n4" in _conf(c, late, 0).all_nodes(), what="the late peer applies the add"
+    )
+    assert c.driver(late).store.peer_incarnation("n4") == "second-life"
+
+
+async def test_a_re_added_node_of_unknown_incarnation_is_trusted_on_first_use(cluster, tmp_path):
+    c = cluster
+    meta_leader = await c.wait_leader(0)
+    await c.wait_for(lambda: len(c.driver(meta_leader).metadata.nodes) == 3, what="registered")
+    _add_join_node(c, tmp_path)
+    await c.start("n4")
+    follower = next(n for n in c.node_ids if n not in (meta_leader, "n4"))
+    c.driver(follower).store.set_peer_incarnation("n4", "first-life")
+    await c.call(meta_leader, "member_add", node="n4", address="127.0.0.1:1")
+    await c.wait_for(lambda: "n4" in _conf(c, follower, 0).all_nodes(), what="add applied")
+    assert c.driver(follower).store.peer_incarnation("n4") is None
