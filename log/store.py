@@ -19,6 +19,7 @@ is in flight on another thread waits for that save instead of racing it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -409,6 +410,19 @@ class NodeStore:
             self._closed = True
             self._groups.clear()
             self.db.close()
+
+    def abandon(self) -> None:
+        """Close after a failed write (a full disk): RocksDB's background work is
+        stopped first, or closing waits a second or more on its retries of the
+        failed flush. Errors are swallowed; the WAL keeps what it holds."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._groups.clear()
+            self.db.cancel_all_background(False)
+            with contextlib.suppress(Exception):  # "Shutdown in progress", the old error
+                self.db.close()
 
     def __enter__(self) -> NodeStore:
         return self

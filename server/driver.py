@@ -171,6 +171,7 @@ class MultiRaft:
         # Nodes group 0 just (re-)added: their incarnation is settled after the
         # metadata commands of the same Ready are applied (_apply_group).
         self.readded_nodes: list[str] = []
+        self.storage_failed = False
         self.stats: dict[str, Any] = defaultdict(int)
         self._last_stats: dict[str, Any] = {}
         self.peers = [n.id for n in cfg.nodes if n.id != node_id]
@@ -470,7 +471,10 @@ class MultiRaft:
                     self._log_stats()
                 try:
                     await self._turn(tick)
-                except (trio.Cancelled, KeyboardInterrupt, StorageFailedError):
+                except StorageFailedError:
+                    self.storage_failed = True  # run_node then abandons the store
+                    raise
+                except (trio.Cancelled, KeyboardInterrupt):
                     raise
                 except Exception:
                     log.exception("event=loop_error node=%s", self.node_id)

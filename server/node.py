@@ -57,6 +57,7 @@ async def run_node(
     _tune_gil_switching()
     node = cfg.node(node_id)
     store = NodeStore.open(node.data_dir, cluster=cfg.name, node_id=node_id, fsync=cfg.fsync)
+    driver: MultiRaft | None = None
     try:
         metrics = Metrics()
         # One registry: the peer gauges and drop counters show on /metrics too.
@@ -115,7 +116,10 @@ async def run_node(
                     services_scope.cancel()
     finally:
         try:
-            store.close()
+            if driver is not None and driver.storage_failed:
+                store.abandon()
+            else:
+                store.close()
         except Exception as exc:  # e.g. a full disk: RocksDB cannot flush what it holds
             # Logged, not raised: it would hide why the node stopped (the WAL
             # already holds everything the node ever acknowledged).

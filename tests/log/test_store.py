@@ -466,3 +466,15 @@ def test_save_fsyncs_only_when_asked_and_the_node_allows_it(
         s.db = spy._db  # type: ignore[assignment]
         assert spy.synced == [expected]
         assert s.group(1).last_index() == 1
+
+
+def test_abandon_keeps_what_the_wal_holds_and_is_idempotent(data_dir: Path) -> None:
+    """``abandon`` (the close after a failed write) stops RocksDB's background work
+    and swallows the close error; a synced write before it is there after reopen."""
+    store = NodeStore.open(data_dir, cluster="test", node_id="n1")
+    store.set_peer_incarnation("n2", "before-abandon")  # synced
+    store.abandon()
+    store.abandon()
+    store.close()  # also a no-op now
+    with NodeStore.open(data_dir, cluster="test", node_id="n1") as reopened:
+        assert reopened.peer_incarnation("n2") == "before-abandon"
