@@ -287,9 +287,6 @@ class PeerIncarnations:
     def set(self, node_id: NodeId, incarnation: str) -> None:
         self._store.set_peer_incarnation(node_id, incarnation)
 
-    def refused(self, node_id: NodeId, incarnation: str) -> None:
-        self._store.note_refused_incarnation(node_id, incarnation)
-
 
 class NodeStore:
     """A node's RocksDB: identity, peers' incarnations and every group's Raft state."""
@@ -309,7 +306,6 @@ class NodeStore:
         self._nosync_opts = WriteOptions()
         self._nosync_opts.sync = False
         self._groups: dict[int, GroupStorage] = {}
-        self._refused_incarnations: dict[NodeId, str] = {}
         self._closed = False
 
     # ---- opening -----------------------------------------------------------------
@@ -710,14 +706,6 @@ class NodeStore:
 
     def set_peer_incarnation(self, node_id: NodeId, incarnation: str) -> None:
         self.db.put(keys.peer_key(node_id), incarnation.encode(), self._sync_opts)
-
-    def note_refused_incarnation(self, node_id: NodeId, incarnation: str) -> None:
-        """The incarnation a REFUSED hello of ``node_id`` carried (memory only): a
-        wiped node waiting to be re-added; ``member add`` registers it with this."""
-        self._refused_incarnations[node_id] = incarnation
-
-    def refused_incarnation(self, node_id: NodeId) -> str | None:
-        return self._refused_incarnations.get(node_id)
 
     def incarnation_book(self) -> PeerIncarnations:
         return PeerIncarnations(self)

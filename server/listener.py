@@ -79,26 +79,18 @@ class IncarnationBook(Protocol):
 
     def set(self, node_id: str, incarnation: str) -> None: ...
 
-    def refused(self, node_id: str, incarnation: str) -> None:
-        """A hello of ``node_id`` with ``incarnation`` was refused (another one is
-        known): remembered so that ``member add`` can register the new one."""
-
 
 @dataclass(slots=True)
 class MemoryIncarnationBook:
     """An IncarnationBook in memory (tests; a node uses its NodeStore's record)."""
 
     known: dict[str, str] = field(default_factory=dict)
-    refused_ones: dict[str, str] = field(default_factory=dict)
 
     def get(self, node_id: str) -> str | None:
         return self.known.get(node_id)
 
     def set(self, node_id: str, incarnation: str) -> None:
         self.known[node_id] = incarnation
-
-    def refused(self, node_id: str, incarnation: str) -> None:
-        self.refused_ones[node_id] = incarnation
 
 
 @dataclass(slots=True)
@@ -112,9 +104,6 @@ class StoreIncarnationBook:
 
     def set(self, node_id: str, incarnation: str) -> None:
         self.store.set_peer_incarnation(node_id, incarnation)
-
-    def refused(self, node_id: str, incarnation: str) -> None:
-        self.store.note_refused_incarnation(node_id, incarnation)
 
 
 def as_incarnation_book(obj: Any) -> IncarnationBook:
@@ -525,7 +514,6 @@ def _check_hello(
         # DESIGN §3 rule 7: a node restarted on a wiped data dir lost the log it
         # voted and acked with; letting it speak as its old self could elect a
         # leader without a committed entry. It must rejoin as a new member.
-        shared.book.refused(ident, incarnation)
         log.error(
             "event=peer_refused peer=%s reason=incarnation_changed known=%s got=%s "
             "hint='its data dir was wiped or replaced; re-add it as a new member'",

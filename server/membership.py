@@ -104,9 +104,7 @@ def apply_conf_entry(driver: Any, group: Group, entry: Entry, batch: Any) -> Non
     if group.gid == METADATA_GROUP:
         for item in cc.changes:
             if item.type is ConfChangeType.ADD_LEARNER and item.node_id not in before.all_nodes():
-                # After this Ready's metadata commands are applied: the node's
-                # registration may be in the same batch (a far-behind peer).
-                driver.readded_nodes.append(item.node_id)
+                _forget_incarnation(driver, item.node_id)
 
 
 def base_context(cs: ConfState) -> bytes:
@@ -142,29 +140,17 @@ def _first_conf(group: Group, cc: Any) -> ConfState | None:
     return cs
 
 
-def adopt_incarnation(driver: Any, node_id: str) -> None:
-    """A node (re-)added to the cluster is a NEW member: expect the incarnation it
-    was registered with, or, if that is unknown, trust its next hello afresh.
+def _forget_incarnation(driver: Any, node_id: str) -> None:
+    """A node (re-)added to the cluster is a NEW member: trust its next hello afresh.
 
     DESIGN §3 rule 7 stays intact: ``member add`` refuses a node that is still
     a replica of any partition, so a wiped node can only come back after it
-    was removed everywhere, i.e. nothing counts its old votes or acks. Taking
-    the registered incarnation (the one the controller saw the node dial with,
-    membership_ops.member_add) instead of forgetting it means that a peer far
-    behind, which learns of the add late, still refuses a node wiped AGAIN
-    meanwhile: trust on first use would have accepted that second wipe.
+    was removed everywhere, i.e. nothing counts its old votes or acks.
     """
     if node_id == driver.node_id:
         return
     store = driver.store
-    registered = driver.metadata.nodes.get(node_id)
-    incarnation = registered.incarnation if registered is not None else ""
-    if incarnation:
-        if store.peer_incarnation(node_id) != incarnation:
-            store.set_peer_incarnation(node_id, incarnation)
-            log.info("event=peer_incarnation_adopted peer=%s incarnation=%s reason=re_added",
-                     node_id, incarnation)  # fmt: skip
-    elif store.peer_incarnation(node_id) is not None:
+    if store.peer_incarnation(node_id) is not None:
         store.db.delete(keys.peer_key(node_id))
         log.info("event=peer_incarnation_forgotten peer=%s reason=re_added", node_id)
 

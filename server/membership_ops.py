@@ -329,11 +329,7 @@ class MembershipOps:
             )
         info = self.meta.nodes.get(node)
         if info is None or info.address != address:
-            # A wiped node coming back under its id has dialled us with its NEW
-            # incarnation and been refused: register that one, which every peer
-            # then adopts when it applies the add (membership.adopt_incarnation).
-            store = self.driver.store
-            incarnation = store.refused_incarnation(node) or store.peer_incarnation(node) or ""
+            incarnation = self.driver.store.peer_incarnation(node) or ""
             await self._metadata_command(RegisterNode(node, address, incarnation), deadline)
         voters = set(cs.voters) | {node}
         await self.converge(group, voters, set(cs.learners) - {node}, deadline)
