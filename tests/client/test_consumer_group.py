@@ -75,6 +75,21 @@ async def produce_round(client: AsyncClient, round_no: int) -> None:
         await client.produce_batch("t", p, [b"r%d-%d" % (round_no, i) for i in range(PER_ROUND)])
 
 
+async def start_reading(
+    nursery: trio.Nursery, consumers: list[Consumer], within: float
+) -> list[Reader]:
+    """Start the group members together (so they form one generation, bounded by
+    ``within``), then a Reader per member in ``nursery``."""
+    with trio.fail_after(within):
+        async with trio.open_nursery() as joins:
+            for consumer in consumers:
+                joins.start_soon(consumer.start)
+    readers = [Reader(c) for c in consumers]
+    for reader in readers:
+        nursery.start_soon(reader.run)
+    return readers
+
+
 def expected(rounds: int) -> set[tuple[int, int]]:
     return {(p, o) for p in range(PARTITIONS) for o in range(rounds * PER_ROUND)}
 
@@ -91,13 +106,7 @@ async def test_members_split_reassign_on_close_and_follow_a_new_coordinator(tmp_
             await produce_round(ca, 0)
             a = Consumer(ca, "g", "t", session_timeout=SESSION_S)
             b = Consumer(cb, "g", "t", session_timeout=SESSION_S)
-            with trio.fail_after(DEADLINE_S):
-                async with trio.open_nursery() as joins:
-                    joins.start_soon(a.start)
-                    joins.start_soon(b.start)
-            ra, rb = Reader(a), Reader(b)
-            nursery.start_soon(ra.run)
-            nursery.start_soon(rb.run)
+            ra, rb = await start_reading(nursery, [a, b], DEADLINE_S)
 
             # 1. split 3/3 in one generation, and between them everything is read
             def split() -> bool:

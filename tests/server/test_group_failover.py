@@ -15,10 +15,10 @@ from raftlog.client.consumer import Consumer
 
 from tests.client.test_consumer_group import (
     PARTITIONS,
-    Reader,
     expected,
     nodes_running,
     produce_round,
+    start_reading,
 )
 from tests.server.cluster_harness import make_config
 
@@ -58,13 +58,7 @@ async def test_members_keep_generation_and_partitions_across_a_controller_transf
             await produce_round(ca, 0)
             a = Consumer(ca, "g", "t", session_timeout=SESSION_S)
             b = Consumer(cb, "g", "t", session_timeout=SESSION_S)
-            with trio.fail_after(DEADLINE_S):
-                async with trio.open_nursery() as joins:
-                    joins.start_soon(a.start)
-                    joins.start_soon(b.start)
-            ra, rb = Reader(a), Reader(b)
-            nursery.start_soon(ra.run)
-            nursery.start_soon(rb.run)
+            ra, rb = await start_reading(nursery, [a, b], DEADLINE_S)
 
             def split_and_read(rounds: int) -> bool:
                 return (

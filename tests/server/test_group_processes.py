@@ -24,7 +24,7 @@ from raftlog.client.consumer import Consumer
 from raftlog.client.errors import RaftlogError
 from raftlog.client.sync import Client
 
-from tests.client.test_consumer_group import Reader
+from tests.client.test_consumer_group import start_reading
 
 from .cluster_harness import LocalCluster
 from .test_group_failover import count_heartbeats
@@ -139,13 +139,7 @@ async def test_a_killed_controller_costs_no_rebalance_and_no_record(
         await cp.create_topic("t", partitions=TOPIC_PARTITIONS, replicas=3)
         a = Consumer(ca, "g", "t", session_timeout=CONTROLLER_SESSION_S)
         b = Consumer(cb, "g", "t", session_timeout=CONTROLLER_SESSION_S)
-        with trio.fail_after(WAIT_S):
-            async with trio.open_nursery() as joins:
-                joins.start_soon(a.start)
-                joins.start_soon(b.start)
-        ra, rb = Reader(a), Reader(b)
-        nursery.start_soon(ra.run)
-        nursery.start_soon(rb.run)
+        ra, rb = await start_reading(nursery, [a, b], WAIT_S)
         nursery.start_soon(produce, cp)
 
         def consumed() -> set[tuple[int, int]]:
