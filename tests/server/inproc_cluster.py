@@ -194,6 +194,19 @@ class InProcCluster:
         )
 
 
+@contextlib.asynccontextmanager
+async def running_with_topic(
+    tmp_path: Path, topic: str = "t", partitions: int = 1
+) -> AsyncIterator[InProcCluster]:
+    """A running 3-node cluster (``small_config``) that has ``topic``; for fixtures."""
+    async with trio.open_nursery() as nursery:
+        c = InProcCluster(small_config(tmp_path), nursery)
+        async with c.running():
+            await c.create_topic(topic, partitions=partitions)
+            yield c
+        nursery.cancel_scope.cancel()
+
+
 def small_config(tmp_path: Path, nodes: int = 3, **overrides: Any) -> ClusterConfig:
     overrides.setdefault("fsync", False)
     overrides.setdefault("tick_ms", 10)

@@ -11,18 +11,14 @@ import pytest
 import trio
 from raftlog.client.errors import ErrorCode
 
-from .inproc_cluster import InProcCluster, small_config
+from .inproc_cluster import InProcCluster, running_with_topic
 from .test_group_ops import heartbeat, join_stable
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[InProcCluster]:
-    async with trio.open_nursery() as nursery:
-        c = InProcCluster(small_config(tmp_path), nursery)
-        async with c.running():
-            await c.create_topic("t", partitions=2)
-            yield c
-        nursery.cancel_scope.cancel()
+    async with running_with_topic(tmp_path, partitions=2) as c:
+        yield c
 
 
 async def test_new_partitions_get_leaders_and_take_produces(cluster: InProcCluster) -> None:

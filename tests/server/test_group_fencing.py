@@ -9,36 +9,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.server.errors import HandlerError
 
-from .inproc_cluster import InProcCluster, small_config
+from .inproc_cluster import InProcCluster, running_with_topic
+from .test_group_ops import join_stable as group_ops_join_stable
 
 SESSION_MS = 400
-DEADLINE_S = 20.0
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[InProcCluster]:
-    async with trio.open_nursery() as nursery:
-        c = InProcCluster(small_config(tmp_path), nursery)
-        async with c.running():
-            await c.create_topic("t", partitions=2)
-            yield c
-        nursery.cancel_scope.cancel()
+    async with running_with_topic(tmp_path, partitions=2) as c:
+        yield c
 
 
 async def join_stable(c: InProcCluster, at: str, member: str) -> dict[str, Any]:
-    """Join, then poll with the member id until the group is stable (bounded)."""
-    with trio.fail_after(DEADLINE_S):
-        while True:
-            reply = await c.call(
-                at, "group_join", group="g", topic="t", member_id=member,
-                session_timeout_ms=SESSION_MS, rebalance_timeout_ms=SESSION_MS, max_wait_ms=500,
-            )  # fmt: skip
-            if reply["partitions"] is not None:
-                return reply
+    """test_group_ops.join_stable with a rebalance timeout of one session: a silent
+    member is dropped quickly."""
+    return await group_ops_join_stable(c, at, member, rebalance_timeout_ms=SESSION_MS)
 
 
 class Partition0:

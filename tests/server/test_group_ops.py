@@ -15,7 +15,7 @@ from raftlog.server.errors import HandlerError
 from raftlog.server.handlers import RequestHandlers
 from raftlog.server.metrics import Metrics
 
-from .inproc_cluster import InProcCluster, small_config
+from .inproc_cluster import InProcCluster, running_with_topic
 
 SESSION_MS = 400
 DEADLINE_S = 20.0
@@ -23,12 +23,8 @@ DEADLINE_S = 20.0
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[InProcCluster]:
-    async with trio.open_nursery() as nursery:
-        c = InProcCluster(small_config(tmp_path), nursery)
-        async with c.running():
-            await c.create_topic("t", partitions=4)
-            yield c
-        nursery.cancel_scope.cancel()
+    async with running_with_topic(tmp_path, partitions=4) as c:
+        yield c
 
 
 async def join_stable(c: InProcCluster, at: str, member: str | None, **extra: Any) -> dict:
