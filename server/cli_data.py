@@ -56,6 +56,13 @@ def topic() -> None:
     """Create, list, describe, alter and delete topics."""
 
 
+def _retention_config(retention_bytes: int | None, retention_ms: int | None) -> dict[str, Any]:
+    """The topic config of the --retention-* options given; 0 (``topic alter`` only,
+    create refuses it) becomes None: remove that limit."""
+    given = {"retention_bytes": retention_bytes, "retention_ms": retention_ms}
+    return {key: value or None for key, value in given.items() if value is not None}
+
+
 @topic.command("create")
 @click.argument("name")
 @click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True)
@@ -85,11 +92,7 @@ def topic_create(
     timeout: float,
 ) -> None:
     """Create topic NAME (returns once every partition has a leader)."""
-    topic_config: dict[str, Any] = {}
-    if retention_bytes is not None:
-        topic_config["retention_bytes"] = retention_bytes
-    if retention_ms is not None:
-        topic_config["retention_ms"] = retention_ms
+    topic_config = _retention_config(retention_bytes, retention_ms)
     client = _client(config, bootstrap, timeout)
 
     async def main() -> dict[str, Any]:
@@ -184,10 +187,7 @@ def topic_alter(
     timeout: float,
 ) -> None:
     """Add partitions to NAME and/or change its retention (takes effect at once)."""
-    topic_config: dict[str, Any] = {}
-    for key, value in (("retention_bytes", retention_bytes), ("retention_ms", retention_ms)):
-        if value is not None:
-            topic_config[key] = value or None  # 0: remove the limit
+    topic_config = _retention_config(retention_bytes, retention_ms)
     if partitions is None and not topic_config:
         raise click.UsageError("nothing to alter: give --partitions or --retention-*")
     client = _client(config, bootstrap, timeout)

@@ -17,24 +17,10 @@ from raftlog.log.commands import (
     decode_entry_commands,
     encode_entry_commands,
 )
-from raftlog.log.metadata import ConsumerGroupInfo, MetadataStateMachine, MetaResult
+from raftlog.log.metadata import ConsumerGroupInfo, MetadataStateMachine
 from raftlog.log.store import NodeStore
-from raftlog.raft.types import Entry
 
-
-class Meta:
-    def __init__(self, store: NodeStore) -> None:
-        self.store = store
-        self.sm = MetadataStateMachine(store)
-        self.index = self.sm.applied_index
-
-    def run(self, *cmds: object) -> list[MetaResult]:
-        self.index += 1
-        entry = Entry(term=1, index=self.index, data=encode_entry_commands(list(cmds)))
-        batch = self.store.new_batch()
-        (results,) = self.sm.apply([entry], batch)
-        self.store.write(batch)
-        return results
+from .test_metadata import Meta
 
 
 @pytest.fixture
