@@ -237,11 +237,20 @@ def test_more_partitions_start_a_rebalance():
     assert result.partitions == (0, 1, 2, 3) and result.generation == 2
 
 
-def test_new_coordinator_forms_no_generation_within_the_startup_grace():
-    # A new controller at t=10: members of the previous controller's generation
-    # may still consume until their session runs out, so nothing is assigned
-    # before started + session + margin.
+def test_new_coordinator_forms_a_new_groups_first_generation_at_once():
+    # A controller that started a moment ago: a group it has no record of has
+    # no owners anywhere (generations are handed out only once recorded), so
+    # its first member gets its partitions without waiting out any session.
     c = coordinator(started=10.0)
+    result = join(c, "a", 10.5)
+    assert result.state is GroupState.STABLE and result.generation == 1
+    assert result.partitions == tuple(range(6))
+
+
+def test_an_in_memory_coordinator_waits_the_startup_grace():
+    # Without records a new coordinator cannot know whom a previous one gave
+    # partitions to, so nothing is assigned before started + session + margin.
+    c = GroupCoordinator(10.0, failover_margin_s=MARGIN, durable=False)
     assert join(c, "a", 10.5).state is GroupState.REBALANCING
     assert c.wake_at("g") == pytest.approx(10.0 + SESSION + MARGIN, abs=1e-3)
     assert join(c, "a", 10.0 + SESSION + MARGIN - 0.01).state is GroupState.REBALANCING
@@ -448,12 +457,11 @@ def test_a_restored_member_is_not_dropped_by_a_rebalance_deadline_before_its_ses
     assert sorted(m.member_id for m in rec.members) == ["a", "c"] and rec.generation == 3
 
 
-def test_a_group_with_no_record_still_waits_out_the_grace_on_a_new_coordinator():
+def test_a_group_with_no_record_forms_at_once_on_a_new_coordinator():
     c = restored({}, 10.0)
-    assert c.join("g", "t", "a", 10.5, partitions=6, session_timeout=SESSION).partitions is None
-    assert c.take_records() == []
-    c.join("g", "t", "a", 10.0 + SESSION + MARGIN + 0.01, partitions=6, session_timeout=SESSION)
-    assert [r.generation for r in c.take_records()] == [1]
+    result = c.join("g", "t", "a", 10.5, partitions=6, session_timeout=SESSION)
+    assert result.partitions is None  # held until its record commits ...
+    assert [r.generation for r in c.take_records()] == [1]  # ... which is proposed at once
 
 
 def test_an_in_memory_coordinator_forms_generations_without_records():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -60,6 +61,32 @@ def cluster(local_cluster: Callable[..., LocalCluster]) -> Iterator[LocalCluster
 def assignment(client: Client) -> dict[str, list[int]]:
     view: dict[str, Any] = client.request("group_describe", idempotent=True, group="g")
     return {m["member_id"]: sorted(m["partitions"]) for m in view["members"]}
+
+
+def test_the_first_group_on_a_fresh_cluster_is_assigned_without_waiting_a_session(
+    cluster: LocalCluster,
+) -> None:
+    # The controller has no record of "fresh", so nobody can own its partitions:
+    # the first member must not wait out a session timeout (it used to: ~11 s
+    # for the README's first `raftlog consume --group`). A 60 s session makes
+    # any such wait overrun the deadline below several times over.
+    with Client(cluster.addresses(), request_timeout=30.0) as client:
+        client.create_topic("t", partitions=PARTITIONS, replicas=3)
+        for p in range(PARTITIONS):
+            client.produce("t", f"{p}".encode(), partition=p)
+        started = time.monotonic()
+        consumer = client.consumer("fresh", "t", session_timeout=60.0, auto_commit=False)
+        got: list[bytes] = []
+        wait_until(
+            lambda: got.extend(r.value for _p, r in consumer.poll(0.2)) or len(got) == PARTITIONS,
+            "the first member of a new group to read every partition",
+        )
+        # A poll blocks in its join until the generation forms, so the bound is
+        # checked on the clock, not only by wait_until's deadline.
+        assert time.monotonic() - started < 15.0
+        assert sorted(got) == [f"{p}".encode() for p in range(PARTITIONS)]
+        assert consumer.generation == 1
+        consumer.close()
 
 
 def test_a_killed_member_is_expired_and_the_survivor_reads_everything(
