@@ -307,6 +307,10 @@ class MetadataStateMachine:
         if topic is None:
             return _fail(ErrorCode.UNKNOWN_TOPIC, f"unknown topic {cmd.name!r}")
         log.info("topic deleted topic=%s", cmd.name)
+        # Its consumer groups go with it (their offsets lived in its partitions):
+        # a topic created later under the same name starts with no groups.
+        for name in [n for n, g in self.consumer_groups.items() if g.topic == cmd.name]:
+            del self.consumer_groups[name]
         # Group ids are never reused: a late message for a deleted group must
         # not reach a new topic's group.
         return MetaResult(group_ids=tuple(p.group_id for p in topic.partitions))
@@ -400,6 +404,12 @@ class MetadataStateMachine:
                 ErrorCode.INVALID_REQUEST,
                 "members must be distinct, with positive timeouts, each partition owned once",
             )
+        if cmd.topic not in self.topics:
+            if not cmd.members:
+                # A group of a deleted topic going empty: nothing left to store.
+                self.consumer_groups.pop(cmd.group, None)
+                return MetaResult()
+            return _fail(ErrorCode.UNKNOWN_TOPIC, f"unknown topic {cmd.topic!r}")
         old = self.consumer_groups.get(cmd.group)
         stored = old.generation if old is not None else 0
         if cmd.generation < stored or (cmd.members and cmd.generation == stored):

@@ -371,6 +371,17 @@ class GroupCoordinator:
         self._remove(g, [member_id], now)
         return True
 
+    def forget_topic(self, topic: str, now: float) -> list[str]:
+        """Drop every group of ``topic`` (deleted): their members are told
+        UNKNOWN_TOPIC, and a topic created again under the name starts with no
+        members. No record: deleting the topic removed the stored groups."""
+        gone = [name for name, g in self.groups.items() if g.topic == topic]
+        for name in gone:
+            del self.groups[name]
+        if gone:
+            self.version += 1
+        return gone
+
     def describe(self, group: str, now: float) -> GroupView:
         g = self.groups.get(group)
         if g is None:

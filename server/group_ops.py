@@ -253,8 +253,14 @@ class GroupOps:
     async def group_heartbeat(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         # The topic's partition count as this node applied it: a grown topic
         # (alter_topic) starts a rebalance at the next heartbeat of any member.
-        topic_name = (await self._coordinator()).topic_of(fields["group"])
+        coord = await self._coordinator()
+        topic_name = coord.topic_of(fields["group"])
         topic = self.h.meta.topics.get(topic_name) if topic_name is not None else None
+        if topic_name is not None and topic is None:
+            # The topic was deleted (its stored groups with it): so is the group.
+            coord.forget_topic(topic_name, trio.current_time())
+            self._after(coord)
+            raise HandlerError(ErrorCode.UNKNOWN_TOPIC, f"topic {topic_name!r} was deleted")
         await self._run(
             "heartbeat", fields["group"], fields["member_id"], fields["generation"],
             partitions=len(topic.partitions) if topic is not None else None,

@@ -12,6 +12,8 @@ import pytest
 from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import (
     CommandError,
+    CreateTopic,
+    DeleteTopic,
     GroupMemberEntry,
     SetConsumerGroup,
     decode_entry_commands,
@@ -25,7 +27,10 @@ from .test_metadata import Meta
 
 @pytest.fixture
 def meta(store: NodeStore) -> Iterator[Meta]:
-    yield Meta(store)
+    m = Meta(store)
+    m.register("n1", "n2", "n3")
+    assert all(r.ok for r in m.run(CreateTopic("t", 4, 3, {}), CreateTopic("u", 1, 3, {})))
+    yield m
 
 
 def member(mid: str, *parts: int, session_ms: int = 2000) -> GroupMemberEntry:
@@ -97,6 +102,30 @@ def test_generations_only_move_forward(meta: Meta) -> None:
 def test_invalid_records_are_refused_and_change_nothing(meta: Meta, cmd: SetConsumerGroup) -> None:
     (r,) = meta.run(cmd)
     assert r.error is ErrorCode.INVALID_REQUEST
+    assert meta.sm.consumer_groups == {}
+
+
+def test_deleting_a_topic_removes_its_groups_and_keeps_the_others(meta: Meta) -> None:
+    meta.run(record(3, member("a", 0, 1, 2, 3)), SetConsumerGroup("other", "u", 2, 1, ()))
+    (deleted,) = meta.run(DeleteTopic("t"))
+    assert deleted.ok
+    assert list(meta.sm.consumer_groups) == ["other"]
+    # A topic created again under the name starts with no groups, and its first
+    # generation is stored like any other (the old one is not in the way).
+    assert meta.run(CreateTopic("t", 2, 3, {}))[0].ok
+    assert meta.run(record(1, member("b", 0, 1), partitions=2))[0].ok
+    assert meta.sm.consumer_groups["g"].generation == 1
+
+
+def test_records_for_an_unknown_topic_store_nothing(meta: Meta) -> None:
+    meta.run(record(2, member("a", 0, 1, 2, 3)))
+    meta.run(DeleteTopic("t"))
+    # A coordinator that formed a generation just before the delete: refused.
+    (late,) = meta.run(record(3, member("a", 0, 1, 2, 3)))
+    assert late.error is ErrorCode.UNKNOWN_TOPIC
+    # Its group then going empty is fine, and leaves nothing behind.
+    (empty,) = meta.run(record(3))
+    assert empty.ok
     assert meta.sm.consumer_groups == {}
 
 

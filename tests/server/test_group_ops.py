@@ -187,3 +187,24 @@ async def test_describe_of_an_unknown_group_is_empty(cluster: InProcCluster):
         "coordinator": leader,
         "members": [],
     }
+
+
+async def test_deleting_the_topic_ends_its_group_and_a_new_topic_starts_afresh(
+    cluster: InProcCluster,
+):
+    leader = await cluster.wait_leader(0)
+    a = await join_stable(cluster, leader, "a")
+    assert a["generation"] == 1
+    await cluster.call(leader, "delete_topic", topic="t")
+    await cluster.wait_for(lambda: "g" not in cluster.driver(leader).metadata.consumer_groups)
+    # The member's next heartbeat learns the topic is gone, and so is the group.
+    assert await heartbeat(cluster, leader, a["member_id"], 1) is ErrorCode.UNKNOWN_TOPIC
+    described = await cluster.call(leader, "group_describe", group="g")
+    assert described["members"] == [] and described["topic"] is None
+    # A topic created again under the name has none of the old members.
+    await cluster.call(leader, "create_topic", topic="t", partitions=2, replicas=3)
+    b = await join_stable(cluster, leader, "b")
+    assert b["partitions"] == [0, 1]
+    assert [
+        m["member_id"] for m in (await cluster.call(leader, "group_describe", group="g"))["members"]
+    ] == [b["member_id"]]
