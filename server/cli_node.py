@@ -119,17 +119,26 @@ def gather_status(
     *,
     tls: ssl.SSLContext | TLSConfig | None = None,
 ) -> dict[str, Any]:
-    """cluster_status of every address: {address: reply or {"error": text}}."""
+    """cluster_status of every address, and of every node those report (so one
+    bootstrap address is enough): {address: reply or {"error": text}}."""
     out: dict[str, Any] = {}
     try:
         context = client_context(tls)  # once for all the addresses
     except TLSError as exc:
         return {address: {"error": f"{address}: {exc}"} for address in addresses}
-    for address in addresses:
+    todo = list(dict.fromkeys(addresses))
+    while todo:
+        address = todo.pop(0)
         try:
-            out[address] = request_once(address, "cluster_status", timeout_s=timeout_s, tls=context)
+            reply = request_once(address, "cluster_status", timeout_s=timeout_s, tls=context)
         except ProbeError as exc:
             out[address] = {"error": str(exc)}
+            continue
+        out[address] = reply
+        for node in reply.get("nodes") or ():
+            other = node.get("address") if isinstance(node, dict) else None
+            if isinstance(other, str) and other not in out and other not in todo:
+                todo.append(other)
     return out
 
 

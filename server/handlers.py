@@ -585,7 +585,9 @@ class RequestHandlers:
 
     async def cluster_status(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         groups = [self.driver.group_status(g) for _, g in sorted(self.driver.groups.items())]
-        return {"node": self.node_id, "groups": groups}
+        # The nodes this one knows, so `cluster status --bootstrap ONE` can ask
+        # every leader for its replicas' lag (only a leader knows them).
+        return {"node": self.node_id, "groups": groups, "nodes": self._nodes_json()}
 
     async def member_list(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         meta_group = self.driver.groups[METADATA_GROUP]

@@ -35,6 +35,7 @@ class FakeNode:
     port: int = 0
     peer_event: trio.Event = field(default_factory=trio.Event)
     status_groups: list[dict[str, Any]] = field(default_factory=list)
+    status_nodes: list[dict[str, str]] | None = None  # cluster_status's "nodes", if any
 
     async def wait_peer_msgs(self, count: int) -> None:
         with trio.fail_after(5):
@@ -56,7 +57,10 @@ class FakeNode:
         if op == "delete_topic":
             raise RuntimeError("handler bug")
         if op == "cluster_status":
-            return {"node": self.node_id, "groups": self.status_groups}
+            reply: dict[str, Any] = {"node": self.node_id, "groups": self.status_groups}
+            if self.status_nodes is not None:
+                reply["nodes"] = self.status_nodes
+            return reply
         if op == "list_topics":
             return {"topics": {1, 2}}  # not msgpack-encodable: a handler bug
         return {"op": op, "client": ctx.client_id, "node": ctx.node_id, "fields": fields}

@@ -166,6 +166,30 @@ async def test_cluster_status_reads_every_node(tmp_path: Path, nursery: trio.Nur
     assert "t/0" in table.output and "(metadata)" in table.output
 
 
+async def test_cluster_status_from_one_bootstrap_address_reads_every_node(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # Only a group's leader knows its replicas' lag: one address must be enough
+    # to reach every leader, through the nodes the first one reports.
+    cfg = make_config(tmp_path, 2)
+    n1 = await start_fake_node(nursery, cfg, "n1")
+    n2 = await start_fake_node(nursery, cfg, "n2")
+    replicas = [{"node": "n1", "match": 3, "next": 4, "state": "replicate", "lag": 1},
+                {"node": "n2", "match": 4, "next": 5, "state": "replicate", "lag": 0}]  # fmt: skip
+    n1.status_groups = [group(1, "follower", "n2", 2, topic="t", partition=0)]
+    n2.status_groups = [group(1, "leader", "n2", 2, topic="t", partition=0, replicas=replicas)]
+    addresses = [f"127.0.0.1:{n1.port}", f"127.0.0.1:{n2.port}"]
+    n1.status_nodes = [{"id": "n1", "address": addresses[0]}, {"id": "n2", "address": addresses[1]}]
+
+    def invoke() -> Any:
+        return CliRunner().invoke(main, ["cluster", "status", "--bootstrap", addresses[0]])
+
+    table = await trio.to_thread.run_sync(invoke)
+    assert table.exit_code == 0, table.output
+    assert f"node n2 ({addresses[1]})" in table.output
+    assert "n1:3(lag 1) n2:4(lag 0)" in table.output
+
+
 # ---------------------------------------------------------------- real processes
 
 
