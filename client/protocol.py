@@ -278,6 +278,8 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
     "group_leave": (_f("group", str), _f("member_id", str)),
     # {group, topic, state, generation, members: [{member_id, client_id, partitions}]}
     "group_describe": (_f("group", str),),
+    # {groups: [the group_describe reply of each group the coordinator knows]}
+    "group_list": (),
     # Peer to peer (server/snapshot_transfer.py): committed batches of a group from
     # ``offset``, for a follower installing a snapshot. ``node`` is the asking
     # node; ``token`` its [auth] peer_token when the cluster has one.

@@ -259,14 +259,14 @@ def run_client(fn: Callable[[], T] | Callable[[], Awaitable[T]]) -> T:
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException | None:
-    """The first RaftlogError/OSError inside a (nested) exception group, if any."""
+    """The first RaftlogError/OSError/click error inside a (nested) exception group."""
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             found = _first_leaf(exc)
             if found is not None:
                 return found
-        elif isinstance(exc, RaftlogError | OSError):
-            return exc
+        elif isinstance(exc, RaftlogError | OSError | click.ClickException | click.exceptions.Exit):
+            return exc  # a command's own click error, raised inside the client's nursery
     return None
 
 

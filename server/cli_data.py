@@ -477,67 +477,6 @@ async def _consume_loop(
     return printed
 
 
-# ---------------------------------------------------------------- group
-
-
-@click.group("group")
-def group_cli() -> None:
-    """Consumer groups: membership, assignment and lag."""
-
-
-@group_cli.command("describe")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
-@cluster_options
-@_TIMEOUT_OPTION
-def group_describe(
-    name: str, as_json: bool, config: Path | None, bootstrap: str | None, timeout: float
-) -> None:
-    """Members, generation and assignment of group NAME (from the coordinator),
-    with each partition's committed offset, end offset and lag."""
-    client = _client(config, bootstrap, timeout)
-
-    async def main() -> dict[str, Any]:
-        async with client:
-            described = await client.request("group_describe", idempotent=True, group=name)
-            owner = {p: m["member_id"] for m in described["members"] for p in m["partitions"]}
-            parts = []
-            topic_name = described.get("topic")
-            if topic_name is not None:
-                for p in range(await client.partitions_for(topic_name)):
-                    committed = await client.committed(name, topic_name, p)
-                    end = (await client.list_offsets(topic_name, p)).end_offset
-                    lag = None if committed is None else max(0, end - committed)
-                    parts.append(
-                        {"partition": p, "member_id": owner.get(p), "committed": committed,
-                         "end_offset": end, "lag": lag}
-                    )  # fmt: skip
-            return {**described, "partitions": parts}
-
-    described = run_client(main)
-    if as_json:
-        _echo_json(described)
-        return
-    click.echo(
-        f"group {described['group']}  topic {described['topic'] or '-'}  "
-        f"state {described['state']}  generation {described['generation']}  "
-        f"coordinator {described['coordinator']}"
-    )
-    click.echo(f"{'MEMBER':<40} {'CLIENT':<24} PARTITIONS")
-    for m in described["members"]:
-        parts_text = ",".join(str(p) for p in m["partitions"]) or "-"
-        click.echo(f"{m['member_id']:<40} {m['client_id']:<24} {parts_text}")
-    if described["partitions"]:
-        click.echo(f"{'PARTITION':<10} {'COMMITTED':>10} {'END':>10} {'LAG':>8}  MEMBER")
-        for p in described["partitions"]:
-            committed = "-" if p["committed"] is None else p["committed"]
-            lag = "-" if p["lag"] is None else p["lag"]
-            click.echo(
-                f"{p['partition']:<10} {committed:>10} {p['end_offset']:>10} {lag:>8}  "
-                f"{p['member_id'] or '-'}"
-            )
-
-
 # ---------------------------------------------------------------- bench
 
 

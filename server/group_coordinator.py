@@ -371,6 +371,10 @@ class GroupCoordinator:
         self._remove(g, [member_id], now)
         return True
 
+    def list_groups(self, now: float) -> list[GroupView]:
+        """Every group this coordinator knows (restored or joined), by name."""
+        return [self.describe(name, now) for name in sorted(self.groups)]
+
     def forget_topic(self, topic: str, now: float) -> list[str]:
         """Drop every group of ``topic`` (deleted): their members are told
         UNKNOWN_TOPIC, and a topic created again under the name starts with no

@@ -42,6 +42,7 @@ from .group_coordinator import (
     DEFAULT_SESSION_TIMEOUT_S,
     GroupCoordinator,
     GroupError,
+    GroupView,
     JoinResult,
 )
 from .groups import METADATA_GROUP
@@ -85,6 +86,7 @@ class GroupOps:
             "group_heartbeat": self.group_heartbeat,
             "group_leave": self.group_leave,
             "group_describe": self.group_describe,
+            "group_list": self.group_list,
         }
 
     # ------------------------------------------------------------ coordinator
@@ -278,14 +280,22 @@ class GroupOps:
 
     async def group_describe(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         view = await self._run("describe", fields["group"])
-        return {
-            "group": view.name,
-            "topic": view.topic,
-            "state": view.state.value,
-            "generation": view.generation,
-            "coordinator": self.h.node_id,
-            "members": [
-                {"member_id": m, "client_id": client, "partitions": list(parts)}
-                for m, client, parts in view.members
-            ],
-        }
+        return {**group_view_json(view), "coordinator": self.h.node_id}
+
+    async def group_list(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        views = await self._run("list_groups")
+        return {"groups": [group_view_json(v) for v in views], "coordinator": self.h.node_id}
+
+
+def group_view_json(view: GroupView) -> dict[str, Any]:
+    """A group as group_describe and group_list answer it (without the coordinator)."""
+    return {
+        "group": view.name,
+        "topic": view.topic,
+        "state": view.state.value,
+        "generation": view.generation,
+        "members": [
+            {"member_id": m, "client_id": client, "partitions": list(parts)}
+            for m, client, parts in view.members
+        ],
+    }

@@ -39,6 +39,7 @@ from raftlog.client.protocol import (
     validate_request,
 )
 from raftlog.server.group_coordinator import GroupCoordinator, GroupError
+from raftlog.server.group_ops import group_view_json
 
 
 class FakeError(Exception):
@@ -371,11 +372,10 @@ class FakeNode:
                 return {}
             if op == "group_leave":
                 return {"left": groups.leave(f["group"], f["member_id"], now)}
-            view = groups.describe(f["group"], now)
-            return {"group": view.name, "topic": view.topic, "state": view.state.value,
-                    "generation": view.generation, "coordinator": self.node_id,
-                    "members": [{"member_id": m, "client_id": c, "partitions": list(p)}
-                                for m, c, p in view.members]}  # fmt: skip
+            me = {"coordinator": self.node_id}
+            if op == "group_list":
+                return {"groups": [group_view_json(v) for v in groups.list_groups(now)], **me}
+            return {**group_view_json(groups.describe(f["group"], now)), **me}
         except GroupError as exc:
             raise FakeError(exc.code, exc.message, **exc.details) from None
 

@@ -77,3 +77,92 @@ def test_group_describe_shows_members_assignment_and_lag(sync_fake: FakeCluster)
         json.loads(run(["group", "describe", "g", "--json", *boot(sync_fake)]).output)["members"]
         == []
     )
+
+
+# ---------------------------------------------------------------- group list / reset-offsets
+
+
+def consume_and_commit(fake: FakeCluster, group: str = "g") -> None:
+    """p0 holds a, b and p1 holds c; the group reads and commits everything, then leaves."""
+    run(["produce", "t", "--partition", "0", *boot(fake)], stdin="a\nb\n")
+    run(["produce", "t", "--partition", "1", *boot(fake)], stdin="c\n")
+    assert run(["consume", "t", "--group", group, *boot(fake)]).exit_code == 0
+    assert fake.committed[(group, "t", 0)][0] == 2 and fake.committed[(group, "t", 1)][0] == 1
+
+
+def test_group_list_shows_every_group_with_its_members(sync_fake: FakeCluster):
+    consume_and_commit(sync_fake, "done")
+    with Client(sync_fake.bootstrap()) as client:
+        consumer = client.consumer("live", "t")
+        consumer.poll(0.0)
+        listed = json.loads(run(["group", "list", "--json", *boot(sync_fake)]).output)
+        rows = {g["group"]: g for g in listed["groups"]}
+        assert rows["done"]["topic"] == "t" and rows["done"]["members"] == []
+        assert rows["done"]["state"] == "empty"
+        assert [m["member_id"] for m in rows["live"]["members"]] == [consumer.consumer.member_id]
+        table = run(["group", "list", *boot(sync_fake)])
+        assert table.exit_code == 0
+        assert any(
+            line.split()[:3] == ["live", "t", "stable"] for line in table.output.splitlines()
+        )
+        consumer.close()
+
+
+def test_reset_offsets_without_execute_changes_nothing(sync_fake: FakeCluster):
+    consume_and_commit(sync_fake)
+    result = run(["group", "reset-offsets", "g", "--to-earliest", "--json", *boot(sync_fake)])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["executed"] is False
+    assert [(p["partition"], p["committed"], p["new"]) for p in plan["partitions"]] == [
+        (0, 2, 0),
+        (1, 1, 0),
+    ]
+    assert sync_fake.committed[("g", "t", 0)][0] == 2 and sync_fake.committed[("g", "t", 1)][0] == 1
+    text = run(["group", "reset-offsets", "g", "--to-earliest", *boot(sync_fake)])
+    assert "dry run" in text.output
+
+
+def test_reset_to_earliest_makes_the_group_read_everything_again(sync_fake: FakeCluster):
+    consume_and_commit(sync_fake)
+    result = run(["group", "reset-offsets", "g", "--to-earliest", "--execute", *boot(sync_fake)])
+    assert result.exit_code == 0, result.output
+    assert sync_fake.committed[("g", "t", 0)][0] == 0 and sync_fake.committed[("g", "t", 1)][0] == 0
+    # The reset left the group, and the next member resumes from the new offsets.
+    again = run(["consume", "t", "--group", "g", *boot(sync_fake)])
+    assert sorted(again.stdout.splitlines()) == ["a", "b", "c"]
+
+
+def test_shift_by_one_partition_moves_only_that_partition_and_clamps(sync_fake: FakeCluster):
+    consume_and_commit(sync_fake)
+    args = ["group", "reset-offsets", "g", "--shift-by", "-5", "--partition", "0", "--execute"]
+    assert run([*args, *boot(sync_fake)]).exit_code == 0
+    assert sync_fake.committed[("g", "t", 0)][0] == 0  # 2 - 5, clamped to the start
+    assert sync_fake.committed[("g", "t", 1)][0] == 1  # untouched
+    latest = ["group", "reset-offsets", "g", "--to-offset", "99", "--execute", "--json"]
+    plan = json.loads(run([*latest, *boot(sync_fake)]).output)
+    assert [p["new"] for p in plan["partitions"]] == [2, 1]  # clamped to the end offsets
+    assert sync_fake.committed[("g", "t", 0)][0] == 2
+
+
+def test_reset_of_a_group_with_a_live_member_is_refused(sync_fake: FakeCluster):
+    consume_and_commit(sync_fake)
+    with Client(sync_fake.bootstrap()) as client:
+        consumer = client.consumer("g", "t", auto_commit=False)
+        consumer.poll(0.0)
+        result = run(
+            ["group", "reset-offsets", "g", "--to-earliest", "--execute", *boot(sync_fake)]
+        )
+        assert result.exit_code == 1
+        assert "active member" in result.output
+        assert sync_fake.committed[("g", "t", 0)][0] == 2
+        consumer.close()
+
+
+def test_reset_needs_exactly_one_target(sync_fake: FakeCluster):
+    none = run(["group", "reset-offsets", "g", *boot(sync_fake)])
+    assert none.exit_code == 2 and "exactly one" in none.output
+    two = run(["group", "reset-offsets", "g", "--to-latest", "--shift-by", "1", *boot(sync_fake)])
+    assert two.exit_code == 2
+    unknown = run(["group", "reset-offsets", "nobody", "--to-latest", *boot(sync_fake)])
+    assert unknown.exit_code == 2 and "--topic" in unknown.output

@@ -20,10 +20,12 @@ from typing import Any
 
 import pytest
 import trio
+from click.testing import CliRunner
 from raftlog.client.aio import AsyncClient
 from raftlog.client.consumer import Consumer
 from raftlog.client.errors import RaftlogError
 from raftlog.client.sync import Client
+from raftlog.server.cli import main
 
 from tests.client.test_consumer_group import start_reading
 
@@ -201,3 +203,26 @@ async def test_a_killed_controller_costs_no_rebalance_and_no_record(
         await a.close()
         await b.close()
         nursery.cancel_scope.cancel()
+
+
+def test_reset_offsets_commits_through_the_generation_fence(cluster: LocalCluster) -> None:
+    # Real partitions refuse commits older than the last generation that
+    # committed there: the reset must win them with a newer one.
+    with Client(cluster.addresses(), request_timeout=30.0) as client:
+        client.create_topic("t", partitions=2, replicas=3)
+        for p in range(2):
+            client.produce_batch("t", p, [b"x", b"y", b"z"])
+        with client.consumer("g", "t") as consumer:
+
+            def drained() -> bool:
+                consumer.poll(0.2)
+                return consumer.at_end()
+
+            wait_until(drained, "the member to read every record")
+        assert [client.committed("g", "t", p) for p in range(2)] == [3, 3]
+        args = ["group", "reset-offsets", "g", "--shift-by", "-2", "--execute"]
+        result = CliRunner().invoke(main, [*args, "--bootstrap", ",".join(cluster.addresses())])
+        assert result.exit_code == 0, result.output
+        assert [client.committed("g", "t", p) for p in range(2)] == [1, 1]
+        described = client.request("group_describe", idempotent=True, group="g")
+        assert described["members"] == [] and described["generation"] == 2
