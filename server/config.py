@@ -22,6 +22,8 @@ Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]``,
 
     [retention]
     interval_ms = 5000         # how often partition leaders apply topics' retention policies
+    max_clock_skew_ms = 60000  # no deletion by time while the leader's clock is further
+                               # ahead than this of a majority of nodes (server/clock_skew.py)
 
     [tls]                      # absent: plaintext. Present: the node serves and dials ONLY TLS
     ca_file = "tls/ca.pem"     # required: verifies peers (always) and clients (client_auth)
@@ -33,7 +35,7 @@ Snapshots bound the Raft log (Raft §7): a low ``entries`` costs more snapshot
 writes, a high one longer restarts and more disk. ``trailing`` lets a slightly
 lagging follower catch up by AppendEntries instead of a snapshot transfer.
 A ``RAFTLOG_SNAPSHOT_<KEY>`` environment variable (``RAFTLOG_SNAPSHOT_ENTRIES``
-...) and ``RAFTLOG_RETENTION_INTERVAL_MS`` still override the file, read once
+...) and ``RAFTLOG_RETENTION_<KEY>`` still override the file, read once
 when the node starts: for tests and emergencies. Precedence: environment >
 cluster.toml > default. A bad environment value is a ConfigError as well.
 
@@ -146,15 +148,17 @@ class SnapshotConfig:
 
 @dataclass(slots=True, frozen=True)
 class RetentionConfig:
-    """``[retention]``: how often server/retention.py runs (keys above)."""
+    """``[retention]``: how often server/retention.py runs, and the clock skew it
+    tolerates before it stops deleting by time (keys above)."""
 
     interval_ms: int = 5000
+    max_clock_skew_ms: int = 60_000
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, base: RetentionConfig | None = None
     ) -> RetentionConfig:
-        """``base`` with ``RAFTLOG_RETENTION_INTERVAL_MS`` from ``env`` on top."""
+        """``base`` with ``RAFTLOG_RETENTION_<FIELD>`` from ``env`` on top."""
         return _env_over(base or cls(), RETENTION_ENV_PREFIX, env, _at_least_one)
 
 
@@ -419,8 +423,12 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
     quotas_r.check_unknown()
     snapshots = _parse_snapshots(_Reader(where, "snapshots", top.get("snapshots", dict, {})))
     retention_r = _Reader(where, "retention", top.get("retention", dict, {}))
+    retention_defaults = RetentionConfig()
     retention = RetentionConfig(
-        interval_ms=retention_r.positive_int("interval_ms", RetentionConfig().interval_ms)
+        interval_ms=retention_r.positive_int("interval_ms", retention_defaults.interval_ms),
+        max_clock_skew_ms=retention_r.positive_int(
+            "max_clock_skew_ms", retention_defaults.max_clock_skew_ms
+        ),
     )
     retention_r.check_unknown()
     tls = _parse_tls(where, top, base, nodes)
@@ -692,7 +700,12 @@ def render_config(cfg: ClusterConfig) -> str:
     if snap_lines:
         lines += ["", "[snapshots]", *snap_lines]
     if cfg.retention != RetentionConfig():
-        lines += ["", "[retention]", f"interval_ms = {cfg.retention.interval_ms}"]
+        lines += [
+            "",
+            "[retention]",
+            f"interval_ms = {cfg.retention.interval_ms}",
+            f"max_clock_skew_ms = {cfg.retention.max_clock_skew_ms}",
+        ]
     if cfg.tls is not None:
         lines += ["", "[tls]", f"ca_file = {_q(str(cfg.tls.ca_file))}"]
         if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:

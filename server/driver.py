@@ -72,6 +72,7 @@ from raftlog.raft.node import RaftNode
 from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready, Role
 
 from . import membership
+from .clock_skew import CLOCK_FRAME_EVERY_S, PeerClocks, clock_frame, wall_time
 from .groups import METADATA_GROUP, Group, GroupKind, Proposal
 from .snapshots import SnapshotManager
 from .waiters import Outcome, Waiter
@@ -162,6 +163,9 @@ class MultiRaft:
         self._ticking: set[int] = set()
         self._quiet_followers: dict[str, set[int]] = {}
         self._last_sent: dict[str, float] = {}
+        # Peers' wall clocks (server/clock_skew.py), for time-based retention.
+        self.clocks = PeerClocks()
+        self._clock_sent: dict[str, float] = {}
         self._desired: dict[int, Any] = {}
         # Groups created by a peer's message before the metadata listed this
         # node (membership.group_for_message), with when: see sweep_joined_groups.
@@ -635,6 +639,7 @@ class MultiRaft:
                 try:
                     gid, data = item
                     if gid == NODE_HEARTBEAT_GID:
+                        self._observe_clock(frm, data)
                         continue
                     msg = codec.decode_message(data)
                 except Exception as exc:  # a buggy or hostile peer must not crash us
@@ -865,11 +870,24 @@ class MultiRaft:
             self._ticking.discard(group.gid)
 
     def _node_heartbeats(self, now: float) -> None:
-        """Per-node-pair liveness frame, only to peers we sent nothing else to lately."""
+        """Per-node-pair liveness frame to peers we sent nothing else to lately; it
+        carries our wall clock, and goes at least every CLOCK_FRAME_EVERY_S for that."""
         for peer in self.peers:
-            if now - self._last_sent.get(peer, 0.0) >= self._node_heartbeat_s:
-                self._last_sent[peer] = now
-                self.transport.send(peer, [(NODE_HEARTBEAT_GID, b"")])
+            idle = now - self._last_sent.get(peer, 0.0) >= self._node_heartbeat_s
+            if idle or now - self._clock_sent.get(peer, 0.0) >= CLOCK_FRAME_EVERY_S:
+                self._last_sent[peer] = self._clock_sent[peer] = now
+                self.transport.send(peer, [(NODE_HEARTBEAT_GID, clock_frame(wall_time()))])
+
+    def _observe_clock(self, peer: str, payload: bytes) -> None:
+        now = time.monotonic()
+        self.clocks.observe(peer, payload, wall_time(), now)
+        offset = self.clocks.offset(peer, now)
+        if offset is not None and self.metrics is not None:
+            self.metrics.peer_clock_offset.set(offset, peer=peer)
+
+    def clock_not_ahead(self, max_skew_s: float) -> bool:
+        """Is our wall clock ahead of a majority of the nodes by at most ``max_skew_s``?"""
+        return self.clocks.not_ahead_of_majority(self.peers, max_skew_s, time.monotonic())
 
     # ------------------------------------------------------------ output
 

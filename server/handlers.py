@@ -15,7 +15,6 @@ serves once it has applied up to the read index (DESIGN §3.4).
 from __future__ import annotations
 
 import logging
-import time
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,6 +32,7 @@ from raftlog.log.commands import (
 from raftlog.log.metadata import topic_config_problem
 from raftlog.raft.types import Role
 
+from .clock_skew import wall_time
 from .driver import MultiRaft
 from .errors import HandlerError
 from .group_ops import GroupOps
@@ -55,7 +55,8 @@ Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def _now_ms() -> int:
-    return int(time.time() * 1000)
+    """A record batch's timestamp: the leader's wall clock (server/clock_skew.py)."""
+    return int(wall_time() * 1000)
 
 
 def _deadline(fields: dict[str, Any]) -> float:

@@ -248,6 +248,8 @@ class Metrics:
     leader_changes: Counter = field(init=False)
     groups: Gauge = field(init=False)
     max_follower_lag: Gauge = field(init=False)
+    peer_clock_offset: Gauge = field(init=False)
+    retention_clock_refusals: Counter = field(init=False)
     data_dir_free: Gauge = field(init=False)
     data_dir_size: Gauge = field(init=False)
     pending_proposals: Gauge = field(init=False)
@@ -345,6 +347,16 @@ class Metrics:
         )
         self.max_follower_lag = r.gauge(
             "raftlog_max_follower_lag", "Largest follower lag (entries) over led groups."
+        )
+        self.peer_clock_offset = r.gauge(
+            "raftlog_peer_clock_offset_seconds",
+            "A peer's wall clock minus this node's, from its latest clock frame.",
+            ("peer",),
+        )
+        self.retention_clock_refusals = r.counter(
+            "raftlog_retention_clock_refusals_total",
+            "Retention rounds that deleted nothing by time: this node's wall clock was "
+            "ahead of a majority of nodes by more than [retention] max_clock_skew_ms.",
         )
         self.pending_proposals = r.gauge(
             "raftlog_pending_proposals", "Proposals waiting to be committed and applied."

@@ -14,25 +14,34 @@ through the partition's Raft log: every replica applies it at the same log
 position, so all of them delete the same batches and agree on
 ``start_offset`` (deterministic apply, no clock read on followers).
 
+Time is the leader's wall clock, so a leader whose clock runs ahead would
+delete too early, on every replica. Before deleting by time the leader checks
+that its clock is not ahead of a majority of the nodes by more than
+``[retention] max_clock_skew_ms`` (server/clock_skew.py); if it is, that round
+deletes nothing by time (size-based retention goes on) and counts
+``raftlog_retention_clock_refusals_total``.
+
 A fetch below ``start_offset`` answers OUT_OF_RANGE with the current start
 offset (handlers.py ``_check_range``); a consumer whose committed offset fell
 below it resets by its ``auto_offset_reset`` ("earliest": the new start).
 
 cluster.toml's ``[retention] interval_ms`` (default 5000) sets the check
-interval; ``RAFTLOG_RETENTION_INTERVAL_MS`` overrides it (server/config.py).
+interval and ``max_clock_skew_ms`` (default 60000) the tolerated skew;
+``RAFTLOG_RETENTION_<KEY>`` overrides them (server/config.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 from raftlog.log.commands import TruncatePrefix
 from raftlog.raft.types import Role
 
+from .clock_skew import wall_time
 from .config import RetentionConfig
 from .groups import Group, GroupKind
 from .waiters import Waiter
@@ -96,13 +105,17 @@ class RetentionManager:
     driver: Any  # server.driver.MultiRaft
     # None: the driver's cluster.toml [retention] with RAFTLOG_RETENTION_* on top.
     interval_s: float = None  # type: ignore[assignment]  # set in __post_init__
-    clock_ms: Any = field(default=lambda: int(time.time() * 1000))
+    max_clock_skew_s: float = None  # type: ignore[assignment]  # set in __post_init__
+    clock_ms: Any = field(default=lambda: int(wall_time() * 1000))
     _pending: dict[int, Waiter] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        base = getattr(getattr(self.driver, "cfg", None), "retention", None)
+        cfg = RetentionConfig.from_env(base=base)
         if self.interval_s is None:
-            base = getattr(getattr(self.driver, "cfg", None), "retention", None)
-            self.interval_s = RetentionConfig.from_env(base=base).interval_ms / 1000.0
+            self.interval_s = cfg.interval_ms / 1000.0
+        if self.max_clock_skew_s is None:
+            self.max_clock_skew_s = cfg.max_clock_skew_ms / 1000.0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -139,7 +152,11 @@ class RetentionManager:
         """One round over the partitions this node leads; returns truncations proposed."""
         proposed = 0
         now_ms = self.clock_ms()
-        for group, policy in self._policies():
+        policies = self._policies()
+        if any(p.retention_ms is not None for _, p in policies) and not self._clock_trusted():
+            # Our "now" may be ahead of the cluster's: delete nothing by time.
+            policies = [(g, replace(p, retention_ms=None)) for g, p in policies]
+        for group, policy in policies:
             waiter = self._pending.get(group.gid)
             if waiter is not None and not waiter.done:
                 continue  # one truncation in flight per partition
@@ -147,6 +164,20 @@ class RetentionManager:
             if self._maybe_truncate(group, policy, now_ms):
                 proposed += 1
         return proposed
+
+    def _clock_trusted(self) -> bool:
+        if self.driver.clock_not_ahead(self.max_clock_skew_s):
+            return True
+        metrics = getattr(self.driver, "metrics", None)
+        if metrics is not None:
+            metrics.retention_clock_refusals.inc()
+        log.warning(
+            "event=retention_clock_refused max_skew_s=%.1f offsets=%s",
+            self.max_clock_skew_s,
+            {p: round(o, 3) for p, o in self.driver.clocks.offsets(self.driver.peers,
+                                                                     time.monotonic()).items()},
+        )  # fmt: skip
+        return False
 
     async def _measure(self, group: Group) -> None:
         """First size-based check of a partition here: read its batches once, off-loop."""

@@ -104,6 +104,8 @@ class LocalCluster:
         self.cfg = make_config(self.root, nodes, name=name, metrics=metrics, **overrides)
         self.config_path = self.root / "cluster.toml"
         self.env = {**os.environ, **(env or {})}
+        # Extra environment of one node (e.g. a fault-injection setting).
+        self.node_env: dict[str, dict[str, str]] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.paused: set[str] = set()
         self.write_config()
@@ -151,7 +153,7 @@ class LocalCluster:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env={**self.env, **self.node_env.get(node_id, {})},
                 start_new_session=True,  # own process group: signals hit this node only
             )  # fmt: skip
         self.paused.discard(node_id)

@@ -193,3 +193,49 @@ def test_retention_in_real_processes(tmp_path: Path) -> None:
                 assert sm.read(0, 1 << 20) == []
     finally:
         c.stop_all()
+
+
+@pytest.mark.integration
+def test_a_leader_whose_clock_runs_an_hour_ahead_deletes_nothing_by_time(tmp_path: Path) -> None:
+    """Records stamped by a leader with a right clock, then a leader an hour ahead
+    (RAFTLOG_TEST_WALL_CLOCK_OFFSET_S): with retention_ms = 10 min it would delete
+    them all, on every replica. It must refuse, say so in its metrics, and the
+    records stay readable."""
+    import time
+
+    from raftlog.client.sync import Client
+
+    from .cluster_harness import LocalCluster
+    from .test_snapshot_processes import scrape
+
+    c = LocalCluster(
+        tmp_path / "c", nodes=3, metrics=True, env={"RAFTLOG_RETENTION_INTERVAL_MS": "100"}
+    )
+    c.node_env["n1"] = {"RAFTLOG_TEST_WALL_CLOCK_OFFSET_S": "3600"}
+    try:
+        c.start_all()
+        c.wait_for_leaders(deadline=40)
+        with Client(c.addresses(), request_timeout=30.0) as client:
+            client.create_topic("t", partitions=1, replicas=3, config={"retention_ms": 600_000})
+            client.leader_transfer("t", 0, "n2")
+            for i in range(10):
+                client.produce("t", f"v{i}".encode(), partition=0)
+            client.leader_transfer("t", 0, "n1")
+
+            def refusals() -> float:
+                return scrape(c, "n1").get("raftlog_retention_clock_refusals_total", 0)
+
+            # Until n1 has run a few retention rounds as leader: refused, or truncated.
+            end = time.monotonic() + 30
+            while refusals() < 3 and client.list_offsets("t", 0).start_offset == 0:
+                assert time.monotonic() < end, "n1 ran no retention round"
+                time.sleep(0.1)
+            assert client.describe_topic("t")["partitions"][0]["leader"] == "n1"
+            offsets = client.list_offsets("t", 0)
+            assert (offsets.start_offset, offsets.end_offset) == (0, 10)
+            values = [r.value for r in client.fetch("t", 0, 0).records]
+            assert values == [f"v{i}".encode() for i in range(10)]
+            offset = scrape(c, "n1")['raftlog_peer_clock_offset_seconds{peer="n2"}']
+            assert -3700 < offset < -3500
+    finally:
+        c.stop_all()

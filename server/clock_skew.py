@@ -1,0 +1,98 @@
+"""Peers' wall clocks, from the node-to-node clock frames.
+
+Raft itself never reads a wall clock: elections, heartbeats and ReadIndex use
+the monotonic clock. Two things do: the timestamp a partition leader gives
+each batch, and time-based retention, which deletes batches older than the
+leader's ``now - retention_ms``. A leader whose wall clock runs ahead would
+delete records that are not yet that old, on every replica, for good. So
+retention by time asks first that the leader's clock is not ahead of a
+majority of the cluster's nodes (itself included) by more than
+``[retention] max_clock_skew_ms``; otherwise it deletes nothing by time
+(``raftlog_retention_clock_refusals_total``) until the clocks agree again.
+A clock that runs behind only delays deletion, which is safe.
+
+Every node sends each peer a clock frame (the node heartbeat, group id -1,
+carrying its ``wall_time()`` as a big-endian double) at least every
+``CLOCK_FRAME_EVERY_S``. The receiver keeps ``peer wall - own wall`` at
+receipt: off by the one-way delay (well under a millisecond here, and always
+in the direction that makes the peer look *behind*), which is nothing next to
+a tolerance of seconds. An empty heartbeat (an older node) is no sample.
+
+Every wall-clock read of the node goes through ``wall_time()``. For fault
+injection (tests, ``raftlog jepsen``) ``RAFTLOG_TEST_WALL_CLOCK_OFFSET_S`` shifts
+it by that many seconds for the whole process, like libfaketime's
+``FAKETIME="+120s"`` with ``DONT_FAKE_MONOTONIC``: the monotonic clock that
+Raft runs on is untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+log = logging.getLogger("raftlog.clock")
+
+WALL_CLOCK_OFFSET_ENV = "RAFTLOG_TEST_WALL_CLOCK_OFFSET_S"
+CLOCK_FRAME = struct.Struct(">d")
+CLOCK_FRAME_EVERY_S = 1.0
+# A sample older than this says nothing about the clock now.
+STALE_AFTER_S = 10.0
+
+
+def _offset_from_env() -> float:
+    raw = os.environ.get(WALL_CLOCK_OFFSET_ENV, "")
+    if not raw:
+        return 0.0
+    offset = float(raw)
+    log.warning("event=wall_clock_offset seconds=%s (fault injection)", offset)
+    return offset
+
+
+_WALL_OFFSET_S = _offset_from_env()
+
+
+def wall_time() -> float:
+    """This node's wall clock, in seconds since the epoch (see the module docstring)."""
+    return time.time() + _WALL_OFFSET_S
+
+
+def clock_frame(wall: float) -> bytes:
+    return CLOCK_FRAME.pack(wall)
+
+
+@dataclass
+class PeerClocks:
+    stale_after_s: float = STALE_AFTER_S
+    # peer -> (peer's wall clock minus ours, in seconds; when seen, on the caller's clock)
+    _samples: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def observe(self, peer: str, payload: bytes, own_wall: float, now: float) -> None:
+        """Record a clock frame from ``peer``; anything but one finite double is ignored."""
+        if len(payload) != CLOCK_FRAME.size:
+            return
+        (peer_wall,) = CLOCK_FRAME.unpack(payload)
+        if math.isfinite(peer_wall):
+            self._samples[peer] = (peer_wall - own_wall, now)
+
+    def offset(self, peer: str, now: float) -> float | None:
+        """``peer``'s clock minus ours, in seconds (None: no fresh sample)."""
+        sample = self._samples.get(peer)
+        if sample is None or now - sample[1] > self.stale_after_s:
+            return None
+        return sample[0]
+
+    def offsets(self, peers: Iterable[str], now: float) -> dict[str, float]:
+        return {p: o for p in peers if (o := self.offset(p, now)) is not None}
+
+    def not_ahead_of_majority(self, peers: Iterable[str], max_skew_s: float, now: float) -> bool:
+        """True when our wall clock is ahead by at most ``max_skew_s`` of a majority of
+        the nodes (``peers`` and us). A peer without a fresh sample does not count
+        for us: no evidence that our clock is right is not evidence."""
+        peers = list(peers)
+        agreeing = 1 + sum(1 for o in self.offsets(peers, now).values() if o >= -max_skew_s)
+        return agreeing > (len(peers) + 1) // 2
