@@ -18,15 +18,23 @@ receipt: off by the one-way delay (well under a millisecond here, and always
 in the direction that makes the peer look *behind*), which is nothing next to
 a tolerance of seconds. An empty heartbeat (an older node) is no sample.
 
+A leader whose clock runs behind would stamp its batches too old, and a
+later leader with a right clock would then delete them early. So a leader
+stamps with ``max(its clock, the median clock of the nodes)`` (its own
+included, peers from fresh frames): a slow clock is corrected, a fast one is
+kept (stamps in the future only keep records longer).
+
 Every wall-clock read of the node goes through ``wall_time()``. For fault
-injection (tests, ``raftlog jepsen``) ``RAFTLOG_TEST_WALL_CLOCK_OFFSET_S`` shifts
-it by that many seconds for the whole process, like libfaketime's
-``FAKETIME="+120s"`` with ``DONT_FAKE_MONOTONIC``: the monotonic clock that
-Raft runs on is untouched.
+injection (tests, ``raftlog jepsen``'s clock nemesis), like libfaketime's
+``FAKETIME`` with ``DONT_FAKE_MONOTONIC`` (the monotonic clock that Raft runs
+on is untouched): ``RAFTLOG_TEST_WALL_CLOCK_OFFSET_S`` shifts it by that many
+seconds from the start, and ``RAFTLOG_TEST_WALL_CLOCK_FILE`` names a file
+holding the offset, which the node re-reads every ``OFFSET_FILE_POLL_S``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -35,9 +43,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import trio
+
 log = logging.getLogger("raftlog.clock")
 
 WALL_CLOCK_OFFSET_ENV = "RAFTLOG_TEST_WALL_CLOCK_OFFSET_S"
+WALL_CLOCK_FILE_ENV = "RAFTLOG_TEST_WALL_CLOCK_FILE"
+OFFSET_FILE_POLL_S = 0.1
 CLOCK_FRAME = struct.Struct(">d")
 CLOCK_FRAME_EVERY_S = 1.0
 # A sample older than this says nothing about the clock now.
@@ -59,6 +71,22 @@ _WALL_OFFSET_S = _offset_from_env()
 def wall_time() -> float:
     """This node's wall clock, in seconds since the epoch (see the module docstring)."""
     return time.time() + _WALL_OFFSET_S
+
+
+def set_wall_offset(seconds: float) -> None:
+    global _WALL_OFFSET_S
+    if seconds != _WALL_OFFSET_S:
+        log.warning("event=wall_clock_offset seconds=%s (fault injection)", seconds)
+    _WALL_OFFSET_S = seconds
+
+
+async def follow_offset_file(path: str) -> None:
+    """Keep the wall-clock offset equal to the number in ``path`` (fault injection);
+    a missing or unreadable file leaves it as it is."""
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            set_wall_offset(float(await trio.Path(path).read_text()))
+        await trio.sleep(OFFSET_FILE_POLL_S)
 
 
 def clock_frame(wall: float) -> bytes:
@@ -88,6 +116,13 @@ class PeerClocks:
 
     def offsets(self, peers: Iterable[str], now: float) -> dict[str, float]:
         return {p: o for p in peers if (o := self.offset(p, now)) is not None}
+
+    def median_offset(self, peers: Iterable[str], now: float) -> float:
+        """The median of the nodes' clocks minus ours (ours counts as 0; peers
+        without a fresh sample are left out)."""
+        values = sorted([0.0, *self.offsets(peers, now).values()])
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
     def not_ahead_of_majority(self, peers: Iterable[str], max_skew_s: float, now: float) -> bool:
         """True when our wall clock is ahead by at most ``max_skew_s`` of a majority of

@@ -166,6 +166,9 @@ class MultiRaft:
         # Peers' wall clocks (server/clock_skew.py), for time-based retention.
         self.clocks = PeerClocks()
         self._clock_sent: dict[str, float] = {}
+        # Added to our wall clock for batch timestamps when we run behind the
+        # median of the nodes (never negative: see server/clock_skew.py).
+        self.stamp_correction_s = 0.0
         self._desired: dict[int, Any] = {}
         # Groups created by a peer's message before the metadata listed this
         # node (membership.group_for_message), with when: see sweep_joined_groups.
@@ -872,6 +875,7 @@ class MultiRaft:
     def _node_heartbeats(self, now: float) -> None:
         """Per-node-pair liveness frame to peers we sent nothing else to lately; it
         carries our wall clock, and goes at least every CLOCK_FRAME_EVERY_S for that."""
+        self._update_stamp_correction(now)  # samples may have gone stale
         for peer in self.peers:
             idle = now - self._last_sent.get(peer, 0.0) >= self._node_heartbeat_s
             if idle or now - self._clock_sent.get(peer, 0.0) >= CLOCK_FRAME_EVERY_S:
@@ -884,6 +888,14 @@ class MultiRaft:
         offset = self.clocks.offset(peer, now)
         if offset is not None and self.metrics is not None:
             self.metrics.peer_clock_offset.set(offset, peer=peer)
+        self._update_stamp_correction(now)
+
+    def _update_stamp_correction(self, now: float) -> None:
+        self.stamp_correction_s = max(0.0, self.clocks.median_offset(self.peers, now))
+
+    def stamp_ms(self) -> int:
+        """A batch timestamp: our wall clock, or the nodes' median if we run behind."""
+        return int((wall_time() + self.stamp_correction_s) * 1000)
 
     def clock_not_ahead(self, max_skew_s: float) -> bool:
         """Is our wall clock ahead of a majority of the nodes by at most ``max_skew_s``?"""

@@ -32,7 +32,6 @@ from raftlog.log.commands import (
 from raftlog.log.metadata import topic_config_problem
 from raftlog.raft.types import Role
 
-from .clock_skew import wall_time
 from .driver import MultiRaft
 from .errors import HandlerError
 from .group_ops import GroupOps
@@ -52,11 +51,6 @@ DEFAULT_FETCH_MAX_BYTES = 1024 * 1024
 TRANSFER_REACH_WAIT_S = 2.0
 
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-def _now_ms() -> int:
-    """A record batch's timestamp: the leader's wall clock (server/clock_skew.py)."""
-    return int(wall_time() * 1000)
 
 
 def _deadline(fields: dict[str, Any]) -> float:
@@ -504,7 +498,7 @@ class RequestHandlers:
             crc=fields["crc"],
             producer_id=fields.get("producer_id"),
             sequence=fields.get("sequence"),
-            append_timestamp_ms=_now_ms(),
+            append_timestamp_ms=self.driver.stamp_ms(),
         )
 
     def _produce_reply(self, outcome: Outcome, fields: dict[str, Any]) -> dict[str, Any]:

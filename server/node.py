@@ -11,6 +11,7 @@ from typing import Any
 import trio
 from raftlog.log.store import NodeStore
 
+from .clock_skew import WALL_CLOCK_FILE_ENV, follow_offset_file
 from .config import ClusterConfig
 from .driver import MultiRaft
 from .handlers import RequestHandlers
@@ -84,6 +85,9 @@ async def run_node(
                     # Snapshots/compaction/catch-up and per-topic retention (their modules).
                     await nursery.start(driver.snapshots.run)
                     await nursery.start(RetentionManager(driver).run)
+                    clock_file = os.environ.get(WALL_CLOCK_FILE_ENV)
+                    if clock_file:  # fault injection only (server/clock_skew.py)
+                        nursery.start_soon(follow_offset_file, clock_file)
                     await nursery.start(transport.run)
                     await nursery.start(
                         lambda task_status: serve(

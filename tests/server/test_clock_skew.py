@@ -129,3 +129,10 @@ def test_size_retention_goes_on_while_the_clock_is_refused(part: Part):  # noqa:
     assert RetentionManager(driver, interval_s=1.0, clock_ms=lambda: 10_000).check_all() == 1
     assert driver.submitted == [TruncatePrefix(4)]  # the newest batch kept, by size only
     assert refusals(driver) == 1
+
+
+def test_median_offset_counts_us_as_zero_and_skips_silent_peers():
+    assert clocks_seeing({"n2": 3600.0, "n3": 3600.0}).median_offset(["n2", "n3"], 100.0) == 3600
+    assert clocks_seeing({"n2": 3600.0, "n3": -5.0}).median_offset(["n2", "n3"], 100.0) == 0
+    assert clocks_seeing({"n2": 10.0}).median_offset(["n2", "n3"], 100.0) == 5.0
+    assert PeerClocks().median_offset(["n2", "n3"], 0.0) == 0.0

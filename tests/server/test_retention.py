@@ -239,3 +239,42 @@ def test_a_leader_whose_clock_runs_an_hour_ahead_deletes_nothing_by_time(tmp_pat
             assert -3700 < offset < -3500
     finally:
         c.stop_all()
+
+
+@pytest.mark.integration
+def test_a_leader_whose_clock_runs_behind_stamps_with_the_nodes_median(tmp_path: Path) -> None:
+    """A leader an hour slow would stamp its batches an hour old, and a later leader
+    with retention_ms = 10 min would delete them at once. It stamps with the median
+    clock of the nodes instead. The skew is applied at run time through
+    RAFTLOG_TEST_WALL_CLOCK_FILE, as jepsen's clock nemesis does."""
+    import time
+
+    from raftlog.client.sync import Client
+
+    from .cluster_harness import LocalCluster
+    from .test_snapshot_processes import scrape
+
+    clock_file = tmp_path / "n1.clock"
+    clock_file.write_text("0")
+    c = LocalCluster(tmp_path / "c", nodes=3, metrics=True)
+    c.node_env["n1"] = {"RAFTLOG_TEST_WALL_CLOCK_FILE": str(clock_file)}
+    try:
+        c.start_all()
+        c.wait_for_leaders(deadline=40)
+        clock_file.write_text("-3600")
+        end = time.monotonic() + 30
+        # n1 sees both peers an hour ahead of it, from fresh clock frames.
+        while not all(
+            scrape(c, "n1").get(f'raftlog_peer_clock_offset_seconds{{peer="{p}"}}', 0) > 3500
+            for p in ("n2", "n3")
+        ):
+            assert time.monotonic() < end, "n1 never saw its peers an hour ahead"
+            time.sleep(0.1)
+        with Client(c.addresses(), request_timeout=30.0) as client:
+            client.create_topic("t", partitions=1, replicas=3)
+            client.leader_transfer("t", 0, "n1")
+            client.produce("t", b"v", partition=0)
+            (record,) = client.fetch("t", 0, 0).records
+            assert abs(record.timestamp_ms - time.time() * 1000) < 60_000
+    finally:
+        c.stop_all()
