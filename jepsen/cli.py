@@ -16,7 +16,7 @@ import trio
 
 from . import report
 from .disks import DiskError
-from .nemesis import KINDS, TARGETS
+from .nemesis import CLOCK_TARGETS, KINDS, TARGETS
 from .partitions import SHAPES
 from .workload import WORKLOADS
 
@@ -82,6 +82,9 @@ def jepsen() -> None:
 @click.option("--kill-targets", default=",".join(TARGETS), show_default=True)
 @click.option("--disk-full-targets", default=",".join(TARGETS), show_default=True,
               help="Whose disks the disk-full nemesis fills (it needs root: tmpfs mounts).")
+@click.option("--clock-targets", default=",".join(CLOCK_TARGETS), show_default=True,
+              help="Whose wall clocks the clock nemesis moves (a majority defeats "
+                   "retention's clock check by design).")
 @click.option("--partition-shapes", default=",".join(SHAPES), show_default=True)
 @click.option("--time-limit", type=float, default=60.0, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 200), default=10, show_default=True)
@@ -103,7 +106,8 @@ def jepsen() -> None:
 @click.option("--unsafe-follower-reads", is_flag=True,
               help="DELIBERATELY UNSAFE node mode: serve reads from any replica.")
 def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
-            disk_full_targets: str, partition_shapes: str, time_limit: float,
+            disk_full_targets: str, clock_targets: str, partition_shapes: str,
+            time_limit: float,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
             rejoin: bool, rate: float, consumers: int, session_timeout: float,
             out: Path | None, unsafe_no_fsync: bool, unsafe_ack_before_commit: bool,
@@ -117,6 +121,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
             raise click.BadParameter(f"unknown nemesis {k!r}", param_hint="--nemesis")
     targets = _targets(kill_targets, "--kill-targets")
     full_targets = _targets(disk_full_targets, "--disk-full-targets")
+    skew_targets = _targets(clock_targets, "--clock-targets")
     shapes = [s.strip() for s in partition_shapes.split(",") if s.strip()]
     for s in shapes:
         if s not in SHAPES:
@@ -130,6 +135,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         concurrency=concurrency, partitions=partitions, seed=seed, nemesis_interval=interval,
         spares=spares, rejoin=rejoin, consumers=consumers, session_timeout=session_timeout,
         kill_targets=targets, disk_full_targets=full_targets, partition_shapes=shapes,
+        clock_targets=skew_targets,
         rate_per_worker=rate,
         fsync=not unsafe_no_fsync,
         unsafe_ack_before_commit=unsafe_ack_before_commit,

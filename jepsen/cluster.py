@@ -21,6 +21,11 @@ node's data dir is its own tmpfs mount (jepsen/disks.py), made by
 after the replica check read the dirs. ``fill_disk`` shrinks a node's mount
 to just above its usage; a node that then exits with code 1 and its
 storage-failure line is an expected stop, not a crash (``unexpected_exits``).
+
+With ``ClusterSettings.clock_files`` (the ``clock`` nemesis), every node reads
+its wall-clock offset from ``<run>/clocks/<id>`` (``RAFTLOG_TEST_WALL_CLOCK_FILE``,
+server/clock_skew.py), which ``set_clock`` rewrites: the node's wall clock
+jumps while Raft's monotonic clock runs on, like libfaketime.
 """
 
 from __future__ import annotations
@@ -85,6 +90,9 @@ class ClusterSettings:
     proxied: bool = True  # route peer links through proxies (needed for partitions)
     spares: int = 0  # extra nodes, not started, that the membership nemesis may add
     tmpfs_bytes: int = 0  # > 0: every data dir on its own tmpfs of this size (disk-full)
+    clock_files: bool = False  # per-node wall-clock offset files (the clock nemesis)
+    retention_ms: int | None = None  # the test topic's retention_ms
+    retention_interval_ms: int | None = None  # [retention] interval_ms
 
 
 @dataclass(slots=True)
@@ -289,7 +297,21 @@ class JepsenCluster:
         """Bind the proxies (their ports go into the config) and write cluster.toml."""
         if self.mesh is not None:
             await self.mesh.listen()
+        if self.settings.clock_files:
+            for nid in self.nodes:
+                self.set_clock(nid, 0.0)
         self.config_path.write_text(self.render_config())
+
+    def clock_path(self, nid: str) -> Path:
+        return self.run_dir / "clocks" / nid
+
+    def set_clock(self, nid: str, offset_s: float) -> None:
+        """Move ``nid``'s wall clock to real time + ``offset_s`` (within ~0.1 s)."""
+        path = self.clock_path(nid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(repr(float(offset_s)))
+        os.replace(tmp, path)  # the node never reads half a number
 
     def render_config(self) -> str:
         s = self.settings
@@ -306,6 +328,8 @@ class JepsenCluster:
             lines.append("unsafe_ack_before_commit = true")
         if s.unsafe_follower_reads:
             lines.append("unsafe_follower_reads = true")
+        if s.retention_interval_ms is not None:
+            lines += ["", "[retention]", f"interval_ms = {s.retention_interval_ms}"]
         for n in self.nodes.values():
             lines += ["", "[[node]]", f"id = {_toml_str(n.id)}",
                       f"address = {_toml_str(n.address)}",
@@ -337,11 +361,15 @@ class JepsenCluster:
             node.log_offset = out.tell()
             out.write(f"=== jepsen: starting {nid} at {time.time():.3f}\n".encode())
             out.flush()
+            env = None
+            if self.settings.clock_files:
+                env = {**os.environ, "RAFTLOG_TEST_WALL_CLOCK_FILE": str(self.clock_path(nid))}
             node.proc = subprocess.Popen(
                 [sys.executable, "-m", "raftlog.server", "node", "start",
                  "--config", str(self.config_path), "--node", nid],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group
+                env=env,
             )  # fmt: skip
         node.paused = False
         node.expected_exit = False
@@ -461,8 +489,10 @@ class JepsenCluster:
             async with AsyncClient(self.addresses, request_timeout=5.0) as client:
                 while True:
                     try:
+                        config = ({"retention_ms": self.settings.retention_ms}
+                                  if self.settings.retention_ms else None)
                         await client.create_topic(topic, partitions=partitions,
-                                                  replicas=replicas)
+                                                  replicas=replicas, config=config)
                         return
                     except RaftlogError as exc:
                         if exc.code.value == "TOPIC_EXISTS":

@@ -1,4 +1,4 @@
-"""Faults: kill, pause, partition, link delay, a full disk, and membership changes.
+"""Faults: kill, pause, partition, link delay, a full disk, wall clocks, and membership.
 
 A seeded schedule alternates start and stop: wait about ``interval`` seconds,
 start a fault of a random kind on random targets, wait, stop it. Each start
@@ -13,6 +13,14 @@ above their usage, stop gives them their size back and restarts those that
 stopped. A node that stopped on the full disk (exit 1, its storage-failure
 line) is recorded as ``disk-full-stopped``, not as ``node-crashed``: refusing
 to go on without its writes is what it must do.
+
+``clock`` moves the targets' wall clocks (``JepsenCluster.set_clock``) by
+one of ``CLOCK_OFFSETS_S``, forward or back, and stop puts them right. Raft
+runs on the monotonic clock, so only timestamps and time-based retention can
+notice; the run gives the test topic a ``retention_ms`` far longer than the
+run, so any record deleted by time is a lost acknowledged record. Its default
+targets are a minority (one, minority, leader): a majority of wrong clocks
+is outside what raftlog claims to survive (README, "Wall clocks").
 
 ``membership`` is not one of those windows: it runs as its own task beside
 them (``membership.MembershipNemesis``), one change about every ``interval``
@@ -40,9 +48,12 @@ from .proxy import LinkMode
 
 log = logging.getLogger(__name__)
 
-KINDS = ("partition", "kill", "pause", "delay", "disk-full", "membership")
+KINDS = ("partition", "kill", "pause", "delay", "disk-full", "clock", "membership")
 DELAYS_MS = (20.0, 50.0, 100.0, 200.0, 400.0)
 TARGETS = ("one", "minority", "majority", "all", "leader")
+CLOCK_TARGETS = ("one", "minority", "leader")
+# Wall-clock jumps: past the 60 s tolerance of retention's guard, both ways.
+CLOCK_OFFSETS_S = (-3600.0, -600.0, -90.0, 90.0, 600.0, 3600.0)
 # Room left on a disk the disk-full nemesis fills. A page fails the next write
 # that needs a new page (maybe in the middle of a WAL record); 64 KiB lasts a
 # few seconds under the default workload (~20 KB/s per node), so some nodes
@@ -83,6 +94,8 @@ class Nemesis:
     pause_targets: Sequence[str] = ("one", "minority", "leader")
     disk_full_targets: Sequence[str] = ("one", "minority", "majority", "all", "leader")
     disk_full_margins: Sequence[int] = DISK_FULL_MARGINS
+    clock_targets: Sequence[str] = CLOCK_TARGETS
+    clock_offsets: Sequence[float] = CLOCK_OFFSETS_S
     shapes: Sequence[str] = SHAPES
     find_leader: LeaderFinder | None = None
     admin: Admin | None = None  # needed by the membership nemesis
@@ -99,6 +112,7 @@ class Nemesis:
     _killed: set[str] = field(default_factory=set)
     _paused: set[str] = field(default_factory=set)
     _filled: set[str] = field(default_factory=set)
+    _skewed: set[str] = field(default_factory=set)
     healed: bool = False
     # Full-disk stops seen only after the heal: nobody restarted those nodes.
     stops_after_heal: list[str] = field(default_factory=list)
@@ -128,6 +142,8 @@ class Nemesis:
         self.kinds = kinds
         if {"partition", "delay"} & set(self.kinds) and self.cluster.mesh is None:
             raise ValueError("partition and delay nemeses need a proxied cluster")
+        if "clock" in self.kinds and not self.cluster.settings.clock_files:
+            raise ValueError("the clock nemesis needs ClusterSettings.clock_files")
         if "disk-full" in self.kinds and not self.cluster.has_tmpfs:
             raise ValueError("the disk-full nemesis needs every data dir on a tmpfs of the "
                              "cluster (ClusterSettings.tmpfs_bytes, mount_disks)")
@@ -211,6 +227,15 @@ class Nemesis:
                 self._filled.add(nid)  # before: a failed shrink is still undone
                 sizes[nid] = self.cluster.fill_disk(nid, margin)
             value = {"targets": how, "nodes": targets, "margin": margin, "sizes": sizes}
+        elif kind == "clock":
+            how = self.rng.choice(list(self.clock_targets))
+            targets = choose_targets(nodes, how, self.rng,
+                                     await self._leader() if how == "leader" else None)
+            offsets = {nid: self.rng.choice(list(self.clock_offsets)) for nid in targets}
+            for nid, offset in offsets.items():
+                self._skewed.add(nid)
+                self.cluster.set_clock(nid, offset)
+            value = {"targets": how, "offsets_s": offsets}
         else:
             raise ValueError(kind)
         self.recorder.nemesis(f"start-{kind}", value)
@@ -234,6 +259,8 @@ class Nemesis:
         elif kind == "disk-full":
             value["nodes"] = sorted(self._filled)
             value["stopped"] = await self._free_disks()
+        elif kind == "clock":
+            value["nodes"] = self._reset_clocks()
         self.recorder.nemesis(f"stop-{kind}", value)
         log.info("event=nemesis_stop kind=%s", kind)
 
@@ -267,6 +294,13 @@ class Nemesis:
         self._killed.update(stopped)
         await self._restart_killed()
         return stopped
+
+    def _reset_clocks(self) -> list[str]:
+        skewed = sorted(self._skewed)
+        for nid in skewed:
+            self.cluster.set_clock(nid, 0.0)
+        self._skewed.clear()
+        return skewed
 
     async def _restart_killed(self) -> None:
         # A node the membership nemesis removed meanwhile stays down (wiped).
@@ -323,8 +357,9 @@ class Nemesis:
         return self.interval * self.rng.uniform(0.5, 1.5)
 
     async def heal(self) -> None:
-        """Resume paused nodes, free full disks, restart stopped ones, reconnect
-        every link."""
+        """Resume paused nodes, free full disks, set clocks right, restart stopped
+        ones, reconnect every link."""
+        self._reset_clocks()
         for nid in sorted(self._paused):
             self.cluster.resume(nid)
         self._paused.clear()

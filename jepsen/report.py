@@ -24,7 +24,8 @@ from .history import Completed, Op, OpType, nemesis_windows, pair
 COLOURS = {OpType.OK: "#2a9d3f", OpType.INFO: "#e0a31a", OpType.FAIL: "#d1342f"}
 MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*"]
 WINDOW_COLOURS = {"partition": "#7aa6d9", "kill": "#d97a7a", "pause": "#b69ad9",
-                  "delay": "#d9c27a", "membership": "#8fd9a8", "disk-full": "#8a8a8a"}
+                  "delay": "#d9c27a", "membership": "#8fd9a8", "disk-full": "#8a8a8a",
+                  "clock": "#c79ad9"}
 NS = 1e9
 
 

@@ -28,7 +28,7 @@ from . import checker_groups, checker_log, datadirs, linearizable, membership, r
 from .cluster import ClusterSettings, JepsenCluster
 from .history import Op, Recorder, load
 from .membership import ClientAdmin
-from .nemesis import DISK_FULL_MARGINS, Nemesis
+from .nemesis import CLOCK_OFFSETS_S, CLOCK_TARGETS, DISK_FULL_MARGINS, Nemesis
 from .partitions import SHAPES
 from .workload import TOPIC, Workload, WorkloadConfig
 
@@ -56,6 +56,8 @@ class RunOptions:
     )
     tmpfs_bytes: int = 1 << 30  # disk-full: each data dir's tmpfs (only what is written counts)
     disk_full_margins: list[int] = field(default_factory=lambda: list(DISK_FULL_MARGINS))
+    clock_targets: list[str] = field(default_factory=lambda: list(CLOCK_TARGETS))
+    clock_offsets: list[float] = field(default_factory=lambda: list(CLOCK_OFFSETS_S))
     partition_shapes: list[str] = field(default_factory=lambda: list(SHAPES))
     leader_bias: float = 0.5  # chance an isolating partition isolates a partition leader
     recovery: float = 5.0  # workload keeps running after the heal
@@ -107,6 +109,17 @@ async def _find_leader(client: AsyncClient) -> str | None:
     return None
 
 
+def _clock_settings(opts: RunOptions) -> dict[str, Any]:
+    """The clock nemesis: per-node clock files, and a retention_ms no record of
+    the run may legitimately reach (so a deletion by time is a lost record),
+    checked often."""
+    if "clock" not in opts.nemesis:
+        return {}
+    run_ms = (opts.time_limit + opts.recovery + opts.quiet + 600.0) * 1000
+    return {"clock_files": True, "retention_ms": int(max(900_000, 2 * run_ms)),
+            "retention_interval_ms": 200}
+
+
 def _run_dir(path: Path) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,6 +137,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         proxied=bool({"partition", "delay"} & set(opts.nemesis)),
         spares=opts.spares if "membership" in opts.nemesis else 0,
         tmpfs_bytes=opts.tmpfs_bytes if "disk-full" in opts.nemesis else 0,
+        **_clock_settings(opts),
     )
     cluster = JepsenCluster(out, settings)
     # First, outside any nursery: if mounting is impossible the run fails at
@@ -167,6 +181,7 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                     admin=ClientAdmin(admin, TOPIC), rejoin=opts.rejoin,
                     disk_full_targets=opts.disk_full_targets,
                     disk_full_margins=opts.disk_full_margins,
+                    clock_targets=opts.clock_targets, clock_offsets=opts.clock_offsets,
                 )
                 notes += nemesis.skipped
                 stop = trio.Event()

@@ -13,10 +13,11 @@ A clock that runs behind only delays deletion, which is safe.
 
 Every node sends each peer a clock frame (the node heartbeat, group id -1,
 carrying its ``wall_time()`` as a big-endian double) at least every
-``CLOCK_FRAME_EVERY_S``. The receiver keeps ``peer wall - own wall`` at
-receipt: off by the one-way delay (well under a millisecond here, and always
-in the direction that makes the peer look *behind*), which is nothing next to
-a tolerance of seconds. An empty heartbeat (an older node) is no sample.
+``CLOCK_FRAME_EVERY_S``. An offset is the peer's last frame, carried forward
+by the monotonic time since, minus our wall clock now: off by the one-way
+delay (well under a millisecond here, and always in the direction that makes
+the peer look *behind*), which is nothing next to a tolerance of seconds. An
+empty heartbeat (an older node) is no sample.
 
 A leader whose clock runs behind would stamp its batches too old, and a
 later leader with a right clock would then delete them early. So a leader
@@ -95,39 +96,54 @@ def clock_frame(wall: float) -> bytes:
 
 @dataclass
 class PeerClocks:
+    """Each peer's last clock frame: its wall time and when (monotonic) it came.
+
+    An offset is worked out when it is asked for, against our wall clock *then*,
+    with the peer's clock carried forward by the monotonic time since the frame.
+    So a jump of our own clock shows at once; storing "peer minus us" at
+    receipt would hide it until the next frame, and jepsen's clock nemesis
+    caught a leader deleting by time in that second.
+    """
+
     stale_after_s: float = STALE_AFTER_S
-    # peer -> (peer's wall clock minus ours, in seconds; when seen, on the caller's clock)
+    # peer -> (its wall clock in its last frame, our monotonic clock when it came)
     _samples: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-    def observe(self, peer: str, payload: bytes, own_wall: float, now: float) -> None:
-        """Record a clock frame from ``peer``; anything but one finite double is ignored."""
+    def observe(self, peer: str, payload: bytes, now: float) -> None:
+        """Record a clock frame from ``peer`` received at monotonic ``now``;
+        anything but one finite double is ignored."""
         if len(payload) != CLOCK_FRAME.size:
             return
         (peer_wall,) = CLOCK_FRAME.unpack(payload)
         if math.isfinite(peer_wall):
-            self._samples[peer] = (peer_wall - own_wall, now)
+            self._samples[peer] = (peer_wall, now)
 
-    def offset(self, peer: str, now: float) -> float | None:
-        """``peer``'s clock minus ours, in seconds (None: no fresh sample)."""
+    def offset(self, peer: str, now: float, own_wall: float) -> float | None:
+        """``peer``'s clock minus ours (``own_wall`` at monotonic ``now``), in
+        seconds; None without a fresh sample."""
         sample = self._samples.get(peer)
         if sample is None or now - sample[1] > self.stale_after_s:
             return None
-        return sample[0]
+        peer_wall, seen = sample
+        return peer_wall + (now - seen) - own_wall
 
-    def offsets(self, peers: Iterable[str], now: float) -> dict[str, float]:
-        return {p: o for p in peers if (o := self.offset(p, now)) is not None}
+    def offsets(self, peers: Iterable[str], now: float, own_wall: float) -> dict[str, float]:
+        return {p: o for p in peers if (o := self.offset(p, now, own_wall)) is not None}
 
-    def median_offset(self, peers: Iterable[str], now: float) -> float:
+    def median_offset(self, peers: Iterable[str], now: float, own_wall: float) -> float:
         """The median of the nodes' clocks minus ours (ours counts as 0; peers
         without a fresh sample are left out)."""
-        values = sorted([0.0, *self.offsets(peers, now).values()])
+        values = sorted([0.0, *self.offsets(peers, now, own_wall).values()])
         mid = len(values) // 2
         return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
-    def not_ahead_of_majority(self, peers: Iterable[str], max_skew_s: float, now: float) -> bool:
+    def not_ahead_of_majority(
+        self, peers: Iterable[str], max_skew_s: float, now: float, own_wall: float
+    ) -> bool:
         """True when our wall clock is ahead by at most ``max_skew_s`` of a majority of
         the nodes (``peers`` and us). A peer without a fresh sample does not count
         for us: no evidence that our clock is right is not evidence."""
         peers = list(peers)
-        agreeing = 1 + sum(1 for o in self.offsets(peers, now).values() if o >= -max_skew_s)
+        offsets = self.offsets(peers, now, own_wall).values()
+        agreeing = 1 + sum(1 for o in offsets if o >= -max_skew_s)
         return agreeing > (len(peers) + 1) // 2

@@ -169,6 +169,7 @@ class MultiRaft:
         # Added to our wall clock for batch timestamps when we run behind the
         # median of the nodes (never negative: see server/clock_skew.py).
         self.stamp_correction_s = 0.0
+        self._stamp_checked = (0.0, -1e9)  # (wall, monotonic) when it was worked out
         self._desired: dict[int, Any] = {}
         # Groups created by a peer's message before the metadata listed this
         # node (membership.group_for_message), with when: see sweep_joined_groups.
@@ -875,7 +876,7 @@ class MultiRaft:
     def _node_heartbeats(self, now: float) -> None:
         """Per-node-pair liveness frame to peers we sent nothing else to lately; it
         carries our wall clock, and goes at least every CLOCK_FRAME_EVERY_S for that."""
-        self._update_stamp_correction(now)  # samples may have gone stale
+        self._update_stamp_correction(wall_time(), now)  # samples may have gone stale
         for peer in self.peers:
             idle = now - self._last_sent.get(peer, 0.0) >= self._node_heartbeat_s
             if idle or now - self._clock_sent.get(peer, 0.0) >= CLOCK_FRAME_EVERY_S:
@@ -884,22 +885,33 @@ class MultiRaft:
 
     def _observe_clock(self, peer: str, payload: bytes) -> None:
         now = time.monotonic()
-        self.clocks.observe(peer, payload, wall_time(), now)
-        offset = self.clocks.offset(peer, now)
+        self.clocks.observe(peer, payload, now)
+        offset = self.clocks.offset(peer, now, wall_time())
         if offset is not None and self.metrics is not None:
             self.metrics.peer_clock_offset.set(offset, peer=peer)
-        self._update_stamp_correction(now)
+        self._update_stamp_correction(wall_time(), now)
 
-    def _update_stamp_correction(self, now: float) -> None:
-        self.stamp_correction_s = max(0.0, self.clocks.median_offset(self.peers, now))
+    def _update_stamp_correction(self, wall: float, now: float) -> None:
+        self.stamp_correction_s = max(0.0, self.clocks.median_offset(self.peers, now, wall))
+        self._stamp_checked = (wall, now)
 
     def stamp_ms(self) -> int:
-        """A batch timestamp: our wall clock, or the nodes' median if we run behind."""
-        return int((wall_time() + self.stamp_correction_s) * 1000)
+        """A batch timestamp: our wall clock, or the nodes' median if we run behind.
+
+        The correction is worked out again with every clock frame, every second,
+        and at once when our wall clock moved other than the monotonic one did
+        (it jumped): a stamp never uses a correction from before a jump."""
+        wall, now = wall_time(), time.monotonic()
+        last_wall, last_now = self._stamp_checked
+        if now - last_now > 1.0 or abs((wall - last_wall) - (now - last_now)) > 0.1:
+            self._update_stamp_correction(wall, now)
+        return int((wall + self.stamp_correction_s) * 1000)
 
     def clock_not_ahead(self, max_skew_s: float) -> bool:
         """Is our wall clock ahead of a majority of the nodes by at most ``max_skew_s``?"""
-        return self.clocks.not_ahead_of_majority(self.peers, max_skew_s, time.monotonic())
+        return self.clocks.not_ahead_of_majority(
+            self.peers, max_skew_s, time.monotonic(), wall_time()
+        )
 
     # ------------------------------------------------------------ output
 

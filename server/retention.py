@@ -174,8 +174,8 @@ class RetentionManager:
         log.warning(
             "event=retention_clock_refused max_skew_s=%.1f offsets=%s",
             self.max_clock_skew_s,
-            {p: round(o, 3) for p, o in self.driver.clocks.offsets(self.driver.peers,
-                                                                     time.monotonic()).items()},
+            {p: round(o, 3) for p, o in self.driver.clocks.offsets(
+                self.driver.peers, time.monotonic(), wall_time()).items()},
         )  # fmt: skip
         return False
 

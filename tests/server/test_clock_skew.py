@@ -23,26 +23,41 @@ from .test_retention_config import write
 HOUR = 3600.0
 
 
-def clocks_seeing(offsets: dict[str, float], at: float = 100.0) -> PeerClocks:
-    """Clocks that received one frame from each peer at ``at``: peer wall = ours + offset."""
+OWN_WALL = 1_000.0  # our wall clock when the frames of clocks_seeing came, at monotonic 100
+
+
+def clocks_seeing(offsets: dict[str, float]) -> PeerClocks:
+    """Clocks that received one frame from each peer at monotonic 100, when our wall
+    clock read OWN_WALL: peer wall = ours + offset."""
     clocks = PeerClocks()
     for peer, offset in offsets.items():
-        clocks.observe(peer, clock_frame(1_000.0 + offset), own_wall=1_000.0, now=at)
+        clocks.observe(peer, clock_frame(OWN_WALL + offset), now=100.0)
     return clocks
 
 
 def test_a_frame_gives_the_peer_offset_until_it_goes_stale():
     clocks = clocks_seeing({"n2": -2.5})
-    assert clocks.offset("n2", 100.0) == pytest.approx(-2.5)
-    assert clocks.offset("n2", 100.0 + clocks.stale_after_s + 0.1) is None
-    assert clocks.offset("n3", 100.0) is None
+    assert clocks.offset("n2", 100.0, OWN_WALL) == pytest.approx(-2.5)
+    # Both clocks ran on for 3 s: the same offset.
+    assert clocks.offset("n2", 103.0, OWN_WALL + 3) == pytest.approx(-2.5)
+    late = 100.0 + clocks.stale_after_s + 0.1
+    assert clocks.offset("n2", late, OWN_WALL + late - 100.0) is None
+    assert clocks.offset("n3", 100.0, OWN_WALL) is None
+
+
+def test_a_jump_of_our_own_clock_shows_at_once_without_a_new_frame():
+    clocks = clocks_seeing({"n2": 0.0, "n3": 0.0})
+    # 0.2 s later our wall clock jumped an hour ahead; no frame came since.
+    assert clocks.offset("n2", 100.2, OWN_WALL + 0.2 + 3600) == pytest.approx(-3600)
+    assert not clocks.not_ahead_of_majority(["n2", "n3"], 60.0, 100.2, OWN_WALL + 0.2 + 3600)
+    assert clocks.median_offset(["n2", "n3"], 100.2, OWN_WALL + 0.2 - 3600) == pytest.approx(3600)
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x00" * 7, b"\x00" * 9, CLOCK_FRAME.pack(math.nan)])
 def test_anything_but_one_finite_double_is_no_sample(payload: bytes):
     clocks = PeerClocks()
-    clocks.observe("n2", payload, own_wall=1_000.0, now=1.0)
-    assert clocks.offset("n2", 1.0) is None
+    clocks.observe("n2", payload, now=1.0)
+    assert clocks.offset("n2", 1.0, OWN_WALL) is None
 
 
 @pytest.mark.parametrize(
@@ -58,11 +73,11 @@ def test_anything_but_one_finite_double_is_no_sample(payload: bytes):
 )
 def test_not_ahead_of_majority(offsets: dict[str, float], expected: bool):
     clocks = clocks_seeing(offsets)
-    assert clocks.not_ahead_of_majority(["n2", "n3"], 60.0, now=100.0) is expected
+    assert clocks.not_ahead_of_majority(["n2", "n3"], 60.0, 100.0, OWN_WALL) is expected
 
 
 def test_a_single_node_trusts_its_own_clock():
-    assert PeerClocks().not_ahead_of_majority([], 60.0, now=0.0)
+    assert PeerClocks().not_ahead_of_majority([], 60.0, 0.0, OWN_WALL)
 
 
 def test_max_clock_skew_from_the_file_and_the_environment(
@@ -132,7 +147,10 @@ def test_size_retention_goes_on_while_the_clock_is_refused(part: Part):  # noqa:
 
 
 def test_median_offset_counts_us_as_zero_and_skips_silent_peers():
-    assert clocks_seeing({"n2": 3600.0, "n3": 3600.0}).median_offset(["n2", "n3"], 100.0) == 3600
-    assert clocks_seeing({"n2": 3600.0, "n3": -5.0}).median_offset(["n2", "n3"], 100.0) == 0
-    assert clocks_seeing({"n2": 10.0}).median_offset(["n2", "n3"], 100.0) == 5.0
-    assert PeerClocks().median_offset(["n2", "n3"], 0.0) == 0.0
+    def median(offsets: dict[str, float]) -> float:
+        return clocks_seeing(offsets).median_offset(["n2", "n3"], 100.0, OWN_WALL)
+
+    assert median({"n2": 3600.0, "n3": 3600.0}) == 3600
+    assert median({"n2": 3600.0, "n3": -5.0}) == 0
+    assert median({"n2": 10.0}) == 5.0
+    assert median({}) == 0.0
