@@ -60,6 +60,14 @@ def cluster(local_cluster: Callable[..., LocalCluster]) -> Iterator[LocalCluster
     yield c
 
 
+def topic_with_records(client: Client, per_partition: int) -> None:
+    """Topic "t" with ``per_partition`` records "<partition>-<i>" in each partition."""
+    client.create_topic("t", partitions=PARTITIONS, replicas=3)
+    for p in range(PARTITIONS):
+        for i in range(per_partition):
+            client.produce("t", f"{p}-{i}".encode(), partition=p)
+
+
 def assignment(client: Client) -> dict[str, list[int]]:
     view: dict[str, Any] = client.request("group_describe", idempotent=True, group="g")
     return {m["member_id"]: sorted(m["partitions"]) for m in view["members"]}
@@ -73,9 +81,7 @@ def test_the_first_group_on_a_fresh_cluster_is_assigned_without_waiting_a_sessio
     # for the README's first `raftlog consume --group`). A 60 s session makes
     # any such wait overrun the deadline below several times over.
     with Client(cluster.addresses(), request_timeout=30.0) as client:
-        client.create_topic("t", partitions=PARTITIONS, replicas=3)
-        for p in range(PARTITIONS):
-            client.produce("t", f"{p}".encode(), partition=p)
+        topic_with_records(client, 1)
         started = time.monotonic()
         consumer = client.consumer("fresh", "t", session_timeout=60.0, auto_commit=False)
         got: list[bytes] = []
@@ -86,7 +92,7 @@ def test_the_first_group_on_a_fresh_cluster_is_assigned_without_waiting_a_sessio
         # A poll blocks in its join until the generation forms, so the bound is
         # checked on the clock, not only by wait_until's deadline.
         assert time.monotonic() - started < 15.0
-        assert sorted(got) == [f"{p}".encode() for p in range(PARTITIONS)]
+        assert sorted(got) == [f"{p}-0".encode() for p in range(PARTITIONS)]
         assert consumer.generation == 1
         consumer.close()
 
@@ -95,10 +101,7 @@ def test_a_killed_member_is_expired_and_the_survivor_reads_everything(
     cluster: LocalCluster,
 ) -> None:
     with Client(cluster.addresses(), request_timeout=30.0) as client:
-        client.create_topic("t", partitions=PARTITIONS, replicas=3)
-        for p in range(PARTITIONS):
-            for i in range(RECORDS_PER_PARTITION):
-                client.produce("t", f"{p}-{i}".encode(), partition=p)
+        topic_with_records(client, RECORDS_PER_PARTITION)
         member = subprocess.Popen(
             [sys.executable, "-c", MEMBER, ",".join(cluster.addresses()), str(SESSION_S)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env,
