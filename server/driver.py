@@ -876,7 +876,6 @@ class MultiRaft:
     def _node_heartbeats(self, now: float) -> None:
         """Per-node-pair liveness frame to peers we sent nothing else to lately; it
         carries our wall clock, and goes at least every CLOCK_FRAME_EVERY_S for that."""
-        self._update_stamp_correction(wall_time(), now)  # samples may have gone stale
         for peer in self.peers:
             idle = now - self._last_sent.get(peer, 0.0) >= self._node_heartbeat_s
             if idle or now - self._clock_sent.get(peer, 0.0) >= CLOCK_FRAME_EVERY_S:
