@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -257,9 +258,25 @@ class GroupStorage:
 
 
 
+# What RocksDB (and rocksdict) write while creating a database, before CURRENT
+# names its first MANIFEST: a creation that failed there (a full disk, a crash)
+# leaves only these, and no data (the identity record and everything else
+# would be in the database). Table and WAL files are never in this list.
+_CREATION_DEBRIS = re.compile(
+    r"LOCK|LOG(\.old\.\d+)?|IDENTITY|rocksdict-config\.json"
+    r"|MANIFEST-\d+|OPTIONS-\d+(\.dbtmp)?|\d+\.dbtmp"
+)
+
+
 def _foreign_files(path: Path) -> list[str]:
-    """Files in a directory without a RocksDB, except a fresh mount point's lost+found."""
-    return [p.name for p in path.iterdir() if p.name != "lost+found"]
+    """Files in a directory without a RocksDB, except a fresh mount point's
+    lost+found and what a failed creation of the database left behind (so a node
+    whose first start failed, e.g. on a full disk, can start once there is room)."""
+    return [
+        p.name
+        for p in path.iterdir()
+        if p.name != "lost+found" and not _CREATION_DEBRIS.fullmatch(p.name)
+    ]
 
 
 class _Staged:
