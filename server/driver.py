@@ -176,6 +176,9 @@ class MultiRaft:
         self.joined_by_message: dict[int, float] = {}
         self._pending_create: dict[int, Any] = {}
         self._running = False
+        # Nodes group 0 just added: their incarnation is settled once the
+        # metadata commands of the same Ready are applied (_apply_group).
+        self.readded_nodes: list[str] = []
         self.storage_failed = False
         self.stats: dict[str, Any] = defaultdict(int)
         self._last_stats: dict[str, Any] = {}
@@ -1043,6 +1046,8 @@ class MultiRaft:
                 # Also persists the new ConfState with the apply batch.
                 membership.apply_conf_entry(self, group, entry, batch)
         results = group.sm.apply(entries, batch)
+        while self.readded_nodes:  # group 0's adds, now that their registrations are applied
+            membership.adopt_incarnation(self, self.readded_nodes.pop(0))
         for entry, result in zip(entries, results):
             proposal = group.proposals.pop(entry.index, None)
             if proposal is None:

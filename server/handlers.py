@@ -114,7 +114,8 @@ class RequestHandlers:
             "replica_fetch": self.replica_fetch,
         }
         # Membership and day-2 operations live in their own module.
-        self._ops.update(MembershipOps(self).handlers())
+        self.membership = MembershipOps(self)
+        self._ops.update(self.membership.handlers())
         # Consumer group coordination (group_join/heartbeat/leave/describe).
         self._ops.update(GroupOps(self).handlers())
 
@@ -582,7 +583,14 @@ class RequestHandlers:
         groups = [self.driver.group_status(g) for _, g in sorted(self.driver.groups.items())]
         # The nodes this one knows, so `cluster status --bootstrap ONE` can ask
         # every leader for its replicas' lag (only a leader knows them).
-        return {"node": self.node_id, "groups": groups, "nodes": self._nodes_json()}
+        # Its own incarnation too: `member add` registers a node with the one it
+        # reports (DESIGN §3 rule 7, server/membership_ops.py).
+        return {
+            "node": self.node_id,
+            "incarnation": self.driver.store.identity.incarnation,
+            "groups": groups,
+            "nodes": self._nodes_json(),
+        }
 
     async def member_list(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         meta_group = self.driver.groups[METADATA_GROUP]

@@ -104,7 +104,9 @@ def apply_conf_entry(driver: Any, group: Group, entry: Entry, batch: Any) -> Non
     if group.gid == METADATA_GROUP:
         for item in cc.changes:
             if item.type is ConfChangeType.ADD_LEARNER and item.node_id not in before.all_nodes():
-                _forget_incarnation(driver, item.node_id)
+                # After this Ready's metadata commands are applied: the node's
+                # registration may be in the same batch (a far-behind peer).
+                driver.readded_nodes.append(item.node_id)
 
 
 def base_context(cs: ConfState) -> bytes:
@@ -140,19 +142,31 @@ def _first_conf(group: Group, cc: Any) -> ConfState | None:
     return cs
 
 
-def _forget_incarnation(driver: Any, node_id: str) -> None:
-    """A node (re-)added to the cluster is a NEW member: trust its next hello afresh.
+def adopt_incarnation(driver: Any, node_id: str) -> None:
+    """A node (re-)added to the cluster is a NEW member: expect the incarnation it
+    was registered with (the one it reported to the controller at ``member add``),
+    or, if that is unknown (a node too old to report it), trust its next hello.
 
-    DESIGN §3 rule 7 stays intact: ``member add`` refuses a node that is still
-    a replica of any partition, so a wiped node can only come back after it
-    was removed everywhere, i.e. nothing counts its old votes or acks.
+    DESIGN §3 rule 7: ``member add`` refuses a node that is still a replica of any
+    partition, so a wiped node can only come back after it was removed
+    everywhere, i.e. nothing counts its old votes or acks. Taking the registered
+    incarnation instead of trusting the first hello means that a peer far
+    behind, which learns of the add late, still refuses the node if it was
+    wiped AGAIN meanwhile.
     """
     if node_id == driver.node_id:
         return
     store = driver.store
-    if store.peer_incarnation(node_id) is not None:
+    registered = driver.metadata.nodes.get(node_id)
+    incarnation = registered.incarnation if registered is not None else ""
+    if incarnation:
+        if store.peer_incarnation(node_id) != incarnation:
+            store.set_peer_incarnation(node_id, incarnation)
+            log.info("event=peer_incarnation_adopted peer=%s incarnation=%s reason=added",
+                     node_id, incarnation)  # fmt: skip
+    elif store.peer_incarnation(node_id) is not None:
         store.db.delete(keys.peer_key(node_id))
-        log.info("event=peer_incarnation_forgotten peer=%s reason=re_added", node_id)
+        log.info("event=peer_incarnation_forgotten peer=%s reason=added", node_id)
 
 
 def wake(driver: Any, group: Group) -> None:

@@ -40,6 +40,10 @@ from . import membership
 from .config import parse_address
 from .errors import HandlerError
 from .groups import METADATA_GROUP, Group
+from .snapshot_transfer import PeerConnection, TransferError
+
+# How long `member add` waits for the new node to say which incarnation it is.
+ASK_INCARNATION_TIMEOUT_S = 5.0
 
 log = logging.getLogger("raftlog.membership")
 
@@ -67,6 +71,9 @@ class MembershipOps:
         self.h = handlers
         self.driver = handlers.driver
         self.node_id: str = handlers.node_id
+        # (node, address, timeout_s) -> the incarnation the node at ``address``
+        # reports; in-process test clusters put their own lookup here.
+        self.ask_incarnation: Callable[[str, str, float], Awaitable[str]] = self._dial_incarnation
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -327,14 +334,44 @@ class MembershipOps:
                 f"{node} is still a replica of groups {self._replica_groups(node)}; "
                 "finish `raftlog member remove` first",
             )
+        # DESIGN §3 rule 7: the node is registered with the incarnation it reports
+        # itself, now; every peer expects that one from the add on
+        # (membership.adopt_incarnation), so a node wiped again later is refused
+        # everywhere, even by a peer that learns of the add late.
+        timeout_s = max(0.5, min(ASK_INCARNATION_TIMEOUT_S, deadline - trio.current_time()))
+        incarnation = await self.ask_incarnation(node, address, timeout_s)
         info = self.meta.nodes.get(node)
-        if info is None or info.address != address:
-            incarnation = self.driver.store.peer_incarnation(node) or ""
+        if info is None or info.address != address or info.incarnation != incarnation:
             await self._metadata_command(RegisterNode(node, address, incarnation), deadline)
         voters = set(cs.voters) | {node}
         await self.converge(group, voters, set(cs.learners) - {node}, deadline)
         log.info("event=member_added node=%s address=%s", node, address)
         return {"node": node, "address": address, "role": "voter"}
+
+    async def _dial_incarnation(self, node: str, address: str, timeout_s: float) -> str:
+        """Ask the node at ``address`` who it is (its cluster_status reply)."""
+        try:
+            conn = await PeerConnection.open(
+                address, node_id=self.node_id, cfg=self.driver.cfg, timeout_s=timeout_s
+            )
+            try:
+                reply = await conn.request("cluster_status", timeout_s)
+            finally:
+                await conn.aclose()
+        except (TransferError, OSError, trio.TooSlowError) as exc:
+            raise HandlerError(
+                ErrorCode.NOT_AVAILABLE,
+                f"cannot ask {node} at {address} for its incarnation ({exc or 'timed out'}): "
+                "start it (with join = true) before adding it",
+            ) from None
+        if reply.get("node") != node:
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                f"{address} is node {reply.get('node')!r}, not {node!r}",
+            )
+        incarnation = reply.get("incarnation")
+        # A node too old to say: trust on first use, as before.
+        return incarnation if isinstance(incarnation, str) else ""
 
     async def member_remove(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         """Remove ``node`` from the metadata group; its partitions must be drained first."""

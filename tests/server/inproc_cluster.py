@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
+from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import encode_records
 from raftlog.log.store import NodeStore
 from raftlog.raft.types import Role
@@ -102,8 +103,16 @@ class InProcCluster:
         self.stores[node] = store
         self.net.drivers[node] = driver
         self.handlers[node] = RequestHandlers(self.cfg, node, driver)
+        # No sockets in process: `member add` asks the node's store who it is.
+        self.handlers[node].membership.ask_incarnation = self._ask_incarnation
         self.stopped[node] = trio.Event()
         await self.nursery.start(self._run, node, driver)
+
+    async def _ask_incarnation(self, node: str, address: str, timeout_s: float) -> str:
+        store = self.stores.get(node)
+        if store is None or self.stopped[node].is_set():
+            raise HandlerError(ErrorCode.NOT_AVAILABLE, f"{node} is not running")
+        return store.identity.incarnation
 
     async def _run(self, node: str, driver: MultiRaft, task_status: Any) -> None:
         try:

@@ -282,3 +282,42 @@ def test_unregister_node_command_round_trips() -> None:
 
     data = encode_entry_commands([UnregisterNode("n3")])
     assert decode_entry_commands(data) == [UnregisterNode("n3")]
+
+
+async def test_an_added_node_is_expected_with_the_incarnation_it_reports(cluster, tmp_path):
+    """DESIGN §3 rule 7 after a re-add: `member add` asks the node for its
+    incarnation, and every peer expects that one, including a peer that learns of
+    the add late, in one batch with the registration. With trust on first use
+    instead, that peer would accept the node wiped AGAIN meanwhile."""
+    c = cluster
+    meta_leader = await c.wait_leader(0)
+    await c.wait_for(lambda: len(c.driver(meta_leader).metadata.nodes) == 3, what="registered")
+    _add_join_node(c, tmp_path)
+    await c.start("n4")
+    reported = c.stores["n4"].identity.incarnation
+    late = next(n for n in c.node_ids if n not in (meta_leader, "n4"))
+    others = [n for n in c.node_ids if n not in (meta_leader, late, "n4")]
+    # Every old member knew an earlier life of n4.
+    for node in (meta_leader, late, *others):
+        c.driver(node).store.set_peer_incarnation("n4", "first-life")
+    c.net.isolate(late, [n for n in c.node_ids if n != late])
+    await c.call(meta_leader, "member_add", node="n4", address="127.0.0.1:1")
+    assert c.driver(meta_leader).metadata.nodes["n4"].incarnation == reported
+    for node in (meta_leader, *others):
+        assert c.driver(node).store.peer_incarnation("n4") == reported
+    assert c.driver(late).store.peer_incarnation("n4") == "first-life"  # not applied yet
+    c.net.heal()
+    await c.wait_for(
+        lambda: "n4" in _conf(c, late, 0).all_nodes(), what="the late peer applies the add"
+    )
+    assert c.driver(late).store.peer_incarnation("n4") == reported
+
+
+async def test_member_add_of_a_node_that_is_not_running_says_start_it_first(cluster, tmp_path):
+    c = cluster
+    meta_leader = await c.wait_leader(0)
+    _add_join_node(c, tmp_path)  # configured, never started
+    err = await c.call_error(meta_leader, "member_add", node="n4", address="127.0.0.1:1")
+    assert err.code is ErrorCode.NOT_AVAILABLE
+    assert "n4" not in _conf(c, meta_leader, 0).all_nodes()
+    assert "n4" not in c.driver(meta_leader).metadata.nodes

@@ -8,6 +8,7 @@ at its acknowledged offset (check_log).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,13 @@ def cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def incarnation(cluster: LocalCluster, node_id: str) -> str:
+    """The incarnation ``node_id`` opened its store with last (from its log)."""
+    found = re.findall(r"store opened .* incarnation=(\S+)", cluster.log_text(node_id))
+    assert found, f"{node_id} logged no store opening"
+    return found[-1]
 
 
 def add_join_node(cluster: LocalCluster, node_id: str) -> str:
@@ -176,7 +184,19 @@ def test_replace_a_node_whose_disk_was_wiped(cluster: LocalCluster) -> None:
         cluster.cfg.node("n3").join = True
         cluster.write_config()
         cluster.start("n3")
+        # An address that is another node's is refused (the controller asks it).
+        wrong = cli(cluster, "member", "add", "n3", "--address", cluster.address("n1"))
+        assert wrong.returncode == 1 and "is node 'n1', not 'n3'" in wrong.stderr
         ok(cli(cluster, "member", "add", "n3", "--address", cluster.address("n3")))
+        # Registered with the incarnation n3 reported itself, which every peer
+        # adopts (not trust on first use: a second wipe stays refused).
+        new_n3 = incarnation(cluster, "n3")
+        for peer_node in ("n1", "n2"):
+            adopted = f"event=peer_incarnation_adopted peer=n3 incarnation={new_n3}"
+            wait_until(
+                lambda p=peer_node, line=adopted: line in cluster.log_text(p),
+                f"{peer_node} adopts n3's reported incarnation",
+            )
         ok(cli(cluster, "partition", "reassign", "t", "0", "--replicas", "n1,n2,n3"))
         ok(cli(cluster, "leader", "transfer", "t", "0", "--to", "n3"))
         assert members(cluster)["n3"]["groups"] == [1]
