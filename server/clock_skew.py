@@ -147,3 +147,44 @@ class PeerClocks:
         offsets = self.offsets(peers, now, own_wall).values()
         agreeing = 1 + sum(1 for o in offsets if o >= -max_skew_s)
         return agreeing > (len(peers) + 1) // 2
+
+
+class NodeClock:
+    """This node's wall clock next to its peers': batch stamps and retention's check.
+
+    ``peers`` is passed to each call (membership changes it). The stamp
+    correction is worked out again with every clock frame, when it is a second
+    old, and at once when our wall clock moved other than the monotonic one did
+    (it jumped): a stamp never uses a correction from before a jump.
+    """
+
+    def __init__(self) -> None:
+        self.peers = PeerClocks()
+        self.stamp_correction_s = 0.0  # never negative: a fast clock keeps its stamps
+        self._checked = (0.0, -1e9)  # (wall, monotonic) when the correction was worked out
+
+    def observe(self, peer: str, payload: bytes, peers: Iterable[str]) -> float | None:
+        """A clock frame from ``peer``; its offset now (None: not a clock frame)."""
+        now, wall = time.monotonic(), wall_time()
+        self.peers.observe(peer, payload, now)
+        self._correct(peers, wall, now)
+        return self.peers.offset(peer, now, wall)
+
+    def stamp_ms(self, peers: Iterable[str]) -> int:
+        """A batch timestamp: our wall clock, or the nodes' median if we run behind."""
+        wall, now = wall_time(), time.monotonic()
+        last_wall, last_now = self._checked
+        if now - last_now > 1.0 or abs((wall - last_wall) - (now - last_now)) > 0.1:
+            self._correct(peers, wall, now)
+        return int((wall + self.stamp_correction_s) * 1000)
+
+    def not_ahead(self, peers: Iterable[str], max_skew_s: float) -> bool:
+        """Is our wall clock ahead of a majority of the nodes by at most ``max_skew_s``?"""
+        return self.peers.not_ahead_of_majority(peers, max_skew_s, time.monotonic(), wall_time())
+
+    def offsets(self, peers: Iterable[str]) -> dict[str, float]:
+        return self.peers.offsets(peers, time.monotonic(), wall_time())
+
+    def _correct(self, peers: Iterable[str], wall: float, now: float) -> None:
+        self.stamp_correction_s = max(0.0, self.peers.median_offset(peers, now, wall))
+        self._checked = (wall, now)

@@ -72,7 +72,7 @@ from raftlog.raft.node import RaftNode
 from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready, Role
 
 from . import membership
-from .clock_skew import CLOCK_FRAME_EVERY_S, PeerClocks, clock_frame, wall_time
+from .clock_skew import CLOCK_FRAME_EVERY_S, NodeClock, clock_frame, wall_time
 from .groups import METADATA_GROUP, Group, GroupKind, Proposal
 from .snapshots import SnapshotManager
 from .waiters import Outcome, Waiter
@@ -163,13 +163,10 @@ class MultiRaft:
         self._ticking: set[int] = set()
         self._quiet_followers: dict[str, set[int]] = {}
         self._last_sent: dict[str, float] = {}
-        # Peers' wall clocks (server/clock_skew.py), for time-based retention.
-        self.clocks = PeerClocks()
+        # Our wall clock next to the peers' (server/clock_skew.py): batch
+        # stamps and time-based retention.
+        self.clock = NodeClock()
         self._clock_sent: dict[str, float] = {}
-        # Added to our wall clock for batch timestamps when we run behind the
-        # median of the nodes (never negative: see server/clock_skew.py).
-        self.stamp_correction_s = 0.0
-        self._stamp_checked = (0.0, -1e9)  # (wall, monotonic) when it was worked out
         self._desired: dict[int, Any] = {}
         # Groups created by a peer's message before the metadata listed this
         # node (membership.group_for_message), with when: see sweep_joined_groups.
@@ -886,34 +883,17 @@ class MultiRaft:
                 self.transport.send(peer, [(NODE_HEARTBEAT_GID, clock_frame(wall_time()))])
 
     def _observe_clock(self, peer: str, payload: bytes) -> None:
-        now = time.monotonic()
-        self.clocks.observe(peer, payload, now)
-        offset = self.clocks.offset(peer, now, wall_time())
+        offset = self.clock.observe(peer, payload, self.peers)
         if offset is not None and self.metrics is not None:
             self.metrics.peer_clock_offset.set(offset, peer=peer)
-        self._update_stamp_correction(wall_time(), now)
-
-    def _update_stamp_correction(self, wall: float, now: float) -> None:
-        self.stamp_correction_s = max(0.0, self.clocks.median_offset(self.peers, now, wall))
-        self._stamp_checked = (wall, now)
 
     def stamp_ms(self) -> int:
-        """A batch timestamp: our wall clock, or the nodes' median if we run behind.
-
-        The correction is worked out again with every clock frame, every second,
-        and at once when our wall clock moved other than the monotonic one did
-        (it jumped): a stamp never uses a correction from before a jump."""
-        wall, now = wall_time(), time.monotonic()
-        last_wall, last_now = self._stamp_checked
-        if now - last_now > 1.0 or abs((wall - last_wall) - (now - last_now)) > 0.1:
-            self._update_stamp_correction(wall, now)
-        return int((wall + self.stamp_correction_s) * 1000)
+        """A batch timestamp (NodeClock.stamp_ms)."""
+        return self.clock.stamp_ms(self.peers)
 
     def clock_not_ahead(self, max_skew_s: float) -> bool:
         """Is our wall clock ahead of a majority of the nodes by at most ``max_skew_s``?"""
-        return self.clocks.not_ahead_of_majority(
-            self.peers, max_skew_s, time.monotonic(), wall_time()
-        )
+        return self.clock.not_ahead(self.peers, max_skew_s)
 
     # ------------------------------------------------------------ output
 

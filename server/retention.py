@@ -33,7 +33,6 @@ interval and ``max_clock_skew_ms`` (default 60000) the tolerated skew;
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -174,8 +173,7 @@ class RetentionManager:
         log.warning(
             "event=retention_clock_refused max_skew_s=%.1f offsets=%s",
             self.max_clock_skew_s,
-            {p: round(o, 3) for p, o in self.driver.clocks.offsets(
-                self.driver.peers, time.monotonic(), wall_time()).items()},
+            {p: round(o, 3) for p, o in self.driver.clock.offsets(self.driver.peers).items()},
         )  # fmt: skip
         return False
 

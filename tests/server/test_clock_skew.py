@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from raftlog.log.commands import TruncatePrefix
 from raftlog.raft.types import Role
-from raftlog.server.clock_skew import CLOCK_FRAME, PeerClocks, clock_frame
+from raftlog.server.clock_skew import CLOCK_FRAME, NodeClock, PeerClocks, clock_frame
 from raftlog.server.config import ConfigError, RetentionConfig, load_config
 from raftlog.server.groups import GroupKind
 from raftlog.server.metrics import Metrics
@@ -102,7 +102,7 @@ class LeaderDriver:
     def __init__(self, partition: Part, config: dict[str, Any], clock_ok: bool) -> None:
         self.metrics = Metrics()
         self.peers = ["n2", "n3"]
-        self.clocks = clocks_seeing({"n2": -HOUR, "n3": -HOUR} if not clock_ok else {})
+        self.clock = NodeClock()
         self.clock_ok = clock_ok
         self.metadata = SimpleNamespace(topics={"t": SimpleNamespace(config=config)})
         group = SimpleNamespace(
@@ -154,3 +154,18 @@ def test_median_offset_counts_us_as_zero_and_skips_silent_peers():
     assert median({"n2": 3600.0, "n3": -5.0}) == 0
     assert median({"n2": 10.0}) == 5.0
     assert median({}) == 0.0
+
+
+def test_a_stamp_uses_the_median_only_when_we_run_behind(monkeypatch: pytest.MonkeyPatch):
+    clock = NodeClock()
+    now = [100.0]
+    wall = [OWN_WALL]
+    monkeypatch.setattr("raftlog.server.clock_skew.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("raftlog.server.clock_skew.wall_time", lambda: wall[0])
+    for peer in ("n2", "n3"):  # both peers an hour ahead of us
+        clock.observe(peer, clock_frame(OWN_WALL + HOUR), ["n2", "n3"])
+    assert clock.stamp_ms(["n2", "n3"]) == int((OWN_WALL + HOUR) * 1000)
+    # Our clock jumps an hour forward 0.2 s later: the very next stamp is ours.
+    now[0], wall[0] = 100.2, OWN_WALL + 0.2 + HOUR
+    assert clock.stamp_ms(["n2", "n3"]) == int((OWN_WALL + 0.2 + HOUR) * 1000)
+    assert clock.not_ahead(["n2", "n3"], 60.0)
