@@ -379,7 +379,12 @@ class AsyncClient:
                 if isinstance(exc, RaftlogError) and not isinstance(exc, NotAvailableError):
                     raise  # hello refused: UNAUTHORIZED, UNSUPPORTED_VERSION, ...
                 log.debug("event=connect_failed address=%s error=%s", target, exc)
-                last = ClusterUnreachableError(f"cannot connect to {target}: {exc}")
+                # A dial the call's own deadline cut short says nothing about the
+                # node: keep the reason an earlier attempt found (say, a TLS
+                # handshake a plaintext node refused), which the caller can act on.
+                cut_short = isinstance(exc, TimeoutError) and remaining < self.connect_timeout
+                if not (cut_short and last is not None):
+                    last = ClusterUnreachableError(f"cannot connect to {target}: {exc}")
                 self._forget_leader(target)
                 attempt += 1
                 await self._backoff(attempt, deadline, cap=LEADER_BACKOFF_CAP)

@@ -65,3 +65,38 @@ async def test_tls_client_against_a_plaintext_node(tmp_path: Path, nursery: trio
     async with AsyncClient([served.address]) as plain:
         assert (await plain.request("metadata"))["op"] == "metadata"
     assert [c[0] for c in served.node.calls] == [plain.client_id]
+
+
+async def test_the_reason_an_earlier_dial_found_outlives_a_dial_the_deadline_cut_short(
+    tmp_path: Path,
+) -> None:
+    # First connection: closed at once (what a plaintext node does to a TLS
+    # handshake). Later ones: accepted and never answered, so the last dial only
+    # ends with the call's deadline. The error must still name the TLS mismatch.
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    held: list[trio.SocketStream] = []
+
+    async def serve() -> None:
+        first = True
+        while True:
+            stream = await listener.accept()
+            if first:
+                first = False
+                await stream.aclose()
+            else:
+                held.append(stream)
+
+    files = TLSFiles.create(tmp_path / "tls")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        async with AsyncClient(
+            [f"127.0.0.1:{port}"], tls=TLSConfig(ca_file=files.ca_file), request_timeout=1.0
+        ) as client:
+            with pytest.raises(ClusterUnreachableError, match="does the node serve TLS"):
+                await client.request("metadata")
+        nursery.cancel_scope.cancel()
+    assert held  # the later dials did hang until the deadline
+    for stream in held:
+        await stream.aclose()
+    await listener.aclose()
