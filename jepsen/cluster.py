@@ -228,25 +228,24 @@ class JepsenCluster:
         if (p is None or p.poll() is None or p.returncode != STORAGE_STOP_CODE
                 or not node.full_since_start):
             return False
-        try:
-            with node.log_path.open("rb") as fh:
-                fh.seek(node.log_offset)
-                out = fh.read()
-        except FileNotFoundError:
-            return False
+        out = self._output_since_start(nid)
         return STORAGE_STOP_MARK in out and ENOSPC_MARK in out
 
     def failed_on_full_disk(self, nid: str) -> bool:
         """Has the current start of ``nid`` logged a fatal write error with ENOSPC
         (so it is stopping, or stopped)?"""
+        out = self._output_since_start(nid)
+        return any(FATAL_MARK in line and ENOSPC_MARK in line for line in out.splitlines())
+
+    def _output_since_start(self, nid: str) -> bytes:
+        """What ``nid`` printed since its current start (b"" without a log yet)."""
         node = self.nodes[nid]
         try:
             with node.log_path.open("rb") as fh:
                 fh.seek(node.log_offset)
-                out = fh.read()
+                return fh.read()
         except FileNotFoundError:
-            return False
-        return any(FATAL_MARK in line and ENOSPC_MARK in line for line in out.splitlines())
+            return b""
 
     def full_disk_exits(self) -> dict[str, int]:
         """Nodes down now because their disk was full: id -> which start ended."""
