@@ -56,6 +56,25 @@ def topic() -> None:
     """Create, list, describe, alter and delete topics."""
 
 
+def _retention_options(*, removable: bool) -> Any:
+    """--retention-bytes and --retention-ms; ``removable`` (topic alter): 0 removes a limit."""
+    remove = "; 0 removes the limit" if removable else ""
+    minimum = 0 if removable else 1
+    options = [
+        click.option("--retention-bytes", type=click.IntRange(min=minimum), default=None,
+                     help=f"Keep at most this many bytes per partition{remove}."),
+        click.option("--retention-ms", type=click.IntRange(min=minimum), default=None,
+                     help=f"Delete batches older than this many milliseconds{remove}."),
+    ]  # fmt: skip
+
+    def apply(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
 def _retention_config(retention_bytes: int | None, retention_ms: int | None) -> dict[str, Any]:
     """The topic config of the --retention-* options given; 0 (``topic alter`` only,
     create refuses it) becomes None: remove that limit."""
@@ -67,18 +86,7 @@ def _retention_config(retention_bytes: int | None, retention_ms: int | None) -> 
 @click.argument("name")
 @click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--replicas", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option(
-    "--retention-bytes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Delete the oldest batches beyond this many bytes per partition.",
-)
-@click.option(
-    "--retention-ms",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Delete batches older than this.",
-)
+@_retention_options(removable=False)
 @cluster_options
 @_TIMEOUT_OPTION
 def topic_create(
@@ -163,18 +171,7 @@ def topic_describe(
     default=None,
     help="Grow to this many partitions (never fewer). Keys map to new partitions from now on.",
 )
-@click.option(
-    "--retention-bytes",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Keep at most this many bytes per partition; 0 removes the limit.",
-)
-@click.option(
-    "--retention-ms",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Delete batches older than this; 0 removes the limit.",
-)
+@_retention_options(removable=True)
 @cluster_options
 @_TIMEOUT_OPTION
 def topic_alter(
