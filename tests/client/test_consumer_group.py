@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -90,11 +91,20 @@ async def start_reading(
     return readers
 
 
-def expected(rounds: int) -> set[tuple[int, int]]:
-    return {(p, o) for p in range(PARTITIONS) for o in range(rounds * PER_ROUND)}
+@dataclass
+class TwoReading:
+    cfg: ClusterConfig
+    client: AsyncClient  # a's client
+    a: Consumer
+    b: Consumer
+    ra: Reader
+    rb: Reader
 
 
-async def test_members_split_reassign_on_close_and_follow_a_new_coordinator(tmp_path: Path):
+@contextlib.asynccontextmanager
+async def two_members_reading(tmp_path: Path, session_s: float) -> AsyncIterator[TwoReading]:
+    """Three nodes in this trio run; topic "t" with round 0 produced; members a and
+    b of group "g" (one client each) formed one generation and are reading."""
     cfg = make_config(tmp_path, 3, fsync=False, tick_ms=10, election_ticks=10)
     bootstrap = [n.address for n in cfg.nodes]
     async with nodes_running(cfg), trio.open_nursery() as nursery:
@@ -104,62 +114,71 @@ async def test_members_split_reassign_on_close_and_follow_a_new_coordinator(tmp_
         ):
             await ca.create_topic("t", partitions=PARTITIONS, replicas=3)
             await produce_round(ca, 0)
-            a = Consumer(ca, "g", "t", session_timeout=SESSION_S)
-            b = Consumer(cb, "g", "t", session_timeout=SESSION_S)
+            a = Consumer(ca, "g", "t", session_timeout=session_s)
+            b = Consumer(cb, "g", "t", session_timeout=session_s)
             ra, rb = await start_reading(nursery, [a, b], DEADLINE_S)
-
-            # 1. split 3/3 in one generation, and between them everything is read
-            def split() -> bool:
-                return (
-                    a.generation is not None
-                    and a.generation == b.generation
-                    and len(a.partitions) == len(b.partitions) == PARTITIONS // 2
-                    and not set(a.partitions) & set(b.partitions)
-                    and set(ra.got) | set(rb.got) == expected(1)
-                )
-
-            await ra.until(split, "3/3 split")
-            described = await ca.request("group_describe", group="g")
-            assert sorted(len(m["partitions"]) for m in described["members"]) == [3, 3]
-            assert described["generation"] == a.generation
-
-            # 2. b stops and closes: a gets all six, from b's committed positions
-            rb.scope.cancel()
-            b_positions = {p: b.position(p) for p in b.partitions}
-            await b.close()
-            a_seen_before = len(ra.got)
-            await produce_round(ca, 1)
-            await ra.until(
-                lambda: (
-                    a.partitions == list(range(PARTITIONS))
-                    and set(ra.got) | set(rb.got) == expected(2)
-                ),
-                "a owns all six and read round 1",
-            )
-            after = ra.got[a_seen_before:]
-            for p, pos in b_positions.items():
-                first = min(o for q, o in after if q == p)
-                assert first == pos, f"partition {p}: a resumed at {first}, b committed {pos}"
-
-            # 3. the controller moves: a rejoins the new coordinator and keeps reading
-            old = described["coordinator"]
-            target = next(n.id for n in cfg.nodes if n.id != old)
-            await ca.metadata_leader_transfer(target)
-
-            with trio.fail_after(DEADLINE_S):
-                while True:  # the new coordinator knows a once it rejoined and was assigned
-                    described = await ca.request("group_describe", group="g")
-                    if described["state"] == "stable" and a.generation == described["generation"]:
-                        break
-                    await ra.changed.wait()
-            assert described["coordinator"] == target
-            assert [(m["member_id"], m["partitions"]) for m in described["members"]] == [
-                (a.member_id, list(range(PARTITIONS)))
-            ]
-            await produce_round(ca, 2)
-            await ra.until(
-                lambda: set(ra.got) | set(rb.got) == expected(3), "a read round 2 after rejoining"
-            )
-            ra.scope.cancel()
-            await a.close()
+            yield TwoReading(cfg, ca, a, b, ra, rb)
         nursery.cancel_scope.cancel()
+
+
+def expected(rounds: int) -> set[tuple[int, int]]:
+    return {(p, o) for p in range(PARTITIONS) for o in range(rounds * PER_ROUND)}
+
+
+async def test_members_split_reassign_on_close_and_follow_a_new_coordinator(tmp_path: Path):
+    async with two_members_reading(tmp_path, SESSION_S) as t:
+        cfg, ca, a, b, ra, rb = t.cfg, t.client, t.a, t.b, t.ra, t.rb
+
+        # 1. split 3/3 in one generation, and between them everything is read
+        def split() -> bool:
+            return (
+                a.generation is not None
+                and a.generation == b.generation
+                and len(a.partitions) == len(b.partitions) == PARTITIONS // 2
+                and not set(a.partitions) & set(b.partitions)
+                and set(ra.got) | set(rb.got) == expected(1)
+            )
+
+        await ra.until(split, "3/3 split")
+        described = await ca.request("group_describe", group="g")
+        assert sorted(len(m["partitions"]) for m in described["members"]) == [3, 3]
+        assert described["generation"] == a.generation
+
+        # 2. b stops and closes: a gets all six, from b's committed positions
+        rb.scope.cancel()
+        b_positions = {p: b.position(p) for p in b.partitions}
+        await b.close()
+        a_seen_before = len(ra.got)
+        await produce_round(ca, 1)
+        await ra.until(
+            lambda: (
+                a.partitions == list(range(PARTITIONS)) and set(ra.got) | set(rb.got) == expected(2)
+            ),
+            "a owns all six and read round 1",
+        )
+        after = ra.got[a_seen_before:]
+        for p, pos in b_positions.items():
+            first = min(o for q, o in after if q == p)
+            assert first == pos, f"partition {p}: a resumed at {first}, b committed {pos}"
+
+        # 3. the controller moves: a rejoins the new coordinator and keeps reading
+        old = described["coordinator"]
+        target = next(n.id for n in cfg.nodes if n.id != old)
+        await ca.metadata_leader_transfer(target)
+
+        with trio.fail_after(DEADLINE_S):
+            while True:  # the new coordinator knows a once it rejoined and was assigned
+                described = await ca.request("group_describe", group="g")
+                if described["state"] == "stable" and a.generation == described["generation"]:
+                    break
+                await ra.changed.wait()
+        assert described["coordinator"] == target
+        assert [(m["member_id"], m["partitions"]) for m in described["members"]] == [
+            (a.member_id, list(range(PARTITIONS)))
+        ]
+        await produce_round(ca, 2)
+        await ra.until(
+            lambda: set(ra.got) | set(rb.got) == expected(3), "a read round 2 after rejoining"
+        )
+        ra.scope.cancel()
+        await a.close()

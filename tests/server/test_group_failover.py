@@ -10,17 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
-from raftlog.client.aio import AsyncClient
 from raftlog.client.consumer import Consumer
 
 from tests.client.test_consumer_group import (
     PARTITIONS,
     expected,
-    nodes_running,
     produce_round,
-    start_reading,
+    two_members_reading,
 )
-from tests.server.cluster_harness import make_config
 
 # Long enough that "well under a session" is far from anything the path needs.
 SESSION_S = 4.5
@@ -47,63 +44,48 @@ def count_heartbeats(*consumers: Consumer) -> dict[str, int]:
 async def test_members_keep_generation_and_partitions_across_a_controller_transfer(
     tmp_path: Path,
 ):
-    cfg = make_config(tmp_path, 3, fsync=False, tick_ms=10, election_ticks=10)
-    bootstrap = [n.address for n in cfg.nodes]
-    async with nodes_running(cfg), trio.open_nursery() as nursery:
-        async with (
-            AsyncClient(bootstrap, client_id="a") as ca,
-            AsyncClient(bootstrap, client_id="b") as cb,
-        ):
-            await ca.create_topic("t", partitions=PARTITIONS, replicas=3)
-            await produce_round(ca, 0)
-            a = Consumer(ca, "g", "t", session_timeout=SESSION_S)
-            b = Consumer(cb, "g", "t", session_timeout=SESSION_S)
-            ra, rb = await start_reading(nursery, [a, b], DEADLINE_S)
+    async with two_members_reading(tmp_path, SESSION_S) as t:
+        cfg, ca, a, b, ra, rb = t.cfg, t.client, t.a, t.b, t.ra, t.rb
 
-            def split_and_read(rounds: int) -> bool:
-                return (
-                    a.generation is not None
-                    and a.generation == b.generation
-                    and len(a.partitions) == len(b.partitions) == PARTITIONS // 2
-                    and set(ra.got) | set(rb.got) == expected(rounds)
-                )
+        def split_and_read(rounds: int) -> bool:
+            return (
+                a.generation is not None
+                and a.generation == b.generation
+                and len(a.partitions) == len(b.partitions) == PARTITIONS // 2
+                and set(ra.got) | set(rb.got) == expected(rounds)
+            )
 
-            await ra.until(lambda: split_and_read(1), "a 3/3 split that read round 0")
-            before = {
-                m: (c.generation, list(c.partitions), c._epoch) for m, c in (("a", a), ("b", b))
-            }
-            old = (await ca.request("group_describe", group="g"))["coordinator"]
-            target = next(n.id for n in cfg.nodes if n.id != old)
-            beats = count_heartbeats(a, b)
-            await ca.metadata_leader_transfer(target)
-            beats.update(a=0, b=0)  # successful heartbeats from now on
+        await ra.until(lambda: split_and_read(1), "a 3/3 split that read round 0")
+        before = {m: (c.generation, list(c.partitions), c._epoch) for m, c in (("a", a), ("b", b))}
+        old = (await ca.request("group_describe", group="g"))["coordinator"]
+        target = next(n.id for n in cfg.nodes if n.id != old)
+        beats = count_heartbeats(a, b)
+        await ca.metadata_leader_transfer(target)
+        beats.update(a=0, b=0)  # successful heartbeats from now on
 
-            # Consuming goes on: a round produced now is read well under a session.
-            described = await ca.request("group_describe", group="g")
-            assert described["coordinator"] == target
-            await produce_round(ca, 1)
-            with trio.fail_after(SESSION_S / 2):
-                await ra.until(lambda: split_and_read(2), "round 1 read after the transfer")
-            # And the members' heartbeats succeed at the new controller with their
-            # generation: wait for two of each (bounded), then nothing has changed.
-            with trio.fail_after(DEADLINE_S):
-                while min(beats.values()) < 2:
-                    await ra.changed.wait()
-            described = await ca.request("group_describe", group="g")
-            assert described["generation"] == before["a"][0]
-            assert {m["member_id"]: m["partitions"] for m in described["members"]} == {
-                a.member_id: before["a"][1],
-                b.member_id: before["b"][1],
-            }
-            # No revoke/assign happened on either member (the epoch counts them).
-            after = {
-                m: (c.generation, list(c.partitions), c._epoch) for m, c in (("a", a), ("b", b))
-            }
-            assert after == before
-            await produce_round(ca, 2)
-            await ra.until(lambda: split_and_read(3), "round 2 read")
-            ra.scope.cancel()
-            rb.scope.cancel()
-            await a.close()
-            await b.close()
-        nursery.cancel_scope.cancel()
+        # Consuming goes on: a round produced now is read well under a session.
+        described = await ca.request("group_describe", group="g")
+        assert described["coordinator"] == target
+        await produce_round(ca, 1)
+        with trio.fail_after(SESSION_S / 2):
+            await ra.until(lambda: split_and_read(2), "round 1 read after the transfer")
+        # And the members' heartbeats succeed at the new controller with their
+        # generation: wait for two of each (bounded), then nothing has changed.
+        with trio.fail_after(DEADLINE_S):
+            while min(beats.values()) < 2:
+                await ra.changed.wait()
+        described = await ca.request("group_describe", group="g")
+        assert described["generation"] == before["a"][0]
+        assert {m["member_id"]: m["partitions"] for m in described["members"]} == {
+            a.member_id: before["a"][1],
+            b.member_id: before["b"][1],
+        }
+        # No revoke/assign happened on either member (the epoch counts them).
+        after = {m: (c.generation, list(c.partitions), c._epoch) for m, c in (("a", a), ("b", b))}
+        assert after == before
+        await produce_round(ca, 2)
+        await ra.until(lambda: split_and_read(3), "round 2 read")
+        ra.scope.cancel()
+        rb.scope.cancel()
+        await a.close()
+        await b.close()
