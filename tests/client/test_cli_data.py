@@ -6,7 +6,9 @@ Exit codes are part of the contract: 0 ok, 1 error reply, 2 usage, 3 unreachable
 from __future__ import annotations
 
 import json
+import platform
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -157,6 +159,8 @@ def test_bench_produce_reports_json(sync_fake: FakeCluster, mode: str):
     assert report["records"] == 300 and report["errors"] == 0
     assert report["latency_ms"]["samples"] > 0
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+    # Figures are only comparable with the interpreter that produced them.
+    assert report["python"] == {"version": platform.python_version(), "executable": sys.executable}
     stored = sum(len(sync_fake.values("t", p)) for p in (0, 1))
     assert stored >= 300  # plus the warm-up records of single mode
 
