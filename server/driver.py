@@ -104,32 +104,6 @@ def _entry_bytes(readies: list[tuple[int, Ready]]) -> int:
     return sum(len(e.data) for _, rd in readies for e in rd.entries)
 
 
-def _split_apply(
-    groups: dict[int, Group], readies: list[tuple[int, Ready]]
-) -> tuple[list[tuple[int, Ready]], list[tuple[int, Ready]]]:
-    """The Readies to apply before the turn's save, and those that can wait until
-    after its acks went out: committed entries of a follower partition that no
-    local request waits for. Leaders answer produces from their apply, a
-    snapshot must be restored in the batch that saves it, and the metadata
-    group (re)creates groups, so those always apply first."""
-    now: list[tuple[int, Ready]] = []
-    later: list[tuple[int, Ready]] = []
-    for gid, rd in readies:
-        group = groups.get(gid)
-        deferrable = (
-            group is not None
-            and rd.committed_entries
-            and rd.snapshot is None
-            and not rd.read_states
-            and group.kind is GroupKind.PARTITION
-            and group.role is not Role.LEADER
-            and not group.proposals
-            and not group.reads_at
-        )
-        (later if deferrable else now).append((gid, rd))
-    return now, later
-
-
 def _needs_save(rd: Ready) -> bool:
     return bool(rd.entries) or rd.snapshot is not None or rd.hard_state is not None
 
@@ -138,8 +112,7 @@ STATS_EVERY_S = 5.0
 
 
 class Transport(Protocol):
-    def send(self, peer: str, msgs: list[tuple[int, bytes]], *, flush_follows: bool = False
-    ) -> None: ...
+    def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -554,10 +527,7 @@ class MultiRaft:
         # out only indexes <= the persisted last index), so they are applied
         # BEFORE this turn's fsync: a produce is answered one fsync earlier.
         # Nothing else writes to the DB meanwhile (the previous save is done).
-        # A follower partition with nobody waiting applies AFTER its fsync and
-        # ack instead: the apply is not on any produce's path, the ack is.
-        now, later = _split_apply(self.groups, readies)
-        self._apply(now)
+        self._apply(readies)
         to_save = [(gid, rd) for gid, rd in readies if _needs_save(rd)]
         if to_save:
             # Evaluate every Ready (no short-circuit): _needs_sync tracks each
@@ -586,8 +556,6 @@ class MultiRaft:
             if sync:
                 self._observe_fsync(elapsed)
         self._send(readies, persisted=True)
-        if later:
-            self._apply(later)
         for gid, rd in readies:
             group = self.groups.get(gid)
             if group is not None:
@@ -942,7 +910,7 @@ class MultiRaft:
         now = time.monotonic()
         for peer, batch in per_peer.items():
             self._last_sent[peer] = now
-            self.transport.send(peer, batch, flush_follows=True)
+            self.transport.send(peer, batch)
         if per_peer:
             self.transport.flush()  # now, not after this turn's fsync (see transport)
 

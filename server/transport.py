@@ -114,14 +114,8 @@ class PeerTransport:
 
     # ------------------------------------------------------------ driver API
 
-    def send(self, peer: str, msgs: Msgs, *, flush_follows: bool = False) -> None:
-        """Queue ``msgs`` for ``peer``; never blocks, never raises.
-
-        ``flush_follows``: the caller calls ``flush`` before it yields, so the
-        writer task is woken only if the direct write cannot take the frames.
-        Waking it anyway costs two trio task switches per peer per driver turn
-        (it finds the queue already written), on every Raft round of a produce.
-        """
+    def send(self, peer: str, msgs: Msgs) -> None:
+        """Queue ``msgs`` for ``peer``; never blocks, never raises."""
         state = self._peers.get(peer)
         if state is None or not msgs:
             if state is None:
@@ -138,20 +132,13 @@ class PeerTransport:
             state.queued_bytes -= old_size
             state.dropped += 1
             self.metrics.peer_queue_drops.inc(peer=peer)
-        if not flush_follows:
-            state.wake.set()
+        state.wake.set()
 
     def flush(self) -> None:
-        """Write what ``send`` queued now, without blocking, on every idle link;
-        the writer task takes what cannot go now (no connection, a write in
-        progress, or an unsent tail)."""
+        """Write what ``send`` queued now, without blocking, on every idle link."""
         for state in self._peers.values():
-            if not state.queue:
-                continue
-            if state.fd is not None and not state.writing and not state.pending:
+            if state.queue and state.fd is not None and not state.writing and not state.pending:
                 self._write_now(state)
-            else:
-                state.wake.set()
 
     def _write_now(self, state: _Peer) -> None:
         """Everything queued, written now without blocking; the rest goes to the writer."""

@@ -561,9 +561,7 @@ async def test_uncommitted_bytes_budget_throttles_in_arrival_order(tmp_path, nur
 
 
 class _NoPeers:
-    def send(
-        self, peer: str, msgs: list[tuple[int, bytes]], *, flush_follows: bool = False
-    ) -> None:
+    def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None:
         raise AssertionError("a single-node cluster has no peers")
 
     def flush(self) -> None:
