@@ -26,6 +26,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import random
 import sys
 import time
 from array import array
@@ -68,6 +69,12 @@ class BenchConfig:
     # saturation, where it is only the buffered records over the throughput
     # (Little's law). None: as fast as possible.
     rate: float | None = None
+    # What the records hold (compression ratios depend on it): "fixed", one
+    # random value repeated (kafka-producer-perf-test's default); "random", a
+    # fresh random value per record (incompressible: the worst case); "text",
+    # JSON-like events that differ in their numbers (compresses like logs).
+    payload: str = "fixed"
+    compression: str = "none"  # batch mode: the Producer's compression
     fill: bool = True
     request_timeout: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -367,6 +374,35 @@ async def _wait_start(start: Any) -> None:
     await trio.to_thread.run_sync(start.wait)
 
 
+PAYLOADS = ("fixed", "random", "text")
+_POOL_BYTES = 64 * 1024 * 1024
+
+
+def payloads(kind: str, record_size: int, seed: int = 0) -> list[bytes]:
+    """The values a worker cycles through: one for "fixed"; for "random" more than
+    a batch holds (so a batch never repeats one); for "text" 4096 distinct events."""
+    if kind == "fixed":
+        return [os.urandom(record_size)]
+    if kind == "random":
+        n = max(1, min(65_536, _POOL_BYTES // max(1, record_size)))
+        blob = os.urandom(n * record_size)
+        return [blob[i * record_size : (i + 1) * record_size] for i in range(n)]
+    if kind == "text":
+        rng = random.Random(seed)
+        pages = ("/", "/home", "/cart", "/search", "/item", "/checkout", "/account")
+        events = ("view", "click", "add_to_cart", "purchase", "scroll")
+        pool = []
+        for i in range(4096):
+            event = (
+                f'{{"ts":{1_790_000_000_000 + i * 37},"user":{rng.randrange(10**6)},'
+                f'"session":"{rng.getrandbits(64):016x}","event":"{rng.choice(events)}",'
+                f'"page":"{rng.choice(pages)}","ms":{rng.randrange(5000)}}}'
+            ).encode()
+            pool.append(event[:record_size].ljust(record_size, b" "))
+        return pool
+    raise ValueError(f"unknown payload {kind!r} (one of {', '.join(PAYLOADS)})")
+
+
 # ---------------------------------------------------------------- workers
 
 
@@ -374,7 +410,8 @@ async def _produce_single_worker(
     cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any, start: Any
 ) -> _WorkerResult:
     result = _WorkerResult()
-    value = os.urandom(cfg.record_size)
+    pool = payloads(cfg.payload, cfg.record_size, seed=index)
+    value = pool[0]
     clients = [_client(cfg) for _ in range(share)]
     remaining = [count if count is not None else -1]
     lat = result.latencies
@@ -405,7 +442,7 @@ async def _produce_single_worker(
                 sent += 1
                 s = perf()
                 try:
-                    await client.produce(cfg.topic, value, partition=partition)
+                    await client.produce(cfg.topic, pool[sent % len(pool)], partition=partition)
                 except RaftlogError as exc:
                     result.errors += 1
                     result.first_error = result.first_error or str(exc)
@@ -426,7 +463,7 @@ async def _produce_batch_worker(
     cfg: BenchConfig, index: int, share: int, count: int | None, counter: Any, start: Any
 ) -> _WorkerResult:
     result = _WorkerResult()
-    value = os.urandom(cfg.record_size)
+    pool = payloads(cfg.payload, cfg.record_size, seed=index)
     perf = time.perf_counter
     lat = result.latencies
     counts = _split(count, share) if count is not None else [None] * share
@@ -439,12 +476,15 @@ async def _produce_batch_worker(
         partition = None
         sent = 0
         send = producer.send
+        values = pool[i % len(pool) :] + pool[: i % len(pool)]  # producers start apart
+        n_values = len(values)
         topic = cfg.topic
         t_start = perf()
         while (n is None and perf() < stop_at) or (n is not None and sent < n):
             if pace is not None:
                 await _wait_until(t_start + sent / pace)
             for _ in range(256):  # check the clock once per 256 sends
+                value = values[sent % n_values]
                 if sent % LATENCY_SAMPLE == 0:
                     s = perf()
                     delivery = await send(topic, value, None, partition)
@@ -470,6 +510,7 @@ async def _produce_batch_worker(
                         batch_size=cfg.batch_size,
                         linger=cfg.linger,
                         buffer_memory=cfg.buffer_memory or 2 * cfg.partitions * cfg.batch_size,
+                        compression=cfg.compression,
                     )
                 )
             )

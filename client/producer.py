@@ -3,7 +3,9 @@
 Records accumulate per partition until the batch reaches ``batch_size``
 bytes or its first record is ``linger`` seconds old (Kafka's batch.size and
 linger.ms); then the batch is encoded ONCE with ``encode_record_rows`` and sent as
-one produce request (one Raft entry on the server).
+one produce request (one Raft entry on the server). ``compression`` (gzip,
+lz4, zstd: Kafka's compression.type) compresses each batch on the way out;
+the nodes store it as it came and consumers decompress (client/compression.py).
 
 Ordering and idempotence. Each partition has one sender loop that hands
 batches to ``AsyncClient.send_encoded`` strictly in order, waiting until a
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .aio import AsyncClient, _as_bytes
+from .compression import codec
 from .errors import NotAvailableError, RecordTooLargeError, RequestTimeoutError
 from .models import BatchMetadata, RecordMetadata
 from .protocol import DEFAULT_MAX_BATCH_BYTES, encode_record_rows
@@ -158,9 +161,13 @@ class Producer:
         max_batch_records: int = 10_000,
         buffer_memory: int = 64 * 1024 * 1024,
         delivery_timeout: float = 30.0,
+        compression: str = "none",
     ) -> None:
         if batch_size > DEFAULT_MAX_BATCH_BYTES:
             raise ValueError(f"batch_size must be <= {DEFAULT_MAX_BATCH_BYTES}")
+        if compression != "none":
+            codec(compression)  # unknown name or missing library: fail now, not per batch
+        self.compression = compression
         self.client = client
         self.batch_size = batch_size
         self.linger = linger
@@ -343,7 +350,7 @@ class Producer:
         self, topic: str, partition: int, batch: _Batch, allocated: trio.Event
     ) -> None:
         self._inflight.add(batch)
-        blob, count, crc = encode_record_rows(batch.rows)
+        blob, count, crc = encode_record_rows(batch.rows, self.compression)
         batch.rows = []  # packed: the rows need not live until the acknowledgement
         error: BaseException | None = None
         meta: BatchMetadata | None = None

@@ -31,7 +31,8 @@ Record batches
     A produce carries one opaque batch: ``encode_records`` packs the records
     into a msgpack array; ``count`` and ``crc`` (zlib.crc32 of the bytes)
     travel beside it. The server checks size, count and CRC but never unpacks
-    the records (DESIGN.md §9). A fetch returns stored batches as
+    the records (DESIGN.md §9), so a batch the Producer compressed
+    (client/compression.py) is stored as it came. A fetch returns stored batches as
     ``[base_offset, timestamp_ms, count, records_bytes]``; the client decodes
     and drops the records before the offset it asked for.
 """
@@ -46,6 +47,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from .compression import compress, decompress, is_compressed
 from .errors import ErrorCode
 
 PROTOCOL_VERSION = 1
@@ -371,11 +373,23 @@ def encode_records(
     return blob, len(records), zlib.crc32(blob)
 
 
-def encode_record_rows(rows: Sequence[Sequence[Any]]) -> tuple[bytes, int, int]:
+def encode_record_rows(
+    rows: Sequence[Sequence[Any]], compression: str | None = None
+) -> tuple[bytes, int, int]:
     """Like ``encode_records`` for rows already in wire order
     (``[timestamp_ms, key, value, headers]``): one msgpack call, no per-record
-    Python work (the batching Producer keeps its rows this way)."""
+    Python work (the batching Producer keeps its rows this way).
+
+    ``compression`` (gzip, lz4, zstd; None or "none": off) compresses the packed
+    batch (client/compression.py); the CRC covers the bytes that travel. A
+    batch that shrinks by less than 1/16 goes uncompressed (random or already
+    compressed values): it never outgrows the batch limit, and its readers
+    skip a decompression that saves nothing."""
     blob = msgpack.packb(rows, use_bin_type=True)
+    if compression and compression != "none":
+        packed = compress(blob, compression)
+        if len(packed) <= len(blob) - len(blob) // 16:
+            blob = packed
     return blob, len(rows), zlib.crc32(blob)
 
 
@@ -383,6 +397,8 @@ def decode_batch(
     base_offset: int, timestamp_ms: int, records_bytes: bytes, min_offset: int = 0
 ) -> list[Record]:
     """Unpack a stored batch into Records, dropping those below ``min_offset``."""
+    if is_compressed(records_bytes):
+        records_bytes = decompress(records_bytes)
     rows = msgpack.unpackb(records_bytes, raw=False, strict_map_key=False)
     skip = max(0, min_offset - base_offset)
     new = tuple.__new__  # Record._make without its per-call overhead: the hot loop

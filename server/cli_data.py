@@ -553,6 +553,21 @@ def _bench_options(fn: Any) -> Any:
     help="Offered load in records/s over all procs (like kafka-producer-perf-test "
     "--throughput): latency at a load the cluster sustains.  [default: unpaced]",
 )
+@click.option(
+    "--payload",
+    type=click.Choice(["fixed", "random", "text"]),
+    default="fixed",
+    show_default=True,
+    help="Record contents: one random value repeated (as kafka-producer-perf-test), "
+    "a fresh random value per record (incompressible), or JSON-like events.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "gzip", "lz4", "zstd"]),
+    default="none",
+    show_default=True,
+    help="The batching Producer's batch compression (--batch only).",
+)
 @cluster_options
 def bench_produce(
     config: Path | None, bootstrap: str | None, as_json: bool, **options: Any
@@ -560,6 +575,8 @@ def bench_produce(
     """Produce load; reports records/s, MB/s and ack latency p50/p99/p999."""
     if options["concurrency"] is None:
         options["concurrency"] = 4 if options["batched"] else 64
+    if options["compression"] != "none" and not options["batched"]:
+        raise click.UsageError("--compression compresses Producer batches: add --batch")
     _run_bench("produce", config, bootstrap, as_json, options)
 
 

@@ -130,11 +130,15 @@ class FakeCluster:
         }
 
     def values(self, topic: str, partition: int) -> list[bytes]:
-        """Every stored record value of a partition, in offset order (for asserts)."""
+        """Every stored record value of a partition, in offset order (for asserts);
+        compressed batches are decompressed here, not by the client's decoder."""
         import msgpack
+        from raftlog.client import compression
 
         out: list[bytes] = []
         for _base, _ts, _count, blob in self.partitions[(topic, partition)].batches:
+            if blob[:1] == bytes((compression.MAGIC,)):
+                blob = compression.decompress(blob)
             out.extend(row[2] for row in msgpack.unpackb(blob, raw=False))
         return out
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from raftlog.client.bench import payloads
+from raftlog.client.compression import MAGIC
 from raftlog.client.errors import ClusterUnreachableError, ConnectionLostError, UnknownTopicError
 from raftlog.client.sync import Client
 from raftlog.server.cli import main
@@ -163,6 +165,37 @@ def test_bench_produce_reports_json(sync_fake: FakeCluster, mode: str):
     assert report["python"] == {"version": platform.python_version(), "executable": sys.executable}
     stored = sum(len(sync_fake.values("t", p)) for p in (0, 1))
     assert stored >= 300  # plus the warm-up records of single mode
+
+
+def test_bench_text_payload_with_zstd_sends_compressed_batches(sync_fake: FakeCluster):
+    args = ["bench", "produce", "--topic", "t", "--count", "3000", "--concurrency", "2"]
+    args += ["--batch", "--payload", "text", "--compression", "zstd", "--record-size", "120"]
+    result = run([*args, "--json", *boot(sync_fake)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["records"] == 3000 and report["errors"] == 0
+    assert (report["config"]["payload"], report["config"]["compression"]) == ("text", "zstd")
+    produced = [f for _, op, f in sync_fake.requests if op == "produce"]
+    assert produced and all(f["records"][0] == MAGIC for f in produced)
+    values = [v for p in (0, 1) for v in sync_fake.values("t", p)]
+    assert len(values) == 3000 and all(len(v) == 120 and v.startswith(b'{"ts":') for v in values)
+    assert len(set(values)) > 1000  # events differ, as logs do
+
+
+def test_bench_compression_needs_batch_mode(sync_fake: FakeCluster):
+    result = run(["bench", "produce", "--compression", "lz4", "--count", "10", *boot(sync_fake)])
+    assert result.exit_code == 2 and "add --batch" in result.output
+
+
+def test_bench_payload_pools():
+    (fixed,) = payloads("fixed", 100)
+    assert len(fixed) == 100
+    pool = payloads("random", 100)
+    # More distinct values than a 256 KiB batch holds: a batch never repeats one.
+    assert len(set(pool)) == len(pool) > 256 * 1024 // 100
+    assert {len(v) for v in payloads("text", 20)} == {20}
+    with pytest.raises(ValueError, match="unknown payload"):
+        payloads("zeros", 10)
 
 
 @pytest.mark.parametrize(

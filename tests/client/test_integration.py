@@ -62,6 +62,14 @@ def test_cli_roundtrip_and_exit_codes_on_a_real_cluster(
             {"h": b"1"},
             1234,
         )
+        # A compressed batch is stored as it came; every reader, the CLI too, decompresses.
+        with client.producer(compression="zstd", linger=0.05) as producer:
+            for i in range(40):
+                producer.send("it", b"zipped record %d" % i, partition=0)
+        zipped = runner.invoke(
+            main, ["consume", "it", "--partition", "0", "--from-beginning", "--max", "40", *cfg]
+        )
+        assert zipped.stdout.splitlines() == [f"zipped record {i}" for i in range(40)]
     # topic alter: more partitions and a retention limit; a client that cached the
     # topic before sees the new partitions once its metadata is older than max age.
     with Client(cluster.addresses(), metadata_max_age=0.2) as watcher:

@@ -1,0 +1,104 @@
+"""Batch compression (Kafka's ``compression.type``), done by the client alone.
+
+The batching Producer may compress each batch's packed records before it is
+sent; the server stores and replicates the bytes it gets, as it does any
+batch (it checks size, count and CRC, never the records: DESIGN.md §9), and a
+fetch hands them back for the client to decompress. So compression costs the
+nodes nothing and divides what they send to peers, write to the WAL and
+compact by the data's compression ratio.
+
+A compressed batch is ``MAGIC, codec id, compressed msgpack rows``. ``MAGIC``
+(0xC1) is the one byte msgpack never uses, so an uncompressed batch (a
+msgpack array) can never be mistaken for a compressed one, and batches of
+either kind can follow each other in a partition.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAGIC = 0xC1  # "never used" in the msgpack spec
+
+
+class CompressionError(ValueError):
+    """A batch that cannot be decompressed, or a codec that is not available."""
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    name: str
+    codec_id: int
+    compress: Callable[[bytes], bytes]
+    decompress: Callable[[bytes], bytes]
+
+
+def _gzip() -> Codec:
+    # zlib level 1: gzip's format family at its fastest level (stdlib, always there).
+    return Codec("gzip", 1, lambda b: zlib.compress(b, 1), zlib.decompress)
+
+
+def _lz4() -> Codec:
+    import lz4.block
+
+    # store_size: the block carries its uncompressed length, so decompression
+    # needs no size limit from outside.
+    return Codec("lz4", 2, lambda b: lz4.block.compress(b, store_size=True), lz4.block.decompress)
+
+
+def _zstd() -> Codec:
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=1)  # level 1: ~2 GB/s here, ratio near level 3
+    decompressor = zstandard.ZstdDecompressor()
+    return Codec("zstd", 3, compressor.compress, decompressor.decompress)
+
+
+_FACTORIES: dict[str, Callable[[], Codec]] = {"gzip": _gzip, "lz4": _lz4, "zstd": _zstd}
+_IDS = {1: "gzip", 2: "lz4", 3: "zstd"}
+CODECS = ("none", *_FACTORIES)
+_loaded: dict[str, Codec] = {}
+
+
+def codec(name: str) -> Codec:
+    """The codec called ``name`` (gzip, lz4, zstd); CompressionError if unknown
+    or its library is missing."""
+    found = _loaded.get(name)
+    if found is not None:
+        return found
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise CompressionError(f"unknown compression {name!r} (one of {', '.join(CODECS)})")
+    try:
+        found = _loaded[name] = factory()
+    except ImportError as exc:
+        raise CompressionError(
+            f"compression {name!r} needs a library that is not installed: {exc}"
+        ) from exc
+    return found
+
+
+def compress(packed: bytes, name: str) -> bytes:
+    """``packed`` (a msgpack batch) compressed with the codec ``name``."""
+    c = codec(name)
+    return bytes((MAGIC, c.codec_id)) + c.compress(packed)
+
+
+def is_compressed(blob: bytes) -> bool:
+    return len(blob) > 0 and blob[0] == MAGIC
+
+
+def decompress(blob: bytes) -> bytes:
+    """The msgpack batch inside a compressed ``blob`` (``is_compressed(blob)``)."""
+    if len(blob) < 2:
+        raise CompressionError("compressed batch too short")
+    name = _IDS.get(blob[1])
+    if name is None:
+        raise CompressionError(f"batch compressed with an unknown codec id {blob[1]}")
+    try:
+        return codec(name).decompress(blob[2:])
+    except CompressionError:
+        raise
+    except Exception as exc:  # each library has its own error types
+        raise CompressionError(f"corrupt {name} batch: {exc}") from exc
