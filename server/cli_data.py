@@ -270,6 +270,13 @@ async def _stdin_lines(stream: BinaryIO) -> Any:
     show_default=True,
     help="Seconds to wait for more lines before sending a batch.",
 )
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "gzip", "lz4", "zstd"]),
+    default="none",
+    show_default=True,
+    help="Compress each batch (consumers decompress whatever they read).",
+)
 @cluster_options
 @_TIMEOUT_OPTION
 def produce(
@@ -279,6 +286,7 @@ def produce(
     header_pairs: tuple[str, ...],
     verbose: bool,
     linger: float,
+    compression: str,
     config: Path | None,
     bootstrap: str | None,
     timeout: float,
@@ -305,7 +313,12 @@ def produce(
                     click.echo(f"partition={md.partition} offset={md.offset}")
                 reported += 1
 
-        async with client, Producer(client, linger=linger, delivery_timeout=timeout) as producer:
+        async with (
+            client,
+            Producer(
+                client, linger=linger, delivery_timeout=timeout, compression=compression
+            ) as producer,
+        ):
             await client.partitions_for(topic_name)  # fail fast on an unknown topic
             async for line in _stdin_lines(stdin):
                 sent.append(await producer.send(topic_name, line, key, partition, headers))

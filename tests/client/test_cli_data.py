@@ -115,6 +115,17 @@ def test_produce_lines_then_consume_them(sync_fake: FakeCluster):
     ]
 
 
+def test_produce_compressed_lines_consume_back_as_written(sync_fake: FakeCluster):
+    lines = [f"order {i} shipped to warehouse 7" for i in range(200)]
+    args = ["produce", "t", "--partition", "0", "--compression", "lz4", "--linger", "1"]
+    result = run([*args, *boot(sync_fake)], stdin="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    produced = [f for _, op, f in sync_fake.requests if op == "produce"]
+    assert produced and all(f["records"][0] == MAGIC for f in produced)
+    consumed = run(["consume", "t", "--partition", "0", "--max", "200", *boot(sync_fake)])
+    assert consumed.stdout.splitlines() == lines
+
+
 def test_produce_to_unknown_topic_exits_1(sync_fake: FakeCluster):
     result = CliRunner().invoke(main, ["produce", "nope", *boot(sync_fake)], input="x\n")
     assert result.exit_code == 1
