@@ -125,6 +125,7 @@ class Consumer:
         session_timeout: float = DEFAULT_SESSION_TIMEOUT_S,
         rebalance_timeout: float = DEFAULT_REBALANCE_TIMEOUT_S,
         auto_commit: bool = True,
+        claim_uncommitted: bool = True,
     ) -> None:
         if auto_offset_reset not in RESET_POLICIES:
             raise ValueError(f"auto_offset_reset must be one of {RESET_POLICIES}")
@@ -137,6 +138,10 @@ class Consumer:
         self.max_bytes = max_bytes
         # Group-managed only: commit processed positions on a rebalance and on close.
         self.auto_commit = auto_commit
+        # Group-managed only: claim (commit the starting position of) partitions the
+        # group never committed too. False: only those it did, so a partition without
+        # a committed offset keeps none (``raftlog group reset-offsets --partition``).
+        self.claim_uncommitted = claim_uncommitted
         self._assigned = list(partitions) if partitions is not None else None
         self._positions: dict[int, int] = {}
         self._ends: dict[int, int] = {}  # last end_offset seen per partition
@@ -321,6 +326,8 @@ class Consumer:
         """
         assert self.group is not None
         for p in partitions:
+            if not self.claim_uncommitted and p not in self._committed_positions:
+                continue  # nothing committed here to protect, and nothing to add
             position = self._positions[p]
             await self.client.commit_offset(
                 self.group, self.topic, p, position, generation=generation

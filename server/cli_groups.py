@@ -215,9 +215,11 @@ async def _plan_partition(
 async def _commit_plan(
     client: AsyncClient, group: str, topic: str, count: int, plan: list[dict[str, Any]]
 ) -> None:
-    """Join as the group's only member (a new generation claims every partition),
-    commit the plan with that generation, and leave."""
-    consumer = Consumer(client, group, topic, auto_commit=False)
+    """Join as the group's only member (a new generation claims every partition
+    the group committed), commit the plan with that generation, and leave. A
+    partition the group never committed and the plan does not name keeps no
+    committed offset (later members start it by their auto_offset_reset)."""
+    consumer = Consumer(client, group, topic, auto_commit=False, claim_uncommitted=False)
     try:
         await consumer.start()
         if sorted(consumer.partitions) != list(range(count)):

@@ -145,6 +145,22 @@ def test_shift_by_one_partition_moves_only_that_partition_and_clamps(sync_fake: 
     assert sync_fake.committed[("g", "t", 0)][0] == 2
 
 
+def test_reset_of_one_partition_gives_no_other_partition_a_committed_offset(
+    sync_fake: FakeCluster,
+):
+    run(["produce", "t", "--partition", "0", *boot(sync_fake)], stdin="a\nb\n")
+    run(["produce", "t", "--partition", "1", *boot(sync_fake)], stdin="c\n")
+    with Client(sync_fake.bootstrap()) as client:  # the group commits on partition 0 only
+        client.commit_offset("g", "t", 0, 2)
+    args = ["group", "reset-offsets", "g", "--topic", "t", "--to-earliest", "--partition", "0"]
+    result = run([*args, "--execute", *boot(sync_fake)])
+    assert result.exit_code == 0, result.output
+    assert sync_fake.committed[("g", "t", 0)][0] == 0
+    # Partition 1 was neither named nor committed: a later member with
+    # auto_offset_reset="latest" must still start it at its end.
+    assert ("g", "t", 1) not in sync_fake.committed
+
+
 def test_reset_of_a_group_with_a_live_member_is_refused(sync_fake: FakeCluster):
     consume_and_commit(sync_fake)
     with Client(sync_fake.bootstrap()) as client:
