@@ -82,6 +82,8 @@ def jepsen() -> None:
 @click.option("--kill-targets", default=",".join(TARGETS), show_default=True)
 @click.option("--disk-full-targets", default=",".join(TARGETS), show_default=True,
               help="Whose disks the disk-full nemesis fills (it needs root: tmpfs mounts).")
+@click.option("--power-targets", default=",".join(TARGETS), show_default=True,
+              help="Whose power the power nemesis cuts (lazyfs disks: needs /dev/fuse).")
 @click.option("--clock-targets", default=",".join(CLOCK_TARGETS), show_default=True,
               help="Whose wall clocks the clock nemesis moves (a majority defeats "
                    "retention's clock check by design).")
@@ -106,7 +108,8 @@ def jepsen() -> None:
 @click.option("--unsafe-follower-reads", is_flag=True,
               help="DELIBERATELY UNSAFE node mode: serve reads from any replica.")
 def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
-            disk_full_targets: str, clock_targets: str, partition_shapes: str,
+            disk_full_targets: str, power_targets: str, clock_targets: str,
+            partition_shapes: str,
             time_limit: float,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
             rejoin: bool, rate: float, consumers: int, session_timeout: float,
@@ -122,6 +125,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
     targets = _targets(kill_targets, "--kill-targets")
     full_targets = _targets(disk_full_targets, "--disk-full-targets")
     skew_targets = _targets(clock_targets, "--clock-targets")
+    cut_targets = _targets(power_targets, "--power-targets")
     shapes = [s.strip() for s in partition_shapes.split(",") if s.strip()]
     for s in shapes:
         if s not in SHAPES:
@@ -135,7 +139,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         concurrency=concurrency, partitions=partitions, seed=seed, nemesis_interval=interval,
         spares=spares, rejoin=rejoin, consumers=consumers, session_timeout=session_timeout,
         kill_targets=targets, disk_full_targets=full_targets, partition_shapes=shapes,
-        clock_targets=skew_targets,
+        clock_targets=skew_targets, power_targets=cut_targets,
         rate_per_worker=rate,
         fsync=not unsafe_no_fsync,
         unsafe_ack_before_commit=unsafe_ack_before_commit,

@@ -22,6 +22,13 @@ after the replica check read the dirs. ``fill_disk`` shrinks a node's mount
 to just above its usage; a node that then exits with code 1 and its
 storage-failure line is an expected stop, not a crash (``unexpected_exits``).
 
+With ``ClusterSettings.lazyfs`` (the ``power`` nemesis), every node's data
+dir is a FUSE mount of jepsen/lazyfs.py over ``<run>/disks/<id>``: a process
+that keeps every write in memory until it is fsynced. ``power_fail`` kills the
+node and that process (a power cut: the unsynced writes are gone) and mounts a
+fresh one over what reached the backing dir. ``release_disks`` unmounts cleanly
+(everything is written out) and puts each backing dir where the data dir was.
+
 With ``ClusterSettings.clock_files`` (the ``clock`` nemesis), every node reads
 its wall-clock offset from ``<run>/clocks/<id>`` (``RAFTLOG_TEST_WALL_CLOCK_FILE``,
 server/clock_skew.py), which ``set_clock`` rewrites: the node's wall clock
@@ -91,6 +98,7 @@ class ClusterSettings:
     spares: int = 0  # extra nodes, not started, that the membership nemesis may add
     tmpfs_bytes: int = 0  # > 0: every data dir on its own tmpfs of this size (disk-full)
     clock_files: bool = False  # per-node wall-clock offset files (the clock nemesis)
+    lazyfs: bool = False  # every data dir on a lazyfs mount (the power nemesis)
     retention_ms: int | None = None  # the test topic's retention_ms
     retention_interval_ms: int | None = None  # [retention] interval_ms
 
@@ -113,6 +121,7 @@ class NodeProc:
     # The disk was full at some point of the current start: an exit on ENOSPC
     # is then ours, even one that comes just after the disk was freed again.
     full_since_start: bool = False
+    fs: subprocess.Popen[bytes] | None = None  # its lazyfs process (power nemesis)
 
 
 def _toml_str(s: str) -> str:
@@ -181,8 +190,20 @@ class JepsenCluster:
 
     def mount_disks(self) -> None:
         """Put every node's data dir (spares too) on its own tmpfs of
-        ``settings.tmpfs_bytes``. All or nothing: on a failure the mounts made
-        so far are removed and the DiskError says why."""
+        ``settings.tmpfs_bytes``, or on its own lazyfs (``settings.lazyfs``). All or
+        nothing: on a failure the mounts made so far are removed and the DiskError
+        says why."""
+        if self.settings.lazyfs:
+            if self.settings.tmpfs_bytes:
+                raise ValueError("the power and disk-full nemeses need different disks: "
+                                 "run them separately")
+            try:
+                for node in self.nodes.values():
+                    self._mount_lazyfs(node)
+            except BaseException:
+                self._release_lazyfs()
+                raise
+            return
         size = self.settings.tmpfs_bytes
         if size <= 0:
             return
@@ -196,6 +217,70 @@ class JepsenCluster:
         except BaseException:
             self.release_disks(keep=False)
             raise
+
+    @property
+    def has_lazyfs(self) -> bool:
+        """Are the data dirs lazyfs mounts of ours (can the power nemesis work)?"""
+        return bool(self.nodes) and all(n.fs is not None for n in self.nodes.values())
+
+    def _backing(self, nid: str) -> Path:
+        return self.run_dir / "disks" / nid
+
+    def _mount_lazyfs(self, node: NodeProc) -> None:
+        backing = self._backing(node.id)
+        backing.mkdir(parents=True, exist_ok=True)
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        with node.log_path.open("ab") as out:
+            node.fs = subprocess.Popen(
+                [sys.executable, "-m", "raftlog.jepsen.lazyfs", str(backing), str(node.data_dir)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        end = time.monotonic() + 10
+        while not disks.is_mounted(node.data_dir):
+            if node.fs.poll() is not None or time.monotonic() > end:
+                self._kill_lazyfs(node)
+                raise disks.DiskError(
+                    f"cannot mount lazyfs on {node.data_dir} (needs /dev/fuse, libfuse2 and "
+                    f"fusepy); see logs/{node.id}.log"
+                )
+            time.sleep(0.02)
+        log.info("event=lazyfs_mounted node=%s path=%s", node.id, node.data_dir)
+
+    def _kill_lazyfs(self, node: NodeProc) -> None:
+        """The power cut of a disk: its process dies with every unsynced write."""
+        if node.fs is not None:
+            with contextlib.suppress(ProcessLookupError):
+                node.fs.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.fs.wait(timeout=10)
+            node.fs = None
+        disks.fuse_unmount(node.data_dir, lazy=True)
+
+    def power_fail(self, nid: str) -> None:
+        """Cut ``nid``'s power: kill the node, lose what its disk had not synced,
+        and mount the disk again (the node stays down until ``start``)."""
+        node = self.nodes[nid]
+        self.kill(nid)
+        self._kill_lazyfs(node)
+        self._mount_lazyfs(node)
+        log.info("event=power_fail node=%s", nid)
+
+    def _release_lazyfs(self) -> None:
+        for node in self.nodes.values():
+            if node.fs is None:
+                continue
+            disks.fuse_unmount(node.data_dir, lazy=False)  # clean: destroy() writes out
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.fs.wait(timeout=30)
+            if node.fs.poll() is None:
+                self._kill_lazyfs(node)
+            node.fs = None
+            # What jepsen check reads later: the disk's contents, where the dir was.
+            with contextlib.suppress(OSError):
+                node.data_dir.rmdir()
+                self._backing(node.id).rename(node.data_dir)
+            log.info("event=lazyfs_unmounted node=%s", node.id)
 
     def fill_disk(self, nid: str, margin: int = disks.DEFAULT_MARGIN) -> int:
         """Shrink ``nid``'s tmpfs to ``margin`` bytes above its usage (its writes
@@ -259,6 +344,7 @@ class JepsenCluster:
         copy; notes say what went wrong. Safe to call more than once."""
         notes: list[str] = []
         failures: list[str] = []
+        self._release_lazyfs()
         for node in self.nodes.values():
             if not node.mounted:
                 continue

@@ -109,3 +109,26 @@ def clear(path: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
+
+
+def fuse_unmount(path: Path, *, lazy: bool) -> None:
+    """Unmount the FUSE filesystem on ``path`` (``fusermount -u``; ``lazy``: also
+    when its process is dead or a file is open, ``-z``). A no-op if nothing is
+    mounted there."""
+    if not is_mounted(path):
+        return
+    tool = shutil.which("fusermount") or shutil.which("fusermount3") or "fusermount"
+    result = _run([tool, "-u", *(["-z"] if lazy else []), str(path)])
+    if result.returncode != 0 and is_mounted(path):
+        if not lazy:
+            fuse_unmount(path, lazy=True)
+            return
+        raise DiskError(f"cannot unmount {path}: {_why(result)}")
+
+
+def is_mounted(path: Path) -> bool:
+    """Is something mounted on ``path``? Unlike ``os.path.ismount`` also true for
+    a FUSE mount whose process died (stat fails there: "not connected")."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mounts") as mounts:
+        return any(line.split()[1] == target for line in mounts)

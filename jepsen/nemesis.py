@@ -1,4 +1,5 @@
-"""Faults: kill, pause, partition, link delay, a full disk, wall clocks, and membership.
+"""Faults: kill, pause, partition, link delay, a full disk, power cuts, wall clocks and
+membership.
 
 A seeded schedule alternates start and stop: wait about ``interval`` seconds,
 start a fault of a random kind on random targets, wait, stop it. Each start
@@ -13,6 +14,13 @@ above their usage, stop gives them their size back and restarts those that
 stopped. A node that stopped on the full disk (exit 1, its storage-failure
 line) is recorded as ``disk-full-stopped``, not as ``node-crashed``: refusing
 to go on without its writes is what it must do.
+
+``power`` cuts the targets' power: each node is killed together with its
+disk's page cache (jepsen/lazyfs.py: every write it had not fsynced is lost),
+and stop restarts them. It needs the data dirs on lazyfs mounts
+(``ClusterSettings.lazyfs``). With ``fsync = true`` nothing acknowledged may
+be lost; with ``fsync = false`` a majority's power cut loses acknowledged
+records, which shows that the fault bites.
 
 ``clock`` moves the targets' wall clocks (``JepsenCluster.set_clock``) by
 one of ``CLOCK_OFFSETS_S``, forward or back, and stop puts them right. Raft
@@ -48,7 +56,7 @@ from .proxy import LinkMode
 
 log = logging.getLogger(__name__)
 
-KINDS = ("partition", "kill", "pause", "delay", "disk-full", "clock", "membership")
+KINDS = ("partition", "kill", "pause", "delay", "disk-full", "power", "clock", "membership")
 DELAYS_MS = (20.0, 50.0, 100.0, 200.0, 400.0)
 TARGETS = ("one", "minority", "majority", "all", "leader")
 CLOCK_TARGETS = ("one", "minority", "leader")
@@ -94,6 +102,7 @@ class Nemesis:
     pause_targets: Sequence[str] = ("one", "minority", "leader")
     disk_full_targets: Sequence[str] = ("one", "minority", "majority", "all", "leader")
     disk_full_margins: Sequence[int] = DISK_FULL_MARGINS
+    power_targets: Sequence[str] = ("one", "minority", "majority", "all", "leader")
     clock_targets: Sequence[str] = CLOCK_TARGETS
     clock_offsets: Sequence[float] = CLOCK_OFFSETS_S
     shapes: Sequence[str] = SHAPES
@@ -144,6 +153,9 @@ class Nemesis:
             raise ValueError("partition and delay nemeses need a proxied cluster")
         if "clock" in self.kinds and not self.cluster.settings.clock_files:
             raise ValueError("the clock nemesis needs ClusterSettings.clock_files")
+        if "power" in self.kinds and not self.cluster.has_lazyfs:
+            raise ValueError("the power nemesis needs every data dir on a lazyfs of the "
+                             "cluster (ClusterSettings.lazyfs, mount_disks)")
         if "disk-full" in self.kinds and not self.cluster.has_tmpfs:
             raise ValueError("the disk-full nemesis needs every data dir on a tmpfs of the "
                              "cluster (ClusterSettings.tmpfs_bytes, mount_disks)")
@@ -209,6 +221,14 @@ class Nemesis:
                 self.cluster.kill(nid)
                 self._killed.add(nid)
             value = {"targets": how, "nodes": targets}
+        elif kind == "power":
+            how = self.rng.choice(list(self.power_targets))
+            targets = choose_targets(nodes, how, self.rng,
+                                     await self._leader() if how == "leader" else None)
+            for nid in targets:
+                self._killed.add(nid)  # before: a failed remount is still restarted
+                self.cluster.power_fail(nid)
+            value = {"targets": how, "nodes": targets}
         elif kind == "pause":
             how = self.rng.choice(list(self.pause_targets))
             targets = choose_targets(nodes, how, self.rng,
@@ -248,7 +268,7 @@ class Nemesis:
         if kind in ("partition", "delay"):
             assert self.cluster.mesh is not None
             self.cluster.mesh.heal()
-        elif kind == "kill":
+        elif kind in ("kill", "power"):
             value["nodes"] = sorted(self._killed)
             await self._restart_killed()
         elif kind == "pause":

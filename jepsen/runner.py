@@ -54,6 +54,9 @@ class RunOptions:
     disk_full_targets: list[str] = field(
         default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
     )
+    power_targets: list[str] = field(
+        default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
+    )
     tmpfs_bytes: int = 1 << 30  # disk-full: each data dir's tmpfs (only what is written counts)
     disk_full_margins: list[int] = field(default_factory=lambda: list(DISK_FULL_MARGINS))
     clock_targets: list[str] = field(default_factory=lambda: list(CLOCK_TARGETS))
@@ -137,6 +140,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         proxied=bool({"partition", "delay"} & set(opts.nemesis)),
         spares=opts.spares if "membership" in opts.nemesis else 0,
         tmpfs_bytes=opts.tmpfs_bytes if "disk-full" in opts.nemesis else 0,
+        lazyfs="power" in opts.nemesis,
         **_clock_settings(opts),
     )
     cluster = JepsenCluster(out, settings)
@@ -181,6 +185,7 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                     admin=ClientAdmin(admin, TOPIC), rejoin=opts.rejoin,
                     disk_full_targets=opts.disk_full_targets,
                     disk_full_margins=opts.disk_full_margins,
+                    power_targets=opts.power_targets,
                     clock_targets=opts.clock_targets, clock_offsets=opts.clock_offsets,
                 )
                 notes += nemesis.skipped
