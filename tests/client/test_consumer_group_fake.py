@@ -54,3 +54,19 @@ async def test_a_rebalance_commits_only_what_was_processed(fake: FakeCluster):
         assert committed == first[-1][1].offset + 1 == second[0][1].offset
         await a.close()
         await b.close()
+
+
+async def test_a_rebalance_never_commits_below_what_the_application_committed(fake: FakeCluster):
+    async with AsyncClient(fake.bootstrap()) as client:
+        await client.produce_batch("t", 0, [b"v%d" % i for i in range(6)])
+        a = Consumer(client, "g", "t", max_records=3, session_timeout=SESSION_S, max_wait=0.0)
+        batch = await a.poll()  # handed out, not yet "processed" by a next poll ...
+        assert [r.offset for _, r in batch] == [0, 1, 2]
+        await a.commit({0: 3})  # ... but the application says it is
+        b = Consumer(client, "g", "t", session_timeout=SESSION_S)
+        with trio.fail_after(DEADLINE_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.start)  # b's join makes a revoke and rejoin
+        assert fake.committed[("g", "t", 0)][0] == 3  # not moved back to 0
+        await a.close()
+        await b.close()
