@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 import click
 import trio
 from raftlog.client.aio import AsyncClient
+from raftlog.client.compression import CODECS
 from raftlog.client.consumer import Consumer
 from raftlog.client.producer import Delivery, Producer
 from raftlog.client.protocol import Record
@@ -246,6 +247,17 @@ async def _stdin_lines(stream: BinaryIO) -> Any:
         yield pending.rstrip(b"\r")
 
 
+def _compression_option(help_text: str) -> Any:
+    """``--compression`` for commands that produce with a batching Producer."""
+    return click.option(
+        "--compression",
+        type=click.Choice(list(CODECS)),
+        default="none",
+        show_default=True,
+        help=help_text,
+    )
+
+
 @click.command()
 @click.argument("topic_name", metavar="TOPIC")
 @click.option("--key", default=None, help="Key of every record (picks the partition).")
@@ -270,13 +282,7 @@ async def _stdin_lines(stream: BinaryIO) -> Any:
     show_default=True,
     help="Seconds to wait for more lines before sending a batch.",
 )
-@click.option(
-    "--compression",
-    type=click.Choice(["none", "gzip", "lz4", "zstd"]),
-    default="none",
-    show_default=True,
-    help="Compress each batch (consumers decompress whatever they read).",
-)
+@_compression_option("Compress each batch (consumers decompress whatever they read).")
 @cluster_options
 @_TIMEOUT_OPTION
 def produce(
@@ -574,13 +580,7 @@ def _bench_options(fn: Any) -> Any:
     help="Record contents: one random value repeated (as kafka-producer-perf-test), "
     "a fresh random value per record (incompressible), or JSON-like events.",
 )
-@click.option(
-    "--compression",
-    type=click.Choice(["none", "gzip", "lz4", "zstd"]),
-    default="none",
-    show_default=True,
-    help="The batching Producer's batch compression (--batch only).",
-)
+@_compression_option("The batching Producer's batch compression (--batch only).")
 @cluster_options
 def bench_produce(
     config: Path | None, bootstrap: str | None, as_json: bool, **options: Any
