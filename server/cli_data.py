@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 import click
 import trio
 from raftlog.client.aio import AsyncClient
+from raftlog.client.bench import PAYLOADS
 from raftlog.client.compression import CODECS
 from raftlog.client.consumer import Consumer
 from raftlog.client.producer import Delivery, Producer
@@ -574,7 +575,7 @@ def _bench_options(fn: Any) -> Any:
 )
 @click.option(
     "--payload",
-    type=click.Choice(["fixed", "random", "text"]),
+    type=click.Choice(list(PAYLOADS)),
     default="fixed",
     show_default=True,
     help="Record contents: one random value repeated (as kafka-producer-perf-test), "
