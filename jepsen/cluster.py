@@ -231,20 +231,10 @@ class JepsenCluster:
         backing.mkdir(parents=True, exist_ok=True)
         node.data_dir.mkdir(parents=True, exist_ok=True)
         with node.log_path.open("ab") as out:
-            node.fs = subprocess.Popen(
-                [sys.executable, "-m", "raftlog.jepsen.lazyfs", str(backing), str(node.data_dir)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        end = time.monotonic() + 10
-        while not disks.is_mounted(node.data_dir):
-            if node.fs.poll() is not None or time.monotonic() > end:
-                self._kill_lazyfs(node)
-                raise disks.DiskError(
-                    f"cannot mount lazyfs on {node.data_dir} (needs /dev/fuse, libfuse2 and "
-                    f"fusepy); see logs/{node.id}.log"
-                )
-            time.sleep(0.02)
+            try:
+                node.fs = disks.mount_lazyfs(backing, node.data_dir, out)
+            except disks.DiskError as exc:
+                raise disks.DiskError(f"{exc}; see logs/{node.id}.log") from None
         log.info("event=lazyfs_mounted node=%s path=%s", node.id, node.data_dir)
 
     def _kill_lazyfs(self, node: NodeProc) -> None:

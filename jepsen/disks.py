@@ -16,7 +16,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 PAGE = 4096  # tmpfs counts and limits in pages
 DEFAULT_MARGIN = 64 * 1024  # room left above the usage when a disk is "filled"
@@ -124,6 +127,28 @@ def fuse_unmount(path: Path, *, lazy: bool) -> None:
             fuse_unmount(path, lazy=True)
             return
         raise DiskError(f"cannot unmount {path}: {_why(result)}")
+
+
+def mount_lazyfs(backing: Path, mountpoint: Path, output: Any, timeout: float = 10.0
+                 ) -> subprocess.Popen[bytes]:
+    """Start a lazyfs process (jepsen/lazyfs.py) mounting ``backing`` on
+    ``mountpoint``, its output to ``output``; return it once the mount is there.
+    DiskError (the process stopped) if it does not mount within ``timeout``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raftlog.jepsen.lazyfs", str(backing), str(mountpoint)],
+        stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    end = time.monotonic() + timeout
+    while not is_mounted(mountpoint):
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            proc.wait(timeout=10)
+            fuse_unmount(mountpoint, lazy=True)
+            raise DiskError(f"cannot mount lazyfs on {mountpoint} (needs /dev/fuse, "
+                            "libfuse2 and fusepy)")
+        time.sleep(0.02)
+    return proc
 
 
 def is_mounted(path: Path) -> bool:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,17 +29,7 @@ class Disk:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "raftlog.jepsen.lazyfs", str(self.backing), str(self.mount)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        end = time.monotonic() + 10
-        while not disks.is_mounted(self.mount):
-            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
-            assert time.monotonic() < end, "lazyfs did not mount within 10 s"
-            time.sleep(0.02)
+        self.proc = disks.mount_lazyfs(self.backing, self.mount, subprocess.DEVNULL)
 
     def power_cut(self) -> None:
         assert self.proc is not None
