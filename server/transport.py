@@ -20,8 +20,12 @@ flushed.
 With ``[tls]`` each link is a TLS stream (server/tls.py): the dialler checks
 the peer's certificate against ``ca_file`` and the host it dials, and presents
 its own. A TLS stream has no descriptor for direct writes (``socket_fd`` is
-None), so ``flush`` leaves its frames to the writer task, which still sends
-a turn's frames in one write; the plaintext direct path is unchanged.
+None), and its TLS state belongs to trio's SSLStream (whose EOF watcher reads
+it meanwhile), so ``flush`` leaves its frames to the writer task, which still
+sends a turn's frames in one write. Before an fsync on its own loop the
+driver awaits ``deliver``: the writer tasks hand the frames to the kernel
+first, so the followers' fsyncs overlap the leader's again. The plaintext
+direct path is unchanged.
 """
 
 from __future__ import annotations
@@ -106,6 +110,9 @@ class PeerTransport:
         self.max_frame_payload = frame_limit - min(64 * 1024, frame_limit // 4)
         self._peers: dict[str, _Peer] = {}
         self._nursery: trio.Nursery | None = None
+        # Set (and replaced) whenever a writer task finished a write or its link
+        # went down: what ``deliver`` waits for.
+        self._progress = trio.Event()
         # [tls]: built now, so a bad certificate stops the node at start (ConfigError).
         self._ssl = peer_context(cfg, node_id)
         for node in cfg.nodes:
@@ -151,6 +158,24 @@ class PeerTransport:
         if written < len(data):
             state.pending = memoryview(data)[written:]
             state.wake.set()
+
+    def undelivered(self) -> bool:
+        """Frames of a connected link that only its writer task can send (TLS)
+        are queued or being written."""
+        return any(
+            state.connected and state.fd is None and (state.queue or state.pending or state.writing)
+            for state in self._peers.values()
+        )
+
+    async def deliver(self) -> None:
+        """Wait until ``undelivered()`` is False. Callers bound the wait: a slow
+        or dead peer's full socket keeps its frames queued for the writer task."""
+        while self.undelivered():
+            await self._progress.wait()
+
+    def _note_progress(self) -> None:
+        progress, self._progress = self._progress, trio.Event()
+        progress.set()
 
     def redial(self, peer: str) -> None:
         """``peer`` just connected to us (its hello was accepted): if our link to
@@ -309,6 +334,7 @@ class PeerTransport:
         finally:
             state.connected = False
             state.pending = b""
+            self._note_progress()
             self.metrics.peer_connected.set(0, peer=state.node_id)
             log.info("event=peer_disconnected peer=%s", state.node_id)
 
@@ -329,6 +355,7 @@ class PeerTransport:
                         await stream.send_all(data)
                     finally:
                         state.writing = False
+                        self._note_progress()
                     self.metrics.peer_msgs_out.inc(count, peer=state.node_id)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("event=peer_stream_broken peer=%s error=%r", state.node_id, str(exc))

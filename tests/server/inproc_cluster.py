@@ -71,6 +71,12 @@ class MemTransport:
     def flush(self) -> None:
         pass  # send() delivers at once
 
+    def undelivered(self) -> bool:
+        return False
+
+    async def deliver(self) -> None:
+        pass
+
     def is_connected(self, peer: str) -> bool:
         return (self.node_id, peer) not in self.net.cut and peer in self.net.drivers
 

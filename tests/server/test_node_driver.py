@@ -104,6 +104,49 @@ async def test_concurrent_produces_are_coalesced_into_fewer_proposals(cluster):
     assert driver.stats["proposals"] - before < 50
 
 
+async def test_the_leader_lets_undelivered_appends_go_before_its_fsync(cluster, monkeypatch):
+    """With links the driver cannot write itself (TLS), it waits for the
+    transport's writers before an inline fsync, so the followers' fsyncs
+    overlap its own (thesis §10.2.1) instead of following it."""
+    topic = await cluster.create_topic("d", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    driver = cluster.driver(leader)
+    events: list[str] = []
+    save = driver.store.save
+
+    def recording_save(readies: Any, *, sync: bool = True) -> None:
+        events.append(f"save sync={sync}")
+        save(readies, sync=sync)
+
+    class WriterOnlyLinks:  # what a TLS PeerTransport looks like to the driver
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None:
+            self.inner.send(peer, msgs)
+
+        def flush(self) -> None:
+            self.inner.flush()
+
+        def is_connected(self, peer: str) -> bool:
+            return self.inner.is_connected(peer)
+
+        def undelivered(self) -> bool:
+            return True
+
+        async def deliver(self) -> None:
+            events.append("deliver")
+            await trio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(driver, "transport", WriterOnlyLinks(driver.transport))
+    monkeypatch.setattr(driver.store, "save", recording_save)
+    monkeypatch.setattr(driver.store, "fsync", True)  # the harness runs without fsync
+    assert (await cluster.produce(leader, "d", [b"x"]))["base_offset"] == 0
+    synced = events.index("save sync=True")
+    assert synced > 0 and events[synced - 1] == "deliver", events
+    assert "deliver" not in [events[i - 1] for i, e in enumerate(events) if e == "save sync=False"]
+
+
 async def test_idempotent_retry_is_appended_once(cluster):
     topic = await cluster.create_topic("t", partitions=1)
     leader = await cluster.wait_leader(topic["partitions"][0]["group"])
@@ -565,6 +608,12 @@ class _NoPeers:
         raise AssertionError("a single-node cluster has no peers")
 
     def flush(self) -> None:
+        pass
+
+    def undelivered(self) -> bool:
+        return False
+
+    async def deliver(self) -> None:
         pass
 
     def is_connected(self, peer: str) -> bool:

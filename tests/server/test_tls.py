@@ -260,6 +260,29 @@ async def test_transport_dials_peers_over_tls(
     assert transport.metrics.tls_handshake_failures.value(side="dial", reason="certificate") == 0
 
 
+async def test_deliver_waits_for_the_tls_writer_to_hand_frames_to_the_kernel(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    """The driver awaits deliver() before an inline fsync: over TLS, flush cannot
+    write, and without the wait the appends would leave after the fsync."""
+    cfg = with_tls(make_config(tmp_path, 2), files)
+    transport = PeerTransport(cfg, "n1", "i-n1", options=TransportOptions(backoff_max_s=0.05))
+    await nursery.start(transport.run)
+    transport.send("n2", [(7, b"early")])
+    assert not transport.undelivered()  # n2 is not up: nothing a wait could deliver
+    served = await serve_fake(nursery, cfg, "n2")
+    await wait_until(lambda: transport.is_connected("n2"), "connected")
+    await served.node.wait_peer_msgs(1)  # the queued frame went out on connect
+    transport.send("n2", [(7, b"append")])
+    transport.flush()
+    assert transport.undelivered()  # no descriptor: only the writer task can send it
+    with trio.fail_after(5):
+        await transport.deliver()
+    assert not transport.undelivered()
+    await served.node.wait_peer_msgs(2)
+    assert served.node.peer_msgs == [("n1", [(7, b"early")]), ("n1", [(7, b"append")])]
+
+
 async def test_transport_refuses_a_peer_signed_by_another_ca(
     tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
 ) -> None:
