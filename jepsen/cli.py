@@ -102,6 +102,9 @@ def jepsen() -> None:
               help="Ops per second per worker.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run directory (default store/<workload>-<time>).")
+@click.option("--tls", is_flag=True,
+              help="[tls] on every node, peer links and clients (a CA made for the run; "
+                   "needs trustme from the test extras).")
 @click.option("--unsafe-no-fsync", is_flag=True, help="fsync = false on every node.")
 @click.option("--unsafe-ack-before-commit", is_flag=True,
               help="DELIBERATELY UNSAFE node mode: ack produces before commit.")
@@ -113,8 +116,8 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
             time_limit: float,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
             rejoin: bool, rate: float, consumers: int, session_timeout: float,
-            out: Path | None, unsafe_no_fsync: bool, unsafe_ack_before_commit: bool,
-            unsafe_follower_reads: bool) -> None:
+            out: Path | None, tls: bool, unsafe_no_fsync: bool,
+            unsafe_ack_before_commit: bool, unsafe_follower_reads: bool) -> None:
     """Start a cluster, run a workload under faults, check the history."""
     from .runner import RunOptions, run
 
@@ -140,7 +143,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         spares=spares, rejoin=rejoin, consumers=consumers, session_timeout=session_timeout,
         kill_targets=targets, disk_full_targets=full_targets, partition_shapes=shapes,
         clock_targets=skew_targets, power_targets=cut_targets,
-        rate_per_worker=rate,
+        rate_per_worker=rate, tls=tls,
         fsync=not unsafe_no_fsync,
         unsafe_ack_before_commit=unsafe_ack_before_commit,
         unsafe_follower_reads=unsafe_follower_reads,

@@ -52,6 +52,7 @@ from pathlib import Path
 import trio
 from raftlog.client.aio import AsyncClient
 from raftlog.client.errors import RaftlogError
+from raftlog.client.tls import TLSConfig
 
 from . import disks
 from .proxy import ProxyMesh
@@ -99,6 +100,7 @@ class ClusterSettings:
     tmpfs_bytes: int = 0  # > 0: every data dir on its own tmpfs of this size (disk-full)
     clock_files: bool = False  # per-node wall-clock offset files (the clock nemesis)
     lazyfs: bool = False  # every data dir on a lazyfs mount (the power nemesis)
+    tls: bool = False  # [tls] on every node: a run CA, one certificate for 127.0.0.1
     retention_ms: int | None = None  # the test topic's retention_ms
     retention_interval_ms: int | None = None  # [retention] interval_ms
 
@@ -375,7 +377,35 @@ class JepsenCluster:
         if self.settings.clock_files:
             for nid in self.nodes:
                 self.set_clock(nid, 0.0)
+        if self.settings.tls:
+            self._issue_tls_files()
         self.config_path.write_text(self.render_config())
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.run_dir / "tls"
+
+    @property
+    def client_tls(self) -> TLSConfig | None:
+        """What every client of the run connects with (None: plaintext)."""
+        return TLSConfig(ca_file=self.tls_dir / "ca.pem") if self.settings.tls else None
+
+    def _issue_tls_files(self) -> None:
+        """A CA of this run and one node certificate for 127.0.0.1 (trustme, a test extra)."""
+        try:
+            import trustme
+        except ImportError:
+            raise RuntimeError(
+                "--tls needs the trustme package to issue the run's certificates "
+                "(pip install -e '.[test]')"
+            ) from None
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(self.tls_dir / "ca.pem"))
+        cert = ca.issue_cert("127.0.0.1")
+        for i, blob in enumerate(cert.cert_chain_pems):
+            blob.write_to_path(str(self.tls_dir / "node.pem"), append=i > 0)
+        cert.private_key_pem.write_to_path(str(self.tls_dir / "node.key"))
 
     def clock_path(self, nid: str) -> Path:
         return self.run_dir / "clocks" / nid
@@ -405,6 +435,9 @@ class JepsenCluster:
             lines.append("unsafe_follower_reads = true")
         if s.retention_interval_ms is not None:
             lines += ["", "[retention]", f"interval_ms = {s.retention_interval_ms}"]
+        if s.tls:  # paths are relative to cluster.toml, like data_dir
+            lines += ["", "[tls]", 'ca_file = "tls/ca.pem"', 'cert_file = "tls/node.pem"',
+                      'key_file = "tls/node.key"']
         for n in self.nodes.values():
             lines += ["", "[[node]]", f"id = {_toml_str(n.id)}",
                       f"address = {_toml_str(n.address)}",
@@ -561,7 +594,8 @@ class JepsenCluster:
     ) -> None:
         """Create the test topic (or find it) once the metadata group has a leader."""
         with trio.fail_after(deadline):
-            async with AsyncClient(self.addresses, request_timeout=5.0) as client:
+            async with AsyncClient(self.addresses, request_timeout=5.0,
+                                   tls=self.client_tls) as client:
                 while True:
                     try:
                         config = ({"retention_ms": self.settings.retention_ms}

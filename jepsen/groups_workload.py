@@ -91,7 +91,8 @@ class GroupConsumers:
 
     async def worker(self, worker: int, index: int, stop: trio.Event) -> None:
         async with AsyncClient(self.wl.bootstrap, client_id=f"jepsen-g{index}",
-                               request_timeout=self.wl.config.request_timeout) as client:
+                               request_timeout=self.wl.config.request_timeout,
+                               tls=self.wl.tls) as client:
             incarnation = 0
             while not stop.is_set():
                 name = f"g{index}.{incarnation}"
@@ -179,7 +180,8 @@ class GroupConsumers:
         (retried within ``deadline``; reads, so failures are ``fail``)."""
         notes: list[str] = []
         async with AsyncClient(self.wl.bootstrap, client_id="jepsen-committed",
-                               request_timeout=self.wl.config.request_timeout) as client:
+                               request_timeout=self.wl.config.request_timeout,
+                               tls=self.wl.tls) as client:
             for key in range(self.wl.config.partitions):
                 with trio.move_on_after(deadline) as scope:
                     while True:

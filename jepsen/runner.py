@@ -75,6 +75,7 @@ class RunOptions:
     lin_time_limit: float = 60.0  # per partition; beyond it the verdict is unknown
     consumers: int = 3  # groups workload: group-managed consumers
     session_timeout: float = 2.0  # groups workload: short, so faults expire members
+    tls: bool = False  # [tls] on every node and client (a CA made for the run)
 
 
 def check_history(ops: list[Op], lin_time_limit: float = 60.0,
@@ -141,6 +142,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         spares=opts.spares if "membership" in opts.nemesis else 0,
         tmpfs_bytes=opts.tmpfs_bytes if "disk-full" in opts.nemesis else 0,
         lazyfs="power" in opts.nemesis,
+        tls=opts.tls,
         **_clock_settings(opts),
     )
     cluster = JepsenCluster(out, settings)
@@ -173,10 +175,12 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                                consumers=opts.consumers,
                                session_timeout=opts.session_timeout),
                 cluster.addresses, recorder, random.Random(rng.random()),
+                tls=cluster.client_tls,
             )
-            async with AsyncClient(cluster.addresses, request_timeout=2.0) as probe, \
+            tls = cluster.client_tls
+            async with AsyncClient(cluster.addresses, request_timeout=2.0, tls=tls) as probe, \
                     AsyncClient(cluster.addresses, client_id="jepsen-admin",
-                                request_timeout=5.0) as admin:
+                                request_timeout=5.0, tls=tls) as admin:
                 nemesis = Nemesis(
                     cluster, recorder, random.Random(rng.random()), opts.nemesis,
                     interval=opts.nemesis_interval, kill_targets=opts.kill_targets,

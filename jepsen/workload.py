@@ -35,6 +35,7 @@ from raftlog.client.aio import AsyncClient
 from raftlog.client.connection import Connection
 from raftlog.client.errors import OutOfRangeError, RaftlogError
 from raftlog.client.protocol import decode_batch
+from raftlog.client.tls import TLSConfig, client_context
 
 from .history import OpType, ProcessIds, Recorder, classify_error, error_name
 
@@ -71,6 +72,7 @@ class Workload:
     bootstrap: Sequence[str]
     recorder: Recorder
     rng: random.Random = field(default_factory=random.Random)
+    tls: TLSConfig | None = None  # the run's --tls: every client trusts its CA
     _values: itertools.count = field(default_factory=lambda: itertools.count(1))
     _known_end: dict[int, int] = field(default_factory=dict)
 
@@ -156,7 +158,8 @@ class Workload:
 
     async def log_worker(self, worker: int, stop: trio.Event) -> None:
         async with AsyncClient(self.bootstrap, client_id=f"jepsen-{worker}",
-                               request_timeout=self.config.request_timeout) as client:
+                               request_timeout=self.config.request_timeout,
+                               tls=self.tls) as client:
             while not stop.is_set():
                 key = self.rng.randrange(self.config.partitions)
                 r = self.rng.random()
@@ -172,7 +175,8 @@ class Workload:
         """One consumer session at a time on partition ``key``; restarts resume
         from the group's committed offset."""
         async with AsyncClient(self.bootstrap, client_id=f"jepsen-c{worker}",
-                               request_timeout=self.config.request_timeout) as client:
+                               request_timeout=self.config.request_timeout,
+                               tls=self.tls) as client:
             session = 0
             position: int | None = None
             while not stop.is_set():
@@ -247,7 +251,8 @@ class Workload:
         """
         notes: list[str] = []
         async with AsyncClient(self.bootstrap, client_id="jepsen-drain",
-                               request_timeout=self.config.request_timeout) as client:
+                               request_timeout=self.config.request_timeout,
+                               tls=self.tls) as client:
             for key in range(self.config.partitions):
                 with trio.move_on_after(deadline) as scope:
                     while True:
@@ -288,7 +293,8 @@ class Workload:
             for nid, address in sorted(addresses.items()):
                 try:
                     with trio.fail_after(5):
-                        conn = await Connection.open(nursery, address, client_id=f"drain-{nid}")
+                        conn = await Connection.open(nursery, address, client_id=f"drain-{nid}",
+                                                     ssl_context=client_context(self.tls))
                 except (OSError, RaftlogError, trio.TooSlowError) as exc:
                     notes.append(f"node {nid}: cannot connect for a per-node drain: {exc}")
                     continue

@@ -96,3 +96,23 @@ async def test_unsafe_follower_reads_are_caught_as_stale_reads(tmp_path: Path) -
     # Follower reads make per-node drains possible: one per node and partition.
     assert ok_count(results, "drain") == opts.partitions * (1 + opts.nodes)
     assert_replicas_agree(results, opts)
+
+
+async def test_a_tls_cluster_under_kill_and_partition_is_valid(tmp_path: Path) -> None:
+    """--tls: nodes, peer links (through the partition proxies) and every client
+    speak TLS only; a client or node on the wrong side of that would fail every
+    request, so the ok sends show the whole run went over TLS."""
+    opts = RunOptions(
+        out=tmp_path / "run", nodes=3, workload="log", nemesis=["kill", "partition"],
+        time_limit=12, nemesis_interval=3, concurrency=8, seed=3, recovery=3, quiet=1,
+        tls=True,
+    )
+    results = await run(opts)
+    assert results["valid"], {k: results[k] for k in ("log", "notes", "liveness")}
+    assert ok_count(results, "send") > 100 and ok_count(results, "drain") == opts.partitions
+    assert_replicas_agree(results, opts)
+    config = (tmp_path / "run" / "cluster.toml").read_text()
+    assert '[tls]\nca_file = "tls/ca.pem"' in config
+    assert (tmp_path / "run" / "tls" / "node.key").stat().st_size > 0
+    history = (tmp_path / "run" / "history.jsonl").read_text()
+    assert '"start-kill"' in history or '"start-partition"' in history
