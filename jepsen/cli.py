@@ -6,6 +6,7 @@ Exit codes: 0 valid, 1 an anomaly was found (or the verdict is unknown),
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -133,6 +134,10 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
     for s in shapes:
         if s not in SHAPES:
             raise click.BadParameter(f"unknown shape {s!r}", param_hint="--partition-shapes")
+    if tls and importlib.util.find_spec("trustme") is None:
+        raise click.UsageError(
+            "--tls issues the run's certificates with trustme: pip install -e '.[test]'"
+        )
     if out is None:
         import time
 

@@ -116,3 +116,18 @@ async def test_a_tls_cluster_under_kill_and_partition_is_valid(tmp_path: Path) -
     assert (tmp_path / "run" / "tls" / "node.key").stat().st_size > 0
     history = (tmp_path / "run" / "history.jsonl").read_text()
     assert '"start-kill"' in history or '"start-partition"' in history
+
+
+def test_tls_without_trustme_is_refused_before_anything_starts(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+
+    from click.testing import CliRunner
+    from raftlog.jepsen.cli import jepsen
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "trustme" else find_spec(name, *a))
+    result = CliRunner().invoke(jepsen, ["run", "--tls", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "--tls issues the run's certificates with trustme" in result.output
+    assert not (tmp_path / "run").exists()
