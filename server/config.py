@@ -63,6 +63,7 @@ from raftlog.client.protocol import (
     DEFAULT_MAX_RECORD_BYTES,
 )
 
+from .cpu_latency import MAX_US as CPU_LATENCY_MAX_US
 from .errors import ConfigError
 
 __all__ = [
@@ -238,6 +239,9 @@ class ClusterConfig:
     election_ticks: int = 20
     heartbeat_ticks: int = 2
     fsync: bool = True
+    # Microseconds: each node holds a Linux CPU latency QoS request of this
+    # value while it runs (server/cpu_latency.py); None: no request.
+    cpu_latency_qos_us: int | None = None
     # DELIBERATELY UNSAFE test modes: only jepsen turns them on, to prove that
     # its checkers catch the anomalies they cause.
     unsafe_ack_before_commit: bool = False
@@ -403,6 +407,12 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
             f"({election_ticks}) must be greater than heartbeat_ticks ({heartbeat_ticks})",
         )
     fsync = cluster.get("fsync", bool, True)
+    cpu_latency_qos_us = cluster.get("cpu_latency_qos_us", int, None)
+    if cpu_latency_qos_us is not None and not 0 <= cpu_latency_qos_us <= CPU_LATENCY_MAX_US:
+        raise cluster.fail(
+            "cpu_latency_qos_us",
+            f"must be in [0, {CPU_LATENCY_MAX_US}] microseconds, got {cpu_latency_qos_us}",
+        )
     unsafe_ack = cluster.get("unsafe_ack_before_commit", bool, False)
     unsafe_reads = cluster.get("unsafe_follower_reads", bool, False)
     cluster.check_unknown()
@@ -441,6 +451,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
         election_ticks=election_ticks,
         heartbeat_ticks=heartbeat_ticks,
         fsync=fsync,
+        cpu_latency_qos_us=cpu_latency_qos_us,
         unsafe_ack_before_commit=unsafe_ack,
         unsafe_follower_reads=unsafe_reads,
         limits=limits,
@@ -650,6 +661,8 @@ def render_config(cfg: ClusterConfig) -> str:
         f"heartbeat_ticks = {cfg.heartbeat_ticks}",
         f"fsync = {str(cfg.fsync).lower()}",
     ]
+    if cfg.cpu_latency_qos_us is not None:
+        lines.append(f"cpu_latency_qos_us = {cfg.cpu_latency_qos_us}")
     if cfg.unsafe_ack_before_commit:
         lines.append("unsafe_ack_before_commit = true")
     if cfg.unsafe_follower_reads:

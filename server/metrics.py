@@ -247,6 +247,7 @@ class Metrics:
     fsync_latency: Histogram = field(init=False)
     leader_changes: Counter = field(init=False)
     groups: Gauge = field(init=False)
+    cpu_latency_qos_us: Gauge = field(init=False)
     max_follower_lag: Gauge = field(init=False)
     peer_clock_offset: Gauge = field(init=False)
     retention_clock_refusals: Counter = field(init=False)
@@ -344,6 +345,11 @@ class Metrics:
         )
         self.data_dir_size = r.gauge(
             "raftlog_data_dir_filesystem_bytes", "Size of the data dir's filesystem."
+        )
+        self.cpu_latency_qos_us = r.gauge(
+            "raftlog_cpu_latency_qos_us",
+            "The CPU latency QoS request this node holds ([cluster] cpu_latency_qos_us); "
+            "-1: none (not asked for, or the device refused it).",
         )
         self.max_follower_lag = r.gauge(
             "raftlog_max_follower_lag", "Largest follower lag (entries) over led groups."

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import trio
@@ -13,6 +14,7 @@ from raftlog.log.store import NodeStore
 
 from .clock_skew import WALL_CLOCK_FILE_ENV, follow_offset_file
 from .config import ClusterConfig
+from .cpu_latency import cpu_latency_request
 from .driver import MultiRaft
 from .handlers import RequestHandlers
 from .listener import serve
@@ -59,8 +61,11 @@ async def run_node(
     node = cfg.node(node_id)
     store = NodeStore.open(node.data_dir, cluster=cfg.name, node_id=node_id, fsync=cfg.fsync)
     driver: MultiRaft | None = None
+    held = ExitStack()  # the CPU latency request, released after the store closes
     try:
+        cpu_latency_us = held.enter_context(cpu_latency_request(cfg.cpu_latency_qos_us))
         metrics = Metrics()
+        metrics.cpu_latency_qos_us.set(-1 if cpu_latency_us is None else cpu_latency_us)
         # One registry: the peer gauges and drop counters show on /metrics too.
         transport = PeerTransport(cfg, node_id, store.identity.incarnation, metrics=metrics)
         driver = MultiRaft(cfg, node_id, store, transport, metrics=metrics, debug=debug)
@@ -128,6 +133,7 @@ async def run_node(
             # Logged, not raised: it would hide why the node stopped (the WAL
             # already holds everything the node ever acknowledged).
             log.error("event=store_close_failed node=%s error=%r", node_id, exc)
+        held.close()
         log.info("event=node_stopped node=%s", node_id)
 
 

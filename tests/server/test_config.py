@@ -155,6 +155,16 @@ requests_per_sec = 2.5
     )
 
 
+def test_cpu_latency_qos_is_optional_and_checked(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).cpu_latency_qos_us is None
+    with_qos = GOOD.replace('name = "local"', 'name = "local"\ncpu_latency_qos_us = 0')
+    assert load_config(write(tmp_path, with_qos)).cpu_latency_qos_us == 0
+    negative = with_qos.replace("cpu_latency_qos_us = 0", "cpu_latency_qos_us = -1")
+    assert "cluster.cpu_latency_qos_us must be in [0, 2147483647]" in load_error(tmp_path, negative)
+    flag = with_qos.replace("cpu_latency_qos_us = 0", "cpu_latency_qos_us = true")
+    assert "cluster.cpu_latency_qos_us must be int" in load_error(tmp_path, flag)
+
+
 def test_render_round_trips(tmp_path: Path) -> None:
     cfg = ClusterConfig(
         name='we"ird',
@@ -166,6 +176,7 @@ def test_render_round_trips(tmp_path: Path) -> None:
         election_ticks=10,
         heartbeat_ticks=1,
         fsync=False,
+        cpu_latency_qos_us=0,
         unsafe_follower_reads=True,
         limits=Limits(max_frame_bytes=2048, max_batch_bytes=1024),
         auth=AuthConfig(client_tokens=("x",), peer_token="y"),
