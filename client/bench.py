@@ -133,6 +133,9 @@ def format_report(report: dict[str, Any]) -> str:
     py = report.get("python")
     if py:
         lines.append(f"  bench client: python {py['version']} ({py['executable']})")
+    limit = report.get("cpu_latency_limit_us")
+    if limit is not None and limit < CPU_LATENCY_DEFAULT_US:
+        lines.append(f"  machine: CPU latency QoS limit {limit} us in force (idle CPUs poll)")
     if report["errors"]:
         lines.append(f"  errors: {report['errors']} (first: {report['first_error']})")
     return "\n".join(lines)
@@ -218,6 +221,9 @@ def _report(cfg: BenchConfig, results: list[_WorkerResult]) -> dict[str, Any]:
         # The interpreter build moves every figure (a PGO+LTO distribution
         # CPython runs raftlog ~25 % faster than a plain source build).
         "python": {"version": platform.python_version(), "executable": sys.executable},
+        # So does a CPU latency QoS request ([cluster] cpu_latency_qos_us): idle
+        # CPUs that poll instead of halting wake faster for every hop.
+        "cpu_latency_limit_us": cpu_latency_limit_us(),
         "first_error": next((r.first_error for r in results if r.first_error), None),
         "config": {
             **{k: v for k, v in asdict(cfg).items() if k not in ("extra", "tls")},
@@ -401,6 +407,24 @@ def payloads(kind: str, record_size: int, seed: int = 0) -> list[bytes]:
             pool.append(event[:record_size].ljust(record_size, b" "))
         return pool
     raise ValueError(f"unknown payload {kind!r} (one of {', '.join(PAYLOADS)})")
+
+
+# ---------------------------------------------------------------- machine
+
+CPU_LATENCY_DEVICE = "/dev/cpu_dma_latency"
+# What the device reads when no process holds a request (PM_QOS_DEFAULT_VALUE).
+CPU_LATENCY_DEFAULT_US = 2_000_000_000
+
+
+def cpu_latency_limit_us(device: str = CPU_LATENCY_DEVICE) -> int | None:
+    """The CPU latency QoS limit in force over all holders (reading the device gives
+    it; see server/cpu_latency.py); None where it cannot be read (not root)."""
+    try:
+        with open(device, "rb") as f:
+            raw = f.read(4)
+    except OSError:
+        return None
+    return int.from_bytes(raw, sys.byteorder, signed=True) if len(raw) == 4 else None
 
 
 # ---------------------------------------------------------------- workers

@@ -16,6 +16,8 @@ lowest value over all holders.
 
 The price is power (on a VM: host CPU time): an idle CPU keeps spinning.
 That is why it is off unless ``[cluster] cpu_latency_qos_us`` asks for it.
+``raftlog bench`` reports the limit in force (client/bench.py,
+``cpu_latency_limit_us``), so a figure says whether it was measured with one.
 """
 
 from __future__ import annotations
@@ -77,15 +79,3 @@ def cpu_latency_request(us: int | None, device: str = DEVICE) -> Iterator[int | 
     finally:
         os.close(fd)  # ends the request (the kernel drops it with the file)
 
-
-def effective_us(device: str = DEVICE) -> int | None:
-    """The kernel's current limit over all holders (reading the device gives it);
-    None if it cannot be read."""
-    try:
-        with open(device, "rb") as f:
-            raw = f.read(4)
-    except OSError:
-        return None
-    if len(raw) != 4:
-        return None
-    return int(struct.unpack("=i", raw)[0])

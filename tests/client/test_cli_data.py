@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from raftlog.client.bench import payloads
+from raftlog.client.bench import cpu_latency_limit_us, format_report, payloads
 from raftlog.client.compression import MAGIC
 from raftlog.client.errors import ClusterUnreachableError, ConnectionLostError, UnknownTopicError
 from raftlog.client.sync import Client
@@ -174,6 +174,7 @@ def test_bench_produce_reports_json(sync_fake: FakeCluster, mode: str):
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
     # Figures are only comparable with the interpreter that produced them.
     assert report["python"] == {"version": platform.python_version(), "executable": sys.executable}
+    assert report["cpu_latency_limit_us"] == cpu_latency_limit_us()
     stored = sum(len(sync_fake.values("t", p)) for p in (0, 1))
     assert stored >= 300  # plus the warm-up records of single mode
 
@@ -196,6 +197,20 @@ def test_bench_text_payload_with_zstd_sends_compressed_batches(sync_fake: FakeCl
 def test_bench_compression_needs_batch_mode(sync_fake: FakeCluster):
     result = run(["bench", "produce", "--compression", "lz4", "--count", "10", *boot(sync_fake)])
     assert result.exit_code == 2 and "add --batch" in result.output
+
+
+def test_bench_reads_the_cpu_latency_limit_and_says_when_one_is_in_force(tmp_path: Path):
+    device = tmp_path / "cpu_dma_latency"
+    device.write_bytes((0).to_bytes(4, sys.byteorder, signed=True))
+    assert cpu_latency_limit_us(str(device)) == 0
+    assert cpu_latency_limit_us(str(tmp_path / "missing")) is None
+    report = {
+        "mode": "produce", "variant": "single", "records": 1, "elapsed_s": 1.0, "procs": 1,
+        "records_per_s": 1.0, "mb_per_s": 0.0, "config": {}, "errors": 0,
+    }  # fmt: skip
+    assert "CPU latency" not in format_report({**report, "cpu_latency_limit_us": None})
+    assert "CPU latency" not in format_report({**report, "cpu_latency_limit_us": 2_000_000_000})
+    assert "CPU latency QoS limit 0 us" in format_report({**report, "cpu_latency_limit_us": 0})
 
 
 def test_bench_payload_pools():

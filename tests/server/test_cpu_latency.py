@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from raftlog.server.cpu_latency import DEVICE, MAX_US, cpu_latency_request, effective_us
+from raftlog.client.bench import cpu_latency_limit_us as effective_us
+from raftlog.server.cpu_latency import DEVICE, MAX_US, cpu_latency_request
 
 from tests.server.cluster_harness import LocalCluster
 
