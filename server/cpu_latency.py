@@ -78,4 +78,3 @@ def cpu_latency_request(us: int | None, device: str = DEVICE) -> Iterator[int | 
         yield us
     finally:
         os.close(fd)  # ends the request (the kernel drops it with the file)
-
