@@ -6,6 +6,9 @@ port``), because an operator reading it at 3 a.m. should not need a
 traceback. Unknown keys are errors too: a misspelt ``elction_ticks`` silently
 falling back to a default is worse than refusing to start.
 
+``[cluster] cpu_latency_qos_us`` (optional, microseconds): every node holds a
+Linux CPU latency QoS request of this value while it runs (server/cpu_latency.py).
+
 Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]``,
 ``[snapshots]``, ``[retention]`` and ``[tls]``. Their keys are optional; shown with defaults::
 
