@@ -50,9 +50,13 @@ def cpu_latency_request(us: int | None, device: str = DEVICE) -> Iterator[int | 
         return
     if not 0 <= us <= MAX_US:
         raise ValueError(f"cpu latency request must be in [0, {MAX_US}] us, got {us}")
+    fd = None
     try:
         fd = os.open(device, os.O_WRONLY)
+        os.write(fd, struct.pack("=i", us))
     except OSError as exc:
+        if fd is not None:
+            os.close(fd)
         log.warning(
             "event=cpu_latency_qos_unavailable device=%s requested_us=%d error=%r"
             " (running without it: needs write access to the device, i.e. root)",
@@ -62,19 +66,8 @@ def cpu_latency_request(us: int | None, device: str = DEVICE) -> Iterator[int | 
         )
         yield None
         return
+    log.info("event=cpu_latency_qos_held device=%s us=%d", device, us)
     try:
-        try:
-            os.write(fd, struct.pack("=i", us))
-        except OSError as exc:
-            log.warning(
-                "event=cpu_latency_qos_unavailable device=%s requested_us=%d error=%r",
-                device,
-                us,
-                exc,
-            )
-            yield None
-            return
-        log.info("event=cpu_latency_qos_held device=%s us=%d", device, us)
         yield us
     finally:
         os.close(fd)  # ends the request (the kernel drops it with the file)
