@@ -257,7 +257,6 @@ class GroupStorage:
             self._tail_start = index + 1
 
 
-
 # What RocksDB (and rocksdict) write while creating a database, before CURRENT
 # names its first MANIFEST: a creation that failed there (a full disk, a crash)
 # leaves only these, and no data (the identity record and everything else
@@ -305,6 +304,29 @@ class PeerIncarnations:
         self._store.set_peer_incarnation(node_id, incarnation)
 
 
+# RocksDB's default memtable size, the middle of the staggered range.
+DEFAULT_WRITE_BUFFER_BYTES = 64 * 1024 * 1024
+# Nodes' memtable sizes spread over the default +- this fraction.
+WRITE_BUFFER_SPREAD = 0.25
+
+
+def staggered_write_buffer_bytes(position: int, count: int) -> int:
+    """The memtable size of the node at ``position`` of ``count`` (cluster.toml order).
+
+    The replicas of a partition receive the same bytes, so with equal memtables
+    every node flushed (and then compacted) at the same moment: three flushes at
+    once on a shared disk stalled every WAL fsync behind them, which made the
+    worst tail of the batch bench. Sizes spread evenly over 48-80 MiB make the
+    nodes flush at different moments, like Kafka's ``log.roll.jitter.ms`` for
+    segment rolls. Deterministic, so a node keeps its size across restarts.
+    """
+    if count <= 1:
+        return DEFAULT_WRITE_BUFFER_BYTES
+    step = 2 * WRITE_BUFFER_SPREAD / (count - 1)
+    factor = 1 - WRITE_BUFFER_SPREAD + step * min(max(position, 0), count - 1)
+    return int(DEFAULT_WRITE_BUFFER_BYTES * factor) // 4096 * 4096
+
+
 class NodeStore:
     """A node's RocksDB: identity, peers' incarnations and every group's Raft state."""
 
@@ -328,7 +350,17 @@ class NodeStore:
     # ---- opening -----------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, cluster: str, node_id: str, fsync: bool = True) -> NodeStore:
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        cluster: str,
+        node_id: str,
+        fsync: bool = True,
+        write_buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
+    ) -> NodeStore:
+        """Open (or create) a node's store; ``write_buffer_bytes``: the memtable
+        size (see ``staggered_write_buffer_bytes``)."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise DataDirError(f"data dir {path} exists and is not a directory")
@@ -341,9 +373,9 @@ class NodeStore:
         opts.create_if_missing(True)
         # RocksDB's own info logs: keep a few, not one per restart forever.
         opts.set_keep_log_file_num(5)
-        # The memtable absorbs a burst of appends before a flush; 64 MiB is the
-        # RocksDB default per buffer, made explicit because every group shares it.
-        opts.set_write_buffer_size(64 * 1024 * 1024)
+        # The memtable absorbs a burst of appends before a flush; every group
+        # shares it. Nodes differ in size on purpose (staggered_write_buffer_bytes).
+        opts.set_write_buffer_size(write_buffer_bytes)
         # Reuse obsolete WAL files instead of creating new ones: an fdatasync
         # of an append that grows a file must also journal its new size (ext4,
         # xfs), one overwriting a recycled file's blocks need not. Measured on

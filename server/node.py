@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import trio
-from raftlog.log.store import NodeStore
+from raftlog.log.store import NodeStore, staggered_write_buffer_bytes
 
 from .clock_skew import WALL_CLOCK_FILE_ENV, follow_offset_file
 from .config import ClusterConfig
@@ -59,7 +59,14 @@ async def run_node(
     """
     _tune_gil_switching()
     node = cfg.node(node_id)
-    store = NodeStore.open(node.data_dir, cluster=cfg.name, node_id=node_id, fsync=cfg.fsync)
+    position = cfg.node_ids().index(node_id)
+    store = NodeStore.open(
+        node.data_dir,
+        cluster=cfg.name,
+        node_id=node_id,
+        fsync=cfg.fsync,
+        write_buffer_bytes=staggered_write_buffer_bytes(position, len(cfg.nodes)),
+    )
     driver: MultiRaft | None = None
     held = ExitStack()  # the CPU latency request, released after the store closes
     try:

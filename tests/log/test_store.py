@@ -506,3 +506,34 @@ def test_abandon_keeps_what_the_wal_holds_and_is_idempotent(data_dir: Path) -> N
     store.close()  # also a no-op now
     with NodeStore.open(data_dir, cluster="test", node_id="n1") as reopened:
         assert reopened.peer_incarnation("n2") == "before-abandon"
+
+
+# ---------------------------------------------------------------- memtable size
+
+
+def _options_write_buffer_size(path: Path) -> int:
+    """What RocksDB itself recorded (its newest OPTIONS file in the data dir)."""
+    newest = max(path.glob("OPTIONS-*"), key=lambda p: int(p.name.split("-")[1]))
+    for line in newest.read_text().splitlines():
+        if line.strip().startswith("write_buffer_size="):
+            return int(line.split("=", 1)[1])
+    raise AssertionError(f"no write_buffer_size in {newest}")
+
+
+def test_nodes_get_distinct_memtable_sizes_around_the_default() -> None:
+    default = store_mod.DEFAULT_WRITE_BUFFER_BYTES
+    assert store_mod.staggered_write_buffer_bytes(0, 1) == default
+    for count in (2, 3, 5, 7):
+        sizes = [store_mod.staggered_write_buffer_bytes(i, count) for i in range(count)]
+        assert len(set(sizes)) == count, sizes  # no two replicas flush in step
+        assert sizes == sorted(sizes)
+        assert sizes[0] >= 0.75 * default and sizes[-1] <= 1.25 * default
+        assert all(s % 4096 == 0 for s in sizes)
+    assert store_mod.staggered_write_buffer_bytes(1, 3) == default
+
+
+def test_open_gives_rocksdb_the_memtable_size(tmp_path: Path) -> None:
+    size = store_mod.staggered_write_buffer_bytes(0, 3)
+    s = NodeStore.open(tmp_path / "d", cluster="test", node_id="n1", write_buffer_bytes=size)
+    s.close()
+    assert _options_write_buffer_size(tmp_path / "d") == size == 48 * 1024 * 1024
