@@ -114,7 +114,9 @@ DELIVER_BEFORE_FSYNC_S = 0.002
 
 
 class Transport(Protocol):
-    def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None: ...
+    def send(
+        self, peer: str, msgs: list[tuple[int, bytes]], *, flush_follows: bool = False
+    ) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -924,7 +926,7 @@ class MultiRaft:
         now = time.monotonic()
         for peer, batch in per_peer.items():
             self._last_sent[peer] = now
-            self.transport.send(peer, batch)
+            self.transport.send(peer, batch, flush_follows=True)
         if per_peer:
             self.transport.flush()  # now, not after this turn's fsync (see transport)
 

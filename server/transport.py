@@ -121,8 +121,14 @@ class PeerTransport:
 
     # ------------------------------------------------------------ driver API
 
-    def send(self, peer: str, msgs: Msgs) -> None:
-        """Queue ``msgs`` for ``peer``; never blocks, never raises."""
+    def send(self, peer: str, msgs: Msgs, *, flush_follows: bool = False) -> None:
+        """Queue ``msgs`` for ``peer``; never blocks, never raises.
+
+        ``flush_follows``: the caller calls ``flush()`` before it next yields, so
+        a link that ``flush`` can write directly need not wake its writer task
+        (a wake that finds nothing to send costs two extra passes of trio's
+        loop, each with an ``epoll_wait``, on every Raft round).
+        """
         state = self._peers.get(peer)
         if state is None or not msgs:
             if state is None:
@@ -139,13 +145,19 @@ class PeerTransport:
             state.queued_bytes -= old_size
             state.dropped += 1
             self.metrics.peer_queue_drops.inc(peer=peer)
-        state.wake.set()
+        if not (flush_follows and self._writable_now(state)):
+            state.wake.set()
 
     def flush(self) -> None:
         """Write what ``send`` queued now, without blocking, on every idle link."""
         for state in self._peers.values():
-            if state.queue and state.fd is not None and not state.writing and not state.pending:
+            if state.queue and self._writable_now(state):
                 self._write_now(state)
+
+    @staticmethod
+    def _writable_now(state: _Peer) -> bool:
+        """Can ``flush`` write this link itself (a descriptor, no write under way)?"""
+        return state.fd is not None and not state.writing and not state.pending
 
     def _write_now(self, state: _Peer) -> None:
         """Everything queued, written now without blocking; the rest goes to the writer."""

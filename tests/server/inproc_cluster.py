@@ -60,7 +60,9 @@ class MemTransport:
     net: MemNet
     node_id: str
 
-    def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None:
+    def send(
+        self, peer: str, msgs: list[tuple[int, bytes]], *, flush_follows: bool = False
+    ) -> None:
         if (self.node_id, peer) in self.net.cut:
             return
         driver = self.net.drivers.get(peer)

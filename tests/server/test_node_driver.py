@@ -122,7 +122,9 @@ async def test_the_leader_lets_undelivered_appends_go_before_its_fsync(cluster, 
         def __init__(self, inner: Any) -> None:
             self.inner = inner
 
-        def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None:
+        def send(
+            self, peer: str, msgs: list[tuple[int, bytes]], *, flush_follows: bool = False
+        ) -> None:
             self.inner.send(peer, msgs)
 
         def flush(self) -> None:
@@ -604,7 +606,9 @@ async def test_uncommitted_bytes_budget_throttles_in_arrival_order(tmp_path, nur
 
 
 class _NoPeers:
-    def send(self, peer: str, msgs: list[tuple[int, bytes]]) -> None:
+    def send(
+        self, peer: str, msgs: list[tuple[int, bytes]], *, flush_follows: bool = False
+    ) -> None:
         raise AssertionError("a single-node cluster has no peers")
 
     def flush(self) -> None:

@@ -76,6 +76,32 @@ async def test_flush_writes_at_once_without_the_writer_task(
     assert receiver.peer_msgs == [("n1", [(1, b"a"), (2, b"b")])]
 
 
+async def test_a_send_that_flush_will_write_does_not_wake_the_writer_task(
+    cfg: ClusterConfig, nursery: trio.Nursery
+) -> None:
+    """The driver promises a flush in the same turn (flush_follows): a writer task woken
+    for frames already written would cost two extra loop passes on every Raft round."""
+    receiver = await start_fake_node(nursery, cfg, "n2")
+    transport = await start_transport(nursery, cfg)
+    await wait_connected(transport, "n2")
+    await trio.testing.wait_all_tasks_blocked()  # n2's writer parked on its wake event
+    n2 = transport._peers["n2"]
+    assert not n2.wake.is_set()
+    transport.send("n2", [(1, b"a")], flush_follows=True)
+    transport.flush()
+    assert transport.queued("n2") == 0 and not n2.wake.is_set()
+    await receiver.wait_peer_msgs_total(1)
+    # Without the promise the writer task is what sends it.
+    transport.send("n2", [(2, b"b")])
+    assert n2.wake.is_set()
+    await receiver.wait_peer_msgs_total(2)
+    # A link flush cannot write (n3 is down: no descriptor) still wakes its writer.
+    n3 = transport._peers["n3"]
+    transport.send("n3", [(3, b"c")], flush_follows=True)
+    transport.flush()
+    assert n3.wake.is_set() and transport.queued("n3") == 1
+
+
 async def test_flushes_into_a_full_socket_keep_frames_whole_and_in_order(
     cfg: ClusterConfig, nursery: trio.Nursery
 ) -> None:
