@@ -17,8 +17,9 @@ Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]``,
 
     [snapshots]
     entries = 10000            # snapshot a group after this many applied entries ...
-    entry_bytes = 67108864     # ... or this many applied entry bytes (64 MiB), whichever first
+    entry_bytes = 2097152      # ... or this many applied entry bytes (2 MiB), whichever first
     trailing = 1000            # entries kept behind a snapshot when the log is compacted (>= 0)
+    trailing_bytes = 1048576   # ... but no more than about this many bytes of them (1 MiB, >= 0)
     chunk_bytes = 1048576      # record bytes asked per replica_fetch of a snapshot transfer (1 MiB)
     transfers = 2              # snapshot transfers a node receives at once
     request_timeout_s = 10.0   # one replica_fetch round trip, seconds (int or float)
@@ -36,7 +37,10 @@ Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]``,
 
 Snapshots bound the Raft log (Raft §7): a low ``entries`` costs more snapshot
 writes, a high one longer restarts and more disk. ``trailing`` lets a slightly
-lagging follower catch up by AppendEntries instead of a snapshot transfer.
+lagging follower catch up by AppendEntries instead of a snapshot transfer;
+``trailing_bytes`` caps it for big entries (a batching producer's are tens to hundreds of KiB), so
+the log of a busy partition stays a few MiB: entries deleted that soon cost RocksDB
+little compaction (README, Performance).
 A ``RAFTLOG_SNAPSHOT_<KEY>`` environment variable (``RAFTLOG_SNAPSHOT_ENTRIES``
 ...) and ``RAFTLOG_RETENTION_<KEY>`` still override the file, read once
 when the node starts: for tests and emergencies. Precedence: environment >
@@ -135,8 +139,9 @@ class SnapshotConfig:
     """``[snapshots]``: thresholds and limits of server/snapshots.py (keys above)."""
 
     entries: int = 10_000  # snapshot after this many applied entries ...
-    entry_bytes: int = 64 * MiB  # ... or this many applied entry bytes
-    trailing: int = 1_000  # entries kept behind the snapshot when compacting
+    entry_bytes: int = 2 * MiB  # ... or this many applied entry bytes
+    trailing: int = 1_000  # entries kept behind the snapshot when compacting ...
+    trailing_bytes: int = 1 * MiB  # ... but only about this many bytes of them
     chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES  # per replica_fetch request
     transfers: int = 2  # concurrent snapshot transfers per node
     request_timeout_s: float = 10.0  # one replica_fetch round trip
@@ -194,11 +199,11 @@ def _is_seconds(name: str) -> bool:
     return name.endswith("_s")
 
 
-# The smallest sensible value of each integer [snapshots] key. trailing may be 0
-# (compact right up to the snapshot); a 0 anywhere else would snapshot on every
-# apply, never fetch a record or never run a transfer.
-_SNAPSHOT_MINIMUM = {"entries": 1, "entry_bytes": 1, "trailing": 0, "chunk_bytes": 1,
-                     "transfers": 1}  # fmt: skip
+# The smallest sensible value of each integer [snapshots] key. trailing and
+# trailing_bytes may be 0 (compact right up to the snapshot); a 0 anywhere else
+# would snapshot on every apply, never fetch a record or never run a transfer.
+_SNAPSHOT_MINIMUM = {"entries": 1, "entry_bytes": 1, "trailing": 0, "trailing_bytes": 0,
+                     "chunk_bytes": 1, "transfers": 1}  # fmt: skip
 
 
 def snapshot_value_problem(name: str, value: float) -> str | None:

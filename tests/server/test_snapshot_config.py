@@ -37,6 +37,7 @@ ALL_KEYS = """
 entries = 500
 entry_bytes = 4096
 trailing = 0
+trailing_bytes = 0
 chunk_bytes = 2048
 transfers = 3
 request_timeout_s = 4
@@ -66,8 +67,8 @@ def test_without_the_table_every_value_is_the_default(tmp_path: Path) -> None:
 def test_every_key_is_read(tmp_path: Path) -> None:
     snaps = load_config(write(tmp_path, ALL_KEYS)).snapshots
     assert snaps == SnapshotConfig(
-        entries=500, entry_bytes=4096, trailing=0, chunk_bytes=2048, transfers=3,
-        request_timeout_s=4.0,
+        entries=500, entry_bytes=4096, trailing=0, trailing_bytes=0, chunk_bytes=2048,
+        transfers=3, request_timeout_s=4.0,
     )  # fmt: skip
     # A whole number of seconds is read as a float, like the default.
     assert isinstance(snaps.request_timeout_s, float)
@@ -97,6 +98,7 @@ def test_a_partial_table_keeps_the_other_defaults(tmp_path: Path) -> None:
         ("entries = 0", "snapshots.entries must be >= 1, got 0"),
         ("entry_bytes = -1", "snapshots.entry_bytes must be >= 1, got -1"),
         ("trailing = -1", "snapshots.trailing must be >= 0, got -1"),
+        ("trailing_bytes = -1", "snapshots.trailing_bytes must be >= 0, got -1"),
         ("chunk_bytes = 0", "snapshots.chunk_bytes must be >= 1, got 0"),
         ("transfers = 0", "snapshots.transfers must be >= 1, got 0"),
         ("request_timeout_s = 0", "snapshots.request_timeout_s must be a finite number of"),

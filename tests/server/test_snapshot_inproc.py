@@ -32,9 +32,10 @@ class SnapCluster(InProcCluster):
     """InProcCluster whose nodes also serve TCP and run snapshots (and retention)."""
 
     retention_interval_s: float | None = None
+    snapshot_config: SnapshotConfig = SNAP
 
     async def _run(self, node: str, driver: MultiRaft, task_status: Any) -> None:
-        driver.snapshots.config = SNAP
+        driver.snapshots.config = self.snapshot_config
         try:
             with trio.CancelScope() as scope:
                 self.scopes[node] = scope
@@ -116,6 +117,40 @@ async def test_leader_snapshots_and_compacts_keeping_trailing_entries(cluster: S
     assert b"next_offset" in snap.data and sm.applied_index >= snap.meta.index
     # Records are not in the Raft log any more but still readable.
     assert await fetch_values(cluster, leader, "t") == [f"v{i}".encode() for i in range(60)]
+
+
+async def test_big_entries_keep_only_trailing_bytes_behind_the_snapshot(
+    tmp_path: Any, nursery: trio.Nursery
+):
+    # trailing = 50 entries, but entries of ~1 KB and trailing_bytes = 4000:
+    # the byte cap keeps 3 (a batching producer's 1,000 trailing entries were
+    # ~100 MiB of log that RocksDB compacted before deleting it).
+    c = SnapCluster(small_config(tmp_path), nursery)
+    c.snapshot_config = SnapshotConfig(
+        entries=20, entry_bytes=1 << 30, trailing=50, trailing_bytes=4000, chunk_bytes=200
+    )
+    for node in c.node_ids:
+        await c.start(node)
+    try:
+        gid, leader = await topic_group(c, "big")
+        values = [bytes([i]) * 1000 for i in range(60)]
+        for value in values:
+            await c.produce(leader, "big", [value])
+        storage = c.stores[leader].group(gid)
+
+        def compacted() -> bool:
+            index = storage.snapshot_meta().index
+            return index >= 40 and storage.first_index() > index - 50 + 1
+
+        await c.wait_for(compacted, what="compaction capped by trailing_bytes")
+        kept = storage.snapshot_meta().index - storage.first_index() + 1
+        assert 1 <= kept <= 4, kept  # 4000 bytes of ~1 KB entries
+        kept_bytes = sum(len(e.data) for e in storage.entries(storage.first_index(),
+                         storage.snapshot_meta().index + 1, 1 << 30))  # fmt: skip
+        assert kept_bytes <= 4000
+        assert await fetch_values(c, leader, "big") == values
+    finally:
+        await c.stop_all()
 
 
 async def test_cut_off_follower_catches_up_by_snapshot_with_every_record(cluster: SnapCluster):

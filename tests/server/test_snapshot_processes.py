@@ -221,8 +221,10 @@ def test_cut_off_follower_catches_up_by_snapshot(file_cluster: LocalCluster) -> 
 
     def check_metrics(gid: int, leader: str, follower: str) -> None:
         for node in (leader, follower):
-            assert "event=snapshots_enabled entries=40 entry_bytes=67108864 trailing=10 " \
-                "chunk_bytes=1024 transfers=2" in c.log_text(node)  # fmt: skip
+            assert (
+                "event=snapshots_enabled entries=40 entry_bytes=2097152 trailing=10 "
+                "trailing_bytes=1048576 chunk_bytes=1024 transfers=2"
+            ) in c.log_text(node)
         lm, fm = scrape(c, leader), scrape(c, follower)
         assert lm['raftlog_snapshots_taken_total{kind="partition"}'] >= 1
         assert lm['raftlog_snapshots_sent_total{kind="partition"}'] >= 1

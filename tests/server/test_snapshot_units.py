@@ -17,7 +17,7 @@ from raftlog.server.snapshot_transfer import (
     TransferError,
     fetch_missing_batches,
 )
-from raftlog.server.snapshots import SnapshotConfig
+from raftlog.server.snapshots import SnapshotConfig, trailing_entries
 
 from .inproc_cluster import small_config
 
@@ -30,6 +30,25 @@ def test_config_defaults_and_environment_overrides() -> None:
     )  # fmt: skip
     assert (cfg.entries, cfg.trailing, cfg.request_timeout_s) == (7, 0, 2.5)
     assert cfg.entry_bytes == SnapshotConfig().entry_bytes
+    sized = SnapshotConfig.from_env({"RAFTLOG_SNAPSHOT_TRAILING_BYTES": "4096"})
+    assert (sized.trailing_bytes, sized.trailing) == (4096, SnapshotConfig().trailing)
+
+
+@pytest.mark.parametrize(
+    ("trailing", "trailing_bytes", "mean", "expected"),
+    [
+        (1000, 1 << 20, 0.0, 1000),  # nothing applied yet: the size is unknown
+        (1000, 1 << 20, 100.0, 1000),  # small entries: the count is the limit
+        (1000, 1 << 20, 70_000.0, 14),  # batches of ~70 KB: the bytes are
+        (1000, 1 << 20, 2.0 * (1 << 20), 0),  # entries bigger than the cap
+        (5, 0, 10.0, 0),  # trailing_bytes = 0: compact right up to the snapshot
+        (0, 1 << 20, 10.0, 0),
+    ],
+)
+def test_trailing_entries_are_capped_by_bytes(
+    trailing: int, trailing_bytes: int, mean: float, expected: int
+) -> None:
+    assert trailing_entries(trailing, trailing_bytes, mean) == expected
 
 
 @pytest.mark.parametrize(
@@ -38,6 +57,7 @@ def test_config_defaults_and_environment_overrides() -> None:
         {"RAFTLOG_SNAPSHOT_ENTRIES": "many"},
         {"RAFTLOG_SNAPSHOT_CHUNK_BYTES": "0"},
         {"RAFTLOG_SNAPSHOT_TRAILING": "-1"},
+        {"RAFTLOG_SNAPSHOT_TRAILING_BYTES": "-1"},
         {"RAFTLOG_SNAPSHOT_REQUEST_TIMEOUT_S": "nan"},
         {"RAFTLOG_SNAPSHOT_REQUEST_TIMEOUT_S": "inf"},
     ],
