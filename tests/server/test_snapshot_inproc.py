@@ -137,17 +137,17 @@ async def test_big_entries_keep_only_trailing_bytes_behind_the_snapshot(
         for value in values:
             await c.produce(leader, "big", [value])
         storage = c.stores[leader].group(gid)
+        seen: list[tuple[int, int]] = []  # (snapshot index, entries kept behind it)
 
         def compacted() -> bool:
-            index = storage.snapshot_meta().index
-            return index >= 40 and storage.first_index() > index - 50 + 1
+            # Read together: a new snapshot's index shows before its compaction.
+            index, first = storage.snapshot_meta().index, storage.first_index()
+            seen.append((index, index - first + 1))
+            return index >= 40 and index - first + 1 <= 4  # 4000 bytes of ~1 KB entries
 
+        # Without the byte cap the log keeps `trailing` = 50 entries: this times out.
         await c.wait_for(compacted, what="compaction capped by trailing_bytes")
-        kept = storage.snapshot_meta().index - storage.first_index() + 1
-        assert 1 <= kept <= 4, kept  # 4000 bytes of ~1 KB entries
-        kept_bytes = sum(len(e.data) for e in storage.entries(storage.first_index(),
-                         storage.snapshot_meta().index + 1, 1 << 30))  # fmt: skip
-        assert kept_bytes <= 4000
+        assert seen[-1][1] >= 1, seen  # the cap leaves some entries, not none
         assert await fetch_values(c, leader, "big") == values
     finally:
         await c.stop_all()
