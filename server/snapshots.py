@@ -69,7 +69,7 @@ def trailing_entries(trailing: int, trailing_bytes: int, mean_entry_bytes: float
     and a batching producer's entries are tens to hundreds of KiB, so a busy
     partition kept ~100 MiB of Raft log that RocksDB flushed and compacted
     before deleting it. Deleted within a few MiB, the entries cost little
-    compaction: incompressible batches went from 250-290k to 300-320k
+    compaction: incompressible batches went from 231-280k to 276-307k
     records/s (README, Performance). An unknown size (nothing applied yet)
     keeps ``trailing``.
     """
