@@ -11,7 +11,8 @@ The driver (server/driver.py) calls three hooks, all on its loop:
   record with an fsync in a worker thread, then compacts the Raft log up to
   ``index - trailing`` (Raft §7; hashicorp's TrailingLogs keeps a slightly
   behind follower on the cheap AppendEntries path), with ``trailing`` capped
-  at about ``trailing_bytes`` of entries (``trailing_entries``).
+  at about ``trailing_bytes`` of entries (``trailing_entries``) unless a live
+  follower still needs more (``compaction_point``).
 - ``intercept(group, msg)`` before a SNAPSHOT message is stepped: the records
   the snapshot promises are first pulled from the sender
   (server/snapshot_transfer.py), off the loop, one transfer per group and at
@@ -38,6 +39,8 @@ from typing import Any
 
 import trio
 from raftlog.raft import codec
+from raftlog.raft.config import Status
+from raftlog.raft.progress import ProgressState
 from raftlog.raft.types import ConfState, Message, MessageType, Ready, Snapshot
 
 from .config import SnapshotConfig
@@ -76,6 +79,35 @@ def trailing_entries(trailing: int, trailing_bytes: int, mean_entry_bytes: float
     if mean_entry_bytes <= 0:
         return trailing
     return min(trailing, int(trailing_bytes // mean_entry_bytes))
+
+
+def compaction_point(
+    snapshot_index: int, keep: int, trailing: int, needed_by_followers: Sequence[int]
+) -> int:
+    """The last index to delete: ``keep`` entries behind the snapshot, or more
+    for a live follower that still needs them, up to ``trailing`` entries.
+
+    ``needed_by_followers`` are the match indexes of the followers a leader has
+    heard from recently (not those already on the snapshot path): a follower at
+    match ``m`` needs entries from ``m + 1`` on. Holding compaction back for it
+    keeps a slightly slow follower on the append path; the ``trailing`` bound
+    keeps a follower that is far behind, or stuck, from growing the log without
+    limit. It then gets a snapshot, as before.
+    """
+    upto = snapshot_index - keep
+    if needed_by_followers:
+        upto = max(min(upto, min(needed_by_followers)), snapshot_index - trailing)
+    return upto
+
+
+def needed_by_followers(status: Status) -> list[int]:
+    """On a leader, the match indexes of recently active followers and learners
+    that are not being sent a snapshot; elsewhere, none."""
+    return [
+        pr.match
+        for node, pr in status.progress.items()
+        if node != status.id and pr.recent_active and pr.state is not ProgressState.SNAPSHOT
+    ]
 
 
 @dataclass(slots=True)
@@ -308,7 +340,8 @@ class SnapshotManager:
             keep = trailing_entries(
                 cfg.trailing, cfg.trailing_bytes, self._state(gid).mean_entry_bytes
             )
-            upto = storage.snapshot_meta().index - keep
+            needed = needed_by_followers(self.driver.groups[gid].raft.status())
+            upto = compaction_point(storage.snapshot_meta().index, keep, cfg.trailing, needed)
             if upto < storage.first_index():
                 return
             # On the loop thread, so the Raft core never sees the log shrink in

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from raftlog.client.protocol import FrameDecoder, encode_frame
+from raftlog.log.store import NodeStore
+from raftlog.raft.config import Status
+from raftlog.raft.progress import ProgressState, ProgressStatus
+from raftlog.raft.types import ConfState, Entry, HardState, Ready, Role
 from raftlog.server.config import ConfigError
 from raftlog.server.snapshot_transfer import (
     PeerConnection,
@@ -17,7 +22,12 @@ from raftlog.server.snapshot_transfer import (
     TransferError,
     fetch_missing_batches,
 )
-from raftlog.server.snapshots import SnapshotConfig, trailing_entries
+from raftlog.server.snapshots import (
+    SnapshotConfig,
+    SnapshotManager,
+    compaction_point,
+    trailing_entries,
+)
 
 from .inproc_cluster import small_config
 
@@ -187,25 +197,78 @@ async def test_bad_answers_fail_the_transfer_without_writing_holes(
     assert sm.written == []
 
 
-async def test_a_snapshot_left_uncompacted_by_a_crash_is_compacted_at_start(tmp_path: Any):
-    from types import SimpleNamespace
+def _group_seen_by(leader_progress: dict[str, ProgressStatus]) -> Any:
+    """A stand-in driver group whose Raft core reports ``leader_progress`` (n1's view)."""
+    status = Status(
+        id="n1", term=1, role=Role.LEADER if leader_progress else Role.FOLLOWER, leader="n1",
+        commit=30, applied=30, last_index=30, conf_state=ConfState(voters=("n1",)),
+        progress=leader_progress,
+    )  # fmt: skip
+    return SimpleNamespace(raft=SimpleNamespace(status=lambda: status))
 
-    from raftlog.log.store import NodeStore
-    from raftlog.raft.types import ConfState, Entry, HardState, Ready
-    from raftlog.server.snapshots import SnapshotManager
 
+async def _compact_at_start(tmp_path: Any, group: Any, config: SnapshotConfig) -> int:
+    """30 entries, a snapshot at 25 left uncompacted by a crash: the first index after
+    the manager's start-up compaction."""
     with NodeStore.open(tmp_path / "n1", cluster="test", node_id="n1", fsync=False) as store:
         store.create_group(4, ConfState(voters=("n1",)))
         ents = [Entry(1, i, data=b"e") for i in range(1, 31)]
         store.save([(4, Ready(entries=ents, hard_state=HardState(1, "n1", 30)))])
         store.create_snapshot(4, 25, None, b"state")  # ... and the process died here
-        driver = SimpleNamespace(groups={4: object()}, store=store)
-        manager = SnapshotManager(driver, SnapshotConfig(trailing=3))
+        manager = SnapshotManager(SimpleNamespace(groups={4: group}, store=store), config)
+        manager._state(4).mean_entry_bytes = 1.0  # as if learned from the last snapshot
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 await nursery.start(manager.run)
                 # The start-up compaction task runs until it is done.
                 await trio.testing.wait_all_tasks_blocked()
                 nursery.cancel_scope.cancel()
-        assert store.group(4).first_index() == 23
         assert manager.stats["compactions"] == 1
+        return store.group(4).first_index()
+
+
+async def test_a_snapshot_left_uncompacted_by_a_crash_is_compacted_at_start(tmp_path: Any):
+    first = await _compact_at_start(tmp_path, _group_seen_by({}), SnapshotConfig(trailing=3))
+    assert first == 23
+
+
+def _follower(match: int, *, active: bool = True, snapshot: bool = False) -> ProgressStatus:
+    state = ProgressState.SNAPSHOT if snapshot else ProgressState.REPLICATE
+    return ProgressStatus(match=match, next=match + 1, state=state, inflight=0,
+                          recent_active=active)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("followers", "first"),
+    [
+        ({}, 24),  # a follower: the byte cap alone (2 bytes of 1-byte entries)
+        ({"n2": _follower(30)}, 24),  # caught up
+        ({"n2": _follower(30), "n3": _follower(20)}, 21),  # slightly behind: held back
+        ({"n2": _follower(30), "n3": _follower(5)}, 16),  # far behind: `trailing` at most
+        ({"n2": _follower(30), "n3": _follower(5, active=False)}, 24),  # not heard from
+        ({"n2": _follower(30), "n3": _follower(5, snapshot=True)}, 24),  # on the snapshot path
+    ],
+)
+async def test_a_leader_holds_compaction_back_for_a_live_follower_up_to_trailing(
+    tmp_path: Any, followers: dict[str, ProgressStatus], first: int
+):
+    # Snapshot at 25; trailing = 10 entries, trailing_bytes = 2 at 1 byte per entry.
+    leader_view = {"n1": _follower(30), **followers} if followers else {}
+    config = SnapshotConfig(trailing=10, trailing_bytes=2)
+    assert await _compact_at_start(tmp_path, _group_seen_by(leader_view), config) == first
+
+
+@pytest.mark.parametrize(
+    ("snapshot_index", "keep", "trailing", "needed", "upto"),
+    [
+        (100, 5, 50, [], 95),
+        (100, 5, 50, [100, 99], 95),  # every follower has what would be deleted
+        (100, 5, 50, [100, 70], 70),  # one needs entries from 71 on
+        (100, 5, 50, [10], 50),  # never more than `trailing` entries
+        (100, 0, 0, [10], 100),  # trailing = 0: compact up to the snapshot regardless
+    ],
+)
+def test_compaction_point(
+    snapshot_index: int, keep: int, trailing: int, needed: list[int], upto: int
+) -> None:
+    assert compaction_point(snapshot_index, keep, trailing, needed) == upto
