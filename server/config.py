@@ -38,9 +38,10 @@ Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]``,
 Snapshots bound the Raft log (Raft §7): a low ``entries`` costs more snapshot
 writes, a high one longer restarts and more disk. ``trailing`` lets a slightly
 lagging follower catch up by AppendEntries instead of a snapshot transfer;
-``trailing_bytes`` caps it for big entries (a batching producer's are tens to hundreds of KiB), so
-the log of a busy partition stays a few MiB: entries deleted that soon cost RocksDB
-little compaction (README, Performance).
+``trailing_bytes`` caps it for big entries (a batching producer's are tens to
+hundreds of KiB) once every live follower has them, so the log of a busy
+partition stays a few MiB: entries deleted that soon cost RocksDB little
+compaction (README, Performance).
 A ``RAFTLOG_SNAPSHOT_<KEY>`` environment variable (``RAFTLOG_SNAPSHOT_ENTRIES``
 ...) and ``RAFTLOG_RETENTION_<KEY>`` still override the file, read once
 when the node starts: for tests and emergencies. Precedence: environment >

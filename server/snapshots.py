@@ -330,7 +330,8 @@ class SnapshotManager:
             self._maybe_take(cap.gid, group, st)
 
     async def _compact(self, gid: int) -> None:
-        """Compact behind the group's snapshot, keeping ``trailing_entries``."""
+        """Compact behind the group's snapshot, keeping ``trailing_entries``, or
+        more for a live follower that still needs them (``compaction_point``)."""
         store = self.driver.store
         cfg = self.config
         for _ in range(1000):
