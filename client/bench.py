@@ -29,7 +29,9 @@ import platform
 import random
 import sys
 import time
+import urllib.request
 from array import array
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -80,6 +82,9 @@ class BenchConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     # TLS to the nodes: file paths, so the spawned worker processes get it too.
     tls: TLSConfig | None = None
+    # Node id -> its metrics address (cluster.toml's metrics_address): the report
+    # then has each node's CPU per record, read from process_cpu_seconds_total.
+    metrics: dict[str, str] | None = None
 
 
 def _client(cfg: BenchConfig) -> AsyncClient:
@@ -94,6 +99,7 @@ class _WorkerResult:
     elapsed: float = 0.0
     latencies: array = field(default_factory=lambda: array("d"))
     first_error: str | None = None
+    cpu_s: float = 0.0  # this worker process's CPU over its measured window
 
 
 # ---------------------------------------------------------------- public entry
@@ -107,13 +113,17 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     shares = _split(cfg.concurrency if cfg.mode == "produce" else cfg.partitions, cfg.procs)
     counts = _split(cfg.count, len(shares)) if cfg.count is not None else [None] * len(shares)
     cfg.extra["workers"] = len(shares)
+    nodes = NodeCpu(cfg.metrics or {})
     if len(shares) == 1:
         counter = mp.Value("q", 0, lock=False)
-        start = _InlineEvent()
+        start = _InlineEvent(nodes.start)
         results = [_run_progress_inline(cfg, 0, shares[0], counts[0], counter, start, progress)]
     else:
-        results = _run_procs(cfg, shares, counts, progress)
-    return _report(cfg, results)
+        results = _run_procs(cfg, shares, counts, progress, nodes.start)
+    nodes.stop()
+    report = _report(cfg, results)
+    report["cpu"] = _cpu_report(results, nodes, report["records"])
+    return report
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -130,6 +140,16 @@ def format_report(report: dict[str, Any]) -> str:
             f"p999 {lat['p999']:.3f} ms, max {lat['max']:.3f} ms "
             f"({lat['samples']:,} samples)"
         )
+    cpu = report.get("cpu")
+    if cpu and cpu.get("us_per_record") is not None:
+        parts = [f"client {_us(cpu['client']['us_per_record'])}"] + [
+            f"{node} {_us(n['us_per_record'])}" for node, n in cpu["nodes"].items()
+        ]
+        lines.append(
+            f"  CPU per record: {', '.join(parts)} µs; "
+            + (f"all {_us(cpu['us_per_record'])} µs, " if cpu["nodes"] else "")
+            + f"{cpu['cores_busy']:.2f} cores busy"
+        )
     py = report.get("python")
     if py:
         lines.append(f"  bench client: python {py['version']} ({py['executable']})")
@@ -139,6 +159,11 @@ def format_report(report: dict[str, Any]) -> str:
     if report["errors"]:
         lines.append(f"  errors: {report['errors']} (first: {report['first_error']})")
     return "\n".join(lines)
+
+
+def _us(value: float) -> str:
+    # Batches cost a few µs per record, single produces hundreds.
+    return f"{value:.1f}" if value < 10 else f"{value:,.0f}"
 
 
 # ---------------------------------------------------------------- setup and reports
@@ -242,13 +267,100 @@ def _report(cfg: BenchConfig, results: list[_WorkerResult]) -> dict[str, Any]:
     return report
 
 
+# ---------------------------------------------------------------- CPU accounting
+
+
+def _process_cpu() -> float:
+    t = os.times()  # this process, every thread
+    return t.user + t.system
+
+
+def scrape_cpu_seconds(address: str, timeout: float = 2.0) -> float | None:
+    """A node's ``process_cpu_seconds_total`` from its metrics endpoint, or None."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as reply:
+            text = reply.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "process_cpu_seconds_total":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+class NodeCpu:
+    """The nodes' CPU seconds over the measured window, from their metrics.
+
+    Read just before the workers start and after they finish: the same window
+    as the throughput (workers connect and warm up before it). A node whose
+    endpoint does not answer at either end is left out of the report.
+    """
+
+    def __init__(self, metrics: dict[str, str]) -> None:
+        self.metrics = dict(metrics)
+        self._before: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+        self.wall_s = 0.0
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._before = self._read()
+        self._t0 = time.monotonic()
+
+    def stop(self) -> None:
+        self.wall_s = time.monotonic() - self._t0 if self._t0 else 0.0
+        after = self._read()
+        self.seconds = {
+            node: after[node] - before
+            for node, before in self._before.items()
+            if node in after and after[node] >= before
+        }
+
+    def _read(self) -> dict[str, float]:
+        out = {}
+        for node, address in self.metrics.items():
+            value = scrape_cpu_seconds(address)
+            if value is not None:
+                out[node] = value
+        return out
+
+
+def _cpu_report(results: list[_WorkerResult], nodes: NodeCpu, records: int) -> dict[str, Any]:
+    """CPU per record for the client and each node (``records`` acknowledged or
+    fetched), and how many of the machine's cores the run kept busy. The point:
+    on a machine the client shares with three nodes, throughput is whatever the
+    CPU per record allows, and this says where it goes."""
+    client_s = sum(r.cpu_s for r in results)
+    elapsed = max((r.elapsed for r in results), default=0.0) or 1e-9
+    per = (lambda secs: secs / records * 1e6) if records else (lambda secs: None)
+    node_report = {
+        node: {"cpu_s": secs, "cores": secs / (nodes.wall_s or elapsed), "us_per_record": per(secs)}
+        for node, secs in sorted(nodes.seconds.items())
+    }
+    total_s = client_s + sum(nodes.seconds.values())
+    return {
+        "client": {"cpu_s": client_s, "cores": client_s / elapsed, "us_per_record": per(client_s)},
+        "nodes": node_report,
+        "us_per_record": per(total_s),
+        "cores_busy": total_s / (nodes.wall_s if nodes.seconds else elapsed),
+    }
+
+
 # ---------------------------------------------------------------- processes
 
 
 class _InlineEvent:
     """Stands in for an mp.Event when the worker runs in this process."""
 
+    def __init__(self, on_start: Callable[[], None] = lambda: None) -> None:
+        self._on_start = on_start
+
     def wait(self, timeout: float | None = None) -> bool:
+        self._on_start()
         return True
 
     def set(self) -> None:
@@ -296,7 +408,11 @@ def _progress_loop(counters: list[Any], done: Any) -> None:
 
 
 def _run_procs(
-    cfg: BenchConfig, shares: list[int], counts: list[int | None], progress: bool
+    cfg: BenchConfig,
+    shares: list[int],
+    counts: list[int | None],
+    progress: bool,
+    on_start: Callable[[], None] = lambda: None,
 ) -> list[_WorkerResult]:
     import threading
 
@@ -319,6 +435,7 @@ def _run_procs(
     results: list[_WorkerResult] = []
     try:
         ready.wait(timeout=60)  # every worker connected
+        on_start()
         start.set()
         if progress:
             threading.Thread(target=_progress_loop, args=(counters, done), daemon=True).start()
@@ -449,6 +566,7 @@ async def _produce_single_worker(
             await client.produce(cfg.topic, value, partition=(index + i) % cfg.partitions)
         await _wait_start(start)
         t0 = perf()
+        cpu0 = _process_cpu()
         stop_at = t0 + cfg.duration
 
         pace = _pace(cfg)  # records/s per client, or None
@@ -479,6 +597,7 @@ async def _produce_single_worker(
             for i, client in enumerate(clients):
                 inner.start_soon(run, i, client)
         result.elapsed = perf() - t0
+        result.cpu_s = _process_cpu() - cpu0
     result.bytes = result.records * cfg.record_size
     return result
 
@@ -540,12 +659,14 @@ async def _produce_batch_worker(
             )
         await _wait_start(start)
         t0 = perf()
+        cpu0 = _process_cpu()
         async with trio.open_nursery() as inner:
             for i, producer in enumerate(producers):
                 inner.start_soon(run, i, producer, counts[i], t0 + cfg.duration)
         for producer in producers:
             await producer.flush()
         result.elapsed = perf() - t0
+        result.cpu_s = _process_cpu() - cpu0
         for producer in producers:
             result.records += producer.stats["records"] - producer.stats["failed_records"]
             result.errors += producer.stats["failed_records"]
@@ -564,6 +685,7 @@ async def _consume_worker(cfg: BenchConfig, index: int, counter: Any, start: Any
         bounds = {p: await client.list_offsets(cfg.topic, p) for p in mine}
         await _wait_start(start)
         t0 = perf()
+        cpu0 = _process_cpu()
         stop_at = t0 + cfg.duration if cfg.count is None else math.inf
 
         # With --count, every partition reads its share of the total count.
@@ -592,4 +714,5 @@ async def _consume_worker(cfg: BenchConfig, index: int, counter: Any, start: Any
             for p in mine:
                 nursery.start_soon(read, p)
         result.elapsed = perf() - t0
+        result.cpu_s = _process_cpu() - cpu0
     return result

@@ -211,6 +211,29 @@ def bootstrap_addresses(config: str | Path | None, bootstrap: str | None) -> lis
     return addresses
 
 
+def metrics_addresses(config: str | Path | None, bootstrap: str | None) -> dict[str, str]:
+    """Node id -> ``metrics_address`` from cluster.toml: ``--config`` if given, else
+    the default file unless ``--bootstrap`` replaces it. Best effort (``{}`` when
+    unreadable): ``bootstrap_addresses`` reports a bad file; the bench only adds
+    the nodes' CPU to its report from these."""
+    if config is None and bootstrap:
+        return {}
+    path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
+    try:
+        with path.open("rb") as fh:
+            nodes = tomllib.load(fh).get("node")
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    out: dict[str, str] = {}
+    for node in nodes if isinstance(nodes, list) else []:
+        if not isinstance(node, dict):
+            continue
+        node_id, address = node.get("id"), node.get("metrics_address")
+        if isinstance(node_id, str) and isinstance(address, str):
+            out[node_id] = address
+    return out
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The exit code for an exception that escaped a client command."""
     if isinstance(exc, ClusterUnreachableError | ConnectionLostError | OSError):

@@ -23,7 +23,13 @@ from raftlog.client.consumer import Consumer
 from raftlog.client.producer import Delivery, Producer
 from raftlog.client.protocol import Record
 
-from .cli_common import bootstrap_addresses, client_tls, cluster_options, run_client
+from .cli_common import (
+    bootstrap_addresses,
+    client_tls,
+    cluster_options,
+    metrics_addresses,
+    run_client,
+)
 
 _TIMEOUT_OPTION = click.option(
     "--timeout",
@@ -621,6 +627,7 @@ def _run_bench(
         bootstrap=addresses,
         topic=options.pop("topic_name"),
         tls=client_tls(),
+        metrics=metrics_addresses(config, bootstrap),
         **options,
     )
     report = run_client(lambda: run_bench(cfg, progress=not as_json))

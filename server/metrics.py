@@ -11,7 +11,10 @@ import bisect
 import contextlib
 import logging
 import math
-from collections.abc import Iterable, Sequence
+import os
+import resource
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -128,6 +131,27 @@ class Gauge(_Metric):
         return [f"{self.name}{self._label_text(k)} {_fmt(v)}" for k, v in self._values.items()]
 
 
+class Sampled(_Metric):
+    """A metric without labels read from ``sample()`` at scrape time (the
+    ``process_*`` family): the value lives elsewhere (the kernel), so there is
+    nothing to update on any hot path. ``sample()`` returning None (no /proc on
+    this platform) leaves the metric without a sample rather than a made-up 0."""
+
+    def __init__(
+        self, name: str, help_text: str, kind: MetricType, sample: Callable[[], float | None]
+    ) -> None:
+        super().__init__(name, help_text)
+        self.kind = kind
+        self._sample = sample
+
+    def value(self) -> float | None:
+        return self._sample()
+
+    def samples(self) -> list[str]:
+        value = self._sample()
+        return [] if value is None else [f"{self.name} {_fmt(value)}"]
+
+
 @dataclass(slots=True)
 class _HistogramState:
     buckets: list[int]
@@ -204,6 +228,11 @@ class Registry:
         buckets: Iterable[float] = LATENCY_BUCKETS,
     ) -> Histogram:
         return self._add(Histogram(name, help_text, labels, buckets))  # type: ignore[return-value]
+
+    def sampled(
+        self, name: str, help_text: str, kind: MetricType, sample: Callable[[], float | None]
+    ) -> Sampled:
+        return self._add(Sampled(name, help_text, kind, sample))  # type: ignore[return-value]
 
     def get(self, name: str) -> _Metric:
         return self._metrics[name]
@@ -381,6 +410,79 @@ class Metrics:
         )
         self.consumer_groups.set(0)
         self.group_rebalances.inc(0)
+        add_process_metrics(r)
+
+
+# ---------------------------------------------------------------- process_* metrics
+
+
+def _cpu_seconds() -> float:
+    # User + system time of every thread: the event loop, the fsync worker
+    # threads and RocksDB's flush and compaction threads.
+    t = os.times()
+    return t.user + t.system
+
+
+def _resident_bytes() -> float | None:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return float(int(f.read().split()[1]) * _PAGE_BYTES)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _open_fds() -> float | None:
+    try:
+        return float(len(os.listdir("/proc/self/fd")))
+    except OSError:
+        return None
+
+
+def _max_fds() -> float | None:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else float(soft)
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def add_process_metrics(r: Registry) -> None:
+    """The standard ``process_*`` metrics of Prometheus client libraries, so the
+    usual dashboards and alerts (CPU saturation, memory growth, descriptors
+    running out under many connections) work on a node unchanged. ``raftlog
+    bench --config`` reads ``process_cpu_seconds_total`` to report the nodes'
+    CPU per record (client/bench.py)."""
+    started = time.time()
+    r.sampled(
+        "process_cpu_seconds_total",
+        "User and system CPU time of the node process, all threads, in seconds.",
+        MetricType.COUNTER,
+        _cpu_seconds,
+    )
+    r.sampled(
+        "process_resident_memory_bytes",
+        "Resident memory of the node process in bytes.",
+        MetricType.GAUGE,
+        _resident_bytes,
+    )
+    r.sampled(
+        "process_open_fds",
+        "Open file descriptors (connections, RocksDB files).",
+        MetricType.GAUGE,
+        _open_fds,
+    )
+    r.sampled(
+        "process_max_fds",
+        "The open file descriptor limit (RLIMIT_NOFILE, soft).",
+        MetricType.GAUGE,
+        _max_fds,
+    )
+    r.sampled(
+        "process_start_time_seconds",
+        "When the node's metrics were set up, in Unix seconds (restarts reset it).",
+        MetricType.GAUGE,
+        lambda: started,
+    )
 
 
 # ---------------------------------------------------------------- HTTP endpoint

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import trio
-from raftlog.server.metrics import Metrics, Registry, serve_metrics
+from raftlog.server.metrics import Metrics, MetricType, Registry, serve_metrics
 
 
 def test_counter_gauge_render_with_labels() -> None:
@@ -76,3 +78,43 @@ async def test_metrics_endpoint_serves_registry_over_http() -> None:
         assert b'raftlog_produce_requests_total{code="OK"} 2' in await http_get(port, "/metrics")
         assert (await http_get(port, "/nope")).startswith(b"HTTP/1.1 404")
         nursery.cancel_scope.cancel()
+
+
+def test_process_metrics_are_read_at_scrape_time() -> None:
+    text = Metrics().registry.render()
+    assert "# TYPE process_cpu_seconds_total counter" in text
+    samples = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("process_")
+    }
+    assert set(samples) >= {
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    }
+    assert samples["process_resident_memory_bytes"] > 1_000_000
+    assert samples["process_open_fds"] >= 3  # stdin, stdout, stderr at least
+    # Burn CPU: the next scrape shows it (a stored value would not move). The
+    # kernel's per-process times are tick-based: burn well past their 10 ms
+    # granularity and ask for half of it back.
+    before = samples["process_cpu_seconds_total"]
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    after = next(
+        float(line.split()[1])
+        for line in Metrics().registry.render().splitlines()
+        if line.startswith("process_cpu_seconds_total ")
+    )
+    assert after >= before + 0.1
+
+
+def test_a_sampled_metric_without_a_value_has_no_sample() -> None:
+    registry = Registry()
+    registry.sampled("x_bytes", "X.", MetricType.GAUGE, lambda: None)
+    registry.sampled("y_total", "Y.", MetricType.COUNTER, lambda: 3.0)
+    text = registry.render()
+    assert "# TYPE x_bytes gauge" in text and "\nx_bytes " not in text
+    assert "y_total 3\n" in text
