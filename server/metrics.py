@@ -144,9 +144,6 @@ class Sampled(_Metric):
         self.kind = kind
         self._sample = sample
 
-    def value(self) -> float | None:
-        return self._sample()
-
     def samples(self) -> list[str]:
         value = self._sample()
         return [] if value is None else [f"{self.name} {_fmt(value)}"]
