@@ -27,8 +27,13 @@ The design (Kafka's classic, "eager" group protocol, kept small)
   learns its assignment, until ``persisted`` reports the record committed.
   A record that fails (no longer leader, timeout) restarts the rebalance:
   the members, still polling their joins, simply join again.
-* Assignment is "range" over the sorted member ids: deterministic, and a
-  partition goes to exactly one member of a generation. Because a member
+* Assignment is sticky (``sticky_assign``, like Kafka's StickyAssignor for
+  one topic): balanced to within one partition, and each member keeps the
+  partitions it owned in the generation before, as far as the balance
+  allows, so a member leaving or joining moves only the partitions it must.
+  A group with no history gets "range" over the sorted member ids. Either
+  way it is deterministic, and a partition goes to exactly one member of a
+  generation. Because a member
   of generation g can only appear in g+1 after rejoining (having given up
   its partitions), two members never own one partition at once, except a
   member that was dropped (expired or timed out) while it still consumed:
@@ -155,6 +160,9 @@ class ConsumerGroup:
     proposed: int = 0
     # REBALANCING only: the generation formed, waiting for its record to commit.
     pending: tuple[int, dict[str, tuple[int, ...]]] | None = None
+    # The last formed (or restored) assignment, kept through a rebalance so the
+    # next generation can leave partitions where they were (``sticky_assign``).
+    previous: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +196,47 @@ def range_assign(members: list[str], partitions: int) -> dict[str, tuple[int, ..
         out[member] = tuple(range(start, start + count))
         start += count
     return out
+
+
+def sticky_assign(
+    members: list[str], partitions: int, previous: dict[str, tuple[int, ...]]
+) -> dict[str, tuple[int, ...]]:
+    """Balanced like ``range_assign``, keeping what each member owned before.
+
+    Every member gets ``partitions // m`` or one more; the ones that get one
+    more are those that already own the most (ties by member id), which keeps
+    the largest number of partitions in place. A member keeps its lowest
+    previous partitions up to its share; the rest, and every partition nobody
+    keeps, go in ascending order to the members below their share, in member
+    id order. Previous owners that are gone, partitions past ``partitions`` and
+    a partition claimed twice (first member id wins) are ignored. With nothing
+    to keep it is ``range_assign``.
+    """
+    ordered = sorted(members)
+    if not ordered:
+        return {}
+    kept: dict[str, list[int]] = {}
+    taken: set[int] = set()
+    for member in ordered:
+        owned = sorted(set(previous.get(member, ())))
+        keep = [p for p in owned if p < partitions and p not in taken]
+        taken.update(keep)
+        kept[member] = keep
+    if not taken:
+        return range_assign(ordered, partitions)
+    base, extra = divmod(partitions, len(ordered))
+    larger = set(sorted(ordered, key=lambda m: (-len(kept[m]), m))[:extra])
+    free = [p for p in range(partitions) if p not in taken]
+    for member in ordered:
+        share = base + (member in larger)
+        free.extend(kept[member][share:])
+        del kept[member][share:]
+    free.sort()
+    spare = iter(free)
+    for member in ordered:
+        share = base + (member in larger)
+        kept[member].extend(next(spare) for _ in range(share - len(kept[member])))
+    return {member: tuple(sorted(kept[member])) for member in ordered}
 
 
 class GroupCoordinator:
@@ -459,6 +508,7 @@ class GroupCoordinator:
         if not g.members:
             g.state = GroupState.EMPTY
             g.assignment = {}
+            g.previous = {}
             g.joined = set()
             if self.durable and (g.generation or g.proposed):
                 # Persist the emptiness, or a later controller restores the
@@ -475,6 +525,8 @@ class GroupCoordinator:
         # until every member has rejoined and the next generation is formed.
         self.version += 1
         g.state = GroupState.REBALANCING
+        if g.assignment:  # not when a rebalance starts over: keep the formed one
+            g.previous = g.assignment
         g.assignment = {}
         g.joined = set()
         g.pending = None
@@ -486,7 +538,7 @@ class GroupCoordinator:
         if not g.joined.issuperset(g.members) or now < self._grace_end(g):
             return
         generation = max(g.generation, g.proposed) + 1
-        assignment = range_assign(list(g.members), g.partitions)
+        assignment = sticky_assign(list(g.members), g.partitions, g.previous)
         if not self.durable:
             self._form(g, generation, assignment)
             return

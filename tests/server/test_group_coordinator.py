@@ -18,6 +18,7 @@ from raftlog.server.group_coordinator import (
     GroupState,
     JoinResult,
     range_assign,
+    sticky_assign,
 )
 
 SESSION = 3.0
@@ -99,6 +100,77 @@ def test_range_assign_splits_contiguously_in_member_order():
     assert range_assign(["b", "a"], 5) == {"a": (0, 1, 2), "b": (3, 4)}
     assert range_assign(["a", "b", "c"], 2) == {"a": (0,), "b": (1,), "c": ()}
     assert range_assign([], 3) == {}
+
+
+def _max_kept(members: list[str], partitions: int, previous: dict[str, tuple[int, ...]]) -> int:
+    """The most partitions a balanced assignment can leave with their previous owner
+    (``previous`` gives each partition at most one owner)."""
+    held = {m: sum(1 for p in previous.get(m, ()) if p < partitions) for m in members}
+    base, extra = divmod(partitions, len(members))
+    return sum(min(h, base) for h in held.values()) + min(
+        extra, sum(1 for h in held.values() if h > base)
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    members=st.sets(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=1),
+    partitions=st.integers(min_value=1, max_value=12),
+    # The owner of each partition in the generation before (None: nobody), which
+    # may have had more partitions than now and members that are gone.
+    owner_of=st.lists(st.sampled_from(["a", "b", "c", "d", "e", "gone", None]), max_size=15),
+)
+def test_sticky_assign_is_balanced_and_keeps_the_most_partitions_in_place(
+    members, partitions, owner_of
+):
+    previous: dict[str, tuple[int, ...]] = {}
+    for p, owner in enumerate(owner_of):
+        if owner is not None:
+            previous[owner] = (*previous.get(owner, ()), p)
+    out = sticky_assign(list(members), partitions, previous)
+    assert set(out) == members
+    everything = [p for parts in out.values() for p in parts]
+    assert sorted(everything) == list(range(partitions))  # each partition exactly once
+    sizes = [len(parts) for parts in out.values()]
+    assert max(sizes) - min(sizes) <= 1
+    kept = sum(len(set(out[m]) & set(previous.get(m, ()))) for m in members)
+    assert kept == _max_kept(list(members), partitions, previous)
+    # With nothing to keep it is the range assignment.
+    if not any(p < partitions for m in members for p in previous.get(m, ())):
+        assert out == range_assign(list(members), partitions)
+    # A balanced assignment of the same members is left as it is.
+    assert sticky_assign(list(members), partitions, out) == out
+
+
+def test_sticky_assign_moves_only_the_partitions_it_must():
+    before = range_assign(["a", "b", "c"], 6)  # a: 0 1, b: 2 3, c: 4 5
+    # b leaves: a and c keep theirs, b's two are split between them.
+    after = sticky_assign(["a", "c"], 6, before)
+    assert set(before["a"]) <= set(after["a"]) and set(before["c"]) <= set(after["c"])
+    assert after == {"a": (0, 1, 2), "c": (3, 4, 5)}
+    # d joins: each member above the new share gives up its highest partition.
+    joined = sticky_assign(["a", "c", "d"], 6, after)
+    assert joined == {"a": (0, 1), "c": (3, 4), "d": (2, 5)}
+    # The topic grows: the new partitions go to whoever is below the new share.
+    grown = sticky_assign(["a", "c", "d"], 9, joined)
+    assert grown == {"a": (0, 1, 6), "c": (3, 4, 7), "d": (2, 5, 8)}
+
+
+def test_a_member_leaving_a_rebalanced_group_moves_only_its_own_partitions():
+    c = coordinator()
+    for member in ("a", "b", "c"):
+        join(c, member, T0)
+    for member in ("a", "b", "c"):
+        join(c, member, T0)
+    before = dict(c.groups["g"].assignment)
+    assert c.groups["g"].state is GroupState.STABLE and len(before) == 3
+    assert c.leave("g", "b", T0 + 1)
+    join(c, "a", T0 + 1.1)
+    join(c, "c", T0 + 1.1)
+    after = c.groups["g"].assignment
+    assert c.groups["g"].state is GroupState.STABLE and set(after) == {"a", "c"}
+    assert set(before["a"]) <= set(after["a"]) and set(before["c"]) <= set(after["c"])
+    assert set(after["a"]) | set(after["c"]) == set(range(6))
 
 
 def test_first_member_gets_every_partition_at_once():
@@ -554,3 +626,10 @@ def test_across_failovers_a_generation_names_one_assignment_and_restored_members
     assert g is not None and g.state is GroupState.STABLE
     assert sorted(p for parts in g.assignment.values() for p in parts) == list(range(partitions))
     assert {m: r.partitions for m, r in results.items()} == g.assignment
+
+
+def test_sticky_assign_gives_a_partition_claimed_twice_to_the_first_member_id():
+    # Not a state the coordinator makes; the assignment must still be a partition.
+    out = sticky_assign(["a", "b", "c"], 5, {"b": (0, 1, 4), "c": (4,)})
+    assert sorted(p for parts in out.values() for p in parts) == list(range(5))
+    assert out["b"] == (0, 1)  # b keeps its lowest two; 4 goes back to the pool
