@@ -149,6 +149,8 @@ def main() -> None:
     lat = sorted(x for r in results for x in r[1])
     client_cpu = sum(r[2] for r in results)
     rate = done / args.seconds
+    if not lat:
+        raise SystemExit(f"too few requests answered to report latency ({done})")
     p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
     per = 1e6 / max(done, 1)
     print(
