@@ -29,6 +29,8 @@ import trio
 from raftlog.client.protocol import FrameDecoder, encode_frame, encode_record_rows, ok_reply
 from raftlog.client.sockio import read_chunk, socket_fd, write_now
 
+from tests.bench.loopback_rtt import serve_on_free_port
+
 RECORD = b"x" * 100
 READ_CHUNK = 65536
 
@@ -56,13 +58,7 @@ def _serve(port: Any, ready: Any, delay: float) -> None:
                 await trio.sleep(delay)
             await _write(stream, fd, b"".join(replies))
 
-    async def main() -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")  # a free port
-        port.value = listeners[0].socket.getsockname()[1]
-        ready.set()
-        await trio.serve_listeners(answer, listeners)
-
-    trio.run(main)
+    serve_on_free_port(answer, port, ready)
 
 
 async def _clients(port: int, clients: int, seconds: float) -> tuple[int, list[float], float]:

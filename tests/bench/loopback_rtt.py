@@ -21,18 +21,26 @@ import trio
 PAYLOAD = b"x" * 200  # about a produce request of one 100-byte record
 
 
-def _serve(port: Any, ready: Any) -> None:
-    async def echo(stream: trio.SocketStream) -> None:
-        while data := await stream.receive_some(65536):
-            await stream.send_all(data)
+def serve_on_free_port(handler: Any, port: Any, ready: Any) -> None:
+    """Run ``handler`` for every connection to a free port of 127.0.0.1, forever
+    (a child process's body): the port goes into ``port.value``, then ``ready`` is set."""
 
     async def main() -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")  # a free port
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port.value = listeners[0].socket.getsockname()[1]
         ready.set()
-        await trio.serve_listeners(echo, listeners)
+        await trio.serve_listeners(handler, listeners)
 
     trio.run(main)
+
+
+async def _echo(stream: trio.SocketStream) -> None:
+    while data := await stream.receive_some(65536):
+        await stream.send_all(data)
+
+
+def _serve(port: Any, ready: Any) -> None:
+    serve_on_free_port(_echo, port, ready)
 
 
 async def _measure(port: int, count: int) -> tuple[list[float], float, float]:
