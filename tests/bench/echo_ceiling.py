@@ -67,7 +67,7 @@ async def _clients(port: int, clients: int, seconds: float) -> tuple[int, list[f
     done = 0
     stop_at = 0.0
 
-    async def one(i: int) -> None:
+    async def one() -> None:
         nonlocal done
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         fd = socket_fd(stream)
@@ -95,8 +95,8 @@ async def _clients(port: int, clients: int, seconds: float) -> tuple[int, list[f
     before = os.times()
     stop_at = time.perf_counter() + seconds
     async with trio.open_nursery() as nursery:
-        for i in range(clients):
-            nursery.start_soon(one, i)
+        for _ in range(clients):
+            nursery.start_soon(one)
     after = os.times()
     return done, latencies, (after.user + after.system) - (before.user + before.system)
 
@@ -122,25 +122,25 @@ def main() -> None:
     ready, port = mp.Event(), mp.Value("i", 0)
     server = mp.Process(target=_serve, args=(port, ready, args.delay_ms / 1e3), daemon=True)
     server.start()
+    procs: list[mp.Process] = []
     try:
         if not ready.wait(10):
             raise SystemExit("server did not start")
         before = _proc_cpu(server.pid)
         out: Any = mp.Queue()
-        n, extra = divmod(args.clients, args.procs)
-        share = [n + (i < extra) for i in range(args.procs)]
-        procs = [
-            mp.Process(target=_client_proc, args=(port.value, n, args.seconds, out)) for n in share
-        ]
-        for p in procs:
-            p.start()
+        each, extra = divmod(args.clients, args.procs)
+        for i in range(args.procs):
+            share = (port.value, each + (i < extra), args.seconds, out)
+            procs.append(mp.Process(target=_client_proc, args=share))
+            procs[-1].start()
         results = [out.get(timeout=args.seconds + 30) for _ in procs]
         server_cpu = _proc_cpu(server.pid) - before
-        for p in procs:
-            p.join(10)
     finally:
-        server.terminate()
-        server.join(5)
+        for p in [*procs, server]:
+            p.join(10 if p is not server else 0)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
     done = sum(r[0] for r in results)
     lat = sorted(x for r in results for x in r[1])
     client_cpu = sum(r[2] for r in results)
