@@ -226,16 +226,15 @@ def sticky_assign(
         return range_assign(ordered, partitions)
     base, extra = divmod(partitions, len(ordered))
     larger = set(sorted(ordered, key=lambda m: (-len(kept[m]), m))[:extra])
+    share = {member: base + (member in larger) for member in ordered}
     free = [p for p in range(partitions) if p not in taken]
     for member in ordered:
-        share = base + (member in larger)
-        free.extend(kept[member][share:])
-        del kept[member][share:]
+        free.extend(kept[member][share[member] :])
+        del kept[member][share[member] :]
     free.sort()
     spare = iter(free)
     for member in ordered:
-        share = base + (member in larger)
-        kept[member].extend(next(spare) for _ in range(share - len(kept[member])))
+        kept[member].extend(next(spare) for _ in range(share[member] - len(kept[member])))
     return {member: tuple(sorted(kept[member])) for member in ordered}
 
 
