@@ -36,6 +36,10 @@ class ErrorCode(StrEnum):
     # committer's assignment is stale: stop, rejoin), or the commit carried no
     # generation for a group that commits with them. Kafka's ILLEGAL_GENERATION.
     FENCED = "FENCED"
+    # A static member (group_instance_id) whose instance id a newer member of the
+    # same id took over (a restart, or a second process started with the same id).
+    # Kafka's FENCED_INSTANCE_ID: fatal for the consumer, which must not rejoin.
+    FENCED_INSTANCE_ID = "FENCED_INSTANCE_ID"
 
 
 # Codes after which the request certainly had no effect and may be retried freely.
@@ -160,6 +164,16 @@ class FencedError(RaftlogError):
     code = ErrorCode.FENCED
 
 
+class FencedInstanceIdError(RaftlogError):
+    """This consumer's ``group_instance_id`` was taken over by a newer member with
+    the same instance id (Kafka's FencedInstanceIdException). Fatal: the
+    Consumer has given its partitions up without committing and does not
+    rejoin, or two processes would take the partitions from each other in
+    turn. Two consumers configured with one instance id is the usual cause."""
+
+    code = ErrorCode.FENCED_INSTANCE_ID
+
+
 class ConnectionLostError(RaftlogError):
     """The connection closed before a reply: for writes the outcome is unknown."""
 
@@ -209,6 +223,7 @@ _BY_CODE: dict[ErrorCode, type[RaftlogError]] = {
         RebalanceInProgressError,
         UnknownMemberError,
         FencedError,
+        FencedInstanceIdError,
     )
 }
 

@@ -271,14 +271,18 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         _f("group", str),
         _f("topic", str),
         _f("member_id", str, False),
+        # A static member's group_instance_id (server/group_coordinator.py).
+        _f("instance_id", str, False),
         _f("session_timeout_ms", int, False),
         _f("rebalance_timeout_ms", int, False),
         _f("max_wait_ms", int, False),
     ),
-    # ok, or REBALANCE_IN_PROGRESS (rejoin) / UNKNOWN_MEMBER (join again).
+    # ok, or REBALANCE_IN_PROGRESS (rejoin) / UNKNOWN_MEMBER (join again) /
+    # FENCED_INSTANCE_ID (a newer member took this one's instance id: stop).
     "group_heartbeat": (_f("group", str), _f("member_id", str), _f("generation", int)),
     "group_leave": (_f("group", str), _f("member_id", str)),
-    # {group, topic, state, generation, members: [{member_id, client_id, partitions}]}
+    # {group, topic, state, generation,
+    #  members: [{member_id, client_id, partitions, instance_id}]}
     "group_describe": (_f("group", str),),
     # {groups: [the group_describe reply of each group the coordinator knows]}
     "group_list": (),

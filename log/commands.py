@@ -149,6 +149,9 @@ class GroupMemberEntry(NamedTuple):
     session_timeout_ms: int
     rebalance_timeout_ms: int
     partitions: tuple[int, ...]
+    # A static member's group_instance_id (Kafka KIP-345); None for a dynamic one.
+    # Records written before static membership have 5 fields.
+    instance_id: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -319,19 +322,27 @@ def _decode_one(raw: Any) -> Command:
 
 
 def _decode_group_members(raw: list[Any]) -> tuple[GroupMemberEntry, ...]:
-    """SetConsumerGroup members: [id, client id, session ms, rebalance ms, [partition, ...]]."""
+    """SetConsumerGroup members: [id, client id, session ms, rebalance ms, [partition, ...],
+    instance id or nil]; the last field is absent in records older than static members."""
     out = []
     for m in raw:
-        if not isinstance(m, list) or len(m) != 5:
-            raise CommandError("SetConsumerGroup: a member must be an array of 5 fields")
-        member_id, client_id, session_ms, rebalance_ms, parts = m
+        if not isinstance(m, list) or len(m) not in (5, 6):
+            raise CommandError("SetConsumerGroup: a member must be an array of 5 or 6 fields")
+        member_id, client_id, session_ms, rebalance_ms, parts = m[:5]
+        instance_id = m[5] if len(m) == 6 else None
+        if instance_id is not None and not isinstance(instance_id, str):
+            raise CommandError("SetConsumerGroup: a member's instance id must be a string")
         if not (isinstance(member_id, str) and isinstance(client_id, str)):
             raise CommandError("SetConsumerGroup: member and client ids must be strings")
         if not (_is_int(session_ms) and _is_int(rebalance_ms)):
             raise CommandError("SetConsumerGroup: member timeouts must be integers")
         if not isinstance(parts, list) or not all(_is_int(p) for p in parts):
             raise CommandError("SetConsumerGroup: member partitions must be integers")
-        out.append(GroupMemberEntry(member_id, client_id, session_ms, rebalance_ms, tuple(parts)))
+        out.append(
+            GroupMemberEntry(
+                member_id, client_id, session_ms, rebalance_ms, tuple(parts), instance_id
+            )
+        )
     return tuple(out)
 
 

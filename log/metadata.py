@@ -393,16 +393,19 @@ class MetadataStateMachine:
         if cmd.generation < 0 or cmd.partitions < 1:
             return _fail(ErrorCode.INVALID_REQUEST, "bad generation or partition count")
         ids = [m.member_id for m in cmd.members]
+        instances = [m.instance_id for m in cmd.members if m.instance_id is not None]
         owned = [p for m in cmd.members for p in m.partitions]
         if (
             len(set(ids)) != len(ids)
+            or len(set(instances)) != len(instances)
             or len(set(owned)) != len(owned)
             or not all(0 <= p < cmd.partitions for p in owned)
             or not all(m.session_timeout_ms > 0 and m.rebalance_timeout_ms > 0 for m in cmd.members)
         ):
             return _fail(
                 ErrorCode.INVALID_REQUEST,
-                "members must be distinct, with positive timeouts, each partition owned once",
+                "members (and their instance ids) must be distinct, with positive timeouts, "
+                "each partition owned once",
             )
         if cmd.topic not in self.topics:
             if not cmd.members:
@@ -468,7 +471,8 @@ class MetadataStateMachine:
                 topic,
                 generation,
                 partitions,
-                tuple(GroupMemberEntry(m, c, s, r, tuple(ps)) for m, c, s, r, ps in members),
+                # A member has 5 fields in a state written before static members.
+                tuple(GroupMemberEntry(*m[:4], tuple(m[4]), *m[5:]) for m in members),
             )
             for name, topic, generation, partitions, members in obj.get("consumer_groups", [])
         }

@@ -27,6 +27,13 @@ The design (Kafka's classic, "eager" group protocol, kept small)
   learns its assignment, until ``persisted`` reports the record committed.
   A record that fails (no longer leader, timeout) restarts the rebalance:
   the members, still polling their joins, simply join again.
+* Static members (a ``group_instance_id``, Kafka KIP-345): a consumer that
+  restarts joins under a new member id with its old instance id and takes
+  the old member's place and partitions in the current generation, without
+  a rebalance (``_take_over``). It does not leave when it closes, so the
+  group waits a session timeout for it to come back before rebalancing.
+  The replaced member id is fenced (FENCED_INSTANCE_ID), so a second process
+  with the same instance id stops instead of taking the partitions back.
 * Assignment is sticky (``sticky_assign``, like Kafka's StickyAssignor for
   one topic): balanced to within one partition, and each member keeps the
   partitions it owned in the generation before, as far as the balance
@@ -106,6 +113,12 @@ DEFAULT_REBALANCE_TIMEOUT_S = 60.0
 MIN_SESSION_TIMEOUT_S = 0.1
 MAX_SESSION_TIMEOUT_S = 300.0
 MAX_REBALANCE_TIMEOUT_S = 600.0
+# Kafka's limit for group.instance.id.
+MAX_INSTANCE_ID_CHARS = 249
+# Member ids fenced by a static member's takeover, remembered per group (oldest
+# forgotten first): enough for restarts in a row; a forgotten one is only told
+# UNKNOWN_MEMBER, and its rejoin takes the instance back (the duplicate's fault).
+MAX_FENCED_PER_GROUP = 64
 
 
 class GroupState(StrEnum):
@@ -135,6 +148,9 @@ class Member:
     # (its last successful heartbeat went to the previous coordinator), so a
     # rebalance deadline must not drop it and hand them out before.
     fence: float = 0.0
+    # A static member's group_instance_id (Kafka KIP-345): a new member id that
+    # joins with it takes this member's place and partitions (``_take_over``).
+    instance_id: str | None = None
 
     def expired(self, now: float) -> bool:
         return now > self.last_seen + self.session_timeout
@@ -163,6 +179,9 @@ class ConsumerGroup:
     # The last formed (or restored) assignment, kept through a rebalance so the
     # next generation can leave partitions where they were (``sticky_assign``).
     previous: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Member ids a static member's takeover replaced -> their instance id: they
+    # get FENCED_INSTANCE_ID instead of rejoining and taking the instance back.
+    fenced: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +199,8 @@ class GroupView:
     state: GroupState
     generation: int
     members: tuple[tuple[str, str, tuple[int, ...]], ...]  # (member id, client id, partitions)
+    # Static members only: member id -> instance id.
+    instance_ids: dict[str, str] = field(default_factory=dict)
 
 
 def range_assign(members: list[str], partitions: int) -> dict[str, tuple[int, ...]]:
@@ -272,7 +293,7 @@ class GroupCoordinator:
                 session = m.session_timeout_ms / 1000.0
                 g.members[m.member_id] = Member(
                     m.member_id, m.client_id, session, m.rebalance_timeout_ms / 1000.0,
-                    last_seen=now, fence=now + session,
+                    last_seen=now, fence=now + session, instance_id=m.instance_id,
                 )  # fmt: skip
                 g.assignment[m.member_id] = tuple(m.partitions)
             g.state = GroupState.STABLE if g.members else GroupState.EMPTY
@@ -314,6 +335,7 @@ class GroupCoordinator:
         client_id: str = "",
         session_timeout: float = DEFAULT_SESSION_TIMEOUT_S,
         rebalance_timeout: float = DEFAULT_REBALANCE_TIMEOUT_S,
+        instance_id: str | None = None,
     ) -> JoinResult:
         """Join (or rejoin, or poll a pending join of) ``member_id``; a new id when None.
 
@@ -322,12 +344,23 @@ class GroupCoordinator:
         joining a STABLE group gets the current assignment back (no rebalance).
         An id this coordinator does not know is accepted as a new member: after
         a coordinator fail-over members rejoin under their old ids.
+
+        ``instance_id`` makes the member static (Kafka's group.instance.id): an
+        unknown member id joining with the instance id of a current member
+        takes that member's place, partitions and generation, with no rebalance
+        (a restarted consumer gets its partitions back), and the replaced id is
+        fenced (FENCED_INSTANCE_ID).
         """
         _check_timeout("session", session_timeout, MIN_SESSION_TIMEOUT_S, MAX_SESSION_TIMEOUT_S)
         _check_timeout("rebalance", rebalance_timeout, MIN_SESSION_TIMEOUT_S,
                        MAX_REBALANCE_TIMEOUT_S)  # fmt: skip
         if partitions < 1:
             raise GroupError(ErrorCode.INVALID_REQUEST, f"topic {topic!r} has no partitions")
+        if instance_id is not None and not 0 < len(instance_id) <= MAX_INSTANCE_ID_CHARS:
+            raise GroupError(
+                ErrorCode.INVALID_REQUEST,
+                f"instance id must have 1 to {MAX_INSTANCE_ID_CHARS} characters",
+            )
         g = self.groups.get(group)
         if g is not None:
             self._expire(g, now)
@@ -343,12 +376,17 @@ class GroupCoordinator:
                 ErrorCode.INVALID_REQUEST,
                 f"group {group!r} consumes topic {g.topic!r}; one group consumes one topic",
             )
+        if member_id is not None and member_id in g.fenced:
+            raise _fenced_instance(group, member_id, g.fenced[member_id])
         member_id = member_id or f"{client_id or 'member'}-{uuid.uuid4().hex[:12]}"
         member = g.members.get(member_id)
+        if member is None and instance_id is not None:
+            member = self._take_over(g, instance_id, member_id, client_id, now)
         if member is None:
             g.members[member_id] = Member(
-                member_id, client_id, session_timeout, rebalance_timeout, now
-            )
+                member_id, client_id, session_timeout, rebalance_timeout, now,
+                instance_id=instance_id,
+            )  # fmt: skip
             self.version += 1
             g.pending = None  # a generation waiting for its record: it lacks this member
             if g.state is not GroupState.REBALANCING:
@@ -393,6 +431,8 @@ class GroupCoordinator:
                 g.partitions = partitions
                 self._start_rebalance(g, now)
         member = g.members.get(member_id) if g is not None else None
+        if g is not None and member is None and member_id in g.fenced:
+            raise _fenced_instance(group, member_id, g.fenced[member_id])
         if g is None or member is None:
             raise GroupError(
                 ErrorCode.UNKNOWN_MEMBER,
@@ -443,7 +483,10 @@ class GroupCoordinator:
             (m.member_id, m.client_id, g.assignment.get(m.member_id, ()))
             for m in sorted(g.members.values(), key=lambda m: m.member_id)
         )
-        return GroupView(g.name, g.topic, g.state, g.generation, members)
+        instance_ids = {
+            m.member_id: m.instance_id for m in g.members.values() if m.instance_id is not None
+        }
+        return GroupView(g.name, g.topic, g.state, g.generation, members, instance_ids)
 
     # ------------------------------------------------------------ time
 
@@ -482,6 +525,44 @@ class GroupCoordinator:
             return self.started_at  # every generation handed out is in a restored record
         longest = max((m.session_timeout for m in g.members.values()), default=0.0)
         return self.started_at + longest + self.failover_margin_s
+
+    def _take_over(
+        self, g: ConsumerGroup, instance_id: str, member_id: str, client_id: str, now: float
+    ) -> Member | None:
+        """A static member's new id takes the place of the member holding
+        ``instance_id``: same partitions, same generation, same place in a
+        rebalance (and in a formed generation waiting for its record); the old
+        id is fenced. None when no member holds the instance id.
+
+        The generation's assignment is unchanged, only who holds one slot of it,
+        so "one assignment per generation number" still holds across
+        controllers; the record names the old id with the instance id, and a
+        restored coordinator maps the new id back through the instance id on
+        its next join. If the old process is still alive (two processes with
+        one instance id), it reads the slot's partitions until its next
+        heartbeat is refused, like any zombie: duplicates, never loss.
+        """
+        old = next((m for m in g.members.values() if m.instance_id == instance_id), None)
+        if old is None:
+            return None
+        del g.members[old.member_id]
+        member = Member(
+            member_id, client_id, old.session_timeout, old.rebalance_timeout, now,
+            fence=old.fence, instance_id=instance_id,
+        )  # fmt: skip
+        g.members[member_id] = member
+        slots = [g.assignment, g.previous] + ([g.pending[1]] if g.pending else [])
+        for mapping in slots:
+            if old.member_id in mapping:
+                mapping[member_id] = mapping.pop(old.member_id)
+        if old.member_id in g.joined:
+            g.joined.discard(old.member_id)
+            g.joined.add(member_id)
+        g.fenced[old.member_id] = instance_id
+        while len(g.fenced) > MAX_FENCED_PER_GROUP:
+            del g.fenced[next(iter(g.fenced))]
+        self.version += 1
+        return member
 
     def _expire(self, g: ConsumerGroup, now: float) -> None:
         gone = [m for m, member in g.members.items() if member.expired(now)]
@@ -551,6 +632,7 @@ class GroupCoordinator:
                 round(m.session_timeout * 1000),
                 round(m.rebalance_timeout * 1000),
                 assignment[m.member_id],
+                m.instance_id,
             )
             for m in sorted(g.members.values(), key=lambda m: m.member_id)
         )
@@ -568,6 +650,15 @@ class GroupCoordinator:
             member.fence = 0.0  # it rejoined: it owns only what this generation gives it
         self.rebalances += 1
         self.version += 1
+
+
+def _fenced_instance(group: str, member_id: str, instance_id: str) -> GroupError:
+    return GroupError(
+        ErrorCode.FENCED_INSTANCE_ID,
+        f"member {member_id!r} of group {group!r} was replaced by a newer member with "
+        f"instance id {instance_id!r}: two consumers share that instance id, or this one "
+        "restarted and its old session was taken over",
+    )
 
 
 def _check_timeout(what: str, value: float, low: float, high: float) -> None:

@@ -220,11 +220,12 @@ class GroupOps:
         wait = min(MAX_JOIN_WAIT_S, max(0.0, _seconds(fields, "max_wait_ms", DEFAULT_JOIN_WAIT_S)))
         wait_until = trio.current_time() + wait
         member_id: str | None = fields.get("member_id")
+        instance_id: str | None = fields.get("instance_id")
         while True:
             result: JoinResult = await self._run(
                 "join", group_name, topic.name, member_id,
                 partitions=len(topic.partitions), client_id=ctx.client_id,
-                session_timeout=session, rebalance_timeout=rebalance,
+                session_timeout=session, rebalance_timeout=rebalance, instance_id=instance_id,
             )  # fmt: skip
             member_id = result.member_id
             if result.partitions is not None or trio.current_time() >= wait_until:
@@ -295,7 +296,12 @@ def group_view_json(view: GroupView) -> dict[str, Any]:
         "state": view.state.value,
         "generation": view.generation,
         "members": [
-            {"member_id": m, "client_id": client, "partitions": list(parts)}
+            {
+                "member_id": m,
+                "client_id": client,
+                "partitions": list(parts),
+                "instance_id": view.instance_ids.get(m),
+            }
             for m, client, parts in view.members
         ],
     }

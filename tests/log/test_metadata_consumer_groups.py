@@ -55,6 +55,8 @@ def test_the_command_round_trips_through_entry_data() -> None:
         ["a", "c", "1000", 2000, [0]],  # timeout not an int
         ["a", "c", 1000, 2000, ["0"]],  # partition not an int
         [1, "c", 1000, 2000, [0]],  # id not a string
+        ["a", "c", 1000, 2000, [0], 7],  # instance id not a string
+        ["a", "c", 1000, 2000, [0], None, "extra"],  # a field too many
         "a",
     ],
 )
@@ -97,6 +99,10 @@ def test_generations_only_move_forward(meta: Meta) -> None:
         SetConsumerGroup("", "t", 1, 4, ()),
         SetConsumerGroup("g", "bad topic", 1, 4, ()),
         SetConsumerGroup("g", "t", 1, 0, ()),
+        # two static members with one instance id
+        record(
+            1, member("a", 0)._replace(instance_id="i"), member("b", 1)._replace(instance_id="i")
+        ),
     ],
 )
 def test_invalid_records_are_refused_and_change_nothing(meta: Meta, cmd: SetConsumerGroup) -> None:
@@ -162,3 +168,34 @@ def test_a_state_written_before_groups_were_persisted_still_loads(meta: Meta) ->
     batch = meta.store.new_batch()
     meta.sm.restore_state(msgpack.packb(state, use_bin_type=True), batch)
     assert meta.sm.consumer_groups == {}
+
+
+def test_static_members_keep_their_instance_id_through_the_log_and_the_snapshot(
+    meta: Meta, tmp_path: Path
+) -> None:
+    cmd = record(2, member("a", 0, 1)._replace(instance_id="host-a"), member("b", 2, 3))
+    assert decode_entry_commands(encode_entry_commands([cmd])) == [cmd]
+    assert meta.run(cmd)[0].ok
+    stored = meta.sm.consumer_groups["g"].members
+    assert [(m.member_id, m.instance_id) for m in stored] == [("a", "host-a"), ("b", None)]
+    with NodeStore.open(tmp_path / "n2", cluster="test", node_id="n2") as other:
+        sm = MetadataStateMachine(other)
+        batch = other.new_batch()
+        sm.restore_state(meta.sm.snapshot_state(), batch)
+        assert sm.consumer_groups == meta.sm.consumer_groups
+
+
+def test_members_written_before_static_membership_decode_without_an_instance_id(
+    meta: Meta,
+) -> None:
+    """Records and snapshots of older nodes hold 5-field members."""
+    data = msgpack.packb([[16, "g", "t", 1, 4, [["a", "c", 1000, 2000, [0, 1]]]]])
+    (cmd,) = decode_entry_commands(data)
+    assert isinstance(cmd, SetConsumerGroup)
+    assert cmd.members == (GroupMemberEntry("a", "c", 1000, 2000, (0, 1), None),)
+    meta.run(record(1, member("a", 0)))
+    state = msgpack.unpackb(meta.sm.snapshot_state(), raw=False)
+    state["consumer_groups"] = [["g", "t", 3, 4, [["a", "c", 1000, 2000, [0, 1]]]]]
+    meta.sm.restore_state(msgpack.packb(state, use_bin_type=True), meta.store.new_batch())
+    (old,) = meta.sm.consumer_groups["g"].members
+    assert (old.member_id, old.partitions, old.instance_id) == ("a", (0, 1), None)
