@@ -56,6 +56,8 @@ Limits (group-managed), each a deliberate simplification:
   restores the group's persisted generation, and heartbeats redirected to
   it by NOT_LEADER keep the same member id, generation and partitions.
 * One group consumes one topic.
+* A static member (``group_instance_id``) that closes is not replaced until its
+  session times out: its partitions are read by nobody meanwhile.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ from .aio import DEFAULT_MAX_FETCH_BYTES, AsyncClient
 from .errors import (
     ErrorCode,
     FencedError,
+    FencedInstanceIdError,
     OutOfRangeError,
     RaftlogError,
     RebalanceInProgressError,
@@ -109,6 +112,14 @@ class Consumer:
 
     Group-managed (no ``partitions``, a ``group``): use ``async with consumer``
     or ``await consumer.start()`` ... ``await consumer.close()``.
+
+    ``group_instance_id`` (group-managed; Kafka's ``group.instance.id``) makes
+    the member static: ``close()`` does not leave the group, and a consumer
+    started again with the same instance id within ``session_timeout`` takes
+    its partitions back without a rebalance of the others. Give every process
+    its own id (a host name, a pod name): a second consumer with the same id
+    takes the partitions over, and the first one's reads then raise
+    ``FencedInstanceIdError``.
     """
 
     def __init__(
@@ -126,9 +137,14 @@ class Consumer:
         rebalance_timeout: float = DEFAULT_REBALANCE_TIMEOUT_S,
         auto_commit: bool = True,
         claim_uncommitted: bool = True,
+        group_instance_id: str | None = None,
     ) -> None:
         if auto_offset_reset not in RESET_POLICIES:
             raise ValueError(f"auto_offset_reset must be one of {RESET_POLICIES}")
+        if group_instance_id is not None and (group is None or partitions is not None):
+            raise ValueError(
+                "group_instance_id needs a group-managed consumer (a group, no partitions)"
+            )
         self.client = client
         self.group = group
         self.topic = topic
@@ -153,7 +169,10 @@ class Consumer:
             self._member = GroupMember(
                 client, group, topic,
                 session_timeout=session_timeout, rebalance_timeout=rebalance_timeout,
+                instance_id=group_instance_id,
             )  # fmt: skip
+        # Set when a newer member took this one's group_instance_id: every read raises it.
+        self._fatal: FencedInstanceIdError | None = None
         self._generation: int | None = None
         # Bumped whenever the assignment changes: records fetched for an older
         # assignment are dropped, never handed out.
@@ -356,9 +375,9 @@ class Consumer:
         log.info("event=consumer_commit_fenced group=%s member=%s generation=%d partition=%d",
                  self.group, self.member_id, generation, partition)  # fmt: skip
 
-    async def _revoke(self) -> None:
+    async def _revoke(self, *, commit: bool = True) -> None:
         """Stop handing out records of every assigned partition (eager rebalance),
-        then commit what was processed (``auto_commit``)."""
+        then commit what was processed (``auto_commit``, unless ``commit`` is False)."""
         self._ready = trio.Event()
         if self._revoked is not None:
             self._revoked.set()
@@ -379,7 +398,7 @@ class Consumer:
             self._unconfirmed.clear()
             for p in owned:
                 self._positions.pop(p, None)
-        if self.auto_commit:
+        if self.auto_commit and commit:
             await self._commit_quietly(processed, generation)
 
     async def _commit_quietly(self, offsets: dict[int, int], generation: int | None) -> None:
@@ -412,41 +431,59 @@ class Consumer:
         member = self._member
         assert member is not None
         with scope:
-            last_ok = granted_at  # when the join was sent: the session counts from there
-            pause = member.heartbeat_interval
-            while True:
-                stale = self._stale
-                assert stale is not None
-                with trio.move_on_after(pause):
-                    await stale.wait()
-                if stale.is_set():  # a commit was fenced: this generation is over
-                    log.info("event=consumer_rejoin group=%s member=%s reason=FENCED",
-                             self.group, member.member_id)  # fmt: skip
-                    last_ok = await self._rebalance()
-                    pause = member.heartbeat_interval
-                    continue
-                pause = member.heartbeat_interval
-                sent = trio.current_time()
-                told = False  # the coordinator said: rejoin
-                # Past last_ok + session the coordinator may have expired us and
-                # handed our partitions out: give them up by then, not later.
-                with trio.move_on_at(last_ok + member.session_timeout):
-                    try:
-                        await member.heartbeat(self._generation or 0)
-                        last_ok = sent
-                    except (RebalanceInProgressError, UnknownMemberError) as exc:
-                        told = True
-                        log.info("event=consumer_rejoin group=%s member=%s reason=%s",
-                                 self.group, member.member_id, exc.code.value)  # fmt: skip
-                    except RaftlogError as exc:  # transient: retried soon
-                        log.debug("event=heartbeat_failed group=%s error=%s", self.group, exc)
-                        pause = min(pause, HEARTBEAT_RETRY_S)
-                if not told and trio.current_time() < last_ok + member.session_timeout:
-                    continue
-                if not told:
-                    log.warning("event=consumer_session_lost group=%s member=%s",
-                                self.group, member.member_id)  # fmt: skip
+            try:
+                await self._heartbeat_loop(member, granted_at)
+            except FencedInstanceIdError as exc:
+                # Not ours any more, and rejoining would take the instance back
+                # from the newer member: give up without committing (the newer
+                # member owns these partitions now) and stop.
+                log.warning("event=consumer_instance_fenced group=%s member=%s error=%s",
+                            self.group, member.member_id, exc)  # fmt: skip
+                self._fatal = exc
+                await self._revoke(commit=False)
+                assert self._ready is not None
+                self._ready.set()  # wake a read waiting for an assignment: it raises
+
+    async def _heartbeat_loop(self, member: GroupMember, granted_at: float) -> None:
+        """Heartbeat every interval; rejoin when told to, when a commit was fenced,
+        or when no heartbeat succeeded for a session timeout."""
+        last_ok = granted_at  # when the join was sent: the session counts from there
+        pause = member.heartbeat_interval
+        while True:
+            stale = self._stale
+            assert stale is not None
+            with trio.move_on_after(pause):
+                await stale.wait()
+            if stale.is_set():  # a commit was fenced: this generation is over
+                log.info("event=consumer_rejoin group=%s member=%s reason=FENCED",
+                         self.group, member.member_id)  # fmt: skip
                 last_ok = await self._rebalance()
+                pause = member.heartbeat_interval
+                continue
+            pause = member.heartbeat_interval
+            sent = trio.current_time()
+            told = False  # the coordinator said: rejoin
+            # Past last_ok + session the coordinator may have expired us and
+            # handed our partitions out: give them up by then, not later.
+            with trio.move_on_at(last_ok + member.session_timeout):
+                try:
+                    await member.heartbeat(self._generation or 0)
+                    last_ok = sent
+                except FencedInstanceIdError:
+                    raise  # fatal: see _group_task
+                except (RebalanceInProgressError, UnknownMemberError) as exc:
+                    told = True
+                    log.info("event=consumer_rejoin group=%s member=%s reason=%s",
+                             self.group, member.member_id, exc.code.value)  # fmt: skip
+                except RaftlogError as exc:  # transient: retried soon
+                    log.debug("event=heartbeat_failed group=%s error=%s", self.group, exc)
+                    pause = min(pause, HEARTBEAT_RETRY_S)
+            if not told and trio.current_time() < last_ok + member.session_timeout:
+                continue
+            if not told:
+                log.warning("event=consumer_session_lost group=%s member=%s",
+                            self.group, member.member_id)  # fmt: skip
+            last_ok = await self._rebalance()
 
     async def _rebalance(self) -> float:
         """Give the partitions up and rejoin; returns when the winning join was sent
@@ -461,6 +498,8 @@ class Consumer:
                 assignment = await member.join()
                 await self._assign(assignment)
                 return assignment.granted_at
+            except FencedInstanceIdError:
+                raise
             except RaftlogError as exc:
                 log.warning("event=consumer_join_failed group=%s error=%s", self.group, exc)
                 await trio.sleep(REJOIN_BACKOFF_S)
@@ -485,6 +524,12 @@ class Consumer:
             self._epoch += 1
         if self.auto_commit:
             await self._commit_quietly(owned, generation)
+        if self._member.instance_id is not None:
+            # A static member does not leave (Kafka KIP-345): its partitions wait a
+            # session timeout for it to restart under the same instance id.
+            log.info("event=consumer_closed_static group=%s instance=%s",
+                     self.group, self._member.instance_id)  # fmt: skip
+            return
         try:
             await self._member.leave()
         except RaftlogError as exc:  # it expires after its session timeout anyway
@@ -525,6 +570,8 @@ class Consumer:
     async def _fill(self, max_wait: float | None = None) -> None:
         """Fetch into the buffer (if it is empty) WITHOUT advancing positions."""
         await self.start()
+        if self._fatal is not None:
+            raise self._fatal
         if self._buffer:
             return
         wait = self.max_wait if max_wait is None else max_wait
@@ -532,6 +579,8 @@ class Consumer:
         if ready is not None and not ready.is_set():
             with trio.move_on_after(max(wait, ASSIGNMENT_WAIT_S)):
                 await ready.wait()
+            if self._fatal is not None:
+                raise self._fatal
             if not ready.is_set():
                 return
         if not self.partitions:

@@ -47,6 +47,7 @@ class GroupMember:
         *,
         session_timeout: float,
         rebalance_timeout: float,
+        instance_id: str | None = None,
     ) -> None:
         self.client = client
         self.group = group
@@ -54,6 +55,9 @@ class GroupMember:
         self.session_timeout = session_timeout
         self.rebalance_timeout = rebalance_timeout
         self.member_id = f"{client.client_id}-{uuid.uuid4().hex[:8]}"
+        # Static membership (Kafka's group.instance.id): a restart joins with a new
+        # member id and this instance id, and takes the old member's partitions.
+        self.instance_id = instance_id
 
     @property
     def heartbeat_interval(self) -> float:
@@ -72,6 +76,7 @@ class GroupMember:
         deadline = trio.current_time() + budget
         while True:
             sent = trio.current_time()
+            static = {} if self.instance_id is None else {"instance_id": self.instance_id}
             reply = await self.client.request(
                 "group_join",
                 idempotent=True,  # same member id: a retried join is the same join
@@ -81,6 +86,7 @@ class GroupMember:
                 session_timeout_ms=int(self.session_timeout * 1000),
                 rebalance_timeout_ms=int(self.rebalance_timeout * 1000),
                 max_wait_ms=JOIN_POLL_MS,
+                **static,
             )
             partitions = reply.get("partitions")
             if partitions is not None:

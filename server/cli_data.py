@@ -396,6 +396,13 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
     "without --partition, join the group and read the partitions it assigns.",
 )
 @click.option(
+    "--instance-id",
+    default=None,
+    help="With --group: a static member id (Kafka's group.instance.id). On exit the "
+    "command commits but does not leave; run again with the same id within the "
+    "session timeout, it gets the same partitions without a rebalance.",
+)
+@click.option(
     "--max",
     "max_records",
     type=click.IntRange(min=1),
@@ -419,6 +426,7 @@ def consume(
     offset: int | None,
     follow: bool,
     group: str | None,
+    instance_id: str | None,
     max_records: int | None,
     fmt: str,
     config: Path | None,
@@ -435,6 +443,8 @@ def consume(
     """
     if from_beginning and offset is not None:
         raise click.UsageError("--from-beginning and --offset are exclusive")
+    if instance_id is not None and (group is None or partitions):
+        raise click.UsageError("--instance-id needs --group and no --partition")
     client = _client(config, bootstrap, timeout)
 
     async def main() -> int:
@@ -445,13 +455,15 @@ def consume(
                 topic_name,
                 list(partitions) or None,
                 max_wait=1.0 if follow else 0.0,
+                group_instance_id=instance_id,
             )
             try:
                 return await _consume_loop(
                     consumer, client, topic_name, fmt, max_records, follow, offset, from_beginning
                 )
             finally:
-                # Group-managed: commit and leave (the group rebalances at once).
+                # Group-managed: commit and leave (the group rebalances at once);
+                # a static member (--instance-id) commits and stays.
                 await consumer.close()
 
     printed = run_client(main)

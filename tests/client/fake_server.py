@@ -367,6 +367,7 @@ class FakeNode:
                     partitions=self.cluster.topics[f["topic"]]["partitions"],
                     session_timeout=(f.get("session_timeout_ms") or 10000) / 1000,
                     rebalance_timeout=(f.get("rebalance_timeout_ms") or 60000) / 1000,
+                    instance_id=f.get("instance_id"),
                 )  # fmt: skip
                 parts = None if r.partitions is None else list(r.partitions)
                 return {"member_id": r.member_id, "generation": r.generation,

@@ -182,3 +182,30 @@ def test_reset_needs_exactly_one_target(sync_fake: FakeCluster):
     assert two.exit_code == 2
     unknown = run(["group", "reset-offsets", "nobody", "--to-latest", *boot(sync_fake)])
     assert unknown.exit_code == 2 and "--topic" in unknown.output
+
+
+def test_consume_with_an_instance_id_commits_and_stays_in_the_group(sync_fake: FakeCluster):
+    run(["produce", "t", "--partition", "0", *boot(sync_fake)], stdin="a\nb\n")
+    first = run(["consume", "t", "--group", "g", "--instance-id", "host-1", *boot(sync_fake)])
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines() == ["a", "b"]
+    assert "group_leave" not in ops(sync_fake)  # a static member does not leave
+    assert sync_fake.committed[("g", "t", 0)][0] == 2
+    described = json.loads(run(["group", "describe", "g", "--json", *boot(sync_fake)]).output)
+    assert [m["instance_id"] for m in described["members"]] == ["host-1"]
+    generation = described["generation"]
+    # Run again with the same instance id: the same place, no new generation.
+    run(["produce", "t", "--partition", "0", *boot(sync_fake)], stdin="c\n")
+    second = run(["consume", "t", "--group", "g", "--instance-id", "host-1", *boot(sync_fake)])
+    assert second.exit_code == 0, second.output
+    assert second.stdout.splitlines() == ["c"]
+    again = json.loads(run(["group", "describe", "g", "--json", *boot(sync_fake)]).output)
+    assert again["generation"] == generation
+    assert [m["instance_id"] for m in again["members"]] == ["host-1"]
+    assert again["members"][0]["member_id"] != described["members"][0]["member_id"]
+
+
+def test_instance_id_without_a_group_is_a_usage_error(sync_fake: FakeCluster):
+    result = CliRunner().invoke(main, ["consume", "t", "--instance-id", "x", *boot(sync_fake)])
+    assert result.exit_code == 2
+    assert "--instance-id needs --group" in result.output
