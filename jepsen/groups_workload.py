@@ -5,7 +5,9 @@ Each consumer worker runs one ``Consumer`` incarnation at a time in group
 records every delivered (partition, offset, value) with the member id and
 generation it held, commits what it just received, and now and then
 "restarts": ``close()`` (commits and leaves, so the others rebalance at once)
-and a new Consumer joins. A short session timeout (2 s) makes killed,
+and a new Consumer joins. With ``static`` (``--static-members``) a worker's
+consumers share one ``group_instance_id``: ``close()`` commits and stays, and
+the next incarnation takes its place and partitions without a rebalance. A short session timeout (2 s) makes killed,
 paused and partitioned coordinators expire members, so rebalances and
 coordinator fail-overs happen during the run. At the end every consumer
 closes; the runner drains and then reads the final committed offsets
@@ -48,6 +50,9 @@ class GroupsConfig:
     rebalance_timeout: float = 6.0
     max_wait: float = 0.3
     restart_chance: float = 0.01  # per poll: ~one restart per consumer per 30 s
+    # Each worker's consumers share the instance id "jepsen-g<worker>": a restart
+    # (whose close() then does not leave) takes the old member's place back.
+    static: bool = False
 
 
 def _is_client_error(exc: BaseException) -> bool:
@@ -101,7 +106,9 @@ class GroupConsumers:
                                     session_timeout=self.config.session_timeout,
                                     rebalance_timeout=self.config.rebalance_timeout,
                                     max_wait=self.config.max_wait,
-                                    max_records=self.wl.config.fetch_max_records)
+                                    max_records=self.wl.config.fetch_max_records,
+                                    group_instance_id=(f"jepsen-g{index}"
+                                                       if self.config.static else None))
                 if not await self._join(worker, consumer, name):
                     await self.wl._pace()
                     continue

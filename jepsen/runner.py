@@ -75,6 +75,7 @@ class RunOptions:
     lin_time_limit: float = 60.0  # per partition; beyond it the verdict is unknown
     consumers: int = 3  # groups workload: group-managed consumers
     session_timeout: float = 2.0  # groups workload: short, so faults expire members
+    static_members: bool = False  # groups workload: consumers with group_instance_ids
     tls: bool = False  # [tls] on every node and client (a CA made for the run)
 
 
@@ -173,7 +174,8 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                 WorkloadConfig(opts.workload, opts.partitions, opts.concurrency,
                                opts.rate_per_worker, opts.request_timeout,
                                consumers=opts.consumers,
-                               session_timeout=opts.session_timeout),
+                               session_timeout=opts.session_timeout,
+                               static_members=opts.static_members),
                 cluster.addresses, recorder, random.Random(rng.random()),
                 tls=cluster.client_tls,
             )

@@ -56,6 +56,7 @@ class WorkloadConfig:
     fetch_max_records: int = 20
     consumers: int = 3  # groups: group-managed consumers
     session_timeout: float = 2.0  # groups: short, so faults expire members
+    static_members: bool = False  # groups: each consumer worker keeps one instance id
 
 
 def decode_value(value: bytes) -> Any:
@@ -233,7 +234,8 @@ class Workload:
 
                 consumers = min(self.config.consumers, max(1, c - 1))
                 self.groups = GroupConsumers(self, GroupsConfig(
-                    consumers=consumers, session_timeout=self.config.session_timeout))
+                    consumers=consumers, session_timeout=self.config.session_timeout,
+                    static=self.config.static_members))
                 for w in range(c - consumers):
                     nursery.start_soon(self.log_worker, w, stop)
                 for i in range(consumers):

@@ -35,3 +35,20 @@ async def test_short_groups_run_under_kill_and_partition_is_valid(tmp_path: Path
         str(p) for p in range(opts.partitions)}
     assert results["counts"]["gclose"].get("ok", 0) >= opts.consumers
     assert results["linearizability"]["verdict"] == "linearizable"
+
+
+async def test_short_groups_run_with_static_members_is_valid(tmp_path: Path) -> None:
+    """The same faults with group_instance_ids: a worker's restart takes its old
+    member's place (tests/client/test_consumer_static.py checks that directly);
+    members that faults expire still rebalance, and nothing may be lost."""
+    opts = RunOptions(
+        out=tmp_path / "run", nodes=3, workload="groups", nemesis=["kill", "partition"],
+        time_limit=20, nemesis_interval=3, concurrency=6, consumers=3, seed=4, recovery=4,
+        quiet=1, static_members=True,
+    )
+    results = await run(opts)
+    assert results["valid"], {k: results.get(k) for k in ("groups", "log", "liveness", "notes")}
+    assert results["groups"]["anomaly_types"] == [] and results["liveness"] == []
+    assert set(results["groups"]["stats"]["final_committed"]) == {
+        str(p) for p in range(opts.partitions)}
+    assert results["linearizability"]["verdict"] == "linearizable"
