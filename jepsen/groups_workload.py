@@ -7,8 +7,9 @@ generation it held, commits what it just received, and now and then
 "restarts": ``close()`` (commits and leaves, so the others rebalance at once)
 and a new Consumer joins. With ``static`` (``--static-members``) a worker's
 consumers share one ``group_instance_id``: ``close()`` commits and stays, and
-the next incarnation takes its place and partitions without a rebalance. A short session timeout (2 s) makes killed,
-paused and partitioned coordinators expire members, so rebalances and
+the next incarnation takes its place and partitions without a rebalance.
+A short session timeout (2 s) makes killed, paused and partitioned
+coordinators expire members, so rebalances and
 coordinator fail-overs happen during the run. At the end every consumer
 closes; the runner drains and then reads the final committed offsets
 (``final_committed``). The op shapes are documented in checker_groups.

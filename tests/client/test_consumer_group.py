@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 from raftlog.client.aio import AsyncClient
@@ -102,9 +103,12 @@ class TwoReading:
 
 
 @contextlib.asynccontextmanager
-async def two_members_reading(tmp_path: Path, session_s: float) -> AsyncIterator[TwoReading]:
+async def two_members_reading(
+    tmp_path: Path, session_s: float, **a_options: Any
+) -> AsyncIterator[TwoReading]:
     """Three nodes in this trio run; topic "t" with round 0 produced; members a and
-    b of group "g" (one client each) formed one generation and are reading."""
+    b of group "g" (one client each) formed one generation and are reading.
+    ``a_options``: more Consumer options for a."""
     cfg = make_config(tmp_path, 3, fsync=False, tick_ms=10, election_ticks=10)
     bootstrap = [n.address for n in cfg.nodes]
     async with nodes_running(cfg), trio.open_nursery() as nursery:
@@ -114,7 +118,7 @@ async def two_members_reading(tmp_path: Path, session_s: float) -> AsyncIterator
         ):
             await ca.create_topic("t", partitions=PARTITIONS, replicas=3)
             await produce_round(ca, 0)
-            a = Consumer(ca, "g", "t", session_timeout=session_s)
+            a = Consumer(ca, "g", "t", session_timeout=session_s, **a_options)
             b = Consumer(cb, "g", "t", session_timeout=session_s)
             ra, rb = await start_reading(nursery, [a, b], DEADLINE_S)
             yield TwoReading(cfg, ca, a, b, ra, rb)
