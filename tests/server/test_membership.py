@@ -176,7 +176,17 @@ async def test_add_a_node_and_move_a_partition_to_it(cluster, tmp_path):
     assert members["n4"]["role"] in ("voter", "controller_leader")
     assert 1 in members["n4"]["groups"] and 1 not in members[drop]["groups"]
 
-    # Read from the new replica after it became the leader.
+    # Read from the new replica after it became the leader. n4 was just restarted:
+    # transfer only once it hears the leader again and has caught up (a transfer to
+    # a replica still reconnecting can outlast the request's deadline under load).
+    leader_raft = c.driver(leader).groups[1].raft
+    await c.wait_for(
+        lambda: (
+            c.driver("n4").groups[1].leader == leader
+            and c.driver("n4").groups[1].raft.commit_index == leader_raft.commit_index
+        ),
+        what="the restarted n4 caught up in the partition",
+    )
     await c.call(leader, "leader_transfer", topic="t", partition=0, to="n4")
     await c.wait_for(lambda: c.leader(1) == "n4", what="n4 leads the partition")
     assert await _fetch_all(c, "n4", "t") == values
