@@ -553,6 +553,13 @@ class AsyncClient:
         if meta is None:
             await self._refresh_metadata()
             meta = self._topics.get(topic)
+        if meta is None:
+            # Not listed: it does not exist, or this client's user may not see
+            # it (cluster.toml [[auth.user]]); asked for by name, the node says
+            # which (FORBIDDEN names the missing permission).
+            reply = await self._call("metadata", {"topics": [topic]}, idempotent=True)
+            self._apply_metadata(reply)
+            meta = self._topics.get(topic)
             if meta is None:
                 raise UnknownTopicError(f"topic {topic!r} does not exist", topic=topic)
         return meta

@@ -82,13 +82,16 @@ class BenchConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     # TLS to the nodes: file paths, so the spawned worker processes get it too.
     tls: TLSConfig | None = None
+    credential: str | None = None  # the hello's token, for clusters with [auth]
     # Node id -> its metrics address (cluster.toml's metrics_address): the report
     # then has each node's CPU per record, read from process_cpu_seconds_total.
     metrics: dict[str, str] | None = None
 
 
 def _client(cfg: BenchConfig) -> AsyncClient:
-    return AsyncClient(cfg.bootstrap, request_timeout=cfg.request_timeout, tls=cfg.tls)
+    return AsyncClient(
+        cfg.bootstrap, request_timeout=cfg.request_timeout, tls=cfg.tls, credential=cfg.credential
+    )
 
 
 @dataclass(slots=True)

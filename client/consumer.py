@@ -79,6 +79,7 @@ from .errors import (
     RaftlogError,
     RebalanceInProgressError,
     RequestTimeoutError,
+    UnauthorizedError,
     UnknownMemberError,
 )
 from .group_member import Assignment, GroupMember
@@ -172,7 +173,7 @@ class Consumer:
                 instance_id=group_instance_id,
             )  # fmt: skip
         # Set when a newer member took this one's group_instance_id: every read raises it.
-        self._fatal: FencedInstanceIdError | None = None
+        self._fatal: FencedInstanceIdError | UnauthorizedError | None = None
         self._generation: int | None = None
         # Bumped whenever the assignment changes: records fetched for an older
         # assignment are dropped, never handed out.
@@ -433,11 +434,12 @@ class Consumer:
         with scope:
             try:
                 await self._heartbeat_loop(member, granted_at)
-            except FencedInstanceIdError as exc:
-                # Not ours any more, and rejoining would take the instance back
-                # from the newer member: give up without committing (the newer
-                # member owns these partitions now) and stop.
-                log.warning("event=consumer_instance_fenced group=%s member=%s error=%s",
+            except (FencedInstanceIdError, UnauthorizedError) as exc:
+                # Fenced: not ours any more, and rejoining would take the instance
+                # back from the newer member. Unauthorized (a token or a grant
+                # withdrawn, cluster.toml [[auth.user]]): retrying cannot help.
+                # Either way give up without committing and stop; reads raise it.
+                log.warning("event=consumer_stopped group=%s member=%s error=%s",
                             self.group, member.member_id, exc)  # fmt: skip
                 self._fatal = exc
                 await self._revoke(commit=False)
@@ -469,7 +471,7 @@ class Consumer:
                 try:
                     await member.heartbeat(self._generation or 0)
                     last_ok = sent
-                except FencedInstanceIdError:
+                except (FencedInstanceIdError, UnauthorizedError):
                     raise  # fatal: see _group_task
                 except (RebalanceInProgressError, UnknownMemberError) as exc:
                     told = True
@@ -498,8 +500,8 @@ class Consumer:
                 assignment = await member.join()
                 await self._assign(assignment)
                 return assignment.granted_at
-            except FencedInstanceIdError:
-                raise
+            except (FencedInstanceIdError, UnauthorizedError):
+                raise  # fatal: see _group_task
             except RaftlogError as exc:
                 log.warning("event=consumer_join_failed group=%s error=%s", self.group, exc)
                 await trio.sleep(REJOIN_BACKOFF_S)

@@ -20,7 +20,10 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "INVALID_REQUEST"
     OUT_OF_RANGE = "OUT_OF_RANGE"  # carries start_offset / end_offset
     THROTTLED = "THROTTLED"  # carries retry_after_ms; nothing was appended
-    UNAUTHORIZED = "UNAUTHORIZED"
+    UNAUTHORIZED = "UNAUTHORIZED"  # the hello's credential was refused (authentication)
+    # Authenticated, but this user may not make this request (server/acl.py):
+    # nothing happened, the connection stays open. Not retriable.
+    FORBIDDEN = "FORBIDDEN"
     DUPLICATE_SEQUENCE = "DUPLICATE_SEQUENCE"
     OUT_OF_ORDER_SEQUENCE = "OUT_OF_ORDER_SEQUENCE"
     CORRUPT_BATCH = "CORRUPT_BATCH"  # CRC mismatch
@@ -107,6 +110,15 @@ class ThrottledError(RaftlogError):
 
 class UnauthorizedError(RaftlogError):
     code = ErrorCode.UNAUTHORIZED
+
+
+class ForbiddenError(UnauthorizedError):
+    """The user this client authenticated as lacks the permission (cluster.toml
+    ``[[auth.user]]``): its message names the user, the operation and the topic
+    or group. Nothing happened. An UnauthorizedError, so one ``except`` catches
+    both a refused token and a refused request."""
+
+    code = ErrorCode.FORBIDDEN
 
 
 class DuplicateSequenceError(RaftlogError):
@@ -213,6 +225,7 @@ _BY_CODE: dict[ErrorCode, type[RaftlogError]] = {
         OutOfRangeError,
         ThrottledError,
         UnauthorizedError,
+        ForbiddenError,
         DuplicateSequenceError,
         OutOfOrderSequenceError,
         CorruptBatchError,

@@ -9,6 +9,11 @@
   the cluster.toml the command reads (``--config``, or ``./cluster.toml``
   without ``--bootstrap``): its ``ca_file``, and its ``cert_file`` /
   ``key_file`` as the client certificate (for ``client_auth = true``).
+* Credential: ``--token`` (or ``RAFTLOG_TOKEN``, which keeps it out of
+  ``ps``) is sent in the hello; ``client_credential()`` returns it. Without
+  one, a command that reads a cluster.toml takes its ``[auth]``: the first
+  ``client_tokens`` entry, else the first ``[[auth.user]]`` with ``cluster =
+  true`` (whoever holds the file is its operator, as with ``[tls]``).
 * ``bootstrap_addresses(config, bootstrap)``: the node addresses to dial.
 * ``run_client(fn)``: runs ``fn`` (sync or async, no arguments) and turns
   client errors into the exit codes scripts rely on:
@@ -57,6 +62,8 @@ EXIT_UNREACHABLE = 3
 
 
 _TLS_META = "raftlog.client_tls"
+_CREDENTIAL_META = "raftlog.client_credential"
+TOKEN_ENV = "RAFTLOG_TOKEN"
 
 
 def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,10 +78,14 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         tls_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        token: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        tls = resolve_tls(kwargs.get("config"), kwargs.get("bootstrap"), tls_ca, tls_cert, tls_key)
-        click.get_current_context().meta[_TLS_META] = tls
+        config, bootstrap = kwargs.get("config"), kwargs.get("bootstrap")
+        tls = resolve_tls(config, bootstrap, tls_ca, tls_cert, tls_key)
+        meta = click.get_current_context().meta
+        meta[_TLS_META] = tls
+        meta[_CREDENTIAL_META] = resolve_credential(config, bootstrap, token)
         return command(*args, **kwargs)
 
     # functools.wraps shares fn's list of click parameters: these join it.
@@ -100,6 +111,15 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help=text,
         )(fn)
     fn = click.option(
+        "--token",
+        "token",
+        default=None,
+        envvar=TOKEN_ENV,
+        show_envvar=True,
+        metavar="TOKEN",
+        help="Client credential for clusters with [auth] (default: from --config's [auth]).",
+    )(fn)
+    fn = click.option(
         "--bootstrap",
         "bootstrap",
         default=None,
@@ -120,6 +140,47 @@ def client_tls() -> TLSConfig | None:
     """The TLS settings of the running command (see ``cluster_options``); None: plaintext."""
     ctx = click.get_current_context(silent=True)
     return None if ctx is None else ctx.meta.get(_TLS_META)
+
+
+def client_credential() -> str | None:
+    """The running command's hello credential (see ``cluster_options``); None: none."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.meta.get(_CREDENTIAL_META)
+
+
+def resolve_credential(
+    config: str | Path | None, bootstrap: str | None, token: str | None
+) -> str | None:
+    """``--token`` / RAFTLOG_TOKEN, else the operator's token from the file the
+    command reads (``--config``, else ./cluster.toml without ``--bootstrap``)."""
+    if token:
+        return token
+    if config is None and bootstrap:
+        return None
+    return config_credential(Path(config) if config is not None else Path(DEFAULT_CONFIG))
+
+
+def config_credential(path: Path) -> str | None:
+    """The first ``[auth] client_tokens`` entry (full access), else the token of
+    the first ``[[auth.user]]`` allowed to operate the cluster; None if neither.
+    An unreadable file is left to ``bootstrap_addresses`` to report."""
+    try:
+        with path.open("rb") as fh:
+            auth = tomllib.load(fh).get("auth")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if not isinstance(auth, dict):
+        return None
+    tokens = auth.get("client_tokens")
+    if isinstance(tokens, list) and tokens and isinstance(tokens[0], str):
+        return tokens[0]
+    users = auth.get("user")
+    for user in users if isinstance(users, list) else ():
+        if isinstance(user, dict) and user.get("cluster") is True:
+            token = user.get("token")
+            if isinstance(token, str) and token:
+                return token
+    return None
 
 
 def resolve_tls(

@@ -25,6 +25,7 @@ from raftlog.client.protocol import Record
 
 from .cli_common import (
     bootstrap_addresses,
+    client_credential,
     client_tls,
     cluster_options,
     metrics_addresses,
@@ -42,7 +43,10 @@ _TIMEOUT_OPTION = click.option(
 
 def _client(config: Path | None, bootstrap: str | None, timeout: float) -> AsyncClient:
     return AsyncClient(
-        bootstrap_addresses(config, bootstrap), request_timeout=timeout, tls=client_tls()
+        bootstrap_addresses(config, bootstrap),
+        request_timeout=timeout,
+        tls=client_tls(),
+        credential=client_credential(),
     )
 
 
@@ -639,6 +643,7 @@ def _run_bench(
         bootstrap=addresses,
         topic=options.pop("topic_name"),
         tls=client_tls(),
+        credential=client_credential(),
         metrics=metrics_addresses(config, bootstrap),
         **options,
     )

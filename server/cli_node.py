@@ -30,7 +30,13 @@ from raftlog.client.errors import TLSError
 from raftlog.client.protocol import FrameDecoder, encode_frame, hello
 from raftlog.client.tls import TLSConfig, client_context
 
-from .cli_common import bootstrap_addresses, client_tls, cluster_options
+from .cli_common import (
+    bootstrap_addresses,
+    client_credential,
+    client_tls,
+    cluster_options,
+    config_credential,
+)
 from .config import ClusterConfig, ConfigError, NodeConfig, load_config, parse_address
 from .tls import peer_context, server_context
 
@@ -69,12 +75,14 @@ def request_once(
     *,
     timeout_s: float = 2.0,
     tls: ssl.SSLContext | TLSConfig | None = None,
+    credential: str | None = None,
 ) -> dict[str, Any]:
     """One request on a fresh blocking connection; the reply's fields or ProbeError.
 
     Deliberately independent of raftlog.client's connection code: the operator
     tools and the test harness must work (and diagnose) even when the client
     library does not. ``tls``: connect with TLS (the context, or settings).
+    ``credential``: the hello's token, for nodes with [auth].
     """
     host, port = parse_address(address)
     deadline = time.monotonic() + timeout_s
@@ -89,7 +97,7 @@ def request_once(
                 # Handshake here, within the socket's timeout; checks the host.
                 sock = stack.enter_context(context.wrap_socket(sock, server_hostname=host))
             sock.sendall(
-                encode_frame(hello("client", f"raftlog-cli-{os.getpid()}"))
+                encode_frame(hello("client", f"raftlog-cli-{os.getpid()}", credential=credential))
                 + encode_frame({"type": op, "id": 1, **(fields or {})})
             )
             decoder = FrameDecoder()
@@ -118,6 +126,7 @@ def gather_status(
     timeout_s: float = 2.0,
     *,
     tls: ssl.SSLContext | TLSConfig | None = None,
+    credential: str | None = None,
 ) -> dict[str, Any]:
     """cluster_status of every address, and of every node those report (so one
     bootstrap address is enough): {address: reply or {"error": text}}."""
@@ -130,7 +139,9 @@ def gather_status(
     while todo:
         address = todo.pop(0)
         try:
-            reply = request_once(address, "cluster_status", timeout_s=timeout_s, tls=context)
+            reply = request_once(
+                address, "cluster_status", timeout_s=timeout_s, tls=context, credential=credential
+            )
         except ProbeError as exc:
             out[address] = {"error": str(exc)}
             continue
@@ -427,6 +438,7 @@ def cluster_up(config_path: Path, timeout_s: float) -> None:
     try:
         # The readiness probe speaks TLS too when the nodes do ([tls]).
         probe = client_context(probe_tls(cfg))
+        credential = config_credential(config_path)  # [auth]: the operator's token
     except TLSError as exc:
         raise fail(str(exc), EXIT_CONFIG) from None
     stop = threading.Event()
@@ -458,7 +470,7 @@ def cluster_up(config_path: Path, timeout_s: float) -> None:
                 raise fail("a node died during startup", EXIT_RUNTIME)
             if stop.is_set():
                 return
-            statuses = gather_status(addresses, timeout_s=1.0, tls=probe)
+            statuses = gather_status(addresses, timeout_s=1.0, tls=probe, credential=credential)
             if leaders_ready(statuses, len(addresses)):
                 break
             if time.monotonic() >= end:
@@ -534,7 +546,9 @@ def cluster_status(
 ) -> None:
     """Every group's leader, term, commit and replica lag, from every node's view."""
     addresses = bootstrap_addresses(config, bootstrap)
-    statuses = gather_status(addresses, timeout_s=timeout_s, tls=client_tls())
+    statuses = gather_status(
+        addresses, timeout_s=timeout_s, tls=client_tls(), credential=client_credential()
+    )
     if as_json:
         click.echo(json.dumps({"nodes": statuses, "groups": merge_groups(statuses)}, indent=2))
     else:

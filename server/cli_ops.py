@@ -46,6 +46,7 @@ from .cli_common import (
     EXIT_CLUSTER_ERROR,
     EXIT_UNREACHABLE,
     bootstrap_addresses,
+    client_credential,
     client_tls,
     cluster_options,
 )
@@ -93,7 +94,10 @@ def _session(config: Path | None, bootstrap: str | None, timeout_s: float) -> Ad
     except TLSError as exc:
         raise click.UsageError(str(exc)) from None
     return AdminSession(
-        bootstrap_addresses(config, bootstrap), timeout_s=timeout_s, ssl_context=context
+        bootstrap_addresses(config, bootstrap),
+        timeout_s=timeout_s,
+        ssl_context=context,
+        credential=client_credential(),
     )
 
 
@@ -113,7 +117,12 @@ def cluster_view(session: AdminSession) -> ClusterView:
     session.learn(list(addresses.values()))
     leaders: dict[int, str | None] = {}
     metadata_leader = None
-    statuses = gather_status(list(addresses.values()), timeout_s=2.0, tls=session.ssl_context)
+    statuses = gather_status(
+        list(addresses.values()),
+        timeout_s=2.0,
+        tls=session.ssl_context,
+        credential=session.credential,
+    )
     live = {s["node"] for s in statuses.values() if "error" not in s and s.get("node")}
     for row in merge_groups(statuses):
         leaders[row.get("group")] = row.get("leader")

@@ -9,7 +9,8 @@ falling back to a default is worse than refusing to start.
 ``[cluster] cpu_latency_qos_us`` (optional, microseconds): every node holds a
 Linux CPU latency QoS request of this value while it runs (server/cpu_latency.py).
 
-Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]``, ``[quotas]``,
+Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]`` (with its
+``[[auth.user]]`` tenants, server/acl.py), ``[quotas]``,
 ``[snapshots]``, ``[retention]`` and ``[tls]``. Their keys are optional; shown with defaults::
 
     [limits]                   # every key an int >= 1 (the other keys: see ``Limits``)
@@ -71,6 +72,7 @@ from raftlog.client.protocol import (
     DEFAULT_MAX_RECORD_BYTES,
 )
 
+from .acl import User, pattern_problem
 from .cpu_latency import MAX_US as CPU_LATENCY_MAX_US
 from .errors import ConfigError
 
@@ -112,8 +114,16 @@ class Limits:
 
 @dataclass(slots=True)
 class AuthConfig:
-    client_tokens: tuple[str, ...] = ()  # empty = no client authentication
+    # Full-access client tokens (no user: everything allowed). Empty, with no
+    # users either, = no client authentication.
+    client_tokens: tuple[str, ...] = ()
     peer_token: str | None = None  # required from peers (and sent to them) when set
+    # [[auth.user]]: tenants with their own token, grants and quotas (server/acl.py).
+    users: tuple[User, ...] = ()
+
+    @property
+    def authenticates_clients(self) -> bool:
+        return bool(self.client_tokens or self.users)
 
 
 @dataclass(slots=True, frozen=True)
@@ -648,8 +658,58 @@ def _parse_auth(reader: _Reader) -> AuthConfig:
     peer_token = reader.get("peer_token", str, None)
     if peer_token == "":
         raise reader.fail("peer_token", "must not be empty")
+    tables = reader.get("user", list, [])
+    users = tuple(
+        _parse_user(_Reader(reader.where, f"auth.user[{i}]", table))
+        for i, table in enumerate(tables)
+    )
     reader.check_unknown()
-    return AuthConfig(client_tokens=tuple(tokens), peer_token=peer_token)
+    if users and peer_token is None:
+        # Without it any client could say hello as a peer and speak Raft, and
+        # nodes' snapshot transfers could not prove themselves without a user.
+        raise reader.fail("user", "needs [auth] peer_token (users do not make a cluster "
+                          "multi-tenant while any client can speak the peer role)")
+    seen_names: set[str] = set()
+    seen_tokens = set(tokens)
+    if len(seen_tokens) != len(tokens):
+        raise reader.fail("client_tokens", "lists a token twice")
+    for i, user in enumerate(users):
+        if user.name in seen_names:
+            raise reader.fail(f"user[{i}].name", f"{user.name!r} is a second user of that name")
+        if user.token in seen_tokens or user.token == peer_token:
+            raise reader.fail(
+                f"user[{i}].token", "is already in use (each token names exactly one principal)"
+            )
+        seen_names.add(user.name)
+        seen_tokens.add(user.token)
+    return AuthConfig(client_tokens=tuple(tokens), peer_token=peer_token, users=users)
+
+
+def _parse_user(reader: _Reader) -> User:
+    name = reader.get("name", str, None, required=True)
+    if not name:
+        raise reader.fail("name", "must not be empty")
+    token = reader.get("token", str, None, required=True)
+    if not token:
+        raise reader.fail("token", "must not be empty")
+    grants: dict[str, tuple[str, ...]] = {}
+    for key in ("read", "write", "admin", "groups"):
+        patterns = reader.get(key, list, [])
+        for j, pattern in enumerate(patterns):
+            problem = pattern_problem(pattern)
+            if problem is not None:
+                raise reader.fail(f"{key}[{j}]", problem)
+        grants[key] = tuple(patterns)
+    user = User(
+        name=name,
+        token=token,
+        cluster=reader.get("cluster", bool, False),
+        requests_per_sec=reader.optional_rate("requests_per_sec"),
+        produce_bytes_per_sec=reader.optional_rate("produce_bytes_per_sec"),
+        **grants,
+    )
+    reader.check_unknown()
+    return user
 
 
 # ---------------------------------------------------------------- render
@@ -703,6 +763,17 @@ def render_config(cfg: ClusterConfig) -> str:
             lines.append(f"client_tokens = [{', '.join(_q(t) for t in cfg.auth.client_tokens)}]")
         if cfg.auth.peer_token:
             lines.append(f"peer_token = {_q(cfg.auth.peer_token)}")
+    for user in cfg.auth.users:
+        lines += ["", "[[auth.user]]", f"name = {_q(user.name)}", f"token = {_q(user.token)}"]
+        for key in ("read", "write", "admin", "groups"):
+            patterns = getattr(user, key)
+            if patterns:
+                lines.append(f"{key} = [{', '.join(_q(p) for p in patterns)}]")
+        if user.cluster:
+            lines.append("cluster = true")
+        for key in ("requests_per_sec", "produce_bytes_per_sec"):
+            if getattr(user, key) is not None:
+                lines.append(f"{key} = {getattr(user, key)!r}")
     quota_lines = [
         f"{name} = {value!r}"
         for name, value in (

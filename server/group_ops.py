@@ -36,6 +36,7 @@ import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import SetConsumerGroup
 
+from .acl import visible_group
 from .errors import HandlerError
 from .group_coordinator import (
     DEFAULT_REBALANCE_TIMEOUT_S,
@@ -285,7 +286,10 @@ class GroupOps:
 
     async def group_list(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         views = await self._run("list_groups")
-        return {"groups": [group_view_json(v) for v in views], "coordinator": self.h.node_id}
+        return {
+            "groups": [group_view_json(v) for v in views if visible_group(ctx.user, v.name)],
+            "coordinator": self.h.node_id,
+        }
 
 
 def group_view_json(view: GroupView) -> dict[str, Any]:

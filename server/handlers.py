@@ -32,6 +32,7 @@ from raftlog.log.commands import (
 from raftlog.log.metadata import topic_config_problem
 from raftlog.raft.types import Role
 
+from .acl import visible_topics
 from .driver import MultiRaft
 from .errors import HandlerError
 from .group_ops import GroupOps
@@ -260,9 +261,10 @@ class RequestHandlers:
     async def metadata(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         await self._meta_sync()
         wanted = fields.get("topics")
+        names = visible_topics(ctx.user, sorted(self.meta.topics))  # a user sees its own
         topics = [
-            self._topic_json(t)
-            for name, t in sorted(self.meta.topics.items())
+            self._topic_json(self.meta.topics[name])
+            for name in names
             if wanted is None or name in wanted
         ]
         return {
@@ -274,7 +276,7 @@ class RequestHandlers:
 
     async def list_topics(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         await self._meta_sync()
-        return {"topics": sorted(self.meta.topics)}
+        return {"topics": visible_topics(ctx.user, sorted(self.meta.topics))}
 
     async def create_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
 

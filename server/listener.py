@@ -55,6 +55,8 @@ from raftlog.client.protocol import (
 from raftlog.client.sockio import read_chunk, socket_fd, write_now
 from raftlog.client.tls import TLS_HANDSHAKE_BYTE
 
+from . import acl
+from .acl import User
 from .config import ClusterConfig, QuotaConfig
 from .errors import HandlerError
 from .log_throttle import LogThrottle
@@ -125,6 +127,9 @@ class RequestContext:
     node_id: str
     # Another node's snapshot transfer (see _check_hello): exempt from quotas.
     replica: bool = False
+    # The [[auth.user]] whose token the hello carried (server/acl.py); None: no
+    # users apply (no [auth], a client_tokens token, a snapshot transfer).
+    user: User | None = None
 
 
 RequestHandler = Callable[[RequestContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -190,22 +195,35 @@ class Quotas:
         self._requests: dict[str, TokenBucket] = {}
         self._produce: dict[str, TokenBucket] = {}
 
-    def check(self, client_id: str, op: str, fields: dict[str, Any]) -> tuple[str, float] | None:
-        """None if admitted, else (quota name, seconds to wait)."""
+    def check(
+        self, client_id: str, op: str, fields: dict[str, Any], user: User | None = None
+    ) -> tuple[str, float] | None:
+        """None if admitted, else (quota name, seconds to wait).
+
+        A user's buckets are shared by all its connections, whatever client ids
+        they give (a tenant cannot escape its quota by renaming its clients),
+        and its own rates, when set, replace [quotas]'. Without a user the
+        buckets are per client id, as Kafka's client-id quotas.
+        """
         now = self.clock()
+        key = client_id if user is None else f"user:{user.name}"
         rate = self.cfg.requests_per_sec
+        if user is not None and user.requests_per_sec is not None:
+            rate = user.requests_per_sec
         if rate is not None:
-            bucket = self._requests.get(client_id)
+            bucket = self._requests.get(key)
             if bucket is None:
-                bucket = self._requests[client_id] = TokenBucket.full(rate, now)
+                bucket = self._requests[key] = TokenBucket.full(rate, now)
             wait = bucket.take(1.0, now)
             if wait:
                 return "requests_per_sec", wait
         rate = self.cfg.produce_bytes_per_sec
+        if user is not None and user.produce_bytes_per_sec is not None:
+            rate = user.produce_bytes_per_sec
         if rate is not None and op == "produce":
-            bucket = self._produce.get(client_id)
+            bucket = self._produce.get(key)
             if bucket is None:
-                bucket = self._produce[client_id] = TokenBucket.full(rate, now)
+                bucket = self._produce[key] = TokenBucket.full(rate, now)
             wait = bucket.take(float(len(fields.get("records", b""))), now)
             if wait:
                 return "produce_bytes_per_sec", wait
@@ -367,7 +385,7 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
     async with stream:
         try:
             hello, leftover = await _read_hello(stream, decoder)
-            role, ident = _check_hello(shared, hello, peer_cert)
+            role, ident, user = _check_hello(shared, hello, peer_cert)
             if role == "client":
                 shared.admit_client()  # peers are never counted nor refused
         except _Reject as rej:
@@ -387,7 +405,9 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
         # From here a client holds a slot; the finally gives it back however the
         # connection ends (EOF, broken stream, cancellation, a bug).
         try:
-            await _serve_admitted(shared, stream, decoder, role, ident, leftover, conn_id, remote)
+            await _serve_admitted(
+                shared, stream, decoder, role, ident, user, leftover, conn_id, remote
+            )
         finally:
             if role == "client":
                 shared.release_client()
@@ -399,6 +419,7 @@ async def _serve_admitted(
     decoder: FrameDecoder,
     role: str,
     ident: str,
+    user: User | None,
     leftover: list[dict[str, Any]],
     conn_id: int,
     remote: str,
@@ -411,7 +432,7 @@ async def _serve_admitted(
         if role == "peer":
             await _serve_peer(shared, stream, decoder, ident, leftover, conn_id)
         else:
-            ctx = RequestContext(ident, remote, conn_id, shared.node_id, role == "replica")
+            ctx = RequestContext(ident, remote, conn_id, shared.node_id, role == "replica", user)
             await _ClientConnection(shared, stream, decoder, ctx).run(leftover)
     finally:
         shared.metrics.connections.dec(role=role)
@@ -454,13 +475,14 @@ async def _read_hello(
 
 def _check_hello(
     shared: Listener, hello: dict[str, Any], peer_cert: dict[str, Any] | None = None
-) -> tuple[str, str]:
-    """Validate a hello; return (role, id) or raise _Reject.
+) -> tuple[str, str, User | None]:
+    """Validate a hello; return (role, id, user) or raise _Reject.
 
     The role returned is the hello's, except that a client-role hello from
     another node's snapshot transfer comes back as ``replica`` (not counted
     against max_client_connections, not throttled). ``peer_cert``: the
     verified certificate of a TLS connection (None: none presented, or no TLS).
+    ``user``: the [[auth.user]] the client's credential names, if any.
     """
     cfg = shared.cfg
     if hello.get("type") != "hello":
@@ -484,13 +506,13 @@ def _check_hello(
             raise _Reject(
                 ErrorCode.CLUSTER_MISMATCH, f"this node is in cluster {cfg.name!r}, not {cluster!r}"
             )
-        if cfg.auth.client_tokens and credential not in cfg.auth.client_tokens:
-            raise _Reject(ErrorCode.UNAUTHORIZED, "missing or invalid client credential")
-        if _is_replica_transfer(cfg, ident, hello.get("peer_credential")) and (
+        replica = _is_replica_transfer(cfg, ident, hello.get("peer_credential")) and (
             shared.tls is None or _replica_cert_ok(cfg, ident, peer_cert)
-        ):
-            return "replica", ident
-        return role, ident
+        )
+        if replica and cfg.auth.peer_token is not None:
+            return "replica", ident, None  # proven by the peer token: no client token needed
+        user = _client_user(cfg, credential)
+        return ("replica" if replica else role), ident, user
     if cluster != cfg.name:
         raise _Reject(
             ErrorCode.CLUSTER_MISMATCH, f"peer of cluster {cluster!r}, this node is in {cfg.name!r}"
@@ -523,7 +545,31 @@ def _check_hello(
             ErrorCode.CLUSTER_MISMATCH,
             f"peer {ident!r} has incarnation {incarnation}, expected {known}",
         )
-    return role, ident
+    return role, ident, None
+
+
+def _client_user(cfg: ClusterConfig, credential: Any) -> User | None:
+    """The user a client credential names (None: a full-access client_tokens
+    token, or no client authentication); _Reject UNAUTHORIZED when it names nobody.
+
+    Tokens are compared in constant time, and every one is compared, so the
+    reply's timing does not tell how much of a guess was right."""
+    auth = cfg.auth
+    if not auth.authenticates_clients:
+        return None
+    found: User | None = None
+    valid = False
+    if isinstance(credential, str) and credential:
+        given = credential.encode()
+        for user in auth.users:
+            if hmac.compare_digest(given, user.token.encode()):
+                found, valid = user, True
+        for token in auth.client_tokens:
+            if hmac.compare_digest(given, token.encode()):
+                valid = True
+    if not valid:
+        raise _Reject(ErrorCode.UNAUTHORIZED, "missing or invalid client credential")
+    return found
 
 
 def _is_replica_transfer(cfg: ClusterConfig, ident: str, peer_credential: Any) -> bool:
@@ -706,8 +752,18 @@ class _ClientConnection:
             self._count(str(frame.get("type")), exc.code)
             self._reply(error_reply(reply_id, exc.code, exc.message))
             return
+        user = self.ctx.user
+        if user is not None:
+            denied = acl.check(user, op, fields)
+            if denied is not None:
+                # Refused before quotas and handlers: it cost the user nothing and did nothing.
+                self._count(op, ErrorCode.FORBIDDEN)
+                self._reply(error_reply(req_id, ErrorCode.FORBIDDEN, denied))
+                return
         throttled = (
-            None if self.ctx.replica else self.shared.quotas.check(self.ctx.client_id, op, fields)
+            None
+            if self.ctx.replica
+            else self.shared.quotas.check(self.ctx.client_id, op, fields, user)
         )
         if throttled is not None:
             quota, wait = throttled

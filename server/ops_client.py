@@ -45,10 +45,12 @@ def call(
     fields: dict[str, Any],
     timeout_s: float,
     ssl_context: ssl.SSLContext | None = None,
+    credential: str | None = None,
 ) -> dict[str, Any]:
     """One request on a fresh connection: the reply, or OpsError / UnreachableError.
 
     ``ssl_context``: connect with TLS (nodes with [tls]), checking the node's host.
+    ``credential``: the hello's token, for nodes with [auth].
     """
     host, _, port = address.rpartition(":")
     deadline = time.monotonic() + timeout_s
@@ -63,7 +65,7 @@ def call(
                     ssl_context.wrap_socket(sock, server_hostname=host.strip("[]"))
                 )
             sock.sendall(
-                encode_frame(hello("client", f"raftlog-ops-{os.getpid()}"))
+                encode_frame(hello("client", f"raftlog-ops-{os.getpid()}", credential=credential))
                 + encode_frame({"type": op, "id": 1, **fields})
             )
             decoder = FrameDecoder()
@@ -98,6 +100,7 @@ class AdminSession:
     request_timeout_s: float = 30.0
     log: list[str] = field(default_factory=list)
     ssl_context: ssl.SSLContext | None = None  # TLS to nodes with [tls]
+    credential: str | None = None  # the hello's token, for nodes with [auth]
 
     def any(self, op: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
         """The first node that answers (errors are the cluster's answer)."""
@@ -105,7 +108,12 @@ class AdminSession:
         for address in self.addresses:
             try:
                 return call(
-                    address, op, fields or {}, min(self.request_timeout_s, 5.0), self.ssl_context
+                    address,
+                    op,
+                    fields or {},
+                    min(self.request_timeout_s, 5.0),
+                    self.ssl_context,
+                    self.credential,
                 )
             except UnreachableError as exc:
                 problems.append(str(exc))
@@ -135,7 +143,7 @@ class AdminSession:
             budget = min(self.request_timeout_s, remaining)
             try:
                 timed = {**fields, "timeout_ms": int(budget * 1000)}
-                return call(target, op, timed, budget + 2, self.ssl_context)
+                return call(target, op, timed, budget + 2, self.ssl_context, self.credential)
             except OpsError as exc:
                 if exc.code not in _RETRY:
                     raise

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from raftlog.server.cli_common import config_credential
 from raftlog.server.cli_node import READY_LINE, gather_status, leaders_ready, request_once
 from raftlog.server.config import ClusterConfig, NodeConfig, render_config
 
@@ -258,11 +259,18 @@ class LocalCluster:
 
     def status(self, node_id: str, timeout_s: float = 2.0) -> dict[str, Any]:
         """That node's cluster_status reply (raises cli_node.ProbeError when it cannot)."""
-        return request_once(self.address(node_id), "cluster_status", timeout_s=timeout_s)
+        return request_once(
+            self.address(node_id), "cluster_status", timeout_s=timeout_s, credential=self.token
+        )
 
     def request(self, node_id: str, op: str, **fields: Any) -> dict[str, Any]:
         """One request to one node on a fresh connection (ProbeError on error replies)."""
-        return request_once(self.address(node_id), op, fields)
+        return request_once(self.address(node_id), op, fields, credential=self.token)
+
+    @property
+    def token(self) -> str | None:
+        """The operator's credential when the cluster has [auth], as the CLI finds it."""
+        return config_credential(self.config_path)
 
     def wait_for_leaders(
         self, deadline: float = 30.0, nodes: list[str] | None = None
@@ -273,7 +281,7 @@ class LocalCluster:
         addresses = [self.address(n) for n in ids]
         end = time.monotonic() + deadline
         while True:
-            statuses = gather_status(addresses, timeout_s=1.0)
+            statuses = gather_status(addresses, timeout_s=1.0, credential=self.token)
             if leaders_ready(statuses, len(addresses)):
                 return statuses
             for node_id in ids:

@@ -36,6 +36,7 @@ class Ctx:
     peer_address: str = "memory"
     connection_id: int = 0
     node_id: str = ""
+    user: Any = None  # no [[auth.user]]: everything allowed
 
 
 class MemNet:

@@ -13,6 +13,7 @@ from raftlog.server.config import (
     Limits,
     NodeConfig,
     QuotaConfig,
+    User,
     load_config,
     render_config,
 )
@@ -155,6 +156,66 @@ requests_per_sec = 2.5
     )
 
 
+USERS = """
+[auth]
+peer_token = "p"
+
+[[auth.user]]
+name = "billing"
+token = "tok-b"
+read = ["billing.*", "events"]
+write = ["billing.*"]
+groups = ["billing-*"]
+requests_per_sec = 50
+
+[[auth.user]]
+name = "ops"
+token = "tok-o"
+admin = ["*"]
+cluster = true
+"""
+
+
+def test_users_parse_with_deny_by_default(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD + USERS))
+    billing, ops = cfg.auth.users
+    assert billing == User(
+        "billing", "tok-b", read=("billing.*", "events"), write=("billing.*",),
+        groups=("billing-*",), requests_per_sec=50.0,
+    )  # fmt: skip
+    assert ops == User("ops", "tok-o", admin=("*",), cluster=True)
+    assert cfg.auth.authenticates_clients and not cfg.auth.client_tokens
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (('peer_token = "p"', ""), "auth.user needs [auth] peer_token"),
+        (('name = "ops"', 'name = "billing"'), "auth.user[1].name 'billing' is a second user"),
+        (('token = "tok-o"', 'token = "tok-b"'), "auth.user[1].token is already in use"),
+        (('token = "tok-o"', 'token = "p"'), "auth.user[1].token is already in use"),
+        (('token = "tok-o"', ""), "auth.user[1].token is required"),
+        (('name = "ops"', 'name = ""'), "auth.user[1].name must not be empty"),
+        (('write = ["billing.*"]', 'write = ["bill*ing"]'), "auth.user[0].write[0] 'bill*ing'"),
+        (('groups = ["billing-*"]', "groups = [1]"), "auth.user[0].groups[0] must be a non-emp"),
+        (("cluster = true", 'cluster = "yes"'), "auth.user[1].cluster must be bool"),
+        (("cluster = true", "clusters = true"), "auth.user[1].clusters is not a known key"),
+        (("requests_per_sec = 50", "requests_per_sec = 0"), "requests_per_sec must be > 0"),
+    ],
+)
+def test_bad_users_are_named(tmp_path: Path, edit: tuple[str, str], problem: str) -> None:
+    old, new = edit
+    assert old in USERS
+    assert problem in load_error(tmp_path, GOOD + USERS.replace(old, new, 1))
+
+
+def test_a_token_listed_twice_is_refused(tmp_path: Path) -> None:
+    twice = GOOD + '[auth]\nclient_tokens = ["a", "a"]\n'
+    assert "auth.client_tokens lists a token twice" in load_error(tmp_path, twice)
+    shared = USERS.replace('peer_token = "p"', 'peer_token = "p"\nclient_tokens = ["tok-o"]')
+    assert "auth.user[1].token is already in use" in load_error(tmp_path, GOOD + shared)
+
+
 def test_cpu_latency_qos_is_optional_and_checked(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, GOOD)).cpu_latency_qos_us is None
     with_qos = GOOD.replace('name = "local"', 'name = "local"\ncpu_latency_qos_us = 0')
@@ -179,7 +240,21 @@ def test_render_round_trips(tmp_path: Path) -> None:
         cpu_latency_qos_us=0,
         unsafe_follower_reads=True,
         limits=Limits(max_frame_bytes=2048, max_batch_bytes=1024),
-        auth=AuthConfig(client_tokens=("x",), peer_token="y"),
+        auth=AuthConfig(
+            client_tokens=("x",),
+            peer_token="y",
+            users=(
+                User(
+                    "billing",
+                    'tok"b',
+                    read=("billing.*", "events"),
+                    write=("billing.*",),
+                    groups=("billing-*",),
+                    requests_per_sec=5.0,
+                ),
+                User("ops", "tok-o", admin=("*",), cluster=True, produce_bytes_per_sec=1e6),
+            ),
+        ),
         quotas=QuotaConfig(requests_per_sec=7.0),
     )
     path = write(tmp_path, render_config(cfg))

@@ -1,0 +1,231 @@
+"""Users and what they may do: the authorization half of ``[auth]``.
+
+A cluster.toml ``[[auth.user]]`` names one tenant: the token it presents in
+its hello, the topics it may read, write and administer, the consumer groups
+it may use, whether it may operate the cluster, and optionally its own quotas.
+Like NATS's per-user ``publish`` / ``subscribe`` lists and Kafka's prefixed
+ACLs, in one table per user::
+
+    [[auth.user]]
+    name = "billing"
+    token = "tok-billing"
+    read = ["billing.*", "events"]   # fetch, list_offsets, consume with a group
+    write = ["billing.*"]            # produce
+    admin = ["billing.*"]            # topic create / alter / delete
+    groups = ["billing-*"]           # consumer group names (commit, join, describe)
+    cluster = false                  # cluster status, members, leadership, reassignment
+    requests_per_sec = 500           # optional: this user's quotas, instead of [quotas]
+    produce_bytes_per_sec = 1048576
+
+A pattern is a name, or a prefix followed by ``*`` (``"*"`` alone matches
+everything). Everything not granted is refused (deny by default): a user with
+no ``groups`` cannot use consumer groups, one without ``cluster`` cannot run
+``raftlog cluster status``.
+
+Refusals are the ``FORBIDDEN`` error code: the connection is authenticated and
+stays open, only that request is refused, and nothing happens. ``UNAUTHORIZED``
+stays what it was, a hello whose token (or certificate) is not accepted.
+
+A user sees only the topics it has some permission on: ``metadata``,
+``list_topics`` and ``group_list`` leave out the others, and a request that
+names an invisible topic is refused rather than answered UNKNOWN_TOPIC.
+``client_tokens`` (the older, flat list) and a cluster without ``[auth]``
+have no user: such a connection may do everything, as before.
+
+Every request type of the wire protocol must have a rule here
+(``RULES``); one without a rule is refused, and a test checks the table
+covers ``client.protocol.REQUESTS``, so a new request cannot ship unguarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Permission(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+def pattern_problem(pattern: object) -> str | None:
+    """Why ``pattern`` is not a valid topic or group pattern (None: it is)."""
+    if not isinstance(pattern, str) or not pattern:
+        return "must be a non-empty string"
+    if "*" in pattern[:-1]:
+        return f"{pattern!r}: '*' may only end a pattern (a prefix match)"
+    return None
+
+
+def matches(patterns: Iterable[str], name: str) -> bool:
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if name.startswith(pattern[:-1]):
+                return True
+        elif name == pattern:
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One ``[[auth.user]]``: a tenant, its token, its grants and its quotas."""
+
+    name: str
+    token: str
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    admin: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    cluster: bool = False
+    # None: the cluster's [quotas] value applies to this user.
+    requests_per_sec: float | None = None
+    produce_bytes_per_sec: float | None = None
+
+    def may(self, permission: Permission, topic: str) -> bool:
+        return matches(self.patterns(permission), topic)
+
+    def patterns(self, permission: Permission) -> tuple[str, ...]:
+        if permission is Permission.READ:
+            return self.read
+        if permission is Permission.WRITE:
+            return self.write
+        return self.admin
+
+    def sees_topic(self, topic: str) -> bool:
+        """Any permission on ``topic`` makes it visible (metadata, describe)."""
+        return any(self.may(p, topic) for p in Permission)
+
+    def sees_group(self, group: str) -> bool:
+        return matches(self.groups, group)
+
+
+class Denied(Exception):
+    """A request the user may not make; the message says who, what and which resource."""
+
+
+# ---------------------------------------------------------------- rules
+
+Rule = Callable[[User, dict[str, Any]], None]
+
+
+def _topic(permission: Permission) -> Rule:
+    def rule(user: User, fields: dict[str, Any]) -> None:
+        _need_topic(user, permission, fields["topic"])
+
+    return rule
+
+
+def _topic_and_group(user: User, fields: dict[str, Any]) -> None:
+    _need_topic(user, Permission.READ, fields["topic"])
+    _need_group(user, fields["group"])
+
+
+def _group(user: User, fields: dict[str, Any]) -> None:
+    _need_group(user, fields["group"])
+
+
+def _visible_topic(user: User, fields: dict[str, Any]) -> None:
+    if not user.sees_topic(fields["topic"]):
+        raise Denied(f"user {user.name!r} has no permission on topic {fields['topic']!r}")
+
+
+def _named_topics(user: User, fields: dict[str, Any]) -> None:
+    """``metadata``: every topic it names must be visible; unnamed: filtered later."""
+    for topic in fields.get("topics") or ():
+        if isinstance(topic, str) and not user.sees_topic(topic):
+            raise Denied(f"user {user.name!r} has no permission on topic {topic!r}")
+
+
+def _any_write(user: User, fields: dict[str, Any]) -> None:
+    if not user.write:
+        raise Denied(f"user {user.name!r} may not produce (no write permission)")
+
+
+def _cluster(user: User, fields: dict[str, Any]) -> None:
+    if not user.cluster:
+        raise Denied(f"user {user.name!r} may not operate the cluster (cluster = false)")
+
+
+def _everyone(user: User, fields: dict[str, Any]) -> None:
+    """Allowed; what the reply lists is filtered to the user (``visible``)."""
+
+
+def _need_topic(user: User, permission: Permission, topic: str) -> None:
+    if not user.may(permission, topic):
+        raise Denied(
+            f"user {user.name!r} may not {_VERB[permission]} topic {topic!r} "
+            f"(no {permission.value} permission on it)"
+        )
+
+
+def _need_group(user: User, group: str) -> None:
+    if not user.sees_group(group):
+        raise Denied(f"user {user.name!r} may not use consumer group {group!r}")
+
+
+_VERB = {Permission.READ: "read", Permission.WRITE: "produce to", Permission.ADMIN: "administer"}
+
+# The rule of every request type (client/protocol.py REQUESTS).
+RULES: dict[str, Rule] = {
+    "metadata": _named_topics,
+    "list_topics": _everyone,
+    "describe_topic": _visible_topic,
+    "create_topic": _topic(Permission.ADMIN),
+    "alter_topic": _topic(Permission.ADMIN),
+    "delete_topic": _topic(Permission.ADMIN),
+    # A producer id is cluster-wide; what it may be used for is checked per produce.
+    "init_producer": _any_write,
+    "produce": _topic(Permission.WRITE),
+    "fetch": _topic(Permission.READ),
+    "list_offsets": _topic(Permission.READ),
+    "commit_offset": _topic_and_group,
+    "fetch_committed": _topic_and_group,
+    "group_join": _topic_and_group,
+    "group_heartbeat": _group,
+    "group_leave": _group,
+    "group_describe": _group,
+    "group_list": _everyone,
+    "cluster_status": _cluster,
+    "member_list": _cluster,
+    "member_add": _cluster,
+    "member_remove": _cluster,
+    "leader_transfer": _cluster,
+    "metadata_leader_transfer": _cluster,
+    "partition_reassign": _cluster,
+    # Only another node's snapshot transfer may use it; the handler checks that
+    # (server/snapshot_transfer.py), whoever the user is.
+    "replica_fetch": _everyone,
+}
+
+
+def check(user: User | None, op: str, fields: dict[str, Any]) -> str | None:
+    """None if ``user`` may make this (validated) request, else why not.
+
+    ``user`` None: no users are configured for this connection (no [auth], a
+    ``client_tokens`` token, or a node's snapshot transfer): everything is allowed.
+    """
+    if user is None:
+        return None
+    rule = RULES.get(op)
+    if rule is None:
+        return f"request type {op!r} has no authorization rule"
+    try:
+        rule(user, fields)
+    except Denied as exc:
+        return str(exc)
+    return None
+
+
+def visible_topics(user: User | None, topics: Iterable[str]) -> list[str]:
+    """The topics of ``topics`` that ``user`` may see (all of them without a user)."""
+    if user is None:
+        return list(topics)
+    return [t for t in topics if user.sees_topic(t)]
+
+
+def visible_group(user: User | None, group: str) -> bool:
+    return user is None or user.sees_group(group)

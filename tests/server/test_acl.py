@@ -1,0 +1,198 @@
+"""server/acl.py: patterns, the rule of every request type, and per-user quotas."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from raftlog.client.protocol import REQUESTS
+from raftlog.server import acl
+from raftlog.server.acl import User
+from raftlog.server.config import QuotaConfig
+from raftlog.server.listener import Quotas
+
+BILLING = User(
+    name="billing",
+    token="tok-b",
+    read=("billing.*", "events"),
+    write=("billing.*",),
+    admin=("billing.*",),
+    groups=("billing-*",),
+)
+NOBODY = User(name="nobody", token="tok-n")
+OPS = User(
+    name="ops", token="tok-o", read=("*",), write=("*",), admin=("*",), groups=("*",), cluster=True
+)
+
+
+def test_every_request_type_has_a_rule_and_no_rule_is_stale() -> None:
+    # A request added to the protocol without a rule would be refused to every
+    # user; a rule for a request that no longer exists is dead code.
+    assert set(acl.RULES) == set(REQUESTS)
+
+
+def test_an_operation_without_a_rule_is_refused() -> None:
+    assert acl.check(OPS, "drop_everything", {}) == (
+        "request type 'drop_everything' has no authorization rule"
+    )
+
+
+@pytest.mark.parametrize(
+    ("patterns", "name", "expected"),
+    [
+        (("events",), "events", True),
+        (("events",), "events2", False),
+        (("events",), "event", False),
+        (("billing.*",), "billing.orders", True),
+        (("billing.*",), "billing.", True),
+        (("billing.*",), "billing", False),
+        (("billing.*",), "xbilling.orders", False),
+        (("*",), "anything", True),
+        ((), "anything", False),
+    ],
+)
+def test_patterns_are_names_or_prefixes(patterns: tuple[str, ...], name: str, expected: bool):
+    assert acl.matches(patterns, name) is expected
+
+
+@given(st.text(min_size=1, max_size=10).filter(lambda s: "*" not in s), st.text(max_size=10))
+def test_a_prefix_pattern_matches_exactly_the_names_that_start_with_it(prefix: str, name: str):
+    assert acl.matches((prefix + "*",), name) is name.startswith(prefix)
+    assert acl.matches((prefix + "*",), prefix + name)
+    assert acl.matches((prefix,), name) is (name == prefix)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("", "must be a non-empty string"),
+        (3, "must be a non-empty string"),
+        ("a*b", "'a*b': '*' may only end a pattern (a prefix match)"),
+        ("**", "'**': '*' may only end a pattern (a prefix match)"),
+    ],
+)
+def test_bad_patterns_are_named(pattern: object, problem: str) -> None:
+    assert acl.pattern_problem(pattern) == problem
+
+
+@pytest.mark.parametrize("pattern", ["a", "a*", "*", "billing.orders-v2"])
+def test_good_patterns_pass(pattern: str) -> None:
+    assert acl.pattern_problem(pattern) is None
+
+
+ALLOWED = [
+    ("produce", {"topic": "billing.orders"}),
+    ("fetch", {"topic": "billing.orders"}),
+    ("fetch", {"topic": "events"}),
+    ("list_offsets", {"topic": "events"}),
+    ("create_topic", {"topic": "billing.new"}),
+    ("delete_topic", {"topic": "billing.old"}),
+    ("alter_topic", {"topic": "billing.orders"}),
+    ("describe_topic", {"topic": "events"}),
+    ("init_producer", {}),
+    ("commit_offset", {"topic": "events", "group": "billing-etl"}),
+    ("fetch_committed", {"topic": "billing.orders", "group": "billing-etl"}),
+    ("group_join", {"topic": "events", "group": "billing-etl"}),
+    ("group_heartbeat", {"group": "billing-etl"}),
+    ("group_leave", {"group": "billing-etl"}),
+    ("group_describe", {"group": "billing-etl"}),
+    ("metadata", {}),
+    ("metadata", {"topics": ["events", "billing.orders"]}),
+    ("list_topics", {}),
+    ("group_list", {}),
+]
+
+DENIED = [
+    ("produce", {"topic": "events"}, "may not produce to topic 'events' (no write permission"),
+    ("produce", {"topic": "payments"}, "may not produce to topic 'payments'"),
+    ("fetch", {"topic": "payments"}, "may not read topic 'payments' (no read permission"),
+    ("list_offsets", {"topic": "payments"}, "may not read topic 'payments'"),
+    ("create_topic", {"topic": "events"}, "may not administer topic 'events'"),
+    ("delete_topic", {"topic": "payments"}, "may not administer topic 'payments'"),
+    ("describe_topic", {"topic": "payments"}, "has no permission on topic 'payments'"),
+    ("metadata", {"topics": ["events", "payments"]}, "has no permission on topic 'payments'"),
+    ("commit_offset", {"topic": "events", "group": "etl"}, "may not use consumer group 'etl'"),
+    ("commit_offset", {"topic": "payments", "group": "billing-etl"}, "may not read topic"),
+    ("group_join", {"topic": "payments", "group": "billing-etl"}, "may not read topic"),
+    ("group_heartbeat", {"group": "etl"}, "may not use consumer group 'etl'"),
+    ("group_describe", {"group": "etl"}, "may not use consumer group 'etl'"),
+    ("cluster_status", {}, "may not operate the cluster (cluster = false)"),
+    ("member_remove", {"node": "n3"}, "may not operate the cluster"),
+    ("leader_transfer", {"topic": "billing.orders", "partition": 0, "to": "n2"}, "operate"),
+    ("partition_reassign", {"topic": "billing.orders", "partition": 0, "replicas": []}, "operate"),
+]
+
+
+@pytest.mark.parametrize(("op", "fields"), ALLOWED)
+def test_what_a_tenant_may_do(op: str, fields: dict) -> None:
+    assert acl.check(BILLING, op, fields) is None
+
+
+@pytest.mark.parametrize(("op", "fields", "why"), DENIED)
+def test_what_a_tenant_may_not_do_and_the_message_says_why(op: str, fields: dict, why: str):
+    denied = acl.check(BILLING, op, fields)
+    assert denied is not None and denied.startswith("user 'billing' ") and why in denied
+
+
+@pytest.mark.parametrize(("op", "fields", "why"), DENIED)
+def test_a_user_granted_everything_may_do_it_all(op: str, fields: dict, why: str) -> None:
+    assert acl.check(OPS, op, fields) is None
+
+
+@pytest.mark.parametrize(("op", "fields"), ALLOWED)
+def test_deny_by_default(op: str, fields: dict) -> None:
+    allowed_to_everyone = op in ("metadata", "list_topics", "group_list") and not fields
+    assert (acl.check(NOBODY, op, fields) is None) is allowed_to_everyone
+
+
+def test_no_user_means_everything_is_allowed() -> None:
+    for op in REQUESTS:
+        assert acl.check(None, op, {}) is None
+
+
+def test_listings_show_a_user_only_its_own() -> None:
+    topics = ["billing.orders", "events", "payments", "billing"]
+    assert acl.visible_topics(BILLING, topics) == ["billing.orders", "events"]
+    assert acl.visible_topics(NOBODY, topics) == []
+    assert acl.visible_topics(None, topics) == topics
+    assert acl.visible_group(BILLING, "billing-etl") and not acl.visible_group(BILLING, "etl")
+    assert acl.visible_group(None, "etl")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_users_quota_is_shared_by_all_its_client_ids() -> None:
+    clock = Clock()
+    quotas = Quotas(QuotaConfig(requests_per_sec=2.0), clock=clock)
+    capped = User(name="t", token="x", read=("*",), requests_per_sec=3.0)
+    # Three requests exhaust the user's own rate (3/s, not [quotas]' 2/s)...
+    for client_id in ("a", "b", "c"):
+        assert quotas.check(client_id, "fetch", {}, capped) is None
+    # ... whichever client id the next one gives.
+    refused = quotas.check("d-renamed", "fetch", {}, capped)
+    assert refused is not None and refused[0] == "requests_per_sec"
+    # Without a user, buckets stay per client id, at [quotas]' rate.
+    assert quotas.check("a", "fetch", {}) is None
+    assert quotas.check("a", "fetch", {}) is None
+    assert quotas.check("a", "fetch", {}) is not None
+    assert quotas.check("b", "fetch", {}) is None
+    clock.now += 1.0
+    assert quotas.check("e", "fetch", {}, capped) is None  # refilled
+
+
+def test_a_user_without_its_own_rates_gets_the_clusters() -> None:
+    clock = Clock()
+    quotas = Quotas(QuotaConfig(produce_bytes_per_sec=100.0), clock=clock)
+    plain = User(name="p", token="x", write=("*",))
+    assert quotas.check("a", "produce", {"records": b"x" * 150}, plain) is None  # into debt
+    refused = quotas.check("b", "produce", {"records": b"x"}, plain)
+    assert refused is not None and refused[0] == "produce_bytes_per_sec"
+    generous = User(name="g", token="y", write=("*",), produce_bytes_per_sec=1000.0)
+    assert quotas.check("b", "produce", {"records": b"x" * 150}, generous) is None
+    assert quotas.check("b", "produce", {"records": b"x" * 150}, generous) is None

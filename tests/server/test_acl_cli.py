@@ -1,0 +1,60 @@
+"""The CLI against real node processes with [[auth.user]]: ``--token`` and
+RAFTLOG_TOKEN pick the user, a command reading the cluster.toml finds the
+operator's token in it, and refusals are exit code 1 with the code on stderr."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from raftlog.server.acl import User
+from raftlog.server.cli import main
+from raftlog.server.cli_common import EXIT_CLUSTER_ERROR, TOKEN_ENV
+from raftlog.server.config import AuthConfig
+
+from .cluster_harness import LocalCluster
+from .test_node_processes import WAIT_S
+
+OPS = User("ops", "tok-ops", read=("*",), write=("*",), admin=("*",), groups=("*",), cluster=True)
+BILLING = User("billing", "tok-billing", read=("billing.*",), write=("billing.*",),
+               admin=("billing.*",))  # fmt: skip
+ONE_REPLICA = ("--partitions", "1", "--replicas", "1")
+
+
+def run(cluster: LocalCluster, *args: str, token: str | None = None, stdin: str | None = None):
+    env = {TOKEN_ENV: token} if token is not None else {}
+    result = CliRunner().invoke(
+        main, [*args, "--config", str(cluster.config_path)], input=stdin, env=env
+    )
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.integration
+def test_cli_users_tokens_and_refusals(local_cluster) -> None:
+    cluster = local_cluster(1, auth=AuthConfig(peer_token="peer", users=(OPS, BILLING)))
+    cluster.start_all()  # the harness finds the operator's token in cluster.toml too
+    cluster.wait_for_leaders(deadline=WAIT_S)
+    # No --token: the file's first user with cluster = true (ops).
+    code, out, err = run(cluster, "topic", "create", "events", *ONE_REPLICA)
+    assert code == 0, err
+    code, out, err = run(cluster, "cluster", "status", "--json")
+    assert code == 0, err
+    assert all("error" not in s for s in json.loads(out).values()), out
+    # RAFTLOG_TOKEN: billing creates its own topic and sees only that one.
+    code, out, err = run(cluster, "topic", "create", "billing.orders", *ONE_REPLICA,
+                         token=BILLING.token)  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(cluster, "topic", "list", token=BILLING.token)
+    assert code == 0 and out.split() == ["billing.orders"], (out, err)
+    code, out, err = run(cluster, "produce", "events", token=BILLING.token, stdin="nope\n")
+    assert code == EXIT_CLUSTER_ERROR
+    assert "FORBIDDEN" in err and "no permission on topic 'events'" in err, err
+    # --token wins over the environment.
+    code, out, err = run(cluster, "topic", "list", "--token", OPS.token, token=BILLING.token)
+    assert code == 0 and sorted(out.split()) == ["billing.orders", "events"], (out, err)
+    code, out, err = run(cluster, "topic", "list", token="wrong")
+    assert code == EXIT_CLUSTER_ERROR and "UNAUTHORIZED" in err, (out, err)
+    # The refused produce appended nothing.
+    code, out, err = run(cluster, "consume", "events", "--from-beginning", "--max", "10")
+    assert code == 0 and out == "", (out, err)

@@ -1,0 +1,139 @@
+"""[[auth.user]] on a whole node (server.node.run_node), over real sockets on
+127.0.0.1: each tenant does what it is granted through AsyncClient, is refused
+the rest with FORBIDDEN on a connection that keeps serving it, and a refused
+request changes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+from raftlog.client.aio import AsyncClient
+from raftlog.client.consumer import Consumer
+from raftlog.client.errors import ErrorCode, ForbiddenError, UnauthorizedError
+from raftlog.server.acl import User
+from raftlog.server.config import AuthConfig, ClusterConfig
+
+from .cluster_harness import make_config
+from .rawclient import RawConn
+from .test_tls_cluster import DEADLINE_S, FAST, running
+
+OPS = User("ops", "tok-ops", read=("*",), write=("*",), admin=("*",), groups=("*",), cluster=True)
+BILLING = User(
+    "billing",
+    "tok-billing",
+    read=("billing.*", "events"),
+    write=("billing.*",),
+    admin=("billing.*",),
+    groups=("billing-*",),
+)
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> ClusterConfig:
+    return make_config(
+        tmp_path, 1, **FAST, auth=AuthConfig(peer_token="peer-secret", users=(OPS, BILLING))
+    )
+
+
+def client(cfg: ClusterConfig, token: str | None, client_id: str = "app") -> AsyncClient:
+    return AsyncClient([n.address for n in cfg.nodes], credential=token, client_id=client_id)
+
+
+async def test_a_tenant_uses_its_topics_and_is_refused_the_rest(cfg: ClusterConfig) -> None:
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with client(cfg, OPS.token) as ops:
+                await ops.create_topic("events", partitions=1, replicas=1)
+                await ops.create_topic("payments", partitions=1, replicas=1)
+                await ops.produce("events", b"from-ops", partition=0)
+            async with client(cfg, BILLING.token) as billing:
+                await billing.create_topic("billing.orders", partitions=1, replicas=1)
+                md = await billing.produce("billing.orders", b"order-1", partition=0)
+                assert md.offset == 0
+                with pytest.raises(ForbiddenError) as refused:
+                    await billing.produce("events", b"sneaky", partition=0)
+                assert refused.value.code is ErrorCode.FORBIDDEN
+                assert "user 'billing' may not produce to topic 'events'" in str(refused.value)
+                with pytest.raises(ForbiddenError, match="may not administer topic 'payments'"):
+                    await billing.create_topic("payments", partitions=1, replicas=1)
+                with pytest.raises(ForbiddenError, match="may not administer topic 'events'"):
+                    await billing.delete_topic("events")
+                with pytest.raises(ForbiddenError, match="may not read topic 'payments'"):
+                    await billing.fetch("payments", 0, 0, max_wait=0)
+                with pytest.raises(ForbiddenError, match="no permission on topic 'payments'"):
+                    await billing.describe_topic("payments")
+                # Granted read: the record ops produced; only the topics it may see.
+                fetched = await billing.fetch("events", 0, 0, max_wait=0)
+                assert [r.value for r in fetched.records] == [b"from-ops"]
+                assert await billing.list_topics() == ["billing.orders", "events"]
+                # The connection still serves it after every refusal.
+                again = await billing.produce("billing.orders", b"order-2", partition=0)
+                assert again.offset == 1
+            async with client(cfg, OPS.token) as ops:
+                # Nothing the refusals asked for happened.
+                fetched = await ops.fetch("events", 0, 0, max_wait=0)
+                assert [r.value for r in fetched.records] == [b"from-ops"]
+                assert sorted(await ops.list_topics()) == ["billing.orders", "events", "payments"]
+
+
+async def test_consumer_groups_and_cluster_operations_need_their_grants(cfg: ClusterConfig):
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with client(cfg, BILLING.token) as billing:
+                await billing.create_topic("billing.orders", partitions=1, replicas=1)
+                await billing.produce("billing.orders", b"x", partition=0)
+                await billing.commit_offset("billing-etl", "billing.orders", 0, 1)
+                assert await billing.committed("billing-etl", "billing.orders", 0) == 1
+                with pytest.raises(ForbiddenError, match="may not use consumer group 'etl'"):
+                    await billing.commit_offset("etl", "billing.orders", 0, 1)
+                # A group-managed consumer of a group it may not use fails at once
+                # (it does not retry its join forever); one of its own groups reads.
+                with pytest.raises(ForbiddenError, match="may not use consumer group 'etl'"):
+                    async with Consumer(billing, "etl", "billing.orders") as denied:
+                        await denied.poll(max_wait=0)
+                await billing.produce("billing.orders", b"y", partition=0)
+                async with Consumer(billing, "billing-etl", "billing.orders") as allowed:
+                    got: list[bytes] = []
+                    while not got:  # bounded by the fail_after above
+                        got = [r.value for _, r in await allowed.poll(max_wait=1)]
+                    assert got == [b"y"]  # from the group's commit at 1
+            node = cfg.nodes[0]
+            raw = await RawConn.open(node.port)
+            hello = await raw.hello("client", "raw", credential=BILLING.token)
+            assert hello["type"] == "hello_ok"
+            reply = await raw.request(1, "cluster_status")
+            assert reply["error"] == "FORBIDDEN" and "cluster = false" in reply["message"]
+            reply = await raw.request(2, "metadata", topics=["billing.orders", "payments"])
+            assert reply["error"] == "FORBIDDEN"
+            reply = await raw.request(3, "metadata")
+            assert [t["name"] for t in reply["topics"]] == ["billing.orders"]
+            await raw.aclose()
+            ops = await RawConn.open(node.port)
+            assert (await ops.hello("client", "raw", credential=OPS.token))["type"] == "hello_ok"
+            status = await ops.request(1, "cluster_status")
+            assert status["ok"] is True and status["node"] == node.id
+            await ops.aclose()
+
+
+async def test_a_token_that_names_nobody_is_refused_at_the_hello(cfg: ClusterConfig) -> None:
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            for token in (None, "guess", "peer-secret"):
+                async with client(cfg, token) as nobody:
+                    with pytest.raises(UnauthorizedError, match="invalid client credential") as no:
+                        await nobody.list_topics()
+                assert not isinstance(no.value, ForbiddenError)
+
+
+async def test_client_tokens_keep_full_access_beside_users(cfg: ClusterConfig) -> None:
+    both = replace(cfg, auth=replace(cfg.auth, client_tokens=("legacy",)))
+    async with running(both):
+        with trio.fail_after(DEADLINE_S):
+            async with client(both, "legacy") as legacy:
+                await legacy.create_topic("payments", partitions=1, replicas=1)
+                assert (await legacy.produce("payments", b"p", partition=0)).offset == 0
+            async with client(both, BILLING.token) as billing:
+                assert await billing.list_topics() == []
