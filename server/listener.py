@@ -758,6 +758,7 @@ class _ClientConnection:
             if denied is not None:
                 # Refused before quotas and handlers: it cost the user nothing and did nothing.
                 self._count(op, ErrorCode.FORBIDDEN)
+                self.shared.metrics.forbidden.inc(user=user.name, op=op)
                 self._reply(error_reply(req_id, ErrorCode.FORBIDDEN, denied))
                 return
         throttled = (
@@ -768,6 +769,8 @@ class _ClientConnection:
         if throttled is not None:
             quota, wait = throttled
             self.shared.metrics.throttled.inc(quota=quota)
+            if user is not None:
+                self.shared.metrics.user_throttled.inc(user=user.name, quota=quota)
             self._count(op, ErrorCode.THROTTLED)
             retry_ms = max(1, int(wait * 1000))
             self._reply(

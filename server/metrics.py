@@ -256,6 +256,8 @@ class Metrics:
     frame_errors: Counter = field(init=False)
     hello_rejected: Counter = field(init=False)
     throttled: Counter = field(init=False)
+    user_throttled: Counter = field(init=False)
+    forbidden: Counter = field(init=False)
     peer_frames_in: Counter = field(init=False)
     peer_msgs_out: Counter = field(init=False)
     peer_queue_drops: Counter = field(init=False)
@@ -314,6 +316,14 @@ class Metrics:
         )
         self.throttled = r.counter(
             "raftlog_throttled_total", "Requests refused by a quota.", ["quota"]
+        )
+        # Per [[auth.user]] (a bounded set: the users of cluster.toml).
+        self.user_throttled = r.counter(
+            "raftlog_user_throttled_total", "Requests of a user refused by a quota.",
+            ["user", "quota"],
+        )  # fmt: skip
+        self.forbidden = r.counter(
+            "raftlog_forbidden_total", "Requests refused to a user (FORBIDDEN).", ["user", "op"]
         )
         self.peer_frames_in = r.counter(
             "raftlog_peer_frames_in_total", "Raft frames received from peers.", ["peer"]

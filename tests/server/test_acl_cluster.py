@@ -18,6 +18,7 @@ from raftlog.server.config import AuthConfig, ClusterConfig
 
 from .cluster_harness import make_config
 from .rawclient import RawConn
+from .test_metrics import http_get
 from .test_tls_cluster import DEADLINE_S, FAST, running
 
 OPS = User("ops", "tok-ops", read=("*",), write=("*",), admin=("*",), groups=("*",), cluster=True)
@@ -30,12 +31,33 @@ BILLING = User(
     groups=("billing-*",),
 )
 
+# One request per second, whichever connection or client id sends it.
+SLOW = User("slow", "tok-slow", read=("*",), requests_per_sec=1.0)
+
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> ClusterConfig:
     return make_config(
-        tmp_path, 1, **FAST, auth=AuthConfig(peer_token="peer-secret", users=(OPS, BILLING))
+        tmp_path,
+        1,
+        metrics=True,
+        **FAST,
+        auth=AuthConfig(peer_token="peer-secret", users=(OPS, BILLING, SLOW)),
     )
+
+
+async def metric_value(cfg: ClusterConfig, name: str, label: str) -> dict[str, float]:
+    """The samples of ``name`` whose labels include ``label``, by their other labels."""
+    address = cfg.nodes[0].metrics_address
+    assert address is not None
+    text = (await http_get(int(address.rpartition(":")[2]), "/metrics")).decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label in line:
+            labels, value = line[len(name) + 1 :].rsplit("} ", 1)
+            rest = ",".join(part for part in labels.split(",") if part != label)
+            out[rest] = float(value)
+    return out
 
 
 def client(cfg: ClusterConfig, token: str | None, client_id: str = "app") -> AsyncClient:
@@ -110,6 +132,9 @@ async def test_consumer_groups_and_cluster_operations_need_their_grants(cfg: Clu
             assert reply["error"] == "FORBIDDEN"
             reply = await raw.request(3, "metadata")
             assert [t["name"] for t in reply["topics"]] == ["billing.orders"]
+            forbidden = await metric_value(cfg, "raftlog_forbidden_total", 'user="billing"')
+            assert forbidden == {'op="commit_offset"': 1.0, 'op="group_join"': 1.0,
+                                 'op="cluster_status"': 1.0, 'op="metadata"': 1.0}  # fmt: skip
             await raw.aclose()
             ops = await RawConn.open(node.port)
             assert (await ops.hello("client", "raw", credential=OPS.token))["type"] == "hello_ok"
@@ -126,6 +151,29 @@ async def test_a_token_that_names_nobody_is_refused_at_the_hello(cfg: ClusterCon
                     with pytest.raises(UnauthorizedError, match="invalid client credential") as no:
                         await nobody.list_topics()
                 assert not isinstance(no.value, ForbiddenError)
+
+
+async def test_a_users_quota_spans_its_connections_and_client_ids(cfg: ClusterConfig) -> None:
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            conns = []
+            for client_id in ("one", "two"):
+                conn = await RawConn.open(cfg.nodes[0].port)
+                hello = await conn.hello("client", client_id, credential=SLOW.token)
+                assert hello["type"] == "hello_ok"
+                conns.append(conn)
+            # A full bucket holds one token and admits while positive: two requests
+            # from "one" spend it; the next, from "two", is refused (a bucket per
+            # client id would admit it). Any answer but THROTTLED means admitted.
+            for req_id in (1, 2):
+                reply = await conns[0].request(req_id, "list_topics")
+                assert reply.get("error") != "THROTTLED", reply
+            refused = await conns[1].request(1, "list_topics")
+            assert refused["error"] == "THROTTLED" and refused["retry_after_ms"] > 0
+            throttled = await metric_value(cfg, "raftlog_user_throttled_total", 'user="slow"')
+            assert throttled == {'quota="requests_per_sec"': 1.0}
+            for conn in conns:
+                await conn.aclose()
 
 
 async def test_client_tokens_keep_full_access_beside_users(cfg: ClusterConfig) -> None:
