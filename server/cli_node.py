@@ -30,6 +30,7 @@ from raftlog.client.errors import TLSError
 from raftlog.client.protocol import FrameDecoder, encode_frame, hello
 from raftlog.client.tls import TLSConfig, client_context
 
+from .auth_reload import sighup_reloads
 from .cli_common import (
     bootstrap_addresses,
     client_credential,
@@ -456,7 +457,7 @@ def cluster_up(config_path: Path, timeout_s: float) -> None:
         stop.set()
 
     # Without [tls] a SIGHUP (a closed terminal) stops the cluster, as it always did.
-    handled = (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if cfg.tls else ())
+    handled = (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if sighup_reloads(cfg) else ())
     previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
         for node_cfg in cfg.nodes:

@@ -120,10 +120,24 @@ class AuthConfig:
     peer_token: str | None = None  # required from peers (and sent to them) when set
     # [[auth.user]]: tenants with their own token, grants and quotas (server/acl.py).
     users: tuple[User, ...] = ()
+    _by_name: dict[str, User] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_name = {user.name: user for user in self.users}
 
     @property
     def authenticates_clients(self) -> bool:
         return bool(self.client_tokens or self.users)
+
+    def user_named(self, name: str) -> User | None:
+        """The current definition of user ``name`` (None: there is none now)."""
+        return self._by_name.get(name)
+
+    def replace_clients(self, client_tokens: tuple[str, ...], users: tuple[User, ...]) -> None:
+        """A SIGHUP reload (server/auth_reload.py): new tokens and users, in place,
+        so every holder of this config sees them at its next lookup."""
+        self.client_tokens, self.users = client_tokens, users
+        self._by_name = {user.name: user for user in users}
 
 
 @dataclass(slots=True, frozen=True)

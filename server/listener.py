@@ -754,6 +754,15 @@ class _ClientConnection:
             return
         user = self.ctx.user
         if user is not None:
+            # The user's grants as they are now: a SIGHUP may have changed them
+            # (server/auth_reload.py), or removed the user (its token revoked).
+            current = self.shared.cfg.auth.user_named(user.name)
+            if current is None:
+                self._count(op, ErrorCode.UNAUTHORIZED)
+                message = f"user {user.name!r} was removed from [auth]: its token is revoked"
+                self._reply(error_reply(req_id, ErrorCode.UNAUTHORIZED, message))
+                return
+            user = self.ctx.user = current
             denied = acl.check(user, op, fields)
             if denied is not None:
                 # Refused before quotas and handlers: it cost the user nothing and did nothing.

@@ -265,6 +265,7 @@ class Metrics:
     peer_reconnects: Counter = field(init=False)
     tls_handshake_failures: Counter = field(init=False)
     tls_reloads: Counter = field(init=False)
+    auth_reloads: Counter = field(init=False)
     tls_cert_expiry: Gauge = field(init=False)
     # driver / handlers (S-CORE)
     produce_requests: Counter = field(init=False)
@@ -353,6 +354,9 @@ class Metrics:
             "TLS certificate reloads on SIGHUP ([tls]), by result ok or failed "
             "(failed: the node goes on with the files it had).",
             ["result"],
+        )
+        self.auth_reloads = r.counter(
+            "raftlog_auth_reloads_total", "SIGHUP reloads of [auth] users and tokens.", ["result"]
         )
         self.tls_cert_expiry = r.gauge(
             "raftlog_tls_cert_expiry_timestamp_seconds",

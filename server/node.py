@@ -12,6 +12,7 @@ from typing import Any
 import trio
 from raftlog.log.store import NodeStore, staggered_write_buffer_bytes
 
+from .auth_reload import reload_on_sighup
 from .clock_skew import WALL_CLOCK_FILE_ENV, follow_offset_file
 from .config import ClusterConfig
 from .cpu_latency import cpu_latency_request
@@ -20,7 +21,6 @@ from .handlers import RequestHandlers
 from .listener import serve
 from .metrics import Metrics, serve_metrics
 from .retention import RetentionManager
-from .tls import reload_on_sighup
 from .transport import PeerTransport
 
 log = logging.getLogger("raftlog.node")
@@ -116,7 +116,8 @@ async def run_node(
                     )
                     if node.metrics_address:
                         await nursery.start(serve_metrics, node.metrics_address, metrics.registry)
-                    await nursery.start(reload_on_sighup, cfg, node_id, metrics)  # [tls] only
+                    # [tls] files and [auth] users (server/auth_reload.py)
+                    await nursery.start(reload_on_sighup, cfg, node_id, metrics)
                     task_status.started(scope)
 
         async with trio.open_nursery() as outer:

@@ -33,10 +33,8 @@ import functools
 import ipaddress
 import logging
 import re
-import signal
 import socket
 import ssl
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,25 +171,6 @@ def reload_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> boo
     record_expiry(cfg, node_id, metrics)
     log.info("event=tls_reloaded node=%s", node_id)
     return True
-
-
-async def reload_on_sighup(
-    cfg: ClusterConfig,
-    node_id: str,
-    metrics: Metrics,
-    *,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Reload the TLS files on every SIGHUP (``kill -HUP``; ``cluster up`` passes
-    its SIGHUP on to every node). Only a process's main thread receives signals,
-    so elsewhere (several in-process test nodes) this does nothing."""
-    if cfg.tls is None or threading.current_thread() is not threading.main_thread():
-        task_status.started()
-        return
-    with trio.open_signal_receiver(signal.SIGHUP) as signals:
-        task_status.started()
-        async for _ in signals:
-            reload_and_report(cfg, node_id, metrics)
 
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)

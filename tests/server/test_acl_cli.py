@@ -5,6 +5,8 @@ operator's token in it, and refusals are exit code 1 with the code on stderr."""
 from __future__ import annotations
 
 import json
+import signal
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -14,7 +16,7 @@ from raftlog.server.cli_common import EXIT_CLUSTER_ERROR, TOKEN_ENV
 from raftlog.server.config import AuthConfig
 
 from .cluster_harness import LocalCluster
-from .test_node_processes import WAIT_S
+from .test_node_processes import WAIT_S, wait_until
 
 OPS = User("ops", "tok-ops", read=("*",), write=("*",), admin=("*",), groups=("*",), cluster=True)
 BILLING = User("billing", "tok-billing", read=("billing.*",), write=("billing.*",),
@@ -58,3 +60,19 @@ def test_cli_users_tokens_and_refusals(local_cluster) -> None:
     # The refused produce appended nothing.
     code, out, err = run(cluster, "consume", "events", "--from-beginning", "--max", "10")
     assert code == 0 and out == "", (out, err)
+
+
+@pytest.mark.integration
+def test_sighup_reloads_users_of_a_running_node(local_cluster) -> None:
+    cluster = local_cluster(1, auth=AuthConfig(peer_token="peer", users=(OPS,)))
+    cluster.start_all()
+    cluster.wait_for_leaders(deadline=WAIT_S)
+    code, out, err = run(cluster, "topic", "list", token=BILLING.token)
+    assert code == EXIT_CLUSTER_ERROR and "UNAUTHORIZED" in err, (out, err)
+    cluster.cfg = replace(cluster.cfg, auth=AuthConfig(peer_token="peer", users=(OPS, BILLING)))
+    cluster.write_config()
+    cluster.procs["n1"].send_signal(signal.SIGHUP)
+    wait_until(lambda: "event=auth_reloaded" in cluster.log_text("n1"), "the node to reload")
+    code, out, err = run(cluster, "topic", "list", token=BILLING.token)
+    assert code == 0 and out == "", (out, err)
+    assert cluster.is_running("n1")  # SIGHUP reloads; it does not stop the node

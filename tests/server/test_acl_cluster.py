@@ -14,7 +14,8 @@ from raftlog.client.aio import AsyncClient
 from raftlog.client.consumer import Consumer
 from raftlog.client.errors import ErrorCode, ForbiddenError, UnauthorizedError
 from raftlog.server.acl import User
-from raftlog.server.config import AuthConfig, ClusterConfig
+from raftlog.server.auth_reload import reload_auth
+from raftlog.server.config import AuthConfig, ClusterConfig, ConfigError, load_config, render_config
 
 from .cluster_harness import make_config
 from .rawclient import RawConn
@@ -185,3 +186,48 @@ async def test_client_tokens_keep_full_access_beside_users(cfg: ClusterConfig) -
                 assert (await legacy.produce("payments", b"p", partition=0)).offset == 0
             async with client(both, BILLING.token) as billing:
                 assert await billing.list_topics() == []
+
+
+async def test_a_reload_takes_new_users_grants_and_revocations(cfg: ClusterConfig, tmp_path: Path):
+    path = tmp_path / "cluster.toml"
+    path.write_text(render_config(cfg))
+    live = load_config(path)  # read from a file, as a node started by the CLI is
+    late = User("late", "tok-late", read=("*",))
+
+    def rewrite(*users: User, peer_token: str = "peer-secret") -> None:
+        auth = AuthConfig(peer_token=peer_token, users=users)
+        path.write_text(render_config(replace(live, auth=auth)))
+
+    async with running(live):
+        with trio.fail_after(DEADLINE_S):
+            async with client(live, OPS.token) as ops, client(live, BILLING.token) as billing:
+                await ops.create_topic("billing.orders", partitions=1, replicas=1)
+                await billing.produce("billing.orders", b"before", partition=0)
+                async with client(live, late.token) as nobody_yet:
+                    with pytest.raises(UnauthorizedError, match="invalid client credential"):
+                        await nobody_yet.list_topics()
+                # Billing loses write; a user is added. The open connection takes the
+                # new grants at its next request.
+                rewrite(OPS, replace(BILLING, write=()), late)
+                assert reload_auth(live) == (2 + 1, 0)
+                with pytest.raises(ForbiddenError, match="no write permission"):
+                    await billing.produce("billing.orders", b"after", partition=0)
+                async with client(live, late.token) as now_known:
+                    assert await now_known.list_topics() == ["billing.orders"]
+                # Refused reloads change nothing.
+                for bad, problem in (
+                    (lambda: rewrite(OPS, peer_token="other"), "peer_token changed"),
+                    (lambda: path.write_text("[cluster\n"), "cluster.toml"),
+                    (lambda: rewrite(), "would no longer authenticate clients"),
+                ):  # fmt: skip
+                    bad()
+                    with pytest.raises(ConfigError, match=problem):
+                        reload_auth(live)
+                    assert [u.name for u in live.auth.users] == ["ops", "billing", "late"]
+                # Billing removed: its open connection is refused from now on.
+                rewrite(OPS)
+                reload_auth(live)
+                with pytest.raises(UnauthorizedError, match="user 'billing' was removed"):
+                    await billing.fetch("billing.orders", 0, 0, max_wait=0)
+                fetched = await ops.fetch("billing.orders", 0, 0, max_wait=0)
+                assert [r.value for r in fetched.records] == [b"before"]

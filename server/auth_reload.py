@@ -1,0 +1,94 @@
+"""SIGHUP: a running node takes new client tokens and ``[[auth.user]]`` entries.
+
+Users come and go, grants change and tokens are rotated without a restart,
+like the TLS files (server/tls.py). ``reload_on_sighup`` is the one SIGHUP
+handler of a node: TLS files when it has ``[tls]``, ``[auth]`` when it
+authenticates clients.
+
+What a reload changes, and what it does not:
+
+* Every hello after it checks tokens against the new file.
+* A connection already open keeps the user NAME it authenticated as, and from
+  its next request on gets that user's new grants and quotas. A user that is
+  gone gets UNAUTHORIZED on every request: its token was revoked. (A rotated
+  token does not end the connections made with the old one, as in Kafka
+  without re-authentication.)
+* Only ``client_tokens`` and users are taken. A changed ``peer_token``, or a
+  reload that would switch client authentication off, is refused (a restart
+  does that, on purpose), and so is a file that does not load: the node keeps
+  what it had and says why (log, ``raftlog_auth_reloads_total{result}``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import trio
+
+from . import tls
+from .config import ClusterConfig, ConfigError, load_config
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def reload_auth(cfg: ClusterConfig) -> tuple[int, int]:
+    """Take ``[auth]``'s client tokens and users from ``cfg.path`` into ``cfg``
+    in place; returns (users, client tokens). ConfigError: nothing changed."""
+    if cfg.path is None:
+        raise ConfigError("this node's config was not read from a file: nothing to reload")
+    fresh = load_config(cfg.path).auth
+    if fresh.peer_token != cfg.auth.peer_token:
+        raise ConfigError(f"{cfg.path}: [auth] peer_token changed: that takes a restart")
+    if not fresh.authenticates_clients:
+        raise ConfigError(
+            f"{cfg.path}: [auth] would no longer authenticate clients: that takes a restart"
+        )
+    cfg.auth.replace_clients(fresh.client_tokens, fresh.users)
+    return len(fresh.users), len(fresh.client_tokens)
+
+
+def reload_auth_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> bool:
+    """``reload_auth``, logged and counted; True if it worked."""
+    try:
+        users, tokens = reload_auth(cfg)
+    except (ConfigError, OSError) as exc:
+        metrics.auth_reloads.inc(result="failed")
+        log.error("event=auth_reload_failed node=%s error=%s (still using the old [auth])",
+                  node_id, exc)  # fmt: skip
+        return False
+    metrics.auth_reloads.inc(result="ok")
+    log.info("event=auth_reloaded node=%s users=%d client_tokens=%d", node_id, users, tokens)
+    return True
+
+
+async def reload_on_sighup(
+    cfg: ClusterConfig,
+    node_id: str,
+    metrics: Metrics,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Reload on every SIGHUP (``kill -HUP``; ``cluster up`` passes its SIGHUP on to
+    every node). A node with neither [tls] nor client authentication keeps
+    SIGHUP's default meaning (the process stops). Only a process's main thread
+    receives signals, so elsewhere (several in-process test nodes) this does nothing."""
+    if not sighup_reloads(cfg) or threading.current_thread() is not threading.main_thread():
+        task_status.started()
+        return
+    reloads_tls, reloads_auth = cfg.tls is not None, cfg.auth.authenticates_clients
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            if reloads_tls:
+                tls.reload_and_report(cfg, node_id, metrics)
+            if reloads_auth:
+                reload_auth_and_report(cfg, node_id, metrics)
+
+
+def sighup_reloads(cfg: ClusterConfig) -> bool:
+    """Does a node of ``cfg`` handle SIGHUP (``reload_on_sighup``)?"""
+    return cfg.tls is not None or cfg.auth.authenticates_clients
