@@ -192,8 +192,10 @@ class Quotas:
     def __init__(self, cfg: QuotaConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.clock = clock
-        self._requests: dict[str, TokenBucket] = {}
-        self._produce: dict[str, TokenBucket] = {}
+        # Keyed by client id, or by ("user", name): a client cannot pick a client
+        # id that lands in a user's bucket.
+        self._requests: dict[str | tuple[str, str], TokenBucket] = {}
+        self._produce: dict[str | tuple[str, str], TokenBucket] = {}
 
     def check(
         self, client_id: str, op: str, fields: dict[str, Any], user: User | None = None
@@ -206,7 +208,7 @@ class Quotas:
         buckets are per client id, as Kafka's client-id quotas.
         """
         now = self.clock()
-        key = client_id if user is None else f"user:{user.name}"
+        key: str | tuple[str, str] = client_id if user is None else ("user", user.name)
         rate = self.cfg.requests_per_sec
         if user is not None and user.requests_per_sec is not None:
             rate = user.requests_per_sec

@@ -182,6 +182,8 @@ def test_a_users_quota_is_shared_by_all_its_client_ids() -> None:
     assert quotas.check("a", "fetch", {}) is None
     assert quotas.check("a", "fetch", {}) is not None
     assert quotas.check("b", "fetch", {}) is None
+    # A client id that looks like the user's is not the user's bucket.
+    assert quotas.check("user:t", "fetch", {}) is None
     clock.now += 1.0
     assert quotas.check("e", "fetch", {}, capped) is None  # refilled
 
