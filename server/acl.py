@@ -16,6 +16,7 @@ ACLs, in one table per user::
     cluster = false                  # cluster status, members, leadership, reassignment
     requests_per_sec = 500           # optional: this user's quotas, instead of [quotas]
     produce_bytes_per_sec = 1048576
+    max_connections = 100            # optional: its client connections per node
 
 A pattern is a name, or a prefix followed by ``*`` (``"*"`` alone matches
 everything). Everything not granted is refused (deny by default): a user with
@@ -84,6 +85,9 @@ class User:
     # None: the cluster's [quotas] value applies to this user.
     requests_per_sec: float | None = None
     produce_bytes_per_sec: float | None = None
+    # Client connections this user may hold open on one node (None: only the
+    # node's [limits] max_client_connections applies).
+    max_connections: int | None = None
 
     def may(self, permission: Permission, topic: str) -> bool:
         return matches(self.patterns(permission), topic)

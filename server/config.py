@@ -699,6 +699,13 @@ def _parse_auth(reader: _Reader) -> AuthConfig:
     return AuthConfig(client_tokens=tuple(tokens), peer_token=peer_token, users=users)
 
 
+def _optional_positive_int(reader: _Reader, name: str) -> int | None:
+    value = reader.get(name, int, None)
+    if value is not None and value <= 0:
+        raise reader.fail(name, f"must be > 0, got {value}")
+    return value
+
+
 def _parse_user(reader: _Reader) -> User:
     name = reader.get("name", str, None, required=True)
     if not name:
@@ -720,6 +727,7 @@ def _parse_user(reader: _Reader) -> User:
         cluster=reader.get("cluster", bool, False),
         requests_per_sec=reader.optional_rate("requests_per_sec"),
         produce_bytes_per_sec=reader.optional_rate("produce_bytes_per_sec"),
+        max_connections=_optional_positive_int(reader, "max_connections"),
         **grants,
     )
     reader.check_unknown()
@@ -785,7 +793,7 @@ def render_config(cfg: ClusterConfig) -> str:
                 lines.append(f"{key} = [{', '.join(_q(p) for p in patterns)}]")
         if user.cluster:
             lines.append("cluster = true")
-        for key in ("requests_per_sec", "produce_bytes_per_sec"):
+        for key in ("requests_per_sec", "produce_bytes_per_sec", "max_connections"):
             if getattr(user, key) is not None:
                 lines.append(f"{key} = {getattr(user, key)!r}")
     quota_lines = [

@@ -257,6 +257,8 @@ class Listener:
     # Client connections holding a slot of [limits] max_client_connections: from
     # an admitted hello until the connection ends, however it ends.
     client_connections: int = 0
+    # Client connections per [[auth.user]] name (only users that hold some).
+    user_connections: dict[str, int] = field(default_factory=dict)
     refusal_log: LogThrottle = field(default_factory=lambda: LogThrottle(REFUSAL_LOG_INTERVAL_S))
     tls: TLSAcceptor | None = None  # [tls]: handshake before the hello
 
@@ -288,13 +290,24 @@ class Listener:
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         await _connection(self, stream)
 
-    def admit_client(self) -> None:
+    def admit_client(self, user: User | None = None) -> None:
         """Take a client connection slot, or raise _Reject(NOT_AVAILABLE).
 
         Called with no checkpoint between the check and the increment, so
         concurrent hellos cannot both take the last slot. NOT_AVAILABLE is
         retriable: the client library tries another node (client/aio.py).
+        A user with ``max_connections`` also holds one of its own slots, so
+        one tenant cannot take every slot of the node from the others.
         """
+        if user is not None and user.max_connections is not None:
+            held = self.user_connections.get(user.name, 0)
+            if held >= user.max_connections:
+                self.metrics.client_connections_refused.inc()
+                raise _Reject(
+                    ErrorCode.NOT_AVAILABLE,
+                    f"user {user.name!r} has {held} connections to node {self.node_id} "
+                    f"(its max_connections); close some, or retry another node",
+                )
         limit = self.cfg.limits.max_client_connections
         if self.client_connections >= limit:
             self.metrics.client_connections_refused.inc()
@@ -313,10 +326,16 @@ class Listener:
             )
         self.client_connections += 1
         self.metrics.client_connections.inc()
+        if user is not None:
+            self.user_connections[user.name] = self.user_connections.get(user.name, 0) + 1
 
-    def release_client(self) -> None:
+    def release_client(self, user: User | None = None) -> None:
         self.client_connections -= 1
         self.metrics.client_connections.dec()
+        if user is not None:
+            left = self.user_connections.pop(user.name, 1) - 1
+            if left > 0:
+                self.user_connections[user.name] = left
 
 
 async def serve(
@@ -389,7 +408,7 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
             hello, leftover = await _read_hello(stream, decoder)
             role, ident, user = _check_hello(shared, hello, peer_cert)
             if role == "client":
-                shared.admit_client()  # peers are never counted nor refused
+                shared.admit_client(user)  # peers are never counted nor refused
         except _Reject as rej:
             shared.metrics.hello_rejected.inc(code=rej.code.value)
             if not rej.logged:
@@ -412,7 +431,7 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
             )
         finally:
             if role == "client":
-                shared.release_client()
+                shared.release_client(user)
 
 
 async def _serve_admitted(

@@ -34,6 +34,7 @@ BILLING = User(
 
 # One request per second, whichever connection or client id sends it.
 SLOW = User("slow", "tok-slow", read=("*",), requests_per_sec=1.0)
+CAPPED = User("capped", "tok-capped", read=("*",), max_connections=1)
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def cfg(tmp_path: Path) -> ClusterConfig:
         1,
         metrics=True,
         **FAST,
-        auth=AuthConfig(peer_token="peer-secret", users=(OPS, BILLING, SLOW)),
+        auth=AuthConfig(peer_token="peer-secret", users=(OPS, BILLING, SLOW, CAPPED)),
     )
 
 
@@ -175,6 +176,31 @@ async def test_a_users_quota_spans_its_connections_and_client_ids(cfg: ClusterCo
             assert throttled == {'quota="requests_per_sec"': 1.0}
             for conn in conns:
                 await conn.aclose()
+
+
+async def test_a_user_holds_at_most_max_connections_on_a_node(cfg: ClusterConfig) -> None:
+    port = cfg.nodes[0].port
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            first = await RawConn.open(port)
+            assert (await first.hello("client", "a", credential=CAPPED.token))["type"] == "hello_ok"
+            second = await RawConn.open(port)
+            refused = await second.hello("client", "b", credential=CAPPED.token)
+            assert refused["error"] == "NOT_AVAILABLE"
+            assert "user 'capped' has 1 connections to node n1" in refused["message"]
+            assert await second.closed()
+            other = await RawConn.open(port)  # another user is not affected
+            assert (await other.hello("client", "c", credential=OPS.token))["type"] == "hello_ok"
+            await first.aclose()
+            while True:  # the slot comes back once the node has seen the close
+                again = await RawConn.open(port)
+                reply = await again.hello("client", "d", credential=CAPPED.token)
+                if reply["type"] == "hello_ok":
+                    break
+                assert reply["error"] == "NOT_AVAILABLE"
+                await trio.sleep(0.05)  # retry pacing; the fail_after above bounds it
+            await again.aclose()
+            await other.aclose()
 
 
 async def test_client_tokens_keep_full_access_beside_users(cfg: ClusterConfig) -> None:

@@ -201,6 +201,8 @@ def test_users_parse_with_deny_by_default(tmp_path: Path) -> None:
         (("cluster = true", 'cluster = "yes"'), "auth.user[1].cluster must be bool"),
         (("cluster = true", "clusters = true"), "auth.user[1].clusters is not a known key"),
         (("requests_per_sec = 50", "requests_per_sec = 0"), "requests_per_sec must be > 0"),
+        (("requests_per_sec = 50", "max_connections = 0"), "user[0].max_connections must be > 0"),
+        (("requests_per_sec = 50", "max_connections = 1.5"), "max_connections must be int"),
     ],
 )
 def test_bad_users_are_named(tmp_path: Path, edit: tuple[str, str], problem: str) -> None:
@@ -252,7 +254,14 @@ def test_render_round_trips(tmp_path: Path) -> None:
                     groups=("billing-*",),
                     requests_per_sec=5.0,
                 ),
-                User("ops", "tok-o", admin=("*",), cluster=True, produce_bytes_per_sec=1e6),
+                User(
+                    "ops",
+                    "tok-o",
+                    admin=("*",),
+                    cluster=True,
+                    produce_bytes_per_sec=1e6,
+                    max_connections=3,
+                ),
             ),
         ),
         quotas=QuotaConfig(requests_per_sec=7.0),
