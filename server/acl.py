@@ -133,15 +133,14 @@ def _group(user: User, fields: dict[str, Any]) -> None:
 
 
 def _visible_topic(user: User, fields: dict[str, Any]) -> None:
-    if not user.sees_topic(fields["topic"]):
-        raise Denied(f"user {user.name!r} has no permission on topic {fields['topic']!r}")
+    _need_visible(user, fields["topic"])
 
 
 def _named_topics(user: User, fields: dict[str, Any]) -> None:
     """``metadata``: every topic it names must be visible; unnamed: filtered later."""
     for topic in fields.get("topics") or ():
-        if isinstance(topic, str) and not user.sees_topic(topic):
-            raise Denied(f"user {user.name!r} has no permission on topic {topic!r}")
+        if isinstance(topic, str):
+            _need_visible(user, topic)
 
 
 def _any_write(user: User, fields: dict[str, Any]) -> None:
@@ -156,6 +155,11 @@ def _cluster(user: User, fields: dict[str, Any]) -> None:
 
 def _everyone(user: User, fields: dict[str, Any]) -> None:
     """Allowed; what the reply lists is filtered to the user (``visible``)."""
+
+
+def _need_visible(user: User, topic: str) -> None:
+    if not user.sees_topic(topic):
+        raise Denied(f"user {user.name!r} has no permission on topic {topic!r}")
 
 
 def _need_topic(user: User, permission: Permission, topic: str) -> None:

@@ -80,6 +80,9 @@ async def reload_on_sighup(
         task_status.started()
         return
     reloads_tls, reloads_auth = cfg.tls is not None, cfg.auth.authenticates_clients
+    if reloads_auth:
+        for result in ("ok", "failed"):  # present at 0, so rate() alerts work at once
+            metrics.auth_reloads.inc(0, result=result)
     with trio.open_signal_receiver(signal.SIGHUP) as signals:
         task_status.started()
         async for _ in signals:

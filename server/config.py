@@ -123,7 +123,7 @@ class AuthConfig:
     _by_name: dict[str, User] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._by_name = {user.name: user for user in self.users}
+        self._by_name = {user.name: user for user in self.users}  # derived from users
 
     @property
     def authenticates_clients(self) -> bool:
@@ -137,7 +137,7 @@ class AuthConfig:
         """A SIGHUP reload (server/auth_reload.py): new tokens and users, in place,
         so every holder of this config sees them at its next lookup."""
         self.client_tokens, self.users = client_tokens, users
-        self._by_name = {user.name: user for user in users}
+        self.__post_init__()
 
 
 @dataclass(slots=True, frozen=True)
@@ -375,6 +375,12 @@ class _Reader:
     def positive_int(self, name: str, default: int) -> int:
         value = self.get(name, int, default)
         if value <= 0:
+            raise self.fail(name, f"must be > 0, got {value}")
+        return value
+
+    def optional_positive_int(self, name: str) -> int | None:
+        value = self.get(name, int, None)
+        if value is not None and value <= 0:
             raise self.fail(name, f"must be > 0, got {value}")
         return value
 
@@ -699,13 +705,6 @@ def _parse_auth(reader: _Reader) -> AuthConfig:
     return AuthConfig(client_tokens=tuple(tokens), peer_token=peer_token, users=users)
 
 
-def _optional_positive_int(reader: _Reader, name: str) -> int | None:
-    value = reader.get(name, int, None)
-    if value is not None and value <= 0:
-        raise reader.fail(name, f"must be > 0, got {value}")
-    return value
-
-
 def _parse_user(reader: _Reader) -> User:
     name = reader.get("name", str, None, required=True)
     if not name:
@@ -727,7 +726,7 @@ def _parse_user(reader: _Reader) -> User:
         cluster=reader.get("cluster", bool, False),
         requests_per_sec=reader.optional_rate("requests_per_sec"),
         produce_bytes_per_sec=reader.optional_rate("produce_bytes_per_sec"),
-        max_connections=_optional_positive_int(reader, "max_connections"),
+        max_connections=reader.optional_positive_int("max_connections"),
         **grants,
     )
     reader.check_unknown()
