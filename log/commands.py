@@ -30,6 +30,7 @@ class CommandKind(IntEnum):
     PRODUCE = 1
     COMMIT_OFFSET = 2
     TRUNCATE_PREFIX = 3
+    EXPIRE_PRODUCERS = 4  # forget idle producer ids (server/retention.py)
     # The metadata group (group 0).
     REGISTER_NODE = 10
     CREATE_TOPIC = 11
@@ -91,6 +92,24 @@ class TruncatePrefix:
     start_offset: int
 
     KIND = CommandKind.TRUNCATE_PREFIX
+
+
+@dataclass(slots=True, frozen=True)
+class ExpireProducers:
+    """Forget idempotent producers: those whose last batch is stamped before
+    ``idle_before_ms``, then the least recently used beyond ``keep_at_most``
+    (None: no cap).
+
+    Decided by the partition leader (server/retention.py) and carried through
+    the Raft log for the same reason as TruncatePrefix: producer state decides
+    whether a retried batch is appended or answered as a duplicate, so every
+    replica must forget the same producers at the same log position.
+    """
+
+    idle_before_ms: int
+    keep_at_most: int | None = None
+
+    KIND = CommandKind.EXPIRE_PRODUCERS
 
 
 @dataclass(slots=True, frozen=True)
@@ -190,6 +209,7 @@ Command = (
     Produce
     | CommitOffset
     | TruncatePrefix
+    | ExpireProducers
     | RegisterNode
     | CreateTopic
     | DeleteTopic
@@ -206,6 +226,7 @@ _CLASSES: dict[int, type] = {
         Produce,
         CommitOffset,
         TruncatePrefix,
+        ExpireProducers,
         RegisterNode,
         CreateTopic,
         DeleteTopic,
@@ -225,6 +246,7 @@ _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     Produce: ((bytes, False), _INT, _INT, _OPT_INT, _OPT_INT, _INT),
     CommitOffset: (_STR, _INT, _STR, _OPT_INT),
     TruncatePrefix: (_INT,),
+    ExpireProducers: (_INT, _OPT_INT),
     RegisterNode: (_STR, _STR, _STR),
     CreateTopic: (_STR, _INT, _INT, (dict, False)),
     DeleteTopic: (_STR,),

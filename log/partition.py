@@ -33,7 +33,14 @@ from rocksdict import WriteBatch
 
 from . import keys
 from .codec import StoreCorruptionError
-from .commands import CommandError, CommitOffset, Produce, TruncatePrefix, decode_entry_commands
+from .commands import (
+    CommandError,
+    CommitOffset,
+    ExpireProducers,
+    Produce,
+    TruncatePrefix,
+    decode_entry_commands,
+)
 from .sizes import SizeIndex
 from .store import NodeStore
 
@@ -58,6 +65,8 @@ class ApplyResult:
     error: ErrorCode | None = None
     message: str = ""
     timestamp_ms: int | None = None
+    # ExpireProducers: how many producers it forgot, by reason ("idle", "limit").
+    expired: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,10 +83,24 @@ class ProducerBatch(NamedTuple):
     sequence: int
     count: int
     base_offset: int
+    timestamp_ms: int  # the batch's stamp; the window's last one is the producer's last use
 
 
 def _fail(code: ErrorCode, message: str) -> ApplyResult:
     return ApplyResult(error=code, message=message)
+
+
+def _window(stored: list[list[int]], default_ms: int) -> list[ProducerBatch]:
+    """A stored dedup window. Windows written before producer expiry have no
+    timestamps: they count as used at ``default_ms`` (the partition's last
+    stamp), so an upgrade never expires an active producer at once."""
+    return [ProducerBatch(*b) if len(b) == 4 else ProducerBatch(*b, default_ms) for b in stored]
+
+
+def _by_recency(items: Iterator[tuple[int, list[ProducerBatch]]]) -> dict[int, list[ProducerBatch]]:
+    """Producers least recently used first: by their last batch's base offset,
+    which grows with every append, so the order is the same on every replica."""
+    return dict(sorted(items, key=lambda item: item[1][-1].base_offset))
 
 
 class PartitionStateMachine:
@@ -91,6 +114,10 @@ class PartitionStateMachine:
         # Batch timestamps never go backwards, even across leaders with skewed
         # clocks; this keeps time-based retention and lookups monotonic.
         self.last_timestamp_ms = 0
+        # Idempotent producers' dedup windows, least recently used first: a
+        # produce moves its producer to the end, so ExpireProducers forgets from
+        # the front. The order is a function of the log (the windows' last base
+        # offsets), so every replica, restart and snapshot restore rebuilds it.
         self.producers: dict[int, list[ProducerBatch]] = {}
         self.offsets: dict[str, tuple[int, str]] = {}
         # Consumer group -> the highest generation that committed here; only
@@ -122,10 +149,10 @@ class PartitionStateMachine:
                 raise StoreCorruptionError(
                     f"partition group {self.group_id}: applied state undecodable: {exc}"
                 ) from exc
-        for key, value in self._scan(keys.NS.PRODUCER):
-            self.producers[keys.producer_of_key(key)] = [
-                ProducerBatch(*b) for b in msgpack.unpackb(value)
-            ]
+        self.producers = _by_recency(
+            (keys.producer_of_key(key), _window(msgpack.unpackb(value), self.last_timestamp_ms))
+            for key, value in self._scan(keys.NS.PRODUCER)
+        )
         for key, value in self._scan(keys.NS.CONSUMER):
             group = keys.consumer_of_key(key)
             # [offset, metadata] (unfenced, and everything stored before fencing)
@@ -160,7 +187,7 @@ class PartitionStateMachine:
         window = self.producers[producer_id]
         batch.put(
             keys.producer_key(self.group_id, producer_id),
-            msgpack.packb([[b.sequence, b.count, b.base_offset] for b in window]),
+            msgpack.packb([list(b) for b in window]),
         )
 
     # ---- apply ----------------------------------------------------------------------
@@ -209,6 +236,8 @@ class PartitionStateMachine:
                 out.append(self._commit_offset(cmd, batch))
             elif isinstance(cmd, TruncatePrefix):
                 out.append(self._truncate_command(cmd, batch))
+            elif isinstance(cmd, ExpireProducers):
+                out.append(self._expire_producers(cmd, batch, dirty))
             else:
                 out.append(
                     _fail(ErrorCode.INVALID_REQUEST, f"{type(cmd).__name__} is not a partition op")
@@ -246,8 +275,13 @@ class PartitionStateMachine:
         if self.sizes is not None:
             self.sizes.add(base, cmd.count, BATCH_HEADER.size + len(cmd.records))
         if pid is not None and seq is not None:
-            window = self.producers.setdefault(pid, [])
-            window.append(ProducerBatch(seq, cmd.count, base))
+            producers = self.producers
+            # pop and re-insert: the producer becomes the most recently used.
+            window = producers.pop(pid, None)
+            if window is None:
+                window = []
+            producers[pid] = window
+            window.append(ProducerBatch(seq, cmd.count, base, ts))
             del window[:-PRODUCER_WINDOW]
             dirty.add(pid)
         return ApplyResult(base_offset=base, timestamp_ms=ts)
@@ -289,6 +323,45 @@ class PartitionStateMachine:
             ErrorCode.OUT_OF_ORDER_SEQUENCE,
             f"producer {pid} sequence {seq}, expected {expected}",
         )
+
+    def _expire_producers(
+        self, cmd: ExpireProducers, batch: WriteBatch, dirty: set[int]
+    ) -> ApplyResult:
+        """Forget the idle producers, then the least recently used beyond the cap.
+
+        A forgotten producer's next batch is treated as an unknown producer's
+        (OUT_OF_ORDER_SEQUENCE unless it starts at sequence 0); the client then
+        moves to a fresh producer id (client/aio.py). Only a retry of a batch
+        sent before the expiry loses its deduplication, which is why the
+        leader expires by idleness first and the cap is a backstop.
+        """
+        cap = cmd.keep_at_most
+        if cap is not None and cap < 0:
+            return _fail(ErrorCode.INVALID_REQUEST, f"keep_at_most must be >= 0, got {cap}")
+        producers = self.producers
+        idle = limit = 0
+        while producers:
+            pid = next(iter(producers))  # the least recently used
+            if producers[pid][-1].timestamp_ms < cmd.idle_before_ms:
+                idle += 1
+            elif cap is not None and len(producers) > cap:
+                limit += 1
+            else:
+                break
+            del producers[pid]
+            dirty.discard(pid)
+            batch.delete(keys.producer_key(self.group_id, pid))
+        return ApplyResult(expired={"idle": idle, "limit": limit})
+
+    def producers_due(self, idle_before_ms: int, keep_at_most: int | None) -> bool:
+        """Would ExpireProducers(idle_before_ms, keep_at_most) forget anyone now?
+        O(1): the leader asks this of every partition it leads, every round."""
+        producers = self.producers
+        if not producers:
+            return False
+        if keep_at_most is not None and len(producers) > keep_at_most:
+            return True
+        return next(iter(producers.values()))[-1].timestamp_ms < idle_before_ms
 
     def _commit_offset(self, cmd: CommitOffset, batch: WriteBatch) -> ApplyResult:
         """Store a committed offset, fenced by generation.
@@ -412,16 +485,15 @@ class PartitionStateMachine:
         snapshot of a partition that never saw one stays what it was before fencing.
         """
         state: dict[str, Any] = {
-                "applied_index": self.applied_index,
-                "next_offset": self.next_offset,
-                "start_offset": self.start_offset,
-                "last_timestamp_ms": self.last_timestamp_ms,
-                "producers": {
-                    pid: [[b.sequence, b.count, b.base_offset] for b in window]
-                    for pid, window in sorted(self.producers.items())
-                },
-                "offsets": {g: [o, m] for g, (o, m) in sorted(self.offsets.items())},
-            }
+            "applied_index": self.applied_index,
+            "next_offset": self.next_offset,
+            "start_offset": self.start_offset,
+            "last_timestamp_ms": self.last_timestamp_ms,
+            "producers": {
+                pid: [list(b) for b in window] for pid, window in sorted(self.producers.items())
+            },
+            "offsets": {g: [o, m] for g, (o, m) in sorted(self.offsets.items())},
+        }
         if self.fences:
             state["fences"] = dict(sorted(self.fences.items()))
         return msgpack.packb(state)
@@ -439,10 +511,10 @@ class PartitionStateMachine:
         self.next_offset = obj["next_offset"]
         self.start_offset = obj["start_offset"]
         self.last_timestamp_ms = obj["last_timestamp_ms"]
-        self.producers = {
-            int(pid): [ProducerBatch(*b) for b in window]
+        self.producers = _by_recency(
+            (int(pid), _window(window, self.last_timestamp_ms))
             for pid, window in obj["producers"].items()
-        }
+        )
         self.offsets = {g: (o, m) for g, (o, m) in obj["offsets"].items()}
         self.fences = dict(obj.get("fences", {}))  # absent: a snapshot from before fencing
         self.sizes = None  # other batches now: measured again when needed

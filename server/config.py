@@ -29,6 +29,8 @@ Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]`` (with its
     interval_ms = 5000         # how often partition leaders apply topics' retention policies
     max_clock_skew_ms = 60000  # no deletion by time while the leader's clock is further
                                # ahead than this of a majority of nodes (server/clock_skew.py)
+    producer_expiry_ms = 86400000      # forget an idempotent producer idle this long (1 day)
+    max_producers_per_partition = 10000  # ... and the least recently used beyond this many
 
     [tls]                      # absent: plaintext. Present: the node serves and dials ONLY TLS
     ca_file = "tls/ca.pem"     # required: verifies peers (always) and clients (client_auth)
@@ -121,6 +123,9 @@ class AuthConfig:
     # [[auth.user]]: tenants with their own token, grants and quotas (server/acl.py).
     users: tuple[User, ...] = ()
     _by_name: dict[str, User] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # Bumped by every reload: an open connection whose generation is older
+    # checks its token again before its next request (server/listener.py).
+    generation: int = field(default=0, init=False, compare=False)
 
     def __post_init__(self) -> None:
         self._by_name = {user.name: user for user in self.users}  # derived from users
@@ -138,6 +143,7 @@ class AuthConfig:
         so every holder of this config sees them at its next lookup."""
         self.client_tokens, self.users = client_tokens, users
         self.__post_init__()
+        self.generation += 1
 
 
 @dataclass(slots=True, frozen=True)
@@ -182,11 +188,17 @@ class SnapshotConfig:
 
 @dataclass(slots=True, frozen=True)
 class RetentionConfig:
-    """``[retention]``: how often server/retention.py runs, and the clock skew it
-    tolerates before it stops deleting by time (keys above)."""
+    """``[retention]``: how often server/retention.py runs, the clock skew it
+    tolerates before it stops deleting by time, and how long partitions remember
+    idempotent producers (keys above)."""
 
     interval_ms: int = 5000
     max_clock_skew_ms: int = 60_000
+    # Kafka's producer.id.expiration.ms (KIP-854) and Redpanda's
+    # max_concurrent_producer_ids: without them every producer id ever used
+    # stays in every partition's state, memory and snapshots for good.
+    producer_expiry_ms: int = 86_400_000
+    max_producers_per_partition: int = 10_000
 
     @classmethod
     def from_env(
@@ -474,10 +486,10 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
     retention_r = _Reader(where, "retention", top.get("retention", dict, {}))
     retention_defaults = RetentionConfig()
     retention = RetentionConfig(
-        interval_ms=retention_r.positive_int("interval_ms", retention_defaults.interval_ms),
-        max_clock_skew_ms=retention_r.positive_int(
-            "max_clock_skew_ms", retention_defaults.max_clock_skew_ms
-        ),
+        **{
+            f.name: retention_r.positive_int(f.name, getattr(retention_defaults, f.name))
+            for f in fields(RetentionConfig)
+        }
     )
     retention_r.check_unknown()
     tls = _parse_tls(where, top, base, nodes)
@@ -814,12 +826,8 @@ def render_config(cfg: ClusterConfig) -> str:
     if snap_lines:
         lines += ["", "[snapshots]", *snap_lines]
     if cfg.retention != RetentionConfig():
-        lines += [
-            "",
-            "[retention]",
-            f"interval_ms = {cfg.retention.interval_ms}",
-            f"max_clock_skew_ms = {cfg.retention.max_clock_skew_ms}",
-        ]
+        lines += ["", "[retention]"]
+        lines += [f"{f.name} = {getattr(cfg.retention, f.name)}" for f in fields(RetentionConfig)]
     if cfg.tls is not None:
         lines += ["", "[tls]", f"ca_file = {_q(str(cfg.tls.ca_file))}"]
         if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:

@@ -611,8 +611,11 @@ class MultiRaft:
         pending = 0
         apply_lag = 0
         max_lag = 0
+        producers = 0
         for group in self.groups.values():
             roles[group.role.name.lower()] += 1
+            if group.kind is GroupKind.PARTITION:
+                producers += len(group.sm.producers)
             pending += len(group.proposals)
             apply_lag += max(0, group.raft.commit_index - group.applied)
             if group.role is Role.LEADER and not group.quiet:
@@ -631,6 +634,7 @@ class MultiRaft:
             m.groups.set(roles.get(role, 0), role=role)
         m.pending_proposals.set(pending)
         m.apply_lag.set(apply_lag)
+        m.producer_ids.set(producers)
 
     def _needs_sync(self, gid: int, rd: Ready) -> bool:
         """Entries, a snapshot, a new term or vote must be fsynced (Raft Figure 2);

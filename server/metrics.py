@@ -280,6 +280,8 @@ class Metrics:
     max_follower_lag: Gauge = field(init=False)
     peer_clock_offset: Gauge = field(init=False)
     retention_clock_refusals: Counter = field(init=False)
+    producer_ids: Gauge = field(init=False)
+    producers_expired: Counter = field(init=False)
     data_dir_free: Gauge = field(init=False)
     data_dir_size: Gauge = field(init=False)
     pending_proposals: Gauge = field(init=False)
@@ -404,6 +406,18 @@ class Metrics:
             "Retention rounds that deleted nothing by time: this node's wall clock was "
             "ahead of a majority of nodes by more than [retention] max_clock_skew_ms.",
         )
+        self.producer_ids = r.gauge(
+            "raftlog_producer_ids",
+            "Idempotent producers remembered, summed over the partitions this node hosts.",
+        )
+        self.producers_expired = r.counter(
+            "raftlog_producers_expired_total",
+            "Producers forgotten by partitions this node leads: idle longer than "
+            "[retention] producer_expiry_ms, or beyond max_producers_per_partition (limit).",
+            ("reason",),
+        )
+        for reason in ("idle", "limit"):
+            self.producers_expired.inc(0, reason=reason)
         self.pending_proposals = r.gauge(
             "raftlog_pending_proposals", "Proposals waiting to be committed and applied."
         )

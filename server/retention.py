@@ -25,19 +25,31 @@ A fetch below ``start_offset`` answers OUT_OF_RANGE with the current start
 offset (handlers.py ``_check_range``); a consumer whose committed offset fell
 below it resets by its ``auto_offset_reset`` ("earliest": the new start).
 
+The same rounds bound what partitions remember of idempotent producers
+(Kafka's producer.id.expiration.ms, KIP-854). Every producer id a client ever
+used would otherwise stay in the partition's state, memory and snapshots for
+good, and clients get a fresh id on every start and every sequence reset. A
+leader proposes ``ExpireProducers``, again through the log, for a partition
+with a producer idle longer than ``producer_expiry_ms`` (by the same
+skew-checked clock) or with more than ``max_producers_per_partition``
+producers (least recently used go first).
+
 cluster.toml's ``[retention] interval_ms`` (default 5000) sets the check
-interval and ``max_clock_skew_ms`` (default 60000) the tolerated skew;
+interval, ``max_clock_skew_ms`` (default 60000) the tolerated skew, and
+``producer_expiry_ms`` / ``max_producers_per_partition`` the producer bounds;
 ``RAFTLOG_RETENTION_<KEY>`` overrides them (server/config.py).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
-from raftlog.log.commands import TruncatePrefix
+from raftlog.log.commands import ExpireProducers, TruncatePrefix
 from raftlog.raft.types import Role
 
 from .clock_skew import wall_time
@@ -105,8 +117,11 @@ class RetentionManager:
     # None: the driver's cluster.toml [retention] with RAFTLOG_RETENTION_* on top.
     interval_s: float = None  # type: ignore[assignment]  # set in __post_init__
     max_clock_skew_s: float = None  # type: ignore[assignment]  # set in __post_init__
+    producer_expiry_ms: int = None  # type: ignore[assignment]  # set in __post_init__
+    max_producers: int = None  # type: ignore[assignment]  # set in __post_init__
     clock_ms: Any = field(default=lambda: int(wall_time() * 1000))
     _pending: dict[int, Waiter] = field(default_factory=dict)
+    _expiring: dict[int, Waiter] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         base = getattr(getattr(self.driver, "cfg", None), "retention", None)
@@ -115,6 +130,10 @@ class RetentionManager:
             self.interval_s = cfg.interval_ms / 1000.0
         if self.max_clock_skew_s is None:
             self.max_clock_skew_s = cfg.max_clock_skew_ms / 1000.0
+        if self.producer_expiry_ms is None:
+            self.producer_expiry_ms = cfg.producer_expiry_ms
+        if self.max_producers is None:
+            self.max_producers = cfg.max_producers_per_partition
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -127,13 +146,18 @@ class RetentionManager:
             except Exception:  # never take the node down for a retention round
                 log.exception("event=retention_error")
 
+    def _led_partitions(self) -> list[Group]:
+        return [
+            g
+            for g in list(self.driver.groups.values())
+            if g.kind is GroupKind.PARTITION and g.role is Role.LEADER
+        ]
+
     def _policies(self) -> list[tuple[Group, RetentionPolicy]]:
         """Partitions led here whose topic has a retention policy."""
         topics = getattr(self.driver.metadata, "topics", {})
         out = []
-        for group in list(self.driver.groups.values()):
-            if group.kind is not GroupKind.PARTITION or group.role is not Role.LEADER:
-                continue
+        for group in self._led_partitions():
             topic = topics.get(group.topic) if group.topic is not None else None
             if topic is None:
                 continue
@@ -148,11 +172,18 @@ class RetentionManager:
         ]
 
     def check_all(self) -> int:
-        """One round over the partitions this node leads; returns truncations proposed."""
-        proposed = 0
+        """One round over the partitions this node leads; returns commands proposed."""
         now_ms = self.clock_ms()
+        # Asked at most once a round, and only when something would go by time.
+        clock_trusted = functools.cache(self._clock_trusted)
+        return self._truncate_all(now_ms, clock_trusted) + self._expire_producers_all(
+            now_ms, clock_trusted
+        )
+
+    def _truncate_all(self, now_ms: int, clock_trusted: Callable[[], bool]) -> int:
+        proposed = 0
         policies = self._policies()
-        if any(p.retention_ms is not None for _, p in policies) and not self._clock_trusted():
+        if any(p.retention_ms is not None for _, p in policies) and not clock_trusted():
             # Our "now" may be ahead of the cluster's: delete nothing by time.
             policies = [(g, replace(p, retention_ms=None)) for g, p in policies]
         for group, policy in policies:
@@ -163,6 +194,43 @@ class RetentionManager:
             if self._maybe_truncate(group, policy, now_ms):
                 proposed += 1
         return proposed
+
+    def _expire_producers_all(self, now_ms: int, clock_trusted: Callable[[], bool]) -> int:
+        proposed = 0
+        cap = self.max_producers
+        for group in self._led_partitions():
+            waiter = self._expiring.get(group.gid)
+            if waiter is not None and not waiter.done:
+                continue  # one expiry in flight per partition
+            self._expiring.pop(group.gid, None)
+            idle_before = now_ms - self.producer_expiry_ms
+            if group.sm.producers_due(idle_before, cap) and not clock_trusted():
+                idle_before = -1  # our "now" may be ahead: expire by the cap only
+            if not group.sm.producers_due(idle_before, cap):
+                continue
+            waiter = self.driver.submit(group.gid, ExpireProducers(idle_before, cap))
+            waiter.on_done(functools.partial(self._expired, group))
+            self._expiring[group.gid] = waiter
+            proposed += 1
+        return proposed
+
+    def _expired(self, group: Group, outcome: Any) -> None:
+        counts = getattr(outcome.value, "expired", None)
+        if not counts or not any(counts.values()):
+            return  # failed (leadership lost, say) or nothing left to do: the next round asks
+        log.info(
+            "event=producers_expired group=%d topic=%s partition=%s idle=%d limit=%d left=%d",
+            group.gid,
+            group.topic,
+            group.partition,
+            counts["idle"],
+            counts["limit"],
+            len(group.sm.producers),
+        )
+        metrics = getattr(self.driver, "metrics", None)
+        if metrics is not None:
+            for reason, n in counts.items():
+                metrics.producers_expired.inc(n, reason=reason)
 
     def _clock_trusted(self) -> bool:
         if self.driver.clock_not_ahead(self.max_clock_skew_s):
