@@ -8,11 +8,12 @@ authenticates clients.
 What a reload changes, and what it does not:
 
 * Every hello after it checks tokens against the new file.
-* A connection already open keeps the user NAME it authenticated as, and from
-  its next request on gets that user's new grants and quotas. A user that is
-  gone gets UNAUTHORIZED on every request: its token was revoked. (A rotated
-  token does not end the connections made with the old one, as in Kafka
-  without re-authentication.)
+* A connection already open checks the token it authenticated with again at
+  its next request (server/listener.py ``_reauthenticate``). Still valid: it
+  serves on with the grants and quotas that token has now. Gone (a removed
+  user, a rotated token, a dropped client token): UNAUTHORIZED on every request
+  from then on, so a leaked token is cut off everywhere, like Kafka's
+  re-authentication (KIP-368) but at once rather than at a session's end.
 * Only ``client_tokens`` and users are taken. A changed ``peer_token``, or a
   reload that would switch client authentication off, is refused (a restart
   does that, on purpose), and so is a file that does not load: the node keeps

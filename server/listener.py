@@ -176,6 +176,10 @@ class TokenBucket:
     def full(cls, rate: float, now: float) -> TokenBucket:
         return cls(rate, rate, now)
 
+    def full_at(self, now: float) -> bool:
+        """Refilled to the brim by ``now``: indistinguishable from a fresh bucket."""
+        return self.tokens + (now - self.stamp) * self.rate >= self.rate
+
     def take(self, cost: float, now: float) -> float:
         """Charge ``cost``; return 0 if admitted, else the seconds to wait."""
         self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
@@ -187,7 +191,16 @@ class TokenBucket:
 
 
 class Quotas:
-    """Per client id buckets, shared by all the connections of one client id."""
+    """Per client id buckets, shared by all the connections of one client id.
+
+    Client ids are the clients' own choice, so a bucket per id ever seen would
+    grow without bound (a client that reconnects under a new id each time). A
+    bucket that has refilled is exactly what a new one would be, so every
+    ``SWEEP_INTERVAL_S`` the full ones are dropped: memory follows the ids
+    active in the last seconds, and no client gains anything by it.
+    """
+
+    SWEEP_INTERVAL_S = 10.0
 
     def __init__(self, cfg: QuotaConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
@@ -196,6 +209,17 @@ class Quotas:
         # id that lands in a user's bucket.
         self._requests: dict[str | tuple[str, str], TokenBucket] = {}
         self._produce: dict[str | tuple[str, str], TokenBucket] = {}
+        self._next_sweep = clock() + self.SWEEP_INTERVAL_S
+
+    @property
+    def buckets(self) -> int:
+        return len(self._requests) + len(self._produce)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self.SWEEP_INTERVAL_S
+        for table in (self._requests, self._produce):
+            for key in [k for k, bucket in table.items() if bucket.full_at(now)]:
+                del table[key]
 
     def check(
         self, client_id: str, op: str, fields: dict[str, Any], user: User | None = None
@@ -208,6 +232,8 @@ class Quotas:
         buckets are per client id, as Kafka's client-id quotas.
         """
         now = self.clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
         key: str | tuple[str, str] = client_id if user is None else ("user", user.name)
         rate = self.cfg.requests_per_sec
         if user is not None and user.requests_per_sec is not None:
@@ -409,6 +435,8 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
             role, ident, user = _check_hello(shared, hello, peer_cert)
             if role == "client":
                 shared.admit_client(user)  # peers are never counted nor refused
+            # Kept (never logged) to check it again after an [auth] reload.
+            credential = hello.get("credential") if shared.cfg.auth.authenticates_clients else None
         except _Reject as rej:
             shared.metrics.hello_rejected.inc(code=rej.code.value)
             if not rej.logged:
@@ -427,7 +455,7 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
         # connection ends (EOF, broken stream, cancellation, a bug).
         try:
             await _serve_admitted(
-                shared, stream, decoder, role, ident, user, leftover, conn_id, remote
+                shared, stream, decoder, role, ident, user, credential, leftover, conn_id, remote
             )
         finally:
             if role == "client":
@@ -441,6 +469,7 @@ async def _serve_admitted(
     role: str,
     ident: str,
     user: User | None,
+    credential: Any,
     leftover: list[dict[str, Any]],
     conn_id: int,
     remote: str,
@@ -454,7 +483,11 @@ async def _serve_admitted(
             await _serve_peer(shared, stream, decoder, ident, leftover, conn_id)
         else:
             ctx = RequestContext(ident, remote, conn_id, shared.node_id, role == "replica", user)
-            await _ClientConnection(shared, stream, decoder, ctx).run(leftover)
+            # A snapshot transfer proven by the peer token carries no client token.
+            proven_by_peer_token = role == "replica" and shared.cfg.auth.peer_token is not None
+            if proven_by_peer_token or not isinstance(credential, str):
+                credential = None
+            await _ClientConnection(shared, stream, decoder, ctx, credential).run(leftover)
     finally:
         shared.metrics.connections.dec(role=role)
 
@@ -692,11 +725,17 @@ class _ClientConnection:
         stream: trio.abc.Stream,
         decoder: FrameDecoder,
         ctx: RequestContext,
+        credential: str | None = None,
     ) -> None:
         self.shared = shared
         self.stream = stream
         self.decoder = decoder
         self.ctx = ctx
+        # The token the hello authenticated with (None: no client authentication),
+        # checked again whenever [auth] was reloaded since (``_reauthenticate``).
+        self.credential = credential
+        self.auth_generation = shared.cfg.auth.generation
+        self.revoked: str | None = None  # why every request is refused from now on
         self.window = shared.cfg.limits.max_pending_requests_per_connection
         self.pending = trio.Semaphore(self.window)
         self.outbox: list[bytes | memoryview] = []
@@ -773,17 +812,16 @@ class _ClientConnection:
             self._count(str(frame.get("type")), exc.code)
             self._reply(error_reply(reply_id, exc.code, exc.message))
             return
+        if self.credential is not None and (
+            self.revoked is not None or self.shared.cfg.auth.generation != self.auth_generation
+        ):
+            self._reauthenticate()
+            if self.revoked is not None:
+                self._count(op, ErrorCode.UNAUTHORIZED)
+                self._reply(error_reply(req_id, ErrorCode.UNAUTHORIZED, self.revoked))
+                return
         user = self.ctx.user
         if user is not None:
-            # The user's grants as they are now: a SIGHUP may have changed them
-            # (server/auth_reload.py), or removed the user (its token revoked).
-            current = self.shared.cfg.auth.user_named(user.name)
-            if current is None:
-                self._count(op, ErrorCode.UNAUTHORIZED)
-                message = f"user {user.name!r} was removed from [auth]: its token is revoked"
-                self._reply(error_reply(req_id, ErrorCode.UNAUTHORIZED, message))
-                return
-            user = self.ctx.user = current
             denied = acl.check(user, op, fields)
             if denied is not None:
                 # Refused before quotas and handlers: it cost the user nothing and did nothing.
@@ -813,6 +851,28 @@ class _ClientConnection:
         if starter is not None and self._start_taskless(starter, req_id, op, fields):
             return
         handlers.start_soon(self._handle, req_id, op, fields)
+
+    def _reauthenticate(self) -> None:
+        """[auth] was reloaded (server/auth_reload.py): check this connection's
+        token against it, as a new hello would be. Still valid: the connection
+        serves on with the grants and quotas its token has now. Revoked or
+        rotated away: every request is refused from now on, so a leaked token
+        stops working on the connections already made with it too."""
+        if self.revoked is not None:
+            return
+        self.auth_generation = self.shared.cfg.auth.generation
+        old = self.ctx.user
+        try:
+            self.ctx.user = _client_user(self.shared.cfg, self.credential)
+        except _Reject:
+            who = f"user {old.name!r}" if old is not None else "a client_tokens token"
+            self.revoked = (
+                f"the token this connection authenticated with ({who}) is no longer in "
+                "[auth]: it was revoked or rotated; reconnect with a current token"
+            )
+            ctx = self.ctx
+            log.warning("event=connection_token_revoked conn=%d remote=%s client_id=%s",
+                        ctx.connection_id, ctx.peer_address, ctx.client_id)  # fmt: skip
 
     def _start_taskless(
         self, starter: RequestStarter, req_id: int, op: str, fields: dict[str, Any]

@@ -239,6 +239,25 @@ def test_request_quota_is_per_client_id() -> None:
     assert quotas.check("a", "metadata", {}) is None
 
 
+def test_refilled_buckets_are_dropped_and_indebted_ones_kept() -> None:
+    """Client ids are the clients' choice: one new id per connection must not grow the
+    node's memory for good. A bucket back to full is forgotten at the next sweep; one
+    still in debt is kept, so reconnecting under the same id escapes nothing."""
+    now = [0.0]
+    quotas = Quotas(QuotaConfig(requests_per_sec=2.0, produce_bytes_per_sec=100.0), lambda: now[0])
+    for i in range(1000):
+        assert quotas.check(f"churn-{i}", "metadata", {}) is None
+    assert quotas.check("heavy", "produce", {"records": b"x" * 5000}) is None  # 49 s of debt
+    assert quotas.buckets == 1000 + 2
+    now[0] = Quotas.SWEEP_INTERVAL_S
+    refused = quotas.check("heavy", "produce", {"records": b"x"})
+    assert refused is not None and refused[0] == "produce_bytes_per_sec"
+    assert quotas.buckets == 2  # heavy's two buckets (its request bucket was just used)
+    now[0] += 2 * Quotas.SWEEP_INTERVAL_S
+    assert quotas.check("other", "metadata", {}) is None
+    assert quotas.buckets == 2  # "other", and heavy's produce bucket, still in debt
+
+
 async def test_produce_quota_throttles_before_the_handler(
     tmp_path: Any, nursery: trio.Nursery
 ) -> None:
