@@ -513,13 +513,37 @@ def _replicas_text(group: dict[str, Any]) -> str:
     return " ".join(parts) or "-"
 
 
+def auth_mismatch(statuses: dict[str, Any]) -> str | None:
+    """A warning when the reachable nodes do not all hold the same [auth] (one
+    was not sent SIGHUP after an edit, or has another file); None if they agree."""
+    prints = {
+        str(s.get("node")): (s.get("auth") or {}).get("fingerprint", "none")
+        for s in statuses.values()
+        if "error" not in s
+    }
+    if len(set(prints.values())) <= 1:
+        return None
+    listed = ", ".join(f"{node} {fp}" for node, fp in sorted(prints.items()))
+    return (
+        f"WARNING: the nodes hold different [auth] users/tokens ({listed}): edit cluster.toml "
+        "alike on every node and send each SIGHUP"
+    )
+
+
 def render_status_table(statuses: dict[str, Any]) -> str:
     lines = []
     for address, status in statuses.items():
         if "error" in status:
             lines.append(f"node {address}: UNREACHABLE {status['error']}")
         else:
-            lines.append(f"node {status.get('node')} ({address}): {len(status['groups'])} groups")
+            auth = status.get("auth")
+            auth_text = f", auth {auth.get('fingerprint')}" if isinstance(auth, dict) else ""
+            lines.append(
+                f"node {status.get('node')} ({address}): {len(status['groups'])} groups{auth_text}"
+            )
+    warning = auth_mismatch(statuses)
+    if warning is not None:
+        lines.append(warning)
     header = ("GROUP", "TOPIC/PART", "LEADER", "TERM", "COMMIT", "REPLICAS match(lag)")
     rows = [header]
     for g in merge_groups(statuses):
@@ -551,7 +575,13 @@ def cluster_status(
         addresses, timeout_s=timeout_s, tls=client_tls(), credential=client_credential()
     )
     if as_json:
-        click.echo(json.dumps({"nodes": statuses, "groups": merge_groups(statuses)}, indent=2))
+        warning = auth_mismatch(statuses)
+        report = {
+            "nodes": statuses,
+            "groups": merge_groups(statuses),
+            "warnings": [] if warning is None else [warning],
+        }
+        click.echo(json.dumps(report, indent=2))
     else:
         click.echo(render_status_table(statuses))
     if all("error" in s for s in statuses.values()):

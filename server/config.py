@@ -59,6 +59,7 @@ its own key.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -126,9 +127,16 @@ class AuthConfig:
     # Bumped by every reload: an open connection whose generation is older
     # checks its token again before its next request (server/listener.py).
     generation: int = field(default=0, init=False, compare=False)
+    # A digest of the client tokens and users, shown by `cluster status` so an
+    # operator sees which nodes have not taken the same [auth] (derived).
+    fingerprint: str = field(default="", init=False, compare=False)
 
     def __post_init__(self) -> None:
         self._by_name = {user.name: user for user in self.users}  # derived from users
+        canonical = json.dumps(
+            [sorted(self.client_tokens), sorted(repr(u) for u in self.users)]
+        ).encode()
+        self.fingerprint = hashlib.sha256(canonical).hexdigest()[:12]
 
     @property
     def authenticates_clients(self) -> bool:

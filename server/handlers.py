@@ -587,12 +587,22 @@ class RequestHandlers:
         # every leader for its replicas' lag (only a leader knows them).
         # Its own incarnation too: `member add` registers a node with the one it
         # reports (DESIGN §3 rule 7, server/membership_ops.py).
-        return {
+        reply = {
             "node": self.node_id,
             "incarnation": self.driver.store.identity.incarnation,
             "groups": groups,
             "nodes": self._nodes_json(),
         }
+        auth = self.cfg.auth
+        if auth.authenticates_clients:
+            # What this node took from [auth] (at start or its last SIGHUP), so
+            # `cluster status` can show a node that was not reloaded with the rest.
+            reply["auth"] = {
+                "fingerprint": auth.fingerprint,
+                "users": len(auth.users),
+                "client_tokens": len(auth.client_tokens),
+            }
+        return reply
 
     async def member_list(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         meta_group = self.driver.groups[METADATA_GROUP]

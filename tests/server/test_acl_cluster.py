@@ -280,9 +280,18 @@ async def test_a_rotated_token_stops_working_on_open_connections(
                 await ops.create_topic("billing.orders", partitions=1, replicas=1)
                 await leaked.produce("billing.orders", b"before", partition=0)
                 assert await legacy.list_topics() == ["billing.orders"]
+                before = (await ops.cluster_status("n1"))["auth"]
+                assert before == {
+                    "fingerprint": live.auth.fingerprint,
+                    "users": 4,
+                    "client_tokens": 1,
+                }
                 auth = AuthConfig(peer_token="peer-secret", users=(OPS, rotated, SLOW, CAPPED))
                 path.write_text(render_config(replace(live, auth=auth)))
                 reload_auth(live)
+                # `cluster status` shows what the node holds now: a new fingerprint.
+                after = (await ops.cluster_status("n1"))["auth"]
+                assert after["fingerprint"] == auth.fingerprint != before["fingerprint"]
                 for refused in (
                     lambda: leaked.produce("billing.orders", b"leaked", partition=0),
                     lambda: leaked.list_topics(),  # and on every request after

@@ -361,3 +361,22 @@ def test_nodes_do_not_outlive_a_killed_cluster_up(tmp_path: Path) -> None:
             proc.wait(10)
         for pid in children:
             pid_kill(pid)
+
+
+def test_status_warns_when_nodes_hold_different_auth() -> None:
+    """A node not sent SIGHUP after cluster.toml's users changed shows up in the
+    table (and in --json's warnings) by its [auth] fingerprint."""
+    from raftlog.server.cli_node import auth_mismatch, render_status_table
+
+    def view(node: str, fingerprint: str) -> dict:
+        auth = {"fingerprint": fingerprint, "users": 2, "client_tokens": 0}
+        return {"node": node, "groups": [], "nodes": [], "auth": auth}
+
+    agreed = {"a1": view("n1", "aaaa"), "a2": view("n2", "aaaa"), "a3": {"error": "down"}}
+    assert auth_mismatch(agreed) is None
+    assert "WARNING" not in render_status_table(agreed)
+    stale = {**agreed, "a2": view("n2", "bbbb")}
+    warning = auth_mismatch(stale)
+    assert warning is not None and "n1 aaaa, n2 bbbb" in warning
+    table = render_status_table(stale)
+    assert "node n2 (a2): 0 groups, auth bbbb" in table and warning in table
