@@ -76,7 +76,9 @@ class User:
     """One ``[[auth.user]]``: a tenant, its token, its grants and its quotas."""
 
     name: str
-    token: str
+    # The secret a client sends in its hello; None: this user is known only by
+    # its TLS client certificate (tls_names).
+    token: str | None
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
     admin: tuple[str, ...] = ()
@@ -88,6 +90,10 @@ class User:
     # Client connections this user may hold open on one node (None: only the
     # node's [limits] max_client_connections applies).
     max_connections: int | None = None
+    # With [tls] client_auth: a client whose verified certificate carries one of
+    # these names (a DNS or email SAN, or the subject CN) and sends no token is
+    # this user, as NATS's verify_and_map and Kafka's SSL principals do.
+    tls_names: tuple[str, ...] = ()
 
     def may(self, permission: Permission, topic: str) -> bool:
         return matches(self.patterns(permission), topic)

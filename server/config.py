@@ -124,6 +124,9 @@ class AuthConfig:
     # [[auth.user]]: tenants with their own token, grants and quotas (server/acl.py).
     users: tuple[User, ...] = ()
     _by_name: dict[str, User] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _by_tls_name: dict[str, User] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
     # Bumped by every reload: an open connection whose generation is older
     # checks its token again before its next request (server/listener.py).
     generation: int = field(default=0, init=False, compare=False)
@@ -133,6 +136,7 @@ class AuthConfig:
 
     def __post_init__(self) -> None:
         self._by_name = {user.name: user for user in self.users}  # derived from users
+        self._by_tls_name = {n.lower(): user for user in self.users for n in user.tls_names}
         canonical = json.dumps(
             [sorted(self.client_tokens), sorted(repr(u) for u in self.users)]
         ).encode()
@@ -145,6 +149,15 @@ class AuthConfig:
     def user_named(self, name: str) -> User | None:
         """The current definition of user ``name`` (None: there is none now)."""
         return self._by_name.get(name)
+
+    def user_of_cert(self, identities: list[str]) -> User | None:
+        """The user whose ``tls_names`` holds one of a certificate's names
+        (tls.cert_identities, in their order), or None."""
+        for name in identities:
+            user = self._by_tls_name.get(name)
+            if user is not None:
+                return user
+        return None
 
     def replace_clients(self, client_tokens: tuple[str, ...], users: tuple[User, ...]) -> None:
         """A SIGHUP reload (server/auth_reload.py): new tokens and users, in place,
@@ -502,6 +515,12 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
     retention_r.check_unknown()
     tls = _parse_tls(where, top, base, nodes)
     top.check_unknown()
+    if any(u.tls_names for u in auth.users) and (tls is None or not tls.client_auth):
+        # Without client_auth no certificate is asked for, let alone verified.
+        raise ConfigError(
+            f"{where}: [[auth.user]] tls_names needs [tls] client_auth = true "
+            "(only a verified client certificate can name a user)"
+        )
 
     return ClusterConfig(
         name=name,
@@ -711,17 +730,25 @@ def _parse_auth(reader: _Reader) -> AuthConfig:
                           "multi-tenant while any client can speak the peer role)")
     seen_names: set[str] = set()
     seen_tokens = set(tokens)
+    seen_tls: set[str] = set()
     if len(seen_tokens) != len(tokens):
         raise reader.fail("client_tokens", "lists a token twice")
     for i, user in enumerate(users):
         if user.name in seen_names:
             raise reader.fail(f"user[{i}].name", f"{user.name!r} is a second user of that name")
-        if user.token in seen_tokens or user.token == peer_token:
+        if user.token is not None and (user.token in seen_tokens or user.token == peer_token):
             raise reader.fail(
                 f"user[{i}].token", "is already in use (each token names exactly one principal)"
             )
+        for tls_name in user.tls_names:
+            if tls_name.lower() in seen_tls:
+                raise reader.fail(
+                    f"user[{i}].tls_names", f"{tls_name!r} already names another user"
+                )
+            seen_tls.add(tls_name.lower())
         seen_names.add(user.name)
-        seen_tokens.add(user.token)
+        if user.token is not None:
+            seen_tokens.add(user.token)
     return AuthConfig(client_tokens=tuple(tokens), peer_token=peer_token, users=users)
 
 
@@ -729,9 +756,15 @@ def _parse_user(reader: _Reader) -> User:
     name = reader.get("name", str, None, required=True)
     if not name:
         raise reader.fail("name", "must not be empty")
-    token = reader.get("token", str, None, required=True)
-    if not token:
+    token = reader.get("token", str, None)
+    if token == "":
         raise reader.fail("token", "must not be empty")
+    tls_names = reader.get("tls_names", list, [])
+    for j, tls_name in enumerate(tls_names):
+        if not isinstance(tls_name, str) or not tls_name:
+            raise reader.fail(f"tls_names[{j}]", "must be a non-empty string")
+    if token is None and not tls_names:
+        raise reader.fail("token", "is required (or tls_names: the user's certificate names)")
     grants: dict[str, tuple[str, ...]] = {}
     for key in ("read", "write", "admin", "groups"):
         patterns = reader.get(key, list, [])
@@ -747,6 +780,7 @@ def _parse_user(reader: _Reader) -> User:
         requests_per_sec=reader.optional_rate("requests_per_sec"),
         produce_bytes_per_sec=reader.optional_rate("produce_bytes_per_sec"),
         max_connections=reader.optional_positive_int("max_connections"),
+        tls_names=tuple(tls_names),
         **grants,
     )
     reader.check_unknown()
@@ -805,7 +839,11 @@ def render_config(cfg: ClusterConfig) -> str:
         if cfg.auth.peer_token:
             lines.append(f"peer_token = {_q(cfg.auth.peer_token)}")
     for user in cfg.auth.users:
-        lines += ["", "[[auth.user]]", f"name = {_q(user.name)}", f"token = {_q(user.token)}"]
+        lines += ["", "[[auth.user]]", f"name = {_q(user.name)}"]
+        if user.token is not None:
+            lines.append(f"token = {_q(user.token)}")
+        if user.tls_names:
+            lines.append(f"tls_names = [{', '.join(_q(n) for n in user.tls_names)}]")
         for key in ("read", "write", "admin", "groups"):
             patterns = getattr(user, key)
             if patterns:

@@ -61,7 +61,7 @@ from .config import ClusterConfig, QuotaConfig
 from .errors import HandlerError
 from .log_throttle import LogThrottle
 from .metrics import Metrics
-from .tls import TLSAcceptor, peer_cert_problem
+from .tls import TLSAcceptor, cert_identities, peer_cert_problem
 
 log = logging.getLogger(__name__)
 
@@ -435,8 +435,13 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
             role, ident, user = _check_hello(shared, hello, peer_cert)
             if role == "client":
                 shared.admit_client(user)  # peers are never counted nor refused
-            # Kept (never logged) to check it again after an [auth] reload.
-            credential = hello.get("credential") if shared.cfg.auth.authenticates_clients else None
+            # What the client authenticated with, kept (never logged) to check it
+            # again after an [auth] reload: its token, else its certificate.
+            credential = (
+                (hello.get("credential"), peer_cert)
+                if shared.cfg.auth.authenticates_clients
+                else None
+            )
         except _Reject as rej:
             shared.metrics.hello_rejected.inc(code=rej.code.value)
             if not rej.logged:
@@ -484,8 +489,7 @@ async def _serve_admitted(
         else:
             ctx = RequestContext(ident, remote, conn_id, shared.node_id, role == "replica", user)
             # A snapshot transfer proven by the peer token carries no client token.
-            proven_by_peer_token = role == "replica" and shared.cfg.auth.peer_token is not None
-            if proven_by_peer_token or not isinstance(credential, str):
+            if role == "replica" and shared.cfg.auth.peer_token is not None:
                 credential = None
             await _ClientConnection(shared, stream, decoder, ctx, credential).run(leftover)
     finally:
@@ -565,7 +569,7 @@ def _check_hello(
         )
         if replica and cfg.auth.peer_token is not None:
             return "replica", ident, None  # proven by the peer token: no client token needed
-        user = _client_user(cfg, credential)
+        user = _client_user(cfg, credential, peer_cert)
         return ("replica" if replica else role), ident, user
     if cluster != cfg.name:
         raise _Reject(
@@ -602,21 +606,34 @@ def _check_hello(
     return role, ident, None
 
 
-def _client_user(cfg: ClusterConfig, credential: Any) -> User | None:
+def _client_user(
+    cfg: ClusterConfig, credential: Any, peer_cert: dict[str, Any] | None = None
+) -> User | None:
     """The user a client credential names (None: a full-access client_tokens
     token, or no client authentication); _Reject UNAUTHORIZED when it names nobody.
 
-    Tokens are compared in constant time, and every one is compared, so the
-    reply's timing does not tell how much of a guess was right."""
+    A token, when sent, decides. Without one, a verified TLS client certificate
+    (``peer_cert``, [tls] client_auth) names the user whose ``tls_names`` holds
+    one of its names. Tokens are compared in constant time, and every one is
+    compared, so the reply's timing does not tell how much of a guess was right."""
     auth = cfg.auth
     if not auth.authenticates_clients:
         return None
     found: User | None = None
     valid = False
+    if not (isinstance(credential, str) and credential) and peer_cert:
+        found = auth.user_of_cert(cert_identities(peer_cert))
+        if found is not None:
+            return found
+        raise _Reject(
+            ErrorCode.UNAUTHORIZED,
+            "no client credential, and the TLS client certificate names no [[auth.user]] "
+            f"(its names: {', '.join(cert_identities(peer_cert)) or 'none'})",
+        )
     if isinstance(credential, str) and credential:
         given = credential.encode()
         for user in auth.users:
-            if hmac.compare_digest(given, user.token.encode()):
+            if user.token is not None and hmac.compare_digest(given, user.token.encode()):
                 found, valid = user, True
         for token in auth.client_tokens:
             if hmac.compare_digest(given, token.encode()):
@@ -725,14 +742,14 @@ class _ClientConnection:
         stream: trio.abc.Stream,
         decoder: FrameDecoder,
         ctx: RequestContext,
-        credential: str | None = None,
+        credential: tuple[Any, dict[str, Any] | None] | None = None,
     ) -> None:
         self.shared = shared
         self.stream = stream
         self.decoder = decoder
         self.ctx = ctx
-        # The token the hello authenticated with (None: no client authentication),
-        # checked again whenever [auth] was reloaded since (``_reauthenticate``).
+        # (token, TLS certificate) the hello authenticated with (None: no client
+        # authentication), checked again whenever [auth] was reloaded since.
         self.credential = credential
         self.auth_generation = shared.cfg.auth.generation
         self.revoked: str | None = None  # why every request is refused from now on
@@ -863,12 +880,12 @@ class _ClientConnection:
         self.auth_generation = self.shared.cfg.auth.generation
         old = self.ctx.user
         try:
-            self.ctx.user = _client_user(self.shared.cfg, self.credential)
+            self.ctx.user = _client_user(self.shared.cfg, *self.credential)
         except _Reject:
             who = f"user {old.name!r}" if old is not None else "a client_tokens token"
             self.revoked = (
-                f"the token this connection authenticated with ({who}) is no longer in "
-                "[auth]: it was revoked or rotated; reconnect with a current token"
+                f"the credential this connection authenticated with ({who}) is no longer "
+                "in [auth]: it was revoked or rotated; reconnect with a current one"
             )
             ctx = self.ctx
             log.warning("event=connection_token_revoked conn=%d remote=%s client_id=%s",

@@ -266,6 +266,23 @@ def cert_names_host(cert: dict[str, Any] | None, host: str) -> bool:
     return False
 
 
+def cert_identities(cert: dict[str, Any] | None) -> list[str]:
+    """The names a verified client certificate carries, lower-cased: its DNS and
+    email SANs, then its subject CN (what ``[[auth.user]] tls_names`` match)."""
+    if not cert:
+        return []
+    names = [
+        value.lower().rstrip(".")
+        for kind, value in cert.get("subjectAltName") or ()
+        if kind in ("DNS", "email")
+    ]
+    for rdn in cert.get("subject") or ():
+        for key, value in rdn:
+            if key == "commonName":
+                names.append(value.lower())
+    return names
+
+
 def _dns_matches(pattern: str, name: str) -> bool:
     if not pattern.startswith("*."):
         return pattern == name

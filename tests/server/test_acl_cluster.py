@@ -304,3 +304,52 @@ async def test_a_rotated_token_stops_working_on_open_connections(
                 # Ops' token did not change: its connection serves on.
                 fetched = await ops.fetch("billing.orders", 0, 0, max_wait=0)
                 assert [r.value for r in fetched.records] == [b"before", b"after"]
+
+
+async def test_a_client_certificate_names_its_user(tmp_path: Path) -> None:
+    """[tls] client_auth with a user known by certificate (tls_names, no token): its
+    certificate alone authenticates it and it gets that user's grants; a certificate
+    that names no user is refused; a token, when sent, decides."""
+    from .test_tls import TLSFiles, with_tls
+
+    files = TLSFiles.create(tmp_path / "tls")
+    by_cert = User(
+        "billing",
+        None,
+        read=("billing.*",),
+        write=("billing.*",),
+        tls_names=("billing.clients.test",),
+    )
+    auth = AuthConfig(peer_token="peer-secret", users=(OPS, by_cert))
+    cfg = with_tls(make_config(tmp_path, 1, **FAST, auth=auth), files, client_auth=True)
+    path = tmp_path / "cluster.toml"
+    path.write_text(render_config(cfg))
+    live = load_config(path)
+    assert replace(live, path=None) == cfg  # tls_names round-trip
+    addresses = [n.address for n in cfg.nodes]
+
+    def tls_client(cert_name: str, token: str | None = None) -> AsyncClient:
+        return AsyncClient(addresses, tls=files.client(cert_name), credential=token)
+
+    async with running(live):
+        with trio.fail_after(DEADLINE_S):
+            async with tls_client("ops", OPS.token) as ops:
+                await ops.create_topic("billing.orders", partitions=1, replicas=1)
+                await ops.create_topic("payments", partitions=1, replicas=1)
+            async with tls_client("billing") as billing:
+                assert (await billing.produce("billing.orders", b"b", partition=0)).offset == 0
+                with pytest.raises(ForbiddenError, match="user 'billing' may not produce"):
+                    await billing.produce("payments", b"p", partition=0)
+            async with tls_client("stranger") as stranger:
+                with pytest.raises(UnauthorizedError, match=r"names no \[\[auth\.user\]\]"):
+                    await stranger.list_topics()
+            # The billing certificate with ops' token: the token decides.
+            async with tls_client("billing", OPS.token) as both:
+                assert (await both.produce("payments", b"p", partition=0)).offset == 0
+            # The certificate's name removed from [auth]: its open connection is refused.
+            async with tls_client("billing") as billing:
+                await billing.fetch("billing.orders", 0, 0, max_wait=0)
+                path.write_text(render_config(replace(live, auth=replace(auth, users=(OPS,)))))
+                reload_auth(live)
+                with pytest.raises(UnauthorizedError, match="revoked or rotated"):
+                    await billing.fetch("billing.orders", 0, 0, max_wait=0)

@@ -211,6 +211,21 @@ def test_bad_users_are_named(tmp_path: Path, edit: tuple[str, str], problem: str
     assert problem in load_error(tmp_path, GOOD + USERS.replace(old, new, 1))
 
 
+def test_users_known_by_certificate_need_verified_client_certificates(tmp_path: Path) -> None:
+    by_cert = USERS.replace('token = "tok-o"', 'tls_names = ["ops.clients.example"]')
+    assert "tls_names needs [tls] client_auth = true" in load_error(tmp_path, GOOD + by_cert)
+    empty = USERS.replace('token = "tok-o"', 'tls_names = [""]')
+    assert "auth.user[1].tls_names[0] must be a non-empty string" in load_error(
+        tmp_path, GOOD + empty
+    )
+    twice = by_cert.replace(
+        'token = "tok-b"', 'token = "tok-b"\ntls_names = ["OPS.clients.example"]'
+    )
+    assert "auth.user[1].tls_names 'ops.clients.example' already names another user" in load_error(
+        tmp_path, GOOD + twice
+    )
+
+
 def test_a_token_listed_twice_is_refused(tmp_path: Path) -> None:
     twice = GOOD + '[auth]\nclient_tokens = ["a", "a"]\n'
     assert "auth.client_tokens lists a token twice" in load_error(tmp_path, twice)
