@@ -15,40 +15,25 @@ from raftlog.client.protocol import decode_batch
 from raftlog.log.commands import ExpireProducers, Produce, encode_entry_commands
 from raftlog.log.partition import PartitionStateMachine
 from raftlog.log.store import NodeStore
-from raftlog.raft.types import Entry, Role
-from raftlog.server.clock_skew import NodeClock
+from raftlog.raft.types import Entry
 from raftlog.server.config import RetentionConfig
-from raftlog.server.groups import GroupKind
-from raftlog.server.metrics import Metrics
 from raftlog.server.retention import RetentionManager
 from raftlog.server.waiters import Waiter
 
 from .cluster_harness import make_config
-from .test_retention import GID, Part, part  # noqa: F401  (the fixture)
+from .test_clock_skew import LeaderDriver
+from .test_retention import Part, part  # noqa: F401  (the fixture)
 from .test_tls_cluster import FAST, _group, _wait_all_applied, running
 
 
-class ApplyingDriver:
-    """What RetentionManager reads of a driver, leading one partition whose commands
-    are applied at once (``hold``: left in flight instead)."""
+class ApplyingDriver(LeaderDriver):
+    """A driver leading one partition (test_clock_skew's) whose commands are applied
+    at once (``hold``: left in flight instead)."""
 
     def __init__(self, partition: Part, clock_ok: bool = True) -> None:
+        super().__init__(partition, {}, clock_ok)
         self.part = partition
-        self.metrics = Metrics()
-        self.clock_ok = clock_ok
-        self.peers: list[str] = []
-        self.clock = NodeClock()
-        self.metadata = SimpleNamespace(topics={})
-        group = SimpleNamespace(
-            gid=GID, kind=GroupKind.PARTITION, role=Role.LEADER, topic="t", partition=0,
-            sm=partition.sm,
-        )  # fmt: skip
-        self.groups = {GID: group}
-        self.submitted: list[Any] = []
         self.hold = False
-
-    def clock_not_ahead(self, max_skew_s: float) -> bool:
-        return self.clock_ok
 
     def submit(self, gid: int, command: Any) -> Waiter:
         self.submitted.append(command)
