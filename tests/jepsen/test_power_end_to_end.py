@@ -60,4 +60,9 @@ async def test_without_fsync_the_same_power_cuts_lose_acknowledged_records(
 ) -> None:
     results = await run(options(tmp_path / "run", fsync=False))
     assert not results["valid"]
-    assert "lost-write" in results["log"]["anomaly_types"], results["log"]["anomaly_types"]
+    # Both name an acknowledged record that is gone (jepsen/checker_log.py
+    # check_lost). Which one a run shows depends on timing: "lost-write" when a
+    # later read got past the lost offset, "unseen-after-drain" when the final
+    # drain ended before it (the log's tail itself was lost and not rewritten).
+    lost = {"lost-write", "unseen-after-drain"} & set(results["log"]["anomaly_types"])
+    assert lost, results["log"]["anomaly_types"]
