@@ -123,7 +123,6 @@ class AuthConfig:
     peer_token: str | None = None  # required from peers (and sent to them) when set
     # [[auth.user]]: tenants with their own token, grants and quotas (server/acl.py).
     users: tuple[User, ...] = ()
-    _by_name: dict[str, User] = field(default_factory=dict, init=False, repr=False, compare=False)
     _by_tls_name: dict[str, User] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -135,7 +134,7 @@ class AuthConfig:
     fingerprint: str = field(default="", init=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._by_name = {user.name: user for user in self.users}  # derived from users
+        # Derived from users (and rebuilt by replace_clients).
         self._by_tls_name = {n.lower(): user for user in self.users for n in user.tls_names}
         canonical = json.dumps(
             [sorted(self.client_tokens), sorted(repr(u) for u in self.users)]
@@ -145,10 +144,6 @@ class AuthConfig:
     @property
     def authenticates_clients(self) -> bool:
         return bool(self.client_tokens or self.users)
-
-    def user_named(self, name: str) -> User | None:
-        """The current definition of user ``name`` (None: there is none now)."""
-        return self._by_name.get(name)
 
     def user_of_cert(self, identities: list[str]) -> User | None:
         """The user whose ``tls_names`` holds one of a certificate's names

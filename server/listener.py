@@ -622,13 +622,14 @@ def _client_user(
     found: User | None = None
     valid = False
     if not (isinstance(credential, str) and credential) and peer_cert:
-        found = auth.user_of_cert(cert_identities(peer_cert))
+        names = cert_identities(peer_cert)
+        found = auth.user_of_cert(names)
         if found is not None:
             return found
         raise _Reject(
             ErrorCode.UNAUTHORIZED,
             "no client credential, and the TLS client certificate names no [[auth.user]] "
-            f"(its names: {', '.join(cert_identities(peer_cert)) or 'none'})",
+            f"(its names: {', '.join(names) or 'none'})",
         )
     if isinstance(credential, str) and credential:
         given = credential.encode()
