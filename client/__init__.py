@@ -29,6 +29,7 @@ _EXPORTS = {
     "BatchMetadata": "models",
     "FetchResult": "models",
     "Offsets": "models",
+    "DeletedGroup": "models",
     "Record": "protocol",
     "RaftlogError": "errors",
     "ErrorCode": "errors",

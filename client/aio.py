@@ -49,6 +49,7 @@ from .connection import Connection
 from .errors import (
     ClusterUnreachableError,
     ConnectionLostError,
+    FencedError,
     InvalidRequestError,
     NotAvailableError,
     NotLeaderError,
@@ -57,11 +58,13 @@ from .errors import (
     RecordTooLargeError,
     RequestTimeoutError,
     ThrottledError,
+    UnknownGroupError,
     UnknownPartitionError,
     UnknownTopicError,
 )
 from .models import (
     BatchMetadata,
+    DeletedGroup,
     FetchResult,
     Offsets,
     RecordMetadata,
@@ -988,6 +991,62 @@ class AsyncClient:
         )
         offset = reply.get("offset")
         return int(offset) if offset is not None else None
+
+    async def delete_group(self, group: str, *, topic: str | None = None) -> DeletedGroup:
+        """Delete consumer group ``group`` and its committed offsets (Kafka's
+        ``kafka-consumer-groups --delete``). The group must have no members
+        (GroupNotEmptyError: stop its consumers first).
+
+        The controller first commits the group's tombstone, which takes the
+        group's next generation number; then every partition of its topic
+        forgets the group's offset, fenced at that number, so no member of the
+        deleted group can commit its old position back. A consumer that joins
+        the name afterwards starts a new group, with no committed offsets
+        (``auto_offset_reset``) and generations counting on from the deletion.
+
+        ``topic`` names the group's topic. It is needed only for a group the
+        controller never knew (UnknownGroupError otherwise): one whose consumers
+        committed by hand (manual assignment), whose offsets are then deleted
+        without a generation. Running it again for a deleted group deletes its
+        offsets again: the way to finish a deletion that stopped half way.
+        """
+        fields: dict[str, Any] = {"group": group}
+        if topic is not None:
+            fields["topic"] = topic
+        generation: int | None
+        try:
+            reply = await self._call("group_delete", fields, idempotent=True)
+        except UnknownGroupError:
+            if topic is None:
+                raise
+            generation = None
+        else:
+            topic, generation = str(reply["topic"]), int(reply["generation"])
+        assert topic is not None
+        try:
+            count = await self.partitions_for(topic)
+        except UnknownTopicError:
+            count = 0  # the topic is gone, and its offsets with it
+        deleted: list[int] = []
+        kept: list[int] = []
+        for partition in range(count):
+            offset_fields: dict[str, Any] = {
+                "group": group, "topic": topic, "partition": partition,
+            }  # fmt: skip
+            if generation is not None:
+                offset_fields["generation"] = generation
+            try:
+                await self._call(
+                    "delete_offset", offset_fields,
+                    topic=topic, partition=partition, idempotent=True,
+                )  # fmt: skip
+            except FencedError:
+                if generation is None:
+                    raise  # a group the controller does not know, yet fenced: stop
+                kept.append(partition)
+            else:
+                deleted.append(partition)
+        return DeletedGroup(group, topic, generation, tuple(deleted), tuple(kept))
 
     # ------------------------------------------------------------ cluster
 

@@ -43,6 +43,10 @@ class ErrorCode(StrEnum):
     # same id took over (a restart, or a second process started with the same id).
     # Kafka's FENCED_INSTANCE_ID: fatal for the consumer, which must not rejoin.
     FENCED_INSTANCE_ID = "FENCED_INSTANCE_ID"
+    # raftlog group delete: the controller never knew the group (Kafka's
+    # GROUP_ID_NOT_FOUND), or it still has members (Kafka's NON_EMPTY_GROUP).
+    UNKNOWN_GROUP = "UNKNOWN_GROUP"
+    GROUP_NOT_EMPTY = "GROUP_NOT_EMPTY"
 
 
 # Codes after which the request certainly had no effect and may be retried freely.
@@ -186,6 +190,22 @@ class FencedInstanceIdError(RaftlogError):
     code = ErrorCode.FENCED_INSTANCE_ID
 
 
+class UnknownGroupError(RaftlogError):
+    """The controller knows no consumer group of this name: it never formed a
+    generation (Kafka's GroupIdNotFoundException). A group that only committed
+    offsets by hand (manual assignment) is not known either; delete its
+    offsets with ``delete_group(..., topic=...)``."""
+
+    code = ErrorCode.UNKNOWN_GROUP
+
+
+class GroupNotEmptyError(RaftlogError):
+    """The consumer group still has members, so it cannot be deleted (Kafka's
+    GroupNotEmptyException): stop its consumers first. Nothing changed."""
+
+    code = ErrorCode.GROUP_NOT_EMPTY
+
+
 class ConnectionLostError(RaftlogError):
     """The connection closed before a reply: for writes the outcome is unknown."""
 
@@ -237,6 +257,8 @@ _BY_CODE: dict[ErrorCode, type[RaftlogError]] = {
         UnknownMemberError,
         FencedError,
         FencedInstanceIdError,
+        UnknownGroupError,
+        GroupNotEmptyError,
     )
 }
 

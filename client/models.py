@@ -9,6 +9,7 @@ from .protocol import Record
 
 __all__ = [
     "BatchMetadata",
+    "DeletedGroup",
     "FetchResult",
     "Offsets",
     "PartitionMeta",
@@ -39,6 +40,24 @@ class BatchMetadata:
 
     def record(self, i: int) -> RecordMetadata:
         return RecordMetadata(self.topic, self.partition, self.base_offset + i)
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedGroup:
+    """What ``delete_group`` did.
+
+    ``generation``: the number the deletion took (its offsets' fence), or None
+    for a group the controller never knew, whose offsets were deleted unfenced.
+    ``deleted``: the partitions whose committed offset is gone (or never was).
+    ``kept``: partitions a newer generation claimed during the deletion (the
+    group was joined again meanwhile); their offsets are that generation's.
+    """
+
+    group: str
+    topic: str
+    generation: int | None
+    deleted: tuple[int, ...]
+    kept: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

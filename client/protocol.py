@@ -240,6 +240,14 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         _f("generation", int, False),
     ),
     "fetch_committed": (_f("group", str), _f("topic", str), _f("partition", int)),
+    # Forget the group's committed offset on one partition, fenced by generation
+    # like a commit (DeleteOffset in log/commands.py; raftlog group delete).
+    "delete_offset": (
+        _f("group", str),
+        _f("topic", str),
+        _f("partition", int),
+        _f("generation", int, False),
+    ),
     # This node's view of every group it hosts (leader, term, commit, replicas' match).
     "cluster_status": (),
     # Operations (membership issue): see server handlers.
@@ -286,6 +294,11 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
     "group_describe": (_f("group", str),),
     # {groups: [the group_describe reply of each group the coordinator knows]}
     "group_list": (),
+    # Delete a group with no members (GROUP_NOT_EMPTY otherwise; UNKNOWN_GROUP for
+    # one the coordinator never knew): {group, topic, generation, partitions}. The
+    # caller then deletes its offsets (delete_offset) with that generation.
+    # ``topic``, when given, must be the group's (INVALID_REQUEST otherwise).
+    "group_delete": (_f("group", str), _f("topic", str, False)),
     # Peer to peer (server/snapshot_transfer.py): committed batches of a group from
     # ``offset``, for a follower installing a snapshot. ``node`` is the asking
     # node; ``token`` its [auth] peer_token when the cluster has one.

@@ -18,7 +18,7 @@ import outcome
 import trio
 
 from .aio import AsyncClient, RecordLike
-from .models import BatchMetadata, FetchResult, Offsets, RecordMetadata
+from .models import BatchMetadata, DeletedGroup, FetchResult, Offsets, RecordMetadata
 
 T = TypeVar("T")
 
@@ -208,6 +208,9 @@ class Client:
 
     def committed(self, group: str, topic: str, partition: int) -> int | None:
         return self._call(self._async.committed, group, topic, partition)
+
+    def delete_group(self, group: str, *, topic: str | None = None) -> DeletedGroup:
+        return self._call(self._async.delete_group, group, topic=topic)
 
     def cluster_status(self, node: str | None = None) -> dict[str, Any]:
         return self._call(self._async.cluster_status, node)

@@ -31,6 +31,7 @@ class CommandKind(IntEnum):
     COMMIT_OFFSET = 2
     TRUNCATE_PREFIX = 3
     EXPIRE_PRODUCERS = 4  # forget idle producer ids (server/retention.py)
+    DELETE_OFFSET = 5  # forget a consumer group's committed offset (raftlog group delete)
     # The metadata group (group 0).
     REGISTER_NODE = 10
     CREATE_TOPIC = 11
@@ -78,6 +79,23 @@ class CommitOffset:
     generation: int | None = None
 
     KIND = CommandKind.COMMIT_OFFSET
+
+
+@dataclass(slots=True, frozen=True)
+class DeleteOffset:
+    """Forget consumer group ``group``'s committed offset on this partition.
+
+    Fenced like CommitOffset: refused (FENCED) when a newer generation than
+    ``generation`` committed here, or when it carries no generation for a group
+    that commits with them. With a generation the partition keeps that
+    generation as the group's fence (and no offset), so a zombie of the deleted
+    group cannot commit its old position back afterwards.
+    """
+
+    group: str
+    generation: int | None = None
+
+    KIND = CommandKind.DELETE_OFFSET
 
 
 @dataclass(slots=True, frozen=True)
@@ -182,6 +200,12 @@ class SetConsumerGroup:
     empty means the group went empty (last member left or expired): its old
     members must not come back on a later controller. ``partitions`` is the
     topic's partition count the assignment was made for.
+
+    ``deleted`` (no members): ``raftlog group delete``. The group is gone for
+    every reader, but its number stays as a tombstone, so a group created again
+    under the name counts on from it; its old members' commits stay fenced.
+    On the wire the 6th field is present only when set, so records written
+    before deletion existed decode unchanged.
     """
 
     group: str
@@ -189,6 +213,7 @@ class SetConsumerGroup:
     generation: int
     partitions: int
     members: tuple[GroupMemberEntry, ...] = ()
+    deleted: bool = False
 
     KIND = CommandKind.SET_CONSUMER_GROUP
 
@@ -208,6 +233,7 @@ class AlterTopic:
 Command = (
     Produce
     | CommitOffset
+    | DeleteOffset
     | TruncatePrefix
     | ExpireProducers
     | RegisterNode
@@ -225,6 +251,7 @@ _CLASSES: dict[int, type] = {
     for cls in (
         Produce,
         CommitOffset,
+        DeleteOffset,
         TruncatePrefix,
         ExpireProducers,
         RegisterNode,
@@ -245,6 +272,7 @@ _STR = (str, False)
 _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     Produce: ((bytes, False), _INT, _INT, _OPT_INT, _OPT_INT, _INT),
     CommitOffset: (_STR, _INT, _STR, _OPT_INT),
+    DeleteOffset: (_STR, _OPT_INT),
     TruncatePrefix: (_INT,),
     ExpireProducers: (_INT, _OPT_INT),
     RegisterNode: (_STR, _STR, _STR),
@@ -253,7 +281,7 @@ _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     AllocProducerId: (),
     SetPartitionReplicas: (_STR, _INT, (list, False)),
     UnregisterNode: (_STR,),
-    SetConsumerGroup: (_STR, _STR, _INT, _INT, (list, False)),
+    SetConsumerGroup: (_STR, _STR, _INT, _INT, (list, False), (bool, False)),
     AlterTopic: (_STR, _INT, (dict, False)),
 }
 
@@ -280,6 +308,8 @@ def _to_wire(cmd: Command) -> list[Any]:
         out.append(list(value) if isinstance(value, tuple) else value)
     if type(cmd) is CommitOffset and cmd.generation is None:
         out.pop()  # unfenced: the pre-fencing 3-field form (replicas of old decode it)
+    elif type(cmd) is SetConsumerGroup and not cmd.deleted:
+        out.pop()  # the 5-field form of before group deletion
     return out
 
 
@@ -324,13 +354,15 @@ def _decode_one(raw: Any) -> Command:
         raise CommandError(f"unknown command kind {kind!r}")
     if cls is CommitOffset and len(values) == 3:
         values.append(None)  # written before fencing (or unfenced): no generation
+    if cls is SetConsumerGroup and len(values) == 5:
+        values.append(False)  # not a deletion (or written before deletion existed)
     schema = _SCHEMA[cls]
     if len(values) != len(schema):
         raise CommandError(f"{cls.__name__}: {len(values)} fields, expected {len(schema)}")
     for i, (value, (typ, nullable)) in enumerate(zip(values, schema)):
         if value is None and nullable:
             continue
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
             raise CommandError(
                 f"{cls.__name__}: field {i} must be {typ.__name__}, got {type(value).__name__}"
             )

@@ -110,13 +110,15 @@ class TopicInfo:
 
 @dataclass(slots=True, frozen=True)
 class ConsumerGroupInfo:
-    """A consumer group's last persisted generation; no members: the group is empty."""
+    """A consumer group's last persisted generation; no members: the group is empty.
+    ``deleted``: a tombstone (``raftlog group delete``) that only keeps the number."""
 
     name: str
     topic: str
     generation: int
     partitions: int
     members: tuple[GroupMemberEntry, ...]
+    deleted: bool = False
 
 
 @dataclass(slots=True)
@@ -407,21 +409,27 @@ class MetadataStateMachine:
                 "members (and their instance ids) must be distinct, with positive timeouts, "
                 "each partition owned once",
             )
+        if cmd.deleted and cmd.members:
+            return _fail(ErrorCode.INVALID_REQUEST, "a deleted group has no members")
         if cmd.topic not in self.topics:
             if not cmd.members:
-                # A group of a deleted topic going empty: nothing left to store.
+                # A group of a deleted topic going empty (or being deleted):
+                # nothing left to store.
                 self.consumer_groups.pop(cmd.group, None)
                 return MetaResult()
             return _fail(ErrorCode.UNKNOWN_TOPIC, f"unknown topic {cmd.topic!r}")
         old = self.consumer_groups.get(cmd.group)
         stored = old.generation if old is not None else 0
-        if cmd.generation < stored or (cmd.members and cmd.generation == stored):
+        # A deletion takes a number of its own, like a generation: the offsets
+        # it deletes are fenced at it (log/partition.py DeleteOffset).
+        moves = bool(cmd.members) or cmd.deleted
+        if cmd.generation < stored or (moves and cmd.generation == stored):
             return _fail(
                 ErrorCode.REBALANCE_IN_PROGRESS,
                 f"group {cmd.group!r} is at generation {stored}; {cmd.generation} is over",
             )
         self.consumer_groups[cmd.group] = ConsumerGroupInfo(
-            cmd.group, cmd.topic, cmd.generation, cmd.partitions, cmd.members
+            cmd.group, cmd.topic, cmd.generation, cmd.partitions, cmd.members, cmd.deleted
         )
         return MetaResult()
 
@@ -443,8 +451,10 @@ class MetadataStateMachine:
                     ]
                     for _, t in sorted(self.topics.items())
                 ],
+                # A tombstone has a 6th field (true); the others keep the 5 of old.
                 "consumer_groups": [
                     [g.name, g.topic, g.generation, g.partitions, [list(m) for m in g.members]]
+                    + ([True] if g.deleted else [])
                     for _, g in sorted(self.consumer_groups.items())
                 ],
             },
@@ -473,8 +483,11 @@ class MetadataStateMachine:
                 partitions,
                 # A member has 5 fields in a state written before static members.
                 tuple(GroupMemberEntry(*m[:4], tuple(m[4]), *m[5:]) for m in members),
+                bool(deleted and deleted[0]),
             )
-            for name, topic, generation, partitions, members in obj.get("consumer_groups", [])
+            for name, topic, generation, partitions, members, *deleted in obj.get(
+                "consumer_groups", []
+            )
         }
 
     def restore_state(self, data: bytes, batch: WriteBatch) -> None:

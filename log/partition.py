@@ -36,6 +36,7 @@ from .codec import StoreCorruptionError
 from .commands import (
     CommandError,
     CommitOffset,
+    DeleteOffset,
     ExpireProducers,
     Produce,
     TruncatePrefix,
@@ -156,9 +157,11 @@ class PartitionStateMachine:
         for key, value in self._scan(keys.NS.CONSUMER):
             group = keys.consumer_of_key(key)
             # [offset, metadata] (unfenced, and everything stored before fencing)
-            # or [offset, metadata, generation]: see _consumer_value.
+            # or [offset, metadata, generation]: see _consumer_value. A deleted
+            # offset that keeps its fence is [nil, "", generation].
             offset, metadata, *fence = msgpack.unpackb(value, raw=False)
-            self.offsets[group] = (offset, metadata)
+            if offset is not None:
+                self.offsets[group] = (offset, metadata)
             if fence:
                 self.fences[group] = fence[0]
 
@@ -234,6 +237,8 @@ class PartitionStateMachine:
                 out.append(self._produce(cmd, batch, dirty))
             elif isinstance(cmd, CommitOffset):
                 out.append(self._commit_offset(cmd, batch))
+            elif isinstance(cmd, DeleteOffset):
+                out.append(self._delete_offset(cmd, batch))
             elif isinstance(cmd, TruncatePrefix):
                 out.append(self._truncate_command(cmd, batch))
             elif isinstance(cmd, ExpireProducers):
@@ -385,32 +390,65 @@ class PartitionStateMachine:
         """
         if cmd.offset < 0:
             return _fail(ErrorCode.INVALID_REQUEST, f"offset must be >= 0, got {cmd.offset}")
-        gen = cmd.generation
-        if gen is not None and gen < 0:
-            return _fail(ErrorCode.INVALID_REQUEST, f"generation must be >= 0, got {gen}")
-        fence = self.fences.get(cmd.group)
-        if fence is not None and gen is None:
-            return _fail(
-                ErrorCode.FENCED,
-                f"commit without a generation refused: group {cmd.group!r} commits with "
-                f"generations on this partition (generation {fence} did)",
-            )
-        if fence is not None and gen is not None and gen < fence:
-            return _fail(
-                ErrorCode.FENCED,
-                f"commit of generation {gen} refused: generation {fence} already "
-                f"committed on this partition",
-            )
+        refused = self._fence_refuses(cmd.group, cmd.generation, "commit")
+        if refused is not None:
+            return refused
         self.offsets[cmd.group] = (cmd.offset, cmd.metadata)
-        if gen is not None:
-            self.fences[cmd.group] = gen  # >= fence: checked above
+        if cmd.generation is not None:
+            self.fences[cmd.group] = cmd.generation  # >= fence: checked above
         batch.put(keys.consumer_key(self.group_id, cmd.group), self._consumer_value(cmd.group))
         return ApplyResult()
 
+    def _delete_offset(self, cmd: DeleteOffset, batch: WriteBatch) -> ApplyResult:
+        """Forget ``group``'s committed offset, fenced exactly like a commit.
+
+        With a generation the group's fence moves to it and stays (a record
+        with no offset): the members of the deleted group, all of older
+        generations, stay refused, while a group created again under the name
+        counts its generations on from the deletion's (log/metadata.py) and
+        commits here as usual. Without a generation (a group that never
+        committed with one) the record goes entirely. Deleting an offset that
+        is not there is not an error: a retried delete is the same delete.
+        """
+        refused = self._fence_refuses(cmd.group, cmd.generation, "offset delete")
+        if refused is not None:
+            return refused
+        self.offsets.pop(cmd.group, None)
+        key = keys.consumer_key(self.group_id, cmd.group)
+        if cmd.generation is None:
+            batch.delete(key)
+        else:
+            self.fences[cmd.group] = cmd.generation
+            batch.put(key, self._consumer_value(cmd.group))
+        return ApplyResult()
+
+    def _fence_refuses(self, group: str, gen: int | None, what: str) -> ApplyResult | None:
+        """FENCED (or INVALID_REQUEST) when ``group``'s fence here refuses an
+        operation of generation ``gen``; None when it may go ahead."""
+        if gen is not None and gen < 0:
+            return _fail(ErrorCode.INVALID_REQUEST, f"generation must be >= 0, got {gen}")
+        fence = self.fences.get(group)
+        if fence is None:
+            return None
+        if gen is None:
+            return _fail(
+                ErrorCode.FENCED,
+                f"{what} without a generation refused: group {group!r} commits with "
+                f"generations on this partition (generation {fence} did)",
+            )
+        if gen < fence:
+            return _fail(
+                ErrorCode.FENCED,
+                f"{what} of generation {gen} refused: generation {fence} already "
+                f"committed on this partition",
+            )
+        return None
+
     def _consumer_value(self, group: str) -> bytes:
         """The stored value of ``group``'s offset: the fence rides along with it, so it
-        is written in the same batch and survives a restart exactly like the offset."""
-        offset, metadata = self.offsets[group]
+        is written in the same batch and survives a restart exactly like the offset.
+        A group whose offset was deleted keeps only its fence: [nil, "", fence]."""
+        offset, metadata = self.offsets.get(group, (None, ""))
         fence = self.fences.get(group)
         return msgpack.packb([offset, metadata] if fence is None else [offset, metadata, fence])
 
@@ -521,7 +559,7 @@ class PartitionStateMachine:
         self._unwritten = []
         for pid in self.producers:
             self._put_producer(pid, batch)
-        for group in self.offsets:
+        for group in self.offsets.keys() | self.fences.keys():  # fence-only: deleted offsets
             batch.put(keys.consumer_key(self.group_id, group), self._consumer_value(group))
         batch.delete_range(keys.batch_key(self.group_id, self.next_offset), self._batch_end)
         batch.delete_range(self._batch_begin, keys.batch_key(self.group_id, self._first_kept()))

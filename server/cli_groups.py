@@ -1,7 +1,8 @@
-"""``raftlog group``: list, describe, and reset the offsets of consumer groups.
+"""``raftlog group``: list, describe, delete, and reset the offsets of consumer groups.
 
     raftlog group list
     raftlog group describe NAME
+    raftlog group delete NAME [--topic T]
     raftlog group reset-offsets NAME --to-earliest | --to-latest | --to-offset N
                                      | --shift-by N [--partition P ...] [--execute]
 
@@ -21,6 +22,7 @@ from typing import Any
 import click
 from raftlog.client.aio import AsyncClient
 from raftlog.client.consumer import Consumer
+from raftlog.client.models import DeletedGroup
 
 from .cli_common import cluster_options, run_client
 from .cli_data import _TIMEOUT_OPTION, _client, _echo_json
@@ -30,7 +32,7 @@ EXIT_GROUP_ACTIVE = 1
 
 @click.group("group")
 def group_cli() -> None:
-    """Consumer groups: list, membership, assignment, lag and offset resets."""
+    """Consumer groups: list, membership, assignment, lag, offset resets, deletion."""
 
 
 @group_cli.command("list")
@@ -108,6 +110,53 @@ def group_describe(
                 f"{p['partition']:<10} {committed:>10} {p['end_offset']:>10} {lag:>8}  "
                 f"{p['member_id'] or '-'}"
             )
+
+
+@group_cli.command("delete")
+@click.argument("name")
+@click.option(
+    "--topic", "topic_name",
+    help="The group's topic: needed only for a group that never formed a generation "
+    "(its consumers committed by hand), whose offsets on this topic are deleted.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@cluster_options
+@_TIMEOUT_OPTION
+def group_delete(
+    name: str,
+    topic_name: str | None,
+    as_json: bool,
+    config: Path | None,
+    bootstrap: str | None,
+    timeout: float,
+) -> None:
+    """Delete group NAME and its committed offsets (it must have no members).
+
+    A consumer that joins the name afterwards starts with no committed offsets.
+    Run it again if it stopped half way: it finishes the deletion."""
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> DeletedGroup:
+        async with client:
+            return await client.delete_group(name, topic=topic_name)
+
+    result = run_client(main)
+    if as_json:
+        _echo_json(
+            {"group": result.group, "topic": result.topic, "generation": result.generation,
+             "deleted": list(result.deleted), "kept": list(result.kept)}
+        )  # fmt: skip
+    else:
+        click.echo(
+            f"deleted group {result.group} (topic {result.topic}): committed offsets "
+            f"removed from {len(result.deleted)} partition(s)"
+        )
+    if result.kept:
+        kept = ",".join(str(p) for p in result.kept)
+        raise click.ClickException(
+            f"group {name!r} was joined again during the deletion: partitions {kept} "
+            "keep the new generation's offsets"
+        )
 
 
 @group_cli.command("reset-offsets")

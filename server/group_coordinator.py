@@ -182,6 +182,10 @@ class ConsumerGroup:
     # Member ids a static member's takeover replaced -> their instance id: they
     # get FENCED_INSTANCE_ID instead of rejoining and taking the instance back.
     fenced: dict[str, str] = field(default_factory=dict)
+    # Deleted (``raftlog group delete``): a tombstone that only keeps the number,
+    # so a group joined again under the name counts on from it. Hidden from
+    # list and describe; the first join makes a new group of it.
+    deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,19 @@ class JoinResult:
     generation: int
     state: GroupState
     partitions: tuple[int, ...] | None  # None until the group is STABLE
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDeletion:
+    """What ``delete`` decided: the group's topic and partition count, the number
+    the deletion takes (its offsets are deleted with it as their fence), and the
+    tombstone record to commit first (None: the group was deleted already)."""
+
+    group: str
+    topic: str
+    generation: int
+    partitions: int
+    record: SetConsumerGroup | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +314,7 @@ class GroupCoordinator:
                 )  # fmt: skip
                 g.assignment[m.member_id] = tuple(m.partitions)
             g.state = GroupState.STABLE if g.members else GroupState.EMPTY
+            g.deleted = rec.deleted
             self.groups[rec.name] = g
         self.version += 1
 
@@ -461,7 +479,60 @@ class GroupCoordinator:
 
     def list_groups(self, now: float) -> list[GroupView]:
         """Every group this coordinator knows (restored or joined), by name."""
-        return [self.describe(name, now) for name in sorted(self.groups)]
+        return [
+            self.describe(name, now) for name, g in sorted(self.groups.items()) if not g.deleted
+        ]
+
+    def delete(self, group: str, now: float, topic: str | None = None) -> GroupDeletion:
+        """Start deleting ``group`` (Kafka's DeleteGroups): only a group with no
+        members. The deletion takes the next number, like a generation would; the
+        caller commits its tombstone record, then reports it with ``deleted``, and
+        deletes the group's committed offsets fenced at that number.
+
+        A group deleted already answers the same again with no record, so an
+        operator whose offset deletes did not all finish simply runs it again.
+        Raises UNKNOWN_GROUP for a group this coordinator never knew, and
+        GROUP_NOT_EMPTY while it has members (a live member would commit again).
+        ``topic``, when given, must be the group's (INVALID_REQUEST otherwise).
+        """
+        g = self.groups.get(group)
+        if g is None:
+            raise GroupError(
+                ErrorCode.UNKNOWN_GROUP,
+                f"consumer group {group!r} is not known (it never formed a generation)",
+            )
+        if topic is not None and topic != g.topic:
+            raise GroupError(
+                ErrorCode.INVALID_REQUEST,
+                f"group {group!r} consumes topic {g.topic!r}, not {topic!r}",
+            )
+        self._expire(g, now)
+        if g.deleted:
+            return GroupDeletion(g.name, g.topic, g.generation, g.partitions, None)
+        if g.members:
+            raise GroupError(
+                ErrorCode.GROUP_NOT_EMPTY,
+                f"consumer group {group!r} has {len(g.members)} member(s): stop its "
+                "consumers first (a live member would commit its offsets again)",
+                members=len(g.members),
+            )
+        number = max(g.generation, g.proposed) + 1
+        g.proposed = number
+        record = SetConsumerGroup(g.name, g.topic, number, g.partitions, (), deleted=True)
+        return GroupDeletion(g.name, g.topic, number, g.partitions, record)
+
+    def deleted(self, group: str, generation: int, now: float) -> bool:
+        """The tombstone of ``generation`` committed. True when the group is now
+        deleted; False when somebody joined it meanwhile (its generation, above
+        the tombstone's, is the group's from now on)."""
+        g = self.groups.get(group)
+        if g is None or g.members or g.proposed != generation:
+            return False
+        g.deleted = True
+        g.generation = generation
+        g.previous = {}
+        self.version += 1
+        return True
 
     def forget_topic(self, topic: str, now: float) -> list[str]:
         """Drop every group of ``topic`` (deleted): their members are told
@@ -476,7 +547,7 @@ class GroupCoordinator:
 
     def describe(self, group: str, now: float) -> GroupView:
         g = self.groups.get(group)
-        if g is None:
+        if g is None or g.deleted:
             return GroupView(group, None, GroupState.EMPTY, 0, ())
         self._expire(g, now)
         members = tuple(

@@ -42,6 +42,7 @@ from .group_coordinator import (
     DEFAULT_REBALANCE_TIMEOUT_S,
     DEFAULT_SESSION_TIMEOUT_S,
     GroupCoordinator,
+    GroupDeletion,
     GroupError,
     GroupView,
     JoinResult,
@@ -69,7 +70,7 @@ def _seconds(fields: dict[str, Any], name: str, default: float) -> float:
 
 
 class GroupOps:
-    """group_join / group_heartbeat / group_leave / group_describe (one per node)."""
+    """group_join / heartbeat / leave / describe / list / delete (one per node)."""
 
     def __init__(self, handlers: Any) -> None:
         self.h = handlers
@@ -88,6 +89,7 @@ class GroupOps:
             "group_leave": self.group_leave,
             "group_describe": self.group_describe,
             "group_list": self.group_list,
+            "group_delete": self.group_delete,
         }
 
     # ------------------------------------------------------------ coordinator
@@ -289,6 +291,43 @@ class GroupOps:
         return {
             "groups": [group_view_json(v) for v in views if visible_group(ctx.user, v.name)],
             "coordinator": self.h.node_id,
+        }
+
+    async def group_delete(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        """Commit the group's tombstone and answer what the caller needs to delete its
+        offsets (the topic, its partition count, and the number to fence them at).
+
+        The tombstone commits BEFORE any offset is deleted: a consumer that joins
+        meanwhile gets a generation above the deletion's, so its claims win over
+        the deletes (they are refused as FENCED where it claimed first), and no
+        deleted offset can be brought back by a member of the old generations.
+        """
+        name: str = fields["group"]
+        deletion: GroupDeletion = await self._run("delete", name, topic=fields.get("topic"))
+        if deletion.record is not None:
+            coord = self._coord
+            deadline = trio.current_time() + RECORD_TIMEOUT_S
+            outcome = await self.driver.propose(METADATA_GROUP, deletion.record, deadline)
+            if outcome.error is not None:
+                raise HandlerError(outcome.error, outcome.message, **outcome.details)
+            result = outcome.value
+            if not getattr(result, "ok", False):
+                raise HandlerError(
+                    getattr(result, "error", None) or ErrorCode.INTERNAL,
+                    getattr(result, "message", "") or "the group's tombstone was refused",
+                )
+            if coord is not None and coord is self._coord:
+                coord.deleted(name, deletion.generation, trio.current_time())
+                self._after(coord)
+            log.info(
+                "event=group_deleted group=%s topic=%s generation=%d",
+                name, deletion.topic, deletion.generation,
+            )  # fmt: skip
+        return {
+            "group": deletion.group,
+            "topic": deletion.topic,
+            "generation": deletion.generation,
+            "partitions": deletion.partitions,
         }
 
 

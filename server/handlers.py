@@ -26,6 +26,7 @@ from raftlog.log.commands import (
     AlterTopic,
     CommitOffset,
     CreateTopic,
+    DeleteOffset,
     DeleteTopic,
     Produce,
 )
@@ -105,6 +106,7 @@ class RequestHandlers:
             "list_offsets": self.list_offsets,
             "commit_offset": self.commit_offset,
             "fetch_committed": self.fetch_committed,
+            "delete_offset": self.delete_offset,
             "cluster_status": self.cluster_status,
             "member_list": self.member_list,
             "member_add": self.not_supported,
@@ -567,6 +569,15 @@ class RequestHandlers:
             metadata=fields.get("metadata") or "",
             generation=fields.get("generation"),
         )
+        result = _raise_outcome(await self.driver.propose(group.gid, command, deadline))
+        _raise_result_error(result)
+        return {}
+
+    async def delete_offset(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        deadline = _deadline(fields)
+        group = await self._leader_group(fields["topic"], fields["partition"])
+        # Fenced like a commit, decided at apply (see DeleteOffset).
+        command = DeleteOffset(group=fields["group"], generation=fields.get("generation"))
         result = _raise_outcome(await self.driver.propose(group.gid, command, deadline))
         _raise_result_error(result)
         return {}

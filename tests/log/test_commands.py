@@ -14,6 +14,7 @@ from raftlog.log.commands import (
     CommandKind,
     CommitOffset,
     CreateTopic,
+    DeleteOffset,
     DeleteTopic,
     ExpireProducers,
     Produce,
@@ -37,6 +38,7 @@ commands = st.one_of(
         ints,
     ),
     st.builds(CommitOffset, text, ints, text, st.none() | ints),
+    st.builds(DeleteOffset, text, st.none() | ints),
     st.builds(TruncatePrefix, ints),
     st.builds(ExpireProducers, ints, st.none() | ints),
     st.builds(RegisterNode, text, text, text),
@@ -107,3 +109,11 @@ def test_an_unfenced_commit_keeps_the_three_field_form_of_old_logs() -> None:
     fenced = encode_entry_commands([CommitOffset("g", 42, "m", generation=3)])
     assert msgpack.unpackb(fenced) == [[CommandKind.COMMIT_OFFSET, "g", 42, "m", 3]]
     assert decode_entry_commands(fenced) == [CommitOffset("g", 42, "m", 3)]
+
+
+def test_a_delete_offset_round_trips_and_refuses_wrong_types() -> None:
+    for cmd in (DeleteOffset("g", 4), DeleteOffset("g", None)):
+        assert decode_entry_commands(encode_entry_commands([cmd])) == [cmd]
+    for bad in (["g", True], ["g", "4"], [7, 4], ["g"]):
+        with pytest.raises(CommandError):
+            decode_entry_commands(_pack([[CommandKind.DELETE_OFFSET, *bad]]))

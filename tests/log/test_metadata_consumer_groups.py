@@ -199,3 +199,57 @@ def test_members_written_before_static_membership_decode_without_an_instance_id(
     meta.sm.restore_state(msgpack.packb(state, use_bin_type=True), meta.store.new_batch())
     (old,) = meta.sm.consumer_groups["g"].members
     assert (old.member_id, old.partitions, old.instance_id) == ("a", (0, 1), None)
+
+
+def tombstone(generation: int, topic: str = "t") -> SetConsumerGroup:
+    return SetConsumerGroup("g", topic, generation, 4, (), deleted=True)
+
+
+def test_a_tombstone_round_trips_and_a_live_record_keeps_the_five_field_form() -> None:
+    assert decode_entry_commands(encode_entry_commands([tombstone(5)])) == [tombstone(5)]
+    # Not deleted: byte for byte the record of before deletion existed, so a
+    # replica that predates it applies it.
+    live = encode_entry_commands([record(3)])
+    assert msgpack.unpackb(live) == [[16, "g", "t", 3, 4, []]]
+    with pytest.raises(CommandError):
+        decode_entry_commands(msgpack.packb([[16, "g", "t", 3, 4, [], 1]]))  # not a bool
+
+
+def test_a_deletion_takes_a_number_of_its_own_and_a_new_group_counts_on(meta: Meta) -> None:
+    assert meta.run(record(3, member("a", 0, 1, 2, 3)))[0].ok
+    assert meta.run(record(3))[0].ok  # went empty
+    (same,) = meta.run(tombstone(3))
+    assert same.error is ErrorCode.REBALANCE_IN_PROGRESS  # not above the stored number
+    assert meta.run(tombstone(4))[0].ok
+    assert meta.sm.consumer_groups["g"] == ConsumerGroupInfo("g", "t", 4, 4, (), deleted=True)
+    (refused,) = meta.run(SetConsumerGroup("g", "t", 5, 4, (member("a", 0),), deleted=True))
+    assert refused.error is ErrorCode.INVALID_REQUEST  # a tombstone has no members
+    assert meta.run(record(5, member("b", 0, 1, 2, 3)))[0].ok  # joined again, above it
+    assert not meta.sm.consumer_groups["g"].deleted
+
+
+def test_a_tombstone_survives_the_snapshot_and_a_reopen(
+    store: NodeStore, data_dir: Path, meta: Meta, tmp_path: Path
+) -> None:
+    assert meta.run(tombstone(2))[0].ok
+    assert meta.run(SetConsumerGroup("other", "u", 2, 1, ()))[0].ok
+    data = meta.sm.snapshot_state()
+    # Only the tombstone has the 6th field: a state without one is unchanged.
+    groups = msgpack.unpackb(data, raw=False)["consumer_groups"]
+    assert [len(g) for g in groups] == [6, 5]
+    with NodeStore.open(tmp_path / "n2", cluster="test", node_id="n2") as other:
+        sm = MetadataStateMachine(other)
+        sm.restore_state(data, other.new_batch())
+        assert sm.consumer_groups == meta.sm.consumer_groups
+        assert sm.consumer_groups["g"].deleted and not sm.consumer_groups["other"].deleted
+    before = dict(meta.sm.consumer_groups)
+    store.close()
+    with NodeStore.open(data_dir, cluster="test", node_id="n1") as reopened:
+        assert MetadataStateMachine(reopened).consumer_groups == before
+
+
+def test_a_tombstone_of_a_deleted_topic_stores_nothing(meta: Meta) -> None:
+    assert meta.run(record(2, member("a", 0)))[0].ok
+    assert meta.run(DeleteTopic("t"))[0].ok
+    assert meta.run(tombstone(3))[0].ok
+    assert "g" not in meta.sm.consumer_groups

@@ -633,3 +633,79 @@ def test_sticky_assign_gives_a_partition_claimed_twice_to_the_first_member_id():
     out = sticky_assign(["a", "b", "c"], 5, {"b": (0, 1, 4), "c": (4,)})
     assert sorted(p for parts in out.values() for p in parts) == list(range(5))
     assert out["b"] == (0, 1)  # b keeps its lowest two; 4 goes back to the pool
+
+
+def delete(c: GroupCoordinator, now: float, store: Store) -> int:
+    """Delete group "g" as the server does: the tombstone commits, then is reported."""
+    deletion = c.delete("g", now)
+    assert deletion.record is not None and deletion.record.deleted
+    assert deletion.record.members == ()
+    store["g"] = ConsumerGroupInfo(
+        "g", deletion.topic, deletion.generation, deletion.partitions, (), deleted=True
+    )
+    assert c.deleted("g", deletion.generation, now)
+    return deletion.generation
+
+
+def test_only_a_known_group_with_no_members_can_be_deleted():
+    c = coordinator()
+    store: Store = {}
+    with pytest.raises(GroupError) as unknown:
+        c.delete("g", T0)
+    assert unknown.value.code is ErrorCode.UNKNOWN_GROUP
+    join(c, "a", T0, store=store)
+    with pytest.raises(GroupError) as busy:
+        c.delete("g", T0 + 1)
+    assert busy.value.code is ErrorCode.GROUP_NOT_EMPTY and busy.value.details["members"] == 1
+    with pytest.raises(GroupError) as wrong_topic:
+        c.delete("g", T0 + 1, topic="other")
+    assert wrong_topic.value.code is ErrorCode.INVALID_REQUEST
+    assert c.take_records() == []  # a refused delete makes no record
+    # once its only member's session ran out, it can go
+    assert c.delete("g", T0 + 1 + SESSION + 0.1).generation == 2
+
+
+def test_a_deleted_group_is_hidden_and_joining_the_name_counts_on_from_the_deletion():
+    c = coordinator()
+    store: Store = {}
+    join(c, "a", T0, store=store)
+    c.leave("g", "a", T0 + 1)
+    commit(c, T0 + 1, store)  # the empty record
+    assert delete(c, T0 + 2, store) == 2
+    assert c.list_groups(T0 + 2) == []
+    assert c.describe("g", T0 + 2).topic is None
+    assert heartbeat_code(c, "a", 1, T0 + 2) is ErrorCode.UNKNOWN_MEMBER
+    # deleting it again starts nothing new: the same number, no record
+    again = c.delete("g", T0 + 3)
+    assert (again.generation, again.record) == (2, None)
+    # the name joined again (any topic) is a new group, above the tombstone
+    fresh = join(c, "b", T0 + 4, topic="t2", store=store)
+    assert fresh.generation == 3 and c.describe("g", T0 + 4).topic == "t2"
+    assert [v.name for v in c.list_groups(T0 + 4)] == ["g"]
+
+
+def test_a_new_controller_restores_a_deletion_and_keeps_counting():
+    c = coordinator()
+    store: Store = {}
+    join(c, "a", T0, store=store)
+    c.leave("g", "a", T0 + 1)
+    commit(c, T0 + 1, store)
+    assert delete(c, T0 + 2, store) == 2
+    c2 = restored(store, T0 + 3)
+    assert c2.list_groups(T0 + 3) == []
+    assert c2.delete("g", T0 + 3).record is None
+    assert join(c2, "b", T0 + 4, store=store).generation == 3
+
+
+def test_a_join_while_the_tombstone_commits_keeps_the_group_alive():
+    c = coordinator()
+    store: Store = {}
+    join(c, "a", T0, store=store)
+    c.leave("g", "a", T0 + 1)
+    commit(c, T0 + 1, store)
+    deletion = c.delete("g", T0 + 2)
+    assert deletion.generation == 2
+    joined = join(c, "b", T0 + 2, store=store)  # before the tombstone is reported
+    assert joined.generation == 3  # above the deletion: its claims win over the deletes
+    assert not c.deleted("g", deletion.generation, T0 + 3)
+    assert [v.name for v in c.list_groups(T0 + 3)] == ["g"]
