@@ -250,6 +250,9 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
     ),
     # This node's view of every group it hosts (leader, term, commit, replicas' match).
     "cluster_status": (),
+    # Re-read this node's config file for the TLS files and [auth], as SIGHUP does:
+    # {node, reloaded: {tls?: null | why not, auth?: null | why not}, auth?: {...}}.
+    "config_reload": (),
     # Operations (membership issue): see server handlers.
     "member_list": (),
     "member_add": (_f("node", str), _f("address", str), _f("timeout_ms", int, False)),

@@ -206,6 +206,7 @@ RULES: dict[str, Rule] = {
     "group_list": _everyone,
     "group_delete": _group,
     "cluster_status": _cluster,
+    "config_reload": _cluster,
     "member_list": _cluster,
     "member_add": _cluster,
     "member_remove": _cluster,

@@ -52,18 +52,31 @@ def reload_auth(cfg: ClusterConfig) -> tuple[int, int]:
     return len(fresh.users), len(fresh.client_tokens)
 
 
-def reload_auth_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> bool:
-    """``reload_auth``, logged and counted; True if it worked."""
+def reload_auth_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> str | None:
+    """``reload_auth``, logged and counted: None if it worked, else why not."""
     try:
         users, tokens = reload_auth(cfg)
     except (ConfigError, OSError) as exc:
         metrics.auth_reloads.inc(result="failed")
         log.error("event=auth_reload_failed node=%s error=%s (still using the old [auth])",
                   node_id, exc)  # fmt: skip
-        return False
+        return str(exc)
     metrics.auth_reloads.inc(result="ok")
     log.info("event=auth_reloaded node=%s users=%d client_tokens=%d", node_id, users, tokens)
-    return True
+    return None
+
+
+def reload_node(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> dict[str, str | None]:
+    """What SIGHUP reloads, for the parts this node has: ``{"tls": ..., "auth": ...}``,
+    each None if it worked, else why not (that part keeps what it had). Also the
+    ``config_reload`` request (``raftlog cluster reload``), which does it on every
+    node from one place."""
+    out: dict[str, str | None] = {}
+    if cfg.tls is not None:
+        out["tls"] = tls.reload_and_report(cfg, node_id, metrics)
+    if cfg.auth.authenticates_clients:
+        out["auth"] = reload_auth_and_report(cfg, node_id, metrics)
+    return out
 
 
 async def reload_on_sighup(
@@ -77,20 +90,16 @@ async def reload_on_sighup(
     every node). A node with neither [tls] nor client authentication keeps
     SIGHUP's default meaning (the process stops). Only a process's main thread
     receives signals, so elsewhere (several in-process test nodes) this does nothing."""
+    if cfg.auth.authenticates_clients:
+        for result in ("ok", "failed"):  # present at 0, so rate() alerts work at once
+            metrics.auth_reloads.inc(0, result=result)
     if not sighup_reloads(cfg) or threading.current_thread() is not threading.main_thread():
         task_status.started()
         return
-    reloads_tls, reloads_auth = cfg.tls is not None, cfg.auth.authenticates_clients
-    if reloads_auth:
-        for result in ("ok", "failed"):  # present at 0, so rate() alerts work at once
-            metrics.auth_reloads.inc(0, result=result)
     with trio.open_signal_receiver(signal.SIGHUP) as signals:
         task_status.started()
         async for _ in signals:
-            if reloads_tls:
-                tls.reload_and_report(cfg, node_id, metrics)
-            if reloads_auth:
-                reload_auth_and_report(cfg, node_id, metrics)
+            reload_node(cfg, node_id, metrics)
 
 
 def sighup_reloads(cfg: ClusterConfig) -> bool:

@@ -526,7 +526,7 @@ def auth_mismatch(statuses: dict[str, Any]) -> str | None:
     listed = ", ".join(f"{node} {fp}" for node, fp in sorted(prints.items()))
     return (
         f"WARNING: the nodes hold different [auth] users/tokens ({listed}): edit cluster.toml "
-        "alike on every node and send each SIGHUP"
+        "alike on every node, then `raftlog cluster reload` (or SIGHUP each node)"
     )
 
 
@@ -586,3 +586,98 @@ def cluster_status(
         click.echo(render_status_table(statuses))
     if all("error" in s for s in statuses.values()):
         raise click.exceptions.Exit(EXIT_UNREACHABLE)
+
+
+def reload_everywhere(
+    statuses: dict[str, Any],
+    timeout_s: float,
+    *,
+    tls: TLSConfig | None,
+    credential: str | None,
+) -> dict[str, Any]:
+    """``config_reload`` on every node ``statuses`` (gather_status) reached:
+    {address: reply or {"error": text}}; an unreachable node stays an error."""
+    out: dict[str, Any] = {}
+    for address, status in statuses.items():
+        if "error" in status:
+            out[address] = status
+            continue
+        try:
+            out[address] = request_once(
+                address, "config_reload", timeout_s=timeout_s, tls=tls, credential=credential
+            )
+        except ProbeError as exc:
+            out[address] = {"error": str(exc)}
+    return out
+
+
+def reload_problems(replies: dict[str, Any]) -> list[str]:
+    """Why the reload did not leave every node on the same new config (empty: it did)."""
+    problems = []
+    for address, reply in replies.items():
+        if "error" in reply:
+            problems.append(f"{address}: not reloaded: {reply['error']}")
+            continue
+        for part, error in sorted((reply.get("reloaded") or {}).items()):
+            if error is not None:
+                problems.append(f"node {reply.get('node')}: {part} kept the old config: {error}")
+    mismatch = auth_mismatch(replies)
+    if mismatch is not None:
+        problems.append(mismatch)
+    return problems
+
+
+def _reload_state(reply: dict[str, Any], part: str) -> str:
+    reloaded = reply.get("reloaded") or {}
+    if part not in reloaded:
+        return "-"
+    return "reloaded" if reloaded[part] is None else "FAILED"
+
+
+@cluster.command("reload")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--timeout", "timeout_s", default=5.0, show_default=True)
+def cluster_reload(
+    config: Path | None, bootstrap: str | None, as_json: bool, timeout_s: float
+) -> None:
+    """Make every node re-read its config file for the TLS files and [auth], as
+    SIGHUP does, and check they all hold the same [auth] afterwards.
+
+    Copy the edited cluster.toml to every node first. Exits 1 when a node was
+    not reached, kept its old config (the file did not load), or holds other
+    users and tokens than the rest."""
+    addresses = bootstrap_addresses(config, bootstrap)
+    tls, credential = client_tls(), client_credential()
+    statuses = gather_status(addresses, timeout_s=timeout_s, tls=tls, credential=credential)
+    if all("error" in s for s in statuses.values()):
+        errors = [str(s["error"]) for s in statuses.values()]
+        # Answered, but refused (not an operator's token): the cluster is reachable.
+        refused = all(": FORBIDDEN:" in e or ": UNAUTHORIZED:" in e for e in errors)
+        for error in errors:
+            click.echo(error if refused else f"UNREACHABLE {error}", err=True)
+        raise click.exceptions.Exit(EXIT_RUNTIME if refused else EXIT_UNREACHABLE)
+    replies = reload_everywhere(statuses, timeout_s, tls=tls, credential=credential)
+    problems = reload_problems(replies)
+    if as_json:
+        click.echo(json.dumps({"nodes": replies, "problems": problems}, indent=2))
+    else:
+        rows = [("NODE", "ADDRESS", "TLS", "AUTH", "AUTH FINGERPRINT")]
+        for address, reply in replies.items():
+            if "error" in reply:
+                rows.append(("?", address, "UNREACHABLE", "", ""))
+                continue
+            auth = reply.get("auth") or {}
+            rows.append(
+                (
+                    str(reply.get("node")), address, _reload_state(reply, "tls"),
+                    _reload_state(reply, "auth"), str(auth.get("fingerprint", "-")),
+                )
+            )  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        for problem in problems:
+            click.echo(problem, err=True)
+    if problems:
+        raise click.exceptions.Exit(EXIT_RUNTIME)

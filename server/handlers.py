@@ -34,11 +34,13 @@ from raftlog.log.metadata import topic_config_problem
 from raftlog.raft.types import Role
 
 from .acl import visible_topics
+from .auth_reload import reload_node
 from .driver import MultiRaft
 from .errors import HandlerError
 from .group_ops import GroupOps
 from .groups import METADATA_GROUP, Group
 from .membership_ops import MembershipOps
+from .metrics import Metrics
 from .snapshot_transfer import serve_replica_fetch
 from .waiters import Outcome
 
@@ -108,6 +110,7 @@ class RequestHandlers:
             "fetch_committed": self.fetch_committed,
             "delete_offset": self.delete_offset,
             "cluster_status": self.cluster_status,
+            "config_reload": self.config_reload,
             "member_list": self.member_list,
             "member_add": self.not_supported,
             "member_remove": self.not_supported,
@@ -604,15 +607,38 @@ class RequestHandlers:
             "groups": groups,
             "nodes": self._nodes_json(),
         }
-        auth = self.cfg.auth
-        if auth.authenticates_clients:
-            # What this node took from [auth] (at start or its last SIGHUP), so
+        auth = self._auth_json()
+        if auth is not None:
+            # What this node took from [auth] (at start or its last reload), so
             # `cluster status` can show a node that was not reloaded with the rest.
-            reply["auth"] = {
-                "fingerprint": auth.fingerprint,
-                "users": len(auth.users),
-                "client_tokens": len(auth.client_tokens),
-            }
+            reply["auth"] = auth
+        return reply
+
+    def _auth_json(self) -> dict[str, Any] | None:
+        auth = self.cfg.auth
+        if not auth.authenticates_clients:
+            return None
+        return {
+            "fingerprint": auth.fingerprint,
+            "users": len(auth.users),
+            "client_tokens": len(auth.client_tokens),
+        }
+
+    async def config_reload(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        """What SIGHUP does (server/auth_reload.py), asked over the wire, so that
+        ``raftlog cluster reload`` reaches every node from one place: re-read this
+        node's config file for the TLS files and [auth]. Each part answers None
+        (reloaded) or why not (it keeps what it had); the reply carries the
+        [auth] fingerprint the node holds afterwards."""
+        metrics = self.metrics if self.metrics is not None else Metrics()
+        reloaded = reload_node(self.cfg, self.node_id, metrics)
+        log.info("event=config_reload_requested node=%s client=%s user=%s parts=%s",
+                 self.node_id, ctx.client_id, getattr(ctx.user, "name", None),
+                 ",".join(sorted(reloaded)) or "none")  # fmt: skip
+        reply: dict[str, Any] = {"node": self.node_id, "reloaded": reloaded}
+        auth = self._auth_json()
+        if auth is not None:
+            reply["auth"] = auth
         return reply
 
     async def member_list(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:

@@ -158,19 +158,20 @@ def record_expiry(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> None:
             metrics.tls_cert_expiry.set(expiry, cert=which)
 
 
-def reload_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> bool:
-    """``reload``, logged and counted in raftlog_tls_reloads_total{result}; True if it worked."""
+def reload_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> str | None:
+    """``reload``, logged and counted in raftlog_tls_reloads_total{result}: None if it
+    worked, else why not (the node goes on with the files it had)."""
     try:
         reload(cfg, node_id)
     except ConfigError as exc:
         metrics.tls_reloads.inc(result="failed")
         log.error("event=tls_reload_failed node=%s error=%s (still using the old files)",
                   node_id, exc)  # fmt: skip
-        return False
+        return str(exc)
     metrics.tls_reloads.inc(result="ok")
     record_expiry(cfg, node_id, metrics)
     log.info("event=tls_reloaded node=%s", node_id)
-    return True
+    return None
 
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)

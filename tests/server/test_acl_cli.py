@@ -76,3 +76,60 @@ def test_sighup_reloads_users_of_a_running_node(local_cluster) -> None:
     code, out, err = run(cluster, "topic", "list", token=BILLING.token)
     assert code == 0 and out == "", (out, err)
     assert cluster.is_running("n1")  # SIGHUP reloads; it does not stop the node
+
+
+@pytest.mark.integration
+def test_cluster_reload_reloads_every_node_from_one_place(local_cluster) -> None:
+    cluster = local_cluster(3, auth=AuthConfig(peer_token="peer", users=(OPS,)))
+    cluster.start_all()
+    cluster.wait_for_leaders(deadline=WAIT_S)
+    code, out, err = run(cluster, "topic", "list", token=BILLING.token)
+    assert code == EXIT_CLUSTER_ERROR and "UNAUTHORIZED" in err, (out, err)
+    cluster.cfg = replace(cluster.cfg, auth=AuthConfig(peer_token="peer", users=(OPS, BILLING)))
+    cluster.write_config()
+
+    code, out, err = run(cluster, "cluster", "reload", "--json")
+    assert code == 0, (out, err)
+    report = json.loads(out)
+    assert report["problems"] == []
+    replies = list(report["nodes"].values())
+    assert sorted(r["node"] for r in replies) == ["n1", "n2", "n3"]
+    assert all(r["reloaded"] == {"auth": None} for r in replies), replies
+    assert len({r["auth"]["fingerprint"] for r in replies}) == 1
+    assert all(r["auth"]["users"] == 2 for r in replies)
+    for node in ("n1", "n2", "n3"):  # every node took it, not only the one asked first
+        assert "event=auth_reloaded" in cluster.log_text(node)
+    code, out, err = run(cluster, "topic", "list", token=BILLING.token)
+    assert code == 0, (out, err)
+
+    # Only a user with cluster = true may ask.
+    code, out, err = run(cluster, "cluster", "reload", token=BILLING.token)
+    assert code == EXIT_CLUSTER_ERROR and "FORBIDDEN" in err, (out, err)
+
+    # A file that does not load: every node says so and keeps what it had.
+    cluster.config_path.write_text(
+        cluster.config_path.read_text() + '\n[[auth.user]]\nname = "broken"\n'
+    )
+    code, out, err = run(cluster, "cluster", "reload")
+    assert code == EXIT_CLUSTER_ERROR, (out, err)
+    assert out.count("FAILED") == 3 and "kept the old config" in err, (out, err)
+    code, out, err = run(cluster, "topic", "list", token=BILLING.token)
+    assert code == 0, (out, err)
+    assert all(cluster.is_running(n) for n in ("n1", "n2", "n3"))
+
+
+def test_reload_problems_name_failures_unreached_nodes_and_differing_auth() -> None:
+    from raftlog.server.cli_node import reload_problems
+
+    def reply(node: str, fingerprint: str, auth_error: str | None = None) -> dict:
+        auth = {"fingerprint": fingerprint, "users": 1, "client_tokens": 0}
+        return {"node": node, "reloaded": {"auth": auth_error}, "auth": auth}
+
+    same = {"a1": reply("n1", "aaaa"), "a2": reply("n2", "aaaa")}
+    assert reload_problems(same) == []
+    problems = reload_problems(
+        {**same, "a2": reply("n2", "bbbb", "bad file"), "a3": {"error": "a3: refused"}}
+    )
+    assert problems[0] == "node n2: auth kept the old config: bad file"
+    assert problems[1] == "a3: not reloaded: a3: refused"
+    assert "n1 aaaa, n2 bbbb" in problems[2]

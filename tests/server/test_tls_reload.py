@@ -96,7 +96,7 @@ async def test_reload_rotates_the_listeners_certificate_and_a_bad_file_changes_n
     shutil.copy(new_key, cfg.tls.key_file)
     # Nothing reads the files until the reload: the node still presents the old one.
     assert await _served_by(nursery, served.address, old_client)
-    assert server_tls.reload_and_report(cfg, "n1", served.metrics)
+    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
     assert await _served_by(nursery, served.address, new_client)
     assert not await _served_by(nursery, served.address, old_client)
     assert served.metrics.tls_reloads.value(result="ok") == 1
@@ -108,7 +108,8 @@ async def test_reload_rotates_the_listeners_certificate_and_a_bad_file_changes_n
     shutil.copy(other_key, cfg.tls.key_file)
     with pytest.raises(ConfigError, match="certificate"):
         server_tls.reload(cfg, "n1")
-    assert not server_tls.reload_and_report(cfg, "n1", served.metrics)
+    refused = server_tls.reload_and_report(cfg, "n1", served.metrics)
+    assert refused is not None and "certificate" in refused
     assert served.metrics.tls_reloads.value(result="failed") == 1
     assert await _served_by(nursery, served.address, new_client)
     assert served.metrics.tls_cert_expiry.value(cert="node") == _ts(rotated_not_after)
@@ -131,6 +132,6 @@ async def test_reload_makes_a_newly_trusted_ca_verify_client_certificates(
     new_client = TLSConfig(ca_file=both, cert_file=issued.cert_file, key_file=issued.key_file)
     assert not await _served_by(nursery, served.address, new_client)
     _rotate(files, new, cfg.tls.cert_file, cfg.tls.key_file)
-    assert server_tls.reload_and_report(cfg, "n1", served.metrics)
+    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
     assert await _served_by(nursery, served.address, new_client)
     assert await _served_by(nursery, served.address, files.client("still-old"))
