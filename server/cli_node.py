@@ -555,11 +555,15 @@ def render_status_table(statuses: dict[str, Any]) -> str:
                 str(g.get("commit")), _replicas_text(g),
             )
         )  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines.append("")
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    lines += aligned(rows)
     return "\n".join(lines)
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as lines of columns padded to their widest cell (the last one unpadded)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
 
 
 @cluster.command("status")
@@ -674,9 +678,8 @@ def cluster_reload(
                     _reload_state(reply, "auth"), str(auth.get("fingerprint", "-")),
                 )
             )  # fmt: skip
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        for line in aligned(rows):
+            click.echo(line.rstrip())
         for problem in problems:
             click.echo(problem, err=True)
     if problems:

@@ -11,23 +11,19 @@ import msgpack
 import pytest
 from raftlog.client.errors import ErrorCode
 from raftlog.log import keys
-from raftlog.log.commands import CommitOffset, DeleteOffset
+from raftlog.log.commands import DeleteOffset
 from raftlog.log.partition import PartitionStateMachine
 from raftlog.log.store import NodeStore
 from raftlog.raft.types import ConfState
 
 from .test_partition import GID, Log
+from .test_partition_fencing import commit
 
 
 @pytest.fixture
 def plog(store: NodeStore) -> Iterator[Log]:
     store.create_group(GID, ConfState(voters=("n1",)))
     yield Log(store)
-
-
-def commit(plog: Log, offset: int, generation: int | None, group: str = "g") -> ErrorCode | None:
-    (result,) = plog.run(CommitOffset(group, offset, generation=generation))
-    return result.error
 
 
 def delete(plog: Log, generation: int | None, group: str = "g") -> ErrorCode | None:

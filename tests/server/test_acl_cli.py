@@ -62,15 +62,21 @@ def test_cli_users_tokens_and_refusals(local_cluster) -> None:
     assert code == 0 and out == "", (out, err)
 
 
-@pytest.mark.integration
-def test_sighup_reloads_users_of_a_running_node(local_cluster) -> None:
-    cluster = local_cluster(1, auth=AuthConfig(peer_token="peer", users=(OPS,)))
+def add_billing_to_the_file(cluster: LocalCluster) -> None:
+    """Start the nodes with only OPS, check BILLING is refused, then write a
+    cluster.toml that has BILLING too (the nodes have not read it yet)."""
     cluster.start_all()
     cluster.wait_for_leaders(deadline=WAIT_S)
     code, out, err = run(cluster, "topic", "list", token=BILLING.token)
     assert code == EXIT_CLUSTER_ERROR and "UNAUTHORIZED" in err, (out, err)
     cluster.cfg = replace(cluster.cfg, auth=AuthConfig(peer_token="peer", users=(OPS, BILLING)))
     cluster.write_config()
+
+
+@pytest.mark.integration
+def test_sighup_reloads_users_of_a_running_node(local_cluster) -> None:
+    cluster = local_cluster(1, auth=AuthConfig(peer_token="peer", users=(OPS,)))
+    add_billing_to_the_file(cluster)
     cluster.procs["n1"].send_signal(signal.SIGHUP)
     wait_until(lambda: "event=auth_reloaded" in cluster.log_text("n1"), "the node to reload")
     code, out, err = run(cluster, "topic", "list", token=BILLING.token)
@@ -81,12 +87,7 @@ def test_sighup_reloads_users_of_a_running_node(local_cluster) -> None:
 @pytest.mark.integration
 def test_cluster_reload_reloads_every_node_from_one_place(local_cluster) -> None:
     cluster = local_cluster(3, auth=AuthConfig(peer_token="peer", users=(OPS,)))
-    cluster.start_all()
-    cluster.wait_for_leaders(deadline=WAIT_S)
-    code, out, err = run(cluster, "topic", "list", token=BILLING.token)
-    assert code == EXIT_CLUSTER_ERROR and "UNAUTHORIZED" in err, (out, err)
-    cluster.cfg = replace(cluster.cfg, auth=AuthConfig(peer_token="peer", users=(OPS, BILLING)))
-    cluster.write_config()
+    add_billing_to_the_file(cluster)
 
     code, out, err = run(cluster, "cluster", "reload", "--json")
     assert code == 0, (out, err)

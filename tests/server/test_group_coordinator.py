@@ -647,6 +647,16 @@ def delete(c: GroupCoordinator, now: float, store: Store) -> int:
     return deletion.generation
 
 
+def emptied_group() -> tuple[GroupCoordinator, Store]:
+    """Group "g" formed generation 1 with member "a", which left: empty, recorded."""
+    c = coordinator()
+    store: Store = {}
+    join(c, "a", T0, store=store)
+    c.leave("g", "a", T0 + 1)
+    commit(c, T0 + 1, store)  # the empty record
+    return c, store
+
+
 def test_only_a_known_group_with_no_members_can_be_deleted():
     c = coordinator()
     store: Store = {}
@@ -666,11 +676,7 @@ def test_only_a_known_group_with_no_members_can_be_deleted():
 
 
 def test_a_deleted_group_is_hidden_and_joining_the_name_counts_on_from_the_deletion():
-    c = coordinator()
-    store: Store = {}
-    join(c, "a", T0, store=store)
-    c.leave("g", "a", T0 + 1)
-    commit(c, T0 + 1, store)  # the empty record
+    c, store = emptied_group()
     assert delete(c, T0 + 2, store) == 2
     assert c.list_groups(T0 + 2) == []
     assert c.describe("g", T0 + 2).topic is None
@@ -685,11 +691,7 @@ def test_a_deleted_group_is_hidden_and_joining_the_name_counts_on_from_the_delet
 
 
 def test_a_new_controller_restores_a_deletion_and_keeps_counting():
-    c = coordinator()
-    store: Store = {}
-    join(c, "a", T0, store=store)
-    c.leave("g", "a", T0 + 1)
-    commit(c, T0 + 1, store)
+    c, store = emptied_group()
     assert delete(c, T0 + 2, store) == 2
     c2 = restored(store, T0 + 3)
     assert c2.list_groups(T0 + 3) == []
@@ -698,11 +700,7 @@ def test_a_new_controller_restores_a_deletion_and_keeps_counting():
 
 
 def test_a_join_while_the_tombstone_commits_keeps_the_group_alive():
-    c = coordinator()
-    store: Store = {}
-    join(c, "a", T0, store=store)
-    c.leave("g", "a", T0 + 1)
-    commit(c, T0 + 1, store)
+    c, store = emptied_group()
     deletion = c.delete("g", T0 + 2)
     assert deletion.generation == 2
     joined = join(c, "b", T0 + 2, store=store)  # before the tombstone is reported

@@ -11,6 +11,7 @@ the command's exit codes.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -139,82 +140,79 @@ async def test_a_new_controller_knows_the_group_was_deleted(cluster: InProcClust
 # ---------------------------------------------------------------- real sockets
 
 
+@contextlib.asynccontextmanager
+async def events_cluster(tmp_path: Path) -> AsyncIterator[tuple[AsyncClient, str]]:
+    """Three real nodes with topic "events" (2 partitions): a client, and the
+    nodes' addresses as a --bootstrap value. Bounded by DEADLINE_S."""
+    cfg = make_config(tmp_path, 3, **FAST)
+    addresses = [n.address for n in cfg.nodes]
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with AsyncClient(addresses) as client:
+                await client.create_topic("events", partitions=2, replicas=3)
+                yield client, ",".join(addresses)
+
+
 async def test_the_client_deletes_a_group_and_a_new_one_starts_from_the_reset_policy(
     tmp_path: Path,
 ):
-    cfg = make_config(tmp_path, 3, **FAST)
-    addresses = [n.address for n in cfg.nodes]
-    async with running(cfg):
-        with trio.fail_after(DEADLINE_S):
-            async with AsyncClient(addresses) as client:
-                await client.create_topic("events", partitions=2, replicas=3)
-                for i in range(6):
-                    await client.produce("events", f"v{i}".encode(), partition=i % 2)
-                old = Consumer(client, "billing", "events", session_timeout=2.0)
-                await old.start()
-                old_generation = old.generation
-                assert old_generation is not None
-                await old.commit({0: 3, 1: 2})
-                with pytest.raises(GroupNotEmptyError):
-                    await client.delete_group("billing")
-                await old.close()
+    async with events_cluster(tmp_path) as (client, _):
+        for i in range(6):
+            await client.produce("events", f"v{i}".encode(), partition=i % 2)
+        old = Consumer(client, "billing", "events", session_timeout=2.0)
+        await old.start()
+        old_generation = old.generation
+        assert old_generation is not None
+        await old.commit({0: 3, 1: 2})
+        with pytest.raises(GroupNotEmptyError):
+            await client.delete_group("billing")
+        await old.close()
 
-                result = await client.delete_group("billing")
-                assert (result.topic, result.deleted, result.kept) == ("events", (0, 1), ())
-                assert result.generation is not None and result.generation > old_generation
-                for p in (0, 1):
-                    assert await client.committed("billing", "events", p) is None
-                    with pytest.raises(FencedError):  # the old generation stays out
-                        await client.commit_offset("billing", "events", p, 5,
-                                                   generation=old_generation)  # fmt: skip
-                listed = await client.request("group_list", idempotent=True)
-                assert listed["groups"] == []
+        result = await client.delete_group("billing")
+        assert (result.topic, result.deleted, result.kept) == ("events", (0, 1), ())
+        assert result.generation is not None and result.generation > old_generation
+        for p in (0, 1):
+            assert await client.committed("billing", "events", p) is None
+            with pytest.raises(FencedError):  # the old generation stays out
+                await client.commit_offset("billing", "events", p, 5,
+                                           generation=old_generation)  # fmt: skip
+        listed = await client.request("group_list", idempotent=True)
+        assert listed["groups"] == []
 
-                # A new consumer of the name starts where auto_offset_reset says.
-                fresh = Consumer(client, "billing", "events", auto_offset_reset="latest",
-                                 session_timeout=2.0)  # fmt: skip
-                await fresh.start()
-                assert fresh.generation is not None and fresh.generation > result.generation
-                assert {p: fresh.position(p) for p in (0, 1)} == {0: 3, 1: 3}
-                await fresh.close()
+        # A new consumer of the name starts where auto_offset_reset says.
+        fresh = Consumer(client, "billing", "events", auto_offset_reset="latest",
+                         session_timeout=2.0)  # fmt: skip
+        await fresh.start()
+        assert fresh.generation is not None and fresh.generation > result.generation
+        assert {p: fresh.position(p) for p in (0, 1)} == {0: 3, 1: 3}
+        await fresh.close()
 
-                with pytest.raises(UnknownGroupError):
-                    await client.delete_group("never-joined")
+        with pytest.raises(UnknownGroupError):
+            await client.delete_group("never-joined")
 
 
 async def test_a_manual_groups_offsets_are_deleted_by_naming_its_topic(tmp_path: Path):
-    cfg = make_config(tmp_path, 3, **FAST)
-    addresses = [n.address for n in cfg.nodes]
-    async with running(cfg):
-        with trio.fail_after(DEADLINE_S):
-            async with AsyncClient(addresses) as client:
-                await client.create_topic("events", partitions=2, replicas=3)
-                await client.commit_offset("manual", "events", 1, 7)  # no generation
-                result = await client.delete_group("manual", topic="events")
-                assert (result.generation, result.deleted, result.kept) == (None, (0, 1), ())
-                assert await client.committed("manual", "events", 1) is None
+    async with events_cluster(tmp_path) as (client, _):
+        await client.commit_offset("manual", "events", 1, 7)  # no generation
+        result = await client.delete_group("manual", topic="events")
+        assert (result.generation, result.deleted, result.kept) == (None, (0, 1), ())
+        assert await client.committed("manual", "events", 1) is None
 
 
 async def test_the_cli_deletes_a_group_and_exits_1_for_one_with_members(tmp_path: Path):
-    cfg = make_config(tmp_path, 3, **FAST)
-    bootstrap = ",".join(n.address for n in cfg.nodes)
-    runner = CliRunner()
+    async with events_cluster(tmp_path) as (client, bootstrap):
 
-    def cli(*args: str) -> Any:
-        return runner.invoke(cli_main, ["group", *args, "--bootstrap", bootstrap])
+        def cli(*args: str) -> Any:
+            return CliRunner().invoke(cli_main, ["group", *args, "--bootstrap", bootstrap])
 
-    async with running(cfg):
-        with trio.fail_after(DEADLINE_S):
-            async with AsyncClient([n.address for n in cfg.nodes]) as client:
-                await client.create_topic("events", partitions=2, replicas=3)
-                member = Consumer(client, "ops", "events", session_timeout=2.0)
-                await member.start()
-                busy = await trio.to_thread.run_sync(cli, "delete", "ops")
-                assert busy.exit_code == 1
-                assert "GROUP_NOT_EMPTY" in busy.output and "stop its consumers" in busy.output
-                await member.close()
-                done = await trio.to_thread.run_sync(cli, "delete", "ops", "--json")
-                assert done.exit_code == 0, done.output
-                assert '"deleted": [\n    0,\n    1\n  ]' in done.output
-                gone = await trio.to_thread.run_sync(cli, "delete", "nope")
-                assert gone.exit_code == 1 and "UNKNOWN_GROUP" in gone.output
+        member = Consumer(client, "ops", "events", session_timeout=2.0)
+        await member.start()
+        busy = await trio.to_thread.run_sync(cli, "delete", "ops")
+        assert busy.exit_code == 1
+        assert "GROUP_NOT_EMPTY" in busy.output and "stop its consumers" in busy.output
+        await member.close()
+        done = await trio.to_thread.run_sync(cli, "delete", "ops", "--json")
+        assert done.exit_code == 0, done.output
+        assert '"deleted": [\n    0,\n    1\n  ]' in done.output
+        gone = await trio.to_thread.run_sync(cli, "delete", "nope")
+        assert gone.exit_code == 1 and "UNKNOWN_GROUP" in gone.output
