@@ -7,9 +7,12 @@ stable code; nothing else about the exception leaves the node.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raftlog.client.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from .waiters import Outcome
 
 
 class HandlerError(Exception):
@@ -20,6 +23,22 @@ class HandlerError(Exception):
         self.code = code
         self.message = message
         self.details = details
+
+
+def raise_outcome(outcome: Outcome) -> Any:
+    """The value of a proposal's outcome, or HandlerError with its code."""
+    if outcome.error is not None:
+        raise HandlerError(outcome.error, outcome.message, **outcome.details)
+    return outcome.value
+
+
+def raise_result_error(result: Any) -> None:
+    """State machine results carry errors as values (e.g. TOPIC_EXISTS)."""
+    error = getattr(result, "error", None)
+    if error:
+        code = ErrorCode(error) if not isinstance(error, ErrorCode) else error
+        message = getattr(result, "message", None) or code.value
+        raise HandlerError(code, str(message))
 
 
 class ConfigError(Exception):

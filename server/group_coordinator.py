@@ -530,7 +530,6 @@ class GroupCoordinator:
             return False
         g.deleted = True
         g.generation = generation
-        g.previous = {}
         self.version += 1
         return True
 

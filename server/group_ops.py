@@ -37,7 +37,7 @@ from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import SetConsumerGroup
 
 from .acl import visible_group
-from .errors import HandlerError
+from .errors import HandlerError, raise_outcome, raise_result_error
 from .group_coordinator import (
     DEFAULT_REBALANCE_TIMEOUT_S,
     DEFAULT_SESSION_TIMEOUT_S,
@@ -308,14 +308,7 @@ class GroupOps:
             coord = self._coord
             deadline = trio.current_time() + RECORD_TIMEOUT_S
             outcome = await self.driver.propose(METADATA_GROUP, deletion.record, deadline)
-            if outcome.error is not None:
-                raise HandlerError(outcome.error, outcome.message, **outcome.details)
-            result = outcome.value
-            if not getattr(result, "ok", False):
-                raise HandlerError(
-                    getattr(result, "error", None) or ErrorCode.INTERNAL,
-                    getattr(result, "message", "") or "the group's tombstone was refused",
-                )
+            raise_result_error(raise_outcome(outcome))
             if coord is not None and coord is self._coord:
                 coord.deleted(name, deletion.generation, trio.current_time())
                 self._after(coord)

@@ -36,7 +36,7 @@ from raftlog.raft.types import Role
 from .acl import visible_topics
 from .auth_reload import reload_node
 from .driver import MultiRaft
-from .errors import HandlerError
+from .errors import HandlerError, raise_outcome, raise_result_error
 from .group_ops import GroupOps
 from .groups import METADATA_GROUP, Group
 from .membership_ops import MembershipOps
@@ -71,22 +71,6 @@ def _partition_of(topic: Any, partition: int) -> Any:
             f"(partitions: {len(topic.partitions)})",
         )
     return topic.partitions[partition]
-
-
-def _raise_outcome(outcome: Outcome) -> Any:
-    """The value of an outcome, or HandlerError with its code."""
-    if outcome.error is not None:
-        raise HandlerError(outcome.error, outcome.message, **outcome.details)
-    return outcome.value
-
-
-def _raise_result_error(result: Any) -> None:
-    """State machine results carry errors as values (e.g. TOPIC_EXISTS)."""
-    error = getattr(result, "error", None)
-    if error:
-        code = ErrorCode(error) if not isinstance(error, ErrorCode) else error
-        message = getattr(result, "message", None) or code.value
-        raise HandlerError(code, str(message))
 
 
 class RequestHandlers:
@@ -233,7 +217,7 @@ class RequestHandlers:
             # DELIBERATELY UNSAFE (jepsen only): local state of any replica, no ReadIndex.
             return self._local_group(pinfo)
         group = self._led_group(pinfo)
-        _raise_outcome(await self.driver.read_barrier(group.gid, deadline))
+        raise_outcome(await self.driver.read_barrier(group.gid, deadline))
         return group
 
     def _partition_json(self, topic: str, pinfo: Any) -> dict[str, Any]:
@@ -311,8 +295,8 @@ class RequestHandlers:
         if problem is not None:
             raise HandlerError(ErrorCode.INVALID_REQUEST, problem)
         command = CreateTopic(name, fields["partitions"], replicas, config)
-        result = _raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
-        _raise_result_error(result)
+        result = raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
+        raise_result_error(result)
         topic = self.meta.topics[name]
         log.info(
             "event=topic_created topic=%s partitions=%d replicas=%d",
@@ -335,8 +319,8 @@ class RequestHandlers:
         if not partitions and not config:
             raise HandlerError(ErrorCode.INVALID_REQUEST, "alter_topic: no partitions, no config")
         command = AlterTopic(fields["topic"], partitions, config)
-        result = _raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
-        _raise_result_error(result)
+        result = raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
+        raise_result_error(result)
         topic = self.meta.topics[fields["topic"]]
         log.info("event=topic_altered topic=%s partitions=%d config=%s",
                  topic.name, len(topic.partitions), topic.config)  # fmt: skip
@@ -359,10 +343,10 @@ class RequestHandlers:
 
         deadline = _deadline(fields)
         self._require_meta_leader()
-        result = _raise_outcome(
+        result = raise_outcome(
             await self.driver.propose(METADATA_GROUP, DeleteTopic(fields["topic"]), deadline)
         )
-        _raise_result_error(result)
+        raise_result_error(result)
         log.info("event=topic_deleted topic=%s", fields["topic"])
         return {}
 
@@ -413,10 +397,10 @@ class RequestHandlers:
 
         deadline = _deadline(fields)
         self._require_meta_leader()
-        result = _raise_outcome(
+        result = raise_outcome(
             await self.driver.propose(METADATA_GROUP, AllocProducerId(), deadline)
         )
-        _raise_result_error(result)
+        raise_result_error(result)
         producer_id = getattr(result, "producer_id", result)
         return {"producer_id": int(producer_id)}
 
@@ -510,8 +494,8 @@ class RequestHandlers:
         )
 
     def _produce_reply(self, outcome: Outcome, fields: dict[str, Any]) -> dict[str, Any]:
-        result = _raise_outcome(outcome)
-        _raise_result_error(result)
+        result = raise_outcome(outcome)
+        raise_result_error(result)
         self._count_produce("OK")
         duplicate = bool(getattr(result, "duplicate", False))
         if self.metrics is not None and not duplicate:
@@ -572,8 +556,8 @@ class RequestHandlers:
             metadata=fields.get("metadata") or "",
             generation=fields.get("generation"),
         )
-        result = _raise_outcome(await self.driver.propose(group.gid, command, deadline))
-        _raise_result_error(result)
+        result = raise_outcome(await self.driver.propose(group.gid, command, deadline))
+        raise_result_error(result)
         return {}
 
     async def delete_offset(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
@@ -581,8 +565,8 @@ class RequestHandlers:
         group = await self._leader_group(fields["topic"], fields["partition"])
         # Fenced like a commit, decided at apply (see DeleteOffset).
         command = DeleteOffset(group=fields["group"], generation=fields.get("generation"))
-        result = _raise_outcome(await self.driver.propose(group.gid, command, deadline))
-        _raise_result_error(result)
+        result = raise_outcome(await self.driver.propose(group.gid, command, deadline))
+        raise_result_error(result)
         return {}
 
     async def fetch_committed(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
