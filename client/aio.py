@@ -76,6 +76,12 @@ from .protocol import (
     decode_batch,
     encode_records,
 )
+from .replica_reads import (
+    LINEARIZABLE,
+    check_consistency,
+    read_from_replicas,
+    replica_topic_meta,
+)
 from .tls import TLSConfig, client_context
 
 log = logging.getLogger(__name__)
@@ -173,6 +179,10 @@ class AsyncClient:
     ``ssl.SSLContext`` of your own, or ``TLSConfig(ca_file=..., cert_file=...,
     key_file=...)`` (the client certificate only where ``client_auth = true``).
     Each node's certificate must be valid for the host of the address dialled.
+
+    ``prefer_replica``: the node id serializable reads try first where it holds
+    the partition (``fetch(..., consistency="serializable")``; the node on
+    this host, say). See client/replica_reads.py.
     """
 
     def __init__(
@@ -188,6 +198,7 @@ class AsyncClient:
         idempotent: bool = True,
         tls: ssl.SSLContext | TLSConfig | None = None,
         metadata_max_age: float = 30.0,
+        prefer_replica: str | None = None,
     ) -> None:
         self._bootstrap = parse_bootstrap(bootstrap)
         # Built once (TLSError now if a file is missing): contexts are shared
@@ -222,6 +233,11 @@ class AsyncClient:
         self._pid_lock = trio.Lock()
         self._seq: dict[tuple[str, int], _SeqState] = {}
         self._rand = random.Random()
+        # Serializable reads (client/replica_reads.py): the node to read from
+        # first when it holds the partition, and the replica each partition was
+        # last read from.
+        self.prefer_replica = prefer_replica
+        self._read_replicas: dict[tuple[str, int], str] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -571,7 +587,12 @@ class AsyncClient:
         """The cluster's metadata (nodes, topics, partitions, leaders), refreshed now."""
         return _result(await self._refresh_metadata())
 
-    async def partitions_for(self, topic: str) -> int:
+    async def partitions_for(self, topic: str, *, consistency: str = LINEARIZABLE) -> int:
+        """How many partitions ``topic`` has; ``"serializable"``: as cached, else
+        as any node sees it (works without a quorum, may be behind)."""
+        if check_consistency(consistency):
+            deadline = trio.current_time() + self.request_timeout
+            return len((await replica_topic_meta(self, topic, deadline)).partitions)
         return len((await self._topic_meta(topic)).partitions)
 
     # ------------------------------------------------------------ topics
@@ -906,8 +927,18 @@ class AsyncClient:
         max_records: int | None = None,
         max_bytes: int = DEFAULT_MAX_FETCH_BYTES,
         max_wait: float = 0.0,
+        *,
+        consistency: str = LINEARIZABLE,
     ) -> FetchResult:
-        """Records from ``offset`` on (linearizable; long-polls up to ``max_wait`` s)."""
+        """Records from ``offset`` on, long-polling up to ``max_wait`` s.
+
+        ``consistency="linearizable"`` (the default): the partition's leader
+        answers after a ReadIndex round, so the end offset covers every record
+        acknowledged before the call. ``"serializable"``: any replica answers
+        from its own copy, without that round: every record is committed and
+        at its final offset, but the end may lag (client/replica_reads.py).
+        """
+        serializable = check_consistency(consistency)
         fields: dict[str, Any] = {
             "topic": topic,
             "partition": partition,
@@ -917,15 +948,22 @@ class AsyncClient:
         }
         if max_records is not None:
             fields["max_records"] = max_records
-        reply = await self._call(
-            "fetch",
-            fields,
-            topic=topic,
-            partition=partition,
-            idempotent=True,
-            budget=self.request_timeout + max_wait,
-            min_attempt=max_wait + ATTEMPT_MIN,
-        )
+        budget = self.request_timeout + max_wait
+        if serializable:
+            reply = await read_from_replicas(
+                self, "fetch", fields, topic=topic, partition=partition,
+                budget=budget, attempt_budget=max_wait + ATTEMPT_MIN,
+            )  # fmt: skip
+        else:
+            reply = await self._call(
+                "fetch",
+                fields,
+                topic=topic,
+                partition=partition,
+                idempotent=True,
+                budget=budget,
+                min_attempt=max_wait + ATTEMPT_MIN,
+            )
         records = []
         for base, ts, _count, blob in reply.get("batches") or []:
             if base + _count <= offset:
@@ -935,14 +973,20 @@ class AsyncClient:
             del records[max_records:]
         return FetchResult(records, int(reply["start_offset"]), int(reply["end_offset"]))
 
-    async def list_offsets(self, topic: str, partition: int) -> Offsets:
-        reply = await self._call(
-            "list_offsets",
-            {"topic": topic, "partition": partition},
-            topic=topic,
-            partition=partition,
-            idempotent=True,
-        )
+    async def list_offsets(
+        self, topic: str, partition: int, *, consistency: str = LINEARIZABLE
+    ) -> Offsets:
+        """The partition's start and end offsets; ``consistency`` as for ``fetch``."""
+        fields = {"topic": topic, "partition": partition}
+        if check_consistency(consistency):
+            reply = await read_from_replicas(
+                self, "list_offsets", fields, topic=topic, partition=partition,
+                budget=self.request_timeout, attempt_budget=ATTEMPT_MIN,
+            )  # fmt: skip
+        else:
+            reply = await self._call(
+                "list_offsets", fields, topic=topic, partition=partition, idempotent=True
+            )
         return Offsets(int(reply["start_offset"]), int(reply["end_offset"]))
 
     async def commit_offset(

@@ -85,6 +85,7 @@ from .errors import (
 from .group_member import Assignment, GroupMember
 from .models import FetchResult
 from .protocol import Record
+from .replica_reads import LINEARIZABLE, check_consistency
 
 if TYPE_CHECKING:
     from .sync import Client
@@ -121,6 +122,11 @@ class Consumer:
     its own id (a host name, a pod name): a second consumer with the same id
     takes the partitions over, and the first one's reads then raise
     ``FencedInstanceIdError``.
+
+    ``consistency="serializable"`` reads records from any replica (the
+    client's ``prefer_replica`` first) instead of the leader: the same records
+    at the same offsets, possibly later, and still served by a replica cut off
+    from the leader. ``at_end()`` then means the end of that replica's copy.
     """
 
     def __init__(
@@ -139,7 +145,9 @@ class Consumer:
         auto_commit: bool = True,
         claim_uncommitted: bool = True,
         group_instance_id: str | None = None,
+        consistency: str = LINEARIZABLE,
     ) -> None:
+        check_consistency(consistency)
         if auto_offset_reset not in RESET_POLICIES:
             raise ValueError(f"auto_offset_reset must be one of {RESET_POLICIES}")
         if group_instance_id is not None and (group is None or partitions is not None):
@@ -153,6 +161,9 @@ class Consumer:
         self.max_wait = max_wait
         self.max_records = max_records
         self.max_bytes = max_bytes
+        # How fetches and offset resets read (AsyncClient.fetch); committed
+        # offsets are always read from the leader.
+        self.consistency = consistency
         # Group-managed only: commit processed positions on a rebalance and on close.
         self.auto_commit = auto_commit
         # Group-managed only: claim (commit the starting position of) partitions the
@@ -228,7 +239,8 @@ class Consumer:
             self._spawn_group_task(assignment.granted_at)
         else:
             if self._assigned is None:
-                self._assigned = list(range(await self.client.partitions_for(self.topic)))
+                count = await self.client.partitions_for(self.topic, consistency=self.consistency)
+                self._assigned = list(range(count))
             await self._init_positions(self._assigned)
         self._started = True
 
@@ -248,7 +260,9 @@ class Consumer:
                 self._positions[p] = await self._reset_position(p)
 
     async def _reset_position(self, partition: int) -> int:
-        offsets = await self.client.list_offsets(self.topic, partition)
+        offsets = await self.client.list_offsets(
+            self.topic, partition, consistency=self.consistency
+        )
         self._ends[partition] = offsets.end_offset
         if self.auto_offset_reset == "earliest":
             return offsets.start_offset
@@ -627,8 +641,9 @@ class Consumer:
             return FetchResult([], 0, 0)  # revoked before this fetch started
         try:
             result = await self.client.fetch(
-                self.topic, partition, offset, self.max_records, self.max_bytes, wait
-            )
+                self.topic, partition, offset, self.max_records, self.max_bytes, wait,
+                consistency=self.consistency,
+            )  # fmt: skip
         except OutOfRangeError as exc:
             if epoch != self._epoch:
                 return FetchResult([], 0, 0)

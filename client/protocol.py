@@ -187,9 +187,17 @@ def _f(name: str, typ: type | tuple[type, ...], required: bool = True) -> Field:
     return Field(name, typ, required)
 
 
+# A partition read's optional consistency: "linearizable" (the default: the
+# leader after a ReadIndex round) or "serializable" (any replica's own applied
+# copy, server/replica_reads.py), with the Raft group the client's metadata
+# maps the partition to, so a replica with other metadata refuses.
+_READ_CONSISTENCY = (_f("consistency", str, False), _f("group", int, False))
+
 REQUESTS: dict[str, tuple[Field, ...]] = {
     # Cluster metadata: nodes, topics, partitions, replicas, leaders.
-    "metadata": (_f("topics", list, False),),
+    # "consistency": "serializable" answers from the node's own view, without
+    # confirming it with the metadata group's leader (it may be stale).
+    "metadata": (_f("topics", list, False), _f("consistency", str, False)),
     "create_topic": (
         _f("topic", str),
         _f("partitions", int),
@@ -226,9 +234,10 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         _f("max_bytes", int, False),
         _f("max_records", int, False),
         _f("max_wait_ms", int, False),
+        *_READ_CONSISTENCY,
     ),
-    # Linearizable start and end offsets of a partition.
-    "list_offsets": (_f("topic", str), _f("partition", int)),
+    # Start and end offsets of a partition (linearizable unless serializable).
+    "list_offsets": (_f("topic", str), _f("partition", int), *_READ_CONSISTENCY),
     "commit_offset": (
         _f("group", str),
         _f("topic", str),

@@ -183,13 +183,18 @@ class Client:
         max_records: int | None = None,
         max_bytes: int = 1024 * 1024,
         max_wait: float = 0.0,
+        *,
+        consistency: str = "linearizable",
     ) -> FetchResult:
         return self._call(
-            self._async.fetch, topic, partition, offset, max_records, max_bytes, max_wait
-        )
+            self._async.fetch, topic, partition, offset, max_records, max_bytes, max_wait,
+            consistency=consistency,
+        )  # fmt: skip
 
-    def list_offsets(self, topic: str, partition: int) -> Offsets:
-        return self._call(self._async.list_offsets, topic, partition)
+    def list_offsets(
+        self, topic: str, partition: int, *, consistency: str = "linearizable"
+    ) -> Offsets:
+        return self._call(self._async.list_offsets, topic, partition, consistency=consistency)
 
     def commit_offset(
         self,

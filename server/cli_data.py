@@ -421,6 +421,22 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
     show_default=True,
     help="text: the value per line; json: one object per line.",
 )
+@click.option(
+    "--consistency",
+    type=click.Choice(["linearizable", "serializable"]),
+    default="linearizable",
+    show_default=True,
+    help="linearizable: read from each partition's leader, up to everything acknowledged. "
+    "serializable: read from any replica's copy (--prefer-replica first): the same "
+    "records at the same offsets, possibly later, and still readable from a node cut "
+    "off from the leader.",
+)
+@click.option(
+    "--prefer-replica",
+    default=None,
+    metavar="NODE",
+    help="With --consistency serializable: read from this node where it holds a replica.",
+)
 @cluster_options
 @_TIMEOUT_OPTION
 def consume(
@@ -433,6 +449,8 @@ def consume(
     instance_id: str | None,
     max_records: int | None,
     fmt: str,
+    consistency: str,
+    prefer_replica: str | None,
     config: Path | None,
     bootstrap: str | None,
     timeout: float,
@@ -449,7 +467,10 @@ def consume(
         raise click.UsageError("--from-beginning and --offset are exclusive")
     if instance_id is not None and (group is None or partitions):
         raise click.UsageError("--instance-id needs --group and no --partition")
+    if prefer_replica is not None and consistency != "serializable":
+        raise click.UsageError("--prefer-replica needs --consistency serializable")
     client = _client(config, bootstrap, timeout)
+    client.prefer_replica = prefer_replica
 
     async def main() -> int:
         async with client:
@@ -460,6 +481,7 @@ def consume(
                 list(partitions) or None,
                 max_wait=1.0 if follow else 0.0,
                 group_instance_id=instance_id,
+                consistency=consistency,
             )
             try:
                 return await _consume_loop(
@@ -491,7 +513,10 @@ async def _consume_loop(
         if offset is not None:
             consumer.seek(p, offset)
         elif from_beginning:
-            consumer.seek(p, (await client.list_offsets(topic_name, p)).start_offset)
+            offsets = await client.list_offsets(
+                topic_name, p, consistency=consumer.consistency
+            )
+            consumer.seek(p, offsets.start_offset)
     out = sys.stdout
     while max_records is None or printed < max_records:
         batch = await consumer.poll()

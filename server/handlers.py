@@ -9,7 +9,9 @@ Writes go through the driver as commands (coalesced into one proposal per
 group per loop turn) and are answered only after commit AND apply (DESIGN
 §3.3). Reads of partition state (fetch, list_offsets, fetch_committed) are
 linearizable: the leader confirms its leadership with a ReadIndex round and
-serves once it has applied up to the read index (DESIGN §3.4).
+serves once it has applied up to the read index (DESIGN §3.4), unless the
+request asks for a serializable read (server/replica_reads.py): then any
+replica answers from its own applied copy.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ from .group_ops import GroupOps
 from .groups import METADATA_GROUP, Group
 from .membership_ops import MembershipOps
 from .metrics import Metrics
+from .replica_reads import (
+    expected_partition,
+    is_serializable,
+    wait_applied_past,
+    wait_for_offset,
+)
 from .snapshot_transfer import serve_replica_fetch
 from .waiters import Outcome
 
@@ -220,6 +228,14 @@ class RequestHandlers:
         raise_outcome(await self.driver.read_barrier(group.gid, deadline))
         return group
 
+    async def _replica_group(self, fields: dict[str, Any]) -> Group:
+        """The group to serve a serializable read from: this node's own copy, no
+        ReadIndex round (server/replica_reads.py says what that still promises)."""
+        pinfo = expected_partition(self, fields)
+        if pinfo is None:
+            pinfo = await self._partition(fields["topic"], fields["partition"])
+        return self._local_group(pinfo)
+
     def _partition_json(self, topic: str, pinfo: Any) -> dict[str, Any]:
         group = self.driver.groups.get(pinfo.group_id)
         leader = group.leader if group is not None else None
@@ -248,7 +264,10 @@ class RequestHandlers:
     # ------------------------------------------------------------ metadata ops
 
     async def metadata(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        await self._meta_sync()
+        if not is_serializable(fields):
+            await self._meta_sync()
+        # else: this node's own view, perhaps stale, for a client whose
+        # serializable reads must work without a quorum (replica_reads.py).
         wanted = fields.get("topics")
         names = visible_topics(ctx.user, sorted(self.meta.topics))  # a user sees its own
         topics = [
@@ -517,16 +536,15 @@ class RequestHandlers:
         offset: int = fields["offset"]
         max_wait_ms = fields.get("max_wait_ms") or 0
         deadline = trio.current_time() + DEFAULT_TIMEOUT_S + max_wait_ms / 1000.0
-        group = await self._read_group(fields["topic"], fields["partition"], deadline)
-        self._check_range(group, offset)
-        if offset == group.sm.next_offset and max_wait_ms > 0:
-            # Long poll: a record committed after the read index is committed,
-            # so returning it is still linearizable.
-            wait_until = trio.current_time() + max_wait_ms / 1000.0
-            while offset == group.sm.next_offset and trio.current_time() < wait_until:
-                if group.gid not in self.driver.groups:
-                    raise HandlerError(ErrorCode.UNKNOWN_TOPIC, "topic deleted")
-                await self.driver.wait_applied(group.gid, wait_until)
+        if is_serializable(fields):
+            group = await self._replica_group(fields)
+            await wait_for_offset(self.driver, self.node_id, group, offset, max_wait_ms)
+        else:
+            group = await self._read_group(fields["topic"], fields["partition"], deadline)
+            self._check_range(group, offset)
+            # Long poll at the end: a record committed after the read index is
+            # committed, so returning it is still linearizable.
+            await wait_applied_past(self.driver, group, offset, max_wait_ms)
         max_bytes = min(
             fields.get("max_bytes") or DEFAULT_FETCH_MAX_BYTES, self.cfg.limits.max_fetch_bytes
         )
@@ -541,7 +559,10 @@ class RequestHandlers:
         }
 
     async def list_offsets(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        group = await self._read_group(fields["topic"], fields["partition"], _deadline(fields))
+        if is_serializable(fields):
+            group = await self._replica_group(fields)
+        else:
+            group = await self._read_group(fields["topic"], fields["partition"], _deadline(fields))
         return {"start_offset": group.sm.start_offset, "end_offset": group.sm.next_offset}
 
     async def commit_offset(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
