@@ -78,6 +78,9 @@ class BenchConfig:
     payload: str = "fixed"
     compression: str = "none"  # batch mode: the Producer's compression
     fill: bool = True
+    # consume: "serializable" reads each partition from any replica's copy
+    # (client/replica_reads.py), so followers share the fetch load.
+    consistency: str = "linearizable"
     request_timeout: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
     # TLS to the nodes: file paths, so the spawned worker processes get it too.
@@ -234,7 +237,8 @@ def _report(cfg: BenchConfig, results: list[_WorkerResult]) -> dict[str, Any]:
     elapsed = max((r.elapsed for r in results), default=0.0) or 1e-9
     report: dict[str, Any] = {
         "mode": cfg.mode,
-        "variant": ("batch" if cfg.batched else "single") if cfg.mode == "produce" else "fetch",
+        "variant": ("batch" if cfg.batched else "single") if cfg.mode == "produce"
+        else f"fetch, {cfg.consistency}",
         "topic": cfg.topic,
         "partitions": cfg.partitions,
         "record_size": cfg.record_size,
@@ -695,13 +699,18 @@ async def _consume_worker(cfg: BenchConfig, index: int, counter: Any, start: Any
         shares = _spread(cfg.count, cfg.partitions) if cfg.count is not None else None
         limits = {p: shares[p] if shares is not None else None for p in mine}
 
+        wait = 1.0 if cfg.consistency == "serializable" else 0.0
+
         async def read(p: int) -> None:
             offset, end = bounds[p].start_offset, bounds[p].end_offset
             limit = limits[p]
             if limit is not None:
                 end = min(end, offset + limit)
             while offset < end and perf() < stop_at:
-                fetched = await client.fetch(cfg.topic, p, offset, max_bytes=4 * 1024 * 1024)
+                # A replica behind the end it was told answers after a long poll,
+                # so an empty answer still means the partition was read through.
+                fetched = await client.fetch(cfg.topic, p, offset, max_bytes=4 * 1024 * 1024,
+                                             max_wait=wait, consistency=cfg.consistency)
                 if not fetched.records:
                     break
                 records = fetched.records

@@ -6,6 +6,7 @@ are unique integers, so a value names the one send that wrote it):
     send            invoke {"key", "value"}         ok {"key", "value", "offset"}
     fetch / poll    invoke {"key", "offset", ...}   ok {... "records": [[offset, value], ...],
                                                          "end": end_offset (optional)}
+                    ("serializable": true: served by any replica, may be stale)
                     (poll also carries "consumer": the id of one consumer session)
     drain           final read from offset 0:       ok {"key", "records", "end",
                                                          "node": id (optional, per-node read)}
@@ -329,7 +330,10 @@ class _Checker:
             )
 
     def check_stale_reads(self) -> None:
-        """A linearizable end offset covers everything acknowledged or read before."""
+        """A linearizable end offset covers everything acknowledged or read before.
+
+        Reads marked ``serializable`` (any replica's copy) are exempt from being
+        stale; every other stage checks them like any read."""
         bounds: dict[Any, list[tuple[int, int, Completed]]] = defaultdict(list)
         readers: dict[Any, list[tuple[int, int, Completed]]] = defaultdict(list)
         for c in self.all:
@@ -349,6 +353,11 @@ class _Checker:
                 bounds[k].append((c.complete_ns, recs[-1][0] + 1, c))
             if v.get("end") is not None:
                 bounds[k].append((c.complete_ns, int(v["end"]), c))
+            if v.get("serializable"):
+                # Any replica's committed copy: what it saw was committed, so it
+                # bounds later reads, but it may itself be behind (not a reader).
+                continue
+            if v.get("end") is not None:
                 readers[k].append((c.invoke_ns, int(v["end"]), c))
             elif c.f in READ_FS and not recs:
                 # An empty read from offset f says the log ended at or before f.

@@ -81,6 +81,10 @@ def jepsen() -> None:
 @click.option("--static-members", is_flag=True,
               help="groups workload: each consumer worker keeps one group_instance_id, so "
                    "its restarts take its place back instead of rebalancing.")
+@click.option("--serializable-reads", type=click.FloatRange(0.0, 1.0), default=0.0,
+              show_default=True,
+              help="Fraction of fetches and polls sent with consistency=serializable (any "
+                   "replica's copy): checked for everything but recency.")
 @click.option("--nemesis", "nemesis_", default="partition,kill,pause", show_default=True,
               help=f"Comma-separated, of: {', '.join(KINDS)}; 'none' for no faults.")
 @click.option("--kill-targets", default=",".join(TARGETS), show_default=True)
@@ -120,7 +124,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
             time_limit: float,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
             rejoin: bool, rate: float, consumers: int, session_timeout: float,
-            static_members: bool,
+            static_members: bool, serializable_reads: float,
             out: Path | None, tls: bool, unsafe_no_fsync: bool,
             unsafe_ack_before_commit: bool, unsafe_follower_reads: bool) -> None:
     """Start a cluster, run a workload under faults, check the history."""
@@ -150,7 +154,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         out=out, nodes=nodes, workload=workload, nemesis=kinds, time_limit=time_limit,
         concurrency=concurrency, partitions=partitions, seed=seed, nemesis_interval=interval,
         spares=spares, rejoin=rejoin, consumers=consumers, session_timeout=session_timeout,
-        static_members=static_members,
+        static_members=static_members, serializable_reads=serializable_reads,
         kill_targets=targets, disk_full_targets=full_targets, partition_shapes=shapes,
         clock_targets=skew_targets, power_targets=cut_targets,
         rate_per_worker=rate, tls=tls,

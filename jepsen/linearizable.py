@@ -176,8 +176,10 @@ def model_ops(completed: Sequence[Completed]) -> dict[Any, list[ModelOp]]:
             if c.type is not OpType.OK:
                 continue  # a read with unknown outcome tells nothing
             v = c.value or {}
-            if v.get("node"):
-                continue  # per-node reads are not linearizable by design
+            if v.get("node") or v.get("serializable"):
+                # Per-node and serializable reads are not linearizable by design
+                # (their records still pinned the sends' offsets above).
+                continue
             if c.f == "list_offsets":
                 ops.append(ModelOp(len(ops), Kind.END, c.invoke_ns, ret_ns, c,
                                    end=int(v["end"])))

@@ -76,6 +76,7 @@ class RunOptions:
     consumers: int = 3  # groups workload: group-managed consumers
     session_timeout: float = 2.0  # groups workload: short, so faults expire members
     static_members: bool = False  # groups workload: consumers with group_instance_ids
+    serializable_reads: float = 0.0  # fraction of fetches/polls from any replica's copy
     tls: bool = False  # [tls] on every node and client (a CA made for the run)
 
 
@@ -175,7 +176,8 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                                opts.rate_per_worker, opts.request_timeout,
                                consumers=opts.consumers,
                                session_timeout=opts.session_timeout,
-                               static_members=opts.static_members),
+                               static_members=opts.static_members,
+                               serializable_reads=opts.serializable_reads),
                 cluster.addresses, recorder, random.Random(rng.random()),
                 tls=cluster.client_tls,
             )

@@ -57,6 +57,9 @@ class WorkloadConfig:
     consumers: int = 3  # groups: group-managed consumers
     session_timeout: float = 2.0  # groups: short, so faults expire members
     static_members: bool = False  # groups: each consumer worker keeps one instance id
+    # Fraction of fetches and polls sent with consistency="serializable" (any
+    # replica's copy): checked like every read except for recency.
+    serializable_reads: float = 0.0
 
 
 def decode_value(value: bytes) -> Any:
@@ -122,12 +125,16 @@ class Workload:
             end = self._known_end.get(key, 0)
             offset = self.rng.randint(max(0, end - 2 * self.config.fetch_max_records), end)
         inv = {"key": key, "offset": offset, **(extra or {})}
+        consistency = "linearizable"
+        if self.rng.random() < self.config.serializable_reads:
+            consistency = "serializable"
+            inv["serializable"] = True
 
         async def go():
             try:
                 res = await client.fetch(TOPIC, key, offset,
                                          max_records=self.config.fetch_max_records,
-                                         max_wait=max_wait)
+                                         max_wait=max_wait, consistency=consistency)
             except OutOfRangeError as exc:
                 end = exc.details.get("end_offset")
                 if not isinstance(end, int):
@@ -138,7 +145,8 @@ class Workload:
             self._known_end[key] = max(self._known_end.get(key, 0), res.end_offset)
             out = {**inv, "records": [[r.offset, decode_value(r.value)] for r in res.records]}
             if max_wait == 0:
-                # One ReadIndex round serves both: the end is linearizable with the records.
+                # One ReadIndex round serves both: the end is linearizable with the
+                # records (serializable: the end of the same replica's copy).
                 out["end"] = res.end_offset
             return res, out
 

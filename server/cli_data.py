@@ -649,6 +649,13 @@ def bench_produce(
     show_default=True,
     help="Produce --count records first if the partitions hold fewer.",
 )
+@click.option(
+    "--consistency",
+    type=click.Choice(["linearizable", "serializable"]),
+    default="linearizable",
+    show_default=True,
+    help="serializable: fetch from any replica (spread by client id), not the leaders.",
+)
 @cluster_options
 def bench_consume(
     config: Path | None, bootstrap: str | None, as_json: bool, **options: Any

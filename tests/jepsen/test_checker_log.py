@@ -154,6 +154,29 @@ def test_empty_fetch_after_an_ack_is_stale() -> None:
     assert "stale-read" in types_of(h.build())
 
 
+def test_a_serializable_read_may_be_stale_but_bounds_later_reads() -> None:
+    h = good_base()
+    h.fetch(2, 0, 2, [], 45, 50, end=2, serializable=True)  # a lagging replica
+    assert check(h.build()).valid
+    # What it saw was committed: a later linearizable read must see it too.
+    h = good_base()
+    h.send(0, 0, 4, None, 41, None, OpType.INFO)
+    h.fetch(2, 0, 3, [(3, 4)], 45, 50, serializable=True)
+    h.list_offsets(3, 0, 3, 55, 60)
+    stale = [a for a in check(h.build()).anomalies if a.type == "stale-read"]
+    assert len(stale) == 1 and stale[0].details == {"observed": 3, "bound": 4}
+
+
+def test_a_serializable_read_is_checked_for_everything_but_recency() -> None:
+    h = good_base()
+    h.send(3, 0, 5, None, 41, 43, OpType.FAIL)
+    h.fetch(2, 0, 2, [(2, 3), (3, 5), (4, 77)], 45, 50, serializable=True)
+    assert {"aborted-read", "unexpected"} <= types_of(h.build())
+    h = good_base()
+    h.fetch(2, 0, 1, [(1, 3)], 45, 50, serializable=True)
+    assert "inconsistent-offsets" in types_of(h.build())
+
+
 def test_read_gap_and_wrong_start_offset() -> None:
     h = good_base()
     h.fetch(2, 0, 0, [(0, 1), (2, 3)], 45, 50)

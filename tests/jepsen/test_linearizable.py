@@ -46,6 +46,21 @@ def test_stale_read_is_not_linearizable_and_names_the_stuck_op() -> None:
     assert cx["log_length"] == 2
 
 
+def test_a_stale_serializable_read_is_left_out_of_the_search() -> None:
+    """Any replica's copy may be behind; the log checker still holds what such a
+    read saw as a bound for later reads (test_checker_log.py)."""
+
+    def history(**flags: Any) -> HistoryBuilder:
+        h = HistoryBuilder()
+        h.send(0, 0, "a", 0, 0, 10)
+        h.send(0, 0, "b", 1, 11, 20)
+        h.fetch(1, 0, 0, [(0, "a")], 30, 40, end=1, **flags)
+        return h
+
+    assert verdict(history()) is Verdict.NOT_LINEARIZABLE
+    assert verdict(history(serializable=True)) is Verdict.LINEARIZABLE
+
+
 def test_lost_write_is_not_linearizable() -> None:
     h = HistoryBuilder()
     h.send(0, 0, "a", 0, 0, 10)
