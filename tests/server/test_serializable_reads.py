@@ -6,7 +6,7 @@ another log's records. What they may lose: recency.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -51,6 +51,26 @@ async def _applied(c: InProcCluster, node: str, gid: int, end: int) -> None:
         lambda: c.driver(node).groups[gid].sm.next_offset >= end,
         what=f"{node} applied up to {end}",
     )
+
+
+async def _long_poll(
+    c: InProcCluster, node: str, offset: int, meanwhile: Callable[[], Awaitable[None]]
+) -> list[tuple[int, bytes]]:
+    """A serializable long poll at ``node`` from ``offset``, with ``meanwhile``
+    run once it waits; what it returned. It must still be waiting when
+    ``meanwhile`` begins."""
+    got: dict[str, Any] = {}
+
+    async def poll() -> None:
+        got["reply"] = await c.call(node, "fetch", topic="t", partition=0, offset=offset,
+                                    consistency=S, max_wait_ms=10_000)  # fmt: skip
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll)
+        await trio.testing.wait_all_tasks_blocked()
+        assert "reply" not in got
+        await meanwhile()
+    return _values(got["reply"])
 
 
 async def test_a_follower_serves_what_it_applied_without_the_leader(cluster):
@@ -101,18 +121,10 @@ async def test_an_isolated_follower_serves_its_stale_prefix_and_says_when_it_is_
     assert err.code is ErrorCode.OUT_OF_RANGE
 
     # A poll past its end, then the heal: it returns once the copy catches up.
-    got: dict[str, Any] = {}
-
-    async def poll() -> None:
-        got["reply"] = await cluster.call(cut, "fetch", topic="t", partition=0, offset=3,
-                                          consistency=S, max_wait_ms=10_000)  # fmt: skip
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(poll)
-        await trio.testing.wait_all_tasks_blocked()
-        assert "reply" not in got
+    async def heal() -> None:
         cluster.net.heal()
-    assert _values(got["reply"]) == [(3, b"d")]
+
+    assert await _long_poll(cluster, cut, 3, heal) == [(3, b"d")]
 
 
 async def test_a_deposed_leader_never_serves_an_entry_it_could_not_commit(cluster):
@@ -185,16 +197,9 @@ async def test_a_follower_long_poll_returns_the_next_record(cluster):
     await _produce(cluster, leader, b"a")
     node = followers[1]
     await _applied(cluster, node, gid, 1)
-    got: dict[str, Any] = {}
-
-    async def poll() -> None:
-        got["reply"] = await cluster.call(node, "fetch", topic="t", partition=0, offset=1,
-                                          consistency=S, max_wait_ms=10_000)  # fmt: skip
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(poll)
-        await _produce(cluster, leader, b"b")
-    assert _values(got["reply"]) == [(1, b"b")]
+    assert await _long_poll(cluster, node, 1, lambda: _produce(cluster, leader, b"b")) == [
+        (1, b"b")
+    ]
 
 
 async def test_a_node_that_holds_no_replica_redirects(tmp_path, nursery):
