@@ -191,7 +191,7 @@ def _f(name: str, typ: type | tuple[type, ...], required: bool = True) -> Field:
 # leader after a ReadIndex round) or "serializable" (any replica's own applied
 # copy, server/replica_reads.py), with the Raft group the client's metadata
 # maps the partition to, so a replica with other metadata refuses.
-_READ_CONSISTENCY = (_f("consistency", str, False), _f("group", int, False))
+_READ_CONSISTENCY = (_f("consistency", str, False), _f("raft_group", int, False))
 
 REQUESTS: dict[str, tuple[Field, ...]] = {
     # Cluster metadata: nodes, topics, partitions, replicas, leaders.

@@ -138,7 +138,7 @@ async def read_from_replicas(
             )
         pmeta = meta.partitions[partition]
         if pmeta.group is not None:
-            fields["group"] = pmeta.group
+            fields["raft_group"] = pmeta.group
         now = trio.current_time()
         suspects = {
             node

@@ -22,7 +22,7 @@ committed prefix (that is the point: reads stay available there).
 Two rules keep a stale replica from answering for a different log:
 
 * the request names the Raft group the client's metadata maps the partition
-  to (``group``); a replica whose metadata maps it elsewhere (a topic deleted
+  to (``raft_group``); a replica whose metadata maps it elsewhere (a topic deleted
   and created again under the same name, partitions added) answers
   NOT_AVAILABLE instead of serving another log's records;
 * an offset past the replica's end waits (up to ``max_wait_ms``) for the
@@ -72,7 +72,7 @@ def expected_partition(handlers: Any, fields: dict[str, Any]) -> Any | None:
     group the client expects; None when the topic is unknown here and the
     client named no group (the caller then confirms with a metadata read)."""
     name, partition = fields["topic"], fields["partition"]
-    expected = fields.get("group")
+    expected = fields.get("raft_group")
     topic = handlers.meta.topics.get(name)
     if topic is None or not 0 <= partition < len(topic.partitions):
         if expected is None:

@@ -79,7 +79,7 @@ async def test_a_follower_serves_what_it_applied_without_the_leader(cluster):
     for node in followers:
         await _applied(cluster, node, gid, 3)
         reply = await cluster.call(node, "fetch", topic="t", partition=0, offset=1,
-                                   consistency=S, group=gid)  # fmt: skip
+                                   consistency=S, raft_group=gid)  # fmt: skip
         assert _values(reply) == [(1, b"b"), (2, b"c")]
         assert (reply["start_offset"], reply["end_offset"]) == (0, 3)
         offsets = await cluster.call(node, "list_offsets", topic="t", partition=0, consistency=S)
@@ -176,15 +176,15 @@ async def test_a_replica_with_other_metadata_refuses_instead_of_serving_another_
     # The client's metadata names another group: say the topic was deleted and
     # created again and one side has not seen it.
     err = await cluster.call_error(node, "fetch", topic="t", partition=0, offset=0,
-                                   consistency=S, group=gid + 100)  # fmt: skip
+                                   consistency=S, raft_group=gid + 100)  # fmt: skip
     assert err.code is ErrorCode.NOT_AVAILABLE
     assert f"Raft group {gid}" in err.message
     # A topic the client knows (it names a group) and this node does not: behind.
     err = await cluster.call_error(node, "list_offsets", topic="fresh", partition=0,
-                                   consistency=S, group=gid + 1)  # fmt: skip
+                                   consistency=S, raft_group=gid + 1)  # fmt: skip
     assert err.code is ErrorCode.NOT_AVAILABLE
     err = await cluster.call_error(node, "fetch", topic="t", partition=5, offset=0,
-                                   consistency=S, group=gid + 1)  # fmt: skip
+                                   consistency=S, raft_group=gid + 1)  # fmt: skip
     assert err.code is ErrorCode.NOT_AVAILABLE
     # Naming no group, an unknown topic is confirmed by a metadata read.
     err = await cluster.call_error(node, "fetch", topic="fresh", partition=0, offset=0,
@@ -209,6 +209,6 @@ async def test_a_node_that_holds_no_replica_redirects(tmp_path, nursery):
         await c.wait_leader(part["group"])
         outsider = next(n for n in c.node_ids if n not in part["replicas"])
         err = await c.call_error(outsider, "fetch", topic="t", partition=0, offset=0,
-                                 consistency=S, group=part["group"])  # fmt: skip
+                                 consistency=S, raft_group=part["group"])  # fmt: skip
         assert err.code is ErrorCode.NOT_LEADER
         assert "does not host" in err.message
