@@ -40,6 +40,7 @@ import trio
 from .aio import AsyncClient
 from .errors import RaftlogError, TopicExistsError
 from .producer import Producer
+from .protocol import LINEARIZABLE, SERIALIZABLE
 from .tls import TLSConfig
 
 LATENCY_SAMPLE = 16  # batch mode: measure one record in this many
@@ -80,7 +81,7 @@ class BenchConfig:
     fill: bool = True
     # consume: "serializable" reads each partition from any replica's copy
     # (client/replica_reads.py), so followers share the fetch load.
-    consistency: str = "linearizable"
+    consistency: str = LINEARIZABLE
     request_timeout: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
     # TLS to the nodes: file paths, so the spawned worker processes get it too.
@@ -699,7 +700,7 @@ async def _consume_worker(cfg: BenchConfig, index: int, counter: Any, start: Any
         shares = _spread(cfg.count, cfg.partitions) if cfg.count is not None else None
         limits = {p: shares[p] if shares is not None else None for p in mine}
 
-        wait = 1.0 if cfg.consistency == "serializable" else 0.0
+        wait = 1.0 if cfg.consistency == SERIALIZABLE else 0.0
 
         async def read(p: int) -> None:
             offset, end = bounds[p].start_offset, bounds[p].end_offset

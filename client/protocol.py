@@ -187,6 +187,11 @@ def _f(name: str, typ: type | tuple[type, ...], required: bool = True) -> Field:
     return Field(name, typ, required)
 
 
+# Read consistency levels (fetch, list_offsets, metadata); the default is the first.
+LINEARIZABLE = "linearizable"
+SERIALIZABLE = "serializable"
+CONSISTENCIES = (LINEARIZABLE, SERIALIZABLE)
+
 # A partition read's optional consistency: "linearizable" (the default: the
 # leader after a ReadIndex round) or "serializable" (any replica's own applied
 # copy, server/replica_reads.py), with the Raft group the client's metadata

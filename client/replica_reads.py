@@ -39,15 +39,15 @@ from .errors import (
     UnknownTopicError,
 )
 from .models import PartitionMeta, TopicMeta
+from .protocol import CONSISTENCIES, LINEARIZABLE, SERIALIZABLE
+
+__all__ = ["LINEARIZABLE", "SERIALIZABLE", "check_consistency", "read_from_replicas"]
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
 
 log = logging.getLogger(__name__)
 
-LINEARIZABLE = "linearizable"
-SERIALIZABLE = "serializable"
-CONSISTENCIES = (LINEARIZABLE, SERIALIZABLE)
 REFRESH_BUDGET_S = 1.0  # a metadata refresh between rounds of replicas
 
 # Errors after which another replica may well answer: the read had no effect.

@@ -19,6 +19,7 @@ import trio
 
 from .aio import AsyncClient, RecordLike
 from .models import BatchMetadata, DeletedGroup, FetchResult, Offsets, RecordMetadata
+from .protocol import LINEARIZABLE
 
 T = TypeVar("T")
 
@@ -184,7 +185,7 @@ class Client:
         max_bytes: int = 1024 * 1024,
         max_wait: float = 0.0,
         *,
-        consistency: str = "linearizable",
+        consistency: str = LINEARIZABLE,
     ) -> FetchResult:
         return self._call(
             self._async.fetch, topic, partition, offset, max_records, max_bytes, max_wait,
@@ -192,7 +193,7 @@ class Client:
         )  # fmt: skip
 
     def list_offsets(
-        self, topic: str, partition: int, *, consistency: str = "linearizable"
+        self, topic: str, partition: int, *, consistency: str = LINEARIZABLE
     ) -> Offsets:
         return self._call(self._async.list_offsets, topic, partition, consistency=consistency)
 

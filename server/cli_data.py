@@ -21,7 +21,7 @@ from raftlog.client.bench import PAYLOADS
 from raftlog.client.compression import CODECS
 from raftlog.client.consumer import Consumer
 from raftlog.client.producer import Delivery, Producer
-from raftlog.client.protocol import Record
+from raftlog.client.protocol import CONSISTENCIES, LINEARIZABLE, SERIALIZABLE, Record
 
 from .cli_common import (
     bootstrap_addresses,
@@ -258,6 +258,17 @@ async def _stdin_lines(stream: BinaryIO) -> Any:
         yield pending.rstrip(b"\r")
 
 
+def _consistency_option(help_text: str) -> Any:
+    """``--consistency`` for commands that read partitions (client/replica_reads.py)."""
+    return click.option(
+        "--consistency",
+        type=click.Choice(CONSISTENCIES),
+        default=LINEARIZABLE,
+        show_default=True,
+        help=help_text,
+    )
+
+
 def _compression_option(help_text: str) -> Any:
     """``--compression`` for commands that produce with a batching Producer."""
     return click.option(
@@ -421,15 +432,11 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
     show_default=True,
     help="text: the value per line; json: one object per line.",
 )
-@click.option(
-    "--consistency",
-    type=click.Choice(["linearizable", "serializable"]),
-    default="linearizable",
-    show_default=True,
-    help="linearizable: read from each partition's leader, up to everything acknowledged. "
+@_consistency_option(
+    "linearizable: read from each partition's leader, up to everything acknowledged. "
     "serializable: read from any replica's copy (--prefer-replica first): the same "
     "records at the same offsets, possibly later, and still readable from a node cut "
-    "off from the leader.",
+    "off from the leader."
 )
 @click.option(
     "--prefer-replica",
@@ -467,7 +474,7 @@ def consume(
         raise click.UsageError("--from-beginning and --offset are exclusive")
     if instance_id is not None and (group is None or partitions):
         raise click.UsageError("--instance-id needs --group and no --partition")
-    if prefer_replica is not None and consistency != "serializable":
+    if prefer_replica is not None and consistency != SERIALIZABLE:
         raise click.UsageError("--prefer-replica needs --consistency serializable")
     client = _client(config, bootstrap, timeout)
     client.prefer_replica = prefer_replica
@@ -649,13 +656,7 @@ def bench_produce(
     show_default=True,
     help="Produce --count records first if the partitions hold fewer.",
 )
-@click.option(
-    "--consistency",
-    type=click.Choice(["linearizable", "serializable"]),
-    default="linearizable",
-    show_default=True,
-    help="serializable: fetch from any replica (spread by client id), not the leaders.",
-)
+@_consistency_option("serializable: fetch from any replica (spread by client id), not the leaders.")
 @cluster_options
 def bench_consume(
     config: Path | None, bootstrap: str | None, as_json: bool, **options: Any

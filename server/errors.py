@@ -41,5 +41,15 @@ def raise_result_error(result: Any) -> None:
         raise HandlerError(code, str(message))
 
 
+def out_of_range(offset: int, start: int, end: int) -> HandlerError:
+    """OUT_OF_RANGE for a read at ``offset`` of a partition holding [start, end)."""
+    return HandlerError(
+        ErrorCode.OUT_OF_RANGE,
+        f"offset {offset} outside [{start}, {end}]",
+        start_offset=start,
+        end_offset=end,
+    )
+
+
 class ConfigError(Exception):
     """cluster.toml is unusable; the message names the file, the key and the problem."""

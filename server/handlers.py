@@ -38,7 +38,7 @@ from raftlog.raft.types import Role
 from .acl import visible_topics
 from .auth_reload import reload_node
 from .driver import MultiRaft
-from .errors import HandlerError, raise_outcome, raise_result_error
+from .errors import HandlerError, out_of_range, raise_outcome, raise_result_error
 from .group_ops import GroupOps
 from .groups import METADATA_GROUP, Group
 from .membership_ops import MembershipOps
@@ -525,12 +525,7 @@ class RequestHandlers:
     def _check_range(self, group: Group, offset: int) -> None:
         start, end = group.sm.start_offset, group.sm.next_offset
         if offset < start or offset > end:
-            raise HandlerError(
-                ErrorCode.OUT_OF_RANGE,
-                f"offset {offset} outside [{start}, {end}]",
-                start_offset=start,
-                end_offset=end,
-            )
+            raise out_of_range(offset, start, end)
 
     async def fetch(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         offset: int = fields["offset"]

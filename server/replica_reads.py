@@ -37,13 +37,10 @@ from typing import Any
 
 import trio
 from raftlog.client.errors import ErrorCode
+from raftlog.client.protocol import CONSISTENCIES, LINEARIZABLE, SERIALIZABLE
 
-from .errors import HandlerError
+from .errors import HandlerError, out_of_range
 from .groups import Group
-
-LINEARIZABLE = "linearizable"
-SERIALIZABLE = "serializable"
-CONSISTENCIES = (LINEARIZABLE, SERIALIZABLE)
 
 
 def is_serializable(fields: dict[str, Any]) -> bool:
@@ -98,13 +95,7 @@ async def wait_for_offset(
     NOT_AVAILABLE if the copy still ends before ``offset``."""
     start = group.sm.start_offset
     if offset < start:
-        end = group.sm.next_offset
-        raise HandlerError(
-            ErrorCode.OUT_OF_RANGE,
-            f"offset {offset} outside [{start}, {end}]",
-            start_offset=start,
-            end_offset=end,
-        )
+        raise out_of_range(offset, start, group.sm.next_offset)
     # At the end this is the long poll; past it, the replica catching up.
     await wait_applied_past(driver, group, offset, max_wait_ms)
     end = group.sm.next_offset
