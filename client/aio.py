@@ -73,15 +73,11 @@ from .models import (
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
+    LINEARIZABLE,
     decode_batch,
     encode_records,
 )
-from .replica_reads import (
-    LINEARIZABLE,
-    check_consistency,
-    read_from_replicas,
-    replica_topic_meta,
-)
+from .replica_reads import check_consistency, read_from_replicas, replica_topic_meta
 from .tls import TLSConfig, client_context
 
 log = logging.getLogger(__name__)

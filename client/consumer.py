@@ -84,8 +84,8 @@ from .errors import (
 )
 from .group_member import Assignment, GroupMember
 from .models import FetchResult
-from .protocol import Record
-from .replica_reads import LINEARIZABLE, check_consistency
+from .protocol import LINEARIZABLE, Record
+from .replica_reads import check_consistency
 
 if TYPE_CHECKING:
     from .sync import Client

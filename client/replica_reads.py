@@ -39,9 +39,7 @@ from .errors import (
     UnknownTopicError,
 )
 from .models import PartitionMeta, TopicMeta
-from .protocol import CONSISTENCIES, LINEARIZABLE, SERIALIZABLE
-
-__all__ = ["LINEARIZABLE", "SERIALIZABLE", "check_consistency", "read_from_replicas"]
+from .protocol import CONSISTENCIES, SERIALIZABLE
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
