@@ -40,6 +40,18 @@ class Config:
         follower Ready less per commit, and followers apply a little later.
         Safety does not depend on it (a follower's commit index is only ever
         learned from entries it holds, §5.3).
+    lease_reads: thesis §6.4.1 -- a leader that a quorum acknowledged within
+        ``lease_ticks`` of its own clock answers ``read_index`` at once, with
+        no heartbeat round. Safe only while clocks advance at nearly the same
+        rate and the driver ticks on time (or calls ``expire_lease`` when it
+        did not): followers refuse votes for election_ticks after hearing
+        from the leader (§4.2.3), and the lease ends before that. Needs
+        check_quorum. Also makes a restarted node that had a term refuse
+        votes for election_ticks: it may have promised an old leader its
+        vote-free window before it crashed.
+    lease_ticks: how long a lease lasts, counted from when the confirming
+        heartbeat left; at most election_ticks - 1. The server uses
+        election_ticks - 4: a tick of lateness on either side plus margin.
     applied: last index the state machine applied before a restart;
         committed entries handed out resume after it. Wrong -> entries are
         applied twice or skipped.
@@ -54,6 +66,8 @@ class Config:
     max_uncommitted_bytes: int = 64 << 20
     pre_vote: bool = True
     check_quorum: bool = True
+    lease_reads: bool = False
+    lease_ticks: int = 0
     applied: int = 0
     max_committed_bytes_per_ready: int = 64 << 20
     broadcast_commit: bool = True
@@ -78,6 +92,11 @@ class Config:
             < 0
         ):
             raise ValueError("byte limits must be >= 0")
+        if self.lease_reads:
+            if not self.check_quorum:
+                raise ValueError("lease_reads needs check_quorum")
+            if not 0 < self.lease_ticks < self.election_ticks:
+                raise ValueError("lease_ticks must be in [1, election_ticks - 1] with lease_reads")
         if self.applied < 0:
             raise ValueError("applied must be >= 0")
 

@@ -43,7 +43,7 @@ from .errors import NotLeaderError, ProposalDroppedError
 from .progress import Progress, ProgressState, ProgressStatus, new_progress
 from .quorum import UNBOUNDED, VoteResult, joint_committed, joint_vote
 from .raft_log import RaftLog
-from .read_only import ReadOnly
+from .read_only import ReadIndexStatus, ReadOnly
 from .storage import (
     CompactedError,
     SnapshotTemporarilyUnavailableError,
@@ -123,6 +123,21 @@ class RaftNode:
         self._pending_conf_index = 0
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly()
+        # Lease reads (thesis §6.4.1), all in this node's ticks: ``_ticks``
+        # counts every tick() since construction; ``_lease_start`` is the tick
+        # at which a heartbeat round left that a quorum then acknowledged.
+        # Rounds numbered below ``_lease_min_seq`` (sent before a membership
+        # change or before the driver's clock was found unreliable) never
+        # start a lease. After a leadership transfer began in a term, no lease
+        # in that term: a delayed TimeoutNow may still start an election that
+        # bypasses the followers' vote-free window.
+        self._ticks = 0
+        self._lease_start: int | None = None
+        self._lease_min_seq = 0
+        self._lease_blocked_term = -1
+        # A restarted node forgot when it last heard from a leader; with lease
+        # reads it refuses votes for one election timeout (see _in_lease).
+        self._boot_guard = config.lease_reads and hs.term > 0
         # READ_INDEX requests that arrived before this leader committed an entry
         # of its own term (§6.4 step 1); answered once it has.
         self._pending_reads: list[Message] = []
@@ -230,6 +245,10 @@ class RaftNode:
         """
         if msg.context == CAMPAIGN_TRANSFER:
             return False
+        if self._boot_guard and self._ticks < self._cfg.election_ticks:
+            # Before the crash this node may have been in some leader's lease
+            # quorum, promising no vote for election_ticks; keep that promise.
+            return True
         return (
             self._cfg.check_quorum
             and self._lead is not None
@@ -280,6 +299,10 @@ class RaftNode:
             pr.is_learner = node not in voters
             prs[node] = pr
         self._prs = prs
+        # A lease confirmed under the old membership proves nothing about the
+        # new one's quorums: only rounds sent from now on count.
+        self._lease_start = None
+        self._lease_min_seq = self._read_only.next_seq
 
     # ==== role transitions =================================================
 
@@ -305,6 +328,7 @@ class RaftNode:
         self._pending_conf_index = 0
         self._uncommitted_bytes = 0
         self._read_only.reset()
+        self._lease_start = None
         self._pending_reads = []
 
     def _become_follower(self, term: int, lead: NodeId | None) -> None:
@@ -345,6 +369,7 @@ class RaftNode:
     # ==== time ===============================================================
 
     def tick(self) -> None:
+        self._ticks += 1
         if self._role == Role.LEADER:
             self._tick_leader()
         else:
@@ -376,7 +401,15 @@ class RaftNode:
             return
         if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
-            self._bcast_heartbeat(self._read_only.last_pending_id() or b"")
+            if self._cfg.lease_reads:
+                # Every round a probe: its acks renew the lease, and they
+                # confirm any read queued before it as well.
+                rid = self._read_only.add_probe(
+                    self._id, self._ticks, self._ticks - self._cfg.lease_ticks
+                )
+                self._bcast_heartbeat(rid)
+            else:
+                self._bcast_heartbeat(self._read_only.last_pending_id() or b"")
 
     def _tick_snapshots(self) -> None:
         """Give up on a snapshot not acknowledged within two election timeouts.
@@ -831,8 +864,12 @@ class RaftNode:
                 return
             if joint_vote(self._conf.voters, self._conf.voters_outgoing, acks) != VoteResult.WON:
                 return
-            for status in self._read_only.advance(msg.context):
-                self._answer_read(status.requester, status.index, status.context)
+            statuses = self._read_only.advance(msg.context)
+            if statuses:
+                self._renew_lease(statuses[-1])
+            for status in statuses:
+                if status.requester is not None:
+                    self._answer_read(status.requester, status.index, status.context)
 
     def _maybe_commit(self) -> bool:
         match = {node: pr.match for node, pr in self._prs.items() if not pr.is_learner}
@@ -1106,11 +1143,59 @@ class RaftNode:
             self._pending_reads.append(msg)
             return
         voters = self._voter_ids()
-        if voters == [self._id]:
+        if voters == [self._id] or self._lease_valid():
             self._answer_read(msg.frm, self._log.committed, msg.context)
             return
-        rid = self._read_only.add_request(self._log.committed, msg.context, msg.frm, self._id)
+        rid = self._read_only.add_request(
+            self._log.committed, msg.context, msg.frm, self._id, self._ticks
+        )
         self._bcast_heartbeat(rid)
+
+    # ---- leases (thesis §6.4.1) ------------------------------------------------
+
+    def _renew_lease(self, acked: ReadIndexStatus) -> None:
+        """A quorum acknowledged the round ``acked``: we led when it was sent.
+
+        Every voter that acknowledged it reset its election clock on receipt,
+        at or after ``acked.sent_tick``, and ignores (pre)votes for
+        election_ticks from then (_in_lease). So no other leader can be
+        elected before ``sent_tick + election_ticks`` of a clock running like
+        ours; the lease ends ``lease_ticks`` after ``sent_tick``.
+        """
+        if not self._cfg.lease_reads or acked.seq < self._lease_min_seq:
+            return
+        if self._lease_start is None or acked.sent_tick > self._lease_start:
+            self._lease_start = acked.sent_tick
+
+    def _lease_valid(self) -> bool:
+        """May this leader answer a read from its commit index without a round?"""
+        return (
+            self._cfg.lease_reads
+            and self._role == Role.LEADER
+            and self._lease_start is not None
+            and self._ticks - self._lease_start < self._cfg.lease_ticks
+            # §6.4 step 1: our commit index covers earlier leaders' commits.
+            and self._committed_in_term()
+            and self._lead_transferee is None
+            and self._lease_blocked_term != self._term
+            # A membership change in flight: other nodes may already count
+            # votes by a configuration the lease's quorum was not drawn from.
+            and self._pending_conf_index <= self._log.applied
+        )
+
+    @property
+    def has_lease(self) -> bool:
+        return self._lease_valid()
+
+    def expire_lease(self) -> None:
+        """Drop the lease; only rounds sent after this call may start a new one.
+
+        The driver calls this when its ticks stopped tracking real time: the
+        loop fell behind the tick timer, or the group stopped ticking
+        (quiesced). A tick count that lags the clock would stretch the lease.
+        """
+        self._lease_start = None
+        self._lease_min_seq = self._read_only.next_seq
 
     def _answer_read(self, requester: NodeId, index: int, context: bytes) -> None:
         if requester == self._id:
@@ -1174,6 +1259,9 @@ class RaftNode:
         if self._lead_transferee == target:
             return
         self._lead_transferee = target
+        # The target's election will bypass the followers' vote-free window.
+        self._lease_blocked_term = self._term
+        self._lease_start = None
         # The transfer must finish within an election timeout or is aborted.
         self._election_elapsed = 0
         log.info("event=transfer_start id=%s target=%s term=%d", self._id, target, self._term)

@@ -96,6 +96,9 @@ class SimParams:
     # Config.broadcast_commit: the server runs with it off (followers learn the
     # commit index from the next APPEND or heartbeat).
     broadcast_commit: bool = True
+    # Config.lease_reads, with lease_ticks = election_ticks - 1: every clock
+    # here advances one tick per round, the bounded drift a lease assumes.
+    lease_reads: bool = False
     net: NetConfig = field(default_factory=NetConfig)
     trace: bool = False
 
@@ -196,6 +199,8 @@ class Cluster:
         self.client_leader: str | None = None
         self.reads: dict[bytes, PendingRead] = {}
         self.reads_done = 0
+        # Reads asked of a leader that held a lease (SimParams.lease_reads).
+        self.lease_reads = 0
         self._counter = 0
         for nid in self.ids:
             self.start(nid)
@@ -234,6 +239,8 @@ class Cluster:
             check_quorum=p.check_quorum,
             applied=applied,
             broadcast_commit=p.broadcast_commit,
+            lease_reads=p.lease_reads,
+            lease_ticks=p.election_ticks - 1 if p.lease_reads else 0,
         )
 
     def start(self, nid: str) -> None:
@@ -545,6 +552,8 @@ class Cluster:
             return False
         node = self.nodes[self.rng.choice(live)]
         ctx = self._next_id("r")
+        if node.raft.role is Role.LEADER and node.raft.has_lease:
+            self.lease_reads += 1
         try:
             node.raft.read_index(ctx)
         except RaftError as e:

@@ -54,3 +54,51 @@ MUTANTS: dict[str, type[RaftNode]] = {
     "vote-twice": VoteTwicePerTerm,
     "read-without-quorum": ReadWithoutQuorum,
 }
+
+
+# ---- lease reads (thesis §6.4.1): each mutant drops one of the lease's conditions ----
+
+
+class LeaseNeverExpires(RaftNode):
+    """A leader keeps its lease however long ago a quorum last answered it, and
+    (as a leader without CheckQuorum) never steps down on its own."""
+
+    def _lease_valid(self) -> bool:
+        if self._lease_start is not None:
+            self._lease_start = self._ticks
+        return super()._lease_valid()
+
+    def _check_quorum(self) -> None:
+        pass
+
+
+class LeaseForgotOnRestart(RaftNode):
+    """A restarted node votes at once, breaking the vote-free window it promised."""
+
+    def _in_lease(self, msg: Message) -> bool:
+        self._boot_guard = False
+        return super()._in_lease(msg)
+
+
+class LeaseAcrossTransfer(RaftNode):
+    """A leader keeps reading from its lease while (and after) it hands leadership over."""
+
+    def _lease_valid(self) -> bool:
+        transferee, blocked = self._lead_transferee, self._lease_blocked_term
+        self._lead_transferee, self._lease_blocked_term = None, -1
+        try:
+            return super()._lease_valid()
+        finally:
+            self._lead_transferee, self._lease_blocked_term = transferee, blocked
+
+    def _start_transfer(self, target: str) -> None:
+        start = self._lease_start
+        super()._start_transfer(target)
+        self._lease_start = start
+
+
+LEASE_MUTANTS: dict[str, type[RaftNode]] = {
+    "lease-never-expires": LeaseNeverExpires,
+    "lease-forgot-on-restart": LeaseForgotOnRestart,
+    "lease-across-transfer": LeaseAcrossTransfer,
+}

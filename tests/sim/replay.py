@@ -9,7 +9,6 @@ printed by the test suite reproduces here with the full event log.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import random
 import sys
@@ -21,9 +20,9 @@ from .schedule import (
     PROFILES,
     make_cluster,
     play,
-    random_params,
     random_schedule,
     replay_command,
+    seed_params,
 )
 
 
@@ -41,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="cores with Config.broadcast_commit off (as the server runs them)",
     )
+    ap.add_argument("--lease-reads", action="store_true", help="cores with Config.lease_reads on")
     args = ap.parse_args(argv)
     # The core logs every election; the trace below says more, in order.
     logging.getLogger("raftlog.raft").setLevel(logging.ERROR)
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
         by_class = {cls.__name__: cls for cls in MUTANTS.values()}
         factory = MUTANTS.get(args.mutant) or by_class[args.mutant]
-    params = random_params(args.seed, args.nodes, trace=True)
-    if args.no_broadcast_commit:
-        params = dataclasses.replace(params, broadcast_commit=False)
+    params = seed_params(
+        args.seed, args.nodes, True, not args.no_broadcast_commit, args.lease_reads
+    )
     actions = random_schedule(
         random.Random(f"schedule:{args.seed}"), args.nodes, args.length, args.profile
     )
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         not args.no_liveness,
         args.profile,
         not args.no_broadcast_commit,
+        args.lease_reads,
     )
     try:
         result = play(c, actions, check_liveness=not args.no_liveness)

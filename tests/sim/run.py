@@ -24,7 +24,12 @@ def nodes_for(seed: int) -> int:
 
 
 def run_range(
-    start: int, stop: int, length: int, profile: str = "default", broadcast_commit: bool = True
+    start: int,
+    stop: int,
+    length: int,
+    profile: str = "default",
+    broadcast_commit: bool = True,
+    lease_reads: bool = False,
 ) -> tuple[int, int, list[tuple[int, str]]]:
     """Run seeds [start, stop); return (schedules, ticks, failures)."""
     logging.getLogger("raftlog.raft").setLevel(logging.ERROR)
@@ -33,7 +38,12 @@ def run_range(
     for seed in range(start, stop):
         try:
             ticks += run_seed(
-                seed, nodes_for(seed), length, profile=profile, broadcast_commit=broadcast_commit
+                seed,
+                nodes_for(seed),
+                length,
+                profile=profile,
+                broadcast_commit=broadcast_commit,
+                lease_reads=lease_reads,
             ).ticks
         except SimulationFailure as e:
             failures.append((seed, str(e)))
@@ -53,12 +63,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="cores with Config.broadcast_commit off (as the server runs them)",
     )
+    ap.add_argument("--lease-reads", action="store_true", help="cores with Config.lease_reads on")
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
     stop = args.start + args.schedules
     chunks = [
-        (s, min(s + args.chunk, stop), args.length, args.profile, not args.no_broadcast_commit)
+        (
+            s,
+            min(s + args.chunk, stop),
+            args.length,
+            args.profile,
+            not args.no_broadcast_commit,
+            args.lease_reads,
+        )
         for s in range(args.start, stop, args.chunk)
     ]
     total = ticks = 0
@@ -86,13 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             args.length,
             profile=args.profile,
             broadcast_commit=not args.no_broadcast_commit,
+            lease_reads=args.lease_reads,
         )
         print(f"  replay: {cmd}")
     return 1 if failures else 0
 
 
 def _run_chunk(
-    chunk: tuple[int, int, int, str, bool],
+    chunk: tuple[int, int, int, str, bool, bool],
 ) -> tuple[int, int, list[tuple[int, str]]]:
     return run_range(*chunk)
 

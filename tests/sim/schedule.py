@@ -90,6 +90,24 @@ _CHAOS_WEIGHTS: tuple[tuple[Op, int], ...] = (
     (Op.MEMBERSHIP, 6),
 )
 
+# Lease reads (``--lease-reads --profile reads``): many reads, and the faults
+# that leave a deposed leader believing it leads (partitions, transfers,
+# crashes of followers that promised it their vote-free window).
+_READS_WEIGHTS: tuple[tuple[Op, int], ...] = (
+    (Op.TICK, 40),
+    (Op.DELIVER, 8),
+    (Op.PROPOSE, 16),
+    (Op.READ, 24),
+    (Op.DROP, 2),
+    (Op.PARTITION, 6),
+    (Op.HEAL, 3),
+    (Op.CRASH, 4),
+    (Op.RESTART, 6),
+    (Op.TRANSFER, 3),
+    (Op.COMPACT, 1),
+    (Op.MEMBERSHIP, 3),
+)
+
 
 def _cumulative(weights: tuple[tuple[Op, int], ...]) -> tuple[list[Op], list[int]]:
     ops, cum, total = [], [], 0
@@ -103,6 +121,7 @@ def _cumulative(weights: tuple[tuple[Op, int], ...]) -> tuple[list[Op], list[int
 PROFILES: dict[str, tuple[list[Op], list[int]]] = {
     "default": _cumulative(_WEIGHTS),
     "chaos": _cumulative(_CHAOS_WEIGHTS),
+    "reads": _cumulative(_READS_WEIGHTS),
 }
 
 
@@ -262,6 +281,7 @@ class SimResult:
     proposals: int
     acked: int
     reads: int
+    lease_reads: int
     checks: int
     settle_ticks: int
     trace_hash: str
@@ -382,6 +402,7 @@ def play(c: Cluster, actions: list[Action], check_liveness: bool = True) -> SimR
         proposals=len(c.proposals),
         acked=sum(1 for p in c.proposals if p.acked),
         reads=c.reads_done,
+        lease_reads=c.lease_reads,
         checks=c.checker.checks,
         settle_ticks=settle_ticks,
         trace_hash=c.trace_hash(),
@@ -403,17 +424,34 @@ def run_seed(
     check_liveness: bool = True,
     profile: str = "default",
     broadcast_commit: bool = True,
+    lease_reads: bool = False,
 ) -> SimResult:
     """The seeded driver: parameters and schedule both derived from ``seed``."""
-    params = random_params(seed, n_nodes, trace=trace)
-    if not broadcast_commit:
-        params = dataclasses.replace(params, broadcast_commit=False)
+    params = seed_params(seed, n_nodes, trace, broadcast_commit, lease_reads)
     actions = random_schedule(random.Random(f"schedule:{seed}"), n_nodes, length, profile)
     c = make_cluster(params, core_factory)
     c.checker.replay = replay_command(
-        seed, n_nodes, length, core_factory, check_liveness, profile, broadcast_commit
+        seed, n_nodes, length, core_factory, check_liveness, profile, broadcast_commit,
+        lease_reads,
     )
     return play(c, actions, check_liveness)
+
+
+def seed_params(
+    seed: int, n_nodes: int, trace: bool, broadcast_commit: bool, lease_reads: bool
+) -> SimParams:
+    """``random_params`` with the run-wide switches of the CLI and the CI loops."""
+    params = random_params(seed, n_nodes, trace=trace)
+    if not broadcast_commit:
+        params = dataclasses.replace(params, broadcast_commit=False)
+    if lease_reads:
+        # A lease is safe only under bounded clock drift; the seeds' skipped
+        # ticks are unbounded drift, so lease runs keep clocks even. It also
+        # rests on CheckQuorum's vote-free window (thesis §4.2.3).
+        params = dataclasses.replace(
+            params, lease_reads=True, tick_skip=(), check_quorum=True
+        )
+    return params
 
 
 def replay_command(
@@ -424,6 +462,7 @@ def replay_command(
     check_liveness: bool = True,
     profile: str = "default",
     broadcast_commit: bool = True,
+    lease_reads: bool = False,
 ) -> str:
     cmd = f"python -m tests.sim.replay --seed {seed} --nodes {n_nodes}"
     if profile != "default":
@@ -436,4 +475,6 @@ def replay_command(
         cmd += " --no-liveness"
     if not broadcast_commit:
         cmd += " --no-broadcast-commit"
+    if lease_reads:
+        cmd += " --lease-reads"
     return cmd
