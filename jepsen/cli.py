@@ -113,6 +113,9 @@ def jepsen() -> None:
 @click.option("--tls", is_flag=True,
               help="[tls] on every node, peer links and clients (a CA made for the run; "
                    "needs trustme from the test extras).")
+@click.option("--lease-reads", is_flag=True,
+              help="lease_reads = true on every node: linearizable reads from the "
+                   "leader's lease, no ReadIndex round (pause and partition test it).")
 @click.option("--unsafe-no-fsync", is_flag=True, help="fsync = false on every node.")
 @click.option("--unsafe-ack-before-commit", is_flag=True,
               help="DELIBERATELY UNSAFE node mode: ack produces before commit.")
@@ -125,7 +128,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
             rejoin: bool, rate: float, consumers: int, session_timeout: float,
             static_members: bool, serializable_reads: float,
-            out: Path | None, tls: bool, unsafe_no_fsync: bool,
+            out: Path | None, tls: bool, lease_reads: bool, unsafe_no_fsync: bool,
             unsafe_ack_before_commit: bool, unsafe_follower_reads: bool) -> None:
     """Start a cluster, run a workload under faults, check the history."""
     from .runner import RunOptions, run
@@ -157,7 +160,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         static_members=static_members, serializable_reads=serializable_reads,
         kill_targets=targets, disk_full_targets=full_targets, partition_shapes=shapes,
         clock_targets=skew_targets, power_targets=cut_targets,
-        rate_per_worker=rate, tls=tls,
+        rate_per_worker=rate, tls=tls, lease_reads=lease_reads,
         fsync=not unsafe_no_fsync,
         unsafe_ack_before_commit=unsafe_ack_before_commit,
         unsafe_follower_reads=unsafe_follower_reads,

@@ -95,6 +95,7 @@ class ClusterSettings:
     fsync: bool = True
     unsafe_ack_before_commit: bool = False
     unsafe_follower_reads: bool = False
+    lease_reads: bool = False
     proxied: bool = True  # route peer links through proxies (needed for partitions)
     spares: int = 0  # extra nodes, not started, that the membership nemesis may add
     tmpfs_bytes: int = 0  # > 0: every data dir on its own tmpfs of this size (disk-full)
@@ -433,6 +434,8 @@ class JepsenCluster:
             lines.append("unsafe_ack_before_commit = true")
         if s.unsafe_follower_reads:
             lines.append("unsafe_follower_reads = true")
+        if s.lease_reads:
+            lines.append("lease_reads = true")
         if s.retention_interval_ms is not None:
             lines += ["", "[retention]", f"interval_ms = {s.retention_interval_ms}"]
         if s.tls:  # paths are relative to cluster.toml, like data_dir

@@ -70,6 +70,7 @@ class RunOptions:
     fsync: bool = True
     unsafe_ack_before_commit: bool = False
     unsafe_follower_reads: bool = False
+    lease_reads: bool = False  # linearizable reads from the leaders' leases
     tick_ms: int = 10
     election_ticks: int = 20
     lin_time_limit: float = 60.0  # per partition; beyond it the verdict is unknown
@@ -140,6 +141,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         election_ticks=opts.election_ticks,
         unsafe_ack_before_commit=opts.unsafe_ack_before_commit,
         unsafe_follower_reads=opts.unsafe_follower_reads,
+        lease_reads=opts.lease_reads,
         proxied=bool({"partition", "delay"} & set(opts.nemesis)),
         spares=opts.spares if "membership" in opts.nemesis else 0,
         tmpfs_bytes=opts.tmpfs_bytes if "disk-full" in opts.nemesis else 0,

@@ -79,6 +79,13 @@ from .acl import User, pattern_problem
 from .cpu_latency import MAX_US as CPU_LATENCY_MAX_US
 from .errors import ConfigError
 
+# Lease reads (thesis §6.4.1): a leader's lease lasts election_ticks minus this
+# many of its ticks. Followers refuse votes for election_ticks of theirs; a
+# tick may come up to one interval late on either side (the driver's timer
+# keeps an absolute schedule), and one more for the tick not yet counted in
+# the turn that answers the read.
+LEASE_MARGIN_TICKS = 4
+
 __all__ = [
     "AuthConfig",
     "ClusterConfig",
@@ -307,6 +314,9 @@ class ClusterConfig:
     # its checkers catch the anomalies they cause.
     unsafe_ack_before_commit: bool = False
     unsafe_follower_reads: bool = False
+    # Linearizable reads from the leader's lease instead of a ReadIndex round
+    # (thesis §6.4.1): assumes the nodes' clocks run at nearly the same rate.
+    lease_reads: bool = False
     limits: Limits = field(default_factory=Limits)
     auth: AuthConfig = field(default_factory=AuthConfig)
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
@@ -474,6 +484,14 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
             f"({election_ticks}) must be greater than heartbeat_ticks ({heartbeat_ticks})",
         )
     fsync = cluster.get("fsync", bool, True)
+    lease_reads = cluster.get("lease_reads", bool, False)
+    if lease_reads and election_ticks - LEASE_MARGIN_TICKS <= heartbeat_ticks:
+        # The lease must outlast the heartbeat interval that renews it.
+        raise cluster.fail(
+            "lease_reads",
+            f"needs election_ticks ({election_ticks}) > heartbeat_ticks ({heartbeat_ticks}) "
+            f"+ {LEASE_MARGIN_TICKS}",
+        )
     cpu_latency_qos_us = cluster.get("cpu_latency_qos_us", int, None)
     if cpu_latency_qos_us is not None and not 0 <= cpu_latency_qos_us <= CPU_LATENCY_MAX_US:
         raise cluster.fail(
@@ -524,6 +542,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
         election_ticks=election_ticks,
         heartbeat_ticks=heartbeat_ticks,
         fsync=fsync,
+        lease_reads=lease_reads,
         cpu_latency_qos_us=cpu_latency_qos_us,
         unsafe_ack_before_commit=unsafe_ack,
         unsafe_follower_reads=unsafe_reads,
@@ -800,6 +819,8 @@ def render_config(cfg: ClusterConfig) -> str:
         f"heartbeat_ticks = {cfg.heartbeat_ticks}",
         f"fsync = {str(cfg.fsync).lower()}",
     ]
+    if cfg.lease_reads:
+        lines.append("lease_reads = true")
     if cfg.cpu_latency_qos_us is not None:
         lines.append(f"cpu_latency_qos_us = {cfg.cpu_latency_qos_us}")
     if cfg.unsafe_ack_before_commit:

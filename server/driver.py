@@ -73,6 +73,7 @@ from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready
 
 from . import membership
 from .clock_skew import CLOCK_FRAME_EVERY_S, NodeClock, clock_frame, wall_time
+from .config import LEASE_MARGIN_TICKS
 from .groups import METADATA_GROUP, Group, GroupKind, Proposal
 from .snapshots import SnapshotManager
 from .waiters import Outcome, Waiter
@@ -93,6 +94,12 @@ THROTTLE_RETRY_MS = 50
 _CREATE_PER_TURN = 8
 # Group id of the driver's own node-level heartbeat "message" (never a group).
 NODE_HEARTBEAT_GID = -1
+
+
+# Ticks further apart than this many intervals (a stalled loop, a SIGSTOP, the
+# slow timer of an all-quiet node) mean the tick count fell behind real time:
+# every lease is dropped, so none outlives its real-time bound.
+LEASE_TICK_GAP = 2.0
 
 
 # Saves with at most this many entry bytes fsync on the event loop itself (see
@@ -242,6 +249,8 @@ class MultiRaft:
             # one follower Ready (plus its ack) less per produce. Acks come from
             # the leader's own apply; only follower apply is a heartbeat later.
             broadcast_commit=False,
+            lease_reads=self.cfg.lease_reads,
+            lease_ticks=self.cfg.election_ticks - LEASE_MARGIN_TICKS if self.cfg.lease_reads else 0,
             # The apply batch of a turn is written before that turn's hard state
             # (see _turn), so after a crash the state machine may be ahead of the
             # stored commit index; it skips re-applied entries, so start the core
@@ -454,6 +463,7 @@ class MultiRaft:
             self.start()
         self._running = True
         next_tick = trio.current_time() + self._tick_s
+        last_tick_at = trio.current_time()
         next_register = trio.current_time()
         next_stats = trio.current_time() + STATS_EVERY_S
         task_status.started()
@@ -472,8 +482,13 @@ class MultiRaft:
                     # the timer; a proposal or message wakes the loop anyway.
                     interval = self._tick_s if self._ticking else self._node_heartbeat_s
                     next_tick += interval
+                    slipped = now - last_tick_at > LEASE_TICK_GAP * self._tick_s
                     if next_tick < now:  # fell behind (a long fsync): do not tick in bursts
                         next_tick = now + interval
+                        slipped = True
+                    last_tick_at = now
+                    if slipped and self.cfg.lease_reads:
+                        self._expire_leases()
                 if now >= next_register:
                     next_register = now + 0.5
                     self._maybe_register_nodes()
@@ -718,6 +733,9 @@ class MultiRaft:
         if group.queued_reads:
             self._unquiet(group)
             waiters, group.queued_reads = group.queued_reads, []
+            if self.metrics is not None:
+                path = "lease" if group.raft.has_lease else "read_index"
+                self.metrics.reads.inc(len(waiters), path=path)
             self._read_seq += 1
             ctx = struct.pack(">Q", self._read_seq)
             try:
@@ -892,6 +910,16 @@ class MultiRaft:
                     return
             group.quiet = True
             self._ticking.discard(group.gid)
+            # Unticked, its tick count stops while real time goes on.
+            raft.expire_lease()
+
+    def _expire_leases(self) -> None:
+        """The loop missed ticks: no lease may be trusted on the stale tick count."""
+        for gid in self._ticking:
+            group = self.groups.get(gid)
+            if group is not None and group.role is Role.LEADER:
+                group.raft.expire_lease()
+        self.stats["lease_expiries"] += 1
 
     def _node_heartbeats(self, now: float) -> None:
         """Per-node-pair liveness frame to peers we sent nothing else to lately; it

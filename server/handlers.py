@@ -234,7 +234,10 @@ class RequestHandlers:
         pinfo = expected_partition(self, fields)
         if pinfo is None:
             pinfo = await self._partition(fields["topic"], fields["partition"])
-        return self._local_group(pinfo)
+        group = self._local_group(pinfo)
+        if self.metrics is not None:
+            self.metrics.reads.inc(path="serializable")
+        return group
 
     def _partition_json(self, topic: str, pinfo: Any) -> dict[str, Any]:
         group = self.driver.groups.get(pinfo.group_id)

@@ -272,6 +272,7 @@ class Metrics:
     records_in: Counter = field(init=False)
     bytes_in: Counter = field(init=False)
     records_out: Counter = field(init=False)
+    reads: Counter = field(init=False)
     bytes_out: Counter = field(init=False)
     fsync_latency: Histogram = field(init=False)
     leader_changes: Counter = field(init=False)
@@ -372,6 +373,14 @@ class Metrics:
         self.records_in = r.counter("raftlog_records_in_total", "Records appended.")
         self.bytes_in = r.counter("raftlog_bytes_in_total", "Record bytes appended.")
         self.records_out = r.counter("raftlog_records_out_total", "Records fetched.")
+        self.reads = r.counter(
+            "raftlog_reads_total",
+            "Reads by how they were made safe. Linearizable reads (fetch, list_offsets, "
+            "metadata, committed offsets) on the leader: lease (its lease, no round) or "
+            "read_index (a heartbeat round). serializable: a fetch or list_offsets from "
+            "this replica's own applied state.",
+            ["path"],
+        )
         self.bytes_out = r.counter("raftlog_bytes_out_total", "Record bytes fetched.")
         self.fsync_latency = r.histogram(
             "raftlog_fsync_seconds", "Duration of one store save (WriteBatch + fsync)."
