@@ -100,6 +100,9 @@ NODE_HEARTBEAT_GID = -1
 # slow timer of an all-quiet node) mean the tick count fell behind real time:
 # every lease is dropped, so none outlives its real-time bound.
 LEASE_TICK_GAP = 2.0
+# A read answered between turns from a lease (read_barrier) needs the last tick
+# to be this recent: the time since it is time the lease's tick count misses.
+LEASE_FAST_PATH_GAP = 1.5
 
 
 # Saves with at most this many entry bytes fsync on the event loop itself (see
@@ -170,6 +173,7 @@ class MultiRaft:
         self._read_seq = 0
         self._tick_s = cfg.tick_ms / 1000.0
         self._election_s = cfg.election_ticks * self._tick_s
+        self._last_tick_at = 0.0  # trio time of the last tick delivered (run())
         self._heartbeat_s = cfg.heartbeat_ticks * self._tick_s
         # A peer is alive if any frame came within an election timeout; the
         # liveness frame goes out 4x per election timeout when nothing else does.
@@ -337,10 +341,35 @@ class MultiRaft:
         if group is None:
             waiter.fail(ErrorCode.UNKNOWN_TOPIC, f"group {gid} is not hosted here (deleted?)")
             return await waiter.wait(deadline)
+        if self._lease_covers(group):
+            # The leader's lease makes its commit index a linearizable read
+            # point right now, and it has applied that far: no turn needed.
+            self._count_reads("lease", 1)
+            waiter.resolve(group.raft.commit_index)
+            return await waiter.wait(deadline)
         group.queued_reads.append(waiter)
         self._dirty.add(gid)
         self._wake.set()
         return await waiter.wait(deadline)
+
+    def _lease_covers(self, group: Group) -> bool:
+        """May a read be answered between turns, from the lease, at once?
+
+        Only while the loop's ticks are current: between turns the tick count
+        is as old as the last tick, and a loop stuck in a long save delivers
+        none (the stall check in run() only runs when it comes back).
+        """
+        return (
+            self.cfg.lease_reads
+            and trio.current_time() - self._last_tick_at < LEASE_FAST_PATH_GAP * self._tick_s
+            and group.raft.has_lease
+            and group.applied >= group.raft.commit_index
+        )
+
+    def _count_reads(self, path: str, n: int) -> None:
+        self.stats[f"{path}_reads"] += n
+        if self.metrics is not None:
+            self.metrics.reads.inc(n, path=path)
 
     async def wait_applied(self, gid: int, deadline: float) -> None:
         """Return after the next apply in the group, or at the deadline."""
@@ -463,7 +492,7 @@ class MultiRaft:
             self.start()
         self._running = True
         next_tick = trio.current_time() + self._tick_s
-        last_tick_at = trio.current_time()
+        self._last_tick_at = trio.current_time()
         next_register = trio.current_time()
         next_stats = trio.current_time() + STATS_EVERY_S
         task_status.started()
@@ -482,11 +511,11 @@ class MultiRaft:
                     # the timer; a proposal or message wakes the loop anyway.
                     interval = self._tick_s if self._ticking else self._node_heartbeat_s
                     next_tick += interval
-                    slipped = now - last_tick_at > LEASE_TICK_GAP * self._tick_s
+                    slipped = now - self._last_tick_at > LEASE_TICK_GAP * self._tick_s
                     if next_tick < now:  # fell behind (a long fsync): do not tick in bursts
                         next_tick = now + interval
                         slipped = True
-                    last_tick_at = now
+                    self._last_tick_at = now
                     if slipped and self.cfg.lease_reads:
                         self._expire_leases()
                 if now >= next_register:
@@ -733,9 +762,7 @@ class MultiRaft:
         if group.queued_reads:
             self._unquiet(group)
             waiters, group.queued_reads = group.queued_reads, []
-            if self.metrics is not None:
-                path = "lease" if group.raft.has_lease else "read_index"
-                self.metrics.reads.inc(len(waiters), path=path)
+            self._count_reads("lease" if group.raft.has_lease else "read_index", len(waiters))
             self._read_seq += 1
             ctx = struct.pack(">Q", self._read_seq)
             try:
