@@ -51,7 +51,7 @@ class Config:
         vote-free window before it crashed.
     lease_ticks: how long a lease lasts, counted from when the confirming
         heartbeat left; at most election_ticks - 1. The server uses
-        election_ticks - 4: a tick of lateness on either side plus margin.
+        election_ticks - 6 (server/config.py LEASE_MARGIN_TICKS says why).
     applied: last index the state machine applied before a restart;
         committed entries handed out resume after it. Wrong -> entries are
         applied twice or skipped.

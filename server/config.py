@@ -80,11 +80,16 @@ from .cpu_latency import MAX_US as CPU_LATENCY_MAX_US
 from .errors import ConfigError
 
 # Lease reads (thesis §6.4.1): a leader's lease lasts election_ticks minus this
-# many of its ticks. Followers refuse votes for election_ticks of theirs; a
-# tick may come up to one interval late on either side (the driver's timer
-# keeps an absolute schedule), and one more for the tick not yet counted in
-# the turn that answers the read.
-LEASE_MARGIN_TICKS = 4
+# many of its ticks, counted from when the confirming heartbeat left.
+# Followers refuse votes for election_ticks of their ticks after receiving it,
+# which is at least election_ticks - 2 intervals of real time (the first tick
+# may come at once, and a tick may run up to an interval behind the driver's
+# absolute schedule). On the leader, the real time since the heartbeat left
+# exceeds its tick count by at most 2.5 intervals: an interval of lateness at
+# each end, plus up to 1.5 since the last tick for a read answered between
+# turns (driver.LEASE_FAST_PATH_GAP). 6 leaves 2.5 intervals of slack: with
+# the repo's 20 ticks, clock rates may differ by ~14 % in the worst alignment.
+LEASE_MARGIN_TICKS = 6
 
 __all__ = [
     "AuthConfig",

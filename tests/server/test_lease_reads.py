@@ -22,7 +22,7 @@ from .test_serializable_reads import _values
 
 @pytest.fixture
 async def cluster(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[InProcCluster]:
-    # A long election timeout makes a long lease (26 ticks of 10 ms).
+    # A long election timeout makes a long lease (24 ticks of 10 ms).
     config = small_config(tmp_path, lease_reads=True, election_ticks=30)
     async with InProcCluster(config, nursery).running() as c:
         yield c
@@ -40,7 +40,7 @@ async def _leased_topic(c: InProcCluster) -> tuple[int, str, list[str]]:
 async def test_a_leader_with_a_lease_reads_without_a_heartbeat_round(cluster):
     _, leader, followers = await _leased_topic(cluster)
     # Cut off, the leader cannot finish a ReadIndex round; within its lease
-    # (26 ticks here) it still answers, from its commit index.
+    # (24 ticks here) it still answers, from its commit index.
     cluster.net.isolate(leader, followers)
     reply = await cluster.call(leader, "fetch", topic="t", partition=0, offset=0)
     assert _values(reply) == [(0, b"a")]
