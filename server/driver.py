@@ -945,8 +945,9 @@ class MultiRaft:
         for gid in self._ticking:
             group = self.groups.get(gid)
             if group is not None and group.role is Role.LEADER:
+                if group.raft.has_lease:
+                    self.stats["leases_dropped"] += 1  # loop_stats: held, then lost
                 group.raft.expire_lease()
-        self.stats["lease_expiries"] += 1
 
     def _node_heartbeats(self, now: float) -> None:
         """Per-node-pair liveness frame to peers we sent nothing else to lately; it
