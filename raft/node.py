@@ -24,6 +24,8 @@ can switch a rule off and show the simulator catches the violation:
 - ``_handle_read_index(msg)`` / ``_answer_read(requester, index, context)``:
   Raft §6.4 -- a read is answered only after the leader committed in its
   term and a quorum confirmed it still leads.
+- ``_lease_valid()``: thesis §6.4.1 -- with lease reads, a read skips that
+  round only inside the lease and outside transfers and membership changes.
 
 tests/sim/mutants.py subclasses these (and appends to ``self._msgs``, the
 list of messages sent without waiting for persistence): keep the names.

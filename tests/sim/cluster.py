@@ -546,11 +546,12 @@ class Cluster:
         self._observe(node)
         return prop
 
-    def read_index(self) -> bool:
+    def read_index(self, at: str | None = None) -> bool:
+        """A ReadIndex request at node ``at``, or at a random live node."""
         live = self.live()
-        if not live:
+        if not live or (at is not None and at not in live):
             return False
-        node = self.nodes[self.rng.choice(live)]
+        node = self.nodes[at if at is not None else self.rng.choice(live)]
         ctx = self._next_id("r")
         if node.raft.role is Role.LEADER and node.raft.has_lease:
             self.lease_reads += 1

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from raftlog.raft.types import Role
+from raftlog.raft.types import MessageType, Role
 
-from .cluster import Cluster, CoreFactory, SimParams
+from .cluster import Cluster, CoreFactory, Proposal, SimParams
 from .network import NetConfig
 from .scenarios import run_until
 
@@ -48,17 +48,8 @@ def lease_cluster(seed: int, core_factory: CoreFactory | None = None) -> Cluster
     return Cluster(params) if core_factory is None else Cluster(params, core_factory)
 
 
-def read_at(c: Cluster, nid: str) -> bool:
-    """Issue one read at ``nid`` (the cluster's client otherwise picks a node at random)."""
-    choose = c.rng.choice
-    c.rng.choice = lambda seq: nid  # type: ignore[method-assign]
-    try:
-        return c.read_index()
-    finally:
-        c.rng.choice = choose  # type: ignore[method-assign]
-
-
-def _leader_with_lease(c: Cluster) -> str:
+def leader_with_lease(c: Cluster) -> str:
+    """Elect a leader, commit a few writes through it, and wait until it holds a lease."""
     run_until(c, lambda: c.leader() is not None, 300, "a first leader")
     lead = c.leader()
     assert lead is not None
@@ -83,7 +74,7 @@ def run_lease_scenario(name: str, seed: int, core_factory: CoreFactory | None = 
     Raises SimulationFailure if one of them was stale.
     """
     c = lease_cluster(seed, core_factory)
-    old = _leader_with_lease(c)
+    old = leader_with_lease(c)
     others = [n for n in c.ids if n != old]
     setup: dict[str, Callable[[], None]] = {
         "isolated": lambda: c.net.isolate(old),
@@ -95,24 +86,21 @@ def run_lease_scenario(name: str, seed: int, core_factory: CoreFactory | None = 
     def read_if_leased() -> None:
         nonlocal served
         raft = c.nodes[old].raft
-        if raft is not None and raft.has_lease and read_at(c, old):
+        if raft is not None and raft.has_lease and c.read_index(at=old):
             served += 1
 
     read_if_leased()
     setup[name]()
-    newer: list[bool] = []
+    write: Proposal | None = None
 
     def new_write_committed() -> bool:
+        nonlocal write
         read_if_leased()
         lead = _other_leader(c, old)
-        if lead is None:
-            return False
-        if not newer:
+        if write is None and lead is not None:
             c.client_leader = lead
-            prop = c.propose()
-            if prop is not None:
-                newer.append(True)
-        return bool(newer) and c.acked_max_index > 0 and c.proposals[-1].acked
+            write = c.propose()
+        return write is not None and write.acked
 
     run_until(c, new_write_committed, 600, "a new leader commits a write")
     # The old leader may still believe it leads: keep reading from it.
@@ -145,7 +133,7 @@ def _transfer_setup(c: Cluster, old: str, target: str) -> None:
     c.nodes[old].raft.transfer_leader(target)
     run_until(
         c,
-        lambda: any(m.type.name == "TIMEOUT_NOW" for m in c.net.pending_messages()),
+        lambda: any(m.type is MessageType.TIMEOUT_NOW for m in c.net.pending_messages()),
         50,
         "TimeoutNow on the wire",
     )

@@ -13,7 +13,7 @@ from raftlog.raft.node import Config
 from raftlog.raft.types import ConfChange, ConfChangeItem, ConfChangeType, MessageType
 
 from .invariants import SimulationFailure
-from .lease_scenarios import LEASE_SCENARIOS, lease_cluster, read_at, run_lease_scenario
+from .lease_scenarios import LEASE_SCENARIOS, leader_with_lease, lease_cluster, run_lease_scenario
 from .mutants import LEASE_MUTANTS
 from .run import nodes_for
 from .scenarios import run_until
@@ -42,14 +42,11 @@ def test_each_missing_lease_condition_gives_a_stale_read(mutant: str) -> None:
 
 def test_a_lease_read_needs_no_heartbeat_round() -> None:
     c = lease_cluster(1)
-    run_until(c, lambda: c.leader() is not None, 300, "a leader")
-    lead = c.leader()
-    assert lead is not None
+    lead = leader_with_lease(c)
     node = c.nodes[lead]
-    run_until(c, lambda: node.raft.has_lease, 100, "a lease")
     beats = c.sent.get((lead, MessageType.HEARTBEAT), 0)
     done = c.reads_done
-    assert read_at(c, lead)
+    assert c.read_index(at=lead)
     c.pump(node, True)
     c.pump(node, True)
     assert c.reads_done == done + 1
@@ -58,11 +55,8 @@ def test_a_lease_read_needs_no_heartbeat_round() -> None:
 
 def test_no_lease_after_expire_or_during_a_membership_change() -> None:
     c = lease_cluster(2)
-    run_until(c, lambda: c.leader() is not None, 300, "a leader")
-    lead = c.leader()
-    assert lead is not None
+    lead = leader_with_lease(c)
     raft = c.nodes[lead].raft
-    run_until(c, lambda: raft.has_lease, 100, "a lease")
     raft.expire_lease()
     assert not raft.has_lease
     run_until(c, lambda: raft.has_lease, 100, "a lease from a newer round")
