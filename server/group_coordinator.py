@@ -4,8 +4,8 @@ Pure and deterministic: no sockets, no trio, no clock. Every call takes
 ``now`` (seconds on any monotonic clock), so tests drive it with a fake clock
 and the server (server/group_ops.py) passes ``trio.current_time()``.
 
-The design (Kafka's classic, "eager" group protocol, kept small)
------------------------------------------------------------------
+The design (Kafka's classic group protocol, eager or cooperative, kept small)
+--------------------------------------------------------------------------
 * The coordinator of every group is the metadata group's leader (the
   controller). Live membership (sessions, joins in progress) is in its
   memory; every FORMED generation is persisted through the metadata Raft
@@ -19,14 +19,30 @@ The design (Kafka's classic, "eager" group protocol, kept small)
 * Any membership change (join of a new member, leave, expiry, a changed
   partition count) starts a rebalance: the group goes REBALANCING and every
   member must join again. Heartbeats answer REBALANCE_IN_PROGRESS, which
-  tells a member to stop consuming its partitions (committing what it
-  processed) and rejoin. Once every member has rejoined (or the rebalance
-  deadline dropped the ones that did not) the next generation is formed:
-  its number, assignment and members go into a record (``take_records``)
-  that the server proposes; the group stays REBALANCING, and no member
-  learns its assignment, until ``persisted`` reports the record committed.
+  tells a member to rejoin. An *eager* member first stops consuming all its
+  partitions (committing what it processed); a *cooperative* one (Kafka
+  KIP-429) keeps consuming them and reports them in its join (``owned``).
+  Once every member has rejoined (or the rebalance deadline dropped the
+  ones that did not) the next generation is formed: its number, assignment
+  and members go into a record (``take_records``) that the server
+  proposes; the group stays REBALANCING, and no member learns its
+  assignment, until ``persisted`` reports the record committed.
   A record that fails (no longer leader, timeout) restarts the rebalance:
   the members, still polling their joins, simply join again.
+* Cooperative rebalancing: a generation never gives a member a partition
+  that ANOTHER member of that generation reported owning in its join; such a
+  partition is *withheld* (assigned to nobody) and its owner, whose new
+  assignment lacks it, gives it up and joins again reporting what it still
+  owns. Once no member owns a withheld partition any more, the next
+  rebalance starts at once and hands it to the member the sticky assignment
+  chose (two rebalances, as in KIP-429). A member that heartbeats with the
+  current generation has applied its assignment, so it owns exactly that
+  (a second way the release is noticed). A partition thus changes hands
+  only after its previous owner let go, and partitions that stay put are
+  never paused. Eager members report nothing owned, so a group may mix both.
+  A restored generation that leaves partitions unassigned (the controller
+  changed between the two rebalances) starts a rebalance at once: the
+  members' joins then say again who still owns what.
 * Static members (a ``group_instance_id``, Kafka KIP-345): a consumer that
   restarts joins under a new member id with its old instance id and takes
   the old member's place and partitions in the current generation, without
@@ -50,7 +66,11 @@ The design (Kafka's classic, "eager" group protocol, kept small)
   (FENCED), and a new owner claims each partition (commits its start with
   its generation) before it hands out a record. A zombie can still READ
   until its session runs out, and a commit landing before the claim can
-  cost duplicates, never loss: at-least-once.
+  cost duplicates, never loss: at-least-once. A member that has not joined a
+  rebalance is not dropped by its deadline before one session timeout after
+  it was last told it is a member (``Member.affirmed_at``): a cooperative
+  member keeps consuming while it rejoins, and only gives its partitions up
+  a session after its last such answer.
 
 Coordinator fail-over
 ---------------------
@@ -151,6 +171,13 @@ class Member:
     # A static member's group_instance_id (Kafka KIP-345): a new member id that
     # joins with it takes this member's place and partitions (``_take_over``).
     instance_id: str | None = None
+    # Cooperative members: the partitions it said it still owns in its last join
+    # (eager members own nothing while they rejoin); ``_try_complete`` gives
+    # none of them to another member.
+    owned: frozenset[int] = frozenset()
+    # When it was last told it is a member (a join, an accepted heartbeat): the
+    # client keeps its partitions up to a session timeout after that.
+    affirmed_at: float = 0.0
 
     def expired(self, now: float) -> bool:
         return now > self.last_seen + self.session_timeout
@@ -186,6 +213,9 @@ class ConsumerGroup:
     # so a group joined again under the name counts on from it. Hidden from
     # list and describe; the first join makes a new group of it.
     deleted: bool = False
+    # STABLE only: partitions this generation gave nobody because a member still
+    # owned them (cooperative); released ones start the next rebalance.
+    withheld: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,11 +341,17 @@ class GroupCoordinator:
                 g.members[m.member_id] = Member(
                     m.member_id, m.client_id, session, m.rebalance_timeout_ms / 1000.0,
                     last_seen=now, fence=now + session, instance_id=m.instance_id,
+                    owned=frozenset(m.partitions), affirmed_at=now,
                 )  # fmt: skip
                 g.assignment[m.member_id] = tuple(m.partitions)
             g.state = GroupState.STABLE if g.members else GroupState.EMPTY
             g.deleted = rec.deleted
             self.groups[rec.name] = g
+            covered = {p for parts in g.assignment.values() for p in parts}
+            if g.members and not covered.issuperset(range(g.partitions)):
+                # Formed with withheld partitions, and who still owns them was in
+                # the previous controller's memory: let the joins say it again.
+                self._start_rebalance(g, now)
         self.version += 1
 
     def take_records(self) -> list[SetConsumerGroup]:
@@ -354,6 +390,7 @@ class GroupCoordinator:
         session_timeout: float = DEFAULT_SESSION_TIMEOUT_S,
         rebalance_timeout: float = DEFAULT_REBALANCE_TIMEOUT_S,
         instance_id: str | None = None,
+        owned: Iterable[int] = (),
     ) -> JoinResult:
         """Join (or rejoin, or poll a pending join of) ``member_id``; a new id when None.
 
@@ -368,6 +405,12 @@ class GroupCoordinator:
         takes that member's place, partitions and generation, with no rebalance
         (a restarted consumer gets its partitions back), and the replaced id is
         fenced (FENCED_INSTANCE_ID).
+
+        ``owned``: the partitions a cooperative member still consumes (it keeps
+        them through the rebalance); no generation gives them to another member
+        until it joins again without them. A member of a STABLE group that
+        joins reporting it gave up the last withheld partition starts the next
+        rebalance (which hands them out).
         """
         _check_timeout("session", session_timeout, MIN_SESSION_TIMEOUT_S, MAX_SESSION_TIMEOUT_S)
         _check_timeout("rebalance", rebalance_timeout, MIN_SESSION_TIMEOUT_S,
@@ -413,6 +456,11 @@ class GroupCoordinator:
             member.last_seen = now
             member.session_timeout = session_timeout
             member.rebalance_timeout = rebalance_timeout
+        member = g.members[member_id]
+        member.owned = frozenset(owned)
+        member.affirmed_at = now
+        if g.state is GroupState.STABLE:
+            self._release(g, now)
         if g.state is GroupState.STABLE and partitions != g.partitions:
             self._start_rebalance(g, now)  # the topic grew: spread the new partitions
         g.partitions = partitions
@@ -462,6 +510,17 @@ class GroupCoordinator:
             raise GroupError(
                 ErrorCode.REBALANCE_IN_PROGRESS,
                 f"group {group!r} is rebalancing (generation {generation} is over): rejoin",
+                generation=g.generation,
+            )
+        member.affirmed_at = now
+        # It heartbeats with this generation only after applying its assignment
+        # (a cooperative member gave up what it lost first): it owns just that.
+        member.owned = frozenset(g.assignment.get(member_id, ()))
+        self._release(g, now)
+        if g.state is GroupState.REBALANCING:
+            raise GroupError(
+                ErrorCode.REBALANCE_IN_PROGRESS,
+                f"group {group!r} is rebalancing to hand out released partitions: rejoin",
                 generation=g.generation,
             )
 
@@ -574,7 +633,7 @@ class GroupCoordinator:
         times = [m.last_seen + m.session_timeout for m in g.members.values()]
         if g.state is GroupState.REBALANCING and g.pending is None:
             times += [
-                max(g.rebalance_deadline, m.fence)
+                max(g.rebalance_deadline, _may_drop_at(m))
                 for m in g.members.values()
                 if m.member_id not in g.joined
             ]
@@ -618,7 +677,7 @@ class GroupCoordinator:
         del g.members[old.member_id]
         member = Member(
             member_id, client_id, old.session_timeout, old.rebalance_timeout, now,
-            fence=old.fence, instance_id=instance_id,
+            fence=old.fence, instance_id=instance_id, affirmed_at=now,
         )  # fmt: skip
         g.members[member_id] = member
         slots = [g.assignment, g.previous] + ([g.pending[1]] if g.pending else [])
@@ -638,11 +697,12 @@ class GroupCoordinator:
         gone = [m for m, member in g.members.items() if member.expired(now)]
         if g.state is GroupState.REBALANCING and now >= g.rebalance_deadline:
             # Too slow to rejoin: dropped from the generation being formed (not a
-            # restored member before its fence: see ``Member.fence``).
+            # restored member before its fence: see ``Member.fence``, nor one
+            # that may still consume its partitions: see ``Member.affirmed_at``).
             gone += [
                 m
                 for m, member in g.members.items()
-                if m not in g.joined and m not in gone and now >= member.fence
+                if m not in g.joined and m not in gone and now >= _may_drop_at(member)
             ]
         if gone:
             self._remove(g, gone, now)
@@ -671,9 +731,11 @@ class GroupCoordinator:
             self._try_complete(g, now)
 
     def _start_rebalance(self, g: ConsumerGroup, now: float) -> None:
-        # Eager protocol: the old assignment ends here; nobody owns anything
-        # until every member has rejoined and the next generation is formed.
+        # The old assignment ends here. Eager members own nothing until the next
+        # generation is formed; cooperative ones keep what they report in their
+        # joins, and ``_try_complete`` gives that to nobody else.
         self.version += 1
+        g.withheld = frozenset()
         g.state = GroupState.REBALANCING
         if g.assignment:  # not when a rebalance starts over: keep the formed one
             g.previous = g.assignment
@@ -688,7 +750,9 @@ class GroupCoordinator:
         if not g.joined.issuperset(g.members) or now < self._grace_end(g):
             return
         generation = max(g.generation, g.proposed) + 1
-        assignment = sticky_assign(list(g.members), g.partitions, g.previous)
+        assignment = _withhold_owned(
+            sticky_assign(list(g.members), g.partitions, g.previous), g.members
+        )
         if not self.durable:
             self._form(g, generation, assignment)
             return
@@ -716,10 +780,43 @@ class GroupCoordinator:
         g.assignment = assignment
         g.state = GroupState.STABLE
         g.joined = set()
+        given = {p for parts in assignment.values() for p in parts}
+        g.withheld = frozenset(p for p in range(g.partitions) if p not in given and assignment)
         for member in g.members.values():
             member.fence = 0.0  # it rejoined: it owns only what this generation gives it
         self.rebalances += 1
         self.version += 1
+
+
+    def _release(self, g: ConsumerGroup, now: float) -> None:
+        """A STABLE group whose withheld partitions nobody owns any more: start
+        the rebalance that hands them out (the second of KIP-429's two)."""
+        if g.state is not GroupState.STABLE or not g.withheld:
+            return
+        if any(m.owned & g.withheld for m in g.members.values()):
+            return
+        self._start_rebalance(g, now)
+
+
+def _withhold_owned(
+    target: dict[str, tuple[int, ...]], members: dict[str, Member]
+) -> dict[str, tuple[int, ...]]:
+    """``target`` without the partitions another member still owns (cooperative):
+    those go to their new owner in the next generation, after the old one let go."""
+    owners: dict[int, set[str]] = {}
+    for member in members.values():
+        for p in member.owned:
+            owners.setdefault(p, set()).add(member.member_id)
+    return {
+        member: tuple(p for p in parts if owners.get(p, {member}) == {member})
+        for member, parts in target.items()
+    }
+
+
+def _may_drop_at(member: Member) -> float:
+    """The earliest a rebalance deadline may drop ``member`` (if it did not join):
+    not before its restore fence, nor before its last affirmation's session ran out."""
+    return max(member.fence, member.affirmed_at + member.session_timeout)
 
 
 def _fenced_instance(group: str, member_id: str, instance_id: str) -> GroupError:
