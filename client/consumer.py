@@ -28,6 +28,25 @@ Two modes:
   leaves the group, so the others rebalance at once instead of after the
   session timeout.
 
+Two rebalance protocols (``rebalance=``), as Kafka's consumers have:
+
+* ``"eager"`` (the default): on every rebalance the consumer gives up all its
+  partitions before it rejoins, so every member pauses until the new
+  generation forms, even those whose partitions stay put.
+* ``"cooperative"`` (Kafka KIP-429, the CooperativeStickyAssignor): the
+  consumer keeps consuming its partitions while it rejoins and tells the
+  coordinator which it owns; the new generation gives none of them to
+  another member. A partition that must move is taken from its owner only
+  (the owner stops it, commits what it processed, and rejoins); a second
+  rebalance then hands it to its new owner. Partitions that stay put never
+  pause. The price is a second rebalance whenever partitions move.
+  Safety is the same as eager's: the consumer keeps its partitions only as
+  long as the coordinator confirmed, within the last session timeout, that
+  it is a member (a heartbeat, or a join answered ``confirmed``); past that,
+  or when the coordinator no longer knows it (UNKNOWN_MEMBER), or a commit is
+  fenced, it gives everything up as an eager member does. Members of both
+  kinds may share a group.
+
 "Processed": a record returned by ``poll()`` counts as processed once
 ``poll()`` is called again; a record from iteration once the next one is
 asked for. A rebalance that revokes a partition while the application still
@@ -93,6 +112,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESET_POLICIES = ("earliest", "latest")
+EAGER = "eager"
+COOPERATIVE = "cooperative"
+REBALANCE_PROTOCOLS = (EAGER, COOPERATIVE)
 DEFAULT_SESSION_TIMEOUT_S = 10.0
 DEFAULT_REBALANCE_TIMEOUT_S = 60.0
 # While a rebalance runs there is nothing to hand out: wait at least this long
@@ -123,6 +145,10 @@ class Consumer:
     takes the partitions over, and the first one's reads then raise
     ``FencedInstanceIdError``.
 
+    ``rebalance="cooperative"`` (group-managed) keeps consuming the partitions
+    that stay with this member through a rebalance, instead of pausing them
+    all (Kafka's cooperative rebalancing; see the module docstring).
+
     ``consistency="serializable"`` reads records from any replica (the
     client's ``prefer_replica`` first) instead of the leader: the same records
     at the same offsets, possibly later, and still served by a replica cut off
@@ -146,8 +172,15 @@ class Consumer:
         claim_uncommitted: bool = True,
         group_instance_id: str | None = None,
         consistency: str = LINEARIZABLE,
+        rebalance: str = EAGER,
     ) -> None:
         check_consistency(consistency)
+        if rebalance not in REBALANCE_PROTOCOLS:
+            raise ValueError(f"rebalance must be one of {REBALANCE_PROTOCOLS}, got {rebalance!r}")
+        if rebalance != EAGER and (group is None or partitions is not None):
+            raise ValueError(
+                "rebalance applies to a group-managed consumer (a group, no partitions)"
+            )
         if auto_offset_reset not in RESET_POLICIES:
             raise ValueError(f"auto_offset_reset must be one of {RESET_POLICIES}")
         if group_instance_id is not None and (group is None or partitions is not None):
@@ -170,6 +203,7 @@ class Consumer:
         # group never committed too. False: only those it did, so a partition without
         # a committed offset keeps none (``raftlog group reset-offsets --partition``).
         self.claim_uncommitted = claim_uncommitted
+        self.cooperative = rebalance == COOPERATIVE
         self._assigned = list(partitions) if partitions is not None else None
         self._positions: dict[int, int] = {}
         self._ends: dict[int, int] = {}  # last end_offset seen per partition
@@ -181,7 +215,7 @@ class Consumer:
             self._member = GroupMember(
                 client, group, topic,
                 session_timeout=session_timeout, rebalance_timeout=rebalance_timeout,
-                instance_id=group_instance_id,
+                instance_id=group_instance_id, cooperative=rebalance == COOPERATIVE,
             )  # fmt: skip
         # Set when a newer member took this one's group_instance_id: every read raises it.
         self._fatal: FencedInstanceIdError | UnauthorizedError | None = None
@@ -190,7 +224,8 @@ class Consumer:
         # assignment are dropped, never handed out.
         self._epoch = 0
         self._ready: trio.Event | None = None  # group-managed: set while an assignment holds
-        self._revoked: trio.Event | None = None  # set when the current assignment ends
+        # Set (and renewed) when the current assignment ends or changes.
+        self._revoked: trio.Event | None = None
         # Set when a commit of the current generation was FENCED: the group task rejoins.
         self._stale: trio.Event | None = None
         # Handed out but not yet known to be processed: partition -> first such offset.
@@ -479,6 +514,7 @@ class Consumer:
             pause = member.heartbeat_interval
             sent = trio.current_time()
             told = False  # the coordinator said: rejoin
+            keep = False  # ... and we may keep our partitions meanwhile (cooperative)
             # Past last_ok + session the coordinator may have expired us and
             # handed our partitions out: give them up by then, not later.
             with trio.move_on_at(last_ok + member.session_timeout):
@@ -489,6 +525,9 @@ class Consumer:
                     raise  # fatal: see _group_task
                 except (RebalanceInProgressError, UnknownMemberError) as exc:
                     told = True
+                    # Still a member, only rebalancing: a cooperative consumer keeps
+                    # its partitions. Not known any more: they may be someone else's.
+                    keep = self.cooperative and isinstance(exc, RebalanceInProgressError)
                     log.info("event=consumer_rejoin group=%s member=%s reason=%s",
                              self.group, member.member_id, exc.code.value)  # fmt: skip
                 except RaftlogError as exc:  # transient: retried soon
@@ -499,7 +538,10 @@ class Consumer:
             if not told:
                 log.warning("event=consumer_session_lost group=%s member=%s",
                             self.group, member.member_id)  # fmt: skip
-            last_ok = await self._rebalance()
+            if keep and self._generation is not None:
+                last_ok = await self._rebalance_cooperatively(last_ok)
+            else:
+                last_ok = await self._rebalance()
 
     async def _rebalance(self) -> float:
         """Give the partitions up and rejoin; returns when the winning join was sent
@@ -519,6 +561,109 @@ class Consumer:
             except RaftlogError as exc:
                 log.warning("event=consumer_join_failed group=%s error=%s", self.group, exc)
                 await trio.sleep(REJOIN_BACKOFF_S)
+
+    async def _rebalance_cooperatively(self, last_ok: float) -> float:
+        """Rejoin while consuming the partitions we own (Kafka KIP-429); returns
+        when the winning join was sent.
+
+        Each join reports what we own; each answer the coordinator confirmed
+        extends our hold on it a session timeout from when that join was sent.
+        An assignment that lacks some of our partitions: stop those, commit what
+        was processed, and join again at once, so the next rebalance can hand
+        them out. If the hold runs out (no confirmed answer for a session), a
+        claim is fenced, or joining keeps failing until then, fall back to the
+        eager way: give everything up and rejoin.
+        """
+        member = self._member
+        assert member is not None
+        while True:
+            with trio.CancelScope(deadline=last_ok + member.session_timeout) as hold:
+
+                def confirmed(sent: float) -> None:
+                    nonlocal last_ok
+                    last_ok = max(last_ok, sent)
+                    hold.deadline = last_ok + member.session_timeout
+
+                try:
+                    assignment = await member.join(self._assigned or [], confirmed)
+                    confirmed(assignment.granted_at)
+                    gave_up = await self._assign_cooperatively(assignment)
+                except (FencedInstanceIdError, UnauthorizedError):
+                    raise  # fatal: see _group_task
+                except FencedError as exc:
+                    log.info("event=consumer_claim_fenced group=%s member=%s error=%s",
+                             self.group, member.member_id, exc)  # fmt: skip
+                    break
+                except RaftlogError as exc:
+                    log.warning("event=consumer_join_failed group=%s error=%s", self.group, exc)
+                    await trio.sleep(REJOIN_BACKOFF_S)
+                    continue
+                if not gave_up:
+                    return assignment.granted_at
+                continue  # gave partitions up: rejoin so they can be handed out
+            if hold.cancelled_caught:
+                log.warning("event=consumer_session_lost group=%s member=%s during=rejoin",
+                            self.group, member.member_id)  # fmt: skip
+                break
+        return await self._rebalance()
+
+    async def _assign_cooperatively(self, assignment: Assignment) -> bool:
+        """Move to ``assignment`` keeping the partitions it leaves us: stop and commit
+        the ones it takes away, then claim the new ones. True when it took any."""
+        new = list(assignment.partitions)
+        old = set(self._assigned or [])
+        lost = old - set(new)
+        if lost:
+            await self._revoke_partitions(lost)
+        gained = [p for p in new if p not in old]
+        try:
+            await self._init_positions(gained)
+            await self._claim(gained, assignment.generation)
+        except BaseException:
+            for p in gained:  # not ours after all: no stale positions for a later seek
+                self._positions.pop(p, None)
+            raise
+        with self._lock:
+            # Only now: a heartbeat with this generation tells the coordinator we
+            # gave up what it took away (server/group_coordinator.py).
+            self._assigned = new
+            self._generation = assignment.generation
+            self._epoch += 1
+        self._renew_revoked()
+        log.info(
+            "event=consumer_assigned group=%s member=%s generation=%d partitions=%s "
+            "kept=%d gained=%s revoked=%s",
+            self.group, self.member_id, assignment.generation, new,
+            len(old & set(new)), gained, sorted(lost),
+        )  # fmt: skip
+        return bool(lost)
+
+    async def _revoke_partitions(self, lost: set[int]) -> None:
+        """Stop handing out records of ``lost`` (cooperative rebalance; the others go
+        on), then commit what was processed there (``auto_commit``)."""
+        if self._fetch_scope is not None:
+            self._fetch_scope.cancel()  # a long poll that includes them
+        with self._lock:
+            generation = self._generation
+            processed = {
+                p: self._unconfirmed.get(p, self._positions[p])
+                for p in lost
+                if p in self._positions
+            }
+            self._epoch += 1
+            self._assigned = [p for p in self._assigned or [] if p not in lost]
+            self._buffer = deque((p, r) for p, r in self._buffer if p not in lost)
+            for p in lost:
+                self._positions.pop(p, None)
+                self._unconfirmed.pop(p, None)
+        if self.auto_commit:
+            await self._commit_quietly(processed, generation)
+
+    def _renew_revoked(self) -> None:
+        """Wake a read waiting without partitions: the assignment changed."""
+        if self._revoked is not None:
+            self._revoked.set()
+        self._revoked = trio.Event()
 
     async def close(self) -> None:
         """Group-managed: stop heartbeating, commit the positions (``auto_commit``)

@@ -16,6 +16,7 @@ NOT_LEADER, keep succeeding with the same id and generation (no rejoin).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import trio
@@ -48,6 +49,7 @@ class GroupMember:
         session_timeout: float,
         rebalance_timeout: float,
         instance_id: str | None = None,
+        cooperative: bool = False,
     ) -> None:
         self.client = client
         self.group = group
@@ -58,25 +60,43 @@ class GroupMember:
         # Static membership (Kafka's group.instance.id): a restart joins with a new
         # member id and this instance id, and takes the old member's partitions.
         self.instance_id = instance_id
+        # Keeps consuming its partitions while it rejoins (Kafka KIP-429).
+        self.cooperative = cooperative
 
     @property
     def heartbeat_interval(self) -> float:
         # A third of the session: two heartbeats may be lost before it expires.
         return self.session_timeout / 3
 
-    async def join(self) -> Assignment:
+    async def join(
+        self,
+        owned: Iterable[int] = (),
+        on_confirmed: Callable[[float], None] | None = None,
+    ) -> Assignment:
         """Join (or rejoin) and return the assignment once the generation forms.
+
+        ``owned``: the partitions a cooperative member keeps consuming while it
+        rejoins (the coordinator gives none of them to another member).
+        ``on_confirmed(sent)`` is called for every answer the coordinator
+        confirmed with a quorum (the server says ``confirmed``) while the group
+        still rebalances: like a successful heartbeat sent at ``sent``, it lets
+        the member keep its partitions a session timeout from then.
 
         Bounded: the coordinator completes a rebalance within the rebalance
         timeout (dropping members that did not rejoin), and a new coordinator
         waits at most a session timeout and a margin; past that (plus one
         request timeout) RequestTimeoutError.
         """
+        owned_list = sorted(set(owned))
+        extra: dict[str, object] = {"owned": owned_list} if owned_list else {}
+        if self.instance_id is not None:
+            extra["instance_id"] = self.instance_id
+        if self.cooperative:
+            extra["rebalance"] = "cooperative"
         budget = self.rebalance_timeout + 2 * self.session_timeout + self.client.request_timeout
         deadline = trio.current_time() + budget
         while True:
             sent = trio.current_time()
-            static = {} if self.instance_id is None else {"instance_id": self.instance_id}
             reply = await self.client.request(
                 "group_join",
                 idempotent=True,  # same member id: a retried join is the same join
@@ -86,11 +106,13 @@ class GroupMember:
                 session_timeout_ms=int(self.session_timeout * 1000),
                 rebalance_timeout_ms=int(self.rebalance_timeout * 1000),
                 max_wait_ms=JOIN_POLL_MS,
-                **static,
+                **extra,
             )
             partitions = reply.get("partitions")
             if partitions is not None:
                 return Assignment(int(reply["generation"]), tuple(sorted(partitions)), sent)
+            if on_confirmed is not None and reply.get("confirmed") is True:
+                on_confirmed(sent)
             if trio.current_time() >= deadline:
                 raise RequestTimeoutError(
                     f"group {self.group!r}: no generation formed within {budget:.0f}s"

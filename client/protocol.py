@@ -290,8 +290,12 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
     ),
     # Consumer groups (server/group_ops.py), answered by the metadata group's
     # leader (the coordinator). group_join replies {member_id, generation,
-    # state, partitions}; partitions is None while the group is rebalancing:
-    # join again with the member_id (the server holds a join up to max_wait_ms).
+    # state, partitions, confirmed}; partitions is None while the group is
+    # rebalancing: join again with the member_id (the server holds a join up to
+    # max_wait_ms). ``owned``: the partitions a cooperative member keeps
+    # consuming while it rejoins (none are given to another member meanwhile).
+    # ``confirmed``: the node checked with a quorum that it still coordinates,
+    # so the member may keep its partitions a session timeout from its request.
     "group_join": (
         _f("group", str),
         _f("topic", str),
@@ -301,13 +305,16 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         _f("session_timeout_ms", int, False),
         _f("rebalance_timeout_ms", int, False),
         _f("max_wait_ms", int, False),
+        _f("owned", list, False),
+        _f("rebalance", str, False),  # "eager" (default) or "cooperative"
     ),
     # ok, or REBALANCE_IN_PROGRESS (rejoin) / UNKNOWN_MEMBER (join again) /
     # FENCED_INSTANCE_ID (a newer member took this one's instance id: stop).
     "group_heartbeat": (_f("group", str), _f("member_id", str), _f("generation", int)),
     "group_leave": (_f("group", str), _f("member_id", str)),
     # {group, topic, state, generation,
-    #  members: [{member_id, client_id, partitions, instance_id}]}
+    #  members: [{member_id, client_id, partitions, instance_id, rebalance}],
+    #  withheld: [partitions a cooperative rebalance has not handed out yet]}
     "group_describe": (_f("group", str),),
     # {groups: [the group_describe reply of each group the coordinator knows]}
     "group_list": (),

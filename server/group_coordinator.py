@@ -66,11 +66,13 @@ The design (Kafka's classic group protocol, eager or cooperative, kept small)
   (FENCED), and a new owner claims each partition (commits its start with
   its generation) before it hands out a record. A zombie can still READ
   until its session runs out, and a commit landing before the claim can
-  cost duplicates, never loss: at-least-once. A member that has not joined a
-  rebalance is not dropped by its deadline before one session timeout after
-  it was last told it is a member (``Member.affirmed_at``): a cooperative
-  member keeps consuming while it rejoins, and only gives its partitions up
-  a session after its last such answer.
+  cost duplicates, never loss: at-least-once. A cooperative member that has
+  not joined a rebalance is not dropped by its deadline before one session
+  timeout after it was last told it is a member (``Member.affirmed_at``): it
+  keeps consuming while it rejoins, and only gives its partitions up a
+  session after its last such answer. (An eager member that has not noticed
+  the rebalance is dropped at the deadline, as in Kafka: a zombie if it still
+  consumes, fenced as above.)
 
 Coordinator fail-over
 ---------------------
@@ -178,6 +180,9 @@ class Member:
     # When it was last told it is a member (a join, an accepted heartbeat): the
     # client keeps its partitions up to a session timeout after that.
     affirmed_at: float = 0.0
+    # It joined saying it rebalances cooperatively: it keeps consuming while it
+    # rejoins, so a rebalance deadline must not drop it while it may still do so.
+    cooperative: bool = False
 
     def expired(self, now: float) -> bool:
         return now > self.last_seen + self.session_timeout
@@ -248,6 +253,9 @@ class GroupView:
     members: tuple[tuple[str, str, tuple[int, ...]], ...]  # (member id, client id, partitions)
     # Static members only: member id -> instance id.
     instance_ids: dict[str, str] = field(default_factory=dict)
+    # Member ids that rebalance cooperatively; partitions this generation withheld.
+    cooperative: frozenset[str] = frozenset()
+    withheld: tuple[int, ...] = ()
 
 
 def range_assign(members: list[str], partitions: int) -> dict[str, tuple[int, ...]]:
@@ -391,6 +399,7 @@ class GroupCoordinator:
         rebalance_timeout: float = DEFAULT_REBALANCE_TIMEOUT_S,
         instance_id: str | None = None,
         owned: Iterable[int] = (),
+        cooperative: bool = False,
     ) -> JoinResult:
         """Join (or rejoin, or poll a pending join of) ``member_id``; a new id when None.
 
@@ -406,7 +415,7 @@ class GroupCoordinator:
         (a restarted consumer gets its partitions back), and the replaced id is
         fenced (FENCED_INSTANCE_ID).
 
-        ``owned``: the partitions a cooperative member still consumes (it keeps
+        ``owned``: the partitions a ``cooperative`` member still consumes (it keeps
         them through the rebalance); no generation gives them to another member
         until it joins again without them. A member of a STABLE group that
         joins reporting it gave up the last withheld partition starts the next
@@ -459,6 +468,7 @@ class GroupCoordinator:
         member = g.members[member_id]
         member.owned = frozenset(owned)
         member.affirmed_at = now
+        member.cooperative = cooperative
         if g.state is GroupState.STABLE:
             self._release(g, now)
         if g.state is GroupState.STABLE and partitions != g.partitions:
@@ -615,7 +625,11 @@ class GroupCoordinator:
         instance_ids = {
             m.member_id: m.instance_id for m in g.members.values() if m.instance_id is not None
         }
-        return GroupView(g.name, g.topic, g.state, g.generation, members, instance_ids)
+        cooperative = frozenset(m.member_id for m in g.members.values() if m.cooperative)
+        return GroupView(
+            g.name, g.topic, g.state, g.generation, members, instance_ids,
+            cooperative, tuple(sorted(g.withheld)),
+        )  # fmt: skip
 
     # ------------------------------------------------------------ time
 
@@ -815,7 +829,10 @@ def _withhold_owned(
 
 def _may_drop_at(member: Member) -> float:
     """The earliest a rebalance deadline may drop ``member`` (if it did not join):
-    not before its restore fence, nor before its last affirmation's session ran out."""
+    not before its restore fence, nor, for a cooperative member, before its last
+    affirmation's session ran out (it may consume until then)."""
+    if not member.cooperative:
+        return member.fence
     return max(member.fence, member.affirmed_at + member.session_timeout)
 
 

@@ -13,10 +13,11 @@ Durability and fencing (the argument is in the coordinator's docstring):
 * every generation the coordinator forms is proposed as a record through the
   metadata group, and a join learns its assignment only after the record is
   committed and applied;
-* a heartbeat is accepted, and a join answered with an existing assignment,
-  only after a ReadIndex round that started after the request arrived, so a
-  deposed controller that still believes it leads (CheckQuorum has not
-  deposed it yet, or its group is quiesced) cannot extend a member's
+* a heartbeat is accepted, and a join answered (with an assignment, or
+  "still rebalancing": ``confirmed``, which lets a cooperative member keep
+  consuming), only after a ReadIndex round that started after the request
+  arrived, so a deposed controller that still believes it leads (CheckQuorum
+  has not deposed it yet, or its group is quiesced) cannot extend a member's
   ownership past what the new controller restores.
 
 ``group_join`` is a bounded long poll: while the group is rebalancing the
@@ -224,11 +225,19 @@ class GroupOps:
         wait_until = trio.current_time() + wait
         member_id: str | None = fields.get("member_id")
         instance_id: str | None = fields.get("instance_id")
+        owned = _owned_partitions(fields.get("owned"), len(topic.partitions))
+        protocol = fields.get("rebalance") or "eager"
+        if protocol not in ("eager", "cooperative"):
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                f"rebalance must be 'eager' or 'cooperative', got {protocol!r:.50}",
+            )
         while True:
             result: JoinResult = await self._run(
                 "join", group_name, topic.name, member_id,
                 partitions=len(topic.partitions), client_id=ctx.client_id,
                 session_timeout=session, rebalance_timeout=rebalance, instance_id=instance_id,
+                owned=owned, cooperative=protocol == "cooperative",
             )  # fmt: skip
             member_id = result.member_id
             if result.partitions is not None or trio.current_time() >= wait_until:
@@ -240,11 +249,11 @@ class GroupOps:
             changed = self._changed
             with trio.move_on_at(min(wait_until, wake)):
                 await changed.wait()
+        # Make sure this node still leads before answering: a deposed controller
+        # must not hand a member an assignment, or let a cooperative member keep
+        # its partitions, past what the new controller restored (module docstring).
+        await self._confirm_leadership()
         if result.partitions is not None:
-            # The assignment is committed; make sure this node still leads, so a
-            # deposed controller cannot hand a member an assignment to keep past
-            # what the new controller restored (module docstring).
-            await self._confirm_leadership()
             log.info(
                 "event=group_joined group=%s member=%s generation=%d partitions=%s",
                 group_name, member_id, result.generation, list(result.partitions),
@@ -254,6 +263,7 @@ class GroupOps:
             "generation": result.generation,
             "state": result.state.value,
             "partitions": None if result.partitions is None else list(result.partitions),
+            "confirmed": True,
         }
 
     async def group_heartbeat(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
@@ -324,6 +334,18 @@ class GroupOps:
         }
 
 
+def _owned_partitions(value: Any, partitions: int) -> tuple[int, ...]:
+    """The ``owned`` field of a join: distinct partition numbers of the topic."""
+    if value is None:
+        return ()
+    if not all(type(p) is int and 0 <= p < partitions for p in value):
+        raise HandlerError(
+            ErrorCode.INVALID_REQUEST,
+            f"owned must list partition numbers in [0, {partitions}), got {value!r:.200}",
+        )
+    return tuple(sorted(set(value)))
+
+
 def group_view_json(view: GroupView) -> dict[str, Any]:
     """A group as group_describe and group_list answer it (without the coordinator)."""
     return {
@@ -337,7 +359,11 @@ def group_view_json(view: GroupView) -> dict[str, Any]:
                 "client_id": client,
                 "partitions": list(parts),
                 "instance_id": view.instance_ids.get(m),
+                "rebalance": "cooperative" if m in view.cooperative else "eager",
             }
             for m, client, parts in view.members
         ],
+        # Partitions this generation gave nobody yet: their previous owner (a
+        # cooperative member) is giving them up; the next rebalance hands them out.
+        "withheld": list(view.withheld),
     }

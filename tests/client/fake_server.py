@@ -85,6 +85,9 @@ class FakeCluster:
     blackhole: set[str] = field(default_factory=set)
     blackhole_nodes: set[str] = field(default_factory=set)  # nodes that never answer requests
     reply_delay: dict[str, float] = field(default_factory=dict)
+    # False: group_join answers lack "confirmed" (a server from before
+    # cooperative rebalancing, which did not confirm a join still rebalancing)
+    confirm_joins: bool = True
     # observations
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     hellos: list[dict[str, Any]] = field(default_factory=list)
@@ -367,11 +370,14 @@ class FakeNode:
                     partitions=self.cluster.topics[f["topic"]]["partitions"],
                     session_timeout=(f.get("session_timeout_ms") or 10000) / 1000,
                     rebalance_timeout=(f.get("rebalance_timeout_ms") or 60000) / 1000,
-                    instance_id=f.get("instance_id"),
+                    instance_id=f.get("instance_id"), owned=f.get("owned") or (),
+                    cooperative=f.get("rebalance") == "cooperative",
                 )  # fmt: skip
                 parts = None if r.partitions is None else list(r.partitions)
+                # One process, one leader: every answer is as good as confirmed.
+                confirmed = {"confirmed": True} if self.cluster.confirm_joins else {}
                 return {"member_id": r.member_id, "generation": r.generation,
-                        "state": r.state.value, "partitions": parts}  # fmt: skip
+                        "state": r.state.value, "partitions": parts, **confirmed}  # fmt: skip
             if op == "group_heartbeat":
                 groups.heartbeat(f["group"], f["member_id"], f["generation"], now)
                 return {}

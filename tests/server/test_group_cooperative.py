@@ -31,7 +31,7 @@ PARTITIONS = 6
 def cjoin(c: GroupCoordinator, member: str | None, now: float, owned=(), **kw):
     return c.join("g", "t", member, now, partitions=kw.pop("partitions", PARTITIONS),
                   session_timeout=kw.pop("session", SESSION), rebalance_timeout=REBALANCE,
-                  owned=owned, **kw)  # fmt: skip
+                  owned=owned, cooperative=kw.pop("cooperative", True), **kw)  # fmt: skip
 
 
 def form(c: GroupCoordinator, members: dict[str, set[int]], now: float, store: Store):
@@ -117,20 +117,27 @@ def test_a_restored_generation_with_withheld_partitions_rebalances_at_once():
     assert new.groups["g"].withheld == {2}
 
 
-def test_a_member_that_did_not_rejoin_is_not_dropped_while_it_may_still_consume():
+@pytest.mark.parametrize("cooperative", [True, False])
+def test_a_member_that_did_not_rejoin_is_not_dropped_while_it_may_still_consume(
+    cooperative: bool,
+):
     c, store = GroupCoordinator(0.0, failover_margin_s=MARGIN), {}
     long_session = 20.0
-    cjoin(c, "a", T0, session=long_session)
-    cjoin(c, "b", T0, session=long_session)
-    commit(c, T0, store)
-    cjoin(c, "a", T0, session=long_session)
-    cjoin(c, "b", T0, session=long_session)
+    for _ in range(2):
+        cjoin(c, "a", T0, session=long_session, cooperative=cooperative)
+        cjoin(c, "b", T0, session=long_session)
+        commit(c, T0, store)
     gen = c.groups["g"].generation
     c.heartbeat("g", "a", gen, T0 + 1)  # a was last told it is a member at T0 + 1
     cjoin(c, "c", T0 + 2)  # a rebalance; b and c join, a does not
     cjoin(c, "b", T0 + 2, owned=[3, 4, 5], session=long_session)
     past_deadline = T0 + 2 + REBALANCE + 1
     c.tick(past_deadline)
+    if not cooperative:
+        # Eager: dropped at the deadline, as in Kafka (a zombie if it still
+        # consumes; its commits are fenced by generation).
+        assert "a" not in c.groups["g"].members
+        return
     assert "a" in c.groups["g"].members  # may still consume until T0 + 1 + 20
     assert c.wake_at("g") == pytest.approx(T0 + 1 + long_session, abs=1e-3)
     c.tick(T0 + 1 + long_session + 0.01)
@@ -162,7 +169,7 @@ def step(c: GroupCoordinator, client: ClientModel, now: float) -> None:
                 client.owned = set()  # eager, or maybe expired: give everything up
             client.generation = None
         return
-    result = cjoin(c, client.member_id, now, sorted(client.owned))
+    result = cjoin(c, client.member_id, now, sorted(client.owned), cooperative=client.cooperative)
     client.member_id = result.member_id
     if result.partitions is None:
         return

@@ -186,6 +186,7 @@ async def test_describe_of_an_unknown_group_is_empty(cluster: InProcCluster):
         "generation": 0,
         "coordinator": leader,
         "members": [],
+        "withheld": [],
     }
 
 
@@ -208,3 +209,23 @@ async def test_deleting_the_topic_ends_its_group_and_a_new_topic_starts_afresh(
     assert [
         m["member_id"] for m in (await cluster.call(leader, "group_describe", group="g"))["members"]
     ] == [b["member_id"]]
+
+
+async def test_a_cooperative_join_is_checked_and_described(cluster: InProcCluster):
+    leader = await cluster.wait_leader(0)
+    for bad in ({"owned": [4]}, {"owned": [-1]}, {"owned": ["0"]}, {"rebalance": "lazy"}):
+        err = await cluster.call_error(leader, "group_join", group="g", topic="t", **bad)
+        assert err.code is ErrorCode.INVALID_REQUEST, bad
+    a = await join_stable(cluster, leader, None, rebalance="cooperative")
+    assert a["partitions"] == [0, 1, 2, 3]
+    # b joins while a keeps its four: the next generation withholds what moves.
+    b = await cluster.call(leader, "group_join", group="g", topic="t", session_timeout_ms=5000,
+                           max_wait_ms=0)  # fmt: skip
+    a = await join_stable(
+        cluster, leader, a["member_id"], owned=[0, 1, 2, 3], rebalance="cooperative"
+    )
+    assert a["partitions"] == [0, 1] and a["confirmed"] is True
+    described = await cluster.call(leader, "group_describe", group="g")
+    assert described["withheld"] == [2, 3]
+    protocols = {m["member_id"]: m["rebalance"] for m in described["members"]}
+    assert protocols == {a["member_id"]: "cooperative", b["member_id"]: "eager"}
