@@ -81,6 +81,10 @@ def jepsen() -> None:
 @click.option("--static-members", is_flag=True,
               help="groups workload: each consumer worker keeps one group_instance_id, so "
                    "its restarts take its place back instead of rebalancing.")
+@click.option("--rebalance", type=click.Choice(["eager", "cooperative", "mixed"]),
+              default="eager", show_default=True,
+              help="groups workload: the consumers' rebalance protocol (mixed: every "
+                   "other consumer worker cooperative).")
 @click.option("--serializable-reads", type=click.FloatRange(0.0, 1.0), default=0.0,
               show_default=True,
               help="Fraction of fetches and polls sent with consistency=serializable (any "
@@ -127,7 +131,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
             time_limit: float,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
             rejoin: bool, rate: float, consumers: int, session_timeout: float,
-            static_members: bool, serializable_reads: float,
+            static_members: bool, rebalance: str, serializable_reads: float,
             out: Path | None, tls: bool, lease_reads: bool, unsafe_no_fsync: bool,
             unsafe_ack_before_commit: bool, unsafe_follower_reads: bool) -> None:
     """Start a cluster, run a workload under faults, check the history."""
@@ -158,7 +162,8 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         concurrency=concurrency, partitions=partitions, seed=seed, nemesis_interval=interval,
         spares=spares, rejoin=rejoin, consumers=consumers, session_timeout=session_timeout,
         static_members=static_members, serializable_reads=serializable_reads,
-        kill_targets=targets, disk_full_targets=full_targets, partition_shapes=shapes,
+        rebalance=rebalance, kill_targets=targets, disk_full_targets=full_targets,
+        partition_shapes=shapes,
         clock_targets=skew_targets, power_targets=cut_targets,
         rate_per_worker=rate, tls=tls, lease_reads=lease_reads,
         fsync=not unsafe_no_fsync,

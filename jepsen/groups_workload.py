@@ -8,6 +8,8 @@ generation it held, commits what it just received, and now and then
 and a new Consumer joins. With ``static`` (``--static-members``) a worker's
 consumers share one ``group_instance_id``: ``close()`` commits and stays, and
 the next incarnation takes its place and partitions without a rebalance.
+With ``rebalance`` (``--rebalance cooperative|mixed``) consumers keep the
+partitions that stay with them through a rebalance (KIP-429).
 A short session timeout (2 s) makes killed, paused and partitioned
 coordinators expire members, so rebalances and
 coordinator fail-overs happen during the run. At the end every consumer
@@ -54,6 +56,14 @@ class GroupsConfig:
     # Each worker's consumers share the instance id "jepsen-g<worker>": a restart
     # (whose close() then does not leave) takes the old member's place back.
     static: bool = False
+    # The consumers' rebalance protocol: "eager", "cooperative", or "mixed"
+    # (odd-numbered workers cooperative): client/consumer.py.
+    rebalance: str = "eager"
+
+    def protocol(self, index: int) -> str:
+        if self.rebalance == "mixed":
+            return "cooperative" if index % 2 else "eager"
+        return self.rebalance
 
 
 def _is_client_error(exc: BaseException) -> bool:
@@ -109,7 +119,8 @@ class GroupConsumers:
                                     max_wait=self.config.max_wait,
                                     max_records=self.wl.config.fetch_max_records,
                                     group_instance_id=(f"jepsen-g{index}"
-                                                       if self.config.static else None))
+                                                       if self.config.static else None),
+                                    rebalance=self.config.protocol(index))
                 if not await self._join(worker, consumer, name):
                     await self.wl._pace()
                     continue

@@ -77,6 +77,7 @@ class RunOptions:
     consumers: int = 3  # groups workload: group-managed consumers
     session_timeout: float = 2.0  # groups workload: short, so faults expire members
     static_members: bool = False  # groups workload: consumers with group_instance_ids
+    rebalance: str = "eager"  # groups workload: eager, cooperative or mixed consumers
     serializable_reads: float = 0.0  # fraction of fetches/polls from any replica's copy
     tls: bool = False  # [tls] on every node and client (a CA made for the run)
 
@@ -179,6 +180,7 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                                consumers=opts.consumers,
                                session_timeout=opts.session_timeout,
                                static_members=opts.static_members,
+                               rebalance=opts.rebalance,
                                serializable_reads=opts.serializable_reads),
                 cluster.addresses, recorder, random.Random(rng.random()),
                 tls=cluster.client_tls,

@@ -57,6 +57,7 @@ class WorkloadConfig:
     consumers: int = 3  # groups: group-managed consumers
     session_timeout: float = 2.0  # groups: short, so faults expire members
     static_members: bool = False  # groups: each consumer worker keeps one instance id
+    rebalance: str = "eager"  # groups: eager, cooperative, or mixed (every other worker)
     # Fraction of fetches and polls sent with consistency="serializable" (any
     # replica's copy): checked like every read except for recency.
     serializable_reads: float = 0.0
@@ -243,7 +244,7 @@ class Workload:
                 consumers = min(self.config.consumers, max(1, c - 1))
                 self.groups = GroupConsumers(self, GroupsConfig(
                     consumers=consumers, session_timeout=self.config.session_timeout,
-                    static=self.config.static_members))
+                    static=self.config.static_members, rebalance=self.config.rebalance))
                 for w in range(c - consumers):
                     nursery.start_soon(self.log_worker, w, stop)
                 for i in range(consumers):

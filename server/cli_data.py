@@ -418,6 +418,15 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
     "session timeout, it gets the same partitions without a rebalance.",
 )
 @click.option(
+    "--rebalance",
+    type=click.Choice(["eager", "cooperative"]),
+    default="eager",
+    show_default=True,
+    help="With --group and no --partition: cooperative keeps reading the partitions "
+    "that stay with this member while the group rebalances (Kafka KIP-429); eager "
+    "stops them all until the new assignment.",
+)
+@click.option(
     "--max",
     "max_records",
     type=click.IntRange(min=1),
@@ -454,6 +463,7 @@ def consume(
     follow: bool,
     group: str | None,
     instance_id: str | None,
+    rebalance: str,
     max_records: int | None,
     fmt: str,
     consistency: str,
@@ -474,6 +484,8 @@ def consume(
         raise click.UsageError("--from-beginning and --offset are exclusive")
     if instance_id is not None and (group is None or partitions):
         raise click.UsageError("--instance-id needs --group and no --partition")
+    if rebalance != "eager" and (group is None or partitions):
+        raise click.UsageError("--rebalance needs --group and no --partition")
     if prefer_replica is not None and consistency != SERIALIZABLE:
         raise click.UsageError("--prefer-replica needs --consistency serializable")
     client = _client(config, bootstrap, timeout)
@@ -489,6 +501,7 @@ def consume(
                 max_wait=1.0 if follow else 0.0,
                 group_instance_id=instance_id,
                 consistency=consistency,
+                rebalance=rebalance,
             )
             try:
                 return await _consume_loop(

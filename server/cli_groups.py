@@ -97,10 +97,16 @@ def group_describe(
         f"state {described['state']}  generation {described['generation']}  "
         f"coordinator {described['coordinator']}"
     )
-    click.echo(f"{'MEMBER':<40} {'CLIENT':<24} PARTITIONS")
+    click.echo(f"{'MEMBER':<40} {'CLIENT':<24} {'REBALANCE':<11} PARTITIONS")
     for m in described["members"]:
         parts_text = ",".join(str(p) for p in m["partitions"]) or "-"
-        click.echo(f"{m['member_id']:<40} {m['client_id']:<24} {parts_text}")
+        protocol = m.get("rebalance") or "eager"  # a node from before cooperative rebalancing
+        click.echo(f"{m['member_id']:<40} {m['client_id']:<24} {protocol:<11} {parts_text}")
+    if described.get("withheld"):
+        # A cooperative rebalance between its two steps: the previous owners are
+        # giving these up; the next generation hands them out.
+        withheld = ",".join(str(p) for p in described["withheld"])
+        click.echo(f"withheld (moving to a new owner): {withheld}")
     if described["partitions"]:
         click.echo(f"{'PARTITION':<10} {'COMMITTED':>10} {'END':>10} {'LAG':>8}  MEMBER")
         for p in described["partitions"]:

@@ -209,3 +209,28 @@ def test_instance_id_without_a_group_is_a_usage_error(sync_fake: FakeCluster):
     result = CliRunner().invoke(main, ["consume", "t", "--instance-id", "x", *boot(sync_fake)])
     assert result.exit_code == 2
     assert "--instance-id needs --group" in result.output
+
+
+def test_consume_with_cooperative_rebalancing_says_so_when_it_joins(sync_fake: FakeCluster):
+    run(["produce", "t", "--partition", "1", *boot(sync_fake)], stdin="a\n")
+    result = run(["consume", "t", "--group", "g", "--rebalance", "cooperative", *boot(sync_fake)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["a"]
+    joins = [f for _node, op, f in sync_fake.requests if op == "group_join"]
+    assert joins and all(f.get("rebalance") == "cooperative" for f in joins)
+    alone = CliRunner().invoke(
+        main, ["consume", "t", "--rebalance", "cooperative", *boot(sync_fake)]
+    )
+    assert alone.exit_code == 2 and "--rebalance needs --group" in alone.output
+
+
+def test_group_describe_shows_each_members_rebalance_protocol(sync_fake: FakeCluster):
+    with Client(sync_fake.bootstrap()) as client:
+        consumer = client.consumer("g", "t", rebalance="cooperative")
+        consumer.poll(0.0)
+        described = run(["group", "describe", "g", *boot(sync_fake)])
+        consumer.close()
+    assert described.exit_code == 0, described.output
+    header, row = described.output.splitlines()[1:3]
+    assert header.split()[:4] == ["MEMBER", "CLIENT", "REBALANCE", "PARTITIONS"]
+    assert row.split()[-2:] == ["cooperative", "0,1"]
