@@ -52,3 +52,23 @@ async def test_short_groups_run_with_static_members_is_valid(tmp_path: Path) -> 
     assert set(results["groups"]["stats"]["final_committed"]) == {
         str(p) for p in range(opts.partitions)}
     assert results["linearizability"]["verdict"] == "linearizable"
+
+
+async def test_short_groups_run_with_cooperative_and_eager_members_is_valid(
+    tmp_path: Path,
+) -> None:
+    """The same faults with every other consumer cooperative (client/consumer.py):
+    those keep reading through rebalances, withheld partitions move only after
+    their owner let go, and nothing may be lost or skipped within a stint."""
+    opts = RunOptions(
+        out=tmp_path / "run", nodes=3, workload="groups", nemesis=["kill", "partition"],
+        time_limit=20, nemesis_interval=3, concurrency=6, consumers=3, seed=4, recovery=4,
+        quiet=1, rebalance="mixed",
+    )
+    results = await run(opts)
+    assert results["valid"], {k: results.get(k) for k in ("groups", "log", "liveness", "notes")}
+    assert results["groups"]["anomaly_types"] == [] and results["liveness"] == []
+    stats = results["groups"]["stats"]
+    assert stats["rebalances_seen"] >= 1, stats
+    assert set(stats["final_committed"]) == {str(p) for p in range(opts.partitions)}
+    assert results["linearizability"]["verdict"] == "linearizable"
