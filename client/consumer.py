@@ -364,11 +364,7 @@ class Consumer:
                 if p not in preset:
                     self._positions.pop(p, None)
             raise
-        with self._lock:
-            self._assigned = parts
-            self._generation = assignment.generation
-            self._epoch += 1
-        self._revoked = trio.Event()
+        self._adopt(parts, assignment.generation)
         assert self._ready is not None
         self._ready.set()
         log.info(
@@ -623,13 +619,9 @@ class Consumer:
             for p in gained:  # not ours after all: no stale positions for a later seek
                 self._positions.pop(p, None)
             raise
-        with self._lock:
-            # Only now: a heartbeat with this generation tells the coordinator we
-            # gave up what it took away (server/group_coordinator.py).
-            self._assigned = new
-            self._generation = assignment.generation
-            self._epoch += 1
-        self._renew_revoked()
+        # Only now: a heartbeat with this generation tells the coordinator we gave
+        # up what it took away (server/group_coordinator.py).
+        self._adopt(new, assignment.generation)
         log.info(
             "event=consumer_assigned group=%s member=%s generation=%d partitions=%s "
             "kept=%d gained=%s revoked=%s",
@@ -659,8 +651,13 @@ class Consumer:
         if self.auto_commit:
             await self._commit_quietly(processed, generation)
 
-    def _renew_revoked(self) -> None:
-        """Wake a read waiting without partitions: the assignment changed."""
+    def _adopt(self, partitions: list[int], generation: int) -> None:
+        """Make ``partitions`` of ``generation`` the assignment (fetches started for
+        the previous one are dropped), and wake a read waiting without partitions."""
+        with self._lock:
+            self._assigned = partitions
+            self._generation = generation
+            self._epoch += 1
         if self._revoked is not None:
             self._revoked.set()
         self._revoked = trio.Event()
