@@ -103,7 +103,7 @@ from .errors import (
 )
 from .group_member import Assignment, GroupMember
 from .models import FetchResult
-from .protocol import LINEARIZABLE, Record
+from .protocol import COOPERATIVE, EAGER, LINEARIZABLE, REBALANCE_PROTOCOLS, Record
 from .replica_reads import check_consistency
 
 if TYPE_CHECKING:
@@ -112,9 +112,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESET_POLICIES = ("earliest", "latest")
-EAGER = "eager"
-COOPERATIVE = "cooperative"
-REBALANCE_PROTOCOLS = (EAGER, COOPERATIVE)
 DEFAULT_SESSION_TIMEOUT_S = 10.0
 DEFAULT_REBALANCE_TIMEOUT_S = 60.0
 # While a rebalance runs there is nothing to hand out: wait at least this long

@@ -23,6 +23,7 @@ import trio
 
 from .aio import AsyncClient
 from .errors import RequestTimeoutError
+from .protocol import COOPERATIVE
 
 # How long the server may hold one join while the group rebalances; under
 # the client's shortest attempt of an idempotent request (aio.ATTEMPT_MIN).
@@ -92,7 +93,7 @@ class GroupMember:
         if self.instance_id is not None:
             extra["instance_id"] = self.instance_id
         if self.cooperative:
-            extra["rebalance"] = "cooperative"
+            extra["rebalance"] = COOPERATIVE
         budget = self.rebalance_timeout + 2 * self.session_timeout + self.client.request_timeout
         deadline = trio.current_time() + budget
         while True:

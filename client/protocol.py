@@ -192,6 +192,11 @@ LINEARIZABLE = "linearizable"
 SERIALIZABLE = "serializable"
 CONSISTENCIES = (LINEARIZABLE, SERIALIZABLE)
 
+# Consumer-group rebalance protocols (group_join "rebalance"); the default is the first.
+EAGER = "eager"
+COOPERATIVE = "cooperative"
+REBALANCE_PROTOCOLS = (EAGER, COOPERATIVE)
+
 # A partition read's optional consistency: "linearizable" (the default: the
 # leader after a ReadIndex round) or "serializable" (any replica's own applied
 # copy, server/replica_reads.py), with the Raft group the client's metadata

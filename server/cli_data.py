@@ -21,7 +21,14 @@ from raftlog.client.bench import PAYLOADS
 from raftlog.client.compression import CODECS
 from raftlog.client.consumer import Consumer
 from raftlog.client.producer import Delivery, Producer
-from raftlog.client.protocol import CONSISTENCIES, LINEARIZABLE, SERIALIZABLE, Record
+from raftlog.client.protocol import (
+    CONSISTENCIES,
+    EAGER,
+    LINEARIZABLE,
+    REBALANCE_PROTOCOLS,
+    SERIALIZABLE,
+    Record,
+)
 
 from .cli_common import (
     bootstrap_addresses,
@@ -419,8 +426,8 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
 )
 @click.option(
     "--rebalance",
-    type=click.Choice(["eager", "cooperative"]),
-    default="eager",
+    type=click.Choice(REBALANCE_PROTOCOLS),
+    default=EAGER,
     show_default=True,
     help="With --group and no --partition: cooperative keeps reading the partitions "
     "that stay with this member while the group rebalances (Kafka KIP-429); eager "
@@ -484,7 +491,7 @@ def consume(
         raise click.UsageError("--from-beginning and --offset are exclusive")
     if instance_id is not None and (group is None or partitions):
         raise click.UsageError("--instance-id needs --group and no --partition")
-    if rebalance != "eager" and (group is None or partitions):
+    if rebalance != EAGER and (group is None or partitions):
         raise click.UsageError("--rebalance needs --group and no --partition")
     if prefer_replica is not None and consistency != SERIALIZABLE:
         raise click.UsageError("--prefer-replica needs --consistency serializable")

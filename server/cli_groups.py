@@ -23,6 +23,7 @@ import click
 from raftlog.client.aio import AsyncClient
 from raftlog.client.consumer import Consumer
 from raftlog.client.models import DeletedGroup
+from raftlog.client.protocol import EAGER
 
 from .cli_common import cluster_options, run_client
 from .cli_data import _TIMEOUT_OPTION, _client, _echo_json
@@ -100,7 +101,7 @@ def group_describe(
     click.echo(f"{'MEMBER':<40} {'CLIENT':<24} {'REBALANCE':<11} PARTITIONS")
     for m in described["members"]:
         parts_text = ",".join(str(p) for p in m["partitions"]) or "-"
-        protocol = m.get("rebalance") or "eager"  # a node from before cooperative rebalancing
+        protocol = m.get("rebalance") or EAGER  # a node from before cooperative rebalancing
         click.echo(f"{m['member_id']:<40} {m['client_id']:<24} {protocol:<11} {parts_text}")
     if described.get("withheld"):
         # A cooperative rebalance between its two steps: the previous owners are

@@ -218,9 +218,6 @@ class ConsumerGroup:
     # so a group joined again under the name counts on from it. Hidden from
     # list and describe; the first join makes a new group of it.
     deleted: bool = False
-    # STABLE only: partitions this generation gave nobody because a member still
-    # owned them (cooperative); released ones start the next rebalance.
-    withheld: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,14 +346,13 @@ class GroupCoordinator:
                 g.members[m.member_id] = Member(
                     m.member_id, m.client_id, session, m.rebalance_timeout_ms / 1000.0,
                     last_seen=now, fence=now + session, instance_id=m.instance_id,
-                    owned=frozenset(m.partitions), affirmed_at=now,
+                    affirmed_at=now,
                 )  # fmt: skip
                 g.assignment[m.member_id] = tuple(m.partitions)
             g.state = GroupState.STABLE if g.members else GroupState.EMPTY
             g.deleted = rec.deleted
             self.groups[rec.name] = g
-            covered = {p for parts in g.assignment.values() for p in parts}
-            if g.members and not covered.issuperset(range(g.partitions)):
+            if _withheld(g):
                 # Formed with withheld partitions, and who still owns them was in
                 # the previous controller's memory: let the joins say it again.
                 self._start_rebalance(g, now)
@@ -628,7 +624,7 @@ class GroupCoordinator:
         cooperative = frozenset(m.member_id for m in g.members.values() if m.cooperative)
         return GroupView(
             g.name, g.topic, g.state, g.generation, members, instance_ids,
-            cooperative, tuple(sorted(g.withheld)),
+            cooperative, tuple(sorted(_withheld(g))),
         )  # fmt: skip
 
     # ------------------------------------------------------------ time
@@ -749,7 +745,6 @@ class GroupCoordinator:
         # generation is formed; cooperative ones keep what they report in their
         # joins, and ``_try_complete`` gives that to nobody else.
         self.version += 1
-        g.withheld = frozenset()
         g.state = GroupState.REBALANCING
         if g.assignment:  # not when a rebalance starts over: keep the formed one
             g.previous = g.assignment
@@ -794,22 +789,28 @@ class GroupCoordinator:
         g.assignment = assignment
         g.state = GroupState.STABLE
         g.joined = set()
-        given = {p for parts in assignment.values() for p in parts}
-        g.withheld = frozenset(p for p in range(g.partitions) if p not in given and assignment)
         for member in g.members.values():
             member.fence = 0.0  # it rejoined: it owns only what this generation gives it
         self.rebalances += 1
         self.version += 1
 
-
     def _release(self, g: ConsumerGroup, now: float) -> None:
         """A STABLE group whose withheld partitions nobody owns any more: start
         the rebalance that hands them out (the second of KIP-429's two)."""
-        if g.state is not GroupState.STABLE or not g.withheld:
-            return
-        if any(m.owned & g.withheld for m in g.members.values()):
+        withheld = _withheld(g)
+        if not withheld or any(m.owned & withheld for m in g.members.values()):
             return
         self._start_rebalance(g, now)
+
+
+def _withheld(g: ConsumerGroup) -> frozenset[int]:
+    """The partitions a STABLE group's generation gave nobody: a cooperative
+    member still owned them when it formed (a whole assignment covers every
+    partition), or so the restored record says."""
+    if g.state is not GroupState.STABLE or not g.assignment:
+        return frozenset()
+    given = {p for parts in g.assignment.values() for p in parts}
+    return frozenset(p for p in range(g.partitions) if p not in given)
 
 
 def _withhold_owned(

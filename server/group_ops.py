@@ -35,6 +35,7 @@ from typing import Any
 
 import trio
 from raftlog.client.errors import ErrorCode
+from raftlog.client.protocol import COOPERATIVE, EAGER, REBALANCE_PROTOCOLS
 from raftlog.log.commands import SetConsumerGroup
 
 from .acl import visible_group
@@ -226,18 +227,18 @@ class GroupOps:
         member_id: str | None = fields.get("member_id")
         instance_id: str | None = fields.get("instance_id")
         owned = _owned_partitions(fields.get("owned"), len(topic.partitions))
-        protocol = fields.get("rebalance") or "eager"
-        if protocol not in ("eager", "cooperative"):
+        protocol = fields.get("rebalance") or EAGER
+        if protocol not in REBALANCE_PROTOCOLS:
             raise HandlerError(
                 ErrorCode.INVALID_REQUEST,
-                f"rebalance must be 'eager' or 'cooperative', got {protocol!r:.50}",
+                f"rebalance must be one of {REBALANCE_PROTOCOLS}, got {protocol!r:.50}",
             )
         while True:
             result: JoinResult = await self._run(
                 "join", group_name, topic.name, member_id,
                 partitions=len(topic.partitions), client_id=ctx.client_id,
                 session_timeout=session, rebalance_timeout=rebalance, instance_id=instance_id,
-                owned=owned, cooperative=protocol == "cooperative",
+                owned=owned, cooperative=protocol == COOPERATIVE,
             )  # fmt: skip
             member_id = result.member_id
             if result.partitions is not None or trio.current_time() >= wait_until:
@@ -359,7 +360,7 @@ def group_view_json(view: GroupView) -> dict[str, Any]:
                 "client_id": client,
                 "partitions": list(parts),
                 "instance_id": view.instance_ids.get(m),
-                "rebalance": "cooperative" if m in view.cooperative else "eager",
+                "rebalance": COOPERATIVE if m in view.cooperative else EAGER,
             }
             for m, client, parts in view.members
         ],
