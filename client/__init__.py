@@ -29,6 +29,7 @@ _EXPORTS = {
     "BatchMetadata": "models",
     "FetchResult": "models",
     "Offsets": "models",
+    "OffsetAndTimestamp": "models",
     "DeletedGroup": "models",
     "Record": "protocol",
     "RaftlogError": "errors",

@@ -61,11 +61,13 @@ from .errors import (
     UnknownGroupError,
     UnknownPartitionError,
     UnknownTopicError,
+    UnsupportedVersionError,
 )
 from .models import (
     BatchMetadata,
     DeletedGroup,
     FetchResult,
+    OffsetAndTimestamp,
     Offsets,
     RecordMetadata,
     TopicMeta,
@@ -984,6 +986,56 @@ class AsyncClient:
                 "list_offsets", fields, topic=topic, partition=partition, idempotent=True
             )
         return Offsets(int(reply["start_offset"]), int(reply["end_offset"]))
+
+    async def offset_for_time(
+        self, topic: str, partition: int, timestamp_ms: int, *, consistency: str = LINEARIZABLE
+    ) -> OffsetAndTimestamp | None:
+        """The first record of the partition stamped at or after ``timestamp_ms`` (ms
+        since the epoch), or None when every retained record is older (start
+        consuming at the end offset then). Stamps are the leader's append times,
+        which never go backwards within a partition; a time before the first
+        retained record gives the start offset. ``consistency`` as for ``fetch``."""
+        if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int) or timestamp_ms < 0:
+            raise ValueError(f"timestamp_ms must be an int >= 0, got {timestamp_ms!r}")
+        fields = {"topic": topic, "partition": partition, "timestamp_ms": timestamp_ms}
+        if check_consistency(consistency):
+            reply = await read_from_replicas(
+                self, "list_offsets", fields, topic=topic, partition=partition,
+                budget=self.request_timeout, attempt_budget=ATTEMPT_MIN,
+            )  # fmt: skip
+        else:
+            reply = await self._call(
+                "list_offsets", fields, topic=topic, partition=partition, idempotent=True
+            )
+        if "offset" not in reply:
+            raise UnsupportedVersionError(
+                "the node answered without an offset: it predates lookups by time"
+            )
+        if reply["offset"] is None:
+            return None
+        return OffsetAndTimestamp(int(reply["offset"]), int(reply["timestamp_ms"]))
+
+    async def offsets_for_time(
+        self,
+        topic: str,
+        timestamp_ms: int,
+        *,
+        partitions: Sequence[int] | None = None,
+        consistency: str = LINEARIZABLE,
+    ) -> dict[int, OffsetAndTimestamp | None]:
+        """``offset_for_time`` for every partition of ``topic`` (or ``partitions``),
+        asked concurrently."""
+        if partitions is None:
+            partitions = range(await self.partitions_for(topic))
+        found: dict[int, OffsetAndTimestamp | None] = {}
+
+        async def one(p: int) -> None:
+            found[p] = await self.offset_for_time(topic, p, timestamp_ms, consistency=consistency)
+
+        async with trio.open_nursery() as nursery:
+            for p in partitions:
+                nursery.start_soon(one, p)
+        return dict(sorted(found.items()))
 
     async def commit_offset(
         self,

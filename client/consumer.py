@@ -309,6 +309,29 @@ class Consumer:
             self._unconfirmed.pop(partition, None)
             self._buffer = deque((p, r) for p, r in self._buffer if p != partition)
 
+    async def seek_to_time(self, timestamp_ms: int) -> dict[int, int]:
+        """Seek every assigned partition to its first record stamped at or after
+        ``timestamp_ms`` (ms since the epoch; ``AsyncClient.offset_for_time``), or to
+        its end when all its records are older: Kafka's ``offsetsForTimes`` then
+        ``seek``. Returns the new positions. A group member's later assignments
+        start from the group's commits again, as after ``seek``."""
+        await self.start()
+        positions: dict[int, int] = {}
+        for p in self.partitions:
+            found = await self.client.offset_for_time(
+                self.topic, p, timestamp_ms, consistency=self.consistency
+            )
+            if found is None:
+                offsets = await self.client.list_offsets(
+                    self.topic, p, consistency=self.consistency
+                )
+                self._ends[p] = offsets.end_offset
+                positions[p] = offsets.end_offset
+            else:
+                positions[p] = found.offset
+            self.seek(p, positions[p])
+        return positions
+
     def position(self, partition: int) -> int:
         """The offset of the next record this consumer will hand out for ``partition``."""
         return self._positions[partition]
@@ -963,6 +986,9 @@ class SyncConsumer:
 
     def seek(self, partition: int, offset: int) -> None:
         self._consumer.seek(partition, offset)
+
+    def seek_to_time(self, timestamp_ms: int) -> dict[int, int]:
+        return self._client.run(self._consumer.seek_to_time, timestamp_ms)
 
     def position(self, partition: int) -> int:
         self._client.run(self._consumer.start)

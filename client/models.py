@@ -77,6 +77,15 @@ class Offsets:
     end_offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class OffsetAndTimestamp:
+    """The answer to a lookup by time (Kafka's ``offsetsForTimes``): the first record
+    stamped at or after the time asked for, and that record's append stamp."""
+
+    offset: int
+    timestamp_ms: int
+
+
 @dataclass(slots=True)
 class PartitionMeta:
     partition: int

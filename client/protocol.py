@@ -247,7 +247,14 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         *_READ_CONSISTENCY,
     ),
     # Start and end offsets of a partition (linearizable unless serializable).
-    "list_offsets": (_f("topic", str), _f("partition", int), *_READ_CONSISTENCY),
+    # With ``timestamp_ms`` the reply also has ``offset`` and ``timestamp_ms``: the
+    # first record the leader stamped at or after that time (both None if none).
+    "list_offsets": (
+        _f("topic", str),
+        _f("partition", int),
+        _f("timestamp_ms", int, False),
+        *_READ_CONSISTENCY,
+    ),
     "commit_offset": (
         _f("group", str),
         _f("topic", str),

@@ -18,7 +18,14 @@ import outcome
 import trio
 
 from .aio import AsyncClient, RecordLike
-from .models import BatchMetadata, DeletedGroup, FetchResult, Offsets, RecordMetadata
+from .models import (
+    BatchMetadata,
+    DeletedGroup,
+    FetchResult,
+    OffsetAndTimestamp,
+    Offsets,
+    RecordMetadata,
+)
 from .protocol import LINEARIZABLE
 
 T = TypeVar("T")
@@ -196,6 +203,26 @@ class Client:
         self, topic: str, partition: int, *, consistency: str = LINEARIZABLE
     ) -> Offsets:
         return self._call(self._async.list_offsets, topic, partition, consistency=consistency)
+
+    def offset_for_time(
+        self, topic: str, partition: int, timestamp_ms: int, *, consistency: str = LINEARIZABLE
+    ) -> OffsetAndTimestamp | None:
+        return self._call(
+            self._async.offset_for_time, topic, partition, timestamp_ms, consistency=consistency
+        )
+
+    def offsets_for_time(
+        self,
+        topic: str,
+        timestamp_ms: int,
+        *,
+        partitions: Sequence[int] | None = None,
+        consistency: str = LINEARIZABLE,
+    ) -> dict[int, OffsetAndTimestamp | None]:
+        return self._call(
+            self._async.offsets_for_time, topic, timestamp_ms,
+            partitions=partitions, consistency=consistency,
+        )  # fmt: skip
 
     def commit_offset(
         self,

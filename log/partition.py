@@ -506,6 +506,45 @@ class PartitionStateMachine:
             it.next()
         return out
 
+    def offset_for_time(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """``(offset, batch_timestamp_ms)`` of the first record appended at or after
+        ``timestamp_ms``, or None when every stored record is older.
+
+        Record times here are the batches' append stamps, which never go
+        backwards within a partition (``_produce`` takes the max with the last
+        one). So "stamp >= t" holds for a suffix of the offsets and a binary
+        search over offsets finds where it starts: about log2(batches) seeks,
+        with no per-segment time index to keep (Kafka's ``.timeindex``).
+        """
+        lo, hi = self.start_offset, self.next_offset
+        found: tuple[int, int] | None = None
+        while lo < hi:
+            mid = (lo + hi) // 2
+            header = self._batch_holding(mid)
+            if header is None:
+                # Not contiguous here (cannot happen in an applied range): fall
+                # back to scanning what is stored in [lo, hi).
+                for base, ts, _count, _size in self.batch_headers(lo=lo, hi=hi):
+                    if ts >= timestamp_ms:
+                        return max(base, self.start_offset), ts
+                return found
+            base, ts, count = header
+            if ts >= timestamp_ms:
+                found = (max(base, self.start_offset), ts)
+                hi = base  # base <= mid < hi: the range shrinks
+            else:
+                lo = base + count  # > mid >= lo
+        return found
+
+    def _batch_holding(self, offset: int) -> tuple[int, int, int] | None:
+        """``(base_offset, timestamp_ms, count)`` of the stored batch holding ``offset``."""
+        it = self.db.iter()
+        it.seek_for_prev(keys.batch_key(self.group_id, offset))
+        if not it.valid() or it.key() < self._batch_begin:
+            return None
+        base, ts, count = BATCH_HEADER.unpack_from(it.value())
+        return (base, ts, count) if base <= offset < base + count else None
+
     def committed_offset(self, group: str) -> tuple[int, str] | None:
         return self.offsets.get(group)
 
