@@ -38,6 +38,7 @@ from .cli_common import (
     metrics_addresses,
     run_client,
 )
+from .cli_time import DateTime, Duration, now_ms
 
 _TIMEOUT_OPTION = click.option(
     "--timeout",
@@ -410,6 +411,21 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
     default=None,
     help="Start at this offset (in every selected partition).",
 )
+@click.option(
+    "--since",
+    type=Duration(),
+    default=None,
+    metavar="DURATION",
+    help="Start at the records appended in the last DURATION (90s, 15m, 1h30m, 2d, PT1H).",
+)
+@click.option(
+    "--from-time",
+    type=DateTime(),
+    default=None,
+    metavar="DATETIME",
+    help="Start at the first record appended at or after this ISO 8601 time "
+    "(2026-11-23T09:00:00Z; local time without an offset).",
+)
 @click.option("--follow", is_flag=True, help="Keep waiting for new records (Ctrl-C to stop).")
 @click.option(
     "--group",
@@ -467,6 +483,8 @@ def consume(
     partitions: tuple[int, ...],
     from_beginning: bool,
     offset: int | None,
+    since: int | None,
+    from_time: int | None,
     follow: bool,
     group: str | None,
     instance_id: str | None,
@@ -486,9 +504,14 @@ def consume(
     the topic); on exit it commits and leaves the group.
 
     Without --follow it stops once it has read up to the end offsets it saw.
+
+    --since and --from-time go by the time the leader appended each record: a
+    partition whose records are all older starts at its end.
     """
-    if from_beginning and offset is not None:
-        raise click.UsageError("--from-beginning and --offset are exclusive")
+    starts = [from_beginning or None, offset, since, from_time]
+    if sum(x is not None for x in starts) > 1:
+        raise click.UsageError("--from-beginning, --offset, --since and --from-time are exclusive")
+    start_ms = from_time if since is None else now_ms() - since
     if instance_id is not None and (group is None or partitions):
         raise click.UsageError("--instance-id needs --group and no --partition")
     if rebalance != EAGER and (group is None or partitions):
@@ -511,6 +534,9 @@ def consume(
                 rebalance=rebalance,
             )
             try:
+                await consumer.start()
+                if start_ms is not None:
+                    await consumer.seek_to_time(start_ms)
                 return await _consume_loop(
                     consumer, client, topic_name, fmt, max_records, follow, offset, from_beginning
                 )

@@ -4,7 +4,8 @@
     raftlog group describe NAME
     raftlog group delete NAME [--topic T]
     raftlog group reset-offsets NAME --to-earliest | --to-latest | --to-offset N
-                                     | --shift-by N [--partition P ...] [--execute]
+                                     | --shift-by N | --to-datetime T | --by-duration D
+                                     [--partition P ...] [--execute]
 
 A reset, like Kafka's ``kafka-consumer-groups --reset-offsets``, prints its plan
 and changes nothing unless given ``--execute``, and only resets a group that has
@@ -27,6 +28,7 @@ from raftlog.client.protocol import EAGER
 
 from .cli_common import cluster_options, run_client
 from .cli_data import _TIMEOUT_OPTION, _client, _echo_json
+from .cli_time import DateTime, Duration, format_ms, now_ms
 
 EXIT_GROUP_ACTIVE = 1
 
@@ -178,6 +180,15 @@ def group_delete(
     "--shift-by", type=int, help="Move each committed offset by N (negative: back; clamped)."
 )
 @click.option(
+    "--to-datetime", type=DateTime(), default=None, metavar="DATETIME",
+    help="Each partition's first record appended at or after this ISO 8601 time "
+    "(local time without an offset); its end if all are older.",
+)  # fmt: skip
+@click.option(
+    "--by-duration", type=Duration(), default=None, metavar="DURATION",
+    help="Like --to-datetime, DURATION before now (15m, 1h30m, 2d, PT1H).",
+)  # fmt: skip
+@click.option(
     "--partition", "partitions", type=click.IntRange(min=0), multiple=True,
     help="Reset only this partition; repeatable (default: all).",
 )  # fmt: skip
@@ -191,6 +202,8 @@ def group_reset_offsets(
     to: str | None,
     to_offset: int | None,
     shift_by: int | None,
+    to_datetime: int | None,
+    by_duration: int | None,
     partitions: tuple[int, ...],
     execute: bool,
     as_json: bool,
@@ -201,11 +214,13 @@ def group_reset_offsets(
     """Set group NAME's committed offsets. Without --execute, print the plan only.
 
     The group must have no members (stop its consumers first)."""
-    targets = [t for t in (to, to_offset, shift_by) if t is not None]
+    targets = [t for t in (to, to_offset, shift_by, to_datetime, by_duration) if t is not None]
     if len(targets) != 1:
         raise click.UsageError(
-            "give exactly one of --to-earliest, --to-latest, --to-offset, --shift-by"
+            "give exactly one of --to-earliest, --to-latest, --to-offset, --shift-by, "
+            "--to-datetime, --by-duration"
         )
+    at_ms = to_datetime if by_duration is None else now_ms() - by_duration
     client = _client(config, bootstrap, timeout)
 
     async def main() -> dict[str, Any]:
@@ -224,17 +239,22 @@ def group_reset_offsets(
             if any(p >= count for p in chosen):
                 raise click.UsageError(f"topic {topic!r} has partitions 0..{count - 1}")
             plan = [
-                await _plan_partition(client, name, topic, p, to, to_offset, shift_by)
+                await _plan_partition(client, name, topic, p, to, to_offset, shift_by, at_ms)
                 for p in chosen
             ]
             if execute:
                 await _commit_plan(client, name, topic, count, plan)
-            return {"group": name, "topic": topic, "executed": execute, "partitions": plan}
+            result = {"group": name, "topic": topic, "executed": execute, "partitions": plan}
+            if at_ms is not None:
+                result["timestamp_ms"] = at_ms
+            return result
 
     result = run_client(main)
     if as_json:
         _echo_json(result)
         return
+    if at_ms is not None:
+        click.echo(f"records appended at or after {format_ms(at_ms)}")
     click.echo(f"{'PARTITION':<10} {'COMMITTED':>10} {'NEW':>10}")
     for p in result["partitions"]:
         committed = "-" if p["committed"] is None else p["committed"]
@@ -251,10 +271,15 @@ async def _plan_partition(
     to: str | None,
     to_offset: int | None,
     shift_by: int | None,
+    at_ms: int | None,
 ) -> dict[str, Any]:
     offsets = await client.list_offsets(topic, partition)
     committed = await client.committed(group, topic, partition)
-    if to == "earliest":
+    if at_ms is not None:
+        # Kafka's --to-datetime: a partition with nothing that recent goes to its end.
+        found = await client.offset_for_time(topic, partition, at_ms)
+        new = offsets.end_offset if found is None else found.offset
+    elif to == "earliest":
         new = offsets.start_offset
     elif to == "latest":
         new = offsets.end_offset

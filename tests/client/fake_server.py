@@ -88,6 +88,9 @@ class FakeCluster:
     # False: group_join answers lack "confirmed" (a server from before
     # cooperative rebalancing, which did not confirm a join still rebalancing)
     confirm_joins: bool = True
+    # A batch's append stamp, as a leader takes it (never below the previous one);
+    # tests set a fixed stamp to place records in time.
+    stamp_ms: int | None = None
     # observations
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     hellos: list[dict[str, Any]] = field(default_factory=list)
@@ -311,7 +314,12 @@ class FakeNode:
         if op == "list_offsets":
             self._require_leader()
             part = self._partition(f)
-            return {"start_offset": part.start_offset, "end_offset": part.end_offset}
+            reply = {"start_offset": part.start_offset, "end_offset": part.end_offset}
+            at = f.get("timestamp_ms")
+            if at is not None:
+                first = next(((b, ts) for b, ts, _n, _r in part.batches if ts >= at), None)
+                reply["offset"], reply["timestamp_ms"] = first if first else (None, None)
+            return reply
         if op == "commit_offset":
             self._require_leader()
             self._partition(f)
@@ -413,7 +421,12 @@ class FakeNode:
         elif pid is not None and seq != 0:
             raise FakeError(ErrorCode.OUT_OF_ORDER_SEQUENCE, f"new producer must start at 0: {seq}")
         base = part.end_offset
-        part.batches.append((base, int(time.time() * 1000), f["count"], f["records"]))
+        stamp = self.cluster.stamp_ms
+        if stamp is None:
+            stamp = int(time.time() * 1000)
+        if part.batches:
+            stamp = max(stamp, part.batches[-1][1])
+        part.batches.append((base, stamp, f["count"], f["records"]))
         part.end_offset += f["count"]
         if pid is not None:
             window = part.producers.setdefault(pid, deque(maxlen=5))
