@@ -149,6 +149,28 @@ class Sampled(_Metric):
         return [] if value is None else [f"{self.name} {_fmt(value)}"]
 
 
+class Collected(_Metric):
+    """A labelled gauge computed at scrape time by ``collect`` (label values, value):
+    for values derived from state another layer owns (consumer lag from the
+    partitions' committed offsets), which would cost work on every change if
+    kept up to date and costs one pass per scrape this way."""
+
+    kind = MetricType.GAUGE
+
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labels: Sequence[str],
+        collect: Callable[[], Iterable[tuple[LabelValues, float]]],
+    ) -> None:
+        super().__init__(name, help_text, labels)
+        self._collect = collect
+
+    def samples(self) -> list[str]:
+        return [f"{self.name}{self._label_text(k)} {_fmt(v)}" for k, v in self._collect()]
+
+
 @dataclass(slots=True)
 class _HistogramState:
     buckets: list[int]
@@ -230,6 +252,15 @@ class Registry:
         self, name: str, help_text: str, kind: MetricType, sample: Callable[[], float | None]
     ) -> Sampled:
         return self._add(Sampled(name, help_text, kind, sample))  # type: ignore[return-value]
+
+    def collected(
+        self,
+        name: str,
+        help_text: str,
+        labels: Sequence[str],
+        collect: Callable[[], Iterable[tuple[LabelValues, float]]],
+    ) -> Collected:
+        return self._add(Collected(name, help_text, labels, collect))  # type: ignore[return-value]
 
     def get(self, name: str) -> _Metric:
         return self._metrics[name]

@@ -15,6 +15,7 @@ from raftlog.log.store import NodeStore, staggered_write_buffer_bytes
 from .auth_reload import reload_on_sighup
 from .clock_skew import WALL_CLOCK_FILE_ENV, follow_offset_file
 from .config import ClusterConfig
+from .consumer_lag import register_consumer_lag
 from .cpu_latency import cpu_latency_request
 from .driver import MultiRaft
 from .handlers import RequestHandlers
@@ -77,6 +78,7 @@ async def run_node(
         transport = PeerTransport(cfg, node_id, store.identity.incarnation, metrics=metrics)
         driver = MultiRaft(cfg, node_id, store, transport, metrics=metrics, debug=debug)
         driver.start()
+        register_consumer_lag(metrics.registry, driver.groups.values)
         handlers = RequestHandlers(cfg, node_id, driver, metrics)
         log.info(
             "event=node_starting node=%s address=%s data_dir=%s groups=%d incarnation=%s",
