@@ -975,17 +975,21 @@ class AsyncClient:
         self, topic: str, partition: int, *, consistency: str = LINEARIZABLE
     ) -> Offsets:
         """The partition's start and end offsets; ``consistency`` as for ``fetch``."""
-        fields = {"topic": topic, "partition": partition}
+        reply = await self._list_offsets(topic, partition, consistency)
+        return Offsets(int(reply["start_offset"]), int(reply["end_offset"]))
+
+    async def _list_offsets(
+        self, topic: str, partition: int, consistency: str, **extra: Any
+    ) -> dict[str, Any]:
+        fields = {"topic": topic, "partition": partition, **extra}
         if check_consistency(consistency):
-            reply = await read_from_replicas(
+            return await read_from_replicas(
                 self, "list_offsets", fields, topic=topic, partition=partition,
                 budget=self.request_timeout, attempt_budget=ATTEMPT_MIN,
             )  # fmt: skip
-        else:
-            reply = await self._call(
-                "list_offsets", fields, topic=topic, partition=partition, idempotent=True
-            )
-        return Offsets(int(reply["start_offset"]), int(reply["end_offset"]))
+        return await self._call(
+            "list_offsets", fields, topic=topic, partition=partition, idempotent=True
+        )
 
     async def offset_for_time(
         self, topic: str, partition: int, timestamp_ms: int, *, consistency: str = LINEARIZABLE
@@ -997,16 +1001,7 @@ class AsyncClient:
         retained record gives the start offset. ``consistency`` as for ``fetch``."""
         if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int) or timestamp_ms < 0:
             raise ValueError(f"timestamp_ms must be an int >= 0, got {timestamp_ms!r}")
-        fields = {"topic": topic, "partition": partition, "timestamp_ms": timestamp_ms}
-        if check_consistency(consistency):
-            reply = await read_from_replicas(
-                self, "list_offsets", fields, topic=topic, partition=partition,
-                budget=self.request_timeout, attempt_budget=ATTEMPT_MIN,
-            )  # fmt: skip
-        else:
-            reply = await self._call(
-                "list_offsets", fields, topic=topic, partition=partition, idempotent=True
-            )
+        reply = await self._list_offsets(topic, partition, consistency, timestamp_ms=timestamp_ms)
         if "offset" not in reply:
             raise UnsupportedVersionError(
                 "the node answered without an offset: it predates lookups by time"

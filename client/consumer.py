@@ -316,19 +316,19 @@ class Consumer:
         ``seek``. Returns the new positions. A group member's later assignments
         start from the group's commits again, as after ``seek``."""
         await self.start()
+        found = await self.client.offsets_for_time(
+            self.topic, timestamp_ms, partitions=self.partitions, consistency=self.consistency
+        )
         positions: dict[int, int] = {}
-        for p in self.partitions:
-            found = await self.client.offset_for_time(
-                self.topic, p, timestamp_ms, consistency=self.consistency
-            )
-            if found is None:
+        for p, hit in found.items():
+            if hit is None:
                 offsets = await self.client.list_offsets(
                     self.topic, p, consistency=self.consistency
                 )
                 self._ends[p] = offsets.end_offset
                 positions[p] = offsets.end_offset
             else:
-                positions[p] = found.offset
+                positions[p] = hit.offset
             self.seek(p, positions[p])
         return positions
 

@@ -557,6 +557,11 @@ class RequestHandlers:
         }
 
     async def list_offsets(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        timestamp_ms = fields.get("timestamp_ms")
+        if timestamp_ms is not None and timestamp_ms < 0:
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST, f"timestamp_ms must be >= 0, got {timestamp_ms}"
+            )
         if is_serializable(fields):
             group = await self._replica_group(fields)
         else:
@@ -565,14 +570,9 @@ class RequestHandlers:
             "start_offset": group.sm.start_offset,
             "end_offset": group.sm.next_offset,
         }
-        timestamp_ms = fields.get("timestamp_ms")
         if timestamp_ms is not None:
             # Kafka's ListOffsets by timestamp: the first record appended at or
             # after the time, by the batches' (monotonic) append stamps.
-            if timestamp_ms < 0:
-                raise HandlerError(
-                    ErrorCode.INVALID_REQUEST, f"timestamp_ms must be >= 0, got {timestamp_ms}"
-                )
             found = group.sm.offset_for_time(timestamp_ms)
             reply["offset"], reply["timestamp_ms"] = found if found is not None else (None, None)
         return reply
