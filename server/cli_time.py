@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,29 +73,30 @@ def format_ms(timestamp_ms: int) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{timestamp_ms % 1000:03d}Z"
 
 
-class Duration(click.ParamType):
-    """A click type: a duration, as milliseconds."""
+class _Milliseconds(click.ParamType):
+    """A click type whose text ``parse`` turns into milliseconds (ints pass as they are:
+    click hands defaults over already converted)."""
+
+    parse: Callable[[str], int]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return type(self).parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Duration(_Milliseconds):
+    """A duration, as milliseconds."""
 
     name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_duration_ms(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+    parse = staticmethod(parse_duration_ms)
 
 
-class DateTime(click.ParamType):
-    """A click type: an ISO 8601 date and time, as milliseconds since the epoch."""
+class DateTime(_Milliseconds):
+    """An ISO 8601 date and time, as milliseconds since the epoch."""
 
     name = "datetime"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_datetime_ms(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+    parse = staticmethod(parse_datetime_ms)
