@@ -534,12 +534,10 @@ def consume(
                 rebalance=rebalance,
             )
             try:
-                await consumer.start()
-                if start_ms is not None:
-                    await consumer.seek_to_time(start_ms)
                 return await _consume_loop(
-                    consumer, client, topic_name, fmt, max_records, follow, offset, from_beginning
-                )
+                    consumer, client, topic_name, fmt, max_records, follow,
+                    offset, from_beginning, start_ms,
+                )  # fmt: skip
             finally:
                 # Group-managed: commit and leave (the group rebalances at once);
                 # a static member (--instance-id) commits and stays.
@@ -558,10 +556,13 @@ async def _consume_loop(
     follow: bool,
     offset: int | None,
     from_beginning: bool,
+    start_ms: int | None,
 ) -> int:
     printed = 0
     group = consumer.group
     await consumer.start()
+    if start_ms is not None:
+        await consumer.seek_to_time(start_ms)
     for p in consumer.partitions:
         if offset is not None:
             consumer.seek(p, offset)

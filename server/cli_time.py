@@ -50,7 +50,7 @@ def parse_datetime_ms(text: str) -> int:
     """An ISO 8601 date/time -> ms since the epoch (local time without an offset)."""
     spec = text.strip()
     if spec.endswith(("Z", "z")):
-        spec = spec[:-1] + "+00:00"  # Python 3.11 takes "Z", 3.10 does not: be explicit
+        spec = spec[:-1] + "+00:00"  # fromisoformat takes "Z" but not "z"
     try:
         when = datetime.fromisoformat(spec)
     except ValueError:
