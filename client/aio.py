@@ -657,13 +657,16 @@ class AsyncClient:
     async def produce(
         self,
         topic: str,
-        value: bytes | str,
+        value: bytes | str | None,
         key: bytes | str | None = None,
         partition: int | None = None,
         headers: dict[str, bytes] | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
-        """Append one record (one batch); return where it landed once committed."""
+        """Append one record (one batch); return where it landed once committed.
+
+        A None ``value`` is a tombstone: in a compacted topic it deletes ``key``
+        (README, "Compacted topics")."""
         key_b = _as_bytes(key)
         if partition is None:
             partition = await self.choose_partition(topic, key_b)
@@ -689,7 +692,7 @@ class AsyncClient:
             raise ValueError("produce_batch: no records")
         rows = [normalize_record(r) for r in records]
         for _key, value, _h, _ts in rows:
-            if len(value) > self.max_record_bytes:
+            if value is not None and len(value) > self.max_record_bytes:
                 raise RecordTooLargeError(
                     f"record of {len(value)} bytes exceeds max_record_bytes={self.max_record_bytes}"
                 )
@@ -963,13 +966,21 @@ class AsyncClient:
                 min_attempt=max_wait + ATTEMPT_MIN,
             )
         records = []
+        # Past the last batch returned: in a compacted topic (README, "Compacted
+        # topics") its last records may be gone, and a fetch that found only
+        # removed records must still move the reader on.
+        after = offset
         for base, ts, _count, blob in reply.get("batches") or []:
             if base + _count <= offset:
                 continue
             records.extend(decode_batch(base, ts, blob, offset))
+            after = max(after, base + _count)
         if max_records is not None and len(records) > max_records:
             del records[max_records:]
-        return FetchResult(records, int(reply["start_offset"]), int(reply["end_offset"]))
+            after = records[-1].offset + 1
+        return FetchResult(
+            records, int(reply["start_offset"]), int(reply["end_offset"]), after
+        )
 
     async def list_offsets(
         self, topic: str, partition: int, *, consistency: str = LINEARIZABLE

@@ -819,6 +819,12 @@ class Consumer:
             self._ends[partition] = end
             return FetchResult([], start, end)
         self._ends[partition] = result.end_offset
+        if not result.records and epoch == self._epoch:
+            # Only records a compacted topic removed (README, "Compacted topics"):
+            # move past them, or the next fetch would ask for them again.
+            after = result.next_offset(offset)
+            if after > offset and self._positions.get(partition) == offset:
+                self._positions[partition] = after
         return result
 
     async def _fetch_all(self, wait: float, epoch: int) -> dict[int, FetchResult]:

@@ -65,10 +65,16 @@ class FetchResult:
     records: list[Record]
     start_offset: int  # the partition's first retained offset
     end_offset: int  # the offset the next appended record will get (high watermark)
+    # Where the next fetch starts: after the last record returned, or past records a
+    # compacted topic removed (None: the results of older code, the last record + 1).
+    next_fetch_offset: int | None = None
 
     def next_offset(self, requested: int) -> int:
         """The offset to fetch next after this result."""
-        return self.records[-1].offset + 1 if self.records else requested
+        last = self.records[-1].offset + 1 if self.records else requested
+        if self.next_fetch_offset is None:
+            return last
+        return max(last, self.next_fetch_offset)
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,7 +231,7 @@ class Producer:
     async def send(
         self,
         topic: str,
-        value: bytes | str,
+        value: bytes | str | None,
         key: bytes | str | None = None,
         partition: int | None = None,
         headers: dict[str, bytes] | None = None,
@@ -249,15 +249,15 @@ class Producer:
         if self._closed or nursery is None:
             raise RuntimeError("Producer is not open (use 'async with')")
         if type(value) is not bytes:
-            value = _as_bytes(value)
-        size = len(value) + _RECORD_OVERHEAD
+            value = _as_bytes(value)  # None stays None: a tombstone
+        size = _RECORD_OVERHEAD if value is None else len(value) + _RECORD_OVERHEAD
         if key is not None:
             if type(key) is not bytes:
                 key = _as_bytes(key)
             size += len(key)
         if headers:
             size += sum(len(k) + len(v) for k, v in headers.items())
-        if size > self._max_record_bytes and len(value) > self._max_record_bytes:
+        if size > self._max_record_bytes and len(value or b"") > self._max_record_bytes:
             raise RecordTooLargeError(
                 f"record of {len(value)} bytes exceeds "
                 f"max_record_bytes={self.client.max_record_bytes}"
@@ -442,7 +442,7 @@ class SyncProducer:
     def send(
         self,
         topic: str,
-        value: bytes | str,
+        value: bytes | str | None,
         key: bytes | str | None = None,
         partition: int | None = None,
         headers: dict[str, bytes] | None = None,

@@ -408,7 +408,7 @@ class Record(NamedTuple):
     offset: int
     timestamp_ms: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone (a compacted topic's delete)
     headers: dict[str, bytes] | None = None
 
 
@@ -453,12 +453,33 @@ def decode_batch(
     if is_compressed(records_bytes):
         records_bytes = decompress(records_bytes)
     rows = msgpack.unpackb(records_bytes, raw=False, strict_map_key=False)
+    if rows and type(rows[0]) is int:
+        return _decode_compacted(base_offset, timestamp_ms, rows, min_offset)
     skip = max(0, min_offset - base_offset)
     new = tuple.__new__  # Record._make without its per-call overhead: the hot loop
     return [
         new(Record, (base_offset + i, timestamp_ms if ts is None else ts, key, value, headers))
         for i, (ts, key, value, headers) in enumerate(rows[skip:] if skip else rows, skip)
     ]
+
+
+def _decode_compacted(
+    base_offset: int, timestamp_ms: int, rows: list[Any], min_offset: int
+) -> list[Record]:
+    """A batch of a compacted topic (log/compaction.py): its rows start with an
+    integer, and each integer stands for that many removed records, whose
+    offsets are skipped. Offsets of the records that stay never change."""
+    out = []
+    offset = base_offset
+    for row in rows:
+        if type(row) is int:
+            offset += row
+            continue
+        if offset >= min_offset:
+            ts, key, value, headers = row
+            out.append(Record(offset, timestamp_ms if ts is None else ts, key, value, headers))
+        offset += 1
+    return out
 
 
 def crc_of(records_bytes: bytes) -> int:

@@ -170,7 +170,7 @@ class Client:
     def produce(
         self,
         topic: str,
-        value: bytes | str,
+        value: bytes | str | None,
         key: bytes | str | None = None,
         partition: int | None = None,
         headers: dict[str, bytes] | None = None,

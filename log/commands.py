@@ -32,6 +32,7 @@ class CommandKind(IntEnum):
     TRUNCATE_PREFIX = 3
     EXPIRE_PRODUCERS = 4  # forget idle producer ids (server/retention.py)
     DELETE_OFFSET = 5  # forget a consumer group's committed offset (raftlog group delete)
+    COMPACT_RECORDS = 6  # remove superseded records of a compacted topic (log/compaction.py)
     # The metadata group (group 0).
     REGISTER_NODE = 10
     CREATE_TOPIC = 11
@@ -128,6 +129,25 @@ class ExpireProducers:
     keep_at_most: int | None = None
 
     KIND = CommandKind.EXPIRE_PRODUCERS
+
+
+@dataclass(slots=True, frozen=True)
+class CompactRecords:
+    """Log compaction, one chunk: remove the records at the offsets in ``removed``
+    (a flat list of half-open ranges ``[a0, b0, a1, b1, ...]``, sorted, inside
+    ``[lo, hi)``) from the stored batches holding offsets in ``[lo, hi)``.
+
+    Planned by the partition leader (log/compaction.py ``plan_sweep``) and
+    carried through the log like TruncatePrefix, so every replica rewrites the
+    same batches at the same log position. ``hi`` also records how far the
+    sweep got, which decides when the next one is due.
+    """
+
+    lo: int
+    hi: int
+    removed: list[int]
+
+    KIND = CommandKind.COMPACT_RECORDS
 
 
 @dataclass(slots=True, frozen=True)
@@ -236,6 +256,7 @@ Command = (
     | DeleteOffset
     | TruncatePrefix
     | ExpireProducers
+    | CompactRecords
     | RegisterNode
     | CreateTopic
     | DeleteTopic
@@ -254,6 +275,7 @@ _CLASSES: dict[int, type] = {
         DeleteOffset,
         TruncatePrefix,
         ExpireProducers,
+        CompactRecords,
         RegisterNode,
         CreateTopic,
         DeleteTopic,
@@ -275,6 +297,7 @@ _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     DeleteOffset: (_STR, _OPT_INT),
     TruncatePrefix: (_INT,),
     ExpireProducers: (_INT, _OPT_INT),
+    CompactRecords: (_INT, _INT, (list, False)),
     RegisterNode: (_STR, _STR, _STR),
     CreateTopic: (_STR, _INT, _INT, (dict, False)),
     DeleteTopic: (_STR,),
@@ -372,6 +395,8 @@ def _decode_one(raw: Any) -> Command:
         values[2] = tuple(values[2])
     if cls is SetConsumerGroup:
         values[4] = _decode_group_members(values[4])
+    if cls is CompactRecords and not all(_is_int(v) for v in values[2]):
+        raise CommandError("CompactRecords: removed offsets must be integers")
     return cls(*values)
 
 

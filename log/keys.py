@@ -47,6 +47,7 @@ class RaftField(IntEnum):
 
 class SmField(IntEnum):
     APPLIED = 1  # partition: applied index, offsets; metadata: the whole state
+    COMPACTION = 2  # partition: log compaction's progress (log/partition.py)
 
 
 IDENTITY_KEY = bytes([NS.IDENTITY]) + b"identity"

@@ -69,9 +69,17 @@ METADATA_GROUP_ID = 0
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 # Bounds on one CREATE_TOPIC, so a single bad request cannot bloat every node.
 MAX_PARTITIONS = 10_000
-# The topic config keys a node understands (server/retention.py), each a
-# positive integer: a typo must be an error, not a silently ignored setting.
-TOPIC_CONFIG_KEYS = ("retention_ms", "retention_bytes")
+# The topic config keys a node understands (server/retention.py,
+# server/compaction.py): a typo must be an error, not a silently ignored
+# setting. All are positive integers except ``cleanup_policy``.
+TOPIC_CONFIG_KEYS = (
+    "retention_ms",
+    "retention_bytes",
+    "cleanup_policy",
+    "delete_retention_ms",
+    "min_compaction_lag_ms",
+)
+CLEANUP_POLICIES = ("delete", "compact")
 
 
 def topic_config_problem(config: dict[str, Any], *, removals: bool = False) -> str | None:
@@ -82,7 +90,11 @@ def topic_config_problem(config: dict[str, Any], *, removals: bool = False) -> s
             return f"unknown topic config {key!r} (known: {', '.join(TOPIC_CONFIG_KEYS)})"
         if value is None and removals:
             continue
-        if type(value) is not int or value <= 0:
+        if key == "cleanup_policy":
+            if value not in CLEANUP_POLICIES:
+                known = " or ".join(CLEANUP_POLICIES)
+                return f"topic config cleanup_policy must be {known}, got {value!r}"
+        elif type(value) is not int or value <= 0:
             return f"topic config {key} must be a positive integer, got {value!r}"
     return None
 

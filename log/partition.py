@@ -36,12 +36,14 @@ from .codec import StoreCorruptionError
 from .commands import (
     CommandError,
     CommitOffset,
+    CompactRecords,
     DeleteOffset,
     ExpireProducers,
     Produce,
     TruncatePrefix,
     decode_entry_commands,
 )
+from .compaction import RowsError, check_rows, decode_rows, encode_rows, without_offsets
 from .sizes import SizeIndex
 from .store import NodeStore
 
@@ -68,6 +70,8 @@ class ApplyResult:
     timestamp_ms: int | None = None
     # ExpireProducers: how many producers it forgot, by reason ("idle", "limit").
     expired: dict[str, int] | None = None
+    # CompactRecords: how many records it removed.
+    compacted: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -127,10 +131,16 @@ class PartitionStateMachine:
         # Stored bytes by segment, for size-based retention; None until asked
         # for (see measure_sizes), so partitions without it pay nothing.
         self.sizes: SizeIndex | None = None
-        # (base, count) of the batches put into the current apply call's
-        # WriteBatch: not in RocksDB yet, but a TruncatePrefix later in the same
-        # call must see them, or chunking would change what is stored.
-        self._unwritten: list[tuple[int, int]] = []
+        # (base, count, stored value) of the batches put into the current apply
+        # call's WriteBatch: not in RocksDB yet, but a TruncatePrefix or
+        # CompactRecords later in the same call must see them, or how the driver
+        # chunks applies would change what is stored.
+        self._unwritten: list[tuple[int, int, bytes]] = []
+        # Log compaction (log/compaction.py): CompactRecords applied so far, and
+        # the highest offset a sweep reached. Both are deterministic (applied
+        # through the log); a snapshot carries them.
+        self.compactions = 0
+        self.compacted_below = 0
         self._batch_begin, self._batch_end = keys.group_range(keys.NS.BATCH, group_id)
         self._load()
 
@@ -164,6 +174,9 @@ class PartitionStateMachine:
                 self.offsets[group] = (offset, metadata)
             if fence:
                 self.fences[group] = fence[0]
+        value = self.db.get(keys.sm_meta(self.group_id, keys.SmField.COMPACTION))
+        if value is not None:
+            self.compactions, self.compacted_below = msgpack.unpackb(value)
 
     def _scan(self, ns: keys.NS) -> list[tuple[bytes, bytes]]:
         begin, end = keys.group_range(ns, self.group_id)
@@ -243,6 +256,8 @@ class PartitionStateMachine:
                 out.append(self._truncate_command(cmd, batch))
             elif isinstance(cmd, ExpireProducers):
                 out.append(self._expire_producers(cmd, batch, dirty))
+            elif isinstance(cmd, CompactRecords):
+                out.append(self._compact(cmd, batch))
             else:
                 out.append(
                     _fail(ErrorCode.INVALID_REQUEST, f"{type(cmd).__name__} is not a partition op")
@@ -270,13 +285,11 @@ class PartitionStateMachine:
                 return verdict
         base = self.next_offset
         ts = max(cmd.append_timestamp_ms, self.last_timestamp_ms)
-        batch.put(
-            keys.batch_key(self.group_id, base),
-            BATCH_HEADER.pack(base, ts, cmd.count) + cmd.records,
-        )
+        value = BATCH_HEADER.pack(base, ts, cmd.count) + cmd.records
+        batch.put(keys.batch_key(self.group_id, base), value)
         self.next_offset = base + cmd.count
         self.last_timestamp_ms = ts
-        self._unwritten.append((base, cmd.count))
+        self._unwritten.append((base, cmd.count, value))
         if self.sizes is not None:
             self.sizes.add(base, cmd.count, BATCH_HEADER.size + len(cmd.records))
         if pid is not None and seq is not None:
@@ -452,6 +465,90 @@ class PartitionStateMachine:
         fence = self.fences.get(group)
         return msgpack.packb([offset, metadata] if fence is None else [offset, metadata, fence])
 
+    def _compact(self, cmd: CompactRecords, batch: WriteBatch) -> ApplyResult:
+        """Log compaction, one chunk (log/compaction.py): rewrite the batches holding
+        the offsets in ``cmd.removed`` with those records replaced by skip runs.
+
+        Keys, headers and offsets stay. A batch whose rows cannot be read, or do
+        not cover its count (a client's malformed batch), is left as it is: the
+        same bytes on every replica, so the same decision everywhere.
+        """
+        flat = cmd.removed
+        problem = None
+        if not 0 <= cmd.lo <= cmd.hi <= self.next_offset:
+            problem = f"range [{cmd.lo}, {cmd.hi}) outside [0, {self.next_offset}]"
+        elif len(flat) % 2:
+            problem = "removed ranges need an even number of offsets"
+        else:
+            prev = cmd.lo
+            for a, b in zip(flat[::2], flat[1::2]):
+                if not prev <= a < b <= cmd.hi:
+                    problem = f"removed range [{a}, {b}) not sorted inside [{cmd.lo}, {cmd.hi})"
+                    break
+                prev = b
+        if problem is not None:
+            return _fail(ErrorCode.INVALID_REQUEST, f"CompactRecords: {problem}")
+        ranges = list(zip(flat[::2], flat[1::2]))
+        gone = 0
+        if ranges:
+            for base, count, value in self._batches_in(ranges[0][0], ranges[-1][1]):
+                mine = [(a, b) for a, b in ranges if a < base + count and b > base]
+                if not mine:
+                    continue
+                try:
+                    rows, codec_id = decode_rows(value[BATCH_HEADER.size :])
+                    check_rows(rows, count)
+                except RowsError:
+                    continue
+                rows, n = without_offsets(base, rows, mine)
+                if n == 0:
+                    continue
+                new = value[: BATCH_HEADER.size] + encode_rows(rows, codec_id)
+                batch.put(keys.batch_key(self.group_id, base), new)
+                self._unwritten.append((base, count, new))
+                gone += n
+        if gone:
+            self.sizes = None  # stored sizes changed: measured again when needed
+        self.compactions += 1
+        self.compacted_below = max(self.compacted_below, cmd.hi)
+        batch.put(
+            keys.sm_meta(self.group_id, keys.SmField.COMPACTION),
+            msgpack.packb([self.compactions, self.compacted_below]),
+        )
+        return ApplyResult(compacted=gone)
+
+    def _batches_in(self, lo: int, hi: int) -> list[tuple[int, int, bytes]]:
+        """``(base, count, stored value)`` of the batches holding offsets in ``[lo, hi)``,
+        including those put earlier in this apply call (the later put wins)."""
+        found: dict[int, tuple[int, int, bytes]] = {}
+        it = self.db.iter()
+        it.seek_for_prev(keys.batch_key(self.group_id, lo))
+        if not it.valid() or it.key() < self._batch_begin:
+            it.seek(self._batch_begin)
+        while it.valid():
+            key = it.key()
+            if key >= self._batch_end:
+                break
+            value = it.value()
+            base, _, count = BATCH_HEADER.unpack_from(value)
+            if base >= hi:
+                break
+            if base + count > lo:
+                found[base] = (base, count, value)
+            it.next()
+        for base, count, value in self._unwritten:
+            if base < hi and base + count > lo:
+                found[base] = (base, count, value)
+        return [found[b] for b in sorted(found)]
+
+    # The key range of this partition's batches, for readers outside this class
+    # (log/compaction.py plans over them in a worker thread).
+    def batch_key_range(self) -> tuple[bytes, bytes]:
+        return self._batch_begin, self._batch_end
+
+    def batch_key(self, offset: int) -> bytes:
+        return keys.batch_key(self.group_id, offset)
+
     def _truncate_command(self, cmd: TruncatePrefix, batch: WriteBatch) -> ApplyResult:
         if cmd.start_offset < 0:
             return _fail(ErrorCode.INVALID_REQUEST, f"start offset {cmd.start_offset} < 0")
@@ -573,6 +670,8 @@ class PartitionStateMachine:
         }
         if self.fences:
             state["fences"] = dict(sorted(self.fences.items()))
+        if self.compactions:
+            state["compaction"] = [self.compactions, self.compacted_below]
         return msgpack.packb(state)
 
     def restore_state(self, data: bytes, batch: WriteBatch) -> None:
@@ -594,6 +693,13 @@ class PartitionStateMachine:
         )
         self.offsets = {g: (o, m) for g, (o, m) in obj["offsets"].items()}
         self.fences = dict(obj.get("fences", {}))  # absent: a snapshot from before fencing
+        # Absent: never compacted (or a snapshot from before compaction existed).
+        self.compactions, self.compacted_below = obj.get("compaction", (0, 0))
+        compaction_key = keys.sm_meta(self.group_id, keys.SmField.COMPACTION)
+        if self.compactions:
+            batch.put(compaction_key, msgpack.packb([self.compactions, self.compacted_below]))
+        else:
+            batch.delete(compaction_key)
         self.sizes = None  # other batches now: measured again when needed
         self._unwritten = []
         for pid in self.producers:
@@ -609,7 +715,7 @@ class PartitionStateMachine:
         start = self.start_offset
         unwritten = self._unwritten
         if unwritten and start >= unwritten[0][0]:
-            for base, count in unwritten:
+            for base, count, _ in unwritten:
                 if base <= start < base + count:
                     return base
             return start  # == next_offset: past every batch

@@ -29,6 +29,7 @@ from raftlog.client.protocol import (
     SERIALIZABLE,
     Record,
 )
+from raftlog.log.metadata import CLEANUP_POLICIES
 
 from .cli_common import (
     bootstrap_addresses,
@@ -76,15 +77,27 @@ def topic() -> None:
     """Create, list, describe, alter and delete topics."""
 
 
-def _retention_options(*, removable: bool) -> Any:
-    """--retention-bytes and --retention-ms; ``removable`` (topic alter): 0 removes a limit."""
+def _config_options(*, removable: bool) -> Any:
+    """The topic config options (log/metadata.py TOPIC_CONFIG_KEYS); ``removable``
+    (topic alter): 0 removes a setting."""
     remove = "; 0 removes the limit" if removable else ""
+    reset = "; 0 restores the default" if removable else ""
     minimum = 0 if removable else 1
     options = [
         click.option("--retention-bytes", type=click.IntRange(min=minimum), default=None,
                      help=f"Keep at most this many bytes per partition{remove}."),
         click.option("--retention-ms", type=click.IntRange(min=minimum), default=None,
                      help=f"Delete batches older than this many milliseconds{remove}."),
+        click.option("--cleanup-policy", type=click.Choice(CLEANUP_POLICIES), default=None,
+                     help="compact: keep only the latest record of each key (see the "
+                     "README's \"Compacted topics\"); delete (the default): keep every record "
+                     "until retention removes it."),
+        click.option("--delete-retention-ms", type=click.IntRange(min=minimum), default=None,
+                     help="Compacted topics: how long a tombstone (a record with no value) "
+                     f"stays readable; default a day{reset}."),
+        click.option("--min-compaction-lag-ms", type=click.IntRange(min=minimum), default=None,
+                     help="Compacted topics: never compact records younger than this"
+                     f"{remove}."),
     ]  # fmt: skip
 
     def apply(fn: Any) -> Any:
@@ -95,10 +108,9 @@ def _retention_options(*, removable: bool) -> Any:
     return apply
 
 
-def _retention_config(retention_bytes: int | None, retention_ms: int | None) -> dict[str, Any]:
-    """The topic config of the --retention-* options given; 0 (``topic alter`` only,
-    create refuses it) becomes None: remove that limit."""
-    given = {"retention_bytes": retention_bytes, "retention_ms": retention_ms}
+def _topic_config(**given: Any) -> dict[str, Any]:
+    """The topic config of the options given; 0 (``topic alter`` only, create refuses
+    it) becomes None: remove that setting."""
     return {key: value or None for key, value in given.items() if value is not None}
 
 
@@ -106,21 +118,20 @@ def _retention_config(retention_bytes: int | None, retention_ms: int | None) -> 
 @click.argument("name")
 @click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--replicas", type=click.IntRange(min=1), default=3, show_default=True)
-@_retention_options(removable=False)
+@_config_options(removable=False)
 @cluster_options
 @_TIMEOUT_OPTION
 def topic_create(
     name: str,
     partitions: int,
     replicas: int,
-    retention_bytes: int | None,
-    retention_ms: int | None,
     config: Path | None,
     bootstrap: str | None,
     timeout: float,
+    **settings: Any,
 ) -> None:
     """Create topic NAME (returns once every partition has a leader)."""
-    topic_config = _retention_config(retention_bytes, retention_ms)
+    topic_config = _topic_config(**settings)
     client = _client(config, bootstrap, timeout)
 
     async def main() -> dict[str, Any]:
@@ -191,22 +202,24 @@ def topic_describe(
     default=None,
     help="Grow to this many partitions (never fewer). Keys map to new partitions from now on.",
 )
-@_retention_options(removable=True)
+@_config_options(removable=True)
 @cluster_options
 @_TIMEOUT_OPTION
 def topic_alter(
     name: str,
     partitions: int | None,
-    retention_bytes: int | None,
-    retention_ms: int | None,
     config: Path | None,
     bootstrap: str | None,
     timeout: float,
+    **settings: Any,
 ) -> None:
-    """Add partitions to NAME and/or change its retention (takes effect at once)."""
-    topic_config = _retention_config(retention_bytes, retention_ms)
+    """Add partitions to NAME and/or change its config (takes effect at once)."""
+    topic_config = _topic_config(**settings)
     if partitions is None and not topic_config:
-        raise click.UsageError("nothing to alter: give --partitions or --retention-*")
+        raise click.UsageError(
+            "nothing to alter: give --partitions, --retention-*, --cleanup-policy or "
+            "--delete-retention-ms / --min-compaction-lag-ms"
+        )
     client = _client(config, bootstrap, timeout)
 
     async def main() -> dict[str, Any]:
@@ -304,6 +317,19 @@ def _compression_option(help_text: str) -> Any:
     metavar="K=V",
     help="A header of every record; repeatable.",
 )
+@click.option(
+    "--key-separator",
+    default=None,
+    metavar="SEP",
+    help="Each line is KEY SEP VALUE (Kafka's parse.key with key.separator).",
+)
+@click.option(
+    "--null-value",
+    default=None,
+    metavar="TEXT",
+    help="A value equal to TEXT is sent as no value: a tombstone, which deletes its key "
+    "in a compacted topic (Kafka's null.marker).",
+)
 @click.option("--verbose", is_flag=True, help="Print partition and offset of every record.")
 @click.option(
     "--linger",
@@ -320,6 +346,8 @@ def produce(
     key: str | None,
     partition: int | None,
     header_pairs: tuple[str, ...],
+    key_separator: str | None,
+    null_value: str | None,
     verbose: bool,
     linger: float,
     compression: str,
@@ -329,6 +357,10 @@ def produce(
 ) -> None:
     """Produce one record per line of stdin to TOPIC."""
     headers = _parse_headers(header_pairs)
+    if key_separator is not None and (key is not None or not key_separator):
+        raise click.UsageError("--key-separator needs a non-empty SEP and no --key")
+    separator = key_separator.encode() if key_separator else None
+    null_marker = null_value.encode() if null_value is not None else None
     client = _client(config, bootstrap, timeout)
     # The bytes under stdin (click 8.2 deprecates get_binary_stream for this).
     stdin = sys.stdin.buffer
@@ -356,8 +388,20 @@ def produce(
             ) as producer,
         ):
             await client.partitions_for(topic_name)  # fail fast on an unknown topic
+            number = 0
             async for line in _stdin_lines(stdin):
-                sent.append(await producer.send(topic_name, line, key, partition, headers))
+                number += 1
+                line_key: bytes | str | None = key
+                value: bytes | None = line
+                if separator is not None:
+                    line_key, sep, value = line.partition(separator)
+                    if not sep:
+                        raise click.UsageError(
+                            f"line {number} has no key separator {key_separator!r}"
+                        )
+                if value == null_marker:
+                    value = None
+                sent.append(await producer.send(topic_name, value, line_key, partition, headers))
                 report_done(final=False)
             await producer.flush()
         report_done(final=True)
@@ -374,7 +418,9 @@ def produce(
 # ---------------------------------------------------------------- consume
 
 
-def _format_record(topic_name: str, partition: int, record: Record, fmt: str) -> str:
+def _format_record(
+    topic_name: str, partition: int, record: Record, fmt: str, key_separator: str | None = None
+) -> str:
     if fmt == "json":
         return json.dumps(
             {
@@ -388,7 +434,12 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
             },
             default=_json_default,
         )
-    return record.value.decode("utf-8", errors="backslashreplace")
+    # A tombstone (no value) prints as "null", as Kafka's console consumer does.
+    value = "null" if record.value is None else record.value.decode("utf-8", "backslashreplace")
+    if key_separator is None:
+        return value
+    key = "null" if record.key is None else record.key.decode("utf-8", "backslashreplace")
+    return f"{key}{key_separator}{value}"
 
 
 @click.command()
@@ -464,6 +515,13 @@ def _format_record(topic_name: str, partition: int, record: Record, fmt: str) ->
     show_default=True,
     help="text: the value per line; json: one object per line.",
 )
+@click.option(
+    "--key-separator",
+    default=None,
+    metavar="SEP",
+    help="text format: print KEY SEP VALUE per line (Kafka's print.key); a missing key "
+    "or value (a tombstone) prints as null.",
+)
 @_consistency_option(
     "linearizable: read from each partition's leader, up to everything acknowledged. "
     "serializable: read from any replica's copy (--prefer-replica first): the same "
@@ -491,6 +549,7 @@ def consume(
     rebalance: str,
     max_records: int | None,
     fmt: str,
+    key_separator: str | None,
     consistency: str,
     prefer_replica: str | None,
     config: Path | None,
@@ -536,7 +595,7 @@ def consume(
             try:
                 return await _consume_loop(
                     consumer, client, topic_name, fmt, max_records, follow,
-                    offset, from_beginning, start_ms,
+                    offset, from_beginning, start_ms, key_separator=key_separator,
                 )  # fmt: skip
             finally:
                 # Group-managed: commit and leave (the group rebalances at once);
@@ -557,6 +616,8 @@ async def _consume_loop(
     offset: int | None,
     from_beginning: bool,
     start_ms: int | None,
+    *,
+    key_separator: str | None = None,
 ) -> int:
     printed = 0
     group = consumer.group
@@ -585,7 +646,7 @@ async def _consume_loop(
             for p, first_unprinted in rewind.items():
                 consumer.seek(p, first_unprinted)
         for p, record in batch:
-            out.write(_format_record(topic_name, p, record, fmt) + "\n")
+            out.write(_format_record(topic_name, p, record, fmt, key_separator) + "\n")
         printed += len(batch)
         out.flush()
         if group is not None and batch:

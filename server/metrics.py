@@ -314,6 +314,8 @@ class Metrics:
     retention_clock_refusals: Counter = field(init=False)
     producer_ids: Gauge = field(init=False)
     producers_expired: Counter = field(init=False)
+    compaction_sweeps: Counter = field(init=False)
+    compaction_removed: Counter = field(init=False)
     data_dir_free: Gauge = field(init=False)
     data_dir_size: Gauge = field(init=False)
     pending_proposals: Gauge = field(init=False)
@@ -458,6 +460,15 @@ class Metrics:
         )
         for reason in ("idle", "limit"):
             self.producers_expired.inc(0, reason=reason)
+        self.compaction_sweeps = r.counter(
+            "raftlog_compaction_sweeps_total",
+            "Log compaction sweeps finished by partitions this node leads (compacted topics).",
+        )
+        self.compaction_removed = r.counter(
+            "raftlog_compaction_records_removed_total",
+            "Records removed by log compaction in partitions this node leads: superseded "
+            "by a later record of the same key, or tombstones past delete_retention_ms.",
+        )
         self.pending_proposals = r.gauge(
             "raftlog_pending_proposals", "Proposals waiting to be committed and applied."
         )

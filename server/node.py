@@ -14,6 +14,7 @@ from raftlog.log.store import NodeStore, staggered_write_buffer_bytes
 
 from .auth_reload import reload_on_sighup
 from .clock_skew import WALL_CLOCK_FILE_ENV, follow_offset_file
+from .compaction import CompactionManager
 from .config import ClusterConfig
 from .consumer_lag import register_consumer_lag
 from .cpu_latency import cpu_latency_request
@@ -96,9 +97,11 @@ async def run_node(
             with trio.CancelScope(shield=True) as scope:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(driver.run)
-                    # Snapshots/compaction/catch-up and per-topic retention (their modules).
+                    # Snapshots/catch-up, per-topic retention and log compaction of
+                    # compacted topics (their modules).
                     await nursery.start(driver.snapshots.run)
                     await nursery.start(RetentionManager(driver).run)
+                    await nursery.start(CompactionManager(driver).run)
                     clock_file = os.environ.get(WALL_CLOCK_FILE_ENV)
                     if clock_file:  # fault injection only (server/clock_skew.py)
                         nursery.start_soon(follow_offset_file, clock_file)

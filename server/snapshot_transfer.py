@@ -16,6 +16,13 @@ replica applies that entry itself) or is exactly what the snapshot promises.
 It is invisible until then: reads stop at the high watermark
 (``PartitionStateMachine.read``). Hence a transfer can stop anywhere (crash,
 disconnect) and resume from what is present (``contiguous_end``).
+
+Log compaction (log/compaction.py) rewrites committed batches in place, through
+the log: a sender's batch may be more compacted than the snapshot, which is
+harmless (this replica replays the same CompactRecords later, and removing a
+removed record again changes nothing). A replica's OWN batches may be less
+compacted than the snapshot, which is not: ``SnapshotRange.fetch_from``
+fetches everything again then.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class SnapshotRange:
 
     start_offset: int
     next_offset: int
+    # CompactRecords applied up to the snapshot (log/compaction.py); 0: none.
+    compactions: int = 0
 
     @classmethod
     def of(cls, data: bytes) -> SnapshotRange:
@@ -56,7 +65,20 @@ class SnapshotRange:
         start, nxt = obj["start_offset"], obj["next_offset"]
         if not (isinstance(start, int) and isinstance(nxt, int) and 0 <= start <= nxt):
             raise ValueError(f"bad snapshot range [{start!r}, {nxt!r})")
-        return cls(start, nxt)
+        compaction = obj.get("compaction") or (0, 0)
+        return cls(start, nxt, compaction[0] if isinstance(compaction[0], int) else 0)
+
+    def fetch_from(self, sm: Any) -> int:
+        """Where a transfer into ``sm``'s store starts: after the batches it already has.
+
+        Except when the snapshot holds compactions this replica never applied: its
+        own batches may still hold records the snapshot's replicas removed, and
+        no later entry would remove them here, so every batch is fetched again
+        (the sender's batches have the same keys and offsets, compacted).
+        """
+        if self.compactions != getattr(sm, "compactions", 0):
+            return self.start_offset
+        return sm.contiguous_end(self.start_offset, self.next_offset)
 
 
 class TransferError(Exception):
@@ -229,7 +251,7 @@ async def fetch_missing_batches(
     gets each written chunk's record bytes, as it goes (metrics show a long
     transfer's progress, not only its end).
     """
-    pos = sm.contiguous_end(wanted.start_offset, wanted.next_offset)
+    pos = wanted.fetch_from(sm)
     chunks = 0
     while pos < wanted.next_offset:
         if not still_wanted():

@@ -460,7 +460,7 @@ class SnapshotManager:
             raise TransferError("group no longer hosted")
         wanted = SnapshotRange.of(msg.snapshot.data)
         sm = group.sm
-        if sm.contiguous_end(wanted.start_offset, wanted.next_offset) >= wanted.next_offset:
+        if wanted.fetch_from(sm) >= wanted.next_offset:
             return
         address = self._address_of(msg.frm)
         if address is None:

@@ -15,6 +15,7 @@ import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch
 from raftlog.raft.types import Role
+from raftlog.server.compaction import CompactionManager
 from raftlog.server.config import AuthConfig, Limits
 from raftlog.server.driver import MultiRaft
 from raftlog.server.listener import serve
@@ -29,9 +30,11 @@ SNAP = SnapshotConfig(entries=20, entry_bytes=1 << 30, trailing=5, chunk_bytes=2
 
 
 class SnapCluster(InProcCluster):
-    """InProcCluster whose nodes also serve TCP and run snapshots (and retention)."""
+    """InProcCluster whose nodes also serve TCP and run snapshots (and retention, and
+    log compaction, when their intervals are set)."""
 
     retention_interval_s: float | None = None
+    compaction_interval_s: float | None = None
     snapshot_config: SnapshotConfig = SNAP
 
     async def _run(self, node: str, driver: MultiRaft, task_status: Any) -> None:
@@ -56,6 +59,12 @@ class SnapCluster(InProcCluster):
                     if self.retention_interval_s is not None:
                         retention = RetentionManager(driver, interval_s=self.retention_interval_s)
                         await inner.start(retention.run)
+                    if self.compaction_interval_s is not None:
+                        compaction = CompactionManager(
+                            driver, interval_s=self.compaction_interval_s, chunk_bytes=300,
+                            dirty_ratio=0.0,  # sweep whenever anything is new
+                        )
+                        await inner.start(compaction.run)
                     task_status.started()
         finally:
             self.stopped[node].set()

@@ -1,0 +1,276 @@
+"""Log compaction: planning a sweep (log/compaction.py) and applying its chunks
+(PartitionStateMachine, CompactRecords), checked against a model of every record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from raftlog.client.errors import ErrorCode
+from raftlog.client.protocol import decode_batch, encode_record_rows
+from raftlog.log.commands import CompactRecords, Produce, TruncatePrefix
+from raftlog.log.compaction import plan_sweep
+from raftlog.log.store import NodeStore
+from raftlog.raft.types import ConfState
+
+from .test_partition import GID, Log
+
+DAY_MS = 86_400_000
+
+
+def kv(
+    pairs: list[tuple[bytes | None, bytes | None]], ts: int = 1000, compression: str | None = None
+) -> Produce:
+    """One batch of (key, value) records; a None value is a tombstone."""
+    blob, count, crc = encode_record_rows([[None, k, v, None] for k, v in pairs], compression)
+    return Produce(blob, count, crc, None, None, ts)
+
+
+def records(plog: Log) -> list[tuple[int, bytes | None, bytes | None]]:
+    """(offset, key, value) of every record a reader sees from the start offset."""
+    sm = plog.sm
+    out = []
+    for base, ts, _, blob in sm.read(sm.start_offset, 1 << 30):
+        out += [(r.offset, r.key, r.value) for r in decode_batch(base, ts, blob, sm.start_offset)]
+    return out
+
+
+def sweep(plog: Log, *, tombstones_before_ms: int | None = None, chunk_bytes: int = 1 << 20) -> int:
+    """Plan a sweep of the whole partition and apply its chunks; records removed."""
+    sm = plog.sm
+    plan = plan_sweep(
+        sm,
+        start=sm.start_offset,
+        end=sm.next_offset,
+        tombstones_before_ms=tombstones_before_ms,
+        chunk_bytes=chunk_bytes,
+    )
+    removed = 0
+    for chunk in plan.chunks:
+        (result,) = plog.run(chunk)
+        assert result.ok, result.message
+        removed += result.compacted
+    return removed
+
+
+@pytest.fixture
+def plog(store: NodeStore) -> Iterator[Log]:
+    store.create_group(GID, ConfState(voters=("n1",)))
+    yield Log(store)
+
+
+def test_keeps_the_latest_record_of_each_key_at_its_offset(plog: Log) -> None:
+    plog.run(kv([(b"a", b"1"), (b"b", b"1"), (b"a", b"2")]))  # 0-2
+    plog.run(kv([(None, b"no key"), (b"c", b"1")]))  # 3-4
+    plog.run(kv([(b"b", b"2"), (b"a", b"3")]))  # 5-6
+    assert sweep(plog) == 3  # a@0, b@1, a@2
+    assert records(plog) == [
+        (3, None, b"no key"),
+        (4, b"c", b"1"),
+        (5, b"b", b"2"),
+        (6, b"a", b"3"),
+    ]
+    # Offsets, the range and the batch layout are unchanged.
+    assert (plog.sm.start_offset, plog.sm.next_offset) == (0, 7)
+    assert [(b[0], b[2]) for b in plog.sm.read(0, 1 << 30)] == [(0, 3), (3, 2), (5, 2)]
+    assert (plog.sm.compactions, plog.sm.compacted_below) == (1, 7)
+    assert sweep(plog) == 0  # nothing more to remove
+
+
+def test_a_reader_from_inside_a_removed_run_gets_the_next_record(plog: Log) -> None:
+    plog.run(kv([(b"k", str(i).encode()) for i in range(10)]))
+    sweep(plog)
+    (base, ts, count, blob) = plog.sm.read(4, 1 << 20)[0]
+    assert (base, count) == (0, 10)
+    assert [(r.offset, r.value) for r in decode_batch(base, ts, blob, 4)] == [(9, b"9")]
+    assert decode_batch(base, ts, blob, 10) == []
+
+
+def test_compressed_batches_stay_compressed_and_readable(plog: Log) -> None:
+    plog.run(kv([(b"k%d" % (i % 3), b"x" * 200) for i in range(30)], compression="zstd"))
+    before = len(plog.sm.read(0, 1 << 30)[0][3])
+    assert sweep(plog) == 27
+    blob = plog.sm.read(0, 1 << 30)[0][3]
+    assert blob[0] == 0xC1  # still a compressed batch (client/compression.py)
+    assert len(blob) < before
+    assert [o for o, _, _ in records(plog)] == [27, 28, 29]
+
+
+def test_tombstones_stay_until_delete_retention_then_go_with_their_key(plog: Log) -> None:
+    plog.run(kv([(b"a", b"1"), (b"b", b"1")], ts=1000))
+    plog.run(kv([(b"a", None)], ts=2000))  # delete a
+    sweep(plog, tombstones_before_ms=2000)  # the tombstone is not old enough
+    assert records(plog) == [(1, b"b", b"1"), (2, b"a", None)]
+    sweep(plog, tombstones_before_ms=2001)
+    assert records(plog) == [(1, b"b", b"1")]
+
+
+def test_a_key_written_again_after_its_tombstone_keeps_the_new_value(plog: Log) -> None:
+    plog.run(kv([(b"a", b"1"), (b"a", None), (b"a", b"2")], ts=1000))
+    sweep(plog, tombstones_before_ms=5000)
+    assert records(plog) == [(2, b"a", b"2")]
+
+
+def test_records_beyond_the_sweep_end_are_not_touched(plog: Log) -> None:
+    plog.run(kv([(b"a", b"1")]))
+    plog.run(kv([(b"a", b"2")]))
+    plan = plan_sweep(plog.sm, start=0, end=1, tombstones_before_ms=None)
+    for chunk in plan.chunks:
+        plog.run(chunk)
+    assert [o for o, _, _ in records(plog)] == [0, 1]  # a@0 is the latest below end=1
+
+
+def test_undecodable_batches_are_kept_whole(plog: Log) -> None:
+    plog.run(Produce(b"\xc1\x09junk", 2, 0, None, None, 1000))  # unknown codec id
+    plog.run(Produce(b"not msgpack at all", 1, 0, None, None, 1000))
+    plog.run(kv([(b"a", b"1"), (b"a", b"2")]))
+    plan = plan_sweep(plog.sm, start=0, end=5, tombstones_before_ms=None)
+    assert plan.undecodable == 2 and plan.removable == 1  # a@3
+    # A leader that names the junk batches' offsets anyway changes nothing there.
+    (r,) = plog.run(CompactRecords(0, 5, [0, 4]))
+    assert r.ok and r.compacted == 1  # only a@3, in the decodable batch
+    stored = plog.sm.read(0, 1 << 30)
+    assert [b[3] for b in stored[:2]] == [b"\xc1\x09junk", b"not msgpack at all"]
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "removed", "why"),
+    [
+        (0, 9, [], "outside"),  # beyond the high watermark (4)
+        (2, 1, [], "outside"),
+        (0, 4, [1], "even"),
+        (0, 4, [2, 3, 0, 1], "not sorted"),
+        (1, 4, [0, 1], "not sorted"),  # below lo
+        (0, 4, [2, 2], "not sorted"),  # empty range
+    ],
+)
+def test_bad_chunks_are_refused_and_change_nothing(
+    plog: Log, lo: int, hi: int, removed: list[int], why: str
+) -> None:
+    plog.run(kv([(b"a", b"1"), (b"a", b"2"), (b"a", b"3"), (b"a", b"4")]))
+    (r,) = plog.run(CompactRecords(lo, hi, removed))
+    assert r.error is ErrorCode.INVALID_REQUEST and why in r.message
+    assert len(records(plog)) == 4 and plog.sm.compactions == 0
+
+
+def test_progress_survives_a_restart_and_travels_in_snapshots(plog: Log) -> None:
+    plog.run(kv([(b"a", b"1"), (b"a", b"2")]))
+    sweep(plog)
+    reopened = Log(plog.store)
+    assert (reopened.sm.compactions, reopened.sm.compacted_below) == (1, 2)
+    state = plog.sm.snapshot_state()
+    other = Log(plog.store, gid=GID + 1)
+    plog.store.create_group(GID + 1, ConfState(voters=("n1",)))
+    wb = plog.store.new_batch()
+    other.sm.restore_state(state, wb)
+    plog.store.write(wb, sync=False)
+    assert (Log(plog.store, gid=GID + 1).sm.compactions, other.sm.compacted_below) == (1, 2)
+
+
+def test_a_chunk_sees_batches_produced_earlier_in_the_same_apply_call(plog: Log) -> None:
+    """Replay after a crash, or a follower catching up, applies many entries in one
+    call: a chunk must rewrite batches not yet in RocksDB exactly as it would
+    rewrite them one call later, or replicas would differ by how they batched."""
+    plog.run(kv([(b"a", b"1"), (b"a", b"2")]))
+    one_call = plog.apply(
+        plog.entry(kv([(b"a", b"3")])), plog.entry(CompactRecords(0, 3, [0, 2]))
+    )
+    assert one_call[1][0].compacted == 2
+    assert records(plog) == [(2, b"a", b"3")]
+
+
+# ---------------------------------------------------------------- against a model
+
+KEYS = [b"a", b"b", b"c", b"d", None]
+record = st.tuples(st.sampled_from(KEYS), st.one_of(st.none(), st.binary(max_size=3)))
+step = st.one_of(
+    st.tuples(st.just("produce"), st.lists(record, min_size=1, max_size=5), st.booleans()),
+    st.tuples(st.just("sweep"), st.integers(1, 3), st.integers(0, 10)),
+    st.tuples(st.just("truncate"), st.integers(0, 40), st.just(0)),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(steps=st.lists(step, max_size=25))
+def test_replicas_agree_and_every_key_keeps_its_latest_record(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple]
+) -> None:
+    """Random produces (keys, keyless records, tombstones, compressed or not), sweeps
+    in small chunks, retention cuts. After every step:
+    - each record read back is exactly the one produced at that offset;
+    - every keyless record and each key's latest record stay, except a tombstone
+      past its retention;
+    - below a finished sweep's end, no key appears twice;
+    - a second replica, fed the same entries in differently sized apply calls,
+      stores exactly the same batches."""
+    dirs = [tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")]
+    stores = [NodeStore.open(d, cluster="test", node_id="n1") for d in dirs]
+    try:
+        for s in stores:
+            s.create_group(GID, ConfState(voters=("n1",)))
+        leader, follower = Log(stores[0]), Log(stores[1])
+        held: list = []  # entries the follower has not applied yet
+        produced: dict[int, tuple[bytes | None, bytes | None, int]] = {}
+        ts = 0
+        swept_to = 0
+        horizon = -1  # the latest tombstone horizon any sweep used
+
+        def run(cmd: object) -> None:
+            leader.run(cmd)
+            held.append(cmd)
+            if len(held) >= 3:  # the follower applies several entries per call
+                follower.apply(*(follower.entry(c) for c in held))
+                held.clear()
+
+        for kind, a, b in steps:
+            if kind == "produce":
+                ts += 10
+                base = leader.sm.next_offset
+                for i, (k, v) in enumerate(a):
+                    produced[base + i] = (k, v, ts)
+                run(kv(a, ts=ts, compression="zstd" if b else None))
+            elif kind == "truncate":
+                run(TruncatePrefix(a))
+            else:
+                before = ts - b * 10 if b else None
+                horizon = max(horizon, before or -1)
+                plan = plan_sweep(
+                    leader.sm,
+                    start=leader.sm.start_offset,
+                    end=leader.sm.next_offset,
+                    tombstones_before_ms=before,
+                    chunk_bytes=a * 8,
+                )
+                for chunk in plan.chunks:
+                    run(chunk)
+                swept_to = leader.sm.next_offset
+            got = records(leader)
+            start = leader.sm.start_offset
+            for offset, k, v in got:
+                assert produced[offset][:2] == (k, v)
+            present = {offset for offset, _, _ in got}
+            latest: dict[bytes, int] = {}
+            for offset in range(start, leader.sm.next_offset):
+                k, v, _ = produced[offset]
+                if k is None:
+                    assert offset in present, f"keyless record {offset} lost"
+                else:
+                    latest[k] = offset
+            for k, offset in latest.items():
+                _, v, stamp = produced[offset]
+                expired = v is None and stamp < horizon
+                assert offset in present or expired, f"latest record of {k!r} at {offset} lost"
+            below = [k for offset, k, _ in got if k is not None and offset < swept_to]
+            assert len(below) == len(set(below)), "a key twice below the last sweep's end"
+        if held:
+            follower.apply(*(follower.entry(c) for c in held))
+        assert follower.sm.read(0, 1 << 30) == leader.sm.read(0, 1 << 30)
+        assert (follower.sm.compactions, follower.sm.compacted_below) == (
+            leader.sm.compactions,
+            leader.sm.compacted_below,
+        )
+    finally:
+        for s in stores:
+            s.close()

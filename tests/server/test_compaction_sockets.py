@@ -1,0 +1,98 @@
+"""Compacted topics over real sockets, with the client library: three nodes, a
+Producer writing keyed records and tombstones, a Consumer reading the result,
+and topic configs a node must refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from raftlog.client.aio import AsyncClient
+from raftlog.client.consumer import Consumer
+from raftlog.client.errors import InvalidRequestError
+from raftlog.client.producer import Producer
+from raftlog.server.config import RetentionConfig
+
+from .cluster_harness import make_config
+from .test_tls_cluster import DEADLINE_S, FAST, running
+
+ROUNDS = 30
+KEYS = [b"user-%d" % i for i in range(4)]
+
+
+async def read_all(client: AsyncClient, topic: str) -> list[tuple[int, bytes | None, bytes | None]]:
+    """Every record from offset 0 to the end, fetch after fetch."""
+    out = []
+    offset = 0
+    while True:
+        result = await client.fetch(topic, 0, offset)
+        out += [(r.offset, r.key, r.value) for r in result.records]
+        offset = result.next_offset(offset)
+        if offset >= result.end_offset:
+            return out
+
+
+async def test_a_compacted_topic_keeps_the_latest_value_of_each_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAFTLOG_COMPACTION_DIRTY_RATIO", "0")  # sweep whenever anything is new
+    cfg = make_config(tmp_path, 3, retention=RetentionConfig(interval_ms=50), **FAST)
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with AsyncClient([n.address for n in cfg.nodes], request_timeout=3.0) as client:
+                await client.create_topic(
+                    "kv", 1, 3, {"cleanup_policy": "compact", "delete_retention_ms": 1}
+                )
+                expected: dict[bytes, bytes] = {}
+                async with Producer(client, linger=0.001) as producer:
+                    for i in range(ROUNDS):
+                        for key in KEYS:
+                            value = b"%s=%d" % (key, i)
+                            await producer.send("kv", value, key, partition=0)
+                            expected[key] = value
+                    await producer.send("kv", b"no key", None, partition=0)
+                    # Deleted: the tombstone goes too (delete_retention_ms = 1), so
+                    # the partition's last offsets end up holding no record at all.
+                    await producer.send("kv", None, KEYS[0], partition=0)
+                    del expected[KEYS[0]]
+                end = ROUNDS * len(KEYS) + 2
+                want = sorted([*expected.items(), (None, b"no key")], key=repr)
+                while True:
+                    got = await read_all(client, "kv")
+                    if sorted(((k, v) for _, k, v in got), key=repr) == want:
+                        break
+                    await trio.sleep(0.02)  # the next sweep: a round every 50 ms
+                offsets = [o for o, _, _ in got]
+                assert offsets == sorted(offsets) and offsets[-1] < end - 1
+
+                # A consumer from the beginning gets exactly those records, and does not
+                # stop short of the end: the removed last offsets are skipped.
+                consumer = Consumer(client, None, "kv", [0], max_wait=0.0)
+                consumer.seek(0, 0)
+                seen = []
+                while not (seen and consumer.at_end()):
+                    seen += [(r.key, r.value) for _, r in await consumer.poll()]
+                assert sorted(seen, key=repr) == want
+                assert consumer.position(0) == end
+
+
+async def test_topic_configs_of_compaction_are_checked(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, 3, **FAST)
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with AsyncClient([n.address for n in cfg.nodes], request_timeout=3.0) as client:
+                for bad in (
+                    {"cleanup_policy": "shred"},
+                    {"cleanup_policy": 1},
+                    {"delete_retention_ms": -1},
+                    {"min_compaction_lag_ms": "1h"},
+                ):
+                    with pytest.raises(InvalidRequestError):
+                        await client.create_topic("t", 1, 3, bad)
+                await client.create_topic("t", 1, 3, {"cleanup_policy": "delete"})
+                altered = await client.alter_topic("t", config={"cleanup_policy": "compact"})
+                assert altered["config"] == {"cleanup_policy": "compact"}
+                with pytest.raises(InvalidRequestError):
+                    await client.alter_topic("t", config={"cleanup_policy": "shred"})
+                assert (await client.produce("t", b"still serving", b"k")).offset == 0
