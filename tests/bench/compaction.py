@@ -6,7 +6,7 @@ Fills one partition of a fresh store with ``--batches`` batches of ``--records``
 100-byte records, keyed at random among ``--keys`` keys, then times the
 leader's plan (two passes over the stored batches, in a worker thread on a
 node) and the apply of its chunks (what every replica does on its event loop,
-one 1 MiB chunk at a time), and prints records per second for each.
+one 256 KiB chunk at a time), and prints records per second for each.
 """
 
 from __future__ import annotations
