@@ -68,7 +68,7 @@ def sweep_end(sm: Any, config: dict[str, Any], now_ms: int) -> int:
     if found is None:
         return sm.next_offset
     offset, _ = found
-    holding = sm._batch_holding(offset)
+    holding = next(sm.batch_headers(lo=offset, hi=offset + 1), None)
     return holding[0] if holding is not None else offset
 
 

@@ -14,6 +14,7 @@ from raftlog.log.commands import CompactRecords, Produce, TruncatePrefix
 from raftlog.log.compaction import plan_sweep
 from raftlog.log.store import NodeStore
 from raftlog.raft.types import ConfState
+from raftlog.server.compaction import LastSweep, sweep_due, sweep_end
 
 from .test_partition import GID, Log
 
@@ -274,3 +275,34 @@ def test_replicas_agree_and_every_key_keeps_its_latest_record(
     finally:
         for s in stores:
             s.close()
+
+
+# ---------------------------------------------------------------- when the leader sweeps
+
+
+def test_sweep_end_leaves_out_records_younger_than_the_lag(plog: Log) -> None:
+    plog.run(kv([(b"a", b"1"), (b"b", b"1")], ts=1000))  # 0-1
+    plog.run(kv([(b"a", b"2"), (b"b", b"2")], ts=2000))  # 2-3
+    plog.run(kv([(b"a", b"3")], ts=3000))  # 4
+    sm = plog.sm
+    assert sweep_end(sm, {}, now_ms=3600) == 5
+    assert sweep_end(sm, {"min_compaction_lag_ms": 1500}, now_ms=3600) == 4  # 3000 > 2100
+    assert sweep_end(sm, {"min_compaction_lag_ms": 1600}, now_ms=3600) == 4  # 2000: old enough
+    assert sweep_end(sm, {"min_compaction_lag_ms": 1601}, now_ms=3600) == 2  # 2000 is not
+    assert sweep_end(sm, {"min_compaction_lag_ms": 500}, now_ms=3600) == 5  # all old enough
+    assert sweep_end(sm, {"min_compaction_lag_ms": 2700}, now_ms=3600) == 0  # none is
+
+
+def test_a_sweep_is_due_by_dirty_ratio_or_an_expiring_tombstone(plog: Log) -> None:
+    plog.run(kv([(b"k", b"%d" % i) for i in range(8)]))
+    sm = plog.sm
+    assert sweep_due(sm, 8, 0.5, None, now_ms=0)  # a new leader: anything new
+    sweep(plog)
+    last = LastSweep(end=8, live=1, tombstone_due_ms=None)
+    assert not sweep_due(sm, 8, 0.5, last, now_ms=0)  # nothing new
+    plog.run(kv([(b"k", b"x")]))  # 1 new against 1 live: ratio 0.5
+    assert sweep_due(sm, 9, 0.5, last, now_ms=0)
+    assert not sweep_due(sm, 9, 0.6, last, now_ms=0)
+    waiting = LastSweep(end=9, live=1, tombstone_due_ms=5000)
+    assert not sweep_due(sm, 8, 0.5, waiting, now_ms=4999)
+    assert sweep_due(sm, 8, 0.5, waiting, now_ms=5000)  # nothing new, but a delete expires
