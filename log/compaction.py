@@ -57,7 +57,7 @@ from .commands import CompactRecords
 # A chunk's stored bytes: bounds one CompactRecords' work on every replica's
 # event loop (it decodes and re-encodes the batches it touches).
 DEFAULT_CHUNK_BYTES = 256 << 10  # 5-7 ms of apply per chunk here (tests/bench/compaction.py)
-_HEADER = struct.Struct(">QQI")  # base_offset, timestamp_ms, count (log/partition.py)
+_HEADER_SIZE = struct.calcsize(">QQI")  # base_offset, timestamp_ms, count (log/partition.py)
 
 Row = list[Any]  # [timestamp_ms or None, key, value, headers]
 
@@ -193,24 +193,9 @@ class SweepPlan:
 
 
 def _stored_batches(sm: Any, lo: int, hi: int) -> Iterator[tuple[int, int, int, bytes]]:
-    """``(base, timestamp_ms, count, records_blob)`` of the stored batches holding
-    offsets in ``[lo, hi)``, oldest first (one RocksDB iteration)."""
-    it = sm.db.iter()
-    begin, end = sm.batch_key_range()
-    it.seek_for_prev(sm.batch_key(lo))
-    if not it.valid() or it.key() < begin:
-        it.seek(begin)
-    while it.valid():
-        key = it.key()
-        if key >= end:
-            return
-        value = it.value()
-        base, ts, count = _HEADER.unpack_from(value)
-        if base >= hi:
-            return
-        if base + count > lo:
-            yield base, ts, count, value[_HEADER.size :]
-        it.next()
+    """``(base, timestamp_ms, count, records_blob)`` of the batches holding ``[lo, hi)``."""
+    for base, ts, count, value in sm.stored_batches(lo, hi):
+        yield base, ts, count, value[_HEADER_SIZE:]
 
 
 def plan_sweep(

@@ -520,34 +520,30 @@ class PartitionStateMachine:
     def _batches_in(self, lo: int, hi: int) -> list[tuple[int, int, bytes]]:
         """``(base, count, stored value)`` of the batches holding offsets in ``[lo, hi)``,
         including those put earlier in this apply call (the later put wins)."""
-        found: dict[int, tuple[int, int, bytes]] = {}
-        it = self.db.iter()
-        it.seek_for_prev(keys.batch_key(self.group_id, lo))
-        if not it.valid() or it.key() < self._batch_begin:
-            it.seek(self._batch_begin)
-        while it.valid():
-            key = it.key()
-            if key >= self._batch_end:
-                break
-            value = it.value()
-            base, _, count = BATCH_HEADER.unpack_from(value)
-            if base >= hi:
-                break
-            if base + count > lo:
-                found[base] = (base, count, value)
-            it.next()
+        found = {b: (b, count, value) for b, _, count, value in self.stored_batches(lo, hi)}
         for base, count, value in self._unwritten:
             if base < hi and base + count > lo:
                 found[base] = (base, count, value)
         return [found[b] for b in sorted(found)]
 
-    # The key range of this partition's batches, for readers outside this class
-    # (log/compaction.py plans over them in a worker thread).
-    def batch_key_range(self) -> tuple[bytes, bytes]:
-        return self._batch_begin, self._batch_end
-
-    def batch_key(self, offset: int) -> bytes:
-        return keys.batch_key(self.group_id, offset)
+    def stored_batches(self, lo: int, hi: int) -> Iterator[tuple[int, int, int, bytes]]:
+        """``(base, timestamp_ms, count, stored value)`` of the batches in RocksDB holding
+        offsets in ``[lo, hi)``, oldest first: one iteration, and only reads, so log
+        compaction plans over it in a worker thread (log/compaction.py)."""
+        it = self.db.iter()
+        it.seek_for_prev(keys.batch_key(self.group_id, lo))
+        if not it.valid() or it.key() < self._batch_begin:
+            it.seek(self._batch_begin)
+        while it.valid():
+            if it.key() >= self._batch_end:
+                return
+            value = it.value()
+            base, ts, count = BATCH_HEADER.unpack_from(value)
+            if base >= hi:
+                return
+            if base + count > lo:
+                yield base, ts, count, value
+            it.next()
 
     def _truncate_command(self, cmd: TruncatePrefix, batch: WriteBatch) -> ApplyResult:
         if cmd.start_offset < 0:
