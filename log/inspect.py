@@ -97,13 +97,13 @@ class DataDirReader:
         sm = PartitionStateMachine(self._store, group_id)
         offset = sm.start_offset
         while offset < sm.next_offset:
-            got = 0
-            for base, ts, _count, blob in sm.read(offset, READ_CHUNK_BYTES):
-                for rec in decode_batch(base, ts, blob, offset):
-                    yield rec
-                    got += 1
-                    offset = rec.offset + 1
-            if not got:
+            before = offset
+            for base, ts, count, blob in sm.read(offset, READ_CHUNK_BYTES):
+                yield from decode_batch(base, ts, blob, offset)
+                # Past the batch, not its last record: a compacted batch may hold
+                # none of its records any more, or not its last ones.
+                offset = max(offset, base + count)
+            if offset == before:
                 return  # a hole: the caller sees records stop before end_offset
 
 

@@ -16,6 +16,7 @@ from raftlog.log.commands import (
     TruncatePrefix,
     encode_entry_commands,
 )
+from raftlog.log.compaction import plan_sweep
 from raftlog.log.identity import DataDirError
 from raftlog.log.inspect import open_read_only, topic_report
 from raftlog.log.metadata import METADATA_GROUP_ID, MetadataStateMachine
@@ -23,6 +24,7 @@ from raftlog.log.partition import PartitionStateMachine
 from raftlog.log.store import NodeStore
 from raftlog.raft.types import ConfState, Entry
 
+from .test_compaction import kv
 from .test_partition import Log
 
 
@@ -103,6 +105,30 @@ def test_batches_beyond_the_applied_end_are_not_records(data_dir: Path) -> None:
     with open_read_only(data_dir) as reader:
         assert reader.partition(2).end_offset == 2
         assert [r.value for r in reader.records(2)] == [b"a", b"b"]
+
+
+def test_reads_past_batches_that_compaction_emptied(data_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # One batch per read, so that a read finds only emptied batches: the reader
+    # must step over them by their offsets, not stop as at a hole.
+    monkeypatch.setattr("raftlog.log.inspect.READ_CHUNK_BYTES", 1)
+    with NodeStore.open(data_dir, cluster="test", node_id="n1") as store:
+        store.create_group(4, ConfState(voters=("n1",)))
+        plog = Log(store, 4)
+        for value in (b"1", b"2", b"3"):
+            plog.run(kv([(b"a", value)]))
+        plog.run(kv([(b"b", b"1"), (b"a", b"4")]))
+        sm = plog.sm
+        plan = plan_sweep(sm, start=0, end=sm.next_offset, tombstones_before_ms=None,
+                          chunk_bytes=1 << 20)
+        for chunk in plan.chunks:
+            (result,) = plog.run(chunk)
+            assert result.ok, result.message
+        expected = served(sm)
+    with open_read_only(data_dir) as reader:
+        got = [(r.offset, r.key, r.value) for r in reader.records(4)]
+    assert [(o, v) for o, _, v in got] == expected == [(3, b"1"), (4, b"4")]
+    assert [k for _, k, _ in got] == [b"b", b"a"]
 
 
 def test_opening_read_only_changes_nothing_on_disk(data_dir: Path) -> None:
