@@ -82,10 +82,12 @@ class Anomaly:
 class LogCheckResult:
     anomalies: list[Anomaly]
     stats: dict[str, Any]
+    # The types that make a history invalid (checker_compact has its own).
+    bad_types: frozenset[str] = BAD_TYPES
 
     @property
     def valid(self) -> bool:
-        return not any(a.type in BAD_TYPES for a in self.anomalies)
+        return not any(a.type in self.bad_types for a in self.anomalies)
 
     def by_type(self) -> dict[str, list[Anomaly]]:
         out: dict[str, list[Anomaly]] = defaultdict(list)
@@ -97,7 +99,7 @@ class LogCheckResult:
         grouped = self.by_type()
         return {
             "valid": self.valid,
-            "anomaly_types": sorted(t for t in grouped if t in BAD_TYPES),
+            "anomaly_types": sorted(t for t in grouped if t in self.bad_types),
             "counts": {t: len(v) for t, v in sorted(grouped.items())},
             "anomalies": {
                 t: [a.to_dict() for a in v[:MAX_EXAMPLES]] for t, v in sorted(grouped.items())

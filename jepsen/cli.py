@@ -89,6 +89,10 @@ def jepsen() -> None:
               show_default=True,
               help="Fraction of fetches and polls sent with consistency=serializable (any "
                    "replica's copy): checked for everything but recency.")
+@click.option("--delete-retention-ms", type=click.IntRange(0, None), default=5000,
+              show_default=True,
+              help="compact workload: how long a tombstone stays readable (the topic's "
+                   "delete_retention_ms); the checker tells early removals from this.")
 @click.option("--nemesis", "nemesis_", default="partition,kill,pause", show_default=True,
               help=f"Comma-separated, of: {', '.join(KINDS)}; 'none' for no faults.")
 @click.option("--kill-targets", default=",".join(TARGETS), show_default=True)
@@ -132,7 +136,8 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
             rejoin: bool, rate: float, consumers: int, session_timeout: float,
             static_members: bool, rebalance: str, serializable_reads: float,
-            out: Path | None, tls: bool, lease_reads: bool, unsafe_no_fsync: bool,
+            delete_retention_ms: int, out: Path | None, tls: bool, lease_reads: bool,
+            unsafe_no_fsync: bool,
             unsafe_ack_before_commit: bool, unsafe_follower_reads: bool) -> None:
     """Start a cluster, run a workload under faults, check the history."""
     from .runner import RunOptions, run
@@ -162,7 +167,8 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         concurrency=concurrency, partitions=partitions, seed=seed, nemesis_interval=interval,
         spares=spares, rejoin=rejoin, consumers=consumers, session_timeout=session_timeout,
         static_members=static_members, serializable_reads=serializable_reads,
-        rebalance=rebalance, kill_targets=targets, disk_full_targets=full_targets,
+        rebalance=rebalance, delete_retention_ms=delete_retention_ms, kill_targets=targets,
+        disk_full_targets=full_targets,
         partition_shapes=shapes,
         clock_targets=skew_targets, power_targets=cut_targets,
         rate_per_worker=rate, tls=tls, lease_reads=lease_reads,

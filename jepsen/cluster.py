@@ -48,6 +48,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 from raftlog.client.aio import AsyncClient
@@ -103,7 +104,9 @@ class ClusterSettings:
     lazyfs: bool = False  # every data dir on a lazyfs mount (the power nemesis)
     tls: bool = False  # [tls] on every node: a run CA, one certificate for 127.0.0.1
     retention_ms: int | None = None  # the test topic's retention_ms
-    retention_interval_ms: int | None = None  # [retention] interval_ms
+    retention_interval_ms: int | None = None  # [retention] interval_ms (also compaction's)
+    topic_config: dict[str, Any] = field(default_factory=dict)  # more of the topic's config
+    node_env: dict[str, str] = field(default_factory=dict)  # extra environment of every node
 
 
 @dataclass(slots=True)
@@ -472,9 +475,10 @@ class JepsenCluster:
             node.log_offset = out.tell()
             out.write(f"=== jepsen: starting {nid} at {time.time():.3f}\n".encode())
             out.flush()
-            env = None
+            extra = dict(self.settings.node_env)
             if self.settings.clock_files:
-                env = {**os.environ, "RAFTLOG_TEST_WALL_CLOCK_FILE": str(self.clock_path(nid))}
+                extra["RAFTLOG_TEST_WALL_CLOCK_FILE"] = str(self.clock_path(nid))
+            env = {**os.environ, **extra} if extra else None
             node.proc = subprocess.Popen(
                 [sys.executable, "-m", "raftlog.server", "node", "start",
                  "--config", str(self.config_path), "--node", nid],
@@ -601,10 +605,11 @@ class JepsenCluster:
                                    tls=self.client_tls) as client:
                 while True:
                     try:
-                        config = ({"retention_ms": self.settings.retention_ms}
-                                  if self.settings.retention_ms else None)
+                        config = dict(self.settings.topic_config)
+                        if self.settings.retention_ms:
+                            config["retention_ms"] = self.settings.retention_ms
                         await client.create_topic(topic, partitions=partitions,
-                                                  replicas=replicas, config=config)
+                                                  replicas=replicas, config=config or None)
                         return
                     except RaftlogError as exc:
                         if exc.code.value == "TOPIC_EXISTS":

@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from . import replicas
+from . import checker_compact, replicas
 from .history import Op
 from .replicas import ReplicaAnomaly, ReplicaCopy
 from .workload import decode_value
@@ -62,9 +62,11 @@ def copies_from_report(
         if node.get("error"):
             notes.append(f"{label}: data dir not (fully) read: {node['error']}")
         for key, part in sorted((node.get("partitions") or {}).items()):
+            applied = part.get("applied_index")
             copies.append(ReplicaCopy(
                 label, int(key), int(part["start"]), int(part["end"]),
                 [(int(o), _value(v)) for o, v in part["records"]],
+                int(applied) if applied is not None else None,
             ))
     for c in report.get("mapping_conflicts") or []:
         # Group ids are assigned when the metadata group applies CREATE_TOPIC:
@@ -90,7 +92,8 @@ async def check_replicas(dirs: Sequence[Path], topic: str, ops: Sequence[Op]) ->
         return replicas.not_checked(f"reading the data dirs failed: {exc!r}")
     copies, notes, extra = copies_from_report(report)
     drains, sent = replicas.from_history(ops)
-    check = replicas.compare(copies, drains, sent)
+    check = replicas.compare(copies, drains, sent,
+                             compacted=checker_compact.is_compact_history(ops))
     check.anomalies += extra
     check.notes[:0] = notes
     return check.to_dict()

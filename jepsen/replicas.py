@@ -22,7 +22,9 @@ Everything here is a pure function over plain data (no RocksDB, no I/O):
   ``replica-phantom``     a replica holds, beyond the drained end, a value
                           that no worker ever sent to that partition;
   ``replica-gap``         a replica's records are not exactly the offsets
-                          [start, end) it claims (offsets are dense, DESIGN §5).
+                          [start, end) it claims (offsets are dense, DESIGN §5;
+                          not checked for a compacted topic, whose sweeps leave
+                          holes: there a tombstone's value is None).
 
   Not anomalies, only notes: a replica that lags (it holds fewer records than
   the drain: a follower may be behind when the nodes stop), one that starts
@@ -53,6 +55,7 @@ class ReplicaCopy:
     start: int  # first offset it still stores
     end: int  # the offset after its last applied record
     records: Sequence[tuple[int, Any]]  # (offset, value), ascending
+    applied_index: int | None = None  # the last Raft entry its state machine applied
 
 
 @dataclass(slots=True, frozen=True)
@@ -187,14 +190,15 @@ class _Partition:
     """The check of one partition's copies; fills ``out`` (anomalies, rows, notes)."""
 
     def __init__(self, key: Any, copies: list[ReplicaCopy], drain: DrainedLog | None,
-                 sent: set[Any], out: ReplicaCheck) -> None:
+                 sent: set[Any], out: ReplicaCheck, compacted: bool = False) -> None:
         self.key, self.copies, self.drain, self.sent, self.out = key, copies, drain, sent, out
+        self.compacted = compacted
         self.held = {c.node: dict(c.records) for c in copies}
         self.compared: dict[str, set[int]] = {c.node: set() for c in copies}
 
     def run(self) -> None:
         for c in self.copies:
-            gap = _shape(c)
+            gap = None if self.compacted else _shape(c)
             if gap is not None:
                 self.out.anomalies.append(gap)
         self.pairs()
@@ -206,8 +210,11 @@ class _Partition:
                                             len(self.compared[c.node]), behind))
 
     def pairs(self) -> None:
-        """Every pair of replicas agrees on the offsets both hold (§5.4.3)."""
+        """Every pair of replicas agrees on the offsets both hold (§5.4.3); two that
+        applied the same entries hold the same offsets too (a compaction or retention
+        cut that one applied differently shows only this way)."""
         held = self.held
+        index = {c.node: c.applied_index for c in self.copies}
         for a, b in itertools.combinations(sorted(held), 2):
             common, diffs = _differences(held[a], held[b])
             self.compared[a] |= common
@@ -217,6 +224,16 @@ class _Partition:
                 self.out.anomalies.append(_divergence(
                     self.key, a, b, diffs, held[a][o], held[b][o],
                     f"{a} and {b} applied different records"))
+            same_index = index[a] is not None and index[a] == index[b]
+            if not diffs and same_index and held[a].keys() != held[b].keys():
+                only = sorted(held[a].keys() ^ held[b].keys())
+                self.out.anomalies.append(ReplicaAnomaly(
+                    "replica-divergence", self.key,
+                    f"{a} and {b} both applied entry {index[a]} but hold different offsets "
+                    f"({len(only)} held by one only; first {only[0]})",
+                    {"nodes": [a, b], "offsets": only[:MAX_EXAMPLES], "count": len(only),
+                     "applied_index": index[a]},
+                ))
 
     def against_drain(self, c: ReplicaCopy) -> int:
         """The copy agrees with the leader's final drain where both cover; returns how
@@ -262,7 +279,7 @@ class _Partition:
 
 
 def compare(copies: Iterable[ReplicaCopy], drains: Mapping[Any, DrainedLog],
-            sent: Mapping[Any, set[Any]]) -> ReplicaCheck:
+            sent: Mapping[Any, set[Any]], compacted: bool = False) -> ReplicaCheck:
     """Check every partition's replicas against each other and against the drain.
 
     ``drains``: the final leader drain per partition (missing: compared with
@@ -282,7 +299,7 @@ def compare(copies: Iterable[ReplicaCopy], drains: Mapping[Any, DrainedLog],
         if drain is None:
             out.notes.append(f"partition {key}: no final drain; replicas compared with each "
                              "other only")
-        _Partition(key, copies_k, drain, sent.get(key, set()), out).run()
+        _Partition(key, copies_k, drain, sent.get(key, set()), out, compacted).run()
     return out
 
 
@@ -294,15 +311,25 @@ def _key(c: Completed) -> Any:
     return (v or {}).get("key")
 
 
+def _drained(row: Sequence[Any]) -> tuple[int, Any]:
+    """(offset, value) of a drained record: the log workloads' [offset, value], or the
+    compact workload's [offset, id, key, tombstone] (a tombstone's value is None)."""
+    if len(row) == 2:
+        return int(row[0]), row[1]
+    return int(row[0]), None if row[3] else row[1]
+
+
 def from_history(ops: Sequence[Op]) -> tuple[dict[Any, DrainedLog], dict[Any, set[Any]]]:
-    """The last successful leader drain per partition, and every value sent per partition."""
+    """The last successful leader drain per partition, and every value sent per partition
+    (None among them when a tombstone was sent)."""
     drains: dict[Any, DrainedLog] = {}
     sent: dict[Any, set[Any]] = defaultdict(set)
     for c in pair(ops):
         if c.f == "send":
-            sent[_key(c)].add(c.invoke.value["value"])
+            inv = c.invoke.value
+            sent[_key(c)].add(None if inv.get("tombstone") else inv["value"])
         elif c.f == "drain" and c.type is OpType.OK and not (c.value or {}).get("node"):
-            recs = [(int(o), v) for o, v in c.value.get("records") or []]
+            recs = [_drained(r) for r in c.value.get("records") or []]
             end = c.value.get("end")
             drains[_key(c)] = DrainedLog(recs, int(end) if end is not None
                                          else (recs[-1][0] + 1 if recs else 0))

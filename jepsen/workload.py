@@ -10,6 +10,10 @@
 ``groups``   producers as in ``offsets``; C group-managed consumers (group
              ``jepsen-g``) that the coordinator assigns partitions to, with
              rebalances, restarts and fail-overs (jepsen/groups_workload.py).
+``compact``  the topic is compacted (``cleanup_policy = "compact"``): workers send
+             keyed records and tombstones and fetch, also from offset 0, while
+             the leaders sweep (jepsen/compact_workload.py, checked by
+             jepsen/checker_compact.py).
 
 All end with a final phase: after the faults are healed, every partition is
 drained from offset 0 through its leader. Per-node drains over the network
@@ -26,7 +30,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +38,7 @@ import trio
 from raftlog.client.aio import AsyncClient
 from raftlog.client.connection import Connection
 from raftlog.client.errors import OutOfRangeError, RaftlogError
-from raftlog.client.protocol import decode_batch
+from raftlog.client.protocol import Record, decode_batch
 from raftlog.client.tls import TLSConfig, client_context
 
 from .history import OpType, ProcessIds, Recorder, classify_error, error_name
@@ -43,7 +47,7 @@ log = logging.getLogger(__name__)
 
 TOPIC = "jepsen"
 GROUP = "jepsen"
-WORKLOADS = ("log", "offsets", "groups")
+WORKLOADS = ("log", "offsets", "groups", "compact")
 
 
 @dataclass
@@ -63,8 +67,16 @@ class WorkloadConfig:
     serializable_reads: float = 0.0
 
 
-def decode_value(value: bytes) -> Any:
-    """A record value as the history holds it: our values are decimal integers."""
+def plain_row(r: Record) -> list[Any]:
+    """A read record as the log checker's histories hold it: [offset, value]."""
+    return [r.offset, decode_value(r.value)]
+
+
+def decode_value(value: bytes | None) -> Any:
+    """A record value as the history holds it: our values are decimal integers
+    (None: a tombstone)."""
+    if value is None:
+        return None
     try:
         return int(value)
     except ValueError:
@@ -80,10 +92,16 @@ class Workload:
     tls: TLSConfig | None = None  # the run's --tls: every client trusts its CA
     _values: itertools.count = field(default_factory=lambda: itertools.count(1))
     _known_end: dict[int, int] = field(default_factory=dict)
+    # How reads enter the history (the compact workload also records keys and ids).
+    row_of: Callable[[Record], list[Any]] = plain_row
 
     def __post_init__(self) -> None:
         self.procs = ProcessIds(self.config.concurrency)
         self.groups: Any = None  # the groups workload's GroupConsumers, once running
+        if self.config.name == "compact":
+            from .compact_workload import compact_row
+
+            self.row_of = compact_row
 
     # ------------------------------------------------------------ one op
 
@@ -144,7 +162,7 @@ class Workload:
                 # of the end offset like any other (stale if we saw more before).
                 return None, {**inv, "records": [], "end": end, "out_of_range": True}
             self._known_end[key] = max(self._known_end.get(key, 0), res.end_offset)
-            out = {**inv, "records": [[r.offset, decode_value(r.value)] for r in res.records]}
+            out = {**inv, "records": [self.row_of(r) for r in res.records]}
             if max_wait == 0:
                 # One ReadIndex round serves both: the end is linearizable with the
                 # records (serializable: the end of the same replica's copy).
@@ -249,6 +267,12 @@ class Workload:
                     nursery.start_soon(self.log_worker, w, stop)
                 for i in range(consumers):
                     nursery.start_soon(self.groups.worker, c - consumers + i, i, stop)
+            elif self.config.name == "compact":
+                from .compact_workload import CompactWorkers
+
+                workers = CompactWorkers(self)
+                for w in range(c):
+                    nursery.start_soon(workers.worker, w, stop)
             else:
                 raise ValueError(f"unknown workload {self.config.name!r}")
 
@@ -289,7 +313,7 @@ class Workload:
         while True:
             res = await client.fetch(TOPIC, key, offset, max_records=1000)
             for r in res.records:
-                records.append([r.offset, decode_value(r.value)])
+                records.append(self.row_of(r))
             nxt = res.next_offset(offset)
             if nxt >= res.end_offset or nxt == offset:
                 # Done, or no progress although the end is further: return what
@@ -337,7 +361,7 @@ class Workload:
                     continue
                 got.extend(decode_batch(base, ts, blob, offset))
             for r in got:
-                records.append([r.offset, decode_value(r.value)])
+                records.append(self.row_of(r))
             end = int(reply["end_offset"])
             offset = got[-1].offset + 1 if got else offset
             if offset >= end or not got:
