@@ -8,6 +8,8 @@ Usage::
         --time-limit 40 --seed 1 [--no-rejoin]
     raftlog jepsen run --nodes 3 --workload groups --nemesis kill,pause,partition \\
         --time-limit 60 --seed 4 [--consumers 3 --session-timeout 2]
+    raftlog jepsen run --workload compact --nemesis partition,kill,pause \
+        --time-limit 60 --seed 221 [--delete-retention-ms 5000]
     raftlog jepsen check store/run1/history.jsonl [--json] [--no-replicas]
 
 Exit codes: 0 valid, 1 anomaly (or liveness failure, or unknown verdict),
@@ -24,6 +26,9 @@ Modules, one job each:
 - ``checker_groups``: consumer groups under faults (loss past a commit, gaps
   inside one member's generation, commits past the end, wrong values;
   duplicates counted, unowned time, progress after the heal).
+- ``checker_compact``: a compacted topic's history (only removals a later
+  record of the key, or a tombstone's retention, explains; reads that skip a
+  record still there).
 - ``linearizable``: WGL search per partition on an append-only log model.
 - ``partitions`` / ``proxy``: grudges and the per-directed-link TCP proxies.
 - ``cluster``: node processes from a generated cluster.toml.
@@ -31,8 +36,9 @@ Modules, one job each:
 - ``membership``: the membership nemesis beside it (add/remove nodes, move
   partitions, transfer leaders through the client admin API; spare nodes
   join, removed ones are wiped and may rejoin), re-grown after the heal.
-- ``workload``: the ``log``, ``offsets`` and ``groups`` client workloads and
-  final drains; ``groups_workload``: the group-managed consumers of ``groups``.
+- ``workload``: the ``log``, ``offsets``, ``groups`` and ``compact`` client
+  workloads and final drains; ``groups_workload``: the group-managed consumers
+  of ``groups``; ``compact_workload``: keyed records and tombstones.
 - ``replicas`` / ``datadirs``: after the nodes stop, every node's data dir
   (read by ``python -m raftlog.log.inspect``) against the other replicas and
   the final drain: State Machine Safety seen on disk.
