@@ -90,10 +90,6 @@ def _rows(c: Completed) -> list[Row]:
     return [Row(int(o), i, k, bool(t)) for o, i, k, t in (c.value or {}).get("records") or []]
 
 
-def _key(c: Completed) -> Any:
-    v = c.value if isinstance(c.value, dict) else c.invoke.value
-    return (v or {}).get("key")
-
 
 def _is_leader_drain(c: Completed) -> bool:
     return c.f == "drain" and c.type is OpType.OK and not (c.value or {}).get("node")
@@ -104,7 +100,7 @@ class _Partition:
 
     def __init__(self, key: Any, sends: list[Completed], reads: list[Completed],
                  retention_ns: int | None, anomalies: list[Anomaly]) -> None:
-        self.key, self.sends, self.reads = key, sends, reads
+        self.key, self.reads = key, reads
         self.retention_ns = retention_ns
         self.anomalies = anomalies
         self.send_of = {s.invoke.value["value"]: s for s in sends}
@@ -112,16 +108,18 @@ class _Partition:
         for s in sends:
             self.by_k[s.invoke.value["k"]].append(s)
         self.acked = [s for s in sends if s.type is OpType.OK and s.value.get("offset") is not None]
-        drains = [r for r in reads if _is_leader_drain(r)]
-        self.drain = drains[-1] if drains else None
-        self.drained = {row.offset: row for row in _rows(self.drain)} if self.drain else {}
+        # Each read's records, decoded once for all the checks.
+        self.read_rows = [(r, _rows(r)) for r in reads]
+        drains = [(r, rows) for r, rows in self.read_rows if _is_leader_drain(r)]
+        self.drain = drains[-1][0] if drains else None
+        self.drained = {row.offset: row for row in drains[-1][1]} if drains else {}
         self.drained_offsets = sorted(self.drained)
         self.drain_end = int(self.drain.value.get("end", 0)) if self.drain else None
         # Where each key's tombstones may sit: offsets acknowledged or read, and
         # whether one of them was never answered nor seen (its offset unknown).
         self.tomb_offsets: dict[Any, list[int]] = defaultdict(list)
         self.unknown_tomb: set[Any] = set()
-        seen_ids = {row.id for r in reads for row in _rows(r)}
+        seen_ids = {row.id for _, rows in self.read_rows for row in rows}
         for s in sends:
             inv = s.invoke.value
             if not inv.get("tombstone"):
@@ -130,8 +128,8 @@ class _Partition:
                 self.tomb_offsets[inv["k"]].append(int(s.value["offset"]))
             elif s.type is not OpType.FAIL and inv["value"] not in seen_ids:
                 self.unknown_tomb.add(inv["k"])
-        for r in reads:
-            for row in _rows(r):
+        for _, rows in self.read_rows:
+            for row in rows:
                 if row.tombstone:
                     self.tomb_offsets[row.k].append(row.offset)
         self.drain_last: dict[Any, int] = {}
@@ -156,8 +154,8 @@ class _Partition:
             o, ident = int(s.value["offset"]), s.invoke.value["value"]
             at[o].setdefault(ident, s)
             where[ident].setdefault(o, s)
-        for r in self.reads:
-            for row in _rows(r):
+        for r, rows in self.read_rows:
+            for row in rows:
                 at[row.offset].setdefault(row.id, r)
                 where[row.id].setdefault(row.offset, r)
         for o, ids in sorted(at.items()):
@@ -170,8 +168,8 @@ class _Partition:
                          list(offs.values()), id=ident, offsets=sorted(offs))
 
     def read_values(self) -> None:
-        for r in self.reads:
-            for row in _rows(r):
+        for r, rows in self.read_rows:
+            for row in rows:
                 s = self.send_of.get(row.id)
                 if s is None:
                     self.add("unexpected", f"read id {row.id!r} at {row.offset} that no send "
@@ -190,8 +188,7 @@ class _Partition:
     def read_shapes(self) -> None:
         """Offsets increase within a read; a gap in a read is a removed run, so the
         final drain may not hold anything inside it."""
-        for r in self.reads:
-            rows = _rows(r)
+        for r, rows in self.read_rows:
             start = (r.invoke.value or {}).get("offset")
             prev = (int(start) - 1) if start is not None else (rows[0].offset - 1 if rows else 0)
             for row in rows:
@@ -223,10 +220,10 @@ class _Partition:
                          f"at offset {o} is gone, and no later record of its key could have "
                          "replaced it", [s, self.drain], offset=o, id=inv["value"])
         reported: set[int] = set()
-        for r in self.reads:
+        for r, rows in self.read_rows:
             if r is self.drain:
                 continue
-            for row in _rows(r):
+            for row in rows:
                 if (row.offset < self.drain_end and row.offset not in self.drained
                         and not row.tombstone and row.offset not in reported
                         and not self.replaceable(row.k, row.offset)):
@@ -256,8 +253,7 @@ class _Partition:
         tombs = sorted((int(s.value["offset"]), s) for s in self.acked
                        if s.invoke.value["tombstone"])
         offsets = [o for o, _ in tombs]
-        for r in self.reads:
-            rows = _rows(r)
+        for r, rows in self.read_rows:
             if r.complete_ns is None or not (rows or r is self.drain):
                 continue
             start = int((r.invoke.value or {}).get("offset", 0))
@@ -323,9 +319,9 @@ def check(ops: Sequence[Op]) -> LogCheckResult:
     reads: dict[Any, list[Completed]] = defaultdict(list)
     for c in done:
         if c.f == "send":
-            sends[_key(c)].append(c)
+            sends[c.key].append(c)
         elif c.f in READ_FS and c.type is OpType.OK:
-            reads[_key(c)].append(c)
+            reads[c.key].append(c)
     anomalies: list[Anomaly] = []
     stats: dict[str, Any] = {"partitions": {}, "tombstone_check": retention_ns is not None}
     for key in sorted(set(sends) | set(reads), key=repr):

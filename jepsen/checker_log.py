@@ -113,10 +113,6 @@ def _records(c: Completed) -> list[tuple[int, Any]]:
     return [(int(o), v) for o, v in recs]
 
 
-def _key(c: Completed) -> Any:
-    v = c.value if isinstance(c.value, dict) else c.invoke.value
-    return (v or {}).get("key")
-
 
 class _Checker:
     def __init__(self, ops: Sequence[Op]) -> None:
@@ -127,7 +123,7 @@ class _Checker:
         # per key: value -> the send that attempted it
         self.send_of: dict[Any, dict[Any, Completed]] = defaultdict(dict)
         for s in self.sends:
-            self.send_of[_key(s)].setdefault(s.invoke.value["value"], s)
+            self.send_of[s.key].setdefault(s.invoke.value["value"], s)
 
     def add(self, type_: str, key: Any, message: str, ops: Iterable[Completed], **details: Any):
         self.anomalies.append(Anomaly(type_, key, message, list(ops), details))
@@ -144,11 +140,11 @@ class _Checker:
         )
         for s in self.sends:
             if s.type is OpType.OK and s.value.get("offset") is not None:
-                k, v, o = _key(s), s.value["value"], int(s.value["offset"])
+                k, v, o = s.key, s.value["value"], int(s.value["offset"])
                 at[k][o][v].append(s)
                 where[k][v][o].append(s)
         for r in self.reads:
-            k = _key(r)
+            k = r.key
             for o, v in _records(r):
                 if not at[k][o][v] or at[k][o][v][-1] is not r:
                     at[k][o][v].append(r)
@@ -173,7 +169,7 @@ class _Checker:
     def check_read_values(self) -> None:
         """Every value read was sent, and its send did not definitely fail."""
         for r in self.reads:
-            k = _key(r)
+            k = r.key
             for o, v in _records(r):
                 s = self.send_of[k].get(v)
                 if s is None:
@@ -194,7 +190,7 @@ class _Checker:
         max_read: dict[Any, int] = {}
         drained: set[Any] = set()
         for r in self.reads:
-            k = _key(r)
+            k = r.key
             for o, v in _records(r):
                 read_values[k].add(v)
                 max_read[k] = max(max_read.get(k, -1), o)
@@ -203,7 +199,7 @@ class _Checker:
         for s in self.sends:
             if s.type is not OpType.OK:
                 continue
-            k, v = _key(s), s.value["value"]
+            k, v = s.key, s.value["value"]
             if v in read_values[k]:
                 continue
             o = s.value.get("offset")
@@ -222,7 +218,7 @@ class _Checker:
     def check_read_shapes(self) -> None:
         """A read returns consecutive offsets starting at the one asked for."""
         for r in self.reads:
-            k = _key(r)
+            k = r.key
             recs = _records(r)
             if not recs:
                 continue
@@ -247,7 +243,7 @@ class _Checker:
             consumer = v.get("consumer", (c.invoke.value or {}).get("consumer"))
             if consumer is None or c.type is not OpType.OK:
                 continue
-            k = _key(c)
+            k = c.key
             if c.f == "assign":
                 last.pop((consumer, k), None)
                 continue
@@ -279,7 +275,7 @@ class _Checker:
         for r in self.reads:
             node = (r.value or {}).get("node")
             if r.f == "drain" and node:
-                per[_key(r)][node] = (_records(r), r)
+                per[r.key][node] = (_records(r), r)
         for k, nodes in per.items():
             logs = {n: [v for _, v in recs] for n, (recs, _) in nodes.items()}
             longest = max(logs.values(), key=len)
@@ -323,7 +319,7 @@ class _Checker:
         by_key: dict[Any, list[Completed]] = defaultdict(list)
         for s in self.sends:
             if s.type is OpType.OK and s.value.get("offset") is not None:
-                by_key[_key(s)].append(s)
+                by_key[s.key].append(s)
         for k, sends in by_key.items():
             self._realtime(
                 [(s.complete_ns or 0, int(s.value["offset"]), s) for s in sends],
@@ -341,7 +337,7 @@ class _Checker:
         for c in self.all:
             if c.type is not OpType.OK or c.complete_ns is None:
                 continue
-            k = _key(c)
+            k = c.key
             v = c.value or {}
             if c.f == "send" and v.get("offset") is not None:
                 bounds[k].append((c.complete_ns, int(v["offset"]) + 1, c))
@@ -402,9 +398,9 @@ class _Checker:
         read_values: dict[Any, set[Any]] = defaultdict(set)
         for r in self.reads:
             for _, v in _records(r):
-                read_values[_key(r)].add(v)
+                read_values[r.key].add(v)
         info_sends = [s for s in self.sends if s.type is OpType.INFO]
-        recovered = sum(1 for s in info_sends if s.invoke.value["value"] in read_values[_key(s)])
+        recovered = sum(1 for s in info_sends if s.invoke.value["value"] in read_values[s.key])
         errors: dict[str, int] = defaultdict(int)
         for c in self.all:
             if c.type is OpType.INFO and c.f == "send":
@@ -414,7 +410,7 @@ class _Checker:
             "info_sends": len(info_sends),
             "info_sends_recovered": recovered,
             "info_causes": dict(errors),
-            "keys": sorted({_key(s) for s in self.sends}, key=repr),
+            "keys": sorted({s.key for s in self.sends}, key=repr),
         }
 
 

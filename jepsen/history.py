@@ -284,6 +284,13 @@ class Completed:
     invoke_ns: int
     complete_ns: int | None  # None: never completed (counts as info, open-ended)
 
+    @property
+    def key(self) -> Any:
+        """The partition the operation is about (its value's "key"; the completion's
+        when it has a dict value, else the invoke's)."""
+        v = self.value if isinstance(self.value, dict) else self.invoke.value
+        return (v or {}).get("key")
+
     def brief(self) -> dict[str, Any]:
         """A compact description for anomaly reports."""
         return {

@@ -126,17 +126,13 @@ class LinResult:
 # ---------------------------------------------------------------- building ops
 
 
-def _key(c: Completed) -> Any:
-    v = c.value if isinstance(c.value, dict) else c.invoke.value
-    return (v or {}).get("key")
-
 
 def model_ops(completed: Sequence[Completed]) -> dict[Any, list[ModelOp]]:
     """Turn one history's operations into model operations, grouped by key."""
     by_key: dict[Any, list[Completed]] = defaultdict(list)
     for c in completed:
         if c.f in ("send", "fetch", "poll", "drain", "list_offsets"):
-            by_key[_key(c)].append(c)
+            by_key[c.key].append(c)
     out: dict[Any, list[ModelOp]] = {}
     for k, cs in by_key.items():
         observed: dict[Any, int] = {}

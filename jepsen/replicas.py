@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .history import Completed, Op, OpType, pair
+from .history import Op, OpType, pair
 
 BAD_TYPES = frozenset({"replica-divergence", "replica-phantom", "replica-gap"})
 MAX_EXAMPLES = 16  # anomalies kept per type, offsets listed per anomaly
@@ -306,10 +306,6 @@ def compare(copies: Iterable[ReplicaCopy], drains: Mapping[Any, DrainedLog],
 # ---------------------------------------------------------------- from a history
 
 
-def _key(c: Completed) -> Any:
-    v = c.value if isinstance(c.value, dict) else c.invoke.value
-    return (v or {}).get("key")
-
 
 def _drained(row: Sequence[Any]) -> tuple[int, Any]:
     """(offset, value) of a drained record: the log workloads' [offset, value], or the
@@ -327,11 +323,11 @@ def from_history(ops: Sequence[Op]) -> tuple[dict[Any, DrainedLog], dict[Any, se
     for c in pair(ops):
         if c.f == "send":
             inv = c.invoke.value
-            sent[_key(c)].add(None if inv.get("tombstone") else inv["value"])
+            sent[c.key].add(None if inv.get("tombstone") else inv["value"])
         elif c.f == "drain" and c.type is OpType.OK and not (c.value or {}).get("node"):
             recs = [_drained(r) for r in c.value.get("records") or []]
             end = c.value.get("end")
-            drains[_key(c)] = DrainedLog(recs, int(end) if end is not None
+            drains[c.key] = DrainedLog(recs, int(end) if end is not None
                                          else (recs[-1][0] + 1 if recs else 0))
     return drains, dict(sent)
 
