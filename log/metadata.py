@@ -71,20 +71,24 @@ TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 MAX_PARTITIONS = 10_000
 # The topic config keys a node understands (server/retention.py,
 # server/compaction.py): a typo must be an error, not a silently ignored
-# setting. All are positive integers except ``cleanup_policy``.
+# setting. All are positive integers except ``cleanup_policy`` (a name) and
+# ``min_cleanable_dirty_ratio`` (a number in (0, 1]).
 TOPIC_CONFIG_KEYS = (
     "retention_ms",
     "retention_bytes",
     "cleanup_policy",
     "delete_retention_ms",
     "min_compaction_lag_ms",
+    "max_compaction_lag_ms",
+    "min_cleanable_dirty_ratio",
 )
 CLEANUP_POLICIES = ("delete", "compact")
 
 
 def topic_config_problem(config: dict[str, Any], *, removals: bool = False) -> str | None:
     """Why ``config`` is not a valid topic config (None if it is). ``removals``:
-    a None value is allowed and means "remove this key" (ALTER_TOPIC)."""
+    a None value is allowed and means "remove this key" (ALTER_TOPIC); check
+    the merged result with ``removals=False`` too, for rules across keys."""
     for key, value in config.items():
         if key not in TOPIC_CONFIG_KEYS:
             return f"unknown topic config {key!r} (known: {', '.join(TOPIC_CONFIG_KEYS)})"
@@ -94,8 +98,16 @@ def topic_config_problem(config: dict[str, Any], *, removals: bool = False) -> s
             if value not in CLEANUP_POLICIES:
                 known = " or ".join(CLEANUP_POLICIES)
                 return f"topic config cleanup_policy must be {known}, got {value!r}"
+        elif key == "min_cleanable_dirty_ratio":
+            if type(value) not in (int, float) or not 0 < value <= 1:
+                return f"topic config {key} must be a number in (0, 1], got {value!r}"
         elif type(value) is not int or value <= 0:
             return f"topic config {key} must be a positive integer, got {value!r}"
+    low, high = config.get("min_compaction_lag_ms"), config.get("max_compaction_lag_ms")
+    if low is not None and high is not None and low > high:
+        # Kafka refuses the same pair: a record could never be both too young
+        # to compact and overdue for it.
+        return f"topic config min_compaction_lag_ms ({low}) is above max_compaction_lag_ms ({high})"
     return None
 
 
@@ -343,7 +355,9 @@ class MetadataStateMachine:
                 f"topic {cmd.name!r} has {have} partitions: it can grow to at most "
                 f"{MAX_PARTITIONS}, never shrink (records are spread over them)",
             )
-        problem = topic_config_problem(cmd.config, removals=True)
+        config = {**topic.config, **cmd.config}
+        config = {k: v for k, v in config.items() if v is not None}
+        problem = topic_config_problem(cmd.config, removals=True) or topic_config_problem(config)
         if problem is not None:
             return _fail(ErrorCode.INVALID_REQUEST, problem)
         partitions = list(topic.partitions)
@@ -358,8 +372,6 @@ class MetadataStateMachine:
             gid = self.next_group_id
             self.next_group_id += 1
             partitions.append(PartitionInfo(cmd.name, p, gid, place_replicas(gid, node_ids, rf)))
-        config = {**topic.config, **cmd.config}
-        config = {k: v for k, v in config.items() if v is not None}
         # A new TopicInfo: readers holding the old one see a consistent value.
         self.topics[cmd.name] = altered = TopicInfo(topic.name, config, partitions)
         log.info("topic altered topic=%s partitions=%d->%d config=%s",

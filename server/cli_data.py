@@ -98,6 +98,14 @@ def _config_options(*, removable: bool) -> Any:
         click.option("--min-compaction-lag-ms", type=click.IntRange(min=minimum), default=None,
                      help="Compacted topics: never compact records younger than this"
                      f"{remove}."),
+        click.option("--max-compaction-lag-ms", type=click.IntRange(min=minimum), default=None,
+                     help="Compacted topics: sweep once the oldest record not yet swept is "
+                     f"this old, however few records are new{remove}."),
+        click.option("--min-cleanable-dirty-ratio",
+                     type=click.FloatRange(min=0.0, max=1.0, min_open=not removable),
+                     default=None,
+                     help="Compacted topics: sweep when records new since the last sweep are "
+                     f"this share of the partition (node default 0.5){reset}."),
     ]  # fmt: skip
 
     def apply(fn: Any) -> Any:
@@ -218,7 +226,8 @@ def topic_alter(
     if partitions is None and not topic_config:
         raise click.UsageError(
             "nothing to alter: give --partitions, --retention-*, --cleanup-policy or "
-            "--delete-retention-ms / --min-compaction-lag-ms"
+            "a compaction setting (--delete-retention-ms, --min/max-compaction-lag-ms, "
+            "--min-cleanable-dirty-ratio)"
         )
     client = _client(config, bootstrap, timeout)
 

@@ -17,6 +17,11 @@ when a tombstone it kept passes ``delete_retention_ms``, so a partition that
 stopped receiving writes still loses its deletes in time. A new leader does
 not know what the last sweep kept: it sweeps once when anything is new.
 
+Two topic config keys change when a sweep is due: ``min_cleanable_dirty_ratio``
+replaces the node-wide ratio for one topic, and ``max_compaction_lag_ms``
+(Kafka's ``max.compaction.lag.ms``) makes a sweep due once the oldest record
+not yet swept is that old, whatever the ratio.
+
 Times come from the leader's wall clock, checked against the cluster's like
 retention's (server/retention.py): with a clock too far ahead no tombstone
 goes and a topic with ``min_compaction_lag_ms`` is not swept.
@@ -26,7 +31,9 @@ Topic config keys (log/metadata.py):
   ``delete.retention.ms``): how long a tombstone stays readable, from its
   append stamp;
 - ``min_compaction_lag_ms`` (default none: Kafka's ``min.compaction.lag.ms``):
-  records appended more recently than this are never compacted.
+  records appended more recently than this are never compacted;
+- ``max_compaction_lag_ms`` (default none) and ``min_cleanable_dirty_ratio``
+  (default the node's ratio), above.
 """
 
 from __future__ import annotations
@@ -82,16 +89,39 @@ class LastSweep:
 
 
 def sweep_due(
-    sm: Any, end: int, dirty_ratio: float, last: LastSweep | None, now_ms: int
-) -> bool:
-    """Enough new records since the last sweep, relative to the live ones, or a kept
-    tombstone past its retention."""
-    dirty = end - max(sm.compacted_below, sm.start_offset)
+    sm: Any,
+    end: int,
+    dirty_ratio: float,
+    last: LastSweep | None,
+    now_ms: int,
+    max_lag_ms: int | None = None,
+) -> str | None:
+    """Why a sweep of ``[start, end)`` is due now (None: it is not).
+
+    - ``new_leader``: no sweep by this leader yet, and anything not swept;
+    - ``tombstone_expiry``: a tombstone the last sweep kept is past its retention;
+    - ``dirty_ratio``: enough new records since the last sweep, relative to the
+      live ones;
+    - ``max_lag``: the oldest record not yet swept was appended at least
+      ``max_lag_ms`` ago (Kafka's ``max.compaction.lag.ms``), however few new
+      records there are: a key's old values (a user's deleted data) are gone
+      within that bound plus one check interval.
+    """
+    dirty_from = max(sm.compacted_below, sm.start_offset)
+    dirty = end - dirty_from
     if last is None:
-        return dirty > 0
+        return "new_leader" if dirty > 0 else None
     if last.tombstone_due_ms is not None and now_ms >= last.tombstone_due_ms:
-        return True
-    return dirty > 0 and dirty >= dirty_ratio * (dirty + last.live)
+        return "tombstone_expiry"
+    if dirty <= 0:
+        return None
+    if dirty >= dirty_ratio * (dirty + last.live):
+        return "dirty_ratio"
+    if max_lag_ms is not None:
+        oldest = next(sm.batch_headers(lo=dirty_from, hi=dirty_from + 1), None)
+        if oldest is not None and oldest[1] <= now_ms - max_lag_ms:
+            return "max_lag"
+    return None
 
 
 @dataclass
@@ -160,7 +190,15 @@ class CompactionManager:
         last = self._last.get(group.gid)
         if last is not None and last.end > sm.next_offset:
             last = None  # a different log since (the partition was recreated)
-        if not force and not sweep_due(sm, end, self.dirty_ratio, last, now_ms):
+        reason = "forced" if force else sweep_due(
+            sm,
+            end,
+            config.get("min_cleanable_dirty_ratio", self.dirty_ratio),
+            last,
+            now_ms,
+            config.get("max_compaction_lag_ms"),
+        )
+        if reason is None:
             return False
         retention = config.get("delete_retention_ms") or DEFAULT_DELETE_RETENTION_MS
         tombstones_before = now_ms - retention if trusted else None
@@ -193,9 +231,9 @@ class CompactionManager:
             end, plan.live, None if due is None or not trusted else due + retention
         )
         log.info(
-            "event=compaction_sweep group=%d topic=%s partition=%s start=%d end=%d "
+            "event=compaction_sweep group=%d topic=%s partition=%s reason=%s start=%d end=%d "
             "records=%d removed=%d tombstones=%d chunks=%d",
-            group.gid, group.topic, group.partition, start, end,
+            group.gid, group.topic, group.partition, reason, start, end,
             plan.records, removed, plan.tombstones, len(plan.chunks),
         )  # fmt: skip
         metrics = getattr(self.driver, "metrics", None)

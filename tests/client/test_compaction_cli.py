@@ -33,8 +33,21 @@ def test_topic_create_and_alter_take_the_compaction_settings(sync_fake: FakeClus
     assert bad.exit_code == 2 and "shred" in bad.output
     # The fake cluster refuses alter_topic; what matters is what the CLI asked for.
     run(["topic", "alter", "kv", "--min-compaction-lag-ms", "5000", *boot(sync_fake)])
-    (asked,) = [f for _, op, f in sync_fake.requests if op == "alter_topic"]
-    assert asked["config"] == {"min_compaction_lag_ms": 5000}
+    alters = ["--max-compaction-lag-ms", "60000", "--min-cleanable-dirty-ratio", "0.1"]
+    run(["topic", "alter", "kv", *alters, *boot(sync_fake)])
+    # In topic alter, 0 removes a setting: the node default applies again.
+    run(["topic", "alter", "kv", "--min-cleanable-dirty-ratio", "0", *boot(sync_fake)])
+    asked = [f["config"] for _, op, f in sync_fake.requests if op == "alter_topic"]
+    assert asked == [
+        {"min_compaction_lag_ms": 5000},
+        {"max_compaction_lag_ms": 60000, "min_cleanable_dirty_ratio": 0.1},
+        {"min_cleanable_dirty_ratio": None},
+    ]
+    for ratio in ("0", "1.5"):  # create takes (0, 1]
+        refused = CliRunner().invoke(
+            main, [*args[:3], "--min-cleanable-dirty-ratio", ratio, *boot(sync_fake)]
+        )
+        assert refused.exit_code == 2 and "min-cleanable-dirty-ratio" in refused.output
 
 
 def test_produce_keyed_lines_and_tombstones_then_consume_with_keys(sync_fake: FakeCluster):

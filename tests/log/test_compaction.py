@@ -296,13 +296,33 @@ def test_sweep_end_leaves_out_records_younger_than_the_lag(plog: Log) -> None:
 def test_a_sweep_is_due_by_dirty_ratio_or_an_expiring_tombstone(plog: Log) -> None:
     plog.run(kv([(b"k", b"%d" % i) for i in range(8)]))
     sm = plog.sm
-    assert sweep_due(sm, 8, 0.5, None, now_ms=0)  # a new leader: anything new
+    assert sweep_due(sm, 8, 0.5, None, now_ms=0) == "new_leader"  # anything new
     sweep(plog)
     last = LastSweep(end=8, live=1, tombstone_due_ms=None)
-    assert not sweep_due(sm, 8, 0.5, last, now_ms=0)  # nothing new
+    assert sweep_due(sm, 8, 0.5, last, now_ms=0) is None  # nothing new
     plog.run(kv([(b"k", b"x")]))  # 1 new against 1 live: ratio 0.5
-    assert sweep_due(sm, 9, 0.5, last, now_ms=0)
-    assert not sweep_due(sm, 9, 0.6, last, now_ms=0)
+    assert sweep_due(sm, 9, 0.5, last, now_ms=0) == "dirty_ratio"
+    assert sweep_due(sm, 9, 0.6, last, now_ms=0) is None
     waiting = LastSweep(end=9, live=1, tombstone_due_ms=5000)
-    assert not sweep_due(sm, 8, 0.5, waiting, now_ms=4999)
-    assert sweep_due(sm, 8, 0.5, waiting, now_ms=5000)  # nothing new, but a delete expires
+    assert sweep_due(sm, 8, 0.5, waiting, now_ms=4999) is None
+    # Nothing new, but a delete expires.
+    assert sweep_due(sm, 8, 0.5, waiting, now_ms=5000) == "tombstone_expiry"
+
+
+def test_a_sweep_is_due_once_the_oldest_unswept_record_reaches_the_max_lag(plog: Log) -> None:
+    plog.run(kv([(b"k", b"%d" % i) for i in range(100)], ts=1000))
+    sweep(plog)  # everything below 100 swept: one live record
+    sm = plog.sm
+    last = LastSweep(end=100, live=1, tombstone_due_ms=None)
+    plog.run(kv([(b"k", b"new")], ts=5000))  # 100
+    plog.run(kv([(b"k", b"newer")], ts=9000))  # 101
+    # 2 dirty against 1 live is under a 0.9 ratio: only the max lag can make it due,
+    # and it counts from the oldest unswept record (5000), not the newest.
+    assert sweep_due(sm, 102, 0.9, last, now_ms=20_000) is None
+    assert sweep_due(sm, 102, 0.9, last, now_ms=14_999, max_lag_ms=10_000) is None
+    assert sweep_due(sm, 102, 0.9, last, now_ms=15_000, max_lag_ms=10_000) == "max_lag"
+    # A sweep that reaches the end leaves nothing to wait for, however old.
+    sweep(plog)
+    assert sm.compacted_below == 102
+    swept = LastSweep(end=102, live=1, tombstone_due_ms=None)
+    assert sweep_due(sm, 102, 0.9, swept, now_ms=10**9, max_lag_ms=1) is None

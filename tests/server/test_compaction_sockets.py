@@ -4,6 +4,7 @@ and topic configs a node must refuse."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,17 @@ async def read_all(client: AsyncClient, topic: str) -> list[tuple[int, bytes | N
         offset = result.next_offset(offset)
         if offset >= result.end_offset:
             return out
+
+
+async def read_until(
+    client: AsyncClient, topic: str, want: list[tuple[int, bytes | None, bytes | None]]
+) -> None:
+    """Read the whole partition again until it holds exactly ``want`` (the
+    caller's deadline bounds the wait; the leaders check every 50 ms)."""
+    while True:
+        if await read_all(client, topic) == want:
+            return
+        await trio.sleep(0.02)
 
 
 async def test_a_compacted_topic_keeps_the_latest_value_of_each_key(
@@ -87,6 +99,12 @@ async def test_topic_configs_of_compaction_are_checked(tmp_path: Path) -> None:
                     {"cleanup_policy": 1},
                     {"delete_retention_ms": -1},
                     {"min_compaction_lag_ms": "1h"},
+                    {"max_compaction_lag_ms": 0},
+                    {"min_compaction_lag_ms": 2000, "max_compaction_lag_ms": 1000},
+                    {"min_cleanable_dirty_ratio": 0},
+                    {"min_cleanable_dirty_ratio": 1.5},
+                    {"min_cleanable_dirty_ratio": "0.5"},
+                    {"min_cleanable_dirty_ratio": True},
                 ):
                     with pytest.raises(InvalidRequestError):
                         await client.create_topic("t", 1, 3, bad)
@@ -96,3 +114,49 @@ async def test_topic_configs_of_compaction_are_checked(tmp_path: Path) -> None:
                 with pytest.raises(InvalidRequestError):
                     await client.alter_topic("t", config={"cleanup_policy": "shred"})
                 assert (await client.produce("t", b"still serving", b"k")).offset == 0
+                # Rules across keys hold for the altered config as a whole.
+                await client.alter_topic("t", config={"max_compaction_lag_ms": 1000})
+                with pytest.raises(InvalidRequestError, match="above max_compaction_lag_ms"):
+                    await client.alter_topic("t", config={"min_compaction_lag_ms": 2000})
+                altered = await client.alter_topic(
+                    "t", config={"max_compaction_lag_ms": None, "min_cleanable_dirty_ratio": 0.25}
+                )
+                assert altered["config"] == {
+                    "cleanup_policy": "compact",
+                    "min_cleanable_dirty_ratio": 0.25,
+                }
+
+
+async def test_max_compaction_lag_sweeps_what_the_dirty_ratio_would_leave(
+    tmp_path: Path,
+) -> None:
+    """Two topics get the same writes, both with a dirty ratio of 1 (only a sweep
+    by a new leader or the max lag can run). Only the one with a max lag loses
+    its key's old value; the other keeps it, so the topic's ratio was obeyed."""
+    cfg = make_config(tmp_path, 3, retention=RetentionConfig(interval_ms=50), **FAST)
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with AsyncClient([n.address for n in cfg.nodes], request_timeout=3.0) as client:
+                lazy = {"cleanup_policy": "compact", "min_cleanable_dirty_ratio": 1}
+                await client.create_topic("lagged", 1, 3, {**lazy, "max_compaction_lag_ms": 300})
+                await client.create_topic("ratio", 1, 3, lazy)
+                for topic in ("lagged", "ratio"):
+                    # One batch: the leader's first sweep (new_leader) sees all ten,
+                    # and leaves only the latest value.
+                    await client.produce_batch(topic, 0, [(b"k", b"v%d" % i) for i in range(10)])
+                for topic in ("lagged", "ratio"):
+                    await read_until(client, topic, [(9, b"k", b"v9")])
+                leaders = {t: await client.describe_topic(t) for t in ("lagged", "ratio")}
+                before_new = time.monotonic()
+                for topic in ("lagged", "ratio"):
+                    await client.produce(topic, b"new", b"k", partition=0)
+                # 1 dirty record against 1 live is under ratio 1; 300 ms later the
+                # max lag makes the sweep due, and not before (the stamp is taken
+                # after ``before_new``, on this machine's one clock).
+                await read_until(client, "lagged", [(10, b"k", b"new")])
+                assert time.monotonic() - before_new >= 0.3
+                ratio_now = await client.describe_topic("ratio")
+                if ratio_now["partitions"][0]["term"] == leaders["ratio"]["partitions"][0]["term"]:
+                    # Same leader: nothing may have made its sweep due (a new
+                    # leader would sweep once, legitimately).
+                    assert await read_all(client, "ratio") == [(9, b"k", b"v9"), (10, b"k", b"new")]
