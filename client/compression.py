@@ -32,19 +32,42 @@ class Codec:
     codec_id: int
     compress: Callable[[bytes], bytes]
     decompress: Callable[[bytes], bytes]
+    # (data, max_bytes): the data decompressed, or CompressionError once it
+    # would exceed max_bytes, found without producing more than that (a
+    # node checking a batch must not be made to allocate a "zip bomb").
+    decompress_at_most: Callable[[bytes, int], bytes]
+
+
+def _too_big(name: str, max_bytes: int) -> CompressionError:
+    return CompressionError(f"{name} batch decompresses to more than {max_bytes} bytes")
 
 
 def _gzip() -> Codec:
+    def at_most(data: bytes, max_bytes: int) -> bytes:
+        inflater = zlib.decompressobj()
+        out = inflater.decompress(data, max_bytes + 1)
+        if len(out) > max_bytes:
+            raise _too_big("gzip", max_bytes)
+        return out + inflater.flush()  # the tail of an incomplete stream, if any
+
     # zlib level 1: gzip's format family at its fastest level (stdlib, always there).
-    return Codec("gzip", 1, lambda b: zlib.compress(b, 1), zlib.decompress)
+    return Codec("gzip", 1, lambda b: zlib.compress(b, 1), zlib.decompress, at_most)
 
 
 def _lz4() -> Codec:
     import lz4.block
 
+    def at_most(data: bytes, max_bytes: int) -> bytes:
+        # The block starts with its uncompressed length (store_size), little-endian.
+        if len(data) >= 4 and int.from_bytes(data[:4], "little") > max_bytes:
+            raise _too_big("lz4", max_bytes)
+        return lz4.block.decompress(data)
+
     # store_size: the block carries its uncompressed length, so decompression
     # needs no size limit from outside.
-    return Codec("lz4", 2, lambda b: lz4.block.compress(b, store_size=True), lz4.block.decompress)
+    return Codec(
+        "lz4", 2, lambda b: lz4.block.compress(b, store_size=True), lz4.block.decompress, at_most
+    )
 
 
 def _zstd() -> Codec:
@@ -52,7 +75,24 @@ def _zstd() -> Codec:
 
     compressor = zstandard.ZstdCompressor(level=1)  # level 1: ~2 GB/s here, ratio near level 3
     decompressor = zstandard.ZstdDecompressor()
-    return Codec("zstd", 3, compressor.compress, decompressor.decompress)
+
+    def at_most(data: bytes, max_bytes: int) -> bytes:
+        try:
+            size = zstandard.frame_content_size(data)
+        except zstandard.ZstdError as exc:
+            raise CompressionError(f"corrupt zstd batch: {exc}") from exc
+        if size > max_bytes:
+            raise _too_big("zstd", max_bytes)
+        # An unknown size (-1): max_output_size bounds the output instead, and
+        # zstd then cannot tell a frame cut short by it from a corrupt one.
+        try:
+            return decompressor.decompress(data, max_output_size=max_bytes)
+        except zstandard.ZstdError as exc:
+            raise CompressionError(
+                f"zstd batch is corrupt or decompresses to more than {max_bytes} bytes: {exc}"
+            ) from exc
+
+    return Codec("zstd", 3, compressor.compress, decompressor.decompress, at_most)
 
 
 _FACTORIES: dict[str, Callable[[], Codec]] = {"gzip": _gzip, "lz4": _lz4, "zstd": _zstd}
@@ -89,15 +129,21 @@ def is_compressed(blob: bytes) -> bool:
     return len(blob) > 0 and blob[0] == MAGIC
 
 
-def decompress(blob: bytes) -> bytes:
-    """The msgpack batch inside a compressed ``blob`` (``is_compressed(blob)``)."""
+def decompress(blob: bytes, max_bytes: int | None = None) -> bytes:
+    """The msgpack batch inside a compressed ``blob`` (``is_compressed(blob)``).
+
+    ``max_bytes``: CompressionError instead of a result larger than this (for
+    input from others: a node checking a produced batch)."""
     if len(blob) < 2:
         raise CompressionError("compressed batch too short")
     name = _IDS.get(blob[1])
     if name is None:
         raise CompressionError(f"batch compressed with an unknown codec id {blob[1]}")
     try:
-        return codec(name).decompress(blob[2:])
+        c = codec(name)
+        if max_bytes is None:
+            return c.decompress(blob[2:])
+        return c.decompress_at_most(blob[2:], max_bytes)
     except CompressionError:
         raise
     except Exception as exc:  # each library has its own error types

@@ -5,7 +5,9 @@ last record of each key; an older record with the same key may go. A record
 whose value is None is a tombstone: it deletes its key, and goes itself once
 it is older than the topic's ``delete_retention_ms`` (a consumer that reads the
 partition within that time sees the delete). Records without a key are never
-compacted away.
+compacted away; a produce to a compacted topic must give every record a key
+(``produced_batch_problem``, like Kafka's broker), so only records from
+before the topic became compacted lack one.
 
 Who does what:
 
@@ -67,13 +69,14 @@ class RowsError(ValueError):
     that are not a record batch). Such a batch is never compacted."""
 
 
-def decode_rows(blob: bytes) -> tuple[list[Any], int | None]:
-    """The rows of a stored records blob, and its compression codec id (None: plain)."""
+def decode_rows(blob: bytes, max_bytes: int | None = None) -> tuple[list[Any], int | None]:
+    """The rows of a stored records blob, and its compression codec id (None: plain).
+    ``max_bytes``: RowsError if a compressed blob decompresses to more than this."""
     codec_id = None
     try:
         if is_compressed(blob):
             codec_id = blob[1] if len(blob) > 1 else None
-            blob = decompress_blob(blob)
+            blob = decompress_blob(blob, max_bytes)
         rows = msgpack.unpackb(blob, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack and each codec raise their own types
         raise RowsError(f"records undecodable: {exc}") from exc
@@ -104,6 +107,37 @@ def key_and_value(row: Any) -> tuple[bytes | None, Any]:
     if isinstance(row, list) and len(row) == 4 and isinstance(row[1], bytes):
         return row[1], row[2]
     return None, None
+
+
+def produced_batch_problem(blob: bytes, count: int, max_bytes: int) -> str | None:
+    """Why a batch produced to a compacted topic is refused (None: it is accepted).
+
+    Every record needs a key: a keyless record could never be compacted and
+    would stay for good (Kafka's broker refuses them too). The rows must be
+    record rows, as many as the request's ``count``: a sweep decodes and
+    rewrites them, so they are checked once here instead of found unreadable
+    later. ``max_bytes`` bounds a compressed batch's decompressed size. This
+    is the one produce path where a node unpacks records (DESIGN §9 keeps
+    batches opaque): only for compacted topics, which pay for it."""
+    try:
+        rows, _ = decode_rows(blob, max_bytes)
+    except RowsError as exc:
+        return str(exc)
+    if len(rows) != count:
+        return f"the batch holds {len(rows)} records but says {count}"
+    for i, row in enumerate(rows):
+        if type(row) is not list or len(row) != 4:
+            return f"record {i} is not [timestamp_ms, key, value, headers]"
+        ts, key, value, headers = row
+        if type(key) is not bytes:
+            return f"record {i} has no key; every record of a compacted topic needs one"
+        if not (
+            (ts is None or type(ts) is int)
+            and (value is None or type(value) is bytes)
+            and (headers is None or type(headers) is dict)
+        ):
+            return f"record {i} has a field of the wrong type"
+    return None
 
 
 def rows_with_offsets(base_offset: int, rows: list[Any]) -> Iterator[tuple[int, Row]]:

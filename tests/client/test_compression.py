@@ -96,6 +96,26 @@ def test_a_corrupt_or_unknown_compressed_batch_is_a_clear_error():
         decode_batch(0, 0, bytes((MAGIC,)))
 
 
+@pytest.mark.parametrize("codec", CODECS)
+def test_bounded_decompression_refuses_a_batch_that_grows_past_the_bound(codec):
+    packed = b"\x00" * 1_000_000  # a "zip bomb": a few KiB that inflate a thousandfold
+    blob = compression.compress(packed, codec)
+    assert len(blob) < 10_000
+    assert compression.decompress(blob, len(packed)) == packed  # the bound is inclusive
+    with pytest.raises(CompressionError, match="more than 999999 bytes"):
+        compression.decompress(blob, len(packed) - 1)
+
+
+def test_bounded_zstd_without_a_content_size_in_its_frame():
+    import zstandard
+
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(b"z" * 100_000)
+    blob = bytes((MAGIC, compression.codec("zstd").codec_id)) + frame
+    assert compression.decompress(blob, 100_000) == b"z" * 100_000
+    with pytest.raises(CompressionError, match="more than 99999 bytes"):
+        compression.decompress(blob, 99_999)
+
+
 rows = st.lists(
     st.tuples(
         st.one_of(st.none(), st.integers(0, 2**40)),

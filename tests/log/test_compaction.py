@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch, encode_record_rows
 from raftlog.log.commands import CompactRecords, Produce, TruncatePrefix
-from raftlog.log.compaction import plan_sweep
+from raftlog.log.compaction import plan_sweep, produced_batch_problem
 from raftlog.log.store import NodeStore
 from raftlog.raft.types import ConfState
 from raftlog.server.compaction import LastSweep, sweep_due, sweep_end
@@ -326,3 +326,31 @@ def test_a_sweep_is_due_once_the_oldest_unswept_record_reaches_the_max_lag(plog:
     assert sm.compacted_below == 102
     swept = LastSweep(end=102, live=1, tombstone_due_ms=None)
     assert sweep_due(sm, 102, 0.9, swept, now_ms=10**9, max_lag_ms=1) is None
+
+
+# ---------------------------------------------------------------- what a compacted topic takes
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(st.one_of(st.none(), st.binary(max_size=8)), st.one_of(st.none(), st.binary())),
+        min_size=1,
+        max_size=30,
+    ),
+    compression=st.sampled_from([None, "gzip", "lz4", "zstd"]),
+)
+def test_a_produced_batch_is_refused_exactly_when_a_record_lacks_a_key(
+    records: list[tuple[bytes | None, bytes | None]], compression: str | None
+) -> None:
+    produce = kv(records, compression=compression)
+    problem = produced_batch_problem(produce.records, produce.count, 1 << 20)
+    keyless = [i for i, (key, _) in enumerate(records) if key is None]
+    if keyless:
+        assert problem == (
+            f"record {keyless[0]} has no key; every record of a compacted topic needs one"
+        )
+    else:
+        assert problem is None
+        # ... and the count is part of the batch's truth.
+        assert produced_batch_problem(produce.records, produce.count + 1, 1 << 20) is not None

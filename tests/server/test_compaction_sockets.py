@@ -4,16 +4,20 @@ and topic configs a node must refuse."""
 
 from __future__ import annotations
 
+import re
 import time
+import zlib
 from pathlib import Path
 
+import msgpack
 import pytest
 import trio
 from raftlog.client.aio import AsyncClient
+from raftlog.client.compression import compress
 from raftlog.client.consumer import Consumer
 from raftlog.client.errors import InvalidRequestError
 from raftlog.client.producer import Producer
-from raftlog.server.config import RetentionConfig
+from raftlog.server.config import Limits, RetentionConfig
 
 from .cluster_harness import make_config
 from .test_tls_cluster import DEADLINE_S, FAST, running
@@ -53,9 +57,11 @@ async def test_a_compacted_topic_keeps_the_latest_value_of_each_key(
     async with running(cfg):
         with trio.fail_after(DEADLINE_S):
             async with AsyncClient([n.address for n in cfg.nodes], request_timeout=3.0) as client:
-                await client.create_topic(
-                    "kv", 1, 3, {"cleanup_policy": "compact", "delete_retention_ms": 1}
-                )
+                # A keyless record from before the topic became compacted stays.
+                await client.create_topic("kv", 1, 3)
+                await client.produce("kv", b"no key", None, partition=0)
+                config = {"cleanup_policy": "compact", "delete_retention_ms": 1}
+                await client.alter_topic("kv", config=config)
                 expected: dict[bytes, bytes] = {}
                 async with Producer(client, linger=0.001) as producer:
                     for i in range(ROUNDS):
@@ -63,7 +69,6 @@ async def test_a_compacted_topic_keeps_the_latest_value_of_each_key(
                             value = b"%s=%d" % (key, i)
                             await producer.send("kv", value, key, partition=0)
                             expected[key] = value
-                    await producer.send("kv", b"no key", None, partition=0)
                     # Deleted: the tombstone goes too (delete_retention_ms = 1), so
                     # the partition's last offsets end up holding no record at all.
                     await producer.send("kv", None, KEYS[0], partition=0)
@@ -160,3 +165,55 @@ async def test_max_compaction_lag_sweeps_what_the_dirty_ratio_would_leave(
                     # Same leader: nothing may have made its sweep due (a new
                     # leader would sweep once, legitimately).
                     assert await read_all(client, "ratio") == [(9, b"k", b"v9"), (10, b"k", b"new")]
+
+
+async def test_a_compacted_topic_refuses_batches_it_could_not_compact(tmp_path: Path) -> None:
+    """Keyless records, rows that are not records, a count that lies and a batch
+    that inflates past the bound each get INVALID_REQUEST and append nothing;
+    large batches (checked in a worker thread) are judged the same way; the
+    node keeps serving the client that sent them."""
+    limits = Limits(max_frame_bytes=1 << 20, max_batch_bytes=256 * 1024)
+    cfg = make_config(tmp_path, 3, limits=limits, **FAST)
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with AsyncClient([n.address for n in cfg.nodes], request_timeout=3.0) as client:
+                await client.create_topic("kv", 1, 3, {"cleanup_policy": "compact"})
+                with pytest.raises(InvalidRequestError, match="record 0 has no key"):
+                    await client.produce("kv", b"v", None, partition=0)
+                # One keyless record refuses its whole batch, as in Kafka.
+                mixed = [(b"a", b"1"), (None, b"2"), (b"b", b"3")]
+                with pytest.raises(InvalidRequestError, match="record 1 has no key"):
+                    await client.produce_batch("kv", 0, mixed)
+                assert (
+                    await client.produce("kv", None, b"a", partition=0)
+                ).offset == 0  # tombstone
+
+                def raw(rows: object, count: int, codec: str | None = None) -> tuple:
+                    blob = msgpack.packb(rows, use_bin_type=True)
+                    if codec is not None:
+                        blob = compress(blob, codec)
+                    return blob, count, zlib.crc32(blob)
+
+                def truncated(encoded: tuple) -> tuple:
+                    blob, count, _ = encoded
+                    return blob[:-1], count, zlib.crc32(blob[:-1])
+
+                big = [[None, b"k%d" % i, b"x" * 100, None] for i in range(1500)]  # ~170 KiB
+                refused = {
+                    "not [timestamp_ms, key, value, headers]": raw([1, 2, 3], 3),
+                    "holds 1 records but says 2": raw([[None, b"k", b"v", None]], 2),
+                    "wrong type": raw([[None, b"k", "text, not bytes", None]], 1),
+                    "undecodable": truncated(raw([[None, b"k", b"v", None]], 1)),
+                    "more than 4194304 bytes": raw(
+                        [[None, b"k", b"\0" * (4 << 20), None]], 1, "zstd"
+                    ),
+                    "record 1499 has no key": raw([*big[:-1], [None, None, b"x", None]], 1500),
+                }
+                for problem, encoded in refused.items():
+                    with pytest.raises(InvalidRequestError, match=re.escape(problem)):
+                        await client.send_encoded("kv", 0, *encoded)
+                accepted = await client.send_encoded("kv", 0, *raw(big, len(big)))
+                assert accepted.base_offset == 1
+                result = await client.fetch("kv", 0, 0, max_bytes=1 << 20)
+                assert [r.offset for r in result.records] == list(range(1501))
+                assert result.records[0].value is None  # the tombstone, nothing refused
