@@ -31,6 +31,8 @@ Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]`` (with its
                                # ahead than this of a majority of nodes (server/clock_skew.py)
     producer_expiry_ms = 86400000      # forget an idempotent producer idle this long (1 day)
     max_producers_per_partition = 10000  # ... and the least recently used beyond this many
+    offsets_retention_ms = 604800000   # delete a consumer group (and its committed offsets)
+                                       # after this long without members (7 days)
 
     [tls]                      # absent: plaintext. Present: the node serves and dials ONLY TLS
     ca_file = "tls/ca.pem"     # required: verifies peers (always) and clients (client_auth)
@@ -227,6 +229,9 @@ class RetentionConfig:
     # stays in every partition's state, memory and snapshots for good.
     producer_expiry_ms: int = 86_400_000
     max_producers_per_partition: int = 10_000
+    # Kafka's offsets.retention.minutes (seven days): a consumer group with no
+    # members for this long is deleted with its offsets (server/offsets_retention.py).
+    offsets_retention_ms: int = 7 * 86_400_000
 
     @classmethod
     def from_env(

@@ -218,6 +218,9 @@ class ConsumerGroup:
     # so a group joined again under the name counts on from it. Hidden from
     # list and describe; the first join makes a new group of it.
     deleted: bool = False
+    # When its last member went, or this coordinator first saw it empty (None:
+    # it has members, or nobody looked yet): offsets retention (``idle_groups``).
+    empty_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -652,6 +655,28 @@ class GroupCoordinator:
         # A hair past the instant: expiry is strict (now > last_seen + timeout).
         return min(times) + 1e-6
 
+    def idle_groups(self, now: float, retention_s: float) -> list[str]:
+        """Groups that have had no members for at least ``retention_s``: the ones
+        offsets retention deletes (Kafka's ``offsets.retention.minutes``, counted
+        from when the group went empty as since KIP-211, so a live group that
+        commits rarely keeps its offsets).
+
+        Sessions past their timeout end here first, as on any call. A group
+        that was already empty when this coordinator restored it counts from
+        the first call that sees it: a controller change restarts the count,
+        which can delay a deletion but never bring one forward.
+        """
+        idle = []
+        for g in self.groups.values():
+            self._expire(g, now)
+            if g.deleted or g.members:
+                continue
+            if g.empty_since is None:
+                g.empty_since = now
+            elif now - g.empty_since >= retention_s:
+                idle.append(g.name)
+        return idle
+
     def active_groups(self) -> int:
         return sum(1 for g in self.groups.values() if g.members)
 
@@ -730,6 +755,7 @@ class GroupCoordinator:
             g.assignment = {}
             g.previous = {}
             g.joined = set()
+            g.empty_since = now
             if self.durable and (g.generation or g.proposed):
                 # Persist the emptiness, or a later controller restores the
                 # members of the last record and waits out their sessions.

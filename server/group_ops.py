@@ -37,6 +37,7 @@ import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import COOPERATIVE, EAGER, REBALANCE_PROTOCOLS
 from raftlog.log.commands import SetConsumerGroup
+from raftlog.raft.types import Role
 
 from .acl import visible_group
 from .errors import HandlerError, raise_outcome, raise_result_error
@@ -313,8 +314,18 @@ class GroupOps:
         the deletes (they are refused as FENCED where it claimed first), and no
         deleted offset can be brought back by a member of the old generations.
         """
-        name: str = fields["group"]
-        deletion: GroupDeletion = await self._run("delete", name, topic=fields.get("topic"))
+        deletion = await self._delete(fields["group"], fields.get("topic"), "request")
+        return {
+            "group": deletion.group,
+            "topic": deletion.topic,
+            "generation": deletion.generation,
+            "partitions": deletion.partitions,
+        }
+
+
+    async def _delete(self, name: str, topic: str | None, reason: str) -> GroupDeletion:
+        """Commit ``name``'s tombstone (see ``group_delete``); its offsets go after."""
+        deletion: GroupDeletion = await self._run("delete", name, topic=topic)
         if deletion.record is not None:
             coord = self._coord
             deadline = trio.current_time() + RECORD_TIMEOUT_S
@@ -324,15 +335,35 @@ class GroupOps:
                 coord.deleted(name, deletion.generation, trio.current_time())
                 self._after(coord)
             log.info(
-                "event=group_deleted group=%s topic=%s generation=%d",
-                name, deletion.topic, deletion.generation,
+                "event=group_deleted group=%s topic=%s generation=%d reason=%s",
+                name, deletion.topic, deletion.generation, reason,
             )  # fmt: skip
-        return {
-            "group": deletion.group,
-            "topic": deletion.topic,
-            "generation": deletion.generation,
-            "partitions": deletion.partitions,
-        }
+        return deletion
+
+    async def delete_idle_groups(self, retention_s: float) -> list[str]:
+        """The controller's half of offsets retention: delete every group that has
+        had no members for ``retention_s``, exactly as ``raftlog group delete``
+        would. The partitions' leaders then delete the offsets of deleted groups
+        (server/offsets_retention.py). Returns the groups deleted; nothing when
+        this node is not the controller."""
+        if self.driver.groups[METADATA_GROUP].role is not Role.LEADER:
+            return []
+        coord = await self._coordinator()
+        try:
+            idle = coord.idle_groups(trio.current_time(), retention_s)
+        finally:
+            self._after(coord)
+        deleted = []
+        for name in idle:
+            try:
+                await self._delete(name, None, "offsets_retention")
+            except HandlerError as exc:  # joined meanwhile, or the controller moved
+                log.info("event=group_expiry_skipped group=%s error=%s", name, exc)
+                continue
+            deleted.append(name)
+            if self.metrics is not None:
+                self.metrics.groups_expired.inc()
+        return deleted
 
 
 def _owned_partitions(value: Any, partitions: int) -> tuple[int, ...]:

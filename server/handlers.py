@@ -125,7 +125,8 @@ class RequestHandlers:
         self.membership = MembershipOps(self)
         self._ops.update(self.membership.handlers())
         # Consumer group coordination (group_join/heartbeat/leave/describe).
-        self._ops.update(GroupOps(self).handlers())
+        self.group_ops = GroupOps(self)
+        self._ops.update(self.group_ops.handlers())
 
     async def handle(self, ctx: Any, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         fn = self._ops.get(op)

@@ -323,6 +323,9 @@ class Metrics:
     # consumer group coordinator (server/group_ops.py)
     consumer_groups: Gauge = field(init=False)
     group_rebalances: Counter = field(init=False)
+    # offsets retention (server/offsets_retention.py)
+    groups_expired: Counter = field(init=False)
+    offsets_deleted: Counter = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -484,8 +487,20 @@ class Metrics:
             "raftlog_group_rebalances_total",
             "Consumer group generations formed (rebalances completed) at this node.",
         )
+        self.groups_expired = r.counter(
+            "raftlog_consumer_groups_expired_total",
+            "Consumer groups this node deleted as controller after offsets_retention_ms "
+            "without members.",
+        )
+        self.offsets_deleted = r.counter(
+            "raftlog_consumer_offsets_deleted_total",
+            "Committed offsets of deleted consumer groups removed from partitions this "
+            "node leads (by offsets retention or to finish a `group delete`).",
+        )
         self.consumer_groups.set(0)
         self.group_rebalances.inc(0)
+        self.groups_expired.inc(0)
+        self.offsets_deleted.inc(0)
         add_process_metrics(r)
 
 

@@ -22,6 +22,7 @@ from .driver import MultiRaft
 from .handlers import RequestHandlers
 from .listener import serve
 from .metrics import Metrics, serve_metrics
+from .offsets_retention import OffsetsRetention
 from .retention import RetentionManager
 from .transport import PeerTransport
 
@@ -102,6 +103,8 @@ async def run_node(
                     await nursery.start(driver.snapshots.run)
                     await nursery.start(RetentionManager(driver).run)
                     await nursery.start(CompactionManager(driver).run)
+                    retention = OffsetsRetention.from_config(driver, handlers.group_ops)
+                    await nursery.start(retention.run)
                     clock_file = os.environ.get(WALL_CLOCK_FILE_ENV)
                     if clock_file:  # fault injection only (server/clock_skew.py)
                         nursery.start_soon(follow_offset_file, clock_file)

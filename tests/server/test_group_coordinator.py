@@ -707,3 +707,43 @@ def test_a_join_while_the_tombstone_commits_keeps_the_group_alive():
     assert joined.generation == 3  # above the deletion: its claims win over the deletes
     assert not c.deleted("g", deletion.generation, T0 + 3)
     assert [v.name for v in c.list_groups(T0 + 3)] == ["g"]
+
+
+# ---------------------------------------------------------------- offsets retention
+
+RETENTION = 60.0
+
+
+def test_a_group_is_idle_once_empty_for_the_retention_counted_from_its_last_member():
+    c, _ = emptied_group()  # its only member left at T0 + 1
+    assert c.idle_groups(T0 + 1 + RETENTION - 0.1, RETENTION) == []
+    assert c.idle_groups(T0 + 1 + RETENTION, RETENTION) == ["g"]
+    # Joined and left again in between: the count starts over at the leave,
+    # even though no idle_groups call saw the member.
+    c2, store2 = emptied_group()
+    join(c2, "b", T0 + 30, store=store2)
+    c2.leave("g", "b", T0 + 40)
+    commit(c2, T0 + 40, store2)
+    assert c2.idle_groups(T0 + 1 + RETENTION, RETENTION) == []
+    assert c2.idle_groups(T0 + 40 + RETENTION, RETENTION) == ["g"]
+
+
+def test_a_live_group_is_never_idle_and_a_dead_session_starts_the_count():
+    c = coordinator()
+    store: Store = {}
+    join(c, "a", T0, store=store)
+    assert c.idle_groups(T0 + SESSION, RETENTION) == []  # still within its session
+    # Silent past its session: the call ends it there, and the count starts then.
+    silent_until = T0 + 10 * RETENTION
+    assert c.idle_groups(silent_until, RETENTION) == []
+    assert c.idle_groups(silent_until + RETENTION, RETENTION) == ["g"]
+
+
+def test_a_restored_empty_group_counts_from_the_first_look_and_a_deleted_one_never():
+    _, store = emptied_group()
+    c2 = restored(store, T0 + 5 * RETENTION)  # a new controller, long after the leave
+    now = T0 + 5 * RETENTION
+    assert c2.idle_groups(now, RETENTION) == []  # the first look starts the count
+    assert c2.idle_groups(now + RETENTION, RETENTION) == ["g"]
+    assert delete(c2, now + RETENTION, store) == 2
+    assert c2.idle_groups(now + 10 * RETENTION, RETENTION) == []
