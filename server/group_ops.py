@@ -348,7 +348,10 @@ class GroupOps:
         this node is not the controller."""
         if self.driver.groups[METADATA_GROUP].role is not Role.LEADER:
             return []
-        coord = await self._coordinator()
+        try:
+            coord = await self._coordinator()
+        except HandlerError:  # deposed, or the term changed while restoring: next round
+            return []
         try:
             idle = coord.idle_groups(trio.current_time(), retention_s)
         finally:
