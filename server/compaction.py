@@ -51,6 +51,7 @@ from raftlog.raft.types import Role
 from .clock_skew import wall_time
 from .config import RetentionConfig
 from .groups import Group, GroupKind
+from .periodic import run_rounds
 
 log = logging.getLogger("raftlog.compaction")
 
@@ -148,13 +149,7 @@ class CompactionManager:
             self.max_clock_skew_s = cfg.max_clock_skew_ms / 1000.0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            await trio.sleep(self.interval_s)
-            try:
-                await self.check_all()
-            except Exception:  # never take the node down for a compaction round
-                log.exception("event=compaction_error")
+        await run_rounds(self.interval_s, self.check_all, log, "compaction", task_status)
 
     def _compacted_partitions(self) -> list[tuple[Group, dict[str, Any]]]:
         topics = getattr(self.driver.metadata, "topics", {})

@@ -37,7 +37,9 @@ import trio
 from raftlog.log.commands import DeleteOffset
 from raftlog.raft.types import Role
 
+from .config import RetentionConfig
 from .groups import GroupKind
+from .periodic import run_rounds
 
 log = logging.getLogger("raftlog.offsets_retention")
 
@@ -54,7 +56,8 @@ class OffsetsRetention:
 
     @classmethod
     def from_config(cls, driver: Any, group_ops: Any) -> OffsetsRetention:
-        retention = driver.cfg.retention
+        # cluster.toml's [retention], with RAFTLOG_RETENTION_* on top (server/config.py).
+        retention = RetentionConfig.from_env(base=driver.cfg.retention)
         return cls(
             driver,
             group_ops,
@@ -63,13 +66,7 @@ class OffsetsRetention:
         )
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            await trio.sleep(self.interval_s)
-            try:
-                await self.check()
-            except Exception:  # never take the node down for a retention round
-                log.exception("event=offsets_retention_error")
+        await run_rounds(self.interval_s, self.check, log, "offsets_retention", task_status)
 
     async def check(self) -> tuple[list[str], int]:
         """One round: the groups deleted here as controller, and the offsets of

@@ -55,6 +55,7 @@ from raftlog.raft.types import Role
 from .clock_skew import wall_time
 from .config import RetentionConfig
 from .groups import Group, GroupKind
+from .periodic import run_rounds
 from .waiters import Waiter
 
 log = logging.getLogger("raftlog.retention")
@@ -136,15 +137,12 @@ class RetentionManager:
             self.max_producers = cfg.max_producers_per_partition
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            await trio.sleep(self.interval_s)
-            try:
-                for group in self.unmeasured():
-                    await self._measure(group)
-                self.check_all()
-            except Exception:  # never take the node down for a retention round
-                log.exception("event=retention_error")
+        await run_rounds(self.interval_s, self._round, log, "retention", task_status)
+
+    async def _round(self) -> None:
+        for group in self.unmeasured():
+            await self._measure(group)
+        self.check_all()
 
     def _led_partitions(self) -> list[Group]:
         return [
