@@ -322,7 +322,6 @@ class GroupOps:
             "partitions": deletion.partitions,
         }
 
-
     async def _delete(self, name: str, topic: str | None, reason: str) -> GroupDeletion:
         """Commit ``name``'s tombstone (see ``group_delete``); its offsets go after."""
         deletion: GroupDeletion = await self._run("delete", name, topic=topic)
