@@ -141,8 +141,7 @@ class CompactionManager:
             self.dirty_ratio = float(
                 os.environ.get("RAFTLOG_COMPACTION_DIRTY_RATIO", DEFAULT_DIRTY_RATIO)
             )
-        base = getattr(getattr(self.driver, "cfg", None), "retention", None)
-        cfg = RetentionConfig.from_env(base=base)
+        cfg = RetentionConfig.of_driver(self.driver)
         if self.interval_s is None:
             self.interval_s = cfg.interval_ms / 1000.0
         if self.max_clock_skew_s is None:

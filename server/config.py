@@ -240,6 +240,13 @@ class RetentionConfig:
         """``base`` with ``RAFTLOG_RETENTION_<FIELD>`` from ``env`` on top."""
         return _env_over(base or cls(), RETENTION_ENV_PREFIX, env, _at_least_one)
 
+    @classmethod
+    def of_driver(cls, driver: Any) -> RetentionConfig:
+        """What a node's background rounds use: the driver's cluster.toml
+        ``[retention]`` (the defaults for a test driver without one), with
+        ``RAFTLOG_RETENTION_*`` on top."""
+        return cls.from_env(base=getattr(getattr(driver, "cfg", None), "retention", None))
+
 
 def _at_least_one(name: str, value: float) -> str | None:
     return None if value >= 1 else f"must be >= 1, got {value}"

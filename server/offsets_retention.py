@@ -56,8 +56,7 @@ class OffsetsRetention:
 
     @classmethod
     def from_config(cls, driver: Any, group_ops: Any) -> OffsetsRetention:
-        # cluster.toml's [retention], with RAFTLOG_RETENTION_* on top (server/config.py).
-        retention = RetentionConfig.from_env(base=driver.cfg.retention)
+        retention = RetentionConfig.of_driver(driver)
         return cls(
             driver,
             group_ops,

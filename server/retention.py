@@ -125,8 +125,7 @@ class RetentionManager:
     _expiring: dict[int, Waiter] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        base = getattr(getattr(self.driver, "cfg", None), "retention", None)
-        cfg = RetentionConfig.from_env(base=base)
+        cfg = RetentionConfig.of_driver(self.driver)
         if self.interval_s is None:
             self.interval_s = cfg.interval_ms / 1000.0
         if self.max_clock_skew_s is None:
