@@ -138,6 +138,7 @@ def hello(
     cluster: str | None = None,
     incarnation: str | None = None,
     peer_credential: str | None = None,
+    log_format: int | None = None,
 ) -> dict[str, Any]:
     frame: dict[str, Any] = {
         "type": "hello",
@@ -152,6 +153,10 @@ def hello(
         # Only a node's snapshot transfer sends it (server/listener.py
         # _is_replica_transfer); absent from every other hello.
         frame["peer_credential"] = peer_credential
+    if log_format is not None:
+        # A node's peer link: the highest log format it reads (log/features.py).
+        # Absent from a node older than log formats, which reads only the first.
+        frame["log_format"] = log_format
     return frame
 
 

@@ -42,6 +42,7 @@ class CommandKind(IntEnum):
     UNREGISTER_NODE = 15  # a node removed from the cluster (raftlog member remove)
     SET_CONSUMER_GROUP = 16  # a consumer group's formed generation, or its going empty
     ALTER_TOPIC = 17  # more partitions and/or config changes (raftlog topic alter)
+    SET_LOG_FORMAT = 18  # the cluster's log format rises (log/features.py)
 
 
 @dataclass(slots=True, frozen=True)
@@ -72,12 +73,18 @@ class CommitOffset:
     log/partition.py). On the wire (in the Raft log) an unfenced commit is
     still the 3-field array of old; only a fenced one carries the 4th field,
     so entries written before fencing existed decode unchanged.
+
+    ``timestamp_ms``: the leader's clock when it proposed the commit (log
+    format COMMIT_STAMPS, log/features.py), so that every replica stores the
+    same commit time; None in a cluster of an older format. Only a stamped
+    commit has the 5th field (its 4th then possibly nil).
     """
 
     group: str
     offset: int
     metadata: str = ""
     generation: int | None = None
+    timestamp_ms: int | None = None
 
     KIND = CommandKind.COMMIT_OFFSET
 
@@ -91,10 +98,16 @@ class DeleteOffset:
     that commits with them. With a generation the partition keeps that
     generation as the group's fence (and no offset), so a zombie of the deleted
     group cannot commit its old position back afterwards.
+
+    ``committed_before_ms`` (log format COMMIT_STAMPS): delete only an offset
+    whose stored commit time is older than this, else refuse (FENCED). The
+    deciding leader saw an old commit; one that lands between its look and
+    this delete's apply must stay. Only such a delete has the 3rd field.
     """
 
     group: str
     generation: int | None = None
+    committed_before_ms: int | None = None
 
     KIND = CommandKind.DELETE_OFFSET
 
@@ -250,6 +263,16 @@ class AlterTopic:
     KIND = CommandKind.ALTER_TOPIC
 
 
+@dataclass(slots=True, frozen=True)
+class SetLogFormat:
+    """Raise the cluster's log format to ``log_format`` (log/features.py). Proposed
+    by the controller only once every registered node reads it; never lowers."""
+
+    log_format: int
+
+    KIND = CommandKind.SET_LOG_FORMAT
+
+
 Command = (
     Produce
     | CommitOffset
@@ -265,6 +288,7 @@ Command = (
     | UnregisterNode
     | SetConsumerGroup
     | AlterTopic
+    | SetLogFormat
 )
 
 _CLASSES: dict[int, type] = {
@@ -284,6 +308,7 @@ _CLASSES: dict[int, type] = {
         UnregisterNode,
         SetConsumerGroup,
         AlterTopic,
+        SetLogFormat,
     )
 }
 
@@ -293,8 +318,8 @@ _OPT_INT = (int, True)
 _STR = (str, False)
 _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     Produce: ((bytes, False), _INT, _INT, _OPT_INT, _OPT_INT, _INT),
-    CommitOffset: (_STR, _INT, _STR, _OPT_INT),
-    DeleteOffset: (_STR, _OPT_INT),
+    CommitOffset: (_STR, _INT, _STR, _OPT_INT, _OPT_INT),
+    DeleteOffset: (_STR, _OPT_INT, _OPT_INT),
     TruncatePrefix: (_INT,),
     ExpireProducers: (_INT, _OPT_INT),
     CompactRecords: (_INT, _INT, (list, False)),
@@ -306,6 +331,7 @@ _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     UnregisterNode: (_STR,),
     SetConsumerGroup: (_STR, _STR, _INT, _INT, (list, False), (bool, False)),
     AlterTopic: (_STR, _INT, (dict, False)),
+    SetLogFormat: (_INT,),
 }
 
 
@@ -329,8 +355,16 @@ def _to_wire(cmd: Command) -> list[Any]:
     for name in _FIELD_NAMES[type(cmd)]:
         value = getattr(cmd, name)
         out.append(list(value) if isinstance(value, tuple) else value)
-    if type(cmd) is CommitOffset and cmd.generation is None:
-        out.pop()  # unfenced: the pre-fencing 3-field form (replicas of old decode it)
+    if type(cmd) is CommitOffset:
+        # The older forms while their new fields are unset, so that replicas of a
+        # cluster still on an older log format decode them: unstamped (4 fields),
+        # and also unfenced (the pre-fencing 3 fields).
+        if cmd.timestamp_ms is None:
+            out.pop()
+            if cmd.generation is None:
+                out.pop()
+    elif type(cmd) is DeleteOffset and cmd.committed_before_ms is None:
+        out.pop()  # unconditional: the 2-field form of before commit stamps
     elif type(cmd) is SetConsumerGroup and not cmd.deleted:
         out.pop()  # the 5-field form of before group deletion
     return out
@@ -375,8 +409,12 @@ def _decode_one(raw: Any) -> Command:
     cls = _CLASSES.get(kind) if isinstance(kind, int) and not isinstance(kind, bool) else None
     if cls is None:
         raise CommandError(f"unknown command kind {kind!r}")
-    if cls is CommitOffset and len(values) == 3:
-        values.append(None)  # written before fencing (or unfenced): no generation
+    if cls is CommitOffset and len(values) in (3, 4):
+        # Written before fencing (or unfenced): no generation; before commit
+        # stamps (or in a cluster of an older log format): no stamp.
+        values.extend([None] * (5 - len(values)))
+    if cls is DeleteOffset and len(values) == 2:
+        values.append(None)  # unconditional (or written before commit stamps)
     if cls is SetConsumerGroup and len(values) == 5:
         values.append(False)  # not a deletion (or written before deletion existed)
     schema = _SCHEMA[cls]

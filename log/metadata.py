@@ -37,10 +37,12 @@ from .commands import (
     GroupMemberEntry,
     RegisterNode,
     SetConsumerGroup,
+    SetLogFormat,
     SetPartitionReplicas,
     UnregisterNode,
     decode_entry_commands,
 )
+from .features import BASELINE_LOG_FORMAT, LOG_FORMAT
 from .store import NodeStore
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ __all__ = [
     "PartitionInfo",
     "RegisterNode",
     "SetConsumerGroup",
+    "SetLogFormat",
     "SetPartitionReplicas",
     "TopicInfo",
     "topic_config_problem",
@@ -188,6 +191,8 @@ class MetadataStateMachine:
         self.next_group_id = 1  # group 0 is this group itself
         self.next_producer_id = 1
         self.consumer_groups: dict[str, ConsumerGroupInfo] = {}
+        # The format every replica of every group may write (log/features.py).
+        self.log_format = BASELINE_LOG_FORMAT
         value = store.db.get(keys.sm_meta(group_id, keys.SmField.APPLIED))
         if value is not None:
             try:
@@ -259,6 +264,8 @@ class MetadataStateMachine:
             return self._set_consumer_group(cmd)
         if isinstance(cmd, AlterTopic):
             return self._alter_topic(cmd)
+        if isinstance(cmd, SetLogFormat):
+            return self._set_log_format(cmd)
         return _fail(ErrorCode.INVALID_REQUEST, f"{type(cmd).__name__} is not a metadata op")
 
     def _register_node(self, cmd: RegisterNode) -> MetaResult:
@@ -275,6 +282,26 @@ class MetadataStateMachine:
                 cmd.incarnation,
                 old.incarnation if old else None,
             )
+        return MetaResult()
+
+    def _set_log_format(self, cmd: SetLogFormat) -> MetaResult:
+        """Raise the log format; a lower or equal one changes nothing (formats only
+        rise: something may already be written in the higher one)."""
+        if cmd.log_format < BASELINE_LOG_FORMAT:
+            return _fail(ErrorCode.INVALID_REQUEST, f"no log format {cmd.log_format}")
+        if cmd.log_format <= self.log_format:
+            return MetaResult()
+        if cmd.log_format > LOG_FORMAT:
+            # Applied all the same: every replica must reach the same state. The
+            # controller proposes it only once every node says it reads it, so a
+            # node here was downgraded since, and its peers now refuse it.
+            log.error(
+                "event=log_format_unreadable log_format=%d this_build_reads=%d "
+                "hint='upgrade this node: its peers refuse it'",
+                cmd.log_format, LOG_FORMAT,
+            )  # fmt: skip
+        log.info("event=log_format_raised from=%d to=%d", self.log_format, cmd.log_format)
+        self.log_format = cmd.log_format
         return MetaResult()
 
     def _unregister_node(self, cmd: UnregisterNode) -> MetaResult:
@@ -481,6 +508,7 @@ class MetadataStateMachine:
                     + ([True] if g.deleted else [])
                     for _, g in sorted(self.consumer_groups.items())
                 ],
+                "log_format": self.log_format,
             },
             use_bin_type=True,
         )
@@ -498,6 +526,8 @@ class MetadataStateMachine:
             )
             for name, config, parts in obj["topics"]
         }
+        # Absent in a state written before log formats existed: the baseline.
+        self.log_format = obj.get("log_format", BASELINE_LOG_FORMAT)
         # Absent in the state of a node written before consumer groups were persisted.
         self.consumer_groups = {
             name: ConsumerGroupInfo(

@@ -128,6 +128,10 @@ class PartitionStateMachine:
         # Consumer group -> the highest generation that committed here; only
         # groups that ever sent a fenced commit (see _commit_offset).
         self.fences: dict[str, int] = {}
+        # Consumer group -> when its offset here was committed (the proposing
+        # leader's clock, log format COMMIT_STAMPS); absent: not known (an
+        # unstamped commit). Offsets retention expires standalone offsets by it.
+        self.commit_stamps: dict[str, int] = {}
         # Stored bytes by segment, for size-based retention; None until asked
         # for (see measure_sizes), so partitions without it pay nothing.
         self.sizes: SizeIndex | None = None
@@ -166,14 +170,17 @@ class PartitionStateMachine:
         )
         for key, value in self._scan(keys.NS.CONSUMER):
             group = keys.consumer_of_key(key)
-            # [offset, metadata] (unfenced, and everything stored before fencing)
-            # or [offset, metadata, generation]: see _consumer_value. A deleted
-            # offset that keeps its fence is [nil, "", generation].
-            offset, metadata, *fence = msgpack.unpackb(value, raw=False)
+            # [offset, metadata] (unfenced, and everything stored before fencing),
+            # [offset, metadata, generation] or [offset, metadata, generation or
+            # nil, commit stamp]: see _consumer_value. A deleted offset that
+            # keeps its fence is [nil, "", generation].
+            offset, metadata, *rest = msgpack.unpackb(value, raw=False)
             if offset is not None:
                 self.offsets[group] = (offset, metadata)
-            if fence:
-                self.fences[group] = fence[0]
+            if rest and rest[0] is not None:
+                self.fences[group] = rest[0]
+            if len(rest) > 1:
+                self.commit_stamps[group] = rest[1]
         value = self.db.get(keys.sm_meta(self.group_id, keys.SmField.COMPACTION))
         if value is not None:
             self.compactions, self.compacted_below = msgpack.unpackb(value)
@@ -409,6 +416,10 @@ class PartitionStateMachine:
         self.offsets[cmd.group] = (cmd.offset, cmd.metadata)
         if cmd.generation is not None:
             self.fences[cmd.group] = cmd.generation  # >= fence: checked above
+        if cmd.timestamp_ms is None:
+            self.commit_stamps.pop(cmd.group, None)  # an older stamp would not be its time
+        else:
+            self.commit_stamps[cmd.group] = cmd.timestamp_ms
         batch.put(keys.consumer_key(self.group_id, cmd.group), self._consumer_value(cmd.group))
         return ApplyResult()
 
@@ -426,7 +437,16 @@ class PartitionStateMachine:
         refused = self._fence_refuses(cmd.group, cmd.generation, "offset delete")
         if refused is not None:
             return refused
+        if cmd.committed_before_ms is not None and cmd.group in self.offsets:
+            stamp = self.commit_stamps.get(cmd.group)
+            if stamp is None or stamp >= cmd.committed_before_ms:
+                return _fail(
+                    ErrorCode.FENCED,
+                    f"offset delete refused: group {cmd.group!r} committed here at "
+                    f"{stamp}, not before {cmd.committed_before_ms}",
+                )
         self.offsets.pop(cmd.group, None)
+        self.commit_stamps.pop(cmd.group, None)
         key = keys.consumer_key(self.group_id, cmd.group)
         if cmd.generation is None:
             batch.delete(key)
@@ -458,11 +478,16 @@ class PartitionStateMachine:
         return None
 
     def _consumer_value(self, group: str) -> bytes:
-        """The stored value of ``group``'s offset: the fence rides along with it, so it
-        is written in the same batch and survives a restart exactly like the offset.
-        A group whose offset was deleted keeps only its fence: [nil, "", fence]."""
+        """The stored value of ``group``'s offset: the fence and the commit stamp ride
+        along with it, so they are written in the same batch and survive a restart
+        exactly like the offset. A group whose offset was deleted keeps only its
+        fence: [nil, "", fence]. Each field is there only when set, so a node that
+        never sees a stamped commit stores what it stored before stamps."""
         offset, metadata = self.offsets.get(group, (None, ""))
         fence = self.fences.get(group)
+        stamp = self.commit_stamps.get(group)
+        if stamp is not None:
+            return msgpack.packb([offset, metadata, fence, stamp])
         return msgpack.packb([offset, metadata] if fence is None else [offset, metadata, fence])
 
     def _compact(self, cmd: CompactRecords, batch: WriteBatch) -> ApplyResult:
@@ -666,6 +691,8 @@ class PartitionStateMachine:
         }
         if self.fences:
             state["fences"] = dict(sorted(self.fences.items()))
+        if self.commit_stamps:
+            state["commit_stamps"] = dict(sorted(self.commit_stamps.items()))
         if self.compactions:
             state["compaction"] = [self.compactions, self.compacted_below]
         return msgpack.packb(state)
@@ -689,6 +716,7 @@ class PartitionStateMachine:
         )
         self.offsets = {g: (o, m) for g, (o, m) in obj["offsets"].items()}
         self.fences = dict(obj.get("fences", {}))  # absent: a snapshot from before fencing
+        self.commit_stamps = dict(obj.get("commit_stamps", {}))  # absent: none stamped
         # Absent: never compacted (or a snapshot from before compaction existed).
         self.compactions, self.compacted_below = obj.get("compaction", (0, 0))
         compaction_key = keys.sm_meta(self.group_id, keys.SmField.COMPACTION)

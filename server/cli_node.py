@@ -530,6 +530,31 @@ def auth_mismatch(statuses: dict[str, Any]) -> str | None:
     )
 
 
+def log_format_line(statuses: dict[str, Any]) -> str | None:
+    """The cluster's log format (log/features.py) and what each reachable node
+    reads, with what that means when they differ; None: no node reported one."""
+    formats = {
+        str(s.get("node")): s["log_format"]
+        for s in statuses.values()
+        if "error" not in s and isinstance(s.get("log_format"), dict)
+    }
+    if not formats:
+        return None
+    cluster = max(int(f.get("cluster", 1)) for f in formats.values())
+    reads = {node: int(f.get("node", 1)) for node, f in formats.items()}
+    listed = ", ".join(f"{node} {fmt}" for node, fmt in sorted(reads.items()))
+    line = f"log format {cluster} (nodes read: {listed})"
+    behind = sorted(node for node, fmt in reads.items() if fmt < cluster)
+    if behind:
+        return (
+            f"{line}\nWARNING: {', '.join(behind)} cannot read log format {cluster}: "
+            "their peers refuse them; upgrade them or lift their [cluster] max_log_format"
+        )
+    if min(reads.values()) > cluster and len(reads) == len(statuses):
+        line += f"; rises to {min(reads.values())} once every registered node is connected"
+    return line
+
+
 def render_status_table(statuses: dict[str, Any]) -> str:
     lines = []
     for address, status in statuses.items():
@@ -544,6 +569,9 @@ def render_status_table(statuses: dict[str, Any]) -> str:
     warning = auth_mismatch(statuses)
     if warning is not None:
         lines.append(warning)
+    formats = log_format_line(statuses)
+    if formats is not None:
+        lines.append(formats)
     header = ("GROUP", "TOPIC/PART", "LEADER", "TERM", "COMMIT", "REPLICAS match(lag)")
     rows = [header]
     for g in merge_groups(statuses):

@@ -9,6 +9,11 @@ falling back to a default is worse than refusing to start.
 ``[cluster] cpu_latency_qos_us`` (optional, microseconds): every node holds a
 Linux CPU latency QoS request of this value while it runs (server/cpu_latency.py).
 
+``[cluster] max_log_format`` (optional, an int >= 1): the highest log format
+(log/features.py) the node says it reads, below its build's own. Set during a
+rolling upgrade to keep the cluster on the old format, so that any node can
+still go back to the old version; lift it once the upgrade is judged good.
+
 Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]`` (with its
 ``[[auth.user]]`` tenants, server/acl.py), ``[quotas]``,
 ``[snapshots]``, ``[retention]`` and ``[tls]``. Their keys are optional; shown with defaults::
@@ -76,6 +81,7 @@ from raftlog.client.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
 )
+from raftlog.log.features import BASELINE_LOG_FORMAT, LOG_FORMAT
 
 from .acl import User, pattern_problem
 from .cpu_latency import MAX_US as CPU_LATENCY_MAX_US
@@ -327,6 +333,9 @@ class ClusterConfig:
     # Microseconds: each node holds a Linux CPU latency QoS request of this
     # value while it runs (server/cpu_latency.py); None: no request.
     cpu_latency_qos_us: int | None = None
+    # The highest log format this node says it reads (log/features.py); None:
+    # its build's own, LOG_FORMAT. Holding it lower holds the cluster's format.
+    max_log_format: int | None = None
     # DELIBERATELY UNSAFE test modes: only jepsen turns them on, to prove that
     # its checkers catch the anomalies they cause.
     unsafe_ack_before_commit: bool = False
@@ -341,6 +350,13 @@ class ClusterConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     tls: ClusterTLSConfig | None = None  # None: plaintext everywhere
     path: Path | None = None
+
+    @property
+    def log_format(self) -> int:
+        """The highest log format a node of this config says it reads."""
+        if self.max_log_format is None:
+            return LOG_FORMAT
+        return min(LOG_FORMAT, self.max_log_format)
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -515,6 +531,11 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
             "cpu_latency_qos_us",
             f"must be in [0, {CPU_LATENCY_MAX_US}] microseconds, got {cpu_latency_qos_us}",
         )
+    max_log_format = cluster.get("max_log_format", int, None)
+    if max_log_format is not None and max_log_format < BASELINE_LOG_FORMAT:
+        raise cluster.fail(
+            "max_log_format", f"must be >= {BASELINE_LOG_FORMAT}, got {max_log_format}"
+        )
     unsafe_ack = cluster.get("unsafe_ack_before_commit", bool, False)
     unsafe_reads = cluster.get("unsafe_follower_reads", bool, False)
     cluster.check_unknown()
@@ -561,6 +582,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
         fsync=fsync,
         lease_reads=lease_reads,
         cpu_latency_qos_us=cpu_latency_qos_us,
+        max_log_format=max_log_format,
         unsafe_ack_before_commit=unsafe_ack,
         unsafe_follower_reads=unsafe_reads,
         limits=limits,
@@ -840,6 +862,8 @@ def render_config(cfg: ClusterConfig) -> str:
         lines.append("lease_reads = true")
     if cfg.cpu_latency_qos_us is not None:
         lines.append(f"cpu_latency_qos_us = {cfg.cpu_latency_qos_us}")
+    if cfg.max_log_format is not None:
+        lines.append(f"max_log_format = {cfg.max_log_format}")
     if cfg.unsafe_ack_before_commit:
         lines.append("unsafe_ack_before_commit = true")
     if cfg.unsafe_follower_reads:

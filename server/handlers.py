@@ -34,6 +34,7 @@ from raftlog.log.commands import (
     Produce,
 )
 from raftlog.log.compaction import produced_batch_problem
+from raftlog.log.features import COMMIT_STAMPS, LOG_FORMAT
 from raftlog.log.metadata import topic_config_problem
 from raftlog.raft.types import Role
 
@@ -629,10 +630,18 @@ class RequestHandlers:
             offset=fields["offset"],
             metadata=fields.get("metadata") or "",
             generation=fields.get("generation"),
+            timestamp_ms=self._commit_stamp(),
         )
         result = raise_outcome(await self.driver.propose(group.gid, command, deadline))
         raise_result_error(result)
         return {}
+
+    def _commit_stamp(self) -> int | None:
+        """A commit's time, stored with its offset once every node reads stamped
+        commits (log/features.py COMMIT_STAMPS); None before."""
+        if self.driver.metadata.log_format < COMMIT_STAMPS:
+            return None
+        return self.driver.stamp_ms()
 
     async def delete_offset(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         deadline = _deadline(fields)
@@ -664,6 +673,13 @@ class RequestHandlers:
             "incarnation": self.driver.store.identity.incarnation,
             "groups": groups,
             "nodes": self._nodes_json(),
+            # log/features.py: what the cluster writes, what this node says it
+            # reads ([cluster] max_log_format) and what its build reads.
+            "log_format": {
+                "cluster": self.meta.log_format,
+                "node": self.cfg.log_format,
+                "build": LOG_FORMAT,
+            },
         }
         auth = self._auth_json()
         if auth is not None:

@@ -54,11 +54,13 @@ from raftlog.client.protocol import (
 )
 from raftlog.client.sockio import read_chunk, socket_fd, write_now
 from raftlog.client.tls import TLS_HANDSHAKE_BYTE
+from raftlog.log.features import BASELINE_LOG_FORMAT, log_format_problem
 
 from . import acl
 from .acl import User
 from .config import ClusterConfig, QuotaConfig
 from .errors import HandlerError
+from .log_format import LogFormats
 from .log_throttle import LogThrottle
 from .metrics import Metrics
 from .tls import TLSAcceptor, cert_identities, peer_cert_problem
@@ -286,7 +288,13 @@ class Listener:
     # Client connections per [[auth.user]] name (only users that hold some).
     user_connections: dict[str, int] = field(default_factory=dict)
     refusal_log: LogThrottle = field(default_factory=lambda: LogThrottle(REFUSAL_LOG_INTERVAL_S))
+    peer_refusal_log: LogThrottle = field(
+        default_factory=lambda: LogThrottle(REFUSAL_LOG_INTERVAL_S)
+    )
     tls: TLSAcceptor | None = None  # [tls]: handshake before the hello
+    # The cluster's log format and the one each peer link said it reads
+    # (server/log_format.py); None: peers are not checked nor recorded.
+    log_formats: LogFormats | None = None
 
     @classmethod
     def create(
@@ -374,6 +382,7 @@ async def serve(
     metrics: Metrics,
     start_request: RequestStarter | None = None,
     on_peer_connected: Callable[[str], None] | None = None,
+    log_formats: LogFormats | None = None,
     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept clients and peers on this node's address until cancelled.
@@ -391,6 +400,7 @@ async def serve(
         start_request=start_request,
     )
     listener.on_peer_connected = on_peer_connected
+    listener.log_formats = log_formats
     listeners = await trio.open_tcp_listeners(node.port, host=node.host)
     log.info("event=listening node=%s address=%s", node_id, node.address)
     task_status.started(listeners)
@@ -460,8 +470,9 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
         # connection ends (EOF, broken stream, cancellation, a bug).
         try:
             await _serve_admitted(
-                shared, stream, decoder, role, ident, user, credential, leftover, conn_id, remote
-            )
+                shared, stream, decoder, role, ident, user, credential, leftover, conn_id, remote,
+                hello.get("log_format", BASELINE_LOG_FORMAT),
+            )  # fmt: skip
         finally:
             if role == "client":
                 shared.release_client(user)
@@ -478,6 +489,7 @@ async def _serve_admitted(
     leftover: list[dict[str, Any]],
     conn_id: int,
     remote: str,
+    peer_log_format: int,
 ) -> None:
     if not await _send_quietly(stream, encode_frame(hello_ok(shared.node_id, shared.cfg.name))):
         return
@@ -485,7 +497,14 @@ async def _serve_admitted(
     log.debug("event=connected conn=%d remote=%s role=%s id=%s", conn_id, remote, role, ident)
     try:
         if role == "peer":
-            await _serve_peer(shared, stream, decoder, ident, leftover, conn_id)
+            formats = shared.log_formats
+            if formats is not None:
+                formats.peer_connected(ident, conn_id, peer_log_format)
+            try:
+                await _serve_peer(shared, stream, decoder, ident, leftover, conn_id)
+            finally:
+                if formats is not None:
+                    formats.peer_gone(ident, conn_id)
         else:
             ctx = RequestContext(ident, remote, conn_id, shared.node_id, role == "replica", user)
             # A snapshot transfer proven by the peer token carries no client token.
@@ -583,6 +602,7 @@ def _check_hello(
         problem = peer_cert_problem(cfg, peer_cert, ident)
         if problem is not None:
             raise _Reject(ErrorCode.UNAUTHORIZED, problem)
+    _check_peer_log_format(shared, ident, hello.get("log_format", BASELINE_LOG_FORMAT))
     incarnation = hello.get("incarnation")
     if not isinstance(incarnation, str) or not incarnation:
         raise _Reject(ErrorCode.INVALID_REQUEST, "peer hello needs an incarnation")
@@ -604,6 +624,32 @@ def _check_hello(
             f"peer {ident!r} has incarnation {incarnation}, expected {known}",
         )
     return role, ident, None
+
+
+def _check_peer_log_format(shared: Listener, ident: str, peer_format: Any) -> None:
+    """_Reject a peer that cannot read what this cluster writes (log/features.py):
+    joined, it would skip the entries it cannot decode and diverge."""
+    problem = log_format_problem(peer_format)
+    if problem is not None:
+        raise _Reject(ErrorCode.INVALID_REQUEST, f"peer hello: {problem}")
+    if shared.log_formats is None:
+        return
+    cluster_format = shared.log_formats.cluster()
+    if peer_format >= cluster_format:
+        return
+    message = (
+        f"this cluster writes log format {cluster_format}; node {ident!r} reads only up to "
+        f"{peer_format}: run a raftlog version on it that reads format {cluster_format} "
+        "(or lift its [cluster] max_log_format)"
+    )
+    refusals = shared.peer_refusal_log.count()
+    if refusals:
+        log.error(
+            "event=peer_refused peer=%s reason=log_format cluster=%d peer_reads=%d "
+            "refused_since_last_log=%d",
+            ident, cluster_format, peer_format, refusals,
+        )  # fmt: skip
+    raise _Reject(ErrorCode.UNSUPPORTED_VERSION, message, logged=True)
 
 
 def _client_user(

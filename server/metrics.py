@@ -309,6 +309,7 @@ class Metrics:
     leader_changes: Counter = field(init=False)
     groups: Gauge = field(init=False)
     cpu_latency_qos_us: Gauge = field(init=False)
+    log_format: Gauge = field(init=False)
     max_follower_lag: Gauge = field(init=False)
     peer_clock_offset: Gauge = field(init=False)
     retention_clock_refusals: Counter = field(init=False)
@@ -433,6 +434,13 @@ class Metrics:
         self.data_dir_size = r.gauge(
             "raftlog_data_dir_filesystem_bytes", "Size of the data dir's filesystem."
         )
+        self.log_format = r.gauge(
+            "raftlog_log_format",
+            "Log formats (log/features.py): what the cluster writes as this node's metadata "
+            "has it (of=cluster), and the highest this node says it reads (of=node). "
+            "node > cluster on every node for long: an upgrade waits for a node.",
+            ["of"],
+        )
         self.cpu_latency_qos_us = r.gauge(
             "raftlog_cpu_latency_qos_us",
             "The CPU latency QoS request this node holds ([cluster] cpu_latency_qos_us); "
@@ -494,13 +502,17 @@ class Metrics:
         )
         self.offsets_deleted = r.counter(
             "raftlog_consumer_offsets_deleted_total",
-            "Committed offsets of deleted consumer groups removed from partitions this "
-            "node leads (by offsets retention or to finish a `group delete`).",
+            "Committed offsets removed by offsets retention from partitions this node "
+            "leads: of deleted consumer groups (reason=group_deleted; also finishes a "
+            "`group delete`), or committed by hand under a name that never formed a "
+            "group and not committed again for offsets_retention_ms (reason=expired).",
+            ["reason"],
         )
         self.consumer_groups.set(0)
         self.group_rebalances.inc(0)
         self.groups_expired.inc(0)
-        self.offsets_deleted.inc(0)
+        for reason in ("group_deleted", "expired"):
+            self.offsets_deleted.inc(0, reason=reason)
         add_process_metrics(r)
 
 

@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import trio
+from raftlog.log.features import LOG_FORMAT
 from raftlog.log.store import NodeStore, staggered_write_buffer_bytes
 
 from .auth_reload import reload_on_sighup
@@ -21,6 +22,7 @@ from .cpu_latency import cpu_latency_request
 from .driver import MultiRaft
 from .handlers import RequestHandlers
 from .listener import serve
+from .log_format import LogFormats, LogFormatUpgrade
 from .metrics import Metrics, serve_metrics
 from .offsets_retention import OffsetsRetention
 from .retention import RetentionManager
@@ -82,6 +84,10 @@ async def run_node(
         driver.start()
         register_consumer_lag(metrics.registry, driver.groups.values)
         handlers = RequestHandlers(cfg, node_id, driver, metrics)
+        # Read through the driver each time: the metadata state is replaced on
+        # a snapshot install.
+        log_formats = LogFormats(cfg.log_format, lambda: driver.metadata.log_format)
+        _warn_if_log_format_unreadable(cfg, driver)
         log.info(
             "event=node_starting node=%s address=%s data_dir=%s groups=%d incarnation=%s",
             node_id,
@@ -105,6 +111,7 @@ async def run_node(
                     await nursery.start(CompactionManager(driver).run)
                     retention = OffsetsRetention.from_config(driver, handlers.group_ops)
                     await nursery.start(retention.run)
+                    await nursery.start(LogFormatUpgrade.for_node(driver, log_formats).run)
                     clock_file = os.environ.get(WALL_CLOCK_FILE_ENV)
                     if clock_file:  # fault injection only (server/clock_skew.py)
                         nursery.start_soon(follow_offset_file, clock_file)
@@ -118,6 +125,7 @@ async def run_node(
                             start_request=handlers.handle_nowait,
                             on_peer_msgs=driver.on_peer_msgs,
                             on_peer_connected=transport.redial,
+                            log_formats=log_formats,
                             metrics=metrics,
                             task_status=task_status,
                         )
@@ -151,6 +159,19 @@ async def run_node(
             log.error("event=store_close_failed node=%s error=%r", node_id, exc)
         held.close()
         log.info("event=node_stopped node=%s", node_id)
+
+
+def _warn_if_log_format_unreadable(cfg: ClusterConfig, driver: MultiRaft) -> None:
+    """Say loudly at start when this node says it reads less than the cluster writes:
+    its peers will refuse it (server/listener.py) until it is upgraded, or its
+    ``max_log_format`` is lifted."""
+    cluster_format = driver.metadata.log_format
+    if cfg.log_format < cluster_format:
+        log.error(
+            "event=log_format_behind node_reads=%d cluster=%d build_reads=%d "
+            "hint='peers refuse this node; lift [cluster] max_log_format or upgrade it'",
+            cfg.log_format, cluster_format, LOG_FORMAT,
+        )  # fmt: skip
 
 
 def handover_bound_s(cfg: ClusterConfig) -> float:

@@ -278,6 +278,7 @@ class PeerTransport:
             credential=self.cfg.auth.peer_token,
             cluster=self.cfg.name,
             incarnation=self.incarnation,
+            log_format=self.cfg.log_format,
         )
         try:
             with trio.fail_after(opts.hello_timeout_s):

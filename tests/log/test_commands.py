@@ -19,6 +19,7 @@ from raftlog.log.commands import (
     ExpireProducers,
     Produce,
     RegisterNode,
+    SetLogFormat,
     SetPartitionReplicas,
     TruncatePrefix,
     decode_entry_commands,
@@ -37,8 +38,8 @@ commands = st.one_of(
         st.none() | ints,
         ints,
     ),
-    st.builds(CommitOffset, text, ints, text, st.none() | ints),
-    st.builds(DeleteOffset, text, st.none() | ints),
+    st.builds(CommitOffset, text, ints, text, st.none() | ints, st.none() | ints),
+    st.builds(DeleteOffset, text, st.none() | ints, st.none() | ints),
     st.builds(TruncatePrefix, ints),
     st.builds(ExpireProducers, ints, st.none() | ints),
     st.builds(RegisterNode, text, text, text),
@@ -46,6 +47,7 @@ commands = st.one_of(
     st.builds(DeleteTopic, text),
     st.just(AllocProducerId()),
     st.builds(SetPartitionReplicas, text, ints, st.lists(text, max_size=4).map(tuple)),
+    st.builds(SetLogFormat, ints),
 )
 
 
@@ -81,7 +83,11 @@ def _pack(obj: object) -> bytes:
         _pack([[CommandKind.COMMIT_OFFSET, "g", 1.5, ""]]),
         _pack([[CommandKind.COMMIT_OFFSET, "g", 1, "", "7"]]),  # generation not an int
         _pack([[CommandKind.COMMIT_OFFSET, "g", 1, "", True]]),  # bool generation
-        _pack([[CommandKind.COMMIT_OFFSET, "g", 1, "", 7, 8]]),  # a 5th field
+        _pack([[CommandKind.COMMIT_OFFSET, "g", 1, "", 7, 8, 9]]),  # a 6th field
+        _pack([[CommandKind.COMMIT_OFFSET, "g", 1, "", 7, "8"]]),  # a str stamp
+        _pack([[CommandKind.DELETE_OFFSET, "g", None, 1.5]]),  # a float cut-off
+        _pack([[CommandKind.SET_LOG_FORMAT]]),
+        _pack([[CommandKind.SET_LOG_FORMAT, "2"]]),
         _pack([[CommandKind.CREATE_TOPIC, "t", 1, 1, []]]),
         _pack([[CommandKind.SET_PARTITION_REPLICAS, "t", 0, ["n1", 2]]]),
     ],
@@ -117,3 +123,21 @@ def test_a_delete_offset_round_trips_and_refuses_wrong_types() -> None:
     for bad in (["g", True], ["g", "4"], [7, 4], ["g"]):
         with pytest.raises(CommandError):
             decode_entry_commands(_pack([[CommandKind.DELETE_OFFSET, *bad]]))
+
+
+def test_commit_stamps_extend_the_forms_of_old_logs_only_when_set() -> None:
+    # Log format COMMIT_STAMPS (log/features.py): a stamped commit has a 5th field
+    # (its generation then possibly nil) and a conditional delete a 3rd. Unset,
+    # both keep the forms a replica of an older format decodes.
+    stamped = encode_entry_commands([CommitOffset("g", 42, "m", None, 1_700_000_000_000)])
+    assert msgpack.unpackb(stamped) == [
+        [CommandKind.COMMIT_OFFSET, "g", 42, "m", None, 1_700_000_000_000]
+    ]
+    assert decode_entry_commands(stamped) == [CommitOffset("g", 42, "m", None, 1_700_000_000_000)]
+    fenced = encode_entry_commands([CommitOffset("g", 42, "m", 3)])
+    assert msgpack.unpackb(fenced) == [[CommandKind.COMMIT_OFFSET, "g", 42, "m", 3]]
+    delete = encode_entry_commands([DeleteOffset("g", None, 99)])
+    assert msgpack.unpackb(delete) == [[CommandKind.DELETE_OFFSET, "g", None, 99]]
+    assert msgpack.unpackb(encode_entry_commands([DeleteOffset("g", 4)])) == [
+        [CommandKind.DELETE_OFFSET, "g", 4]
+    ]

@@ -13,6 +13,7 @@ from raftlog.client.errors import ErrorCode
 from raftlog.server.config import ClusterConfig
 from raftlog.server.errors import HandlerError
 from raftlog.server.listener import MemoryIncarnationBook, RequestContext, serve
+from raftlog.server.log_format import LogFormats
 from raftlog.server.metrics import Metrics
 
 from .cluster_harness import local_cluster, make_config
@@ -83,6 +84,7 @@ async def start_fake_node(
     node_id: str = "n1",
     book: MemoryIncarnationBook | None = None,
     on_peer_connected: Callable[[str], None] | None = None,
+    log_formats: LogFormats | None = None,
 ) -> FakeNode:
     node = FakeNode(cfg, node_id)
     if book is not None:
@@ -96,6 +98,7 @@ async def start_fake_node(
             on_peer_msgs=node.on_peer,
             metrics=node.metrics,
             on_peer_connected=on_peer_connected,
+            log_formats=log_formats,
             task_status=task_status,
         )
     )

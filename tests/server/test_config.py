@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from raftlog.log.features import LOG_FORMAT
 from raftlog.server.config import (
     AuthConfig,
     ClusterConfig,
@@ -243,6 +244,16 @@ def test_cpu_latency_qos_is_optional_and_checked(tmp_path: Path) -> None:
     assert "cluster.cpu_latency_qos_us must be int" in load_error(tmp_path, flag)
 
 
+def test_max_log_format_is_optional_checked_and_caps_the_builds(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).log_format == LOG_FORMAT
+    held = GOOD.replace('name = "local"', 'name = "local"\nmax_log_format = 1')
+    assert load_config(write(tmp_path, held)).log_format == 1
+    beyond = held.replace("max_log_format = 1", f"max_log_format = {LOG_FORMAT + 5}")
+    assert load_config(write(tmp_path, beyond)).log_format == LOG_FORMAT  # the build's own
+    zero = held.replace("max_log_format = 1", "max_log_format = 0")
+    assert "cluster.max_log_format must be >= 1, got 0" in load_error(tmp_path, zero)
+
+
 def test_render_round_trips(tmp_path: Path) -> None:
     cfg = ClusterConfig(
         name='we"ird',
@@ -255,6 +266,7 @@ def test_render_round_trips(tmp_path: Path) -> None:
         heartbeat_ticks=1,
         fsync=False,
         cpu_latency_qos_us=0,
+        max_log_format=1,
         unsafe_follower_reads=True,
         limits=Limits(max_frame_bytes=2048, max_batch_bytes=1024),
         auth=AuthConfig(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from raftlog.client.protocol import FrameDecoder, encode_frame, hello
 from raftlog.server.config import ClusterConfig, Limits, QuotaConfig
 from raftlog.server.listener import Listener, Quotas, TokenBucket
+from raftlog.server.log_format import LogFormats
 
 from .cluster_harness import make_config
 from .conftest import FakeNode, start_fake_node
@@ -316,6 +317,36 @@ async def test_peer_hello_refusals(fake_node: FakeNode) -> None:
         assert await conn.closed()
     assert fake_node.peer_msgs == []
     assert fake_node.metrics.hello_rejected.value(code="CLUSTER_MISMATCH") == 3
+
+
+async def test_a_peer_that_reads_less_than_the_cluster_writes_is_refused(
+    cfg: ClusterConfig, nursery: trio.Nursery
+) -> None:
+    formats = LogFormats(own=2, cluster=lambda: 2)
+    node = await start_fake_node(nursery, cfg, log_formats=formats)
+    for said, code in ((None, "UNSUPPORTED_VERSION"), (1, "UNSUPPORTED_VERSION"),
+                       ("2", "INVALID_REQUEST"), (0, "INVALID_REQUEST")):  # fmt: skip
+        # None: a node older than log formats says nothing, so it reads format 1.
+        conn, reply = await peer(node, "n2", "i", log_format=said)
+        assert reply["error"] == code, (said, reply)
+        assert await conn.closed()
+        assert formats.of_peer("n2") is None
+    assert "reads only up to 1" in reply_message(await peer(node, "n2", "i", log_format=1))
+    conn, ok = await peer(node, "n2", "i", log_format=2)
+    assert ok["type"] == "hello_ok"
+    await conn.send({"type": "raft", "msgs": [[0, b"m"]]})
+    await node.wait_peer_msgs(1)
+    assert formats.of_peer("n2") == 2  # what the controller counts (server/log_format.py)
+    await conn.aclose()
+    with trio.fail_after(5):
+        while True:
+            if formats.of_peer("n2") is None:  # the link is gone: not known to read it
+                break
+            await trio.sleep(0.01)
+
+
+def reply_message(conn_reply: tuple[RawConn, dict]) -> str:
+    return str(conn_reply[1].get("message"))
 
 
 async def test_peer_token_required_when_configured(tmp_path: Any, nursery: trio.Nursery) -> None:

@@ -34,14 +34,16 @@ class Nodes:
         self.scopes: dict[str, trio.CancelScope] = {}
         self.stopped: dict[str, trio.Event] = {}
 
-    async def start(self, node: str) -> None:
+    async def start(self, node: str, cfg: ClusterConfig | None = None) -> None:
+        """Start ``node``, with ``cfg`` instead of the cluster's when given (a node
+        whose own cluster.toml says something else)."""
         self.stopped[node] = trio.Event()
-        await self.nursery.start(self._run, node)
+        await self.nursery.start(self._run, node, cfg or self.cfg)
 
-    async def _run(self, node: str, task_status: trio.TaskStatus) -> None:
+    async def _run(self, node: str, cfg: ClusterConfig, task_status: trio.TaskStatus) -> None:
         try:
             with trio.CancelScope() as self.scopes[node]:
-                await run_node(self.cfg, node, task_status=task_status)
+                await run_node(cfg, node, task_status=task_status)
         finally:
             self.stopped[node].set()
 
@@ -51,12 +53,15 @@ class Nodes:
 
 
 @contextlib.asynccontextmanager
-async def running(cfg: ClusterConfig) -> AsyncIterator[Nodes]:
-    """Every node of ``cfg`` running in this trio run; all stopped on exit."""
+async def running(
+    cfg: ClusterConfig, own: dict[str, ClusterConfig] | None = None
+) -> AsyncIterator[Nodes]:
+    """Every node of ``cfg`` running in this trio run; all stopped on exit.
+    ``own``: node id -> the config that node starts with instead of ``cfg``."""
     async with trio.open_nursery() as nursery:
         nodes = Nodes(cfg, nursery)
         for node in cfg.nodes:
-            await nodes.start(node.id)
+            await nodes.start(node.id, (own or {}).get(node.id))
         try:
             yield nodes
         finally:

@@ -1,0 +1,49 @@
+"""Log formats: which commands a cluster may write into its Raft logs.
+
+A replica that cannot decode an entry skips it (log/partition.py
+``_apply_entry``) while the others apply it: the replicas diverge. So a
+command that an older node could not decode, such as one with a new field,
+may only be written once every node reads it. During a rolling upgrade that
+is not yet true.
+
+Each format is a number, and each build reads every format up to its own
+``LOG_FORMAT``. The cluster's format lives in the metadata state
+(log/metadata.py ``SetLogFormat``), so every node agrees on it. It only
+rises: the controller raises it once every registered node has said, in the
+hello of its live peer link, that it reads the new one
+(server/log_format.py). After that a node that reads less is refused at the
+hello, with a message that says so, instead of joining and diverging.
+
+etcd decides its cluster version the same way: the lowest version any member
+reports, raised by the leader, never lowered. Kafka's ``metadata.version`` is
+raised by hand instead. Here ``[cluster] max_log_format`` holds the format
+back, which keeps a rollback possible until the operator lifts it.
+
+Writers ask the metadata state, never this module, whether a format is in
+force. A node whose metadata lags only writes an older format, which every
+node reads.
+"""
+
+from __future__ import annotations
+
+# Every command as it was before log formats existed.
+BASELINE_LOG_FORMAT = 1
+# CommitOffset carries the leader's clock (its commit time), and DeleteOffset
+# may say "only if committed before": offsets committed by hand under a name
+# that never formed a group expire by commit time (server/offsets_retention.py).
+COMMIT_STAMPS = 2
+
+# The highest format this build reads and writes.
+LOG_FORMAT = COMMIT_STAMPS
+
+FORMAT_CHANGES: dict[int, str] = {
+    BASELINE_LOG_FORMAT: "every command as before log formats existed",
+    COMMIT_STAMPS: "committed offsets carry their commit time (offsets retention by commit time)",
+}
+
+
+def log_format_problem(value: object) -> str | None:
+    """Why ``value`` is not a log format a peer or a config may name (None if it is)."""
+    if type(value) is not int or value < BASELINE_LOG_FORMAT:
+        return f"a log format is an integer >= {BASELINE_LOG_FORMAT}, got {value!r}"
+    return None
