@@ -51,6 +51,7 @@ from raftlog.raft.types import Role
 from .clock_skew import wall_time
 from .config import RetentionConfig
 from .groups import Group, GroupKind
+from .metrics import LabelValues, Registry
 from .periodic import run_rounds
 
 log = logging.getLogger("raftlog.compaction")
@@ -125,6 +126,19 @@ def sweep_due(
     return None
 
 
+def unswept_age_s(sm: Any, now_ms: int) -> float:
+    """Seconds since the oldest record that no sweep has covered yet was appended
+    (0: every record was swept). Kafka's ``max-compaction-delay-secs`` watches the
+    same delay: above ``max_compaction_lag_ms`` for long, sweeps fall behind."""
+    dirty_from = max(sm.compacted_below, sm.start_offset)
+    if dirty_from >= sm.next_offset:
+        return 0.0
+    oldest = next(sm.batch_headers(lo=dirty_from, hi=dirty_from + 1), None)
+    if oldest is None:
+        return 0.0
+    return max(0, now_ms - oldest[1]) / 1000.0
+
+
 @dataclass
 class CompactionManager:
     driver: Any  # server.driver.MultiRaft
@@ -160,6 +174,24 @@ class CompactionManager:
             if topic is not None and is_compacted(topic.config):
                 out.append((group, topic.config))
         return out
+
+    def register_metrics(self, registry: Registry) -> None:
+        """Add the unswept-age gauge, read at each scrape, to ``registry``."""
+
+        def collect() -> list[tuple[LabelValues, float]]:
+            now_ms = self.clock_ms()
+            return [
+                ((group.topic or "", str(group.partition)), unswept_age_s(group.sm, now_ms))
+                for group, _config in self._compacted_partitions()
+            ]
+
+        registry.collected(
+            "raftlog_compaction_unswept_age_seconds",
+            "Age of the oldest record of a compacted partition led here that no sweep has "
+            "covered yet (0: all swept), like Kafka's max-compaction-delay-secs.",
+            ("topic", "partition"),
+            collect,
+        )
 
     async def check_all(self) -> int:
         """One round over the compacted partitions led here; returns sweeps finished."""

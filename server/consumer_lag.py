@@ -9,9 +9,10 @@ partitions it leads, and the cluster-wide figure is a sum (or max) over nodes:
     sum by (group, topic) (raftlog_consumer_group_lag_sum)
     max by (group, topic) (raftlog_consumer_group_lag_max)
 
-Computed at scrape time (server/metrics.py ``Collected``): a pass over the
-partitions this node leads and their groups' commits, nothing on the request
-path. Followers report nothing, so a partition is counted once, except for the
+Computed at scrape time (server/metrics.py ``Collected``): one pass per
+scrape over the partitions this node leads and their groups' commits, shared
+by the three gauges (``Registry.per_scrape``), nothing on the request path.
+Followers report nothing, so a partition is counted once, except for the
 moment a deposed leader has not yet learned it lost its role.
 """
 
@@ -63,7 +64,7 @@ def register_consumer_lag(registry: Registry, groups: Callable[[], Iterable[Grou
 
     def samples(field: str) -> Callable[[], list[tuple[LabelValues, float]]]:
         def collect() -> list[tuple[LabelValues, float]]:
-            lags = consumer_lag(groups())
+            lags = registry.per_scrape("consumer_lag", lambda: consumer_lag(groups()))
             return [(key, getattr(lag, field)) for key, lag in sorted(lags.items())]
 
         return collect

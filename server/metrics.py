@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import trio
 
@@ -226,6 +227,18 @@ class Histogram(_Metric):
 class Registry:
     def __init__(self) -> None:
         self._metrics: dict[str, _Metric] = {}
+        # Values several collected metrics derive from one pass, for one render.
+        self._scrape_memo: dict[str, Any] | None = None
+
+    def per_scrape(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, once per render for all the collectors that ask for ``key``
+        (the consumer lag's sum, max and partitions come from one pass); each call
+        outside a render computes afresh."""
+        if self._scrape_memo is None:
+            return compute()
+        if key not in self._scrape_memo:
+            self._scrape_memo[key] = compute()
+        return self._scrape_memo[key]
 
     def _add(self, metric: _Metric) -> _Metric:
         if metric.name in self._metrics:
@@ -267,9 +280,13 @@ class Registry:
 
     def render(self) -> str:
         lines: list[str] = []
-        for metric in self._metrics.values():
-            lines += metric.header()
-            lines += metric.samples()
+        self._scrape_memo = {}
+        try:
+            for metric in self._metrics.values():
+                lines += metric.header()
+                lines += metric.samples()
+        finally:
+            self._scrape_memo = None
         return "\n".join(lines) + "\n"
 
 

@@ -83,6 +83,8 @@ async def run_node(
         driver = MultiRaft(cfg, node_id, store, transport, metrics=metrics, debug=debug)
         driver.start()
         register_consumer_lag(metrics.registry, driver.groups.values)
+        compaction = CompactionManager(driver)
+        compaction.register_metrics(metrics.registry)
         handlers = RequestHandlers(cfg, node_id, driver, metrics)
         # Read through the driver each time: the metadata state is replaced on
         # a snapshot install.
@@ -108,7 +110,7 @@ async def run_node(
                     # compacted topics (their modules).
                     await nursery.start(driver.snapshots.run)
                     await nursery.start(RetentionManager(driver).run)
-                    await nursery.start(CompactionManager(driver).run)
+                    await nursery.start(compaction.run)
                     retention = OffsetsRetention.from_config(driver, handlers.group_ops)
                     await nursery.start(retention.run)
                     await nursery.start(LogFormatUpgrade.for_node(driver, log_formats).run)

@@ -17,9 +17,10 @@ from raftlog.client.compression import compress
 from raftlog.client.consumer import Consumer
 from raftlog.client.errors import InvalidRequestError
 from raftlog.client.producer import Producer
-from raftlog.server.config import Limits, RetentionConfig
+from raftlog.server.config import ClusterConfig, Limits, RetentionConfig
 
 from .cluster_harness import make_config
+from .test_producer_expiry import scrape
 from .test_tls_cluster import DEADLINE_S, FAST, running
 
 ROUNDS = 30
@@ -137,8 +138,10 @@ async def test_max_compaction_lag_sweeps_what_the_dirty_ratio_would_leave(
 ) -> None:
     """Two topics get the same writes, both with a dirty ratio of 1 (only a sweep
     by a new leader or the max lag can run). Only the one with a max lag loses
-    its key's old value; the other keeps it, so the topic's ratio was obeyed."""
-    cfg = make_config(tmp_path, 3, retention=RetentionConfig(interval_ms=50), **FAST)
+    its key's old value; the other keeps it, so the topic's ratio was obeyed. The
+    leaders' unswept-age gauge shows the difference too."""
+    retention = RetentionConfig(interval_ms=50)
+    cfg = make_config(tmp_path, 3, retention=retention, metrics=True, **FAST)
     async with running(cfg):
         with trio.fail_after(DEADLINE_S):
             async with AsyncClient([n.address for n in cfg.nodes], request_timeout=3.0) as client:
@@ -165,6 +168,25 @@ async def test_max_compaction_lag_sweeps_what_the_dirty_ratio_would_leave(
                     # Same leader: nothing may have made its sweep due (a new
                     # leader would sweep once, legitimately).
                     assert await read_all(client, "ratio") == [(9, b"k", b"v9"), (10, b"k", b"new")]
+                    ages = await unswept_ages(cfg)
+                    # Only each partition's leader reports it: one sample per topic.
+                    assert ages["ratio"] >= 0.3  # "new" waits, appended >= 0.3 s ago
+                    assert ages["lagged"] < ages["ratio"]  # swept since (or anew)
+
+
+async def unswept_ages(cfg: ClusterConfig) -> dict[str, float]:
+    """topic -> raftlog_compaction_unswept_age_seconds of its partition 0, from the
+    one node that reports it (its leader)."""
+    found: dict[str, list[float]] = {}
+    for node in cfg.nodes:
+        for key, value in (await scrape(str(node.metrics_address))).items():
+            match = re.fullmatch(
+                r'raftlog_compaction_unswept_age_seconds\{topic="(\w+)",partition="0"\}', key
+            )
+            if match:
+                found.setdefault(match.group(1), []).append(value)
+    assert all(len(v) == 1 for v in found.values()), found
+    return {topic: values[0] for topic, values in found.items()}
 
 
 async def test_a_compacted_topic_refuses_batches_it_could_not_compact(tmp_path: Path) -> None:

@@ -88,3 +88,21 @@ async def test_lag_over_the_cluster_follows_produces_and_commits(tmp_path: Path)
                 await wait_lag("h", (0, 0, 1))
                 await client.commit_offset("g", "t", 1, 13)
                 await wait_lag("g", (6, 6, 2))
+
+
+def test_one_scrape_reads_the_partitions_once_for_all_three_gauges() -> None:
+    groups = [partition("t", 10, {"g": 4})]
+    reads = 0
+
+    def counted() -> list[SimpleNamespace]:
+        nonlocal reads
+        reads += 1
+        return groups
+
+    registry = Registry()
+    register_consumer_lag(registry, counted)
+    text = registry.render()
+    assert 'raftlog_consumer_group_lag_partitions{group="g",topic="t"} 1' in text
+    assert reads == 1
+    registry.render()
+    assert reads == 2  # the next scrape reads afresh
