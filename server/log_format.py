@@ -8,8 +8,9 @@ Two pieces, both on every node:
   that reads less than the cluster's format is refused at the hello
   (server/listener.py): it could not decode what the others write.
 - ``LogFormatUpgrade`` runs on the controller (the metadata group's leader).
-  Once every registered node has a live link to it and reads a higher format
-  than the cluster's, it commits ``SetLogFormat`` with the lowest of them.
+  Once every registered node (and every member of the metadata group) has a
+  live link to it and reads a higher format than the cluster's, it commits
+  ``SetLogFormat`` with the lowest of them.
   So the format rises within a round of the last node of a rolling upgrade
   coming up, and never while a node is down or on an older version. A node
   that is down is not known to read anything: etcd waits for every member in
@@ -114,7 +115,9 @@ class LogFormatUpgrade:
             return None
         meta = self.driver.metadata
         current = meta.log_format
-        nodes = sorted(meta.nodes)
+        # Registered nodes, and members of group 0 not registered yet (a node
+        # being added): each will replicate something written in the format.
+        nodes = sorted(set(meta.nodes) | set(meta_group.raft.conf_state.all_nodes()))
         target, unknown = self.formats.readable_by_all(nodes, self.driver.node_id)
         if target <= current:
             reads = self._reads(nodes)
