@@ -339,6 +339,16 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls)) for cls in _CLASSES.values()
 }
 
+# Commands whose last fields came later, with the field count of their oldest
+# form: fenced commits, commit stamps and conditional deletes (log/features.py),
+# group deletion. Trailing fields that hold their default are left out when
+# written, so replicas of a cluster still on an older form decode them, and
+# put back with their defaults when read.
+_OLDEST_FORM: dict[type, int] = {CommitOffset: 3, DeleteOffset: 2, SetConsumerGroup: 5}
+_DEFAULTS: dict[type, tuple[Any, ...]] = {
+    cls: tuple(f.default for f in fields(cls)) for cls in _OLDEST_FORM
+}
+
 
 def _to_wire(cmd: Command) -> list[Any]:
     if type(cmd) is Produce:  # the hot path: one per client produce
@@ -355,18 +365,11 @@ def _to_wire(cmd: Command) -> list[Any]:
     for name in _FIELD_NAMES[type(cmd)]:
         value = getattr(cmd, name)
         out.append(list(value) if isinstance(value, tuple) else value)
-    if type(cmd) is CommitOffset:
-        # The older forms while their new fields are unset, so that replicas of a
-        # cluster still on an older log format decode them: unstamped (4 fields),
-        # and also unfenced (the pre-fencing 3 fields).
-        if cmd.timestamp_ms is None:
+    oldest = _OLDEST_FORM.get(type(cmd))
+    if oldest is not None:
+        defaults = _DEFAULTS[type(cmd)]
+        while len(out) - 1 > oldest and out[-1] is defaults[len(out) - 2]:
             out.pop()
-            if cmd.generation is None:
-                out.pop()
-    elif type(cmd) is DeleteOffset and cmd.committed_before_ms is None:
-        out.pop()  # unconditional: the 2-field form of before commit stamps
-    elif type(cmd) is SetConsumerGroup and not cmd.deleted:
-        out.pop()  # the 5-field form of before group deletion
     return out
 
 
@@ -409,15 +412,10 @@ def _decode_one(raw: Any) -> Command:
     cls = _CLASSES.get(kind) if isinstance(kind, int) and not isinstance(kind, bool) else None
     if cls is None:
         raise CommandError(f"unknown command kind {kind!r}")
-    if cls is CommitOffset and len(values) in (3, 4):
-        # Written before fencing (or unfenced): no generation; before commit
-        # stamps (or in a cluster of an older log format): no stamp.
-        values.extend([None] * (5 - len(values)))
-    if cls is DeleteOffset and len(values) == 2:
-        values.append(None)  # unconditional (or written before commit stamps)
-    if cls is SetConsumerGroup and len(values) == 5:
-        values.append(False)  # not a deletion (or written before deletion existed)
     schema = _SCHEMA[cls]
+    oldest = _OLDEST_FORM.get(cls)
+    if oldest is not None and oldest <= len(values) < len(schema):
+        values.extend(_DEFAULTS[cls][len(values) :])  # an older form: see _OLDEST_FORM
     if len(values) != len(schema):
         raise CommandError(f"{cls.__name__}: {len(values)} fields, expected {len(schema)}")
     for i, (value, (typ, nullable)) in enumerate(zip(values, schema)):
