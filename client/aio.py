@@ -581,6 +581,17 @@ class AsyncClient:
                 raise UnknownTopicError(f"topic {topic!r} does not exist", topic=topic)
         return meta
 
+    def max_message_bytes(self, topic: str) -> int | None:
+        """``topic``'s max_message_bytes (the largest batch it takes) as this
+        client's metadata last saw it; None: no topic limit, or not known yet."""
+        meta = self._topics.get(topic)
+        return None if meta is None else meta.config.get("max_message_bytes")
+
+    async def refresh_metadata_quietly(self) -> None:
+        """Refresh the metadata now if a node answers within ``request_timeout``;
+        a failure leaves the cache as it was (logged at debug)."""
+        await self._refresh_quietly(trio.current_time() + self.request_timeout)
+
     async def metadata(self) -> dict[str, Any]:
         """The cluster's metadata (nodes, topics, partitions, leaders), refreshed now."""
         return _result(await self._refresh_metadata())

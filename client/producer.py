@@ -68,20 +68,27 @@ class Delivery:
     def result(self) -> RecordMetadata:
         """The metadata if done (raises the delivery error); RuntimeError if pending."""
         batch = self._batch
+        index = self._index
+        if batch.parts is not None:  # sent split (max_message_bytes): find our piece
+            batch, index = batch.part_of(index)
         if batch.error is not None:
             raise batch.error
         meta = batch.meta
         if meta is None:
             raise RuntimeError("delivery still pending")
-        return RecordMetadata(meta.topic, meta.partition, meta.base_offset + self._index)
+        return RecordMetadata(meta.topic, meta.partition, meta.base_offset + index)
 
     def exception(self) -> BaseException | None:
-        return self._batch.error
+        batch = self._batch
+        if batch.parts is not None:
+            batch = batch.part_of(self._index)[0]
+        return batch.error
 
     def add_callback(self, fn: DeliveryCallback) -> None:
         batch = self._batch
         if batch.done:
-            fn(self.result() if batch.error is None else None, batch.error)
+            error = self.exception()
+            fn(self.result() if error is None else None, error)
             return
         if self._callbacks is None:
             self._callbacks = [fn]
@@ -110,7 +117,7 @@ class Delivery:
         if self._event is not None:
             self._event.set()
         if self._callbacks:
-            error = self._batch.error
+            error = self.exception()
             result = self.result() if error is None else None
             for fn in self._callbacks:
                 try:
@@ -130,6 +137,9 @@ class _Batch:
     meta: BatchMetadata | None = None
     error: BaseException | None = None
     watched: list[Delivery] = field(default_factory=list)  # deliveries someone waits on
+    # Set when the batch went out as several requests, to fit its topic's
+    # max_message_bytes: each piece's first index and its own outcome.
+    parts: list[tuple[int, _Batch]] | None = None
 
     def finish(self, meta: BatchMetadata | None, error: BaseException | None) -> None:
         if self.done:
@@ -139,6 +149,19 @@ class _Batch:
             delivery._notify()
         self.watched = []
 
+    def finish_parts(self, parts: list[tuple[int, _Batch]]) -> None:
+        """Finish a batch sent as ``parts`` (each one finished already)."""
+        self.parts = parts
+        self.finish(None, None)
+
+    def part_of(self, index: int) -> tuple[_Batch, int]:
+        """The piece holding record ``index`` of a split batch, and its index there."""
+        assert self.parts is not None
+        for start, piece in reversed(self.parts):
+            if index >= start:
+                return piece, index - start
+        raise IndexError(index)
+
 
 @dataclass(slots=True)
 class _PartitionQueue:
@@ -147,6 +170,9 @@ class _PartitionQueue:
     current: _Batch | None = None
     ready: deque[_Batch] = field(default_factory=deque)
     wakeup: trio.Event = field(default_factory=trio.Event)
+    # min(batch_size, the topic's max_message_bytes), re-read for each new batch.
+    batch_limit: int = 0
+    topic_limit: int | None = None
 
 
 class Producer:
@@ -278,12 +304,24 @@ class Producer:
                 partition = await self.client.choose_partition(topic, key)
         queue = self._queues.get((topic, partition))
         if queue is None:
+            # Its metadata (max_message_bytes), even when the partition was given.
+            await self.client.partitions_for(topic)
+            queue = self._queues.get((topic, partition))
+        if queue is None:
             queue = self._queues[(topic, partition)] = _PartitionQueue(topic, partition)
             nursery.start_soon(self._sender, topic, partition, queue)
         batch = queue.current
-        if batch is not None and batch.size + size > self.batch_size:
+        if batch is not None and batch.size + size > queue.batch_limit:
             self._seal(queue)
             batch = None
+        if batch is None:
+            self._read_topic_limit(queue)
+        topic_limit = queue.topic_limit
+        if topic_limit is not None and value is not None and len(value) > topic_limit:
+            raise RecordTooLargeError(
+                f"record of {len(value)} bytes exceeds topic {topic!r}'s "
+                f"max_message_bytes={topic_limit}"
+            )
         if batch is None:
             batch = queue.current = _Batch()
             if self.linger > 0:
@@ -302,7 +340,7 @@ class Producer:
         if callback is not None:
             delivery.add_callback(callback)
         if (
-            batch.size >= self.batch_size
+            batch.size >= queue.batch_limit
             or len(rows) >= self.max_batch_records
             or self.linger <= 0
         ):
@@ -316,6 +354,13 @@ class Producer:
         await self._idle.wait()
 
     # ------------------------------------------------------------ internals
+
+    def _read_topic_limit(self, queue: _PartitionQueue) -> None:
+        """Cap the next batch of ``queue`` at its topic's max_message_bytes, as the
+        client's metadata last saw it (a limit changed since is met at the node)."""
+        cap = self.client.max_message_bytes(queue.topic)
+        queue.topic_limit = cap
+        queue.batch_limit = self.batch_size if cap is None else min(self.batch_size, cap)
 
     def _seal(self, queue: _PartitionQueue) -> None:
         batch = queue.current
@@ -351,9 +396,63 @@ class Producer:
     ) -> None:
         self._inflight.add(batch)
         blob, count, crc = encode_record_rows(batch.rows, self.compression)
+        limit = self.client.max_message_bytes(topic)
+        pieces = None
+        if limit is not None and len(blob) > limit and count > 1:
+            # The sizes ``send`` adds up are estimates (headers, large values):
+            # the encoded batch is what the node measures.
+            pieces = _split_to_fit(batch.rows, limit, self.compression)
         batch.rows = []  # packed: the rows need not live until the acknowledgement
-        error: BaseException | None = None
-        meta: BatchMetadata | None = None
+        if pieces is None:
+            meta, error = await self._send_encoded(topic, partition, blob, count, crc, allocated)
+            batch.finish(meta, error)
+        else:
+            batch.finish_parts(await self._send_pieces(topic, partition, pieces, allocated))
+        self.stats["batches"] += 1
+        self.stats["records"] += count
+        self._inflight.discard(batch)
+        self._buffered -= batch.size
+        self._space.set()
+        self._space = trio.Event()
+        self._outstanding -= count
+        if self._outstanding == 0:
+            self._idle.set()
+
+    async def _send_pieces(
+        self,
+        topic: str,
+        partition: int,
+        pieces: list[tuple[int, bytes, int, int]],
+        allocated: trio.Event,
+    ) -> list[tuple[int, _Batch]]:
+        """Send one batch's ``pieces`` as requests of their own, numbered in
+        order, so together they keep the batch's place in the partition."""
+        parts: list[tuple[int, _Batch]] = []
+
+        async def send(
+            piece: _Batch, blob: bytes, count: int, crc: int, numbered: trio.Event
+        ) -> None:
+            piece.finish(*await self._send_encoded(topic, partition, blob, count, crc, numbered))
+
+        async with trio.open_nursery() as nursery:
+            for first, blob, count, crc in pieces:
+                piece = _Batch()
+                parts.append((first, piece))
+                numbered = trio.Event()
+                nursery.start_soon(send, piece, blob, count, crc, numbered)
+                await numbered.wait()
+            allocated.set()
+        log.info(
+            "event=batch_split topic=%s partition=%s pieces=%d max_message_bytes=%s",
+            topic, partition, len(pieces), self.client.max_message_bytes(topic),
+        )  # fmt: skip
+        return parts
+
+    async def _send_encoded(
+        self, topic: str, partition: int, blob: bytes, count: int, crc: int, allocated: trio.Event
+    ) -> tuple[BatchMetadata | None, BaseException | None]:
+        """One produce request; its outcome as (metadata, None) or (None, error).
+        ``allocated`` is set once the request holds its place in the partition."""
         try:
             meta = await self.client.send_encoded(
                 topic,
@@ -365,7 +464,7 @@ class Producer:
                 on_allocated=allocated.set,
             )
         except Exception as exc:  # RaftlogError, or a bug: fail the deliveries, keep going
-            error = exc
+            allocated.set()
             self.stats["errors"] += 1
             self.stats["failed_records"] += count
             log.warning(
@@ -375,18 +474,30 @@ class Producer:
                 count,
                 exc,
             )
+            if isinstance(exc, RecordTooLargeError):
+                # The topic's limit may have changed: the next batches read it anew.
+                await self.client.refresh_metadata_quietly()
+            return None, exc
         finally:
             allocated.set()
-        self.stats["batches"] += 1
-        self.stats["records"] += count
-        self._inflight.discard(batch)
-        batch.finish(meta, error)
-        self._buffered -= batch.size
-        self._space.set()
-        self._space = trio.Event()
-        self._outstanding -= count
-        if self._outstanding == 0:
-            self._idle.set()
+        return meta, None
+
+
+def _split_to_fit(
+    rows: list[tuple[Any, ...]], limit: int, compression: str, start: int = 0
+) -> list[tuple[int, bytes, int, int]]:
+    """``rows`` encoded as pieces of at most ``limit`` bytes each, in order, as
+    (index of the first row, blob, count, crc). A piece of one record may still
+    be larger: the node refuses it, as it would that record alone."""
+    half = len(rows) // 2
+    pieces: list[tuple[int, bytes, int, int]] = []
+    for first, part in ((start, rows[:half]), (start + half, rows[half:])):
+        blob, count, crc = encode_record_rows(part, compression)
+        if len(blob) <= limit or count == 1:
+            pieces.append((first, blob, count, crc))
+        else:
+            pieces.extend(_split_to_fit(part, limit, compression, first))
+    return pieces
 
 
 def _fail_batch(batch: _Batch, error: BaseException) -> None:

@@ -32,13 +32,27 @@ BASELINE_LOG_FORMAT = 1
 # may say "only if committed before": offsets committed by hand under a name
 # that never formed a group expire by commit time (server/offsets_retention.py).
 COMMIT_STAMPS = 2
+# Topic config ``max_message_bytes`` (the largest batch a topic takes). No
+# command changes form, but a node that does not know the key refuses it when
+# applying an AlterTopic, and would not enforce it while leading: the key may
+# only be set once every node knows it (``TOPIC_CONFIG_FORMATS``).
+TOPIC_MESSAGE_LIMIT = 3
 
 # The highest format this build reads and writes.
-LOG_FORMAT = COMMIT_STAMPS
+LOG_FORMAT = TOPIC_MESSAGE_LIMIT
 
 FORMAT_CHANGES: dict[int, str] = {
     BASELINE_LOG_FORMAT: "every command as before log formats existed",
     COMMIT_STAMPS: "committed offsets carry their commit time (offsets retention by commit time)",
+    TOPIC_MESSAGE_LIMIT: "topic config max_message_bytes",
+}
+
+# Topic config keys added after log formats existed, and the format from which
+# a topic may set them. A key missing here is known to every format. Both the
+# handler (for its message) and the metadata state machine (so that every
+# replica decides alike) check it against the cluster's format.
+TOPIC_CONFIG_FORMATS: dict[str, int] = {
+    "max_message_bytes": TOPIC_MESSAGE_LIMIT,
 }
 
 

@@ -42,7 +42,7 @@ from .commands import (
     UnregisterNode,
     decode_entry_commands,
 )
-from .features import BASELINE_LOG_FORMAT, LOG_FORMAT
+from .features import BASELINE_LOG_FORMAT, LOG_FORMAT, TOPIC_CONFIG_FORMATS
 from .store import NodeStore
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ __all__ = [
     "SetLogFormat",
     "SetPartitionReplicas",
     "TopicInfo",
+    "topic_config_format_problem",
     "topic_config_problem",
     "UnregisterNode",
 ]
@@ -73,9 +74,10 @@ TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 # Bounds on one CREATE_TOPIC, so a single bad request cannot bloat every node.
 MAX_PARTITIONS = 10_000
 # The topic config keys a node understands (server/retention.py,
-# server/compaction.py): a typo must be an error, not a silently ignored
-# setting. All are positive integers except ``cleanup_policy`` (a name) and
-# ``min_cleanable_dirty_ratio`` (a number in (0, 1]).
+# server/compaction.py, server/handlers.py for max_message_bytes): a typo must
+# be an error, not a silently ignored setting. All are positive integers
+# except ``cleanup_policy`` (a name) and ``min_cleanable_dirty_ratio`` (a
+# number in (0, 1]).
 TOPIC_CONFIG_KEYS = (
     "retention_ms",
     "retention_bytes",
@@ -84,6 +86,7 @@ TOPIC_CONFIG_KEYS = (
     "min_compaction_lag_ms",
     "max_compaction_lag_ms",
     "min_cleanable_dirty_ratio",
+    "max_message_bytes",
 )
 CLEANUP_POLICIES = ("delete", "compact")
 
@@ -111,6 +114,22 @@ def topic_config_problem(config: dict[str, Any], *, removals: bool = False) -> s
         # Kafka refuses the same pair: a record could never be both too young
         # to compact and overdue for it.
         return f"topic config min_compaction_lag_ms ({low}) is above max_compaction_lag_ms ({high})"
+    return None
+
+
+def topic_config_format_problem(config: dict[str, Any], log_format: int) -> str | None:
+    """Why ``config`` may not be written while the cluster is at ``log_format``
+    (None if it may): it names a key that a node of an older format does not
+    know (log/features.py ``TOPIC_CONFIG_FORMATS``). Removing such a key counts
+    too: an older node refuses any key it does not know."""
+    for key in config:
+        needs = TOPIC_CONFIG_FORMATS.get(key, BASELINE_LOG_FORMAT)
+        if needs > log_format:
+            return (
+                f"topic config {key} needs log format {needs}, and this cluster is at "
+                f"{log_format}: every node must run a raftlog version that reads format "
+                f"{needs} first (raftlog cluster status shows what each node reads)"
+            )
     return None
 
 
@@ -328,6 +347,12 @@ class MetadataStateMachine:
             )
         if cmd.name in self.topics:
             return _fail(ErrorCode.TOPIC_EXISTS, f"topic {cmd.name!r} already exists")
+        # Keys are checked by the handler (entries already in logs must apply as
+        # they did when written), but a key newer than the cluster's format is
+        # refused here too, so no replica stores a setting another cannot know.
+        problem = topic_config_format_problem(cmd.config, self.log_format)
+        if problem is not None:
+            return _fail(ErrorCode.UNSUPPORTED_VERSION, problem)
         if not 1 <= cmd.partitions <= MAX_PARTITIONS:
             return _fail(ErrorCode.INVALID_REQUEST, f"partitions must be in 1..{MAX_PARTITIONS}")
         if not 1 <= cmd.replication_factor <= len(self.nodes):
@@ -382,6 +407,9 @@ class MetadataStateMachine:
                 f"topic {cmd.name!r} has {have} partitions: it can grow to at most "
                 f"{MAX_PARTITIONS}, never shrink (records are spread over them)",
             )
+        problem = topic_config_format_problem(cmd.config, self.log_format)
+        if problem is not None:
+            return _fail(ErrorCode.UNSUPPORTED_VERSION, problem)
         config = {**topic.config, **cmd.config}
         config = {k: v for k, v in config.items() if v is not None}
         problem = topic_config_problem(cmd.config, removals=True) or topic_config_problem(config)

@@ -106,6 +106,10 @@ def _config_options(*, removable: bool) -> Any:
                      default=None,
                      help="Compacted topics: sweep when records new since the last sweep are "
                      f"this share of the partition (node default 0.5){reset}."),
+        click.option("--max-message-bytes", type=click.IntRange(min=minimum), default=None,
+                     help="The largest produce batch the topic takes, in bytes (Kafka's "
+                     "max.message.bytes), at most the nodes' [limits] max_batch_bytes; "
+                     f"producers keep their batches under it{remove}."),
     ]  # fmt: skip
 
     def apply(fn: Any) -> Any:

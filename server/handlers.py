@@ -35,7 +35,7 @@ from raftlog.log.commands import (
 )
 from raftlog.log.compaction import produced_batch_problem
 from raftlog.log.features import COMMIT_STAMPS, LOG_FORMAT
-from raftlog.log.metadata import topic_config_problem
+from raftlog.log.metadata import topic_config_format_problem, topic_config_problem
 from raftlog.raft.types import Role
 
 from .acl import visible_topics
@@ -328,6 +328,7 @@ class RequestHandlers:
         problem = topic_config_problem(config)
         if problem is not None:
             raise HandlerError(ErrorCode.INVALID_REQUEST, problem)
+        self._check_new_config(config)
         command = CreateTopic(name, fields["partitions"], replicas, config)
         result = raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
         raise_result_error(result)
@@ -352,6 +353,7 @@ class RequestHandlers:
             raise HandlerError(ErrorCode.INVALID_REQUEST, "partitions must be >= 1")
         if not partitions and not config:
             raise HandlerError(ErrorCode.INVALID_REQUEST, "alter_topic: no partitions, no config")
+        self._check_new_config(config)
         command = AlterTopic(fields["topic"], partitions, config)
         result = raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
         raise_result_error(result)
@@ -360,6 +362,24 @@ class RequestHandlers:
                  topic.name, len(topic.partitions), topic.config)  # fmt: skip
         await self._wait_leaders(topic, deadline)
         return {"topic": self._topic_json(topic)}
+
+    def _check_new_config(self, config: dict[str, Any]) -> None:
+        """What the metadata state cannot check: a key newer than the cluster's
+        log format is refused with the same message the state machine would give
+        (it checks too: this node's view may lag), and ``max_message_bytes``
+        may not exceed this node's ``[limits] max_batch_bytes``, which a batch
+        meets first anyway."""
+        problem = topic_config_format_problem(config, self.meta.log_format)
+        if problem is not None:
+            raise HandlerError(ErrorCode.UNSUPPORTED_VERSION, problem)
+        cap = config.get("max_message_bytes")
+        node_cap = self.cfg.limits.max_batch_bytes
+        if type(cap) is int and cap > node_cap:
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                f"topic config max_message_bytes ({cap}) is above the nodes' "
+                f"[limits] max_batch_bytes ({node_cap}): a batch that large is refused anyway",
+            )
 
     async def _wait_leaders(self, topic: Any, deadline: float) -> None:
         """Until every partition of ``topic`` hosted here has a leader, or shortly before
@@ -445,6 +465,13 @@ class RequestHandlers:
         self._check_produce(fields)
         group = await self._leader_group(fields["topic"], fields["partition"])
         records: bytes = fields["records"]
+        if self._topic_limit_problem(fields) is not None:
+            # Refuse only by the current limit: this node may not have applied
+            # an alter that raised or removed it yet (a rare path: one round).
+            await self._meta_sync()
+            problem = self._topic_limit_problem(fields)
+            if problem is not None:
+                raise HandlerError(ErrorCode.RECORD_TOO_LARGE, problem)
         await self._check_compacted_batch(fields)
         outcome = await self.driver.propose(
             group.gid, self._produce_command(fields), deadline, nbytes=len(records)
@@ -474,6 +501,8 @@ class RequestHandlers:
             group = self._leader_group_now(fields["topic"], fields["partition"])
             if group is None:
                 return False  # topic unknown here: handle() confirms with a metadata read
+            if self._topic_limit_problem(fields) is not None:
+                return False  # over the topic's limit: handle() confirms it is current
             if self._compacted_topic(fields["topic"]):
                 return False  # its records are checked first, maybe in a thread
             records: bytes = fields["records"]
@@ -519,6 +548,23 @@ class RequestHandlers:
             raise HandlerError(ErrorCode.CORRUPT_BATCH, "crc of the records does not match")
         if (fields.get("producer_id") is None) != (fields.get("sequence") is None):
             raise HandlerError(ErrorCode.INVALID_REQUEST, "producer_id and sequence go together")
+
+    def _topic_limit_problem(self, fields: dict[str, Any]) -> str | None:
+        """Why a produce's batch is over its topic's ``max_message_bytes``
+        (Kafka's ``max.message.bytes``: the topic's own cap, below the node's
+        ``max_batch_bytes``), or None. The producer keeps its batches under it;
+        a record too large by itself ends here."""
+        topic = self.meta.topics.get(fields["topic"])
+        if topic is None:
+            return None
+        cap = topic.config.get("max_message_bytes")
+        size = len(fields["records"])
+        if cap is None or size <= cap:
+            return None
+        return (
+            f"batch of {size} bytes exceeds topic {topic.name!r}'s max_message_bytes={cap} "
+            f"(raftlog topic alter {topic.name} --max-message-bytes changes it)"
+        )
 
     def _compacted_topic(self, name: str) -> bool:
         topic = self.meta.topics.get(name)

@@ -403,6 +403,12 @@ class FakeNode:
         part = self._partition(f)
         if crc_of(f["records"]) != f["crc"]:
             raise FakeError(ErrorCode.CORRUPT_BATCH, "crc mismatch")
+        cap = self.cluster.topics[f["topic"]]["config"].get("max_message_bytes")
+        if cap is not None and len(f["records"]) > cap:  # as server/handlers.py does
+            raise FakeError(
+                ErrorCode.RECORD_TOO_LARGE,
+                f"batch of {len(f['records'])} bytes exceeds max_message_bytes={cap}",
+            )
         pid, seq = f.get("producer_id"), f.get("sequence")
         queued = self.cluster.produce_errors_by_seq.get(seq)
         if queued:

@@ -343,3 +343,17 @@ def test_run_client_treats_a_closed_stdout_as_done():
     with pytest.raises(click.exceptions.Exit) as info:
         run_client(body)
     assert info.value.exit_code == 0
+
+
+def test_topic_max_message_bytes_is_set_and_removed(sync_fake: FakeCluster):
+    args = ["topic", "create", "capped", "--replicas", "2", "--max-message-bytes", "4096"]
+    created = run([*args, *boot(sync_fake)])
+    assert created.exit_code == 0, created.output
+    assert sync_fake.topics["capped"]["config"] == {"max_message_bytes": 4096}
+    run(["topic", "alter", "capped", "--max-message-bytes", "0", *boot(sync_fake)])
+    asked = [f["config"] for _, op, f in sync_fake.requests if op == "alter_topic"]
+    assert asked == [{"max_message_bytes": None}]  # 0 removes the topic's limit
+    zero = CliRunner().invoke(
+        main, ["topic", "create", "c2", "--max-message-bytes", "0", *boot(sync_fake)]
+    )
+    assert zero.exit_code == 2 and "max-message-bytes" in zero.output

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import msgpack
+import pytest
 import trio
 from raftlog.client.aio import AsyncClient
-from raftlog.client.errors import ErrorCode, UnknownTopicError
+from raftlog.client.errors import ErrorCode, RecordTooLargeError, UnknownTopicError
 from raftlog.client.producer import Producer
 
 from .fake_server import FakeCluster
@@ -176,3 +179,74 @@ async def test_closing_without_flush_fails_pending_deliveries(fake: FakeCluster)
     assert sent.done() and queued.done()
     assert sent.exception().code == ErrorCode.TIMEOUT  # outcome unknown
     assert queued.exception().code == ErrorCode.NOT_AVAILABLE  # never sent
+
+
+async def test_batches_stay_under_the_topics_max_message_bytes(fake: FakeCluster):
+    fake.topics["t"]["config"]["max_message_bytes"] = 1000
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, batch_size=64 * 1024, linger=10.0) as producer,
+    ):
+        deliveries = [await producer.send("t", b"x" * 84, partition=0) for _ in range(30)]
+        offsets = [(await d).offset for d in deliveries]
+    assert offsets == list(range(30))
+    batches = produce_requests(fake)
+    # The topic's cap, not batch_size, closes each batch: 10 estimated 100-byte records.
+    assert [b["count"] for b in batches] == [10, 10, 10]
+    assert all(len(b["records"]) <= 1000 for b in batches)
+    assert fake.values("t", 0) == [b"x" * 84] * 30
+
+
+async def test_a_batch_over_the_limit_once_encoded_goes_out_in_pieces_in_order(
+    fake: FakeCluster,
+):
+    # Many small headers: the producer's size estimate counts their bytes, not
+    # their framing, so a batch it closes at 2,000 bytes encodes much larger.
+    limit = 2000
+    fake.topics["t"]["config"]["max_message_bytes"] = limit
+    headers = {f"h{i}": b"" for i in range(100)}
+    got: list[tuple[int, BaseException | None]] = []
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, linger=10.0) as producer,
+    ):
+        deliveries = []
+        for i in range(40):
+            callback = (lambda md, exc: got.append((md.offset, exc))) if i % 7 == 0 else None
+            deliveries.append(
+                await producer.send("t", f"v{i}".encode(), partition=0, headers=headers,
+                                    callback=callback)
+            )  # fmt: skip
+        await producer.flush()
+    batches = produce_requests(fake)
+    assert all(len(b["records"]) <= limit for b in batches)
+    # The producer's estimate of a record (client/producer.py send), at its smallest.
+    estimate = len("v0") + 16 + sum(len(k) for k in headers)
+    sealed_at_most = math.ceil(40 / (limit // estimate))
+    assert len(batches) > sealed_at_most  # split: more requests than batches sealed
+    assert fake.values("t", 0) == [f"v{i}".encode() for i in range(40)]
+    assert [d.result().offset for d in deliveries] == list(range(40))
+    assert got == [(i, None) for i in range(0, 40, 7)]
+    assert producer.stats["errors"] == 0
+
+
+async def test_a_record_the_topic_cannot_take_fails_alone(fake: FakeCluster):
+    fake.topics["t"]["config"]["max_message_bytes"] = 1000
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, linger=10.0) as producer,
+    ):
+        # A value over the limit by itself is refused before it is queued.
+        with pytest.raises(RecordTooLargeError, match="max_message_bytes=1000"):
+            await producer.send("t", b"x" * 1001, partition=0)
+        # One that fits only without its framing goes out alone and is refused by
+        # the node; its neighbours in the same batch land, in order.
+        small = [await producer.send("t", b"a", partition=0) for _ in range(3)]
+        edge = await producer.send("t", b"e" * 999, partition=0)
+        after = [await producer.send("t", b"b", partition=0) for _ in range(3)]
+        await producer.flush()
+        assert isinstance(edge.exception(), RecordTooLargeError)
+        assert [d.result().offset for d in small + after] == list(range(6))
+        later = await producer.send("t", b"c", partition=0)  # the producer goes on
+        assert (await later).offset == 6
+    assert fake.values("t", 0) == [b"a"] * 3 + [b"b"] * 3 + [b"c"]

@@ -11,8 +11,13 @@ import msgpack
 import pytest
 from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import SetLogFormat
-from raftlog.log.features import BASELINE_LOG_FORMAT, LOG_FORMAT, log_format_problem
-from raftlog.log.metadata import MetadataStateMachine
+from raftlog.log.features import (
+    BASELINE_LOG_FORMAT,
+    LOG_FORMAT,
+    TOPIC_MESSAGE_LIMIT,
+    log_format_problem,
+)
+from raftlog.log.metadata import AlterTopic, CreateTopic, MetadataStateMachine
 from raftlog.log.store import NodeStore
 
 from .test_metadata import Meta
@@ -80,3 +85,34 @@ def test_log_format_problem_names_what_is_not_a_format(value: object) -> None:
 def test_log_format_problem_accepts_formats() -> None:
     assert log_format_problem(1) is None
     assert log_format_problem(LOG_FORMAT) is None
+
+
+def test_a_topic_key_newer_than_the_cluster_format_is_refused_by_every_replica(
+    meta: Meta,
+) -> None:
+    # An older node refuses a key it does not know when it applies an AlterTopic,
+    # and ignores it in a CreateTopic: so no replica may take it either, until
+    # the cluster's format says every node knows it (TOPIC_CONFIG_FORMATS).
+    meta.register("n1", "n2", "n3")
+    meta.run(SetLogFormat(TOPIC_MESSAGE_LIMIT - 1))
+    limited = {"max_message_bytes": 4096}
+    (created,) = meta.run(CreateTopic("early", 1, 3, limited))
+    assert created.error is ErrorCode.UNSUPPORTED_VERSION
+    assert f"needs log format {TOPIC_MESSAGE_LIMIT}" in created.message
+    assert "early" not in meta.sm.topics
+    (plain,) = meta.run(CreateTopic("t", 1, 3, {"retention_ms": 1000}))
+    assert plain.ok
+    for change in (limited, {"max_message_bytes": None}):  # removing it too
+        (altered,) = meta.run(AlterTopic("t", 0, change))
+        assert altered.error is ErrorCode.UNSUPPORTED_VERSION, change
+    assert meta.sm.topics["t"].config == {"retention_ms": 1000}
+
+    meta.run(SetLogFormat(TOPIC_MESSAGE_LIMIT))
+    (altered,) = meta.run(AlterTopic("t", 0, limited))
+    assert altered.ok and meta.sm.topics["t"].config == {"retention_ms": 1000, **limited}
+    (created,) = meta.run(CreateTopic("later", 1, 3, limited))
+    assert created.ok and meta.sm.topics["later"].config == limited
+    (removed,) = meta.run(AlterTopic("t", 0, {"max_message_bytes": None}))
+    assert removed.ok and meta.sm.topics["t"].config == {"retention_ms": 1000}
+    (bad,) = meta.run(AlterTopic("t", 0, {"max_message_bytes": 0}))
+    assert bad.error is ErrorCode.INVALID_REQUEST and "positive integer" in bad.message
