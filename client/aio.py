@@ -73,6 +73,7 @@ from .models import (
     TopicMeta,
 )
 from .protocol import (
+    DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
     LINEARIZABLE,
@@ -192,7 +193,7 @@ class AsyncClient:
         request_timeout: float = 10.0,
         connect_timeout: float = 3.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        max_record_bytes: int | None = None,
         idempotent: bool = True,
         tls: ssl.SSLContext | TLSConfig | None = None,
         metadata_max_age: float = 30.0,
@@ -207,7 +208,14 @@ class AsyncClient:
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.max_frame_bytes = max_frame_bytes
-        self.max_record_bytes = max_record_bytes
+        # None: follow the nodes' [limits], as each announces them in its hello
+        # (protocol.py ANNOUNCED_LIMITS), so that raising the limit in
+        # cluster.toml is enough: etcd users must raise it on every client too.
+        self._record_limit_given = max_record_bytes
+        self.max_record_bytes = max_record_bytes or DEFAULT_MAX_RECORD_BYTES
+        # The largest batch a node takes (its max_batch_bytes), as announced.
+        self.max_batch_bytes = DEFAULT_MAX_BATCH_BYTES
+        self._announced: dict[str, dict[str, int]] = {}  # address -> a node's limits
         self.idempotent = idempotent
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
@@ -285,10 +293,29 @@ class AsyncClient:
                 ssl_context=self._ssl,
             )
             self._conns[address] = conn
+            if conn.limits:
+                self._adopt_limits(address, conn.limits)
             return conn
         finally:
             del self._dialing[address]
             event.set()
+
+    @property
+    def limits_known(self) -> bool:
+        """Whether a node has announced its limits to this client yet."""
+        return bool(self._announced)
+
+    def _adopt_limits(self, address: str, limits: dict[str, int]) -> None:
+        """Check records and batches against the smallest limits any node has
+        announced (nodes may differ while a config change rolls out)."""
+        self._announced[address] = limits
+        known = self._announced.values()
+        batch = [n["max_batch_bytes"] for n in known if "max_batch_bytes" in n]
+        if batch:
+            self.max_batch_bytes = min(batch)
+        record = [n["max_record_bytes"] for n in known if "max_record_bytes" in n]
+        if record and self._record_limit_given is None:
+            self.max_record_bytes = min(record)
 
     def _drop(self, address: str) -> None:
         conn = self._conns.pop(address, None)
@@ -702,11 +729,13 @@ class AsyncClient:
         if not records:
             raise ValueError("produce_batch: no records")
         rows = [normalize_record(r) for r in records]
-        for _key, value, _h, _ts in rows:
-            if value is not None and len(value) > self.max_record_bytes:
-                raise RecordTooLargeError(
-                    f"record of {len(value)} bytes exceeds max_record_bytes={self.max_record_bytes}"
-                )
+        largest = max((len(v) for _k, v, _h, _ts in rows if v is not None), default=0)
+        if largest > self.max_record_bytes and not self.limits_known:
+            await self.partitions_for(topic)  # connects: the nodes announce their limits
+        if largest > self.max_record_bytes:
+            raise RecordTooLargeError(
+                f"record of {largest} bytes exceeds max_record_bytes={self.max_record_bytes}"
+            )
         blob, count, crc = encode_records(rows)
         return await self.send_encoded(topic, partition, blob, count, crc)
 

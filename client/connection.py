@@ -36,6 +36,7 @@ from .protocol import (
     HEADER,
     FrameDecoder,
     FrameError,
+    announced_limits,
     encode_frame,
     hello,
 )
@@ -64,6 +65,7 @@ class Connection:
     ) -> None:
         self.address = address
         self.node = node  # the node id the server announced in hello_ok
+        self.limits: dict[str, int] = {}  # the node's [limits] from hello_ok (protocol.py)
         self._stream = stream
         self._decoder = FrameDecoder(max_frame_bytes)
         self._ids = itertools.count(1)
@@ -145,6 +147,7 @@ class Connection:
             await stream.aclose()
             raise InternalError(f"{address}: unexpected hello reply {first!r}")
         conn = cls(address, stream, max_frame_bytes=max_frame_bytes, node=str(first.get("node")))
+        conn.limits = announced_limits(first)
         conn._decoder = decoder
         # Frames that arrived glued to the hello reply are ordinary replies.
         for frame in frames[1:]:

@@ -173,6 +173,7 @@ class _PartitionQueue:
     # min(batch_size, the topic's max_message_bytes), re-read for each new batch.
     batch_limit: int = 0
     topic_limit: int | None = None
+    record_limit: int = 0  # the largest value a record may have (same moment)
 
 
 class Producer:
@@ -200,7 +201,6 @@ class Producer:
         self.max_batch_records = max_batch_records
         self.buffer_memory = buffer_memory
         self.delivery_timeout = delivery_timeout
-        self._max_record_bytes = client.max_record_bytes
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         self._sticky: dict[str, int] = {}  # topic -> partition for records without a key
         self._inflight: set[_Batch] = set()  # batches handed to the client, not finished
@@ -283,11 +283,6 @@ class Producer:
             size += len(key)
         if headers:
             size += sum(len(k) + len(v) for k, v in headers.items())
-        if size > self._max_record_bytes and len(value or b"") > self._max_record_bytes:
-            raise RecordTooLargeError(
-                f"record of {len(value)} bytes exceeds "
-                f"max_record_bytes={self.client.max_record_bytes}"
-            )
         if self._buffered + size > self.buffer_memory:
             while self._buffered + size > self.buffer_memory and self._buffered > 0:
                 await self._space.wait()
@@ -304,7 +299,8 @@ class Producer:
                 partition = await self.client.choose_partition(topic, key)
         queue = self._queues.get((topic, partition))
         if queue is None:
-            # Its metadata (max_message_bytes), even when the partition was given.
+            # Its metadata (max_message_bytes), even when the partition was given,
+            # and a connection: the nodes announce their limits in its hello.
             await self.client.partitions_for(topic)
             queue = self._queues.get((topic, partition))
         if queue is None:
@@ -316,12 +312,8 @@ class Producer:
             batch = None
         if batch is None:
             self._read_topic_limit(queue)
-        topic_limit = queue.topic_limit
-        if topic_limit is not None and value is not None and len(value) > topic_limit:
-            raise RecordTooLargeError(
-                f"record of {len(value)} bytes exceeds topic {topic!r}'s "
-                f"max_message_bytes={topic_limit}"
-            )
+        if value is not None and len(value) > queue.record_limit:
+            raise self._too_large(queue, len(value))
         if batch is None:
             batch = queue.current = _Batch()
             if self.linger > 0:
@@ -357,10 +349,29 @@ class Producer:
 
     def _read_topic_limit(self, queue: _PartitionQueue) -> None:
         """Cap the next batch of ``queue`` at its topic's max_message_bytes, as the
-        client's metadata last saw it (a limit changed since is met at the node)."""
+        client's metadata last saw it (a limit changed since is met at the node),
+        and at the nodes' max_batch_bytes."""
         cap = self.client.max_message_bytes(queue.topic)
         queue.topic_limit = cap
-        queue.batch_limit = self.batch_size if cap is None else min(self.batch_size, cap)
+        queue.batch_limit = min(self.batch_size, self._send_limit(queue.topic))
+        max_record = self.client.max_record_bytes  # the nodes' (hello), unless set
+        queue.record_limit = max_record if cap is None else min(max_record, cap)
+
+    def _too_large(self, queue: _PartitionQueue, size: int) -> RecordTooLargeError:
+        if queue.topic_limit is not None and size > queue.topic_limit:
+            return RecordTooLargeError(
+                f"record of {size} bytes exceeds topic {queue.topic!r}'s "
+                f"max_message_bytes={queue.topic_limit}"
+            )
+        return RecordTooLargeError(
+            f"record of {size} bytes exceeds max_record_bytes={self.client.max_record_bytes}"
+        )
+
+    def _send_limit(self, topic: str) -> int:
+        """The largest encoded batch the nodes take for ``topic``."""
+        cap = self.client.max_message_bytes(topic)
+        node_cap = self.client.max_batch_bytes
+        return node_cap if cap is None else min(cap, node_cap)
 
     def _seal(self, queue: _PartitionQueue) -> None:
         batch = queue.current
@@ -396,9 +407,9 @@ class Producer:
     ) -> None:
         self._inflight.add(batch)
         blob, count, crc = encode_record_rows(batch.rows, self.compression)
-        limit = self.client.max_message_bytes(topic)
+        limit = self._send_limit(topic)
         pieces = None
-        if limit is not None and len(blob) > limit and count > 1:
+        if len(blob) > limit and count > 1:
             # The sizes ``send`` adds up are estimates (headers, large values):
             # the encoded batch is what the node measures.
             pieces = _split_to_fit(batch.rows, limit, self.compression)
@@ -443,8 +454,8 @@ class Producer:
                 await numbered.wait()
             allocated.set()
         log.info(
-            "event=batch_split topic=%s partition=%s pieces=%d max_message_bytes=%s",
-            topic, partition, len(pieces), self.client.max_message_bytes(topic),
+            "event=batch_split topic=%s partition=%s pieces=%d limit=%d",
+            topic, partition, len(pieces), self._send_limit(topic),
         )  # fmt: skip
         return parts
 

@@ -13,7 +13,9 @@ Hello
          "cluster": <cluster name or None>, "incarnation": <str or None>}
 
     The server answers ``{"type": "hello_ok", "version": 1, "node": <id>,
-    "cluster": <name>}`` or an error reply (``id`` 0) and closes.
+    "cluster": <name>, "limits": {"max_record_bytes": <int>, "max_batch_bytes":
+    <int>}}`` (a client's record and batch checks follow the node's [limits];
+    older nodes send no ``limits``) or an error reply (``id`` 0) and closes.
 
 Requests and replies (role "client")
     A request is ``{"type": <op>, "id": <correlation id, int > 0>, ...fields}``.
@@ -56,7 +58,7 @@ HEADER = struct.Struct(">I")
 # Defaults; a node's limits are configurable and documented in the README.
 DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024  # the largest produce batch (Kafka's max.message.bytes)
-DEFAULT_MAX_RECORD_BYTES = 1024 * 1024  # enforced by the client per record
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024  # checked by the client per record
 
 
 class FrameError(Exception):
@@ -160,8 +162,30 @@ def hello(
     return frame
 
 
-def hello_ok(node: str, cluster: str) -> dict[str, Any]:
-    return {"type": "hello_ok", "version": PROTOCOL_VERSION, "node": node, "cluster": cluster}
+# The [limits] a node announces to each client in hello_ok ("limits"), so the
+# client's checks line up with the node's without the application configuring
+# them twice.
+ANNOUNCED_LIMITS = ("max_record_bytes", "max_batch_bytes")
+
+
+def hello_ok(node: str, cluster: str, limits: dict[str, int] | None = None) -> dict[str, Any]:
+    reply = {"type": "hello_ok", "version": PROTOCOL_VERSION, "node": node, "cluster": cluster}
+    if limits:
+        reply["limits"] = limits
+    return reply
+
+
+def announced_limits(reply: dict[str, Any]) -> dict[str, int]:
+    """The ``limits`` of a hello_ok that are well formed (positive integers of
+    ``ANNOUNCED_LIMITS``); an older node announces none."""
+    given = reply.get("limits")
+    if not isinstance(given, dict):
+        return {}
+    return {
+        name: value
+        for name in ANNOUNCED_LIMITS
+        if type(value := given.get(name)) is int and value > 0
+    }
 
 
 # ---------------------------------------------------------------- replies

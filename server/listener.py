@@ -491,7 +491,8 @@ async def _serve_admitted(
     remote: str,
     peer_log_format: int,
 ) -> None:
-    if not await _send_quietly(stream, encode_frame(hello_ok(shared.node_id, shared.cfg.name))):
+    welcome = hello_ok(shared.node_id, shared.cfg.name, _announced_limits(shared))
+    if not await _send_quietly(stream, encode_frame(welcome)):
         return
     shared.metrics.connections.inc(role=role)
     log.debug("event=connected conn=%d remote=%s role=%s id=%s", conn_id, remote, role, ident)
@@ -624,6 +625,12 @@ def _check_hello(
             f"peer {ident!r} has incarnation {incarnation}, expected {known}",
         )
     return role, ident, None
+
+
+def _announced_limits(shared: Listener) -> dict[str, int]:
+    """What a client should check records and batches against: this node's."""
+    limits = shared.cfg.limits
+    return {"max_record_bytes": limits.max_record_bytes, "max_batch_bytes": limits.max_batch_bytes}
 
 
 def _check_peer_log_format(shared: Listener, ident: str, peer_format: Any) -> None:

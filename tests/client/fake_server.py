@@ -91,6 +91,9 @@ class FakeCluster:
     # A batch's append stamp, as a leader takes it (never below the previous one);
     # tests set a fixed stamp to place records in time.
     stamp_ms: int | None = None
+    # The [limits] the nodes announce in hello_ok (None: none, like an older node);
+    # max_batch_bytes is then enforced on produce, as a node does.
+    limits: dict[str, int] | None = None
     # observations
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     hellos: list[dict[str, Any]] = field(default_factory=list)
@@ -204,7 +207,9 @@ class FakeNode:
                                 await send(error_reply(0, ErrorCode.UNAUTHORIZED, "bad credential"))
                                 return
                             helloed = True
-                            await send(hello_ok(self.node_id, self.cluster.name))
+                            await send(
+                                hello_ok(self.node_id, self.cluster.name, self.cluster.limits)
+                            )
                             continue
                         nursery.start_soon(self._serve_one, frame, send, stream)
                 nursery.cancel_scope.cancel()
@@ -404,6 +409,9 @@ class FakeNode:
         if crc_of(f["records"]) != f["crc"]:
             raise FakeError(ErrorCode.CORRUPT_BATCH, "crc mismatch")
         cap = self.cluster.topics[f["topic"]]["config"].get("max_message_bytes")
+        node_cap = (self.cluster.limits or {}).get("max_batch_bytes")
+        if node_cap is not None and (cap is None or node_cap < cap):
+            cap = node_cap
         if cap is not None and len(f["records"]) > cap:  # as server/handlers.py does
             raise FakeError(
                 ErrorCode.RECORD_TOO_LARGE,

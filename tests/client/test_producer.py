@@ -250,3 +250,31 @@ async def test_a_record_the_topic_cannot_take_fails_alone(fake: FakeCluster):
         later = await producer.send("t", b"c", partition=0)  # the producer goes on
         assert (await later).offset == 6
     assert fake.values("t", 0) == [b"a"] * 3 + [b"b"] * 3 + [b"c"]
+
+
+async def test_the_client_follows_the_limits_the_nodes_announce(fake: FakeCluster):
+    # cluster.toml's [limits] reach the client in each node's hello: raising
+    # max_record_bytes there is enough (etcd users must raise it on every
+    # client too), and producers keep under the nodes' max_batch_bytes.
+    fake.limits = {"max_record_bytes": 2 << 20, "max_batch_bytes": 3 << 20}
+    big = b"b" * ((1 << 20) + 1)  # over the client's own default
+    async with AsyncClient(fake.bootstrap()) as client:
+        assert (await client.produce("t", big, partition=0)).offset == 0
+        assert client.max_record_bytes == 2 << 20 and client.max_batch_bytes == 3 << 20
+        with pytest.raises(RecordTooLargeError, match=f"max_record_bytes={2 << 20}"):
+            await client.produce("t", b"x" * ((2 << 20) + 1), partition=0)
+    fake.limits = {"max_record_bytes": 600, "max_batch_bytes": 1000}
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, linger=10.0) as producer,
+    ):
+        with pytest.raises(RecordTooLargeError, match="max_record_bytes=600"):
+            await producer.send("t", b"x" * 601, partition=1)
+        deliveries = [await producer.send("t", b"y" * 84, partition=1) for _ in range(30)]
+        await producer.flush()
+        assert [d.result().offset for d in deliveries] == list(range(30))
+    assert all(len(b["records"]) <= 1000 for b in produce_requests(fake) if b["partition"] == 1)
+    # A client told its own limit keeps it.
+    async with AsyncClient(fake.bootstrap(), max_record_bytes=100) as client:
+        with pytest.raises(RecordTooLargeError, match="max_record_bytes=100"):
+            await client.produce("t", b"z" * 101, partition=0)

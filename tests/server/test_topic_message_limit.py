@@ -1,7 +1,8 @@
 """A topic's ``max_message_bytes`` on three real nodes over sockets: the key
 waits for the log format that every node knows it in (log/features.py
 TOPIC_CONFIG_FORMATS), then the partition leader refuses a larger batch, the
-batching producer keeps under it, and the limit can be changed or removed."""
+batching producer keeps under it, and the limit can be changed or removed.
+The nodes' own [limits] reach the client in their hello."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from raftlog.client.errors import (
 )
 from raftlog.client.producer import Producer
 from raftlog.log.features import LOG_FORMAT, TOPIC_MESSAGE_LIMIT
+from raftlog.server.config import Limits
 
 from .cluster_harness import make_config
 from .test_log_format import wait_cluster_format
@@ -27,7 +29,8 @@ LIMIT = 2000
 
 
 async def test_the_limit_waits_for_every_node_then_caps_each_batch(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path, 3, **FAST)
+    limits = Limits(max_batch_bytes=64 * 1024, max_record_bytes=4096)
+    cfg = make_config(tmp_path, 3, limits=limits, **FAST)
     older = replace(cfg, max_log_format=TOPIC_MESSAGE_LIMIT - 1)  # n3 not upgraded yet
     async with running(cfg, {"n3": older}) as nodes:
         with trio.fail_after(DEADLINE_S):
@@ -63,3 +66,8 @@ async def test_the_limit_waits_for_every_node_then_caps_each_batch(tmp_path: Pat
                 await client.alter_topic("capped", config={"max_message_bytes": None})
                 big = await client.produce("capped", b"y" * (LIMIT + 1), partition=0)
                 assert big.offset == 100
+
+                # The nodes announced their [limits] in each hello: the client checks by them.
+                assert (client.max_record_bytes, client.max_batch_bytes) == (4096, 64 * 1024)
+                with pytest.raises(RecordTooLargeError, match="max_record_bytes=4096"):
+                    await client.produce("capped", b"z" * 4097, partition=0)
