@@ -117,7 +117,8 @@ class Delivery:
         if self._event is not None:
             self._event.set()
         if self._callbacks:
-            error = self.exception()
+            batch = self._batch
+            error = batch.error if batch.parts is None else self.exception()
             result = self.result() if error is None else None
             for fn in self._callbacks:
                 try:
@@ -312,7 +313,7 @@ class Producer:
             batch = None
         if batch is None:
             self._read_topic_limit(queue)
-        if value is not None and len(value) > queue.record_limit:
+        if size > queue.record_limit and value is not None and len(value) > queue.record_limit:
             raise self._too_large(queue, len(value))
         if batch is None:
             batch = queue.current = _Batch()
