@@ -87,8 +87,7 @@ class Delivery:
     def add_callback(self, fn: DeliveryCallback) -> None:
         batch = self._batch
         if batch.done:
-            error = self.exception()
-            fn(self.result() if error is None else None, error)
+            fn(*self._outcome())
             return
         if self._callbacks is None:
             self._callbacks = [fn]
@@ -113,13 +112,16 @@ class Delivery:
     def __await__(self) -> Any:
         return self.wait().__await__()
 
+    def _outcome(self) -> tuple[RecordMetadata | None, BaseException | None]:
+        """What a callback gets once done: (metadata, None) or (None, error)."""
+        error = self.exception()
+        return (self.result() if error is None else None), error
+
     def _notify(self) -> None:
         if self._event is not None:
             self._event.set()
         if self._callbacks:
-            batch = self._batch
-            error = batch.error if batch.parts is None else self.exception()
-            result = self.result() if error is None else None
+            result, error = self._outcome()
             for fn in self._callbacks:
                 try:
                     fn(result, error)
@@ -354,7 +356,7 @@ class Producer:
         and at the nodes' max_batch_bytes."""
         cap = self.client.max_message_bytes(queue.topic)
         queue.topic_limit = cap
-        queue.batch_limit = min(self.batch_size, self._send_limit(queue.topic))
+        queue.batch_limit = min(self.batch_size, self._send_limit(cap))
         max_record = self.client.max_record_bytes  # the nodes' (hello), unless set
         queue.record_limit = max_record if cap is None else min(max_record, cap)
 
@@ -368,9 +370,8 @@ class Producer:
             f"record of {size} bytes exceeds max_record_bytes={self.client.max_record_bytes}"
         )
 
-    def _send_limit(self, topic: str) -> int:
-        """The largest encoded batch the nodes take for ``topic``."""
-        cap = self.client.max_message_bytes(topic)
+    def _send_limit(self, cap: int | None) -> int:
+        """The largest encoded batch the nodes take for a topic whose limit is ``cap``."""
         node_cap = self.client.max_batch_bytes
         return node_cap if cap is None else min(cap, node_cap)
 
@@ -408,7 +409,7 @@ class Producer:
     ) -> None:
         self._inflight.add(batch)
         blob, count, crc = encode_record_rows(batch.rows, self.compression)
-        limit = self._send_limit(topic)
+        limit = self._send_limit(self.client.max_message_bytes(topic))
         pieces = None
         if len(blob) > limit and count > 1:
             # The sizes ``send`` adds up are estimates (headers, large values):
@@ -419,7 +420,12 @@ class Producer:
             meta, error = await self._send_encoded(topic, partition, blob, count, crc, allocated)
             batch.finish(meta, error)
         else:
-            batch.finish_parts(await self._send_pieces(topic, partition, pieces, allocated))
+            parts = await self._send_pieces(topic, partition, pieces, allocated)
+            log.info(
+                "event=batch_split topic=%s partition=%s pieces=%d limit=%d",
+                topic, partition, len(pieces), limit,
+            )  # fmt: skip
+            batch.finish_parts(parts)
         self.stats["batches"] += 1
         self.stats["records"] += count
         self._inflight.discard(batch)
@@ -454,10 +460,6 @@ class Producer:
                 nursery.start_soon(send, piece, blob, count, crc, numbered)
                 await numbered.wait()
             allocated.set()
-        log.info(
-            "event=batch_split topic=%s partition=%s pieces=%d limit=%d",
-            topic, partition, len(pieces), self._send_limit(topic),
-        )  # fmt: skip
         return parts
 
     async def _send_encoded(

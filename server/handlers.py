@@ -76,6 +76,20 @@ COMPACTED_DECOMPRESSED_FACTOR = 16
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+def _topic_limit_problem(topic: Any, size: int) -> str | None:
+    """Why a produce batch of ``size`` bytes is over ``topic``'s
+    ``max_message_bytes`` (Kafka's ``max.message.bytes``: the topic's own cap,
+    below the node's ``max_batch_bytes``), or None. The producer keeps its
+    batches under it; a record too large by itself ends here."""
+    cap = topic.config.get("max_message_bytes")
+    if cap is None or size <= cap:
+        return None
+    return (
+        f"batch of {size} bytes exceeds topic {topic.name!r}'s max_message_bytes={cap} "
+        f"(raftlog topic alter {topic.name} --max-message-bytes changes it)"
+    )
+
+
 def _deadline(fields: dict[str, Any]) -> float:
     timeout_ms = fields.get("timeout_ms")
     seconds = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else DEFAULT_TIMEOUT_S
@@ -220,12 +234,6 @@ class RequestHandlers:
         if group.role is not Role.LEADER:
             raise self._not_leader(group.gid, group.raft.leader_id)
         return group
-
-    def _leader_group_now(self, topic_name: str, partition: int) -> Group | None:
-        """``_leader_group`` from local state only; None if the topic is unknown here
-        (only a metadata read may conclude UNKNOWN_TOPIC, see ``_topic``)."""
-        topic = self.meta.topics.get(topic_name)
-        return None if topic is None else self._led_group(_partition_of(topic, partition))
 
     async def _leader_group(self, topic: str, partition: int) -> Group:
         return self._led_group(await self._partition(topic, partition))
@@ -465,11 +473,11 @@ class RequestHandlers:
         self._check_produce(fields)
         group = await self._leader_group(fields["topic"], fields["partition"])
         records: bytes = fields["records"]
-        if self._topic_limit_problem(fields) is not None:
+        if self._batch_over_limit(fields) is not None:
             # Refuse only by the current limit: this node may not have applied
             # an alter that raised or removed it yet (a rare path: one round).
             await self._meta_sync()
-            problem = self._topic_limit_problem(fields)
+            problem = self._batch_over_limit(fields)
             if problem is not None:
                 raise HandlerError(ErrorCode.RECORD_TOO_LARGE, problem)
         await self._check_compacted_batch(fields)
@@ -498,14 +506,17 @@ class RequestHandlers:
             return False
         try:
             self._check_produce(fields)
-            group = self._leader_group_now(fields["topic"], fields["partition"])
-            if group is None:
-                return False  # topic unknown here: handle() confirms with a metadata read
-            if self._topic_limit_problem(fields) is not None:
-                return False  # over the topic's limit: handle() confirms it is current
-            if self._compacted_topic(fields["topic"]):
-                return False  # its records are checked first, maybe in a thread
+            # From local state only: only a metadata read may conclude
+            # UNKNOWN_TOPIC (see ``_topic``), which handle() does.
+            topic = self.meta.topics.get(fields["topic"])
+            if topic is None:
+                return False
+            group = self._led_group(_partition_of(topic, fields["partition"]))
             records: bytes = fields["records"]
+            if _topic_limit_problem(topic, len(records)) is not None:
+                return False  # over the topic's limit: handle() confirms it is current
+            if is_compacted(topic.config):
+                return False  # its records are checked first, maybe in a thread
             waiter = self.driver.submit(
                 group.gid,
                 self._produce_command(fields),
@@ -549,22 +560,9 @@ class RequestHandlers:
         if (fields.get("producer_id") is None) != (fields.get("sequence") is None):
             raise HandlerError(ErrorCode.INVALID_REQUEST, "producer_id and sequence go together")
 
-    def _topic_limit_problem(self, fields: dict[str, Any]) -> str | None:
-        """Why a produce's batch is over its topic's ``max_message_bytes``
-        (Kafka's ``max.message.bytes``: the topic's own cap, below the node's
-        ``max_batch_bytes``), or None. The producer keeps its batches under it;
-        a record too large by itself ends here."""
+    def _batch_over_limit(self, fields: dict[str, Any]) -> str | None:
         topic = self.meta.topics.get(fields["topic"])
-        if topic is None:
-            return None
-        cap = topic.config.get("max_message_bytes")
-        size = len(fields["records"])
-        if cap is None or size <= cap:
-            return None
-        return (
-            f"batch of {size} bytes exceeds topic {topic.name!r}'s max_message_bytes={cap} "
-            f"(raftlog topic alter {topic.name} --max-message-bytes changes it)"
-        )
+        return None if topic is None else _topic_limit_problem(topic, len(fields["records"]))
 
     def _compacted_topic(self, name: str) -> bool:
         topic = self.meta.topics.get(name)
