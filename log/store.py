@@ -29,7 +29,14 @@ from pathlib import Path
 from raftlog.raft.memory_storage import SnapshotOutOfDateError
 from raftlog.raft.storage import CompactedError, StorageError, UnavailableError, limit_size
 from raftlog.raft.types import ConfState, Entry, HardState, NodeId, Ready, Snapshot, SnapshotMeta
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import (
+    DBCompactionStyle,
+    Options,
+    Rdict,
+    UniversalCompactOptions,
+    WriteBatch,
+    WriteOptions,
+)
 
 from . import codec, keys
 from .identity import DataDirError, NodeIdentity
@@ -327,6 +334,52 @@ def staggered_write_buffer_bytes(position: int, count: int) -> int:
     return int(DEFAULT_WRITE_BUFFER_BYTES * factor) // 4096 * 4096
 
 
+# How a node's RocksDB merges its files (cluster.toml [storage] rocksdb_compaction).
+ROCKSDB_COMPACTION_STYLES = ("level", "universal")
+DEFAULT_ROCKSDB_COMPACTION = "level"
+# Universal compaction only: how far the files may outgrow the live data before
+# a full merge, as a percentage of the live data (RocksDB's
+# max_size_amplification_percent, whose own default is 200).
+DEFAULT_SPACE_AMPLIFICATION_PERCENT = 100
+
+# The RocksDB properties a node exports as metrics (server/metrics.py).
+ROCKSDB_STATS = (
+    "total-sst-files-size",
+    "estimate-live-data-size",
+    "estimate-pending-compaction-bytes",
+    "num-running-compactions",
+    "is-write-stopped",
+    "actual-delayed-write-rate",
+)
+
+
+def set_compaction_style(opts: Options, style: str, space_amplification_percent: int) -> None:
+    """Make ``opts`` compact as ``style`` says ("level" or "universal").
+
+    Every group's keys share one key space (keys.py), so a memtable flushed to
+    level 0 spans the Raft log entries and the batches of every partition at
+    once. Under leveled compaction (RocksDB's default, and ours) such a file
+    overlaps every file of the level below, so each level-0 compaction rewrites
+    all of that level, never a cheap move of whole files. Universal compaction
+    merges runs of similar size instead. Measured (docs/performance-history.md,
+    twenty-sixth session): on the batch bench's compressible records it held
+    its throughput over six runs on one cluster where leveled lost about 30 %;
+    on incompressible records it did no better; and it leaves deleted data
+    (retention, the Raft log behind a snapshot) on disk until runs merge, up to
+    ``space_amplification_percent`` more than the live data. So it is a choice
+    for the operator, not the default. Either style opens a store written under
+    the other.
+    """
+    if style == "level":
+        return  # RocksDB's default
+    if style != "universal":
+        raise ValueError(f"rocksdb compaction style must be one of {ROCKSDB_COMPACTION_STYLES}")
+    opts.set_compaction_style(DBCompactionStyle.universal())
+    universal = UniversalCompactOptions()
+    universal.max_size_amplification_percent = space_amplification_percent
+    opts.set_universal_compaction_options(universal)
+
+
 class NodeStore:
     """A node's RocksDB: identity, peers' incarnations and every group's Raft state."""
 
@@ -347,6 +400,13 @@ class NodeStore:
         self._groups: dict[int, GroupStorage] = {}
         self._closed = False
 
+    def rocksdb_stats(self) -> dict[str, int]:
+        """RocksDB's integer properties in ``ROCKSDB_STATS`` (0 when one is not
+        available, or once the store is closed)."""
+        if self._closed:
+            return dict.fromkeys(ROCKSDB_STATS, 0)
+        return {name: self.db.property_int_value(f"rocksdb.{name}") or 0 for name in ROCKSDB_STATS}
+
     # ---- opening -----------------------------------------------------------------
 
     @classmethod
@@ -358,9 +418,12 @@ class NodeStore:
         node_id: str,
         fsync: bool = True,
         write_buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
+        rocksdb_compaction: str = DEFAULT_ROCKSDB_COMPACTION,
+        space_amplification_percent: int = DEFAULT_SPACE_AMPLIFICATION_PERCENT,
     ) -> NodeStore:
         """Open (or create) a node's store; ``write_buffer_bytes``: the memtable
-        size (see ``staggered_write_buffer_bytes``)."""
+        size (see ``staggered_write_buffer_bytes``); the compaction arguments: see
+        ``set_compaction_style``."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise DataDirError(f"data dir {path} exists and is not a directory")
@@ -384,8 +447,12 @@ class NodeStore:
         # (records carry their log number, so a recycled file's stale tail is
         # recognised); pyproject pins rocksdict >= 0.3.29, which ships 9.8.4.
         opts.set_recycle_log_file_num(4)
+        set_compaction_style(opts, rocksdb_compaction, space_amplification_percent)
         try:
-            db = Rdict(str(path), options=opts)
+            # column_families too: given only ``options``, rocksdict reopens an
+            # existing store with the column family options of its OPTIONS file
+            # (the memtable size, the compaction style), not these.
+            db = Rdict(str(path), options=opts, column_families={"default": opts})
         except Exception as exc:  # rocksdict raises a bare Exception for IO/lock errors
             raise DataDirError(f"data dir {path} cannot be opened: {exc}") from exc
         try:

@@ -16,7 +16,8 @@ still go back to the old version; lift it once the upgrade is judged good.
 
 Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]`` (with its
 ``[[auth.user]]`` tenants, server/acl.py), ``[quotas]``,
-``[snapshots]``, ``[retention]`` and ``[tls]``. Their keys are optional; shown with defaults::
+``[snapshots]``, ``[retention]``, ``[storage]`` and ``[tls]``. Their keys are optional; shown
+with defaults::
 
     [limits]                   # every key an int >= 1 (the other keys: see ``Limits``)
     max_client_connections = 4096  # client connections per node; more -> NOT_AVAILABLE
@@ -38,6 +39,12 @@ Tables beyond DESIGN.md §6: ``[limits]``, ``[auth]`` (with its
     max_producers_per_partition = 10000  # ... and the least recently used beyond this many
     offsets_retention_ms = 604800000   # delete a consumer group (and its committed offsets)
                                        # after this long without members (7 days)
+
+    [storage]
+    rocksdb_compaction = "level"        # or "universal": how RocksDB merges files (log/store.py
+                                        # set_compaction_style; either opens the other's data)
+    max_space_amplification_percent = 100  # universal: files may hold this much more than
+                                           # the live data before a full merge (>= 1)
 
     [tls]                      # absent: plaintext. Present: the node serves and dials ONLY TLS
     ca_file = "tls/ca.pem"     # required: verifies peers (always) and clients (client_auth)
@@ -82,6 +89,11 @@ from raftlog.client.protocol import (
     DEFAULT_MAX_RECORD_BYTES,
 )
 from raftlog.log.features import BASELINE_LOG_FORMAT, LOG_FORMAT
+from raftlog.log.store import (
+    DEFAULT_ROCKSDB_COMPACTION,
+    DEFAULT_SPACE_AMPLIFICATION_PERCENT,
+    ROCKSDB_COMPACTION_STYLES,
+)
 
 from .acl import User, pattern_problem
 from .cpu_latency import MAX_US as CPU_LATENCY_MAX_US
@@ -223,6 +235,14 @@ class SnapshotConfig:
 
 
 @dataclass(slots=True, frozen=True)
+class StorageConfig:
+    """``[storage]``: how a node's RocksDB compacts (log/store.py set_compaction_style)."""
+
+    rocksdb_compaction: str = DEFAULT_ROCKSDB_COMPACTION
+    max_space_amplification_percent: int = DEFAULT_SPACE_AMPLIFICATION_PERCENT
+
+
+@dataclass(slots=True, frozen=True)
 class RetentionConfig:
     """``[retention]``: how often server/retention.py runs, the clock skew it
     tolerates before it stops deleting by time, and how long partitions remember
@@ -348,6 +368,7 @@ class ClusterConfig:
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     tls: ClusterTLSConfig | None = None  # None: plaintext everywhere
     path: Path | None = None
 
@@ -564,6 +585,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
         }
     )
     retention_r.check_unknown()
+    storage = _parse_storage(_Reader(where, "storage", top.get("storage", dict, {})))
     tls = _parse_tls(where, top, base, nodes)
     top.check_unknown()
     if any(u.tls_names for u in auth.users) and (tls is None or not tls.client_auth):
@@ -590,6 +612,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
         quotas=quotas,
         snapshots=snapshots,
         retention=retention,
+        storage=storage,
         tls=tls,
         path=path,
     )
@@ -682,6 +705,18 @@ def _parse_limits(reader: _Reader) -> Limits:
             f"({limits.max_frame_bytes})",
         )
     return limits
+
+
+def _parse_storage(reader: _Reader) -> StorageConfig:
+    style = reader.get("rocksdb_compaction", str, DEFAULT_ROCKSDB_COMPACTION)
+    if style not in ROCKSDB_COMPACTION_STYLES:
+        choices = " or ".join(repr(s) for s in ROCKSDB_COMPACTION_STYLES)
+        raise reader.fail("rocksdb_compaction", f"must be {choices}, got {style!r}")
+    amplification = reader.positive_int(
+        "max_space_amplification_percent", DEFAULT_SPACE_AMPLIFICATION_PERCENT
+    )
+    reader.check_unknown()
+    return StorageConfig(style, amplification)
 
 
 def _parse_snapshots(reader: _Reader) -> SnapshotConfig:
@@ -931,6 +966,13 @@ def render_config(cfg: ClusterConfig) -> str:
     if cfg.retention != RetentionConfig():
         lines += ["", "[retention]"]
         lines += [f"{f.name} = {getattr(cfg.retention, f.name)}" for f in fields(RetentionConfig)]
+    if cfg.storage != StorageConfig():
+        lines += [
+            "",
+            "[storage]",
+            f"rocksdb_compaction = {_q(cfg.storage.rocksdb_compaction)}",
+            f"max_space_amplification_percent = {cfg.storage.max_space_amplification_percent}",
+        ]
     if cfg.tls is not None:
         lines += ["", "[tls]", f"ca_file = {_q(str(cfg.tls.ca_file))}"]
         if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:

@@ -336,6 +336,12 @@ class Metrics:
     compaction_removed: Counter = field(init=False)
     data_dir_free: Gauge = field(init=False)
     data_dir_size: Gauge = field(init=False)
+    rocksdb_sst_bytes: Gauge = field(init=False)
+    rocksdb_live_bytes: Gauge = field(init=False)
+    rocksdb_pending_compaction: Gauge = field(init=False)
+    rocksdb_running_compactions: Gauge = field(init=False)
+    rocksdb_write_stopped: Gauge = field(init=False)
+    rocksdb_delayed_write_rate: Gauge = field(init=False)
     pending_proposals: Gauge = field(init=False)
     apply_lag: Gauge = field(init=False)
     # consumer group coordinator (server/group_ops.py)
@@ -450,6 +456,31 @@ class Metrics:
         )
         self.data_dir_size = r.gauge(
             "raftlog_data_dir_filesystem_bytes", "Size of the data dir's filesystem."
+        )
+        # RocksDB's own view ([storage] in cluster.toml): disk held against live data
+        # shows the space amplification universal compaction trades for CPU.
+        self.rocksdb_sst_bytes = r.gauge(
+            "raftlog_rocksdb_sst_bytes", "Bytes of the node's RocksDB table (SST) files."
+        )
+        self.rocksdb_live_bytes = r.gauge(
+            "raftlog_rocksdb_live_data_bytes",
+            "RocksDB's estimate of the live data in those files (the rest awaits a merge).",
+        )
+        self.rocksdb_pending_compaction = r.gauge(
+            "raftlog_rocksdb_pending_compaction_bytes",
+            "Bytes RocksDB estimates its compactions must rewrite to catch up; growing for "
+            "long means writes will be slowed, then stopped.",
+        )
+        self.rocksdb_running_compactions = r.gauge(
+            "raftlog_rocksdb_running_compactions", "RocksDB compactions running now."
+        )
+        self.rocksdb_write_stopped = r.gauge(
+            "raftlog_rocksdb_write_stopped",
+            "1 while RocksDB stops writes (too many level-0 files or pending compaction).",
+        )
+        self.rocksdb_delayed_write_rate = r.gauge(
+            "raftlog_rocksdb_delayed_write_rate_bytes",
+            "The write rate RocksDB throttles to while compaction falls behind; 0: none.",
         )
         self.log_format = r.gauge(
             "raftlog_log_format",

@@ -71,6 +71,8 @@ async def run_node(
         node_id=node_id,
         fsync=cfg.fsync,
         write_buffer_bytes=staggered_write_buffer_bytes(position, len(cfg.nodes)),
+        rocksdb_compaction=cfg.storage.rocksdb_compaction,
+        space_amplification_percent=cfg.storage.max_space_amplification_percent,
     )
     driver: MultiRaft | None = None
     held = ExitStack()  # the CPU latency request, released after the store closes

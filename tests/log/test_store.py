@@ -38,6 +38,43 @@ def reopen(store: NodeStore, path: Path) -> NodeStore:
     return NodeStore.open(path, cluster="test", node_id="n1")
 
 
+# ---------------------------------------------------------------- compaction style
+
+
+def _options_compaction_style(path: Path) -> str:
+    """The compaction style RocksDB recorded in the store's newest OPTIONS file."""
+    newest = max(path.glob("OPTIONS-*"), key=lambda p: int(p.name.split("-")[1]))
+    for line in newest.read_text().splitlines():
+        if line.strip().startswith("compaction_style="):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError(f"no compaction_style in {newest}")
+
+
+def test_compaction_style_reaches_rocksdb_and_either_opens_the_others_data(
+    data_dir: Path,
+) -> None:
+    """Switching [storage] rocksdb_compaction on a node with data keeps it all."""
+    styles = ["level", "universal", "level"]
+    for round_, style in enumerate(styles):
+        with NodeStore.open(data_dir, cluster="test", node_id="n1", rocksdb_compaction=style) as s:
+            if round_ == 0:
+                s.create_group(7, CS3)
+            g = s.group(7)
+            assert g.last_index() == 10 * round_  # every earlier round's entries
+            lo = 10 * round_ + 1
+            s.save([(7, Ready(entries=ents(lo, lo + 10, term=1)))])
+            s.db.flush()  # into files that the next style must read
+        want = "kCompactionStyleUniversal" if style == "universal" else "kCompactionStyleLevel"
+        assert _options_compaction_style(data_dir) == want
+    with NodeStore.open(data_dir, cluster="test", node_id="n1") as s:
+        assert [e.index for e in s.group(7).entries(1, 31)] == list(range(1, 31))
+
+
+def test_an_unknown_compaction_style_is_refused(data_dir: Path) -> None:
+    with pytest.raises(ValueError, match="compaction style"):
+        NodeStore.open(data_dir, cluster="test", node_id="n1", rocksdb_compaction="fifo")
+
+
 # ---------------------------------------------------------------- identity
 
 

@@ -14,6 +14,7 @@ from raftlog.server.config import (
     Limits,
     NodeConfig,
     QuotaConfig,
+    StorageConfig,
     User,
     load_config,
     render_config,
@@ -244,6 +245,23 @@ def test_cpu_latency_qos_is_optional_and_checked(tmp_path: Path) -> None:
     assert "cluster.cpu_latency_qos_us must be int" in load_error(tmp_path, flag)
 
 
+def test_storage_defaults_to_leveled_compaction_and_checks_its_keys(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).storage == StorageConfig("level", 100)
+    tiered = GOOD + '[storage]\nrocksdb_compaction = "universal"\n'
+    tiered += "max_space_amplification_percent = 25\n"
+    assert load_config(write(tmp_path, tiered)).storage == StorageConfig("universal", 25)
+    fifo = GOOD + '[storage]\nrocksdb_compaction = "fifo"\n'
+    assert "storage.rocksdb_compaction must be 'level' or 'universal', got 'fifo'" in load_error(
+        tmp_path, fifo
+    )
+    zero = GOOD + "[storage]\nmax_space_amplification_percent = 0\n"
+    assert "storage.max_space_amplification_percent must be > 0, got 0" in load_error(
+        tmp_path, zero
+    )
+    typo = GOOD + '[storage]\ncompaction = "level"\n'
+    assert "storage.compaction is not a known key" in load_error(tmp_path, typo)
+
+
 def test_max_log_format_is_optional_checked_and_caps_the_builds(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, GOOD)).log_format == LOG_FORMAT
     held = GOOD.replace('name = "local"', 'name = "local"\nmax_log_format = 1')
@@ -292,6 +310,7 @@ def test_render_round_trips(tmp_path: Path) -> None:
             ),
         ),
         quotas=QuotaConfig(requests_per_sec=7.0),
+        storage=StorageConfig("universal", 30),
     )
     path = write(tmp_path, render_config(cfg))
     again = load_config(path)

@@ -676,6 +676,20 @@ async def test_data_dir_free_space_is_a_gauge(cluster):
     assert metrics.data_dir_size.value() == fs.f_blocks * fs.f_frsize
 
 
+async def test_rocksdb_gauges_follow_the_store(cluster):
+    driver = cluster.driver("n1")
+    driver.metrics = metrics = Metrics()
+    driver._update_gauges()
+    before = metrics.rocksdb_sst_bytes.value()
+    driver.store.db.flush()  # the metadata group's writes, from the memtable into a file
+    driver._update_gauges()
+    assert metrics.rocksdb_sst_bytes.value() > before
+    assert metrics.rocksdb_live_bytes.value() > 0
+    assert metrics.rocksdb_write_stopped.value() == 0
+    assert metrics.rocksdb_delayed_write_rate.value() == 0
+    assert metrics.rocksdb_running_compactions.value() >= 0
+
+
 async def test_deleting_a_topic_ends_a_waiting_long_poll(cluster):
     topic = await cluster.create_topic("gone", partitions=1)
     leader = await cluster.wait_leader(topic["partitions"][0]["group"])
