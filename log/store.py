@@ -23,7 +23,7 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from raftlog.raft.memory_storage import SnapshotOutOfDateError
@@ -342,16 +342,6 @@ DEFAULT_ROCKSDB_COMPACTION = "level"
 # max_size_amplification_percent, whose own default is 200).
 DEFAULT_SPACE_AMPLIFICATION_PERCENT = 100
 
-# The RocksDB properties a node exports as metrics (server/metrics.py).
-ROCKSDB_STATS = (
-    "total-sst-files-size",
-    "estimate-live-data-size",
-    "estimate-pending-compaction-bytes",
-    "num-running-compactions",
-    "is-write-stopped",
-    "actual-delayed-write-rate",
-)
-
 
 def set_compaction_style(opts: Options, style: str, space_amplification_percent: int) -> None:
     """Make ``opts`` compact as ``style`` says ("level" or "universal").
@@ -400,12 +390,12 @@ class NodeStore:
         self._groups: dict[int, GroupStorage] = {}
         self._closed = False
 
-    def rocksdb_stats(self) -> dict[str, int]:
-        """RocksDB's integer properties in ``ROCKSDB_STATS`` (0 when one is not
-        available, or once the store is closed)."""
+    def rocksdb_stats(self, names: Iterable[str]) -> dict[str, int]:
+        """RocksDB's integer properties ``rocksdb.<name>`` for ``names`` (0 when
+        one is not available, or once the store is closed)."""
         if self._closed:
-            return dict.fromkeys(ROCKSDB_STATS, 0)
-        return {name: self.db.property_int_value(f"rocksdb.{name}") or 0 for name in ROCKSDB_STATS}
+            return dict.fromkeys(names, 0)
+        return {name: self.db.property_int_value(f"rocksdb.{name}") or 0 for name in names}
 
     # ---- opening -----------------------------------------------------------------
 

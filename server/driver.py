@@ -674,13 +674,8 @@ class MultiRaft:
         else:
             m.data_dir_free.set(fs.f_bavail * fs.f_frsize)
             m.data_dir_size.set(fs.f_blocks * fs.f_frsize)
-        rocks = self.store.rocksdb_stats()
-        m.rocksdb_sst_bytes.set(rocks["total-sst-files-size"])
-        m.rocksdb_live_bytes.set(rocks["estimate-live-data-size"])
-        m.rocksdb_pending_compaction.set(rocks["estimate-pending-compaction-bytes"])
-        m.rocksdb_running_compactions.set(rocks["num-running-compactions"])
-        m.rocksdb_write_stopped.set(rocks["is-write-stopped"])
-        m.rocksdb_delayed_write_rate.set(rocks["actual-delayed-write-rate"])
+        for prop, value in self.store.rocksdb_stats(m.rocksdb).items():
+            m.rocksdb[prop].set(value)
         for role in ("leader", "follower", "candidate", "pre_candidate"):
             m.groups.set(roles.get(role, 0), role=role)
         m.pending_proposals.set(pending)

@@ -290,6 +290,36 @@ class Registry:
         return "\n".join(lines) + "\n"
 
 
+# The RocksDB properties a node exports (NodeStore.rocksdb_stats) -> (metric name, help).
+ROCKSDB_GAUGES = {
+    "total-sst-files-size": (
+        "raftlog_rocksdb_sst_bytes",
+        "Bytes of the node's RocksDB table (SST) files.",
+    ),
+    "estimate-live-data-size": (
+        "raftlog_rocksdb_live_data_bytes",
+        "RocksDB's estimate of the live data in those files (the rest awaits a merge).",
+    ),
+    "estimate-pending-compaction-bytes": (
+        "raftlog_rocksdb_pending_compaction_bytes",
+        "Bytes RocksDB estimates its compactions must rewrite to catch up; growing for "
+        "long means writes will be slowed, then stopped.",
+    ),
+    "num-running-compactions": (
+        "raftlog_rocksdb_running_compactions",
+        "RocksDB compactions running now.",
+    ),
+    "is-write-stopped": (
+        "raftlog_rocksdb_write_stopped",
+        "1 while RocksDB stops writes (too many level-0 files or pending compaction).",
+    ),
+    "actual-delayed-write-rate": (
+        "raftlog_rocksdb_delayed_write_rate_bytes",
+        "The write rate RocksDB throttles to while compaction falls behind; 0: none.",
+    ),
+}
+
+
 @dataclass(slots=True)
 class Metrics:
     """The node's metrics, declared once so every layer updates the same names."""
@@ -336,12 +366,7 @@ class Metrics:
     compaction_removed: Counter = field(init=False)
     data_dir_free: Gauge = field(init=False)
     data_dir_size: Gauge = field(init=False)
-    rocksdb_sst_bytes: Gauge = field(init=False)
-    rocksdb_live_bytes: Gauge = field(init=False)
-    rocksdb_pending_compaction: Gauge = field(init=False)
-    rocksdb_running_compactions: Gauge = field(init=False)
-    rocksdb_write_stopped: Gauge = field(init=False)
-    rocksdb_delayed_write_rate: Gauge = field(init=False)
+    rocksdb: dict[str, Gauge] = field(init=False)  # by RocksDB property (ROCKSDB_GAUGES)
     pending_proposals: Gauge = field(init=False)
     apply_lag: Gauge = field(init=False)
     # consumer group coordinator (server/group_ops.py)
@@ -459,29 +484,9 @@ class Metrics:
         )
         # RocksDB's own view ([storage] in cluster.toml): disk held against live data
         # shows the space amplification universal compaction trades for CPU.
-        self.rocksdb_sst_bytes = r.gauge(
-            "raftlog_rocksdb_sst_bytes", "Bytes of the node's RocksDB table (SST) files."
-        )
-        self.rocksdb_live_bytes = r.gauge(
-            "raftlog_rocksdb_live_data_bytes",
-            "RocksDB's estimate of the live data in those files (the rest awaits a merge).",
-        )
-        self.rocksdb_pending_compaction = r.gauge(
-            "raftlog_rocksdb_pending_compaction_bytes",
-            "Bytes RocksDB estimates its compactions must rewrite to catch up; growing for "
-            "long means writes will be slowed, then stopped.",
-        )
-        self.rocksdb_running_compactions = r.gauge(
-            "raftlog_rocksdb_running_compactions", "RocksDB compactions running now."
-        )
-        self.rocksdb_write_stopped = r.gauge(
-            "raftlog_rocksdb_write_stopped",
-            "1 while RocksDB stops writes (too many level-0 files or pending compaction).",
-        )
-        self.rocksdb_delayed_write_rate = r.gauge(
-            "raftlog_rocksdb_delayed_write_rate_bytes",
-            "The write rate RocksDB throttles to while compaction falls behind; 0: none.",
-        )
+        self.rocksdb = {
+            prop: r.gauge(name, help_text) for prop, (name, help_text) in ROCKSDB_GAUGES.items()
+        }
         self.log_format = r.gauge(
             "raftlog_log_format",
             "Log formats (log/features.py): what the cluster writes as this node's metadata "

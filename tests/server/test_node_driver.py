@@ -679,15 +679,16 @@ async def test_data_dir_free_space_is_a_gauge(cluster):
 async def test_rocksdb_gauges_follow_the_store(cluster):
     driver = cluster.driver("n1")
     driver.metrics = metrics = Metrics()
+    rocksdb = metrics.rocksdb
     driver._update_gauges()
-    before = metrics.rocksdb_sst_bytes.value()
+    before = rocksdb["total-sst-files-size"].value()
     driver.store.db.flush()  # the metadata group's writes, from the memtable into a file
     driver._update_gauges()
-    assert metrics.rocksdb_sst_bytes.value() > before
-    assert metrics.rocksdb_live_bytes.value() > 0
-    assert metrics.rocksdb_write_stopped.value() == 0
-    assert metrics.rocksdb_delayed_write_rate.value() == 0
-    assert metrics.rocksdb_running_compactions.value() >= 0
+    assert rocksdb["total-sst-files-size"].value() > before
+    assert rocksdb["estimate-live-data-size"].value() > 0
+    assert rocksdb["is-write-stopped"].value() == 0
+    assert rocksdb["actual-delayed-write-rate"].value() == 0
+    assert rocksdb["num-running-compactions"].value() >= 0
 
 
 async def test_deleting_a_topic_ends_a_waiting_long_poll(cluster):
