@@ -15,9 +15,11 @@ either kind can follow each other in a partition.
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 MAGIC = 0xC1  # "never used" in the msgpack spec
 
@@ -73,8 +75,31 @@ def _lz4() -> Codec:
 def _zstd() -> Codec:
     import zstandard
 
-    compressor = zstandard.ZstdCompressor(level=1)  # level 1: ~2 GB/s here, ratio near level 3
-    decompressor = zstandard.ZstdDecompressor()
+    # One compressor and decompressor per thread: python-zstandard's objects
+    # must not be used by two threads at once, and a node checks and compacts
+    # batches in worker threads (server/handlers.py, server/compaction.py).
+    # Shared, two concurrent checks read a valid batch as "Data corruption
+    # detected", and two compressions fail or mix their output.
+    local = threading.local()
+
+    def compressor() -> Any:
+        c = getattr(local, "compressor", None)
+        if c is None:
+            # level 1: ~2 GB/s here, ratio near level 3
+            c = local.compressor = zstandard.ZstdCompressor(level=1)
+        return c
+
+    def decompressor() -> Any:
+        d = getattr(local, "decompressor", None)
+        if d is None:
+            d = local.decompressor = zstandard.ZstdDecompressor()
+        return d
+
+    def compress(data: bytes) -> bytes:
+        return compressor().compress(data)
+
+    def decompress(data: bytes) -> bytes:
+        return decompressor().decompress(data)
 
     def at_most(data: bytes, max_bytes: int) -> bytes:
         try:
@@ -86,13 +111,13 @@ def _zstd() -> Codec:
         # An unknown size (-1): max_output_size bounds the output instead, and
         # zstd then cannot tell a frame cut short by it from a corrupt one.
         try:
-            return decompressor.decompress(data, max_output_size=max_bytes)
+            return decompressor().decompress(data, max_output_size=max_bytes)
         except zstandard.ZstdError as exc:
             raise CompressionError(
                 f"zstd batch is corrupt or decompresses to more than {max_bytes} bytes: {exc}"
             ) from exc
 
-    return Codec("zstd", 3, compressor.compress, decompressor.decompress, at_most)
+    return Codec("zstd", 3, compress, decompress, at_most)
 
 
 _FACTORIES: dict[str, Callable[[], Codec]] = {"gzip": _gzip, "lz4": _lz4, "zstd": _zstd}

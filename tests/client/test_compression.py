@@ -4,6 +4,7 @@ they came, every reader decompresses (client/compression.py)."""
 from __future__ import annotations
 
 import os
+import threading
 
 import msgpack
 import pytest
@@ -104,6 +105,32 @@ def test_bounded_decompression_refuses_a_batch_that_grows_past_the_bound(codec):
     assert compression.decompress(blob, len(packed)) == packed  # the bound is inclusive
     with pytest.raises(CompressionError, match="more than 999999 bytes"):
         compression.decompress(blob, len(packed) - 1)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_threads_compress_and_decompress_at_once(codec):
+    """A node checks and compacts batches in worker threads, several at once: a
+    codec shared between threads must give every one of them its own bytes."""
+    payloads = [os.urandom(200) * (50 + i) for i in range(16)]
+    blobs = [compression.compress(p, codec) for p in payloads]
+    failures: list[str] = []
+
+    def work(start: int) -> None:
+        try:
+            for n in range(300):
+                i = (n + start) % len(payloads)
+                assert compression.decompress(blobs[i], 1 << 20) == payloads[i]
+                again = compression.compress(payloads[i], codec)
+                assert compression.decompress(again, 1 << 20) == payloads[i]
+        except Exception as exc:  # collected: an exception in a thread fails nothing
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
 
 
 def test_bounded_zstd_without_a_content_size_in_its_frame():
