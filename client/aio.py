@@ -26,7 +26,9 @@ record. At most ``MAX_IN_FLIGHT`` batches per partition are outstanding (the
 server's dedup window). If a batch ends with an unknown outcome or is
 definitely rejected, the sequence of that partition has a gap that the server
 would refuse forever, so the partition moves to a fresh producer id starting
-at sequence 0 (Kafka's epoch bump, simplified).
+at sequence 0 (Kafka's epoch bump, simplified). A batch the node definitely
+refuses as too large is split and sent again in its place under the same
+sequence range (``send_pieces``, KIP-126): no gap, no bump.
 """
 
 from __future__ import annotations
@@ -66,10 +68,13 @@ from .errors import (
 from .models import (
     BatchMetadata,
     DeletedGroup,
+    EncodedPiece,
     FetchResult,
     OffsetAndTimestamp,
     Offsets,
+    PieceOutcome,
     RecordMetadata,
+    Resplit,
     TopicMeta,
 )
 from .protocol import (
@@ -137,7 +142,8 @@ def parse_bootstrap(bootstrap: Sequence[str] | str) -> list[str]:
 class _Slot:
     """One idempotent batch of a partition, from window acquisition to completion."""
 
-    count: int
+    count: int  # records from ``first`` on, which ``seq`` numbers
+    first: int = 0  # index in the batch of the record ``seq`` numbers (see _renumber_from)
     producer_id: int = -1
     seq: int = -1
     epoch: int = -1  # epoch of (producer_id, seq); -1 = not numbered yet
@@ -750,33 +756,111 @@ class AsyncClient:
         budget: float | None = None,
         on_allocated: Callable[[], None] | None = None,
     ) -> BatchMetadata:
-        """Send an already encoded batch (``encode_records``); used by Producer.
+        """Send an already encoded batch (``encode_records``) as one request.
 
         ``on_allocated`` is called once the batch holds its place in the
         partition's order (sequence allocated, frame about to be queued), so a
         caller can start the next batch without reordering them.
         """
-        fields: dict[str, Any] = {
-            "topic": topic,
-            "partition": partition,
-            "records": blob,
-            "count": count,
-            "crc": crc,
-        }
-        if not self.idempotent:
-            if on_allocated is not None:
-                on_allocated()
-            reply = await self._call(
-                "produce",
-                fields,
-                topic=topic,
-                partition=partition,
-                idempotent=False,
-                budget=budget,
-                server_timeout=True,
+        pieces = [(0, blob, count, crc)]
+        if self.idempotent:  # the common case, without send_pieces' frame
+            [outcome] = await self._send_idempotent(
+                topic, partition, pieces, None, budget, on_allocated
             )
-            return _batch_meta(topic, partition, count, reply)
-        return await self._send_idempotent(topic, partition, fields, count, budget, on_allocated)
+        else:
+            [outcome] = await self.send_pieces(
+                topic, partition, pieces, budget=budget, on_allocated=on_allocated
+            )
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.meta is not None
+        return outcome.meta
+
+    async def send_pieces(
+        self,
+        topic: str,
+        partition: int,
+        pieces: Sequence[EncodedPiece],
+        *,
+        resplit: Resplit | None = None,
+        budget: float | None = None,
+        on_allocated: Callable[[], None] | None = None,
+    ) -> list[PieceOutcome]:
+        """Send the encoded ``pieces`` of one batch, in order, one request each;
+        used by Producer. Returns each piece's outcome, in record order.
+
+        The pieces keep the batch's place in the partition: they share its
+        sequence range, and the next batch may go once ``on_allocated`` is called.
+
+        ``resplit(first, count, limit)`` re-encodes the batch's records
+        ``first .. first+count-1`` as pieces of at most ``limit`` bytes. With
+        it, a piece of several records that the node refuses as too large
+        (its topic's max_message_bytes was lowered since our metadata) is split
+        and sent again in place, like Kafka's producer does (KIP-126), instead
+        of failing. A refused piece of one record fails alone; the others go on.
+        """
+        if self.idempotent:
+            return await self._send_idempotent(
+                topic, partition, pieces, resplit, budget, on_allocated
+            )
+        if on_allocated is not None:
+            on_allocated()
+        deadline = trio.current_time() + (self.request_timeout if budget is None else budget)
+        outcomes: list[PieceOutcome] = []
+        pending = deque(pieces)  # the head is the piece being sent
+        while pending:
+            first, blob, count, crc = pending[0]
+            try:
+                reply = await self._call(
+                    "produce",
+                    _produce_fields(topic, partition, blob, count, crc),
+                    topic=topic,
+                    partition=partition,
+                    idempotent=False,
+                    budget=max(deadline - trio.current_time(), 0.001),
+                    server_timeout=True,
+                )
+            except RecordTooLargeError as exc:
+                pending.popleft()
+                smaller = self._resplit(resplit, topic, first, count, len(blob), exc)
+                if smaller:
+                    pending.extendleft(reversed(smaller))
+                else:
+                    outcomes.append(PieceOutcome(first, None, exc))
+                continue
+            except RaftlogError as exc:
+                # This piece and the ones after it fail alike (not sent: unordered
+                # retries of the rest would put them ahead of this one).
+                outcomes.extend(PieceOutcome(piece[0], None, exc) for piece in pending)
+                break
+            pending.popleft()
+            outcomes.append(PieceOutcome(first, _batch_meta(topic, partition, count, reply), None))
+        return outcomes
+
+    def _resplit(
+        self,
+        resplit: Resplit | None,
+        topic: str,
+        first: int,
+        count: int,
+        size: int,
+        refusal: RecordTooLargeError,
+    ) -> list[EncodedPiece]:
+        """``count`` records from ``first`` as smaller pieces, after the node
+        refused them as one piece of ``size`` bytes; [] when they cannot be
+        split (one record, or no ``resplit``). The limit is the one the node
+        named (``limit`` in its error), else half the refused piece: a node too
+        old to name it still gets pieces that shrink until they fit."""
+        if resplit is None or count < 2:
+            return []
+        named = refusal.details.get("limit")
+        limit = named if isinstance(named, int) and 0 < named < size else size - 1
+        pieces = resplit(first, count, limit)
+        log.info(
+            "event=batch_resplit topic=%s records=%d bytes=%d limit=%d pieces=%d",
+            topic, count, size, limit, len(pieces),
+        )  # fmt: skip
+        return pieces
 
     async def _shared_producer_id(self) -> int:
         if self._producer_id is None:
@@ -856,16 +940,17 @@ class AsyncClient:
         self,
         topic: str,
         partition: int,
-        fields: dict[str, Any],
-        count: int,
+        pieces: Sequence[EncodedPiece],
+        resplit: Resplit | None,
         budget: float | None,
         on_allocated: Callable[[], None] | None = None,
-    ) -> BatchMetadata:
+    ) -> list[PieceOutcome]:
         state = self._seq.get((topic, partition))
         if state is None:
             state = self._seq[(topic, partition)] = _SeqState()
         budget = self.request_timeout if budget is None else budget
         deadline = trio.current_time() + budget
+        total = pieces[0][2] if len(pieces) == 1 else sum(piece[2] for piece in pieces)
         # The window counts batches from the OLDEST unfinished one, not just
         # concurrent ones: a slot is released only when every older batch has
         # finished too. Otherwise a batch stuck in retries could be overtaken by
@@ -877,69 +962,57 @@ class AsyncClient:
             with trio.move_on_after(budget) as scope:
                 await state.window.acquire()
             if scope.cancelled_caught:
-                raise RequestTimeoutError(
+                error = RequestTimeoutError(
                     f"produce: no in-flight slot within {budget:.1f}s (not sent)"
-                ) from None
-        slot = _Slot(count)
+                )
+                return [PieceOutcome(piece[0], None, error) for piece in pieces]
+        slot = _Slot(total)
         state.order.append(slot)
+        outcomes: list[PieceOutcome] = []
+        pending = deque(pieces)  # the head is the piece being sent
         try:
-            if not self._try_number(state, slot):
-                await self._number_before(state, slot, deadline)
-            if on_allocated is not None:
-                on_allocated()
-            oldest_rejections = 0
-            while True:
-                # No checkpoint between numbering and queueing the frame when the
-                # connection is up, so batches leave in sequence order.
-                fields["producer_id"], fields["sequence"] = slot.producer_id, slot.seq
-                epoch = slot.epoch
-                try:
-                    reply = await self._call(
-                        "produce",
-                        fields,
-                        topic=topic,
-                        partition=partition,
-                        idempotent=True,
-                        budget=max(deadline - trio.current_time(), 0.001),
-                        server_timeout=True,
-                    )
-                    return _batch_meta(topic, partition, count, reply)
-                except OutOfOrderSequenceError as exc:
-                    # Definitely not appended, so renumbering it is safe.
-                    log.debug(
-                        "event=out_of_order_sequence topic=%s partition=%s pid=%s seq=%s "
-                        "epoch=%s/%s error=%s",
-                        topic,
-                        partition,
-                        slot.producer_id,
-                        slot.seq,
-                        epoch,
-                        state.epoch,
-                        exc,
-                    )
-                    if state.epoch != epoch or state.needs_reset:
-                        await self._number_before(state, slot, deadline)
-                        continue
-                    if _oldest(state) is slot:
-                        # Older batches may have been applied after this reply was
-                        # computed (the server reorders concurrent requests), so
-                        # retry a few times before calling it a gap.
-                        oldest_rejections += 1
-                        if oldest_rejections >= 3:
-                            state.needs_reset = True
-                            await self._number_before(state, slot, deadline)
-                            oldest_rejections = 0
+            try:
+                if not self._try_number(state, slot):
+                    await self._number_before(state, slot, deadline)
+                if on_allocated is not None:
+                    on_allocated()
+                # One piece at a time: a piece is sent once the one before it is
+                # answered, so this batch never has two requests in the server's
+                # dedup window at once.
+                while pending:
+                    first, blob, count, crc = pending[0]
+                    fields = _produce_fields(topic, partition, blob, count, crc)
+                    try:
+                        meta = await self._produce_in_slot(state, slot, fields, first, deadline)
+                    except RecordTooLargeError as exc:
+                        pending.popleft()
+                        smaller = self._resplit(resplit, topic, first, count, len(blob), exc)
+                        if smaller:
+                            # The same records, so the same sequences: no renumbering.
+                            pending.extendleft(reversed(smaller))
                             continue
-                    if trio.current_time() >= deadline:
-                        raise
-                    await trio.sleep(
-                        min(0.005 * 2**oldest_rejections, max(0.0, deadline - trio.current_time()))
-                    )
+                        outcomes.append(PieceOutcome(first, None, exc))
+                        if slot.epoch == state.epoch:
+                            # Its sequences were never appended: a gap the server
+                            # would refuse forever under this producer id.
+                            state.needs_reset = True
+                        if pending:
+                            await self._renumber_from(state, slot, pending[0][0], deadline)
+                        continue
+                    pending.popleft()
+                    outcomes.append(PieceOutcome(first, meta, None))
+            except RaftlogError as exc:
+                # This piece and the ones after it fail alike: most often the
+                # deadline they share ran out.
+                outcomes.extend(PieceOutcome(piece[0], None, exc) for piece in pending)
+                if slot.epoch == state.epoch and slot.epoch >= 0:
+                    # Unknown outcome or a rejection: a possible gap in the
+                    # sequence that the server would refuse forever.
+                    state.needs_reset = True
+            return outcomes
         except BaseException:
             if slot.epoch == state.epoch and slot.epoch >= 0:
-                # Unknown outcome or a rejection: a possible gap in the sequence
-                # that the server would refuse forever under this producer id.
-                state.needs_reset = True
+                state.needs_reset = True  # cancelled mid-request: the outcome is unknown
             raise
         finally:
             slot.done = True
@@ -949,6 +1022,73 @@ class AsyncClient:
                 state.order.popleft()
                 state.window.release()
             state.pulse()
+
+    async def _produce_in_slot(
+        self, state: _SeqState, slot: _Slot, fields: dict[str, Any], first: int, deadline: float
+    ) -> BatchMetadata:
+        """One piece of ``slot``'s batch, starting at record ``first``, until it
+        is appended or definitely refused; retried while the server answers
+        OUT_OF_ORDER_SEQUENCE (older batches not applied yet, or an epoch bump)."""
+        topic, partition = fields["topic"], fields["partition"]
+        oldest_rejections = 0
+        while True:
+            # No checkpoint between numbering and queueing the frame when the
+            # connection is up, so batches leave in sequence order.
+            fields["producer_id"] = slot.producer_id
+            fields["sequence"] = slot.seq + first - slot.first
+            epoch = slot.epoch
+            try:
+                reply = await self._call(
+                    "produce",
+                    fields,
+                    topic=topic,
+                    partition=partition,
+                    idempotent=True,
+                    budget=max(deadline - trio.current_time(), 0.001),
+                    server_timeout=True,
+                )
+                return _batch_meta(topic, partition, fields["count"], reply)
+            except OutOfOrderSequenceError as exc:
+                # Definitely not appended, so renumbering it is safe.
+                log.debug(
+                    "event=out_of_order_sequence topic=%s partition=%s pid=%s seq=%s "
+                    "epoch=%s/%s error=%s",
+                    topic,
+                    partition,
+                    slot.producer_id,
+                    fields["sequence"],
+                    epoch,
+                    state.epoch,
+                    exc,
+                )
+                if state.epoch != epoch or state.needs_reset:
+                    await self._renumber_from(state, slot, first, deadline)
+                    continue
+                if _oldest(state) is slot:
+                    # Older batches may have been applied after this reply was
+                    # computed (the server reorders concurrent requests), so
+                    # retry a few times before calling it a gap.
+                    oldest_rejections += 1
+                    if oldest_rejections >= 3:
+                        state.needs_reset = True
+                        await self._renumber_from(state, slot, first, deadline)
+                        oldest_rejections = 0
+                        continue
+                if trio.current_time() >= deadline:
+                    raise
+                await trio.sleep(
+                    min(0.005 * 2**oldest_rejections, max(0.0, deadline - trio.current_time()))
+                )
+
+    async def _renumber_from(
+        self, state: _SeqState, slot: _Slot, first: int, deadline: float
+    ) -> None:
+        """Number ``slot`` again in the current epoch for its records from
+        ``first`` on: those before it were answered already (appended, or
+        refused alone), so the new sequence range starts at ``first``."""
+        slot.count -= first - slot.first
+        slot.first = first
+        await self._number_before(state, slot, deadline)
 
     async def _number_before(self, state: _SeqState, slot: _Slot, deadline: float) -> None:
         with trio.move_on_after(max(0.0, deadline - trio.current_time())) as scope:
@@ -1018,9 +1158,7 @@ class AsyncClient:
         if max_records is not None and len(records) > max_records:
             del records[max_records:]
             after = records[-1].offset + 1
-        return FetchResult(
-            records, int(reply["start_offset"]), int(reply["end_offset"]), after
-        )
+        return FetchResult(records, int(reply["start_offset"]), int(reply["end_offset"]), after)
 
     async def list_offsets(
         self, topic: str, partition: int, *, consistency: str = LINEARIZABLE
@@ -1288,6 +1426,12 @@ class AsyncClient:
 
 def _oldest(state: _SeqState) -> _Slot | None:
     return next((s for s in state.order if not s.done), None)
+
+
+def _produce_fields(
+    topic: str, partition: int, blob: bytes, count: int, crc: int
+) -> dict[str, Any]:
+    return {"topic": topic, "partition": partition, "records": blob, "count": count, "crc": crc}
 
 
 def _batch_meta(topic: str, partition: int, count: int, reply: dict[str, Any]) -> BatchMetadata:

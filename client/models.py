@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .protocol import Record
 
 __all__ = [
     "BatchMetadata",
     "DeletedGroup",
+    "EncodedPiece",
     "FetchResult",
     "Offsets",
     "PartitionMeta",
+    "PieceOutcome",
     "Record",
     "RecordMetadata",
+    "Resplit",
     "TopicMeta",
 ]
 
@@ -40,6 +44,25 @@ class BatchMetadata:
 
     def record(self, i: int) -> RecordMetadata:
         return RecordMetadata(self.topic, self.partition, self.base_offset + i)
+
+
+# A slice of one producer batch, encoded: (index of its first record in the
+# batch, blob, record count, crc of the blob). A batch goes out as one piece,
+# or as several in order when a topic's max_message_bytes is under its size.
+EncodedPiece = tuple[int, bytes, int, int]
+# resplit(first, count, limit): records first .. first+count-1 of a batch, encoded
+# again as pieces of at most ``limit`` bytes each (see AsyncClient.send_pieces).
+Resplit = Callable[[int, int, int], list[EncodedPiece]]
+
+
+class PieceOutcome(NamedTuple):
+    """What became of one piece of a batch (``AsyncClient.send_pieces``):
+    ``meta`` where it landed, or ``error`` why it did not. A named tuple: one
+    is built per produce request, and a tuple is the cheapest to build."""
+
+    first: int  # index of the piece's first record in the batch
+    meta: BatchMetadata | None
+    error: BaseException | None
 
 
 @dataclass(frozen=True, slots=True)

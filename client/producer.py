@@ -8,7 +8,7 @@ lz4, zstd: Kafka's compression.type) compresses each batch on the way out;
 the nodes store it as it came and consumers decompress (client/compression.py).
 
 Ordering and idempotence. Each partition has one sender loop that hands
-batches to ``AsyncClient.send_encoded`` strictly in order, waiting until a
+batches to ``AsyncClient.send_pieces`` strictly in order, waiting until a
 batch has its sequence number before starting the next; the client keeps at
 most 5 batches in flight per partition (the server's dedup window) and
 retries NOT_LEADER / timeouts with the SAME sequence, so a retried batch is
@@ -16,6 +16,12 @@ appended once and batches of a partition are appended in send order. A
 batch that finally fails (delivery_timeout elapsed, a non-retriable error)
 fails every record's delivery with that error; for a timeout the records may
 still have been appended (outcome unknown, as everywhere in raftlog).
+
+Topic limits. A batch is sealed under its topic's max_message_bytes as the
+metadata last saw it. A batch the node refuses as too large (the limit was
+lowered since) is split in halves until the pieces fit and sent again in its
+place, with its own sequence numbers (Kafka's KIP-126); only a record too
+large by itself fails.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import trio
 from .aio import AsyncClient, _as_bytes
 from .compression import codec
 from .errors import NotAvailableError, RecordTooLargeError, RequestTimeoutError
-from .models import BatchMetadata, RecordMetadata
+from .models import BatchMetadata, EncodedPiece, PieceOutcome, RecordMetadata
 from .protocol import DEFAULT_MAX_BATCH_BYTES, encode_record_rows
 
 if TYPE_CHECKING:
@@ -408,23 +414,72 @@ class Producer:
         self, topic: str, partition: int, batch: _Batch, allocated: trio.Event
     ) -> None:
         self._inflight.add(batch)
-        blob, count, crc = encode_record_rows(batch.rows, self.compression)
+        rows, compression = batch.rows, self.compression
+        blob, count, crc = encode_record_rows(rows, compression)
         limit = self._send_limit(self.client.max_message_bytes(topic))
-        pieces = None
         if len(blob) > limit and count > 1:
             # The sizes ``send`` adds up are estimates (headers, large values):
             # the encoded batch is what the node measures.
-            pieces = _split_to_fit(batch.rows, limit, self.compression)
-        batch.rows = []  # packed: the rows need not live until the acknowledgement
-        if pieces is None:
-            meta, error = await self._send_encoded(topic, partition, blob, count, crc, allocated)
-            batch.finish(meta, error)
-        else:
-            parts = await self._send_pieces(topic, partition, pieces, allocated)
+            pieces = _split_to_fit(rows, limit, compression)
             log.info(
                 "event=batch_split topic=%s partition=%s pieces=%d limit=%d",
                 topic, partition, len(pieces), limit,
             )  # fmt: skip
+        else:
+            pieces = [(0, blob, count, crc)]
+
+        def resplit(first: int, n: int, limit: int) -> list[EncodedPiece]:
+            return _split_to_fit(rows[first : first + n], limit, compression, first)
+
+        batch.rows = []  # packed: only ``resplit`` keeps them, until the acknowledgement
+        try:
+            outcomes = await self.client.send_pieces(
+                topic,
+                partition,
+                pieces,
+                resplit=resplit,
+                budget=self.delivery_timeout,
+                on_allocated=allocated.set,
+            )
+        except Exception as exc:  # a bug: fail the deliveries, keep going
+            outcomes = [PieceOutcome(0, None, exc)]
+        finally:
+            allocated.set()
+        if len(outcomes) > len(pieces) or any(
+            isinstance(o.error, RecordTooLargeError) for o in outcomes
+        ):
+            # Split by the node or refused: the topic's limit changed since our
+            # metadata, and the next batches are sealed by the new one.
+            await self.client.refresh_metadata_quietly()
+        self._finish(topic, partition, batch, count, outcomes)
+
+    def _finish(
+        self,
+        topic: str,
+        partition: int,
+        batch: _Batch,
+        count: int,
+        outcomes: list[PieceOutcome],
+    ) -> None:
+        """Settle ``batch``'s deliveries by its pieces' ``outcomes``; free its space."""
+        ends = [o.first for o in outcomes[1:]] + [count]
+        for outcome, end in zip(outcomes, ends, strict=True):
+            if outcome.error is None:
+                continue
+            self.stats["errors"] += 1
+            self.stats["failed_records"] += end - outcome.first
+            log.warning(
+                "event=batch_failed topic=%s partition=%s records=%s error=%s",
+                topic, partition, end - outcome.first, outcome.error,
+            )  # fmt: skip
+        if len(outcomes) == 1:
+            batch.finish(outcomes[0].meta, outcomes[0].error)
+        else:
+            parts = []
+            for outcome in outcomes:
+                piece = _Batch()
+                piece.finish(outcome.meta, outcome.error)
+                parts.append((outcome.first, piece))
             batch.finish_parts(parts)
         self.stats["batches"] += 1
         self.stats["records"] += count
@@ -435,66 +490,6 @@ class Producer:
         self._outstanding -= count
         if self._outstanding == 0:
             self._idle.set()
-
-    async def _send_pieces(
-        self,
-        topic: str,
-        partition: int,
-        pieces: list[tuple[int, bytes, int, int]],
-        allocated: trio.Event,
-    ) -> list[tuple[int, _Batch]]:
-        """Send one batch's ``pieces`` as requests of their own, numbered in
-        order, so together they keep the batch's place in the partition."""
-        parts: list[tuple[int, _Batch]] = []
-
-        async def send(
-            piece: _Batch, blob: bytes, count: int, crc: int, numbered: trio.Event
-        ) -> None:
-            piece.finish(*await self._send_encoded(topic, partition, blob, count, crc, numbered))
-
-        async with trio.open_nursery() as nursery:
-            for first, blob, count, crc in pieces:
-                piece = _Batch()
-                parts.append((first, piece))
-                numbered = trio.Event()
-                nursery.start_soon(send, piece, blob, count, crc, numbered)
-                await numbered.wait()
-            allocated.set()
-        return parts
-
-    async def _send_encoded(
-        self, topic: str, partition: int, blob: bytes, count: int, crc: int, allocated: trio.Event
-    ) -> tuple[BatchMetadata | None, BaseException | None]:
-        """One produce request; its outcome as (metadata, None) or (None, error).
-        ``allocated`` is set once the request holds its place in the partition."""
-        try:
-            meta = await self.client.send_encoded(
-                topic,
-                partition,
-                blob,
-                count,
-                crc,
-                budget=self.delivery_timeout,
-                on_allocated=allocated.set,
-            )
-        except Exception as exc:  # RaftlogError, or a bug: fail the deliveries, keep going
-            allocated.set()
-            self.stats["errors"] += 1
-            self.stats["failed_records"] += count
-            log.warning(
-                "event=batch_failed topic=%s partition=%s records=%s error=%s",
-                topic,
-                partition,
-                count,
-                exc,
-            )
-            if isinstance(exc, RecordTooLargeError):
-                # The topic's limit may have changed: the next batches read it anew.
-                await self.client.refresh_metadata_quietly()
-            return None, exc
-        finally:
-            allocated.set()
-        return meta, None
 
 
 def _split_to_fit(

@@ -479,7 +479,9 @@ class RequestHandlers:
             await self._meta_sync()
             problem = self._batch_over_limit(fields)
             if problem is not None:
-                raise HandlerError(ErrorCode.RECORD_TOO_LARGE, problem)
+                # ``limit`` lets a producer split the batch to fit (KIP-126).
+                limit = self.meta.topics[fields["topic"]].config["max_message_bytes"]
+                raise HandlerError(ErrorCode.RECORD_TOO_LARGE, problem, limit=limit)
         await self._check_compacted_batch(fields)
         outcome = await self.driver.propose(
             group.gid, self._produce_command(fields), deadline, nbytes=len(records)
@@ -552,6 +554,7 @@ class RequestHandlers:
             raise HandlerError(
                 ErrorCode.RECORD_TOO_LARGE,
                 f"batch of {len(records)} bytes exceeds max_batch_bytes={limits.max_batch_bytes}",
+                limit=limits.max_batch_bytes,
             )
         if count < 1:
             raise HandlerError(ErrorCode.INVALID_REQUEST, f"count must be >= 1, got {count}")

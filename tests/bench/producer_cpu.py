@@ -4,7 +4,7 @@
 
 ``Producer.send`` is the hot path of every batching client (about a third of
 the client's CPU per record in ``raftlog bench produce --batch``). This runs it
-against a stand-in client whose ``send_encoded`` answers at once, so the
+against a stand-in client whose ``send_pieces`` answers at once, so the
 figure is the producer's batching, sealing and encoding alone: compare two
 builds with it (``PYTHONPATH`` pointing at the other one) before trusting an
 end-to-end bench, whose noise on this 2-core VM is larger than a change to
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
-from raftlog.client.models import BatchMetadata
+from raftlog.client.models import BatchMetadata, EncodedPiece, PieceOutcome, Resplit
 from raftlog.client.producer import Producer
 from raftlog.client.protocol import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_RECORD_BYTES
 
@@ -39,20 +39,22 @@ class InstantClient:
     async def choose_partition(self, topic: str, key: bytes | None) -> int:
         return 0
 
-    async def send_encoded(
+    async def send_pieces(
         self,
         topic: str,
         partition: int,
-        blob: bytes,
-        count: int,
-        crc: int,
+        pieces: Sequence[EncodedPiece],
         *,
+        resplit: Resplit | None = None,
         budget: float | None = None,
         on_allocated: Callable[[], None] | None = None,
-    ) -> BatchMetadata:
+    ) -> list[PieceOutcome]:
         if on_allocated is not None:
             on_allocated()
-        return BatchMetadata(topic, partition, 0, count)
+        return [
+            PieceOutcome(first, BatchMetadata(topic, partition, 0, count), None)
+            for first, _blob, count, _crc in pieces
+        ]
 
 
 async def measure(records: int, value_bytes: int) -> float:

@@ -94,6 +94,8 @@ class FakeCluster:
     # The [limits] the nodes announce in hello_ok (None: none, like an older node);
     # max_batch_bytes is then enforced on produce, as a node does.
     limits: dict[str, int] | None = None
+    # False: RECORD_TOO_LARGE names no ``limit`` (a node from before KIP-126 splits)
+    names_batch_limit: bool = True
     # observations
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     hellos: list[dict[str, Any]] = field(default_factory=list)
@@ -413,9 +415,11 @@ class FakeNode:
         if node_cap is not None and (cap is None or node_cap < cap):
             cap = node_cap
         if cap is not None and len(f["records"]) > cap:  # as server/handlers.py does
+            named = {"limit": cap} if self.cluster.names_batch_limit else {}
             raise FakeError(
                 ErrorCode.RECORD_TOO_LARGE,
                 f"batch of {len(f['records'])} bytes exceeds max_message_bytes={cap}",
+                **named,
             )
         pid, seq = f.get("producer_id"), f.get("sequence")
         queued = self.cluster.produce_errors_by_seq.get(seq)

@@ -252,6 +252,114 @@ async def test_a_record_the_topic_cannot_take_fails_alone(fake: FakeCluster):
     assert fake.values("t", 0) == [b"a"] * 3 + [b"b"] * 3 + [b"c"]
 
 
+def _refusals(fake: FakeCluster, limit: int) -> int:
+    """Produce requests the fake refused as over ``limit``."""
+    return sum(len(b["records"]) > limit for b in produce_requests(fake))
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+async def test_a_batch_refused_under_a_lowered_limit_is_split_and_sent_in_its_place(
+    fake: FakeCluster, idempotent: bool
+):
+    # Kafka's KIP-126: the topic's limit is lowered after the producer read its
+    # metadata, so every batch in flight is refused as too large. Each is split
+    # until its pieces fit and sent again in its place: nothing fails, nothing
+    # is reordered, and the idempotent producer keeps its producer id (the
+    # pieces reuse the refused batch's sequence numbers).
+    limit = 1000
+    values = [b"%03d" % i + b"." * 90 for i in range(120)]
+    async with (
+        AsyncClient(fake.bootstrap(), idempotent=idempotent) as client,
+        Producer(client, batch_size=3000, linger=10.0) as producer,
+    ):
+        deliveries = [await producer.send("t", values[0], partition=0)]
+        fake.topics["t"]["config"]["max_message_bytes"] = limit
+        deliveries += [await producer.send("t", v, partition=0) for v in values[1:90]]
+        await producer.flush()
+        refused = _refusals(fake, limit)
+        # The producer read the new limit: later batches are sealed under it.
+        deliveries += [await producer.send("t", v, partition=0) for v in values[90:]]
+        await producer.flush()
+    assert refused >= 2  # several batches in flight were refused, each was split
+    assert _refusals(fake, limit) == refused
+    assert producer.stats["errors"] == 0
+    stored = fake.values("t", 0)
+    assert [stored[d.result().offset] for d in deliveries] == values  # each once, where told
+    if idempotent:
+        assert stored == values
+        assert [d.result().offset for d in deliveries] == list(range(120))
+        assert len({b["producer_id"] for b in produce_requests(fake)}) == 1
+    else:
+        # Without sequence numbers nothing holds a later batch back while a
+        # refused one is split, as with any retry (Kafka without idempotence).
+        assert sorted(stored) == values
+
+
+async def test_a_node_that_names_no_limit_gets_halves_until_they_fit(fake: FakeCluster):
+    # A node from before the split names no limit in its refusal: the producer
+    # halves the batch until the pieces fit.
+    fake.names_batch_limit = False
+    values = [b"v%03d" % i + b"." * 60 for i in range(60)]
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, linger=10.0) as producer,
+    ):
+        deliveries = [await producer.send("t", values[0], partition=0)]
+        fake.topics["t"]["config"]["max_message_bytes"] = 700
+        deliveries += [await producer.send("t", v, partition=0) for v in values[1:]]
+        await producer.flush()
+    stored = [len(blob) for *_, blob in fake.partitions[("t", 0)].batches]
+    assert len(stored) >= 4 and max(stored) <= 700
+    # Halving makes a binary tree of pieces: one refusal per piece split.
+    assert _refusals(fake, 700) == len(stored) - 1
+    assert fake.values("t", 0) == values
+    assert [d.result().offset for d in deliveries] == list(range(60))
+
+
+async def test_a_record_too_large_alone_fails_and_the_records_around_it_land(fake: FakeCluster):
+    # The lowered limit is under one record's size: that record fails with
+    # RECORD_TOO_LARGE, and the records before and after it, in its batch and
+    # in the batches behind it, land in order (under a fresh producer id: its
+    # sequence number was never appended).
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, batch_size=4000, linger=10.0) as producer,
+    ):
+        before = [await producer.send("t", b"a%02d" % i, partition=0) for i in range(20)]
+        fake.topics["t"]["config"]["max_message_bytes"] = 500
+        big = await producer.send("t", b"B" * 600, partition=0)
+        after = [await producer.send("t", b"c%02d" % i, partition=0) for i in range(20)]
+        await producer.flush()
+        assert isinstance(big.exception(), RecordTooLargeError)
+        assert "max_message_bytes=500" in str(big.exception())
+        landed = before + after
+        assert [d.result().offset for d in landed] == list(range(40))
+        assert producer.stats["failed_records"] == 1
+    expected = [b"a%02d" % i for i in range(20)] + [b"c%02d" % i for i in range(20)]
+    assert fake.values("t", 0) == expected
+
+
+async def test_a_refusal_after_an_unknown_outcome_is_not_split(fake: FakeCluster):
+    # The batch was appended but its reply was lost; its retry is refused as too
+    # large. Split, its pieces would carry new (sequence, count) pairs the dedup
+    # window does not know, and the records would be appended twice. The
+    # outcome stays unknown instead.
+    async with AsyncClient(fake.bootstrap()) as client:
+        await client.produce("t", b"warm", partition=0)  # producer id + connection ready
+        warm_up = len(fake.requests)
+        fake.drop_after_apply = 1
+        fake.errors_after_drop = [(ErrorCode.RECORD_TOO_LARGE, {"limit": 50})]
+        async with Producer(client, linger=10.0) as producer:
+            deliveries = [await producer.send("t", b"r%d" % i, partition=0) for i in range(10)]
+            await producer.flush()
+    assert all(d.exception().code == ErrorCode.TIMEOUT for d in deliveries)
+    assert fake.values("t", 0) == [b"warm"] + [b"r%d" % i for i in range(10)]
+    # Any node may have seen the retry (the client forgets a leader whose connection
+    # dropped): every produce after the warm-up carried the whole batch, no pieces.
+    counts = [f["count"] for _node, op, f in fake.requests[warm_up:] if op == "produce"]
+    assert len(counts) >= 2 and counts == [10] * len(counts)
+
+
 async def test_the_client_follows_the_limits_the_nodes_announce(fake: FakeCluster):
     # cluster.toml's [limits] reach the client in each node's hello: raising
     # max_record_bytes there is enough (etcd users must raise it on every

@@ -212,6 +212,8 @@ async def test_bad_produce_requests_get_their_error_code_and_append_nothing(clus
         fields["crc"] = zlib.crc32(fields["records"])
     err = await cluster.call_error(leader, "produce", **fields)
     assert err.code is code
+    if code is ErrorCode.RECORD_TOO_LARGE:  # named, so a producer can split to fit
+        assert err.details["limit"] == cluster.cfg.limits.max_batch_bytes
     offsets = await cluster.call(leader, "list_offsets", topic="t", partition=0)
     assert offsets["end_offset"] == 0
 

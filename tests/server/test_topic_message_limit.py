@@ -6,6 +6,7 @@ The nodes' own [limits] reach the client in their hello."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from .test_tls_cluster import DEADLINE_S, FAST, running
 LIMIT = 2000
 
 
-async def test_the_limit_waits_for_every_node_then_caps_each_batch(tmp_path: Path) -> None:
+async def test_the_limit_waits_for_every_node_then_caps_each_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="raftlog.client")
     limits = Limits(max_batch_bytes=64 * 1024, max_record_bytes=4096)
     cfg = make_config(tmp_path, 3, limits=limits, **FAST)
     older = replace(cfg, max_log_format=TOPIC_MESSAGE_LIMIT - 1)  # n3 not upgraded yet
@@ -47,8 +51,11 @@ async def test_the_limit_waits_for_every_node_then_caps_each_batch(tmp_path: Pat
                 await client.create_topic("capped", 1, 3, capped)
 
                 # The partition leader measures the batch, whatever the client thinks.
-                with pytest.raises(RecordTooLargeError, match=f"max_message_bytes={LIMIT}"):
+                with pytest.raises(
+                    RecordTooLargeError, match=f"max_message_bytes={LIMIT}"
+                ) as refused:
                     await client.produce("capped", b"x" * (LIMIT + 1), partition=0)
+                assert refused.value.details["limit"] == LIMIT  # a producer splits by it
                 async with Producer(client, linger=0.05) as producer:
                     deliveries = [
                         await producer.send("capped", b"%03d" % i + b"." * 97, partition=0)
@@ -66,6 +73,33 @@ async def test_the_limit_waits_for_every_node_then_caps_each_batch(tmp_path: Pat
                 await client.alter_topic("capped", config={"max_message_bytes": None})
                 big = await client.produce("capped", b"y" * (LIMIT + 1), partition=0)
                 assert big.offset == 100
+
+                # Lowered again, by another client, under a producer whose metadata
+                # has no limit: the batches it seals are refused, split and sent again
+                # in their place (KIP-126), in order, and none fails.
+                while client.max_message_bytes("capped") is not None:
+                    await client.metadata()  # until the node answering has applied the removal
+                async with Producer(client, linger=0.05) as producer:
+                    await (await producer.send("capped", b"w" * 100, partition=0))
+                    async with AsyncClient([n.address for n in cfg.nodes]) as operator:
+                        await operator.alter_topic("capped", config={"max_message_bytes": LIMIT})
+                        # The partition leader applies the change a moment after it
+                        # commits: until then it still takes larger batches.
+                        while True:
+                            try:
+                                await operator.produce("capped", b"p" * (LIMIT + 1), partition=0)
+                            except RecordTooLargeError:
+                                break
+                    base = (await client.list_offsets("capped", 0)).end_offset
+                    caplog.clear()
+                    values = [b"%03d" % i + b"," * 97 for i in range(100)]
+                    deliveries = [await producer.send("capped", v, partition=0) for v in values]
+                    await producer.flush()
+                assert [d.result().offset for d in deliveries] == list(range(base, base + 100))
+                assert producer.stats["errors"] == 0
+                assert "event=batch_resplit" in caplog.text
+                fetched = await client.fetch("capped", 0, base, max_records=200)
+                assert [r.value for r in fetched.records] == values
 
                 # The nodes announced their [limits] in each hello: the client checks by them.
                 assert (client.max_record_bytes, client.max_batch_bytes) == (4096, 64 * 1024)
