@@ -96,6 +96,10 @@ class FakeCluster:
     limits: dict[str, int] | None = None
     # False: RECORD_TOO_LARGE names no ``limit`` (a node from before KIP-126 splits)
     names_batch_limit: bool = True
+    # n -> bytes: when the leader reaches its n-th produce request, every topic's
+    # max_message_bytes becomes that (an alter the clients' metadata has not seen)
+    limit_at_produce: dict[int, int] = field(default_factory=dict)
+    produces_seen: int = 0
     # observations
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     hellos: list[dict[str, Any]] = field(default_factory=list)
@@ -407,6 +411,11 @@ class FakeNode:
 
     def _produce(self, f: dict[str, Any]) -> dict[str, Any]:
         self._require_leader()
+        self.cluster.produces_seen += 1
+        lowered = self.cluster.limit_at_produce.pop(self.cluster.produces_seen, None)
+        if lowered is not None:
+            for topic in self.cluster.topics.values():
+                topic["config"]["max_message_bytes"] = lowered
         part = self._partition(f)
         if crc_of(f["records"]) != f["crc"]:
             raise FakeError(ErrorCode.CORRUPT_BATCH, "crc mismatch")
@@ -428,8 +437,8 @@ class FakeNode:
             raise FakeError(code, f"injected for sequence {seq}", **details)
         window = part.producers.get(pid) if pid is not None else None
         if pid is not None and window:
-            for s, _n, base in window:
-                if s == seq:
+            for s, n, base in window:
+                if s == seq and n == f["count"]:  # a retry (log/partition.py's rule)
                     return {"base_offset": base, "duplicate": True}
             last_seq, last_n, _ = window[-1]
             if seq != last_seq + last_n:
