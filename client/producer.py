@@ -20,8 +20,8 @@ still have been appended (outcome unknown, as everywhere in raftlog).
 Topic limits. A batch is sealed under its topic's max_message_bytes as the
 metadata last saw it. A batch the node refuses as too large (the limit was
 lowered since) is split in halves until the pieces fit and sent again in its
-place, with its own sequence numbers (Kafka's KIP-126); only a record too
-large by itself fails.
+place, under the sequence numbers it held (Kafka's KIP-126); only a record too
+large by itself fails (AsyncClient.send_pieces).
 """
 
 from __future__ import annotations
