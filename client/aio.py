@@ -821,11 +821,7 @@ class AsyncClient:
                     server_timeout=True,
                 )
             except RecordTooLargeError as exc:
-                pending.popleft()
-                smaller = self._resplit(resplit, topic, first, count, len(blob), exc)
-                if smaller:
-                    pending.extendleft(reversed(smaller))
-                else:
+                if not self._split_head(pending, resplit, topic, exc):
                     outcomes.append(PieceOutcome(first, None, exc))
                 continue
             except RaftlogError as exc:
@@ -837,22 +833,23 @@ class AsyncClient:
             outcomes.append(PieceOutcome(first, _batch_meta(topic, partition, count, reply), None))
         return outcomes
 
-    def _resplit(
+    def _split_head(
         self,
+        pending: deque[EncodedPiece],
         resplit: Resplit | None,
         topic: str,
-        first: int,
-        count: int,
-        size: int,
         refusal: RecordTooLargeError,
-    ) -> list[EncodedPiece]:
-        """``count`` records from ``first`` as smaller pieces, after the node
-        refused them as one piece of ``size`` bytes; [] when they cannot be
-        split (one record, or no ``resplit``). The limit is the one the node
-        named (``limit`` in its error), else half the refused piece: a node too
-        old to name it still gets pieces that shrink until they fit."""
+    ) -> bool:
+        """Take the head of ``pending``, which the node refused as too large, off
+        the queue, and put it back as smaller pieces in its place if it can be
+        split (several records, and a ``resplit``); False if it cannot. The
+        limit is the one the node named (``limit`` in its error), else half the
+        refused piece: a node too old to name it gets pieces that shrink until
+        they fit."""
+        first, blob, count, _crc = pending.popleft()
+        size = len(blob)
         if resplit is None or count < 2:
-            return []
+            return False
         named = refusal.details.get("limit")
         limit = named if isinstance(named, int) and 0 < named < size else size - 1
         pieces = resplit(first, count, limit)
@@ -860,7 +857,8 @@ class AsyncClient:
             "event=batch_resplit topic=%s records=%d bytes=%d limit=%d pieces=%d",
             topic, count, size, limit, len(pieces),
         )  # fmt: skip
-        return pieces
+        pending.extendleft(reversed(pieces))
+        return True
 
     async def _shared_producer_id(self) -> int:
         if self._producer_id is None:
@@ -985,12 +983,8 @@ class AsyncClient:
                     try:
                         meta = await self._produce_in_slot(state, slot, fields, first, deadline)
                     except RecordTooLargeError as exc:
-                        pending.popleft()
-                        smaller = self._resplit(resplit, topic, first, count, len(blob), exc)
-                        if smaller:
-                            # The same records, so the same sequences: no renumbering.
-                            pending.extendleft(reversed(smaller))
-                            continue
+                        if self._split_head(pending, resplit, topic, exc):
+                            continue  # the same records, so the same sequences
                         outcomes.append(PieceOutcome(first, None, exc))
                         if slot.epoch == state.epoch:
                             # Its sequences were never appended: a gap the server
