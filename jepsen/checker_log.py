@@ -4,6 +4,8 @@ Operation values in the histories this checks (keys are partitions; values
 are unique integers, so a value names the one send that wrote it):
 
     send            invoke {"key", "value"}         ok {"key", "value", "offset"}
+                    (a batching producer's sends also carry "producer" and "seq":
+                    the order that producer sent its records in)
     fetch / poll    invoke {"key", "offset", ...}   ok {... "records": [[offset, value], ...],
                                                          "end": end_offset (optional)}
                     ("serializable": true: served by any replica, may be stale)
@@ -16,7 +18,8 @@ are unique integers, so a value names the one send that wrote it):
 
 Stage A looks at what was read and written: inconsistent offsets, duplicates,
 unexpected and aborted reads, lost writes, unseen-after-drain, gaps and
-reordering inside one read, skips in a consumer's stream, node divergence.
+reordering inside one read, skips in a consumer's stream, node divergence,
+one producer's records out of its sending order.
 Stage B uses real time: an operation that completed before another began must
 be visible to it (send order, stale end offsets, stale committed offsets).
 Each anomaly names the operations involved.
@@ -54,6 +57,7 @@ BAD_TYPES = frozenset(
         "stale-read",
         "committed-offset-regression",
         "node-divergence",
+        "producer-reorder",
     }
 )
 
@@ -265,6 +269,42 @@ class _Checker:
                              [prev[1], c], prev=prev[0], next=recs[0][0])
             last[(consumer, k)] = (recs[-1][0], c)
 
+    def check_producer_order(self) -> None:
+        """One idempotent producer's records lie in a partition in its sending order.
+
+        Kafka's guarantee for an idempotent producer, which raftlog's Producer
+        gives too: batches of a partition are numbered in order, retried under
+        their numbers, split in place when refused as too large, and renumbered
+        in order after an epoch bump (client/aio.py). A record's place is where
+        a read found it (the log as it is), else its acknowledged offset.
+        Records with no known place (failed, or unknown and never read) say
+        nothing; among the others, a later ``seq`` must have a larger offset.
+        """
+        read_at: dict[Any, dict[Any, int]] = defaultdict(dict)
+        for r in self.reads:
+            for o, v in _records(r):
+                read_at[r.key].setdefault(v, o)
+        placed: dict[tuple[Any, Any], list[tuple[int, int, Completed]]] = defaultdict(list)
+        for s in self.sends:
+            inv = s.invoke.value or {}
+            producer = inv.get("producer")
+            if producer is None:
+                continue
+            k = s.key
+            o = read_at[k].get(inv["value"])
+            if o is None and s.type is OpType.OK:
+                o = s.value.get("offset")
+            if o is not None:
+                placed[(producer, k)].append((int(inv["seq"]), int(o), s))
+        for (producer, k), sends in placed.items():
+            sends.sort(key=lambda t: t[0])
+            for (seq1, o1, s1), (seq2, o2, s2) in itertools.pairwise(sends):
+                if o2 <= o1:
+                    self.add("producer-reorder", k,
+                             f"producer {producer} sent seq {seq1} before {seq2}, but they "
+                             f"lie at offsets {o1} and {o2}", [s1, s2],
+                             producer=producer, seqs=[seq1, seq2], offsets=[o1, o2])
+
     def check_nodes(self) -> None:
         """Per-node final reads over the wire (unsafe_follower_reads only) must agree.
 
@@ -422,6 +462,7 @@ def check(ops: Sequence[Op]) -> LogCheckResult:
     ck.check_lost()
     ck.check_read_shapes()
     ck.check_consumer_streams()
+    ck.check_producer_order()
     ck.check_nodes()
     ck.check_send_order()
     ck.check_stale_reads()

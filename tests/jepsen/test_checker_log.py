@@ -246,3 +246,66 @@ def test_result_dict_lists_bad_types_and_ops() -> None:
     assert d["valid"] is False
     assert d["anomaly_types"] == ["int-poll-skip", "lost-write"]
     assert d["anomalies"]["lost-write"][0]["ops"][0]["invoke"] == {"key": 0, "value": 2}
+
+
+# ---------------------------------------------------------------- producer order
+
+
+def producer_send(h: HistoryBuilder, process: str, key: int, value: int, seq: int,
+                  offset: int | None, t0: int, t1: int | None,
+                  type_: OpType = OpType.OK, producer: str = "p0") -> None:
+    """One record of a batching producer: its own process, its place in the order."""
+    inv = {"key": key, "value": value, "producer": producer, "seq": seq}
+    result = {**inv, "offset": offset} if type_ is OpType.OK else inv
+    h.op(process, "send", inv, t0, t1, type_, result)
+
+
+def test_producer_records_in_sending_order_are_valid() -> None:
+    h = HistoryBuilder()
+    # Three records in flight at once, acknowledged out of order (two batches).
+    producer_send(h, "p0.0", 0, 1, 0, 0, 0, 30)
+    producer_send(h, "p0.1", 0, 2, 1, 1, 1, 20)
+    producer_send(h, "p0.2", 0, 3, 2, 2, 2, 20)
+    # Another producer's records interleave: only each producer's own order counts.
+    producer_send(h, "p1.0", 0, 4, 0, 3, 3, 25, producer="p1")
+    h.drain(0, [(0, 1), (1, 2), (2, 3), (3, 4)], 100, 110)
+    result = check(h.build())
+    assert result.valid and result.anomalies == [], result.to_dict()
+
+
+def test_producer_records_out_of_sending_order_are_caught() -> None:
+    h = HistoryBuilder()
+    # The acks look fine, but the log (the drain) holds seq 1 before seq 0: what a
+    # retried batch overtaken by its successor would leave.
+    producer_send(h, "p0.0", 0, 1, 0, None, 0, 30, OpType.INFO)
+    producer_send(h, "p0.1", 0, 2, 1, 0, 1, 20)
+    h.drain(0, [(0, 2), (1, 1)], 100, 110)
+    result = check(h.build())
+    assert not result.valid
+    [anomaly] = result.by_type()["producer-reorder"]
+    assert anomaly.details == {"producer": "p0", "seqs": [0, 1], "offsets": [1, 0]}
+    assert [op.process for op in anomaly.ops] == ["p0.0", "p0.1"]
+
+
+def test_producer_order_uses_the_log_over_the_acks() -> None:
+    """Acks in order but the records read the other way round: the read decides
+    (and the two sources disagreeing is an anomaly of its own)."""
+    h = HistoryBuilder()
+    producer_send(h, "p0.0", 0, 1, 0, 0, 0, 10)
+    producer_send(h, "p0.1", 0, 2, 1, 1, 0, 10)
+    h.drain(0, [(0, 2), (1, 1)], 100, 110)
+    assert {"producer-reorder", "inconsistent-offsets"} <= types_of(h.build())
+
+
+def test_producer_records_without_a_place_say_nothing() -> None:
+    h = HistoryBuilder()
+    producer_send(h, "p0.0", 0, 1, 0, 0, 0, 10)
+    producer_send(h, "p0.1", 0, 2, 1, None, 1, 10, OpType.FAIL)  # never appended
+    producer_send(h, "p0.2", 0, 3, 2, None, 2, 50, OpType.INFO)  # lost with a fault
+    producer_send(h, "p0.3", 0, 4, 3, 1, 3, 60)
+    # The same producer on another partition keeps its own order there.
+    producer_send(h, "p0.4", 1, 5, 4, 0, 4, 60)
+    h.drain(0, [(0, 1), (1, 4)], 100, 110)
+    h.drain(1, [(0, 5)], 100, 110)
+    result = check(h.build())
+    assert result.valid and result.anomalies == [], result.to_dict()
