@@ -620,6 +620,11 @@ class AsyncClient:
         meta = self._topics.get(topic)
         return None if meta is None else meta.config.get("max_message_bytes")
 
+    def metadata_stale(self) -> bool:
+        """True when the last full metadata refresh is older than ``metadata_max_age``
+        (or there was none): a cached topic config may be out of date."""
+        return trio.current_time() - self._metadata_at > self.metadata_max_age
+
     async def refresh_metadata_quietly(self) -> None:
         """Refresh the metadata now if a node answers within ``request_timeout``;
         a failure leaves the cache as it was (logged at debug)."""

@@ -221,6 +221,7 @@ class Producer:
         self._idle = trio.Event()
         self._idle.set()
         self._closed = False
+        self._refreshing = False  # a background metadata refresh is under way
         self.stats = {"batches": 0, "records": 0, "errors": 0, "failed_records": 0}
 
     async def __aenter__(self) -> Producer:
@@ -405,10 +406,29 @@ class Producer:
                 queue.wakeup = trio.Event()
                 continue
             batch = queue.ready.popleft()
+            self._keep_metadata_fresh()
             allocated = trio.Event()
             self._nursery.start_soon(self._send_batch, topic, partition, batch, allocated)
             # The next batch starts only once this one has its sequence: order kept.
             await allocated.wait()
+
+    def _keep_metadata_fresh(self) -> None:
+        """Refresh the client's metadata in the background once it is older than
+        ``metadata_max_age`` (Kafka's metadata.max.age.ms), so that a topic limit
+        raised since reaches the batches sealed from then on. Otherwise a producer
+        that met a lowered limit would seal small batches until something else
+        refreshed the metadata: nothing does while its partitions have leaders."""
+        if self._refreshing or not self.client.metadata_stale():
+            return
+        assert self._nursery is not None
+        self._refreshing = True
+        self._nursery.start_soon(self._refresh_metadata)
+
+    async def _refresh_metadata(self) -> None:
+        try:
+            await self.client.refresh_metadata_quietly()
+        finally:
+            self._refreshing = False
 
     async def _send_batch(
         self, topic: str, partition: int, batch: _Batch, allocated: trio.Event

@@ -33,6 +33,9 @@ class InstantClient:
     def max_message_bytes(self, topic: str) -> int | None:
         return None
 
+    def metadata_stale(self) -> bool:
+        return False
+
     async def partitions_for(self, topic: str) -> int:
         return 1
 

@@ -386,3 +386,40 @@ async def test_the_client_follows_the_limits_the_nodes_announce(fake: FakeCluste
     async with AsyncClient(fake.bootstrap(), max_record_bytes=100) as client:
         with pytest.raises(RecordTooLargeError, match="max_record_bytes=100"):
             await client.produce("t", b"z" * 101, partition=0)
+
+
+async def test_a_raised_limit_reaches_the_next_batches_within_metadata_max_age(
+    fake: FakeCluster,
+):
+    # An operator lowers the limit, then raises it again. The producer learns the
+    # lower one from the node's refusal; the raise it learns only from its
+    # metadata, which it refreshes once older than metadata_max_age (Kafka's
+    # metadata.max.age.ms). Before that refresh existed it sealed small batches
+    # for good (seen in a jepsen run: 9 records a batch before a lowered limit,
+    # 1.6 after it was removed).
+    values = [b"%03d" % i + b"." * 90 for i in range(40)]
+    async with (
+        AsyncClient(fake.bootstrap(), metadata_max_age=0.2) as client,
+        Producer(client, batch_size=3000, linger=10.0) as producer,
+    ):
+        await producer.send("t", values[0], partition=0)
+        await producer.flush()
+        fake.topics["t"]["config"]["max_message_bytes"] = 300
+        for v in values[1:20]:
+            await producer.send("t", v, partition=0)
+        await producer.flush()
+        assert client.max_message_bytes("t") == 300  # learnt from the refusal
+        fake.topics["t"]["config"].pop("max_message_bytes")
+        with trio.fail_after(5):
+            while client.max_message_bytes("t") is not None:
+                # Each batch sent gives the producer a chance to see its metadata
+                # is stale: one record at a time, flushed.
+                await producer.send("t", values[20], partition=0)
+                await producer.flush()
+        sent_before = len(produce_requests(fake))
+        for v in values[21:]:
+            await producer.send("t", v, partition=0)
+        await producer.flush()
+    # The last 19 records (about 110 bytes each) share one batch under 3000 bytes.
+    assert len(produce_requests(fake)) == sent_before + 1
+    assert fake.values("t", 0)[-19:] == values[21:]
