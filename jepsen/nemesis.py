@@ -30,6 +30,10 @@ run, so any record deleted by time is a lost acknowledged record. Its default
 targets are a minority (one, minority, leader): a majority of wrong clocks
 is outside what raftlog claims to survive (README, "Wall clocks").
 
+``limit`` lowers the run's topic's ``max_message_bytes`` under the running
+producers, and stop removes it (jepsen/topic_limit.py): batches in flight are
+refused as too large and split, single records too large fail for good.
+
 ``membership`` is not one of those windows: it runs as its own task beside
 them (``membership.MembershipNemesis``), one change about every ``interval``
 seconds, so changes race with crashes, pauses and partitions. Faults pick
@@ -53,10 +57,12 @@ from .history import Recorder
 from .membership import Admin, MembershipNemesis
 from .partitions import SHAPES, shape
 from .proxy import LinkMode
+from .topic_limit import TopicLimit
 
 log = logging.getLogger(__name__)
 
-KINDS = ("partition", "kill", "pause", "delay", "disk-full", "power", "clock", "membership")
+KINDS = ("partition", "kill", "pause", "delay", "disk-full", "power", "clock", "limit",
+         "membership")
 DELAYS_MS = (20.0, 50.0, 100.0, 200.0, 400.0)
 TARGETS = ("one", "minority", "majority", "all", "leader")
 CLOCK_TARGETS = ("one", "minority", "leader")
@@ -108,6 +114,7 @@ class Nemesis:
     shapes: Sequence[str] = SHAPES
     find_leader: LeaderFinder | None = None
     admin: Admin | None = None  # needed by the membership nemesis
+    topic_limit: TopicLimit | None = None  # needed by the limit nemesis
     regrow_deadline: float = 90.0
     rejoin: bool = True  # removed nodes may be added back (wiped)
     leader_bias: float = 0.5  # chance that an "isolate" partition isolates a leader
@@ -156,6 +163,8 @@ class Nemesis:
         if "power" in self.kinds and not self.cluster.has_lazyfs:
             raise ValueError("the power nemesis needs every data dir on a lazyfs of the "
                              "cluster (ClusterSettings.lazyfs, mount_disks)")
+        if "limit" in self.kinds and self.topic_limit is None:
+            raise ValueError("the limit nemesis needs a TopicLimit (how to alter the topic)")
         if "disk-full" in self.kinds and not self.cluster.has_tmpfs:
             raise ValueError("the disk-full nemesis needs every data dir on a tmpfs of the "
                              "cluster (ClusterSettings.tmpfs_bytes, mount_disks)")
@@ -256,6 +265,9 @@ class Nemesis:
                 self._skewed.add(nid)
                 self.cluster.set_clock(nid, offset)
             value = {"targets": how, "offsets_s": offsets}
+        elif kind == "limit":
+            assert self.topic_limit is not None
+            value = await self.topic_limit.lower(self.rng)
         else:
             raise ValueError(kind)
         self.recorder.nemesis(f"start-{kind}", value)
@@ -281,6 +293,9 @@ class Nemesis:
             value["stopped"] = await self._free_disks()
         elif kind == "clock":
             value["nodes"] = self._reset_clocks()
+        elif kind == "limit":
+            assert self.topic_limit is not None
+            value = await self.topic_limit.restore()
         self.recorder.nemesis(f"stop-{kind}", value)
         log.info("event=nemesis_stop kind=%s", kind)
 
@@ -391,6 +406,11 @@ class Nemesis:
             if not self.cluster.is_running(nid):
                 self._killed.add(nid)
         await self._restart_killed()
+        if self.topic_limit is not None:
+            # Last: with every node back, the metadata group can take the change.
+            restored = await self.topic_limit.restore(final=True)
+            if restored:
+                self.recorder.nemesis("restore-limit", restored)
         self.recorder.nemesis("heal", {})
         self.healed = True
 

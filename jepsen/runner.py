@@ -39,6 +39,7 @@ from .history import Op, OpType, Recorder, load
 from .membership import ClientAdmin
 from .nemesis import CLOCK_OFFSETS_S, CLOCK_TARGETS, DISK_FULL_MARGINS, Nemesis
 from .partitions import SHAPES
+from .topic_limit import TopicLimit
 from .workload import TOPIC, Workload, WorkloadConfig
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
     recorder = Recorder(out / "history.jsonl")
     notes: list[str] = []
     liveness: list[str] = []  # crashes, failed restarts, partitions never drained
+    producer_summary: dict[str, Any] | None = None  # the producer workload's batching
     started = time.monotonic()
     try:
         async with trio.open_nursery() as nursery:
@@ -238,6 +240,9 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                     disk_full_margins=opts.disk_full_margins,
                     power_targets=opts.power_targets,
                     clock_targets=opts.clock_targets, clock_offsets=opts.clock_offsets,
+                    topic_limit=TopicLimit(
+                        lambda config: admin.alter_topic(TOPIC, config=config))
+                    if "limit" in opts.nemesis else None,
                 )
                 notes += nemesis.skipped
                 stop = trio.Event()
@@ -250,6 +255,8 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
             drain_notes = await wl.drain()
             if wl.groups is not None:
                 drain_notes += await wl.groups.final_committed()
+            if wl.producers is not None:
+                producer_summary = wl.producers.summary()  # every producer closed
             notes += drain_notes
             liveness += drain_notes
             if opts.unsafe_follower_reads:
@@ -262,6 +269,8 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                          for nid, code in sorted(nemesis.crashes.items())]
             liveness += [f"restart failed: {r}" for r in nemesis.restart_failures]
             liveness += nemesis.membership_failures
+            if nemesis.topic_limit is not None:
+                liveness += nemesis.topic_limit.failures
             # Its failing write raced with freeing the disk, and the log line
             # came after we looked: the replica check shows how far it lags.
             notes += [f"{nid} stopped on its full disk only after the heal, and stayed down"
@@ -287,6 +296,8 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
         results["membership"] = membership.summary(ops)
     if "disk-full" in opts.nemesis:
         results["disk_full"] = report.disk_full(ops)
+    if producer_summary is not None:
+        results["producer"] = producer_summary
     results["valid"] = results["valid"] and not liveness
     results["options"] = {k: (str(v) if isinstance(v, Path) else v)
                           for k, v in asdict(opts).items()}

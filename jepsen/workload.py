@@ -10,6 +10,9 @@
 ``groups``   producers as in ``offsets``; C group-managed consumers (group
              ``jepsen-g``) that the coordinator assigns partitions to, with
              rebalances, restarts and fail-overs (jepsen/groups_workload.py).
+``producer`` half the workers send bursts through one batching ``Producer``
+             each (batches in flight, retried, split); the rest run ``log``'s
+             mix (jepsen/producer_workload.py).
 ``compact``  the topic is compacted (``cleanup_policy = "compact"``): workers send
              keyed records and tombstones and fetch, also from offset 0, while
              the leaders sweep (jepsen/compact_workload.py, checked by
@@ -47,7 +50,7 @@ log = logging.getLogger(__name__)
 
 TOPIC = "jepsen"
 GROUP = "jepsen"
-WORKLOADS = ("log", "offsets", "groups", "compact")
+WORKLOADS = ("log", "offsets", "groups", "producer", "compact")
 
 
 @dataclass
@@ -98,6 +101,7 @@ class Workload:
     def __post_init__(self) -> None:
         self.procs = ProcessIds(self.config.concurrency)
         self.groups: Any = None  # the groups workload's GroupConsumers, once running
+        self.producers: Any = None  # the producer workload's ProducerWorkers, once running
         if self.config.name == "compact":
             from .compact_workload import compact_row
 
@@ -267,6 +271,15 @@ class Workload:
                     nursery.start_soon(self.log_worker, w, stop)
                 for i in range(consumers):
                     nursery.start_soon(self.groups.worker, c - consumers + i, i, stop)
+            elif self.config.name == "producer":
+                from .producer_workload import ProducerWorkers, producer_workers
+
+                self.producers = ProducerWorkers(self)
+                n = producer_workers(c)
+                for w in range(n):
+                    nursery.start_soon(self.producers.worker, w, stop)
+                for w in range(n, c):
+                    nursery.start_soon(self.log_worker, w, stop)
             elif self.config.name == "compact":
                 from .compact_workload import CompactWorkers
 

@@ -124,3 +124,67 @@ async def test_a_commit_past_undelivered_records_is_caught_as_group_lost() -> No
     # landed after the consumers stopped polling may be missing as well).
     details = lost[0].details
     assert details["missing"][-2:] == [details["committed"] - 2, details["committed"] - 1]
+
+
+async def run_producer_workload(seconds: float, reorder: bool = False) -> Recorder:
+    """The producer workload against the fake; ``reorder``: before the drain, a
+    server that swaps the records of two equal-sized batches of partition 0."""
+    recorder = Recorder()
+    async with trio.open_nursery() as nursery:
+        cluster = await start_fake(nursery)
+        wl = Workload(WorkloadConfig("producer", PARTITIONS, concurrency=4, rate_per_worker=50,
+                                     request_timeout=2.0),
+                      cluster.bootstrap(), recorder, random.Random(5))
+        stop = trio.Event()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as workers:
+                workers.start_soon(wl.run, stop)
+                await trio.sleep(seconds)  # the workload's duration, not a wait for a condition
+                stop.set()
+            batches = cluster.partitions[(TOPIC, 0)].batches
+            # Several records per produce request: the batching path ran.
+            assert max(count for _b, _ts, count, _blob in batches) > 1
+            if reorder:
+                swap_equal_batches(batches)
+            assert await wl.drain(deadline=10) == []
+        nursery.cancel_scope.cancel()
+    return recorder
+
+
+def swap_equal_batches(batches: list[tuple[int, int, int, bytes]]) -> None:
+    """Swap the payloads of the first two multi-record batches of one size."""
+    first_of: dict[int, int] = {}
+    for i, (_base, _ts, count, _blob) in enumerate(batches):
+        if count < 2:
+            continue
+        if count in first_of:
+            j = first_of[count]
+            (bj, tj, cj, blob_j), (bi, ti, ci, blob_i) = batches[j], batches[i]
+            batches[j], batches[i] = (bj, tj, cj, blob_i), (bi, ti, ci, blob_j)
+            return
+        first_of[count] = i
+    raise AssertionError("no two multi-record batches of one size to swap")
+
+
+async def test_producer_workload_history_is_complete_and_valid() -> None:
+    recorder = await run_producer_workload(0.8)
+    done = pair(recorder.ops)
+    assert all(c.complete is not None for c in done)  # the producers flushed at the end
+    batched = [c for c in done if c.f == "send" and "producer" in c.invoke.value]
+    assert sum(c.type is OpType.OK for c in batched) > 50
+    assert len({c.process for c in batched}) == len(batched)  # one process per record
+    # Each producer numbers its records in sending order, one number each.
+    for producer in {c.invoke.value["producer"] for c in batched}:
+        seqs = [c.invoke.value["seq"] for c in batched if c.invoke.value["producer"] == producer]
+        assert seqs == list(range(len(seqs)))
+    assert any("producer" not in c.invoke.value for c in done if c.f == "send")  # log workers
+    result = checker_log.check(recorder.ops)
+    assert result.valid and result.anomalies == [], result.to_dict()
+    assert linearizable.check(recorder.ops).valid
+
+
+async def test_a_server_reordering_one_producers_batches_is_caught() -> None:
+    recorder = await run_producer_workload(0.8, reorder=True)
+    result = checker_log.check(recorder.ops)
+    assert not result.valid
+    assert "producer-reorder" in result.by_type(), result.to_dict()["counts"]
