@@ -140,6 +140,9 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
             unsafe_no_fsync: bool,
             unsafe_ack_before_commit: bool, unsafe_follower_reads: bool) -> None:
     """Start a cluster, run a workload under faults, check the history."""
+    # The history holds every record's failure; the producer's warning for each
+    # failed batch would flood the console (the limit nemesis fails many).
+    logging.getLogger("raftlog.client.producer").setLevel(logging.ERROR)
     from .runner import RunOptions, run
 
     kinds = [] if nemesis_.strip() in ("", "none") else [k.strip() for k in nemesis_.split(",")]

@@ -80,8 +80,9 @@ class ProducerWorkers:
 
         return done
 
-    async def send(self, worker: int, producer: Producer, key: int, seq: int) -> None:
-        """Hand one record to the producer; its delivery completes it later."""
+    async def send(self, worker: int, producer: Producer, key: int, seq: int) -> bool:
+        """Hand one record to the producer; its delivery completes it later.
+        False: refused at once (completed already)."""
         wl = self.wl
         v = next(wl._values)
         value = {"key": key, "value": v, "producer": f"p{worker}", "seq": seq}
@@ -96,9 +97,11 @@ class ProducerWorkers:
             wl.recorder.complete(
                 inv, classify_error("send", exc), value, error=error_name(exc) + f" {exc}"[:200]
             )
+            return False
         except BaseException:
             wl.recorder.complete(inv, OpType.INFO, value, error="harness stopped")
             raise
+        return True
 
     async def worker(self, worker: int, stop: trio.Event) -> None:
         wl = self.wl
@@ -120,7 +123,10 @@ class ProducerWorkers:
                 while not stop.is_set():
                     key = wl.rng.randrange(wl.config.partitions)
                     for _ in range(wl.rng.randint(1, MAX_BURST)):
-                        await self.send(worker, producer, key, next(seq))
+                        if not await self.send(worker, producer, key, next(seq)):
+                            # Refused at once (a lowered limit): the rest of the
+                            # burst would be too, as fast as the loop spins.
+                            break
                     await wl._pace()
                 # Leaving the block flushes: every record sent gets its completion.
             for name, n in producer.stats.items():
