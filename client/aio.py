@@ -620,10 +620,12 @@ class AsyncClient:
         meta = self._topics.get(topic)
         return None if meta is None else meta.config.get("max_message_bytes")
 
-    def metadata_stale(self) -> bool:
-        """True when the last full metadata refresh is older than ``metadata_max_age``
-        (or there was none): a cached topic config may be out of date."""
-        return trio.current_time() - self._metadata_at > self.metadata_max_age
+    def metadata_stale(self, max_age: float | None = None) -> bool:
+        """True when the last full metadata refresh is older than ``max_age``
+        (default ``metadata_max_age``), or there was none: a cached topic config
+        may be out of date."""
+        limit = self.metadata_max_age if max_age is None else max_age
+        return trio.current_time() - self._metadata_at > limit
 
     async def refresh_metadata_quietly(self) -> None:
         """Refresh the metadata now if a node answers within ``request_timeout``;

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[RecordMetadata | None, BaseException | None], None]
 _RECORD_OVERHEAD = 16  # msgpack array + timestamp + key framing, roughly
+# A record over its topic's cached limit: how old the metadata may be before
+# the producer reads it again rather than refuse the record (Kafka's
+# retry.backoff.ms plays this part for its metadata requests).
+LIMIT_RECHECK_S = 1.0
 
 
 class Delivery:
@@ -323,7 +327,12 @@ class Producer:
         if batch is None:
             self._read_topic_limit(queue)
         if size > queue.record_limit and value is not None and len(value) > queue.record_limit:
-            raise self._too_large(queue, len(value))
+            if not await self._fits_a_newer_limit(queue, len(value)):
+                raise self._too_large(queue, len(value))
+            batch = queue.current  # the refresh awaited: linger may have sealed it
+            if batch is not None and batch.size + size > queue.batch_limit:
+                self._seal(queue)
+                batch = None
         if batch is None:
             batch = queue.current = _Batch()
             if self.linger > 0:
@@ -366,6 +375,20 @@ class Producer:
         queue.batch_limit = min(self.batch_size, self._send_limit(cap))
         max_record = self.client.max_record_bytes  # the nodes' (hello), unless set
         queue.record_limit = max_record if cap is None else min(max_record, cap)
+
+    async def _fits_a_newer_limit(self, queue: _PartitionQueue, size: int) -> bool:
+        """Would a record of ``size`` bytes fit under its topic's limit as the nodes
+        have it now? The cached limit may have been raised since the metadata was
+        read, and the producer would refuse records the nodes take until its next
+        refresh (a jepsen run refused thousands after a lowered limit was removed).
+        So before refusing, read the metadata again, at most once per
+        ``LIMIT_RECHECK_S`` (concurrent refreshes share one request)."""
+        if queue.topic_limit is None or size > self.client.max_record_bytes:
+            return False  # the nodes' own limit: no topic config changes it
+        if self.client.metadata_stale(LIMIT_RECHECK_S):
+            await self.client.refresh_metadata_quietly()
+        self._read_topic_limit(queue)
+        return size <= queue.record_limit
 
     def _too_large(self, queue: _PartitionQueue, size: int) -> RecordTooLargeError:
         if queue.topic_limit is not None and size > queue.topic_limit:

@@ -33,7 +33,7 @@ class InstantClient:
     def max_message_bytes(self, topic: str) -> int | None:
         return None
 
-    def metadata_stale(self) -> bool:
+    def metadata_stale(self, max_age: float | None = None) -> bool:
         return False
 
     async def partitions_for(self, topic: str) -> int:

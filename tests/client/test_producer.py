@@ -7,6 +7,7 @@ import math
 import msgpack
 import pytest
 import trio
+from raftlog.client import producer as producer_module
 from raftlog.client.aio import AsyncClient
 from raftlog.client.errors import ErrorCode, RecordTooLargeError, UnknownTopicError
 from raftlog.client.producer import Producer
@@ -423,3 +424,32 @@ async def test_a_raised_limit_reaches_the_next_batches_within_metadata_max_age(
     # The last 19 records (about 110 bytes each) share one batch under 3000 bytes.
     assert len(produce_requests(fake)) == sent_before + 1
     assert fake.values("t", 0)[-19:] == values[21:]
+
+
+@pytest.mark.parametrize("recheck_s", [0.0, 3600.0])
+async def test_a_record_over_a_limit_raised_since_is_taken_after_a_metadata_refresh(
+    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch, recheck_s: float
+):
+    # The producer refuses a record over its topic's limit before queueing it,
+    # by the limit its metadata last saw. Raised since, the record must not be
+    # refused on stale metadata: the producer asks again, unless it did within
+    # LIMIT_RECHECK_S (so a stream of records too large costs few requests).
+    monkeypatch.setattr(producer_module, "LIMIT_RECHECK_S", recheck_s)
+    fake.topics["t"]["config"]["max_message_bytes"] = 1000
+    async with (
+        AsyncClient(fake.bootstrap()) as client,
+        Producer(client, linger=10.0) as producer,
+    ):
+        await producer.send("t", b"small", partition=0)
+        await producer.flush()
+        fake.topics["t"]["config"]["max_message_bytes"] = 5000
+        asked = sum(op == "metadata" for _node, op, _f in fake.requests)
+        if recheck_s > 0:
+            with pytest.raises(RecordTooLargeError, match="max_message_bytes=1000"):
+                await producer.send("t", b"x" * 2000, partition=0)
+            assert sum(op == "metadata" for _node, op, _f in fake.requests) == asked
+            return
+        big = await producer.send("t", b"x" * 2000, partition=0)
+        await producer.flush()
+    assert big.result().offset == 1
+    assert fake.values("t", 0) == [b"small", b"x" * 2000]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import msgpack
 import trio
 from raftlog.client.aio import AsyncClient
 from raftlog.jepsen import checker_groups, checker_log, linearizable
@@ -128,7 +129,8 @@ async def test_a_commit_past_undelivered_records_is_caught_as_group_lost() -> No
 
 async def run_producer_workload(seconds: float, reorder: bool = False) -> Recorder:
     """The producer workload against the fake; ``reorder``: before the drain, a
-    server that swaps the records of two equal-sized batches of partition 0."""
+    server that swaps the records of two equal-sized batches of one producer in
+    partition 0."""
     recorder = Recorder()
     async with trio.open_nursery() as nursery:
         cluster = await start_fake(nursery)
@@ -145,25 +147,29 @@ async def run_producer_workload(seconds: float, reorder: bool = False) -> Record
             # Several records per produce request: the batching path ran.
             assert max(count for _b, _ts, count, _blob in batches) > 1
             if reorder:
-                swap_equal_batches(batches)
+                swap_equal_batches(batches, recorder)
             assert await wl.drain(deadline=10) == []
         nursery.cancel_scope.cancel()
     return recorder
 
 
-def swap_equal_batches(batches: list[tuple[int, int, int, bytes]]) -> None:
-    """Swap the payloads of the first two multi-record batches of one size."""
-    first_of: dict[int, int] = {}
-    for i, (_base, _ts, count, _blob) in enumerate(batches):
-        if count < 2:
+def swap_equal_batches(batches: list[tuple[int, int, int, bytes]], recorder: Recorder) -> None:
+    """Swap the payloads of the first two multi-record batches of one size and of
+    one producer (the history says whose each value is)."""
+    producer_of = {op.value["value"]: op.value["producer"] for op in recorder.ops
+                   if op.f == "send" and "producer" in (op.value or {})}
+    first_of: dict[tuple[int, str], int] = {}
+    for i, (_base, _ts, count, blob) in enumerate(batches):
+        owner = producer_of.get(int(msgpack.unpackb(blob)[0][2]))
+        if count < 2 or owner is None:
             continue
-        if count in first_of:
-            j = first_of[count]
+        if (count, owner) in first_of:
+            j = first_of[(count, owner)]
             (bj, tj, cj, blob_j), (bi, ti, ci, blob_i) = batches[j], batches[i]
             batches[j], batches[i] = (bj, tj, cj, blob_i), (bi, ti, ci, blob_j)
             return
-        first_of[count] = i
-    raise AssertionError("no two multi-record batches of one size to swap")
+        first_of[(count, owner)] = i
+    raise AssertionError("no two multi-record batches of one size and producer to swap")
 
 
 async def test_producer_workload_history_is_complete_and_valid() -> None:
