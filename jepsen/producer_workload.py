@@ -46,6 +46,10 @@ LINGER_S = 0.01  # long enough for a burst to share batches
 BATCH_BYTES = 512  # small: a burst spans several batches, so several are in flight
 
 
+def _error_text(exc: BaseException) -> str:
+    return error_name(exc) + f" {exc}"[:200]
+
+
 def producer_workers(concurrency: int) -> int:
     """How many of ``concurrency`` workers own a Producer (the rest run ``log``)."""
     return max(1, concurrency // 2)
@@ -74,9 +78,7 @@ class ProducerWorkers:
             assert exc is not None
             if not isinstance(exc, RaftlogError | OSError):
                 log.warning("event=unexpected_producer_error error=%r", exc)
-            wl.recorder.complete(
-                inv, classify_error("send", exc), value, error=error_name(exc) + f" {exc}"[:200]
-            )
+            wl.recorder.complete(inv, classify_error("send", exc), value, error=_error_text(exc))
 
         return done
 
@@ -94,9 +96,7 @@ class ProducerWorkers:
         except Exception as exc:
             # Refused before it was queued (a record too large, a closed
             # producer): never sent, unless the error says otherwise.
-            wl.recorder.complete(
-                inv, classify_error("send", exc), value, error=error_name(exc) + f" {exc}"[:200]
-            )
+            wl.recorder.complete(inv, classify_error("send", exc), value, error=_error_text(exc))
             return False
         except BaseException:
             wl.recorder.complete(inv, OpType.INFO, value, error="harness stopped")

@@ -5,6 +5,7 @@ fake proves the whole pipeline (record -> drain -> check) catches loss."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import msgpack
 import trio
@@ -39,13 +40,15 @@ async def commit_past_undelivered(cluster: FakeCluster) -> None:
 
 
 async def run_workload(name: str, seconds: float, lose_tail: bool = False,
-                       skip_commit: bool = False) -> Recorder:
+                       skip_commit: bool = False, *, rate: float = 100, seed: int = 3,
+                       before_drain: Callable[[FakeCluster, Recorder], None] | None = None,
+                       ) -> Recorder:
     recorder = Recorder()
     async with trio.open_nursery() as nursery:
         cluster = await start_fake(nursery)
-        wl = Workload(WorkloadConfig(name, PARTITIONS, concurrency=4, rate_per_worker=100,
+        wl = Workload(WorkloadConfig(name, PARTITIONS, concurrency=4, rate_per_worker=rate,
                                      request_timeout=2.0),
-                      cluster.bootstrap(), recorder, random.Random(3))
+                      cluster.bootstrap(), recorder, random.Random(seed))
         stop = trio.Event()
         with trio.fail_after(30):
             async with trio.open_nursery() as workers:
@@ -59,6 +62,8 @@ async def run_workload(name: str, seconds: float, lose_tail: bool = False,
                 part.end_offset -= count
             if skip_commit:
                 await commit_past_undelivered(cluster)
+            if before_drain is not None:
+                before_drain(cluster, recorder)
             notes = await wl.drain(deadline=10)
             if wl.groups is not None:
                 notes += await wl.groups.final_committed(deadline=10)
@@ -131,26 +136,15 @@ async def run_producer_workload(seconds: float, reorder: bool = False) -> Record
     """The producer workload against the fake; ``reorder``: before the drain, a
     server that swaps the records of two equal-sized batches of one producer in
     partition 0."""
-    recorder = Recorder()
-    async with trio.open_nursery() as nursery:
-        cluster = await start_fake(nursery)
-        wl = Workload(WorkloadConfig("producer", PARTITIONS, concurrency=4, rate_per_worker=50,
-                                     request_timeout=2.0),
-                      cluster.bootstrap(), recorder, random.Random(5))
-        stop = trio.Event()
-        with trio.fail_after(30):
-            async with trio.open_nursery() as workers:
-                workers.start_soon(wl.run, stop)
-                await trio.sleep(seconds)  # the workload's duration, not a wait for a condition
-                stop.set()
-            batches = cluster.partitions[(TOPIC, 0)].batches
-            # Several records per produce request: the batching path ran.
-            assert max(count for _b, _ts, count, _blob in batches) > 1
-            if reorder:
-                swap_equal_batches(batches, recorder)
-            assert await wl.drain(deadline=10) == []
-        nursery.cancel_scope.cancel()
-    return recorder
+
+    def before_drain(cluster: FakeCluster, recorder: Recorder) -> None:
+        batches = cluster.partitions[(TOPIC, 0)].batches
+        # Several records per produce request: the batching path ran.
+        assert max(count for _b, _ts, count, _blob in batches) > 1
+        if reorder:
+            swap_equal_batches(batches, recorder)
+
+    return await run_workload("producer", seconds, rate=50, seed=5, before_drain=before_drain)
 
 
 def swap_equal_batches(batches: list[tuple[int, int, int, bytes]], recorder: Recorder) -> None:
