@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from typing import Any
 
 import trio
@@ -63,7 +64,7 @@ class ProducerWorkers:
         self._sent = itertools.count()  # makes each record's process id unique
         # Every producer's stats, summed when it closes: the run's results show
         # how many records shared each produce request.
-        self.stats = {"batches": 0, "records": 0, "errors": 0, "failed_records": 0}
+        self.stats: Counter[str] = Counter()
 
     def _record_delivery(self, inv: Any, value: dict[str, Any]):
         """The callback for one record: its completion in the history."""
@@ -129,8 +130,7 @@ class ProducerWorkers:
                             break
                     await wl._pace()
                 # Leaving the block flushes: every record sent gets its completion.
-            for name, n in producer.stats.items():
-                self.stats[name] = self.stats.get(name, 0) + n
+            self.stats.update(producer.stats)
 
     def summary(self) -> dict[str, Any]:
         """Batches and records the producers sent (retries and splits not counted
