@@ -444,6 +444,11 @@ class AsyncClient:
             # node that holds it (an old leader cut off from its quorum) cannot
             # eat the whole deadline before we retry elsewhere.
             attempt_budget = deadline - trio.current_time()
+            if attempt_budget <= 0:
+                # The dial (or waiting for another task's dial) used up the rest
+                # of the budget: nothing was sent on this attempt. The loop's top
+                # gives up, as for any attempt that finds no time left.
+                continue
             if idempotent and address is None:
                 attempt_budget = min(attempt_budget, self._attempt_cap(budget, min_attempt))
             if server_timeout:

@@ -263,3 +263,31 @@ async def test_a_silent_old_leader_does_not_eat_the_whole_deadline(fake: FakeClu
             md = await client.produce("t", b"after", partition=0)
     assert md.offset == 1
     assert fake.values("t", 0) == [b"before", b"after"]
+
+
+
+@pytest.mark.parametrize("call", ["list_topics", "produce_not_idempotent"])
+async def test_a_dial_that_uses_up_the_budget_gives_up_with_a_client_error(
+    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch, call: str
+):
+    """The connection came only at the call's deadline (a slow dial, or another
+    task's dial waited for): the call must end with the client's own error, not
+    with trio refusing a negative timeout (found by a jepsen run, where the
+    ValueError escaped into the application)."""
+    idempotent = call != "produce_not_idempotent"
+    async with AsyncClient(fake.bootstrap(), request_timeout=0.5, idempotent=idempotent) as client:
+        dial = client._connection
+
+        async def slow_connection(address: str, budget: float):
+            conn = await dial(address, budget)
+            await trio.sleep(budget + 0.01)  # the dial took all the time there was
+            return conn
+
+        monkeypatch.setattr(client, "_connection", slow_connection)
+        with trio.fail_after(5):
+            with pytest.raises(RequestTimeoutError):
+                if call == "list_topics":
+                    await client.list_topics()
+                else:
+                    await client.produce("t", b"x", partition=0)
+    assert fake.values("t", 0) == []  # nothing was sent
