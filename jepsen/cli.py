@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -68,6 +69,19 @@ def _targets(text: str, option: str) -> list[str]:
 @click.group()
 def jepsen() -> None:
     """Fault injection against real node processes, and history checkers."""
+
+
+def _save_traceback(out: Path, exc: BaseException) -> Path | str:
+    """Write ``exc``'s traceback to ``out/harness-error.txt``; where it went."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "harness-error.txt"
+        path.write_text(text)
+    except OSError:
+        click.echo(text, err=True)
+        return "above"
+    return path
 
 
 @jepsen.command("run")
@@ -185,7 +199,11 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         click.echo(f"jepsen run failed: {exc}", err=True)
         sys.exit(3)
     except Exception as exc:
-        click.echo(f"jepsen run failed: {exc!r} (see {out}/logs)", err=True)
+        # The harness itself broke (not the cluster): keep the whole traceback,
+        # which a nested ExceptionGroup's repr hides.
+        where = _save_traceback(Path(out), exc)
+        click.echo(f"jepsen run failed: {exc!r} (traceback: {where}; node logs: {out}/logs)",
+                   err=True)
         sys.exit(3)
     click.echo(_summary(results))
     click.echo(f"results: {out}/results.json")
