@@ -5,7 +5,10 @@ are unique integers, so a value names the one send that wrote it):
 
     send            invoke {"key", "value"}         ok {"key", "value", "offset"}
                     (a batching producer's sends also carry "producer" and "seq":
-                    the order that producer sent its records in)
+                    the order that producer sent its records in; "idempotent": false
+                    when its client is not idempotent; "record_key" when the record
+                    had a key and the client chose the partition. Their oks carry
+                    "partition": where the record was acknowledged)
     fetch / poll    invoke {"key", "offset", ...}   ok {... "records": [[offset, value], ...],
                                                          "end": end_offset (optional)}
                     ("serializable": true: served by any replica, may be stale)
@@ -19,7 +22,8 @@ are unique integers, so a value names the one send that wrote it):
 Stage A looks at what was read and written: inconsistent offsets, duplicates,
 unexpected and aborted reads, lost writes, unseen-after-drain, gaps and
 reordering inside one read, skips in a consumer's stream, node divergence,
-one producer's records out of its sending order.
+one idempotent producer's records out of its sending order, a record
+acknowledged in a partition other than the one its send was for.
 Stage B uses real time: an operation that completed before another began must
 be visible to it (send order, stale end offsets, stale committed offsets).
 Each anomaly names the operations involved.
@@ -58,6 +62,7 @@ BAD_TYPES = frozenset(
         "committed-offset-regression",
         "node-divergence",
         "producer-reorder",
+        "wrong-partition",
     }
 )
 
@@ -279,6 +284,8 @@ class _Checker:
         a read found it (the log as it is), else its acknowledged offset.
         Records with no known place (failed, or unknown and never read) say
         nothing; among the others, a later ``seq`` must have a larger offset.
+        A producer whose client is not idempotent promises no order (its
+        batches in flight are retried apart, as in Kafka) and is skipped.
         """
         read_at: dict[Any, dict[Any, int]] = defaultdict(dict)
         for r in self.reads:
@@ -288,7 +295,7 @@ class _Checker:
         for s in self.sends:
             inv = s.invoke.value or {}
             producer = inv.get("producer")
-            if producer is None:
+            if producer is None or inv.get("idempotent") is False:
                 continue
             k = s.key
             o = read_at[k].get(inv["value"])
@@ -304,6 +311,19 @@ class _Checker:
                              f"producer {producer} sent seq {seq1} before {seq2}, but they "
                              f"lie at offsets {o1} and {o2}", [s1, s2],
                              producer=producer, seqs=[seq1, seq2], offsets=[o1, o2])
+
+    def check_partitions(self) -> None:
+        """A send acknowledged in a partition must be acknowledged in the one it
+        was for: the one it named, or the one its record key maps to."""
+        for s in self.sends:
+            if s.type is not OpType.OK:
+                continue
+            got = s.value.get("partition")
+            if got is not None and got != s.key:
+                self.add("wrong-partition", s.key,
+                         f"value {s.value['value']!r} for partition {s.key} (record key "
+                         f"{s.value.get('record_key')!r}) acknowledged in partition {got}",
+                         [s], value=s.value["value"], partition=got)
 
     def check_nodes(self) -> None:
         """Per-node final reads over the wire (unsafe_follower_reads only) must agree.
@@ -463,6 +483,7 @@ def check(ops: Sequence[Op]) -> LogCheckResult:
     ck.check_read_shapes()
     ck.check_consumer_streams()
     ck.check_producer_order()
+    ck.check_partitions()
     ck.check_nodes()
     ck.check_send_order()
     ck.check_stale_reads()

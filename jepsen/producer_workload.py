@@ -22,13 +22,25 @@ producer's sending order (``producer``, ``seq``), which the log checker's
 ``producer-reorder`` stage uses: one idempotent producer's records lie in a
 partition in the order it sent them, however the batches were retried, split
 or renumbered (jepsen/checker_log.py).
+
+The producers differ the way services' producers do: each takes a profile
+(``PROFILES``, by worker number) that sets its batch compression, whether its
+records carry keys (the client's key partitioner picks the partition; the
+history names the partition that key must map to, and the checker's
+``wrong-partition`` stage compares it with the acknowledged one) and whether
+its client is idempotent. A producer with idempotence off may reorder its
+records (several batches in flight, retried apart, as in Kafka), so
+``producer-reorder`` skips it; it must still never duplicate one, since its
+client reports an ambiguous produce instead of retrying it.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import zlib
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -45,6 +57,44 @@ log = logging.getLogger(__name__)
 MAX_BURST = 16  # records sent back to back to one partition
 LINGER_S = 0.01  # long enough for a burst to share batches
 BATCH_BYTES = 512  # small: a burst spans several batches, so several are in flight
+RECORD_KEYS = 64  # keyed producers pick one of this many keys per burst
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerProfile:
+    """How one producer worker's Producer and client are set up."""
+
+    compression: str = "none"  # Producer(compression=...)
+    keyed: bool = False  # records carry a key; the client partitions them
+    idempotent: bool = True  # AsyncClient(idempotent=...)
+
+    def describe(self) -> str:
+        keys = "keyed" if self.keyed else "partition"
+        idem = "idempotent" if self.idempotent else "not-idempotent"
+        return f"{self.compression}/{keys}/{idem}"
+
+
+# Worker w gets PROFILES[w % len(PROFILES)]. The first is the plain case; any
+# three consecutive producers cover compression, keys and idempotence off.
+PROFILES = (
+    ProducerProfile(),
+    ProducerProfile(compression="zstd", keyed=True),
+    ProducerProfile(compression="lz4", idempotent=False),
+    ProducerProfile(compression="gzip", keyed=True),
+    ProducerProfile(keyed=True, idempotent=False),
+)
+
+
+def profile_for(worker: int) -> ProducerProfile:
+    return PROFILES[worker % len(PROFILES)]
+
+
+def key_partition(record_key: str, partitions: int) -> int:
+    """Where a keyed record must go: the README's documented partitioner,
+    crc32(key) % partitions, written out here rather than taken from the client,
+    so that a client whose partitioner drifts from it (another hash, one that
+    differs between processes) is caught as wrong-partition."""
+    return zlib.crc32(record_key.encode()) % partitions
 
 
 def _error_text(exc: BaseException) -> str:
@@ -65,6 +115,7 @@ class ProducerWorkers:
         # Every producer's stats, summed when it closes: the run's results show
         # how many records shared each produce request.
         self.stats: Counter[str] = Counter()
+        self.profiles: dict[str, str] = {}  # producer name -> ProducerProfile.describe()
 
     def _record_delivery(self, inv: Any, value: dict[str, Any]):
         """The callback for one record: its completion in the history."""
@@ -72,9 +123,12 @@ class ProducerWorkers:
 
         def done(meta: RecordMetadata | None, exc: BaseException | None) -> None:
             if exc is None and meta is not None:
-                key = value["key"]
-                wl._known_end[key] = max(wl._known_end.get(key, 0), meta.offset + 1)
-                wl.recorder.complete(inv, OpType.OK, {**value, "offset": meta.offset})
+                # The partition the record landed in, as acknowledged: the
+                # checker compares it with the one the history expects.
+                p = meta.partition
+                wl._known_end[p] = max(wl._known_end.get(p, 0), meta.offset + 1)
+                done_value = {**value, "offset": meta.offset, "partition": p}
+                wl.recorder.complete(inv, OpType.OK, done_value)
                 return
             assert exc is not None
             if not isinstance(exc, RaftlogError | OSError):
@@ -83,16 +137,34 @@ class ProducerWorkers:
 
         return done
 
-    async def send(self, worker: int, producer: Producer, key: int, seq: int) -> bool:
-        """Hand one record to the producer; its delivery completes it later.
+    async def send(
+        self,
+        worker: int,
+        producer: Producer,
+        key: int,
+        seq: int,
+        record_key: str | None = None,
+        idempotent: bool = True,
+    ) -> bool:
+        """Hand one record for partition ``key`` to the producer; its delivery
+        completes it later. With ``record_key`` the record carries that key and
+        the client picks the partition (``key`` is where it must go).
         False: refused at once (completed already)."""
         wl = self.wl
         v = next(wl._values)
-        value = {"key": key, "value": v, "producer": f"p{worker}", "seq": seq}
+        value: dict[str, Any] = {"key": key, "value": v, "producer": f"p{worker}", "seq": seq}
+        if record_key is not None:
+            value["record_key"] = record_key
+        if not idempotent:
+            value["idempotent"] = False
         inv = wl.recorder.invoke(f"p{worker}.{next(self._sent)}", "send", value)
         try:
             await producer.send(
-                TOPIC, str(v).encode(), partition=key, callback=self._record_delivery(inv, value)
+                TOPIC,
+                str(v).encode(),
+                key=record_key,
+                partition=None if record_key is not None else key,
+                callback=self._record_delivery(inv, value),
             )
         except Exception as exc:
             # Refused before it was queued (a record too large, a closed
@@ -107,11 +179,14 @@ class ProducerWorkers:
     async def worker(self, worker: int, stop: trio.Event) -> None:
         wl = self.wl
         seq = itertools.count()
+        profile = profile_for(worker)
+        self.profiles[f"p{worker}"] = profile.describe()
         async with AsyncClient(
             wl.bootstrap,
             client_id=f"jepsen-p{worker}",
             request_timeout=wl.config.request_timeout,
             tls=wl.tls,
+            idempotent=profile.idempotent,
         ) as client:
             # delivery_timeout: a few request timeouts, so that a batch stuck
             # behind a fault ends as info well before the run's drain.
@@ -120,11 +195,21 @@ class ProducerWorkers:
                 linger=LINGER_S,
                 batch_size=BATCH_BYTES,
                 delivery_timeout=4 * wl.config.request_timeout,
+                compression=profile.compression,
             ) as producer:
                 while not stop.is_set():
-                    key = wl.rng.randrange(wl.config.partitions)
+                    record_key = None
+                    if profile.keyed:
+                        # One key per burst, like one entity's events.
+                        record_key = f"k{wl.rng.randrange(RECORD_KEYS)}"
+                        key = key_partition(record_key, wl.config.partitions)
+                    else:
+                        key = wl.rng.randrange(wl.config.partitions)
                     for _ in range(wl.rng.randint(1, MAX_BURST)):
-                        if not await self.send(worker, producer, key, next(seq)):
+                        sent = await self.send(
+                            worker, producer, key, next(seq), record_key, profile.idempotent
+                        )
+                        if not sent:
                             # Refused at once (a lowered limit): the rest of the
                             # burst would be too, as fast as the loop spins.
                             break
@@ -137,4 +222,5 @@ class ProducerWorkers:
         apart), and records per batch."""
         out: dict[str, Any] = dict(self.stats)
         out["records_per_batch"] = round(out["records"] / max(1, out["batches"]), 2)
+        out["profiles"] = dict(sorted(self.profiles.items()))
         return out

@@ -11,8 +11,9 @@
              ``jepsen-g``) that the coordinator assigns partitions to, with
              rebalances, restarts and fail-overs (jepsen/groups_workload.py).
 ``producer`` half the workers send bursts through one batching ``Producer``
-             each (batches in flight, retried, split); the rest run ``log``'s
-             mix (jepsen/producer_workload.py).
+             each (batches in flight, retried, split; compressed, keyed or
+             without idempotence by profile); the rest run ``log``'s mix
+             (jepsen/producer_workload.py).
 ``compact``  the topic is compacted (``cleanup_policy = "compact"``): workers send
              keyed records and tombstones and fetch, also from offset 0, while
              the leaders sweep (jepsen/compact_workload.py, checked by

@@ -253,10 +253,15 @@ def test_result_dict_lists_bad_types_and_ops() -> None:
 
 def producer_send(h: HistoryBuilder, process: str, key: int, value: int, seq: int,
                   offset: int | None, t0: int, t1: int | None,
-                  type_: OpType = OpType.OK, producer: str = "p0") -> None:
-    """One record of a batching producer: its own process, its place in the order."""
-    inv = {"key": key, "value": value, "producer": producer, "seq": seq}
-    result = {**inv, "offset": offset} if type_ is OpType.OK else inv
+                  type_: OpType = OpType.OK, producer: str = "p0", *,
+                  idempotent: bool = True, acked_in: int | None = None) -> None:
+    """One record of a batching producer: its own process, its place in the order.
+    ``acked_in``: the partition its ack names (default: ``key``)."""
+    inv: dict = {"key": key, "value": value, "producer": producer, "seq": seq}
+    if not idempotent:
+        inv["idempotent"] = False
+    partition = key if acked_in is None else acked_in
+    result = {**inv, "offset": offset, "partition": partition} if type_ is OpType.OK else inv
     h.op(process, "send", inv, t0, t1, type_, result)
 
 
@@ -309,3 +314,42 @@ def test_producer_records_without_a_place_say_nothing() -> None:
     h.drain(1, [(0, 5)], 100, 110)
     result = check(h.build())
     assert result.valid and result.anomalies == [], result.to_dict()
+
+
+def test_a_non_idempotent_producers_reordered_records_are_allowed() -> None:
+    """Idempotence off: two batches in flight may land in either order (Kafka's
+    max.in.flight > 1 without idempotence), so the order check skips it."""
+    h = HistoryBuilder()
+    producer_send(h, "p2.0", 0, 1, 0, 1, 0, 30, producer="p2", idempotent=False)
+    producer_send(h, "p2.1", 0, 2, 1, 0, 1, 20, producer="p2", idempotent=False)
+    h.drain(0, [(0, 2), (1, 1)], 100, 110)
+    result = check(h.build())
+    assert result.valid and result.anomalies == [], result.to_dict()
+
+
+def test_a_non_idempotent_producers_duplicate_is_still_caught() -> None:
+    """Its client reports an ambiguous produce instead of retrying it, so a
+    record in the log twice is a bug even without idempotence."""
+    h = HistoryBuilder()
+    producer_send(h, "p2.0", 0, 1, 0, 0, 0, 30, producer="p2", idempotent=False)
+    h.drain(0, [(0, 1), (1, 1)], 100, 110)
+    result = check(h.build())
+    assert not result.valid
+    [anomaly] = result.by_type()["duplicate"]
+    assert anomaly.details == {"value": 1, "offsets": [0, 1]}
+
+
+def test_a_record_acknowledged_in_another_partition_is_caught() -> None:
+    """A keyed record whose ack names a partition other than the one its key
+    maps to (the history's key): wrong-partition, besides the read anomalies
+    the misplaced record causes."""
+    h = HistoryBuilder()
+    producer_send(h, "p1.0", 0, 1, 0, 0, 0, 10, producer="p1")
+    producer_send(h, "p1.1", 0, 2, 1, 0, 11, 20, producer="p1", acked_in=1)
+    h.drain(0, [(0, 1)], 100, 110)
+    h.drain(1, [(0, 2)], 100, 110)
+    result = check(h.build())
+    assert not result.valid
+    [anomaly] = result.by_type()["wrong-partition"]
+    assert anomaly.key == 0 and anomaly.details == {"value": 2, "partition": 1}
+    assert [op.process for op in anomaly.ops] == ["p1.1"]

@@ -2,8 +2,10 @@
 
 Batches of several records, several in flight per partition, retried across
 kills and partitions, and split when the limit nemesis lowers the topic's
-max_message_bytes under them: every checker stage must pass, including
-producer-reorder (one producer's records in its sending order).
+max_message_bytes under them, some compressed, some keyed, one producer
+without idempotence: every checker stage must pass, including
+producer-reorder (one idempotent producer's records in its sending order) and
+wrong-partition (keyed records where the key partitioner says).
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ async def test_batching_producers_under_kill_partition_and_lowered_limits_are_va
     assert ok_count(results, "send") > 1000 and ok_count(results, "drain") == opts.partitions
     # The producers batched: more than one record per produce request on average.
     assert results["producer"]["records_per_batch"] > 1.5
+    # Three producers: plain; zstd batches of keyed records (their partitions
+    # checked by wrong-partition); lz4 batches from a client without idempotence.
+    assert results["producer"]["profiles"] == {
+        "p0": "none/partition/idempotent",
+        "p1": "zstd/keyed/idempotent",
+        "p2": "lz4/partition/not-idempotent",
+    }
     # A limit was lowered under them (seed 1 starts with it), and batches sealed
     # under the old one were refused and split in place.
     lowered = [v for v in nemesis_values(tmp_path / "run", "start-limit") if "error" not in v]

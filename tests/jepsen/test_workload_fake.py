@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import msgpack
 import trio
-from raftlog.client.aio import AsyncClient
+from raftlog.client import compression
+from raftlog.client.aio import AsyncClient, partition_for_key
 from raftlog.jepsen import checker_groups, checker_log, linearizable
 from raftlog.jepsen.groups_workload import GROUP
 from raftlog.jepsen.history import OpType, Recorder, pair
@@ -42,11 +43,12 @@ async def commit_past_undelivered(cluster: FakeCluster) -> None:
 async def run_workload(name: str, seconds: float, lose_tail: bool = False,
                        skip_commit: bool = False, *, rate: float = 100, seed: int = 3,
                        before_drain: Callable[[FakeCluster, Recorder], None] | None = None,
-                       ) -> Recorder:
+                       concurrency: int = 4) -> Recorder:
     recorder = Recorder()
     async with trio.open_nursery() as nursery:
         cluster = await start_fake(nursery)
-        wl = Workload(WorkloadConfig(name, PARTITIONS, concurrency=4, rate_per_worker=rate,
+        wl = Workload(WorkloadConfig(name, PARTITIONS, concurrency=concurrency,
+                                     rate_per_worker=rate,
                                      request_timeout=2.0),
                       cluster.bootstrap(), recorder, random.Random(seed))
         stop = trio.Event()
@@ -141,20 +143,27 @@ async def run_producer_workload(seconds: float, reorder: bool = False) -> Record
         batches = cluster.partitions[(TOPIC, 0)].batches
         # Several records per produce request: the batching path ran.
         assert max(count for _b, _ts, count, _blob in batches) > 1
+        # The zstd and lz4 producers' batches are stored as they came.
+        assert any(compression.is_compressed(blob) for _b, _ts, _c, blob in batches)
         if reorder:
             swap_equal_batches(batches, recorder)
 
-    return await run_workload("producer", seconds, rate=50, seed=5, before_drain=before_drain)
+    # Three producers (PROFILES[:3]): plain; zstd and keyed; lz4, not idempotent.
+    return await run_workload("producer", seconds, rate=50, seed=5, before_drain=before_drain,
+                              concurrency=6)
 
 
 def swap_equal_batches(batches: list[tuple[int, int, int, bytes]], recorder: Recorder) -> None:
     """Swap the payloads of the first two multi-record batches of one size and of
-    one producer (the history says whose each value is)."""
+    one idempotent producer (the history says whose each value is; a producer
+    without idempotence promises no order)."""
     producer_of = {op.value["value"]: op.value["producer"] for op in recorder.ops
-                   if op.f == "send" and "producer" in (op.value or {})}
+                   if op.f == "send" and "producer" in (op.value or {})
+                   and op.value.get("idempotent") is not False}
     first_of: dict[tuple[int, str], int] = {}
     for i, (_base, _ts, count, blob) in enumerate(batches):
-        owner = producer_of.get(int(msgpack.unpackb(blob)[0][2]))
+        packed = compression.decompress(blob) if compression.is_compressed(blob) else blob
+        owner = producer_of.get(int(msgpack.unpackb(packed)[0][2]))
         if count < 2 or owner is None:
             continue
         if (count, owner) in first_of:
@@ -178,6 +187,16 @@ async def test_producer_workload_history_is_complete_and_valid() -> None:
         seqs = [c.invoke.value["seq"] for c in batched if c.invoke.value["producer"] == producer]
         assert seqs == list(range(len(seqs)))
     assert any("producer" not in c.invoke.value for c in done if c.f == "send")  # log workers
+    # Keyed records went where the key partitioner says, as the history expects.
+    keyed = [c for c in batched if c.type is OpType.OK and "record_key" in c.invoke.value]
+    assert keyed and {c.invoke.value["producer"] for c in keyed} == {"p1"}
+    for c in keyed:
+        want = partition_for_key(c.invoke.value["record_key"].encode(), PARTITIONS)
+        assert c.value["partition"] == c.invoke.value["key"] == want
+    # The producer without idempotence is marked so, and its records were acknowledged.
+    unordered = [c for c in batched if c.invoke.value.get("idempotent") is False]
+    assert {c.invoke.value["producer"] for c in unordered} == {"p2"}
+    assert any(c.type is OpType.OK for c in unordered)
     result = checker_log.check(recorder.ops)
     assert result.valid and result.anomalies == [], result.to_dict()
     assert linearizable.check(recorder.ops).valid
