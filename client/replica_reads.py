@@ -160,7 +160,14 @@ async def read_from_replicas(
                 continue
             try:
                 conn = await client._connection(address, remaining)
-                reply = await conn.request(op, fields, min(remaining, attempt_budget))
+                # What the dial left of the budget, not what there was before it.
+                left = deadline - trio.current_time()
+                if left <= 0:
+                    last = last or RequestTimeoutError(
+                        f"{op}: no replica of {topic}/{partition} answered within {budget:.1f}s"
+                    )
+                    break
+                reply = await conn.request(op, fields, min(left, attempt_budget))
             except OSError as exc:
                 last = ClusterUnreachableError(f"cannot connect to {node} at {address}: {exc}")
                 client._forget_leader(address)

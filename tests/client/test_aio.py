@@ -291,3 +291,29 @@ async def test_a_dial_that_uses_up_the_budget_gives_up_with_a_client_error(
                 else:
                     await client.produce("t", b"x", partition=0)
     assert fake.values("t", 0) == []  # nothing was sent
+
+
+async def test_a_serializable_read_whose_dial_used_its_budget_keeps_its_deadline(
+    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+):
+    """A replica read must not restart its clock after a slow dial: the read's
+    wait is what is left of the budget, not the whole of it again."""
+    budget = 1.0
+    async with AsyncClient(fake.bootstrap(), request_timeout=budget) as client:
+        await client.partitions_for("t")  # metadata, at full speed
+        fake.blackhole.add("fetch")  # no replica answers: the read ends at its deadline
+        dial = client._connection
+
+        async def slow_connection(address: str, dial_budget: float):
+            conn = await dial(address, dial_budget)
+            await trio.sleep(0.8 * dial_budget)  # most of what was left
+            return conn
+
+        monkeypatch.setattr(client, "_connection", slow_connection)
+        start = trio.current_time()
+        with pytest.raises(RequestTimeoutError):
+            await client.fetch("t", 0, 0, consistency="serializable", max_wait=0)
+        elapsed = trio.current_time() - start
+    # Before the fix each replica's request waited its full share again after the
+    # dial: about 1.8 budgets. The bound leaves room for a slow machine.
+    assert elapsed < 1.4 * budget, elapsed
