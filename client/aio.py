@@ -556,29 +556,41 @@ class AsyncClient:
     # ------------------------------------------------------------ metadata
 
     async def _refresh_quietly(self, deadline: float) -> None:
-        remaining = deadline - trio.current_time()
-        if remaining <= 0 or self._meta_lock.statistics().owner is trio.lowlevel.current_task():
+        if trio.current_time() >= deadline or self._meta_lock.statistics().owner is (
+            trio.lowlevel.current_task()
+        ):
             return  # out of time, or called from inside a refresh
         try:
-            await self._refresh_metadata(budget=remaining)
+            await self._refresh_metadata(deadline)
         except RaftlogError as exc:
             log.debug("event=metadata_refresh_failed error=%s", exc)
 
-    async def _refresh_metadata(self, budget: float | None = None) -> dict[str, Any]:
-        """Fetch cluster metadata and update the caches.
+    async def _refresh_metadata(self, deadline: float | None = None) -> dict[str, Any]:
+        """Fetch cluster metadata and update the caches, by ``deadline`` if given
+        (else within ``request_timeout``).
 
         Concurrent callers share one request: whoever waited for the lock while
-        another refresh completed takes that result.
+        another refresh completed takes that result. The wait for the lock counts
+        against ``deadline``: the request gets only what is left after it.
         """
         generation = self._meta_generation
-        async with self._meta_lock:
+        with trio.move_on_at(math.inf if deadline is None else deadline) as waited:
+            await self._meta_lock.acquire()
+        if waited.cancelled_caught:
+            raise RequestTimeoutError("metadata: another refresh held the lock past the deadline")
+        try:
             if self._meta_generation != generation and self._last_metadata is not None:
                 return self._last_metadata
+            budget = None if deadline is None else deadline - trio.current_time()
+            if budget is not None and budget <= 0:
+                raise RequestTimeoutError("metadata: no time left after waiting for the lock")
             reply = await self._call("metadata", {}, idempotent=True, budget=budget)
             self._metadata_at = trio.current_time()
             self._apply_metadata(reply, full=True)
             self._last_metadata = reply
             self._meta_generation += 1
+        finally:
+            self._meta_lock.release()
         return reply
 
     def _apply_metadata(self, reply: dict[str, Any], full: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from raftlog.client.aio import AsyncClient, partition_for_key
 from raftlog.client.errors import (
     ClusterUnreachableError,
@@ -291,6 +292,36 @@ async def test_a_dial_that_uses_up_the_budget_gives_up_with_a_client_error(
                 else:
                     await client.produce("t", b"x", partition=0)
     assert fake.values("t", 0) == []  # nothing was sent
+
+
+async def test_a_refresh_that_waits_for_another_keeps_its_own_deadline(fake: FakeCluster):
+    """A quiet refresh (the one a stale topic or a replica read does) that waits
+    for another task's refresh must end by its own deadline: the wait for the
+    lock counts, and its request gets only what is left. It used to take its
+    budget before the wait and spend all of it again after (1.3 s for 0.3 s)."""
+    async with AsyncClient(fake.bootstrap(), request_timeout=1.0) as client:
+        fake.blackhole.add("metadata")  # no node answers: each refresh times out
+        own_budget = 0.3
+        ended: list[float] = []
+
+        async def quiet_refresh(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            start = trio.current_time()
+            task_status.started()
+            await client._refresh_quietly(start + own_budget)
+            ended.append(trio.current_time() - start)
+
+        async def full_refresh() -> None:
+            with pytest.raises(RequestTimeoutError):
+                await client.metadata()
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(full_refresh)
+                await trio.testing.wait_all_tasks_blocked()  # it holds the lock now
+                assert client._meta_lock.locked()
+                await nursery.start(quiet_refresh)
+    assert len(ended) == 1
+    assert ended[0] < 1.4 * own_budget, f"took {ended[0]:.2f}s of a {own_budget}s budget"
 
 
 async def test_a_serializable_read_whose_dial_used_its_budget_keeps_its_deadline(
