@@ -75,6 +75,7 @@ from . import membership
 from .clock_skew import CLOCK_FRAME_EVERY_S, NodeClock, clock_frame, wall_time
 from .config import LEASE_MARGIN_TICKS
 from .groups import METADATA_GROUP, Group, GroupKind, Proposal
+from .log_throttle import LogThrottle
 from .snapshots import SnapshotManager
 from .waiters import Outcome, Waiter
 
@@ -121,6 +122,13 @@ def _needs_save(rd: Ready) -> bool:
 STATS_EVERY_S = 5.0
 # Longest wait for the TLS writer tasks before an inline fsync (see _handle_readies).
 DELIVER_BEFORE_FSYNC_S = 0.002
+# A save whose fsync takes this long is logged (throttled: one line per
+# SLOW_FSYNC_LOG_EVERY_S with the count). Half the default election timeout:
+# a stall this long on a majority is about to cost an election, and the log
+# line is what tells an operator it was the disk (etcd logs "slow fdatasync"
+# for the same reason; its alert line is a p99 over 10 ms).
+SLOW_FSYNC_S = 0.1
+SLOW_FSYNC_LOG_EVERY_S = 10.0
 
 
 class Transport(Protocol):
@@ -197,6 +205,7 @@ class MultiRaft:
         self.readded_nodes: list[str] = []
         self.storage_failed = False
         self.stats: dict[str, Any] = defaultdict(int)
+        self._slow_fsync_log = LogThrottle(SLOW_FSYNC_LOG_EVERY_S)
         self._last_stats: dict[str, Any] = {}
         self.peers = [n.id for n in cfg.nodes if n.id != node_id]
         self._addresses = {n.id: n.address for n in cfg.nodes}
@@ -1044,6 +1053,13 @@ class MultiRaft:
         self.stats["fsyncs"] += 1
         if self.metrics is not None:
             self.metrics.fsync_latency.observe(seconds)
+        if seconds >= SLOW_FSYNC_S:
+            count = self._slow_fsync_log.count()
+            if count:
+                log.warning(
+                    "event=slow_fsync node=%s seconds=%.3f count=%d",
+                    self.node_id, seconds, count,
+                )
 
     # ------------------------------------------------------------ apply
 

@@ -20,6 +20,7 @@ from raftlog.client.protocol import decode_batch, encode_records
 from raftlog.log.commands import Produce
 from raftlog.log.store import NodeStore
 from raftlog.raft.types import Role
+from raftlog.server import driver as driver_module
 from raftlog.server.config import Limits
 from raftlog.server.driver import MultiRaft, StorageFailedError
 from raftlog.server.errors import HandlerError
@@ -147,6 +148,34 @@ async def test_the_leader_lets_undelivered_appends_go_before_its_fsync(cluster, 
     synced = events.index("save sync=True")
     assert synced > 0 and events[synced - 1] == "deliver", events
     assert "deliver" not in [events[i - 1] for i, e in enumerate(events) if e == "save sync=False"]
+
+
+async def test_a_slow_fsync_is_logged_once_per_interval_with_its_count(
+    cluster, monkeypatch, caplog
+):
+    """A disk whose fsync stalls is named in the log (etcd's "slow fdatasync"),
+    so an operator can tell an election the disk caused; a stalling disk logs
+    one line per interval, not one per save."""
+    topic = await cluster.create_topic("slow", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    driver = cluster.driver(leader)
+    save = driver.store.save
+    stall = driver_module.SLOW_FSYNC_S + 0.01
+
+    def slow_save(readies: Any, *, sync: bool = True) -> None:
+        save(readies, sync=sync)
+        if sync:
+            time.sleep(stall)  # the fsync part of a save, stalled
+
+    monkeypatch.setattr(driver.store, "save", slow_save)
+    monkeypatch.setattr(driver.store, "fsync", True)  # the harness runs without fsync
+    caplog.set_level("WARNING", logger="raftlog.server.driver")
+    for i in range(3):
+        await cluster.produce(leader, "slow", [b"%d" % i])
+    lines = [r.getMessage() for r in caplog.records if "event=slow_fsync" in r.getMessage()]
+    assert len(lines) == 1, lines  # three slow saves or more, one line
+    assert f"node={leader} " in lines[0] and "count=1" in lines[0]
+    assert driver.stats["fsyncs"] >= 3
 
 
 async def test_idempotent_retry_is_appended_once(cluster):
