@@ -18,7 +18,7 @@ import trio
 
 from . import report
 from .disks import DiskError
-from .nemesis import CLOCK_TARGETS, KINDS, TARGETS
+from .nemesis import CLOCK_TARGETS, KINDS, SLOW_DISK_MS, TARGETS
 from .partitions import SHAPES
 from .workload import WORKLOADS
 
@@ -64,6 +64,17 @@ def _targets(text: str, option: str) -> list[str]:
         if t not in TARGETS:
             raise click.BadParameter(f"unknown target {t!r}", param_hint=option)
     return targets
+
+
+def _delays(text: str, option: str) -> list[float]:
+    try:
+        delays = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"not a list of milliseconds: {text!r}",
+                                 param_hint=option) from None
+    if not delays or any(not 0 < ms <= 60_000 for ms in delays):
+        raise click.BadParameter("each delay must be in (0, 60000] ms", param_hint=option)
+    return delays
 
 
 @click.group()
@@ -114,6 +125,11 @@ def _save_traceback(out: Path, exc: BaseException) -> Path | str:
               help="Whose disks the disk-full nemesis fills (it needs root: tmpfs mounts).")
 @click.option("--power-targets", default=",".join(TARGETS), show_default=True,
               help="Whose power the power nemesis cuts (lazyfs disks: needs /dev/fuse).")
+@click.option("--slow-disk-targets", default=",".join(TARGETS), show_default=True,
+              help="Whose fsyncs the slow-disk nemesis delays (lazyfs disks: needs /dev/fuse).")
+@click.option("--slow-disk-ms", default=",".join(f"{ms:g}" for ms in SLOW_DISK_MS),
+              show_default=True,
+              help="The fsync delays (ms) the slow-disk nemesis picks from, one per window.")
 @click.option("--clock-targets", default=",".join(CLOCK_TARGETS), show_default=True,
               help="Whose wall clocks the clock nemesis moves (a majority defeats "
                    "retention's clock check by design).")
@@ -144,8 +160,8 @@ def _save_traceback(out: Path, exc: BaseException) -> Path | str:
 @click.option("--unsafe-follower-reads", is_flag=True,
               help="DELIBERATELY UNSAFE node mode: serve reads from any replica.")
 def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
-            disk_full_targets: str, power_targets: str, clock_targets: str,
-            partition_shapes: str,
+            disk_full_targets: str, power_targets: str, slow_disk_targets: str,
+            slow_disk_ms: str, clock_targets: str, partition_shapes: str,
             time_limit: float,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
             rejoin: bool, rate: float, consumers: int, session_timeout: float,
@@ -167,6 +183,8 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
     full_targets = _targets(disk_full_targets, "--disk-full-targets")
     skew_targets = _targets(clock_targets, "--clock-targets")
     cut_targets = _targets(power_targets, "--power-targets")
+    slow_targets = _targets(slow_disk_targets, "--slow-disk-targets")
+    fsync_delays = _delays(slow_disk_ms, "--slow-disk-ms")
     shapes = [s.strip() for s in partition_shapes.split(",") if s.strip()]
     for s in shapes:
         if s not in SHAPES:
@@ -188,6 +206,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         disk_full_targets=full_targets,
         partition_shapes=shapes,
         clock_targets=skew_targets, power_targets=cut_targets,
+        slow_disk_targets=slow_targets, slow_disk_ms=fsync_delays,
         rate_per_worker=rate, tls=tls, lease_reads=lease_reads,
         fsync=not unsafe_no_fsync,
         unsafe_ack_before_commit=unsafe_ack_before_commit,

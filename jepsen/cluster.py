@@ -22,12 +22,13 @@ after the replica check read the dirs. ``fill_disk`` shrinks a node's mount
 to just above its usage; a node that then exits with code 1 and its
 storage-failure line is an expected stop, not a crash (``unexpected_exits``).
 
-With ``ClusterSettings.lazyfs`` (the ``power`` nemesis), every node's data
+With ``ClusterSettings.lazyfs`` (the ``power`` and ``slow-disk`` nemeses), every node's data
 dir is a FUSE mount of jepsen/lazyfs.py over ``<run>/disks/<id>``: a process
 that keeps every write in memory until it is fsynced. ``power_fail`` kills the
 node and that process (a power cut: the unsynced writes are gone) and mounts a
 fresh one over what reached the backing dir. ``release_disks`` unmounts cleanly
 (everything is written out) and puts each backing dir where the data dir was.
+``set_fsync_delay`` makes a node's disk slow: each fsync waits first.
 
 With ``ClusterSettings.clock_files`` (the ``clock`` nemesis), every node reads
 its wall-clock offset from ``<run>/clocks/<id>`` (``RAFTLOG_TEST_WALL_CLOCK_FILE``,
@@ -232,13 +233,27 @@ class JepsenCluster:
     def _backing(self, nid: str) -> Path:
         return self.run_dir / "disks" / nid
 
+    def _fsync_delay_file(self, nid: str) -> Path:
+        # Beside the backing dir, not in it: the node never sees it.
+        return self.run_dir / "disks" / f"{nid}.fsync-delay-ms"
+
+    def set_fsync_delay(self, nid: str, ms: float) -> None:
+        """Make every fsync of ``nid``'s disk wait ``ms`` (0: a healthy disk again).
+        Needs the lazyfs disks; it lasts across power cuts and restarts until
+        changed."""
+        if not self.has_lazyfs:
+            raise ValueError("a slow disk needs the data dirs on lazyfs (ClusterSettings.lazyfs)")
+        disks.set_fsync_delay(self._fsync_delay_file(nid), ms)
+        log.info("event=fsync_delay node=%s ms=%g", nid, ms)
+
     def _mount_lazyfs(self, node: NodeProc) -> None:
         backing = self._backing(node.id)
         backing.mkdir(parents=True, exist_ok=True)
         node.data_dir.mkdir(parents=True, exist_ok=True)
         with node.log_path.open("ab") as out:
             try:
-                node.fs = disks.mount_lazyfs(backing, node.data_dir, out)
+                node.fs = disks.mount_lazyfs(backing, node.data_dir, out,
+                                             delay_file=self._fsync_delay_file(node.id))
             except disks.DiskError as exc:
                 raise disks.DiskError(f"{exc}; see logs/{node.id}.log") from None
         log.info("event=lazyfs_mounted node=%s path=%s", node.id, node.data_dir)

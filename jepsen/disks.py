@@ -129,13 +129,15 @@ def fuse_unmount(path: Path, *, lazy: bool) -> None:
         raise DiskError(f"cannot unmount {path}: {_why(result)}")
 
 
-def mount_lazyfs(backing: Path, mountpoint: Path, output: Any, timeout: float = 10.0
-                 ) -> subprocess.Popen[bytes]:
+def mount_lazyfs(backing: Path, mountpoint: Path, output: Any, timeout: float = 10.0,
+                 delay_file: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a lazyfs process (jepsen/lazyfs.py) mounting ``backing`` on
     ``mountpoint``, its output to ``output``; return it once the mount is there.
-    DiskError (the process stopped) if it does not mount within ``timeout``."""
+    Its fsyncs wait what ``delay_file`` says (``set_fsync_delay``). DiskError (the
+    process stopped) if it does not mount within ``timeout``."""
+    extra = [] if delay_file is None else [str(delay_file)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "raftlog.jepsen.lazyfs", str(backing), str(mountpoint)],
+        [sys.executable, "-m", "raftlog.jepsen.lazyfs", str(backing), str(mountpoint), *extra],
         stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
@@ -149,6 +151,17 @@ def mount_lazyfs(backing: Path, mountpoint: Path, output: Any, timeout: float = 
                             "libfuse2 and fusepy)")
         time.sleep(0.02)
     return proc
+
+
+def set_fsync_delay(delay_file: Path, ms: float) -> None:
+    """Make the lazyfs reading ``delay_file`` wait ``ms`` per fsync (0: none).
+    Replaced whole, so a reader never sees half a number."""
+    if ms <= 0:
+        delay_file.unlink(missing_ok=True)
+        return
+    tmp = delay_file.with_name(delay_file.name + ".tmp")
+    tmp.write_text(f"{ms:g}\n")
+    os.replace(tmp, delay_file)
 
 
 def is_mounted(path: Path) -> bool:

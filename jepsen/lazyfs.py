@@ -1,8 +1,8 @@
 """A FUSE filesystem that loses every write not yet fsynced when it dies: the
 ``power`` nemesis's disk (Jepsen's LazyFS, in small).
 
-``python -m raftlog.jepsen.lazyfs BACKING MOUNTPOINT`` mounts BACKING at
-MOUNTPOINT. File data written through the mount stays in this process's memory
+``python -m raftlog.jepsen.lazyfs BACKING MOUNTPOINT [DELAY_FILE]`` mounts
+BACKING at MOUNTPOINT. File data written through the mount stays in this process's memory
 (4 KiB pages over the backing file) until the file is fsynced or fdatasynced:
 only then does it reach BACKING (written, then fsynced there). Reads see the
 unsynced data, as they would a kernel page cache. Killing this process is a
@@ -16,6 +16,13 @@ renaming and unlinking files and directories, as if every directory were
 synced right away; a real power loss can also undo a rename or creation
 whose directory was not fsynced, which this does not test. Nothing is torn
 inside a page or reordered: the model loses whole unsynced writes.
+
+A slow disk (the ``slow-disk`` nemesis). With DELAY_FILE, every fsync first
+waits the milliseconds written in that file (none while it is missing or
+empty), like a disk whose flushes queue behind a busy device (etcd #7617,
+#13587: a VM's fsync stall that looked like a dead node). Reads and writes
+stay fast; only durability is slow. The file is read at each fsync, so the
+nemesis changes the delay under a running node by rewriting it.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import errno
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 from fuse import FUSE, Operations
@@ -50,10 +58,22 @@ class LazyFS(Operations):
     # its LOCK file); fusepy's inherited default would refuse every lock.
     lock = None
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, delay_file: str | None = None) -> None:
         self.root = os.path.realpath(root)
+        self.delay_file = delay_file
         self._mutex = threading.RLock()
         self.unsynced: dict[str, _Unsynced] = {}
+
+    def fsync_delay(self) -> float:
+        """Seconds every fsync waits now (module docstring: a slow disk)."""
+        if self.delay_file is None:
+            return 0.0
+        try:
+            with open(self.delay_file) as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            return 0.0
+        return max(0.0, float(text)) / 1000 if text else 0.0
 
     def _full(self, path: str) -> str:
         return os.path.join(self.root, path.lstrip("/"))
@@ -212,6 +232,14 @@ class LazyFS(Operations):
         state.size = length
 
     def fsync(self, path: str, datasync: int, fh: int) -> None:
+        delay = self.fsync_delay()
+        if delay:
+            # Outside the mutex: a slow flush of one file does not hold up the
+            # reads and writes of others (each FUSE request has its own thread).
+            time.sleep(delay)
+        self._sync(path, fh)
+
+    def _sync(self, path: str, fh: int) -> None:
         with self._mutex:
             state = self.unsynced.pop(path, None)
             if state is not None:
@@ -235,7 +263,7 @@ class LazyFS(Operations):
                 except OSError:
                     continue
                 try:
-                    self.fsync(name, 0, fd)
+                    self._sync(name, fd)  # an unmount is not slowed down
                 finally:
                     os.close(fd)
 
@@ -244,12 +272,13 @@ class LazyFS(Operations):
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: python -m raftlog.jepsen.lazyfs BACKING MOUNTPOINT", file=sys.stderr)
+    if len(argv) not in (3, 4):
+        print("usage: python -m raftlog.jepsen.lazyfs BACKING MOUNTPOINT [DELAY_FILE]",
+              file=sys.stderr)
         return 2
     backing, mountpoint = argv[1], argv[2]
     FUSE(
-        LazyFS(backing),
+        LazyFS(backing, argv[3] if len(argv) == 4 else None),
         mountpoint,
         foreground=True,
         nothreads=False,

@@ -1,5 +1,5 @@
-"""Faults: kill, pause, partition, link delay, a full disk, power cuts, wall clocks and
-membership.
+"""Faults: kill, pause, partition, link delay, a full disk, power cuts, slow disks,
+wall clocks and membership.
 
 A seeded schedule alternates start and stop: wait about ``interval`` seconds,
 start a fault of a random kind on random targets, wait, stop it. Each start
@@ -21,6 +21,14 @@ and stop restarts them. It needs the data dirs on lazyfs mounts
 (``ClusterSettings.lazyfs``). With ``fsync = true`` nothing acknowledged may
 be lost; with ``fsync = false`` a majority's power cut loses acknowledged
 records, which shows that the fault bites.
+
+``slow-disk`` makes every fsync of the targets' disks wait one of
+``SLOW_DISK_MS`` (jepsen/lazyfs.py reads the delay at each fsync), and stop
+makes them fast again. Nothing is lost or reordered by it, so the checkers
+hold it to the same rules as any other window; what it tests is that a node
+whose disk stalls, the leader's above all, costs the cluster a fail-over and
+not its availability or its data (etcd #7617, #7970: fsync stalls taken for
+dead nodes). It needs the lazyfs disks, like ``power``.
 
 ``clock`` moves the targets' wall clocks (``JepsenCluster.set_clock``) by
 one of ``CLOCK_OFFSETS_S``, forward or back, and stop puts them right. Raft
@@ -61,10 +69,13 @@ from .topic_limit import TopicLimit
 
 log = logging.getLogger(__name__)
 
-KINDS = ("partition", "kill", "pause", "delay", "disk-full", "power", "clock", "limit",
-         "membership")
+KINDS = ("partition", "kill", "pause", "delay", "disk-full", "power", "slow-disk", "clock",
+         "limit", "membership")
 DELAYS_MS = (20.0, 50.0, 100.0, 200.0, 400.0)
 TARGETS = ("one", "minority", "majority", "all", "leader")
+# Per fsync: a busy device (20 ms, etcd's alert line is 10 ms) up to a stall
+# several election timeouts long (2 s; etcd #7970 saw 4 s).
+SLOW_DISK_MS = (20.0, 100.0, 500.0, 2000.0)
 CLOCK_TARGETS = ("one", "minority", "leader")
 # Wall-clock jumps: past the 60 s tolerance of retention's guard, both ways.
 CLOCK_OFFSETS_S = (-3600.0, -600.0, -90.0, 90.0, 600.0, 3600.0)
@@ -109,6 +120,8 @@ class Nemesis:
     disk_full_targets: Sequence[str] = ("one", "minority", "majority", "all", "leader")
     disk_full_margins: Sequence[int] = DISK_FULL_MARGINS
     power_targets: Sequence[str] = ("one", "minority", "majority", "all", "leader")
+    slow_disk_targets: Sequence[str] = ("one", "minority", "majority", "all", "leader")
+    slow_disk_ms: Sequence[float] = SLOW_DISK_MS
     clock_targets: Sequence[str] = CLOCK_TARGETS
     clock_offsets: Sequence[float] = CLOCK_OFFSETS_S
     shapes: Sequence[str] = SHAPES
@@ -129,6 +142,7 @@ class Nemesis:
     _paused: set[str] = field(default_factory=set)
     _filled: set[str] = field(default_factory=set)
     _skewed: set[str] = field(default_factory=set)
+    _slowed: set[str] = field(default_factory=set)
     healed: bool = False
     # Full-disk stops seen only after the heal: nobody restarted those nodes.
     stops_after_heal: list[str] = field(default_factory=list)
@@ -160,9 +174,10 @@ class Nemesis:
             raise ValueError("partition and delay nemeses need a proxied cluster")
         if "clock" in self.kinds and not self.cluster.settings.clock_files:
             raise ValueError("the clock nemesis needs ClusterSettings.clock_files")
-        if "power" in self.kinds and not self.cluster.has_lazyfs:
-            raise ValueError("the power nemesis needs every data dir on a lazyfs of the "
-                             "cluster (ClusterSettings.lazyfs, mount_disks)")
+        for kind in {"power", "slow-disk"} & set(self.kinds):
+            if not self.cluster.has_lazyfs:
+                raise ValueError(f"the {kind} nemesis needs every data dir on a lazyfs of the "
+                                 "cluster (ClusterSettings.lazyfs, mount_disks)")
         if "limit" in self.kinds and self.topic_limit is None:
             raise ValueError("the limit nemesis needs a TopicLimit (how to alter the topic)")
         if "disk-full" in self.kinds and not self.cluster.has_tmpfs:
@@ -256,6 +271,15 @@ class Nemesis:
                 self._filled.add(nid)  # before: a failed shrink is still undone
                 sizes[nid] = self.cluster.fill_disk(nid, margin)
             value = {"targets": how, "nodes": targets, "margin": margin, "sizes": sizes}
+        elif kind == "slow-disk":
+            how = self.rng.choice(list(self.slow_disk_targets))
+            targets = choose_targets(nodes, how, self.rng,
+                                     await self._leader() if how == "leader" else None)
+            ms = self.rng.choice(list(self.slow_disk_ms))
+            for nid in targets:
+                self._slowed.add(nid)  # before: a failed write is still undone
+                self.cluster.set_fsync_delay(nid, ms)
+            value = {"targets": how, "nodes": targets, "fsync_delay_ms": ms}
         elif kind == "clock":
             how = self.rng.choice(list(self.clock_targets))
             targets = choose_targets(nodes, how, self.rng,
@@ -291,6 +315,8 @@ class Nemesis:
         elif kind == "disk-full":
             value["nodes"] = sorted(self._filled)
             value["stopped"] = await self._free_disks()
+        elif kind == "slow-disk":
+            value["nodes"] = self._speed_up_disks()
         elif kind == "clock":
             value["nodes"] = self._reset_clocks()
         elif kind == "limit":
@@ -329,6 +355,13 @@ class Nemesis:
         self._killed.update(stopped)
         await self._restart_killed()
         return stopped
+
+    def _speed_up_disks(self) -> list[str]:
+        slowed = sorted(self._slowed)
+        for nid in slowed:
+            self.cluster.set_fsync_delay(nid, 0.0)
+        self._slowed.clear()
+        return slowed
 
     def _reset_clocks(self) -> list[str]:
         skewed = sorted(self._skewed)
@@ -392,9 +425,10 @@ class Nemesis:
         return self.interval * self.rng.uniform(0.5, 1.5)
 
     async def heal(self) -> None:
-        """Resume paused nodes, free full disks, set clocks right, restart stopped
-        ones, reconnect every link."""
+        """Resume paused nodes, free full disks, speed slow disks up, set clocks
+        right, restart stopped ones, reconnect every link."""
         self._reset_clocks()
+        self._speed_up_disks()
         for nid in sorted(self._paused):
             self.cluster.resume(nid)
         self._paused.clear()

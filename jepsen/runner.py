@@ -37,7 +37,7 @@ from . import (
 from .cluster import ClusterSettings, JepsenCluster
 from .history import Op, OpType, Recorder, load
 from .membership import ClientAdmin
-from .nemesis import CLOCK_OFFSETS_S, CLOCK_TARGETS, DISK_FULL_MARGINS, Nemesis
+from .nemesis import CLOCK_OFFSETS_S, CLOCK_TARGETS, DISK_FULL_MARGINS, SLOW_DISK_MS, Nemesis
 from .partitions import SHAPES
 from .topic_limit import TopicLimit
 from .workload import TOPIC, Workload, WorkloadConfig
@@ -67,6 +67,10 @@ class RunOptions:
     power_targets: list[str] = field(
         default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
     )
+    slow_disk_targets: list[str] = field(
+        default_factory=lambda: ["one", "minority", "majority", "all", "leader"]
+    )
+    slow_disk_ms: list[float] = field(default_factory=lambda: list(SLOW_DISK_MS))
     tmpfs_bytes: int = 1 << 30  # disk-full: each data dir's tmpfs (only what is written counts)
     disk_full_margins: list[int] = field(default_factory=lambda: list(DISK_FULL_MARGINS))
     clock_targets: list[str] = field(default_factory=lambda: list(CLOCK_TARGETS))
@@ -182,7 +186,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         proxied=bool({"partition", "delay"} & set(opts.nemesis)),
         spares=opts.spares if "membership" in opts.nemesis else 0,
         tmpfs_bytes=opts.tmpfs_bytes if "disk-full" in opts.nemesis else 0,
-        lazyfs="power" in opts.nemesis,
+        lazyfs=bool({"power", "slow-disk"} & set(opts.nemesis)),
         tls=opts.tls,
         **_merged(_clock_settings(opts), _compaction_settings(opts)),
     )
@@ -239,6 +243,8 @@ async def _run(opts: RunOptions, out: Path, rng: random.Random,
                     disk_full_targets=opts.disk_full_targets,
                     disk_full_margins=opts.disk_full_margins,
                     power_targets=opts.power_targets,
+                    slow_disk_targets=opts.slow_disk_targets,
+                    slow_disk_ms=opts.slow_disk_ms,
                     clock_targets=opts.clock_targets, clock_offsets=opts.clock_offsets,
                     topic_limit=TopicLimit(
                         lambda config: admin.alter_topic(TOPIC, config=config))

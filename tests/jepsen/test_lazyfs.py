@@ -1,5 +1,6 @@
 """jepsen/lazyfs.py, the power nemesis's disk: what was fsynced survives the
-death of its process, nothing else does; a clean unmount keeps everything.
+death of its process, nothing else does; a clean unmount keeps everything. And
+the slow-disk nemesis's: each fsync waits what its delay file says.
 
 Real FUSE mounts under tmp_path: needs /dev/fuse, libfuse2 and fusepy (.ci/run
 installs them) and root to mount.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,12 +26,15 @@ class Disk:
     def __init__(self, root: Path) -> None:
         self.backing = root / "backing"
         self.mount = root / "mnt"
+        self.delay_file = root / "fsync-delay-ms"
         self.backing.mkdir()
         self.mount.mkdir()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = disks.mount_lazyfs(self.backing, self.mount, subprocess.DEVNULL)
+        self.proc = disks.mount_lazyfs(
+            self.backing, self.mount, subprocess.DEVNULL, delay_file=self.delay_file
+        )
 
     def power_cut(self) -> None:
         assert self.proc is not None
@@ -113,3 +118,27 @@ def test_a_clean_unmount_writes_everything_out(disk: Disk) -> None:
     write(disk.mount / "f", b"kept by a clean shutdown", sync=False)
     disk.unmount()
     assert (disk.backing / "f").read_bytes() == b"kept by a clean shutdown"
+
+
+def timed_fsync(path: Path) -> float:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b"data", 0)
+        start = time.monotonic()
+        os.fsync(fd)
+        return time.monotonic() - start
+    finally:
+        os.close(fd)
+
+
+def test_a_slow_disk_delays_each_fsync_until_it_is_fast_again(disk: Disk) -> None:
+    path = disk.mount / "wal"
+    disks.set_fsync_delay(disk.delay_file, 1500)  # read at each fsync: no remount
+    assert timed_fsync(path) >= 1.5
+    assert (disk.backing / "wal").read_bytes() == b"data"  # slow, but it did sync
+    other = disk.mount / "other"
+    other.write_bytes(b"reads and writes stay fast")  # no fsync: not held up
+    assert other.read_bytes() == b"reads and writes stay fast"
+    disks.set_fsync_delay(disk.delay_file, 0)
+    assert not disk.delay_file.exists()
+    assert timed_fsync(path) < 1.0  # well under the delay it had

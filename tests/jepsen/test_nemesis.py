@@ -20,6 +20,15 @@ class FakeCluster:
     paused: set[str] = field(default_factory=set)
     events: list[tuple[str, str]] = field(default_factory=list)
     crashed: dict[str, int] = field(default_factory=dict)
+    has_lazyfs: bool = False
+    fsync_delays: dict[str, float] = field(default_factory=dict)
+
+    def set_fsync_delay(self, nid: str, ms: float) -> None:
+        self.events.append(("fsync-delay", f"{nid}={ms:g}"))
+        if ms:
+            self.fsync_delays[nid] = ms
+        else:
+            self.fsync_delays.pop(nid, None)
 
     @property
     def initial_ids(self) -> list[str]:
@@ -121,3 +130,26 @@ def test_network_faults_need_proxies() -> None:
             assert "proxied" in str(exc)
         else:
             raise AssertionError(f"{kind} accepted a cluster without proxies")
+
+
+def test_a_slow_disk_window_slows_its_targets_and_its_stop_makes_them_fast() -> None:
+    cluster = FakeCluster(has_lazyfs=True)
+    _, recorder, _ = run_schedule(["slow-disk"], seconds=30, cluster=cluster)
+    windows = [op for op in recorder.ops if op.process == NEMESIS and op.f == "start-slow-disk"]
+    assert len(windows) >= 3
+    for op in windows:
+        assert op.value["nodes"] and op.value["fsync_delay_ms"] > 0
+    # Every delay set was taken back: by its window's stop, or by the heal.
+    slowed = [e for e in cluster.events if e[0] == "fsync-delay" and not e[1].endswith("=0")]
+    assert slowed and cluster.fsync_delays == {}
+    stops = [op for op in recorder.ops if op.f == "stop-slow-disk"]
+    assert [op.value["nodes"] for op in stops] == [sorted(op.value["nodes"]) for op in windows]
+
+
+def test_a_slow_disk_needs_the_lazyfs_disks() -> None:
+    try:
+        Nemesis(FakeCluster(), Recorder(), random.Random(1), ["slow-disk"])  # type: ignore[arg-type]
+    except ValueError as exc:
+        assert "lazyfs" in str(exc)
+    else:
+        raise AssertionError("slow-disk accepted a cluster without lazyfs disks")
