@@ -108,6 +108,15 @@ def choose_targets(nodes: Sequence[str], how: str, rng: random.Random,
     raise ValueError(f"unknown target {how!r} (one of {', '.join(TARGETS)})")
 
 
+def _undo_each(nodes: set[str], undo: Callable[[str], None]) -> list[str]:
+    """Undo a fault on each of ``nodes`` (in order), forget them, return them."""
+    done = sorted(nodes)
+    for nid in done:
+        undo(nid)
+    nodes.clear()
+    return done
+
+
 @dataclass
 class Nemesis:
     cluster: JepsenCluster
@@ -357,18 +366,10 @@ class Nemesis:
         return stopped
 
     def _speed_up_disks(self) -> list[str]:
-        slowed = sorted(self._slowed)
-        for nid in slowed:
-            self.cluster.set_fsync_delay(nid, 0.0)
-        self._slowed.clear()
-        return slowed
+        return _undo_each(self._slowed, lambda nid: self.cluster.set_fsync_delay(nid, 0.0))
 
     def _reset_clocks(self) -> list[str]:
-        skewed = sorted(self._skewed)
-        for nid in skewed:
-            self.cluster.set_clock(nid, 0.0)
-        self._skewed.clear()
-        return skewed
+        return _undo_each(self._skewed, lambda nid: self.cluster.set_clock(nid, 0.0))
 
     async def _restart_killed(self) -> None:
         # A node the membership nemesis removed meanwhile stays down (wiped).
