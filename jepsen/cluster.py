@@ -43,7 +43,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ from raftlog.client.errors import RaftlogError
 from raftlog.client.tls import TLSConfig
 
 from . import disks
+from .ports import free_ports
 from .proxy import ProxyMesh
 
 log = logging.getLogger(__name__)
@@ -71,21 +71,6 @@ STORAGE_STOP_CODE = 1
 # first; the node then hands its leaderships over and closes its store, which
 # can take a second, before the stop line and the exit.
 FATAL_MARK = b" CRITICAL "
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Distinct ports the kernel just handed out (another process could take
-    one before the node binds it; rare enough on a test machine)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass(slots=True)
@@ -595,13 +580,27 @@ class JepsenCluster:
         except FileNotFoundError:
             return False
 
+    def log_tail(self, nid: str, lines: int = 8) -> str:
+        """The last lines this start of the node wrote (why it exited, if it did)."""
+        node = self.nodes[nid]
+        try:
+            with node.log_path.open("rb") as fh:
+                fh.seek(node.log_offset)
+                text = fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
     async def wait_started(self, nid: str, deadline: float = 30.0) -> None:
         """Wait until this start of the node printed its ready line."""
         node = self.nodes[nid]
         with trio.fail_after(deadline):
             while not self.is_ready(nid):
                 if not self.is_running(nid):
-                    raise RuntimeError(f"{nid} exited before it was ready; see {node.log_path}")
+                    raise RuntimeError(
+                        f"{nid} exited before it was ready; see {node.log_path}, which ends:\n"
+                        + self.log_tail(nid)
+                    )
                 await trio.sleep(0.05)
 
     async def start_all(self, deadline: float = 30.0) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+import pytest
 from raftlog.jepsen.cluster import ClusterSettings, JepsenCluster
 from raftlog.server.config import load_config
 
@@ -67,3 +69,19 @@ async def test_spares_are_in_the_config_and_the_proxy_mesh_from_the_start(tmp_pa
     # A removed initial node comes back as a joiner: the file says so from then on.
     cluster.set_join("n2")
     assert load_config(cluster.config_path).node("n2").join is True
+
+
+async def test_a_node_that_exits_at_start_says_why(tmp_path: Path) -> None:
+    """The error names the node's own last words (here, a taken port), so a CI
+    log that shows only the exception still says what happened."""
+    cluster = JepsenCluster(tmp_path, ClusterSettings(nodes=1, proxied=False))
+    await cluster.prepare()
+    host, port = tuple_address(cluster.nodes["n1"].address)
+    try:
+        with socket.socket() as squatter:
+            squatter.bind((host, port))
+            squatter.listen()
+            with pytest.raises(RuntimeError, match="already in use"):
+                await cluster.start_all(deadline=30.0)
+    finally:
+        cluster.stop_all()

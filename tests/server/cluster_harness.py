@@ -24,7 +24,6 @@ import atexit
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,28 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from raftlog.jepsen.ports import free_ports
 from raftlog.server.cli_common import config_credential
 from raftlog.server.cli_node import READY_LINE, gather_status, leaders_ready, request_once
 from raftlog.server.config import ClusterConfig, NodeConfig, render_config
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports the kernel just handed out (bind 0, then release).
-
-    All sockets stay open until every port is chosen, so the list has no
-    duplicates; another process could still take one before we bind it, which
-    on a test machine is rare enough to accept.
-    """
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def make_config(
