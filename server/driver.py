@@ -16,9 +16,11 @@ A loop turn (DESIGN §9 "coalesce"):
    waiters, answer reads. Committed entries are already durable locally (the
    core hands out only indexes <= the persisted last index), so this happens
    before step 5 and a produce is answered one fsync earlier;
-5. ``store.save`` all Readies = one WriteBatch + one fsync for all groups, in
-   a worker thread so the trio loop keeps accepting requests and peer frames
-   (they queue for the next turn: at most one save is in flight). A Ready
+5. ``store.save`` all Readies = one WriteBatch + one fsync for all groups. A
+   big save, or any save while the disk is slow, runs in a worker thread so
+   the trio loop keeps accepting requests, answering and taking peer frames
+   (they queue for the next turn: at most one save is in flight); a small
+   fsync on a fast disk runs inline, cheaper than the thread hand-off. A Ready
    that only moves the commit index is saved without fsync (commitIndex is
    volatile state in Raft Figure 2);
 6. send ``persisted_messages`` (vote grants and append acks only after the
@@ -109,6 +111,16 @@ LEASE_FAST_PATH_GAP = 1.5
 # Saves with at most this many entry bytes fsync on the event loop itself (see
 # _turn); RAFTLOG_INLINE_SAVE_MAX_BYTES overrides it (0: always a worker thread).
 INLINE_SAVE_MAX_BYTES = int(os.environ.get("RAFTLOG_INLINE_SAVE_MAX_BYTES", 32 * 1024))
+
+
+# A small save whose fsync took at least this long makes the next ones run in a
+# worker thread too, until one is fast again. Inline, a stalled disk stops the
+# whole loop: answers to committed produces, metadata lookups and peer frames
+# all wait behind the fsync (a jepsen run with two disks at 2 s per fsync
+# timed out every send at 6 s: the wait for the save in progress, the save,
+# then the answer stuck behind the next save). 10 ms is far above this
+# machine's ~0.5 ms fsync and far above the ~0.2 ms a thread hand-off costs.
+SLOW_DISK_INLINE_MAX_S = 0.01
 
 
 def _entry_bytes(readies: list[tuple[int, Ready]]) -> int:
@@ -206,6 +218,8 @@ class MultiRaft:
         self.storage_failed = False
         self.stats: dict[str, Any] = defaultdict(int)
         self._slow_fsync_log = LogThrottle(SLOW_FSYNC_LOG_EVERY_S)
+        # How long the last small save's fsync took (SLOW_DISK_INLINE_MAX_S).
+        self._last_small_fsync_s = 0.0
         self._last_stats: dict[str, Any] = {}
         self.peers = [n.id for n in cfg.nodes if n.id != node_id]
         self._addresses = {n.id: n.address for n in cfg.nodes}
@@ -595,12 +609,14 @@ class MultiRaft:
             # group's durable term/vote.
             flags = [self._needs_sync(gid, rd) for gid, rd in to_save]
             sync = any(flags) and self.store.fsync
+            small = _entry_bytes(to_save) <= INLINE_SAVE_MAX_BYTES
             started = time.perf_counter()
             try:
-                if sync and _entry_bytes(to_save) > INLINE_SAVE_MAX_BYTES:
-                    # A big write's fsync runs in a worker thread (the WAL sync
-                    # releases the GIL), so requests and peer frames keep being
-                    # accepted meanwhile.
+                if sync and (not small or self._last_small_fsync_s >= SLOW_DISK_INLINE_MAX_S):
+                    # A big write's fsync, or any fsync of a disk that just
+                    # stalled, runs in a worker thread (the WAL sync releases
+                    # the GIL), so requests and peer frames keep being accepted
+                    # meanwhile.
                     await trio.to_thread.run_sync(self._save_blocking, to_save, sync)
                 else:
                     if sync and self.transport.undelivered():
@@ -624,6 +640,8 @@ class MultiRaft:
             self.stats["save_s"] += elapsed
             if sync:
                 self._observe_fsync(elapsed)
+                if small:
+                    self._last_small_fsync_s = elapsed
         self._send(readies, persisted=True)
         for gid, rd in readies:
             group = self.groups.get(gid)

@@ -6,7 +6,9 @@ see inproc_cluster.py. Every wait is bounded and polls a condition.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -176,6 +178,53 @@ async def test_a_slow_fsync_is_logged_once_per_interval_with_its_count(
     assert len(lines) == 1, lines  # three slow saves or more, one line
     assert f"node={leader} " in lines[0] and "count=1" in lines[0]
     assert driver.stats["fsyncs"] >= 3
+
+
+async def test_a_slow_disk_moves_saves_off_the_event_loop_until_fsync_is_fast(
+    cluster, monkeypatch, nursery
+):
+    """Inline, a stalled fsync stops the loop (no answer, no peer frame goes
+    out); after one slow small save the next ones run in a worker thread,
+    and the first fast one brings them back inline."""
+    topic = await cluster.create_topic("disk", partitions=1)
+    leader = await cluster.wait_leader(topic["partitions"][0]["group"])
+    driver = cluster.driver(leader)
+    save = driver.store.save
+    stall = driver_module.SLOW_DISK_INLINE_MAX_S * 3
+    stalling = [True]
+    beats = [0]
+    # (in a worker thread?, stalled?, loop beats during the save)
+    saves: list[tuple[bool, bool, int]] = []
+
+    async def heartbeat() -> None:
+        while True:
+            beats[0] += 1
+            await trio.sleep(0.002)
+
+    def watched_save(readies: Any, *, sync: bool = True) -> None:
+        save(readies, sync=sync)
+        if sync:
+            before = beats[0]
+            stalled = stalling[0]
+            if stalled:
+                time.sleep(stall)
+            worker = threading.current_thread() is not threading.main_thread()
+            saves.append((worker, stalled, beats[0] - before))
+
+    nursery.start_soon(heartbeat)
+    monkeypatch.setattr(driver.store, "save", watched_save)
+    monkeypatch.setattr(driver.store, "fsync", True)  # the harness runs without fsync
+    for i in range(3):
+        await cluster.produce(leader, "disk", [b"%d" % i])
+    stalling[0] = False
+    for i in range(3):
+        await cluster.produce(leader, "disk", [b"fast%d" % i])
+    assert saves[0] == (False, True, 0), saves  # inline: the loop stood still
+    for (_, was_stalled, _), (worker, _, _) in itertools.pairwise(saves):
+        assert worker == was_stalled, saves  # each save follows the last one's fsync
+    threaded_stalls = [beats for worker, stalled, beats in saves if worker and stalled]
+    assert threaded_stalls and all(b > 0 for b in threaded_stalls), saves  # the loop ran on
+    assert saves[-1][:2] == (False, False), saves  # fast again: back inline
 
 
 async def test_idempotent_retry_is_appended_once(cluster):
