@@ -172,9 +172,11 @@ class _SeqState:
 @dataclass(slots=True)
 class _Attempts:
     """What the retries of one call have learnt: ``uncertain`` once an attempt
-    may have taken effect without our knowing."""
+    may have taken effect without our knowing; ``timeouts``, how many attempts
+    got no answer in time (each doubles the next attempt's cap)."""
 
     uncertain: bool = False
+    timeouts: int = 0
 
 
 class AsyncClient:
@@ -450,7 +452,13 @@ class AsyncClient:
                 # gives up, as for any attempt that finds no time left.
                 continue
             if idempotent and address is None:
-                attempt_budget = min(attempt_budget, self._attempt_cap(budget, min_attempt))
+                # Each attempt that timed out doubles the next one's cap: the
+                # cap is there to leave an old leader cut off from its quorum,
+                # but a leader whose commits are just slow (fsyncs of seconds on
+                # a majority of disks) would otherwise see every retry cut off
+                # before it commits, and nothing would ever be acknowledged.
+                cap = self._attempt_cap(budget, min_attempt) * 2**attempts.timeouts
+                attempt_budget = min(attempt_budget, cap)
             if server_timeout:
                 fields["timeout_ms"] = max(1, int(attempt_budget * 900))
             try:
@@ -518,6 +526,7 @@ class AsyncClient:
                 if not idempotent:
                     raise
                 attempts.uncertain = True
+                attempts.timeouts += 1
                 last = exc
                 attempt += 1
                 self._forget_leader(target)  # maybe a stale leader cut off from the quorum
