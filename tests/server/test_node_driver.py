@@ -162,7 +162,10 @@ async def test_a_slow_fsync_is_logged_once_per_interval_with_its_count(
     leader = await cluster.wait_leader(topic["partitions"][0]["group"])
     driver = cluster.driver(leader)
     save = driver.store.save
-    stall = driver_module.SLOW_FSYNC_S + 0.01
+    # Half the configured election timeout, not a fixed figure.
+    cfg = cluster.cfg
+    assert driver.slow_fsync_s == pytest.approx(cfg.election_ticks * cfg.tick_ms / 2000)
+    stall = driver.slow_fsync_s + 0.01
 
     def slow_save(readies: Any, *, sync: bool = True) -> None:
         save(readies, sync=sync)
