@@ -116,10 +116,10 @@ INLINE_SAVE_MAX_BYTES = int(os.environ.get("RAFTLOG_INLINE_SAVE_MAX_BYTES", 32 *
 # A small save whose fsync took at least this long makes the next ones run in a
 # worker thread too, until one is fast again. Inline, a stalled disk stops the
 # whole loop: answers to committed produces, metadata lookups and peer frames
-# all wait behind the fsync (a jepsen run with two disks at 2 s per fsync
-# timed out every send at 6 s: the wait for the save in progress, the save,
-# then the answer stuck behind the next save). 10 ms is far above this
-# machine's ~0.5 ms fsync and far above the ~0.2 ms a thread hand-off costs.
+# all wait behind the fsync (with two disks of three at 2 s per fsync, produces
+# took up to 18 s inline and mostly 2-4 s this way; README "Slow disks").
+# 10 ms is far above this machine's ~0.5 ms fsync and far above the ~0.2 ms a
+# thread hand-off costs.
 SLOW_DISK_INLINE_MAX_S = 0.01
 
 
@@ -610,7 +610,7 @@ class MultiRaft:
             # group's durable term/vote.
             flags = [self._needs_sync(gid, rd) for gid, rd in to_save]
             sync = any(flags) and self.store.fsync
-            small = _entry_bytes(to_save) <= INLINE_SAVE_MAX_BYTES
+            small = sync and _entry_bytes(to_save) <= INLINE_SAVE_MAX_BYTES
             started = time.perf_counter()
             try:
                 if sync and (not small or self._last_small_fsync_s >= SLOW_DISK_INLINE_MAX_S):
