@@ -41,12 +41,14 @@ async def test_definite_error_without_an_unknown_attempt_stays_definite(
 async def test_a_leader_slower_than_one_attempt_still_gets_its_retry_answered(
     fake: FakeCluster,
 ) -> None:
-    """Commits that take longer than an attempt's cap (2 s here: fsyncs of seconds
+    """Commits that take longer than an attempt's cap (say, fsyncs of seconds
     on a majority of disks) must not time out every retry: each timeout doubles
     the next attempt's cap, so the retry waits long enough and is answered with
-    the first attempt's offset (the jepsen slow-disk runs acked nothing before)."""
-    fake.reply_delay["produce"] = 2.4
-    async with AsyncClient(fake.bootstrap(), request_timeout=5) as client:
+    the first attempt's offset (the jepsen slow-disk runs acked nothing before).
+    With an 8 s budget the cap is 2.67 s: the retry is answered at about 5.5 s;
+    with caps that never grow, the third attempt has 2.67 s left, too little."""
+    fake.reply_delay["produce"] = 2.8
+    async with AsyncClient(fake.bootstrap(), request_timeout=8) as client:
         meta = await client.produce("t", b"slow", partition=0)
     assert meta.offset == 0
     assert fake.values("t", 0) == [b"slow"]  # the retry was a duplicate, appended once
