@@ -9,13 +9,12 @@ its records early. Without those two checks this seed loses records.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from raftlog.jepsen.runner import RunOptions, run
 
-from .test_end_to_end import assert_replicas_agree, ok_count
+from .test_end_to_end import assert_replicas_agree, history_ops, ok_count
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +32,7 @@ async def test_short_run_under_leader_clock_jumps_is_valid_and_deletes_nothing(
     assert ok_count(results, "send") > 100 and ok_count(results, "drain") == opts.partitions
     assert_replicas_agree(results, opts)
     run_dir = tmp_path / "run"
-    starts = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    starts = history_ops(run_dir)
     jumps = {
         o for op in starts if op["f"] == "start-clock" for o in op["value"]["offsets_s"].values()
     }

@@ -23,14 +23,18 @@ def ok_count(results: dict, f: str) -> int:
     return results["counts"].get(f, {}).get("ok", 0)
 
 
+def history_ops(run_dir: Path) -> list[dict]:
+    """Every operation of a run's history, in order."""
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
 def drains(run_dir: Path) -> list[dict]:
     """The completions of the leader drains in a run's history."""
-    out = []
-    for line in (run_dir / "history.jsonl").read_text().splitlines():
-        op = json.loads(line)
-        if op["f"] == "drain" and op["type"] == "ok" and not op["value"].get("node"):
-            out.append(op["value"])
-    return out
+    return [
+        op["value"]
+        for op in history_ops(run_dir)
+        if op["f"] == "drain" and op["type"] == "ok" and not op["value"].get("node")
+    ]
 
 
 def assert_replicas_agree(results: dict, opts: RunOptions) -> None:

@@ -9,7 +9,6 @@ fault would not be testing anything.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from raftlog.jepsen.runner import RunOptions, run
 
 from .fuse_support import FUSE_MISSING
-from .test_end_to_end import assert_replicas_agree, ok_count
+from .test_end_to_end import assert_replicas_agree, drains, history_ops, ok_count
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,8 +38,7 @@ def any_mount_under(path: Path) -> bool:
 
 
 def power_cuts(run_dir: Path) -> list[list[str]]:
-    ops = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    return [op["value"]["nodes"] for op in ops if op["f"] == "start-power"]
+    return [op["value"]["nodes"] for op in history_ops(run_dir) if op["f"] == "start-power"]
 
 
 async def test_power_cuts_of_a_majority_lose_nothing_acknowledged(tmp_path: Path) -> None:
@@ -78,15 +76,12 @@ async def test_without_fsync_the_same_power_cuts_lose_acknowledged_records(
 def acknowledged_but_not_drained(run_dir: Path) -> list[tuple[int, Any]]:
     """(key, value) of every acknowledged send that the final drain of its key
     does not hold (keys without a final drain are not judged)."""
-    ops = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     drained: dict[int, set[Any]] = {}
-    for op in ops:
-        if op["f"] == "drain" and op["type"] == "ok" and "node" not in op["value"]:
-            values = {v for _, v in op["value"]["records"]}
-            drained.setdefault(op["value"]["key"], set()).update(values)
+    for drain in drains(run_dir):
+        drained.setdefault(drain["key"], set()).update(v for _, v in drain["records"])
     return [
         (op["value"]["key"], op["value"]["value"])
-        for op in ops
+        for op in history_ops(run_dir)
         if op["f"] == "send" and op["type"] == "ok" and op["value"]["key"] in drained
         and op["value"]["value"] not in drained[op["value"]["key"]]
     ]

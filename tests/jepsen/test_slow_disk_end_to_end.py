@@ -11,14 +11,13 @@ etcd users met (etcd #7970) and what this guards against.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from raftlog.jepsen.runner import RunOptions, run
 
 from .fuse_support import FUSE_MISSING
-from .test_end_to_end import assert_replicas_agree, ok_count
+from .test_end_to_end import assert_replicas_agree, history_ops, ok_count
 
 pytestmark = [
     pytest.mark.integration,
@@ -30,7 +29,7 @@ STALL_MS = 1000.0
 
 def windows(run_dir: Path) -> list[tuple[dict, list[float]]]:
     """Each slow-disk window's start value, with the times of the sends acked in it."""
-    ops = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    ops = history_ops(run_dir)
     out: list[tuple[dict, list[float]]] = []
     start: dict | None = None
     for op in ops:
