@@ -11,7 +11,9 @@ client's redirects are exercised. Fault hooks let tests inject:
   same sequence, which the idempotence table deduplicates);
 * ``blackhole``: ops that are never answered (client-side timeouts);
 * ``reply_delay[op]``: seconds to wait before answering (to force out-of-order
-  replies on one pipelined connection).
+  replies on one pipelined connection);
+* ``leader_reply_delay[op]``: the same on the leader only (a leader whose commits
+  are slow; the others still answer NOT_LEADER at once).
 
 Replies follow /tmp/prompts/wire.md shapes. Not a model of Raft: everything is
 "committed" immediately.
@@ -85,6 +87,9 @@ class FakeCluster:
     blackhole: set[str] = field(default_factory=set)
     blackhole_nodes: set[str] = field(default_factory=set)  # nodes that never answer requests
     reply_delay: dict[str, float] = field(default_factory=dict)
+    # The same, on the leader only: a leader whose commits are slow, while the
+    # other nodes still answer NOT_LEADER at once.
+    leader_reply_delay: dict[str, float] = field(default_factory=dict)
     # False: group_join answers lack "confirmed" (a server from before
     # cooperative rebalancing, which did not confirm a join still rebalancing)
     confirm_joins: bool = True
@@ -236,6 +241,8 @@ class FakeNode:
         if op in cluster.blackhole or self.node_id in cluster.blackhole_nodes:
             await trio.sleep_forever()
         delay = cluster.reply_delay.get(op)
+        if self.node_id == cluster.leader:
+            delay = cluster.leader_reply_delay.get(op, delay)
         if delay:
             await trio.sleep(delay)
         injected = cluster.errors.get(op)
