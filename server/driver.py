@@ -64,7 +64,7 @@ from typing import Any, Protocol
 
 import trio
 from raftlog.client.errors import ErrorCode
-from raftlog.log.commands import RegisterNode, encode_entry_commands
+from raftlog.log.commands import Produce, RegisterNode, encode_entry_commands
 from raftlog.log.metadata import MetadataStateMachine
 from raftlog.log.partition import ApplyResult, PartitionStateMachine
 from raftlog.raft import codec
@@ -76,7 +76,7 @@ from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready
 from . import membership
 from .clock_skew import CLOCK_FRAME_EVERY_S, NodeClock, clock_frame, wall_time
 from .config import LEASE_MARGIN_TICKS
-from .groups import METADATA_GROUP, Group, GroupKind, Proposal
+from .groups import METADATA_GROUP, Group, GroupKind, ProduceKey, Proposal
 from .log_throttle import LogThrottle
 from .snapshots import SnapshotManager
 from .waiters import Outcome, Waiter
@@ -141,6 +141,41 @@ DELIVER_BEFORE_FSYNC_S = 0.002
 # logs "slow fdatasync" for the same reason; its alert line is a p99 over 10 ms).
 SLOW_FSYNC_ELECTION_FRACTION = 0.5
 SLOW_FSYNC_LOG_EVERY_S = 10.0
+
+
+def _track_produces(
+    group: Group, index: int, live: list[tuple[Any, Waiter]]
+) -> list[ProduceKey] | None:
+    """Note where each idempotent produce of a new proposal is, for _attach_retries."""
+    keys: list[ProduceKey] | None = None
+    for position, (cmd, _) in enumerate(live):
+        if type(cmd) is Produce and cmd.producer_id is not None:
+            key = (cmd.producer_id, cmd.sequence, cmd.count)
+            group.inflight_produces[key] = (index, position)
+            if keys is None:
+                keys = []
+            keys.append(key)
+    return keys
+
+
+def _forget_produces(group: Group, index: int, proposal: Proposal) -> None:
+    inflight = group.inflight_produces
+    for key in proposal.produce_keys or ():
+        # Only if it still points here: a later proposal may have taken the key
+        # after this one was dropped from group.proposals.
+        where = inflight.get(key)
+        if where is not None and where[0] == index:
+            del inflight[key]
+
+
+def _as_retry_answer(result: Any) -> Any:
+    """The answer for a retry attached to its original: the original's result,
+    marked duplicate when it appended (as the sequence check marks later retries)."""
+    if isinstance(result, ApplyResult) and result.ok and not result.duplicate:
+        return ApplyResult(
+            base_offset=result.base_offset, duplicate=True, timestamp_ms=result.timestamp_ms
+        )
+    return result
 
 
 class Transport(Protocol):
@@ -808,6 +843,8 @@ class MultiRaft:
         if not live:
             return
         if group.kind is GroupKind.PARTITION:
+            if group.inflight_produces:
+                live = self._attach_retries(group, live)
             live = self._admit(group, live)
             if not live:
                 return
@@ -828,10 +865,42 @@ class MultiRaft:
             return
         self.stats["proposals"] += 1
         self.stats["proposed_commands"] += len(live)
-        group.proposals[index] = Proposal(group.raft.term, waiters, nbytes)
+        proposal = Proposal(group.raft.term, waiters, nbytes)
+        if group.kind is GroupKind.PARTITION:
+            proposal.produce_keys = _track_produces(group, index, live)
+        group.proposals[index] = proposal
         group.uncommitted_bytes += nbytes
         if self.cfg.unsafe_ack_before_commit and group.kind is GroupKind.PARTITION:
             self._unsafe_ack(group, live)
+
+    def _attach_retries(
+        self, group: Group, live: list[tuple[Any, Waiter]]
+    ) -> list[tuple[Any, Waiter]]:
+        """Answer a retried idempotent produce with its in-flight original.
+
+        A client whose attempt timed out sends the same batch again (same
+        producer id, sequence and count). Proposing it again would append a
+        second entry that the sequence check rejects at apply as a duplicate,
+        and the retry would wait for that entry's commit too: with commits
+        slower than the attempt timeout, no retry ever fits. Like Kafka's
+        leader, match it to the original at append time instead: it gets the
+        original's result when that entry applies, or the original's failure.
+        Returns the commands still to propose.
+        """
+        inflight = group.inflight_produces
+        fresh = []
+        for cmd, waiter in live:
+            if type(cmd) is Produce and cmd.producer_id is not None:
+                where = inflight.get((cmd.producer_id, cmd.sequence, cmd.count))
+                proposal = group.proposals.get(where[0]) if where is not None else None
+                if where is not None and proposal is not None:
+                    if proposal.retries is None:
+                        proposal.retries = []
+                    proposal.retries.append((where[1], waiter))
+                    self.stats["retries_attached"] += 1
+                    continue
+            fresh.append((cmd, waiter))
+        return fresh
 
     def _admit(self, group: Group, live: list[tuple[Any, Waiter]]) -> list[tuple[Any, Waiter]]:
         """Flow control: the commands (in arrival order) that fit in the group's budget
@@ -1057,7 +1126,8 @@ class MultiRaft:
         for index in [i for i in group.proposals if i > commit]:
             proposal = group.proposals.pop(index)
             group.uncommitted_bytes -= proposal.nbytes
-            for w in proposal.waiters:
+            _forget_produces(group, index, proposal)
+            for w in proposal.all_waiters():
                 # The next leader may still commit it: outcome unknown.
                 w.fail(ErrorCode.TIMEOUT, "leadership lost before commit; outcome unknown")
         # Reads have no effect: a plain redirect is always correct.
@@ -1077,7 +1147,10 @@ class MultiRaft:
             if count:
                 log.warning(
                     "event=slow_fsync node=%s seconds=%.3f count=%d threshold=%.3f",
-                    self.node_id, seconds, count, self.slow_fsync_s,
+                    self.node_id,
+                    seconds,
+                    count,
+                    self.slow_fsync_s,
                 )
 
     # ------------------------------------------------------------ apply
@@ -1146,14 +1219,19 @@ class MultiRaft:
             if proposal is None:
                 continue
             group.uncommitted_bytes -= proposal.nbytes
+            if proposal.produce_keys:
+                _forget_produces(group, entry.index, proposal)
             if proposal.term != entry.term:
                 # Overwritten by another leader's entry: ours never took effect.
                 self._fail_not_leader(
-                    group, proposal.waiters, group.leader, "entry overwritten by a new leader"
+                    group, proposal.all_waiters(), group.leader, "entry overwritten by a new leader"
                 )
                 continue
             for waiter, res in zip(proposal.waiters, result):
                 waiter.resolve(res)
+            if proposal.retries:
+                for position, waiter in proposal.retries:
+                    waiter.resolve(_as_retry_answer(result[position]))
 
     # ------------------------------------------------------------ metadata-driven groups
 
@@ -1214,7 +1292,7 @@ class MultiRaft:
         self._unquiet(group)
         self._ticking.discard(gid)
         for proposal in group.proposals.values():
-            for w in proposal.waiters:
+            for w in proposal.all_waiters():
                 w.fail(ErrorCode.UNKNOWN_TOPIC, "topic deleted")
         for w in group.unproposed_waiters():
             w.fail(ErrorCode.UNKNOWN_TOPIC, "topic deleted")
@@ -1255,7 +1333,7 @@ class MultiRaft:
     def _fail_everything(self) -> None:
         for group in self.groups.values():
             for proposal in group.proposals.values():
-                for w in proposal.waiters:
+                for w in proposal.all_waiters():
                     # In the log already: it may still commit (DESIGN §3.3).
                     w.fail(ErrorCode.TIMEOUT, "node shutting down; outcome unknown")
             for w in group.unproposed_waiters():

@@ -34,13 +34,29 @@ class StateMachine(Protocol):
     def apply(self, entries: list[Entry], batch: Any) -> list[list[Any]]: ...
 
 
+# An idempotent produce batch, as the dedup window knows it: (producer id,
+# first sequence, record count). A missing sequence is refused at apply.
+ProduceKey = tuple[int, int | None, int]
+
+
 @dataclass(slots=True)
 class Proposal:
     """An entry this node proposed as leader, awaiting its apply (keyed by index)."""
 
     term: int
-    waiters: list[Waiter]
+    waiters: list[Waiter]  # one per command of the entry, in order
     nbytes: int
+    # The idempotent produces in the entry, to forget in Group.inflight_produces
+    # when the proposal ends (None: there are none).
+    produce_keys: list[ProduceKey] | None = None
+    # Retries of a command of this entry that arrived while it was in flight:
+    # (command position, waiter). Each gets the command's own result.
+    retries: list[tuple[int, Waiter]] | None = None
+
+    def all_waiters(self) -> list[Waiter]:
+        if not self.retries:
+            return self.waiters
+        return self.waiters + [w for _, w in self.retries]
 
 
 @dataclass(slots=True)
@@ -57,6 +73,8 @@ class Group:
     queued_reads: list[Waiter] = field(default_factory=list)
     # In flight.
     proposals: dict[int, Proposal] = field(default_factory=dict)
+    # Where each idempotent produce of ``proposals`` is: key -> (index, position).
+    inflight_produces: dict[ProduceKey, tuple[int, int]] = field(default_factory=dict)
     uncommitted_bytes: int = 0
     reads: dict[bytes, list[Waiter]] = field(default_factory=dict)  # read ctx -> waiters
     reads_at: list[tuple[int, list[Waiter]]] = field(default_factory=list)  # read index reached

@@ -19,7 +19,7 @@ import trio
 import trio.testing
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch, encode_records
-from raftlog.log.commands import Produce
+from raftlog.log.commands import Produce, decode_entry_commands
 from raftlog.log.store import NodeStore
 from raftlog.raft.types import Role
 from raftlog.server import driver as driver_module
@@ -254,6 +254,81 @@ async def test_idempotent_retry_is_appended_once(cluster):
     )
     assert gap.code is ErrorCode.OUT_OF_ORDER_SEQUENCE
     assert await _fetch_all(cluster, leader, "t", 0) == [b"a", b"b", b"c"]
+
+
+def _produces_in_log(group: Any, lo: int) -> list[Produce]:
+    """The Produce commands in the group's Raft log from index ``lo`` on."""
+    entries = group.raft.raft_log.slice(lo, group.raft.last_index + 1)
+    return [
+        cmd
+        for entry in entries
+        if entry.data
+        for cmd in decode_entry_commands(entry.data)
+        if isinstance(cmd, Produce)
+    ]
+
+
+async def test_a_retry_of_an_uncommitted_produce_is_answered_by_the_original_entry(
+    tmp_path, nursery
+):
+    """A retry that arrives while its batch is in flight is not proposed again:
+    it waits for the original entry and gets its offset (Kafka's leader matches
+    it at append time). A second entry would be answered only when it commits."""
+    # 1 s election timeout: a leader that hears no acks keeps leading long
+    # enough to retry under it (CheckQuorum ends it after that).
+    async with InProcCluster(small_config(tmp_path, election_ticks=100), nursery).running() as c:
+        topic = await c.create_topic("t", partitions=1)
+        gid = topic["partitions"][0]["group"]
+        leader = await c.wait_leader(gid)
+        pid = (await c.call(await c.wait_leader(0), "init_producer"))["producer_id"]
+        driver = c.driver(leader)
+        group = driver.groups[gid]
+        command = c.handlers[leader]._produce_command(
+            {"topic": "t", "producer_id": pid, "sequence": 0, **_batch([b"a", b"b"])}
+        )
+        for follower in (n for n in c.node_ids if n != leader):
+            c.net.cut.add((follower, leader))  # acks are lost: nothing commits
+        original = driver.submit(gid, command)
+        await c.wait_for(lambda: group.inflight_produces, what="the original proposed")
+        ((index, _),) = group.inflight_produces.values()
+        retry = driver.submit(gid, command)
+        await c.wait_for(lambda: driver.stats["retries_attached"] == 1, what="the retry attached")
+        assert not original.done and not retry.done  # nothing answered before commit
+        c.net.heal()
+        await c.wait_for(lambda: original.done and retry.done, what="both answered")
+        assert original.outcome is not None and retry.outcome is not None
+        assert (original.outcome.value.base_offset, original.outcome.value.duplicate) == (0, False)
+        assert (retry.outcome.value.base_offset, retry.outcome.value.duplicate) == (0, True)
+        assert [p.sequence for p in _produces_in_log(group, index)] == [0]  # one entry only
+        assert group.inflight_produces == {}
+        assert await _fetch_all(c, leader, "t", 0) == [b"a", b"b"]
+
+
+async def test_a_retry_attached_to_an_entry_that_loses_its_leader_gets_the_same_unknown_outcome(
+    tmp_path, nursery
+):
+    async with InProcCluster(small_config(tmp_path, election_ticks=100), nursery).running() as c:
+        topic = await c.create_topic("t", partitions=1)
+        gid = topic["partitions"][0]["group"]
+        leader = await c.wait_leader(gid)
+        pid = (await c.call(await c.wait_leader(0), "init_producer"))["producer_id"]
+        driver = c.driver(leader)
+        group = driver.groups[gid]
+        command = c.handlers[leader]._produce_command(
+            {"topic": "t", "producer_id": pid, "sequence": 0, **_batch([b"a"])}
+        )
+        c.net.isolate(leader, [n for n in c.node_ids if n != leader])
+        original = driver.submit(gid, command)
+        await c.wait_for(lambda: group.inflight_produces, what="the original proposed")
+        retry = driver.submit(gid, command)
+        await c.wait_for(lambda: driver.stats["retries_attached"] == 1, what="the retry attached")
+        # CheckQuorum steps the cut-off leader down: the entry may still commit
+        # under the next leader, so both requests end as TIMEOUT (unknown).
+        await c.wait_for(lambda: original.done and retry.done, what="both answered")
+        assert original.outcome is not None and retry.outcome is not None
+        assert original.outcome.error is ErrorCode.TIMEOUT
+        assert retry.outcome.error is ErrorCode.TIMEOUT
+        assert group.inflight_produces == {}
 
 
 def _batch(values: list[bytes]) -> dict[str, Any]:
