@@ -168,16 +168,6 @@ def _forget_produces(group: Group, index: int, proposal: Proposal) -> None:
             del inflight[key]
 
 
-def _as_retry_answer(result: Any) -> Any:
-    """The answer for a retry attached to its original: the original's result,
-    marked duplicate when it appended (as the sequence check marks later retries)."""
-    if isinstance(result, ApplyResult) and result.ok and not result.duplicate:
-        return ApplyResult(
-            base_offset=result.base_offset, duplicate=True, timestamp_ms=result.timestamp_ms
-        )
-    return result
-
-
 class Transport(Protocol):
     def send(
         self, peer: str, msgs: list[tuple[int, bytes]], *, flush_follows: bool = False
@@ -884,8 +874,8 @@ class MultiRaft:
         and the retry would wait for that entry's commit too: with commits
         slower than the attempt timeout, no retry ever fits. Like Kafka's
         leader, match it to the original at append time instead: it gets the
-        original's result when that entry applies, or the original's failure.
-        Returns the commands still to propose.
+        original's offset when that entry applies, or the original's fate if
+        the entry is lost with its leader. Returns the commands still to propose.
         """
         inflight = group.inflight_produces
         fresh = []
@@ -896,11 +886,29 @@ class MultiRaft:
                 if where is not None and proposal is not None:
                     if proposal.retries is None:
                         proposal.retries = []
-                    proposal.retries.append((where[1], waiter))
+                    proposal.retries.append((where[1], cmd, waiter))
                     self.stats["retries_attached"] += 1
                     continue
             fresh.append((cmd, waiter))
         return fresh
+
+    def _answer_retries(
+        self, group: Group, retries: list[tuple[int, Any, Waiter]], results: list[Any]
+    ) -> None:
+        """Retries attached to an applied entry: the original's offset if it was
+        appended, else proposed on their own now. A refusal is not passed on: the
+        original may have been refused for a state that has changed since (an
+        out-of-order sequence whose predecessor has been applied by now), and
+        proposed on arrival the retry would have been judged after it too."""
+        for position, cmd, waiter in retries:
+            result = results[position]
+            if isinstance(result, ApplyResult) and result.ok:
+                offset, stamp = result.base_offset, result.timestamp_ms
+                waiter.resolve(ApplyResult(base_offset=offset, duplicate=True, timestamp_ms=stamp))
+            elif not waiter.done:
+                group.queued_cmds.append((cmd, waiter))
+                self._dirty.add(group.gid)
+                self._wake.set()
 
     def _admit(self, group: Group, live: list[tuple[Any, Waiter]]) -> list[tuple[Any, Waiter]]:
         """Flow control: the commands (in arrival order) that fit in the group's budget
@@ -1230,8 +1238,7 @@ class MultiRaft:
             for waiter, res in zip(proposal.waiters, result):
                 waiter.resolve(res)
             if proposal.retries:
-                for position, waiter in proposal.retries:
-                    waiter.resolve(_as_retry_answer(result[position]))
+                self._answer_retries(group, proposal.retries, result)
 
     # ------------------------------------------------------------ metadata-driven groups
 

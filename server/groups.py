@@ -50,13 +50,13 @@ class Proposal:
     # when the proposal ends (None: there are none).
     produce_keys: list[ProduceKey] | None = None
     # Retries of a command of this entry that arrived while it was in flight:
-    # (command position, waiter). Each gets the command's own result.
-    retries: list[tuple[int, Waiter]] | None = None
+    # (command position, the retry's command, its waiter).
+    retries: list[tuple[int, Any, Waiter]] | None = None
 
     def all_waiters(self) -> list[Waiter]:
         if not self.retries:
             return self.waiters
-        return self.waiters + [w for _, w in self.retries]
+        return self.waiters + [w for _, _, w in self.retries]
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Produce latency while a majority of the nodes' disks stall at each fsync.
 
     python -m tests.bench.slow_disk_latency [--delay-ms 2000] [--workers 8]
-        [--seconds 15] [--request-timeout 20] [--election-ticks 300]
+        [--seconds 15] [--request-timeout 20] [--election-ticks 300] [--keep DIR]
 
 Three nodes on jepsen's lazyfs disks (root and /dev/fuse, as the power
 nemesis needs). A topic of three partitions, one per leader; the disks of the
@@ -92,9 +92,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--request-timeout", type=float, default=20.0)
     parser.add_argument("--election-ticks", type=int, default=300)
+    parser.add_argument("--keep", type=Path, help="run in DIR and keep the node logs there")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="raftlog-slow-disk-") as tmp:
-        latencies = trio.run(measure, args, Path(tmp))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        latencies = trio.run(measure, args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="raftlog-slow-disk-") as tmp:
+            latencies = trio.run(measure, args, Path(tmp))
     done = sorted(t for t in latencies if t is not None)
     failed = len(latencies) - len(done)
     if done:

@@ -304,6 +304,43 @@ async def test_a_retry_of_an_uncommitted_produce_is_answered_by_the_original_ent
         assert await _fetch_all(c, leader, "t", 0) == [b"a", b"b"]
 
 
+async def test_a_retry_attached_to_a_refused_entry_is_proposed_on_its_own_afterwards(
+    tmp_path, nursery
+):
+    """The original's refusal is not passed on: here it came before its
+    predecessor (out of order), and the retry, judged after that, is appended."""
+    async with InProcCluster(small_config(tmp_path, election_ticks=100), nursery).running() as c:
+        topic = await c.create_topic("t", partitions=1)
+        gid = topic["partitions"][0]["group"]
+        leader = await c.wait_leader(gid)
+        pid = (await c.call(await c.wait_leader(0), "init_producer"))["producer_id"]
+        driver = c.driver(leader)
+        group = driver.groups[gid]
+
+        def command(sequence: int, values: list[bytes]) -> Produce:
+            fields = {"topic": "t", "producer_id": pid, "sequence": sequence, **_batch(values)}
+            return c.handlers[leader]._produce_command(fields)
+
+        later, first = command(2, [b"c"]), command(0, [b"a", b"b"])
+        for follower in (n for n in c.node_ids if n != leader):
+            c.net.cut.add((follower, leader))  # acks are lost: nothing commits
+        early = driver.submit(gid, later)  # overtakes its predecessor
+        await c.wait_for(lambda: len(group.inflight_produces) == 1, what="proposed")
+        predecessor = driver.submit(gid, first)
+        await c.wait_for(lambda: len(group.inflight_produces) == 2, what="both proposed")
+        retry = driver.submit(gid, later)
+        await c.wait_for(lambda: driver.stats["retries_attached"] == 1, what="the retry attached")
+        c.net.heal()
+        await c.wait_for(lambda: early.done and predecessor.done and retry.done, what="answers")
+        assert early.outcome is not None and predecessor.outcome is not None
+        assert retry.outcome is not None
+        # Apply results (refusals too) travel as the outcome's value.
+        assert early.outcome.value.error is ErrorCode.OUT_OF_ORDER_SEQUENCE
+        assert predecessor.outcome.value.base_offset == 0
+        assert retry.outcome.value.ok and retry.outcome.value.base_offset == 2
+        assert await _fetch_all(c, leader, "t", 0) == [b"a", b"b", b"c"]
+
+
 async def test_a_retry_attached_to_an_entry_that_loses_its_leader_gets_the_same_unknown_outcome(
     tmp_path, nursery
 ):
