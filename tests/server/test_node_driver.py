@@ -6,6 +6,8 @@ see inproc_cluster.py. Every wait is bounded and polls a condition.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import os
 import threading
@@ -268,12 +270,36 @@ def _produces_in_log(group: Any, lo: int) -> list[Produce]:
     ]
 
 
-async def test_a_retry_of_an_uncommitted_produce_is_answered_by_the_original_entry(
-    tmp_path, nursery
-):
-    """A retry that arrives while its batch is in flight is not proposed again:
-    it waits for the original entry and gets its offset (Kafka's leader matches
-    it at append time). A second entry would be answered only when it commits."""
+@dataclasses.dataclass
+class _RetrySetup:
+    """A one-partition topic, its leader's driver and group, and a producer id."""
+
+    cluster: InProcCluster
+    driver: MultiRaft
+    group: Any
+    producer_id: int
+
+    def command(self, sequence: int, values: list[bytes]) -> Produce:
+        fields = {"topic": "t", "producer_id": self.producer_id, "sequence": sequence}
+        leader = self.driver.node_id
+        return self.cluster.handlers[leader]._produce_command({**fields, **_batch(values)})
+
+    def submit(self, command: Produce) -> Any:
+        return self.driver.submit(self.group.gid, command)
+
+    def withhold_acks(self) -> None:
+        """The leader hears nothing from its followers: nothing commits."""
+        for follower in (n for n in self.cluster.node_ids if n != self.driver.node_id):
+            self.cluster.net.cut.add((follower, self.driver.node_id))
+
+    async def wait_attached(self, count: int) -> None:
+        await self.cluster.wait_for(
+            lambda: self.driver.stats["retries_attached"] == count, what="the retry attached"
+        )
+
+
+@contextlib.asynccontextmanager
+async def _retry_setup(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[_RetrySetup]:
     # 1 s election timeout: a leader that hears no acks keeps leading long
     # enough to retry under it (CheckQuorum ends it after that).
     async with InProcCluster(small_config(tmp_path, election_ticks=100), nursery).running() as c:
@@ -282,26 +308,32 @@ async def test_a_retry_of_an_uncommitted_produce_is_answered_by_the_original_ent
         leader = await c.wait_leader(gid)
         pid = (await c.call(await c.wait_leader(0), "init_producer"))["producer_id"]
         driver = c.driver(leader)
-        group = driver.groups[gid]
-        command = c.handlers[leader]._produce_command(
-            {"topic": "t", "producer_id": pid, "sequence": 0, **_batch([b"a", b"b"])}
-        )
-        for follower in (n for n in c.node_ids if n != leader):
-            c.net.cut.add((follower, leader))  # acks are lost: nothing commits
-        original = driver.submit(gid, command)
-        await c.wait_for(lambda: group.inflight_produces, what="the original proposed")
-        ((index, _),) = group.inflight_produces.values()
-        retry = driver.submit(gid, command)
-        await c.wait_for(lambda: driver.stats["retries_attached"] == 1, what="the retry attached")
+        yield _RetrySetup(c, driver, driver.groups[gid], pid)
+
+
+async def test_a_retry_of_an_uncommitted_produce_is_answered_by_the_original_entry(
+    tmp_path, nursery
+):
+    """A retry that arrives while its batch is in flight is not proposed again:
+    it waits for the original entry and gets its offset (Kafka's leader matches
+    it at append time). A second entry would be answered only when it commits."""
+    async with _retry_setup(tmp_path, nursery) as r:
+        command = r.command(0, [b"a", b"b"])
+        r.withhold_acks()
+        original = r.submit(command)
+        await r.cluster.wait_for(lambda: r.group.inflight_produces, what="the original proposed")
+        ((index, _),) = r.group.inflight_produces.values()
+        retry = r.submit(command)
+        await r.wait_attached(1)
         assert not original.done and not retry.done  # nothing answered before commit
-        c.net.heal()
-        await c.wait_for(lambda: original.done and retry.done, what="both answered")
+        r.cluster.net.heal()
+        await r.cluster.wait_for(lambda: original.done and retry.done, what="both answered")
         assert original.outcome is not None and retry.outcome is not None
         assert (original.outcome.value.base_offset, original.outcome.value.duplicate) == (0, False)
         assert (retry.outcome.value.base_offset, retry.outcome.value.duplicate) == (0, True)
-        assert [p.sequence for p in _produces_in_log(group, index)] == [0]  # one entry only
-        assert group.inflight_produces == {}
-        assert await _fetch_all(c, leader, "t", 0) == [b"a", b"b"]
+        assert [p.sequence for p in _produces_in_log(r.group, index)] == [0]  # one entry only
+        assert r.group.inflight_produces == {}
+        assert await _fetch_all(r.cluster, r.driver.node_id, "t", 0) == [b"a", b"b"]
 
 
 async def test_a_retry_attached_to_a_refused_entry_is_proposed_on_its_own_afterwards(
@@ -309,63 +341,46 @@ async def test_a_retry_attached_to_a_refused_entry_is_proposed_on_its_own_afterw
 ):
     """The original's refusal is not passed on: here it came before its
     predecessor (out of order), and the retry, judged after that, is appended."""
-    async with InProcCluster(small_config(tmp_path, election_ticks=100), nursery).running() as c:
-        topic = await c.create_topic("t", partitions=1)
-        gid = topic["partitions"][0]["group"]
-        leader = await c.wait_leader(gid)
-        pid = (await c.call(await c.wait_leader(0), "init_producer"))["producer_id"]
-        driver = c.driver(leader)
-        group = driver.groups[gid]
-
-        def command(sequence: int, values: list[bytes]) -> Produce:
-            fields = {"topic": "t", "producer_id": pid, "sequence": sequence, **_batch(values)}
-            return c.handlers[leader]._produce_command(fields)
-
-        later, first = command(2, [b"c"]), command(0, [b"a", b"b"])
-        for follower in (n for n in c.node_ids if n != leader):
-            c.net.cut.add((follower, leader))  # acks are lost: nothing commits
-        early = driver.submit(gid, later)  # overtakes its predecessor
-        await c.wait_for(lambda: len(group.inflight_produces) == 1, what="proposed")
-        predecessor = driver.submit(gid, first)
-        await c.wait_for(lambda: len(group.inflight_produces) == 2, what="both proposed")
-        retry = driver.submit(gid, later)
-        await c.wait_for(lambda: driver.stats["retries_attached"] == 1, what="the retry attached")
-        c.net.heal()
-        await c.wait_for(lambda: early.done and predecessor.done and retry.done, what="answers")
+    async with _retry_setup(tmp_path, nursery) as r:
+        later, first = r.command(2, [b"c"]), r.command(0, [b"a", b"b"])
+        r.withhold_acks()
+        early = r.submit(later)  # overtakes its predecessor
+        await r.cluster.wait_for(lambda: len(r.group.inflight_produces) == 1, what="proposed")
+        predecessor = r.submit(first)
+        await r.cluster.wait_for(lambda: len(r.group.inflight_produces) == 2, what="both")
+        retry = r.submit(later)
+        await r.wait_attached(1)
+        r.cluster.net.heal()
+        await r.cluster.wait_for(
+            lambda: early.done and predecessor.done and retry.done, what="the answers"
+        )
         assert early.outcome is not None and predecessor.outcome is not None
         assert retry.outcome is not None
         # Apply results (refusals too) travel as the outcome's value.
         assert early.outcome.value.error is ErrorCode.OUT_OF_ORDER_SEQUENCE
         assert predecessor.outcome.value.base_offset == 0
         assert retry.outcome.value.ok and retry.outcome.value.base_offset == 2
-        assert await _fetch_all(c, leader, "t", 0) == [b"a", b"b", b"c"]
+        assert await _fetch_all(r.cluster, r.driver.node_id, "t", 0) == [b"a", b"b", b"c"]
 
 
 async def test_a_retry_attached_to_an_entry_that_loses_its_leader_gets_the_same_unknown_outcome(
     tmp_path, nursery
 ):
-    async with InProcCluster(small_config(tmp_path, election_ticks=100), nursery).running() as c:
-        topic = await c.create_topic("t", partitions=1)
-        gid = topic["partitions"][0]["group"]
-        leader = await c.wait_leader(gid)
-        pid = (await c.call(await c.wait_leader(0), "init_producer"))["producer_id"]
-        driver = c.driver(leader)
-        group = driver.groups[gid]
-        command = c.handlers[leader]._produce_command(
-            {"topic": "t", "producer_id": pid, "sequence": 0, **_batch([b"a"])}
-        )
-        c.net.isolate(leader, [n for n in c.node_ids if n != leader])
-        original = driver.submit(gid, command)
-        await c.wait_for(lambda: group.inflight_produces, what="the original proposed")
-        retry = driver.submit(gid, command)
-        await c.wait_for(lambda: driver.stats["retries_attached"] == 1, what="the retry attached")
+    async with _retry_setup(tmp_path, nursery) as r:
+        command = r.command(0, [b"a"])
+        leader = r.driver.node_id
+        r.cluster.net.isolate(leader, [n for n in r.cluster.node_ids if n != leader])
+        original = r.submit(command)
+        await r.cluster.wait_for(lambda: r.group.inflight_produces, what="the original proposed")
+        retry = r.submit(command)
+        await r.wait_attached(1)
         # CheckQuorum steps the cut-off leader down: the entry may still commit
         # under the next leader, so both requests end as TIMEOUT (unknown).
-        await c.wait_for(lambda: original.done and retry.done, what="both answered")
+        await r.cluster.wait_for(lambda: original.done and retry.done, what="both answered")
         assert original.outcome is not None and retry.outcome is not None
         assert original.outcome.error is ErrorCode.TIMEOUT
         assert retry.outcome.error is ErrorCode.TIMEOUT
-        assert group.inflight_produces == {}
+        assert r.group.inflight_produces == {}
 
 
 def _batch(values: list[bytes]) -> dict[str, Any]:
