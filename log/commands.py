@@ -45,6 +45,9 @@ class CommandKind(IntEnum):
     SET_LOG_FORMAT = 18  # the cluster's log format rises (log/features.py)
 
 
+RetryKey = tuple[int, int | None, int]
+
+
 @dataclass(slots=True, frozen=True)
 class Produce:
     """Append one client batch. ``records`` is opaque (client.protocol.encode_records)."""
@@ -60,6 +63,15 @@ class Produce:
     append_timestamp_ms: int = 0
 
     KIND = CommandKind.PRODUCE
+
+    @property
+    def retry_key(self) -> RetryKey | None:
+        """What a retry of this batch repeats, as the dedup window matches it
+        (producer id, first sequence, count); None without idempotence. A
+        missing sequence is refused at apply."""
+        if self.producer_id is None:
+            return None
+        return (self.producer_id, self.sequence, self.count)
 
 
 @dataclass(slots=True, frozen=True)

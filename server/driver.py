@@ -64,7 +64,7 @@ from typing import Any, Protocol
 
 import trio
 from raftlog.client.errors import ErrorCode
-from raftlog.log.commands import Produce, RegisterNode, encode_entry_commands
+from raftlog.log.commands import RegisterNode, encode_entry_commands
 from raftlog.log.metadata import MetadataStateMachine
 from raftlog.log.partition import ApplyResult, PartitionStateMachine
 from raftlog.raft import codec
@@ -76,7 +76,7 @@ from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready
 from . import membership
 from .clock_skew import CLOCK_FRAME_EVERY_S, NodeClock, clock_frame, wall_time
 from .config import LEASE_MARGIN_TICKS
-from .groups import METADATA_GROUP, Group, GroupKind, ProduceKey, Proposal
+from .groups import METADATA_GROUP, Group, GroupKind, Proposal
 from .log_throttle import LogThrottle
 from .snapshots import SnapshotManager
 from .waiters import Outcome, Waiter
@@ -141,31 +141,6 @@ DELIVER_BEFORE_FSYNC_S = 0.002
 # logs "slow fdatasync" for the same reason; its alert line is a p99 over 10 ms).
 SLOW_FSYNC_ELECTION_FRACTION = 0.5
 SLOW_FSYNC_LOG_EVERY_S = 10.0
-
-
-def _track_produces(
-    group: Group, index: int, live: list[tuple[Any, Waiter]]
-) -> list[ProduceKey] | None:
-    """Note where each idempotent produce of a new proposal is, for _attach_retries."""
-    keys: list[ProduceKey] | None = None
-    for position, (cmd, _) in enumerate(live):
-        if type(cmd) is Produce and cmd.producer_id is not None:
-            key = (cmd.producer_id, cmd.sequence, cmd.count)
-            group.inflight_produces[key] = (index, position)
-            if keys is None:
-                keys = []
-            keys.append(key)
-    return keys
-
-
-def _forget_produces(group: Group, index: int, proposal: Proposal) -> None:
-    inflight = group.inflight_produces
-    for key in proposal.produce_keys or ():
-        # Only if it still points here: a later proposal may have taken the key
-        # after this one was dropped from group.proposals.
-        where = inflight.get(key)
-        if where is not None and where[0] == index:
-            del inflight[key]
 
 
 class Transport(Protocol):
@@ -840,7 +815,8 @@ class MultiRaft:
                 return
         waiters = [w for _, w in live]
         nbytes = sum(w.nbytes for w in waiters)
-        data = encode_entry_commands([c for c, _ in live])
+        commands = [c for c, _ in live]
+        data = encode_entry_commands(commands)
         try:
             index = group.raft.propose(data)
         except NotLeaderError as exc:
@@ -857,7 +833,7 @@ class MultiRaft:
         self.stats["proposed_commands"] += len(live)
         proposal = Proposal(group.raft.term, waiters, nbytes)
         if group.kind is GroupKind.PARTITION:
-            proposal.produce_keys = _track_produces(group, index, live)
+            group.track_produces(index, proposal, commands)
         group.proposals[index] = proposal
         group.uncommitted_bytes += nbytes
         if self.cfg.unsafe_ack_before_commit and group.kind is GroupKind.PARTITION:
@@ -877,19 +853,17 @@ class MultiRaft:
         original's offset when that entry applies, or the original's fate if
         the entry is lost with its leader. Returns the commands still to propose.
         """
-        inflight = group.inflight_produces
         fresh = []
         for cmd, waiter in live:
-            if type(cmd) is Produce and cmd.producer_id is not None:
-                where = inflight.get((cmd.producer_id, cmd.sequence, cmd.count))
-                proposal = group.proposals.get(where[0]) if where is not None else None
-                if where is not None and proposal is not None:
-                    if proposal.retries is None:
-                        proposal.retries = []
-                    proposal.retries.append((where[1], cmd, waiter))
-                    self.stats["retries_attached"] += 1
-                    continue
-            fresh.append((cmd, waiter))
+            original = group.original_of(cmd)
+            if original is None:
+                fresh.append((cmd, waiter))
+                continue
+            proposal, position = original
+            if proposal.retries is None:
+                proposal.retries = []
+            proposal.retries.append((position, cmd, waiter))
+            self.stats["retries_attached"] += 1
         return fresh
 
     def _answer_retries(
@@ -1134,7 +1108,7 @@ class MultiRaft:
         for index in [i for i in group.proposals if i > commit]:
             proposal = group.proposals.pop(index)
             group.uncommitted_bytes -= proposal.nbytes
-            _forget_produces(group, index, proposal)
+            group.forget_produces(index, proposal)
             for w in proposal.all_waiters():
                 # The next leader may still commit it: outcome unknown.
                 w.fail(ErrorCode.TIMEOUT, "leadership lost before commit; outcome unknown")
@@ -1228,7 +1202,7 @@ class MultiRaft:
                 continue
             group.uncommitted_bytes -= proposal.nbytes
             if proposal.produce_keys:
-                _forget_produces(group, entry.index, proposal)
+                group.forget_produces(entry.index, proposal)
             if proposal.term != entry.term:
                 # Overwritten by another leader's entry: ours never took effect.
                 self._fail_not_leader(

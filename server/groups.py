@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 import trio
+from raftlog.log.commands import Produce, RetryKey
 from raftlog.raft.node import RaftNode
 from raftlog.raft.types import Entry, NodeId, Role
 
@@ -34,11 +35,6 @@ class StateMachine(Protocol):
     def apply(self, entries: list[Entry], batch: Any) -> list[list[Any]]: ...
 
 
-# An idempotent produce batch, as the dedup window knows it: (producer id,
-# first sequence, record count). A missing sequence is refused at apply.
-ProduceKey = tuple[int, int | None, int]
-
-
 @dataclass(slots=True)
 class Proposal:
     """An entry this node proposed as leader, awaiting its apply (keyed by index)."""
@@ -48,7 +44,7 @@ class Proposal:
     nbytes: int
     # The idempotent produces in the entry, to forget in Group.inflight_produces
     # when the proposal ends (None: there are none).
-    produce_keys: list[ProduceKey] | None = None
+    produce_keys: list[RetryKey] | None = None
     # Retries of a command of this entry that arrived while it was in flight:
     # (command position, the retry's command, its waiter).
     retries: list[tuple[int, Any, Waiter]] | None = None
@@ -74,7 +70,7 @@ class Group:
     # In flight.
     proposals: dict[int, Proposal] = field(default_factory=dict)
     # Where each idempotent produce of ``proposals`` is: key -> (index, position).
-    inflight_produces: dict[ProduceKey, tuple[int, int]] = field(default_factory=dict)
+    inflight_produces: dict[RetryKey, tuple[int, int]] = field(default_factory=dict)
     uncommitted_bytes: int = 0
     reads: dict[bytes, list[Waiter]] = field(default_factory=dict)  # read ctx -> waiters
     reads_at: list[tuple[int, list[Waiter]]] = field(default_factory=list)  # read index reached
@@ -111,6 +107,33 @@ class Group:
         for _, ws in self.reads_at:
             waiters += ws
         return waiters
+
+    def track_produces(self, index: int, proposal: Proposal, commands: list[Any]) -> None:
+        """Note where each idempotent produce of a new proposal is (original_of)."""
+        for position, cmd in enumerate(commands):
+            if type(cmd) is Produce and (key := cmd.retry_key) is not None:
+                self.inflight_produces[key] = (index, position)
+                if proposal.produce_keys is None:
+                    proposal.produce_keys = []
+                proposal.produce_keys.append(key)
+
+    def original_of(self, cmd: Any) -> tuple[Proposal, int] | None:
+        """The in-flight proposal holding the batch ``cmd`` retries, and where."""
+        if type(cmd) is not Produce or (key := cmd.retry_key) is None:
+            return None
+        where = self.inflight_produces.get(key)
+        if where is None or (proposal := self.proposals.get(where[0])) is None:
+            return None
+        return proposal, where[1]
+
+    def forget_produces(self, index: int, proposal: Proposal) -> None:
+        """The proposal at ``index`` ended: its batches are no longer in flight."""
+        for key in proposal.produce_keys or ():
+            # Only if it still points here: a later proposal may have taken the
+            # key after this one was dropped from ``proposals``.
+            where = self.inflight_produces.get(key)
+            if where is not None and where[0] == index:
+                del self.inflight_produces[key]
 
     def notify_applied(self) -> None:
         event, self.applied_event = self.applied_event, trio.Event()
