@@ -76,7 +76,7 @@ from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready
 from . import membership
 from .clock_skew import CLOCK_FRAME_EVERY_S, NodeClock, clock_frame, wall_time
 from .config import LEASE_MARGIN_TICKS
-from .groups import METADATA_GROUP, Group, GroupKind, Proposal
+from .groups import METADATA_GROUP, Group, GroupKind, Proposal, in_sequence_order
 from .log_throttle import LogThrottle
 from .snapshots import SnapshotManager
 from .waiters import Outcome, Waiter
@@ -810,7 +810,7 @@ class MultiRaft:
         if group.kind is GroupKind.PARTITION:
             if group.inflight_produces:
                 live = self._attach_retries(group, live)
-            live = self._admit(group, live)
+            live = self._admit(group, in_sequence_order(live))
             if not live:
                 return
         waiters = [w for _, w in live]

@@ -138,3 +138,42 @@ class Group:
     def notify_applied(self) -> None:
         event, self.applied_event = self.applied_event, trio.Event()
         event.set()
+
+
+def in_sequence_order(live: list[tuple[Any, Waiter]]) -> list[tuple[Any, Waiter]]:
+    """``live`` with each producer's idempotent produces sorted by sequence.
+
+    A producer's pipelined batches can reach the leader out of order: after a
+    timeout the client forgets the leader, and its next batches of the
+    partition go to other nodes and come back by redirects of different
+    lengths (a node stalled in a slow fsync answers seconds late). In one
+    proposal, a batch ahead of its predecessor would be refused at apply
+    (OUT_OF_ORDER_SEQUENCE) and its retry would wait for another commit. The
+    commands of one proposal are all unanswered, so any order of them is a
+    valid linearization: putting a producer's batches in sequence order costs
+    nothing. Each producer's batches keep the positions its batches had, so
+    other commands do not move. Batches in different proposals are still
+    judged in log order at apply.
+    """
+    if len(live) < 2:
+        return live
+    last: dict[int, int] = {}
+    for cmd, _ in live:
+        if type(cmd) is Produce and cmd.producer_id is not None and cmd.sequence is not None:
+            previous = last.get(cmd.producer_id)
+            if previous is not None and cmd.sequence < previous:
+                break
+            last[cmd.producer_id] = cmd.sequence
+    else:
+        return live  # the common case: already in order
+    positions: dict[int, list[int]] = {}
+    for i, (cmd, _) in enumerate(live):
+        if type(cmd) is Produce and cmd.producer_id is not None and cmd.sequence is not None:
+            positions.setdefault(cmd.producer_id, []).append(i)
+    ordered = list(live)
+    for indexes in positions.values():
+        # sorted() is stable: a retry queued with its original stays after it.
+        by_sequence = sorted((live[i] for i in indexes), key=lambda item: item[0].sequence)
+        for i, item in zip(indexes, by_sequence, strict=True):
+            ordered[i] = item
+    return ordered

@@ -363,6 +363,37 @@ async def test_a_retry_attached_to_a_refused_entry_is_proposed_on_its_own_afterw
         assert await _fetch_all(r.cluster, r.driver.node_id, "t", 0) == [b"a", b"b", b"c"]
 
 
+async def test_batches_of_one_producer_queued_out_of_order_are_proposed_in_sequence_order(
+    tmp_path, nursery
+):
+    """Batches that reach the leader in one turn but out of order (redirected
+    by different nodes) are put back in order in their entry: both appended.
+    Proposed as they came, the later one would be refused at apply."""
+    async with _retry_setup(tmp_path, nursery) as r:
+        other = (await r.cluster.call(await r.cluster.wait_leader(0), "init_producer"))[
+            "producer_id"
+        ]
+        first_index = r.group.raft.last_index + 1
+        fields = {"topic": "t", "producer_id": other, "sequence": 0}
+        handlers = r.cluster.handlers[r.driver.node_id]
+        # No checkpoint between the submits: the driver sees them in one turn.
+        later = r.submit(r.command(2, [b"c"]))
+        unrelated = r.submit(handlers._produce_command({**fields, **_batch([b"x"])}))
+        first = r.submit(r.command(0, [b"a", b"b"]))
+        await r.cluster.wait_for(
+            lambda: later.done and unrelated.done and first.done, what="the answers"
+        )
+        results = [w.outcome.value for w in (first, unrelated, later)]
+        assert all(result.ok for result in results), results
+        assert [p.sequence for p in _produces_in_log(r.group, first_index)] == [0, 0, 2]
+        assert [p.producer_id for p in _produces_in_log(r.group, first_index)] == [
+            r.producer_id,
+            other,
+            r.producer_id,
+        ]
+        assert await _fetch_all(r.cluster, r.driver.node_id, "t", 0) == [b"a", b"b", b"x", b"c"]
+
+
 async def test_a_retry_attached_to_an_entry_that_loses_its_leader_gets_the_same_unknown_outcome(
     tmp_path, nursery
 ):
