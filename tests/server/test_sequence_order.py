@@ -42,8 +42,8 @@ def test_each_producer_in_sequence_order_and_nothing_else_moves(commands):
         else:
             assert _idempotent(cmd) and cmd.producer_id == was_cmd.producer_id
     for pid in {cmd.producer_id for cmd in commands if _idempotent(cmd)}:
-        sequences = [cmd.sequence for cmd, _ in ordered if _idempotent(cmd)
-                     and cmd.producer_id == pid]  # fmt: skip
+        batches = [cmd for cmd, _ in ordered if _idempotent(cmd) and cmd.producer_id == pid]
+        sequences = [cmd.sequence for cmd in batches]
         assert sequences == sorted(sequences)
 
 
