@@ -159,17 +159,17 @@ def in_sequence_order(live: list[tuple[Any, Waiter]]) -> list[tuple[Any, Waiter]
         return live
     last: dict[int, int] = {}
     for cmd, _ in live:
-        if type(cmd) is Produce and cmd.producer_id is not None and cmd.sequence is not None:
-            previous = last.get(cmd.producer_id)
+        if (pid := _sequenced_producer(cmd)) is not None:
+            previous = last.get(pid)
             if previous is not None and cmd.sequence < previous:
                 break
-            last[cmd.producer_id] = cmd.sequence
+            last[pid] = cmd.sequence
     else:
         return live  # the common case: already in order
     positions: dict[int, list[int]] = {}
     for i, (cmd, _) in enumerate(live):
-        if type(cmd) is Produce and cmd.producer_id is not None and cmd.sequence is not None:
-            positions.setdefault(cmd.producer_id, []).append(i)
+        if (pid := _sequenced_producer(cmd)) is not None:
+            positions.setdefault(pid, []).append(i)
     ordered = list(live)
     for indexes in positions.values():
         # sorted() is stable: a retry queued with its original stays after it.
@@ -177,3 +177,10 @@ def in_sequence_order(live: list[tuple[Any, Waiter]]) -> list[tuple[Any, Waiter]
         for i, item in zip(indexes, by_sequence, strict=True):
             ordered[i] = item
     return ordered
+
+
+def _sequenced_producer(cmd: Any) -> int | None:
+    """The producer id of an idempotent produce with a sequence, else None."""
+    if type(cmd) is Produce and cmd.sequence is not None:
+        return cmd.producer_id
+    return None
