@@ -213,6 +213,15 @@ class PartitionStateMachine:
             msgpack.packb([list(b) for b in window]),
         )
 
+    def next_sequence(self, producer_id: int) -> int | None:
+        """The sequence ``producer_id``'s next batch must start at (KIP-98), as
+        applied; None if the partition does not know the producer."""
+        window = self.producers.get(producer_id)
+        if not window:
+            return None
+        last = window[-1]
+        return last.sequence + last.count
+
     # ---- apply ----------------------------------------------------------------------
 
     def apply(self, entries: Sequence[Entry], batch: WriteBatch) -> list[list[ApplyResult]]:

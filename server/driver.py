@@ -76,8 +76,9 @@ from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready
 from . import membership
 from .clock_skew import CLOCK_FRAME_EVERY_S, NodeClock, clock_frame, wall_time
 from .config import LEASE_MARGIN_TICKS
-from .groups import METADATA_GROUP, Group, GroupKind, Proposal, in_sequence_order
+from .groups import METADATA_GROUP, Group, GroupKind, Proposal
 from .log_throttle import LogThrottle
+from .producer_order import hold_early_batches, in_sequence_order
 from .snapshots import SnapshotManager
 from .waiters import Outcome, Waiter
 
@@ -121,6 +122,16 @@ INLINE_SAVE_MAX_BYTES = int(os.environ.get("RAFTLOG_INLINE_SAVE_MAX_BYTES", 32 *
 # 10 ms is far above this machine's ~0.5 ms fsync and far above the ~0.2 ms a
 # thread hand-off costs.
 SLOW_DISK_INLINE_MAX_S = 0.01
+
+# How long the leader holds an idempotent produce that arrived ahead of its
+# predecessor (server/producer_order.py). A producer's batches retried after a
+# leader change arrive within a few of the client's jittered retries (each at
+# most LEADER_BACKOFF_CAP, 0.1 s, apart); a predecessor later than this is
+# probably not coming, and the batch is proposed to be refused at apply.
+EARLY_BATCH_HOLD_S = 0.5
+# At most this many commands parked per group: a producer sending sequence
+# gaps on purpose holds memory for the hold time at most, and only this much.
+MAX_PARKED_PER_GROUP = 256
 
 
 def _entry_bytes(readies: list[tuple[int, Ready]]) -> int:
@@ -786,7 +797,7 @@ class MultiRaft:
 
     def _feed(self, group: Group) -> None:
         """Turn queued commands into one proposal and queued reads into one ReadIndex."""
-        if group.queued_cmds:
+        if group.queued_cmds or group.parked:
             self._unquiet(group)
             self._propose_queued(group)
         if group.queued_reads:
@@ -805,14 +816,14 @@ class MultiRaft:
     def _propose_queued(self, group: Group) -> None:
         queued, group.queued_cmds = group.queued_cmds, []
         live = [(c, w) for c, w in queued if not w.done]  # drop those whose handler gave up
-        if not live:
-            return
         if group.kind is GroupKind.PARTITION:
             if group.inflight_produces:
                 live = self._attach_retries(group, live)
+            if group.parked or group.role is Role.LEADER:
+                live = self._hold_early(group, live)
             live = self._admit(group, in_sequence_order(live))
-            if not live:
-                return
+        if not live:
+            return
         waiters = [w for _, w in live]
         nbytes = sum(w.nbytes for w in waiters)
         commands = [c for c, _ in live]
@@ -838,6 +849,27 @@ class MultiRaft:
         group.uncommitted_bytes += nbytes
         if self.cfg.unsafe_ack_before_commit and group.kind is GroupKind.PARTITION:
             self._unsafe_ack(group, live)
+
+    def _hold_early(self, group: Group, live: list[tuple[Any, Waiter]]) -> list[tuple[Any, Waiter]]:
+        """Park a producer's batches that came ahead of their predecessor (see
+        producer_order); release those whose predecessor is proposed now, or
+        whose hold ran out. A node that is not the leader holds nothing: its
+        parked commands go on to be refused with NOT_LEADER."""
+        if group.role is not Role.LEADER:
+            live = [(p.cmd, p.waiter) for p in group.parked if not p.waiter.done] + live
+            group.parked = []
+            return live
+        already = {id(p.waiter) for p in group.parked}
+        live, group.parked = hold_early_batches(
+            live,
+            group.parked,
+            group.next_sequence,
+            trio.current_time(),
+            EARLY_BATCH_HOLD_S,
+            MAX_PARKED_PER_GROUP,
+        )
+        self.stats["parked"] += sum(1 for p in group.parked if id(p.waiter) not in already)
+        return live
 
     def _attach_retries(
         self, group: Group, live: list[tuple[Any, Waiter]]
@@ -1104,6 +1136,9 @@ class MultiRaft:
             self._maybe_register_nodes()
 
     def _lost_leadership(self, group: Group) -> None:
+        # Parked batches never entered the log: _hold_early releases them next
+        # turn, to be refused NOT_LEADER (a plain redirect).
+        group.proposed_next_seq.clear()
         commit = group.raft.commit_index
         for index in [i for i in group.proposals if i > commit]:
             proposal = group.proposals.pop(index)
@@ -1213,6 +1248,9 @@ class MultiRaft:
                 waiter.resolve(res)
             if proposal.retries:
                 self._answer_retries(group, proposal.retries, result)
+        if not group.proposals and group.proposed_next_seq:
+            # Nothing of ours in flight: the state machine knows every sequence.
+            group.proposed_next_seq.clear()
 
     # ------------------------------------------------------------ metadata-driven groups
 

@@ -17,6 +17,7 @@ from raftlog.log.commands import Produce, RetryKey
 from raftlog.raft.node import RaftNode
 from raftlog.raft.types import Entry, NodeId, Role
 
+from .producer_order import Parked
 from .waiters import Waiter
 
 METADATA_GROUP = 0
@@ -67,10 +68,17 @@ class Group:
     # Filled by handlers, drained by the driver once per turn.
     queued_cmds: list[tuple[Any, Waiter]] = field(default_factory=list)
     queued_reads: list[Waiter] = field(default_factory=list)
+    # Idempotent produces held until their predecessor is proposed
+    # (producer_order.hold_early_batches); never in the log yet.
+    parked: list[Parked] = field(default_factory=list)
     # In flight.
     proposals: dict[int, Proposal] = field(default_factory=dict)
     # Where each idempotent produce of ``proposals`` is: key -> (index, position).
     inflight_produces: dict[RetryKey, tuple[int, int]] = field(default_factory=dict)
+    # Producer id -> the sequence after its last batch proposed by this leader
+    # (cleared when no proposal is in flight). May run ahead of the truth (a
+    # proposal refused at apply), which only makes hold_early_batches hold less.
+    proposed_next_seq: dict[int, int] = field(default_factory=dict)
     uncommitted_bytes: int = 0
     reads: dict[bytes, list[Waiter]] = field(default_factory=dict)  # read ctx -> waiters
     reads_at: list[tuple[int, list[Waiter]]] = field(default_factory=list)  # read index reached
@@ -95,13 +103,19 @@ class Group:
 
     def has_work(self) -> bool:
         return bool(
-            self.queued_cmds or self.queued_reads or self.proposals or self.reads or self.reads_at
+            self.queued_cmds
+            or self.queued_reads
+            or self.parked
+            or self.proposals
+            or self.reads
+            or self.reads_at
         )
 
     def unproposed_waiters(self) -> list[Waiter]:
         """Waiters whose request never entered the log: queued commands and every
         read, wherever it is in its ReadIndex round. Failing them claims no effect."""
         waiters = [w for _, w in self.queued_cmds] + self.queued_reads
+        waiters += [p.waiter for p in self.parked]
         for ws in self.reads.values():
             waiters += ws
         for _, ws in self.reads_at:
@@ -109,13 +123,28 @@ class Group:
         return waiters
 
     def track_produces(self, index: int, proposal: Proposal, commands: list[Any]) -> None:
-        """Note where each idempotent produce of a new proposal is (original_of)."""
+        """Note where each idempotent produce of a new proposal is (original_of),
+        and how far each producer's proposed sequences reach (next_sequence)."""
         for position, cmd in enumerate(commands):
             if type(cmd) is Produce and (key := cmd.retry_key) is not None:
                 self.inflight_produces[key] = (index, position)
                 if proposal.produce_keys is None:
                     proposal.produce_keys = []
                 proposal.produce_keys.append(key)
+                if cmd.sequence is not None:
+                    after = cmd.sequence + cmd.count
+                    if after > self.proposed_next_seq.get(cmd.producer_id, -1):
+                        self.proposed_next_seq[cmd.producer_id] = after
+
+    def next_sequence(self, pid: int) -> int | None:
+        """The sequence producer ``pid``'s next batch should start at, counting
+        batches proposed here and not yet applied; None if neither the state
+        machine nor a proposal in flight knows the producer."""
+        applied = self.sm.next_sequence(pid)
+        proposed = self.proposed_next_seq.get(pid)
+        if proposed is None:
+            return applied
+        return proposed if applied is None else max(applied, proposed)
 
     def original_of(self, cmd: Any) -> tuple[Proposal, int] | None:
         """The in-flight proposal holding the batch ``cmd`` retries, and where."""
@@ -138,49 +167,3 @@ class Group:
     def notify_applied(self) -> None:
         event, self.applied_event = self.applied_event, trio.Event()
         event.set()
-
-
-def in_sequence_order(live: list[tuple[Any, Waiter]]) -> list[tuple[Any, Waiter]]:
-    """``live`` with each producer's idempotent produces sorted by sequence.
-
-    A producer's pipelined batches can reach the leader out of order: after a
-    timeout the client forgets the leader, and its next batches of the
-    partition go to other nodes and come back by redirects of different
-    lengths (a node stalled in a slow fsync answers seconds late). In one
-    proposal, a batch ahead of its predecessor would be refused at apply
-    (OUT_OF_ORDER_SEQUENCE) and its retry would wait for another commit. The
-    commands of one proposal are all unanswered, so any order of them is a
-    valid linearization: putting a producer's batches in sequence order costs
-    nothing. Each producer's batches keep the positions its batches had, so
-    other commands do not move. Batches in different proposals are still
-    judged in log order at apply.
-    """
-    if len(live) < 2:
-        return live
-    last: dict[int, int] = {}
-    for cmd, _ in live:
-        if (pid := _sequenced_producer(cmd)) is not None:
-            previous = last.get(pid)
-            if previous is not None and cmd.sequence < previous:
-                break
-            last[pid] = cmd.sequence
-    else:
-        return live  # the common case: already in order
-    positions: dict[int, list[int]] = {}
-    for i, (cmd, _) in enumerate(live):
-        if (pid := _sequenced_producer(cmd)) is not None:
-            positions.setdefault(pid, []).append(i)
-    ordered = list(live)
-    for indexes in positions.values():
-        # sorted() is stable: a retry queued with its original stays after it.
-        by_sequence = sorted((live[i] for i in indexes), key=lambda item: item[0].sequence)
-        for i, item in zip(indexes, by_sequence, strict=True):
-            ordered[i] = item
-    return ordered
-
-
-def _sequenced_producer(cmd: Any) -> int | None:
-    """The producer id of an idempotent produce with a sequence, else None."""
-    if type(cmd) is Produce and cmd.sequence is not None:
-        return cmd.producer_id
-    return None

@@ -394,6 +394,65 @@ async def test_batches_of_one_producer_queued_out_of_order_are_proposed_in_seque
         assert await _fetch_all(r.cluster, r.driver.node_id, "t", 0) == [b"a", b"b", b"x", b"c"]
 
 
+async def test_a_batch_ahead_of_its_predecessor_waits_for_it_on_the_leader(
+    tmp_path, nursery, monkeypatch
+):
+    """A producer's batch 2 reaching the leader before its batch 1 (retries of
+    a pipeline after a leader change) is held, not proposed; batch 1 brings it
+    along, and both are appended in order. Proposed on arrival, batch 2 would
+    have been refused at apply (OUT_OF_ORDER_SEQUENCE)."""
+    monkeypatch.setattr(driver_module, "EARLY_BATCH_HOLD_S", 60.0)  # waits for batch 1 only
+    async with _retry_setup(tmp_path, nursery) as r:
+        opening = r.submit(r.command(0, [b"a"]))
+        await r.cluster.wait_for(lambda: opening.done, what="batch 0 appended")
+        first_index = r.group.raft.last_index + 1
+        early = r.submit(r.command(2, [b"c"]))
+        await r.cluster.wait_for(lambda: r.driver.stats["parked"] == 1, what="batch 2 held")
+        assert not early.done and r.group.raft.last_index < first_index  # not in the log
+        predecessor = r.submit(r.command(1, [b"b"]))
+        await r.cluster.wait_for(lambda: early.done and predecessor.done, what="the answers")
+        results = [w.outcome.value for w in (opening, predecessor, early)]
+        assert [(x.ok, x.base_offset) for x in results] == [(True, 0), (True, 1), (True, 2)]
+        assert [p.sequence for p in _produces_in_log(r.group, first_index)] == [1, 2]
+        assert r.group.parked == []
+        assert await _fetch_all(r.cluster, r.driver.node_id, "t", 0) == [b"a", b"b", b"c"]
+
+
+async def test_a_held_batch_whose_predecessor_never_comes_is_refused_after_the_hold(
+    tmp_path, nursery, monkeypatch
+):
+    monkeypatch.setattr(driver_module, "EARLY_BATCH_HOLD_S", 0.3)
+    async with _retry_setup(tmp_path, nursery) as r:
+        opening = r.submit(r.command(0, [b"a"]))
+        await r.cluster.wait_for(lambda: opening.done, what="batch 0 appended")
+        submitted = trio.current_time()
+        gap = r.submit(r.command(5, [b"x"]))
+        await r.cluster.wait_for(lambda: gap.done, what="the refusal")
+        assert trio.current_time() - submitted >= 0.3  # held for the whole hold first
+        assert r.driver.stats["parked"] == 1
+        assert gap.outcome is not None
+        assert gap.outcome.value.error is ErrorCode.OUT_OF_ORDER_SEQUENCE
+        assert await _fetch_all(r.cluster, r.driver.node_id, "t", 0) == [b"a"]
+
+
+async def test_a_held_batch_is_redirected_when_its_leader_steps_down(
+    tmp_path, nursery, monkeypatch
+):
+    """A held batch never entered the log: when leadership goes, it gets a
+    plain NOT_LEADER (the client retries at once), not an unknown outcome."""
+    monkeypatch.setattr(driver_module, "EARLY_BATCH_HOLD_S", 60.0)
+    async with _retry_setup(tmp_path, nursery) as r:
+        opening = r.submit(r.command(0, [b"a"]))
+        await r.cluster.wait_for(lambda: opening.done, what="batch 0 appended")
+        early = r.submit(r.command(3, [b"d"]))
+        await r.cluster.wait_for(lambda: r.driver.stats["parked"] == 1, what="batch 3 held")
+        leader = r.driver.node_id
+        r.cluster.net.isolate(leader, [n for n in r.cluster.node_ids if n != leader])
+        await r.cluster.wait_for(lambda: early.done, what="the redirect")  # CheckQuorum
+        assert early.outcome is not None and early.outcome.error is ErrorCode.NOT_LEADER
+        assert r.group.parked == [] and r.group.role is not Role.LEADER
+
+
 async def test_a_retry_attached_to_an_entry_that_loses_its_leader_gets_the_same_unknown_outcome(
     tmp_path, nursery
 ):

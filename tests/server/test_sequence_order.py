@@ -1,4 +1,4 @@
-"""groups.in_sequence_order: a proposal's produces put back in each producer's order."""
+"""producer_order.in_sequence_order: a proposal's produces put back in each producer's order."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 from raftlog.log.commands import CommitOffset, Produce
-from raftlog.server.groups import in_sequence_order
+from raftlog.server.producer_order import in_sequence_order
 from raftlog.server.waiters import Waiter
 
 
