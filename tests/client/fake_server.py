@@ -102,7 +102,8 @@ class FakeCluster:
     # False: RECORD_TOO_LARGE names no ``limit`` (a node from before KIP-126 splits)
     names_batch_limit: bool = True
     # n -> bytes: when the leader reaches its n-th produce request, every topic's
-    # max_message_bytes becomes that (an alter the clients' metadata has not seen)
+    # max_message_bytes is lowered to that (an alter the clients' metadata has not
+    # seen); a larger value leaves a lower limit as it is, so limits only fall
     limit_at_produce: dict[int, int] = field(default_factory=dict)
     produces_seen: int = 0
     # observations
@@ -422,7 +423,8 @@ class FakeNode:
         lowered = self.cluster.limit_at_produce.pop(self.cluster.produces_seen, None)
         if lowered is not None:
             for topic in self.cluster.topics.values():
-                topic["config"]["max_message_bytes"] = lowered
+                current = topic["config"].get("max_message_bytes")
+                topic["config"]["max_message_bytes"] = min(lowered, current or lowered)
         part = self._partition(f)
         if crc_of(f["records"]) != f["crc"]:
             raise FakeError(ErrorCode.CORRUPT_BATCH, "crc mismatch")

@@ -97,6 +97,8 @@ async def scenario(
 # A batch applied but its reply lost, and its retry refused under a lowered
 # limit: split, its pieces would be appended a second time.
 @example(faults=[("drop", None), ("limit", (2, 30))], records=60, batch=200, linger=0.005)
+# A two-digit record refused alone at limit 8 (a later, larger limit leaves it at 8).
+@example(faults=[("limit", (2, 8)), ("limit", (4, 12))], records=13, batch=200, linger=0.005)
 @given(
     faults=st.lists(st.one_of(fault, lowered_limit), max_size=6),
     records=st.integers(min_value=1, max_value=60),
