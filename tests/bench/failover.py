@@ -17,12 +17,20 @@ two of three nodes, and stopping the next leader would remove a majority.
 
 ``--signal term`` stops the leader with SIGTERM instead: a controlled shutdown
 that hands its groups over first (a rolling restart).
+
+``--pipelined`` produces with the batching ``Producer`` instead, unpaced, so
+several batches of the partition are in flight at the kill and are retried
+together. Acks are then noted at most once per millisecond (``more`` counts
+milliseconds with an ack), and each round also reports how many of the
+client's attempts the new leader refused as OUT_OF_ORDER_SEQUENCE (a batch
+that arrived ahead of its predecessor; counted from the client's debug log).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import statistics
 import tempfile
 import threading
@@ -30,6 +38,7 @@ import time
 from pathlib import Path
 
 from raftlog.client import Client
+from raftlog.client.producer import SyncProducer
 
 from tests.server.cluster_harness import LocalCluster
 
@@ -49,9 +58,12 @@ class _Producer(threading.Thread):
         n = 0
         while not self.stop.is_set():
             self.client.produce(self.topic, f"v{n}".encode(), partition=0)
-            with self.lock:
-                self.acks.append(time.monotonic())
+            self.note_ack()
             n += 1
+
+    def note_ack(self) -> None:
+        with self.lock:
+            self.acks.append(time.monotonic())
 
     def stall_after(self, first: int, more: int, deadline_s: float) -> float | None:
         """Longest gap between consecutive acks from ack ``first - 1`` on, once
@@ -68,6 +80,47 @@ class _Producer(threading.Thread):
     def ack_count(self) -> int:
         with self.lock:
             return len(self.acks)
+
+
+class _PipelinedProducer(_Producer):
+    """Sends 100-byte records through a batching Producer as fast as it takes
+    them; notes an ack time at most once per millisecond."""
+
+    def __init__(self, client: Client, topic: str) -> None:
+        super().__init__(client, topic)
+        self.producer = SyncProducer(client, batch_size=16 * 1024, linger=0.002)
+        self.errors = 0
+        self._last = 0.0
+
+    def _on_ack(self, _meta: object, error: BaseException | None) -> None:
+        if error is not None:
+            self.errors += 1
+            return
+        now = time.monotonic()
+        if now - self._last >= 0.001:
+            self._last = now
+            self.note_ack()
+
+    def run(self) -> None:
+        value = b"x" * 100
+        while not self.stop.is_set():
+            for _ in range(200):  # then yield the GIL to the client's loop for a moment
+                self.producer.send(self.topic, value, partition=0, callback=self._on_ack)
+            time.sleep(0.002)
+        self.producer.flush(timeout=30)
+        self.producer.close()
+
+
+class _Refusals(logging.Handler):
+    """Counts the client's out-of-order refusals (its debug log line)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("event=out_of_order_sequence"):
+            self.count += 1
 
 
 def _group_of(client: Client, topic: str) -> int:
@@ -104,7 +157,17 @@ def main() -> None:
         "waiting for it to rejoin (a hasty rolling restart: measures how fast peers "
         "re-link to a restarted node)",
     )
+    parser.add_argument(
+        "--pipelined",
+        action="store_true",
+        help="produce with the batching Producer, several batches in flight (see above)",
+    )
     args = parser.parse_args()
+    refusals = _Refusals()
+    if args.pipelined:
+        client_log = logging.getLogger("raftlog.client")
+        client_log.setLevel(logging.DEBUG)
+        client_log.addHandler(refusals)
     stop = "killed" if args.signal == "kill" else "stopped (SIGTERM)"
     with tempfile.TemporaryDirectory() as tmp, LocalCluster(Path(tmp), nodes=args.nodes) as cluster:
         cluster.start_all()
@@ -112,7 +175,7 @@ def main() -> None:
         with Client(cluster.addresses(), request_timeout=10.0) as client:
             client.create_topic("failover", partitions=1, replicas=args.nodes)
             gid = _group_of(client, "failover")
-            producer = _Producer(client, "failover")
+            producer = (_PipelinedProducer if args.pipelined else _Producer)(client, "failover")
             producer.start()
             gaps: list[float] = []
             try:
@@ -123,6 +186,7 @@ def main() -> None:
                         time.sleep(0.01)
                     leader = cluster.leader_of(gid)
                     at_kill = producer.ack_count()
+                    refused_before = refusals.count
                     others = [n for n in cluster.node_ids() if n != leader]
                     seen = {n: len(cluster.log_text(n)) for n in others}
                     (cluster.kill if args.signal == "kill" else cluster.terminate)(leader)
@@ -131,8 +195,6 @@ def main() -> None:
                         print(f"round {round_no}: {stop} {leader}: produces did not resume in 30 s")
                         break
                     gaps.append(gap)
-                    print(f"round {round_no}: {stop} leader {leader}: produces stalled for "
-                          f"{gap * 1000:.0f} ms")  # fmt: skip
                     cluster.start(leader)
                     cluster.wait_for_leaders(deadline=60)
                     # Until the restarted node is back in the quorum: killing the
@@ -140,9 +202,16 @@ def main() -> None:
                     # the restart, not a fail-over.
                     if not args.no_wait:
                         _wait_rejoined(cluster, gid, leader, others, seen)
+                    # Refusals until now: the retries of the kill settle well before.
+                    refused = refusals.count - refused_before
+                    extra = f", {refused} out-of-order refusals" if args.pipelined else ""
+                    print(f"round {round_no}: {stop} leader {leader}: produces stalled for "
+                          f"{gap * 1000:.0f} ms{extra}")  # fmt: skip
             finally:
                 producer.stop.set()
                 producer.join(timeout=15)
+    if args.pipelined:
+        print(f"out-of-order refusals: {refusals.count} in all")
     if gaps:
         print(f"fail-over over {len(gaps)} rounds: median {statistics.median(gaps) * 1000:.0f} ms,"
               f" max {max(gaps) * 1000:.0f} ms")  # fmt: skip
