@@ -116,7 +116,9 @@ def _all_expected(
             continue  # unknown producer: never held
         if cmd.sequence > want:
             return False
-        expected[pid] = max(want, cmd.sequence + cmd.count)
+        # As hold_early_batches walks: only the batch at the expected sequence
+        # moves it (a retry below it does not).
+        expected[pid] = want + cmd.count if cmd.sequence == want else want
     return True
 
 
