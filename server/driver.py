@@ -860,7 +860,7 @@ class MultiRaft:
             group.parked = []
             return live
         already = {id(p.waiter) for p in group.parked}
-        live, group.parked = hold_early_batches(
+        live, group.parked, overdue = hold_early_batches(
             live,
             group.parked,
             group.next_sequence,
@@ -868,7 +868,13 @@ class MultiRaft:
             EARLY_BATCH_HOLD_S,
             MAX_PARKED_PER_GROUP,
         )
-        self.stats["parked"] += sum(1 for p in group.parked if id(p.waiter) not in already)
+        parked = sum(1 for p in group.parked if id(p.waiter) not in already)
+        if parked or overdue:
+            self.stats["parked"] += parked
+            self.stats["parked_overdue"] += overdue
+            if self.metrics is not None:
+                self.metrics.produce_batches_held.inc(parked)
+                self.metrics.produce_batches_overdue.inc(overdue)
         return live
 
     def _attach_retries(

@@ -362,6 +362,8 @@ class Metrics:
     retention_clock_refusals: Counter = field(init=False)
     producer_ids: Gauge = field(init=False)
     producers_expired: Counter = field(init=False)
+    produce_batches_held: Counter = field(init=False)
+    produce_batches_overdue: Counter = field(init=False)
     compaction_sweeps: Counter = field(init=False)
     compaction_removed: Counter = field(init=False)
     data_dir_free: Gauge = field(init=False)
@@ -524,6 +526,16 @@ class Metrics:
         )
         for reason in ("idle", "limit"):
             self.producers_expired.inc(0, reason=reason)
+        self.produce_batches_held = r.counter(
+            "raftlog_produce_batches_held_total",
+            "Idempotent produce batches a partition leader held back because they came "
+            "ahead of the producer's previous batch (a pipeline's retries out of order).",
+        )
+        self.produce_batches_overdue = r.counter(
+            "raftlog_produce_batches_overdue_total",
+            "Batches proposed while still ahead of their predecessor, after a hold of "
+            "0.5 s (or the per-partition cap): each is refused OUT_OF_ORDER_SEQUENCE.",
+        )
         self.compaction_sweeps = r.counter(
             "raftlog_compaction_sweeps_total",
             "Log compaction sweeps finished by partitions this node leads (compacted topics).",

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from raftlog.log.commands import Produce
 
@@ -49,6 +49,17 @@ class Parked:
     until: float
 
 
+class HoldOutcome(NamedTuple):
+    """What ``hold_early_batches`` decided for one turn of a group."""
+
+    to_propose: list[tuple[Any, Waiter]]
+    parked: list[Parked]
+    # Batches in ``to_propose`` still ahead of their predecessor: their hold ran
+    # out (or the cap let them go), so the apply will refuse them as
+    # OUT_OF_ORDER_SEQUENCE. Counted for raftlog_produce_batches_overdue_total.
+    overdue: int
+
+
 def hold_early_batches(
     live: list[tuple[Any, Waiter]],
     parked: list[Parked],
@@ -56,7 +67,7 @@ def hold_early_batches(
     now: float,
     hold_s: float,
     max_parked: int,
-) -> tuple[list[tuple[Any, Waiter]], list[Parked]]:
+) -> HoldOutcome:
     """Split the parked and the newly queued commands into (to propose, to park).
 
     ``next_sequence(pid)`` is the sequence the producer's next batch must
@@ -71,7 +82,7 @@ def hold_early_batches(
     ones first: ``in_sequence_order`` then orders each producer's batches.
     """
     if not parked and _all_expected(live, next_sequence):
-        return live, parked  # the common case: nothing to hold, nothing copied
+        return HoldOutcome(live, parked, 0)  # the common case: nothing held, nothing copied
     held: list[tuple[Any, Waiter, float | None]] = [
         (p.cmd, p.waiter, p.until) for p in parked if not p.waiter.done
     ]
@@ -81,6 +92,7 @@ def hold_early_batches(
         if (pid := sequenced_producer(cmd)) is not None:
             by_producer.setdefault(pid, []).append(i)
     park: set[int] = set()
+    ahead: set[int] = set()  # batches whose predecessor has not been proposed
     for pid, indexes in by_producer.items():
         expected = next_sequence(pid)
         if expected is None:
@@ -89,8 +101,10 @@ def hold_early_batches(
             cmd, _, until = candidates[i]
             if cmd.sequence == expected:
                 expected += cmd.count
-            elif cmd.sequence > expected and (until is None or now < until):
-                park.add(i)
+            elif cmd.sequence > expected:
+                ahead.add(i)
+                if until is None or now < until:
+                    park.add(i)
     if len(park) > max_parked:
         by_age = sorted(park, key=lambda i: _until(candidates[i][2], now, hold_s))
         park.difference_update(by_age[: len(park) - max_parked])
@@ -100,7 +114,7 @@ def hold_early_batches(
         for i, (cmd, waiter, until) in enumerate(candidates)
         if i in park
     ]
-    return to_propose, still_parked
+    return HoldOutcome(to_propose, still_parked, len(ahead) - len(park))
 
 
 def _all_expected(

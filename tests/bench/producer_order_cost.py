@@ -48,7 +48,7 @@ def main() -> None:
     live: list[tuple[Any, Waiter]] = [
         (Produce(b"r", 1, 0, pid, 11), Waiter()) for pid in range(args.commands)
     ]
-    held, _ = hold_early_batches(live, [], group.next_sequence, 0.0, 0.5, 256)
+    held, _, _ = hold_early_batches(live, [], group.next_sequence, 0.0, 0.5, 256)
     assert held is live  # the common case: nothing held
     for name, fn in (
         ("hold_early_batches", lambda: hold_early_batches(live, [], group.next_sequence, 0, 1, 1)),

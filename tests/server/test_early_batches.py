@@ -66,7 +66,9 @@ def test_only_batches_ahead_of_their_predecessor_wait_and_nothing_is_lost(
             waiter.resolve(None)  # its handler gave up and it was answered meanwhile
         parked.append(Parked(cmd, waiter, until))
     live = [(cmd, Waiter()) for cmd in commands]
-    to_propose, still = hold_early_batches(live, parked, _known(next_seqs), NOW, HOLD, max_parked)
+    to_propose, still, overdue = hold_early_batches(
+        live, parked, _known(next_seqs), NOW, HOLD, max_parked
+    )
 
     # Every unanswered command comes out exactly once; answered parked ones are dropped.
     came_in = [p.waiter for p in parked if not p.waiter.done] + [w for _, w in live]
@@ -87,6 +89,9 @@ def test_only_batches_ahead_of_their_predecessor_wait_and_nothing_is_lost(
         # whose hold ran out.
         expired = {id(p.cmd) for p in parked if p.until <= NOW and not p.waiter.done}
         assert gaps <= expired
+    # What the leader counts as overdue (raftlog_produce_batches_overdue_total)
+    # is exactly what the apply will refuse for a gap.
+    assert overdue == len(gaps)
 
 
 def test_the_retries_of_a_pipeline_arriving_in_any_order_are_proposed_in_order():
@@ -98,9 +103,10 @@ def test_the_retries_of_a_pipeline_arriving_in_any_order_are_proposed_in_order()
     proposed: list[Any] = []
     holds: list[dict[int, float]] = []
     for turn, cmd in enumerate([three, two, one]):
-        out, parked = hold_early_batches(
+        out, parked, overdue = hold_early_batches(
             [(cmd, Waiter())], parked, _known(next_seqs), NOW + turn * 0.1, HOLD, 16
         )
+        assert overdue == 0
         proposed.append([c for c, _ in out])
         holds.append({p.cmd.sequence: p.until for p in parked})
     assert proposed[0] == [] and proposed[1] == []
@@ -112,23 +118,26 @@ def test_the_retries_of_a_pipeline_arriving_in_any_order_are_proposed_in_order()
 
 def test_a_held_batch_is_proposed_when_its_hold_runs_out():
     parked = [Parked(_produce(7, 5), Waiter(), NOW + HOLD)]
-    out, still = hold_early_batches([], parked, _known({7: 1}), NOW + HOLD - 0.01, HOLD, 16)
-    assert out == [] and len(still) == 1
-    out, still = hold_early_batches([], still, _known({7: 1}), NOW + HOLD, HOLD, 16)
+    out, still, overdue = hold_early_batches(
+        [], parked, _known({7: 1}), NOW + HOLD - 0.01, HOLD, 16
+    )
+    assert out == [] and len(still) == 1 and overdue == 0
+    out, still, overdue = hold_early_batches([], still, _known({7: 1}), NOW + HOLD, HOLD, 16)
     assert [c.sequence for c, _ in out] == [5] and still == []
+    assert overdue == 1  # proposed still ahead of sequence 1: the apply refuses it
 
 
 def test_unknown_producers_and_in_order_lists_are_never_held():
     unknown = [(_produce(9, 4), Waiter())]  # forgotten by expiry: the refusal resets it
-    out, still = hold_early_batches(unknown, [], _known({7: 0}), NOW, HOLD, 16)
-    assert out is unknown and still == []
+    out, still, overdue = hold_early_batches(unknown, [], _known({7: 0}), NOW, HOLD, 16)
+    assert out is unknown and still == [] and overdue == 0
     in_order = [(_produce(7, 0, count=2), Waiter()), (_produce(7, 2), Waiter())]
-    out, still = hold_early_batches(in_order, [], _known({7: 0}), NOW, HOLD, 16)
-    assert out is in_order and still == []
+    out, still, overdue = hold_early_batches(in_order, [], _known({7: 0}), NOW, HOLD, 16)
+    assert out is in_order and still == [] and overdue == 0
 
 
 def test_beyond_the_cap_the_longest_held_are_released_first():
     parked = [Parked(_produce(7, s), Waiter(), NOW + s / 10) for s in (4, 3, 5)]
-    out, still = hold_early_batches([], parked, _known({7: 0}), NOW, HOLD, 2)
-    assert [c.sequence for c, _ in out] == [3]
+    out, still, overdue = hold_early_batches([], parked, _known({7: 0}), NOW, HOLD, 2)
+    assert [c.sequence for c, _ in out] == [3] and overdue == 1
     assert sorted(p.cmd.sequence for p in still) == [4, 5]

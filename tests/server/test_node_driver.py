@@ -403,6 +403,7 @@ async def test_a_batch_ahead_of_its_predecessor_waits_for_it_on_the_leader(
     have been refused at apply (OUT_OF_ORDER_SEQUENCE)."""
     monkeypatch.setattr(driver_module, "EARLY_BATCH_HOLD_S", 60.0)  # waits for batch 1 only
     async with _retry_setup(tmp_path, nursery) as r:
+        r.driver.metrics = metrics = Metrics()
         opening = r.submit(r.command(0, [b"a"]))
         await r.cluster.wait_for(lambda: opening.done, what="batch 0 appended")
         first_index = r.group.raft.last_index + 1
@@ -415,6 +416,8 @@ async def test_a_batch_ahead_of_its_predecessor_waits_for_it_on_the_leader(
         assert [(x.ok, x.base_offset) for x in results] == [(True, 0), (True, 1), (True, 2)]
         assert [p.sequence for p in _produces_in_log(r.group, first_index)] == [1, 2]
         assert r.group.parked == []
+        assert metrics.produce_batches_held.value() == 1
+        assert metrics.produce_batches_overdue.value() == 0  # its predecessor came in time
         assert await _fetch_all(r.cluster, r.driver.node_id, "t", 0) == [b"a", b"b", b"c"]
 
 
@@ -423,6 +426,7 @@ async def test_a_held_batch_whose_predecessor_never_comes_is_refused_after_the_h
 ):
     monkeypatch.setattr(driver_module, "EARLY_BATCH_HOLD_S", 0.3)
     async with _retry_setup(tmp_path, nursery) as r:
+        r.driver.metrics = metrics = Metrics()
         opening = r.submit(r.command(0, [b"a"]))
         await r.cluster.wait_for(lambda: opening.done, what="batch 0 appended")
         submitted = trio.current_time()
@@ -430,6 +434,8 @@ async def test_a_held_batch_whose_predecessor_never_comes_is_refused_after_the_h
         await r.cluster.wait_for(lambda: gap.done, what="the refusal")
         assert trio.current_time() - submitted >= 0.3  # held for the whole hold first
         assert r.driver.stats["parked"] == 1
+        assert metrics.produce_batches_held.value() == 1
+        assert metrics.produce_batches_overdue.value() == 1  # proposed still ahead, refused
         assert gap.outcome is not None
         assert gap.outcome.value.error is ErrorCode.OUT_OF_ORDER_SEQUENCE
         assert await _fetch_all(r.cluster, r.driver.node_id, "t", 0) == [b"a"]
