@@ -21,6 +21,7 @@ untouched, and nothing ever writes plaintext bytes under a TLS session.
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from .errors import TLSError
 __all__ = [
     "TLSConfig",
     "client_context",
+    "load_crl_file",
     "handshake_error",
     "hello_error",
     "host_of",
@@ -53,12 +55,14 @@ class TLSConfig:
     ``ca_file``: the CA that signed the nodes' certificates (None: the system's
     trust store). ``cert_file`` / ``key_file``: this client's certificate, for
     nodes with ``[tls] client_auth = true`` (``key_file`` may be omitted when
-    ``cert_file`` holds the key too).
+    ``cert_file`` holds the key too). ``crl_file``: PEM CRLs; a node whose
+    certificate they revoke is refused (see ``load_crl_file``).
     """
 
     ca_file: str | Path | None = None
     cert_file: str | Path | None = None
     key_file: str | Path | None = None
+    crl_file: str | Path | None = None
 
     def __post_init__(self) -> None:
         if self.key_file is not None and self.cert_file is None:
@@ -80,7 +84,42 @@ class TLSConfig:
                     f"cannot load TLS cert_file {str(self.cert_file)!r} / key_file "
                     f"{str(self.key_file)!r}: {load_error_text(exc)}"
                 ) from None
+        if self.crl_file is not None:
+            try:
+                load_crl_file(ctx, Path(self.crl_file))
+            except ValueError as exc:
+                raise TLSError(f"TLS crl_file {str(self.crl_file)!r}: {exc}") from None
         return ctx
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+
+
+def load_crl_file(ctx: ssl.SSLContext, path: Path) -> None:
+    """Make ``ctx`` check every leaf certificate it verifies against the CRLs in
+    ``path`` (PEM); ValueError says what is wrong with the file.
+
+    OpenSSL loads CRLs through the same call as CAs, so a certificate in this
+    file would become a trust anchor: only X509 CRL blocks are taken. With
+    VERIFY_CRL_CHECK_LEAF a certificate whose issuer has no CRL here is
+    refused ("unable to get certificate CRL"), and so is every certificate
+    of a CA once its CRL is past its nextUpdate ("CRL has expired"): the file
+    must hold a current CRL of every CA that signs the certificates checked.
+    Loading a later CRL of the same CA into the same context makes it the one
+    used (OpenSSL picks the latest thisUpdate).
+    """
+    try:
+        kinds = set(_PEM_BLOCK.findall(path.read_bytes()))
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror}") from None
+    if kinds != {b"X509 CRL"}:
+        found = ", ".join(sorted(k.decode() for k in kinds)) or "no PEM block"
+        raise ValueError(f"must hold only PEM X509 CRL blocks, found {found}")
+    try:
+        ctx.load_verify_locations(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load: {load_error_text(exc)}") from None
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
 def _opt(path: str | Path | None) -> str | None:

@@ -2,13 +2,14 @@
 
 * ``cluster_options``: adds ``--config PATH`` (default ``./cluster.toml``),
   ``--bootstrap HOST:PORT[,HOST:PORT]`` and ``--tls-ca`` / ``--tls-cert`` /
-  ``--tls-key`` to a click command; the command then receives ``config`` and
+  ``--tls-key`` / ``--tls-crl`` to a click command; the command then receives ``config`` and
   ``bootstrap`` keyword arguments, and ``client_tls()`` returns the TLS
   settings to connect with (None: plaintext).
 * TLS: each ``--tls-*`` flag wins; the rest comes from the ``[tls]`` table of
   the cluster.toml the command reads (``--config``, or ``./cluster.toml``
-  without ``--bootstrap``): its ``ca_file``, and its ``cert_file`` /
-  ``key_file`` as the client certificate (for ``client_auth = true``).
+  without ``--bootstrap``): its ``ca_file``, its ``cert_file`` /
+  ``key_file`` as the client certificate (for ``client_auth = true``), and
+  its ``crl_file`` to check the nodes' certificates.
 * Credential: ``--token`` (or ``RAFTLOG_TOKEN``, which keeps it out of
   ``ps``) is sent in the hello; ``client_credential()`` returns it. Without
   one, a command that reads a cluster.toml takes its ``[auth]``: the first
@@ -78,11 +79,12 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         tls_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        tls_crl: Path | None = None,
         token: str | None = None,
         **kwargs: Any,
     ) -> Any:
         config, bootstrap = kwargs.get("config"), kwargs.get("bootstrap")
-        tls = resolve_tls(config, bootstrap, tls_ca, tls_cert, tls_key)
+        tls = resolve_tls(config, bootstrap, tls_ca, tls_cert, tls_key, tls_crl)
         meta = click.get_current_context().meta
         meta[_TLS_META] = tls
         meta[_CREDENTIAL_META] = resolve_credential(config, bootstrap, token)
@@ -91,6 +93,11 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     # functools.wraps shares fn's list of click parameters: these join it.
     fn = with_tls
     for flag, name, text in (
+        (
+            "--tls-crl",
+            "tls_crl",
+            "Refuse nodes whose certificate these CRLs (PEM) revoke. Default: [tls] crl_file.",
+        ),
         ("--tls-key", "tls_key", "Private key of --tls-cert (PEM), unless the cert file holds it."),
         (
             "--tls-cert",
@@ -189,6 +196,7 @@ def resolve_tls(
     ca: Path | None,
     cert: Path | None,
     key: Path | None,
+    crl: Path | None = None,
 ) -> TLSConfig | None:
     """The TLS settings from the flags, over the [tls] table of the file the
     command reads its addresses from (``--config``, else ./cluster.toml when
@@ -203,7 +211,8 @@ def resolve_tls(
         cert, key = table.get("cert_file"), table.get("key_file")
     if ca is None and cert is None:
         return None
-    return TLSConfig(ca_file=ca, cert_file=cert, key_file=key)
+    crl = crl or table.get("crl_file")
+    return TLSConfig(ca_file=ca, cert_file=cert, key_file=key, crl_file=crl)
 
 
 def _tls_table(path: Path) -> dict[str, Path]:
@@ -220,7 +229,7 @@ def _tls_table(path: Path) -> dict[str, Path]:
     if not isinstance(table, dict):
         return {}
     out: dict[str, Path] = {}
-    for name in ("ca_file", "cert_file", "key_file"):
+    for name in ("ca_file", "cert_file", "key_file", "crl_file"):
         value = table.get(name)
         if isinstance(value, str) and value:
             out[name] = path.resolve().parent / value  # an absolute value stays as it is

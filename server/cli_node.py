@@ -161,7 +161,9 @@ def probe_tls(cfg: ClusterConfig) -> TLSConfig | None:
     if cfg.tls is None:
         return None
     cert, key = cfg.tls_cert_and_key(cfg.nodes[0].id)
-    return TLSConfig(ca_file=cfg.tls.ca_file, cert_file=cert, key_file=key)
+    return TLSConfig(
+        ca_file=cfg.tls.ca_file, cert_file=cert, key_file=key, crl_file=cfg.tls.crl_file
+    )
 
 
 def merge_groups(statuses: dict[str, Any]) -> list[dict[str, Any]]:

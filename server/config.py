@@ -51,6 +51,8 @@ with defaults::
     cert_file = "tls/node.pem" # the node's certificate, as server and as client of its peers
     key_file = "tls/node.key"  # (a [[node]]'s tls_cert_file / tls_key_file override both)
     client_auth = false        # true: clients must present a certificate signed by ca_file
+    crl_file = "tls/crl.pem"   # optional: refuse certificates these CRLs revoke (peers and
+                               # clients); needs a current CRL of every CA that issues them
 
 Snapshots bound the Raft log (Raft §7): a low ``entries`` costs more snapshot
 writes, a high one longer restarts and more disk. ``trailing`` lets a slightly
@@ -204,6 +206,8 @@ class ClusterTLSConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     client_auth: bool = False  # mTLS for clients; peers are always mutually authenticated
+    # PEM CRLs: a certificate they revoke is refused in the handshake (server/tls.py).
+    crl_file: Path | None = None
 
 
 @dataclass(slots=True)
@@ -782,8 +786,14 @@ def _parse_tls(
     if (cert_file is None) != (key_file is None):
         raise reader.fail("cert_file", "and key_file must be set together")
     client_auth = reader.get("client_auth", bool, False)
+    crl_file = _path(reader, "crl_file", base)
     reader.check_unknown()
-    for name, path in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
+    for name, path in (
+        ("ca_file", ca_file),
+        ("cert_file", cert_file),
+        ("key_file", key_file),
+        ("crl_file", crl_file),
+    ):
         _check_readable(reader, name, path)
     if cert_file is None:
         for i, node in enumerate(nodes):
@@ -793,7 +803,11 @@ def _parse_tls(
                     f"cert_file and key_file, or node[{i}].tls_cert_file and tls_key_file"
                 )
     return ClusterTLSConfig(
-        ca_file=ca_file, cert_file=cert_file, key_file=key_file, client_auth=client_auth
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        client_auth=client_auth,
+        crl_file=crl_file,
     )
 
 
@@ -814,8 +828,11 @@ def _parse_auth(reader: _Reader) -> AuthConfig:
     if users and peer_token is None:
         # Without it any client could say hello as a peer and speak Raft, and
         # nodes' snapshot transfers could not prove themselves without a user.
-        raise reader.fail("user", "needs [auth] peer_token (users do not make a cluster "
-                          "multi-tenant while any client can speak the peer role)")
+        raise reader.fail(
+            "user",
+            "needs [auth] peer_token (users do not make a cluster "
+            "multi-tenant while any client can speak the peer role)",
+        )
     seen_names: set[str] = set()
     seen_tokens = set(tokens)
     seen_tls: set[str] = set()
@@ -918,9 +935,7 @@ def render_config(cfg: ClusterConfig) -> str:
             lines.append(f"tls_key_file = {_q(str(node.tls_key_file))}")
     defaults = Limits()
     changed = [
-        f.name
-        for f in fields(Limits)
-        if getattr(cfg.limits, f.name) != getattr(defaults, f.name)
+        f.name for f in fields(Limits) if getattr(cfg.limits, f.name) != getattr(defaults, f.name)
     ]
     if changed:
         lines += ["", "[limits]"] + [f"{n} = {getattr(cfg.limits, n)}" for n in changed]
@@ -979,4 +994,6 @@ def render_config(cfg: ClusterConfig) -> str:
             lines.append(f"cert_file = {_q(str(cfg.tls.cert_file))}")
             lines.append(f"key_file = {_q(str(cfg.tls.key_file))}")
         lines.append(f"client_auth = {str(cfg.tls.client_auth).lower()}")
+        if cfg.tls.crl_file is not None:
+            lines.append(f"crl_file = {_q(str(cfg.tls.crl_file))}")
     return "\n".join(lines) + "\n"

@@ -451,7 +451,8 @@ class Metrics:
         self.tls_cert_expiry = r.gauge(
             "raftlog_tls_cert_expiry_timestamp_seconds",
             "Earliest notAfter (Unix seconds) in the node's certificate file (cert=node) "
-            "and in ca_file (cert=ca); alert well before time() reaches it.",
+            "and in ca_file (cert=ca), and the earliest nextUpdate in crl_file (cert=crl); "
+            "alert well before time() reaches it.",
             ["cert"],
         )
         self.produce_requests = r.counter(

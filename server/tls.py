@@ -43,7 +43,13 @@ from typing import Any
 import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import FrameDecoder, FrameError, encode_frame, error_reply
-from raftlog.client.tls import TLS_HANDSHAKE_BYTE, load_error_text, reason_text, send_alert
+from raftlog.client.tls import (
+    TLS_HANDSHAKE_BYTE,
+    load_crl_file,
+    load_error_text,
+    reason_text,
+    send_alert,
+)
 
 from .config import ClusterConfig, ConfigError
 from .log_throttle import LogThrottle
@@ -83,22 +89,37 @@ def _load_ca(ctx: ssl.SSLContext, ca: Path) -> None:
         raise ConfigError(f"[tls] ca_file {str(ca)!r}: cannot load: {why}") from None
 
 
+def _load_crl(ctx: ssl.SSLContext, crl: Path | None) -> None:
+    """[tls] crl_file: refuse the certificates it revokes, peers' and clients'
+    (client.tls.load_crl_file says what the file must hold)."""
+    if crl is None:
+        return
+    try:
+        load_crl_file(ctx, crl)
+    except ValueError as exc:
+        raise ConfigError(f"[tls] crl_file {str(crl)!r}: {exc}") from None
+
+
 # Cached by file paths: one context per node and role, shared by every
 # connection (snapshot transfers open connections again and again). Files
 # changed on disk are read again by ``reload`` (SIGHUP) or a restart.
 @functools.lru_cache(maxsize=16)
-def _server_context(ca: Path, cert: Path, key: Path, client_auth: bool) -> ssl.SSLContext:
+def _server_context(
+    ca: Path, cert: Path, key: Path, client_auth: bool, crl: Path | None = None
+) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS >= 1.2
     _load_chain(ctx, cert, key, "certificate")
     _load_ca(ctx, ca)
+    _load_crl(ctx, crl)
     ctx.verify_mode = ssl.CERT_REQUIRED if client_auth else ssl.CERT_OPTIONAL
     return ctx
 
 
 @functools.lru_cache(maxsize=16)
-def _peer_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+def _peer_context(ca: Path, cert: Path, key: Path, crl: Path | None = None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # CERT_REQUIRED, check_hostname
     _load_ca(ctx, ca)
+    _load_crl(ctx, crl)
     _load_chain(ctx, cert, key, "certificate")
     return ctx
 
@@ -108,16 +129,16 @@ def server_context(cfg: ClusterConfig, node_id: str) -> ssl.SSLContext | None:
     if cfg.tls is None:
         return None
     cert, key = cfg.tls_cert_and_key(node_id)
-    return _server_context(cfg.tls.ca_file, cert, key, cfg.tls.client_auth)
+    return _server_context(cfg.tls.ca_file, cert, key, cfg.tls.client_auth, cfg.tls.crl_file)
 
 
 def peer_context(cfg: ClusterConfig, node_id: str) -> ssl.SSLContext | None:
     """The context ``node_id`` dials other nodes with (None without [tls]):
-    verifies them against ca_file, presents ``node_id``'s certificate."""
+    verifies them against ca_file (and crl_file), presents ``node_id``'s certificate."""
     if cfg.tls is None:
         return None
     cert, key = cfg.tls_cert_and_key(node_id)
-    return _peer_context(cfg.tls.ca_file, cert, key)
+    return _peer_context(cfg.tls.ca_file, cert, key, cfg.tls.crl_file)
 
 
 # ---------------------------------------------------------------- reload and expiry
@@ -137,11 +158,15 @@ def reload(cfg: ClusterConfig, node_id: str) -> None:
     if cfg.tls is None:
         return
     cert, key = cfg.tls_cert_and_key(node_id)
-    ca, client_auth = cfg.tls.ca_file, cfg.tls.client_auth
-    _server_context.__wrapped__(ca, cert, key, client_auth)  # raises, nothing changed
-    _peer_context.__wrapped__(ca, cert, key)
-    for ctx in (_server_context(ca, cert, key, client_auth), _peer_context(ca, cert, key)):
+    ca, client_auth, crl = cfg.tls.ca_file, cfg.tls.client_auth, cfg.tls.crl_file
+    _server_context.__wrapped__(ca, cert, key, client_auth, crl)  # raises, nothing changed
+    _peer_context.__wrapped__(ca, cert, key, crl)
+    for ctx in (
+        _server_context(ca, cert, key, client_auth, crl),
+        _peer_context(ca, cert, key, crl),
+    ):
         _load_ca(ctx, ca)
+        _load_crl(ctx, crl)
         _load_chain(ctx, cert, key, "certificate")
 
 
@@ -156,6 +181,11 @@ def record_expiry(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> None:
         expiry = earliest_expiry(path)
         if expiry is not None:
             metrics.tls_cert_expiry.set(expiry, cert=which)
+    if cfg.tls.crl_file is not None:
+        # Past a CRL's nextUpdate OpenSSL refuses every certificate of its CA.
+        next_update = earliest_crl_next_update(cfg.tls.crl_file)
+        if next_update is not None:
+            metrics.tls_cert_expiry.set(next_update, cert="crl")
 
 
 def reload_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> str | None:
@@ -190,6 +220,24 @@ def earliest_expiry(path: Path) -> float | None:
         with contextlib.suppress(ValueError, binascii.Error):
             expiries.append(cert_not_after(base64.b64decode(block)))
     return min(expiries, default=None)
+
+
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----(.+?)-----END X509 CRL-----", re.DOTALL)
+
+
+def earliest_crl_next_update(path: Path) -> float | None:
+    """The earliest nextUpdate (Unix seconds) of the PEM CRLs in ``path``; None
+    if none has one or the file cannot be read."""
+    try:
+        pem = path.read_bytes()
+    except OSError:
+        return None
+    updates = []
+    for block in _PEM_CRL.findall(pem):
+        with contextlib.suppress(ValueError, binascii.Error):
+            if (when := crl_next_update(base64.b64decode(block))) is not None:
+                updates.append(when)
+    return min(updates, default=None)
 
 
 def _der_item(data: bytes, pos: int) -> tuple[int, int, int]:
@@ -228,14 +276,41 @@ def cert_not_after(der: bytes) -> float:
     _, pos, _ = _der_item(der, pos)  # validity
     _, _, pos = _der_item(der, pos)  # notBefore
     tag, start, end = _der_item(der, pos)  # notAfter
-    text = der[start:end].decode("ascii")
+    return _der_time(tag, der[start:end], "notAfter")
+
+
+def crl_next_update(der: bytes) -> float | None:
+    """nextUpdate of an X.509 CRL (RFC 5280 §5.1) as Unix seconds; None if absent.
+
+    CertificateList ::= SEQUENCE { tbsCertList, ... }; TBSCertList ::=
+    SEQUENCE { version INTEGER OPTIONAL, signature, issuer, thisUpdate,
+    nextUpdate Time OPTIONAL, ... }.
+    """
+    _, pos, _ = _der_item(der, 0)  # CertificateList
+    _, pos, _ = _der_item(der, pos)  # tbsCertList
+    tag, _, end = _der_item(der, pos)
+    if tag == 0x02:  # version
+        pos = end
+    for _ in range(3):  # signature, issuer, thisUpdate
+        _, _, pos = _der_item(der, pos)
+    if pos >= len(der):
+        return None
+    tag, start, end = _der_item(der, pos)
+    if tag not in (0x17, 0x18):
+        return None  # no nextUpdate: the CRL does not expire
+    return _der_time(tag, der[start:end], "nextUpdate")
+
+
+def _der_time(tag: int, value: bytes, what: str) -> float:
+    """A DER UTCTime or GeneralizedTime (RFC 5280 §4.1.2.5) as Unix seconds."""
+    text = value.decode("ascii")
     if tag == 0x17:  # UTCTime YYMMDDHHMMSSZ (RFC 5280 §4.1.2.5.1: YY >= 50 is 19YY)
         year = int(text[:2])
         text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
     elif tag != 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
-        raise ValueError(f"notAfter has DER tag {tag:#x}, not a time")
+        raise ValueError(f"{what} has DER tag {tag:#x}, not a time")
     if not text.endswith("Z") or len(text) != 15:
-        raise ValueError(f"notAfter {text!r} is not YYYYMMDDHHMMSSZ")
+        raise ValueError(f"{what} {text!r} is not YYYYMMDDHHMMSSZ")
     return float(calendar.timegm(time.strptime(text[:-1], "%Y%m%d%H%M%S")))
 
 

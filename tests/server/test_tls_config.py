@@ -3,6 +3,7 @@ certificate host matching; a node refusing to start on bad TLS material."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from raftlog.server.config import ClusterTLSConfig, ConfigError, load_config, re
 from raftlog.server.tls import cert_names_host
 
 from .test_tls import TLSFiles
+from .test_tls_crl import write_crl
 
 BASE = """
 [cluster]
@@ -37,6 +39,7 @@ def files(tmp_path: Path) -> TLSFiles:
     files = TLSFiles.create(tmp_path / "tls")
     files.issue("node", "127.0.0.1")
     files.issue("n2", "127.0.0.1")
+    write_crl(files, files.root / "crl.pem", [])
     return files
 
 
@@ -83,8 +86,9 @@ N2_OWN = 'tls_cert_file = "tls/n2.pem"\ntls_key_file = "tls/n2.key"'
         (SHARED, "", ""),
         (SHARED + "client_auth = true\n", "", N2_OWN),
         ('[tls]\nca_file = "tls/ca.pem"\n', N1_OWN, N2_OWN),  # each node its own only
+        (SHARED + 'crl_file = "tls/crl.pem"\n', "", ""),
     ],
-    ids=["shared", "client_auth+override", "per_node"],
+    ids=["shared", "client_auth+override", "per_node", "crl"],
 )
 def test_render_round_trips_the_table_and_node_overrides(
     tmp_path: Path, files: TLSFiles, tls: str, n1_extra: str, n2_extra: str
@@ -106,6 +110,7 @@ def test_render_round_trips_the_table_and_node_overrides(
         (SHARED.replace('key_file = "tls/node.key"\n', ""), "", "and key_file must be set"),
         (SHARED.replace("tls/node.key", "tls/missing.key"), "", "missing.key': no such file"),
         (SHARED + "client_auth = 1\n", "", "tls.client_auth must be bool"),
+        (SHARED + 'crl_file = "tls/none.pem"\n', "", "none.pem': no such file"),
         (SHARED + "verify = true\n", "", "tls.verify is not a known key"),
         ('[tls]\nca_file = "tls/ca.pem"\n', "", "node[0] (n1) has no TLS certificate"),
         ("", 'tls_cert_file = "tls/n2.pem"\ntls_key_file = "tls/n2.key"', "needs a [tls] table"),
@@ -151,6 +156,11 @@ def test_cli_tls_flags_win_over_the_config_table(tmp_path: Path, files: TLSFiles
     assert resolve_tls(None, "127.0.0.1:7101", ca, None, None) == TLSConfig(ca, None, None)
     with pytest.raises(click.BadParameter, match="needs --tls-cert"):
         resolve_tls(path, None, None, None, Path("k.pem"))
+    # The file's crl_file checks the nodes' certificates too.
+    crl = write(tmp_path, SHARED + 'crl_file = "tls/crl.pem"\n')
+    assert resolve_tls(crl, None, None, None, None) == replace(from_file, crl_file=base / "crl.pem")
+    flag = Path("mine-crl.pem")
+    assert resolve_tls(crl, None, None, None, None, flag) == replace(from_file, crl_file=flag)
 
 
 def test_every_bootstrap_command_takes_the_tls_flags() -> None:
@@ -162,7 +172,8 @@ def test_every_bootstrap_command_takes_the_tls_flags() -> None:
                 walk(sub, f"{name} {sub_name}")
             return
         options = {o for p in command.params for o in getattr(p, "opts", [])}
-        if "--bootstrap" in options and not {"--tls-ca", "--tls-cert", "--tls-key"} <= options:
+        flags = {"--tls-ca", "--tls-cert", "--tls-key", "--tls-crl"}
+        if "--bootstrap" in options and not flags <= options:
             missing.append(name)
 
     ctx = click.Context(main)
@@ -182,3 +193,15 @@ def test_node_start_refuses_a_key_that_does_not_match_its_certificate(
     assert "node n1: cannot load the TLS certificate" in result.output, result.output
     assert "n2.key" in result.output and "key values mismatch" in result.output
     assert not (tmp_path / "data").exists()  # refused before the data dir was created
+
+
+def test_node_start_refuses_a_crl_file_that_holds_a_certificate(
+    tmp_path: Path, files: TLSFiles
+) -> None:
+    """A certificate in crl_file would become a trust anchor (OpenSSL loads
+    both through one call): the node names the file and does not start."""
+    path = write(tmp_path, SHARED + 'crl_file = "tls/ca.pem"\n')
+    result = CliRunner().invoke(main, ["node", "start", "--config", str(path), "--node", "n1"])
+    assert result.exit_code == 2, result.output
+    assert "crl_file" in result.output and "found CERTIFICATE" in result.output, result.output
+    assert not (tmp_path / "data").exists()

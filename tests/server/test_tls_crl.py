@@ -1,0 +1,203 @@
+"""[tls] crl_file: certificates a CRL revokes are refused in the handshake,
+from clients and peers alike, over real sockets on 127.0.0.1 (server/tls.py)."""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from raftlog.client.errors import TLSError
+from raftlog.client.tls import TLSConfig
+from raftlog.server import tls as server_tls
+from raftlog.server.config import ClusterConfig, ConfigError
+from raftlog.server.transport import PeerTransport, TransportOptions
+
+from .cluster_harness import make_config
+from .rawclient import wait_until
+from .test_tls import NODE_HOST, TLSFiles, open_conn, serve_fake, with_tls
+
+NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def write_crl(
+    files: TLSFiles,
+    path: Path,
+    revoked: list[Path],
+    *,
+    this_update: datetime.datetime = NOW - datetime.timedelta(days=1),
+    next_update: datetime.datetime = NOW + datetime.timedelta(days=7),
+    append: bool = False,
+) -> Path:
+    """A CRL of ``files``' CA revoking the certificates in ``revoked`` (PEM files)."""
+    key = serialization.load_pem_private_key(files.ca.private_key_pem.bytes(), None)
+    issuer = x509.load_pem_x509_certificate(files.ca.cert_pem.bytes())
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(this_update)
+        .next_update(next_update)
+    )
+    for cert_file in revoked:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.serial_number)
+            .revocation_date(this_update)
+            .build()
+        )
+    pem = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)  # type: ignore[arg-type]
+    path.write_bytes(path.read_bytes() + pem if append else pem)
+    return path
+
+
+def with_crl(cfg: ClusterConfig, crl: Path) -> ClusterConfig:
+    assert cfg.tls is not None
+    return replace(cfg, tls=replace(cfg.tls, crl_file=crl))
+
+
+async def _served(nursery: trio.Nursery, address: str, tls: TLSConfig, client_id: str) -> bool:
+    try:
+        conn = await open_conn(nursery, address, tls, client_id)
+    except TLSError:
+        return False
+    reply = await conn.request("metadata", {})
+    conn.close()
+    return reply["ok"] is True
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> TLSFiles:
+    return TLSFiles.create(tmp_path / "tls")
+
+
+async def test_a_revoked_client_certificate_is_refused_and_others_are_served(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    revoked, kept = files.client("revoked"), files.client("kept")
+    assert revoked.cert_file is not None
+    crl = write_crl(files, tmp_path / "crl.pem", [Path(revoked.cert_file)])
+    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
+    served = await serve_fake(nursery, cfg)
+    with pytest.raises(TLSError, match="certificate revoked"):
+        await open_conn(nursery, served.address, revoked, "revoked")
+    assert served.failures("certificate") == 1
+    assert await _served(nursery, served.address, kept, "kept")
+    assert [c[0] for c in served.node.calls] == ["kept"]  # the revoked client reached nothing
+
+
+async def test_a_peer_with_a_revoked_certificate_is_refused_both_ways(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    """n2's certificate is revoked: n1 refuses it when n2 dials (the listener
+    checks the CRL), and when n1 dials n2 (the dialler checks it too)."""
+    cfg = with_tls(make_config(tmp_path, 2), files)
+    n2_cert, n2_key = files.issue("n2", NODE_HOST)
+    crl = write_crl(files, tmp_path / "crl.pem", [n2_cert])
+    n1_cfg = with_crl(cfg, crl)
+    served_n1 = await serve_fake(nursery, n1_cfg, "n1")
+    n2_cfg = replace(cfg, tls=replace(cfg.tls, cert_file=n2_cert, key_file=n2_key))
+    dialler = PeerTransport(n2_cfg, "n2", "i-n2", options=TransportOptions(backoff_max_s=0.05))
+    await nursery.start(dialler.run)
+    dialler.send("n1", [(7, b"vote me")])
+    await wait_until(lambda: served_n1.failures("certificate") >= 1, "n1 refused n2")
+    assert served_n1.node.peer_msgs == [] and not dialler.is_connected("n1")
+
+    await serve_fake(nursery, n2_cfg, "n2")  # n2 presents the revoked certificate
+    transport = PeerTransport(n1_cfg, "n1", "i-n1", options=TransportOptions(backoff_max_s=0.05))
+    await nursery.start(transport.run)
+    transport.send("n2", [(7, b"append")])
+    failures = transport.metrics.tls_handshake_failures
+    await wait_until(lambda: failures.value(side="dial", reason="certificate") >= 1, "refused")
+    assert not transport.is_connected("n2")
+
+
+async def test_a_reload_takes_a_later_crl_and_a_bad_one_changes_nothing(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    client = files.client("tenant")
+    assert client.cert_file is not None
+    crl = write_crl(files, tmp_path / "crl.pem", [])
+    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
+    served = await serve_fake(nursery, cfg)
+    assert await _served(nursery, served.address, client, "before")
+
+    # The operator revokes the certificate: a later CRL of the same CA.
+    staged = write_crl(files, tmp_path / "next.pem", [Path(client.cert_file)], this_update=NOW)
+    shutil.copy(staged, crl)
+    assert await _served(nursery, served.address, client, "not-reloaded")  # nothing read yet
+    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+    assert not await _served(nursery, served.address, client, "after")
+    assert await _served(nursery, served.address, files.client("other"), "other")
+
+    # A CRL file with a certificate in it would make that certificate a trust
+    # anchor: refused, counted, and the revocation stays in force.
+    crl.write_bytes(crl.read_bytes() + files.ca_file.read_bytes())
+    problem = server_tls.reload_and_report(cfg, "n1", served.metrics)
+    assert problem is not None and "only PEM X509 CRL blocks" in problem
+    assert served.metrics.tls_reloads.value(result="failed") == 1
+    assert not await _served(nursery, served.address, client, "still-revoked")
+
+
+async def test_a_ca_without_a_crl_in_the_file_has_its_certificates_refused(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    """VERIFY_CRL_CHECK_LEAF: every trusted CA needs its CRL in crl_file. This
+    is the documented failure of forgetting one, pinned so a change shows."""
+    second = TLSFiles.create(tmp_path / "second")
+    files.ca_file.write_bytes(files.ca_file.read_bytes() + second.ca_file.read_bytes())
+    crl = write_crl(files, tmp_path / "crl.pem", [])
+    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
+    served = await serve_fake(nursery, cfg)
+    stranger = replace(second.client("second-ca"), ca_file=files.ca_file)
+    assert not await _served(nursery, served.address, stranger, "no-crl")
+    write_crl(second, crl, [], append=True)
+    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+    assert await _served(nursery, served.address, stranger, "with-crl")
+
+
+def test_the_crl_expiry_gauge_reports_the_earliest_next_update(
+    tmp_path: Path, files: TLSFiles
+) -> None:
+    soon = NOW + datetime.timedelta(days=2)
+    far = datetime.datetime(2061, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)  # GeneralizedTime
+    crl = write_crl(files, tmp_path / "crl.pem", [], next_update=far)
+    assert server_tls.earliest_crl_next_update(crl) == far.timestamp()
+    second = TLSFiles.create(tmp_path / "second")
+    write_crl(second, crl, [], next_update=soon, append=True)
+    assert server_tls.earliest_crl_next_update(crl) == soon.timestamp()
+    assert server_tls.earliest_crl_next_update(tmp_path / "missing.pem") is None
+
+
+def test_a_crl_file_that_holds_no_crl_stops_the_node_from_starting(
+    tmp_path: Path, files: TLSFiles
+) -> None:
+    """node start loads the contexts before its data dir (cli_node): this is
+    the error it exits 2 with. The [tls] parsing is in test_tls_config.py."""
+    cfg = with_tls(make_config(tmp_path, 1), files)
+    crl = tmp_path / "crl.pem"
+    crl.write_bytes(b"not a crl\n")
+    with pytest.raises(ConfigError, match=r"crl_file .*crl.pem.*no PEM block"):
+        server_tls.server_context(with_crl(cfg, crl), "n1")
+    write_crl(files, crl, [])
+    assert server_tls.server_context(with_crl(cfg, crl), "n1") is not None
+
+
+async def test_a_client_with_a_crl_refuses_a_node_whose_certificate_is_revoked(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    cfg = with_tls(make_config(tmp_path, 1), files)
+    served = await serve_fake(nursery, cfg)
+    assert cfg.tls is not None and cfg.tls.cert_file is not None
+    good = write_crl(files, tmp_path / "good.pem", [])
+    revoked = write_crl(files, tmp_path / "revoked.pem", [cfg.tls.cert_file])
+    assert await _served(nursery, served.address, TLSConfig(files.ca_file, crl_file=good), "a")
+    with pytest.raises(TLSError, match="certificate revoked"):
+        await open_conn(nursery, served.address, TLSConfig(files.ca_file, crl_file=revoked))
+    with pytest.raises(TLSError, match=r"crl_file.*found CERTIFICATE"):
+        TLSConfig(files.ca_file, crl_file=files.ca_file).context()
