@@ -1,6 +1,8 @@
-"""A real cluster with [tls] (client_auth on), started by ``raftlog cluster up``:
-the CLI finds TLS in the config, a client produces, the partition leader is
-killed with SIGKILL, the client produces again and reads everything back."""
+"""A real cluster with [tls] (client_auth on, a CRL), started by ``raftlog
+cluster up``: the CLI finds TLS in the config, a client produces, the
+partition leader is killed with SIGKILL, the client produces again and reads
+everything back; then certificates are rotated and one is revoked, each
+taken by SIGHUP."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from raftlog.server.config import render_config
 
 from .cluster_harness import make_config
 from .test_tls import TLSFiles, with_tls
+from .test_tls_crl import NOW, with_crl, write_crl
 
 RAFTLOG = [sys.executable, "-m", "raftlog.server"]
 WAIT_S = 90.0
@@ -43,12 +46,14 @@ def node_pids(parent: int) -> dict[str, int]:
     return pids
 
 
-def rotate(files: TLSFiles, new: TLSFiles) -> None:
-    """The node certificate files get one of ``new``'s CA; ca_file trusts both CAs."""
+def rotate(files: TLSFiles, new: TLSFiles, crl: Path) -> None:
+    """The node certificate files get one of ``new``'s CA; ca_file trusts both
+    CAs, and the CRL file gains ``new``'s (every issuing CA needs one)."""
     cert, key = new.node_cert("rotated")
     shutil.copy(cert, files.root / "node.pem")
     shutil.copy(key, files.root / "node.key")
     files.ca_file.write_bytes(files.ca_file.read_bytes() + new.ca_file.read_bytes())
+    write_crl(new, crl, [], append=True)
 
 
 def served_with(address: str, tls: TLSConfig) -> bool:
@@ -70,6 +75,8 @@ def cli(*args: str) -> str:
 def test_tls_cluster_up_produce_kill_leader_produce_consume(tmp_path: Path) -> None:
     files = TLSFiles.create(tmp_path / "tls")
     cfg = with_tls(make_config(tmp_path, 3, tick_ms=10, election_ticks=10), files, client_auth=True)
+    crl = write_crl(files, files.root / "crl.pem", [])  # peers check each other against it too
+    cfg = with_crl(cfg, crl)
     path = tmp_path / "cluster.toml"
     path.write_text(render_config(cfg))
     proc = subprocess.Popen(
@@ -91,7 +98,8 @@ def test_tls_cluster_up_produce_kill_leader_produce_consume(tmp_path: Path) -> N
             request_once(cfg.nodes[0].address, "metadata")  # plaintext
 
         addresses = [n.address for n in cfg.nodes]
-        with Client(addresses, tls=files.client(), request_timeout=30) as client:
+        tenant = files.client()
+        with Client(addresses, tls=tenant, request_timeout=30) as client:
             for i in range(10):
                 assert client.produce("t", b"before-%d" % i, partition=0).offset == i
             leader = next(
@@ -115,7 +123,7 @@ def test_tls_cluster_up_produce_kill_leader_produce_consume(tmp_path: Path) -> N
         # Certificate rotation: new files, SIGHUP to `cluster up`, which passes it
         # to every node; each reloads and presents the new CA's certificate.
         new = TLSFiles.create(tmp_path / "tls-new")
-        rotate(files, new)
+        rotate(files, new, crl)
         new_client = new.client()
         live = [n.address for n in cfg.nodes if n.id != leader]
         assert not served_with(live[0], new_client)  # not before the signal
@@ -126,6 +134,21 @@ def test_tls_cluster_up_produce_kill_leader_produce_consume(tmp_path: Path) -> N
                 assert time.monotonic() < end, f"{address} never presented the new certificate"
                 time.sleep(0.05)
         assert proc.poll() is None  # SIGHUP stopped nothing
+
+        # Revocation: a later CRL of the first CA names the tenant's certificate.
+        assert tenant.cert_file is not None and served_with(live[0], tenant)
+        revoked = [Path(tenant.cert_file)]
+        staged = write_crl(files, tmp_path / "next-crl.pem", revoked, this_update=NOW)
+        write_crl(new, staged, [], append=True)
+        shutil.copy(staged, crl)
+        proc.send_signal(signal.SIGHUP)
+        for address in live:
+            end = time.monotonic() + WAIT_S
+            while served_with(address, tenant):
+                assert time.monotonic() < end, f"{address} still serves a revoked certificate"
+                time.sleep(0.05)
+            assert served_with(address, new_client)  # the peers' and others' certificates pass
+        assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     finally:
