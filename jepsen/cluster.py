@@ -39,6 +39,7 @@ jumps while Raft's monotonic clock runs on, like libfaketime.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import shutil
@@ -392,12 +393,18 @@ class JepsenCluster:
     @property
     def client_tls(self) -> TLSConfig | None:
         """What every client of the run connects with (None: plaintext)."""
-        return TLSConfig(ca_file=self.tls_dir / "ca.pem") if self.settings.tls else None
+        if not self.settings.tls:
+            return None
+        return TLSConfig(ca_file=self.tls_dir / "ca.pem", crl_file=self.tls_dir / "crl.pem")
 
     def _issue_tls_files(self) -> None:
-        """A CA of this run and one node certificate for 127.0.0.1 (trustme, a test extra)."""
+        """A CA of this run, one node certificate for 127.0.0.1 (trustme, a test
+        extra) and the CA's CRL, revoking nothing: with ``crl_file`` set, every
+        handshake of the run (peer links both ways, clients) checks it."""
         try:
             import trustme
+            from cryptography import x509
+            from cryptography.hazmat.primitives import hashes, serialization
         except ImportError:
             raise RuntimeError(
                 "--tls needs the trustme package to issue the run's certificates "
@@ -410,6 +417,16 @@ class JepsenCluster:
         for i, blob in enumerate(cert.cert_chain_pems):
             blob.write_to_path(str(self.tls_dir / "node.pem"), append=i > 0)
         cert.private_key_pem.write_to_path(str(self.tls_dir / "node.key"))
+        now = datetime.datetime.now(datetime.UTC)
+        key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+        crl = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(x509.load_pem_x509_certificate(ca.cert_pem.bytes()).subject)
+            .last_update(now - datetime.timedelta(hours=1))
+            .next_update(now + datetime.timedelta(days=30))
+            .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        (self.tls_dir / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
 
     def clock_path(self, nid: str) -> Path:
         return self.run_dir / "clocks" / nid
@@ -443,7 +460,7 @@ class JepsenCluster:
             lines += ["", "[retention]", f"interval_ms = {s.retention_interval_ms}"]
         if s.tls:  # paths are relative to cluster.toml, like data_dir
             lines += ["", "[tls]", 'ca_file = "tls/ca.pem"', 'cert_file = "tls/node.pem"',
-                      'key_file = "tls/node.key"']
+                      'key_file = "tls/node.key"', 'crl_file = "tls/crl.pem"']
         for n in self.nodes.values():
             lines += ["", "[[node]]", f"id = {_toml_str(n.id)}",
                       f"address = {_toml_str(n.address)}",
