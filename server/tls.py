@@ -36,6 +36,7 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,40 +205,33 @@ def reload_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> str
     return None
 
 
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
-
-
 def earliest_expiry(path: Path) -> float | None:
     """The earliest notAfter (Unix seconds) of the PEM certificates in ``path``;
     None if the file holds none or cannot be read (the node then fails to load
     it anyway, with a clearer error)."""
-    try:
-        pem = path.read_bytes()
-    except OSError:
-        return None
-    expiries = []
-    for block in _PEM_CERT.findall(pem):
-        with contextlib.suppress(ValueError, binascii.Error):
-            expiries.append(cert_not_after(base64.b64decode(block)))
-    return min(expiries, default=None)
-
-
-_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----(.+?)-----END X509 CRL-----", re.DOTALL)
+    return _earliest(path, b"CERTIFICATE", cert_not_after)
 
 
 def earliest_crl_next_update(path: Path) -> float | None:
     """The earliest nextUpdate (Unix seconds) of the PEM CRLs in ``path``; None
     if none has one or the file cannot be read."""
+    return _earliest(path, b"X509 CRL", crl_next_update)
+
+
+def _earliest(path: Path, label: bytes, read: Callable[[bytes], float | None]) -> float | None:
+    """The least ``read(DER)`` over the PEM blocks ``label`` in ``path``,
+    skipping blocks it cannot read or has no time for."""
     try:
         pem = path.read_bytes()
     except OSError:
         return None
-    updates = []
-    for block in _PEM_CRL.findall(pem):
+    times = []
+    block = re.escape(label)
+    for body in re.findall(rb"-----BEGIN " + block + rb"-----(.+?)-----END " + block, pem, re.S):
         with contextlib.suppress(ValueError, binascii.Error):
-            if (when := crl_next_update(base64.b64decode(block))) is not None:
-                updates.append(when)
-    return min(updates, default=None)
+            if (when := read(base64.b64decode(body))) is not None:
+                times.append(when)
+    return min(times, default=None)
 
 
 def _der_item(data: bytes, pos: int) -> tuple[int, int, int]:
