@@ -63,7 +63,7 @@ from .errors import HandlerError
 from .log_format import LogFormats
 from .log_throttle import LogThrottle
 from .metrics import Metrics
-from .tls import TLSAcceptor, cert_identities, peer_cert_problem
+from .tls import RevocationWatch, TLSAcceptor, cert_identities, peer_cert_problem
 
 log = logging.getLogger(__name__)
 
@@ -432,12 +432,14 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
     conn_id = next(shared.conn_ids)
     remote = _peer_name(stream)
     peer_cert: dict[str, Any] | None = None
+    tls_watch: RevocationWatch | None = None
     if shared.tls is not None:
         secured = await shared.tls.accept(stream, remote)
         if secured is None:
             return  # counted, logged and closed by accept
         stream = secured
         peer_cert = secured.getpeercert() or None
+        tls_watch = shared.tls.watch(secured)
     decoder = FrameDecoder(shared.cfg.limits.max_frame_bytes)
     async with stream:
         try:
@@ -471,7 +473,7 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
         try:
             await _serve_admitted(
                 shared, stream, decoder, role, ident, user, credential, leftover, conn_id, remote,
-                hello.get("log_format", BASELINE_LOG_FORMAT),
+                hello.get("log_format", BASELINE_LOG_FORMAT), tls_watch,
             )  # fmt: skip
         finally:
             if role == "client":
@@ -490,6 +492,7 @@ async def _serve_admitted(
     conn_id: int,
     remote: str,
     peer_log_format: int,
+    tls_watch: RevocationWatch | None,
 ) -> None:
     welcome = hello_ok(shared.node_id, shared.cfg.name, _announced_limits(shared))
     if not await _send_quietly(stream, encode_frame(welcome)):
@@ -502,7 +505,7 @@ async def _serve_admitted(
             if formats is not None:
                 formats.peer_connected(ident, conn_id, peer_log_format)
             try:
-                await _serve_peer(shared, stream, decoder, ident, leftover, conn_id)
+                await _serve_peer(shared, stream, decoder, ident, leftover, conn_id, tls_watch)
             finally:
                 if formats is not None:
                     formats.peer_gone(ident, conn_id)
@@ -511,7 +514,9 @@ async def _serve_admitted(
             # A snapshot transfer proven by the peer token carries no client token.
             if role == "replica" and shared.cfg.auth.peer_token is not None:
                 credential = None
-            await _ClientConnection(shared, stream, decoder, ctx, credential).run(leftover)
+            await _ClientConnection(shared, stream, decoder, ctx, credential, tls_watch).run(
+                leftover
+            )
     finally:
         shared.metrics.connections.dec(role=role)
 
@@ -758,6 +763,7 @@ async def _serve_peer(
     peer: str,
     frames: list[dict[str, Any]],
     conn_id: int,
+    tls_watch: RevocationWatch | None = None,
 ) -> None:
     remote = _peer_name(stream)
     fd = socket_fd(stream)
@@ -766,6 +772,13 @@ async def _serve_peer(
         shared.on_peer_connected(peer)
     try:
         while True:
+            if tls_watch is not None and tls_watch.revoked():
+                # A peer whose certificate is revoked must not vote or append
+                # one more message: close; its redial meets the CRL in the handshake.
+                shared.metrics.tls_connections_revoked.inc(role="peer")
+                log.warning("event=tls_connection_revoked conn=%d remote=%s peer=%s",
+                            conn_id, remote, peer)  # fmt: skip
+                return
             for frame in frames:
                 if frame.get("type") != "raft":
                     raise FrameError(f"unexpected peer frame type {frame.get('type')!r}")
@@ -797,6 +810,7 @@ class _ClientConnection:
         decoder: FrameDecoder,
         ctx: RequestContext,
         credential: tuple[Any, dict[str, Any] | None] | None = None,
+        tls_watch: RevocationWatch | None = None,
     ) -> None:
         self.shared = shared
         self.stream = stream
@@ -807,6 +821,8 @@ class _ClientConnection:
         self.credential = credential
         self.auth_generation = shared.cfg.auth.generation
         self.revoked: str | None = None  # why every request is refused from now on
+        # [tls] crl_file: a reload's CRL may revoke the client's certificate.
+        self.tls_watch = tls_watch
         self.window = shared.cfg.limits.max_pending_requests_per_connection
         self.pending = trio.Semaphore(self.window)
         self.outbox: list[bytes | memoryview] = []
@@ -883,14 +899,18 @@ class _ClientConnection:
             self._count(str(frame.get("type")), exc.code)
             self._reply(error_reply(reply_id, exc.code, exc.message))
             return
-        if self.credential is not None and (
-            self.revoked is not None or self.shared.cfg.auth.generation != self.auth_generation
+        if self.tls_watch is not None and self.tls_watch.revoked():
+            self._certificate_revoked()
+        if (
+            self.revoked is None
+            and self.credential is not None
+            and self.shared.cfg.auth.generation != self.auth_generation
         ):
             self._reauthenticate()
-            if self.revoked is not None:
-                self._count(op, ErrorCode.UNAUTHORIZED)
-                self._reply(error_reply(req_id, ErrorCode.UNAUTHORIZED, self.revoked))
-                return
+        if self.revoked is not None:
+            self._count(op, ErrorCode.UNAUTHORIZED)
+            self._reply(error_reply(req_id, ErrorCode.UNAUTHORIZED, self.revoked))
+            return
         user = self.ctx.user
         if user is not None:
             denied = acl.check(user, op, fields)
@@ -944,6 +964,19 @@ class _ClientConnection:
             ctx = self.ctx
             log.warning("event=connection_token_revoked conn=%d remote=%s client_id=%s",
                         ctx.connection_id, ctx.peer_address, ctx.client_id)  # fmt: skip
+
+    def _certificate_revoked(self) -> None:
+        """A reload's crl_file revokes the certificate this connection's handshake
+        presented: like a revoked token, every request is refused from now on
+        (the client's reconnect then fails its handshake, naming the revocation)."""
+        self.revoked = (
+            "the TLS certificate this connection presented was revoked ([tls] crl_file, "
+            "reloaded by the node); reconnect with a current certificate"
+        )
+        self.shared.metrics.tls_connections_revoked.inc(role="client")
+        ctx = self.ctx
+        log.warning("event=tls_connection_revoked conn=%d remote=%s client_id=%s",
+                    ctx.connection_id, ctx.peer_address, ctx.client_id)  # fmt: skip
 
     def _start_taskless(
         self, starter: RequestStarter, req_id: int, op: str, fields: dict[str, Any]

@@ -343,6 +343,7 @@ class Metrics:
     peer_reconnects: Counter = field(init=False)
     tls_handshake_failures: Counter = field(init=False)
     tls_reloads: Counter = field(init=False)
+    tls_connections_revoked: Counter = field(init=False)
     auth_reloads: Counter = field(init=False)
     tls_cert_expiry: Gauge = field(init=False)
     # driver / handlers (S-CORE)
@@ -444,6 +445,13 @@ class Metrics:
             "TLS certificate reloads on SIGHUP ([tls]), by result ok or failed "
             "(failed: the node goes on with the files it had).",
             ["result"],
+        )
+        self.tls_connections_revoked = r.counter(
+            "raftlog_tls_connections_revoked_total",
+            "Open connections cut off because a reloaded crl_file revokes the other "
+            "side's certificate: role client (its requests refused), peer (dialled in, "
+            "closed) or dial (our link to a peer, closed).",
+            ["role"],
         )
         self.auth_reloads = r.counter(
             "raftlog_auth_reloads_total", "SIGHUP reloads of [auth] users and tokens.", ["result"]

@@ -25,17 +25,11 @@ says the node requires TLS, instead of a bare close.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import calendar
 import contextlib
-import functools
 import ipaddress
 import logging
-import re
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +49,7 @@ from raftlog.client.tls import (
 from .config import ClusterConfig, ConfigError
 from .log_throttle import LogThrottle
 from .metrics import Metrics
+from .x509_der import Revocations, cert_not_after, crl_next_update, pem_blocks
 
 log = logging.getLogger(__name__)
 
@@ -101,74 +96,109 @@ def _load_crl(ctx: ssl.SSLContext, crl: Path | None) -> None:
         raise ConfigError(f"[tls] crl_file {str(crl)!r}: {exc}") from None
 
 
-# Cached by file paths: one context per node and role, shared by every
-# connection (snapshot transfers open connections again and again). Files
-# changed on disk are read again by ``reload`` (SIGHUP) or a restart.
-@functools.lru_cache(maxsize=16)
-def _server_context(
-    ca: Path, cert: Path, key: Path, client_auth: bool, crl: Path | None = None
-) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS >= 1.2
-    _load_chain(ctx, cert, key, "certificate")
-    _load_ca(ctx, ca)
-    _load_crl(ctx, crl)
-    ctx.verify_mode = ssl.CERT_REQUIRED if client_auth else ssl.CERT_OPTIONAL
-    return ctx
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """What a node's TLS is built from: the paths in its [tls]."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_auth: bool
+    crl: Path | None
 
 
-@functools.lru_cache(maxsize=16)
-def _peer_context(ca: Path, cert: Path, key: Path, crl: Path | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # CERT_REQUIRED, check_hostname
-    _load_ca(ctx, ca)
-    _load_crl(ctx, crl)
-    _load_chain(ctx, cert, key, "certificate")
-    return ctx
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """A node's TLS as last loaded from its files, replaced whole by ``reload``."""
+
+    server: ssl.SSLContext  # the listener's (clients and peers dialling in)
+    peer: ssl.SSLContext  # for dialling other nodes
+    revocations: Revocations | None  # crl_file's, for connections already open
+
+
+# One _Loaded per set of files, shared by every connection (snapshot transfers
+# open connections again and again) and by nodes of one process that share
+# files (tests). Entries are replaced, never mutated: a handshake that already
+# took a context keeps a consistent one.
+_LOADED: dict[_Files, _Loaded] = {}
+_MAX_LOADED = 64
+# Successful reloads in this process: an open connection compares it with the
+# count it last saw (RevocationWatch), one int compare per request.
+_reloads = 0
+
+
+def _files(cfg: ClusterConfig, node_id: str) -> _Files:
+    assert cfg.tls is not None
+    cert, key = cfg.tls_cert_and_key(node_id)
+    return _Files(cfg.tls.ca_file, cert, key, cfg.tls.client_auth, cfg.tls.crl_file)
+
+
+def _build(files: _Files) -> _Loaded:
+    """Load every file into fresh contexts; ConfigError if one does not load."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS >= 1.2
+    _load_chain(server, files.cert, files.key, "certificate")
+    _load_ca(server, files.ca)
+    _load_crl(server, files.crl)
+    server.verify_mode = ssl.CERT_REQUIRED if files.client_auth else ssl.CERT_OPTIONAL
+    peer = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # CERT_REQUIRED, check_hostname
+    _load_ca(peer, files.ca)
+    _load_crl(peer, files.crl)
+    _load_chain(peer, files.cert, files.key, "certificate")
+    revocations = None
+    if files.crl is not None:
+        try:
+            revocations = Revocations.from_pem(files.crl.read_bytes())
+        except OSError as exc:  # _load_crl read it a moment ago
+            raise ConfigError(f"[tls] crl_file {str(files.crl)!r}: {exc.strerror}") from None
+    return _Loaded(server, peer, revocations)
+
+
+def _loaded(cfg: ClusterConfig, node_id: str) -> _Loaded | None:
+    if cfg.tls is None:
+        return None
+    files = _files(cfg, node_id)
+    loaded = _LOADED.get(files)
+    if loaded is None:
+        loaded = _LOADED[files] = _build(files)
+        if len(_LOADED) > _MAX_LOADED:  # only a test process holds this many
+            del _LOADED[next(iter(_LOADED))]
+    return loaded
 
 
 def server_context(cfg: ClusterConfig, node_id: str) -> ssl.SSLContext | None:
     """The listener's context (None without [tls]); ConfigError if a file cannot be loaded."""
-    if cfg.tls is None:
-        return None
-    cert, key = cfg.tls_cert_and_key(node_id)
-    return _server_context(cfg.tls.ca_file, cert, key, cfg.tls.client_auth, cfg.tls.crl_file)
+    loaded = _loaded(cfg, node_id)
+    return None if loaded is None else loaded.server
 
 
 def peer_context(cfg: ClusterConfig, node_id: str) -> ssl.SSLContext | None:
     """The context ``node_id`` dials other nodes with (None without [tls]):
     verifies them against ca_file (and crl_file), presents ``node_id``'s certificate."""
-    if cfg.tls is None:
-        return None
-    cert, key = cfg.tls_cert_and_key(node_id)
-    return _peer_context(cfg.tls.ca_file, cert, key, cfg.tls.crl_file)
+    loaded = _loaded(cfg, node_id)
+    return None if loaded is None else loaded.peer
 
 
 # ---------------------------------------------------------------- reload and expiry
 
 
 def reload(cfg: ClusterConfig, node_id: str) -> None:
-    """Re-read the node's certificate, key and ca_file into its live contexts.
+    """Read the node's certificate, key, ca_file and crl_file again.
 
     Certificates are rotated without a restart (like nginx's or etcd's
-    reload): every handshake after this, accepted or dialled, uses the new
-    files; connections already open keep the certificate they agreed on.
-    The files are first loaded into throwaway contexts, so a file that does
-    not load (half-written, a key that does not match) raises ConfigError and
-    changes nothing. CAs are added to the trust store, never removed: dropping
-    a CA needs a restart (rotation adds the new CA first anyway).
+    reload): every handshake after this, accepted or dialled, uses new
+    contexts built from the files alone, so a CA taken out of ca_file is no
+    longer trusted and a CRL replaces the one before. Connections already open
+    keep the certificates they agreed on, except those whose certificate the
+    new CRL revokes: they are cut off at their next request or frame
+    (``RevocationWatch``). A file that does not load (half-written, a key that
+    does not match) raises ConfigError and changes nothing.
     """
     if cfg.tls is None:
         return
-    cert, key = cfg.tls_cert_and_key(node_id)
-    ca, client_auth, crl = cfg.tls.ca_file, cfg.tls.client_auth, cfg.tls.crl_file
-    _server_context.__wrapped__(ca, cert, key, client_auth, crl)  # raises, nothing changed
-    _peer_context.__wrapped__(ca, cert, key, crl)
-    for ctx in (
-        _server_context(ca, cert, key, client_auth, crl),
-        _peer_context(ca, cert, key, crl),
-    ):
-        _load_ca(ctx, ca)
-        _load_crl(ctx, crl)
-        _load_chain(ctx, cert, key, "certificate")
+    global _reloads
+    files = _files(cfg, node_id)
+    _LOADED[files] = _build(files)
+    _reloads += 1
 
 
 def record_expiry(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> None:
@@ -226,86 +256,11 @@ def _earliest(path: Path, label: bytes, read: Callable[[bytes], float | None]) -
     except OSError:
         return None
     times = []
-    block = re.escape(label)
-    for body in re.findall(rb"-----BEGIN " + block + rb"-----(.+?)-----END " + block, pem, re.S):
-        with contextlib.suppress(ValueError, binascii.Error):
-            if (when := read(base64.b64decode(body))) is not None:
+    for der in pem_blocks(pem, label):
+        with contextlib.suppress(ValueError):
+            if (when := read(der)) is not None:
                 times.append(when)
     return min(times, default=None)
-
-
-def _der_item(data: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, start of contents, end of contents) of the DER item at ``pos``."""
-    if pos + 2 > len(data):
-        raise ValueError("truncated DER")
-    tag, length = data[pos], data[pos + 1]
-    pos += 2
-    if length & 0x80:  # long form: the next (length & 0x7f) bytes hold the length
-        n = length & 0x7F
-        if n == 0 or n > 4 or pos + n > len(data):
-            raise ValueError("bad DER length")
-        length = int.from_bytes(data[pos : pos + n], "big")
-        pos += n
-    if pos + length > len(data):
-        raise ValueError("truncated DER")
-    return tag, pos, pos + length
-
-
-def cert_not_after(der: bytes) -> float:
-    """notAfter of an X.509 certificate (RFC 5280 §4.1), as Unix seconds.
-
-    Certificate ::= SEQUENCE { tbsCertificate, ... }; tbsCertificate ::=
-    SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
-    validity SEQUENCE { notBefore, notAfter }, ... }. Read by hand: the ssl
-    module decodes certificates only through a private helper, and the
-    ``cryptography`` package is not a dependency of the server.
-    """
-    _, pos, _ = _der_item(der, 0)  # Certificate
-    _, pos, _ = _der_item(der, pos)  # tbsCertificate
-    tag, start, end = _der_item(der, pos)
-    if tag == 0xA0:  # explicit [0] version
-        pos = end
-    for _ in range(3):  # serialNumber, signature, issuer
-        _, _, pos = _der_item(der, pos)
-    _, pos, _ = _der_item(der, pos)  # validity
-    _, _, pos = _der_item(der, pos)  # notBefore
-    tag, start, end = _der_item(der, pos)  # notAfter
-    return _der_time(tag, der[start:end], "notAfter")
-
-
-def crl_next_update(der: bytes) -> float | None:
-    """nextUpdate of an X.509 CRL (RFC 5280 §5.1) as Unix seconds; None if absent.
-
-    CertificateList ::= SEQUENCE { tbsCertList, ... }; TBSCertList ::=
-    SEQUENCE { version INTEGER OPTIONAL, signature, issuer, thisUpdate,
-    nextUpdate Time OPTIONAL, ... }.
-    """
-    _, pos, _ = _der_item(der, 0)  # CertificateList
-    _, pos, _ = _der_item(der, pos)  # tbsCertList
-    tag, _, end = _der_item(der, pos)
-    if tag == 0x02:  # version
-        pos = end
-    for _ in range(3):  # signature, issuer, thisUpdate
-        _, _, pos = _der_item(der, pos)
-    if pos >= len(der):
-        return None
-    tag, start, end = _der_item(der, pos)
-    if tag not in (0x17, 0x18):
-        return None  # no nextUpdate: the CRL does not expire
-    return _der_time(tag, der[start:end], "nextUpdate")
-
-
-def _der_time(tag: int, value: bytes, what: str) -> float:
-    """A DER UTCTime or GeneralizedTime (RFC 5280 §4.1.2.5) as Unix seconds."""
-    text = value.decode("ascii")
-    if tag == 0x17:  # UTCTime YYMMDDHHMMSSZ (RFC 5280 §4.1.2.5.1: YY >= 50 is 19YY)
-        year = int(text[:2])
-        text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
-    elif tag != 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
-        raise ValueError(f"{what} has DER tag {tag:#x}, not a time")
-    if not text.endswith("Z") or len(text) != 15:
-        raise ValueError(f"{what} {text!r} is not YYYYMMDDHHMMSSZ")
-    return float(calendar.timegm(time.strptime(text[:-1], "%Y%m%d%H%M%S")))
 
 
 # ---------------------------------------------------------------- peer identity
@@ -374,10 +329,41 @@ def peer_cert_problem(cfg: ClusterConfig, cert: dict[str, Any] | None, node_id: 
 
 
 @dataclass(slots=True)
+class RevocationWatch:
+    """Has a reload's CRL revoked the certificate that the other side of an open
+    connection presented? Asked at each request or frame; the handshake checked
+    the CRL of its time, so until a reload this is one int compare."""
+
+    files: _Files
+    cert_der: bytes
+    seen_reloads: int
+
+    @classmethod
+    def of(
+        cls, cfg: ClusterConfig, node_id: str, stream: trio.SSLStream[Any]
+    ) -> RevocationWatch | None:
+        """A watch over ``stream``'s peer certificate; None without a crl_file
+        or a certificate (nothing a CRL could revoke)."""
+        loaded = _loaded(cfg, node_id)
+        if loaded is None or loaded.revocations is None:
+            return None
+        der = stream.getpeercert(binary_form=True)
+        return cls(_files(cfg, node_id), der, _reloads) if der else None
+
+    def revoked(self) -> bool:
+        if self.seen_reloads == _reloads:
+            return False
+        self.seen_reloads = _reloads
+        loaded = _LOADED.get(self.files)
+        revocations = loaded.revocations if loaded is not None else None
+        return revocations is not None and revocations.revokes(self.cert_der)
+
+
+@dataclass(slots=True)
 class TLSAcceptor:
     """The listener's side of TLS: handshake, failures counted and logged."""
 
-    context: ssl.SSLContext
+    cfg: ClusterConfig
     node_id: str
     metrics: Metrics
     max_frame_bytes: int
@@ -386,23 +372,27 @@ class TLSAcceptor:
 
     @classmethod
     def create(cls, cfg: ClusterConfig, node_id: str, metrics: Metrics) -> TLSAcceptor | None:
-        context = server_context(cfg, node_id)
-        if context is None:
+        if server_context(cfg, node_id) is None:  # ConfigError if a file does not load
             return None
         # Rendered as 0 from the start, so a rate alert sees a series, not "no data".
         for reason in ACCEPT_FAILURE_REASONS:
             metrics.tls_handshake_failures.inc(0, side="accept", reason=reason)
         for result in ("ok", "failed"):
             metrics.tls_reloads.inc(0, result=result)
+        if cfg.tls is not None and cfg.tls.crl_file is not None:
+            for role in ("client", "peer", "dial"):
+                metrics.tls_connections_revoked.inc(0, role=role)
         record_expiry(cfg, node_id, metrics)
-        return cls(context, node_id, metrics, cfg.limits.max_frame_bytes)
+        return cls(cfg, node_id, metrics, cfg.limits.max_frame_bytes)
 
     async def accept(
         self, stream: trio.abc.Stream, remote: str
     ) -> trio.SSLStream[trio.abc.Stream] | None:
         """``stream`` after a server handshake; None when it failed (counted,
         logged, the stream closed)."""
-        tls = trio.SSLStream(stream, self.context, server_side=True, https_compatible=True)
+        context = server_context(self.cfg, self.node_id)  # the latest reload's
+        assert context is not None
+        tls = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
         reason = "timeout"
         detail = f"no TLS handshake within {self.timeout_s}s"
         try:
@@ -444,6 +434,9 @@ class TLSAcceptor:
         )
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(encode_frame(error_reply(0, ErrorCode.UNAUTHORIZED, message)))
+
+    def watch(self, stream: trio.SSLStream[Any]) -> RevocationWatch | None:
+        return RevocationWatch.of(self.cfg, self.node_id, stream)
 
     def _failed(self, reason: str, remote: str, detail: str) -> None:
         self.metrics.tls_handshake_failures.inc(side="accept", reason=reason)

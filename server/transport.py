@@ -45,7 +45,7 @@ from raftlog.client.tls import hello_error, start_tls
 
 from .config import ClusterConfig, parse_address
 from .metrics import Metrics
-from .tls import dial_failure_reason, peer_context
+from .tls import RevocationWatch, dial_failure_reason, peer_context
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,9 @@ class PeerTransport:
         assert self._ssl is not None
         try:
             with trio.fail_after(self.options.hello_timeout_s):
-                return await start_tls(stream, self._ssl, state.address)
+                # The latest reload's context (tls.reload), not the one of our start.
+                context = peer_context(self.cfg, self.node_id) or self._ssl
+                return await start_tls(stream, context, state.address)
         except (TLSError, OSError, trio.TooSlowError) as exc:
             reason = "timeout" if isinstance(exc, trio.TooSlowError) else dial_failure_reason(exc)
             self.metrics.tls_handshake_failures.inc(side="dial", reason=reason)
@@ -352,6 +354,11 @@ class PeerTransport:
             log.info("event=peer_disconnected peer=%s", state.node_id)
 
     async def _write_loop(self, state: _Peer, stream: trio.abc.Stream) -> None:
+        watch = (
+            RevocationWatch.of(self.cfg, self.node_id, stream)
+            if isinstance(stream, trio.SSLStream)
+            else None
+        )
         try:
             while True:
                 if not state.queue and not state.pending:
@@ -359,6 +366,13 @@ class PeerTransport:
                 # Let the rest of this scheduling turn queue too: one write per turn.
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 state.wake = trio.Event()
+                if watch is not None and watch.revoked():
+                    # A reload's CRL revokes the peer's certificate: send it nothing
+                    # more. The redial meets the CRL in its handshake (and is refused).
+                    self.metrics.tls_connections_revoked.inc(role="dial")
+                    log.error("event=tls_connection_revoked peer=%s address=%s",
+                              state.node_id, state.address)  # fmt: skip
+                    return
                 data, count = self._drain(state)
                 if state.pending:
                     data, state.pending = b"".join((state.pending, data)), b""

@@ -12,7 +12,7 @@ import pytest
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from raftlog.client.errors import TLSError
+from raftlog.client.errors import TLSError, UnauthorizedError
 from raftlog.client.tls import TLSConfig
 from raftlog.server import tls as server_tls
 from raftlog.server.config import ClusterConfig, ConfigError
@@ -201,3 +201,97 @@ async def test_a_client_with_a_crl_refuses_a_node_whose_certificate_is_revoked(
         await open_conn(nursery, served.address, TLSConfig(files.ca_file, crl_file=revoked))
     with pytest.raises(TLSError, match=r"crl_file.*found CERTIFICATE"):
         TLSConfig(files.ca_file, crl_file=files.ca_file).context()
+
+
+# ---------------------------------------------------------------- connections already open
+
+
+async def test_a_reload_that_revokes_an_open_client_connection_refuses_its_requests(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    """The handshake checked the CRL of its time: a later CRL, once reloaded,
+    cuts off the connections already open with a certificate it revokes."""
+    tenant, other = files.client("tenant"), files.client("other")
+    assert tenant.cert_file is not None
+    crl = write_crl(files, tmp_path / "crl.pem", [])
+    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
+    served = await serve_fake(nursery, cfg)
+    tenant_conn = await open_conn(nursery, served.address, tenant, "tenant")
+    other_conn = await open_conn(nursery, served.address, other, "other")
+    assert (await tenant_conn.request("metadata", {}))["ok"] is True
+
+    write_crl(files, crl, [Path(tenant.cert_file)], this_update=NOW)
+    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+    with pytest.raises(UnauthorizedError, match="this connection presented was revoked"):
+        await tenant_conn.request("metadata", {})
+    assert (await other_conn.request("metadata", {}))["ok"] is True
+    assert [c[0] for c in served.node.calls] == ["tenant", "other"]  # nothing after the revocation
+    revoked = served.metrics.tls_connections_revoked
+    assert revoked.value(role="client") == 1 and revoked.value(role="peer") == 0
+    with pytest.raises(TLSError, match="certificate revoked"):
+        await open_conn(nursery, served.address, tenant, "tenant-again")
+    tenant_conn.close()
+    other_conn.close()
+
+
+async def test_a_reload_that_revokes_a_peer_closes_its_links_both_ways(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    """n2 is revoked while linked to n1 both ways. After n1's reload, n1 takes
+    no more messages on n2's link to it and sends n2 none on its own link; both
+    redials meet the CRL in their handshakes."""
+    cfg = with_tls(make_config(tmp_path, 2), files)
+    n2_cert, n2_key = files.issue("n2", NODE_HOST)
+    crl = write_crl(files, tmp_path / "crl.pem", [])
+    n1_cfg = with_crl(cfg, crl)
+    n2_cfg = replace(cfg, tls=replace(cfg.tls, cert_file=n2_cert, key_file=n2_key))
+    served_n1 = await serve_fake(nursery, n1_cfg, "n1")
+    served_n2 = await serve_fake(nursery, n2_cfg, "n2")
+    options = TransportOptions(backoff_max_s=0.05)
+    n1_out = PeerTransport(n1_cfg, "n1", "i-n1", metrics=served_n1.metrics, options=options)
+    n2_out = PeerTransport(n2_cfg, "n2", "i-n2", options=options)
+    await nursery.start(n1_out.run)
+    await nursery.start(n2_out.run)
+    n1_out.send("n2", [(7, b"append 1")])
+    n2_out.send("n1", [(7, b"vote 1")])
+    await served_n2.node.wait_peer_msgs(1)
+    await served_n1.node.wait_peer_msgs(1)
+
+    write_crl(files, crl, [n2_cert], this_update=NOW)
+    assert server_tls.reload_and_report(n1_cfg, "n1", served_n1.metrics) is None
+    n1_out.send("n2", [(7, b"append 2")])
+    n2_out.send("n1", [(7, b"vote 2")])
+    revoked = served_n1.metrics.tls_connections_revoked
+    await wait_until(
+        lambda: revoked.value(role="peer") == 1 and revoked.value(role="dial") == 1,
+        "n1 cut both links",
+    )
+    failures = served_n1.metrics.tls_handshake_failures
+    await wait_until(
+        lambda: (
+            failures.value(side="dial", reason="certificate") >= 1
+            and failures.value(side="accept", reason="certificate") >= 1
+        ),
+        "both redials refused",
+    )
+    assert served_n1.node.peer_msgs == [("n2", [(7, b"vote 1")])]
+    assert served_n2.node.peer_msgs == [("n1", [(7, b"append 1")])]
+    assert not n1_out.is_connected("n2") and not n2_out.is_connected("n1")
+
+
+async def test_a_reload_takes_the_crl_file_as_it_is_now(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    """Each reload builds fresh contexts, so a CRL taken out of the file is no
+    longer used, even one with a later thisUpdate than what replaced it (a
+    context loaded in place would go on preferring the later one)."""
+    client = files.client("tenant")
+    assert client.cert_file is not None
+    crl = write_crl(files, tmp_path / "crl.pem", [Path(client.cert_file)], this_update=NOW)
+    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
+    served = await serve_fake(nursery, cfg)
+    assert not await _served(nursery, served.address, client, "revoked")
+    earlier = NOW - datetime.timedelta(days=2)
+    write_crl(files, crl, [], this_update=earlier)
+    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+    assert await _served(nursery, served.address, client, "reinstated")

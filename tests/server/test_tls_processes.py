@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from raftlog.client.errors import UnauthorizedError
 from raftlog.client.sync import Client
 from raftlog.client.tls import TLSConfig
 from raftlog.server.cli import main
@@ -136,18 +137,24 @@ def test_tls_cluster_up_produce_kill_leader_produce_consume(tmp_path: Path) -> N
         assert proc.poll() is None  # SIGHUP stopped nothing
 
         # Revocation: a later CRL of the first CA names the tenant's certificate.
+        # The tenant also holds a connection open to the partition's leader across it.
         assert tenant.cert_file is not None and served_with(live[0], tenant)
-        revoked = [Path(tenant.cert_file)]
-        staged = write_crl(files, tmp_path / "next-crl.pem", revoked, this_update=NOW)
-        write_crl(new, staged, [], append=True)
-        shutil.copy(staged, crl)
-        proc.send_signal(signal.SIGHUP)
-        for address in live:
-            end = time.monotonic() + WAIT_S
-            while served_with(address, tenant):
-                assert time.monotonic() < end, f"{address} still serves a revoked certificate"
-                time.sleep(0.05)
-            assert served_with(address, new_client)  # the peers' and others' certificates pass
+        with Client(addresses, tls=tenant, request_timeout=30) as held:
+            assert held.produce("t", b"held", partition=0).offset == 20
+            revoked = [Path(tenant.cert_file)]
+            staged = write_crl(files, tmp_path / "next-crl.pem", revoked, this_update=NOW)
+            write_crl(new, staged, [], append=True)
+            shutil.copy(staged, crl)
+            proc.send_signal(signal.SIGHUP)
+            for address in live:
+                end = time.monotonic() + WAIT_S
+                while served_with(address, tenant):
+                    assert time.monotonic() < end, f"{address} still serves a revoked certificate"
+                    time.sleep(0.05)
+                assert served_with(address, new_client)  # peers' and others' certificates pass
+            # Every live node has reloaded: the open connection is cut off too.
+            with pytest.raises(UnauthorizedError, match="this connection presented was revoked"):
+                held.produce("t", b"after revocation", partition=0)
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -15,6 +15,7 @@ import trio
 from raftlog.client.errors import TLSError
 from raftlog.client.tls import TLSConfig
 from raftlog.server import tls as server_tls
+from raftlog.server import x509_der
 from raftlog.server.config import ConfigError
 
 from .cluster_harness import make_config
@@ -40,7 +41,7 @@ def _der(pem: bytes) -> bytes:
 def test_cert_not_after_reads_both_time_encodings(tmp_path: Path, not_after) -> None:
     files = TLSFiles.create(tmp_path)
     cert, _ = files.issue("x", NODE_HOST, not_after=not_after)
-    assert server_tls.cert_not_after(_der(cert.read_bytes())) == _ts(not_after)
+    assert x509_der.cert_not_after(_der(cert.read_bytes())) == _ts(not_after)
 
 
 def test_earliest_expiry_of_a_chain_and_of_files_without_certificates(tmp_path: Path) -> None:
@@ -135,3 +136,28 @@ async def test_reload_makes_a_newly_trusted_ca_verify_client_certificates(
     assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
     assert await _served_by(nursery, served.address, new_client)
     assert await _served_by(nursery, served.address, files.client("still-old"))
+
+
+async def test_reload_stops_trusting_a_ca_taken_out_of_the_ca_file(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A reload builds its contexts from the files alone: retiring a CA after a
+    rotation takes no restart. Connections already open stay (only a CRL cuts
+    those off, test_tls_crl.py)."""
+    files = TLSFiles.create(tmp_path / "old")
+    retired = TLSFiles.create(tmp_path / "retired")
+    files.ca_file.write_bytes(files.ca_file.read_bytes() + retired.ca_file.read_bytes())
+    cfg = with_tls(make_config(tmp_path, 1), files, client_auth=True)
+    served = await serve_fake(nursery, cfg)
+    leaving = TLSConfig(  # trusts the node's CA; presents a certificate of the retired one
+        files.ca_file, *retired.issue("leaving", "leaving.clients.test")
+    )
+    open_before = await open_conn(nursery, served.address, leaving, "open-before")
+    assert await _served_by(nursery, served.address, leaving)
+
+    files.ca_file.write_bytes(files.ca.cert_pem.bytes())  # the retired CA taken out
+    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+    assert not await _served_by(nursery, served.address, leaving)
+    assert await _served_by(nursery, served.address, files.client("staying"))
+    assert (await open_before.request("metadata", {}))["ok"] is True
+    open_before.close()
