@@ -532,6 +532,40 @@ def auth_mismatch(statuses: dict[str, Any]) -> str | None:
     )
 
 
+# Like the alert the README suggests for raftlog_tls_cert_expiry_timestamp_seconds.
+TLS_EXPIRY_WARN_S = 14 * 86400
+_TLS_EXPIRY_TEXT = {
+    "node": ("its certificate (cert_file) expires", "rotate it"),
+    "ca": ("a CA in its ca_file expires", "the certificates it signs stop verifying"),
+    "crl": (
+        "a CRL in its crl_file reaches its nextUpdate",
+        "past it, every certificate of that CA is refused: publish a new CRL and reload",
+    ),
+}
+
+
+def tls_expiry_warnings(
+    statuses: dict[str, Any], now: float, within_s: float = TLS_EXPIRY_WARN_S
+) -> list[str]:
+    """A warning for each TLS file a reachable node loaded that stops working
+    within ``within_s`` of ``now`` (or already has): its certificate, its CAs,
+    its CRLs (server/tls.py ``expiries``)."""
+    warnings = []
+    for status in statuses.values():
+        expires = (status.get("tls") or {}).get("expires") or {}
+        for which, when in sorted(expires.items()):
+            if which not in _TLS_EXPIRY_TEXT or not isinstance(when, int | float):
+                continue
+            left = when - now
+            if left > within_s:
+                continue
+            what, action = _TLS_EXPIRY_TEXT[which]
+            date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
+            due = f"in {left / 86400:.1f} days" if left > 0 else "ALREADY PAST"
+            warnings.append(f"WARNING: {status.get('node')}: {what} {date} ({due}): {action}")
+    return warnings
+
+
 def log_format_line(statuses: dict[str, Any]) -> str | None:
     """The cluster's log format (log/features.py) and what each reachable node
     reads, with what that means when they differ; None: no node reported one."""
@@ -571,6 +605,7 @@ def render_status_table(statuses: dict[str, Any]) -> str:
     warning = auth_mismatch(statuses)
     if warning is not None:
         lines.append(warning)
+    lines += tls_expiry_warnings(statuses, time.time())
     formats = log_format_line(statuses)
     if formats is not None:
         lines.append(formats)
@@ -610,10 +645,11 @@ def cluster_status(
     )
     if as_json:
         warning = auth_mismatch(statuses)
+        warnings = [] if warning is None else [warning]
         report = {
             "nodes": statuses,
             "groups": merge_groups(statuses),
-            "warnings": [] if warning is None else [warning],
+            "warnings": warnings + tls_expiry_warnings(statuses, time.time()),
         }
         click.echo(json.dumps(report, indent=2))
     else:

@@ -38,6 +38,7 @@ from raftlog.log.features import COMMIT_STAMPS, LOG_FORMAT
 from raftlog.log.metadata import topic_config_format_problem, topic_config_problem
 from raftlog.raft.types import Role
 
+from . import tls
 from .acl import visible_topics
 from .auth_reload import reload_node
 from .compaction import is_compacted
@@ -733,6 +734,9 @@ class RequestHandlers:
             # What this node took from [auth] (at start or its last reload), so
             # `cluster status` can show a node that was not reloaded with the rest.
             reply["auth"] = auth
+        if self.cfg.tls is not None:
+            # When the TLS files it loaded stop working: `cluster status` warns ahead.
+            reply["tls"] = {"expires": tls.expiries(self.cfg, self.node_id)}
         return reply
 
     def _auth_json(self) -> dict[str, Any] | None:

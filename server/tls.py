@@ -114,6 +114,9 @@ class _Loaded:
     server: ssl.SSLContext  # the listener's (clients and peers dialling in)
     peer: ssl.SSLContext  # for dialling other nodes
     revocations: Revocations | None  # crl_file's, for connections already open
+    # The earliest notAfter of the node's certificate ("node") and of ca_file
+    # ("ca"), and crl_file's earliest nextUpdate ("crl"), as Unix seconds.
+    expiries: dict[str, float]
 
 
 # One _Loaded per set of files, shared by every connection (snapshot transfers
@@ -150,7 +153,14 @@ def _build(files: _Files) -> _Loaded:
             revocations = Revocations.from_pem(files.crl.read_bytes())
         except OSError as exc:  # _load_crl read it a moment ago
             raise ConfigError(f"[tls] crl_file {str(files.crl)!r}: {exc.strerror}") from None
-    return _Loaded(server, peer, revocations)
+    return _Loaded(server, peer, revocations, _expiries(files))
+
+
+def _expiries(files: _Files) -> dict[str, float]:
+    times = {"node": earliest_expiry(files.cert), "ca": earliest_expiry(files.ca)}
+    if files.crl is not None:
+        times["crl"] = earliest_crl_next_update(files.crl)
+    return {which: when for which, when in times.items() if when is not None}
 
 
 def _loaded(cfg: ClusterConfig, node_id: str) -> _Loaded | None:
@@ -201,22 +211,20 @@ def reload(cfg: ClusterConfig, node_id: str) -> None:
     _reloads += 1
 
 
+def expiries(cfg: ClusterConfig, node_id: str) -> dict[str, float]:
+    """When what the node loaded stops working, as Unix seconds: its certificate
+    ("node"), a CA of ca_file ("ca"), and with a crl_file, the earliest CRL
+    nextUpdate ("crl"; past it OpenSSL refuses every certificate of that CA).
+    Empty without [tls]. For the gauge and ``cluster status``."""
+    loaded = _loaded(cfg, node_id)
+    return {} if loaded is None else dict(loaded.expiries)
+
+
 def record_expiry(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> None:
-    """Set raftlog_tls_cert_expiry_timestamp_seconds for the node's certificate
-    and the CA file (the earliest notAfter in each): the alert that prevents the
-    most common TLS outage is "expires within 14 days"."""
-    if cfg.tls is None:
-        return
-    cert, _ = cfg.tls_cert_and_key(node_id)
-    for which, path in (("node", cert), ("ca", cfg.tls.ca_file)):
-        expiry = earliest_expiry(path)
-        if expiry is not None:
-            metrics.tls_cert_expiry.set(expiry, cert=which)
-    if cfg.tls.crl_file is not None:
-        # Past a CRL's nextUpdate OpenSSL refuses every certificate of its CA.
-        next_update = earliest_crl_next_update(cfg.tls.crl_file)
-        if next_update is not None:
-            metrics.tls_cert_expiry.set(next_update, cert="crl")
+    """Set raftlog_tls_cert_expiry_timestamp_seconds from ``expiries``: the alert
+    that prevents the most common TLS outage is "expires within 14 days"."""
+    for which, when in expiries(cfg, node_id).items():
+        metrics.tls_cert_expiry.set(when, cert=which)
 
 
 def reload_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -> str | None:

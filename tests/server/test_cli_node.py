@@ -380,3 +380,34 @@ def test_status_warns_when_nodes_hold_different_auth() -> None:
     assert warning is not None and "n1 aaaa, n2 bbbb" in warning
     table = render_status_table(stale)
     assert "node n2 (a2): 0 groups, auth bbbb" in table and warning in table
+
+
+def test_status_warns_of_tls_files_that_stop_working_within_two_weeks() -> None:
+    """Each node reports when the TLS files it loaded stop working; the table and
+    --json's warnings name what and when, from 14 days ahead (the README's alert)."""
+    from raftlog.server.cli_node import render_status_table, tls_expiry_warnings
+
+    day, now = 86400.0, 1_800_000_000.0  # 2027-01-15 08:00 UTC
+
+    def view(node_id: str, **expires: float) -> dict:
+        return {"node": node_id, "groups": [], "nodes": [], "tls": {"expires": expires}}
+
+    statuses = {
+        "a1": view("n1", node=now + 90 * day, ca=now + 900 * day, crl=now + 3 * day),
+        "a2": view("n2", node=now - day, ca=now + 900 * day),
+        "a3": {"error": "down"},
+        "a4": {"node": "n4", "groups": [], "nodes": []},  # no [tls]
+    }
+    warnings = tls_expiry_warnings(statuses, now)
+    assert warnings == [
+        "WARNING: n1: a CRL in its crl_file reaches its nextUpdate 2027-01-18 08:00 UTC "
+        "(in 3.0 days): past it, every certificate of that CA is refused: publish a new CRL "
+        "and reload",
+        "WARNING: n2: its certificate (cert_file) expires 2027-01-14 08:00 UTC (ALREADY PAST): "
+        "rotate it",
+    ]
+    assert tls_expiry_warnings(statuses, now - 20 * day) == []
+    assert tls_expiry_warnings(statuses, now + 100 * day)[0].startswith("WARNING: n1: a CRL")
+    assert len(tls_expiry_warnings(statuses, now + 100 * day)) == 3  # n1 crl, node; n2 node
+    soon = {"a1": view("n1", crl=time.time() + 3 * day)}  # the table uses the real clock
+    assert "WARNING: n1: a CRL" in render_status_table(soon)

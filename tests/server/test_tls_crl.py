@@ -23,6 +23,7 @@ from .rawclient import wait_until
 from .test_tls import NODE_HOST, TLSFiles, open_conn, serve_fake, with_tls
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+WEEK = datetime.timedelta(days=7)
 
 
 def write_crl(
@@ -31,7 +32,7 @@ def write_crl(
     revoked: list[Path],
     *,
     this_update: datetime.datetime = NOW - datetime.timedelta(days=1),
-    next_update: datetime.datetime = NOW + datetime.timedelta(days=7),
+    next_update: datetime.datetime = NOW + WEEK,
     append: bool = False,
 ) -> Path:
     """A CRL of ``files``' CA revoking the certificates in ``revoked`` (PEM files)."""
@@ -131,7 +132,12 @@ async def test_a_reload_takes_a_later_crl_and_a_bad_one_changes_nothing(
     staged = write_crl(files, tmp_path / "next.pem", [Path(client.cert_file)], this_update=NOW)
     shutil.copy(staged, crl)
     assert await _served(nursery, served.address, client, "not-reloaded")  # nothing read yet
+    assert served.metrics.tls_cert_expiry.value(cert="crl") == (NOW + WEEK).timestamp()
+    later = NOW + 2 * WEEK
+    write_crl(files, staged, [Path(client.cert_file)], this_update=NOW, next_update=later)
+    shutil.copy(staged, crl)
     assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+    assert served.metrics.tls_cert_expiry.value(cert="crl") == later.timestamp()
     assert not await _served(nursery, served.address, client, "after")
     assert await _served(nursery, served.address, files.client("other"), "other")
 

@@ -27,7 +27,7 @@ from raftlog.server.config import render_config
 
 from .cluster_harness import make_config
 from .test_tls import TLSFiles, with_tls
-from .test_tls_crl import NOW, with_crl, write_crl
+from .test_tls_crl import NOW, WEEK, with_crl, write_crl
 
 RAFTLOG = [sys.executable, "-m", "raftlog.server"]
 WAIT_S = 90.0
@@ -156,6 +156,12 @@ def test_tls_cluster_up_produce_kill_leader_produce_consume(tmp_path: Path) -> N
             with pytest.raises(UnauthorizedError, match="this connection presented was revoked"):
                 held.produce("t", b"after revocation", partition=0)
         assert proc.poll() is None
+        # Every node reports its CRL's nextUpdate, a week away: status warns of it.
+        status = json.loads(cli("cluster", "status", "--config", str(path), "--json"))
+        for address in live:
+            assert status["nodes"][address]["tls"]["expires"]["crl"] == (NOW + WEEK).timestamp()
+        crl_warnings = [w for w in status["warnings"] if "crl_file reaches its nextUpdate" in w]
+        assert len(crl_warnings) == len(live), status["warnings"]
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     finally:
