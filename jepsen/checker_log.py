@@ -303,14 +303,46 @@ class _Checker:
                 o = s.value.get("offset")
             if o is not None:
                 placed[(producer, k)].append((int(inv["seq"]), int(o), s))
+        reported: set[tuple[Any, Any, int, int]] = set()
         for (producer, k), sends in placed.items():
             sends.sort(key=lambda t: t[0])
             for (seq1, o1, s1), (seq2, o2, s2) in itertools.pairwise(sends):
                 if o2 <= o1:
+                    reported.add((producer, k, seq1, seq2))
                     self.add("producer-reorder", k,
                              f"producer {producer} sent seq {seq1} before {seq2}, but they "
                              f"lie at offsets {o1} and {o2}", [s1, s2],
                              producer=producer, seqs=[seq1, seq2], offsets=[o1, o2])
+        self._check_producer_order_per_read(reported)
+
+    def _check_producer_order_per_read(self, reported: set[tuple[Any, Any, int, int]]) -> None:
+        """The same order within each read's view of the log. The pass above
+        places a record where a read FIRST found it, so a log that changed
+        under earlier reads (itself a duplicate or inconsistent-offsets
+        anomaly) can hide a reorder there; a later read still shows it."""
+        order_of: dict[Any, dict[Any, tuple[Any, int, Completed]]] = defaultdict(dict)
+        for s in self.sends:
+            inv = s.invoke.value or {}
+            if inv.get("producer") is not None and inv.get("idempotent") is not False:
+                order_of[s.key][inv["value"]] = (inv["producer"], int(inv["seq"]), s)
+        for r in self.reads:
+            k = r.key
+            latest: dict[Any, tuple[int, int, Completed]] = {}  # producer -> (seq, offset, send)
+            for o, v in sorted(_records(r), key=lambda rec: rec[0]):
+                known = order_of[k].get(v)
+                if known is None:
+                    continue
+                producer, seq, s = known
+                prev = latest.get(producer)
+                pair_key = (producer, k, seq, prev[0] if prev is not None else -1)
+                if prev is not None and seq < prev[0] and pair_key not in reported:
+                    reported.add(pair_key)
+                    self.add("producer-reorder", k,
+                             f"producer {producer} sent seq {seq} before {prev[0]}, but a read "
+                             f"found them at offsets {o} and {prev[1]}", [s, prev[2], r],
+                             producer=producer, seqs=[seq, prev[0]], offsets=[o, prev[1]])
+                if prev is None or seq > prev[0]:
+                    latest[producer] = (seq, o, s)
 
     def check_partitions(self) -> None:
         """A send acknowledged in a partition must be acknowledged in the one it

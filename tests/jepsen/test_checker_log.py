@@ -302,6 +302,22 @@ def test_producer_order_uses_the_log_over_the_acks() -> None:
     assert {"producer-reorder", "inconsistent-offsets"} <= types_of(h.build())
 
 
+def test_producer_order_is_checked_in_every_read_not_only_the_first() -> None:
+    """A log rewritten under earlier reads: the first read found the records in
+    order, a later one finds them swapped. The first-place pass sees no reorder,
+    the later read's view does (the moved records are anomalies of their own)."""
+    h = HistoryBuilder()
+    producer_send(h, "p0.0", 0, 1, 0, 0, 0, 10)
+    producer_send(h, "p0.1", 0, 2, 1, 1, 0, 10)
+    h.drain(0, [(0, 1), (1, 2)], 100, 110)
+    h.drain(0, [(0, 2), (1, 1)], 200, 210)
+    result = check(h.build())
+    assert not result.valid
+    [anomaly] = result.by_type()["producer-reorder"]
+    assert anomaly.details == {"producer": "p0", "seqs": [0, 1], "offsets": [1, 0]}
+    assert [op.process for op in anomaly.ops[:2]] == ["p0.0", "p0.1"]
+
+
 def test_producer_records_without_a_place_say_nothing() -> None:
     h = HistoryBuilder()
     producer_send(h, "p0.0", 0, 1, 0, 0, 0, 10)
