@@ -136,6 +136,30 @@ async def open_conn(
     )
 
 
+async def start_transport(
+    nursery: trio.Nursery, cfg: ClusterConfig, node_id: str, metrics: Metrics | None = None
+) -> PeerTransport:
+    """``node_id``'s running PeerTransport, redialling fast (a refused dial
+    shows again within 50 ms)."""
+    transport = PeerTransport(
+        cfg, node_id, f"i-{node_id}", metrics=metrics,
+        options=TransportOptions(backoff_max_s=0.05),
+    )  # fmt: skip
+    await nursery.start(transport.run)
+    return transport
+
+
+async def dial_is_refused(transport: PeerTransport, peer: str, times: int = 1) -> None:
+    """``transport`` sends ``peer`` a message and its dial fails on a certificate
+    (``times`` over), never connecting."""
+    transport.send(peer, [(7, b"append")])
+    failures = transport.metrics.tls_handshake_failures
+    await wait_until(
+        lambda: failures.value(side="dial", reason="certificate") >= times, "dial refused"
+    )
+    assert not transport.is_connected(peer)
+
+
 async def tls_raw(address: str, tls: TLSConfig) -> RawConn:
     """A RawConn over TLS: to send hellos of any role."""
     host, _, port = address.rpartition(":")
@@ -266,8 +290,7 @@ async def test_deliver_waits_for_the_tls_writer_to_hand_frames_to_the_kernel(
     """The driver awaits deliver() before an inline fsync: over TLS, flush cannot
     write, and without the wait the appends would leave after the fsync."""
     cfg = with_tls(make_config(tmp_path, 2), files)
-    transport = PeerTransport(cfg, "n1", "i-n1", options=TransportOptions(backoff_max_s=0.05))
-    await nursery.start(transport.run)
+    transport = await start_transport(nursery, cfg, "n1")
     transport.send("n2", [(7, b"early")])
     assert not transport.undelivered()  # n2 is not up: nothing a wait could deliver
     served = await serve_fake(nursery, cfg, "n2")
@@ -289,12 +312,8 @@ async def test_transport_refuses_a_peer_signed_by_another_ca(
     cfg = with_tls(make_config(tmp_path, 2), files)
     impostor_files = TLSFiles.create(tmp_path / "impostor")
     await serve_fake(nursery, with_tls(cfg, impostor_files), "n2")  # n2 with a foreign CA
-    transport = PeerTransport(cfg, "n1", "i-n1", options=TransportOptions(backoff_max_s=0.05))
-    await nursery.start(transport.run)
-    transport.send("n2", [(7, b"append")])
-    failures = transport.metrics.tls_handshake_failures
-    await wait_until(lambda: failures.value(side="dial", reason="certificate") >= 2, "retried")
-    assert not transport.is_connected("n2")
+    transport = await start_transport(nursery, cfg, "n1")
+    await dial_is_refused(transport, "n2", times=2)  # and again when it retries
 
 
 async def test_snapshot_transfer_connects_as_its_node(

@@ -16,11 +16,18 @@ from raftlog.client.errors import TLSError, UnauthorizedError
 from raftlog.client.tls import TLSConfig
 from raftlog.server import tls as server_tls
 from raftlog.server.config import ClusterConfig, ConfigError
-from raftlog.server.transport import PeerTransport, TransportOptions
 
 from .cluster_harness import make_config
 from .rawclient import wait_until
-from .test_tls import NODE_HOST, TLSFiles, open_conn, serve_fake, with_tls
+from .test_tls import (
+    NODE_HOST,
+    TLSFiles,
+    dial_is_refused,
+    open_conn,
+    serve_fake,
+    start_transport,
+    with_tls,
+)
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 WEEK = datetime.timedelta(days=7)
@@ -103,19 +110,13 @@ async def test_a_peer_with_a_revoked_certificate_is_refused_both_ways(
     n1_cfg = with_crl(cfg, crl)
     served_n1 = await serve_fake(nursery, n1_cfg, "n1")
     n2_cfg = replace(cfg, tls=replace(cfg.tls, cert_file=n2_cert, key_file=n2_key))
-    dialler = PeerTransport(n2_cfg, "n2", "i-n2", options=TransportOptions(backoff_max_s=0.05))
-    await nursery.start(dialler.run)
+    dialler = await start_transport(nursery, n2_cfg, "n2")
     dialler.send("n1", [(7, b"vote me")])
     await wait_until(lambda: served_n1.failures("certificate") >= 1, "n1 refused n2")
     assert served_n1.node.peer_msgs == [] and not dialler.is_connected("n1")
 
     await serve_fake(nursery, n2_cfg, "n2")  # n2 presents the revoked certificate
-    transport = PeerTransport(n1_cfg, "n1", "i-n1", options=TransportOptions(backoff_max_s=0.05))
-    await nursery.start(transport.run)
-    transport.send("n2", [(7, b"append")])
-    failures = transport.metrics.tls_handshake_failures
-    await wait_until(lambda: failures.value(side="dial", reason="certificate") >= 1, "refused")
-    assert not transport.is_connected("n2")
+    await dial_is_refused(await start_transport(nursery, n1_cfg, "n1"), "n2")
 
 
 async def test_a_reload_takes_a_later_crl_and_a_bad_one_changes_nothing(
@@ -253,11 +254,8 @@ async def test_a_reload_that_revokes_a_peer_closes_its_links_both_ways(
     n2_cfg = replace(cfg, tls=replace(cfg.tls, cert_file=n2_cert, key_file=n2_key))
     served_n1 = await serve_fake(nursery, n1_cfg, "n1")
     served_n2 = await serve_fake(nursery, n2_cfg, "n2")
-    options = TransportOptions(backoff_max_s=0.05)
-    n1_out = PeerTransport(n1_cfg, "n1", "i-n1", metrics=served_n1.metrics, options=options)
-    n2_out = PeerTransport(n2_cfg, "n2", "i-n2", options=options)
-    await nursery.start(n1_out.run)
-    await nursery.start(n2_out.run)
+    n1_out = await start_transport(nursery, n1_cfg, "n1", served_n1.metrics)
+    n2_out = await start_transport(nursery, n2_cfg, "n2")
     n1_out.send("n2", [(7, b"append 1")])
     n2_out.send("n1", [(7, b"vote 1")])
     await served_n2.node.wait_peer_msgs(1)
