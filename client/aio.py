@@ -190,6 +190,11 @@ class AsyncClient:
     ``prefer_replica``: the node id serializable reads try first where it holds
     the partition (``fetch(..., consistency="serializable")``; the node on
     this host, say). See client/replica_reads.py.
+
+    ``connections_max_idle``: seconds a connection may sit unused before the
+    client closes it and dials again at the next call (None: no limit of its
+    own). A node announcing ``[limits] connections_max_idle_ms`` shortens it to
+    90 % of that, so no request meets the node closing the connection.
     """
 
     def __init__(
@@ -206,6 +211,7 @@ class AsyncClient:
         tls: ssl.SSLContext | TLSConfig | None = None,
         metadata_max_age: float = 30.0,
         prefer_replica: str | None = None,
+        connections_max_idle: float | None = 540.0,
     ) -> None:
         self._bootstrap = parse_bootstrap(bootstrap)
         # Built once (TLSError now if a file is missing): contexts are shared
@@ -215,6 +221,14 @@ class AsyncClient:
         self.credential = credential
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
+        # A connection idle this long is closed and dialled again at its next
+        # use (Kafka's connections.max.idle.ms, 9 minutes on its clients); the
+        # node's own limit, as it announces it, shortens this (connection.py).
+        if connections_max_idle is not None and not connections_max_idle > 0:
+            raise ValueError(
+                f"connections_max_idle must be > 0 or None, not {connections_max_idle!r}"
+            )
+        self.connections_max_idle = connections_max_idle
         self.max_frame_bytes = max_frame_bytes
         # None: follow the nodes' [limits], as each announces them in its hello
         # (protocol.py ANNOUNCED_LIMITS), so that raising the limit in
@@ -279,7 +293,11 @@ class AsyncClient:
         while True:
             conn = self._conns.get(address)
             if conn is not None and not conn.closed:
-                return conn
+                if not conn.expired(trio.current_time()):
+                    return conn
+                log.debug("event=connection_retired address=%s idle_limit=%.1fs",
+                          address, conn.max_idle)  # fmt: skip
+                self._drop(address)
             dialing = self._dialing.get(address)
             if dialing is None:
                 break
@@ -299,6 +317,7 @@ class AsyncClient:
                 connect_timeout=min(budget, self.connect_timeout),
                 max_frame_bytes=self.max_frame_bytes,
                 ssl_context=self._ssl,
+                max_idle=self.connections_max_idle,
             )
             self._conns[address] = conn
             if conn.limits:

@@ -164,8 +164,9 @@ def hello(
 
 # The [limits] a node announces to each client in hello_ok ("limits"), so the
 # client's checks line up with the node's without the application configuring
-# them twice.
-ANNOUNCED_LIMITS = ("max_record_bytes", "max_batch_bytes")
+# them twice, and it retires idle connections before the node closes them
+# (connections_max_idle_ms, absent when the node keeps them for good).
+ANNOUNCED_LIMITS = ("max_record_bytes", "max_batch_bytes", "connections_max_idle_ms")
 
 
 def hello_ok(node: str, cluster: str, limits: dict[str, int] | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ with defaults::
 
     [limits]                   # every key an int >= 1 (the other keys: see ``Limits``)
     max_client_connections = 4096  # client connections per node; more -> NOT_AVAILABLE
+    connections_max_idle_ms = 600000  # close a client connection idle this long (0: never)
 
     [snapshots]
     entries = 10000            # snapshot a group after this many applied entries ...
@@ -147,6 +148,17 @@ class Limits:
     # (Kafka's max.connections). Peer (node-to-node Raft) connections are never
     # counted nor refused: refusing them could cost the cluster its quorum.
     max_client_connections: int = 4096
+    # A client connection with no request in flight for this long is closed by
+    # the node (Kafka's connections.max.idle.ms), so a client that vanished
+    # without a FIN, or holds connections it no longer uses, gives its slot
+    # back. Announced in hello_ok: the client library retires its own idle
+    # connections a little earlier, so no request meets the node's close.
+    # 0: never.
+    connections_max_idle_ms: int = 600_000
+
+
+# [limits] keys that may be 0 (meaning "never"); the others must be >= 1.
+_LIMITS_ZERO_MEANS_OFF = frozenset({"connections_max_idle_ms"})
 
 
 @dataclass(slots=True)
@@ -474,6 +486,12 @@ class _Reader:
             raise self.fail(name, f"must be > 0, got {value}")
         return value
 
+    def non_negative_int(self, name: str, default: int) -> int:
+        value = self.get(name, int, default)
+        if value < 0:
+            raise self.fail(name, f"must be >= 0, got {value}")
+        return value
+
     def optional_positive_int(self, name: str) -> int | None:
         value = self.get(name, int, None)
         if value is not None and value <= 0:
@@ -696,7 +714,12 @@ def _check_unique(where: str, nodes: list[NodeConfig]) -> None:
 def _parse_limits(reader: _Reader) -> Limits:
     defaults = Limits()
     values = {
-        f.name: reader.positive_int(f.name, getattr(defaults, f.name)) for f in fields(Limits)
+        f.name: (
+            reader.non_negative_int(f.name, getattr(defaults, f.name))
+            if f.name in _LIMITS_ZERO_MEANS_OFF
+            else reader.positive_int(f.name, getattr(defaults, f.name))
+        )
+        for f in fields(Limits)
     }
     reader.check_unknown()
     limits = Limits(**values)

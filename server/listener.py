@@ -59,6 +59,7 @@ from raftlog.log.features import BASELINE_LOG_FORMAT, log_format_problem
 from . import acl
 from .acl import User
 from .config import ClusterConfig, QuotaConfig
+from .connection_sweeper import ConnectionSweeper
 from .errors import HandlerError
 from .log_format import LogFormats
 from .log_throttle import LogThrottle
@@ -295,6 +296,9 @@ class Listener:
     # The cluster's log format and the one each peer link said it reads
     # (server/log_format.py); None: peers are not checked nor recorded.
     log_formats: LogFormats | None = None
+    # Closes idle and revoked client connections (server/connection_sweeper.py);
+    # its task runs in ``serve``. None: connections are not swept.
+    sweeper: ConnectionSweeper | None = None
 
     @classmethod
     def create(
@@ -319,6 +323,7 @@ class Listener:
             metrics=metrics,
             quotas=Quotas(cfg.quotas),
             start_request=start_request,
+            sweeper=ConnectionSweeper.for_limit(cfg.limits.connections_max_idle_ms, metrics),
         )
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
@@ -404,7 +409,10 @@ async def serve(
     listeners = await trio.open_tcp_listeners(node.port, host=node.host)
     log.info("event=listening node=%s address=%s", node_id, node.address)
     task_status.started(listeners)
-    await trio.serve_listeners(listener.handle_stream, listeners)
+    async with trio.open_nursery() as nursery:
+        if listener.sweeper is not None:
+            nursery.start_soon(listener.sweeper.run)
+        await trio.serve_listeners(listener.handle_stream, listeners)
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
@@ -633,9 +641,16 @@ def _check_hello(
 
 
 def _announced_limits(shared: Listener) -> dict[str, int]:
-    """What a client should check records and batches against: this node's."""
+    """What a client should check records and batches against, and how long
+    the node keeps an idle connection: this node's."""
     limits = shared.cfg.limits
-    return {"max_record_bytes": limits.max_record_bytes, "max_batch_bytes": limits.max_batch_bytes}
+    announced = {
+        "max_record_bytes": limits.max_record_bytes,
+        "max_batch_bytes": limits.max_batch_bytes,
+    }
+    if limits.connections_max_idle_ms > 0:  # the client retires idle connections before
+        announced["connections_max_idle_ms"] = limits.connections_max_idle_ms
+    return announced
 
 
 def _check_peer_log_format(shared: Listener, ident: str, peer_format: Any) -> None:
@@ -842,13 +857,21 @@ class _ClientConnection:
         # callback runs in the driver's turn) must not write to a closed, or
         # reused, descriptor.
         self.closed = False
+        # For the sweeper (server/connection_sweeper.py): socket reads so far,
+        # and the scope that ends the connection when it closes one.
+        self.reads = 0
+        self.scope: trio.CancelScope | None = None
 
     async def run(self, first_frames: list[dict[str, Any]]) -> None:
         # Errors are handled where they happen and never cross a nursery
         # boundary: with strict exception groups (trio >= 0.25) they would
         # arrive wrapped and slip past an `except FrameError` out here.
+        sweeper = self.shared.sweeper
+        if sweeper is not None:
+            sweeper.add(self, trio.current_time())
         try:
             async with trio.open_nursery() as conn:
+                self.scope = conn.cancel_scope
                 conn.start_soon(self._writer, conn.cancel_scope)
                 async with trio.open_nursery() as handlers:
                     clean_eof = await self._reader(handlers, first_frames)
@@ -864,6 +887,33 @@ class _ClientConnection:
                 self.wake.set()
         finally:
             self.closed = True
+            if sweeper is not None:
+                sweeper.discard(self)
+
+    # What the sweeper asks (connection_sweeper.SweptConnection).
+
+    def busy(self) -> bool:
+        # A request holds its window slot until its reply is on the wire.
+        return self.pending.value < self.window
+
+    def check_credentials(self) -> None:
+        """Refuse the connection from now on if a reload revoked what it
+        authenticated with: its TLS certificate or its [auth] token or user."""
+        if self.revoked is not None:
+            return
+        if self.tls_watch is not None and self.tls_watch.revoked():
+            self._certificate_revoked()
+            return
+        if self.credential is not None and self.shared.cfg.auth.generation != self.auth_generation:
+            self._reauthenticate()
+
+    def close_by_node(self, reason: str) -> None:
+        ctx = self.ctx
+        level = logging.DEBUG if reason == "idle" else logging.INFO
+        log.log(level, "event=connection_closed_by_node conn=%d remote=%s client_id=%s reason=%s",
+                ctx.connection_id, ctx.peer_address, ctx.client_id, reason)  # fmt: skip
+        if self.scope is not None:
+            self.scope.cancel()
 
     async def _reader(self, handlers: trio.Nursery, frames: list[dict[str, Any]]) -> bool:
         """Dispatch frames until EOF (True) or a broken/undecodable stream (False)."""
@@ -881,6 +931,7 @@ class _ClientConnection:
                 data = await _receive(self.stream, self.fd, drained)
                 if not data:
                     return True
+                self.reads += 1
                 drained = len(data) < RECEIVE_CHUNK
                 frames = self.decoder.feed(data)
         except FrameError as exc:
@@ -899,14 +950,7 @@ class _ClientConnection:
             self._count(str(frame.get("type")), exc.code)
             self._reply(error_reply(reply_id, exc.code, exc.message))
             return
-        if self.tls_watch is not None and self.tls_watch.revoked():
-            self._certificate_revoked()
-        if (
-            self.revoked is None
-            and self.credential is not None
-            and self.shared.cfg.auth.generation != self.auth_generation
-        ):
-            self._reauthenticate()
+        self.check_credentials()
         if self.revoked is not None:
             self._count(op, ErrorCode.UNAUTHORIZED)
             self._reply(error_reply(req_id, ErrorCode.UNAUTHORIZED, self.revoked))

@@ -344,6 +344,7 @@ class Metrics:
     tls_handshake_failures: Counter = field(init=False)
     tls_reloads: Counter = field(init=False)
     tls_connections_revoked: Counter = field(init=False)
+    client_connections_closed: Counter = field(init=False)
     auth_reloads: Counter = field(init=False)
     tls_cert_expiry: Gauge = field(init=False)
     # driver / handlers (S-CORE)
@@ -389,6 +390,13 @@ class Metrics:
         self.client_connections_refused = r.counter(
             "raftlog_client_connections_refused_total",
             "Client hellos refused because max_client_connections were open.",
+        )
+        self.client_connections_closed = r.counter(
+            "raftlog_client_connections_closed_total",
+            "Client connections the node closed: idle (nothing sent or in flight for "
+            "[limits] connections_max_idle_ms) or revoked (an [auth] or [tls] reload "
+            "revoked their credentials; closed once nothing was in flight).",
+            ["reason"],
         )
         # Rendered as 0 from the start: an alert on the refusal rate or a
         # dashboard of the gauge should not see "no data" on a healthy node.

@@ -200,8 +200,10 @@ def reload(cfg: ClusterConfig, node_id: str) -> None:
     longer trusted and a CRL replaces the one before. Connections already open
     keep the certificates they agreed on, except those whose certificate the
     new CRL revokes: they are cut off at their next request or frame
-    (``RevocationWatch``). A file that does not load (half-written, a key that
-    does not match) raises ConfigError and changes nothing.
+    (``RevocationWatch``), and a client connection that sends nothing by the
+    listener's sweep (server/connection_sweeper.py). A file that does not load
+    (half-written, a key that does not match) raises ConfigError and changes
+    nothing.
     """
     if cfg.tls is None:
         return

@@ -343,3 +343,28 @@ def test_max_client_connections_default_value_and_round_trip(tmp_path: Path) -> 
     assert "max_client_connections = 1\n" in rendered
     again = load_config(write(tmp_path, rendered))
     assert again.limits.max_client_connections == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("-1", "must be >= 0, got -1"),
+        ("true", "must be int, got bool True"),
+        ("1.5", "must be int, got float 1.5"),
+    ],
+)
+def test_bad_connections_max_idle_ms_is_refused_naming_the_key(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    text = GOOD + f"[limits]\nconnections_max_idle_ms = {value}\n"
+    assert f"limits.connections_max_idle_ms {problem}" in load_error(tmp_path, text)
+
+
+def test_connections_max_idle_ms_defaults_to_ten_minutes_and_zero_switches_it_off(
+    tmp_path: Path,
+) -> None:
+    assert load_config(write(tmp_path, GOOD)).limits.connections_max_idle_ms == 600_000
+    cfg = load_config(write(tmp_path, GOOD + "[limits]\nconnections_max_idle_ms = 0\n"))
+    assert cfg.limits == Limits(connections_max_idle_ms=0)
+    again = load_config(write(tmp_path, render_config(cfg)))
+    assert again.limits.connections_max_idle_ms == 0

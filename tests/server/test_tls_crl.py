@@ -241,6 +241,61 @@ async def test_a_reload_that_revokes_an_open_client_connection_refuses_its_reque
     other_conn.close()
 
 
+async def test_an_idle_connection_whose_certificate_a_reload_revokes_is_closed(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    """A revoked client that sends nothing does not keep its connection (and its
+    slot) until it does: the listener's sweep closes it after a short grace."""
+    tenant, other = files.client("tenant"), files.client("other")
+    assert tenant.cert_file is not None
+    crl = write_crl(files, tmp_path / "crl.pem", [])
+    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
+    served = await serve_fake(nursery, cfg)
+    sweeper = served.listener.sweeper
+    assert sweeper is not None
+    sweeper.revoked_grace_s = 0.2
+    nursery.start_soon(sweeper.run)
+    tenant_conn = await open_conn(nursery, served.address, tenant, "tenant")
+    other_conn = await open_conn(nursery, served.address, other, "other")
+
+    write_crl(files, crl, [Path(tenant.cert_file)], this_update=NOW)
+    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+    await wait_until(lambda: tenant_conn.closed, "the node to close the revoked connection")
+    assert served.metrics.client_connections_closed.value(reason="revoked") == 1
+    assert served.metrics.tls_connections_revoked.value(role="client") == 1
+    assert (await other_conn.request("metadata", {}))["ok"] is True
+    assert served.node.calls == [("other", "metadata", {})]
+    other_conn.close()
+
+
+async def test_a_revoked_connection_is_told_why_at_its_requests_before_it_is_closed(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    """The sweep finds the connection revoked but leaves it open for a grace: a
+    client still using it learns at its next request why (its redial would only
+    fail the handshake)."""
+    tenant = files.client("tenant")
+    assert tenant.cert_file is not None
+    crl = write_crl(files, tmp_path / "crl.pem", [])
+    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
+    served = await serve_fake(nursery, cfg)
+    sweeper = served.listener.sweeper
+    assert sweeper is not None
+    sweeper.revoked_grace_s = 60.0
+    nursery.start_soon(sweeper.run)
+    tenant_conn = await open_conn(nursery, served.address, tenant, "tenant")
+
+    write_crl(files, crl, [Path(tenant.cert_file)], this_update=NOW)
+    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+    revoked = served.metrics.tls_connections_revoked
+    await wait_until(lambda: revoked.value(role="client") == 1, "the sweep to find it revoked")
+    with pytest.raises(UnauthorizedError, match="this connection presented was revoked"):
+        await tenant_conn.request("metadata", {})
+    assert served.metrics.client_connections_closed.value(reason="revoked") == 0
+    assert revoked.value(role="client") == 1  # counted once, by the sweep
+    tenant_conn.close()
+
+
 async def test_a_reload_that_revokes_a_peer_closes_its_links_both_ways(
     tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
 ) -> None:
