@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import re
 import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ __all__ = [
     "TLSConfig",
     "client_context",
     "load_crl_file",
+    "load_crl_pem",
     "handshake_error",
     "hello_error",
     "host_of",
@@ -97,7 +99,23 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 
 def load_crl_file(ctx: ssl.SSLContext, path: Path) -> None:
     """Make ``ctx`` check every leaf certificate it verifies against the CRLs in
-    ``path`` (PEM); ValueError says what is wrong with the file.
+    ``path`` (PEM); ValueError says what is wrong with the file (see
+    ``load_crl_pem``)."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror}") from None
+    load_crl_pem(ctx, pem)
+
+
+def load_crl_pem(ctx: ssl.SSLContext, pem: bytes) -> None:
+    """Make ``ctx`` check every leaf certificate it verifies against the CRLs in
+    ``pem``, the contents of a crl_file; ValueError says what is wrong with it.
+
+    The bytes, not the path: whoever reads the file once (a node building
+    both its contexts and its list of revoked serials) checks and loads the
+    same version of it, however the file is rewritten meanwhile. OpenSSL
+    reads CRLs only from a file, so they are loaded from a private copy.
 
     OpenSSL loads CRLs through the same call as CAs, so a certificate in this
     file would become a trust anchor: only X509 CRL blocks are taken. With
@@ -108,15 +126,15 @@ def load_crl_file(ctx: ssl.SSLContext, path: Path) -> None:
     Loading a later CRL of the same CA into the same context makes it the one
     used (OpenSSL picks the latest thisUpdate).
     """
-    try:
-        kinds = set(_PEM_BLOCK.findall(path.read_bytes()))
-    except OSError as exc:
-        raise ValueError(f"cannot read: {exc.strerror}") from None
+    kinds = set(_PEM_BLOCK.findall(pem))
     if kinds != {b"X509 CRL"}:
         found = ", ".join(sorted(k.decode() for k in kinds)) or "no PEM block"
         raise ValueError(f"must hold only PEM X509 CRL blocks, found {found}")
     try:
-        ctx.load_verify_locations(cafile=str(path))
+        with tempfile.NamedTemporaryFile(prefix="raftlog-crl-", suffix=".pem") as copy:
+            copy.write(pem)
+            copy.flush()
+            ctx.load_verify_locations(cafile=copy.name)
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"cannot load: {load_error_text(exc)}") from None
     ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF

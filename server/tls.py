@@ -40,7 +40,7 @@ from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import FrameDecoder, FrameError, encode_frame, error_reply
 from raftlog.client.tls import (
     TLS_HANDSHAKE_BYTE,
-    load_crl_file,
+    load_crl_pem,
     load_error_text,
     reason_text,
     send_alert,
@@ -85,13 +85,18 @@ def _load_ca(ctx: ssl.SSLContext, ca: Path) -> None:
         raise ConfigError(f"[tls] ca_file {str(ca)!r}: cannot load: {why}") from None
 
 
-def _load_crl(ctx: ssl.SSLContext, crl: Path | None) -> None:
-    """[tls] crl_file: refuse the certificates it revokes, peers' and clients'
-    (client.tls.load_crl_file says what the file must hold)."""
-    if crl is None:
-        return
+def _read_crl(crl: Path) -> bytes:
     try:
-        load_crl_file(ctx, crl)
+        return crl.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"[tls] crl_file {str(crl)!r}: cannot read: {exc.strerror}") from None
+
+
+def _load_crl(ctx: ssl.SSLContext, crl: Path, pem: bytes) -> None:
+    """[tls] crl_file, read once as ``pem``: refuse the certificates it revokes,
+    peers' and clients' (client.tls.load_crl_pem says what it must hold)."""
+    try:
+        load_crl_pem(ctx, pem)
     except ValueError as exc:
         raise ConfigError(f"[tls] crl_file {str(crl)!r}: {exc}") from None
 
@@ -137,29 +142,31 @@ def _files(cfg: ClusterConfig, node_id: str) -> _Files:
 
 
 def _build(files: _Files) -> _Loaded:
-    """Load every file into fresh contexts; ConfigError if one does not load."""
+    """Load every file into fresh contexts; ConfigError if one does not load.
+
+    crl_file is read once: both contexts and the revoked serials come from the
+    same version of it, even if it is rewritten in place meanwhile.
+    """
+    crl_pem = None if files.crl is None else _read_crl(files.crl)
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS >= 1.2
     _load_chain(server, files.cert, files.key, "certificate")
     _load_ca(server, files.ca)
-    _load_crl(server, files.crl)
     server.verify_mode = ssl.CERT_REQUIRED if files.client_auth else ssl.CERT_OPTIONAL
     peer = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # CERT_REQUIRED, check_hostname
     _load_ca(peer, files.ca)
-    _load_crl(peer, files.crl)
     _load_chain(peer, files.cert, files.key, "certificate")
     revocations = None
-    if files.crl is not None:
-        try:
-            revocations = Revocations.from_pem(files.crl.read_bytes())
-        except OSError as exc:  # _load_crl read it a moment ago
-            raise ConfigError(f"[tls] crl_file {str(files.crl)!r}: {exc.strerror}") from None
-    return _Loaded(server, peer, revocations, _expiries(files))
+    if files.crl is not None and crl_pem is not None:
+        _load_crl(server, files.crl, crl_pem)
+        _load_crl(peer, files.crl, crl_pem)
+        revocations = Revocations.from_pem(crl_pem)
+    return _Loaded(server, peer, revocations, _expiries(files, crl_pem))
 
 
-def _expiries(files: _Files) -> dict[str, float]:
+def _expiries(files: _Files, crl_pem: bytes | None) -> dict[str, float]:
     times = {"node": earliest_expiry(files.cert), "ca": earliest_expiry(files.ca)}
-    if files.crl is not None:
-        times["crl"] = earliest_crl_next_update(files.crl)
+    if crl_pem is not None:
+        times["crl"] = _earliest_in(crl_pem, b"X509 CRL", crl_next_update)
     return {which: when for which, when in times.items() if when is not None}
 
 
@@ -265,6 +272,10 @@ def _earliest(path: Path, label: bytes, read: Callable[[bytes], float | None]) -
         pem = path.read_bytes()
     except OSError:
         return None
+    return _earliest_in(pem, label, read)
+
+
+def _earliest_in(pem: bytes, label: bytes, read: Callable[[bytes], float | None]) -> float | None:
     times = []
     for der in pem_blocks(pem, label):
         with contextlib.suppress(ValueError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -193,6 +194,32 @@ def test_a_crl_file_that_holds_no_crl_stops_the_node_from_starting(
         server_tls.server_context(with_crl(cfg, crl), "n1")
     write_crl(files, crl, [])
     assert server_tls.server_context(with_crl(cfg, crl), "n1") is not None
+
+
+def test_a_reload_reads_the_crl_file_once_and_leaves_no_copy_behind(
+    tmp_path: Path, files: TLSFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both contexts and the revoked serials come from one read of the file, so
+    an in-place rewrite during a reload cannot give them different versions.
+    OpenSSL loads the CRLs from a private copy, removed once loaded."""
+    cfg = with_tls(make_config(tmp_path, 1), files)
+    crl = write_crl(files, tmp_path / "crl.pem", [])
+    cfg = with_crl(cfg, crl)
+    server_tls.server_context(cfg, "n1")
+    reads: list[Path] = []
+    read_bytes = Path.read_bytes
+
+    def counting(path: Path) -> bytes:
+        reads.append(path)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(copies))
+    server_tls.reload(cfg, "n1")
+    assert reads.count(crl) == 1
+    assert list(copies.iterdir()) == []
 
 
 async def test_a_client_with_a_crl_refuses_a_node_whose_certificate_is_revoked(
