@@ -43,7 +43,7 @@ from .config import DEFAULT_SNAPSHOT_CHUNK_BYTES
 from .errors import HandlerError
 from .failpoints import failpoint
 from .groups import GroupKind
-from .tls import peer_context
+from .tls import RevocationWatch, peer_context
 
 log = logging.getLogger("raftlog.snapshots")
 
@@ -140,11 +140,20 @@ async def serve_replica_fetch(cfg: Any, driver: Any, ctx: Any, fields: dict[str,
 class PeerConnection:
     """One client-role connection to a peer, one request at a time."""
 
-    def __init__(self, stream: trio.abc.Stream, max_frame_bytes: int) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        max_frame_bytes: int,
+        revocation: RevocationWatch | None = None,
+    ) -> None:
         self._stream = stream
         self._decoder = FrameDecoder(max_frame_bytes)
         self._frames: list[dict[str, Any]] = []
         self._next_id = 0
+        self.address = ""
+        # [tls] crl_file: a reload of this node may revoke the peer's certificate
+        # while a transfer runs; its records must not be taken after that.
+        self._revocation = revocation
 
     @classmethod
     async def open(
@@ -156,12 +165,16 @@ class PeerConnection:
         context = peer_context(cfg, node_id) if getattr(cfg, "tls", None) else None
         with trio.fail_after(timeout_s):
             stream: trio.abc.Stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
+            revocation = None
             if context is not None:
                 try:
-                    stream = await start_tls(stream, context, address)
+                    secured = await start_tls(stream, context, address)
                 except (TLSError, OSError) as exc:
                     raise TransferError(f"TLS with {address} failed: {exc}") from None
-            conn = cls(stream, cfg.limits.max_frame_bytes)
+                stream = secured
+                revocation = RevocationWatch.of(cfg, node_id, secured)
+            conn = cls(stream, cfg.limits.max_frame_bytes, revocation)
+            conn.address = address
             try:
                 tokens = cfg.auth.client_tokens
                 await stream.send_all(
@@ -194,6 +207,13 @@ class PeerConnection:
         return self._frames.pop(0)
 
     async def request(self, op: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
+        if self._revocation is not None and self._revocation.revoked():
+            # Checked before each chunk: a reply already read was from a peer
+            # this node still trusted when it asked.
+            raise TransferError(
+                f"{self.address}'s TLS certificate was revoked by this node's crl_file "
+                "(reloaded during the transfer)"
+            )
         self._next_id += 1
         req_id = self._next_id
         with trio.fail_after(timeout_s):

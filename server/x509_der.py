@@ -6,7 +6,9 @@ server, so this walks the DER by hand. It reads:
 
 * a certificate's notAfter (the expiry gauge) and its serial and issuer;
 * a CRL's nextUpdate (the expiry gauge), thisUpdate, issuer and revoked serials
-  (``Revocations``: which open connections a reloaded CRL cuts off).
+  (``Revocations``: which open connections a reloaded CRL cuts off);
+* a Name in the canonical form OpenSSL compares names by (``canonical_name``),
+  to match a CRL's issuer with a certificate's.
 
 Nothing here verifies a signature: OpenSSL does that in every handshake.
 """
@@ -21,7 +23,21 @@ import time
 from dataclasses import dataclass
 
 _TIME_TAGS = (0x17, 0x18)  # UTCTime, GeneralizedTime
-_INTEGER, _SEQUENCE, _VERSION_TAG = 0x02, 0x30, 0xA0
+_INTEGER, _SEQUENCE, _SET, _VERSION_TAG = 0x02, 0x30, 0x31, 0xA0
+# The string types OpenSSL canonicalises in a Name (ASN1_MASK_CANON), with the
+# codec of each: UTF8String, PrintableString, T61String (read as Latin-1, as
+# OpenSSL does), IA5String, VisibleString, UniversalString, BMPString.
+_NAME_STRINGS = {
+    0x0C: "utf-8",
+    0x13: "latin-1",
+    0x14: "latin-1",
+    0x16: "latin-1",
+    0x1A: "latin-1",
+    0x1C: "utf-32-be",
+    0x1E: "utf-16-be",
+}
+_SPACES = " \t\n\v\f\r"  # OpenSSL's ossl_isspace
+_TO_SPACE = str.maketrans({c: " " for c in _SPACES})
 
 
 def pem_blocks(pem: bytes, label: bytes) -> list[bytes]:
@@ -73,6 +89,62 @@ def _integer(der: bytes, pos: int, what: str) -> tuple[int, int]:
     if tag != _INTEGER:
         raise ValueError(f"{what} has DER tag {tag:#x}, not an INTEGER")
     return int.from_bytes(der[start:end], "big", signed=True), end
+
+
+# ---------------------------------------------------------------- names
+
+# A Name's canonical form: per RDN, its (attribute type, value) pairs sorted.
+NameKey = tuple[tuple[tuple[bytes, bytes], ...], ...]
+
+
+def canonical_name(name: bytes) -> NameKey:
+    """An X.509 Name (its whole DER item) as OpenSSL compares names
+    (X509_NAME_cmp over x509_name_canon): each string value re-read as text,
+    stripped of leading and trailing white space, inner runs of it made one
+    space, ASCII letters lower-cased; other values kept as DER. So a CA that
+    writes its name as a PrintableString in its certificates and as a
+    UTF8String (or in other capitals) in its CRL is still one issuer.
+
+    Name ::= SEQUENCE OF RelativeDistinguishedName; RDN ::= SET OF
+    AttributeTypeAndValue ::= SEQUENCE { type OID, value ANY } (RFC 5280
+    §4.1.2.4). ValueError if ``name`` is not one.
+    """
+    tag, pos, end = der_item(name, 0)
+    if tag != _SEQUENCE:
+        raise ValueError(f"a Name has DER tag {tag:#x}, not a SEQUENCE")
+    rdns = []
+    while pos < end:
+        tag, at, rdn_end = der_item(name, pos)
+        if tag != _SET:
+            raise ValueError(f"an RDN has DER tag {tag:#x}, not a SET")
+        pairs = []
+        while at < rdn_end:
+            _, inner, at = der_item(name, at)  # AttributeTypeAndValue
+            _, _, oid_end = der_item(name, inner)
+            value_tag, value_start, value_end = der_item(name, oid_end)
+            value = _canonical_value(value_tag, name[value_start:value_end])
+            if value is None:
+                value = b"=" + name[oid_end:value_end]  # the whole DER item, tag and all
+            pairs.append((name[inner:oid_end], value))
+        rdns.append(tuple(sorted(pairs)))
+        pos = rdn_end
+    return tuple(rdns)
+
+
+def _canonical_value(tag: int, value: bytes) -> bytes | None:
+    """A string value in canonical form (prefixed, so it never equals a DER
+    value), or None for a type OpenSSL keeps as it is."""
+    codec = _NAME_STRINGS.get(tag)
+    if codec is None:
+        return None
+    try:
+        text = value.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"a Name string is not valid {codec}") from exc
+    words = text.strip(_SPACES).translate(_TO_SPACE).split(" ")
+    folded = " ".join(w for w in words if w)
+    lowered = "".join(c.lower() if "A" <= c <= "Z" else c for c in folded)
+    return b"s" + lowered.encode("utf-8")
 
 
 # ---------------------------------------------------------------- certificates
@@ -159,31 +231,31 @@ class Revocations:
     the connections already open against (new ones meet OpenSSL's check).
 
     Like OpenSSL, only the CRL with the latest thisUpdate of each issuer
-    counts. Issuers are compared by the bytes of their DER Name, where OpenSSL
-    compares a canonical form: a CA that encodes its name differently in its
-    certificates and in its CRL would go unmatched here, so its connections
-    would be refused only when they reconnect.
+    counts, and issuers are the same when their names are in canonical form
+    (``canonical_name``).
     """
 
-    by_issuer: dict[bytes, frozenset[int]]
+    by_issuer: dict[NameKey, frozenset[int]]
 
     @classmethod
     def from_pem(cls, pem: bytes) -> Revocations:
-        newest: dict[bytes, CRL] = {}
+        newest: dict[NameKey, CRL] = {}
         for der in pem_blocks(pem, b"X509 CRL"):
             try:
                 crl = parse_crl(der)
+                issuer = canonical_name(crl.issuer)
             except ValueError:
                 continue  # OpenSSL refused the file already if it matters
-            held = newest.get(crl.issuer)
+            held = newest.get(issuer)
             if held is None or crl.this_update > held.this_update:
-                newest[crl.issuer] = crl
+                newest[issuer] = crl
         return cls({issuer: crl.revoked for issuer, crl in newest.items()})
 
     def revokes(self, cert_der: bytes) -> bool:
         """Does a CRL of this certificate's issuer list its serial?"""
         try:
             serial, issuer = cert_serial_and_issuer(cert_der)
+            key = canonical_name(issuer)
         except ValueError:
             return False
-        return serial in self.by_issuer.get(issuer, frozenset())
+        return serial in self.by_issuer.get(key, frozenset())

@@ -17,9 +17,11 @@ from raftlog.client.errors import TLSError, UnauthorizedError
 from raftlog.client.tls import TLSConfig
 from raftlog.server import tls as server_tls
 from raftlog.server.config import ClusterConfig, ConfigError
+from raftlog.server.metrics import Metrics
+from raftlog.server.snapshot_transfer import PeerConnection, TransferError
 
 from .cluster_harness import make_config
-from .rawclient import wait_until
+from .rawclient import WAIT_S, wait_until
 from .test_tls import (
     NODE_HOST,
     TLSFiles,
@@ -363,6 +365,30 @@ async def test_a_reload_that_revokes_a_peer_closes_its_links_both_ways(
     assert served_n1.node.peer_msgs == [("n2", [(7, b"vote 1")])]
     assert served_n2.node.peer_msgs == [("n1", [(7, b"append 1")])]
     assert not n1_out.is_connected("n2") and not n2_out.is_connected("n1")
+
+
+async def test_a_snapshot_pull_stops_at_the_reload_that_revokes_its_source(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    """n1 pulls a snapshot's records from n2 over a replica connection. Once n1's
+    reload revokes n2's certificate, the next chunk request fails the transfer
+    instead of taking more records from n2."""
+    cfg = with_tls(make_config(tmp_path, 2), files)
+    n2_cert, n2_key = files.issue("n2", NODE_HOST)
+    crl = write_crl(files, tmp_path / "crl.pem", [])
+    n1_cfg = with_crl(cfg, crl)
+    n2_cfg = replace(cfg, tls=replace(cfg.tls, cert_file=n2_cert, key_file=n2_key))
+    served_n2 = await serve_fake(nursery, n2_cfg, "n2")
+    conn = await PeerConnection.open(served_n2.address, node_id="n1", cfg=n1_cfg, timeout_s=WAIT_S)
+    try:
+        assert (await conn.request("metadata", WAIT_S))["ok"] is True
+        write_crl(files, crl, [n2_cert], this_update=NOW)
+        assert server_tls.reload_and_report(n1_cfg, "n1", Metrics()) is None
+        with pytest.raises(TransferError, match="TLS certificate was revoked"):
+            await conn.request("metadata", WAIT_S)
+    finally:
+        await conn.aclose()
+    assert [op for _, op, _ in served_n2.node.calls] == ["metadata"]
 
 
 async def test_a_reload_takes_the_crl_file_as_it_is_now(
