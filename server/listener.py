@@ -867,11 +867,11 @@ class _ClientConnection:
         # boundary: with strict exception groups (trio >= 0.25) they would
         # arrive wrapped and slip past an `except FrameError` out here.
         sweeper = self.shared.sweeper
-        if sweeper is not None:
-            sweeper.add(self, trio.current_time())
         try:
             async with trio.open_nursery() as conn:
                 self.scope = conn.cancel_scope
+                if sweeper is not None:
+                    sweeper.add(self, trio.current_time())
                 conn.start_soon(self._writer, conn.cancel_scope)
                 async with trio.open_nursery() as handlers:
                     clean_eof = await self._reader(handlers, first_frames)
