@@ -319,20 +319,23 @@ def test_render_round_trips(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "problem"),
+    ("key", "value", "problem"),
     [
-        ("0", "must be > 0, got 0"),
-        ("-5", "must be > 0, got -5"),
-        ('"many"', "must be int, got str 'many'"),
-        ("2.5", "must be int, got float 2.5"),
-        ("true", "must be int, got bool True"),
+        ("max_client_connections", "0", "must be > 0, got 0"),
+        ("max_client_connections", "-5", "must be > 0, got -5"),
+        ("max_client_connections", '"many"', "must be int, got str 'many'"),
+        ("max_client_connections", "2.5", "must be int, got float 2.5"),
+        ("max_client_connections", "true", "must be int, got bool True"),
+        ("connections_max_idle_ms", "-1", "must be >= 0, got -1"),  # 0 is allowed: never
+        ("connections_max_idle_ms", "true", "must be int, got bool True"),
+        ("connections_max_idle_ms", "1.5", "must be int, got float 1.5"),
     ],
 )
-def test_bad_max_client_connections_is_refused_naming_the_key(
-    tmp_path: Path, value: str, problem: str
+def test_bad_connection_limits_are_refused_naming_the_key(
+    tmp_path: Path, key: str, value: str, problem: str
 ) -> None:
-    text = GOOD + f"[limits]\nmax_client_connections = {value}\n"
-    assert f"limits.max_client_connections {problem}" in load_error(tmp_path, text)
+    text = GOOD + f"[limits]\n{key} = {value}\n"
+    assert f"limits.{key} {problem}" in load_error(tmp_path, text)
 
 
 def test_max_client_connections_default_value_and_round_trip(tmp_path: Path) -> None:
@@ -343,21 +346,6 @@ def test_max_client_connections_default_value_and_round_trip(tmp_path: Path) -> 
     assert "max_client_connections = 1\n" in rendered
     again = load_config(write(tmp_path, rendered))
     assert again.limits.max_client_connections == 1
-
-
-@pytest.mark.parametrize(
-    ("value", "problem"),
-    [
-        ("-1", "must be >= 0, got -1"),
-        ("true", "must be int, got bool True"),
-        ("1.5", "must be int, got float 1.5"),
-    ],
-)
-def test_bad_connections_max_idle_ms_is_refused_naming_the_key(
-    tmp_path: Path, value: str, problem: str
-) -> None:
-    text = GOOD + f"[limits]\nconnections_max_idle_ms = {value}\n"
-    assert f"limits.connections_max_idle_ms {problem}" in load_error(tmp_path, text)
 
 
 def test_connections_max_idle_ms_defaults_to_ten_minutes_and_zero_switches_it_off(

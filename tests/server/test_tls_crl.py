@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .cluster_harness import make_config
 from .rawclient import WAIT_S, wait_until
 from .test_tls import (
     NODE_HOST,
+    Served,
     TLSFiles,
     dial_is_refused,
     open_conn,
@@ -270,25 +272,38 @@ async def test_a_reload_that_revokes_an_open_client_connection_refuses_its_reque
     other_conn.close()
 
 
+async def serve_swept(
+    nursery: trio.Nursery, tmp_path: Path, files: TLSFiles, *, revoked_grace_s: float
+) -> tuple[Served, Callable[[TLSConfig], None]]:
+    """A TLS node (client_auth, an empty CRL) whose listener sweeps its client
+    connections, and a function that revokes a client's certificate and reloads."""
+    crl = write_crl(files, tmp_path / "crl.pem", [])
+    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
+    served = await serve_fake(nursery, cfg)
+    sweeper = served.listener.sweeper
+    assert sweeper is not None
+    sweeper.revoked_grace_s = revoked_grace_s
+    nursery.start_soon(sweeper.run)
+
+    def revoke(client: TLSConfig) -> None:
+        assert client.cert_file is not None
+        write_crl(files, crl, [Path(client.cert_file)], this_update=NOW)
+        assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+
+    return served, revoke
+
+
 async def test_an_idle_connection_whose_certificate_a_reload_revokes_is_closed(
     tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
 ) -> None:
     """A revoked client that sends nothing does not keep its connection (and its
     slot) until it does: the listener's sweep closes it after a short grace."""
     tenant, other = files.client("tenant"), files.client("other")
-    assert tenant.cert_file is not None
-    crl = write_crl(files, tmp_path / "crl.pem", [])
-    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
-    served = await serve_fake(nursery, cfg)
-    sweeper = served.listener.sweeper
-    assert sweeper is not None
-    sweeper.revoked_grace_s = 0.2
-    nursery.start_soon(sweeper.run)
+    served, revoke = await serve_swept(nursery, tmp_path, files, revoked_grace_s=0.2)
     tenant_conn = await open_conn(nursery, served.address, tenant, "tenant")
     other_conn = await open_conn(nursery, served.address, other, "other")
 
-    write_crl(files, crl, [Path(tenant.cert_file)], this_update=NOW)
-    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+    revoke(tenant)
     await wait_until(lambda: tenant_conn.closed, "the node to close the revoked connection")
     assert served.metrics.client_connections_closed.value(reason="revoked") == 1
     assert served.metrics.tls_connections_revoked.value(role="client") == 1
@@ -304,18 +319,10 @@ async def test_a_revoked_connection_is_told_why_at_its_requests_before_it_is_clo
     client still using it learns at its next request why (its redial would only
     fail the handshake)."""
     tenant = files.client("tenant")
-    assert tenant.cert_file is not None
-    crl = write_crl(files, tmp_path / "crl.pem", [])
-    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
-    served = await serve_fake(nursery, cfg)
-    sweeper = served.listener.sweeper
-    assert sweeper is not None
-    sweeper.revoked_grace_s = 60.0
-    nursery.start_soon(sweeper.run)
+    served, revoke = await serve_swept(nursery, tmp_path, files, revoked_grace_s=60.0)
     tenant_conn = await open_conn(nursery, served.address, tenant, "tenant")
 
-    write_crl(files, crl, [Path(tenant.cert_file)], this_update=NOW)
-    assert server_tls.reload_and_report(cfg, "n1", served.metrics) is None
+    revoke(tenant)
     revoked = served.metrics.tls_connections_revoked
     await wait_until(lambda: revoked.value(role="client") == 1, "the sweep to find it revoked")
     with pytest.raises(UnauthorizedError, match="this connection presented was revoked"):
@@ -325,17 +332,26 @@ async def test_a_revoked_connection_is_told_why_at_its_requests_before_it_is_clo
     tenant_conn.close()
 
 
+def two_nodes_with_a_crl(
+    tmp_path: Path, files: TLSFiles
+) -> tuple[ClusterConfig, ClusterConfig, Path, Path]:
+    """n1 with an empty crl_file, n2 with its own certificate (what n1's CRL
+    will revoke): (n1's config, n2's config, the CRL file, n2's certificate)."""
+    cfg = with_tls(make_config(tmp_path, 2), files)
+    assert cfg.tls is not None
+    n2_cert, n2_key = files.issue("n2", NODE_HOST)
+    crl = write_crl(files, tmp_path / "crl.pem", [])
+    n2_cfg = replace(cfg, tls=replace(cfg.tls, cert_file=n2_cert, key_file=n2_key))
+    return with_crl(cfg, crl), n2_cfg, crl, n2_cert
+
+
 async def test_a_reload_that_revokes_a_peer_closes_its_links_both_ways(
     tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
 ) -> None:
     """n2 is revoked while linked to n1 both ways. After n1's reload, n1 takes
     no more messages on n2's link to it and sends n2 none on its own link; both
     redials meet the CRL in their handshakes."""
-    cfg = with_tls(make_config(tmp_path, 2), files)
-    n2_cert, n2_key = files.issue("n2", NODE_HOST)
-    crl = write_crl(files, tmp_path / "crl.pem", [])
-    n1_cfg = with_crl(cfg, crl)
-    n2_cfg = replace(cfg, tls=replace(cfg.tls, cert_file=n2_cert, key_file=n2_key))
+    n1_cfg, n2_cfg, crl, n2_cert = two_nodes_with_a_crl(tmp_path, files)
     served_n1 = await serve_fake(nursery, n1_cfg, "n1")
     served_n2 = await serve_fake(nursery, n2_cfg, "n2")
     n1_out = await start_transport(nursery, n1_cfg, "n1", served_n1.metrics)
@@ -373,11 +389,7 @@ async def test_a_snapshot_pull_stops_at_the_reload_that_revokes_its_source(
     """n1 pulls a snapshot's records from n2 over a replica connection. Once n1's
     reload revokes n2's certificate, the next chunk request fails the transfer
     instead of taking more records from n2."""
-    cfg = with_tls(make_config(tmp_path, 2), files)
-    n2_cert, n2_key = files.issue("n2", NODE_HOST)
-    crl = write_crl(files, tmp_path / "crl.pem", [])
-    n1_cfg = with_crl(cfg, crl)
-    n2_cfg = replace(cfg, tls=replace(cfg.tls, cert_file=n2_cert, key_file=n2_key))
+    n1_cfg, n2_cfg, crl, n2_cert = two_nodes_with_a_crl(tmp_path, files)
     served_n2 = await serve_fake(nursery, n2_cfg, "n2")
     conn = await PeerConnection.open(served_n2.address, node_id="n1", cfg=n1_cfg, timeout_s=WAIT_S)
     try:
