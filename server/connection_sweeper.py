@@ -23,25 +23,22 @@ Two kinds of client connection would otherwise stay open for good:
 
 One task per listener sweeps every ``interval`` seconds: at most one second,
 and a quarter of the idle limit when that is shorter. A connection counts as
-quiet from the first sweep that finds it with nothing in flight and nothing
-read since the sweep before, so it is closed between ``max_idle_s`` and
-``max_idle_s + interval`` after its last activity: never early. Peer
-connections are not swept: they carry node heartbeats, which check their
-certificate (server/listener.py ``_serve_peer``), and an idle peer link is no
-cost to close for nothing.
+quiet from the first sweep that finds it with nothing in flight, not busy at
+the sweep before either, and nothing read since, so it is closed between
+``max_idle_s`` and ``max_idle_s + 2 * interval`` after its last activity:
+never early. Peer connections are not swept: they carry the nodes'
+heartbeats, which check their certificate (server/listener.py
+``_serve_peer``), so closing one for idleness would only make it redial.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
 from .metrics import Metrics
-
-log = logging.getLogger(__name__)
 
 MAX_INTERVAL_S = 1.0
 MIN_INTERVAL_S = 0.05

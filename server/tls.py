@@ -259,12 +259,6 @@ def earliest_expiry(path: Path) -> float | None:
     return _earliest(path, b"CERTIFICATE", cert_not_after)
 
 
-def earliest_crl_next_update(path: Path) -> float | None:
-    """The earliest nextUpdate (Unix seconds) of the PEM CRLs in ``path``; None
-    if none has one or the file cannot be read."""
-    return _earliest(path, b"X509 CRL", crl_next_update)
-
-
 def _earliest(path: Path, label: bytes, read: Callable[[bytes], float | None]) -> float | None:
     """The least ``read(DER)`` over the PEM blocks ``label`` in ``path``,
     skipping blocks it cannot read or has no time for."""

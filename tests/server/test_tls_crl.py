@@ -179,11 +179,12 @@ def test_the_crl_expiry_gauge_reports_the_earliest_next_update(
     soon = NOW + datetime.timedelta(days=2)
     far = datetime.datetime(2061, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)  # GeneralizedTime
     crl = write_crl(files, tmp_path / "crl.pem", [], next_update=far)
-    assert server_tls.earliest_crl_next_update(crl) == far.timestamp()
+    cfg = with_crl(with_tls(make_config(tmp_path, 1), files), crl)
+    assert server_tls.expiries(cfg, "n1")["crl"] == far.timestamp()
     second = TLSFiles.create(tmp_path / "second")
     write_crl(second, crl, [], next_update=soon, append=True)
-    assert server_tls.earliest_crl_next_update(crl) == soon.timestamp()
-    assert server_tls.earliest_crl_next_update(tmp_path / "missing.pem") is None
+    server_tls.reload(cfg, "n1")  # the gauge follows the CRLs as loaded
+    assert server_tls.expiries(cfg, "n1")["crl"] == soon.timestamp()
 
 
 def test_a_crl_file_that_holds_no_crl_stops_the_node_from_starting(
