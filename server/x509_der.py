@@ -141,8 +141,8 @@ def _canonical_value(tag: int, value: bytes) -> bytes | None:
         text = value.decode(codec)
     except UnicodeDecodeError as exc:
         raise ValueError(f"a Name string is not valid {codec}") from exc
-    words = text.strip(_SPACES).translate(_TO_SPACE).split(" ")
-    folded = " ".join(w for w in words if w)
+    # Not str.split(): OpenSSL's white space is ASCII only (no-break space is a letter).
+    folded = " ".join(w for w in text.translate(_TO_SPACE).split(" ") if w)
     lowered = "".join(c.lower() if "A" <= c <= "Z" else c for c in folded)
     return b"s" + lowered.encode("utf-8")
 
