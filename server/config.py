@@ -155,6 +155,10 @@ class Limits:
     # connections a little earlier, so no request meets the node's close.
     # 0: never.
     connections_max_idle_ms: int = 600_000
+    # Connections not past their hello yet (TLS handshake included): nothing
+    # tells a peer from a client before it, so neither limit above counts
+    # them. Beyond this many, the oldest is closed (server/pending_connections.py).
+    max_pending_connections: int = 1024
 
 
 # [limits] keys that may be 0 (meaning "never"); the others must be >= 1.

@@ -16,7 +16,9 @@ another node. Peer connections are never counted nor refused, and neither are
 a node's snapshot-transfer connections (role ``replica`` below): a node full
 of clients must still let a lagging follower catch up, or a burst of clients
 would cost the partition its redundancy. Those connections skip the client
-quotas too, as Kafka's replication traffic does.
+quotas too, as Kafka's replication traffic does. Connections not past their
+hello yet are bounded separately, by ``[limits] max_pending_connections``: the
+oldest is closed when one more arrives (server/pending_connections.py).
 
 With ``[tls]`` every connection is a TLS handshake first (server/tls.py,
 bounded and counted), then the hello; a peer's hello must come with a
@@ -64,6 +66,7 @@ from .errors import HandlerError
 from .log_format import LogFormats
 from .log_throttle import LogThrottle
 from .metrics import Metrics
+from .pending_connections import PendingConnections
 from .tls import RevocationWatch, TLSAcceptor, cert_identities, peer_cert_problem
 
 log = logging.getLogger(__name__)
@@ -299,6 +302,9 @@ class Listener:
     # Closes idle and revoked client connections (server/connection_sweeper.py);
     # its task runs in ``serve``. None: connections are not swept.
     sweeper: ConnectionSweeper | None = None
+    # Connections not past their hello, bounded by closing the oldest
+    # (server/pending_connections.py). Set by ``create``.
+    pending: PendingConnections = field(init=False)
 
     @classmethod
     def create(
@@ -325,6 +331,9 @@ class Listener:
             start_request=start_request,
             sweeper=ConnectionSweeper.for_limit(cfg.limits.connections_max_idle_ms, metrics),
         )
+
+    def __post_init__(self) -> None:
+        self.pending = PendingConnections(self.cfg.limits.max_pending_connections, self.metrics)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         await _connection(self, stream)
@@ -436,72 +445,97 @@ async def _connection(shared: Listener, stream: trio.abc.Stream) -> None:
         log.exception("event=connection_failed remote=%s", _peer_name(stream))
 
 
+@dataclass(slots=True)
+class _Admitted:
+    """A connection past its hello: what serving it needs."""
+
+    stream: trio.abc.Stream  # the TLS stream with [tls]
+    decoder: FrameDecoder
+    role: str  # "client", "replica" or "peer"
+    ident: str
+    user: User | None
+    # What the client authenticated with, kept (never logged) to check it
+    # again after an [auth] reload: its token, else its certificate.
+    credential: Any
+    leftover: list[dict[str, Any]]  # frames that came with the hello
+    log_format: int
+    tls_watch: RevocationWatch | None
+
+
 async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
     conn_id = next(shared.conn_ids)
     remote = _peer_name(stream)
+    with shared.pending.hold(conn_id) as pending:
+        admitted = await _admit(shared, stream, conn_id, remote)
+    if pending.cancelled_caught:  # pushed out by newer connections; _admit closed it
+        log.debug("event=pending_connection_evicted conn=%d remote=%s", conn_id, remote)
+        return
+    if admitted is None:
+        return
+    # A client holds a slot from _admit on (no checkpoint in between); the
+    # finally gives it back however the connection ends (EOF, broken stream,
+    # cancellation, a bug).
+    try:
+        async with admitted.stream:
+            await _serve_admitted(shared, admitted, conn_id, remote)
+    finally:
+        if admitted.role == "client":
+            shared.release_client(admitted.user)
+
+
+async def _admit(
+    shared: Listener, stream: trio.abc.Stream, conn_id: int, remote: str
+) -> _Admitted | None:
+    """TLS handshake (with [tls]), hello, and a client's slot.
+
+    The connection admitted, or None once it was refused and closed. A
+    cancellation (the node stopping, or newer connections pushing this one
+    out of max_pending_connections) closes it and passes through.
+    """
     peer_cert: dict[str, Any] | None = None
     tls_watch: RevocationWatch | None = None
     if shared.tls is not None:
         secured = await shared.tls.accept(stream, remote)
         if secured is None:
-            return  # counted, logged and closed by accept
+            return None  # counted, logged and closed by accept
         stream = secured
         peer_cert = secured.getpeercert() or None
         tls_watch = shared.tls.watch(secured)
     decoder = FrameDecoder(shared.cfg.limits.max_frame_bytes)
-    async with stream:
-        try:
-            hello, leftover = await _read_hello(stream, decoder)
-            role, ident, user = _check_hello(shared, hello, peer_cert)
-            if role == "client":
-                shared.admit_client(user)  # peers are never counted nor refused
-            # What the client authenticated with, kept (never logged) to check it
-            # again after an [auth] reload: its token, else its certificate.
-            credential = (
-                (hello.get("credential"), peer_cert)
-                if shared.cfg.auth.authenticates_clients
-                else None
-            )
-        except _Reject as rej:
-            shared.metrics.hello_rejected.inc(code=rej.code.value)
-            if not rej.logged:
-                log.warning(
-                    "event=hello_rejected conn=%d remote=%s code=%s reason=%r",
-                    conn_id, remote, rej.code.value, rej.message,
-                )  # fmt: skip
-            await _send_quietly(stream, encode_frame(error_reply(0, rej.code, rej.message)))
-            return
-        except FrameError as exc:
-            _framing_error(shared, conn_id, remote, exc)
-            return
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            return
-        # From here a client holds a slot; the finally gives it back however the
-        # connection ends (EOF, broken stream, cancellation, a bug).
-        try:
-            await _serve_admitted(
-                shared, stream, decoder, role, ident, user, credential, leftover, conn_id, remote,
-                hello.get("log_format", BASELINE_LOG_FORMAT), tls_watch,
+    try:
+        hello, leftover = await _read_hello(stream, decoder)
+        role, ident, user = _check_hello(shared, hello, peer_cert)
+        if role == "client":
+            shared.admit_client(user)  # peers are never counted nor refused
+    except _Reject as rej:
+        shared.metrics.hello_rejected.inc(code=rej.code.value)
+        if not rej.logged:
+            log.warning(
+                "event=hello_rejected conn=%d remote=%s code=%s reason=%r",
+                conn_id, remote, rej.code.value, rej.message,
             )  # fmt: skip
-        finally:
-            if role == "client":
-                shared.release_client(user)
+        await _send_quietly(stream, encode_frame(error_reply(0, rej.code, rej.message)))
+    except FrameError as exc:
+        _framing_error(shared, conn_id, remote, exc)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+        pass
+    except BaseException:  # cancelled: the node stopping, or pushed out
+        await trio.aclose_forcefully(stream)
+        raise
+    else:
+        credential = (
+            (hello.get("credential"), peer_cert) if shared.cfg.auth.authenticates_clients else None
+        )
+        log_format = hello.get("log_format", BASELINE_LOG_FORMAT)
+        return _Admitted(
+            stream, decoder, role, ident, user, credential, leftover, log_format, tls_watch
+        )
+    await stream.aclose()  # after a refusal's reply: a graceful close lets it arrive
+    return None
 
 
-async def _serve_admitted(
-    shared: Listener,
-    stream: trio.abc.Stream,
-    decoder: FrameDecoder,
-    role: str,
-    ident: str,
-    user: User | None,
-    credential: Any,
-    leftover: list[dict[str, Any]],
-    conn_id: int,
-    remote: str,
-    peer_log_format: int,
-    tls_watch: RevocationWatch | None,
-) -> None:
+async def _serve_admitted(shared: Listener, admitted: _Admitted, conn_id: int, remote: str) -> None:
+    stream, role, ident = admitted.stream, admitted.role, admitted.ident
     welcome = hello_ok(shared.node_id, shared.cfg.name, _announced_limits(shared))
     if not await _send_quietly(stream, encode_frame(welcome)):
         return
@@ -511,20 +545,27 @@ async def _serve_admitted(
         if role == "peer":
             formats = shared.log_formats
             if formats is not None:
-                formats.peer_connected(ident, conn_id, peer_log_format)
+                formats.peer_connected(ident, conn_id, admitted.log_format)
             try:
-                await _serve_peer(shared, stream, decoder, ident, leftover, conn_id, tls_watch)
+                await _serve_peer(
+                    shared, stream, admitted.decoder, ident, admitted.leftover, conn_id,
+                    admitted.tls_watch,
+                )  # fmt: skip
             finally:
                 if formats is not None:
                     formats.peer_gone(ident, conn_id)
         else:
-            ctx = RequestContext(ident, remote, conn_id, shared.node_id, role == "replica", user)
+            ctx = RequestContext(
+                ident, remote, conn_id, shared.node_id, role == "replica", admitted.user
+            )
+            credential = admitted.credential
             # A snapshot transfer proven by the peer token carries no client token.
             if role == "replica" and shared.cfg.auth.peer_token is not None:
                 credential = None
-            await _ClientConnection(shared, stream, decoder, ctx, credential, tls_watch).run(
-                leftover
+            connection = _ClientConnection(
+                shared, stream, admitted.decoder, ctx, credential, admitted.tls_watch
             )
+            await connection.run(admitted.leftover)
     finally:
         shared.metrics.connections.dec(role=role)
 

@@ -345,6 +345,8 @@ class Metrics:
     tls_reloads: Counter = field(init=False)
     tls_connections_revoked: Counter = field(init=False)
     client_connections_closed: Counter = field(init=False)
+    pending_connections: Gauge = field(init=False)
+    pending_connections_evicted: Counter = field(init=False)
     auth_reloads: Counter = field(init=False)
     tls_cert_expiry: Gauge = field(init=False)
     # driver / handlers (S-CORE)
@@ -398,10 +400,22 @@ class Metrics:
             "revoked their credentials; closed once nothing was in flight).",
             ["reason"],
         )
+        self.pending_connections = r.gauge(
+            "raftlog_pending_connections",
+            "Connections not past their hello yet (TLS handshake included), held against "
+            "[limits] max_pending_connections.",
+        )
+        self.pending_connections_evicted = r.counter(
+            "raftlog_pending_connections_evicted_total",
+            "Connections closed before their hello because max_pending_connections newer "
+            "ones arrived (a flood of connections that never speak, or a limit too low).",
+        )
         # Rendered as 0 from the start: an alert on the refusal rate or a
         # dashboard of the gauge should not see "no data" on a healthy node.
         self.client_connections.set(0)
         self.client_connections_refused.inc(0)
+        self.pending_connections.set(0)
+        self.pending_connections_evicted.inc(0)
         self.requests = r.counter(
             "raftlog_requests_total", "Client requests by op and result code.", ["op", "code"]
         )

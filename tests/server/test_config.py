@@ -329,6 +329,8 @@ def test_render_round_trips(tmp_path: Path) -> None:
         ("connections_max_idle_ms", "-1", "must be >= 0, got -1"),  # 0 is allowed: never
         ("connections_max_idle_ms", "true", "must be int, got bool True"),
         ("connections_max_idle_ms", "1.5", "must be int, got float 1.5"),
+        ("max_pending_connections", "0", "must be > 0, got 0"),  # 0 would refuse everyone
+        ("max_pending_connections", '"1k"', "must be int, got str '1k'"),
     ],
 )
 def test_bad_connection_limits_are_refused_naming_the_key(
@@ -338,14 +340,19 @@ def test_bad_connection_limits_are_refused_naming_the_key(
     assert f"limits.{key} {problem}" in load_error(tmp_path, text)
 
 
-def test_max_client_connections_default_value_and_round_trip(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, GOOD)).limits.max_client_connections == 4096
-    cfg = load_config(write(tmp_path, GOOD + "[limits]\nmax_client_connections = 1\n"))
-    assert cfg.limits == Limits(max_client_connections=1)
+@pytest.mark.parametrize(
+    ("key", "default"), [("max_client_connections", 4096), ("max_pending_connections", 1024)]
+)
+def test_connection_limits_default_values_and_round_trip(
+    tmp_path: Path, key: str, default: int
+) -> None:
+    assert getattr(load_config(write(tmp_path, GOOD)).limits, key) == default
+    cfg = load_config(write(tmp_path, GOOD + f"[limits]\n{key} = 1\n"))
+    assert cfg.limits == Limits(**{key: 1})
     rendered = render_config(cfg)
-    assert "max_client_connections = 1\n" in rendered
+    assert f"{key} = 1\n" in rendered
     again = load_config(write(tmp_path, rendered))
-    assert again.limits.max_client_connections == 1
+    assert getattr(again.limits, key) == 1
 
 
 def test_connections_max_idle_ms_defaults_to_ten_minutes_and_zero_switches_it_off(

@@ -25,7 +25,7 @@ from raftlog.client.connection import Connection
 from raftlog.client.errors import ErrorCode, TLSError, UnauthorizedError
 from raftlog.client.tls import TLSConfig, start_tls
 from raftlog.server import listener as listener_module
-from raftlog.server.config import ClusterConfig, ClusterTLSConfig
+from raftlog.server.config import ClusterConfig, ClusterTLSConfig, Limits
 from raftlog.server.errors import HandlerError
 from raftlog.server.listener import Listener, RequestContext
 from raftlog.server.metrics import Metrics
@@ -242,6 +242,26 @@ async def test_handshake_that_never_finishes_is_cut_off(
     await raw.stream.send_all(b"\x16\x03\x01")  # a TLS record header, then silence
     assert await raw.closed()
     assert served.failures("timeout") == 1
+
+
+async def test_a_stalled_handshake_is_pending_and_gives_way_to_a_new_client(
+    tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
+) -> None:
+    """A connection counts against max_pending_connections from its accept,
+    before and during its handshake: a TLS stall is pushed out like a silent
+    plaintext connection (server/pending_connections.py)."""
+    cfg = with_tls(make_config(tmp_path, 1), files)
+    served = await serve_fake(nursery, replace(cfg, limits=Limits(max_pending_connections=1)))
+    stalled = await RawConn.open(served.node.port)
+    await stalled.stream.send_all(b"\x16\x03\x01")  # a TLS record header, then silence
+    await wait_until(lambda: served.metrics.pending_connections.value() == 1, "stall pending")
+
+    conn = await open_conn(nursery, served.address, TLSConfig(ca_file=files.ca_file))
+    assert (await conn.request("metadata", {}))["client"] == "c1"
+    assert await stalled.closed()
+    await wait_until(lambda: served.metrics.pending_connections_evicted.value() == 1, "counted")
+    assert served.failures("timeout") == 0  # pushed out, not timed out
+    conn.close()
 
 
 # ---------------------------------------------------------------- peers
