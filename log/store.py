@@ -334,6 +334,11 @@ def staggered_write_buffer_bytes(position: int, count: int) -> int:
     return int(DEFAULT_WRITE_BUFFER_BYTES * factor) // 4096 * 4096
 
 
+# Table files RocksDB keeps open at once; beyond, the least recently read is
+# closed and reopened when read again (about 24 GB of tables at 64 MB each, so
+# only reads of old data ever pay it). Its logs and manifest come on top.
+ROCKSDB_MAX_OPEN_FILES = 384
+
 # How a node's RocksDB merges its files (cluster.toml [storage] rocksdb_compaction).
 ROCKSDB_COMPACTION_STYLES = ("level", "universal")
 DEFAULT_ROCKSDB_COMPACTION = "level"
@@ -437,6 +442,11 @@ class NodeStore:
         # (records carry their log number, so a recycled file's stale tail is
         # recognised); pyproject pins rocksdict >= 0.3.29, which ships 9.8.4.
         opts.set_recycle_log_file_num(4)
+        # A bounded table cache instead of every table file open for good:
+        # connections share the process's descriptors, and a RocksDB that
+        # cannot open a file stops the node's writes (server/open_files.py
+        # keeps this many free of connections).
+        opts.set_max_open_files(ROCKSDB_MAX_OPEN_FILES)
         set_compaction_style(opts, rocksdb_compaction, space_amplification_percent)
         try:
             # column_families too: given only ``options``, rocksdict reopens an

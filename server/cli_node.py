@@ -39,6 +39,7 @@ from .cli_common import (
     config_credential,
 )
 from .config import ClusterConfig, ConfigError, NodeConfig, load_config, parse_address
+from .open_files import raise_soft_limit
 from .tls import peer_context, server_context
 
 log = logging.getLogger("raftlog.cli")
@@ -283,6 +284,9 @@ def node_start(config_path: Path, node_id: str) -> None:
         raftlog_log.setLevel(logging.INFO)  # a node logs its events unless -v asks for more
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    before, after = raise_soft_limit()  # connections and RocksDB files (server/open_files.py)
+    if after != before:
+        log.info("event=open_files_limit_raised node=%s from=%d to=%d", node_id, before, after)
     data_dir_error = _data_dir_error_type()
     try:
         trio.run(_run_until_signal, cfg, node_id)

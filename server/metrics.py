@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from .config import parse_address
+from .open_files import descriptors_in_use
 
 log = logging.getLogger(__name__)
 
@@ -631,10 +632,8 @@ def _resident_bytes() -> float | None:
 
 
 def _open_fds() -> float | None:
-    try:
-        return float(len(os.listdir("/proc/self/fd")))
-    except OSError:
-        return None
+    in_use = descriptors_in_use()
+    return None if in_use is None else float(in_use)
 
 
 def _max_fds() -> float | None:

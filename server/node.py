@@ -25,6 +25,7 @@ from .listener import serve
 from .log_format import LogFormats, LogFormatUpgrade
 from .metrics import Metrics, serve_metrics
 from .offsets_retention import OffsetsRetention
+from .open_files import fit_to_open_files_limit
 from .retention import RetentionManager
 from .transport import PeerTransport
 
@@ -74,6 +75,8 @@ async def run_node(
         rocksdb_compaction=cfg.storage.rocksdb_compaction,
         space_amplification_percent=cfg.storage.max_space_amplification_percent,
     )
+    # After the store opened, so its descriptors are counted (server/open_files.py).
+    cfg.limits = fit_to_open_files_limit(cfg.limits, node_id)
     driver: MultiRaft | None = None
     held = ExitStack()  # the CPU latency request, released after the store closes
     try:

@@ -41,13 +41,18 @@ def reopen(store: NodeStore, path: Path) -> NodeStore:
 # ---------------------------------------------------------------- compaction style
 
 
-def _options_compaction_style(path: Path) -> str:
-    """The compaction style RocksDB recorded in the store's newest OPTIONS file."""
+def _recorded_option(path: Path, name: str) -> str:
+    """What RocksDB itself recorded for option ``name`` (its newest OPTIONS file
+    in the data dir): proof the option reached it."""
     newest = max(path.glob("OPTIONS-*"), key=lambda p: int(p.name.split("-")[1]))
     for line in newest.read_text().splitlines():
-        if line.strip().startswith("compaction_style="):
+        if line.strip().startswith(f"{name}="):
             return line.split("=", 1)[1].strip()
-    raise AssertionError(f"no compaction_style in {newest}")
+    raise AssertionError(f"no {name} in {newest}")
+
+
+def _options_compaction_style(path: Path) -> str:
+    return _recorded_option(path, "compaction_style")
 
 
 def test_compaction_style_reaches_rocksdb_and_either_opens_the_others_data(
@@ -549,12 +554,7 @@ def test_abandon_keeps_what_the_wal_holds_and_is_idempotent(data_dir: Path) -> N
 
 
 def _options_write_buffer_size(path: Path) -> int:
-    """What RocksDB itself recorded (its newest OPTIONS file in the data dir)."""
-    newest = max(path.glob("OPTIONS-*"), key=lambda p: int(p.name.split("-")[1]))
-    for line in newest.read_text().splitlines():
-        if line.strip().startswith("write_buffer_size="):
-            return int(line.split("=", 1)[1])
-    raise AssertionError(f"no write_buffer_size in {newest}")
+    return int(_recorded_option(path, "write_buffer_size"))
 
 
 def test_nodes_get_distinct_memtable_sizes_around_the_default() -> None:
@@ -574,3 +574,12 @@ def test_open_gives_rocksdb_the_memtable_size(tmp_path: Path) -> None:
     s = NodeStore.open(tmp_path / "d", cluster="test", node_id="n1", write_buffer_bytes=size)
     s.close()
     assert _options_write_buffer_size(tmp_path / "d") == size == 48 * 1024 * 1024
+
+
+def test_rocksdb_keeps_a_bounded_number_of_table_files_open(tmp_path: Path) -> None:
+    """Connections share the node's descriptors with RocksDB; the table cache
+    bound is what server/open_files.py keeps free of them."""
+    s = NodeStore.open(tmp_path / "d", cluster="test", node_id="n1")
+    s.close()
+    recorded = int(_recorded_option(tmp_path / "d", "max_open_files"))
+    assert recorded == store_mod.ROCKSDB_MAX_OPEN_FILES == 384
