@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import resource
 from pathlib import Path
 
 from raftlog.log.store import ROCKSDB_MAX_OPEN_FILES
 
 from .config import Limits
+from .metrics import descriptors_in_use
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,6 @@ def fit_connection_limits(limits: Limits, soft_limit: int, in_use: int) -> Limit
     return dataclasses.replace(
         limits, max_client_connections=clients, max_pending_connections=pending
     )
-
-
-def descriptors_in_use() -> int | None:
-    """Open descriptors of this process (None where /proc cannot tell)."""
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return None
 
 
 def fit_to_open_files_limit(limits: Limits, node_id: str) -> Limits:
