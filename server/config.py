@@ -76,7 +76,9 @@ its own key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
 import json
 import math
 import os
@@ -159,10 +161,54 @@ class Limits:
     # tells a peer from a client before it, so neither limit above counts
     # them. Beyond this many, the oldest is closed (server/pending_connections.py).
     max_pending_connections: int = 1024
+    # Per remote address (server/address_limits.py), each 0 = no limit:
+    # - its share of max_pending_connections: beyond it, that address's own
+    #   oldest pending connection gives way (one host's flood cannot push out
+    #   the other hosts' handshakes);
+    max_pending_connections_per_address: int = 256
+    # - client connections from one address (Kafka's max.connections.per.ip),
+    #   refused at the hello as max_client_connections are; peers never count;
+    max_client_connections_per_address: int = 0
+    # - new connections a second from one address (Kafka's per-IP
+    #   connection.creation.rate), a second's worth as burst; beyond it a
+    #   connection is closed at its accept, before any handshake.
+    max_connection_rate_per_address: int = 0
+    # Address -> its own max_client_connections_per_address (Kafka's
+    # max.connections.per.ip.overrides), e.g. a NAT gateway's; 0 = no limit.
+    max_client_connections_per_address_overrides: dict[str, int] = field(default_factory=dict)
+
+    def client_connections_limit(self, address: str) -> int:
+        """max_client_connections_per_address for ``address`` (0: none)."""
+        overrides = self.max_client_connections_per_address_overrides
+        if overrides:
+            with contextlib.suppress(ValueError):
+                address = canonical_address(address)
+            return overrides.get(address, self.max_client_connections_per_address)
+        return self.max_client_connections_per_address
 
 
-# [limits] keys that may be 0 (meaning "never"); the others must be >= 1.
-_LIMITS_ZERO_MEANS_OFF = frozenset({"connections_max_idle_ms"})
+# [limits] keys that may be 0 (meaning "never" or "no limit"); the others must be >= 1.
+_LIMITS_ZERO_MEANS_OFF = frozenset(
+    {
+        "connections_max_idle_ms",
+        "max_pending_connections_per_address",
+        "max_client_connections_per_address",
+        "max_connection_rate_per_address",
+    }
+)
+_LIMITS_OVERRIDES = "max_client_connections_per_address_overrides"
+
+
+def canonical_address(text: str) -> str:
+    """An IP address as the node sees it in a connection (``10.0.0.9``, ``::1``).
+
+    ValueError if ``text`` is not one. An IPv4 address mapped into IPv6 (a
+    dual-stack listener's view of an IPv4 client) is its IPv4 form.
+    """
+    ip = ipaddress.ip_address(text)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 @dataclass(slots=True)
@@ -717,14 +763,16 @@ def _check_unique(where: str, nodes: list[NodeConfig]) -> None:
 
 def _parse_limits(reader: _Reader) -> Limits:
     defaults = Limits()
-    values = {
+    values: dict[str, Any] = {
         f.name: (
             reader.non_negative_int(f.name, getattr(defaults, f.name))
             if f.name in _LIMITS_ZERO_MEANS_OFF
             else reader.positive_int(f.name, getattr(defaults, f.name))
         )
         for f in fields(Limits)
+        if f.name != _LIMITS_OVERRIDES
     }
+    values[_LIMITS_OVERRIDES] = _parse_address_overrides(reader, _LIMITS_OVERRIDES)
     reader.check_unknown()
     limits = Limits(**values)
     # A produce batch travels in a client frame and then, inside a Raft entry,
@@ -736,6 +784,24 @@ def _parse_limits(reader: _Reader) -> Limits:
             f"({limits.max_frame_bytes})",
         )
     return limits
+
+
+def _parse_address_overrides(reader: _Reader, name: str) -> dict[str, int]:
+    table = reader.get(name, dict, {})
+    overrides: dict[str, int] = {}
+    for text, value in table.items():
+        try:
+            address = canonical_address(text)
+        except ValueError:
+            raise reader.fail(
+                name, f"key {text!r} is not an IP address (host names are not resolved)"
+            ) from None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise reader.fail(name, f"[{text!r}] must be an int >= 0, got {value!r}")
+        if address in overrides:
+            raise reader.fail(name, f"names {address} twice")
+        overrides[address] = value
+    return overrides
 
 
 def _parse_storage(reader: _Reader) -> StorageConfig:
@@ -927,6 +993,12 @@ def _q(value: str) -> str:
     return json.dumps(value)
 
 
+def _toml_value(value: int | dict[str, int]) -> str:
+    if isinstance(value, dict):  # an inline table
+        return "{ " + ", ".join(f"{_q(k)} = {v}" for k, v in value.items()) + " }"
+    return str(value)
+
+
 def render_config(cfg: ClusterConfig) -> str:
     """A cluster.toml that ``load_config`` reads back to an equal config."""
     lines = [
@@ -965,7 +1037,8 @@ def render_config(cfg: ClusterConfig) -> str:
         f.name for f in fields(Limits) if getattr(cfg.limits, f.name) != getattr(defaults, f.name)
     ]
     if changed:
-        lines += ["", "[limits]"] + [f"{n} = {getattr(cfg.limits, n)}" for n in changed]
+        lines += ["", "[limits]"]
+        lines += [f"{n} = {_toml_value(getattr(cfg.limits, n))}" for n in changed]
     if cfg.auth.client_tokens or cfg.auth.peer_token:
         lines += ["", "[auth]"]
         if cfg.auth.client_tokens:

@@ -60,6 +60,7 @@ from raftlog.log.features import BASELINE_LOG_FORMAT, log_format_problem
 
 from . import acl
 from .acl import User
+from .address_limits import ConnectionRate
 from .config import ClusterConfig, QuotaConfig
 from .connection_sweeper import ConnectionSweeper
 from .errors import HandlerError
@@ -68,6 +69,7 @@ from .log_throttle import LogThrottle
 from .metrics import Metrics
 from .pending_connections import PendingConnections
 from .tls import RevocationWatch, TLSAcceptor, cert_identities, peer_cert_problem
+from .token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -161,39 +163,6 @@ class _Reject(Exception):
 
 
 # ---------------------------------------------------------------- quotas
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """Tokens refill at ``rate``/s up to one second's worth.
-
-    A request is admitted while the balance is positive and then charged in
-    full, possibly into debt; so a single batch larger than the burst still
-    passes (when the bucket is full) and the debt throttles what follows, the
-    way Kafka quotas do. Refusing happens BEFORE the handler runs, so a
-    throttled produce appended nothing.
-    """
-
-    rate: float
-    tokens: float
-    stamp: float
-
-    @classmethod
-    def full(cls, rate: float, now: float) -> TokenBucket:
-        return cls(rate, rate, now)
-
-    def full_at(self, now: float) -> bool:
-        """Refilled to the brim by ``now``: indistinguishable from a fresh bucket."""
-        return self.tokens + (now - self.stamp) * self.rate >= self.rate
-
-    def take(self, cost: float, now: float) -> float:
-        """Charge ``cost``; return 0 if admitted, else the seconds to wait."""
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens <= 0:
-            return -self.tokens / self.rate + 1.0 / self.rate
-        self.tokens -= cost
-        return 0.0
 
 
 class Quotas:
@@ -291,6 +260,9 @@ class Listener:
     client_connections: int = 0
     # Client connections per [[auth.user]] name (only users that hold some).
     user_connections: dict[str, int] = field(default_factory=dict)
+    # Client connections per remote address (only addresses that hold some),
+    # held against max_client_connections_per_address.
+    address_connections: dict[str, int] = field(default_factory=dict)
     refusal_log: LogThrottle = field(default_factory=lambda: LogThrottle(REFUSAL_LOG_INTERVAL_S))
     peer_refusal_log: LogThrottle = field(
         default_factory=lambda: LogThrottle(REFUSAL_LOG_INTERVAL_S)
@@ -305,6 +277,11 @@ class Listener:
     # Connections not past their hello, bounded by closing the oldest
     # (server/pending_connections.py). Set by ``create``.
     pending: PendingConnections = field(init=False)
+    # [limits] max_connection_rate_per_address (server/address_limits.py).
+    connection_rate: ConnectionRate = field(init=False)
+    rate_refusal_log: LogThrottle = field(
+        default_factory=lambda: LogThrottle(REFUSAL_LOG_INTERVAL_S)
+    )
 
     @classmethod
     def create(
@@ -333,20 +310,35 @@ class Listener:
         )
 
     def __post_init__(self) -> None:
-        self.pending = PendingConnections(self.cfg.limits.max_pending_connections, self.metrics)
+        limits = self.cfg.limits
+        self.pending = PendingConnections(
+            limits.max_pending_connections, self.metrics, limits.max_pending_connections_per_address
+        )
+        self.connection_rate = ConnectionRate(limits.max_connection_rate_per_address)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         await _connection(self, stream)
 
-    def admit_client(self, user: User | None = None) -> None:
+    def admit_client(self, user: User | None = None, address: str = "") -> None:
         """Take a client connection slot, or raise _Reject(NOT_AVAILABLE).
 
         Called with no checkpoint between the check and the increment, so
         concurrent hellos cannot both take the last slot. NOT_AVAILABLE is
         retriable: the client library tries another node (client/aio.py).
-        A user with ``max_connections`` also holds one of its own slots, so
-        one tenant cannot take every slot of the node from the others.
+        A user with ``max_connections`` also holds one of its own slots, and
+        so does the remote address under max_client_connections_per_address:
+        one tenant or one host cannot take every slot of the node.
         """
+        per_address = self.cfg.limits.client_connections_limit(address)
+        if per_address:
+            held = self.address_connections.get(address, 0)
+            if held >= per_address:
+                self.metrics.client_connections_refused.inc()
+                raise _Reject(
+                    ErrorCode.NOT_AVAILABLE,
+                    f"node {self.node_id} has {held} client connections from {address} "
+                    f"(max_client_connections_per_address); close some, or retry another node",
+                )
         if user is not None and user.max_connections is not None:
             held = self.user_connections.get(user.name, 0)
             if held >= user.max_connections:
@@ -375,15 +367,41 @@ class Listener:
         self.client_connections += 1
         self.metrics.client_connections.inc()
         if user is not None:
-            self.user_connections[user.name] = self.user_connections.get(user.name, 0) + 1
+            _take(self.user_connections, user.name)
+        if per_address:
+            _take(self.address_connections, address)
 
-    def release_client(self, user: User | None = None) -> None:
+    def release_client(self, user: User | None = None, address: str = "") -> None:
         self.client_connections -= 1
         self.metrics.client_connections.dec()
         if user is not None:
-            left = self.user_connections.pop(user.name, 1) - 1
-            if left > 0:
-                self.user_connections[user.name] = left
+            _give_back(self.user_connections, user.name)
+        _give_back(self.address_connections, address)
+
+    def admit_connection_rate(self, address: str, conn_id: int) -> bool:
+        """max_connection_rate_per_address, at the accept: False if refused."""
+        if self.connection_rate.admit(address):
+            return True
+        self.metrics.connections_rate_limited.inc()
+        refusals = self.rate_refusal_log.count()
+        if refusals:
+            log.warning(
+                "event=connection_rate_limited conn=%d address=%s "
+                "max_connection_rate_per_address=%d refused_since_last_log=%d",
+                conn_id, address, self.connection_rate.rate, refusals,
+            )  # fmt: skip
+        return False
+
+
+def _take(held: dict[str, int], key: str) -> None:
+    held[key] = held.get(key, 0) + 1
+
+
+def _give_back(held: dict[str, int], key: str) -> None:
+    """Undo ``_take``; a key that holds nothing is dropped (no-op if absent)."""
+    left = held.pop(key, 0) - 1
+    if left > 0:
+        held[key] = left
 
 
 async def serve(
@@ -424,6 +442,12 @@ async def serve(
         await trio.serve_listeners(listener.handle_stream, listeners)
 
 
+def _remote_address(remote: str) -> str:
+    """The IP of ``_peer_name``'s "host:port" (as itself when it has no port)."""
+    host, sep, port = remote.rpartition(":")
+    return host if sep and port.isdigit() else remote
+
+
 def _peer_name(stream: trio.abc.Stream) -> str:
     # A TLS stream's socket is its transport's.
     sock = getattr(getattr(stream, "transport_stream", stream), "socket", None)
@@ -460,13 +484,18 @@ class _Admitted:
     leftover: list[dict[str, Any]]  # frames that came with the hello
     log_format: int
     tls_watch: RevocationWatch | None
+    address: str  # the remote IP, for max_client_connections_per_address
 
 
 async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
     conn_id = next(shared.conn_ids)
     remote = _peer_name(stream)
-    with shared.pending.hold(conn_id) as pending:
-        admitted = await _admit(shared, stream, conn_id, remote)
+    address = _remote_address(remote)
+    if not shared.admit_connection_rate(address, conn_id):
+        await trio.aclose_forcefully(stream)  # nothing to say: no hello was read
+        return
+    with shared.pending.hold(conn_id, address) as pending:
+        admitted = await _admit(shared, stream, conn_id, remote, address)
     if pending.cancelled_caught:  # pushed out by newer connections; _admit closed it
         log.debug("event=pending_connection_evicted conn=%d remote=%s", conn_id, remote)
         return
@@ -480,11 +509,11 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
             await _serve_admitted(shared, admitted, conn_id, remote)
     finally:
         if admitted.role == "client":
-            shared.release_client(admitted.user)
+            shared.release_client(admitted.user, address)
 
 
 async def _admit(
-    shared: Listener, stream: trio.abc.Stream, conn_id: int, remote: str
+    shared: Listener, stream: trio.abc.Stream, conn_id: int, remote: str, address: str
 ) -> _Admitted | None:
     """TLS handshake (with [tls]), hello, and a client's slot.
 
@@ -506,7 +535,7 @@ async def _admit(
         hello, leftover = await _read_hello(stream, decoder)
         role, ident, user = _check_hello(shared, hello, peer_cert)
         if role == "client":
-            shared.admit_client(user)  # peers are never counted nor refused
+            shared.admit_client(user, address)  # peers are never counted nor refused
     except _Reject as rej:
         shared.metrics.hello_rejected.inc(code=rej.code.value)
         if not rej.logged:
@@ -528,8 +557,9 @@ async def _admit(
         )
         log_format = hello.get("log_format", BASELINE_LOG_FORMAT)
         return _Admitted(
-            stream, decoder, role, ident, user, credential, leftover, log_format, tls_watch
-        )
+            stream, decoder, role, ident, user, credential, leftover, log_format, tls_watch,
+            address,
+        )  # fmt: skip
     await stream.aclose()  # after a refusal's reply: a graceful close lets it arrive
     return None
 

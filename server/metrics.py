@@ -347,6 +347,7 @@ class Metrics:
     client_connections_closed: Counter = field(init=False)
     pending_connections: Gauge = field(init=False)
     pending_connections_evicted: Counter = field(init=False)
+    connections_rate_limited: Counter = field(init=False)
     auth_reloads: Counter = field(init=False)
     tls_cert_expiry: Gauge = field(init=False)
     # driver / handlers (S-CORE)
@@ -407,15 +408,25 @@ class Metrics:
         )
         self.pending_connections_evicted = r.counter(
             "raftlog_pending_connections_evicted_total",
-            "Connections closed before their hello because max_pending_connections newer "
-            "ones arrived (a flood of connections that never speak, or a limit too low).",
+            "Connections closed before their hello because newer ones arrived, by the limit "
+            "that pushed them out: max_pending_connections (the node's) or "
+            "max_pending_connections_per_address (their address's share). A flood of "
+            "connections that never speak, or a limit too low.",
+            ["limit"],
+        )
+        self.connections_rate_limited = r.counter(
+            "raftlog_connections_rate_limited_total",
+            "Connections closed at their accept because their address opened more than "
+            "[limits] max_connection_rate_per_address a second.",
         )
         # Rendered as 0 from the start: an alert on the refusal rate or a
         # dashboard of the gauge should not see "no data" on a healthy node.
         self.client_connections.set(0)
         self.client_connections_refused.inc(0)
         self.pending_connections.set(0)
-        self.pending_connections_evicted.inc(0)
+        for limit in ("max_pending_connections", "max_pending_connections_per_address"):
+            self.pending_connections_evicted.inc(0, limit=limit)
+        self.connections_rate_limited.inc(0)
         self.requests = r.counter(
             "raftlog_requests_total", "Client requests by op and result code.", ["op", "code"]
         )

@@ -11,7 +11,10 @@ as it can and sends nothing on them, keeping each until the node closes it
 ``[limits] max_pending_connections`` of them and closes the oldest for each
 newcomer (server/pending_connections.py), so the flood costs it a socket
 accept and a task per connection, not a descriptor forever, and peers and
-clients still get in.
+clients still get in. With ``[limits] max_connection_rate_per_address`` in
+``--config``, connections beyond that rate are closed at their accept instead
+(server/address_limits.py); on 127.0.0.1 the bench's own new clients share
+the flood's address, and so its rate.
 
 Reports produces per second, p50 and p99 with and without the flood, the
 flood's connections, how long new clients dialling the flooded node took to
@@ -74,11 +77,16 @@ def _flood(host: str, port: int, seconds: float, max_open: int, out: Any) -> Non
 def _metric(url: str | None, name: str) -> float | None:
     if url is None:
         return None
+    found = None  # the sum over the metric's labels
     with urllib.request.urlopen(url, timeout=5) as reply:
         for line in reply.read().decode().splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-    return None
+                found = (found or 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 async def _produce_for(client: AsyncClient, seconds: float) -> tuple[list[float], int]:
@@ -141,6 +149,7 @@ async def main(args: argparse.Namespace) -> None:
             quiet = await _produce_for(client, args.seconds)
             print(_summary("no flood", *quiet, args.seconds), flush=True)
             evicted_before = _metric(url, "raftlog_pending_connections_evicted_total")
+            limited_before = _metric(url, "raftlog_connections_rate_limited_total")
             results: Any = mp.get_context("spawn").Queue()
             flooder = mp.get_context("spawn").Process(
                 target=_flood,
@@ -170,17 +179,18 @@ async def main(args: argparse.Namespace) -> None:
                 + (f", slowest {answered[-1]:.1f} ms" if answered else ""),
                 flush=True,
             )
-            evicted_after = _metric(url, "raftlog_pending_connections_evicted_total")
-            evicted = (
-                None
-                if evicted_before is None or evicted_after is None
-                else evicted_after - evicted_before
+            evicted = _delta(
+                evicted_before, _metric(url, "raftlog_pending_connections_evicted_total")
+            )
+            rate_limited = _delta(
+                limited_before, _metric(url, "raftlog_connections_rate_limited_total")
             )
             print(
                 f"   round {round_no + 1}: flood opened {counts['opened']:,} connections to "
                 f"{args.target} ({counts['opened'] / args.seconds:,.0f}/s), "
                 f"{counts['closed_by_node']:,} closed by the node, {counts['refused']} refused; "
-                f"node: evicted {evicted}, pending near the end {pending_now}, "
+                f"node: evicted {evicted}, rate-limited {rate_limited}, "
+                f"pending near the end {pending_now}, "
                 f"peer links {peers}",
                 flush=True,
             )

@@ -331,6 +331,30 @@ def test_render_round_trips(tmp_path: Path) -> None:
         ("connections_max_idle_ms", "1.5", "must be int, got float 1.5"),
         ("max_pending_connections", "0", "must be > 0, got 0"),  # 0 would refuse everyone
         ("max_pending_connections", '"1k"', "must be int, got str '1k'"),
+        ("max_pending_connections_per_address", "-1", "must be >= 0, got -1"),  # 0: no share
+        ("max_client_connections_per_address", "1.5", "must be int, got float 1.5"),
+        ("max_connection_rate_per_address", "-3", "must be >= 0, got -3"),
+        (
+            "max_client_connections_per_address_overrides",
+            '{ "gateway.example" = 10 }',
+            "key 'gateway.example' is not an IP address (host names are not resolved)",
+        ),
+        (
+            "max_client_connections_per_address_overrides",
+            '{ "10.0.0.9" = -1 }',
+            "['10.0.0.9'] must be an int >= 0, got -1",
+        ),
+        (
+            "max_client_connections_per_address_overrides",
+            '{ "10.0.0.9" = true }',
+            "['10.0.0.9'] must be an int >= 0, got True",
+        ),
+        (
+            "max_client_connections_per_address_overrides",
+            '{ "::ffff:10.0.0.9" = 1, "10.0.0.9" = 2 }',  # one address, two spellings
+            "names 10.0.0.9 twice",
+        ),
+        ("max_client_connections_per_address_overrides", "5", "must be dict, got int 5"),
     ],
 )
 def test_bad_connection_limits_are_refused_naming_the_key(
@@ -341,7 +365,14 @@ def test_bad_connection_limits_are_refused_naming_the_key(
 
 
 @pytest.mark.parametrize(
-    ("key", "default"), [("max_client_connections", 4096), ("max_pending_connections", 1024)]
+    ("key", "default"),
+    [
+        ("max_client_connections", 4096),
+        ("max_pending_connections", 1024),
+        ("max_pending_connections_per_address", 256),
+        ("max_client_connections_per_address", 0),
+        ("max_connection_rate_per_address", 0),
+    ],
 )
 def test_connection_limits_default_values_and_round_trip(
     tmp_path: Path, key: str, default: int
@@ -353,6 +384,25 @@ def test_connection_limits_default_values_and_round_trip(
     assert f"{key} = 1\n" in rendered
     again = load_config(write(tmp_path, rendered))
     assert getattr(again.limits, key) == 1
+
+
+def test_per_address_overrides_are_canonical_addresses_and_round_trip(tmp_path: Path) -> None:
+    text = GOOD + (
+        "[limits]\nmax_client_connections_per_address = 8\n"
+        'max_client_connections_per_address_overrides = { "10.0.0.9" = 500, '
+        '"0:0::1" = 0, "::FFFF:192.0.2.1" = 3 }\n'
+    )
+    cfg = load_config(write(tmp_path, text))
+    overrides = {"10.0.0.9": 500, "::1": 0, "192.0.2.1": 3}
+    assert cfg.limits.max_client_connections_per_address_overrides == overrides
+    # The limit for an address as a connection reports it, whatever its spelling.
+    assert cfg.limits.client_connections_limit("10.0.0.9") == 500
+    assert cfg.limits.client_connections_limit("::1") == 0  # its own: no limit
+    assert cfg.limits.client_connections_limit("::ffff:192.0.2.1") == 3
+    assert cfg.limits.client_connections_limit("10.0.0.10") == 8  # not overridden
+    assert cfg.limits.client_connections_limit("memory") == 8  # not an IP: no override
+    again = load_config(write(tmp_path, render_config(cfg)))
+    assert again.limits == cfg.limits
 
 
 def test_connections_max_idle_ms_defaults_to_ten_minutes_and_zero_switches_it_off(

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from raftlog.client.protocol import FrameDecoder, encode_frame, hello
 from raftlog.server.config import ClusterConfig, Limits, QuotaConfig
-from raftlog.server.listener import Listener, Quotas, TokenBucket
+from raftlog.server.listener import Listener, Quotas
 from raftlog.server.log_format import LogFormats
+from raftlog.server.token_bucket import TokenBucket
 
 from .cluster_harness import make_config
 from .conftest import FakeNode, start_fake_node

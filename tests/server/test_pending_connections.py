@@ -29,7 +29,7 @@ def pending(node: FakeNode) -> float:
 
 
 def evicted(node: FakeNode) -> float:
-    return node.metrics.pending_connections_evicted.value()
+    return node.metrics.pending_connections_evicted.value(limit="max_pending_connections")
 
 
 async def open_silent(node: FakeNode, count: int) -> list[RawConn]:
@@ -92,4 +92,4 @@ async def test_a_stop_passes_through_and_is_not_counted_as_a_push_out() -> None:
         await trio.sleep_forever()
     assert stop.cancelled_caught and not scope.cancelled_caught
     assert len(book) == 0 and metrics.pending_connections.value() == 0
-    assert metrics.pending_connections_evicted.value() == 0
+    assert metrics.pending_connections_evicted.value(limit="max_pending_connections") == 0
