@@ -282,6 +282,9 @@ class Listener:
     rate_refusal_log: LogThrottle = field(
         default_factory=lambda: LogThrottle(REFUSAL_LOG_INTERVAL_S)
     )
+    address_refusal_log: LogThrottle = field(
+        default_factory=lambda: LogThrottle(REFUSAL_LOG_INTERVAL_S)
+    )
 
     @classmethod
     def create(
@@ -334,10 +337,18 @@ class Listener:
             held = self.address_connections.get(address, 0)
             if held >= per_address:
                 self.metrics.client_connections_refused.inc()
+                refusals = self.address_refusal_log.count()
+                if refusals:
+                    log.warning(
+                        "event=client_connection_refused node=%s address=%s open=%d "
+                        "max_client_connections_per_address=%d refused_since_last_log=%d",
+                        self.node_id, address, held, per_address, refusals,
+                    )  # fmt: skip
                 raise _Reject(
                     ErrorCode.NOT_AVAILABLE,
                     f"node {self.node_id} has {held} client connections from {address} "
                     f"(max_client_connections_per_address); close some, or retry another node",
+                    logged=True,
                 )
         if user is not None and user.max_connections is not None:
             held = self.user_connections.get(user.name, 0)
