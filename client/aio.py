@@ -101,6 +101,7 @@ BACKOFF_CAP = 1.0
 # the long exponential cap: there, retrying sooner adds load to a busy node.
 LEADER_BACKOFF_CAP = 0.1
 SUSPECT_SECONDS = 1.0  # how long a node that failed us is tried only as a last resort
+SUSPECT_PARTITIONS_MAX = 1024  # per-partition suspicions kept before the expired are swept
 ATTEMPT_MIN = 2.0  # seconds: the least one attempt of an idempotent request may take
 
 # A record as accepted by produce_batch: a bare value, or (key, value[, headers[, timestamp_ms]]).
@@ -252,6 +253,8 @@ class AsyncClient:
         self._leaders: dict[tuple[str, int], str] = {}  # (topic, partition) -> leader address
         self._controller: str | None = None  # address that last answered a metadata-group op
         self._suspect: dict[str, float] = {}  # address -> trio time until which we avoid it
+        # (address, topic, partition) -> the same, for that partition only
+        self._suspect_partitions: dict[tuple[str, str, int], float] = {}
         self._meta_lock = trio.Lock()
         self._meta_generation = 0
         self._last_metadata: dict[str, Any] | None = None
@@ -366,7 +369,11 @@ class AsyncClient:
         # prefer one we are already connected to, then rotate through the rest.
         now = trio.current_time()
         addresses = self._all_addresses()
-        healthy = [a for a in addresses if self._suspect.get(a, 0.0) <= now] or addresses
+        healthy = [a for a in addresses if self._suspect.get(a, 0.0) <= now]
+        if topic is not None and partition is not None and self._suspect_partitions:
+            suspects = self._suspect_partitions
+            healthy = [a for a in healthy if suspects.get((a, topic, partition), 0.0) <= now]
+        healthy = healthy or addresses
         if attempt == 0:
             for a in healthy:
                 conn = self._conns.get(a)
@@ -548,7 +555,14 @@ class AsyncClient:
                 attempts.timeouts += 1
                 last = exc
                 attempt += 1
-                self._forget_leader(target)  # maybe a stale leader cut off from the quorum
+                if exc.details.get("node_answered") and topic is not None and partition is not None:
+                    # The node answered other requests meanwhile: it is alive, and
+                    # maybe a stale leader of this one partition (cut off from its
+                    # group's quorum) or its group is slow. Its other partitions
+                    # keep their routes.
+                    self._suspect_partition_leader(target, topic, partition)
+                else:  # silent (paused, dead, or the link is): stop routing to it
+                    self._forget_leader(target)
                 await self._backoff(attempt, deadline)
                 continue
             if topic is None and address is None:
@@ -572,6 +586,17 @@ class AsyncClient:
         if last is None or isinstance(last, RequestTimeoutError | ConnectionLostError):
             return RequestTimeoutError(f"{op}: no answer within {budget:.1f}s (outcome unknown)")
         return last
+
+    def _suspect_partition_leader(self, address: str, topic: str, partition: int) -> None:
+        """A request of ``(topic, partition)`` timed out at ``address`` while the
+        node answered others: route that partition elsewhere for now, only it."""
+        now = trio.current_time()
+        if len(self._suspect_partitions) >= SUSPECT_PARTITIONS_MAX:
+            for key in [k for k, until in self._suspect_partitions.items() if until <= now]:
+                del self._suspect_partitions[key]
+        self._suspect_partitions[(address, topic, partition)] = now + SUSPECT_SECONDS
+        if self._leaders.get((topic, partition)) == address:
+            del self._leaders[(topic, partition)]
 
     def _forget_leader(self, address: str) -> None:
         """``address`` failed us (no answer, connection lost): stop routing to it for now."""

@@ -92,6 +92,9 @@ class Connection:
         # the node's announced limit with a margin, or the client's own if less.
         self.max_idle: float | None = None
         self.last_active = trio.current_time()  # the last reply, or the hello
+        # When bytes last came from the node: a request that times out while
+        # others were answered tells of its group, not of the node (client/aio.py).
+        self.last_received = self.last_active
 
     # ------------------------------------------------------------ lifecycle
 
@@ -236,6 +239,7 @@ class Connection:
             if not data:
                 self._close_reason = f"{self.address} closed the connection"
                 return
+            self.last_received = trio.current_time()
             for frame in decoder.feed(data):
                 self._dispatch(frame)
 
@@ -295,6 +299,7 @@ class Connection:
             # Nothing was sent: the caller may retry freely.
             raise ConnectionLostError(self._close_reason, address=self.address, sent=False)
         req_id = next(self._ids)
+        sent_at = trio.current_time()
         waiter = _Waiter()
         self._pending[req_id] = waiter
         frame = {"type": op, "id": req_id, **fields}
@@ -319,6 +324,7 @@ class Connection:
             raise RequestTimeoutError(
                 f"{op}: no reply from {self.address} within {budget:.3f}s (outcome unknown)",
                 address=self.address,
+                node_answered=self.last_received > sent_at,  # other requests meanwhile
             )
         if reply.get("ok") is False:
             raise error_from_reply(

@@ -10,6 +10,8 @@ client's redirects are exercised. Fault hooks let tests inject:
   the connection (the client sees ConnectionLostError and must retry with the
   same sequence, which the idempotence table deduplicates);
 * ``blackhole``: ops that are never answered (client-side timeouts);
+* ``blackhole_partitions``: (topic, partition)s whose requests the leader never
+  answers, while it answers the others (a leader cut off from one group's quorum);
 * ``reply_delay[op]``: seconds to wait before answering (to force out-of-order
   replies on one pipelined connection);
 * ``leader_reply_delay[op]``: the same on the leader only (a leader whose commits
@@ -86,6 +88,7 @@ class FakeCluster:
     )
     blackhole: set[str] = field(default_factory=set)
     blackhole_nodes: set[str] = field(default_factory=set)  # nodes that never answer requests
+    blackhole_partitions: set[tuple[str, int]] = field(default_factory=set)  # on the leader
     reply_delay: dict[str, float] = field(default_factory=dict)
     # The same, on the leader only: a leader whose commits are slow, while the
     # other nodes still answer NOT_LEADER at once.
@@ -240,6 +243,9 @@ class FakeNode:
             return
         cluster.requests.append((self.node_id, op, fields))
         if op in cluster.blackhole or self.node_id in cluster.blackhole_nodes:
+            await trio.sleep_forever()
+        held = (fields.get("topic"), fields.get("partition")) in cluster.blackhole_partitions
+        if held and self.node_id == cluster.leader:
             await trio.sleep_forever()
         delay = cluster.reply_delay.get(op)
         if self.node_id == cluster.leader:
