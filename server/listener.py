@@ -495,7 +495,6 @@ class _Admitted:
     leftover: list[dict[str, Any]]  # frames that came with the hello
     log_format: int
     tls_watch: RevocationWatch | None
-    address: str  # the remote IP, for max_client_connections_per_address
 
 
 async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
@@ -568,9 +567,8 @@ async def _admit(
         )
         log_format = hello.get("log_format", BASELINE_LOG_FORMAT)
         return _Admitted(
-            stream, decoder, role, ident, user, credential, leftover, log_format, tls_watch,
-            address,
-        )  # fmt: skip
+            stream, decoder, role, ident, user, credential, leftover, log_format, tls_watch
+        )
     await stream.aclose()  # after a refusal's reply: a graceful close lets it arrive
     return None
 
