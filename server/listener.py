@@ -336,19 +336,12 @@ class Listener:
         if per_address:
             held = self.address_connections.get(address, 0)
             if held >= per_address:
-                self.metrics.client_connections_refused.inc()
-                refusals = self.address_refusal_log.count()
-                if refusals:
-                    log.warning(
-                        "event=client_connection_refused node=%s address=%s open=%d "
-                        "max_client_connections_per_address=%d refused_since_last_log=%d",
-                        self.node_id, address, held, per_address, refusals,
-                    )  # fmt: skip
-                raise _Reject(
-                    ErrorCode.NOT_AVAILABLE,
+                raise self._refuse_client(
+                    self.address_refusal_log,
+                    f"address={address}",
+                    ("max_client_connections_per_address", held, per_address),
                     f"node {self.node_id} has {held} client connections from {address} "
                     f"(max_client_connections_per_address); close some, or retry another node",
-                    logged=True,
                 )
         if user is not None and user.max_connections is not None:
             held = self.user_connections.get(user.name, 0)
@@ -361,19 +354,12 @@ class Listener:
                 )
         limit = self.cfg.limits.max_client_connections
         if self.client_connections >= limit:
-            self.metrics.client_connections_refused.inc()
-            refusals = self.refusal_log.count()
-            if refusals:
-                log.warning(
-                    "event=client_connection_refused node=%s open=%d "
-                    "max_client_connections=%d refused_since_last_log=%d",
-                    self.node_id, self.client_connections, limit, refusals,
-                )  # fmt: skip
-            raise _Reject(
-                ErrorCode.NOT_AVAILABLE,
+            raise self._refuse_client(
+                self.refusal_log,
+                "",
+                ("max_client_connections", self.client_connections, limit),
                 f"node {self.node_id} has {self.client_connections} client connections "
                 f"(max_client_connections); retry another node",
-                logged=True,
             )
         self.client_connections += 1
         self.metrics.client_connections.inc()
@@ -381,6 +367,25 @@ class Listener:
             _take(self.user_connections, user.name)
         if per_address:
             _take(self.address_connections, address)
+
+    def _refuse_client(
+        self, throttle: LogThrottle, whose: str, limit: tuple[str, int, int], message: str
+    ) -> _Reject:
+        """Count and log (at most once per throttle interval) a refused client hello.
+
+        ``whose``: what the limit is per (``address=...``), or "" for the node's;
+        ``limit``: its name, what is held and the limit.
+        """
+        self.metrics.client_connections_refused.inc()
+        refusals = throttle.count()
+        if refusals:
+            name, held, most = limit
+            log.warning(
+                "event=client_connection_refused node=%s %sopen=%d %s=%d "
+                "refused_since_last_log=%d",
+                self.node_id, f"{whose} " if whose else "", held, name, most, refusals,
+            )  # fmt: skip
+        return _Reject(ErrorCode.NOT_AVAILABLE, message, logged=True)
 
     def release_client(self, user: User | None = None, address: str = "") -> None:
         self.client_connections -= 1
