@@ -12,7 +12,10 @@ module, one rule for each moment of a connection (keys of ``[limits]``, each
   quota). Beyond it the connection is closed at once, before any TLS
   handshake or hello, which is the cheapest refusal a node can make once the
   kernel has accepted. Peers cannot be told apart yet, so they count too:
-  a peer dials at most a few times a second, far below any sane rate.
+  a peer dials at most a few times a second, far below any sane rate. It
+  shares the node between hosts; it does not make a flood cheaper: a flooder
+  whose connections are closed at once opens the next one sooner (measured
+  in the README's Limits section).
 - until the hello, ``max_pending_connections_per_address``: an address's
   share of the pending bound (server/pending_connections.py).
 - at the hello, ``max_client_connections_per_address`` (Kafka's
