@@ -67,15 +67,23 @@ def _nr_open() -> int | None:
 def fit_connection_limits(limits: Limits, soft_limit: int, in_use: int) -> Limits:
     """``limits`` with the two connection limits lowered, if need be, so that
     they fit under ``soft_limit`` beside ``in_use`` descriptors and
-    ``RESERVED_FDS``. Their ratio is kept; each stays at least 1."""
+    ``RESERVED_FDS``. Their ratio is kept; each stays at least 1. An
+    address's share of the pending bound shrinks with it, so that one host's
+    flood still cannot take the whole of it (server/pending_connections.py)."""
     available = soft_limit - in_use - RESERVED_FDS
     wanted = limits.max_client_connections + limits.max_pending_connections
     if wanted <= available:
         return limits
     clients = max(1, available * limits.max_client_connections // wanted)
     pending = max(1, available - clients)
+    share = limits.max_pending_connections_per_address
+    if share:  # 0: no share, and none to keep
+        share = max(1, share * pending // limits.max_pending_connections)
     return dataclasses.replace(
-        limits, max_client_connections=clients, max_pending_connections=pending
+        limits,
+        max_client_connections=clients,
+        max_pending_connections=pending,
+        max_pending_connections_per_address=share,
     )
 
 
@@ -91,10 +99,13 @@ def fit_to_open_files_limit(limits: Limits, node_id: str) -> Limits:
         log.warning(
             "event=connection_limits_lowered node=%s open_files_limit=%d in_use=%d "
             "reserved=%d max_client_connections=%d->%d max_pending_connections=%d->%d "
+            "max_pending_connections_per_address=%d->%d "
             "fix='raise the open files limit (ulimit -n, systemd LimitNOFILE=) or lower "
             "[limits] max_client_connections'",
             node_id, soft, in_use, RESERVED_FDS,
             limits.max_client_connections, fitted.max_client_connections,
             limits.max_pending_connections, fitted.max_pending_connections,
+            limits.max_pending_connections_per_address,
+            fitted.max_pending_connections_per_address,
         )  # fmt: skip
     return fitted

@@ -35,23 +35,35 @@ def test_limits_that_do_not_fit_are_lowered_in_their_ratio() -> None:
     available = 1024 - 12 - RESERVED_FDS  # 500
     assert fitted.max_client_connections == 400 and fitted.max_pending_connections == 100
     assert fitted.max_client_connections + fitted.max_pending_connections == available
+    # An address keeps its share of the lowered bound: a quarter (256 of 1024).
+    assert fitted.max_pending_connections_per_address == 25
     assert fitted.max_frame_bytes == limits.max_frame_bytes  # nothing else moves
 
 
 @given(
     clients=st.integers(1, 100_000),
     pending=st.integers(1, 10_000),
+    share=st.integers(0, 10_000),
     soft=st.integers(0, 200_000),
     in_use=st.integers(0, 5_000),
 )
 def test_fitted_limits_never_exceed_the_budget_nor_the_configuration(
-    clients: int, pending: int, soft: int, in_use: int
+    clients: int, pending: int, share: int, soft: int, in_use: int
 ) -> None:
-    limits = Limits(max_client_connections=clients, max_pending_connections=pending)
+    limits = Limits(
+        max_client_connections=clients,
+        max_pending_connections=pending,
+        max_pending_connections_per_address=share,
+    )
     fitted = fit_connection_limits(limits, soft, in_use)
     available = soft - in_use - RESERVED_FDS
     assert 1 <= fitted.max_client_connections <= clients
     assert 1 <= fitted.max_pending_connections <= pending
+    fitted_share = fitted.max_pending_connections_per_address
+    assert (fitted_share == 0) == (share == 0)  # no share stays no share
+    assert fitted_share <= share
+    if share <= pending:  # a share of the bound stays within the lowered bound
+        assert fitted_share <= fitted.max_pending_connections
     if clients + pending <= available:
         assert fitted == limits
     else:  # fills what there is, or keeps one of each when there is nothing
