@@ -173,6 +173,14 @@ class Limits:
     #   connection.creation.rate), a second's worth as burst; beyond it a
     #   connection is closed at its accept, before any handshake.
     max_connection_rate_per_address: int = 0
+    # New connections a second the node accepts at all (Kafka's
+    # max.connection.creation.rate), a second's worth as burst: beyond it the
+    # node stops accepting and connections wait in the kernel's accept queue
+    # (server/accept_loop.py). Peers wait too. 0 = no limit.
+    max_connection_rate: int = 0
+    # That queue's length (listen(2)'s backlog; Kafka's
+    # socket.listen.backlog.size); 0 = the system's largest, net.core.somaxconn.
+    listen_backlog: int = 0
     # Address -> its own max_client_connections_per_address (Kafka's
     # max.connections.per.ip.overrides), e.g. a NAT gateway's; 0 = no limit.
     max_client_connections_per_address_overrides: dict[str, int] = field(default_factory=dict)
@@ -194,6 +202,8 @@ _LIMITS_ZERO_MEANS_OFF = frozenset(
         "max_pending_connections_per_address",
         "max_client_connections_per_address",
         "max_connection_rate_per_address",
+        "max_connection_rate",
+        "listen_backlog",
     }
 )
 _LIMITS_OVERRIDES = "max_client_connections_per_address_overrides"

@@ -59,6 +59,7 @@ from raftlog.client.tls import TLS_HANDSHAKE_BYTE
 from raftlog.log.features import BASELINE_LOG_FORMAT, log_format_problem
 
 from . import acl
+from .accept_loop import AcceptRate, serve_accepting
 from .acl import User
 from .address_limits import ConnectionRate
 from .config import ClusterConfig, QuotaConfig
@@ -449,13 +450,16 @@ async def serve(
     )
     listener.on_peer_connected = on_peer_connected
     listener.log_formats = log_formats
-    listeners = await trio.open_tcp_listeners(node.port, host=node.host)
+    # None: trio's default, the largest backlog the system allows.
+    backlog = cfg.limits.listen_backlog or None
+    listeners = await trio.open_tcp_listeners(node.port, host=node.host, backlog=backlog)
     log.info("event=listening node=%s address=%s", node_id, node.address)
     task_status.started(listeners)
     async with trio.open_nursery() as nursery:
         if listener.sweeper is not None:
             nursery.start_soon(listener.sweeper.run)
-        await trio.serve_listeners(listener.handle_stream, listeners)
+        rate = AcceptRate(cfg.limits.max_connection_rate)
+        await serve_accepting(listeners, listener.handle_stream, rate, metrics)
 
 
 def _remote_address(remote: str) -> str:

@@ -348,6 +348,7 @@ class Metrics:
     pending_connections: Gauge = field(init=False)
     pending_connections_evicted: Counter = field(init=False)
     connections_rate_limited: Counter = field(init=False)
+    accept_throttled_seconds: Counter = field(init=False)
     auth_reloads: Counter = field(init=False)
     tls_cert_expiry: Gauge = field(init=False)
     # driver / handlers (S-CORE)
@@ -419,6 +420,11 @@ class Metrics:
             "Connections closed at their accept because their address opened more than "
             "[limits] max_connection_rate_per_address a second.",
         )
+        self.accept_throttled_seconds = r.counter(
+            "raftlog_accept_throttled_seconds_total",
+            "Seconds the node stopped accepting connections to stay within [limits] "
+            "max_connection_rate; new connections waited in the kernel's accept queue.",
+        )
         # Rendered as 0 from the start: an alert on the refusal rate or a
         # dashboard of the gauge should not see "no data" on a healthy node.
         self.client_connections.set(0)
@@ -427,6 +433,7 @@ class Metrics:
         for limit in ("max_pending_connections", "max_pending_connections_per_address"):
             self.pending_connections_evicted.inc(0, limit=limit)
         self.connections_rate_limited.inc(0)
+        self.accept_throttled_seconds.inc(0)
         self.requests = r.counter(
             "raftlog_requests_total", "Client requests by op and result code.", ["op", "code"]
         )

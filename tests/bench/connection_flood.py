@@ -14,7 +14,10 @@ accept and a task per connection, not a descriptor forever, and peers and
 clients still get in. With ``[limits] max_connection_rate_per_address`` in
 ``--config``, connections beyond that rate are closed at their accept instead
 (server/address_limits.py); on 127.0.0.1 the bench's own new clients share
-the flood's address, and so its rate.
+the flood's address, and so its rate. With ``[limits] max_connection_rate``
+the node stops accepting beyond it (server/accept_loop.py): the flood's
+connects then wait in the kernel's queue, or for their SYN to be resent, so
+``--dialers`` keeps several in flight.
 
 Reports produces per second, p50 and p99 with and without the flood, the
 flood's connections, how long new clients dialling the flooded node took to
@@ -40,7 +43,7 @@ from raftlog.server.config import load_config
 TOPIC = "connection-flood"
 
 
-def _flood(host: str, port: int, seconds: float, max_open: int, out: Any) -> None:
+def _flood(host: str, port: int, seconds: float, max_open: int, dialers: int, out: Any) -> None:
     async def main() -> None:
         opened = closed_by_node = refused = 0
         slots = trio.Semaphore(max_open)
@@ -56,19 +59,24 @@ def _flood(host: str, port: int, seconds: float, max_open: int, out: Any) -> Non
                 await stream.aclose()
                 slots.release()
 
+        async def dial(nursery: trio.Nursery) -> None:
+            nonlocal opened, refused
+            while True:
+                await slots.acquire()
+                try:
+                    stream = await trio.open_tcp_stream(host, port)
+                except OSError:
+                    refused += 1
+                    slots.release()
+                    await trio.sleep(0.001)  # the node's backlog is full: back off a little
+                    continue
+                opened += 1
+                nursery.start_soon(hold, stream)
+
         with trio.move_on_after(seconds):
             async with trio.open_nursery() as nursery:
-                while True:
-                    await slots.acquire()
-                    try:
-                        stream = await trio.open_tcp_stream(host, port)
-                    except OSError:
-                        refused += 1
-                        slots.release()
-                        await trio.sleep(0.001)  # the node's backlog is full: back off a little
-                        continue
-                    opened += 1
-                    nursery.start_soon(hold, stream)
+                for _ in range(dialers):
+                    nursery.start_soon(dial, nursery)
         out.put({"opened": opened, "closed_by_node": closed_by_node, "refused": refused})
 
     trio.run(main)
@@ -150,10 +158,11 @@ async def main(args: argparse.Namespace) -> None:
             print(_summary("no flood", *quiet, args.seconds), flush=True)
             evicted_before = _metric(url, "raftlog_pending_connections_evicted_total")
             limited_before = _metric(url, "raftlog_connections_rate_limited_total")
+            throttled_before = _metric(url, "raftlog_accept_throttled_seconds_total")
             results: Any = mp.get_context("spawn").Queue()
             flooder = mp.get_context("spawn").Process(
                 target=_flood,
-                args=(target.host, target.port, args.seconds, args.max_open, results),
+                args=(target.host, target.port, args.seconds, args.max_open, args.dialers, results),
             )
             flooder.start()
             try:
@@ -185,11 +194,15 @@ async def main(args: argparse.Namespace) -> None:
             rate_limited = _delta(
                 limited_before, _metric(url, "raftlog_connections_rate_limited_total")
             )
+            throttled = _delta(
+                throttled_before, _metric(url, "raftlog_accept_throttled_seconds_total")
+            )
             print(
                 f"   round {round_no + 1}: flood opened {counts['opened']:,} connections to "
                 f"{args.target} ({counts['opened'] / args.seconds:,.0f}/s), "
                 f"{counts['closed_by_node']:,} closed by the node, {counts['refused']} refused; "
                 f"node: evicted {evicted}, rate-limited {rate_limited}, "
+                f"accept paused {throttled if throttled is None else round(throttled, 1)} s, "
                 f"pending near the end {pending_now}, "
                 f"peer links {peers}",
                 flush=True,
@@ -203,4 +216,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-open", type=int, default=4000, help="the flood's own cap")
+    parser.add_argument(
+        "--dialers", type=int, default=1, help="the flood's connects in flight at once"
+    )
     trio.run(main, parser.parse_args())
