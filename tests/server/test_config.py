@@ -334,6 +334,8 @@ def test_render_round_trips(tmp_path: Path) -> None:
         ("max_pending_connections_per_address", "-1", "must be >= 0, got -1"),  # 0: no share
         ("max_client_connections_per_address", "1.5", "must be int, got float 1.5"),
         ("max_connection_rate_per_address", "-3", "must be >= 0, got -3"),
+        ("max_connection_rate", "-1", "must be >= 0, got -1"),
+        ("listen_backlog", '"128"', "must be int, got str '128'"),
         (
             "max_client_connections_per_address_overrides",
             '{ "gateway.example" = 10 }',
@@ -372,6 +374,8 @@ def test_bad_connection_limits_are_refused_naming_the_key(
         ("max_pending_connections_per_address", 256),
         ("max_client_connections_per_address", 0),
         ("max_connection_rate_per_address", 0),
+        ("max_connection_rate", 0),
+        ("listen_backlog", 0),
     ],
 )
 def test_connection_limits_default_values_and_round_trip(
