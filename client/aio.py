@@ -101,6 +101,10 @@ BACKOFF_CAP = 1.0
 # the long exponential cap: there, retrying sooner adds load to a busy node.
 LEADER_BACKOFF_CAP = 0.1
 SUSPECT_SECONDS = 1.0  # how long a node that failed us is tried only as a last resort
+# How long a node whose request timed out gets to answer a probe before it is
+# taken for paused or dead: it answers from memory, so a live node takes a
+# round trip and its loop's turn, far less than this.
+PROBE_TIMEOUT = 0.25
 SUSPECT_PARTITIONS_MAX = 1024  # per-partition suspicions kept before the expired are swept
 ATTEMPT_MIN = 2.0  # seconds: the least one attempt of an idempotent request may take
 
@@ -174,10 +178,12 @@ class _SeqState:
 class _Attempts:
     """What the retries of one call have learnt: ``uncertain`` once an attempt
     may have taken effect without our knowing; ``timeouts``, how many attempts
-    got no answer in time (each doubles the next attempt's cap)."""
+    got no answer in time (each doubles the next attempt's cap); ``alive``, the
+    nodes that answered a probe after one of them (``AsyncClient._answers``)."""
 
     uncertain: bool = False
     timeouts: int = 0
+    alive: set[str] = field(default_factory=set)
 
 
 class AsyncClient:
@@ -485,6 +491,11 @@ class AsyncClient:
                 # before it commits, and nothing would ever be acknowledged.
                 cap = self._attempt_cap(budget, min_attempt) * 2**attempts.timeouts
                 attempt_budget = min(attempt_budget, cap)
+                if partition is not None and attempt_budget > 2 * PROBE_TIMEOUT:
+                    # The last attempt leaves time to probe its node should it
+                    # time out (``_answers``): else that node is forgotten whole.
+                    left = deadline - trio.current_time() - PROBE_TIMEOUT
+                    attempt_budget = min(attempt_budget, left)
             if server_timeout:
                 fields["timeout_ms"] = max(1, int(attempt_budget * 900))
             try:
@@ -555,11 +566,16 @@ class AsyncClient:
                 attempts.timeouts += 1
                 last = exc
                 attempt += 1
-                if exc.details.get("node_answered") and topic is not None and partition is not None:
-                    # The node answered other requests meanwhile: it is alive, and
-                    # maybe a stale leader of this one partition (cut off from its
-                    # group's quorum) or its group is slow. Its other partitions
-                    # keep their routes.
+                answered = exc.details.get("node_answered")
+                if (
+                    topic is not None
+                    and partition is not None
+                    and (answered or await self._answers(conn, deadline, attempts))
+                ):
+                    # The node answered other requests meanwhile, or a probe: it
+                    # is alive, and maybe a stale leader of this one partition
+                    # (cut off from its group's quorum) or its group is slow. Its
+                    # other partitions keep their routes.
                     self._suspect_partition_leader(target, topic, partition)
                 else:  # silent (paused, dead, or the link is): stop routing to it
                     self._forget_leader(target)
@@ -586,6 +602,30 @@ class AsyncClient:
         if last is None or isinstance(last, RequestTimeoutError | ConnectionLostError):
             return RequestTimeoutError(f"{op}: no answer within {budget:.1f}s (outcome unknown)")
         return last
+
+    async def _answers(self, conn: Connection, deadline: float, attempts: _Attempts) -> bool:
+        """Whether the node behind ``conn`` answers a probe within PROBE_TIMEOUT.
+
+        For a request that timed out with nothing else in flight on its
+        connection (a sequential client's), so nothing told whether the node
+        is alive. The probe is a serializable metadata read of no topic: the
+        node answers it from memory, without its Raft groups, so only a node
+        that is paused, dead or cut off from us fails it. Any answer, an error
+        too, proves the node alive. With no time left to probe (the call's
+        last attempt), an answer to this call's earlier probe stands in.
+        """
+        budget = min(PROBE_TIMEOUT, deadline - trio.current_time())
+        if budget <= 0:
+            return conn.address in attempts.alive
+        try:
+            await conn.request("metadata", {"consistency": "serializable", "topics": []}, budget)
+        except (RequestTimeoutError, ConnectionLostError):
+            attempts.alive.discard(conn.address)
+            return False
+        except RaftlogError:
+            pass
+        attempts.alive.add(conn.address)
+        return True
 
     def _suspect_partition_leader(self, address: str, topic: str, partition: int) -> None:
         """A request of ``(topic, partition)`` timed out at ``address`` while the

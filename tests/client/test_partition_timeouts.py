@@ -82,3 +82,25 @@ async def test_a_timeout_at_a_node_that_answers_nothing_forgets_its_other_partit
     sent = produces_since(fake, mark)
     assert sent[0][0] != "n2"  # its route was forgotten with the node's
     assert sent[-1] == ("n2", 1)  # and found again by a redirect
+
+
+@pytest.mark.parametrize("request_timeout", [4.5, 2.0])  # several attempts, or a single one
+async def test_a_sequential_client_probes_a_node_before_forgetting_it(
+    fake: FakeCluster, request_timeout: float
+) -> None:
+    # Nothing else is in flight when partition 0's produce times out, so only
+    # the probe can tell that n2 is alive: partition 1 keeps its route. Even
+    # the call's last attempt leaves the probe its time.
+    async with AsyncClient(fake.bootstrap(), request_timeout=request_timeout) as client:
+        await client.metadata()
+        for partition in (0, 1):
+            await client.produce("t", b"warm", partition=partition)
+        fake.blackhole_partitions.add(("t", 0))
+        with trio.fail_after(10), pytest.raises(RequestTimeoutError):
+            await client.produce("t", b"stuck", partition=0)
+        probes = [f for node, op, f in fake.requests if op == "metadata" and node == "n2"]
+        assert probes[-1].get("consistency") == "serializable"
+        mark = len(fake.requests)
+        await client.produce("t", b"after", partition=1)
+
+    assert produces_since(fake, mark) == [("n2", 1)]  # straight to its leader
