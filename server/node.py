@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -76,7 +77,9 @@ async def run_node(
         space_amplification_percent=cfg.storage.max_space_amplification_percent,
     )
     # After the store opened, so its descriptors are counted (server/open_files.py).
-    cfg.limits = fit_to_open_files_limit(cfg.limits, node_id)
+    # A copy: the caller's config keeps the limits its file gave (the [auth] it
+    # shares is still the one a reload updates in place).
+    cfg = dataclasses.replace(cfg, limits=fit_to_open_files_limit(cfg.limits, node_id))
     driver: MultiRaft | None = None
     held = ExitStack()  # the CPU latency request, released after the store closes
     try:
