@@ -161,6 +161,10 @@ class Limits:
     # tells a peer from a client before it, so neither limit above counts
     # them. Beyond this many, the oldest is closed (server/pending_connections.py).
     max_pending_connections: int = 1024
+    # How long a new connection has to complete its TLS handshake (with [tls]),
+    # and then again its hello, before the node closes it: a dialler that never
+    # speaks must not hold a task and a socket for long.
+    hello_timeout_ms: int = 10_000
     # Per remote address (server/address_limits.py), each 0 = no limit:
     # - its share of max_pending_connections: beyond it, that address's own
     #   oldest pending connection gives way (one host's flood cannot push out

@@ -74,7 +74,6 @@ from .token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 
-HELLO_TIMEOUT_S = 10.0
 RECEIVE_CHUNK = 256 * 1024
 # A TLS record of type handshake, version 3.x: a TLS client's first bytes.
 _TLS_RECORD_START = bytes((TLS_HANDSHAKE_BYTE, 0x03))
@@ -551,7 +550,7 @@ async def _admit(
         tls_watch = shared.tls.watch(secured)
     decoder = FrameDecoder(shared.cfg.limits.max_frame_bytes)
     try:
-        hello, leftover = await _read_hello(stream, decoder)
+        hello, leftover = await _read_hello(stream, decoder, shared.cfg.limits.hello_timeout_ms)
         role, ident, user = _check_hello(shared, hello, peer_cert)
         if role == "client":
             shared.admit_client(user, address)  # peers are never counted nor refused
@@ -634,10 +633,11 @@ def _framing_error(shared: Listener, conn_id: int, remote: str, exc: FrameError)
 
 
 async def _read_hello(
-    stream: trio.abc.Stream, decoder: FrameDecoder
+    stream: trio.abc.Stream, decoder: FrameDecoder, timeout_ms: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    # A dialler that never says hello must not hold a task and a socket forever.
-    with trio.fail_after(HELLO_TIMEOUT_S):
+    # A dialler that never says hello must not hold a task and a socket forever
+    # ([limits] hello_timeout_ms).
+    with trio.fail_after(timeout_ms / 1000):
         first = True
         while True:
             data = await stream.receive_some(RECEIVE_CHUNK)

@@ -16,7 +16,7 @@ paths are exactly as before.
   share the port and only the hello tells them apart.
 
 Every accepted connection does its handshake before the hello, bounded by
-HANDSHAKE_TIMEOUT_S; a failed one is counted in
+``[limits] hello_timeout_ms``; a failed one is counted in
 ``raftlog_tls_handshake_failures_total{side, reason}`` and logged at most once
 per LOG_INTERVAL_S (a misconfigured client reconnecting in a loop must not
 flood the log). A plaintext client gets one plaintext UNAUTHORIZED reply that
@@ -53,9 +53,6 @@ from .x509_der import Revocations, cert_not_after, crl_next_update, pem_blocks
 
 log = logging.getLogger(__name__)
 
-# Like listener.HELLO_TIMEOUT_S: a dialler that never completes a handshake
-# must not hold a task and a socket for long.
-HANDSHAKE_TIMEOUT_S = 10.0
 LOG_INTERVAL_S = 1.0
 _PLAINTEXT_READ = 64 * 1024
 # The reason label of raftlog_tls_handshake_failures_total (see _failure).
@@ -382,7 +379,9 @@ class TLSAcceptor:
     node_id: str
     metrics: Metrics
     max_frame_bytes: int
-    timeout_s: float = HANDSHAKE_TIMEOUT_S
+    # [limits] hello_timeout_ms: a dialler that never completes a handshake
+    # must not hold a task and a socket for long.
+    timeout_s: float = 10.0
     log_throttle: LogThrottle = field(default_factory=lambda: LogThrottle(LOG_INTERVAL_S))
 
     @classmethod
@@ -398,7 +397,8 @@ class TLSAcceptor:
             for role in ("client", "peer", "dial"):
                 metrics.tls_connections_revoked.inc(0, role=role)
         record_expiry(cfg, node_id, metrics)
-        return cls(cfg, node_id, metrics, cfg.limits.max_frame_bytes)
+        limits = cfg.limits
+        return cls(cfg, node_id, metrics, limits.max_frame_bytes, limits.hello_timeout_ms / 1000)
 
     async def accept(
         self, stream: trio.abc.Stream, remote: str

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from raftlog.client.protocol import HEADER, PROTOCOL_VERSION, FrameDecoder, encode_frame, hello
 from raftlog.server.config import AuthConfig, ClusterConfig, Limits
-from raftlog.server.listener import HELLO_TIMEOUT_S, Listener
+from raftlog.server.listener import Listener
 
 from .cluster_harness import make_config
 from .conftest import FakeNode, start_fake_node
@@ -180,17 +180,21 @@ async def test_bad_credential_refused_when_auth_configured(
     await assert_still_served(conn, 1)
 
 
+@pytest.mark.parametrize("hello_timeout_ms", [10_000, 300])  # the default, and a setting
 async def test_silent_connection_is_closed_after_hello_timeout(
-    fake_node: FakeNode, autojump_clock: Any
+    fake_node: FakeNode, autojump_clock: Any, hello_timeout_ms: int
 ) -> None:
     client_end, server_end = trio.testing.memory_stream_pair()
+    limits = dataclasses.replace(fake_node.cfg.limits, hello_timeout_ms=hello_timeout_ms)
     listener = Listener.create(
-        fake_node.cfg, "n1", store_incarnations=fake_node.book,
+        dataclasses.replace(fake_node.cfg, limits=limits), "n1",
+        store_incarnations=fake_node.book,
         on_request=fake_node.on_request, on_peer_msgs=fake_node.on_peer,
         metrics=fake_node.metrics,
     )  # fmt: skip
-    with trio.fail_after(HELLO_TIMEOUT_S * 2):
-        await listener.handle_stream(server_end)  # returns by itself: nobody said hello
+    started = trio.current_time()  # the autojump clock's: exact, and no real wait
+    await listener.handle_stream(server_end)  # returns by itself: nobody said hello
+    assert trio.current_time() - started == pytest.approx(hello_timeout_ms / 1000)
     assert await client_end.receive_some(10) == b""
 
 

@@ -335,6 +335,7 @@ def test_render_round_trips(tmp_path: Path) -> None:
         ("max_client_connections_per_address", "1.5", "must be int, got float 1.5"),
         ("max_connection_rate_per_address", "-3", "must be >= 0, got -3"),
         ("max_connection_rate", "-1", "must be >= 0, got -1"),
+        ("hello_timeout_ms", "0", "must be > 0, got 0"),
         ("listen_backlog", '"128"', "must be int, got str '128'"),
         (
             "max_client_connections_per_address_overrides",
@@ -376,6 +377,7 @@ def test_bad_connection_limits_are_refused_naming_the_key(
         ("max_connection_rate_per_address", 0),
         ("max_connection_rate", 0),
         ("listen_backlog", 0),
+        ("hello_timeout_ms", 10_000),
     ],
 )
 def test_connection_limits_default_values_and_round_trip(

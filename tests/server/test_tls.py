@@ -235,12 +235,12 @@ async def test_client_auth_refuses_missing_untrusted_and_expired_certificates(
 async def test_handshake_that_never_finishes_is_cut_off(
     tmp_path: Path, files: TLSFiles, nursery: trio.Nursery
 ) -> None:
-    served = await serve_fake(nursery, with_tls(make_config(tmp_path, 1), files))
-    assert served.listener.tls is not None
-    served.listener.tls.timeout_s = 0.2
+    cfg = with_tls(make_config(tmp_path, 1), files)
+    served = await serve_fake(nursery, replace(cfg, limits=Limits(hello_timeout_ms=200)))
     raw = await RawConn.open(served.node.port)
     await raw.stream.send_all(b"\x16\x03\x01")  # a TLS record header, then silence
-    assert await raw.closed()
+    with trio.fail_after(5):  # well under the default of 10 s: the setting applies
+        assert await raw.closed()
     assert served.failures("timeout") == 1
 
 
