@@ -15,23 +15,12 @@ import trio
 from raftlog.client.protocol import hello
 from raftlog.server import listener as listener_module
 from raftlog.server.accept_loop import AcceptRate
-from raftlog.server.config import ClusterConfig, Limits
+from raftlog.server.config import Limits
 
 from .cluster_harness import make_config
 from .conftest import start_fake_node
+from .manual_clock import FakeClock
 from .rawclient import RawConn, wait_until
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def with_limits(cfg: ClusterConfig, **limits: object) -> ClusterConfig:
-    return dataclasses.replace(cfg, limits=Limits(**limits))  # type: ignore[arg-type]
 
 
 def test_the_rate_allows_a_seconds_worth_then_says_how_long_to_wait() -> None:
@@ -77,7 +66,7 @@ async def test_past_its_rate_the_node_stops_accepting_and_serves_what_it_holds(
 ) -> None:
     clock = FakeClock()  # no token refills until the test moves it
     monkeypatch.setattr(listener_module, "AcceptRate", functools.partial(AcceptRate, clock=clock))
-    cfg = with_limits(make_config(tmp_path, 1), max_connection_rate=20)
+    cfg = make_config(tmp_path, 1, limits=Limits(max_connection_rate=20))
     node = await start_fake_node(nursery, cfg)
     throttled = node.metrics.accept_throttled_seconds
 
@@ -113,6 +102,6 @@ async def test_the_listen_backlog_reaches_listen(
 
     monkeypatch.setattr(listener_module.trio, "open_tcp_listeners", recording_open)
     cfg = make_config(tmp_path, 2)
-    await start_fake_node(nursery, with_limits(cfg, listen_backlog=64), "n1")
+    await start_fake_node(nursery, dataclasses.replace(cfg, limits=Limits(listen_backlog=64)), "n1")
     await start_fake_node(nursery, cfg, "n2")  # the default: 0, the system's largest
     assert asked == [64, None]

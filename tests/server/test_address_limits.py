@@ -5,7 +5,6 @@ address: the rules that tell addresses apart are the unit tests')."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 
@@ -16,28 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from raftlog.server import listener as listener_module
 from raftlog.server.address_limits import ConnectionRate
-from raftlog.server.config import ClusterConfig, Limits
+from raftlog.server.config import Limits
 from raftlog.server.metrics import Metrics
 from raftlog.server.pending_connections import PendingConnections
 
 from .cluster_harness import make_config
 from .conftest import FakeNode, start_fake_node
+from .manual_clock import FakeClock
 from .rawclient import RawConn, wait_until
 
 NODE_LIMIT = "max_pending_connections"
 SHARE_LIMIT = "max_pending_connections_per_address"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def with_limits(cfg: ClusterConfig, **limits: object) -> ClusterConfig:
-    return dataclasses.replace(cfg, limits=Limits(**limits))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- connection rate
@@ -175,7 +163,7 @@ def test_pending_connections_match_a_model_of_both_bounds(
 async def test_client_connections_per_address_are_refused_at_the_hello_and_peers_never(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    cfg = with_limits(make_config(tmp_path, 3), max_client_connections_per_address=2)
+    cfg = make_config(tmp_path, 3, limits=Limits(max_client_connections_per_address=2))
     node = await start_fake_node(nursery, cfg)
     first, second, third = [await RawConn.open(node.port) for _ in range(3)]
     assert (await first.hello("client", "c1"))["type"] == "hello_ok"
@@ -200,10 +188,13 @@ async def test_client_connections_per_address_are_refused_at_the_hello_and_peers
 async def test_an_override_gives_an_address_its_own_client_limit(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    cfg = with_limits(
-        make_config(tmp_path, 1),
-        max_client_connections_per_address=1,
-        max_client_connections_per_address_overrides={"127.0.0.1": 3},
+    cfg = make_config(
+        tmp_path,
+        1,
+        limits=Limits(
+            max_client_connections_per_address=1,
+            max_client_connections_per_address_overrides={"127.0.0.1": 3},
+        ),
     )
     node = await start_fake_node(nursery, cfg)
     conns = [await RawConn.open(node.port) for _ in range(4)]
@@ -220,7 +211,7 @@ async def test_connections_over_the_rate_are_closed_at_their_accept(
     monkeypatch.setattr(
         listener_module, "ConnectionRate", functools.partial(ConnectionRate, clock=clock)
     )
-    cfg = with_limits(make_config(tmp_path, 1), max_connection_rate_per_address=3)
+    cfg = make_config(tmp_path, 1, limits=Limits(max_connection_rate_per_address=3))
     node = await start_fake_node(nursery, cfg)
     rate_limited = node.metrics.connections_rate_limited
 
@@ -240,8 +231,10 @@ async def test_connections_over_the_rate_are_closed_at_their_accept(
 async def test_a_silent_flood_from_one_address_is_held_to_its_share(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    cfg = with_limits(
-        make_config(tmp_path, 1), max_pending_connections=50, max_pending_connections_per_address=2
+    cfg = make_config(
+        tmp_path,
+        1,
+        limits=Limits(max_pending_connections=50, max_pending_connections_per_address=2),
     )
     node: FakeNode = await start_fake_node(nursery, cfg)
     evicted = node.metrics.pending_connections_evicted
