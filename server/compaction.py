@@ -88,6 +88,9 @@ class LastSweep:
     end: int
     live: int  # records it kept in [start, end)
     tombstone_due_ms: int | None  # when the oldest tombstone it kept expires
+    # Its offset map filled before the end it was given: the next sweep goes on
+    # at once from ``end``, whatever the ratio says.
+    map_full: bool = False
 
 
 def sweep_due(
@@ -102,6 +105,8 @@ def sweep_due(
 
     - ``new_leader``: no sweep by this leader yet, and anything not swept;
     - ``tombstone_expiry``: a tombstone the last sweep kept is past its retention;
+    - ``map_full``: the last sweep stopped where its offset map filled up, and
+      records are left above it;
     - ``dirty_ratio``: enough new records since the last sweep, relative to the
       live ones;
     - ``max_lag``: the oldest record not yet swept was appended at least
@@ -117,6 +122,8 @@ def sweep_due(
         return "tombstone_expiry"
     if dirty <= 0:
         return None
+    if last.map_full:
+        return "map_full"
     if dirty >= dirty_ratio * (dirty + last.live):
         return "dirty_ratio"
     if max_lag_ms is not None:
@@ -146,6 +153,7 @@ class CompactionManager:
     max_clock_skew_s: float = None  # type: ignore[assignment]  # set in __post_init__
     dirty_ratio: float = None  # type: ignore[assignment]  # set in __post_init__
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    map_bytes: int = None  # type: ignore[assignment]  # set in __post_init__
     clock_ms: Callable[[], int] = field(default=lambda: int(wall_time() * 1000))
     sweeps: int = 0  # sweeps finished here (tests and logs)
     _last: dict[int, LastSweep] = field(default_factory=dict)
@@ -160,6 +168,8 @@ class CompactionManager:
             self.interval_s = cfg.interval_ms / 1000.0
         if self.max_clock_skew_s is None:
             self.max_clock_skew_s = cfg.max_clock_skew_ms / 1000.0
+        if self.map_bytes is None:
+            self.map_bytes = cfg.compaction_map_bytes
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await run_rounds(self.interval_s, self.check_all, log, "compaction", task_status)
@@ -236,6 +246,7 @@ class CompactionManager:
                 end=end,
                 tombstones_before_ms=tombstones_before,
                 chunk_bytes=self.chunk_bytes,
+                map_bytes=self.map_bytes,
             )
         )
         removed = 0
@@ -254,16 +265,23 @@ class CompactionManager:
         self.sweeps += 1
         due = plan.oldest_tombstone_ms
         self._last[group.gid] = LastSweep(
-            end, plan.live, None if due is None or not trusted else due + retention
+            plan.end,
+            plan.live,
+            None if due is None or not trusted else due + retention,
+            plan.map_full,
         )
         log.info(
             "event=compaction_sweep group=%d topic=%s partition=%s reason=%s start=%d end=%d "
-            "records=%d removed=%d tombstones=%d chunks=%d",
-            group.gid, group.topic, group.partition, reason, start, end,
-            plan.records, removed, plan.tombstones, len(plan.chunks),
+            "records=%d removed=%d tombstones=%d chunks=%d mapped_keys=%d map_bytes=%d "
+            "map_full=%d",
+            group.gid, group.topic, group.partition, reason, start, plan.end,
+            plan.records, removed, plan.tombstones, len(plan.chunks), plan.mapped_keys,
+            plan.map_bytes, plan.map_full,
         )  # fmt: skip
         metrics = getattr(self.driver, "metrics", None)
         if metrics is not None:
             metrics.compaction_sweeps.inc()
             metrics.compaction_removed.inc(removed)
+            if plan.map_full:
+                metrics.compaction_map_full.inc()
         return True

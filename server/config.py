@@ -40,6 +40,8 @@ with defaults::
     max_producers_per_partition = 10000  # ... and the least recently used beyond this many
     offsets_retention_ms = 604800000   # delete a consumer group (and its committed offsets)
                                        # after this long without members (7 days)
+    compaction_map_bytes = 134217728   # memory for one compaction sweep's map of keys
+                                       # (128 MiB); a sweep with more keys ends early
 
     [storage]
     rocksdb_compaction = "level"        # or "universal": how RocksDB merges files (log/store.py
@@ -338,6 +340,10 @@ class RetentionConfig:
     # Kafka's offsets.retention.minutes (seven days): a consumer group with no
     # members for this long is deleted with its offsets (server/offsets_retention.py).
     offsets_retention_ms: int = 7 * 86_400_000
+    # Kafka's log.cleaner.dedupe.buffer.size: the memory a compaction sweep's
+    # map of keys may take (log/compaction.py map_cost per key). A sweep whose
+    # records hold more keys stops where the map filled, and the next goes on.
+    compaction_map_bytes: int = 128 << 20
 
     @classmethod
     def from_env(

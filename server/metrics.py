@@ -372,6 +372,7 @@ class Metrics:
     produce_batches_overdue: Counter = field(init=False)
     compaction_sweeps: Counter = field(init=False)
     compaction_removed: Counter = field(init=False)
+    compaction_map_full: Counter = field(init=False)
     data_dir_free: Gauge = field(init=False)
     data_dir_size: Gauge = field(init=False)
     rocksdb: dict[str, Gauge] = field(init=False)  # by RocksDB property (ROCKSDB_GAUGES)
@@ -593,6 +594,11 @@ class Metrics:
             "raftlog_compaction_records_removed_total",
             "Records removed by log compaction in partitions this node leads: superseded "
             "by a later record of the same key, or tombstones past delete_retention_ms.",
+        )
+        self.compaction_map_full = r.counter(
+            "raftlog_compaction_map_full_total",
+            "Compaction sweeps cut short because their offset map reached [retention] "
+            "compaction_map_bytes; the next sweep goes on from there.",
         )
         self.pending_proposals = r.gauge(
             "raftlog_pending_proposals", "Proposals waiting to be committed and applied."

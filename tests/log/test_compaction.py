@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch, encode_record_rows
 from raftlog.log.commands import CompactRecords, Produce, TruncatePrefix
-from raftlog.log.compaction import plan_sweep, produced_batch_problem
+from raftlog.log.compaction import map_cost, plan_sweep, produced_batch_problem
 from raftlog.log.store import NodeStore
 from raftlog.raft.types import ConfState
 from raftlog.server.compaction import LastSweep, sweep_due, sweep_end
@@ -78,6 +78,25 @@ def test_keeps_the_latest_record_of_each_key_at_its_offset(plog: Log) -> None:
     assert [(b[0], b[2]) for b in plog.sm.read(0, 1 << 30)] == [(0, 3), (3, 2), (5, 2)]
     assert (plog.sm.compactions, plog.sm.compacted_below) == (1, 7)
     assert sweep(plog) == 0  # nothing more to remove
+
+
+def test_a_sweep_maps_only_the_keys_of_records_not_swept_yet(plog: Log) -> None:
+    """The offset map is the sweep's memory: after a sweep to the end, the next one
+    maps the new records' keys only, and still removes the older records of those
+    keys below compacted_below."""
+    plog.run(kv([(b"k%d" % i, b"old") for i in range(50)]))  # 0-49
+    assert sweep(plog) == 0
+    plog.run(kv([(b"k7", b"new"), (b"fresh", b"1")]))  # 50-51
+    sm = plog.sm
+    plan = plan_sweep(sm, start=0, end=sm.next_offset, tombstones_before_ms=None)
+    assert (plan.mapped_keys, plan.map_bytes) == (2, map_cost(b"k7") + map_cost(b"fresh"))
+    assert (plan.records, plan.removable, plan.map_full) == (52, 1, False)
+    for chunk in plan.chunks:
+        plog.run(chunk)
+    assert [(o, k) for o, k, _ in records(plog) if k in (b"k7", b"fresh")] == [
+        (50, b"k7"),
+        (51, b"fresh"),
+    ]
 
 
 def test_a_reader_from_inside_a_removed_run_gets_the_next_record(plog: Log) -> None:
@@ -188,7 +207,13 @@ KEYS = [b"a", b"b", b"c", b"d", None]
 record = st.tuples(st.sampled_from(KEYS), st.one_of(st.none(), st.binary(max_size=3)))
 step = st.one_of(
     st.tuples(st.just("produce"), st.lists(record, min_size=1, max_size=5), st.booleans()),
-    st.tuples(st.just("sweep"), st.integers(1, 3), st.integers(0, 10)),
+    # (chunk size in units of 8 bytes, the offset map's bound: None for none, 1 for
+    # one batch per sweep, else a few one-byte keys), the tombstone horizon
+    st.tuples(
+        st.just("sweep"),
+        st.tuples(st.integers(1, 3), st.sampled_from([None, 1, 260, 390])),
+        st.integers(0, 10),
+    ),
     st.tuples(st.just("truncate"), st.integers(0, 40), st.just(0)),
 )
 
@@ -203,7 +228,8 @@ def test_replicas_agree_and_every_key_keeps_its_latest_record(
     - each record read back is exactly the one produced at that offset;
     - every keyless record and each key's latest record stay, except a tombstone
       past its retention;
-    - below a finished sweep's end, no key appears twice;
+    - below ``compacted_below`` no key appears twice, also after sweeps whose
+      offset map filled up and stopped them short (``map_bytes``);
     - a second replica, fed the same entries in differently sized apply calls,
       stores exactly the same batches."""
     dirs = [tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")]
@@ -215,7 +241,6 @@ def test_replicas_agree_and_every_key_keeps_its_latest_record(
         held: list = []  # entries the follower has not applied yet
         produced: dict[int, tuple[bytes | None, bytes | None, int]] = {}
         ts = 0
-        swept_to = 0
         horizon = -1  # the latest tombstone horizon any sweep used
 
         def run(cmd: object) -> None:
@@ -237,16 +262,19 @@ def test_replicas_agree_and_every_key_keeps_its_latest_record(
             else:
                 before = ts - b * 10 if b else None
                 horizon = max(horizon, before or -1)
+                chunk_units, map_bytes = a
                 plan = plan_sweep(
                     leader.sm,
                     start=leader.sm.start_offset,
                     end=leader.sm.next_offset,
                     tombstones_before_ms=before,
-                    chunk_bytes=a * 8,
+                    chunk_bytes=chunk_units * 8,
+                    map_bytes=map_bytes,
                 )
+                assert plan.map_full == (plan.end < leader.sm.next_offset)
                 for chunk in plan.chunks:
                     run(chunk)
-                swept_to = leader.sm.next_offset
+                assert leader.sm.compacted_below >= plan.end
             got = records(leader)
             start = leader.sm.start_offset
             for offset, k, v in got:
@@ -263,8 +291,10 @@ def test_replicas_agree_and_every_key_keeps_its_latest_record(
                 _, v, stamp = produced[offset]
                 expired = v is None and stamp < horizon
                 assert offset in present or expired, f"latest record of {k!r} at {offset} lost"
-            below = [k for offset, k, _ in got if k is not None and offset < swept_to]
-            assert len(below) == len(set(below)), "a key twice below the last sweep's end"
+            # What the planner relies on to map only the records above compacted_below.
+            clean = leader.sm.compacted_below
+            below = [k for offset, k, _ in got if k is not None and offset < clean]
+            assert len(below) == len(set(below)), "a key twice below compacted_below"
         if held:
             follower.apply(*(follower.entry(c) for c in held))
         assert follower.sm.read(0, 1 << 30) == leader.sm.read(0, 1 << 30)
@@ -275,6 +305,67 @@ def test_replicas_agree_and_every_key_keeps_its_latest_record(
     finally:
         for s in stores:
             s.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(st.lists(record, min_size=1, max_size=5), min_size=1, max_size=12),
+    swept_first=st.integers(0, 12),
+    map_bytes=st.sampled_from([1, 130, 260, 600]),
+    horizon=st.one_of(st.none(), st.integers(0, 130)),
+)
+def test_sweeps_with_a_bounded_map_end_where_one_unbounded_sweep_does(
+    tmp_path_factory: pytest.TempPathFactory,
+    batches: list[list[tuple[bytes | None, bytes | None]]],
+    swept_first: int,
+    map_bytes: int,
+    horizon: int | None,
+) -> None:
+    """The same batches on two stores, some of them swept beforehand on both. One
+    store is then swept once with no bound on its offset map; the other sweep
+    after sweep with a small bound, each going on where the last stopped. Both
+    end with the same records, and every bounded sweep but the last stopped
+    short (map_full) and mapped no more than its bound plus one batch's keys."""
+    logs = []
+    for name in ("whole", "bounded"):
+        store = NodeStore.open(tmp_path_factory.mktemp(name), cluster="test", node_id="n1")
+        store.create_group(GID, ConfState(voters=("n1",)))
+        logs.append(Log(store))
+    whole, bounded = logs
+    try:
+        for i, pairs in enumerate(batches):
+            for plog in logs:
+                plog.run(kv(pairs, ts=10 * (i + 1)))
+            if i + 1 == swept_first:
+                for plog in logs:
+                    sweep(plog, tombstones_before_ms=horizon)
+        sweep(whole, tombstones_before_ms=horizon)
+        sm = bounded.sm
+        rounds = 0
+        while True:
+            rounds += 1
+            assert rounds <= len(batches) + 1, "bounded sweeps did not move on"
+            plan = plan_sweep(
+                sm,
+                start=sm.start_offset,
+                end=sm.next_offset,
+                tombstones_before_ms=horizon,
+                map_bytes=map_bytes,
+            )
+            largest_batch = max(map_cost(b"k") * len(pairs) for pairs in batches)
+            assert plan.map_bytes < map_bytes + largest_batch
+            for chunk in plan.chunks:
+                (result,) = bounded.run(chunk)
+                assert result.ok, result.message
+            assert sm.compacted_below == plan.end
+            if not plan.map_full:
+                assert plan.end == sm.next_offset
+                break
+            assert plan.end < sm.next_offset
+        assert records(bounded) == records(whole)
+    finally:
+        for plog in logs:
+            plog.store.close()
 
 
 # ---------------------------------------------------------------- when the leader sweeps
@@ -307,6 +398,11 @@ def test_a_sweep_is_due_by_dirty_ratio_or_an_expiring_tombstone(plog: Log) -> No
     assert sweep_due(sm, 8, 0.5, waiting, now_ms=4999) is None
     # Nothing new, but a delete expires.
     assert sweep_due(sm, 8, 0.5, waiting, now_ms=5000) == "tombstone_expiry"
+    # The last sweep stopped where its map filled: the next goes on whatever the
+    # ratio, as long as anything is left above it.
+    cut_short = LastSweep(end=8, live=1, tombstone_due_ms=None, map_full=True)
+    assert sweep_due(sm, 9, 0.99, cut_short, now_ms=0) == "map_full"
+    assert sweep_due(sm, 8, 0.99, cut_short, now_ms=0) is None
 
 
 def test_a_sweep_is_due_once_the_oldest_unswept_record_reaches_the_max_lag(plog: Log) -> None:

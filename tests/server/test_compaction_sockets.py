@@ -174,6 +174,33 @@ async def test_max_compaction_lag_sweeps_what_the_dirty_ratio_would_leave(
                     assert ages["lagged"] < ages["ratio"]  # swept since (or anew)
 
 
+async def test_a_sweep_whose_key_map_fills_up_is_continued_by_the_next(tmp_path: Path) -> None:
+    """``[retention] compaction_map_bytes = 1``: a sweep maps the keys of one batch,
+    stops after it, and the next sweep goes on from there, although the topic's
+    dirty ratio of 1 would not start another. Five batches written before the
+    topic becomes compacted take five sweeps, four of them cut short, and end
+    fully compacted."""
+    retention = RetentionConfig(interval_ms=50, compaction_map_bytes=1)
+    cfg = make_config(tmp_path, 3, retention=retention, metrics=True, **FAST)
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with AsyncClient([n.address for n in cfg.nodes], request_timeout=3.0) as client:
+                await client.create_topic("kv", 1, 3)
+                for i in range(5):  # batch i: offsets 2i (k) and 2i + 1 (only-i)
+                    pairs = [(b"k", b"v%d" % i), (b"only-%d" % i, b"x")]
+                    await client.produce_batch("kv", 0, pairs)
+                config = {"cleanup_policy": "compact", "min_cleanable_dirty_ratio": 1}
+                await client.alter_topic("kv", config=config)
+                want = [(2 * i + 1, b"only-%d" % i, b"x") for i in range(4)]
+                want += [(8, b"k", b"v4"), (9, b"only-4", b"x")]
+                await read_until(client, "kv", want)
+                cut_short = 0.0
+                for node in cfg.nodes:
+                    samples = await scrape(str(node.metrics_address))
+                    cut_short += samples.get("raftlog_compaction_map_full_total", 0.0)
+                assert cut_short >= 4  # one sweep per batch: all but the last stopped short
+
+
 async def unswept_ages(cfg: ClusterConfig) -> dict[str, float]:
     """topic -> raftlog_compaction_unswept_age_seconds of its partition 0, from the
     one node that reports it (its leader)."""

@@ -72,3 +72,26 @@ def test_the_config_module_documents_the_key_with_its_default() -> None:
     from raftlog.server import config as config_module
 
     assert f"    interval_ms = {RetentionConfig().interval_ms} " in (config_module.__doc__ or "")
+
+
+def test_the_compaction_map_bound_reaches_the_sweeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``compaction_map_bytes``: 128 MiB by default (Kafka's dedupe buffer), set by the
+    file or RAFTLOG_RETENTION_COMPACTION_MAP_BYTES, and handed to every sweep's plan."""
+    from raftlog.server import config as config_module
+    from raftlog.server.compaction import CompactionManager
+
+    monkeypatch.delenv("RAFTLOG_RETENTION_COMPACTION_MAP_BYTES", raising=False)
+    default = load_config(write(tmp_path))
+    assert default.retention.compaction_map_bytes == 128 << 20
+    assert "    compaction_map_bytes = 134217728 " in (config_module.__doc__ or "")
+    cfg = load_config(write(tmp_path, "[retention]\ncompaction_map_bytes = 65536\n"))
+    assert CompactionManager(SimpleNamespace(cfg=cfg)).map_bytes == 65536
+    again = tmp_path / "again.toml"
+    again.write_text(render_config(cfg))
+    assert load_config(again).retention.compaction_map_bytes == 65536
+    monkeypatch.setenv("RAFTLOG_RETENTION_COMPACTION_MAP_BYTES", "4096")
+    assert CompactionManager(SimpleNamespace(cfg=cfg)).map_bytes == 4096
+    with pytest.raises(ConfigError, match="compaction_map_bytes must be > 0"):
+        load_config(write(tmp_path, "[retention]\ncompaction_map_bytes = 0\n"))
