@@ -78,7 +78,6 @@ its own key.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import json
@@ -187,18 +186,14 @@ class Limits:
     # That queue's length (listen(2)'s backlog; Kafka's
     # socket.listen.backlog.size); 0 = the system's largest, net.core.somaxconn.
     listen_backlog: int = 0
-    # Address -> its own max_client_connections_per_address (Kafka's
-    # max.connections.per.ip.overrides), e.g. a NAT gateway's; 0 = no limit.
+    # Address or network -> its own value of the key named (Kafka's
+    # max.connections.per.ip.overrides, and its per-IP quota entities), e.g. a
+    # NAT gateway's or a proxy subnet's; 0 = no limit. The most specific entry
+    # wins, and a network's value applies to each of its addresses
+    # (server/address_limits.py AddressOverrides).
     max_client_connections_per_address_overrides: dict[str, int] = field(default_factory=dict)
-
-    def client_connections_limit(self, address: str) -> int:
-        """max_client_connections_per_address for ``address`` (0: none)."""
-        overrides = self.max_client_connections_per_address_overrides
-        if overrides:
-            with contextlib.suppress(ValueError):
-                address = canonical_address(address)
-            return overrides.get(address, self.max_client_connections_per_address)
-        return self.max_client_connections_per_address
+    max_pending_connections_per_address_overrides: dict[str, int] = field(default_factory=dict)
+    max_connection_rate_per_address_overrides: dict[str, int] = field(default_factory=dict)
 
 
 # [limits] keys that may be 0 (meaning "never" or "no limit"); the others must be >= 1.
@@ -212,7 +207,13 @@ _LIMITS_ZERO_MEANS_OFF = frozenset(
         "listen_backlog",
     }
 )
-_LIMITS_OVERRIDES = "max_client_connections_per_address_overrides"
+_LIMITS_OVERRIDES = frozenset(
+    {
+        "max_client_connections_per_address_overrides",
+        "max_pending_connections_per_address_overrides",
+        "max_connection_rate_per_address_overrides",
+    }
+)
 
 
 def canonical_address(text: str) -> str:
@@ -790,9 +791,10 @@ def _parse_limits(reader: _Reader) -> Limits:
             else reader.positive_int(f.name, getattr(defaults, f.name))
         )
         for f in fields(Limits)
-        if f.name != _LIMITS_OVERRIDES
+        if f.name not in _LIMITS_OVERRIDES
     }
-    values[_LIMITS_OVERRIDES] = _parse_address_overrides(reader, _LIMITS_OVERRIDES)
+    for name in sorted(_LIMITS_OVERRIDES):
+        values[name] = _parse_address_overrides(reader, name)
     reader.check_unknown()
     limits = Limits(**values)
     # A produce batch travels in a client frame and then, inside a Raft entry,
@@ -811,10 +813,16 @@ def _parse_address_overrides(reader: _Reader, name: str) -> dict[str, int]:
     overrides: dict[str, int] = {}
     for text, value in table.items():
         try:
-            address = canonical_address(text)
-        except ValueError:
+            address = (
+                str(ipaddress.ip_network(text, strict=True))
+                if "/" in text
+                else canonical_address(text)
+            )
+        except ValueError as exc:
             raise reader.fail(
-                name, f"key {text!r} is not an IP address (host names are not resolved)"
+                name,
+                f"key {text!r} is not an IP address or network (host names are not "
+                f"resolved)" + (f": {exc}" if "/" in text else ""),
             ) from None
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise reader.fail(name, f"[{text!r}] must be an int >= 0, got {value!r}")

@@ -61,7 +61,7 @@ from raftlog.log.features import BASELINE_LOG_FORMAT, log_format_problem
 from . import acl
 from .accept_loop import AcceptRate, serve_accepting
 from .acl import User
-from .address_limits import ConnectionRate
+from .address_limits import AddressOverrides, ConnectionRate
 from .config import ClusterConfig, QuotaConfig
 from .connection_sweeper import ConnectionSweeper
 from .errors import HandlerError
@@ -279,6 +279,8 @@ class Listener:
     pending: PendingConnections = field(init=False)
     # [limits] max_connection_rate_per_address (server/address_limits.py).
     connection_rate: ConnectionRate = field(init=False)
+    # The per-address limits with their overrides, for lookups by address.
+    address_overrides: AddressOverrides = field(init=False)
     rate_refusal_log: LogThrottle = field(
         default_factory=lambda: LogThrottle(REFUSAL_LOG_INTERVAL_S)
     )
@@ -314,10 +316,17 @@ class Listener:
 
     def __post_init__(self) -> None:
         limits = self.cfg.limits
+        self.address_overrides = AddressOverrides.of(limits)
         self.pending = PendingConnections(
-            limits.max_pending_connections, self.metrics, limits.max_pending_connections_per_address
+            limits.max_pending_connections,
+            self.metrics,
+            limits.max_pending_connections_per_address,
+            share_overrides=self.address_overrides.pending_share_table,
         )
-        self.connection_rate = ConnectionRate(limits.max_connection_rate_per_address)
+        self.connection_rate = ConnectionRate(
+            limits.max_connection_rate_per_address,
+            overrides=self.address_overrides.connection_rate_table,
+        )
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         await _connection(self, stream)
@@ -332,7 +341,7 @@ class Listener:
         so does the remote address under max_client_connections_per_address:
         one tenant or one host cannot take every slot of the node.
         """
-        per_address = self.cfg.limits.client_connections_limit(address)
+        per_address = self.address_overrides.client_connections(address)
         if per_address:
             held = self.address_connections.get(address, 0)
             if held >= per_address:
@@ -404,7 +413,7 @@ class Listener:
             log.warning(
                 "event=connection_rate_limited conn=%d address=%s "
                 "max_connection_rate_per_address=%d refused_since_last_log=%d",
-                conn_id, address, self.connection_rate.rate, refusals,
+                conn_id, address, self.connection_rate.rate_for(address), refusals,
             )  # fmt: skip
         return False
 

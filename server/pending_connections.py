@@ -37,17 +37,26 @@ from contextlib import contextmanager
 
 import trio
 
+from .address_limits import AddressTable
 from .metrics import Metrics
 
 
 class PendingConnections:
-    def __init__(self, limit: int, metrics: Metrics, per_address: int = 0) -> None:
+    def __init__(
+        self,
+        limit: int,
+        metrics: Metrics,
+        per_address: int = 0,
+        share_overrides: AddressTable | None = None,
+    ) -> None:
         if limit < 1:
             raise ValueError(f"max_pending_connections must be >= 1, got {limit}")
         if per_address < 0:
             raise ValueError(f"max_pending_connections_per_address must be >= 0, got {per_address}")
         self.limit = limit
         self.per_address = per_address  # 0: no share, only the node's bound
+        # An address's own share (max_pending_connections_per_address_overrides).
+        self._share_overrides = share_overrides or None
         self._metrics = metrics
         # Oldest first: insertion order is accept order. A pending connection is
         # in both maps, under its id and under its remote address.
@@ -76,7 +85,12 @@ class PendingConnections:
         mine = self._by_address.setdefault(address, OrderedDict())
         mine[conn_id] = scope
         self._address_of[conn_id] = address
-        if self.per_address and len(mine) > self.per_address:
+        share = (
+            self.per_address
+            if self._share_overrides is None
+            else self._share_overrides.get(address, self.per_address)
+        )
+        if share and len(mine) > share:
             self._push_out(next(iter(mine)), "max_pending_connections_per_address")
         elif len(self._scopes) > self.limit:
             self._push_out(next(iter(self._scopes)), "max_pending_connections")

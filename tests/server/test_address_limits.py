@@ -14,7 +14,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from raftlog.server import listener as listener_module
-from raftlog.server.address_limits import ConnectionRate
+from raftlog.server.address_limits import AddressTable, ConnectionRate
 from raftlog.server.config import Limits
 from raftlog.server.metrics import Metrics
 from raftlog.server.pending_connections import PendingConnections
@@ -65,6 +65,25 @@ def test_buckets_that_refilled_are_swept_and_zero_means_no_limit() -> None:
     assert len(unlimited) == 0
 
 
+def test_an_address_or_its_network_can_have_its_own_rate() -> None:
+    """``max_connection_rate_per_address_overrides``: an address's own entry, else its
+    most specific network's, else the node's rate; 0 exempts an address."""
+    clock = FakeClock()
+    table = AddressTable.of({"10.0.0.0/8": 5, "10.2.0.0/16": 1, "10.0.0.1": 0})
+    rate = ConnectionRate(2, clock, overrides=table)
+    assert sum(rate.admit("10.9.0.1") for _ in range(10)) == 5  # the /8's burst
+    assert sum(rate.admit("10.2.0.1") for _ in range(10)) == 1  # the /16 is narrower
+    assert all(rate.admit("10.0.0.1") for _ in range(1000))  # exempt
+    assert sum(rate.admit("192.0.2.1") for _ in range(10)) == 2  # the node's rate
+    assert [rate.rate_for(a) for a in ("10.9.0.1", "10.0.0.1", "192.0.2.1")] == [5, 0, 2]
+    clock.now += ConnectionRate.SWEEP_INTERVAL_S
+    assert rate.admit("192.0.2.9") and len(rate) == 1  # the exempt address's entry is swept too
+    # With no rate of its own, the node still holds the overridden addresses to theirs.
+    only_some = ConnectionRate(0, clock, overrides=AddressTable.of({"10.0.0.0/8": 1}))
+    assert [only_some.admit("10.0.0.7") for _ in range(2)] == [True, False]
+    assert all(only_some.admit("192.0.2.1") for _ in range(100))
+
+
 # ---------------------------------------------------------------- pending share
 
 
@@ -100,19 +119,25 @@ async def test_an_address_over_its_share_pushes_out_its_own_oldest_not_an_older_
 @given(
     limit=st.integers(1, 6),
     share=st.integers(0, 4),
+    override=st.one_of(st.none(), st.integers(0, 4)),
     steps=st.lists(st.tuples(st.booleans(), st.integers(0, 2)), max_size=40),
 )
 def test_pending_connections_match_a_model_of_both_bounds(
-    limit: int, share: int, steps: list[tuple[bool, int]]
+    limit: int, share: int, override: int | None, steps: list[tuple[bool, int]]
 ) -> None:
     """Open (True) a connection from address ``n``, or finish (False) the
     oldest live one from it; after each step the book equals a model that
-    pushes out the address's oldest beyond its share, else the node's oldest
-    beyond the limit, and the evictions are counted by that limit."""
+    pushes out the address's oldest beyond its share (address 10.0.0.2's own
+    when ``override`` gives it one), else the node's oldest beyond the limit,
+    and the evictions are counted by that limit."""
+    table = AddressTable.of({} if override is None else {"10.0.0.2": override})
+
+    def share_of(address: str) -> int:
+        return override if override is not None and address == "10.0.0.2" else share
 
     async def run() -> None:
         metrics = Metrics()
-        book = PendingConnections(limit, metrics, share)
+        book = PendingConnections(limit, metrics, share, share_overrides=table)
         model: list[tuple[int, str]] = []  # live, oldest first
         expected_evictions = {NODE_LIMIT: 0, SHARE_LIMIT: 0}
         finishers: dict[int, trio.Event] = {}
@@ -132,7 +157,7 @@ def test_pending_connections_match_a_model_of_both_bounds(
                     finishers[conn_id] = trio.Event()
                     nursery.start_soon(connection, conn_id, address)
                     model.append((conn_id, address))
-                    if share and len(mine) + 1 > share:
+                    if share_of(address) and len(mine) + 1 > share_of(address):
                         model.remove((mine[0], address))
                         expected_evictions[SHARE_LIMIT] += 1
                     elif len(model) > limit:
@@ -147,7 +172,7 @@ def test_pending_connections_match_a_model_of_both_bounds(
                 for a in {a for _, a in model} | {address}:
                     live = sum(1 for _, b in model if b == a)
                     assert book.from_address(a) == live
-                    assert not share or live <= share
+                    assert not share_of(a) or live <= share_of(a)
                 for name, count in expected_evictions.items():
                     assert metrics.pending_connections_evicted.value(limit=name) == count
                 assert len(cut) == sum(expected_evictions.values())
@@ -246,3 +271,36 @@ async def test_a_silent_flood_from_one_address_is_held_to_its_share(
     assert evicted.value(limit=NODE_LIMIT) == 0
     assert node.metrics.pending_connections.value() == 2
     assert (await newest.hello("client", "c1"))["type"] == "hello_ok"
+
+
+async def test_overrides_reach_the_rate_and_the_pending_share(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """127.0.0.1 under a network entry exempting it from a rate of 1, and an entry
+    raising its pending share from 1 to 3: five connections in one instant all
+    get in, and three of them stay pending together before the fourth silent one
+    pushes out the oldest."""
+    clock = FakeClock()  # no refill: only the override lets the burst through
+    monkeypatch.setattr(
+        listener_module, "ConnectionRate", functools.partial(ConnectionRate, clock=clock)
+    )
+    limits = Limits(
+        max_pending_connections=50,
+        max_pending_connections_per_address=1,
+        max_connection_rate_per_address=1,
+        max_connection_rate_per_address_overrides={"127.0.0.0/8": 0},
+        max_pending_connections_per_address_overrides={"127.0.0.1": 3},
+    )
+    node: FakeNode = await start_fake_node(nursery, make_config(tmp_path, 1, limits=limits))
+    evicted = node.metrics.pending_connections_evicted
+    silent = [await RawConn.open(node.port) for _ in range(3)]
+    await wait_until(lambda: node.metrics.pending_connections.value() == 3, "three pending")
+    assert evicted.value(limit=SHARE_LIMIT) == 0
+    fourth = await RawConn.open(node.port)
+    assert await silent[0].closed()  # the share of 3 is full: the oldest gives way
+    await wait_until(lambda: evicted.value(limit=SHARE_LIMIT) == 1, "counted by the share")
+    for i, conn in enumerate([*silent[1:], fourth]):
+        assert (await conn.hello("client", f"c{i}"))["type"] == "hello_ok"
+    fifth = await RawConn.open(node.port)  # past the rate of 1 a second, in the same instant
+    assert (await fifth.hello("client", "c5"))["type"] == "hello_ok"
+    assert node.metrics.connections_rate_limited.value() == 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from raftlog.log.features import LOG_FORMAT
+from raftlog.server.address_limits import AddressOverrides
 from raftlog.server.config import (
     AuthConfig,
     ClusterConfig,
@@ -340,7 +341,7 @@ def test_render_round_trips(tmp_path: Path) -> None:
         (
             "max_client_connections_per_address_overrides",
             '{ "gateway.example" = 10 }',
-            "key 'gateway.example' is not an IP address (host names are not resolved)",
+            "key 'gateway.example' is not an IP address or network (host names are not resolved)",
         ),
         (
             "max_client_connections_per_address_overrides",
@@ -402,13 +403,59 @@ def test_per_address_overrides_are_canonical_addresses_and_round_trip(tmp_path: 
     overrides = {"10.0.0.9": 500, "::1": 0, "192.0.2.1": 3}
     assert cfg.limits.max_client_connections_per_address_overrides == overrides
     # The limit for an address as a connection reports it, whatever its spelling.
-    assert cfg.limits.client_connections_limit("10.0.0.9") == 500
-    assert cfg.limits.client_connections_limit("::1") == 0  # its own: no limit
-    assert cfg.limits.client_connections_limit("::ffff:192.0.2.1") == 3
-    assert cfg.limits.client_connections_limit("10.0.0.10") == 8  # not overridden
-    assert cfg.limits.client_connections_limit("memory") == 8  # not an IP: no override
+    limit = AddressOverrides.of(cfg.limits).client_connections
+    assert limit("10.0.0.9") == 500
+    assert limit("::1") == 0  # its own: no limit
+    assert limit("::ffff:192.0.2.1") == 3
+    assert limit("10.0.0.10") == 8  # not overridden
+    assert limit("memory") == 8  # not an IP: no override
     again = load_config(write(tmp_path, render_config(cfg)))
     assert again.limits == cfg.limits
+
+
+def test_overrides_take_networks_and_the_most_specific_entry_wins(tmp_path: Path) -> None:
+    """Each per-address key has its overrides table; a network's value applies to
+    each address inside it, an address's own entry beats any network, and a
+    longer prefix beats a shorter one, whatever the order in the file."""
+    text = GOOD + (
+        "[limits]\nmax_connection_rate_per_address = 10\n"
+        "max_pending_connections_per_address = 4\n"
+        'max_connection_rate_per_address_overrides = { "10.0.0.0/8" = 100, '
+        '"10.1.0.0/16" = 0, "10.1.2.3" = 7, "fd00::/8" = 50 }\n'
+        'max_pending_connections_per_address_overrides = { "192.0.2.0/24" = 64 }\n'
+    )
+    cfg = load_config(write(tmp_path, text))
+    overrides = AddressOverrides.of(cfg.limits)
+    rate = overrides.connection_rate
+    assert rate("10.9.9.9") == 100
+    assert rate("10.1.200.1") == 0  # the /16 beats the /8: no limit
+    assert rate("10.1.2.3") == 7  # its own entry beats both
+    assert rate("::ffff:10.9.9.9") == 100  # a dual-stack listener's view of it
+    assert rate("fd12::1") == 50 and rate("fe80::1") == 10
+    assert rate("11.0.0.1") == 10 and rate("memory") == 10
+    assert overrides.pending_share("192.0.2.77") == 64
+    assert overrides.pending_share("10.9.9.9") == 4  # the rate's table is its own
+    assert overrides.client_connections("192.0.2.77") == 0
+    again = load_config(write(tmp_path, render_config(cfg)))
+    assert again.limits == cfg.limits
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ('{ "10.0.0.1/8" = 5 }', "resolved): 10.0.0.1/8 has host bits set"),
+        ('{ "example.com" = 5 }', "host names are not resolved"),
+        ('{ "10.0.0.0/8" = -1 }', "['10.0.0.0/8'] must be an int >= 0, got -1"),
+        ('{ "10.0.0.0/8" = 1, "10.0.0.0/08" = 2 }', "names 10.0.0.0/8 twice"),
+    ],
+)
+def test_bad_override_keys_and_values_are_refused_naming_the_table(
+    tmp_path: Path, table: str, problem: str
+) -> None:
+    text = GOOD + f"[limits]\nmax_pending_connections_per_address_overrides = {table}\n"
+    with pytest.raises(ConfigError, match="max_pending_connections_per_address_overrides") as info:
+        load_config(write(tmp_path, text))
+    assert problem in str(info.value)
 
 
 def test_connections_max_idle_ms_defaults_to_ten_minutes_and_zero_switches_it_off(
