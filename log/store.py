@@ -334,10 +334,13 @@ def staggered_write_buffer_bytes(position: int, count: int) -> int:
     return int(DEFAULT_WRITE_BUFFER_BYTES * factor) // 4096 * 4096
 
 
-# Table files RocksDB keeps open at once; beyond, the least recently read is
-# closed and reopened when read again (about 24 GB of tables at 64 MB each, so
-# only reads of old data ever pay it). Its logs and manifest come on top.
+# Table files RocksDB keeps open at once by default (cluster.toml [storage]
+# rocksdb_max_open_files); beyond, the least recently read is closed and
+# reopened when read again (about 24 GB of tables at 64 MB each, so only reads
+# of old data ever pay it). Its logs and manifest come on top.
 ROCKSDB_MAX_OPEN_FILES = 384
+# RocksDB raises any smaller max_open_files to 20 (its SanitizeOptions).
+MIN_ROCKSDB_MAX_OPEN_FILES = 20
 
 # How a node's RocksDB merges its files (cluster.toml [storage] rocksdb_compaction).
 ROCKSDB_COMPACTION_STYLES = ("level", "universal")
@@ -415,10 +418,11 @@ class NodeStore:
         write_buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
         rocksdb_compaction: str = DEFAULT_ROCKSDB_COMPACTION,
         space_amplification_percent: int = DEFAULT_SPACE_AMPLIFICATION_PERCENT,
+        max_open_files: int = ROCKSDB_MAX_OPEN_FILES,
     ) -> NodeStore:
         """Open (or create) a node's store; ``write_buffer_bytes``: the memtable
         size (see ``staggered_write_buffer_bytes``); the compaction arguments: see
-        ``set_compaction_style``."""
+        ``set_compaction_style``; ``max_open_files``: RocksDB's table cache."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise DataDirError(f"data dir {path} exists and is not a directory")
@@ -446,7 +450,7 @@ class NodeStore:
         # connections share the process's descriptors, and a RocksDB that
         # cannot open a file stops the node's writes (server/open_files.py
         # keeps this many free of connections).
-        opts.set_max_open_files(ROCKSDB_MAX_OPEN_FILES)
+        opts.set_max_open_files(max_open_files)
         set_compaction_style(opts, rocksdb_compaction, space_amplification_percent)
         try:
             # column_families too: given only ``options``, rocksdict reopens an

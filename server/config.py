@@ -48,6 +48,8 @@ with defaults::
                                         # set_compaction_style; either opens the other's data)
     max_space_amplification_percent = 100  # universal: files may hold this much more than
                                            # the live data before a full merge (>= 1)
+    rocksdb_max_open_files = 384        # table files RocksDB keeps open (>= 20); the
+                                        # connection limits leave these free
 
     [tls]                      # absent: plaintext. Present: the node serves and dials ONLY TLS
     ca_file = "tls/ca.pem"     # required: verifies peers (always) and clients (client_auth)
@@ -98,7 +100,9 @@ from raftlog.log.features import BASELINE_LOG_FORMAT, LOG_FORMAT
 from raftlog.log.store import (
     DEFAULT_ROCKSDB_COMPACTION,
     DEFAULT_SPACE_AMPLIFICATION_PERCENT,
+    MIN_ROCKSDB_MAX_OPEN_FILES,
     ROCKSDB_COMPACTION_STYLES,
+    ROCKSDB_MAX_OPEN_FILES,
 )
 
 from .acl import User, pattern_problem
@@ -323,6 +327,10 @@ class StorageConfig:
 
     rocksdb_compaction: str = DEFAULT_ROCKSDB_COMPACTION
     max_space_amplification_percent: int = DEFAULT_SPACE_AMPLIFICATION_PERCENT
+    # Table files RocksDB keeps open (its max_open_files): reads of tables beyond
+    # it reopen them. The connection limits are fitted to leave these, and 128
+    # more, free of connections (server/open_files.py).
+    rocksdb_max_open_files: int = ROCKSDB_MAX_OPEN_FILES
 
 
 @dataclass(slots=True, frozen=True)
@@ -840,8 +848,14 @@ def _parse_storage(reader: _Reader) -> StorageConfig:
     amplification = reader.positive_int(
         "max_space_amplification_percent", DEFAULT_SPACE_AMPLIFICATION_PERCENT
     )
+    max_open_files = reader.positive_int("rocksdb_max_open_files", ROCKSDB_MAX_OPEN_FILES)
+    if max_open_files < MIN_ROCKSDB_MAX_OPEN_FILES:
+        raise reader.fail(
+            "rocksdb_max_open_files",
+            f"must be >= {MIN_ROCKSDB_MAX_OPEN_FILES} (RocksDB's least), got {max_open_files}",
+        )
     reader.check_unknown()
-    return StorageConfig(style, amplification)
+    return StorageConfig(style, amplification, max_open_files)
 
 
 def _parse_snapshots(reader: _Reader) -> SnapshotConfig:
@@ -1115,6 +1129,7 @@ def render_config(cfg: ClusterConfig) -> str:
             "[storage]",
             f"rocksdb_compaction = {_q(cfg.storage.rocksdb_compaction)}",
             f"max_space_amplification_percent = {cfg.storage.max_space_amplification_percent}",
+            f"rocksdb_max_open_files = {cfg.storage.rocksdb_max_open_files}",
         ]
     if cfg.tls is not None:
         lines += ["", "[tls]", f"ca_file = {_q(str(cfg.tls.ca_file))}"]

@@ -26,7 +26,7 @@ from .listener import serve
 from .log_format import LogFormats, LogFormatUpgrade
 from .metrics import Metrics, serve_metrics
 from .offsets_retention import OffsetsRetention
-from .open_files import fit_to_open_files_limit
+from .open_files import fit_to_open_files_limit, reserved_fds
 from .retention import RetentionManager
 from .transport import PeerTransport
 
@@ -75,11 +75,13 @@ async def run_node(
         write_buffer_bytes=staggered_write_buffer_bytes(position, len(cfg.nodes)),
         rocksdb_compaction=cfg.storage.rocksdb_compaction,
         space_amplification_percent=cfg.storage.max_space_amplification_percent,
+        max_open_files=cfg.storage.rocksdb_max_open_files,
     )
     # After the store opened, so its descriptors are counted (server/open_files.py).
     # A copy: the caller's config keeps the limits its file gave (the [auth] it
     # shares is still the one a reload updates in place).
-    cfg = dataclasses.replace(cfg, limits=fit_to_open_files_limit(cfg.limits, node_id))
+    reserved = reserved_fds(cfg.storage.rocksdb_max_open_files)
+    cfg = dataclasses.replace(cfg, limits=fit_to_open_files_limit(cfg.limits, node_id, reserved))
     driver: MultiRaft | None = None
     held = ExitStack()  # the CPU latency request, released after the store closes
     try:

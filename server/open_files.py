@@ -12,7 +12,9 @@ defences, both at start-up:
   alone, while the hard limit is far higher.
 - ``fit_connection_limits`` lowers ``max_client_connections`` and
   ``max_pending_connections`` if the soft limit cannot hold them beside the
-  descriptors already open and ``RESERVED_FDS``, and the node logs it. A
+  descriptors already open and the reserve (``reserved_fds``: RocksDB's
+  table cache, ``[storage] rocksdb_max_open_files``, and 128 more), and the
+  node logs it. A
   client beyond the fitted limit is then told NOT_AVAILABLE (and tries
   another node) instead of taking a descriptor RocksDB would need.
 """
@@ -31,10 +33,19 @@ from .metrics import descriptors_in_use
 
 log = logging.getLogger(__name__)
 
-# Descriptors kept free of connections: RocksDB's table cache, and 128 for
-# its logs and manifest, peer links (a dialled and an accepted one per peer),
-# snapshot transfers and metrics scrapes.
-RESERVED_FDS = ROCKSDB_MAX_OPEN_FILES + 128
+# Descriptors kept free of connections beside RocksDB's table cache: its logs
+# and manifest, peer links (a dialled and an accepted one per peer), snapshot
+# transfers and metrics scrapes.
+RESERVED_BESIDE_TABLES = 128
+
+
+def reserved_fds(rocksdb_max_open_files: int) -> int:
+    """Descriptors kept free of connections, for a table cache of that size."""
+    return rocksdb_max_open_files + RESERVED_BESIDE_TABLES
+
+
+# The reserve with the default table cache.
+RESERVED_FDS = reserved_fds(ROCKSDB_MAX_OPEN_FILES)
 _NR_OPEN = Path("/proc/sys/fs/nr_open")  # Linux's ceiling for any process
 
 
@@ -64,13 +75,15 @@ def _nr_open() -> int | None:
         return None
 
 
-def fit_connection_limits(limits: Limits, soft_limit: int, in_use: int) -> Limits:
+def fit_connection_limits(
+    limits: Limits, soft_limit: int, in_use: int, reserved: int = RESERVED_FDS
+) -> Limits:
     """``limits`` with the two connection limits lowered, if need be, so that
     they fit under ``soft_limit`` beside ``in_use`` descriptors and
-    ``RESERVED_FDS``. Their ratio is kept; each stays at least 1. An
+    ``reserved`` ones. Their ratio is kept; each stays at least 1. An
     address's share of the pending bound shrinks with it, so that one host's
     flood still cannot take the whole of it (server/pending_connections.py)."""
-    available = soft_limit - in_use - RESERVED_FDS
+    available = soft_limit - in_use - reserved
     wanted = limits.max_client_connections + limits.max_pending_connections
     if wanted <= available:
         return limits
@@ -87,14 +100,14 @@ def fit_connection_limits(limits: Limits, soft_limit: int, in_use: int) -> Limit
     )
 
 
-def fit_to_open_files_limit(limits: Limits, node_id: str) -> Limits:
+def fit_to_open_files_limit(limits: Limits, node_id: str, reserved: int = RESERVED_FDS) -> Limits:
     """The node's connection limits for this process's descriptor limit,
     with a warning naming the fix when they had to be lowered."""
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         return limits
     in_use = descriptors_in_use() or 0  # not Linux: assume few
-    fitted = fit_connection_limits(limits, soft, in_use)
+    fitted = fit_connection_limits(limits, soft, in_use, reserved)
     if fitted != limits:
         log.warning(
             "event=connection_limits_lowered node=%s open_files_limit=%d in_use=%d "
@@ -102,7 +115,7 @@ def fit_to_open_files_limit(limits: Limits, node_id: str) -> Limits:
             "max_pending_connections_per_address=%d->%d "
             "fix='raise the open files limit (ulimit -n, systemd LimitNOFILE=) or lower "
             "[limits] max_client_connections'",
-            node_id, soft, in_use, RESERVED_FDS,
+            node_id, soft, in_use, reserved,
             limits.max_client_connections, fitted.max_client_connections,
             limits.max_pending_connections, fitted.max_pending_connections,
             limits.max_pending_connections_per_address,

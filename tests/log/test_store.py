@@ -75,6 +75,15 @@ def test_compaction_style_reaches_rocksdb_and_either_opens_the_others_data(
         assert [e.index for e in s.group(7).entries(1, 31)] == list(range(1, 31))
 
 
+def test_the_table_cache_size_reaches_rocksdb(data_dir: Path) -> None:
+    with NodeStore.open(data_dir, cluster="test", node_id="n1"):
+        pass
+    assert _recorded_option(data_dir, "max_open_files") == "384"
+    with NodeStore.open(data_dir, cluster="test", node_id="n1", max_open_files=1000):
+        pass
+    assert _recorded_option(data_dir, "max_open_files") == "1000"
+
+
 def test_an_unknown_compaction_style_is_refused(data_dir: Path) -> None:
     with pytest.raises(ValueError, match="compaction style"):
         NodeStore.open(data_dir, cluster="test", node_id="n1", rocksdb_compaction="fifo")

@@ -263,6 +263,17 @@ def test_storage_defaults_to_leveled_compaction_and_checks_its_keys(tmp_path: Pa
     assert "storage.compaction is not a known key" in load_error(tmp_path, typo)
 
 
+def test_rocksdbs_open_files_are_a_setting_with_rocksdbs_least(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).storage.rocksdb_max_open_files == 384
+    cfg = load_config(write(tmp_path, GOOD + "[storage]\nrocksdb_max_open_files = 5000\n"))
+    assert cfg.storage == StorageConfig("level", 100, 5000)
+    assert load_config(write(tmp_path, render_config(cfg))).storage == cfg.storage
+    few = GOOD + "[storage]\nrocksdb_max_open_files = 19\n"
+    assert "storage.rocksdb_max_open_files must be >= 20 (RocksDB's least), got 19" in (
+        load_error(tmp_path, few)
+    )
+
+
 def test_max_log_format_is_optional_checked_and_caps_the_builds(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, GOOD)).log_format == LOG_FORMAT
     held = GOOD.replace('name = "local"', 'name = "local"\nmax_log_format = 1')

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from raftlog.client.protocol import FrameDecoder, encode_frame, hello
-from raftlog.server.config import Limits, load_config
-from raftlog.server.open_files import RESERVED_FDS, fit_connection_limits
+from raftlog.server.config import Limits, StorageConfig, load_config
+from raftlog.server.open_files import RESERVED_FDS, fit_connection_limits, reserved_fds
 
 from .test_cli_node import RAFTLOG, write_config
 
@@ -106,13 +106,17 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.integration
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/limits")
+@pytest.mark.parametrize("table_cache", [None, 100])
 def test_a_node_under_a_low_limit_raises_it_and_refuses_clients_beyond_what_fits(
-    tmp_path: Path,
+    tmp_path: Path, table_cache: int | None
 ) -> None:
     """Soft 256, hard 700: the node lifts its soft limit to 700, lowers
-    max_client_connections to what fits beside RocksDB's reserve, and answers
-    the client one past it NOT_AVAILABLE while serving the others."""
-    path = write_config(tmp_path, nodes=1)
+    max_client_connections to what fits beside RocksDB's reserve (its table
+    cache, [storage] rocksdb_max_open_files, and 128 more), and answers the
+    client one past it NOT_AVAILABLE while serving the others."""
+    storage = StorageConfig() if table_cache is None else StorageConfig(rocksdb_max_open_files=100)
+    reserve = reserved_fds(storage.rocksdb_max_open_files)
+    path = write_config(tmp_path, nodes=1, storage=storage)
     port = load_config(path).nodes[0].port
     log_file = tmp_path / "n1.log"
     with log_file.open("wb") as out:
@@ -130,7 +134,8 @@ def test_a_node_under_a_low_limit_raises_it_and_refuses_clients_beyond_what_fits
         lowered = re.search(r"max_client_connections=4096->(\d+)", log_file.read_text())
         assert lowered, log_file.read_text()
         fitted = int(lowered.group(1))
-        assert 0 < fitted < 700 - RESERVED_FDS
+        assert f"reserved={reserve} " in log_file.read_text()
+        assert 0 < fitted < 700 - reserve
 
         for i in range(fitted):
             sock, reply = _client_hello(port, f"c{i}")
