@@ -14,9 +14,10 @@ defences, both at start-up:
   ``max_pending_connections`` if the soft limit cannot hold them beside the
   descriptors already open and the reserve (``reserved_fds``: RocksDB's
   table cache, ``[storage] rocksdb_max_open_files``, and 128 more), and the
-  node logs it. A
-  client beyond the fitted limit is then told NOT_AVAILABLE (and tries
-  another node) instead of taking a descriptor RocksDB would need.
+  node logs it. A client beyond the fitted limit is then told NOT_AVAILABLE
+  (and tries another node) instead of taking a descriptor RocksDB would need.
+  Overrides of an address's pending share are not lowered: the fitted node
+  bound still holds every address.
 """
 
 from __future__ import annotations
