@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch, encode_record_rows
 from raftlog.log.commands import CompactRecords, Produce, TruncatePrefix
-from raftlog.log.compaction import map_cost, plan_sweep, produced_batch_problem
+from raftlog.log.compaction import SweepPlan, map_cost, plan_sweep, produced_batch_problem
 from raftlog.log.store import NodeStore
 from raftlog.raft.types import ConfState
 from raftlog.server.compaction import LastSweep, sweep_due, sweep_end
@@ -38,22 +38,39 @@ def records(plog: Log) -> list[tuple[int, bytes | None, bytes | None]]:
     return out
 
 
-def sweep(plog: Log, *, tombstones_before_ms: int | None = None, chunk_bytes: int = 1 << 20) -> int:
-    """Plan a sweep of the whole partition and apply its chunks; records removed."""
+def plan_whole(
+    plog: Log,
+    *,
+    tombstones_before_ms: int | None = None,
+    chunk_bytes: int = 1 << 20,
+    map_bytes: int | None = None,
+) -> SweepPlan:
+    """Plan a sweep of the whole partition (it may stop short at ``map_bytes``)."""
     sm = plog.sm
-    plan = plan_sweep(
+    return plan_sweep(
         sm,
         start=sm.start_offset,
         end=sm.next_offset,
         tombstones_before_ms=tombstones_before_ms,
         chunk_bytes=chunk_bytes,
+        map_bytes=map_bytes,
     )
+
+
+def apply_plan(plog: Log, plan: SweepPlan) -> int:
+    """Apply a plan's chunks, each of which must succeed; records removed."""
     removed = 0
     for chunk in plan.chunks:
         (result,) = plog.run(chunk)
         assert result.ok, result.message
         removed += result.compacted
     return removed
+
+
+def sweep(plog: Log, *, tombstones_before_ms: int | None = None, chunk_bytes: int = 1 << 20) -> int:
+    """Plan a sweep of the whole partition and apply its chunks; records removed."""
+    plan = plan_whole(plog, tombstones_before_ms=tombstones_before_ms, chunk_bytes=chunk_bytes)
+    return apply_plan(plog, plan)
 
 
 @pytest.fixture
@@ -87,16 +104,29 @@ def test_a_sweep_maps_only_the_keys_of_records_not_swept_yet(plog: Log) -> None:
     plog.run(kv([(b"k%d" % i, b"old") for i in range(50)]))  # 0-49
     assert sweep(plog) == 0
     plog.run(kv([(b"k7", b"new"), (b"fresh", b"1")]))  # 50-51
-    sm = plog.sm
-    plan = plan_sweep(sm, start=0, end=sm.next_offset, tombstones_before_ms=None)
+    plan = plan_whole(plog)
     assert (plan.mapped_keys, plan.map_bytes) == (2, map_cost(b"k7") + map_cost(b"fresh"))
     assert (plan.records, plan.removable, plan.map_full) == (52, 1, False)
-    for chunk in plan.chunks:
-        plog.run(chunk)
+    assert apply_plan(plog, plan) == 1
     assert [(o, k) for o, k, _ in records(plog) if k in (b"k7", b"fresh")] == [
         (50, b"k7"),
         (51, b"fresh"),
     ]
+
+
+def test_a_sweep_ends_after_the_batch_that_fills_its_map(plog: Log) -> None:
+    """The map stops at the first batch boundary at or past its bound: that batch's
+    keys all go in, the next batch is left to the next sweep."""
+    plog.run(kv([(b"a", b"1"), (b"b", b"1")]))  # 0-1
+    plog.run(kv([(b"a", b"2"), (b"c", b"1")]))  # 2-3
+    plog.run(kv([(b"b", b"2")]))  # 4
+    first = plan_whole(plog, map_bytes=map_cost(b"a") + 1)  # full after batch 0's two keys
+    assert (first.end, first.map_full, first.mapped_keys) == (2, True, 2)
+    assert apply_plan(plog, first) == 0  # nothing below 2 has a later record in the map
+    second = plan_whole(plog, map_bytes=3 * map_cost(b"a"))  # holds a and c, then b
+    assert (second.end, second.map_full, second.mapped_keys) == (5, False, 3)
+    assert apply_plan(plog, second) == 2  # a@0 and b@1
+    assert [(o, k) for o, k, _ in records(plog)] == [(2, b"a"), (3, b"c"), (4, b"b")]
 
 
 def test_a_reader_from_inside_a_removed_run_gets_the_next_record(plog: Log) -> None:
@@ -345,18 +375,10 @@ def test_sweeps_with_a_bounded_map_end_where_one_unbounded_sweep_does(
         while True:
             rounds += 1
             assert rounds <= len(batches) + 1, "bounded sweeps did not move on"
-            plan = plan_sweep(
-                sm,
-                start=sm.start_offset,
-                end=sm.next_offset,
-                tombstones_before_ms=horizon,
-                map_bytes=map_bytes,
-            )
+            plan = plan_whole(bounded, tombstones_before_ms=horizon, map_bytes=map_bytes)
             largest_batch = max(map_cost(b"k") * len(pairs) for pairs in batches)
             assert plan.map_bytes < map_bytes + largest_batch
-            for chunk in plan.chunks:
-                (result,) = bounded.run(chunk)
-                assert result.ok, result.message
+            apply_plan(bounded, plan)
             assert sm.compacted_below == plan.end
             if not plan.map_full:
                 assert plan.end == sm.next_offset
