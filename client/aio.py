@@ -41,7 +41,7 @@ import ssl
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,7 @@ from .protocol import (
 )
 from .replica_reads import check_consistency, read_from_replicas, replica_topic_meta
 from .tls import TLSConfig, client_context
+from .users import user_fields
 
 log = logging.getLogger(__name__)
 
@@ -1464,6 +1465,84 @@ class AsyncClient:
             except RaftlogError as exc:
                 views[node_id] = {"node": node_id, "error": str(exc)}
         return views
+
+    # Users kept in the metadata log (client/users.py). Each needs a user with
+    # ``cluster = true`` (or a client_tokens token).
+
+    async def create_user(
+        self,
+        name: str,
+        *,
+        token: str | None = None,
+        read: Iterable[str] = (),
+        write: Iterable[str] = (),
+        admin: Iterable[str] = (),
+        groups: Iterable[str] = (),
+        cluster: bool = False,
+        tls_names: Iterable[str] = (),
+        requests_per_sec: float | None = None,
+        produce_bytes_per_sec: float | None = None,
+        max_connections: int | None = None,
+    ) -> dict[str, Any]:
+        """Create user ``name``, known by ``token`` (``users.generate_token()``
+        makes one) and/or the names of its TLS client certificate. Returns the
+        user as ``list_users`` shows it. UserExistsError if there is one."""
+        grants = {"read": read, "write": write, "admin": admin, "groups": groups}
+        settings = {
+            "cluster": cluster,
+            "tls_names": list(tls_names) or None,
+            "requests_per_sec": requests_per_sec,
+            "produce_bytes_per_sec": produce_bytes_per_sec,
+            "max_connections": max_connections,
+        }
+        fields = {"name": name, "user": user_fields(token, grants, settings)}
+        # Not idempotent: a retry after an unknown outcome could answer USER_EXISTS.
+        reply = await self._call("user_create", fields, idempotent=False, server_timeout=True)
+        return dict(reply.get("user") or {})
+
+    async def alter_user(
+        self,
+        name: str,
+        *,
+        token: str | None = None,
+        read: Iterable[str] | None = None,
+        write: Iterable[str] | None = None,
+        admin: Iterable[str] | None = None,
+        groups: Iterable[str] | None = None,
+        cluster: bool | None = None,
+        tls_names: Iterable[str] | None = None,
+        requests_per_sec: float | None = None,
+        produce_bytes_per_sec: float | None = None,
+        max_connections: int | None = None,
+        remove: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Change what is given (None: unchanged; a grant given replaces that
+        list). ``token``: a new token, and the old one stops working at once,
+        on open connections too. ``remove``: quotas to drop (``requests_per_sec``,
+        ``produce_bytes_per_sec``, ``max_connections``). UnknownUserError if
+        there is no such user."""
+        grants = {"read": read, "write": write, "admin": admin, "groups": groups}
+        settings = {
+            "cluster": cluster,
+            "tls_names": None if tls_names is None else list(tls_names),
+            "requests_per_sec": requests_per_sec,
+            "produce_bytes_per_sec": produce_bytes_per_sec,
+            "max_connections": max_connections,
+        }
+        fields = {"name": name, "user": user_fields(token, grants, settings, remove)}
+        # Idempotent: the same changes applied twice leave the same user.
+        reply = await self._call("user_alter", fields, idempotent=True, server_timeout=True)
+        return dict(reply.get("user") or {})
+
+    async def delete_user(self, name: str) -> None:
+        """Delete user ``name``; its connections are refused from their next request."""
+        await self._call("user_delete", {"name": name}, idempotent=False, server_timeout=True)
+
+    async def list_users(self) -> list[dict[str, Any]]:
+        """Every user: those of the metadata log (``source`` "metadata") and the
+        answering node's cluster.toml ones ("file"). No tokens, no hashes."""
+        reply = await self._call("user_list", {}, idempotent=True)
+        return list(reply.get("users") or [])
 
     async def member_list(self) -> list[dict[str, Any]]:
         reply = await self._call("member_list", {}, idempotent=True)

@@ -47,6 +47,9 @@ class ErrorCode(StrEnum):
     # GROUP_ID_NOT_FOUND), or it still has members (Kafka's NON_EMPTY_GROUP).
     UNKNOWN_GROUP = "UNKNOWN_GROUP"
     GROUP_NOT_EMPTY = "GROUP_NOT_EMPTY"
+    # raftlog user create / alter / delete (users kept in the metadata log).
+    USER_EXISTS = "USER_EXISTS"
+    UNKNOWN_USER = "UNKNOWN_USER"
 
 
 # Codes after which the request certainly had no effect and may be retried freely.
@@ -206,6 +209,20 @@ class GroupNotEmptyError(RaftlogError):
     code = ErrorCode.GROUP_NOT_EMPTY
 
 
+class UserExistsError(RaftlogError):
+    """``create_user``: a user of that name is already kept in the metadata log
+    (``alter_user`` changes it). Nothing changed."""
+
+    code = ErrorCode.USER_EXISTS
+
+
+class UnknownUserError(RaftlogError):
+    """``alter_user`` / ``delete_user``: the metadata log keeps no user of that
+    name (users of a node's cluster.toml are changed in the file). Nothing changed."""
+
+    code = ErrorCode.UNKNOWN_USER
+
+
 class ConnectionLostError(RaftlogError):
     """The connection closed before a reply: for writes the outcome is unknown."""
 
@@ -258,6 +275,8 @@ _BY_CODE: dict[ErrorCode, type[RaftlogError]] = {
         FencedError,
         FencedInstanceIdError,
         UnknownGroupError,
+        UserExistsError,
+        UnknownUserError,
         GroupNotEmptyError,
     )
 }

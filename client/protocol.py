@@ -330,6 +330,17 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         # group 0; "group" or "metadata": only that half.
         _f("phase", str, False),
     ),
+    # Users kept in the metadata log (log/users.py, server/user_ops.py). ``user``
+    # holds a [[auth.user]] table's keys, with ``token_sha256`` (the SHA-256 of
+    # the token, hex) for ``token``. user_alter changes only the keys given (a
+    # None value removes one). Both reply {user: {name, source, token: bool,
+    # read, write, admin, groups, cluster, tls_names, ...quotas}}.
+    "user_create": (_f("name", str), _f("user", dict), _f("timeout_ms", int, False)),
+    "user_alter": (_f("name", str), _f("user", dict), _f("timeout_ms", int, False)),
+    "user_delete": (_f("name", str), _f("timeout_ms", int, False)),
+    # {users: [as above, from the metadata log and the answering node's file],
+    #  authenticates_clients: bool}
+    "user_list": (),
     # Consumer groups (server/group_ops.py), answered by the metadata group's
     # leader (the coordinator). group_join replies {member_id, generation,
     # state, partitions, confirmed}; partitions is None while the group is

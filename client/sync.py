@@ -248,6 +248,20 @@ class Client:
     def cluster_status(self, node: str | None = None) -> dict[str, Any]:
         return self._call(self._async.cluster_status, node)
 
+    def create_user(self, name: str, **settings: Any) -> dict[str, Any]:
+        """AsyncClient.create_user (keyword arguments as there)."""
+        return self._call(self._async.create_user, name, **settings)
+
+    def alter_user(self, name: str, **changes: Any) -> dict[str, Any]:
+        """AsyncClient.alter_user (keyword arguments as there)."""
+        return self._call(self._async.alter_user, name, **changes)
+
+    def delete_user(self, name: str) -> None:
+        return self._call(self._async.delete_user, name)
+
+    def list_users(self) -> list[dict[str, Any]]:
+        return self._call(self._async.list_users)
+
     def member_list(self) -> list[dict[str, Any]]:
         return self._call(self._async.member_list)
 

@@ -43,6 +43,8 @@ class CommandKind(IntEnum):
     SET_CONSUMER_GROUP = 16  # a consumer group's formed generation, or its going empty
     ALTER_TOPIC = 17  # more partitions and/or config changes (raftlog topic alter)
     SET_LOG_FORMAT = 18  # the cluster's log format rises (log/features.py)
+    SET_USER = 19  # create or alter a user kept in the metadata (log/users.py)
+    DELETE_USER = 20
 
 
 RetryKey = tuple[int, int | None, int]
@@ -285,6 +287,27 @@ class SetLogFormat:
     KIND = CommandKind.SET_LOG_FORMAT
 
 
+@dataclass(slots=True, frozen=True)
+class SetUser:
+    """Create user ``name`` with ``record`` (``create``: refused if it exists), or
+    alter it (refused if it does not): ``record``'s keys replace the stored
+    ones and a None value removes one, so an alter without ``token_sha256``
+    keeps the token. Log format DYNAMIC_USERS (log/features.py)."""
+
+    name: str
+    record: dict[str, Any]
+    create: bool
+
+    KIND = CommandKind.SET_USER
+
+
+@dataclass(slots=True, frozen=True)
+class DeleteUser:
+    name: str
+
+    KIND = CommandKind.DELETE_USER
+
+
 Command = (
     Produce
     | CommitOffset
@@ -301,6 +324,8 @@ Command = (
     | SetConsumerGroup
     | AlterTopic
     | SetLogFormat
+    | SetUser
+    | DeleteUser
 )
 
 _CLASSES: dict[int, type] = {
@@ -321,6 +346,8 @@ _CLASSES: dict[int, type] = {
         SetConsumerGroup,
         AlterTopic,
         SetLogFormat,
+        SetUser,
+        DeleteUser,
     )
 }
 
@@ -344,6 +371,8 @@ _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     SetConsumerGroup: (_STR, _STR, _INT, _INT, (list, False), (bool, False)),
     AlterTopic: (_STR, _INT, (dict, False)),
     SetLogFormat: (_INT,),
+    SetUser: (_STR, (dict, False), (bool, False)),
+    DeleteUser: (_STR,),
 }
 
 

@@ -37,14 +37,18 @@ COMMIT_STAMPS = 2
 # applying an AlterTopic, and would not enforce it while leading: the key may
 # only be set once every node knows it (``TOPIC_CONFIG_FORMATS``).
 TOPIC_MESSAGE_LIMIT = 3
+# Users kept in the metadata log (log/users.py): the SetUser and DeleteUser
+# commands, which an older node could not decode.
+DYNAMIC_USERS = 4
 
 # The highest format this build reads and writes.
-LOG_FORMAT = TOPIC_MESSAGE_LIMIT
+LOG_FORMAT = DYNAMIC_USERS
 
 FORMAT_CHANGES: dict[int, str] = {
     BASELINE_LOG_FORMAT: "every command as before log formats existed",
     COMMIT_STAMPS: "committed offsets carry their commit time (offsets retention by commit time)",
     TOPIC_MESSAGE_LIMIT: "topic config max_message_bytes",
+    DYNAMIC_USERS: "users kept in the metadata log (raftlog user create)",
 }
 
 # Topic config keys added after log formats existed, and the format from which

@@ -1,9 +1,9 @@
 """The metadata state machine: the cluster's controller group (group 0, like Kafka's KRaft).
 
 It holds the registered nodes, the topics with their partitions' Raft group ids
-and replica sets, the producer id counter, and every consumer group's last
+and replica sets, the producer id counter, every consumer group's last
 formed generation (server/group_coordinator.py loads them on a controller
-change). Every decision that must agree
+change), and the users kept in the log (log/users.py). Every decision that must agree
 across nodes is made here at APPLY time from replicated state only: group ids
 are handed out from ``next_group_id``, and replicas are placed from the sorted
 registered node ids, so every replica of group 0 computes the same placement.
@@ -34,16 +34,19 @@ from .commands import (
     CommandError,
     CreateTopic,
     DeleteTopic,
+    DeleteUser,
     GroupMemberEntry,
     RegisterNode,
     SetConsumerGroup,
     SetLogFormat,
     SetPartitionReplicas,
+    SetUser,
     UnregisterNode,
     decode_entry_commands,
 )
-from .features import BASELINE_LOG_FORMAT, LOG_FORMAT, TOPIC_CONFIG_FORMATS
+from .features import BASELINE_LOG_FORMAT, DYNAMIC_USERS, LOG_FORMAT, TOPIC_CONFIG_FORMATS
 from .store import NodeStore
+from .users import clashing_user, merged_record, user_name_problem, user_record_problem
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ __all__ = [
     "SetConsumerGroup",
     "SetLogFormat",
     "SetPartitionReplicas",
+    "SetUser",
+    "DeleteUser",
     "TopicInfo",
     "topic_config_format_problem",
     "topic_config_problem",
@@ -212,6 +217,10 @@ class MetadataStateMachine:
         self.consumer_groups: dict[str, ConsumerGroupInfo] = {}
         # The format every replica of every group may write (log/features.py).
         self.log_format = BASELINE_LOG_FORMAT
+        # User name -> its record (log/users.py). Replaced, never changed in
+        # place, on every change: a reader holding it sees one state, and
+        # server/metadata_users.py sees a change by the object changing.
+        self.users: dict[str, dict[str, Any]] = {}
         value = store.db.get(keys.sm_meta(group_id, keys.SmField.APPLIED))
         if value is not None:
             try:
@@ -285,6 +294,8 @@ class MetadataStateMachine:
             return self._alter_topic(cmd)
         if isinstance(cmd, SetLogFormat):
             return self._set_log_format(cmd)
+        if isinstance(cmd, SetUser | DeleteUser):
+            return self._change_user(cmd)
         return _fail(ErrorCode.INVALID_REQUEST, f"{type(cmd).__name__} is not a metadata op")
 
     def _register_node(self, cmd: RegisterNode) -> MetaResult:
@@ -512,6 +523,39 @@ class MetadataStateMachine:
         )
         return MetaResult()
 
+    def _change_user(self, cmd: SetUser | DeleteUser) -> MetaResult:
+        """Create, alter or delete a user. Every rule is checked here, on the merged
+        record, so that every replica stores the same users whatever a handler
+        (on a node whose metadata lagged) let through."""
+        if self.log_format < DYNAMIC_USERS:
+            return _fail(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"users in the metadata log need log format {DYNAMIC_USERS}, and this "
+                f"cluster is at {self.log_format}: every node must run a raftlog version "
+                f"that reads format {DYNAMIC_USERS} first (raftlog cluster status)",
+            )
+        problem = user_name_problem(cmd.name)
+        if problem is not None:
+            return _fail(ErrorCode.INVALID_REQUEST, problem)
+        old = self.users.get(cmd.name)
+        if isinstance(cmd, DeleteUser):
+            if old is None:
+                return _fail(ErrorCode.UNKNOWN_USER, f"no user {cmd.name!r} in the metadata")
+            self.users = {n: r for n, r in self.users.items() if n != cmd.name}
+            log.info("event=user_deleted user=%s", cmd.name)
+            return MetaResult()
+        if cmd.create and old is not None:
+            return _fail(ErrorCode.USER_EXISTS, f"user {cmd.name!r} already exists")
+        if not cmd.create and old is None:
+            return _fail(ErrorCode.UNKNOWN_USER, f"no user {cmd.name!r} in the metadata")
+        record = merged_record(old or {}, cmd.record)
+        problem = user_record_problem(record) or clashing_user(self.users, cmd.name, record)
+        if problem is not None:
+            return _fail(ErrorCode.INVALID_REQUEST, f"user {cmd.name!r}: {problem}")
+        self.users = {**self.users, cmd.name: dict(sorted(record.items()))}
+        log.info("event=user_%s user=%s", "created" if old is None else "altered", cmd.name)
+        return MetaResult()
+
     # ---- snapshots ----------------------------------------------------------------------
 
     def snapshot_state(self) -> bytes:
@@ -537,6 +581,9 @@ class MetadataStateMachine:
                     for _, g in sorted(self.consumer_groups.items())
                 ],
                 "log_format": self.log_format,
+                # Only once there are users: a state without them stays readable
+                # by builds that know no users (log formats below DYNAMIC_USERS).
+                **({"users": dict(sorted(self.users.items()))} if self.users else {}),
             },
             use_bin_type=True,
         )
@@ -556,6 +603,8 @@ class MetadataStateMachine:
         }
         # Absent in a state written before log formats existed: the baseline.
         self.log_format = obj.get("log_format", BASELINE_LOG_FORMAT)
+        # Absent in a state written before users were kept in the log.
+        self.users = dict(obj.get("users", {}))
         # Absent in the state of a node written before consumer groups were persisted.
         self.consumer_groups = {
             name: ConsumerGroupInfo(

@@ -45,20 +45,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+# Re-exported: config.py checks [[auth.user]] patterns with it, as the metadata
+# state machine checks those of users kept in the log.
+from raftlog.log.users import pattern_problem as pattern_problem
+
 
 class Permission(StrEnum):
     READ = "read"
     WRITE = "write"
     ADMIN = "admin"
-
-
-def pattern_problem(pattern: object) -> str | None:
-    """Why ``pattern`` is not a valid topic or group pattern (None: it is)."""
-    if not isinstance(pattern, str) or not pattern:
-        return "must be a non-empty string"
-    if "*" in pattern[:-1]:
-        return f"{pattern!r}: '*' may only end a pattern (a prefix match)"
-    return None
 
 
 def matches(patterns: Iterable[str], name: str) -> bool:
@@ -94,6 +89,28 @@ class User:
     # these names (a DNS or email SAN, or the subject CN) and sends no token is
     # this user, as NATS's verify_and_map and Kafka's SSL principals do.
     tls_names: tuple[str, ...] = ()
+    # A user kept in the metadata log (log/users.py, server/metadata_users.py)
+    # is known by its token's SHA-256 (hex) instead of the token itself.
+    token_sha256: str | None = None
+
+    @classmethod
+    def from_record(cls, name: str, record: dict[str, Any]) -> User:
+        """A user kept in the metadata log; ``record`` passed
+        ``log.users.user_record_problem`` when it was applied."""
+        return cls(
+            name=name,
+            token=None,
+            read=tuple(record.get("read", ())),
+            write=tuple(record.get("write", ())),
+            admin=tuple(record.get("admin", ())),
+            groups=tuple(record.get("groups", ())),
+            cluster=record.get("cluster", False),
+            requests_per_sec=record.get("requests_per_sec"),
+            produce_bytes_per_sec=record.get("produce_bytes_per_sec"),
+            max_connections=record.get("max_connections"),
+            tls_names=tuple(record.get("tls_names", ())),
+            token_sha256=record.get("token_sha256"),
+        )
 
     def may(self, permission: Permission, topic: str) -> bool:
         return matches(self.patterns(permission), topic)
@@ -213,6 +230,11 @@ RULES: dict[str, Rule] = {
     "leader_transfer": _cluster,
     "metadata_leader_transfer": _cluster,
     "partition_reassign": _cluster,
+    # Users kept in the metadata log: like Kafka's ALTER on the cluster resource.
+    "user_create": _cluster,
+    "user_alter": _cluster,
+    "user_delete": _cluster,
+    "user_list": _cluster,
     # Only another node's snapshot transfer may use it; the handler checks that
     # (server/snapshot_transfer.py), whoever the user is.
     "replica_fetch": _everyone,

@@ -243,6 +243,11 @@ class AuthConfig:
     _by_tls_name: dict[str, User] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # The users' names: a user kept in the metadata log under one of them is
+    # shadowed by the file's (server/metadata_users.py).
+    user_names: frozenset[str] = field(
+        default_factory=frozenset, init=False, repr=False, compare=False
+    )
     # Bumped by every reload: an open connection whose generation is older
     # checks its token again before its next request (server/listener.py).
     generation: int = field(default=0, init=False, compare=False)
@@ -253,6 +258,7 @@ class AuthConfig:
     def __post_init__(self) -> None:
         # Derived from users (and rebuilt by replace_clients).
         self._by_tls_name = {n.lower(): user for user in self.users for n in user.tls_names}
+        self.user_names = frozenset(u.name for u in self.users)
         canonical = json.dumps(
             [sorted(self.client_tokens), sorted(repr(u) for u in self.users)]
         ).encode()

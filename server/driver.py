@@ -78,6 +78,7 @@ from .clock_skew import CLOCK_FRAME_EVERY_S, NodeClock, clock_frame, wall_time
 from .config import LEASE_MARGIN_TICKS
 from .groups import METADATA_GROUP, Group, GroupKind, Proposal
 from .log_throttle import LogThrottle
+from .metadata_users import MetadataUsers
 from .producer_order import hold_early_batches, in_sequence_order
 from .snapshots import SnapshotManager
 from .waiters import Outcome, Waiter
@@ -238,6 +239,8 @@ class MultiRaft:
         # Snapshots, compaction, catch-up by snapshot (server/snapshots.py);
         # inert until its background task runs (server/node.py).
         self.snapshots = SnapshotManager(self)
+        # The metadata log's users, as the listener authenticates them.
+        self.metadata_users = MetadataUsers()
 
     # ------------------------------------------------------------ setup
 
@@ -250,6 +253,7 @@ class MultiRaft:
             log.info("event=bootstrap group=0 voters=%s", ",".join(conf.voters))
         meta_sm = MetadataStateMachine(self.store)
         self._add_group(METADATA_GROUP, GroupKind.METADATA, meta_sm)
+        self.metadata_users.follow(meta_sm.users)
         membership.sync_peers(self)
         self._desired = dict(self._groups_for_me())
         for gid in sorted(on_disk - {METADATA_GROUP}):
@@ -1222,6 +1226,7 @@ class MultiRaft:
             group.notify_applied()
         if meta_applied:
             self._reconcile_groups()
+            self.metadata_users.follow(self.metadata.users)
             membership.sync_peers(self)
 
     def _apply_group(self, group: Group, rd: Ready, batch: Any) -> None:

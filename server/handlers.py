@@ -55,6 +55,7 @@ from .replica_reads import (
     wait_for_offset,
 )
 from .snapshot_transfer import serve_replica_fetch
+from .user_ops import UserOps
 from .waiters import Outcome
 
 log = logging.getLogger("raftlog.handlers")
@@ -143,6 +144,8 @@ class RequestHandlers:
         # Consumer group coordination (group_join/heartbeat/leave/describe).
         self.group_ops = GroupOps(self)
         self._ops.update(self.group_ops.handlers())
+        # Users kept in the metadata log (raftlog user).
+        self._ops.update(UserOps(self).handlers())
 
     async def handle(self, ctx: Any, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         fn = self._ops.get(op)
@@ -747,6 +750,8 @@ class RequestHandlers:
             "fingerprint": auth.fingerprint,
             "users": len(auth.users),
             "client_tokens": len(auth.client_tokens),
+            # Those of the metadata log, as this node has applied them.
+            "metadata_users": len(self.driver.metadata_users.users),
         }
 
     async def config_reload(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:

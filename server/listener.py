@@ -67,6 +67,7 @@ from .connection_sweeper import ConnectionSweeper
 from .errors import HandlerError
 from .log_format import LogFormats
 from .log_throttle import LogThrottle
+from .metadata_users import MetadataUsers
 from .metrics import Metrics
 from .pending_connections import PendingConnections
 from .tls import RevocationWatch, TLSAcceptor, cert_identities, peer_cert_problem
@@ -274,6 +275,9 @@ class Listener:
     # Closes idle and revoked client connections (server/connection_sweeper.py);
     # its task runs in ``serve``. None: connections are not swept.
     sweeper: ConnectionSweeper | None = None
+    # The users kept in the metadata log (server/metadata_users.py), followed by
+    # the driver; ``serve`` passes the node's.
+    metadata_users: MetadataUsers = field(default_factory=MetadataUsers)
     # Connections not past their hello, bounded by closing the oldest
     # (server/pending_connections.py). Set by ``create``.
     pending: PendingConnections = field(init=False)
@@ -313,6 +317,12 @@ class Listener:
             start_request=start_request,
             sweeper=ConnectionSweeper.for_limit(cfg.limits.connections_max_idle_ms, metrics),
         )
+
+    @property
+    def auth_generation(self) -> int:
+        """Moves whenever a credential may have changed: an [auth] reload or a
+        change of the metadata log's users. Open connections compare it."""
+        return self.cfg.auth.generation + self.metadata_users.generation
 
     def __post_init__(self) -> None:
         limits = self.cfg.limits
@@ -440,6 +450,7 @@ async def serve(
     start_request: RequestStarter | None = None,
     on_peer_connected: Callable[[str], None] | None = None,
     log_formats: LogFormats | None = None,
+    metadata_users: MetadataUsers | None = None,
     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept clients and peers on this node's address until cancelled.
@@ -458,6 +469,8 @@ async def serve(
     )
     listener.on_peer_connected = on_peer_connected
     listener.log_formats = log_formats
+    if metadata_users is not None:
+        listener.metadata_users = metadata_users
     # None: trio's default, the largest backlog the system allows.
     backlog = cfg.limits.listen_backlog or None
     listeners = await trio.open_tcp_listeners(node.port, host=node.host, backlog=backlog)
@@ -700,7 +713,7 @@ def _check_hello(
         )
         if replica and cfg.auth.peer_token is not None:
             return "replica", ident, None  # proven by the peer token: no client token needed
-        user = _client_user(cfg, credential, peer_cert)
+        user = _client_user(cfg, credential, peer_cert, shared.metadata_users)
         return ("replica" if replica else role), ident, user
     if cluster != cfg.name:
         raise _Reject(
@@ -778,15 +791,21 @@ def _check_peer_log_format(shared: Listener, ident: str, peer_format: Any) -> No
 
 
 def _client_user(
-    cfg: ClusterConfig, credential: Any, peer_cert: dict[str, Any] | None = None
+    cfg: ClusterConfig,
+    credential: Any,
+    peer_cert: dict[str, Any] | None = None,
+    metadata_users: MetadataUsers | None = None,
 ) -> User | None:
     """The user a client credential names (None: a full-access client_tokens
     token, or no client authentication); _Reject UNAUTHORIZED when it names nobody.
 
     A token, when sent, decides. Without one, a verified TLS client certificate
     (``peer_cert``, [tls] client_auth) names the user whose ``tls_names`` holds
-    one of its names. Tokens are compared in constant time, and every one is
-    compared, so the reply's timing does not tell how much of a guess was right."""
+    one of its names. cluster.toml's users come first, then those kept in the
+    metadata log (``metadata_users``). The file's tokens are compared in
+    constant time, and every one is compared, so the reply's timing does not
+    tell how much of a guess was right; the log's are found by their SHA-256,
+    whose lookup tells nothing about the token either."""
     auth = cfg.auth
     if not auth.authenticates_clients:
         return None
@@ -795,11 +814,13 @@ def _client_user(
     if not (isinstance(credential, str) and credential) and peer_cert:
         names = cert_identities(peer_cert)
         found = auth.user_of_cert(names)
+        if found is None and metadata_users is not None:
+            found = metadata_users.user_of_cert(names, auth.user_names)
         if found is not None:
             return found
         raise _Reject(
             ErrorCode.UNAUTHORIZED,
-            "no client credential, and the TLS client certificate names no [[auth.user]] "
+            "no client credential, and the TLS client certificate names no user "
             f"(its names: {', '.join(names) or 'none'})",
         )
     if isinstance(credential, str) and credential:
@@ -810,6 +831,9 @@ def _client_user(
         for token in auth.client_tokens:
             if hmac.compare_digest(given, token.encode()):
                 valid = True
+        if not valid and metadata_users is not None:
+            found = metadata_users.user_of_token(given, auth.user_names)
+            valid = found is not None
     if not valid:
         raise _Reject(ErrorCode.UNAUTHORIZED, "missing or invalid client credential")
     return found
@@ -932,7 +956,7 @@ class _ClientConnection:
         # (token, TLS certificate) the hello authenticated with (None: no client
         # authentication), checked again whenever [auth] was reloaded since.
         self.credential = credential
-        self.auth_generation = shared.cfg.auth.generation
+        self.auth_generation = shared.auth_generation
         self.revoked: str | None = None  # why every request is refused from now on
         # [tls] crl_file: a reload's CRL may revoke the client's certificate.
         self.tls_watch = tls_watch
@@ -1002,7 +1026,7 @@ class _ClientConnection:
         if self.tls_watch is not None and self.tls_watch.revoked():
             self._certificate_revoked()
             return
-        if self.credential is not None and self.shared.cfg.auth.generation != self.auth_generation:
+        if self.credential is not None and self.shared.auth_generation != self.auth_generation:
             self._reauthenticate()
 
     def close_by_node(self, reason: str) -> None:
@@ -1086,22 +1110,25 @@ class _ClientConnection:
         handlers.start_soon(self._handle, req_id, op, fields)
 
     def _reauthenticate(self) -> None:
-        """[auth] was reloaded (server/auth_reload.py): check this connection's
-        token against it, as a new hello would be. Still valid: the connection
+        """[auth] was reloaded (server/auth_reload.py), or the metadata log's users
+        changed (server/metadata_users.py): check this connection's credential
+        again, as a new hello would be. Still valid: the connection
         serves on with the grants and quotas its token has now. Revoked or
         rotated away: every request is refused from now on, so a leaked token
         stops working on the connections already made with it too."""
         if self.revoked is not None:
             return
-        self.auth_generation = self.shared.cfg.auth.generation
+        self.auth_generation = self.shared.auth_generation
         old = self.ctx.user
         try:
-            self.ctx.user = _client_user(self.shared.cfg, *self.credential)
+            users = self.shared.metadata_users
+            self.ctx.user = _client_user(self.shared.cfg, *self.credential, users)
         except _Reject:
             who = f"user {old.name!r}" if old is not None else "a client_tokens token"
             self.revoked = (
-                f"the credential this connection authenticated with ({who}) is no longer "
-                "in [auth]: it was revoked or rotated; reconnect with a current one"
+                f"the credential this connection authenticated with ({who}) names no user "
+                "any more: it was revoked or rotated ([auth], or raftlog user delete or "
+                "alter --rotate-token); reconnect with a current one"
             )
             ctx = self.ctx
             log.warning("event=connection_token_revoked conn=%d remote=%s client_id=%s",

@@ -138,6 +138,7 @@ async def run_node(
                             on_peer_msgs=driver.on_peer_msgs,
                             on_peer_connected=transport.redial,
                             log_formats=log_formats,
+                            metadata_users=driver.metadata_users,
                             metrics=metrics,
                             task_status=task_status,
                         )

@@ -16,11 +16,13 @@ from raftlog.log.commands import (
     CreateTopic,
     DeleteOffset,
     DeleteTopic,
+    DeleteUser,
     ExpireProducers,
     Produce,
     RegisterNode,
     SetLogFormat,
     SetPartitionReplicas,
+    SetUser,
     TruncatePrefix,
     decode_entry_commands,
     encode_entry_commands,
@@ -48,6 +50,10 @@ commands = st.one_of(
     st.just(AllocProducerId()),
     st.builds(SetPartitionReplicas, text, ints, st.lists(text, max_size=4).map(tuple)),
     st.builds(SetLogFormat, ints),
+    st.builds(
+        SetUser, text, st.dictionaries(text, st.lists(text, max_size=2) | text), st.booleans()
+    ),
+    st.builds(DeleteUser, text),
 )
 
 

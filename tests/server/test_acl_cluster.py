@@ -253,7 +253,8 @@ async def test_a_reload_takes_new_users_grants_and_revocations(cfg: ClusterConfi
                 # Billing removed: its open connection is refused from now on.
                 rewrite(OPS)
                 reload_auth(live)
-                with pytest.raises(UnauthorizedError, match=r"user 'billing'.* no longer in"):
+                revoked = r"user 'billing'.* names no user any more"
+                with pytest.raises(UnauthorizedError, match=revoked):
                     await billing.fetch("billing.orders", 0, 0, max_wait=0)
                 fetched = await ops.fetch("billing.orders", 0, 0, max_wait=0)
                 assert [r.value for r in fetched.records] == [b"before"]
@@ -285,6 +286,7 @@ async def test_a_rotated_token_stops_working_on_open_connections(
                     "fingerprint": live.auth.fingerprint,
                     "users": 4,
                     "client_tokens": 1,
+                    "metadata_users": 0,
                 }
                 auth = AuthConfig(peer_token="peer-secret", users=(OPS, rotated, SLOW, CAPPED))
                 path.write_text(render_config(replace(live, auth=auth)))
@@ -341,7 +343,7 @@ async def test_a_client_certificate_names_its_user(tmp_path: Path) -> None:
                 with pytest.raises(ForbiddenError, match="user 'billing' may not produce"):
                     await billing.produce("payments", b"p", partition=0)
             async with tls_client("stranger") as stranger:
-                with pytest.raises(UnauthorizedError, match=r"names no \[\[auth\.user\]\]"):
+                with pytest.raises(UnauthorizedError, match=r"names no user"):
                     await stranger.list_topics()
             # The billing certificate with ops' token: the token decides.
             async with tls_client("billing", OPS.token) as both:

@@ -1,0 +1,56 @@
+"""Users kept in the cluster's metadata log, from the client's side.
+
+``AsyncClient.create_user`` and ``alter_user`` send a user's grants with the
+SHA-256 of its token, never the token: the node stores the hash (server
+log/users.py), and the token itself crosses the wire only in the hellos of the
+user's own connections. Tokens should be random (``generate_token``): an
+unsalted hash of a guessable password could be reversed from a copy of a
+node's data directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+# 32 random bytes, URL-safe base64 (43 characters): as Kafka's delegation tokens.
+TOKEN_BYTES = 32
+# alter_user(remove=...): the optional keys a user may lose.
+REMOVABLE_KEYS = ("requests_per_sec", "produce_bytes_per_sec", "max_connections")
+
+
+def generate_token() -> str:
+    """A new random client token."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def token_sha256(token: str) -> str:
+    """What the cluster keeps of ``token`` (hex)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def user_fields(
+    token: str | None,
+    grants: dict[str, Iterable[str] | None],
+    settings: dict[str, Any],
+    remove: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The ``user`` map of a user_create / user_alter request: the given grants
+    (lists of patterns) and settings (None: not given), and a None for each key
+    to remove."""
+    out: dict[str, Any] = {}
+    if token is not None:
+        out["token_sha256"] = token_sha256(token)
+    for key, patterns in grants.items():
+        if patterns is not None:
+            out[key] = list(patterns)
+    for key, value in settings.items():
+        if value is not None:
+            out[key] = value
+    for key in remove:
+        if key not in REMOVABLE_KEYS:
+            raise ValueError(f"cannot remove {key!r}; removable: {', '.join(REMOVABLE_KEYS)}")
+        out[key] = None
+    return out

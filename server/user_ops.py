@@ -1,0 +1,208 @@
+"""Handlers for user_create, user_alter, user_delete and user_list: tenants kept
+in the metadata log (log/users.py), managed with ``raftlog user``.
+
+Writes go to the metadata group's leader (NOT_LEADER elsewhere; the client
+follows it) and are answered once applied there; every other node applies
+them from the log (server/metadata_users.py). Each is checked here first for
+a clear message, and again by the state machine, which alone decides.
+
+What only a node can check, since the state machine knows nothing of any
+node's cluster.toml: the cluster must authenticate clients, and a user kept
+in the log may not take a name, a token or a certificate name of the file's
+users (checked against the answering node's file; the file's user wins on a
+node whose file says otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from raftlog.client.errors import ErrorCode
+from raftlog.log.commands import DeleteUser, SetUser
+from raftlog.log.features import DYNAMIC_USERS
+from raftlog.log.users import (
+    RECORD_KEYS,
+    clashing_user,
+    merged_record,
+    user_name_problem,
+    user_record_problem,
+)
+
+from .errors import HandlerError, raise_outcome, raise_result_error
+from .groups import METADATA_GROUP
+from .metadata_users import token_digest
+
+Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+DEFAULT_TIMEOUT_S = 10.0
+# A write waits this long at most for the cluster's log format to reach
+# DYNAMIC_USERS when this node's build reads it: a cluster just started (or
+# just upgraded) raises its format within a round of its controller's check
+# (server/log_format.py), and `raftlog cluster up; raftlog user create` should
+# not fail in that moment.
+FORMAT_WAIT_S = 5.0
+
+
+def _deadline(fields: dict[str, Any]) -> float:
+    timeout_ms = fields.get("timeout_ms")
+    seconds = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else DEFAULT_TIMEOUT_S
+    return trio.current_time() + seconds
+
+
+def user_json(name: str, record: dict[str, Any], source: str) -> dict[str, Any]:
+    """A user as ``user_list`` shows it: grants and quotas, never a token or its hash."""
+    out: dict[str, Any] = {
+        "name": name,
+        "source": source,
+        "token": record.get("token_sha256") is not None or record.get("token") is not None,
+        "cluster": record.get("cluster", False),
+    }
+    for key in ("read", "write", "admin", "groups", "tls_names"):
+        out[key] = list(record.get(key, ()))
+    for key in ("requests_per_sec", "produce_bytes_per_sec", "max_connections"):
+        if record.get(key) is not None:
+            out[key] = record[key]
+    return out
+
+
+def _file_user_json(user: Any) -> dict[str, Any]:
+    fields = {
+        key: getattr(user, key)
+        for key in (
+            "token", "read", "write", "admin", "groups", "cluster", "tls_names",
+            "requests_per_sec", "produce_bytes_per_sec", "max_connections",
+        )
+    }  # fmt: skip
+    return user_json(user.name, fields, "file")
+
+
+class UserOps:
+    """The user_* handlers of one node (server/handlers.py routes to them)."""
+
+    def __init__(self, handlers: Any) -> None:
+        self.h = handlers
+        self.driver = handlers.driver
+        self.cfg = handlers.cfg
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "user_create": self.user_create,
+            "user_alter": self.user_alter,
+            "user_delete": self.user_delete,
+            "user_list": self.user_list,
+        }
+
+    async def user_create(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        name, record = fields["name"], dict(fields["user"])
+        await self._check_writable(name, fields)
+        self._check_record(name, record, self.driver.metadata.users)
+        return await self._propose(SetUser(name, record, True), fields)
+
+    async def user_alter(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        """Change the keys given; a None value removes one (a quota), and without
+        ``token_sha256`` the token stays."""
+        name, changes = fields["name"], dict(fields["user"])
+        await self._check_writable(name, fields)
+        if not changes:
+            raise HandlerError(ErrorCode.INVALID_REQUEST, "user_alter: nothing to change")
+        unknown = sorted(k for k in changes if k not in RECORD_KEYS)
+        if unknown:
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                f"unknown user keys {unknown} (known: {', '.join(RECORD_KEYS)})",
+            )
+        users = self.driver.metadata.users
+        if name in users:  # else the state machine answers UNKNOWN_USER
+            self._check_record(name, merged_record(users[name], changes), users)
+        return await self._propose(SetUser(name, changes, False), fields)
+
+    async def user_delete(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        await self._check_writable(fields["name"], fields)
+        await self._propose(DeleteUser(fields["name"]), fields)
+        return {}
+
+    async def user_list(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        """The metadata log's users (linearizable) and this node's file users.
+        A log user whose name the file also has is ``shadowed``: the file's wins."""
+        await self.h._meta_sync()
+        file_names = self.cfg.auth.user_names
+        users = [_file_user_json(u) for u in self.cfg.auth.users]
+        for name, record in sorted(self.driver.metadata.users.items()):
+            shown = user_json(name, record, "metadata")
+            if name in file_names:
+                shown["shadowed"] = True
+            users.append(shown)
+        return {
+            "users": sorted(users, key=lambda u: (u["name"], u["source"])),
+            "authenticates_clients": self.cfg.auth.authenticates_clients,
+        }
+
+    # ------------------------------------------------------------ checks
+
+    async def _check_writable(self, name: str, fields: dict[str, Any]) -> None:
+        """What every write needs: the metadata leader, a cluster that
+        authenticates clients and reads the format, and a name the file does
+        not hold."""
+        self.h._require_meta_leader()
+        wait_until = min(_deadline(fields), trio.current_time() + FORMAT_WAIT_S)
+        while self.driver.metadata.log_format < DYNAMIC_USERS <= self.cfg.log_format:
+            if not await self.driver.wait_changed(wait_until):
+                break
+        auth = self.cfg.auth
+        if not auth.authenticates_clients or auth.peer_token is None:
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                "this cluster does not authenticate clients: users kept in the metadata "
+                "log need cluster.toml's [auth] with a peer_token and a credential for "
+                "the operator (client_tokens or an [[auth.user]] with cluster = true)",
+            )
+        log_format = self.driver.metadata.log_format
+        if log_format < DYNAMIC_USERS:
+            raise HandlerError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"users in the metadata log need log format {DYNAMIC_USERS}, and this "
+                f"cluster is at {log_format}: every node must run a raftlog version that "
+                f"reads format {DYNAMIC_USERS} first (raftlog cluster status)",
+            )
+        problem = user_name_problem(name)
+        if problem is not None:
+            raise HandlerError(ErrorCode.INVALID_REQUEST, problem)
+        if name in auth.user_names:
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                f"user {name!r} is an [[auth.user]] of cluster.toml: change it in the file "
+                "(and raftlog cluster reload)",
+            )
+
+    def _check_record(
+        self, name: str, record: dict[str, Any], users: dict[str, dict[str, Any]]
+    ) -> None:
+        problem = user_record_problem(record) or clashing_user(users, name, record)
+        if problem is None:
+            problem = self._file_clash(record)
+        if problem is not None:
+            raise HandlerError(ErrorCode.INVALID_REQUEST, f"user {name!r}: {problem}")
+
+    def _file_clash(self, record: dict[str, Any]) -> str | None:
+        """A token or certificate name that already names a principal of the file."""
+        auth = self.cfg.auth
+        digest = record.get("token_sha256")
+        if digest is not None:
+            tokens = [u.token for u in auth.users if u.token is not None]
+            tokens += [*auth.client_tokens, *([auth.peer_token] if auth.peer_token else [])]
+            if any(token_digest(t) == digest for t in tokens):
+                return "that token is already in use in cluster.toml's [auth]"
+        for tls_name in record.get("tls_names", ()):
+            owner = auth.user_of_cert([tls_name.lower()])
+            if owner is not None:
+                return f"tls_names {tls_name!r} already names [[auth.user]] {owner.name!r}"
+        return None
+
+    async def _propose(self, command: SetUser | DeleteUser, fields: dict[str, Any]) -> dict:
+        deadline = _deadline(fields)
+        result = raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
+        raise_result_error(result)
+        record = self.driver.metadata.users.get(command.name)
+        return {"user": user_json(command.name, record, "metadata")} if record else {}

@@ -1,0 +1,205 @@
+"""Users kept in the metadata log (log/users.py): what a record may hold, and how
+the metadata state machine creates, alters and deletes them, deterministically,
+across restarts and snapshots, and only once the cluster's log format allows."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from raftlog.client.errors import ErrorCode
+from raftlog.log.commands import DeleteUser, SetLogFormat, SetUser
+from raftlog.log.features import DYNAMIC_USERS
+from raftlog.log.metadata import MetadataStateMachine
+from raftlog.log.store import NodeStore
+from raftlog.log.users import merged_record, user_record_problem
+
+from .test_metadata import Meta
+
+DIGEST_A = hashlib.sha256(b"token-a").hexdigest()
+DIGEST_B = hashlib.sha256(b"token-b").hexdigest()
+BILLING = {"token_sha256": DIGEST_A, "read": ["billing.*"], "write": ["billing.orders"]}
+
+
+@pytest.fixture
+def meta(store: NodeStore) -> Iterator[Meta]:
+    meta = Meta(store)
+    meta.run(SetLogFormat(DYNAMIC_USERS))
+    yield meta
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        ({}, "needs a token or tls_names"),
+        ({"token_sha256": "ABC"}, "64 lowercase hex"),
+        ({"token_sha256": DIGEST_A.upper()}, "64 lowercase hex"),
+        ({"token_sha256": DIGEST_A, "token": "x"}, "unknown user key 'token'"),
+        ({"token_sha256": DIGEST_A, "read": "billing.*"}, "read must be a list"),
+        ({"token_sha256": DIGEST_A, "write": ["a*b"]}, "write[0] 'a*b': '*' may only end"),
+        ({"token_sha256": DIGEST_A, "groups": [""]}, "groups[0] must be a non-empty string"),
+        ({"token_sha256": DIGEST_A, "cluster": 1}, "cluster must be true or false"),
+        ({"token_sha256": DIGEST_A, "requests_per_sec": 0}, "requests_per_sec must be a number"),
+        ({"token_sha256": DIGEST_A, "produce_bytes_per_sec": True}, "must be a number > 0"),
+        ({"token_sha256": DIGEST_A, "max_connections": 1.5}, "max_connections must be an int"),
+        ({"tls_names": [7]}, "tls_names[0] must be a non-empty string"),
+        ({"token_sha256": DIGEST_A, "read": ["x"] * 1001}, "at most 1000"),
+        ([], "must be a map"),
+    ],
+)
+def test_a_bad_record_is_refused_with_what_is_wrong(record: Any, problem: str) -> None:
+    found = user_record_problem(record)
+    assert found is not None and problem in found
+
+
+def test_good_records_pass() -> None:
+    assert user_record_problem(BILLING) is None
+    assert user_record_problem({"tls_names": ["billing.example.com"], "cluster": True}) is None
+    assert user_record_problem({**BILLING, "requests_per_sec": 2.5, "max_connections": 3}) is None
+
+
+def test_create_alter_and_delete(meta: Meta) -> None:
+    (created,) = meta.run(SetUser("billing", BILLING, True))
+    assert created.ok
+    assert meta.sm.users["billing"] == dict(sorted(BILLING.items()))
+    (again,) = meta.run(SetUser("billing", BILLING, True))
+    assert again.error is ErrorCode.USER_EXISTS
+    # An alter changes the keys given and keeps the token; None removes a key.
+    meta.run(SetUser("billing", {"requests_per_sec": 5}, False))
+    (altered,) = meta.run(SetUser("billing", {"write": [], "requests_per_sec": None}, False))
+    assert altered.ok
+    assert meta.sm.users["billing"] == {
+        "read": ["billing.*"],
+        "token_sha256": DIGEST_A,
+        "write": [],
+    }
+    (deleted,) = meta.run(DeleteUser("billing"))
+    assert deleted.ok and meta.sm.users == {}
+    (unknown,) = meta.run(DeleteUser("billing"))
+    assert unknown.error is ErrorCode.UNKNOWN_USER
+    (missing,) = meta.run(SetUser("billing", {"read": []}, False))
+    assert missing.error is ErrorCode.UNKNOWN_USER
+
+
+def test_every_change_replaces_the_users_dict(meta: Meta) -> None:
+    # server/metadata_users.py notices a change by the dict being another object.
+    before = meta.sm.users
+    meta.run(SetUser("billing", BILLING, True))
+    created = meta.sm.users
+    assert created is not before and before == {}
+    meta.run(SetUser("nobody", BILLING, False))  # refused: nothing changes
+    assert meta.sm.users is created
+
+
+def test_an_alter_that_would_leave_a_bad_record_is_refused(meta: Meta) -> None:
+    meta.run(SetUser("billing", BILLING, True))
+    (no_credential,) = meta.run(SetUser("billing", {"token_sha256": None}, False))
+    assert no_credential.error is ErrorCode.INVALID_REQUEST
+    assert "needs a token or tls_names" in no_credential.message
+    assert meta.sm.users["billing"]["token_sha256"] == DIGEST_A
+
+
+def test_a_token_or_certificate_name_names_one_user(meta: Meta) -> None:
+    meta.run(SetUser("billing", {**BILLING, "tls_names": ["Billing.example"]}, True))
+    (same_token,) = meta.run(SetUser("ops", {"token_sha256": DIGEST_A}, True))
+    assert same_token.error is ErrorCode.INVALID_REQUEST
+    assert "already user 'billing'" in same_token.message
+    (same_cert,) = meta.run(SetUser("ops", {"tls_names": ["billing.EXAMPLE"]}, True))
+    assert same_cert.error is ErrorCode.INVALID_REQUEST
+    assert "tls_names ['billing.example'] already name user 'billing'" in same_cert.message
+    # A user may keep its own token when altered.
+    (own,) = meta.run(SetUser("billing", {"token_sha256": DIGEST_A, "read": []}, False))
+    assert own.ok
+    assert sorted(meta.sm.users) == ["billing"]
+
+
+def test_a_bad_name_is_refused(meta: Meta) -> None:
+    (spaced,) = meta.run(SetUser("bad name", BILLING, True))
+    assert spaced.error is ErrorCode.INVALID_REQUEST and "bad user name" in spaced.message
+    (empty,) = meta.run(DeleteUser(""))
+    assert empty.error is ErrorCode.INVALID_REQUEST
+
+
+def test_users_wait_for_the_log_format(store: NodeStore) -> None:
+    meta = Meta(store)
+    meta.run(SetLogFormat(DYNAMIC_USERS - 1))
+    (early,) = meta.run(SetUser("billing", BILLING, True))
+    assert early.error is ErrorCode.UNSUPPORTED_VERSION
+    assert f"need log format {DYNAMIC_USERS}" in early.message
+    assert meta.sm.users == {}
+    meta.run(SetLogFormat(DYNAMIC_USERS))
+    (created,) = meta.run(SetUser("billing", BILLING, True))
+    assert created.ok
+
+
+def test_users_survive_a_restart_and_a_snapshot(
+    store: NodeStore, data_dir: Path, meta: Meta, tmp_path: Path
+) -> None:
+    meta.run(SetUser("billing", BILLING, True), SetUser("ops", {"token_sha256": DIGEST_B}, True))
+    data = meta.sm.snapshot_state()
+    expected = meta.sm.users
+    store.close()
+    with NodeStore.open(data_dir, cluster="test", node_id="n1") as reopened:
+        assert MetadataStateMachine(reopened).users == expected
+    with NodeStore.open(tmp_path / "other", cluster="test", node_id="n2") as other:
+        sm = MetadataStateMachine(other)
+        batch = other.new_batch()
+        sm.restore_state(data, batch)
+        other.write(batch)
+        assert sm.users == expected
+        assert sm.snapshot_state() == data
+
+
+def test_a_state_without_users_has_no_users_key(meta: Meta) -> None:
+    # Builds from before users read such a state (and a snapshot of it).
+    assert "users" not in msgpack.unpackb(meta.sm.snapshot_state(), raw=False)
+    meta.run(SetUser("billing", BILLING, True))
+    assert "users" in msgpack.unpackb(meta.sm.snapshot_state(), raw=False)
+
+
+quota = st.none() | st.integers(1, 100)
+changes = st.fixed_dictionaries(
+    {},
+    optional={
+        "read": st.lists(st.sampled_from(["a", "b*", "*"]), max_size=2),
+        "cluster": st.booleans(),
+        "requests_per_sec": quota,
+        "max_connections": quota,
+        "token_sha256": st.sampled_from([DIGEST_A, DIGEST_B]),
+    },
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(["u1", "u2"]), changes), max_size=8))
+def test_alters_follow_the_merge_model(tmp_path_factory: Any, steps: list) -> None:
+    """Against a plain dict model: each alter merges, and the state machine takes
+    exactly the merges that leave a valid record with a token nobody else has."""
+    with NodeStore.open(tmp_path_factory.mktemp("d"), cluster="t", node_id="n1") as store:
+        meta = Meta(store)
+        meta.run(SetLogFormat(DYNAMIC_USERS))
+        meta.run(SetUser("u1", {"token_sha256": DIGEST_A}, True))
+        model: dict[str, dict[str, Any]] = {"u1": {"token_sha256": DIGEST_A}}
+        for name, change in steps:
+            (result,) = meta.run(SetUser(name, change, False))
+            if name not in model:
+                assert result.error is ErrorCode.UNKNOWN_USER
+                continue
+            merged = merged_record(model[name], change)
+            clash = any(
+                r.get("token_sha256") == merged.get("token_sha256")
+                for other, r in model.items()
+                if other != name
+            )
+            if user_record_problem(merged) is None and not clash:
+                assert result.ok
+                model[name] = merged
+            else:
+                assert result.error is ErrorCode.INVALID_REQUEST
+            assert meta.sm.users == model
