@@ -19,6 +19,7 @@ _SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("raftlog.server.cli_data", "produce"),
     ("raftlog.server.cli_data", "consume"),
     ("raftlog.server.cli_groups", "group_cli"),
+    ("raftlog.server.cli_users", "user_cli"),
     ("raftlog.server.cli_data", "bench"),
     ("raftlog.server.cli_ops", "member"),
     ("raftlog.server.cli_ops", "partition"),

@@ -1,0 +1,308 @@
+"""``raftlog user``: create, alter, delete and list the users kept in the
+cluster's metadata log (log/users.py), as Kafka's ``kafka-configs
+--alter --add-config SCRAM-...`` keeps SCRAM users in KRaft.
+
+    raftlog user create NAME [--read P]... [--write P]... [--admin P]... [--group P]...
+                             [--cluster] [--tls-name N]... [--requests-per-sec R]
+                             [--produce-bytes-per-sec R] [--max-connections N]
+                             [--token-stdin | --no-token]
+    raftlog user alter NAME [the same grants and quotas] [--cluster/--no-cluster]
+                            [--clear GRANT]... [--remove-quota KEY]...
+                            [--rotate-token | --token-stdin]
+    raftlog user delete NAME
+    raftlog user list [--json]
+
+Only a cluster that authenticates clients (cluster.toml ``[auth]`` with a
+``peer_token`` and ``client_tokens`` or ``[[auth.user]]``) keeps users, and
+only a caller with ``cluster = true`` (or a ``client_tokens`` token) may
+manage them: ``--token`` / ``RAFTLOG_TOKEN`` is the caller's credential, never
+the new user's. A new user's token is generated here (``create``, ``alter
+--rotate-token``) and printed once on stdout as ``token: <token>``; the
+cluster keeps only its SHA-256 and cannot show it again.
+
+Exit codes (see cli_common): 0 ok, 1 error reply from the cluster (e.g.
+USER_EXISTS, UNKNOWN_USER, FORBIDDEN), 2 usage error, 3 cluster unreachable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from raftlog.client.users import REMOVABLE_KEYS, generate_token
+
+from .cli_common import cluster_options, run_client
+from .cli_data import _TIMEOUT_OPTION, _client, _echo_json
+
+
+def _grant_options(*, altering: bool) -> Any:
+    """``--read``/``--write``/``--admin``/``--group``/``--tls-name`` and the quotas."""
+    replaces = " Replaces the user's whole list of them when given." if altering else ""
+    options = [
+        click.option("--read", "read", multiple=True, metavar="PATTERN",
+                     help=f"Topics the user may fetch from; repeatable ('*' ends a prefix)."
+                     f"{replaces}"),
+        click.option("--write", "write", multiple=True, metavar="PATTERN",
+                     help=f"Topics the user may produce to; repeatable.{replaces}"),
+        click.option("--admin", "admin", multiple=True, metavar="PATTERN",
+                     help=f"Topics the user may create, alter and delete; repeatable.{replaces}"),
+        click.option("--group", "groups", multiple=True, metavar="PATTERN",
+                     help=f"Consumer groups the user may use; repeatable.{replaces}"),
+        click.option("--tls-name", "tls_names", multiple=True, metavar="NAME",
+                     help="A name of the user's TLS client certificate (DNS or email SAN, or "
+                     f"subject CN): a client sending no token with it is this user.{replaces}"),
+        click.option("--requests-per-sec", type=click.FloatRange(min=0, min_open=True),
+                     default=None, help="At most this many requests a second, all the "
+                     "user's connections together."),
+        click.option("--produce-bytes-per-sec", type=click.FloatRange(min=0, min_open=True),
+                     default=None, help="At most this many produced bytes a second."),
+        click.option("--max-connections", type=click.IntRange(min=1), default=None,
+                     help="At most this many open connections on each node."),
+    ]  # fmt: skip
+
+    def apply(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+def _read_token_stdin() -> str:
+    """``--token-stdin``: the first line of stdin, stripped (a usage error if empty)."""
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise click.UsageError("--token-stdin: the first line of stdin is empty")
+    return token
+
+
+def _echo_token(token: str) -> None:
+    """The token on stdout, once, in a line a script can pick out (``token: ...``)."""
+    click.echo(f"token: {token}")
+    click.echo(
+        "store the token now: the cluster keeps only its SHA-256 and cannot show it again",
+        err=True,
+    )
+
+
+@click.group("user")
+def user_cli() -> None:
+    """Users kept in the metadata log: create, alter (grants, quotas, token), delete, list."""
+
+
+@user_cli.command("create")
+@click.argument("name")
+@_grant_options(altering=False)
+@click.option("--cluster", "cluster_grant", is_flag=True,
+              help="May operate the cluster (members, leaders, reloads, users).")  # fmt: skip
+@click.option("--token-stdin", is_flag=True,
+              help="Take the user's token from the first line of stdin instead of "
+              "generating one (nothing is printed of it).")  # fmt: skip
+@click.option("--no-token", is_flag=True,
+              help="No token: the user is known only by its --tls-name(s).")  # fmt: skip
+@cluster_options
+@_TIMEOUT_OPTION
+def user_create(
+    name: str,
+    read: tuple[str, ...],
+    write: tuple[str, ...],
+    admin: tuple[str, ...],
+    groups: tuple[str, ...],
+    tls_names: tuple[str, ...],
+    requests_per_sec: float | None,
+    produce_bytes_per_sec: float | None,
+    max_connections: int | None,
+    cluster_grant: bool,
+    token_stdin: bool,
+    no_token: bool,
+    config: Path | None,
+    bootstrap: str | None,
+    timeout: float,
+) -> None:
+    """Create user NAME with the grants given (none by default).
+
+    Prints "created user NAME", then, unless --token-stdin or --no-token, a
+    line "token: TOKEN" with the new user's generated token: the only time it
+    is shown (capture it with e.g. `sed -n 's/^token: //p'`). The user's
+    clients send it as their credential (RAFTLOG_TOKEN for this CLI).
+    This command's own --token / RAFTLOG_TOKEN is the caller's credential
+    (a user with cluster = true), not the new user's.
+    """
+    if token_stdin and no_token:
+        raise click.UsageError("give at most one of --token-stdin and --no-token")
+    if no_token and not tls_names:
+        raise click.UsageError(
+            "--no-token: a user without a token needs at least one --tls-name "
+            "(the names of its TLS client certificate)"
+        )
+    generated = not (token_stdin or no_token)
+    token = None if no_token else _read_token_stdin() if token_stdin else generate_token()
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> dict[str, Any]:
+        async with client:
+            return await client.create_user(
+                name, token=token, read=read, write=write, admin=admin, groups=groups,
+                cluster=cluster_grant, tls_names=tls_names, requests_per_sec=requests_per_sec,
+                produce_bytes_per_sec=produce_bytes_per_sec, max_connections=max_connections,
+            )  # fmt: skip
+
+    run_client(main)
+    click.echo(f"created user {name}")
+    if generated:
+        assert token is not None
+        _echo_token(token)
+
+
+@user_cli.command("alter")
+@click.argument("name")
+@_grant_options(altering=True)
+@click.option("--cluster/--no-cluster", "cluster_grant", default=None,
+              help="Allow / forbid operating the cluster (default: unchanged).")  # fmt: skip
+@click.option("--clear", "clear", multiple=True,
+              type=click.Choice(["read", "write", "admin", "group", "tls-name"]),
+              help="Empty that list of the user's (no grant left); repeatable.")  # fmt: skip
+@click.option("--remove-quota", "remove_quotas", multiple=True,
+              type=click.Choice(REMOVABLE_KEYS),
+              help="Drop that quota (no longer limited by it); repeatable.")  # fmt: skip
+@click.option("--rotate-token", is_flag=True,
+              help="Generate a new token and print it (\"token: TOKEN\"); the old one stops "
+              "working at once, on open connections too.")  # fmt: skip
+@click.option("--token-stdin", is_flag=True,
+              help="Replace the token with the first line of stdin (the old one stops "
+              "working at once).")  # fmt: skip
+@cluster_options
+@_TIMEOUT_OPTION
+def user_alter(
+    name: str,
+    read: tuple[str, ...],
+    write: tuple[str, ...],
+    admin: tuple[str, ...],
+    groups: tuple[str, ...],
+    tls_names: tuple[str, ...],
+    requests_per_sec: float | None,
+    produce_bytes_per_sec: float | None,
+    max_connections: int | None,
+    cluster_grant: bool | None,
+    clear: tuple[str, ...],
+    remove_quotas: tuple[str, ...],
+    rotate_token: bool,
+    token_stdin: bool,
+    config: Path | None,
+    bootstrap: str | None,
+    timeout: float,
+) -> None:
+    """Change user NAME: only what is given changes.
+
+    Each grant option given replaces that whole list (--read a --read b: the
+    user may read a and b, nothing else). Prints "altered user NAME", and with
+    --rotate-token the new token on a line "token: TOKEN", shown only this once.
+    """
+    if rotate_token and token_stdin:
+        raise click.UsageError("give at most one of --rotate-token and --token-stdin")
+    lists: dict[str, tuple[str, ...] | None] = {
+        "read": read, "write": write, "admin": admin, "group": groups, "tls-name": tls_names,
+    }  # fmt: skip
+    for option in clear:
+        if lists[option]:
+            raise click.UsageError(f"--clear {option} and --{option}: give one of them")
+    changed = {
+        key: (() if key in clear else values) if (values or key in clear) else None
+        for key, values in lists.items()
+    }
+    quotas = {
+        "requests_per_sec": requests_per_sec,
+        "produce_bytes_per_sec": produce_bytes_per_sec,
+        "max_connections": max_connections,
+    }
+    for key in remove_quotas:
+        if quotas[key] is not None:
+            flag = "--" + key.replace("_", "-")
+            raise click.UsageError(f"--remove-quota {key} and {flag}: give one of them")
+    given = [
+        *(v for v in changed.values() if v is not None),
+        *(v for v in quotas.values() if v is not None),
+    ]
+    if not (given or remove_quotas or rotate_token or token_stdin or cluster_grant is not None):
+        raise click.UsageError(
+            "nothing to alter: give a grant (--read, --write, --admin, --group, --tls-name, "
+            "--clear), --cluster/--no-cluster, a quota or --remove-quota, or a new token "
+            "(--rotate-token, --token-stdin)"
+        )
+    token = generate_token() if rotate_token else _read_token_stdin() if token_stdin else None
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> dict[str, Any]:
+        async with client:
+            return await client.alter_user(
+                name, token=token, read=changed["read"], write=changed["write"],
+                admin=changed["admin"], groups=changed["group"], cluster=cluster_grant,
+                tls_names=changed["tls-name"], remove=remove_quotas, **quotas,
+            )  # fmt: skip
+
+    run_client(main)
+    click.echo(f"altered user {name}")
+    if rotate_token:
+        assert token is not None
+        _echo_token(token)
+
+
+@user_cli.command("delete")
+@click.argument("name")
+@cluster_options
+@_TIMEOUT_OPTION
+def user_delete(name: str, config: Path | None, bootstrap: str | None, timeout: float) -> None:
+    """Delete user NAME; its open connections are refused from their next request."""
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> None:
+        async with client:
+            await client.delete_user(name)
+
+    run_client(main)
+    click.echo(f"deleted user {name}")
+
+
+def _patterns(values: list[str] | None) -> str:
+    return ",".join(values or ()) or "-"
+
+
+@user_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the users as JSON.")
+@cluster_options
+@_TIMEOUT_OPTION
+def user_list(as_json: bool, config: Path | None, bootstrap: str | None, timeout: float) -> None:
+    """Every user: those of the metadata log (SOURCE metadata) and the answering
+    node's cluster.toml ones (file). No tokens are shown, only whether there is one.
+    "(shadowed)": a metadata user whose name cluster.toml also has (the file's wins)."""
+    client = _client(config, bootstrap, timeout)
+
+    async def main() -> list[dict[str, Any]]:
+        async with client:
+            return await client.list_users()
+
+    users = run_client(main)
+    if as_json:
+        _echo_json(users)
+        return
+    header = ("NAME", "SOURCE", "TOKEN", "CLUSTER", "READ", "WRITE", "ADMIN", "GROUPS")
+    rows = [
+        (
+            u["name"],
+            u["source"],
+            "yes" if u.get("token") else "no",
+            "yes" if u.get("cluster") else "no",
+            _patterns(u.get("read")),
+            _patterns(u.get("write")),
+            _patterns(u.get("admin")),
+            _patterns(u.get("groups")),
+            "(shadowed)" if u.get("shadowed") else "",
+        )
+        for u in users
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [(*header, ""), *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
