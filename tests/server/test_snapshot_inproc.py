@@ -14,6 +14,8 @@ import pytest
 import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import decode_batch
+from raftlog.log.commands import SetLogFormat, SetUser
+from raftlog.log.features import DYNAMIC_USERS
 from raftlog.raft.types import Role
 from raftlog.server.compaction import CompactionManager
 from raftlog.server.config import AuthConfig, Limits
@@ -287,6 +289,13 @@ async def test_cut_off_node_learns_the_metadata_by_snapshot(cluster: SnapCluster
     )
     other = next(n for n in cluster.node_ids if n != meta_leader)
     cluster.net.isolate(other, [n for n in cluster.node_ids if n != other])
+    # A user kept in the metadata log (log/users.py), created before the entries the
+    # snapshot replaces: the node learns it from the snapshot, as its listener sees
+    # it (server/metadata_users.py).
+    ldriver = cluster.driver(meta_leader)
+    for command in (SetLogFormat(DYNAMIC_USERS), SetUser("late", {"token_sha256": "a" * 64}, True)):
+        outcome = await ldriver.submit(0, command).wait(trio.current_time() + 10)
+        assert outcome.error is None and outcome.value.ok
     names = [f"topic{i}" for i in range(3 * SNAP.entries)]
     for name in names:
         await cluster.call(meta_leader, "create_topic", topic=name, partitions=1, replicas=1)
@@ -302,6 +311,7 @@ async def test_cut_off_node_learns_the_metadata_by_snapshot(cluster: SnapCluster
     )
     assert odriver.snapshots.stats.get("snapshots_installed", 0) >= 1
     assert odriver.snapshots.stats.get("transfer_chunks", 0) == 0  # metadata has no records
+    assert [u.name for u in odriver.metadata_users.users] == ["late"]
     # The groups placed on it by the restored metadata exist here now.
     mine = set(odriver.metadata.groups_for(other))
     assert mine and mine <= set(odriver.groups)
