@@ -218,6 +218,8 @@ class Quotas:
             bucket = self._requests.get(key)
             if bucket is None:
                 bucket = self._requests[key] = TokenBucket.full(rate, now)
+            elif bucket.rate != rate:  # the user's quota changed (a reload, raftlog user)
+                bucket = self._requests[key] = bucket.retuned(rate, now)
             wait = bucket.take(1.0, now)
             if wait:
                 return "requests_per_sec", wait
@@ -228,6 +230,8 @@ class Quotas:
             bucket = self._produce.get(key)
             if bucket is None:
                 bucket = self._produce[key] = TokenBucket.full(rate, now)
+            elif bucket.rate != rate:
+                bucket = self._produce[key] = bucket.retuned(rate, now)
             wait = bucket.take(float(len(fields.get("records", b""))), now)
             if wait:
                 return "produce_bytes_per_sec", wait

@@ -25,6 +25,12 @@ class TokenBucket:
     def full(cls, rate: float, now: float) -> TokenBucket:
         return cls(rate, rate, now)
 
+    def retuned(self, rate: float, now: float) -> TokenBucket:
+        """The same bucket at a new ``rate`` (a user's quota altered): its balance,
+        debt included, carries over, capped at the new burst."""
+        self.take(0.0, now)  # refill up to now at the old rate
+        return TokenBucket(rate, min(rate, self.tokens), now)
+
     def full_at(self, now: float) -> bool:
         """Refilled to the brim by ``now``: indistinguishable from a fresh bucket."""
         return self.tokens + (now - self.stamp) * self.rate >= self.rate

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -186,6 +188,28 @@ def test_a_users_quota_is_shared_by_all_its_client_ids() -> None:
     assert quotas.check("user:t", "fetch", {}) is None
     clock.now += 1.0
     assert quotas.check("e", "fetch", {}, capped) is None  # refilled
+
+
+def test_a_users_altered_quota_applies_to_its_bucket_at_once() -> None:
+    """A reload or ``raftlog user alter`` changes a user's rate: its bucket takes the
+    new one at the next request instead of keeping the old until it refills."""
+    clock = Clock()
+    quotas = Quotas(QuotaConfig(), clock=clock)
+    slow = User(name="t", token="x", read=("*",), requests_per_sec=1.0)
+    assert quotas.check("a", "fetch", {}, slow) is None
+    assert quotas.check("a", "fetch", {}, slow) is not None
+    fast = replace(slow, requests_per_sec=100.0)
+    # The empty balance carries over, but refills at the new rate: a wait of
+    # 1/100 s, not the old rate's 1 s.
+    assert quotas.check("a", "fetch", {}, fast) == ("requests_per_sec", pytest.approx(0.01))
+    for _ in range(50):
+        clock.now += 0.01  # a refill of 1 token at 100/s each time
+        assert quotas.check("a", "fetch", {}, fast) is None
+    # Lowered again: the balance is capped at the new burst (1), so one more
+    # request passes and the next waits.
+    slower = replace(slow, requests_per_sec=1.0)
+    assert quotas.check("a", "fetch", {}, slower) is None
+    assert quotas.check("a", "fetch", {}, slower) is not None
 
 
 def test_a_user_without_its_own_rates_gets_the_clusters() -> None:
