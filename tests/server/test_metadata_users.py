@@ -25,6 +25,7 @@ from raftlog.server.config import AuthConfig, ClusterConfig
 
 from .cluster_harness import make_config
 from .rawclient import RawConn
+from .test_acl_cluster import client
 from .test_tls_cluster import DEADLINE_S, FAST, Nodes, running
 
 OPS = User("ops", "tok-ops", read=("*",), write=("*",), admin=("*",), groups=("*",), cluster=True)
@@ -35,10 +36,6 @@ AUTH = AuthConfig(peer_token="peer-secret", users=(OPS, VIEWER))
 @pytest.fixture
 def cfg(tmp_path: Path) -> ClusterConfig:
     return make_config(tmp_path, 3, **FAST, auth=AUTH)
-
-
-def client(cfg: ClusterConfig, token: str | None) -> AsyncClient:
-    return AsyncClient([n.address for n in cfg.nodes], credential=token, client_id="app")
 
 
 async def hello_on(port: int, token: str) -> bool:

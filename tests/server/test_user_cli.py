@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import trio
 from click.testing import CliRunner, Result
-from raftlog.client.aio import AsyncClient
 from raftlog.client.errors import ForbiddenError, UnauthorizedError
 from raftlog.server.acl import User
 from raftlog.server.cli import main
@@ -21,6 +20,7 @@ from raftlog.server.cli_common import EXIT_CLUSTER_ERROR, EXIT_OK, EXIT_USAGE, T
 from raftlog.server.config import AuthConfig, ClusterConfig
 
 from .cluster_harness import make_config
+from .test_acl_cluster import client
 from .test_tls_cluster import DEADLINE_S, FAST, running
 
 OPS = User("ops", "tok-ops", read=("*",), write=("*",), admin=("*",), groups=("*",), cluster=True)
@@ -48,10 +48,6 @@ async def cli(
         )
 
     return await trio.to_thread.run_sync(invoke)
-
-
-def client(cfg: ClusterConfig, token: str | None) -> AsyncClient:
-    return AsyncClient([n.address for n in cfg.nodes], credential=token, request_timeout=5.0)
 
 
 def printed_token(result: Result, name: str) -> str:
