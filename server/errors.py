@@ -9,10 +9,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import trio
 from raftlog.client.errors import ErrorCode
 
 if TYPE_CHECKING:
     from .waiters import Outcome
+
+
+# How long a request may take when it gives no ``timeout_ms``.
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+
+
+def request_deadline(fields: dict[str, Any], default_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> float:
+    """The trio deadline of a request: its ``timeout_ms`` when positive, else ``default_s``."""
+    timeout_ms = fields.get("timeout_ms")
+    seconds = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else default_s
+    return trio.current_time() + seconds
 
 
 class HandlerError(Exception):

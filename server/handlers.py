@@ -43,7 +43,13 @@ from .acl import visible_topics
 from .auth_reload import reload_node
 from .compaction import is_compacted
 from .driver import MultiRaft
-from .errors import HandlerError, out_of_range, raise_outcome, raise_result_error
+from .errors import (
+    HandlerError,
+    out_of_range,
+    raise_outcome,
+    raise_result_error,
+    request_deadline,
+)
 from .group_ops import GroupOps
 from .groups import METADATA_GROUP, Group
 from .membership_ops import MembershipOps
@@ -60,7 +66,6 @@ from .waiters import Outcome
 
 log = logging.getLogger("raftlog.handlers")
 
-DEFAULT_TIMEOUT_S = 10.0
 # A metadata read barrier from a follower needs the leader; if it cannot be
 # reached quickly, fall back to local (possibly stale) metadata.
 META_SYNC_TIMEOUT_S = 1.0
@@ -91,11 +96,6 @@ def _topic_limit_problem(topic: Any, size: int) -> str | None:
         f"(raftlog topic alter {topic.name} --max-message-bytes changes it)"
     )
 
-
-def _deadline(fields: dict[str, Any]) -> float:
-    timeout_ms = fields.get("timeout_ms")
-    seconds = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else DEFAULT_TIMEOUT_S
-    return trio.current_time() + seconds
 
 
 def _partition_of(topic: Any, partition: int) -> Any:
@@ -315,7 +315,7 @@ class RequestHandlers:
 
     async def create_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
 
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields)
         self._require_meta_leader()
         name = fields["topic"]
         replicas = fields["replicas"]
@@ -357,7 +357,7 @@ class RequestHandlers:
     async def alter_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         """More partitions and/or config changes (log.metadata AlterTopic); replies
         like create_topic, once the new partitions hosted here have leaders."""
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields)
         self._require_meta_leader()
         partitions = fields.get("partitions") or 0
         config = dict(fields.get("config") or {})
@@ -407,7 +407,7 @@ class RequestHandlers:
 
     async def delete_topic(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
 
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields)
         self._require_meta_leader()
         result = raise_outcome(
             await self.driver.propose(METADATA_GROUP, DeleteTopic(fields["topic"]), deadline)
@@ -461,7 +461,7 @@ class RequestHandlers:
 
     async def init_producer(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
 
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields)
         self._require_meta_leader()
         result = raise_outcome(
             await self.driver.propose(METADATA_GROUP, AllocProducerId(), deadline)
@@ -473,7 +473,7 @@ class RequestHandlers:
     # ------------------------------------------------------------ data path
 
     async def produce(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields)
         self._check_produce(fields)
         group = await self._leader_group(fields["topic"], fields["partition"])
         records: bytes = fields["records"]
@@ -527,7 +527,7 @@ class RequestHandlers:
                 group.gid,
                 self._produce_command(fields),
                 len(records),
-                deadline=_deadline(fields),
+                deadline=request_deadline(fields),
             )
         except HandlerError as exc:
             self._count_produce(exc.code.value)
@@ -626,7 +626,8 @@ class RequestHandlers:
     async def fetch(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         offset: int = fields["offset"]
         max_wait_ms = fields.get("max_wait_ms") or 0
-        deadline = trio.current_time() + DEFAULT_TIMEOUT_S + max_wait_ms / 1000.0
+        # fetch takes no timeout_ms: the default deadline, after its long poll.
+        deadline = request_deadline({}) + max_wait_ms / 1000.0
         if is_serializable(fields):
             group = await self._replica_group(fields)
             await wait_for_offset(self.driver, self.node_id, group, offset, max_wait_ms)
@@ -658,7 +659,8 @@ class RequestHandlers:
         if is_serializable(fields):
             group = await self._replica_group(fields)
         else:
-            group = await self._read_group(fields["topic"], fields["partition"], _deadline(fields))
+            deadline = request_deadline(fields)
+            group = await self._read_group(fields["topic"], fields["partition"], deadline)
         reply: dict[str, Any] = {
             "start_offset": group.sm.start_offset,
             "end_offset": group.sm.next_offset,
@@ -672,7 +674,7 @@ class RequestHandlers:
 
     async def commit_offset(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
 
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields)
         group = await self._leader_group(fields["topic"], fields["partition"])
         # A refused (FENCED) commit comes back as the entry's result, decided
         # by the state machine at apply: every replica refuses the same ones.
@@ -695,7 +697,7 @@ class RequestHandlers:
         return self.driver.stamp_ms()
 
     async def delete_offset(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields)
         group = await self._leader_group(fields["topic"], fields["partition"])
         # Fenced like a commit, decided at apply (see DeleteOffset).
         command = DeleteOffset(group=fields["group"], generation=fields.get("generation"))
@@ -704,7 +706,8 @@ class RequestHandlers:
         return {}
 
     async def fetch_committed(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        group = await self._read_group(fields["topic"], fields["partition"], _deadline(fields))
+        deadline = request_deadline(fields)
+        group = await self._read_group(fields["topic"], fields["partition"], deadline)
         committed = group.sm.committed_offset(fields["group"])
         if committed is None:
             return {"offset": None, "metadata": None}
@@ -792,7 +795,7 @@ class RequestHandlers:
         return {"nodes": nodes}
 
     async def leader_transfer(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields)
         group = await self._leader_group(fields["topic"], fields["partition"])
         target = fields["to"]
         # The group's current configuration, not the metadata's replica list:
@@ -812,7 +815,7 @@ class RequestHandlers:
         leader's address); the target is checked against the leader's own
         configuration of group 0, not a follower's possibly lagging one.
         """
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields)
         group = self._require_meta_leader()
         target = fields["to"]
         cs = group.raft.conf_state

@@ -38,7 +38,7 @@ from raftlog.raft.types import ConfChange, ConfChangeItem, ConfChangeType, Role
 
 from . import membership
 from .config import parse_address
-from .errors import HandlerError
+from .errors import HandlerError, request_deadline
 from .groups import METADATA_GROUP, Group
 from .snapshot_transfer import PeerConnection, TransferError
 
@@ -56,12 +56,6 @@ LEARNER_MAX_LAG = 64
 POLL_S = 0.05
 
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-def _deadline(fields: dict[str, Any]) -> float:
-    timeout_ms = fields.get("timeout_ms")
-    seconds = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else DEFAULT_TIMEOUT_S
-    return trio.current_time() + seconds
 
 
 class MembershipOps:
@@ -239,7 +233,7 @@ class MembershipOps:
 
     async def partition_reassign(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         """Move a partition's replicas online; phase "all" (default), "group" or "metadata"."""
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields, DEFAULT_TIMEOUT_S)
         topic, partition = fields["topic"], fields["partition"]
         replicas = fields["replicas"]
         phase = fields.get("phase") or "all"
@@ -316,7 +310,7 @@ class MembershipOps:
 
     async def member_add(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         """Register ``node`` and make it a voter of the metadata group (learner first)."""
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields, DEFAULT_TIMEOUT_S)
         node, address = fields["node"], fields["address"]
         try:
             parse_address(address)
@@ -375,7 +369,7 @@ class MembershipOps:
 
     async def member_remove(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         """Remove ``node`` from the metadata group; its partitions must be drained first."""
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields, DEFAULT_TIMEOUT_S)
         node = fields["node"]
         # Checked first, on any node: a refusal needs no leader. Local metadata
         # may lag (followers learn a commit a heartbeat late), but only towards

@@ -31,11 +31,6 @@ from .acl import User
 log = logging.getLogger(__name__)
 
 
-def token_digest(token: str) -> str:
-    """What the metadata log keeps of a token (client/aio.py hashes the same way)."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 class MetadataUsers:
     """The metadata state's users (``MetadataStateMachine.users``) as ``User``s."""
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 from raftlog.client.errors import ErrorCode
+from raftlog.client.users import token_sha256
 from raftlog.log.commands import DeleteUser, SetUser
 from raftlog.log.features import DYNAMIC_USERS
 from raftlog.log.users import (
@@ -30,13 +31,12 @@ from raftlog.log.users import (
     user_record_problem,
 )
 
-from .errors import HandlerError, raise_outcome, raise_result_error
+from .acl import User
+from .errors import HandlerError, raise_outcome, raise_result_error, request_deadline
 from .groups import METADATA_GROUP
-from .metadata_users import token_digest
 
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
-DEFAULT_TIMEOUT_S = 10.0
 # A write waits this long at most for the cluster's log format to reach
 # DYNAMIC_USERS when this node's build reads it: a cluster just started (or
 # just upgraded) raises its format within a round of its controller's check
@@ -45,37 +45,20 @@ DEFAULT_TIMEOUT_S = 10.0
 FORMAT_WAIT_S = 5.0
 
 
-def _deadline(fields: dict[str, Any]) -> float:
-    timeout_ms = fields.get("timeout_ms")
-    seconds = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else DEFAULT_TIMEOUT_S
-    return trio.current_time() + seconds
-
-
-def user_json(name: str, record: dict[str, Any], source: str) -> dict[str, Any]:
+def user_json(user: User, source: str) -> dict[str, Any]:
     """A user as ``user_list`` shows it: grants and quotas, never a token or its hash."""
     out: dict[str, Any] = {
-        "name": name,
+        "name": user.name,
         "source": source,
-        "token": record.get("token_sha256") is not None or record.get("token") is not None,
-        "cluster": record.get("cluster", False),
+        "token": user.token is not None or user.token_sha256 is not None,
+        "cluster": user.cluster,
     }
     for key in ("read", "write", "admin", "groups", "tls_names"):
-        out[key] = list(record.get(key, ()))
+        out[key] = list(getattr(user, key))
     for key in ("requests_per_sec", "produce_bytes_per_sec", "max_connections"):
-        if record.get(key) is not None:
-            out[key] = record[key]
+        if getattr(user, key) is not None:
+            out[key] = getattr(user, key)
     return out
-
-
-def _file_user_json(user: Any) -> dict[str, Any]:
-    fields = {
-        key: getattr(user, key)
-        for key in (
-            "token", "read", "write", "admin", "groups", "cluster", "tls_names",
-            "requests_per_sec", "produce_bytes_per_sec", "max_connections",
-        )
-    }  # fmt: skip
-    return user_json(user.name, fields, "file")
 
 
 class UserOps:
@@ -128,9 +111,9 @@ class UserOps:
         A log user whose name the file also has is ``shadowed``: the file's wins."""
         await self.h._meta_sync()
         file_names = self.cfg.auth.user_names
-        users = [_file_user_json(u) for u in self.cfg.auth.users]
+        users = [user_json(u, "file") for u in self.cfg.auth.users]
         for name, record in sorted(self.driver.metadata.users.items()):
-            shown = user_json(name, record, "metadata")
+            shown = user_json(User.from_record(name, record), "metadata")
             if name in file_names:
                 shown["shadowed"] = True
             users.append(shown)
@@ -146,7 +129,7 @@ class UserOps:
         authenticates clients and reads the format, and a name the file does
         not hold."""
         self.h._require_meta_leader()
-        wait_until = min(_deadline(fields), trio.current_time() + FORMAT_WAIT_S)
+        wait_until = min(request_deadline(fields), trio.current_time() + FORMAT_WAIT_S)
         while self.driver.metadata.log_format < DYNAMIC_USERS <= self.cfg.log_format:
             if not await self.driver.wait_changed(wait_until):
                 break
@@ -192,7 +175,7 @@ class UserOps:
         if digest is not None:
             tokens = [u.token for u in auth.users if u.token is not None]
             tokens += [*auth.client_tokens, *([auth.peer_token] if auth.peer_token else [])]
-            if any(token_digest(t) == digest for t in tokens):
+            if any(token_sha256(t) == digest for t in tokens):
                 return "that token is already in use in cluster.toml's [auth]"
         for tls_name in record.get("tls_names", ()):
             owner = auth.user_of_cert([tls_name.lower()])
@@ -201,8 +184,10 @@ class UserOps:
         return None
 
     async def _propose(self, command: SetUser | DeleteUser, fields: dict[str, Any]) -> dict:
-        deadline = _deadline(fields)
+        deadline = request_deadline(fields)
         result = raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
         raise_result_error(result)
         record = self.driver.metadata.users.get(command.name)
-        return {"user": user_json(command.name, record, "metadata")} if record else {}
+        if record is None:  # deleted
+            return {}
+        return {"user": user_json(User.from_record(command.name, record), "metadata")}
