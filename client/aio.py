@@ -1487,15 +1487,12 @@ class AsyncClient:
         """Create user ``name``, known by ``token`` (``users.generate_token()``
         makes one) and/or the names of its TLS client certificate. Returns the
         user as ``list_users`` shows it. UserExistsError if there is one."""
-        grants = {"read": read, "write": write, "admin": admin, "groups": groups}
-        settings = {
-            "cluster": cluster,
-            "tls_names": list(tls_names) or None,
-            "requests_per_sec": requests_per_sec,
-            "produce_bytes_per_sec": produce_bytes_per_sec,
-            "max_connections": max_connections,
-        }
-        fields = {"name": name, "user": user_fields(token, grants, settings)}
+        given = {
+            "read": read, "write": write, "admin": admin, "groups": groups,
+            "cluster": cluster, "tls_names": tls_names, "requests_per_sec": requests_per_sec,
+            "produce_bytes_per_sec": produce_bytes_per_sec, "max_connections": max_connections,
+        }  # fmt: skip
+        fields = {"name": name, "user": user_fields(token, given)}
         # Not idempotent: a retry after an unknown outcome could answer USER_EXISTS.
         reply = await self._call("user_create", fields, idempotent=False, server_timeout=True)
         return dict(reply.get("user") or {})
@@ -1521,15 +1518,12 @@ class AsyncClient:
         on open connections too. ``remove``: quotas to drop (``requests_per_sec``,
         ``produce_bytes_per_sec``, ``max_connections``). UnknownUserError if
         there is no such user."""
-        grants = {"read": read, "write": write, "admin": admin, "groups": groups}
-        settings = {
-            "cluster": cluster,
-            "tls_names": None if tls_names is None else list(tls_names),
-            "requests_per_sec": requests_per_sec,
-            "produce_bytes_per_sec": produce_bytes_per_sec,
-            "max_connections": max_connections,
-        }
-        fields = {"name": name, "user": user_fields(token, grants, settings, remove)}
+        given = {
+            "read": read, "write": write, "admin": admin, "groups": groups,
+            "cluster": cluster, "tls_names": tls_names, "requests_per_sec": requests_per_sec,
+            "produce_bytes_per_sec": produce_bytes_per_sec, "max_connections": max_connections,
+        }  # fmt: skip
+        fields = {"name": name, "user": user_fields(token, given, remove)}
         # Idempotent: the same changes applied twice leave the same user.
         reply = await self._call("user_alter", fields, idempotent=True, server_timeout=True)
         return dict(reply.get("user") or {})

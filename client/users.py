@@ -32,23 +32,19 @@ def token_sha256(token: str) -> str:
 
 
 def user_fields(
-    token: str | None,
-    grants: dict[str, Iterable[str] | None],
-    settings: dict[str, Any],
-    remove: Iterable[str] = (),
+    token: str | None, given: dict[str, Any], remove: Iterable[str] = ()
 ) -> dict[str, Any]:
-    """The ``user`` map of a user_create / user_alter request: the given grants
-    (lists of patterns) and settings (None: not given), and a None for each key
-    to remove."""
+    """The ``user`` map of a user_create / user_alter request: the keys of
+    ``given`` that are not None (grants as lists of patterns), the token's hash,
+    and a None for each key to remove."""
     out: dict[str, Any] = {}
     if token is not None:
         out["token_sha256"] = token_sha256(token)
-    for key, patterns in grants.items():
-        if patterns is not None:
-            out[key] = list(patterns)
-    for key, value in settings.items():
+    for key, value in given.items():
+        if isinstance(value, str):  # list("billing.*") would grant each character
+            raise TypeError(f"{key} takes a list of patterns, got the string {value!r}")
         if value is not None:
-            out[key] = value
+            out[key] = value if isinstance(value, (bool, int, float)) else list(value)
     for key in remove:
         if key not in REMOVABLE_KEYS:
             raise ValueError(f"cannot remove {key!r}; removable: {', '.join(REMOVABLE_KEYS)}")

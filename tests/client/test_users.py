@@ -1,0 +1,37 @@
+"""client/users.py: what a user_create / user_alter request carries."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from raftlog.client.users import generate_token, user_fields
+
+
+def test_only_the_tokens_hash_and_the_given_keys_are_sent() -> None:
+    token = generate_token()
+    fields = user_fields(
+        token,
+        {"read": ("a.*",), "write": None, "cluster": False, "requests_per_sec": 2.5},
+        remove=["max_connections"],
+    )
+    assert fields == {
+        "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+        "read": ["a.*"],
+        "cluster": False,
+        "requests_per_sec": 2.5,
+        "max_connections": None,
+    }
+    assert token not in repr(fields)
+
+
+def test_a_string_where_patterns_belong_is_refused() -> None:
+    with pytest.raises(TypeError, match="read takes a list of patterns"):
+        user_fields(None, {"read": "billing.*"})
+    with pytest.raises(ValueError, match="cannot remove 'read'"):
+        user_fields(None, {}, remove=["read"])
+
+
+def test_generated_tokens_are_long_and_distinct() -> None:
+    tokens = {generate_token() for _ in range(100)}
+    assert len(tokens) == 100 and all(len(t) >= 43 for t in tokens)
