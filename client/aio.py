@@ -1483,14 +1483,18 @@ class AsyncClient:
         requests_per_sec: float | None = None,
         produce_bytes_per_sec: float | None = None,
         max_connections: int | None = None,
+        expires_at_ms: int | None = None,
     ) -> dict[str, Any]:
         """Create user ``name``, known by ``token`` (``users.generate_token()``
         makes one) and/or the names of its TLS client certificate. Returns the
-        user as ``list_users`` shows it. UserExistsError if there is one."""
+        user as ``list_users`` shows it. UserExistsError if there is one.
+        ``expires_at_ms``: from then on (ms since the epoch, in the future) its
+        token and certificate names are refused, on open connections too."""
         given = {
             "read": read, "write": write, "admin": admin, "groups": groups,
             "cluster": cluster, "tls_names": tls_names, "requests_per_sec": requests_per_sec,
             "produce_bytes_per_sec": produce_bytes_per_sec, "max_connections": max_connections,
+            "expires_at_ms": expires_at_ms,
         }  # fmt: skip
         fields = {"name": name, "user": user_fields(token, given)}
         # Not idempotent: a retry after an unknown outcome could answer USER_EXISTS.
@@ -1511,17 +1515,21 @@ class AsyncClient:
         requests_per_sec: float | None = None,
         produce_bytes_per_sec: float | None = None,
         max_connections: int | None = None,
+        expires_at_ms: int | None = None,
         remove: Iterable[str] = (),
     ) -> dict[str, Any]:
         """Change what is given (None: unchanged; a grant given replaces that
         list). ``token``: a new token, and the old one stops working at once,
-        on open connections too. ``remove``: quotas to drop (``requests_per_sec``,
-        ``produce_bytes_per_sec``, ``max_connections``). UnknownUserError if
-        there is no such user."""
+        on open connections too. ``expires_at_ms``: a new expiry (one already
+        past suspends the user at once). ``remove``: quotas to drop
+        (``requests_per_sec``, ``produce_bytes_per_sec``, ``max_connections``)
+        or ``expires_at_ms`` (never expires). UnknownUserError if there is no
+        such user."""
         given = {
             "read": read, "write": write, "admin": admin, "groups": groups,
             "cluster": cluster, "tls_names": tls_names, "requests_per_sec": requests_per_sec,
             "produce_bytes_per_sec": produce_bytes_per_sec, "max_connections": max_connections,
+            "expires_at_ms": expires_at_ms,
         }  # fmt: skip
         fields = {"name": name, "user": user_fields(token, given, remove)}
         # Idempotent: the same changes applied twice leave the same user.

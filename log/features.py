@@ -40,15 +40,20 @@ TOPIC_MESSAGE_LIMIT = 3
 # Users kept in the metadata log (log/users.py): the SetUser and DeleteUser
 # commands, which an older node could not decode.
 DYNAMIC_USERS = 4
+# A user kept in the metadata log may expire (``expires_at_ms``): a key that a
+# format-4 node refuses when applying a SetUser, so it waits for the format
+# (``USER_KEY_FORMATS``).
+USER_EXPIRY = 5
 
 # The highest format this build reads and writes.
-LOG_FORMAT = DYNAMIC_USERS
+LOG_FORMAT = USER_EXPIRY
 
 FORMAT_CHANGES: dict[int, str] = {
     BASELINE_LOG_FORMAT: "every command as before log formats existed",
     COMMIT_STAMPS: "committed offsets carry their commit time (offsets retention by commit time)",
     TOPIC_MESSAGE_LIMIT: "topic config max_message_bytes",
     DYNAMIC_USERS: "users kept in the metadata log (raftlog user create)",
+    USER_EXPIRY: "users kept in the metadata log may expire (raftlog user create --expires-in)",
 }
 
 # Topic config keys added after log formats existed, and the format from which
@@ -57,6 +62,10 @@ FORMAT_CHANGES: dict[int, str] = {
 # replica decides alike) check it against the cluster's format.
 TOPIC_CONFIG_FORMATS: dict[str, int] = {
     "max_message_bytes": TOPIC_MESSAGE_LIMIT,
+}
+# The same for the keys of a user record (log/users.py) added after users.
+USER_KEY_FORMATS: dict[str, int] = {
+    "expires_at_ms": USER_EXPIRY,
 }
 
 

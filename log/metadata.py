@@ -44,9 +44,20 @@ from .commands import (
     UnregisterNode,
     decode_entry_commands,
 )
-from .features import BASELINE_LOG_FORMAT, DYNAMIC_USERS, LOG_FORMAT, TOPIC_CONFIG_FORMATS
+from .features import (
+    BASELINE_LOG_FORMAT,
+    DYNAMIC_USERS,
+    LOG_FORMAT,
+    TOPIC_CONFIG_FORMATS,
+)
 from .store import NodeStore
-from .users import clashing_user, merged_record, user_name_problem, user_record_problem
+from .users import (
+    clashing_user,
+    merged_record,
+    user_keys_format_problem,
+    user_name_problem,
+    user_record_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -548,6 +559,9 @@ class MetadataStateMachine:
             return _fail(ErrorCode.USER_EXISTS, f"user {cmd.name!r} already exists")
         if not cmd.create and old is None:
             return _fail(ErrorCode.UNKNOWN_USER, f"no user {cmd.name!r} in the metadata")
+        problem = user_keys_format_problem(cmd.record, self.log_format)
+        if problem is not None:
+            return _fail(ErrorCode.UNSUPPORTED_VERSION, f"user {cmd.name!r}: {problem}")
         record = merged_record(old or {}, cmd.record)
         problem = user_record_problem(record) or clashing_user(self.users, cmd.name, record)
         if problem is not None:

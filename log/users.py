@@ -27,12 +27,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .features import USER_KEY_FORMATS
+
 # A user's name: what logs, metrics and refusals show, so printable and short.
 USER_NAME = re.compile(r"[A-Za-z0-9._@:-]{1,200}")
 TOKEN_SHA256 = re.compile(r"[0-9a-f]{64}")
 PATTERN_KEYS = ("read", "write", "admin", "groups")
 RATE_KEYS = ("requests_per_sec", "produce_bytes_per_sec")
-RECORD_KEYS = ("token_sha256", *PATTERN_KEYS, "cluster", *RATE_KEYS, "max_connections", "tls_names")
+RECORD_KEYS = (
+    "token_sha256", *PATTERN_KEYS, "cluster", *RATE_KEYS, "max_connections", "tls_names",
+    "expires_at_ms",
+)  # fmt: skip
+# expires_at_ms: the wall-clock instant (ms since the epoch) from which the user's
+# token and certificate names are refused, at hellos and on open connections
+# (server/listener.py), as Kafka's delegation tokens expire. At most the end of
+# year 9999, which every date library can show.
+MAX_EXPIRES_AT_MS = 253_402_300_799_999
 # Bounds on one record, so that one request cannot bloat every node's metadata.
 MAX_PATTERNS = 1000
 MAX_PATTERN_CHARS = 1000
@@ -78,6 +88,27 @@ def user_record_problem(record: object) -> str | None:
     value = record.get("max_connections")
     if value is not None and (type(value) is not int or value <= 0):
         return f"max_connections must be an integer > 0, got {value!r}"
+    value = record.get("expires_at_ms")
+    if value is not None and (type(value) is not int or not 0 < value <= MAX_EXPIRES_AT_MS):
+        return (
+            "expires_at_ms must be an integer of milliseconds since the epoch, "
+            f"in 1..{MAX_EXPIRES_AT_MS}, got {value!r}"
+        )
+    return None
+
+
+def user_keys_format_problem(changes: dict[str, Any], log_format: int) -> str | None:
+    """Why a record (or an alter's changes) may not be written at ``log_format``: it
+    sets a key that nodes of an older format would refuse when applying it, and the
+    replicas would diverge (log/features.py). A None value (a removal) sets nothing."""
+    for key, value in sorted(changes.items()):
+        needed = USER_KEY_FORMATS.get(key)
+        if needed is not None and value is not None and log_format < needed:
+            return (
+                f"{key} needs log format {needed}, and this cluster is at {log_format}: "
+                f"every node must run a raftlog version that reads format {needed} first "
+                "(raftlog cluster status)"
+            )
     return None
 
 

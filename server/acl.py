@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -92,6 +93,10 @@ class User:
     # A user kept in the metadata log (log/users.py, server/metadata_users.py)
     # is known by its token's SHA-256 (hex) instead of the token itself.
     token_sha256: str | None = None
+    # From this wall-clock instant (ms since the epoch) the user's token and
+    # certificate names are refused, at hellos and on open connections
+    # (server/listener.py). None: never.
+    expires_at_ms: int | None = None
 
     @classmethod
     def from_record(cls, name: str, record: dict[str, Any]) -> User:
@@ -110,7 +115,19 @@ class User:
             max_connections=record.get("max_connections"),
             tls_names=tuple(record.get("tls_names", ())),
             token_sha256=record.get("token_sha256"),
+            expires_at_ms=record.get("expires_at_ms"),
         )
+
+    def expired(self, now_ms: float) -> bool:
+        return self.expires_at_ms is not None and now_ms >= self.expires_at_ms
+
+    def expiry_text(self) -> str:
+        """When the user expires, in UTC ISO 8601 (for messages and listings)."""
+        if self.expires_at_ms is None:
+            return "never"
+        when = datetime.fromtimestamp(self.expires_at_ms / 1000, tz=UTC)
+        spec = "seconds" if self.expires_at_ms % 1000 == 0 else "milliseconds"
+        return when.isoformat(timespec=spec).replace("+00:00", "Z")
 
     def may(self, permission: Permission, topic: str) -> bool:
         return matches(self.patterns(permission), topic)

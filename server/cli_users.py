@@ -6,9 +6,11 @@ cluster's metadata log (log/users.py), as Kafka's ``kafka-configs
                              [--cluster] [--tls-name N]... [--requests-per-sec R]
                              [--produce-bytes-per-sec R] [--max-connections N]
                              [--token-stdin | --no-token]
+                             [--expires-in DURATION | --expires-at DATETIME]
     raftlog user alter NAME [the same grants and quotas] [--cluster/--no-cluster]
                             [--clear GRANT]... [--remove-quota KEY]...
                             [--rotate-token | --token-stdin]
+                            [--expires-in DURATION | --expires-at DATETIME | --no-expiry]
     raftlog user delete NAME
     raftlog user list [--json]
 
@@ -31,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from raftlog.client.users import REMOVABLE_KEYS, generate_token
+from raftlog.client.users import QUOTA_KEYS, generate_token
 
 from .cli_common import cluster_options, run_client
 from .cli_data import _TIMEOUT_OPTION, _client, _echo_json
+from .cli_time import DateTime, Duration, now_ms
 
 
 def _grant_options(*, altering: bool) -> Any:
@@ -70,6 +73,41 @@ def _grant_options(*, altering: bool) -> Any:
     return apply
 
 
+def _expiry_options(*, altering: bool) -> Any:
+    """``--expires-in`` / ``--expires-at`` (and, altering, ``--no-expiry``)."""
+    options = [
+        click.option("--expires-in", type=Duration(), default=None, metavar="DURATION",
+                     help="The user's token and certificate names stop working this long "
+                     "from now (90m, 12h, 30d, PT1H), on open connections too."),
+        click.option("--expires-at", type=DateTime(), default=None, metavar="DATETIME",
+                     help="The same at an ISO 8601 time (2027-01-01T00:00:00Z; without an "
+                     "offset, local time)."
+                     + (" One already past suspends the user at once." if altering else "")),
+    ]  # fmt: skip
+    if altering:
+        options.append(
+            click.option("--no-expiry", is_flag=True, help="The user never expires (again).")
+        )
+
+    def apply(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+def _expires_at_ms(expires_in: int | None, expires_at: int | None) -> int | None:
+    """The expiry the options give (ms since the epoch), or None."""
+    if expires_in is not None and expires_at is not None:
+        raise click.UsageError("give at most one of --expires-in and --expires-at")
+    if expires_in is not None:
+        if expires_in <= 0:
+            raise click.UsageError("--expires-in must be longer than 0")
+        return now_ms() + expires_in
+    return expires_at
+
+
 def _read_token_stdin() -> str:
     """``--token-stdin``: the first line of stdin, stripped (a usage error if empty)."""
     token = sys.stdin.readline().strip()
@@ -102,6 +140,7 @@ def user_cli() -> None:
               "generating one (nothing is printed of it).")  # fmt: skip
 @click.option("--no-token", is_flag=True,
               help="No token: the user is known only by its --tls-name(s).")  # fmt: skip
+@_expiry_options(altering=False)
 @cluster_options
 @_TIMEOUT_OPTION
 def user_create(
@@ -117,6 +156,8 @@ def user_create(
     cluster_grant: bool,
     token_stdin: bool,
     no_token: bool,
+    expires_in: int | None,
+    expires_at: int | None,
     config: Path | None,
     bootstrap: str | None,
     timeout: float,
@@ -137,6 +178,7 @@ def user_create(
             "--no-token: a user without a token needs at least one --tls-name "
             "(the names of its TLS client certificate)"
         )
+    expires_at_ms = _expires_at_ms(expires_in, expires_at)
     generated = not (token_stdin or no_token)
     token = None if no_token else _read_token_stdin() if token_stdin else generate_token()
     client = _client(config, bootstrap, timeout)
@@ -147,10 +189,13 @@ def user_create(
                 name, token=token, read=read, write=write, admin=admin, groups=groups,
                 cluster=cluster_grant, tls_names=tls_names, requests_per_sec=requests_per_sec,
                 produce_bytes_per_sec=produce_bytes_per_sec, max_connections=max_connections,
+                expires_at_ms=expires_at_ms,
             )  # fmt: skip
 
-    run_client(main)
+    created = run_client(main)
     click.echo(f"created user {name}")
+    if created.get("expires_at"):
+        click.echo(f"expires at {created['expires_at']}")
     if generated:
         assert token is not None
         _echo_token(token)
@@ -165,7 +210,7 @@ def user_create(
               type=click.Choice(["read", "write", "admin", "group", "tls-name"]),
               help="Empty that list of the user's (no grant left); repeatable.")  # fmt: skip
 @click.option("--remove-quota", "remove_quotas", multiple=True,
-              type=click.Choice(REMOVABLE_KEYS),
+              type=click.Choice(QUOTA_KEYS),
               help="Drop that quota (no longer limited by it); repeatable.")  # fmt: skip
 @click.option("--rotate-token", is_flag=True,
               help="Generate a new token and print it (\"token: TOKEN\"); the old one stops "
@@ -173,6 +218,7 @@ def user_create(
 @click.option("--token-stdin", is_flag=True,
               help="Replace the token with the first line of stdin (the old one stops "
               "working at once).")  # fmt: skip
+@_expiry_options(altering=True)
 @cluster_options
 @_TIMEOUT_OPTION
 def user_alter(
@@ -190,6 +236,9 @@ def user_alter(
     remove_quotas: tuple[str, ...],
     rotate_token: bool,
     token_stdin: bool,
+    expires_in: int | None,
+    expires_at: int | None,
+    no_expiry: bool,
     config: Path | None,
     bootstrap: str | None,
     timeout: float,
@@ -221,15 +270,21 @@ def user_alter(
         if quotas[key] is not None:
             flag = "--" + key.replace("_", "-")
             raise click.UsageError(f"--remove-quota {key} and {flag}: give one of them")
+    expires_at_ms = _expires_at_ms(expires_in, expires_at)
+    if no_expiry and expires_at_ms is not None:
+        raise click.UsageError("--no-expiry and --expires-in/--expires-at: give one of them")
+    remove = (*remove_quotas, *(["expires_at_ms"] if no_expiry else []))
     given = [
         *(v for v in changed.values() if v is not None),
         *(v for v in quotas.values() if v is not None),
+        *([expires_at_ms] if expires_at_ms is not None else []),
     ]
-    if not (given or remove_quotas or rotate_token or token_stdin or cluster_grant is not None):
+    if not (given or remove or rotate_token or token_stdin or cluster_grant is not None):
         raise click.UsageError(
             "nothing to alter: give a grant (--read, --write, --admin, --group, --tls-name, "
-            "--clear), --cluster/--no-cluster, a quota or --remove-quota, or a new token "
-            "(--rotate-token, --token-stdin)"
+            "--clear), --cluster/--no-cluster, a quota or --remove-quota, an expiry "
+            "(--expires-in, --expires-at, --no-expiry), or a new token (--rotate-token, "
+            "--token-stdin)"
         )
     token = generate_token() if rotate_token else _read_token_stdin() if token_stdin else None
     client = _client(config, bootstrap, timeout)
@@ -239,11 +294,14 @@ def user_alter(
             return await client.alter_user(
                 name, token=token, read=changed["read"], write=changed["write"],
                 admin=changed["admin"], groups=changed["group"], cluster=cluster_grant,
-                tls_names=changed["tls-name"], remove=remove_quotas, **quotas,
+                tls_names=changed["tls-name"], remove=remove, expires_at_ms=expires_at_ms,
+                **quotas,
             )  # fmt: skip
 
-    run_client(main)
+    altered = run_client(main)
     click.echo(f"altered user {name}")
+    if expires_at_ms is not None or no_expiry:
+        click.echo(f"expires at {altered.get('expires_at', 'never')}")
     if rotate_token:
         assert token is not None
         _echo_token(token)
@@ -287,7 +345,7 @@ def user_list(as_json: bool, config: Path | None, bootstrap: str | None, timeout
     if as_json:
         _echo_json(users)
         return
-    header = ("NAME", "SOURCE", "TOKEN", "CLUSTER", "READ", "WRITE", "ADMIN", "GROUPS")
+    header = ("NAME", "SOURCE", "TOKEN", "CLUSTER", "READ", "WRITE", "ADMIN", "GROUPS", "EXPIRES")
     rows = [
         (
             u["name"],
@@ -298,7 +356,15 @@ def user_list(as_json: bool, config: Path | None, bootstrap: str | None, timeout
             _patterns(u.get("write")),
             _patterns(u.get("admin")),
             _patterns(u.get("groups")),
-            "(shadowed)" if u.get("shadowed") else "",
+            u.get("expires_at", "never"),
+            " ".join(
+                mark
+                for mark, present in (
+                    ("(expired)", u.get("expired")),
+                    ("(shadowed)", u.get("shadowed")),
+                )
+                if present
+            ),
         )
         for u in users
     ]

@@ -88,6 +88,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -1027,10 +1028,22 @@ def _parse_user(reader: _Reader) -> User:
         produce_bytes_per_sec=reader.optional_rate("produce_bytes_per_sec"),
         max_connections=reader.optional_positive_int("max_connections"),
         tls_names=tuple(tls_names),
+        expires_at_ms=_expires_at_ms(reader),
         **grants,
     )
     reader.check_unknown()
     return user
+
+
+def _expires_at_ms(reader: _Reader) -> int | None:
+    """``expires_at = 2027-01-01T00:00:00Z``: a TOML date-time with its UTC offset
+    (a local one would mean a different instant on each node's time zone)."""
+    value = reader.get("expires_at", datetime, None)
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise reader.fail("expires_at", f"needs a UTC offset, e.g. {value.isoformat()}Z")
+    return round(value.timestamp() * 1000)
 
 
 # ---------------------------------------------------------------- render
@@ -1108,6 +1121,8 @@ def render_config(cfg: ClusterConfig) -> str:
         for key in ("requests_per_sec", "produce_bytes_per_sec", "max_connections"):
             if getattr(user, key) is not None:
                 lines.append(f"{key} = {getattr(user, key)!r}")
+        if user.expires_at_ms is not None:
+            lines.append(f"expires_at = {user.expiry_text()}")  # a TOML date-time
     quota_lines = [
         f"{name} = {value!r}"
         for name, value in (

@@ -62,6 +62,7 @@ from . import acl
 from .accept_loop import AcceptRate, serve_accepting
 from .acl import User
 from .address_limits import AddressOverrides, ConnectionRate
+from .clock_skew import wall_time
 from .config import ClusterConfig, QuotaConfig
 from .connection_sweeper import ConnectionSweeper
 from .errors import HandlerError
@@ -800,6 +801,28 @@ def _client_user(
     peer_cert: dict[str, Any] | None = None,
     metadata_users: MetadataUsers | None = None,
 ) -> User | None:
+    """The user a hello's credential names (_named_user), unless that user's
+    ``expires_at_ms`` has passed on this node's wall clock: _Reject UNAUTHORIZED,
+    naming when (an expired token is no secret any more)."""
+    user = _named_user(cfg, credential, peer_cert, metadata_users)
+    if user is not None and user.expired(wall_time() * 1000):
+        raise _Reject(ErrorCode.UNAUTHORIZED, _expired_message(user))
+    return user
+
+
+def _expired_message(user: User) -> str:
+    return (
+        f"the credentials of user {user.name!r} expired at {user.expiry_text()}: an operator "
+        f"can extend them (raftlog user alter {user.name} --expires-in DURATION)"
+    )
+
+
+def _named_user(
+    cfg: ClusterConfig,
+    credential: Any,
+    peer_cert: dict[str, Any] | None = None,
+    metadata_users: MetadataUsers | None = None,
+) -> User | None:
     """The user a client credential names (None: a full-access client_tokens
     token, or no client authentication); _Reject UNAUTHORIZED when it names nobody.
 
@@ -962,6 +985,10 @@ class _ClientConnection:
         self.credential = credential
         self.auth_generation = shared.auth_generation
         self.revoked: str | None = None  # why every request is refused from now on
+        # The user's expiry, ms since the epoch (None: never), checked before
+        # every request and at every sweep: a connection made before its user
+        # expired is refused from then on, as a rotated token's is.
+        self.expires_at_ms = ctx.user.expires_at_ms if ctx.user is not None else None
         # [tls] crl_file: a reload's CRL may revoke the client's certificate.
         self.tls_watch = tls_watch
         self.window = shared.cfg.limits.max_pending_requests_per_connection
@@ -1024,7 +1051,8 @@ class _ClientConnection:
 
     def check_credentials(self) -> None:
         """Refuse the connection from now on if a reload revoked what it
-        authenticated with: its TLS certificate or its [auth] token or user."""
+        authenticated with (its TLS certificate or its [auth] token or user),
+        or its user expired."""
         if self.revoked is not None:
             return
         if self.tls_watch is not None and self.tls_watch.revoked():
@@ -1032,6 +1060,13 @@ class _ClientConnection:
             return
         if self.credential is not None and self.shared.auth_generation != self.auth_generation:
             self._reauthenticate()
+        expires_at_ms = self.expires_at_ms
+        if (
+            expires_at_ms is not None
+            and self.revoked is None
+            and wall_time() * 1000 >= expires_at_ms
+        ):
+            self._expired()
 
     def close_by_node(self, reason: str) -> None:
         ctx = self.ctx
@@ -1126,7 +1161,7 @@ class _ClientConnection:
         old = self.ctx.user
         try:
             users = self.shared.metadata_users
-            self.ctx.user = _client_user(self.shared.cfg, *self.credential, users)
+            user = _named_user(self.shared.cfg, *self.credential, users)
         except _Reject:
             who = f"user {old.name!r}" if old is not None else "a client_tokens token"
             self.revoked = (
@@ -1137,6 +1172,20 @@ class _ClientConnection:
             ctx = self.ctx
             log.warning("event=connection_token_revoked conn=%d remote=%s client_id=%s",
                         ctx.connection_id, ctx.peer_address, ctx.client_id)  # fmt: skip
+            return
+        # Still valid: its grants, quotas and expiry as they are now (an alter
+        # may have moved the expiry either way; check_credentials checks it next).
+        self.ctx.user = user
+        self.expires_at_ms = user.expires_at_ms if user is not None else None
+
+    def _expired(self) -> None:
+        """The connection's user expired while it was open: like a rotated token,
+        every request is refused from now on (a reconnect is refused at its hello)."""
+        assert self.ctx.user is not None  # only users expire
+        self.revoked = _expired_message(self.ctx.user)
+        ctx = self.ctx
+        log.warning("event=connection_user_expired conn=%d remote=%s client_id=%s user=%s",
+                    ctx.connection_id, ctx.peer_address, ctx.client_id, ctx.user.name)  # fmt: skip
 
     def _certificate_revoked(self) -> None:
         """A reload's crl_file revokes the certificate this connection's handshake

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .acl import User
+from .metrics import LabelValues, Registry
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +78,31 @@ class MetadataUsers:
             if user is not None and user.name not in file_names:
                 return user
         return None
+
+
+def register_user_expiry(
+    registry: Registry, file_users: Callable[[], Iterable[User]], log_users: MetadataUsers
+) -> None:
+    """``raftlog_user_expiry_timestamp_seconds``: when each user that expires does
+    (both sources), read at each scrape, so an operator can alert before a
+    tenant is locked out: ``raftlog_user_expiry_timestamp_seconds - time() < 7 * 86400``
+    (the shape of blackbox_exporter's ``probe_ssl_earliest_cert_expiry``)."""
+
+    def collect() -> list[tuple[LabelValues, float]]:
+        file_list = list(file_users())
+        file_names = {u.name for u in file_list}
+        sources = [("file", u) for u in file_list]
+        sources += [("metadata", u) for u in log_users.users if u.name not in file_names]
+        return [
+            ((user.name, source), user.expires_at_ms / 1000)
+            for source, user in sources
+            if user.expires_at_ms is not None
+        ]
+
+    registry.collected(
+        "raftlog_user_expiry_timestamp_seconds",
+        "When each user that expires does (seconds since the epoch), by source: file "
+        "(cluster.toml) or metadata (raftlog user).",
+        ("user", "source"),
+        collect,
+    )

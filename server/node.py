@@ -24,6 +24,7 @@ from .driver import MultiRaft
 from .handlers import RequestHandlers
 from .listener import serve
 from .log_format import LogFormats, LogFormatUpgrade
+from .metadata_users import register_user_expiry
 from .metrics import Metrics, serve_metrics
 from .offsets_retention import OffsetsRetention
 from .open_files import fit_to_open_files_limit, reserved_fds
@@ -93,6 +94,8 @@ async def run_node(
         driver = MultiRaft(cfg, node_id, store, transport, metrics=metrics, debug=debug)
         driver.start()
         register_consumer_lag(metrics.registry, driver.groups.values)
+        # cfg.auth is the one an [auth] reload updates in place.
+        register_user_expiry(metrics.registry, lambda: cfg.auth.users, driver.metadata_users)
         compaction = CompactionManager(driver)
         compaction.register_metrics(metrics.registry)
         handlers = RequestHandlers(cfg, node_id, driver, metrics)

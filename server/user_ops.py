@@ -22,23 +22,26 @@ import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.users import token_sha256
 from raftlog.log.commands import DeleteUser, SetUser
-from raftlog.log.features import DYNAMIC_USERS
+from raftlog.log.features import DYNAMIC_USERS, USER_KEY_FORMATS
 from raftlog.log.users import (
     RECORD_KEYS,
     clashing_user,
     merged_record,
+    user_keys_format_problem,
     user_name_problem,
     user_record_problem,
 )
 
 from .acl import User
+from .clock_skew import wall_time
 from .errors import HandlerError, raise_outcome, raise_result_error, request_deadline
 from .groups import METADATA_GROUP
 
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
-# A write waits this long at most for the cluster's log format to reach
-# DYNAMIC_USERS when this node's build reads it: a cluster just started (or
+# A write waits this long at most for the cluster's log format to reach the one
+# it needs (DYNAMIC_USERS, or USER_EXPIRY for an expiry) when this node's build
+# reads it: a cluster just started (or
 # just upgraded) raises its format within a round of its controller's check
 # (server/log_format.py), and `raftlog cluster up; raftlog user create` should
 # not fail in that moment.
@@ -58,6 +61,11 @@ def user_json(user: User, source: str) -> dict[str, Any]:
     for key in ("requests_per_sec", "produce_bytes_per_sec", "max_connections"):
         if getattr(user, key) is not None:
             out[key] = getattr(user, key)
+    if user.expires_at_ms is not None:
+        out["expires_at_ms"] = user.expires_at_ms
+        out["expires_at"] = user.expiry_text()
+        # By the answering node's clock, which the hello and every request check.
+        out["expired"] = user.expired(wall_time() * 1000)
     return out
 
 
@@ -79,15 +87,23 @@ class UserOps:
 
     async def user_create(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         name, record = fields["name"], dict(fields["user"])
-        await self._check_writable(name, fields)
+        await self._check_writable(name, fields, record)
         self._check_record(name, record, self.driver.metadata.users)
+        expires_at_ms = record.get("expires_at_ms")
+        if isinstance(expires_at_ms, int) and expires_at_ms <= wall_time() * 1000:
+            # An alter may (to suspend a user at once); a new user born expired
+            # is a mistake in the caller's arithmetic.
+            raise HandlerError(
+                ErrorCode.INVALID_REQUEST,
+                f"user {name!r}: expires_at_ms {expires_at_ms} is not in the future",
+            )
         return await self._propose(SetUser(name, record, True), fields)
 
     async def user_alter(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         """Change the keys given; a None value removes one (a quota), and without
         ``token_sha256`` the token stays."""
         name, changes = fields["name"], dict(fields["user"])
-        await self._check_writable(name, fields)
+        await self._check_writable(name, fields, changes)
         if not changes:
             raise HandlerError(ErrorCode.INVALID_REQUEST, "user_alter: nothing to change")
         unknown = sorted(k for k in changes if k not in RECORD_KEYS)
@@ -124,13 +140,20 @@ class UserOps:
 
     # ------------------------------------------------------------ checks
 
-    async def _check_writable(self, name: str, fields: dict[str, Any]) -> None:
+    async def _check_writable(
+        self, name: str, fields: dict[str, Any], changes: dict[str, Any] | None = None
+    ) -> None:
         """What every write needs: the metadata leader, a cluster that
-        authenticates clients and reads the format, and a name the file does
-        not hold."""
+        authenticates clients and reads the formats the write needs (users, and
+        any key ``changes`` sets that came later), and a name the file does not
+        hold."""
         self.h._require_meta_leader()
+        needed = max(
+            [DYNAMIC_USERS]
+            + [USER_KEY_FORMATS.get(k, 0) for k, v in (changes or {}).items() if v is not None]
+        )
         wait_until = min(request_deadline(fields), trio.current_time() + FORMAT_WAIT_S)
-        while self.driver.metadata.log_format < DYNAMIC_USERS <= self.cfg.log_format:
+        while self.driver.metadata.log_format < needed <= self.cfg.log_format:
             if not await self.driver.wait_changed(wait_until):
                 break
         auth = self.cfg.auth
@@ -149,6 +172,9 @@ class UserOps:
                 f"cluster is at {log_format}: every node must run a raftlog version that "
                 f"reads format {DYNAMIC_USERS} first (raftlog cluster status)",
             )
+        problem = user_keys_format_problem(changes or {}, log_format)
+        if problem is not None:
+            raise HandlerError(ErrorCode.UNSUPPORTED_VERSION, f"user {name!r}: {problem}")
         problem = user_name_problem(name)
         if problem is not None:
             raise HandlerError(ErrorCode.INVALID_REQUEST, problem)

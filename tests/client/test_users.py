@@ -23,6 +23,11 @@ def test_only_the_tokens_hash_and_the_given_keys_are_sent() -> None:
         "max_connections": None,
     }
     assert token not in repr(fields)
+    # An expiry travels as the integer it is; removing it sends a None.
+    assert user_fields(None, {"expires_at_ms": 1_900_000_000_000}) == {
+        "expires_at_ms": 1_900_000_000_000
+    }
+    assert user_fields(None, {}, remove=["expires_at_ms"]) == {"expires_at_ms": None}
 
 
 def test_a_string_where_patterns_belong_is_refused() -> None:

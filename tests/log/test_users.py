@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import DeleteUser, SetLogFormat, SetUser
-from raftlog.log.features import DYNAMIC_USERS
+from raftlog.log.features import DYNAMIC_USERS, USER_EXPIRY
 from raftlog.log.metadata import MetadataStateMachine
 from raftlog.log.store import NodeStore
-from raftlog.log.users import merged_record, user_record_problem
+from raftlog.log.users import MAX_EXPIRES_AT_MS, merged_record, user_record_problem
 
 from .test_metadata import Meta
 
@@ -50,6 +50,10 @@ def meta(store: NodeStore) -> Iterator[Meta]:
         ({"token_sha256": DIGEST_A, "max_connections": 1.5}, "max_connections must be an int"),
         ({"tls_names": [7]}, "tls_names[0] must be a non-empty string"),
         ({"token_sha256": DIGEST_A, "read": ["x"] * 1001}, "at most 1000"),
+        ({"token_sha256": DIGEST_A, "expires_at_ms": 0}, "expires_at_ms must be an integer"),
+        ({"token_sha256": DIGEST_A, "expires_at_ms": True}, "expires_at_ms must be an integer"),
+        ({"token_sha256": DIGEST_A, "expires_at_ms": 1.5e12}, "expires_at_ms must be"),
+        ({"token_sha256": DIGEST_A, "expires_at_ms": MAX_EXPIRES_AT_MS + 1}, "expires_at_ms"),
         ([], "must be a map"),
     ],
 )
@@ -62,6 +66,7 @@ def test_good_records_pass() -> None:
     assert user_record_problem(BILLING) is None
     assert user_record_problem({"tls_names": ["billing.example.com"], "cluster": True}) is None
     assert user_record_problem({**BILLING, "requests_per_sec": 2.5, "max_connections": 3}) is None
+    assert user_record_problem({**BILLING, "expires_at_ms": MAX_EXPIRES_AT_MS}) is None
 
 
 def test_create_alter_and_delete(meta: Meta) -> None:
@@ -136,6 +141,27 @@ def test_users_wait_for_the_log_format(store: NodeStore) -> None:
     meta.run(SetLogFormat(DYNAMIC_USERS))
     (created,) = meta.run(SetUser("billing", BILLING, True))
     assert created.ok
+
+
+def test_an_expiry_waits_for_its_own_log_format(meta: Meta) -> None:
+    # A format-4 node would refuse the key when applying it, and diverge.
+    expiring = {**BILLING, "expires_at_ms": 1_800_000_000_000}
+    (early,) = meta.run(SetUser("billing", expiring, True))
+    assert early.error is ErrorCode.UNSUPPORTED_VERSION
+    assert f"expires_at_ms needs log format {USER_EXPIRY}" in early.message
+    meta.run(SetUser("billing", BILLING, True))
+    (early_alter,) = meta.run(SetUser("billing", {"expires_at_ms": 1_800_000_000_000}, False))
+    assert early_alter.error is ErrorCode.UNSUPPORTED_VERSION
+    # Removing a key sets nothing an older node could refuse.
+    (removal,) = meta.run(SetUser("billing", {"expires_at_ms": None}, False))
+    assert removal.ok
+    assert "expires_at_ms" not in meta.sm.users["billing"]
+    meta.run(SetLogFormat(USER_EXPIRY))
+    (altered,) = meta.run(SetUser("billing", {"expires_at_ms": 1_800_000_000_000}, False))
+    assert altered.ok
+    assert meta.sm.users["billing"]["expires_at_ms"] == 1_800_000_000_000
+    (cleared,) = meta.run(SetUser("billing", {"expires_at_ms": None}, False))
+    assert cleared.ok and "expires_at_ms" not in meta.sm.users["billing"]
 
 
 def test_users_survive_a_restart_and_a_snapshot(

@@ -6,6 +6,7 @@ AsyncClient connections made with the tokens it printed or was given."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -116,11 +117,11 @@ async def test_create_prints_a_token_that_gets_what_the_grants_allow(cfg: Cluste
             assert token not in table.output
             lines = table.stdout.splitlines()
             assert lines[0].split() == ["NAME", "SOURCE", "TOKEN", "CLUSTER", "READ", "WRITE",
-                                        "ADMIN", "GROUPS"]  # fmt: skip
+                                        "ADMIN", "GROUPS", "EXPIRES"]  # fmt: skip
             rows = {tuple(line.split()[:2]): line.split() for line in lines[1:]}
             assert rows["billing", "metadata"] == [
                 "billing", "metadata", "yes", "no", "billing.*,events", "billing.*", "-",
-                "billing-*",
+                "billing-*", "never",
             ]  # fmt: skip
             assert rows["ops", "file"][2:4] == ["yes", "yes"]
 
@@ -275,9 +276,50 @@ async def test_list_marks_a_metadata_user_the_file_shadows(cfg: ClusterConfig):
             assert table.exit_code == EXIT_OK, table.output
             rows = [line.split() for line in table.stdout.splitlines() if line.startswith("zed")]
             assert rows == [
-                ["zed", "file", "yes", "no", "x", "-", "-", "-"],
-                ["zed", "metadata", "yes", "no", "a,b*", "-", "-", "-", "(shadowed)"],
+                ["zed", "file", "yes", "no", "x", "-", "-", "-", "never"],
+                ["zed", "metadata", "yes", "no", "a,b*", "-", "-", "-", "never", "(shadowed)"],
             ]
             async with client(cfg, token) as shadowed:  # the file's zed is who the name is
                 with pytest.raises(UnauthorizedError):
                     await shadowed.list_topics()
+
+
+async def test_expiry_options_set_extend_suspend_and_remove_it(cfg: ClusterConfig):
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            created = await cli(cfg, "create", "temp", "--read", "t", "--expires-in", "1h")
+            assert created.exit_code == EXIT_OK, created.output
+            lines = created.stdout.splitlines()
+            assert lines[0] == "created user temp" and lines[2].startswith("token: ")
+            shown = (await listed(cfg))["temp"]
+            assert lines[1] == f"expires at {shown['expires_at']}"
+            in_an_hour = shown["expires_at_ms"] - time.time() * 1000
+            assert 3_500_000 < in_an_hour <= 3_600_000 and shown["expired"] is False
+            token = lines[2].removeprefix("token: ")
+
+            suspended = await cli(cfg, "alter", "temp", "--expires-at", "2000-01-01T00:00:00Z")
+            assert suspended.stdout.splitlines() == [
+                "altered user temp", "expires at 2000-01-01T00:00:00Z",
+            ]  # fmt: skip
+            table = await cli(cfg, "list")
+            (row,) = [line.split() for line in table.stdout.splitlines() if line.startswith("temp")]
+            assert row[-2:] == ["2000-01-01T00:00:00Z", "(expired)"]
+            async with client(cfg, token) as temp:
+                with pytest.raises(UnauthorizedError, match="expired at 2000-01-01T00:00:00Z"):
+                    await temp.list_topics()
+
+            never = await cli(cfg, "alter", "temp", "--no-expiry")
+            assert never.stdout.splitlines() == ["altered user temp", "expires at never"]
+            assert "expires_at_ms" not in (await listed(cfg))["temp"]
+
+            past = await cli(cfg, "create", "late", "--expires-at", "2000-01-01T00:00:00Z")
+            assert past.exit_code == EXIT_CLUSTER_ERROR and "not in the future" in past.output
+            for usage in (
+                ["create", "x", "--expires-in", "1h", "--expires-at", "2030-01-01T00:00:00Z"],
+                ["create", "x", "--expires-in", "0s"],
+                ["create", "x", "--expires-in", "soon"],
+                ["alter", "temp", "--no-expiry", "--expires-in", "1h"],
+            ):
+                refused = await cli(cfg, *usage)
+                assert refused.exit_code == EXIT_USAGE, (usage, refused.output)
+            assert sorted(await listed(cfg)) == ["temp"]
