@@ -62,6 +62,7 @@ from . import acl
 from .accept_loop import AcceptRate, serve_accepting
 from .acl import User
 from .address_limits import AddressOverrides, ConnectionRate
+from .audit import AUDITED_OPS, audit
 from .clock_skew import wall_time
 from .config import ClusterConfig, QuotaConfig
 from .connection_sweeper import ConnectionSweeper
@@ -1113,17 +1114,15 @@ class _ClientConnection:
             return
         self.check_credentials()
         if self.revoked is not None:
-            self._count(op, ErrorCode.UNAUTHORIZED)
-            self._reply(error_reply(req_id, ErrorCode.UNAUTHORIZED, self.revoked))
+            self._refuse(req_id, op, fields, ErrorCode.UNAUTHORIZED, self.revoked)
             return
         user = self.ctx.user
         if user is not None:
             denied = acl.check(user, op, fields)
             if denied is not None:
                 # Refused before quotas and handlers: it cost the user nothing and did nothing.
-                self._count(op, ErrorCode.FORBIDDEN)
                 self.shared.metrics.forbidden.inc(user=user.name, op=op)
-                self._reply(error_reply(req_id, ErrorCode.FORBIDDEN, denied))
+                self._refuse(req_id, op, fields, ErrorCode.FORBIDDEN, denied)
                 return
         throttled = (
             None
@@ -1135,13 +1134,9 @@ class _ClientConnection:
             self.shared.metrics.throttled.inc(quota=quota)
             if user is not None:
                 self.shared.metrics.user_throttled.inc(user=user.name, quota=quota)
-            self._count(op, ErrorCode.THROTTLED)
             retry_ms = max(1, int(wait * 1000))
-            self._reply(
-                error_reply(
-                    req_id, ErrorCode.THROTTLED, f"quota {quota} exceeded", retry_after_ms=retry_ms
-                )
-            )
+            message = f"quota {quota} exceeded"
+            self._refuse(req_id, op, fields, ErrorCode.THROTTLED, message, retry_after_ms=retry_ms)
             return
         starter = self.shared.start_request
         if starter is not None and self._start_taskless(starter, req_id, op, fields):
@@ -1233,18 +1228,27 @@ class _ClientConnection:
 
     async def _handle(self, req_id: int, op: str, fields: dict[str, Any]) -> None:
         started = time.perf_counter()
+        result: dict[str, Any] | None = None
+        error: HandlerError | None = None
         try:
             result = await self.shared.on_request(self.ctx, op, fields)
         except HandlerError as exc:
-            self._answer(req_id, op, started, None, exc)
-            return
+            error = exc
         except Exception:
             # One broken request must not take the connection (or the node) down.
             log.exception("event=handler_failed op=%s conn=%d", op, self.ctx.connection_id)
             error = HandlerError(ErrorCode.INTERNAL, f"internal error handling {op}")
-            self._answer(req_id, op, started, None, error)
-            return
-        self._answer(req_id, op, started, result, None)
+        except BaseException:  # cancelled: the connection closed (or the node stops)
+            if op in AUDITED_OPS:
+                audit(self.ctx, op, fields, "CANCELLED",
+                      "no answer: the connection or the node closed first (it may have "
+                      "happened)", time.perf_counter() - started)  # fmt: skip
+            raise
+        self._answer(req_id, op, started, result, error)
+        if op in AUDITED_OPS:
+            outcome = "OK" if error is None else error.code.value
+            message = None if error is None else error.message
+            audit(self.ctx, op, fields, outcome, message, time.perf_counter() - started)
 
     def _answer(
         self,
@@ -1263,6 +1267,22 @@ class _ClientConnection:
         self.shared.metrics.requests.inc(op=op, code=code)
         self.shared.metrics.request_latency.observe(time.perf_counter() - started, op=op)
         self._reply(reply)
+
+    def _refuse(
+        self,
+        req_id: int,
+        op: str,
+        fields: dict[str, Any],
+        code: ErrorCode,
+        message: str,
+        **details: Any,
+    ) -> None:
+        """Answer a request refused before any handler ran (counted, and audited if
+        it is an AUDITED_OPS one)."""
+        self._count(op, code)
+        self._reply(error_reply(req_id, code, message, **details))
+        if op in AUDITED_OPS:
+            audit(self.ctx, op, fields, code.value, message, 0.0)
 
     def _count(self, op: str, code: ErrorCode) -> None:
         # Bound label cardinality: garbage op names are counted under one label.
