@@ -1482,6 +1482,7 @@ class AsyncClient:
         tls_names: Iterable[str] = (),
         requests_per_sec: float | None = None,
         produce_bytes_per_sec: float | None = None,
+        fetch_bytes_per_sec: float | None = None,
         max_connections: int | None = None,
         expires_at_ms: int | None = None,
     ) -> dict[str, Any]:
@@ -1493,7 +1494,8 @@ class AsyncClient:
         given = {
             "read": read, "write": write, "admin": admin, "groups": groups,
             "cluster": cluster, "tls_names": tls_names, "requests_per_sec": requests_per_sec,
-            "produce_bytes_per_sec": produce_bytes_per_sec, "max_connections": max_connections,
+            "produce_bytes_per_sec": produce_bytes_per_sec,
+            "fetch_bytes_per_sec": fetch_bytes_per_sec, "max_connections": max_connections,
             "expires_at_ms": expires_at_ms,
         }  # fmt: skip
         fields = {"name": name, "user": user_fields(token, given)}
@@ -1514,6 +1516,7 @@ class AsyncClient:
         tls_names: Iterable[str] | None = None,
         requests_per_sec: float | None = None,
         produce_bytes_per_sec: float | None = None,
+        fetch_bytes_per_sec: float | None = None,
         max_connections: int | None = None,
         expires_at_ms: int | None = None,
         remove: Iterable[str] = (),
@@ -1522,13 +1525,14 @@ class AsyncClient:
         list). ``token``: a new token, and the old one stops working at once,
         on open connections too. ``expires_at_ms``: a new expiry (one already
         past suspends the user at once). ``remove``: quotas to drop
-        (``requests_per_sec``, ``produce_bytes_per_sec``, ``max_connections``)
-        or ``expires_at_ms`` (never expires). UnknownUserError if there is no
+        (``requests_per_sec``, ``produce_bytes_per_sec``, ``fetch_bytes_per_sec``,
+        ``max_connections``) or ``expires_at_ms`` (never expires). UnknownUserError if there is no
         such user."""
         given = {
             "read": read, "write": write, "admin": admin, "groups": groups,
             "cluster": cluster, "tls_names": tls_names, "requests_per_sec": requests_per_sec,
-            "produce_bytes_per_sec": produce_bytes_per_sec, "max_connections": max_connections,
+            "produce_bytes_per_sec": produce_bytes_per_sec,
+            "fetch_bytes_per_sec": fetch_bytes_per_sec, "max_connections": max_connections,
             "expires_at_ms": expires_at_ms,
         }  # fmt: skip
         fields = {"name": name, "user": user_fields(token, given, remove)}

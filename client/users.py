@@ -17,7 +17,7 @@ from typing import Any
 
 # 32 random bytes, URL-safe base64 (43 characters): as Kafka's delegation tokens.
 TOKEN_BYTES = 32
-QUOTA_KEYS = ("requests_per_sec", "produce_bytes_per_sec", "max_connections")
+QUOTA_KEYS = ("requests_per_sec", "produce_bytes_per_sec", "fetch_bytes_per_sec", "max_connections")
 # alter_user(remove=...): the optional keys a user may lose (expires_at_ms: never expire).
 REMOVABLE_KEYS = (*QUOTA_KEYS, "expires_at_ms")
 

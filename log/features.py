@@ -40,20 +40,23 @@ TOPIC_MESSAGE_LIMIT = 3
 # Users kept in the metadata log (log/users.py): the SetUser and DeleteUser
 # commands, which an older node could not decode.
 DYNAMIC_USERS = 4
-# A user kept in the metadata log may expire (``expires_at_ms``): a key that a
-# format-4 node refuses when applying a SetUser, so it waits for the format
-# (``USER_KEY_FORMATS``).
-USER_EXPIRY = 5
+# A user kept in the metadata log may expire (``expires_at_ms``) and have a
+# fetch byte quota (``fetch_bytes_per_sec``): keys that a format-4 node refuses
+# when applying a SetUser, so they wait for the format (``USER_KEY_FORMATS``).
+USER_EXPIRY_FETCH_QUOTA = 5
 
 # The highest format this build reads and writes.
-LOG_FORMAT = USER_EXPIRY
+LOG_FORMAT = USER_EXPIRY_FETCH_QUOTA
 
 FORMAT_CHANGES: dict[int, str] = {
     BASELINE_LOG_FORMAT: "every command as before log formats existed",
     COMMIT_STAMPS: "committed offsets carry their commit time (offsets retention by commit time)",
     TOPIC_MESSAGE_LIMIT: "topic config max_message_bytes",
     DYNAMIC_USERS: "users kept in the metadata log (raftlog user create)",
-    USER_EXPIRY: "users kept in the metadata log may expire (raftlog user create --expires-in)",
+    USER_EXPIRY_FETCH_QUOTA: (
+        "users kept in the metadata log may expire and have a fetch byte quota "
+        "(raftlog user create --expires-in, --fetch-bytes-per-sec)"
+    ),
 }
 
 # Topic config keys added after log formats existed, and the format from which
@@ -65,7 +68,8 @@ TOPIC_CONFIG_FORMATS: dict[str, int] = {
 }
 # The same for the keys of a user record (log/users.py) added after users.
 USER_KEY_FORMATS: dict[str, int] = {
-    "expires_at_ms": USER_EXPIRY,
+    "expires_at_ms": USER_EXPIRY_FETCH_QUOTA,
+    "fetch_bytes_per_sec": USER_EXPIRY_FETCH_QUOTA,
 }
 
 

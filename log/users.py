@@ -33,7 +33,7 @@ from .features import USER_KEY_FORMATS
 USER_NAME = re.compile(r"[A-Za-z0-9._@:-]{1,200}")
 TOKEN_SHA256 = re.compile(r"[0-9a-f]{64}")
 PATTERN_KEYS = ("read", "write", "admin", "groups")
-RATE_KEYS = ("requests_per_sec", "produce_bytes_per_sec")
+RATE_KEYS = ("requests_per_sec", "produce_bytes_per_sec", "fetch_bytes_per_sec")
 RECORD_KEYS = (
     "token_sha256", *PATTERN_KEYS, "cluster", *RATE_KEYS, "max_connections", "tls_names",
     "expires_at_ms",

@@ -16,6 +16,7 @@ ACLs, in one table per user::
     cluster = false                  # cluster status, members, leadership, reassignment
     requests_per_sec = 500           # optional: this user's quotas, instead of [quotas]
     produce_bytes_per_sec = 1048576
+    fetch_bytes_per_sec = 4194304    # records fetched (consumer_byte_rate)
     max_connections = 100            # optional: its client connections per node
 
 A pattern is a name, or a prefix followed by ``*`` (``"*"`` alone matches
@@ -83,6 +84,8 @@ class User:
     # None: the cluster's [quotas] value applies to this user.
     requests_per_sec: float | None = None
     produce_bytes_per_sec: float | None = None
+    # Bytes of records fetched a second (Kafka's consumer_byte_rate).
+    fetch_bytes_per_sec: float | None = None
     # Client connections this user may hold open on one node (None: only the
     # node's [limits] max_client_connections applies).
     max_connections: int | None = None
@@ -112,6 +115,7 @@ class User:
             cluster=record.get("cluster", False),
             requests_per_sec=record.get("requests_per_sec"),
             produce_bytes_per_sec=record.get("produce_bytes_per_sec"),
+            fetch_bytes_per_sec=record.get("fetch_bytes_per_sec"),
             max_connections=record.get("max_connections"),
             tls_names=tuple(record.get("tls_names", ())),
             token_sha256=record.get("token_sha256"),

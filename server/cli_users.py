@@ -4,7 +4,8 @@ cluster's metadata log (log/users.py), as Kafka's ``kafka-configs
 
     raftlog user create NAME [--read P]... [--write P]... [--admin P]... [--group P]...
                              [--cluster] [--tls-name N]... [--requests-per-sec R]
-                             [--produce-bytes-per-sec R] [--max-connections N]
+                             [--produce-bytes-per-sec R] [--fetch-bytes-per-sec R]
+                             [--max-connections N]
                              [--token-stdin | --no-token]
                              [--expires-in DURATION | --expires-at DATETIME]
     raftlog user alter NAME [the same grants and quotas] [--cluster/--no-cluster]
@@ -61,6 +62,8 @@ def _grant_options(*, altering: bool) -> Any:
                      "user's connections together."),
         click.option("--produce-bytes-per-sec", type=click.FloatRange(min=0, min_open=True),
                      default=None, help="At most this many produced bytes a second."),
+        click.option("--fetch-bytes-per-sec", type=click.FloatRange(min=0, min_open=True),
+                     default=None, help="At most this many fetched record bytes a second."),
         click.option("--max-connections", type=click.IntRange(min=1), default=None,
                      help="At most this many open connections on each node."),
     ]  # fmt: skip
@@ -152,6 +155,7 @@ def user_create(
     tls_names: tuple[str, ...],
     requests_per_sec: float | None,
     produce_bytes_per_sec: float | None,
+    fetch_bytes_per_sec: float | None,
     max_connections: int | None,
     cluster_grant: bool,
     token_stdin: bool,
@@ -188,7 +192,8 @@ def user_create(
             return await client.create_user(
                 name, token=token, read=read, write=write, admin=admin, groups=groups,
                 cluster=cluster_grant, tls_names=tls_names, requests_per_sec=requests_per_sec,
-                produce_bytes_per_sec=produce_bytes_per_sec, max_connections=max_connections,
+                produce_bytes_per_sec=produce_bytes_per_sec,
+                fetch_bytes_per_sec=fetch_bytes_per_sec, max_connections=max_connections,
                 expires_at_ms=expires_at_ms,
             )  # fmt: skip
 
@@ -230,6 +235,7 @@ def user_alter(
     tls_names: tuple[str, ...],
     requests_per_sec: float | None,
     produce_bytes_per_sec: float | None,
+    fetch_bytes_per_sec: float | None,
     max_connections: int | None,
     cluster_grant: bool | None,
     clear: tuple[str, ...],
@@ -264,6 +270,7 @@ def user_alter(
     quotas = {
         "requests_per_sec": requests_per_sec,
         "produce_bytes_per_sec": produce_bytes_per_sec,
+        "fetch_bytes_per_sec": fetch_bytes_per_sec,
         "max_connections": max_connections,
     }
     for key in remove_quotas:

@@ -97,6 +97,7 @@ from raftlog.client.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
 )
+from raftlog.client.users import QUOTA_KEYS
 from raftlog.log.features import BASELINE_LOG_FORMAT, LOG_FORMAT
 from raftlog.log.store import (
     DEFAULT_ROCKSDB_COMPACTION,
@@ -305,6 +306,7 @@ class QuotaConfig:
     # Per client id token buckets; None = unlimited.
     produce_bytes_per_sec: float | None = None
     requests_per_sec: float | None = None
+    fetch_bytes_per_sec: float | None = None  # records fetched (Kafka's consumer_byte_rate)
 
 
 @dataclass(slots=True, frozen=True)
@@ -681,6 +683,7 @@ def parse_config(doc: dict[str, Any], *, path: Path | None = None) -> ClusterCon
     quotas = QuotaConfig(
         produce_bytes_per_sec=quotas_r.optional_rate("produce_bytes_per_sec"),
         requests_per_sec=quotas_r.optional_rate("requests_per_sec"),
+        fetch_bytes_per_sec=quotas_r.optional_rate("fetch_bytes_per_sec"),
     )
     quotas_r.check_unknown()
     snapshots = _parse_snapshots(_Reader(where, "snapshots", top.get("snapshots", dict, {})))
@@ -1026,6 +1029,7 @@ def _parse_user(reader: _Reader) -> User:
         cluster=reader.get("cluster", bool, False),
         requests_per_sec=reader.optional_rate("requests_per_sec"),
         produce_bytes_per_sec=reader.optional_rate("produce_bytes_per_sec"),
+        fetch_bytes_per_sec=reader.optional_rate("fetch_bytes_per_sec"),
         max_connections=reader.optional_positive_int("max_connections"),
         tls_names=tuple(tls_names),
         expires_at_ms=_expires_at_ms(reader),
@@ -1118,7 +1122,7 @@ def render_config(cfg: ClusterConfig) -> str:
                 lines.append(f"{key} = [{', '.join(_q(p) for p in patterns)}]")
         if user.cluster:
             lines.append("cluster = true")
-        for key in ("requests_per_sec", "produce_bytes_per_sec", "max_connections"):
+        for key in QUOTA_KEYS:
             if getattr(user, key) is not None:
                 lines.append(f"{key} = {getattr(user, key)!r}")
         if user.expires_at_ms is not None:
@@ -1128,6 +1132,7 @@ def render_config(cfg: ClusterConfig) -> str:
         for name, value in (
             ("produce_bytes_per_sec", cfg.quotas.produce_bytes_per_sec),
             ("requests_per_sec", cfg.quotas.requests_per_sec),
+            ("fetch_bytes_per_sec", cfg.quotas.fetch_bytes_per_sec),
         )
         if value is not None
     ]

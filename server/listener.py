@@ -187,15 +187,16 @@ class Quotas:
         # id that lands in a user's bucket.
         self._requests: dict[str | tuple[str, str], TokenBucket] = {}
         self._produce: dict[str | tuple[str, str], TokenBucket] = {}
+        self._fetch: dict[str | tuple[str, str], TokenBucket] = {}
         self._next_sweep = clock() + self.SWEEP_INTERVAL_S
 
     @property
     def buckets(self) -> int:
-        return len(self._requests) + len(self._produce)
+        return len(self._requests) + len(self._produce) + len(self._fetch)
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self.SWEEP_INTERVAL_S
-        for table in (self._requests, self._produce):
+        for table in (self._requests, self._produce, self._fetch):
             for key in [k for k, bucket in table.items() if bucket.full_at(now)]:
                 del table[key]
 
@@ -237,7 +238,51 @@ class Quotas:
             wait = bucket.take(float(len(fields.get("records", b""))), now)
             if wait:
                 return "produce_bytes_per_sec", wait
+        if op == "fetch":
+            return self._admit_fetch(key, fields, user, now)
         return None
+
+    def _fetch_bucket(
+        self, key: str | tuple[str, str], user: User | None, now: float
+    ) -> TokenBucket | None:
+        rate = self.cfg.fetch_bytes_per_sec
+        if user is not None and user.fetch_bytes_per_sec is not None:
+            rate = user.fetch_bytes_per_sec
+        if rate is None:
+            return None
+        bucket = self._fetch.get(key)
+        if bucket is None:
+            bucket = self._fetch[key] = TokenBucket.full(rate, now)
+        elif bucket.rate != rate:
+            bucket = self._fetch[key] = bucket.retuned(rate, now)
+        return bucket
+
+    def _admit_fetch(
+        self, key: str | tuple[str, str], fields: dict[str, Any], user: User | None, now: float
+    ) -> tuple[str, float] | None:
+        """fetch_bytes_per_sec: a fetch's size is known only once it is read, so
+        the bytes are charged after the reply (``charge_fetch``) and a fetch is
+        refused while the bucket is in debt. An admitted fetch asks for at most
+        the bucket's balance (``max_bytes`` cut to it; a first batch larger than
+        that still comes whole), so the debt one reply leaves is at most a batch,
+        and a consumer is slowed to the rate rather than stopped for seconds."""
+        bucket = self._fetch_bucket(key, user, now)
+        if bucket is None:
+            return None
+        wait = bucket.take(0.0, now)
+        if wait:
+            return "fetch_bytes_per_sec", wait
+        balance = max(1, int(bucket.tokens))
+        asked = fields.get("max_bytes") or None  # 0 asks for the default, as None does
+        fields["max_bytes"] = balance if asked is None else min(asked, balance)
+        return None
+
+    def charge_fetch(self, client_id: str, user: User | None, nbytes: int) -> None:
+        """Charge a fetch reply's record bytes (after ``check`` admitted it)."""
+        key: str | tuple[str, str] = client_id if user is None else ("user", user.name)
+        bucket = self._fetch_bucket(key, user, self.clock())
+        if bucket is not None:
+            bucket.charge(float(nbytes), self.clock())
 
 
 # ---------------------------------------------------------------- server
@@ -1245,6 +1290,9 @@ class _ClientConnection:
                       "happened)", time.perf_counter() - started)  # fmt: skip
             raise
         self._answer(req_id, op, started, result, error)
+        if op == "fetch" and result is not None and not self.ctx.replica:
+            nbytes = sum(len(batch[3]) for batch in result.get("batches", ()))
+            self.shared.quotas.charge_fetch(self.ctx.client_id, self.ctx.user, nbytes)
         if op in AUDITED_OPS:
             outcome = "OK" if error is None else error.code.value
             message = None if error is None else error.message

@@ -35,6 +35,12 @@ class TokenBucket:
         """Refilled to the brim by ``now``: indistinguishable from a fresh bucket."""
         return self.tokens + (now - self.stamp) * self.rate >= self.rate
 
+    def charge(self, cost: float, now: float) -> None:
+        """Charge ``cost`` after the fact (its size known only once served), into
+        debt if need be: what follows waits for it (``take``)."""
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate) - cost
+        self.stamp = now
+
     def take(self, cost: float, now: float) -> float:
         """Charge ``cost``; return 0 if admitted, else the seconds to wait."""
         self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)

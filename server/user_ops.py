@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 from raftlog.client.errors import ErrorCode
-from raftlog.client.users import token_sha256
+from raftlog.client.users import QUOTA_KEYS, token_sha256
 from raftlog.log.commands import DeleteUser, SetUser
 from raftlog.log.features import DYNAMIC_USERS, USER_KEY_FORMATS
 from raftlog.log.users import (
@@ -40,7 +40,8 @@ from .groups import METADATA_GROUP
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 # A write waits this long at most for the cluster's log format to reach the one
-# it needs (DYNAMIC_USERS, or USER_EXPIRY for an expiry) when this node's build
+# it needs (DYNAMIC_USERS, or USER_EXPIRY_FETCH_QUOTA for an expiry or a fetch
+# quota) when this node's build
 # reads it: a cluster just started (or
 # just upgraded) raises its format within a round of its controller's check
 # (server/log_format.py), and `raftlog cluster up; raftlog user create` should
@@ -58,7 +59,7 @@ def user_json(user: User, source: str) -> dict[str, Any]:
     }
     for key in ("read", "write", "admin", "groups", "tls_names"):
         out[key] = list(getattr(user, key))
-    for key in ("requests_per_sec", "produce_bytes_per_sec", "max_connections"):
+    for key in QUOTA_KEYS:
         if getattr(user, key) is not None:
             out[key] = getattr(user, key)
     if user.expires_at_ms is not None:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import DeleteUser, SetLogFormat, SetUser
-from raftlog.log.features import DYNAMIC_USERS, USER_EXPIRY
+from raftlog.log.features import DYNAMIC_USERS, USER_EXPIRY_FETCH_QUOTA
 from raftlog.log.metadata import MetadataStateMachine
 from raftlog.log.store import NodeStore
 from raftlog.log.users import MAX_EXPIRES_AT_MS, merged_record, user_record_problem
@@ -50,6 +50,7 @@ def meta(store: NodeStore) -> Iterator[Meta]:
         ({"token_sha256": DIGEST_A, "max_connections": 1.5}, "max_connections must be an int"),
         ({"tls_names": [7]}, "tls_names[0] must be a non-empty string"),
         ({"token_sha256": DIGEST_A, "read": ["x"] * 1001}, "at most 1000"),
+        ({"token_sha256": DIGEST_A, "fetch_bytes_per_sec": -1}, "fetch_bytes_per_sec must be"),
         ({"token_sha256": DIGEST_A, "expires_at_ms": 0}, "expires_at_ms must be an integer"),
         ({"token_sha256": DIGEST_A, "expires_at_ms": True}, "expires_at_ms must be an integer"),
         ({"token_sha256": DIGEST_A, "expires_at_ms": 1.5e12}, "expires_at_ms must be"),
@@ -143,20 +144,23 @@ def test_users_wait_for_the_log_format(store: NodeStore) -> None:
     assert created.ok
 
 
-def test_an_expiry_waits_for_its_own_log_format(meta: Meta) -> None:
+def test_an_expiry_and_a_fetch_quota_wait_for_their_log_format(meta: Meta) -> None:
     # A format-4 node would refuse the key when applying it, and diverge.
     expiring = {**BILLING, "expires_at_ms": 1_800_000_000_000}
     (early,) = meta.run(SetUser("billing", expiring, True))
     assert early.error is ErrorCode.UNSUPPORTED_VERSION
-    assert f"expires_at_ms needs log format {USER_EXPIRY}" in early.message
+    assert f"expires_at_ms needs log format {USER_EXPIRY_FETCH_QUOTA}" in early.message
     meta.run(SetUser("billing", BILLING, True))
     (early_alter,) = meta.run(SetUser("billing", {"expires_at_ms": 1_800_000_000_000}, False))
     assert early_alter.error is ErrorCode.UNSUPPORTED_VERSION
+    (early_quota,) = meta.run(SetUser("billing", {"fetch_bytes_per_sec": 1e6}, False))
+    assert early_quota.error is ErrorCode.UNSUPPORTED_VERSION
+    assert "fetch_bytes_per_sec needs log format" in early_quota.message
     # Removing a key sets nothing an older node could refuse.
     (removal,) = meta.run(SetUser("billing", {"expires_at_ms": None}, False))
     assert removal.ok
     assert "expires_at_ms" not in meta.sm.users["billing"]
-    meta.run(SetLogFormat(USER_EXPIRY))
+    meta.run(SetLogFormat(USER_EXPIRY_FETCH_QUOTA))
     (altered,) = meta.run(SetUser("billing", {"expires_at_ms": 1_800_000_000_000}, False))
     assert altered.ok
     assert meta.sm.users["billing"]["expires_at_ms"] == 1_800_000_000_000

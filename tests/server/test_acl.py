@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -222,3 +223,30 @@ def test_a_user_without_its_own_rates_gets_the_clusters() -> None:
     generous = User(name="g", token="y", write=("*",), produce_bytes_per_sec=1000.0)
     assert quotas.check("b", "produce", {"records": b"x" * 150}, generous) is None
     assert quotas.check("b", "produce", {"records": b"x" * 150}, generous) is None
+
+
+def test_a_fetch_asks_for_at_most_the_balance_and_is_refused_in_debt() -> None:
+    """fetch_bytes_per_sec: a fetch's size is known only after it is read, so it is
+    charged afterwards; meanwhile its max_bytes is cut to what the bucket holds."""
+    clock = Clock()
+    quotas = Quotas(QuotaConfig(fetch_bytes_per_sec=1000.0), clock=clock)
+    consumer = User(name="c", token="x", read=("*",), fetch_bytes_per_sec=500.0)
+    fields: dict[str, Any] = {"max_bytes": 1 << 20}
+    assert quotas.check("a", "fetch", fields, consumer) is None
+    assert fields["max_bytes"] == 500  # the user's rate, not [quotas]'
+    quotas.charge_fetch("b", consumer, 700)  # one batch larger than asked: into debt
+    refused = quotas.check("a", "fetch", {}, consumer)
+    assert refused is not None and refused[0] == "fetch_bytes_per_sec"
+    assert refused[1] == pytest.approx(200 / 500 + 1 / 500)
+    clock.now += 0.5  # +250 bytes: 50 in hand
+    small: dict[str, Any] = {"max_bytes": 0}  # 0 asks for the default: still cut
+    assert quotas.check("a", "fetch", small, consumer) is None and small["max_bytes"] == 50
+    # Without a user, per client id at [quotas]' rate; a smaller ask stays as asked.
+    mine: dict[str, Any] = {"max_bytes": 100}
+    assert quotas.check("a", "fetch", mine) is None and mine["max_bytes"] == 100
+    # Other requests do not touch the fetch bucket, nor a fetch their max_bytes.
+    unlimited = Quotas(QuotaConfig(), clock=clock)
+    untouched: dict[str, Any] = {"max_bytes": 1 << 20}
+    assert unlimited.check("a", "fetch", untouched) is None and untouched["max_bytes"] == 1 << 20
+    unlimited.charge_fetch("a", None, 1 << 30)
+    assert unlimited.buckets == 0

@@ -142,11 +142,14 @@ peer_token = "p"
 [quotas]
 produce_bytes_per_sec = 1000
 requests_per_sec = 2.5
+fetch_bytes_per_sec = 4096
 """
     cfg = load_config(write(tmp_path, GOOD + extra))
     assert cfg.limits.max_frame_bytes == 1000 and cfg.limits.max_batch_bytes == 500
     assert cfg.auth == AuthConfig(client_tokens=("t1", "t2"), peer_token="p")
-    assert cfg.quotas == QuotaConfig(produce_bytes_per_sec=1000.0, requests_per_sec=2.5)
+    assert cfg.quotas == QuotaConfig(
+        produce_bytes_per_sec=1000.0, requests_per_sec=2.5, fetch_bytes_per_sec=4096.0
+    )
     bad_limits = GOOD + "[limits]\nmax_frame_bytes = 100\nmax_batch_bytes = 200\n"
     assert "limits.max_batch_bytes (200) must be at most half" in load_error(tmp_path, bad_limits)
     borderline = GOOD + "[limits]\nmax_frame_bytes = 1000\nmax_batch_bytes = 501\n"
@@ -317,11 +320,13 @@ def test_render_round_trips(tmp_path: Path) -> None:
                     admin=("*",),
                     cluster=True,
                     produce_bytes_per_sec=1e6,
+                    fetch_bytes_per_sec=4e6,
                     max_connections=3,
+                    expires_at_ms=1_798_761_600_250,
                 ),
             ),
         ),
-        quotas=QuotaConfig(requests_per_sec=7.0),
+        quotas=QuotaConfig(requests_per_sec=7.0, fetch_bytes_per_sec=1e5),
         storage=StorageConfig("universal", 30),
     )
     path = write(tmp_path, render_config(cfg))
