@@ -38,13 +38,18 @@ def cfg(tmp_path: Path) -> ClusterConfig:
     return make_config(tmp_path, 3, **FAST, auth=AUTH)
 
 
-async def hello_on(port: int, token: str) -> bool:
-    """One hello with ``token`` to the node on ``port``: accepted?"""
+async def hello_reply(port: int, token: str) -> dict:
+    """The reply to one hello with ``token`` to the node on ``port``."""
     raw = await RawConn.open(port)
     try:
-        reply = await raw.hello("client", "probe", credential=token)
+        return await raw.hello("client", "probe", credential=token)
     finally:
         await raw.aclose()
+
+
+async def hello_on(port: int, token: str) -> bool:
+    """One hello with ``token`` to the node on ``port``: accepted?"""
+    reply = await hello_reply(port, token)
     if reply.get("type") == "hello_ok":
         return True
     assert reply["error"] == "UNAUTHORIZED", reply

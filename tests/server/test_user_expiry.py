@@ -23,7 +23,7 @@ from raftlog.server.metrics import Registry
 from .cluster_harness import make_config
 from .rawclient import RawConn, wait_until
 from .test_acl_cluster import client
-from .test_metadata_users import hello_on, wait_hello
+from .test_metadata_users import hello_on, hello_reply, wait_hello
 from .test_tls import serve_fake
 from .test_tls_cluster import DEADLINE_S, FAST, running
 
@@ -48,11 +48,7 @@ async def connect(nursery: trio.Nursery, address: str, token: str) -> Connection
 
 
 async def hello_error(port: int, token: str) -> str:
-    raw = await RawConn.open(port)
-    try:
-        reply = await raw.hello("client", "probe", credential=token)
-    finally:
-        await raw.aclose()
+    reply = await hello_reply(port, token)
     assert reply.get("error") == "UNAUTHORIZED", reply
     return str(reply.get("message"))
 
