@@ -1526,8 +1526,8 @@ class AsyncClient:
         on open connections too. ``expires_at_ms``: a new expiry (one already
         past suspends the user at once). ``remove``: quotas to drop
         (``requests_per_sec``, ``produce_bytes_per_sec``, ``fetch_bytes_per_sec``,
-        ``max_connections``) or ``expires_at_ms`` (never expires). UnknownUserError if there is no
-        such user."""
+        ``max_connections``) or ``expires_at_ms`` (never expires).
+        UnknownUserError if there is no such user."""
         given = {
             "read": read, "write": write, "admin": admin, "groups": groups,
             "cluster": cluster, "tls_names": tls_names, "requests_per_sec": requests_per_sec,

@@ -68,6 +68,12 @@ def _grant_options(*, altering: bool) -> Any:
                      help="At most this many open connections on each node."),
     ]  # fmt: skip
 
+    return _stacked(options)
+
+
+def _stacked(options: list[Any]) -> Any:
+    """One decorator applying ``options`` in their order (as --help lists them)."""
+
     def apply(fn: Any) -> Any:
         for option in reversed(options):
             fn = option(fn)
@@ -92,12 +98,7 @@ def _expiry_options(*, altering: bool) -> Any:
             click.option("--no-expiry", is_flag=True, help="The user never expires (again).")
         )
 
-    def apply(fn: Any) -> Any:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return apply
+    return _stacked(options)
 
 
 def _expires_at_ms(expires_in: int | None, expires_at: int | None) -> int | None:

@@ -280,9 +280,10 @@ class Quotas:
     def charge_fetch(self, client_id: str, user: User | None, nbytes: int) -> None:
         """Charge a fetch reply's record bytes (after ``check`` admitted it)."""
         key: str | tuple[str, str] = client_id if user is None else ("user", user.name)
-        bucket = self._fetch_bucket(key, user, self.clock())
+        now = self.clock()
+        bucket = self._fetch_bucket(key, user, now)
         if bucket is not None:
-            bucket.charge(float(nbytes), self.clock())
+            bucket.charge(float(nbytes), now)
 
 
 # ---------------------------------------------------------------- server

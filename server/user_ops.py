@@ -41,9 +41,8 @@ Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 # A write waits this long at most for the cluster's log format to reach the one
 # it needs (DYNAMIC_USERS, or USER_EXPIRY_FETCH_QUOTA for an expiry or a fetch
-# quota) when this node's build
-# reads it: a cluster just started (or
-# just upgraded) raises its format within a round of its controller's check
+# quota) when this node's build reads it: a cluster just started (or just
+# upgraded) raises its format within a round of its controller's check
 # (server/log_format.py), and `raftlog cluster up; raftlog user create` should
 # not fail in that moment.
 FORMAT_WAIT_S = 5.0
