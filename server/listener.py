@@ -277,12 +277,14 @@ class Quotas:
         fields["max_bytes"] = balance if asked is None else min(asked, balance)
         return None
 
-    def charge_fetch(self, client_id: str, user: User | None, nbytes: int) -> None:
-        """Charge a fetch reply's record bytes (after ``check`` admitted it)."""
+    def charge_fetch(self, client_id: str, user: User | None, reply: dict[str, Any]) -> None:
+        """Charge a fetch reply's record bytes (after ``check`` admitted it); they
+        are counted only when a fetch quota applies."""
         key: str | tuple[str, str] = client_id if user is None else ("user", user.name)
         now = self.clock()
         bucket = self._fetch_bucket(key, user, now)
         if bucket is not None:
+            nbytes = sum(len(batch[3]) for batch in reply.get("batches", ()))
             bucket.charge(float(nbytes), now)
 
 
@@ -1292,8 +1294,7 @@ class _ClientConnection:
             raise
         self._answer(req_id, op, started, result, error)
         if op == "fetch" and result is not None and not self.ctx.replica:
-            nbytes = sum(len(batch[3]) for batch in result.get("batches", ()))
-            self.shared.quotas.charge_fetch(self.ctx.client_id, self.ctx.user, nbytes)
+            self.shared.quotas.charge_fetch(self.ctx.client_id, self.ctx.user, result)
         if op in AUDITED_OPS:
             outcome = "OK" if error is None else error.code.value
             message = None if error is None else error.message

@@ -234,7 +234,8 @@ def test_a_fetch_asks_for_at_most_the_balance_and_is_refused_in_debt() -> None:
     fields: dict[str, Any] = {"max_bytes": 1 << 20}
     assert quotas.check("a", "fetch", fields, consumer) is None
     assert fields["max_bytes"] == 500  # the user's rate, not [quotas]'
-    quotas.charge_fetch("b", consumer, 700)  # one batch larger than asked: into debt
+    # One batch larger than asked: into debt.
+    quotas.charge_fetch("b", consumer, {"batches": [[0, 0, 7, b"x" * 700]]})
     refused = quotas.check("a", "fetch", {}, consumer)
     assert refused is not None and refused[0] == "fetch_bytes_per_sec"
     assert refused[1] == pytest.approx(200 / 500 + 1 / 500)
@@ -248,5 +249,5 @@ def test_a_fetch_asks_for_at_most_the_balance_and_is_refused_in_debt() -> None:
     unlimited = Quotas(QuotaConfig(), clock=clock)
     untouched: dict[str, Any] = {"max_bytes": 1 << 20}
     assert unlimited.check("a", "fetch", untouched) is None and untouched["max_bytes"] == 1 << 20
-    unlimited.charge_fetch("a", None, 1 << 30)
+    unlimited.charge_fetch("a", None, {"batches": [[0, 0, 1, b"x"]]})
     assert unlimited.buckets == 0
