@@ -87,7 +87,7 @@ from .protocol import (
 )
 from .replica_reads import check_consistency, read_from_replicas, replica_topic_meta
 from .tls import TLSConfig, client_context
-from .users import user_fields
+from .users import setting_arguments, user_fields
 
 log = logging.getLogger(__name__)
 
@@ -1491,13 +1491,7 @@ class AsyncClient:
         user as ``list_users`` shows it. UserExistsError if there is one.
         ``expires_at_ms``: from then on (ms since the epoch, in the future) its
         token and certificate names are refused, on open connections too."""
-        given = {
-            "read": read, "write": write, "admin": admin, "groups": groups,
-            "cluster": cluster, "tls_names": tls_names, "requests_per_sec": requests_per_sec,
-            "produce_bytes_per_sec": produce_bytes_per_sec,
-            "fetch_bytes_per_sec": fetch_bytes_per_sec, "max_connections": max_connections,
-            "expires_at_ms": expires_at_ms,
-        }  # fmt: skip
+        given = setting_arguments(locals())
         fields = {"name": name, "user": user_fields(token, given)}
         # Not idempotent: a retry after an unknown outcome could answer USER_EXISTS.
         reply = await self._call("user_create", fields, idempotent=False, server_timeout=True)
@@ -1528,13 +1522,7 @@ class AsyncClient:
         (``requests_per_sec``, ``produce_bytes_per_sec``, ``fetch_bytes_per_sec``,
         ``max_connections``) or ``expires_at_ms`` (never expires).
         UnknownUserError if there is no such user."""
-        given = {
-            "read": read, "write": write, "admin": admin, "groups": groups,
-            "cluster": cluster, "tls_names": tls_names, "requests_per_sec": requests_per_sec,
-            "produce_bytes_per_sec": produce_bytes_per_sec,
-            "fetch_bytes_per_sec": fetch_bytes_per_sec, "max_connections": max_connections,
-            "expires_at_ms": expires_at_ms,
-        }  # fmt: skip
+        given = setting_arguments(locals())
         fields = {"name": name, "user": user_fields(token, given, remove)}
         # Idempotent: the same changes applied twice leave the same user.
         reply = await self._call("user_alter", fields, idempotent=True, server_timeout=True)

@@ -20,6 +20,9 @@ TOKEN_BYTES = 32
 QUOTA_KEYS = ("requests_per_sec", "produce_bytes_per_sec", "fetch_bytes_per_sec", "max_connections")
 # alter_user(remove=...): the optional keys a user may lose (expires_at_ms: never expire).
 REMOVABLE_KEYS = (*QUOTA_KEYS, "expires_at_ms")
+# The keyword arguments of create_user and alter_user that are a user's settings
+# (both take every one of them; tests/client/test_users.py checks the signatures).
+SETTING_KEYS = ("read", "write", "admin", "groups", "cluster", "tls_names", *REMOVABLE_KEYS)
 
 
 def generate_token() -> str:
@@ -30,6 +33,12 @@ def generate_token() -> str:
 def token_sha256(token: str) -> str:
     """What the cluster keeps of ``token`` (hex)."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def setting_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The settings among a create_user / alter_user call's arguments (its
+    ``locals()`` on entry), for ``user_fields``: one list of keys for both."""
+    return {key: arguments[key] for key in SETTING_KEYS}
 
 
 def user_fields(

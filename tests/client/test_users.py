@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 
 import pytest
 from raftlog.client.users import generate_token, user_fields
@@ -40,3 +41,17 @@ def test_a_string_where_patterns_belong_is_refused() -> None:
 def test_generated_tokens_are_long_and_distinct() -> None:
     tokens = {generate_token() for _ in range(100)}
     assert len(tokens) == 100 and all(len(t) >= 43 for t in tokens)
+
+
+def test_create_and_alter_take_every_setting_and_pass_each_on() -> None:
+    """Both build their request from SETTING_KEYS: a setting added to one signature
+    and not to the list (or the other signature) would be dropped or fail."""
+    from raftlog.client.aio import AsyncClient
+    from raftlog.client.users import SETTING_KEYS, setting_arguments
+
+    for method in (AsyncClient.create_user, AsyncClient.alter_user):
+        params = inspect.signature(method).parameters
+        keywords = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
+        assert keywords - {"token", "remove"} == set(SETTING_KEYS), method.__name__
+    arguments = {key: f"value of {key}" for key in SETTING_KEYS}
+    assert setting_arguments({**arguments, "self": object(), "name": "n"}) == arguments
