@@ -17,9 +17,11 @@ next one:
   them (after 1 s, then 3 s, ...), which slows a flooder down at its source.
 
 Connections already open, peer links and clients alike, keep the node's
-whole loop. The price is paid by every new connection: nothing tells a peer
-from a client before its hello, so a peer redialling after a restart waits
-its turn in the same queue as the flood. Both keys default to off (0: no rate;
+whole loop. The price is paid by every new connection to the node's address:
+nothing tells a peer from a client before its hello, so a peer redialling
+after a restart waits its turn in the same queue as the flood, unless the
+node has a ``peer_address`` (cluster.toml): that listener has its own loop,
+queue and pending bound, and no rate. Both keys default to off (0: no rate;
 0: the system's largest backlog, ``net.core.somaxconn``).
 
 Accept errors that mean the process or system is out of descriptors or
@@ -88,15 +90,17 @@ async def serve_accepting(
     handler: Handler,
     rate: AcceptRate,
     metrics: Metrics,
+    name: str = "address",
 ) -> NoReturn:
     """Accept on every listener until cancelled, one ``handler`` task per connection.
 
     The handler's stream is closed when it returns, however it returns.
+    ``name``: which of the node's listeners, for ``raftlog_connections_accepted_total``.
     """
     throttle_log = LogThrottle(THROTTLE_LOG_INTERVAL_S)
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(_accept_from, listener, handler, rate, metrics, throttle_log)
+            nursery.start_soon(_accept_from, listener, handler, rate, name, metrics, throttle_log)
     raise AssertionError("the accept loops never return")  # pragma: no cover
 
 
@@ -104,6 +108,7 @@ async def _accept_from(
     listener: trio.SocketListener,
     handler: Handler,
     rate: AcceptRate,
+    name: str,
     metrics: Metrics,
     throttle_log: LogThrottle,
 ) -> NoReturn:
@@ -132,6 +137,7 @@ async def _accept_from(
                 await trio.sleep(CAPACITY_PAUSE_S)
                 continue
             rate.accepted()
+            metrics.connections_accepted.inc(listener=name)
             handlers.start_soon(_run_handler, handler, stream)
 
 

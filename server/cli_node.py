@@ -296,8 +296,8 @@ def node_start(config_path: Path, node_id: str) -> None:
                 raise fail(f"node {node_id}: {inner}", EXIT_CONFIG) from None
             if isinstance(inner, OSError) and inner.errno == errno.EADDRINUSE:
                 raise fail(
-                    f"node {node_id}: address {node_cfg.address} (or its metrics address) "
-                    "is already in use; is this node already running?",
+                    f"node {node_id}: address {node_cfg.address} (or its peer or metrics "
+                    "address) is already in use; is this node already running?",
                     EXIT_RUNTIME,
                 ) from None
             if type(inner).__name__ == "StorageFailedError":  # server.driver: disk full, I/O
@@ -435,7 +435,11 @@ def cluster_up(config_path: Path, timeout_s: float) -> None:
     """Start every node of --config, wait for leaders, run until Ctrl-C / SIGTERM."""
     cfg = load_or_exit(config_path)
     for node_cfg in cfg.nodes:
-        for what, address in (("address", node_cfg.address), ("metrics", node_cfg.metrics_address)):
+        for what, address in (
+            ("address", node_cfg.address),
+            ("peer_address", node_cfg.peer_address),
+            ("metrics", node_cfg.metrics_address),
+        ):
             if address and port_taken(address):
                 raise fail(
                     f"node {node_cfg.id} {what} {address} is already in use "
@@ -488,7 +492,9 @@ def cluster_up(config_path: Path, timeout_s: float) -> None:
         for child in children:
             n = child.node
             click.echo(
-                f"node {n.id}  address={n.address}  metrics={n.metrics_address or '-'}  "
+                f"node {n.id}  address={n.address}  "
+                + (f"peer_address={n.peer_address}  " if n.peer_address else "")
+                + f"metrics={n.metrics_address or '-'}  "
                 f"data_dir={n.data_dir}  log={child.log}"
             )
         click.echo(f"cluster {cfg.name} ready: {len(children)} nodes (Ctrl-C to stop)", nl=True)

@@ -434,8 +434,9 @@ class NodeConfig:
     port: int
     data_dir: Path
     metrics_address: str | None = None
-    # peer id -> address this node dials to reach it. Defaults to the peer's own
-    # address; jepsen points each directed link at a proxy it controls.
+    # peer id -> address this node dials to reach it. Defaults to the peer's
+    # peer_address, else its address; jepsen points each directed link at a
+    # proxy it controls.
     dial: dict[str, str] = field(default_factory=dict)
     # A node added to a running cluster (``raftlog member add``): on its first
     # start it bootstraps no group as a voter and waits to be sent the log
@@ -444,6 +445,13 @@ class NodeConfig:
     # This node's own TLS certificate and key, over [tls] cert_file / key_file.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # A second listener for the other nodes only (Kafka's inter-broker
+    # listener): peer links and snapshot transfers dial it, clients are
+    # refused there, and a client flood on ``address`` (its connection rates
+    # and pending bounds) does not delay a peer redialling. None: peers dial
+    # ``address``, which always accepts them too (a node whose file has no
+    # peer_address for this one still reaches it).
+    peer_address: str | None = None
 
 
 @dataclass(slots=True)
@@ -495,7 +503,8 @@ class ClusterConfig:
 
     def dial_address(self, from_node: str, to_node: str) -> str:
         """The address ``from_node`` connects to in order to reach ``to_node``."""
-        return self.node(from_node).dial.get(to_node) or self.node(to_node).address
+        peer = self.node(to_node)
+        return self.node(from_node).dial.get(to_node) or peer.peer_address or peer.address
 
     def tls_cert_and_key(self, node_id: str) -> tuple[Path, Path]:
         """The certificate and key ``node_id`` presents (its own, else [tls]'s).
@@ -742,6 +751,7 @@ def _parse_node(where: str, index: int, raw: Any, base: Path) -> NodeConfig:
     if not data_dir.is_absolute():
         data_dir = base / data_dir
     metrics_address = _address(node, "metrics_address", required=False)
+    peer_address = _address(node, "peer_address", required=False)
     dial_raw = node.get("dial", dict, {})
     dial: dict[str, str] = {}
     dial_reader = _Reader(where, f"node[{index}].dial", dial_raw)
@@ -762,6 +772,7 @@ def _parse_node(where: str, index: int, raw: Any, base: Path) -> NodeConfig:
         port=port,
         data_dir=data_dir,
         metrics_address=metrics_address,
+        peer_address=peer_address,
         dial=dial,
         join=join,
         tls_cert_file=tls_cert_file,
@@ -771,25 +782,28 @@ def _parse_node(where: str, index: int, raw: Any, base: Path) -> NodeConfig:
 
 def _check_unique(where: str, nodes: list[NodeConfig]) -> None:
     seen_ids: dict[str, int] = {}
-    seen_addrs: dict[str, int] = {}
+    seen_addrs: dict[str, str] = {}  # address -> the key that has it
     seen_dirs: dict[Path, int] = {}
     for i, node in enumerate(nodes):
         if node.id in seen_ids:
             raise ConfigError(
                 f"{where}: node[{i}].id {node.id!r} duplicates node[{seen_ids[node.id]}].id"
             )
-        if node.address in seen_addrs:
-            raise ConfigError(
-                f"{where}: node[{i}].address {node.address!r} duplicates "
-                f"node[{seen_addrs[node.address]}].address"
-            )
+        for key in ("address", "peer_address"):
+            value = getattr(node, key)
+            if value is None:
+                continue
+            if value in seen_addrs:
+                raise ConfigError(
+                    f"{where}: node[{i}].{key} {value!r} duplicates {seen_addrs[value]}"
+                )
+            seen_addrs[value] = f"node[{i}].{key}"
         if node.data_dir in seen_dirs:
             raise ConfigError(
                 f"{where}: node[{i}].data_dir {str(node.data_dir)!r} duplicates "
                 f"node[{seen_dirs[node.data_dir]}].data_dir"
             )
         seen_ids[node.id] = i
-        seen_addrs[node.address] = i
         seen_dirs[node.data_dir] = i
     ids = set(seen_ids)
     for i, node in enumerate(nodes):
@@ -1089,6 +1103,8 @@ def render_config(cfg: ClusterConfig) -> str:
         lines.append(f"data_dir = {_q(str(node.data_dir))}")
         if node.metrics_address:
             lines.append(f"metrics_address = {_q(node.metrics_address)}")
+        if node.peer_address:
+            lines.append(f"peer_address = {_q(node.peer_address)}")
         if node.dial:
             pairs = ", ".join(f"{_q(k)} = {_q(v)}" for k, v in sorted(node.dial.items()))
             lines.append(f"dial = {{ {pairs} }}")

@@ -788,6 +788,7 @@ class RequestHandlers:
                 {
                     "id": n.id,
                     "address": n.address,
+                    "peer_address": n.peer_address,
                     "role": role,
                     "groups": sorted(hosted.get(n.id, [])),
                 }

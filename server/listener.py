@@ -1,4 +1,7 @@
-"""The node's TCP listener: one address for both clients and peers (DESIGN.md §4).
+"""The node's TCP listeners (DESIGN.md §4): its address serves clients and
+peers; its optional peer_address serves the other nodes only (their peer links
+and snapshot transfers), so that a flood of client connections cannot delay a
+peer's redial.
 
 Every connection starts with a hello. Clients then pipeline requests, which
 run concurrently and are answered as they complete (out of order); peers
@@ -64,7 +67,7 @@ from .acl import User
 from .address_limits import AddressOverrides, ConnectionRate
 from .audit import AUDITED_OPS, audit
 from .clock_skew import wall_time
-from .config import ClusterConfig, QuotaConfig
+from .config import ClusterConfig, QuotaConfig, parse_address
 from .connection_sweeper import ConnectionSweeper
 from .errors import HandlerError
 from .log_format import LogFormats
@@ -335,6 +338,9 @@ class Listener:
     # Connections not past their hello, bounded by closing the oldest
     # (server/pending_connections.py). Set by ``create``.
     pending: PendingConnections = field(init=False)
+    # The same bound, kept apart, for the node's peer_address (if any): a
+    # flood on one address never pushes out the other's handshakes.
+    peer_pending: PendingConnections = field(init=False)
     # [limits] max_connection_rate_per_address (server/address_limits.py).
     connection_rate: ConnectionRate = field(init=False)
     # The per-address limits with their overrides, for lookups by address.
@@ -387,13 +393,25 @@ class Listener:
             limits.max_pending_connections_per_address,
             share_overrides=self.address_overrides.pending_share_table,
         )
+        self.peer_pending = PendingConnections(
+            limits.max_pending_connections,
+            self.metrics,
+            limits.max_pending_connections_per_address,
+            share_overrides=self.address_overrides.pending_share_table,
+            gauge=self.metrics.peer_pending_connections,
+        )
         self.connection_rate = ConnectionRate(
             limits.max_connection_rate_per_address,
             overrides=self.address_overrides.connection_rate_table,
         )
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
-        await _connection(self, stream)
+        """A connection to the node's address: clients, and peers."""
+        await _connection(self, stream, peer_port=False)
+
+    async def handle_peer_stream(self, stream: trio.abc.Stream) -> None:
+        """A connection to the node's peer_address: the other nodes only."""
+        await _connection(self, stream, peer_port=True)
 
     def admit_client(self, user: User | None = None, address: str = "") -> None:
         """Take a client connection slot, or raise _Reject(NOT_AVAILABLE).
@@ -507,9 +525,11 @@ async def serve(
     metadata_users: MetadataUsers | None = None,
     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept clients and peers on this node's address until cancelled.
+    """Accept clients and peers on this node's address, and peers alone on its
+    peer_address if it has one, until cancelled.
 
-    ``task_status.started(listeners)`` once bound (tests read the port).
+    ``task_status.started(listeners)`` once bound (tests read the port): the
+    address's listeners, then the peer_address's.
     """
     node = cfg.node(node_id)
     listener = Listener.create(
@@ -528,13 +548,28 @@ async def serve(
     # None: trio's default, the largest backlog the system allows.
     backlog = cfg.limits.listen_backlog or None
     listeners = await trio.open_tcp_listeners(node.port, host=node.host, backlog=backlog)
-    log.info("event=listening node=%s address=%s", node_id, node.address)
-    task_status.started(listeners)
+    peer_listeners: list[trio.SocketListener] = []
+    if node.peer_address is not None:
+        peer_host, peer_port = parse_address(node.peer_address)
+        peer_listeners = await trio.open_tcp_listeners(peer_port, host=peer_host, backlog=backlog)
+    log.info(
+        "event=listening node=%s address=%s peer_address=%s",
+        node_id, node.address, node.peer_address or "-",
+    )  # fmt: skip
+    task_status.started(listeners + peer_listeners)
     async with trio.open_nursery() as nursery:
         if listener.sweeper is not None:
             nursery.start_soon(listener.sweeper.run)
+        if peer_listeners:
+            # No max_connection_rate here (Kafka exempts its inter-broker
+            # listener too): a handful of nodes dial it, and one redialling
+            # after a restart must not queue behind a client flood.
+            nursery.start_soon(
+                serve_accepting, peer_listeners, listener.handle_peer_stream, AcceptRate(0),
+                metrics, "peer_address",
+            )  # fmt: skip
         rate = AcceptRate(cfg.limits.max_connection_rate)
-        await serve_accepting(listeners, listener.handle_stream, rate, metrics)
+        await serve_accepting(listeners, listener.handle_stream, rate, metrics, "address")
 
 
 def _remote_address(remote: str) -> str:
@@ -555,11 +590,11 @@ def _peer_name(stream: trio.abc.Stream) -> str:
     return f"{host}:{port}"
 
 
-async def _connection(shared: Listener, stream: trio.abc.Stream) -> None:
+async def _connection(shared: Listener, stream: trio.abc.Stream, *, peer_port: bool) -> None:
     # trio.serve_listeners lets a handler's exception crash the whole server:
     # whatever one connection does wrong, the node keeps serving the others.
     try:
-        await _connection_inner(shared, stream)
+        await _connection_inner(shared, stream, peer_port)
     except Exception:
         log.exception("event=connection_failed remote=%s", _peer_name(stream))
 
@@ -581,15 +616,18 @@ class _Admitted:
     tls_watch: RevocationWatch | None
 
 
-async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
+async def _connection_inner(shared: Listener, stream: trio.abc.Stream, peer_port: bool) -> None:
     conn_id = next(shared.conn_ids)
     remote = _peer_name(stream)
     address = _remote_address(remote)
-    if not shared.admit_connection_rate(address, conn_id):
+    # The per-address rate is for fairness between client hosts: the peer
+    # listener has none, as it has no max_connection_rate.
+    if not peer_port and not shared.admit_connection_rate(address, conn_id):
         await trio.aclose_forcefully(stream)  # nothing to say: no hello was read
         return
-    with shared.pending.hold(conn_id, address) as pending:
-        admitted = await _admit(shared, stream, conn_id, remote, address)
+    book = shared.peer_pending if peer_port else shared.pending
+    with book.hold(conn_id, address) as pending:
+        admitted = await _admit(shared, stream, conn_id, remote, address, peer_port)
     if pending.cancelled_caught:  # pushed out by newer connections; _admit closed it
         log.debug("event=pending_connection_evicted conn=%d remote=%s", conn_id, remote)
         return
@@ -607,7 +645,12 @@ async def _connection_inner(shared: Listener, stream: trio.abc.Stream) -> None:
 
 
 async def _admit(
-    shared: Listener, stream: trio.abc.Stream, conn_id: int, remote: str, address: str
+    shared: Listener,
+    stream: trio.abc.Stream,
+    conn_id: int,
+    remote: str,
+    address: str,
+    peer_port: bool,
 ) -> _Admitted | None:
     """TLS handshake (with [tls]), hello, and a client's slot.
 
@@ -627,7 +670,7 @@ async def _admit(
     decoder = FrameDecoder(shared.cfg.limits.max_frame_bytes)
     try:
         hello, leftover = await _read_hello(stream, decoder, shared.cfg.limits.hello_timeout_ms)
-        role, ident, user = _check_hello(shared, hello, peer_cert)
+        role, ident, user = _check_hello(shared, hello, peer_cert, peer_port=peer_port)
         if role == "client":
             shared.admit_client(user, address)  # peers are never counted nor refused
     except _Reject as rej:
@@ -730,7 +773,11 @@ async def _read_hello(
 
 
 def _check_hello(
-    shared: Listener, hello: dict[str, Any], peer_cert: dict[str, Any] | None = None
+    shared: Listener,
+    hello: dict[str, Any],
+    peer_cert: dict[str, Any] | None = None,
+    *,
+    peer_port: bool = False,
 ) -> tuple[str, str, User | None]:
     """Validate a hello; return (role, id, user) or raise _Reject.
 
@@ -739,6 +786,8 @@ def _check_hello(
     against max_client_connections, not throttled). ``peer_cert``: the
     verified certificate of a TLS connection (None: none presented, or no TLS).
     ``user``: the [[auth.user]] the client's credential names, if any.
+    ``peer_port``: the hello came to the node's peer_address, which serves
+    peers and snapshot transfers only.
     """
     cfg = shared.cfg
     if hello.get("type") != "hello":
@@ -765,6 +814,8 @@ def _check_hello(
         replica = _is_replica_transfer(cfg, ident, hello.get("peer_credential")) and (
             shared.tls is None or _replica_cert_ok(cfg, ident, peer_cert)
         )
+        if peer_port and not replica:
+            raise _Reject(ErrorCode.INVALID_REQUEST, _peer_address_message(shared))
         if replica and cfg.auth.peer_token is not None:
             return "replica", ident, None  # proven by the peer token: no client token needed
         user = _client_user(cfg, credential, peer_cert, shared.metadata_users)
@@ -913,6 +964,14 @@ def _named_user(
     if not valid:
         raise _Reject(ErrorCode.UNAUTHORIZED, "missing or invalid client credential")
     return found
+
+
+def _peer_address_message(shared: Listener) -> str:
+    node = shared.cfg.node(shared.node_id)
+    return (
+        f"{node.peer_address} is node {shared.node_id}'s peer_address, for the other nodes "
+        f"only; clients connect to its address, {node.address}"
+    )
 
 
 def _is_replica_transfer(cfg: ClusterConfig, ident: str, peer_credential: Any) -> bool:

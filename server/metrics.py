@@ -346,6 +346,8 @@ class Metrics:
     tls_connections_revoked: Counter = field(init=False)
     client_connections_closed: Counter = field(init=False)
     pending_connections: Gauge = field(init=False)
+    peer_pending_connections: Gauge = field(init=False)
+    connections_accepted: Counter = field(init=False)
     pending_connections_evicted: Counter = field(init=False)
     connections_rate_limited: Counter = field(init=False)
     accept_throttled_seconds: Counter = field(init=False)
@@ -408,6 +410,17 @@ class Metrics:
             "Connections not past their hello yet (TLS handshake included), held against "
             "[limits] max_pending_connections.",
         )
+        self.peer_pending_connections = r.gauge(
+            "raftlog_peer_pending_connections",
+            "Connections to the node's peer_address not past their hello yet, held against "
+            "[limits] max_pending_connections apart from the node address's.",
+        )
+        self.connections_accepted = r.counter(
+            "raftlog_connections_accepted_total",
+            "Connections accepted, by listener: address (clients, and peers without a "
+            "peer_address) or peer_address (the other nodes only).",
+            ["listener"],
+        )
         self.pending_connections_evicted = r.counter(
             "raftlog_pending_connections_evicted_total",
             "Connections closed before their hello because newer ones arrived, by the limit "
@@ -431,6 +444,9 @@ class Metrics:
         self.client_connections.set(0)
         self.client_connections_refused.inc(0)
         self.pending_connections.set(0)
+        self.peer_pending_connections.set(0)
+        for listener in ("address", "peer_address"):
+            self.connections_accepted.inc(0, listener=listener)
         for limit in ("max_pending_connections", "max_pending_connections_per_address"):
             self.pending_connections_evicted.inc(0, limit=limit)
         self.connections_rate_limited.inc(0)

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 import trio
 
 from .address_limits import AddressTable
-from .metrics import Metrics
+from .metrics import Gauge, Metrics
 
 
 class PendingConnections:
@@ -48,6 +48,7 @@ class PendingConnections:
         metrics: Metrics,
         per_address: int = 0,
         share_overrides: AddressTable | None = None,
+        gauge: Gauge | None = None,
     ) -> None:
         if limit < 1:
             raise ValueError(f"max_pending_connections must be >= 1, got {limit}")
@@ -58,6 +59,8 @@ class PendingConnections:
         # An address's own share (max_pending_connections_per_address_overrides).
         self._share_overrides = share_overrides or None
         self._metrics = metrics
+        # The node address's book or the peer_address's (server/listener.py).
+        self._gauge = gauge if gauge is not None else metrics.pending_connections
         # Oldest first: insertion order is accept order. A pending connection is
         # in both maps, under its id and under its remote address.
         self._scopes: OrderedDict[int, trio.CancelScope] = OrderedDict()
@@ -94,13 +97,13 @@ class PendingConnections:
             self._push_out(next(iter(mine)), "max_pending_connections_per_address")
         elif len(self._scopes) > self.limit:
             self._push_out(next(iter(self._scopes)), "max_pending_connections")
-        self._metrics.pending_connections.set(len(self._scopes))
+        self._gauge.set(len(self._scopes))
         try:
             with scope:
                 yield scope
         finally:
             self._forget(conn_id)
-            self._metrics.pending_connections.set(len(self._scopes))
+            self._gauge.set(len(self._scopes))
             limit = self._pushed_out_by.pop(conn_id, None)
             # Counted only if really cut short: a push-out that lands after the
             # block's last checkpoint did not close anything.

@@ -22,7 +22,10 @@ connects then wait in the kernel's queue, or for their SYN to be resent, so
 Reports produces per second, p50 and p99 with and without the flood, the
 flood's connections, how long new clients dialling the flooded node took to
 be answered, and what the target's /metrics say about the flood (read from
-its ``metrics_address`` in ``--config``).
+its ``metrics_address`` in ``--config``). When the target has a
+``peer_address``, another node's hello (a snapshot transfer's, which opens a
+new connection as a redialling peer does) is timed on both of its addresses
+during the flood.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 import trio
 from raftlog.client.aio import AsyncClient
 from raftlog.client.errors import RaftlogError, TopicExistsError
+from raftlog.client.protocol import FrameDecoder, encode_frame, hello
 from raftlog.server.config import load_config
 
 TOPIC = "connection-flood"
@@ -130,6 +134,43 @@ async def _fresh_connections(address: str, seconds: float) -> list[float | None]
     return took
 
 
+async def _peer_hello(address: str, cluster: str, ident: str) -> float | None:
+    """Seconds until ``address`` answered ``ident``'s hello (None: not within 10 s)."""
+    host, _, port = address.rpartition(":")
+    t0 = time.perf_counter()
+    with trio.move_on_after(10.0):
+        try:
+            stream = await trio.open_tcp_stream(host, int(port))
+        except OSError:
+            return None
+        async with stream:
+            await stream.send_all(encode_frame(hello("client", ident, cluster=cluster)))
+            decoder = FrameDecoder(1 << 20)
+            while data := await stream.receive_some(65536):
+                if decoder.feed(data):
+                    return time.perf_counter() - t0
+    return None
+
+
+async def _peer_hellos(
+    addresses: dict[str, str], cluster: str, ident: str, seconds: float
+) -> dict[str, list[float | None]]:
+    """Every 0.2 s, ``ident``'s hello on each of ``addresses`` (name -> address)."""
+    took: dict[str, list[float | None]] = {name: [] for name in addresses}
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for name, address in addresses.items():
+            took[name].append(await _peer_hello(address, cluster, ident))
+        await trio.sleep(0.2)
+    return took
+
+
+def _answered(what: str, took: list[float | None]) -> str:
+    answered = sorted(t * 1e3 for t in took if t is not None)
+    slowest = f", slowest {answered[-1]:.1f} ms" if answered else ""
+    return f"{what}: {len(answered)}/{len(took)} answered{slowest}"
+
+
 async def _into(outcome: dict[str, Any], key: str, work: Awaitable[Any]) -> None:
     outcome[key] = await work
 
@@ -171,6 +212,11 @@ async def main(args: argparse.Namespace) -> None:
                     nursery.start_soon(
                         _into, outcome, "fresh", _fresh_connections(args.target, args.seconds)
                     )
+                    if target.peer_address:
+                        other = next(n.id for n in cfg.nodes if n is not target)
+                        both = {"address": target.address, "peer_address": target.peer_address}
+                        hellos = _peer_hellos(both, cfg.name, f"replica:{other}", args.seconds)
+                        nursery.start_soon(_into, outcome, "peer", hellos)
                     flooded = await _produce_for(client, args.seconds)
                 fresh: list[float | None] = outcome["fresh"]
                 pending_now = _metric(url, "raftlog_pending_connections")
@@ -181,13 +227,9 @@ async def main(args: argparse.Namespace) -> None:
                 if flooder.is_alive():
                     flooder.kill()
             print(_summary("flood", *flooded, args.seconds))
-            answered = sorted(t * 1e3 for t in fresh if t is not None)
-            print(
-                f"   new clients dialling {args.target} during the flood: "
-                f"{len(answered)}/{len(fresh)} answered"
-                + (f", slowest {answered[-1]:.1f} ms" if answered else ""),
-                flush=True,
-            )
+            print("   " + _answered(f"new clients dialling {args.target}", fresh), flush=True)
+            for name, took in outcome.get("peer", {}).items():
+                print("   " + _answered(f"another node's new connection to the {name}", took))
             evicted = _delta(
                 evicted_before, _metric(url, "raftlog_pending_connections_evicted_total")
             )

@@ -292,7 +292,16 @@ def test_render_round_trips(tmp_path: Path) -> None:
         name='we"ird',
         nodes=[
             NodeConfig("a", "127.0.0.1:1", "127.0.0.1", 1, tmp_path / "a", "127.0.0.1:3"),
-            NodeConfig("b", "127.0.0.1:2", "127.0.0.1", 2, tmp_path / "b", None, {"a": "h:9"}),
+            NodeConfig(
+                "b",
+                "127.0.0.1:2",
+                "127.0.0.1",
+                2,
+                tmp_path / "b",
+                None,
+                {"a": "h:9"},
+                peer_address="127.0.0.1:4",
+            ),
         ],
         tick_ms=5,
         election_ticks=10,
