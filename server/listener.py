@@ -86,6 +86,10 @@ _TLS_RECORD_START = bytes((TLS_HANDSHAKE_BYTE, 0x03))
 # A tenant reconnecting in a loop against a full node must not flood the log:
 # at most one refusal line per this many seconds, with the count since the last.
 REFUSAL_LOG_INTERVAL_S = 1.0
+# The key under which an admitted fetch's request fields carry its quota
+# reservation to ``Quotas.settle_fetch`` (not a wire field: added after the
+# request was validated, read by no handler).
+FETCH_RESERVATION = "_fetch_reservation"
 
 
 class IncarnationBook(Protocol):
@@ -264,31 +268,47 @@ class Quotas:
         self, key: str | tuple[str, str], fields: dict[str, Any], user: User | None, now: float
     ) -> tuple[str, float] | None:
         """fetch_bytes_per_sec: a fetch's size is known only once it is read, so
-        the bytes are charged after the reply (``charge_fetch``) and a fetch is
-        refused while the bucket is in debt. An admitted fetch asks for at most
-        the bucket's balance (``max_bytes`` cut to it; a first batch larger than
-        that still comes whole), so the debt one reply leaves is at most a batch,
-        and a consumer is slowed to the rate rather than stopped for seconds."""
+        the bytes are charged after the reply (``settle_fetch``) and a fetch is
+        refused while the bucket is in debt.
+
+        An admitted fetch asks for at most the balance not yet reserved by the
+        fetches in flight (``max_bytes`` cut to it, and reserved until it is
+        answered), so concurrent fetches (one per partition, long polls) share
+        one balance instead of each being given all of it. A first batch
+        larger than what a fetch may ask still comes whole (``max_bytes`` is at
+        least 1): the debt a reply leaves is at most a batch per fetch in
+        flight, and a consumer is slowed to the rate rather than stopped for
+        seconds. A long poll that waits holds its reservation meanwhile, which
+        only makes its neighbours ask for less, never refuses them."""
         bucket = self._fetch_bucket(key, user, now)
         if bucket is None:
             return None
         wait = bucket.take(0.0, now)
         if wait:
             return "fetch_bytes_per_sec", wait
-        balance = max(1, int(bucket.tokens))
+        free = max(1, int(bucket.tokens - bucket.reserved))
         asked = fields.get("max_bytes") or None  # 0 asks for the default, as None does
-        fields["max_bytes"] = balance if asked is None else min(asked, balance)
+        granted = free if asked is None else min(asked, free)
+        fields["max_bytes"] = granted
+        bucket.reserved += granted
+        fields[FETCH_RESERVATION] = (key, granted)
         return None
 
-    def charge_fetch(self, client_id: str, user: User | None, reply: dict[str, Any]) -> None:
-        """Charge a fetch reply's record bytes (after ``check`` admitted it); they
-        are counted only when a fetch quota applies."""
-        key: str | tuple[str, str] = client_id if user is None else ("user", user.name)
-        now = self.clock()
-        bucket = self._fetch_bucket(key, user, now)
-        if bucket is not None:
+    def settle_fetch(self, fields: dict[str, Any], reply: dict[str, Any] | None) -> None:
+        """A fetch that ``check`` admitted is over: release its reservation and
+        charge the record bytes its reply carries (None: it failed or was
+        cancelled, nothing was served). Nothing if no fetch quota applied."""
+        reservation = fields.pop(FETCH_RESERVATION, None)
+        if reservation is None:
+            return
+        key, granted = reservation
+        bucket = self._fetch.get(key)  # kept by the sweep while anything is reserved
+        if bucket is None:
+            return
+        bucket.reserved = max(0.0, bucket.reserved - granted)
+        if reply is not None:
             nbytes = sum(len(batch[3]) for batch in reply.get("batches", ()))
-            bucket.charge(float(nbytes), now)
+            bucket.charge(float(nbytes), self.clock())
 
 
 # ---------------------------------------------------------------- server
@@ -1346,14 +1366,16 @@ class _ClientConnection:
             log.exception("event=handler_failed op=%s conn=%d", op, self.ctx.connection_id)
             error = HandlerError(ErrorCode.INTERNAL, f"internal error handling {op}")
         except BaseException:  # cancelled: the connection closed (or the node stops)
+            if op == "fetch":
+                self.shared.quotas.settle_fetch(fields, None)
             if op in AUDITED_OPS:
                 audit(self.ctx, op, fields, "CANCELLED",
                       "no answer: the connection or the node closed first (it may have "
                       "happened)", time.perf_counter() - started)  # fmt: skip
             raise
         self._answer(req_id, op, started, result, error)
-        if op == "fetch" and result is not None and not self.ctx.replica:
-            self.shared.quotas.charge_fetch(self.ctx.client_id, self.ctx.user, result)
+        if op == "fetch":
+            self.shared.quotas.settle_fetch(fields, result)
         if op in AUDITED_OPS:
             outcome = "OK" if error is None else error.code.value
             message = None if error is None else error.message

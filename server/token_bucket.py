@@ -20,6 +20,9 @@ class TokenBucket:
     rate: float
     tokens: float
     stamp: float
+    # Fetch quotas: bytes that fetches admitted and not yet answered may still
+    # return (server/listener.py Quotas). Not in ``tokens``: nothing was served.
+    reserved: float = 0.0
 
     @classmethod
     def full(cls, rate: float, now: float) -> TokenBucket:
@@ -29,11 +32,12 @@ class TokenBucket:
         """The same bucket at a new ``rate`` (a user's quota altered): its balance,
         debt included, carries over, capped at the new burst."""
         self.take(0.0, now)  # refill up to now at the old rate
-        return TokenBucket(rate, min(rate, self.tokens), now)
+        return TokenBucket(rate, min(rate, self.tokens), now, self.reserved)
 
     def full_at(self, now: float) -> bool:
-        """Refilled to the brim by ``now``: indistinguishable from a fresh bucket."""
-        return self.tokens + (now - self.stamp) * self.rate >= self.rate
+        """Refilled to the brim by ``now`` and nothing reserved: indistinguishable
+        from a fresh bucket."""
+        return self.tokens + (now - self.stamp) * self.rate >= self.rate and not self.reserved
 
     def charge(self, cost: float, now: float) -> None:
         """Charge ``cost`` after the fact (its size known only once served), into

@@ -235,13 +235,14 @@ def test_a_fetch_asks_for_at_most_the_balance_and_is_refused_in_debt() -> None:
     assert quotas.check("a", "fetch", fields, consumer) is None
     assert fields["max_bytes"] == 500  # the user's rate, not [quotas]'
     # One batch larger than asked: into debt.
-    quotas.charge_fetch("b", consumer, {"batches": [[0, 0, 7, b"x" * 700]]})
+    quotas.settle_fetch(fields, {"batches": [[0, 0, 7, b"x" * 700]]})
     refused = quotas.check("a", "fetch", {}, consumer)
     assert refused is not None and refused[0] == "fetch_bytes_per_sec"
     assert refused[1] == pytest.approx(200 / 500 + 1 / 500)
     clock.now += 0.5  # +250 bytes: 50 in hand
     small: dict[str, Any] = {"max_bytes": 0}  # 0 asks for the default: still cut
     assert quotas.check("a", "fetch", small, consumer) is None and small["max_bytes"] == 50
+    quotas.settle_fetch(small, None)
     # Without a user, per client id at [quotas]' rate; a smaller ask stays as asked.
     mine: dict[str, Any] = {"max_bytes": 100}
     assert quotas.check("a", "fetch", mine) is None and mine["max_bytes"] == 100
@@ -249,5 +250,35 @@ def test_a_fetch_asks_for_at_most_the_balance_and_is_refused_in_debt() -> None:
     unlimited = Quotas(QuotaConfig(), clock=clock)
     untouched: dict[str, Any] = {"max_bytes": 1 << 20}
     assert unlimited.check("a", "fetch", untouched) is None and untouched["max_bytes"] == 1 << 20
-    unlimited.charge_fetch("a", None, {"batches": [[0, 0, 1, b"x"]]})
+    unlimited.settle_fetch(untouched, {"batches": [[0, 0, 1, b"x"]]})
     assert unlimited.buckets == 0
+
+
+def test_fetches_in_flight_share_one_balance_and_give_back_what_they_did_not_read() -> None:
+    """Each admitted fetch reserves what it may read until it is answered: a
+    second fetch in flight gets what the first left (at least its first batch,
+    max_bytes 1), not the whole balance again. A long poll answered empty, or a
+    fetch that failed, gives its reservation back and is charged nothing."""
+    clock = Clock()
+    quotas = Quotas(QuotaConfig(fetch_bytes_per_sec=1000.0), clock=clock)
+    first: dict[str, Any] = {"max_bytes": 600}
+    second: dict[str, Any] = {"max_bytes": 1 << 20}
+    third: dict[str, Any] = {}
+    assert quotas.check("a", "fetch", first) is None and first["max_bytes"] == 600
+    assert quotas.check("a", "fetch", second) is None and second["max_bytes"] == 400
+    assert quotas.check("a", "fetch", third) is None and third["max_bytes"] == 1
+    quotas.settle_fetch(second, {"batches": []})  # a long poll that found nothing
+    quotas.settle_fetch(third, None)  # failed (NOT_LEADER, cancelled): nothing read
+    again: dict[str, Any] = {}
+    assert quotas.check("a", "fetch", again) is None and again["max_bytes"] == 400
+    quotas.settle_fetch(first, {"batches": [[0, 0, 5, b"x" * 500]]})
+    quotas.settle_fetch(again, {"batches": [[5, 5, 4, b"x" * 400]]})
+    clock.now += 0.125  # +125 bytes: 900 read of 1,125, no debt, nothing reserved
+    last: dict[str, Any] = {}
+    assert quotas.check("a", "fetch", last) is None and last["max_bytes"] == 225
+    # A bucket with a fetch in flight is never swept as idle, even once refilled.
+    clock.now += Quotas.SWEEP_INTERVAL_S
+    quotas.check("b", "produce", {"records": b""})  # runs the sweep
+    quotas.settle_fetch(last, {"batches": [[9, 9, 1, b"x" * 250]]})
+    after: dict[str, Any] = {}
+    assert quotas.check("a", "fetch", after) is None and after["max_bytes"] == 750

@@ -70,3 +70,44 @@ async def test_a_users_fetches_are_cut_to_its_balance_and_throttled_in_debt(
             least_s = (RECORDS * len(RECORD) - allowed_at_once) / RATE
             assert trio.current_time() - started >= least_s * 0.95
         nursery.cancel_scope.cancel()
+
+
+async def test_pipelined_fetches_share_the_balance_and_a_failed_one_gives_it_back(
+    tmp_path: Path,
+) -> None:
+    """Two fetches sent back to back are in flight together: the second may read
+    only what the first did not reserve (its first batch), where each used to be
+    given the whole balance. A fetch that fails reads nothing and is charged
+    nothing: the next one gets the whole balance."""
+    cfg = make_config(tmp_path, 1, **FAST, auth=AuthConfig(peer_token="p", users=(OPS,)))
+    token = generate_token()
+    async with trio.open_nursery() as nursery:
+        nodes = Nodes(cfg, nursery)
+        await nodes.start("n1")
+        with trio.fail_after(DEADLINE_S):
+            async with client(cfg, OPS.token) as ops:
+                await ops.create_topic("events", partitions=1, replicas=1)
+                for _ in range(RECORDS):  # one batch each
+                    await ops.produce("events", RECORD, partition=0)
+                await ops.create_user(
+                    "reader", token=token, read=["events"], fetch_bytes_per_sec=RATE
+                )
+
+            raw = await RawConn.open(cfg.nodes[0].port)
+            assert (await raw.hello("client", "r1", credential=token))["type"] == "hello_ok"
+            # Fails after its admission (the partition does not exist).
+            missing = await raw.request(
+                1, "fetch", topic="events", partition=7, offset=0, max_bytes=1 << 20
+            )
+            assert missing["ok"] is False and missing["error"] != "THROTTLED", missing
+            fetch = {"topic": "events", "partition": 0, "offset": 0, "max_bytes": 1 << 20}
+            await raw.send({"type": "fetch", "id": 2, **fetch})
+            await raw.send({"type": "fetch", "id": 3, **fetch})
+            replies = {reply["id"]: reply for reply in [await raw.recv(), await raw.recv()]}
+            first, second = replies[2], replies[3]
+            assert first["ok"] is True and second["ok"] is True, replies
+            # The failed fetch left the balance whole: the first got a second's worth.
+            assert len(first["batches"]) >= RATE // (len(RECORD) + 200)
+            assert len(second["batches"]) == 1  # its first batch, nothing more
+            await raw.aclose()
+        nursery.cancel_scope.cancel()
