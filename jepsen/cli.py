@@ -151,6 +151,9 @@ def _save_traceback(out: Path, exc: BaseException) -> Path | str:
 @click.option("--tls", is_flag=True,
               help="[tls] on every node, peer links and clients (a CA made for the run; "
                    "needs trustme from the test extras).")
+@click.option("--peer-ports", is_flag=True,
+              help="a peer_address per node: peer links and snapshot transfers (and the "
+                   "partition nemesis's proxies) use it, clients the node's address.")
 @click.option("--lease-reads", is_flag=True,
               help="lease_reads = true on every node: linearizable reads from the "
                    "leader's lease, no ReadIndex round (pause and partition test it).")
@@ -166,7 +169,8 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
             concurrency: int, partitions: int, seed: int, interval: float, spares: int,
             rejoin: bool, rate: float, consumers: int, session_timeout: float,
             static_members: bool, rebalance: str, serializable_reads: float,
-            delete_retention_ms: int, out: Path | None, tls: bool, lease_reads: bool,
+            delete_retention_ms: int, out: Path | None, tls: bool, peer_ports: bool,
+            lease_reads: bool,
             unsafe_no_fsync: bool,
             unsafe_ack_before_commit: bool, unsafe_follower_reads: bool) -> None:
     """Start a cluster, run a workload under faults, check the history."""
@@ -207,7 +211,7 @@ def run_cmd(nodes: int, workload: str, nemesis_: str, kill_targets: str,
         partition_shapes=shapes,
         clock_targets=skew_targets, power_targets=cut_targets,
         slow_disk_targets=slow_targets, slow_disk_ms=fsync_delays,
-        rate_per_worker=rate, tls=tls, lease_reads=lease_reads,
+        rate_per_worker=rate, tls=tls, peer_ports=peer_ports, lease_reads=lease_reads,
         fsync=not unsafe_no_fsync,
         unsafe_ack_before_commit=unsafe_ack_before_commit,
         unsafe_follower_reads=unsafe_follower_reads,

@@ -90,6 +90,7 @@ class ClusterSettings:
     clock_files: bool = False  # per-node wall-clock offset files (the clock nemesis)
     lazyfs: bool = False  # every data dir on a lazyfs mount (the power nemesis)
     tls: bool = False  # [tls] on every node: a run CA, one certificate for 127.0.0.1
+    peer_ports: bool = False  # a peer_address per node: peer links and transfers use it
     retention_ms: int | None = None  # the test topic's retention_ms
     retention_interval_ms: int | None = None  # [retention] interval_ms (also compaction's)
     topic_config: dict[str, Any] = field(default_factory=dict)  # more of the topic's config
@@ -108,6 +109,7 @@ class NodeProc:
     expected_exit: bool = False  # killed or stopped by the harness
     log_offset: int = 0  # where the current start's output begins
     join: bool = False  # joins a running cluster (spare, or removed and wiped)
+    peer_address: str | None = None  # its listener for the other nodes (peer_ports)
     spare: bool = False  # not one of the initial nodes
     mounted: bool = False  # data dir is a tmpfs mount of ours
     disk_full: bool = False  # its tmpfs is shrunk to (about) its usage right now
@@ -132,17 +134,22 @@ class JepsenCluster:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.run_dir / "data").mkdir(parents=True, exist_ok=True)
         self.config_path = self.run_dir / "cluster.toml"
-        ports = free_ports(self.settings.nodes + self.settings.spares)
+        count = self.settings.nodes + self.settings.spares
+        ports = free_ports(count * (2 if self.settings.peer_ports else 1))
         self.nodes: dict[str, NodeProc] = {}
-        for i, port in enumerate(ports):
+        for i, port in enumerate(ports[:count]):
             nid = f"n{i + 1}"
             spare = i >= self.settings.nodes
             self.nodes[nid] = NodeProc(
                 nid, f"127.0.0.1:{port}", self.run_dir / "data" / nid,
                 self.run_dir / "logs" / f"{nid}.log", join=spare, spare=spare,
+                peer_address=(
+                    f"127.0.0.1:{ports[count + i]}" if self.settings.peer_ports else None
+                ),
             )
+        # The proxies forward to where peers are dialled: the peer_address if any.
         self.mesh: ProxyMesh | None = (
-            ProxyMesh({n.id: n.address for n in self.nodes.values()})
+            ProxyMesh({n.id: n.peer_address or n.address for n in self.nodes.values()})
             if self.settings.proxied else None
         )
 
@@ -467,6 +474,8 @@ class JepsenCluster:
                       f"data_dir = {_toml_str(str(n.data_dir.relative_to(self.run_dir)))}"]
             if n.join:
                 lines.append("join = true")
+            if n.peer_address is not None:
+                lines.append(f"peer_address = {_toml_str(n.peer_address)}")
             if self.mesh is not None:
                 pairs = ", ".join(
                     f"{peer} = {_toml_str(addr)}"

@@ -94,6 +94,7 @@ class RunOptions:
     rebalance: str = "eager"  # groups workload: eager, cooperative or mixed consumers
     serializable_reads: float = 0.0  # fraction of fetches/polls from any replica's copy
     tls: bool = False  # [tls] on every node and client (a CA made for the run)
+    peer_ports: bool = False  # a peer_address per node (peer links, snapshot transfers)
     # compact workload: how long tombstones stay readable, and how often the leaders
     # look for a sweep to run (every round that finds anything new sweeps).
     delete_retention_ms: int = 5000
@@ -188,6 +189,7 @@ async def run(opts: RunOptions) -> dict[str, Any]:
         tmpfs_bytes=opts.tmpfs_bytes if "disk-full" in opts.nemesis else 0,
         lazyfs=bool({"power", "slow-disk"} & set(opts.nemesis)),
         tls=opts.tls,
+        peer_ports=opts.peer_ports,
         **_merged(_clock_settings(opts), _compaction_settings(opts)),
     )
     cluster = JepsenCluster(out, settings)

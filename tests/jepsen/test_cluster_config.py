@@ -31,6 +31,29 @@ async def test_generated_config_routes_every_peer_link_through_its_proxy(tmp_pat
     assert len(set(ports)) == len(ports) == 3 + 6
 
 
+async def test_peer_ports_give_every_node_a_peer_address_behind_its_proxies(
+    tmp_path: Path,
+) -> None:
+    """--peer-ports: the proxies forward to the peer addresses; the clients'
+    bootstrap stays on the nodes' addresses."""
+    cluster = JepsenCluster(tmp_path, ClusterSettings(nodes=3, peer_ports=True))
+    await cluster.prepare()
+    cfg = load_config(cluster.config_path)
+    assert cluster.mesh is not None
+    for node in cfg.nodes:
+        assert node.peer_address is not None and node.peer_address != node.address
+        assert node.peer_address == cluster.nodes[node.id].peer_address
+        for peer in node.dial:
+            target = cluster.mesh.links[(node.id, peer)].target
+            assert target == tuple_address(cluster.nodes[peer].peer_address or "")
+    assert cluster.addresses == [n.address for n in cfg.nodes]
+    unproxied = JepsenCluster(tmp_path / "direct", ClusterSettings(nodes=3, proxied=False,
+                                                                   peer_ports=True))
+    await unproxied.prepare()
+    direct = load_config(unproxied.config_path)
+    assert all(direct.dial_address("n1", n.id) == n.peer_address for n in direct.nodes[1:])
+
+
 def tuple_address(address: str) -> tuple[str, int]:
     host, port = address.rsplit(":", 1)
     return host, int(port)

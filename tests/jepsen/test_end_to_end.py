@@ -123,6 +123,25 @@ async def test_a_tls_cluster_under_kill_and_partition_is_valid(tmp_path: Path) -
     assert '"start-kill"' in history or '"start-partition"' in history
 
 
+async def test_a_cluster_on_peer_ports_under_kill_and_partition_is_valid(
+    tmp_path: Path,
+) -> None:
+    """--peer-ports: peer links and snapshot transfers run over each node's
+    peer_address (through the partition proxies), clients over its address."""
+    opts = RunOptions(
+        out=tmp_path / "run", nodes=3, workload="log", nemesis=["kill", "partition"],
+        time_limit=12, nemesis_interval=3, concurrency=8, seed=5, recovery=3, quiet=1,
+        peer_ports=True,
+    )
+    results = await run(opts)
+    assert results["valid"], {k: results[k] for k in ("log", "notes", "liveness")}
+    assert ok_count(results, "send") > 100 and ok_count(results, "drain") == opts.partitions
+    assert_replicas_agree(results, opts)
+    assert (tmp_path / "run" / "cluster.toml").read_text().count("peer_address = ") == 3
+    history = (tmp_path / "run" / "history.jsonl").read_text()
+    assert '"start-kill"' in history or '"start-partition"' in history
+
+
 def test_tls_without_trustme_is_refused_before_anything_starts(tmp_path: Path, monkeypatch) -> None:
     import importlib.util
 
