@@ -221,48 +221,27 @@ class Quotas:
         if now >= self._next_sweep:
             self._sweep(now)
         key: str | tuple[str, str] = client_id if user is None else ("user", user.name)
-        rate = self.cfg.requests_per_sec
-        if user is not None and user.requests_per_sec is not None:
-            rate = user.requests_per_sec
+        rate = self._rate("requests_per_sec", user)
         if rate is not None:
-            bucket = self._requests.get(key)
-            if bucket is None:
-                bucket = self._requests[key] = TokenBucket.full(rate, now)
-            elif bucket.rate != rate:  # the user's quota changed (a reload, raftlog user)
-                bucket = self._requests[key] = bucket.retuned(rate, now)
-            wait = bucket.take(1.0, now)
+            wait = _bucket(self._requests, key, rate, now).take(1.0, now)
             if wait:
                 return "requests_per_sec", wait
-        rate = self.cfg.produce_bytes_per_sec
-        if user is not None and user.produce_bytes_per_sec is not None:
-            rate = user.produce_bytes_per_sec
-        if rate is not None and op == "produce":
-            bucket = self._produce.get(key)
-            if bucket is None:
-                bucket = self._produce[key] = TokenBucket.full(rate, now)
-            elif bucket.rate != rate:
-                bucket = self._produce[key] = bucket.retuned(rate, now)
-            wait = bucket.take(float(len(fields.get("records", b""))), now)
-            if wait:
-                return "produce_bytes_per_sec", wait
-        if op == "fetch":
+        if op == "produce":
+            rate = self._rate("produce_bytes_per_sec", user)
+            if rate is not None:
+                bucket = _bucket(self._produce, key, rate, now)
+                wait = bucket.take(float(len(fields.get("records", b""))), now)
+                if wait:
+                    return "produce_bytes_per_sec", wait
+        elif op == "fetch":
             return self._admit_fetch(key, fields, user, now)
         return None
 
-    def _fetch_bucket(
-        self, key: str | tuple[str, str], user: User | None, now: float
-    ) -> TokenBucket | None:
-        rate = self.cfg.fetch_bytes_per_sec
-        if user is not None and user.fetch_bytes_per_sec is not None:
-            rate = user.fetch_bytes_per_sec
-        if rate is None:
-            return None
-        bucket = self._fetch.get(key)
-        if bucket is None:
-            bucket = self._fetch[key] = TokenBucket.full(rate, now)
-        elif bucket.rate != rate:
-            bucket = self._fetch[key] = bucket.retuned(rate, now)
-        return bucket
+    def _rate(self, name: str, user: User | None) -> float | None:
+        """Quota ``name``'s rate for ``user``: its own when set, else [quotas]'
+        (None: no such quota)."""
+        own = None if user is None else getattr(user, name)
+        return getattr(self.cfg, name) if own is None else own
 
     def _admit_fetch(
         self, key: str | tuple[str, str], fields: dict[str, Any], user: User | None, now: float
@@ -280,9 +259,10 @@ class Quotas:
         flight, and a consumer is slowed to the rate rather than stopped for
         seconds. A long poll that waits holds its reservation meanwhile, which
         only makes its neighbours ask for less, never refuses them."""
-        bucket = self._fetch_bucket(key, user, now)
-        if bucket is None:
+        rate = self._rate("fetch_bytes_per_sec", user)
+        if rate is None:
             return None
+        bucket = _bucket(self._fetch, key, rate, now)
         wait = bucket.take(0.0, now)
         if wait:
             return "fetch_bytes_per_sec", wait
@@ -309,6 +289,22 @@ class Quotas:
         if reply is not None:
             nbytes = sum(len(batch[3]) for batch in reply.get("batches", ()))
             bucket.charge(float(nbytes), self.clock())
+
+
+def _bucket(
+    table: dict[str | tuple[str, str], TokenBucket],
+    key: str | tuple[str, str],
+    rate: float,
+    now: float,
+) -> TokenBucket:
+    """``key``'s bucket in ``table`` at ``rate``: a full one for a new key, the
+    old one retuned if the rate changed (a reload, ``raftlog user alter``)."""
+    bucket = table.get(key)
+    if bucket is None:
+        bucket = table[key] = TokenBucket.full(rate, now)
+    elif bucket.rate != rate:
+        bucket = table[key] = bucket.retuned(rate, now)
+    return bucket
 
 
 # ---------------------------------------------------------------- server
@@ -407,18 +403,16 @@ class Listener:
     def __post_init__(self) -> None:
         limits = self.cfg.limits
         self.address_overrides = AddressOverrides.of(limits)
-        self.pending = PendingConnections(
-            limits.max_pending_connections,
-            self.metrics,
-            limits.max_pending_connections_per_address,
-            share_overrides=self.address_overrides.pending_share_table,
-        )
-        self.peer_pending = PendingConnections(
-            limits.max_pending_connections,
-            self.metrics,
-            limits.max_pending_connections_per_address,
-            share_overrides=self.address_overrides.pending_share_table,
-            gauge=self.metrics.peer_pending_connections,
+        # One book per listener, under the same limits, each with its own gauge.
+        self.pending, self.peer_pending = (
+            PendingConnections(
+                limits.max_pending_connections,
+                self.metrics,
+                limits.max_pending_connections_per_address,
+                share_overrides=self.address_overrides.pending_share_table,
+                gauge=gauge,
+            )
+            for gauge in (self.metrics.pending_connections, self.metrics.peer_pending_connections)
         )
         self.connection_rate = ConnectionRate(
             limits.max_connection_rate_per_address,

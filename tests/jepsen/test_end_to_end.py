@@ -49,6 +49,17 @@ def assert_replicas_agree(results: dict, opts: RunOptions) -> None:
     assert rep["summary"].endswith("no divergence")
 
 
+async def assert_short_faulty_run_valid(opts: RunOptions) -> None:
+    """A short run of ``opts`` is valid, made progress, drained every partition,
+    its replicas agree, and a fault really happened."""
+    results = await run(opts)
+    assert results["valid"], {k: results[k] for k in ("log", "notes", "liveness")}
+    assert ok_count(results, "send") > 100 and ok_count(results, "drain") == opts.partitions
+    assert_replicas_agree(results, opts)
+    history = (opts.out / "history.jsonl").read_text()
+    assert '"start-kill"' in history or '"start-partition"' in history
+
+
 async def test_short_run_under_kill_partition_pause_is_valid(tmp_path: Path) -> None:
     opts = RunOptions(
         out=tmp_path / "run", nodes=3, workload="log", nemesis=["kill", "partition", "pause"],
@@ -112,15 +123,10 @@ async def test_a_tls_cluster_under_kill_and_partition_is_valid(tmp_path: Path) -
         time_limit=12, nemesis_interval=3, concurrency=8, seed=3, recovery=3, quiet=1,
         tls=True,
     )
-    results = await run(opts)
-    assert results["valid"], {k: results[k] for k in ("log", "notes", "liveness")}
-    assert ok_count(results, "send") > 100 and ok_count(results, "drain") == opts.partitions
-    assert_replicas_agree(results, opts)
+    await assert_short_faulty_run_valid(opts)
     config = (tmp_path / "run" / "cluster.toml").read_text()
     assert '[tls]\nca_file = "tls/ca.pem"' in config
     assert (tmp_path / "run" / "tls" / "node.key").stat().st_size > 0
-    history = (tmp_path / "run" / "history.jsonl").read_text()
-    assert '"start-kill"' in history or '"start-partition"' in history
 
 
 async def test_a_cluster_on_peer_ports_under_kill_and_partition_is_valid(
@@ -133,13 +139,8 @@ async def test_a_cluster_on_peer_ports_under_kill_and_partition_is_valid(
         time_limit=12, nemesis_interval=3, concurrency=8, seed=5, recovery=3, quiet=1,
         peer_ports=True,
     )
-    results = await run(opts)
-    assert results["valid"], {k: results[k] for k in ("log", "notes", "liveness")}
-    assert ok_count(results, "send") > 100 and ok_count(results, "drain") == opts.partitions
-    assert_replicas_agree(results, opts)
+    await assert_short_faulty_run_valid(opts)
     assert (tmp_path / "run" / "cluster.toml").read_text().count("peer_address = ") == 3
-    history = (tmp_path / "run" / "history.jsonl").read_text()
-    assert '"start-kill"' in history or '"start-partition"' in history
 
 
 def test_tls_without_trustme_is_refused_before_anything_starts(tmp_path: Path, monkeypatch) -> None:
