@@ -182,6 +182,9 @@ class RegisterNode:
     node_id: str
     address: str
     incarnation: str
+    # The node's listener for the other nodes (cluster.toml ``peer_address``),
+    # written only from log format NODE_PEER_ADDRESS on (log/features.py).
+    peer_address: str | None = None
 
     KIND = CommandKind.REGISTER_NODE
 
@@ -362,7 +365,7 @@ _SCHEMA: dict[type, tuple[tuple[type, bool], ...]] = {
     TruncatePrefix: (_INT,),
     ExpireProducers: (_INT, _OPT_INT),
     CompactRecords: (_INT, _INT, (list, False)),
-    RegisterNode: (_STR, _STR, _STR),
+    RegisterNode: (_STR, _STR, _STR, (str, True)),
     CreateTopic: (_STR, _INT, _INT, (dict, False)),
     DeleteTopic: (_STR,),
     AllocProducerId: (),
@@ -385,7 +388,12 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {
 # group deletion. Trailing fields that hold their default are left out when
 # written, so replicas of a cluster still on an older form decode them, and
 # put back with their defaults when read.
-_OLDEST_FORM: dict[type, int] = {CommitOffset: 3, DeleteOffset: 2, SetConsumerGroup: 5}
+_OLDEST_FORM: dict[type, int] = {
+    CommitOffset: 3,
+    DeleteOffset: 2,
+    SetConsumerGroup: 5,
+    RegisterNode: 3,
+}
 _DEFAULTS: dict[type, tuple[Any, ...]] = {
     cls: tuple(f.default for f in fields(cls)) for cls in _OLDEST_FORM
 }

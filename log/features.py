@@ -44,9 +44,13 @@ DYNAMIC_USERS = 4
 # fetch byte quota (``fetch_bytes_per_sec``): keys that a format-4 node refuses
 # when applying a SetUser, so they wait for the format (``USER_KEY_FORMATS``).
 USER_EXPIRY_FETCH_QUOTA = 5
+# A node's record (RegisterNode) may carry its ``peer_address``, so that nodes
+# which learn of it from the metadata log (``member add``) dial the listener it
+# keeps for the other nodes. A format-5 node could not decode the longer form.
+NODE_PEER_ADDRESS = 6
 
 # The highest format this build reads and writes.
-LOG_FORMAT = USER_EXPIRY_FETCH_QUOTA
+LOG_FORMAT = NODE_PEER_ADDRESS
 
 FORMAT_CHANGES: dict[int, str] = {
     BASELINE_LOG_FORMAT: "every command as before log formats existed",
@@ -57,6 +61,7 @@ FORMAT_CHANGES: dict[int, str] = {
         "users kept in the metadata log may expire and have a fetch byte quota "
         "(raftlog user create --expires-in, --fetch-bytes-per-sec)"
     ),
+    NODE_PEER_ADDRESS: "a node's record carries its peer_address (dialled by nodes that learn it)",
 }
 
 # Topic config keys added after log formats existed, and the format from which

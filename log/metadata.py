@@ -48,6 +48,7 @@ from .features import (
     BASELINE_LOG_FORMAT,
     DYNAMIC_USERS,
     LOG_FORMAT,
+    NODE_PEER_ADDRESS,
     TOPIC_CONFIG_FORMATS,
 )
 from .store import NodeStore
@@ -153,6 +154,9 @@ def topic_config_format_problem(config: dict[str, Any], log_format: int) -> str 
 class NodeInfo:
     address: str
     incarnation: str
+    # Where the other nodes dial it, when that is not ``address`` (log format
+    # NODE_PEER_ADDRESS on; server/membership.py ``sync_peers`` reads it).
+    peer_address: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -312,18 +316,36 @@ class MetadataStateMachine:
     def _register_node(self, cmd: RegisterNode) -> MetaResult:
         if not cmd.node_id or not cmd.address:
             return _fail(ErrorCode.INVALID_REQUEST, "node id and address must be non-empty")
+        problem = self._peer_address_problem(cmd)
+        if problem is not None:
+            return _fail(ErrorCode.INVALID_REQUEST, problem)
         old = self.nodes.get(cmd.node_id)
-        info = NodeInfo(cmd.address, cmd.incarnation)
+        info = NodeInfo(cmd.address, cmd.incarnation, cmd.peer_address)
         self.nodes[cmd.node_id] = info
         if old != info:
             log.info(
-                "node registered node=%s address=%s incarnation=%s previous=%s",
+                "node registered node=%s address=%s peer_address=%s incarnation=%s previous=%s",
                 cmd.node_id,
                 cmd.address,
+                cmd.peer_address,
                 cmd.incarnation,
                 old.incarnation if old else None,
             )
         return MetaResult()
+
+    def _peer_address_problem(self, cmd: RegisterNode) -> str | None:
+        """Why ``cmd``'s peer address may not be recorded (None if it may, or has none).
+        Checked at apply, so every replica decides alike whatever its writer saw."""
+        if cmd.peer_address is None:
+            return None
+        if self.log_format < NODE_PEER_ADDRESS:
+            return (
+                f"a node's peer_address needs log format {NODE_PEER_ADDRESS}, and this "
+                f"cluster is at {self.log_format}"
+            )
+        if not cmd.peer_address or cmd.peer_address == cmd.address:
+            return f"peer_address {cmd.peer_address!r} must be non-empty and not the address"
+        return None
 
     def _set_log_format(self, cmd: SetLogFormat) -> MetaResult:
         """Raise the log format; a lower or equal one changes nothing (formats only
@@ -579,7 +601,12 @@ class MetadataStateMachine:
                 "applied_index": self.applied_index,
                 "next_group_id": self.next_group_id,
                 "next_producer_id": self.next_producer_id,
-                "nodes": {n: [i.address, i.incarnation] for n, i in sorted(self.nodes.items())},
+                # A peer address is a 3rd field, only where there is one: a state
+                # without any stays readable by builds before NODE_PEER_ADDRESS.
+                "nodes": {
+                    n: [i.address, i.incarnation, *([i.peer_address] if i.peer_address else [])]
+                    for n, i in sorted(self.nodes.items())
+                },
                 "topics": [
                     [
                         t.name,
@@ -606,7 +633,7 @@ class MetadataStateMachine:
         self.applied_index = obj["applied_index"]
         self.next_group_id = obj["next_group_id"]
         self.next_producer_id = obj["next_producer_id"]
-        self.nodes = {n: NodeInfo(a, i) for n, (a, i) in obj["nodes"].items()}
+        self.nodes = {n: NodeInfo(*fields) for n, fields in obj["nodes"].items()}
         self.topics = {
             name: TopicInfo(
                 name,

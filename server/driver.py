@@ -65,6 +65,7 @@ from typing import Any, Protocol
 import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import RegisterNode, encode_entry_commands
+from raftlog.log.features import NODE_PEER_ADDRESS
 from raftlog.log.metadata import MetadataStateMachine
 from raftlog.log.partition import ApplyResult, PartitionStateMachine
 from raftlog.raft import codec
@@ -1347,16 +1348,32 @@ class MultiRaft:
 
         registered = self.metadata.nodes
         members = group.raft.conf_state.all_nodes()
+        # A format below NODE_PEER_ADDRESS: nodes that cannot decode the field.
+        with_peer = self.metadata.log_format >= NODE_PEER_ADDRESS
         for node in self.cfg.nodes:
-            if node.id in registered or node.id not in members:
+            if node.id not in members:
                 # Only members of group 0: nodes added later are registered by
                 # `member add`, removed ones stay unregistered (membership_ops).
                 continue
-            if node.id == self.node_id:
-                incarnation = self.store.identity.incarnation
-            else:
-                incarnation = self.store.peer_incarnation(node.id) or ""
-            self.submit(METADATA_GROUP, RegisterNode(node.id, node.address, incarnation))
+            peer_address = node.peer_address if with_peer else None
+            info = registered.get(node.id)
+            if info is None:
+                if node.id == self.node_id:
+                    incarnation = self.store.identity.incarnation
+                else:
+                    incarnation = self.store.peer_incarnation(node.id) or ""
+                cmd = RegisterNode(node.id, node.address, incarnation, peer_address)
+                self.submit(METADATA_GROUP, cmd)
+            elif (
+                peer_address is not None
+                and peer_address != info.peer_address
+                and node.address == info.address
+            ):
+                # Registered before the format allowed a peer address (or before the
+                # file gave one): recorded now, for nodes that only learn of it from
+                # the metadata. The incarnation stays the registered one (rule 7).
+                cmd = RegisterNode(node.id, info.address, info.incarnation, peer_address)
+                self.submit(METADATA_GROUP, cmd)
 
     # ------------------------------------------------------------ shutdown, status
 

@@ -720,11 +720,12 @@ class RequestHandlers:
         groups = [self.driver.group_status(g) for _, g in sorted(self.driver.groups.items())]
         # The nodes this one knows, so `cluster status --bootstrap ONE` can ask
         # every leader for its replicas' lag (only a leader knows them).
-        # Its own incarnation too: `member add` registers a node with the one it
-        # reports (DESIGN §3 rule 7, server/membership_ops.py).
+        # Its own incarnation and peer address too: `member add` registers a node
+        # with what it reports (DESIGN §3 rule 7, server/membership_ops.py).
         reply = {
             "node": self.node_id,
             "incarnation": self.driver.store.identity.incarnation,
+            "peer_address": self.cfg.node(self.node_id).peer_address,
             "groups": groups,
             "nodes": self._nodes_json(),
             # log/features.py: what the cluster writes, what this node says it

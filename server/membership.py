@@ -252,6 +252,17 @@ def _names(conf: ConfState, node_id: str) -> bool:
     return node_id in (*conf.voters, *conf.learners, *conf.voters_outgoing, *conf.learners_next)
 
 
+def _forget_peer(driver: Any, node_id: str) -> None:
+    """Undo what ``sync_peers`` did when it learned ``node_id``."""
+    driver.learned_peers.discard(node_id)
+    driver.cfg.nodes[:] = [n for n in driver.cfg.nodes if n.id != node_id]
+    if node_id in driver.peers:
+        driver.peers.remove(node_id)
+    remove_peer = getattr(driver.transport, "remove_peer", None)
+    if remove_peer is not None:
+        remove_peer(node_id)
+
+
 def sync_peers(driver: Any) -> None:
     """Make registered nodes unknown to cluster.toml peers of this node (and forget
     such learned peers again once they are unregistered by ``member remove``)."""
@@ -259,28 +270,28 @@ def sync_peers(driver: Any) -> None:
     learned: set[str] = driver.__dict__.setdefault("learned_peers", set())
     for node_id in sorted(learned - set(driver.metadata.nodes)):
         # Removed: the listener no longer accepts its hello, nobody dials it.
-        learned.discard(node_id)
-        cfg.nodes[:] = [n for n in cfg.nodes if n.id != node_id]
-        if node_id in driver.peers:
-            driver.peers.remove(node_id)
-        remove_peer = getattr(driver.transport, "remove_peer", None)
-        if remove_peer is not None:
-            remove_peer(node_id)
+        _forget_peer(driver, node_id)
         log.info("event=peer_forgotten peer=%s reason=unregistered", node_id)
     known = set(cfg.node_ids())
     for node_id, info in sorted(driver.metadata.nodes.items()):
+        if node_id in learned and cfg.node(node_id).peer_address != info.peer_address:
+            _forget_peer(driver, node_id)  # re-registered with a peer address: redial
+            known.discard(node_id)
         if node_id in known or not info.address:
             continue
         try:
             host, port = parse_address(info.address)
+            if info.peer_address is not None:
+                parse_address(info.peer_address)
         except Exception:  # a bad address in the log must not stop the loop
-            log.warning("event=peer_address_invalid peer=%s address=%s", node_id, info.address)
+            log.warning("event=peer_address_invalid peer=%s address=%s peer_address=%s",
+                        node_id, info.address, info.peer_address)  # fmt: skip
             continue
         # Appended to the shared config object: the listener accepts a peer
         # hello only from ids in cfg.nodes, the transport dials from it.
         cfg.nodes.append(
             NodeConfig(id=node_id, address=info.address, host=host, port=port,
-                       data_dir=Path(), join=True)
+                       data_dir=Path(), join=True, peer_address=info.peer_address)
         )  # fmt: skip
         driver.peers.append(node_id)
         learned.add(node_id)
@@ -288,4 +299,5 @@ def sync_peers(driver: Any) -> None:
         add_peer = getattr(driver.transport, "add_peer", None)
         if add_peer is not None:
             add_peer(node_id, cfg.dial_address(driver.node_id, node_id))
-        log.info("event=peer_learned peer=%s address=%s", node_id, info.address)
+        log.info("event=peer_learned peer=%s address=%s peer_address=%s",
+                 node_id, info.address, info.peer_address)  # fmt: skip

@@ -28,11 +28,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import RegisterNode, SetPartitionReplicas, UnregisterNode
+from raftlog.log.features import NODE_PEER_ADDRESS
+from raftlog.log.metadata import NodeInfo
 from raftlog.raft.errors import NotLeaderError, ProposalDroppedError
 from raftlog.raft.types import ConfChange, ConfChangeItem, ConfChangeType, Role
 
@@ -58,6 +60,14 @@ POLL_S = 0.05
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+class NodeIdentity(NamedTuple):
+    """What a node says about itself when `member add` asks (its cluster_status)."""
+
+    incarnation: str
+    # Its listener for the other nodes, if it has one (cluster.toml peer_address).
+    peer_address: str | None = None
+
+
 class MembershipOps:
     """Handlers for member_list/add/remove and partition_reassign (one per node)."""
 
@@ -65,9 +75,11 @@ class MembershipOps:
         self.h = handlers
         self.driver = handlers.driver
         self.node_id: str = handlers.node_id
-        # (node, address, timeout_s) -> the incarnation the node at ``address``
-        # reports; in-process test clusters put their own lookup here.
-        self.ask_incarnation: Callable[[str, str, float], Awaitable[str]] = self._dial_incarnation
+        # (node, address, timeout_s) -> who the node at ``address`` says it is;
+        # in-process test clusters put their own lookup here.
+        self.ask_identity: Callable[[str, str, float], Awaitable[NodeIdentity]] = (
+            self._dial_identity
+        )
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -333,16 +345,19 @@ class MembershipOps:
         # (membership.adopt_incarnation), so a node wiped again later is refused
         # everywhere, even by a peer that learns of the add late.
         timeout_s = max(0.5, min(ASK_INCARNATION_TIMEOUT_S, deadline - trio.current_time()))
-        incarnation = await self.ask_incarnation(node, address, timeout_s)
+        incarnation, peer_address = await self.ask_identity(node, address, timeout_s)
+        if self.meta.log_format < NODE_PEER_ADDRESS:
+            peer_address = None  # some node could not decode it: dialled at its address
         info = self.meta.nodes.get(node)
-        if info is None or info.address != address or info.incarnation != incarnation:
-            await self._metadata_command(RegisterNode(node, address, incarnation), deadline)
+        if info != NodeInfo(address, incarnation, peer_address):
+            cmd = RegisterNode(node, address, incarnation, peer_address)
+            await self._metadata_command(cmd, deadline)
         voters = set(cs.voters) | {node}
         await self.converge(group, voters, set(cs.learners) - {node}, deadline)
         log.info("event=member_added node=%s address=%s", node, address)
         return {"node": node, "address": address, "role": "voter"}
 
-    async def _dial_incarnation(self, node: str, address: str, timeout_s: float) -> str:
+    async def _dial_identity(self, node: str, address: str, timeout_s: float) -> NodeIdentity:
         """Ask the node at ``address`` who it is (its cluster_status reply)."""
         try:
             conn = await PeerConnection.open(
@@ -364,8 +379,11 @@ class MembershipOps:
                 f"{address} is node {reply.get('node')!r}, not {node!r}",
             )
         incarnation = reply.get("incarnation")
-        # A node too old to say: trust on first use, as before.
-        return incarnation if isinstance(incarnation, str) else ""
+        return NodeIdentity(
+            # A node too old to say: trust on first use, as before.
+            incarnation if isinstance(incarnation, str) else "",
+            _reported_peer_address(reply, address),
+        )
 
     async def member_remove(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         """Remove ``node`` from the metadata group; its partitions must be drained first."""
@@ -435,3 +453,18 @@ class MembershipOps:
                 }
             )
         return {"nodes": nodes}
+
+
+def _reported_peer_address(reply: dict[str, Any], address: str) -> str | None:
+    """The peer address a node reports for itself, if it is one the metadata may
+    record: a well-formed address other than its client address."""
+    peer_address = reply.get("peer_address")
+    if not isinstance(peer_address, str) or peer_address == address:
+        return None
+    try:
+        parse_address(peer_address)
+    except ValueError:
+        log.warning("event=peer_address_invalid node=%s peer_address=%r",
+                    reply.get("node"), peer_address)  # fmt: skip
+        return None
+    return peer_address

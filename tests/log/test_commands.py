@@ -44,7 +44,7 @@ commands = st.one_of(
     st.builds(DeleteOffset, text, st.none() | ints, st.none() | ints),
     st.builds(TruncatePrefix, ints),
     st.builds(ExpireProducers, ints, st.none() | ints),
-    st.builds(RegisterNode, text, text, text),
+    st.builds(RegisterNode, text, text, text, st.none() | text),
     st.builds(CreateTopic, text, ints, ints, st.dictionaries(text, ints | text, max_size=3)),
     st.builds(DeleteTopic, text),
     st.just(AllocProducerId()),

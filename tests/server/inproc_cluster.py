@@ -24,6 +24,7 @@ from raftlog.server.config import ClusterConfig
 from raftlog.server.driver import MultiRaft
 from raftlog.server.errors import HandlerError
 from raftlog.server.handlers import RequestHandlers
+from raftlog.server.membership_ops import NodeIdentity
 
 from .cluster_harness import make_config
 
@@ -113,15 +114,15 @@ class InProcCluster:
         self.net.drivers[node] = driver
         self.handlers[node] = RequestHandlers(self.cfg, node, driver)
         # No sockets in process: `member add` asks the node's store who it is.
-        self.handlers[node].membership.ask_incarnation = self._ask_incarnation
+        self.handlers[node].membership.ask_identity = self._ask_identity
         self.stopped[node] = trio.Event()
         await self.nursery.start(self._run, node, driver)
 
-    async def _ask_incarnation(self, node: str, address: str, timeout_s: float) -> str:
+    async def _ask_identity(self, node: str, address: str, timeout_s: float) -> NodeIdentity:
         store = self.stores.get(node)
         if store is None or self.stopped[node].is_set():
             raise HandlerError(ErrorCode.NOT_AVAILABLE, f"{node} is not running")
-        return store.identity.incarnation
+        return NodeIdentity(store.identity.incarnation, self.cfg.node(node).peer_address)
 
     async def _run(self, node: str, driver: MultiRaft, task_status: Any) -> None:
         try:

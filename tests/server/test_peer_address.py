@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from raftlog.client import AsyncClient
 from raftlog.client.protocol import ErrorCode
 from raftlog.jepsen.ports import free_ports
+from raftlog.log.features import NODE_PEER_ADDRESS
 from raftlog.server import listener as listener_module
 from raftlog.server.address_limits import ConnectionRate
 from raftlog.server.cli import main
@@ -35,6 +36,7 @@ from .cluster_harness import make_config
 from .conftest import FakeNode, start_fake_node
 from .manual_clock import FakeClock
 from .rawclient import RawConn, wait_until
+from .test_log_format import wait_cluster_format
 from .test_tls_cluster import DEADLINE_S, FAST, running
 
 TWO_NODES = """
@@ -270,3 +272,31 @@ async def test_a_cluster_links_its_nodes_over_their_peer_addresses_only(tmp_path
                 served = [p for p in established_local_ports() if p in client_ports]
                 # Only this client's connections reach the nodes' addresses.
                 assert 0 < len(served) <= len(client_ports)
+
+
+async def test_a_node_added_by_member_add_is_dialled_at_the_peer_address_it_reports(
+    tmp_path: Path,
+) -> None:
+    """n1..n3's files do not list n4: they learn it from the metadata record that
+    `member add` writes, which carries the peer address n4 reported itself."""
+    four = with_peer_addresses(make_config(tmp_path, 4, **FAST))
+    n4 = dataclasses.replace(four.node("n4"), join=True)
+    four = dataclasses.replace(four, nodes=[*four.nodes[:3], n4])
+    three = dataclasses.replace(four, nodes=four.nodes[:3])
+    # A config object per node: each learns n4 into its own (membership.sync_peers).
+    own = {n.id: dataclasses.replace(three, nodes=list(three.nodes)) for n in three.nodes}
+    addresses = [n.address for n in three.nodes]
+    async with running(three, own) as nodes:
+        await nodes.start("n4", four)
+        with trio.fail_after(DEADLINE_S):
+            await wait_cluster_format(three, NODE_PEER_ADDRESS)
+            async with AsyncClient(addresses) as client:
+                await client.member_add("n4", n4.address)
+            n4_peer_port = peer_port(four, "n4")
+            await wait_until(
+                lambda: established_local_ports().count(n4_peer_port) == 3,
+                "n1, n2 and n3 linked to n4's peer address",
+                limit_s=DEADLINE_S / 2,
+            )
+            for node_id in ("n1", "n2", "n3"):
+                assert own[node_id].dial_address(node_id, "n4") == n4.peer_address

@@ -1,0 +1,93 @@
+"""Who records a node's peer address in the metadata (log format NODE_PEER_ADDRESS):
+the controller for the nodes of its cluster.toml, `member add` for a node that joins.
+In one process, real drivers and stores over an in-memory network; the sockets
+(peers dialling a learned node's peer address) are in test_peer_address.py."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import trio
+from raftlog.log.commands import SetLogFormat
+from raftlog.log.features import NODE_PEER_ADDRESS
+from raftlog.server.config import ClusterConfig, NodeConfig
+from raftlog.server.membership_ops import _reported_peer_address
+
+from .inproc_cluster import InProcCluster, small_config
+
+
+def with_fake_peer_addresses(cfg: ClusterConfig) -> ClusterConfig:
+    """Peer addresses nobody dials: the in-memory network ignores addresses."""
+    nodes = [dataclasses.replace(n, peer_address=f"127.0.0.2:{n.port}") for n in cfg.nodes]
+    return dataclasses.replace(cfg, nodes=nodes)
+
+
+async def raise_format(c: InProcCluster, to: int) -> None:
+    """What the controller's LogFormatUpgrade does once every node reads ``to``
+    (it needs the peer links' hellos, which the in-memory network has not)."""
+    leader = await c.wait_leader(0)
+    outcome = await c.driver(leader).propose(0, SetLogFormat(to), trio.current_time() + 10)
+    assert outcome.error is None, outcome
+
+
+def recorded(c: InProcCluster, at: str) -> dict[str, str | None]:
+    return {n: info.peer_address for n, info in c.driver(at).metadata.nodes.items()}
+
+
+def incarnations(c: InProcCluster, at: str) -> dict[str, str]:
+    return {n: info.incarnation for n, info in c.driver(at).metadata.nodes.items()}
+
+
+async def test_the_controller_records_the_files_peer_addresses_once_the_format_allows(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cfg = with_fake_peer_addresses(small_config(tmp_path))
+    want = {n.id: n.peer_address for n in cfg.nodes}
+    async with InProcCluster(cfg, nursery).running() as c:
+        leader = await c.wait_leader(0)
+        await c.wait_for(lambda: len(recorded(c, leader)) == 3, what="all registered")
+        # Registered at the baseline format: no node may be sent the longer form.
+        assert recorded(c, leader) == dict.fromkeys(want)
+        before = incarnations(c, leader)
+        await raise_format(c, NODE_PEER_ADDRESS)
+        for node in c.node_ids:
+            await c.wait_for(lambda node=node: recorded(c, node) == want, what=f"{node} updated")
+        # Re-registered with the incarnations already recorded (DESIGN §3 rule 7).
+        assert incarnations(c, leader) == before
+
+
+async def test_member_add_records_the_peer_address_the_node_reports(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    async with InProcCluster(small_config(tmp_path), nursery).running() as c:
+        leader = await c.wait_leader(0)
+        await c.wait_for(lambda: len(recorded(c, leader)) == 3, what="all registered")
+        c.cfg.nodes.append(
+            NodeConfig(id="n4", address="127.0.0.1:1", host="127.0.0.1", port=1,
+                       data_dir=tmp_path / "n4", join=True, peer_address="127.0.0.1:2")
+        )  # fmt: skip
+        await c.start("n4")
+        # Below the format, the node is registered without it.
+        await c.call(leader, "member_add", node="n4", address="127.0.0.1:1")
+        assert recorded(c, leader)["n4"] is None
+        await raise_format(c, NODE_PEER_ADDRESS)
+        # Added again (an operator's retry): now the record carries it.
+        await c.call(leader, "member_add", node="n4", address="127.0.0.1:1")
+        assert recorded(c, leader)["n4"] == "127.0.0.1:2"
+        assert c.driver(leader).metadata.nodes["n4"].incarnation == (
+            c.stores["n4"].identity.incarnation
+        )
+
+
+@pytest.mark.parametrize(
+    ("reported", "recorded_as"),
+    [("127.0.0.1:2", "127.0.0.1:2"), (None, None), ("127.0.0.1:1", None),
+     ("no-port", None), (7, None)],
+)  # fmt: skip
+def test_only_a_well_formed_peer_address_other_than_the_address_is_recorded(
+    reported: object, recorded_as: str | None
+) -> None:
+    reply = {"node": "n4", "incarnation": "i", "peer_address": reported}
+    assert _reported_peer_address(reply, "127.0.0.1:1") == recorded_as
