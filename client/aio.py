@@ -1342,8 +1342,12 @@ class AsyncClient:
         metadata: str = "",
         *,
         generation: int | None = None,
+        reset: bool = False,
     ) -> None:
         """Commit ``offset`` (the next offset to consume) for ``group``, through Raft.
+
+        ``reset``: an operator moves the group (``raftlog group reset-offsets``),
+        not a consumer recording progress; the node writes an audit line for it.
 
         ``generation``: the committing member's group generation (the group-managed
         Consumer passes it); the partition then refuses the commit with FencedError
@@ -1360,6 +1364,8 @@ class AsyncClient:
         }
         if generation is not None:
             fields["generation"] = generation
+        if reset:
+            fields["reset"] = True
         await self._call(
             "commit_offset",
             fields,

@@ -860,8 +860,13 @@ class Consumer:
 
     # ------------------------------------------------------------ commits
 
-    async def commit(self, offsets: dict[int, int] | None = None) -> dict[int, int]:
+    async def commit(
+        self, offsets: dict[int, int] | None = None, *, reset: bool = False
+    ) -> dict[int, int]:
         """Commit ``offsets`` (partition -> next offset to consume), default the positions.
+
+        ``reset``: the commits are an operator's offset reset, which the nodes
+        audit (``raftlog group reset-offsets`` passes it).
 
         Only partitions whose position moved since the last commit are sent, in
         partition order. Returns what was committed.
@@ -903,7 +908,7 @@ class Consumer:
         for p, offset in sorted(todo.items()):
             try:
                 await self.client.commit_offset(
-                    self.group, self.topic, p, offset, generation=generation
+                    self.group, self.topic, p, offset, generation=generation, reset=reset
                 )
             except FencedError:
                 self._drop_fenced(p, generation)

@@ -294,6 +294,9 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         # The committing member's group generation (group-managed consumers);
         # absent = unfenced. See CommitOffset in log/commands.py.
         _f("generation", int, False),
+        # True for an operator's reset (raftlog group reset-offsets): such a
+        # commit is audited (server/audit.py); others are the data path.
+        _f("reset", bool, False),
     ),
     "fetch_committed": (_f("group", str), _f("topic", str), _f("partition", int)),
     # Forget the group's committed offset on one partition, fenced by generation

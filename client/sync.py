@@ -233,10 +233,11 @@ class Client:
         metadata: str = "",
         *,
         generation: int | None = None,
+        reset: bool = False,
     ) -> None:
         return self._call(
             self._async.commit_offset,
-            group, topic, partition, offset, metadata, generation=generation,
+            group, topic, partition, offset, metadata, generation=generation, reset=reset,
         )  # fmt: skip
 
     def committed(self, group: str, topic: str, partition: int) -> int | None:

@@ -3,7 +3,8 @@
 A multi-tenant cluster must answer "who deleted this topic?" and "who gave
 billing write on payments?" after the fact. Every request that changes the
 cluster's shape or its tenants (``AUDITED_OPS``: topics, users, membership,
-leadership, reassignments, reloads, group and offset deletions) is logged once
+leadership, reassignments, reloads, group and offset deletions), and every
+offset commit marked as an operator's reset (``is_audited``), is logged once
 it is answered, by the node that answered it, as one line of the logger
 ``raftlog.audit``::
 
@@ -26,7 +27,7 @@ SHA-256 is not for logs either, and keys say what changed. Strings are
 line or flood one.
 
 Read-only requests (``cluster_status``, ``user_list``, ``metadata``) and the
-data path (produce, fetch, offset commits) are not audited: the request
+data path (produce, fetch, a consumer's offset commits) are not audited: the request
 metrics count them (``raftlog_requests_total{op,code}``), and
 ``raftlog_forbidden_total{user,op}`` counts refusals of every op.
 """
@@ -53,8 +54,15 @@ AUDITED_OPS = frozenset({
 # the like). A map shows its keys only (see the module docstring).
 TARGET_FIELDS = (
     "topic", "partition", "partitions", "replicas", "group", "node", "address", "to",
-    "name", "phase", "config", "user",
+    "name", "phase", "config", "user", "offset", "reset",
 )  # fmt: skip
+
+
+def is_audited(op: str, fields: dict[str, Any]) -> bool:
+    """Whether ``op``'s answer gets a line: an ``AUDITED_OPS`` op, or an offset commit
+    marked as an operator's reset (``raftlog group reset-offsets``). Commits are the
+    data path otherwise; a reset moves a whole group, as deleting its offsets does."""
+    return op in AUDITED_OPS or (op == "commit_offset" and fields.get("reset") is True)
 MAX_VALUE_CHARS = 200
 # Outcomes a tenant probing for what it may do would produce.
 SECURITY_OUTCOMES = frozenset({ErrorCode.FORBIDDEN.value, ErrorCode.UNAUTHORIZED.value})

@@ -307,6 +307,6 @@ async def _commit_plan(
             raise click.ClickException(
                 f"group {group!r} gained a member during the reset: nothing committed"
             )
-        await consumer.commit({p["partition"]: p["new"] for p in plan})
+        await consumer.commit({p["partition"]: p["new"] for p in plan}, reset=True)
     finally:
         await consumer.close()

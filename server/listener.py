@@ -65,7 +65,7 @@ from . import acl
 from .accept_loop import AcceptRate, serve_accepting
 from .acl import User
 from .address_limits import AddressOverrides, ConnectionRate
-from .audit import AUDITED_OPS, audit
+from .audit import audit, is_audited
 from .clock_skew import wall_time
 from .config import ClusterConfig, QuotaConfig, parse_address
 from .connection_sweeper import ConnectionSweeper
@@ -1362,7 +1362,7 @@ class _ClientConnection:
         except BaseException:  # cancelled: the connection closed (or the node stops)
             if op == "fetch":
                 self.shared.quotas.settle_fetch(fields, None)
-            if op in AUDITED_OPS:
+            if is_audited(op, fields):
                 audit(self.ctx, op, fields, "CANCELLED",
                       "no answer: the connection or the node closed first (it may have "
                       "happened)", time.perf_counter() - started)  # fmt: skip
@@ -1370,7 +1370,7 @@ class _ClientConnection:
         self._answer(req_id, op, started, result, error)
         if op == "fetch":
             self.shared.quotas.settle_fetch(fields, result)
-        if op in AUDITED_OPS:
+        if is_audited(op, fields):
             outcome = "OK" if error is None else error.code.value
             message = None if error is None else error.message
             audit(self.ctx, op, fields, outcome, message, time.perf_counter() - started)
@@ -1403,10 +1403,10 @@ class _ClientConnection:
         **details: Any,
     ) -> None:
         """Answer a request refused before any handler ran (counted, and audited if
-        it is an AUDITED_OPS one)."""
+        it is an audited one: audit.is_audited)."""
         self._count(op, code)
         self._reply(error_reply(req_id, code, message, **details))
-        if op in AUDITED_OPS:
+        if is_audited(op, fields):
             audit(self.ctx, op, fields, code.value, message, 0.0)
 
     def _count(self, op: str, code: ErrorCode) -> None:

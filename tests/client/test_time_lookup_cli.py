@@ -135,3 +135,22 @@ def test_reset_to_datetime_is_one_target_among_the_others(sync_fake: FakeCluster
     two = run(["group", "reset-offsets", "g", "--to-latest", "--by-duration", "1h",
                *boot(sync_fake)])  # fmt: skip
     assert two.exit_code == 2 and "--to-datetime, --by-duration" in two.output
+
+
+def test_a_reset_marks_its_commits_and_a_consumers_commits_stay_unmarked(
+    timeline: FakeCluster,
+):
+    """The nodes audit a marked commit (server/audit.py ``is_audited``): only the
+    operator's reset is marked, not a consumer recording its progress."""
+    _commit_everything(timeline)
+    consumer_commits = [f for _, op, f in timeline.requests if op == "commit_offset"]
+    assert consumer_commits and not any(f.get("reset") for f in consumer_commits)
+    timeline.requests.clear()
+    args = ["group", "reset-offsets", "g", "--to-earliest", "--execute"]
+    assert run([*args, *boot(timeline)]).exit_code == 0
+    commits = [f for _, op, f in timeline.requests if op == "commit_offset"]
+    marked = sorted((f["partition"], f["offset"]) for f in commits if f.get("reset"))
+    assert marked == [(0, 0), (1, 0)]
+    # Unmarked: only the join's claims, which re-commit what was committed (5, 1).
+    claims = sorted((f["partition"], f["offset"]) for f in commits if not f.get("reset"))
+    assert claims == [(0, 5), (1, 1)]

@@ -17,7 +17,7 @@ from raftlog.client.protocol import REQUESTS
 from raftlog.client.users import generate_token, token_sha256
 from raftlog.server import acl
 from raftlog.server.acl import User
-from raftlog.server.audit import AUDITED_OPS, MAX_VALUE_CHARS, audit
+from raftlog.server.audit import AUDITED_OPS, MAX_VALUE_CHARS, audit, is_audited
 from raftlog.server.config import AuthConfig
 
 from .cluster_harness import make_config
@@ -106,6 +106,8 @@ def test_every_audited_op_is_a_request_and_every_cluster_changing_one_is_audited
         assert op in AUDITED_OPS
     for op in ("produce", "fetch", "commit_offset", "metadata", "group_heartbeat"):
         assert op not in AUDITED_OPS
+    assert is_audited("commit_offset", {"reset": True})
+    assert not is_audited("commit_offset", {}) and not is_audited("produce", {"reset": True})
 
 
 async def test_a_node_audits_changes_and_refusals_but_not_the_data_path(
@@ -136,3 +138,21 @@ async def test_a_node_audits_changes_and_refusals_but_not_the_data_path(
     assert "outcome=FORBIDDEN user='viewer' client_id='intruder'" in refused.getMessage()
     assert "reason=\"user 'viewer' may not administer topic 'orders'" in refused.getMessage()
     assert not lines.of("produce") and not lines.of("fetch")
+
+
+async def test_an_offset_reset_is_audited_and_a_consumers_commit_is_not(
+    tmp_path: Path, lines: Lines
+) -> None:
+    cfg = make_config(tmp_path, 1, **FAST, auth=AuthConfig(peer_token="p", users=(OPS,)))
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with client(cfg, OPS.token, client_id="operator") as ops:
+                await ops.create_topic("orders", partitions=1, replicas=1)
+                await ops.produce("orders", b"r", partition=0)
+                await ops.commit_offset("billing", "orders", 0, 1)
+                await ops.commit_offset("billing", "orders", 0, 0, reset=True)
+                assert await ops.committed("billing", "orders", 0) == 0
+    (reset,) = lines.of("commit_offset")
+    assert reset.levelno == logging.INFO
+    assert "outcome=OK user='ops' client_id='operator'" in reset.getMessage()
+    assert "topic='orders' partition=0 group='billing' offset=0 reset=True" in reset.getMessage()
