@@ -1,7 +1,7 @@
 """Keepalive on every TCP socket a node owns (``[limits] tcp_keepalive_s``),
 read back from the kernel (tests/tcp_sockets.py): the connections it accepts
-on its address and its peer_address, and the peer links and snapshot transfer
-connections it dials."""
+on its address and its peer_address, the peer links and snapshot transfer
+connections it dials, and a whole in-process cluster's with a client's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from raftlog.client import AsyncClient
 from raftlog.server.config import ClusterConfig, Limits
 from raftlog.server.snapshot_transfer import PeerConnection
 
@@ -18,6 +19,7 @@ from tests.tcp_sockets import (
     DEFAULT_KEEPALIVE,
     TIMER_KEEPALIVE,
     TIMER_NONE,
+    KeepaliveOptions,
     TcpEntry,
     dialled_to,
     established,
@@ -30,7 +32,7 @@ from .cluster_harness import make_config
 from .conftest import start_fake_node
 from .rawclient import RawConn, wait_until
 from .test_peer_address import peer_port, with_peer_addresses
-from .test_tls_cluster import DEADLINE_S
+from .test_tls_cluster import DEADLINE_S, FAST, running
 from .test_transport import start_transport, wait_connected
 
 pytestmark = pytest.mark.skipif(
@@ -114,3 +116,39 @@ async def test_a_snapshot_transfer_connection(
         assert keepalive_on(dialled_to(sender.port)) == [expected]
     finally:
         await conn.aclose()
+
+
+# ---------------------------------------------------------------- a cluster
+
+
+async def test_every_connection_of_a_cluster_and_its_client_has_keepalive(
+    tmp_path: Path,
+) -> None:
+    """Three in-process nodes with peer addresses and ``tcp_keepalive_s = 12``,
+    and a client with ``tcp_keepalive=5``: both ends of every peer link carry
+    the nodes' setting, the nodes' ends of the client's connections too, and
+    the client's ends its own."""
+    cfg = with_keepalive(with_peer_addresses(make_config(tmp_path, 3, **FAST)), 12)
+    client_ports = {n.port for n in cfg.nodes}
+    peer_ports = {peer_port(cfg, n.id) for n in cfg.nodes}
+    nodes_setting = KeepaliveOptions(True, 12, 4, 3, 24_000)
+    clients_setting = KeepaliveOptions(True, 5, 1, 3, 8_000)
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with AsyncClient([n.address for n in cfg.nodes], tcp_keepalive=5) as client:
+                await client.create_topic("t", partitions=1, replicas=3)
+                await client.produce("t", b"v", partition=0)
+
+                def linked() -> bool:  # each node dialled both others
+                    return len(established(lambda e: e.remote_port in peer_ports)) >= 6
+
+                await wait_until(linked, "six peer links")
+                peer_ends = keepalive_on(
+                    lambda e: e.local_port in peer_ports or e.remote_port in peer_ports
+                )
+                assert len(peer_ends) >= 12
+                assert peer_ends == [nodes_setting] * len(peer_ends)
+                served = keepalive_on(lambda e: e.local_port in client_ports)
+                assert served and served == [nodes_setting] * len(served)
+                dialled = keepalive_on(lambda e: e.remote_port in client_ports)
+                assert dialled == [clients_setting] * len(served)
