@@ -12,12 +12,12 @@ every TCP connection by default; Kafka sets SO_KEEPALIVE on its sockets).
 
 Keepalive never probes a connection that has data waiting to be acknowledged,
 and a dead peer's unacknowledged data is retransmitted for ``tcp_retries2``,
-about 15 minutes. A peer link's writer always has some (heartbeats every few
-ticks), so keepalive alone would not end it. Where the platform has it (Linux),
+about 15 minutes. A busy peer link nearly always has some (heartbeats every
+few ticks), so keepalive alone would not end it. Where the platform has it (Linux),
 ``TCP_USER_TIMEOUT`` bounds that wait to the same time keepalive takes to give
 up, ``idle_s + interval_s * probes``. Its price: a reader that keeps its
-receive window shut that long (its process stopped) is cut off too, and the
-sender dials it again later.
+receive window shut that long (its process stopped) is cut off too, as any
+broken connection is: peers redial, clients dial at their next call.
 
 Every option is set on its own and a missing or refused one is skipped: a
 platform without ``TCP_KEEPIDLE`` still gets SO_KEEPALIVE with its system's
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 # Idle seconds before the first probe; a dead far end is found after twice this
-# (3 probes, a third of it apart). Above etcd's 15 s: these connections are few
-# per host and a probe costs a packet, but a vanished host should not hold its
-# slot for minutes.
+# (3 probes, a third of it apart). Twice etcd's 15 s: a node holds thousands of
+# client connections and each probe is a packet, while a minute to let go of a
+# vanished host is still short next to connections_max_idle_ms's 10 minutes.
 DEFAULT_TCP_KEEPALIVE_S = 30
 # The largest TCP_KEEPIDLE Linux takes (MAX_TCP_KEEPIDLE); beyond it setsockopt fails.
 MAX_TCP_KEEPALIVE_S = 32767
