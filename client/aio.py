@@ -65,6 +65,7 @@ from .errors import (
     UnknownTopicError,
     UnsupportedVersionError,
 )
+from .keepalive import DEFAULT_TCP_KEEPALIVE_S, keepalive_problem
 from .models import (
     BatchMetadata,
     DeletedGroup,
@@ -203,6 +204,10 @@ class AsyncClient:
     client closes it and dials again at the next call (None: no limit of its
     own). A node announcing ``[limits] connections_max_idle_ms`` shortens it to
     90 % of that, so no request meets the node closing the connection.
+
+    ``tcp_keepalive``: TCP keepalive idle seconds on every connection (0: off;
+    client/keepalive.py), so an idle connection to a node whose host vanished
+    is closed within about twice that and dialled afresh at the next call.
     """
 
     def __init__(
@@ -220,6 +225,7 @@ class AsyncClient:
         metadata_max_age: float = 30.0,
         prefer_replica: str | None = None,
         connections_max_idle: float | None = 540.0,
+        tcp_keepalive: int = DEFAULT_TCP_KEEPALIVE_S,
     ) -> None:
         self._bootstrap = parse_bootstrap(bootstrap)
         # Built once (TLSError now if a file is missing): contexts are shared
@@ -237,6 +243,10 @@ class AsyncClient:
                 f"connections_max_idle must be > 0 or None, not {connections_max_idle!r}"
             )
         self.connections_max_idle = connections_max_idle
+        problem = keepalive_problem(tcp_keepalive)
+        if problem is not None:
+            raise ValueError(f"tcp_keepalive {problem}")
+        self.tcp_keepalive = tcp_keepalive
         self.max_frame_bytes = max_frame_bytes
         # None: follow the nodes' [limits], as each announces them in its hello
         # (protocol.py ANNOUNCED_LIMITS), so that raising the limit in
@@ -328,6 +338,7 @@ class AsyncClient:
                 max_frame_bytes=self.max_frame_bytes,
                 ssl_context=self._ssl,
                 max_idle=self.connections_max_idle,
+                tcp_keepalive=self.tcp_keepalive,
             )
             self._conns[address] = conn
             if conn.limits:

@@ -17,6 +17,11 @@ connection is ``expired`` at 90 % of it (Kafka's clients use 9 minutes against
 the brokers' 10), and the client dials a new one instead of sending into a
 connection the node may be closing at that moment: such a request's outcome
 would be unknown.
+
+The socket has TCP keepalive (client/keepalive.py, ``tcp_keepalive``): an
+idle connection to a node whose host vanished is reset by the kernel within
+about twice that many seconds and the next call dials afresh, instead of
+sending its request into a dead connection and waiting out its timeout.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from .errors import (
     RequestTimeoutError,
     error_from_reply,
 )
+from .keepalive import DEFAULT_TCP_KEEPALIVE_S, set_keepalive
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER,
@@ -110,11 +116,13 @@ class Connection:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         ssl_context: ssl.SSLContext | None = None,
         max_idle: float | None = None,
+        tcp_keepalive: int = DEFAULT_TCP_KEEPALIVE_S,
     ) -> Connection:
         """Dial, exchange hellos, start the reader and writer tasks in ``nursery``.
 
         ``max_idle``: the client's own limit on an idle connection, in seconds
-        (None: only the node's).
+        (None: only the node's). ``tcp_keepalive``: the socket's keepalive idle
+        time in seconds (0: none).
 
         Raises OSError when the node cannot be reached (nothing was sent), the
         error reply to the hello (UNAUTHORIZED, UNSUPPORTED_VERSION ...), or
@@ -125,7 +133,9 @@ class Connection:
         stream: trio.abc.Stream
         try:
             with trio.fail_after(connect_timeout):
-                stream = await trio.open_tcp_stream(host, int(port))
+                socket_stream = await trio.open_tcp_stream(host, int(port))
+                set_keepalive(socket_stream.socket, tcp_keepalive)
+                stream = socket_stream
                 if ssl_context is not None:
                     stream = await start_tls(stream, ssl_context, address)
         except trio.TooSlowError:

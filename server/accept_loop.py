@@ -24,6 +24,13 @@ node has a ``peer_address`` (cluster.toml): that listener has its own loop,
 queue and pending bound, and no rate. Both keys default to off (0: no rate;
 0: the system's largest backlog, ``net.core.somaxconn``).
 
+Every accepted socket gets the node's TCP keepalive (``[limits]
+tcp_keepalive_s``, client/keepalive.py) before its handler starts, whichever
+listener took it: a peer link dialled in is only ever read, and a client's
+connection may wait on a long poll (or idle for up to
+``connections_max_idle_ms``), so nothing else notices soon that the far end
+vanished.
+
 Accept errors that mean the process or system is out of descriptors or
 memory (``EMFILE`` and kin) pause the loop for 100 ms, as
 ``trio.serve_listeners`` (which this replaces) does; anything else propagates.
@@ -38,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import trio
+from raftlog.client.keepalive import set_keepalive
 
 from .log_throttle import LogThrottle
 from .metrics import Metrics
@@ -91,16 +99,21 @@ async def serve_accepting(
     rate: AcceptRate,
     metrics: Metrics,
     name: str = "address",
+    tcp_keepalive_s: int = 0,
 ) -> NoReturn:
     """Accept on every listener until cancelled, one ``handler`` task per connection.
 
     The handler's stream is closed when it returns, however it returns.
     ``name``: which of the node's listeners, for ``raftlog_connections_accepted_total``.
+    ``tcp_keepalive_s``: each accepted socket's keepalive idle time (0: none).
     """
     throttle_log = LogThrottle(THROTTLE_LOG_INTERVAL_S)
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(_accept_from, listener, handler, rate, name, metrics, throttle_log)
+            nursery.start_soon(
+                _accept_from, listener, handler, rate, name, metrics, throttle_log,
+                tcp_keepalive_s,
+            )  # fmt: skip
     raise AssertionError("the accept loops never return")  # pragma: no cover
 
 
@@ -111,6 +124,7 @@ async def _accept_from(
     name: str,
     metrics: Metrics,
     throttle_log: LogThrottle,
+    tcp_keepalive_s: int,
 ) -> NoReturn:
     async with listener, trio.open_nursery() as handlers:
         while True:
@@ -138,6 +152,7 @@ async def _accept_from(
                 continue
             rate.accepted()
             metrics.connections_accepted.inc(listener=name)
+            set_keepalive(stream.socket, tcp_keepalive_s)
             handlers.start_soon(_run_handler, handler, stream)
 
 

@@ -22,6 +22,7 @@ with defaults::
     [limits]                   # every key an int >= 1 (the other keys: see ``Limits``)
     max_client_connections = 4096  # client connections per node; more -> NOT_AVAILABLE
     connections_max_idle_ms = 600000  # close a client connection idle this long (0: never)
+    tcp_keepalive_s = 30       # TCP keepalive idle seconds on every connection (0: off)
 
     [snapshots]
     entries = 10000            # snapshot a group after this many applied entries ...
@@ -92,6 +93,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from raftlog.client.keepalive import DEFAULT_TCP_KEEPALIVE_S, MAX_TCP_KEEPALIVE_S
 from raftlog.client.protocol import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_FRAME_BYTES,
@@ -200,6 +202,12 @@ class Limits:
     max_client_connections_per_address_overrides: dict[str, int] = field(default_factory=dict)
     max_pending_connections_per_address_overrides: dict[str, int] = field(default_factory=dict)
     max_connection_rate_per_address_overrides: dict[str, int] = field(default_factory=dict)
+    # TCP keepalive on every connection the node accepts or dials
+    # (client/keepalive.py): idle seconds before the first probe; a far end
+    # that vanished without a FIN or RST (power loss, a NAT that dropped the
+    # connection) is cut off after about twice this. 0: no keepalive. Read at
+    # start: a changed value takes a restart (`cluster reload` leaves it).
+    tcp_keepalive_s: int = DEFAULT_TCP_KEEPALIVE_S
 
 
 # [limits] keys that may be 0 (meaning "never" or "no limit"); the others must be >= 1.
@@ -211,6 +219,7 @@ _LIMITS_ZERO_MEANS_OFF = frozenset(
         "max_connection_rate_per_address",
         "max_connection_rate",
         "listen_backlog",
+        "tcp_keepalive_s",
     }
 )
 _LIMITS_OVERRIDES = frozenset(
@@ -836,6 +845,12 @@ def _parse_limits(reader: _Reader) -> Limits:
             "max_batch_bytes",
             f"({limits.max_batch_bytes}) must be at most half of max_frame_bytes "
             f"({limits.max_frame_bytes})",
+        )
+    if limits.tcp_keepalive_s > MAX_TCP_KEEPALIVE_S:
+        raise reader.fail(
+            "tcp_keepalive_s",
+            f"must be at most {MAX_TCP_KEEPALIVE_S} (the kernel's largest keepalive idle time), "
+            f"got {limits.tcp_keepalive_s}",
         )
     return limits
 

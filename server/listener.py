@@ -580,10 +580,12 @@ async def serve(
             # after a restart must not queue behind a client flood.
             nursery.start_soon(
                 serve_accepting, peer_listeners, listener.handle_peer_stream, AcceptRate(0),
-                metrics, "peer_address",
+                metrics, "peer_address", cfg.limits.tcp_keepalive_s,
             )  # fmt: skip
         rate = AcceptRate(cfg.limits.max_connection_rate)
-        await serve_accepting(listeners, listener.handle_stream, rate, metrics, "address")
+        await serve_accepting(
+            listeners, listener.handle_stream, rate, metrics, "address", cfg.limits.tcp_keepalive_s
+        )
 
 
 def _remote_address(remote: str) -> str:
