@@ -391,7 +391,11 @@ class Listener:
             metrics=metrics,
             quotas=Quotas(cfg.quotas),
             start_request=start_request,
-            sweeper=ConnectionSweeper.for_limit(cfg.limits.connections_max_idle_ms, metrics),
+            sweeper=ConnectionSweeper.for_limit(
+                cfg.limits.connections_max_idle_ms,
+                metrics,
+                lambda: cfg.auth.revoked_grace_s,  # changed in place by an [auth] reload
+            ),
         )
 
     @property
