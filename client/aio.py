@@ -41,7 +41,7 @@ import ssl
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ from .errors import (
     ConnectionLostError,
     FencedError,
     InvalidRequestError,
+    NotAppliedError,
     NotAvailableError,
     NotLeaderError,
     OutOfOrderSequenceError,
@@ -60,6 +61,7 @@ from .errors import (
     RecordTooLargeError,
     RequestTimeoutError,
     ThrottledError,
+    UnauthorizedError,
     UnknownGroupError,
     UnknownPartitionError,
     UnknownTopicError,
@@ -88,7 +90,13 @@ from .protocol import (
 )
 from .replica_reads import check_consistency, read_from_replicas, replica_topic_meta
 from .tls import TLSConfig, client_context
-from .users import setting_arguments, user_fields
+from .users import (
+    METADATA_GROUP,
+    applied_metadata,
+    change_index,
+    setting_arguments,
+    user_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +117,9 @@ SUSPECT_SECONDS = 1.0  # how long a node that failed us is tried only as a last 
 PROBE_TIMEOUT = 0.25
 SUSPECT_PARTITIONS_MAX = 1024  # per-partition suspicions kept before the expired are swept
 ATTEMPT_MIN = 2.0  # seconds: the least one attempt of an idempotent request may take
+# wait_applied polls each node's applied index with backoff up to this: nodes
+# apply a metadata change a heartbeat (a few ticks) after the controller did.
+APPLIED_POLL_CAP = 0.1
 
 # A record as accepted by produce_batch: a bare value, or (key, value[, headers[, timestamp_ms]]).
 RecordLike = bytes | tuple[Any, ...]
@@ -1502,17 +1513,22 @@ class AsyncClient:
         fetch_bytes_per_sec: float | None = None,
         max_connections: int | None = None,
         expires_at_ms: int | None = None,
+        wait: bool = False,
     ) -> dict[str, Any]:
         """Create user ``name``, known by ``token`` (``users.generate_token()``
         makes one) and/or the names of its TLS client certificate. Returns the
-        user as ``list_users`` shows it. UserExistsError if there is one.
-        ``expires_at_ms``: from then on (ms since the epoch, in the future) its
-        token and certificate names are refused, on open connections too."""
+        user as ``list_users`` shows it, and ``metadata_index``: the metadata
+        log index it was applied at (``wait_applied``). UserExistsError if
+        there is one. ``expires_at_ms``: from then on (ms since the epoch, in
+        the future) its token and certificate names are refused, on open
+        connections too. ``wait``: return once every node applied it, not
+        only the controller (``wait_applied``; NotAppliedError if some node
+        did not within ``request_timeout``: the user exists all the same)."""
         given = setting_arguments(locals())
         fields = {"name": name, "user": user_fields(token, given)}
         # Not idempotent: a retry after an unknown outcome could answer USER_EXISTS.
         reply = await self._call("user_create", fields, idempotent=False, server_timeout=True)
-        return dict(reply.get("user") or {})
+        return await self._user_changed(reply, wait)
 
     async def alter_user(
         self,
@@ -1531,6 +1547,7 @@ class AsyncClient:
         max_connections: int | None = None,
         expires_at_ms: int | None = None,
         remove: Iterable[str] = (),
+        wait: bool = False,
     ) -> dict[str, Any]:
         """Change what is given (None: unchanged; a grant given replaces that
         list). ``token``: a new token, and the old one stops working at once,
@@ -1538,16 +1555,98 @@ class AsyncClient:
         past suspends the user at once). ``remove``: quotas to drop
         (``requests_per_sec``, ``produce_bytes_per_sec``, ``fetch_bytes_per_sec``,
         ``max_connections``) or ``expires_at_ms`` (never expires).
-        UnknownUserError if there is no such user."""
+        UnknownUserError if there is no such user. Returns and waits as
+        ``create_user``."""
         given = setting_arguments(locals())
         fields = {"name": name, "user": user_fields(token, given, remove)}
         # Idempotent: the same changes applied twice leave the same user.
         reply = await self._call("user_alter", fields, idempotent=True, server_timeout=True)
-        return dict(reply.get("user") or {})
+        return await self._user_changed(reply, wait)
 
-    async def delete_user(self, name: str) -> None:
-        """Delete user ``name``; its connections are refused from their next request."""
-        await self._call("user_delete", {"name": name}, idempotent=False, server_timeout=True)
+    async def delete_user(self, name: str, *, wait: bool = False) -> int | None:
+        """Delete user ``name``; its connections are refused from their next request.
+        Returns the metadata log index the deletion was applied at (None from a
+        node too old to say); ``wait`` as ``create_user``."""
+        reply = await self._call(
+            "user_delete", {"name": name}, idempotent=False, server_timeout=True
+        )
+        return (await self._user_changed(reply, wait)).get("metadata_index")
+
+    async def _user_changed(self, reply: dict[str, Any], wait: bool) -> dict[str, Any]:
+        """What a user change returns: the user (if any) and its metadata_index,
+        once every node applied it if ``wait``."""
+        out = dict(reply.get("user") or {})
+        if "metadata_index" in reply:
+            out["metadata_index"] = reply["metadata_index"]
+        if wait:
+            await self.wait_applied(change_index(reply))
+        return out
+
+    async def wait_applied(
+        self,
+        index: int,
+        *,
+        nodes: Mapping[str, str] | None = None,
+        budget_s: float | None = None,
+    ) -> dict[str, int]:
+        """Return once every node has applied the metadata log up to ``index``
+        (a user change's ``metadata_index``): from then on each authenticates
+        by that change. Returns how far each had applied when asked.
+
+        ``nodes``: node id -> address to ask (default: the nodes the cluster
+        reports). Each is polled with ``cluster_status`` of the metadata group,
+        with a short backoff, for ``budget_s`` seconds at most (default
+        ``request_timeout``); NotAppliedError then names the nodes that had
+        not got there, and why (unreachable, or how far they were)."""
+        budget = self.request_timeout if budget_s is None else budget_s
+        deadline = trio.current_time() + budget
+        if nodes is None:
+            await self._refresh_metadata(deadline)
+            nodes = dict(self._nodes)
+        applied: dict[str, int] = {}
+        behind: dict[str, str] = {}
+        async with trio.open_nursery() as nursery:
+            for node, address in sorted(nodes.items()):
+                nursery.start_soon(
+                    self._await_applied, node, address, index, deadline, applied, behind
+                )
+        if behind:
+            raise NotAppliedError(index, behind, budget)
+        return dict(sorted(applied.items()))
+
+    async def _await_applied(
+        self,
+        node: str,
+        address: str,
+        index: int,
+        deadline: float,
+        applied: dict[str, int],
+        behind: dict[str, str],
+    ) -> None:
+        """Poll one node until it applied ``index`` (into ``applied``) or the
+        deadline passes (into ``behind``, with the last reason it had not)."""
+        why = "not asked before the deadline"
+        attempt = 0
+        while (remaining := deadline - trio.current_time()) > 0:
+            try:
+                status = await self._call(
+                    "cluster_status", {"groups": [METADATA_GROUP]},
+                    address=address, idempotent=True, budget=remaining,
+                )  # fmt: skip
+            except UnauthorizedError as exc:  # FORBIDDEN, TLS: asking again fails alike
+                behind[node] = f"{address}: {exc}"
+                return
+            except RaftlogError as exc:
+                why = f"{address}: {exc}"
+            else:
+                at = applied_metadata(status)
+                if at is not None and at >= index:
+                    applied[node] = at
+                    return
+                why = f"{address}: applied the metadata log to {at}, not yet to {index}"
+            attempt += 1
+            await self._backoff(attempt, deadline, cap=APPLIED_POLL_CAP)
+        behind[node] = why
 
     async def list_users(self) -> list[dict[str, Any]]:
         """Every user: those of the metadata log (``source`` "metadata") and the

@@ -238,6 +238,29 @@ class ClusterUnreachableError(NotAvailableError):
     """
 
 
+class NotAppliedError(RaftlogError):
+    """``wait_applied`` (``create_user(..., wait=True)`` and the like): some nodes
+    had not applied the metadata log up to ``index`` by the deadline, being
+    down, cut off or slow. Unlike RequestTimeoutError the outcome is known: the
+    change was committed and the controller applied it; the nodes in
+    ``behind`` (node id -> why) apply it when they catch up.
+
+    Raised by the client, never sent on the wire. Its code is TIMEOUT (the wait
+    timed out); do not retry the change itself (a create would be USER_EXISTS).
+    """
+
+    code = ErrorCode.TIMEOUT
+
+    def __init__(self, index: int, behind: dict[str, str], waited_s: float) -> None:
+        self.index = index
+        self.behind = dict(sorted(behind.items()))
+        nodes = "; ".join(f"{node} ({why})" for node, why in self.behind.items())
+        super().__init__(
+            f"committed at metadata index {index}, but not applied within {waited_s:g}s "
+            f"by {', '.join(self.behind)}: {nodes}"
+        )
+
+
 class TLSError(UnauthorizedError):
     """TLS failed: the node's certificate did not verify, the node refused ours,
     or the TLS material could not be loaded.

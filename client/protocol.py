@@ -307,8 +307,10 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
         _f("partition", int),
         _f("generation", int, False),
     ),
-    # This node's view of every group it hosts (leader, term, commit, replicas' match).
-    "cluster_status": (),
+    # This node's view of every group it hosts (leader, term, commit, applied,
+    # replicas' match), or of those of ``groups`` (ids) only: a poll of one group's
+    # applied index (raftlog user --wait) need not list a node's every partition.
+    "cluster_status": (_f("groups", list, False),),
     # Re-read this node's config file for the TLS files and [auth], as SIGHUP does:
     # {node, reloaded: {tls?: null | why not, auth?: null | why not}, auth?: {...}}.
     "config_reload": (),
@@ -337,7 +339,10 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
     # holds a [[auth.user]] table's keys, with ``token_sha256`` (the SHA-256 of
     # the token, hex) for ``token``. user_alter changes only the keys given (a
     # None value removes one). Both reply {user: {name, source, token: bool,
-    # read, write, admin, groups, cluster, tls_names, ...quotas}}.
+    # read, write, admin, groups, cluster, tls_names, ...quotas}, metadata_index},
+    # user_delete {metadata_index}: the metadata log index the change was
+    # applied at, which a node's cluster_status ``applied`` of group 0 reaches
+    # once that node authenticates by it.
     "user_create": (_f("name", str), _f("user", dict), _f("timeout_ms", int, False)),
     "user_alter": (_f("name", str), _f("user", dict), _f("timeout_ms", int, False)),
     "user_delete": (_f("name", str), _f("timeout_ms", int, False)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import outcome
@@ -257,8 +257,19 @@ class Client:
         """AsyncClient.alter_user (keyword arguments as there)."""
         return self._call(self._async.alter_user, name, **changes)
 
-    def delete_user(self, name: str) -> None:
-        return self._call(self._async.delete_user, name)
+    def delete_user(self, name: str, *, wait: bool = False) -> int | None:
+        """AsyncClient.delete_user."""
+        return self._call(self._async.delete_user, name, wait=wait)
+
+    def wait_applied(
+        self,
+        index: int,
+        *,
+        nodes: Mapping[str, str] | None = None,
+        budget_s: float | None = None,
+    ) -> dict[str, int]:
+        """AsyncClient.wait_applied: until every node applied the metadata log to ``index``."""
+        return self._call(self._async.wait_applied, index, nodes=nodes, budget_s=budget_s)
 
     def list_users(self) -> list[dict[str, Any]]:
         return self._call(self._async.list_users)

@@ -6,6 +6,12 @@ log/users.py), and the token itself crosses the wire only in the hellos of the
 user's own connections. Tokens should be random (``generate_token``): an
 unsalted hash of a guessable password could be reversed from a copy of a
 node's data directory.
+
+A change is answered once the controller (the metadata group's leader)
+applied it, at the metadata log index the reply names (``metadata_index``);
+the other nodes apply it a heartbeat or so later. ``AsyncClient.wait_applied``
+waits for every node to get there, asking each for its ``cluster_status`` of
+the metadata group (``applied_metadata``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from .errors import UnsupportedVersionError
+
 # 32 random bytes, URL-safe base64 (43 characters): as Kafka's delegation tokens.
 TOKEN_BYTES = 32
 QUOTA_KEYS = ("requests_per_sec", "produce_bytes_per_sec", "fetch_bytes_per_sec", "max_connections")
@@ -23,6 +31,8 @@ REMOVABLE_KEYS = (*QUOTA_KEYS, "expires_at_ms")
 # The keyword arguments of create_user and alter_user that are a user's settings
 # (both take every one of them; tests/client/test_users.py checks the signatures).
 SETTING_KEYS = ("read", "write", "admin", "groups", "cluster", "tls_names", *REMOVABLE_KEYS)
+# The metadata group's id in cluster_status replies (server/groups.py METADATA_GROUP).
+METADATA_GROUP = 0
 
 
 def generate_token() -> str:
@@ -60,3 +70,26 @@ def user_fields(
             raise ValueError(f"cannot remove {key!r}; removable: {', '.join(REMOVABLE_KEYS)}")
         out[key] = None
     return out
+
+
+def change_index(reply: dict[str, Any]) -> int:
+    """The metadata log index a user_create / user_alter / user_delete reply says
+    the change was applied at. UnsupportedVersionError from a node too old to
+    say: the change itself was made."""
+    index = reply.get("metadata_index")
+    if type(index) is not int:
+        raise UnsupportedVersionError(
+            "the change was made, but the node that answered does not report its "
+            "metadata_index (an older raftlog), so there is nothing to wait for"
+        )
+    return index
+
+
+def applied_metadata(status: dict[str, Any]) -> int | None:
+    """How far a node's cluster_status reply says it applied the metadata group
+    (None: it hosts no metadata group, e.g. not a member yet)."""
+    for group in status.get("groups") or ():
+        if isinstance(group, dict) and group.get("group") == METADATA_GROUP:
+            applied = group.get("applied")
+            return applied if type(applied) is int else None
+    return None

@@ -196,6 +196,9 @@ class MetaResult:
     topic: TopicInfo | None = None  # CREATE_TOPIC
     producer_id: int | None = None  # ALLOC_PRODUCER_ID
     group_ids: tuple[int, ...] = ()  # DELETE_TOPIC: the groups to stop
+    # The log index of the entry the command was applied from: a node has applied
+    # the command once its applied index reaches it (``raftlog user --wait``).
+    index: int = 0
 
     @property
     def ok(self) -> bool:
@@ -272,7 +275,10 @@ class MetadataStateMachine:
             if entry.index <= self.applied_index:
                 results.append([])
                 continue
-            results.append(self._apply_entry(entry))
+            applied = self._apply_entry(entry)
+            for result in applied:
+                result.index = entry.index
+            results.append(applied)
             self.applied_index = entry.index
         if self.applied_index != before:
             batch.put(keys.sm_meta(self.group_id, keys.SmField.APPLIED), self.snapshot_state())

@@ -14,7 +14,9 @@ What a reload changes, and what it does not:
   user, a rotated token, a dropped client token): UNAUTHORIZED on every request
   from then on, so a leaked token is cut off everywhere, like Kafka's
   re-authentication (KIP-368) but at once rather than at a session's end.
-* Only ``client_tokens`` and users are taken. A changed ``peer_token``, or a
+* Only ``client_tokens``, users and ``revoked_grace_s`` (how long the sweep
+  leaves a revoked connection open, server/connection_sweeper.py) are taken.
+  A changed ``peer_token``, or a
   reload that would switch client authentication off, is refused (a restart
   does that, on purpose), and so is a file that does not load: the node keeps
   what it had and says why (log, ``raftlog_auth_reloads_total{result}``).
@@ -48,6 +50,9 @@ def reload_auth(cfg: ClusterConfig) -> tuple[int, int]:
         raise ConfigError(
             f"{cfg.path}: [auth] would no longer authenticate clients: that takes a restart"
         )
+    # Read at the listener's next sweep (server/connection_sweeper.py), which
+    # also judges the connections this reload revokes.
+    cfg.auth.revoked_grace_s = fresh.revoked_grace_s
     cfg.auth.replace_clients(fresh.client_tokens, fresh.users)
     return len(fresh.users), len(fresh.client_tokens)
 
@@ -62,7 +67,8 @@ def reload_auth_and_report(cfg: ClusterConfig, node_id: str, metrics: Metrics) -
                   node_id, exc)  # fmt: skip
         return str(exc)
     metrics.auth_reloads.inc(result="ok")
-    log.info("event=auth_reloaded node=%s users=%d client_tokens=%d", node_id, users, tokens)
+    log.info("event=auth_reloaded node=%s users=%d client_tokens=%d revoked_grace_s=%g",
+             node_id, users, tokens, cfg.auth.revoked_grace_s)  # fmt: skip
     return None
 
 

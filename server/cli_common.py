@@ -15,7 +15,8 @@
   one, a command that reads a cluster.toml takes its ``[auth]``: the first
   ``client_tokens`` entry, else the first ``[[auth.user]]`` with ``cluster =
   true`` (whoever holds the file is its operator, as with ``[tls]``).
-* ``bootstrap_addresses(config, bootstrap)``: the node addresses to dial.
+* ``bootstrap_addresses(config, bootstrap)``: the node addresses to dial;
+  ``config_nodes(config, bootstrap)``: the file's node ids and addresses.
 * ``run_client(fn)``: runs ``fn`` (sync or async, no arguments) and turns
   client errors into the exit codes scripts rely on:
 
@@ -24,6 +25,8 @@
   1     the cluster answered with an error (code on stderr)
   2     usage error (click's own code, also a bad config file)
   3     the cluster cannot be reached
+  4     the change was made, but not every node applied it
+        within --timeout (``raftlog user ... --wait``)
   ====  =====================================================
 
 This module only reads cluster.toml's ``[[node]]`` addresses (with tomllib),
@@ -60,6 +63,8 @@ EXIT_OK = 0
 EXIT_CLUSTER_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+# A change committed (do not run it again) that some node had not applied in time.
+EXIT_NOT_APPLIED = 4
 
 
 _TLS_META = "raftlog.client_tls"
@@ -279,6 +284,23 @@ def bootstrap_addresses(config: str | Path | None, bootstrap: str | None) -> lis
                 f"{path}: node[{i}].address {address!r} is not HOST:PORT"
             ) from None
     return addresses
+
+
+def config_nodes(config: str | Path | None, bootstrap: str | None) -> dict[str, str] | None:
+    """Node id -> address of the cluster.toml the command reads its addresses
+    from; None with ``--bootstrap`` (the cluster's own list of nodes is then
+    the one to use). Errors as ``bootstrap_addresses``."""
+    if bootstrap:
+        return None
+    addresses = bootstrap_addresses(config, None)  # checks the file and every address
+    path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
+    with path.open("rb") as fh:
+        nodes = tomllib.load(fh)["node"]
+    out: dict[str, str] = {}
+    for node, address in zip(nodes, addresses, strict=True):
+        node_id = node.get("id")
+        out[node_id if isinstance(node_id, str) and node_id else address] = address
+    return out
 
 
 def metrics_addresses(config: str | Path | None, bootstrap: str | None) -> dict[str, str]:

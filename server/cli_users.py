@@ -8,11 +8,13 @@ cluster's metadata log (log/users.py), as Kafka's ``kafka-configs
                              [--max-connections N]
                              [--token-stdin | --no-token]
                              [--expires-in DURATION | --expires-at DATETIME]
+                             [--wait | --no-wait]
     raftlog user alter NAME [the same grants and quotas] [--cluster/--no-cluster]
                             [--clear GRANT]... [--remove-quota KEY]...
                             [--rotate-token | --token-stdin]
                             [--expires-in DURATION | --expires-at DATETIME | --no-expiry]
-    raftlog user delete NAME
+                            [--wait | --no-wait]
+    raftlog user delete NAME [--wait | --no-wait]
     raftlog user list [--json]
 
 Only a cluster that authenticates clients (cluster.toml ``[auth]`` with a
@@ -23,8 +25,23 @@ the new user's. A new user's token is generated here (``create``, ``alter
 --rotate-token``) and printed once on stdout as ``token: <token>``; the
 cluster keeps only its SHA-256 and cannot show it again.
 
+Waiting. The cluster answers a change once its controller (the metadata
+group's leader) applied it; the other nodes apply it from the log a heartbeat
+or so later, and until then authenticate by the old users. So by default
+(``--wait``) create, alter and delete then poll every node (those of
+``--config``, or with ``--bootstrap`` those the cluster reports) until each
+has applied the change's metadata log index, for ``--timeout`` at most: a
+script may use a new token on any node, or count on a deleted one being
+refused everywhere, once the command returned 0. A node that does not get
+there in time (down, cut off) makes the command exit 4, naming it; the change
+itself is made (do not run it again: a create would be USER_EXISTS), and
+the node applies it when it catches up. What the command prints on stdout is
+the same either way (a generated token first of all); the wait reports on
+stderr. ``--no-wait`` returns once the controller applied the change.
+
 Exit codes (see cli_common): 0 ok, 1 error reply from the cluster (e.g.
-USER_EXISTS, UNKNOWN_USER, FORBIDDEN), 2 usage error, 3 cluster unreachable.
+USER_EXISTS, UNKNOWN_USER, FORBIDDEN), 2 usage error, 3 cluster unreachable,
+4 made, but not applied by every node within --timeout.
 """
 
 from __future__ import annotations
@@ -34,11 +51,41 @@ from pathlib import Path
 from typing import Any
 
 import click
-from raftlog.client.users import QUOTA_KEYS, generate_token
+from raftlog.client.aio import AsyncClient
+from raftlog.client.errors import RaftlogError
+from raftlog.client.users import QUOTA_KEYS, change_index, generate_token
 
-from .cli_common import cluster_options, run_client
+from .cli_common import EXIT_NOT_APPLIED, cluster_options, config_nodes, run_client
 from .cli_data import _TIMEOUT_OPTION, _client, _echo_json
 from .cli_time import DateTime, Duration, now_ms
+
+_WAIT_OPTION = click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Return once every node applied the change (the nodes of --config, or those the "
+    "cluster reports with --bootstrap), within --timeout; exit 4 naming those that did "
+    "not (the change is made all the same). --no-wait: once the controller applied it.",
+)
+
+
+async def _await_everywhere(
+    client: AsyncClient, change: dict[str, Any], nodes: dict[str, str] | None, budget_s: float
+) -> None:
+    """``--wait``: until every node applied ``change`` (its ``metadata_index``),
+    reported on stderr; exit 4 if some node did not within ``budget_s``."""
+    try:
+        index = change_index(change)
+        applied = await client.wait_applied(index, nodes=nodes, budget_s=budget_s)
+    except RaftlogError as exc:
+        click.echo(
+            f"not applied everywhere: {exc.message or exc}\n"
+            "The change itself is made: do not run the command again. A node named "
+            "applies it once it catches up; until then it may go by the old users.",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_NOT_APPLIED) from None
+    click.echo(f"applied by every node ({', '.join(applied)}) at metadata index {index}", err=True)
 
 
 def _grant_options(*, altering: bool) -> Any:
@@ -145,6 +192,7 @@ def user_cli() -> None:
 @click.option("--no-token", is_flag=True,
               help="No token: the user is known only by its --tls-name(s).")  # fmt: skip
 @_expiry_options(altering=False)
+@_WAIT_OPTION
 @cluster_options
 @_TIMEOUT_OPTION
 def user_create(
@@ -163,6 +211,7 @@ def user_create(
     no_token: bool,
     expires_in: int | None,
     expires_at: int | None,
+    wait: bool,
     config: Path | None,
     bootstrap: str | None,
     timeout: float,
@@ -187,24 +236,28 @@ def user_create(
     generated = not (token_stdin or no_token)
     token = None if no_token else _read_token_stdin() if token_stdin else generate_token()
     client = _client(config, bootstrap, timeout)
+    nodes = config_nodes(config, bootstrap)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> None:
         async with client:
-            return await client.create_user(
+            created = await client.create_user(
                 name, token=token, read=read, write=write, admin=admin, groups=groups,
                 cluster=cluster_grant, tls_names=tls_names, requests_per_sec=requests_per_sec,
                 produce_bytes_per_sec=produce_bytes_per_sec,
                 fetch_bytes_per_sec=fetch_bytes_per_sec, max_connections=max_connections,
                 expires_at_ms=expires_at_ms,
             )  # fmt: skip
+            # Printed before the wait: the token is needed whatever the wait finds.
+            click.echo(f"created user {name}")
+            if created.get("expires_at"):
+                click.echo(f"expires at {created['expires_at']}")
+            if generated:
+                assert token is not None
+                _echo_token(token)
+            if wait:
+                await _await_everywhere(client, created, nodes, timeout)
 
-    created = run_client(main)
-    click.echo(f"created user {name}")
-    if created.get("expires_at"):
-        click.echo(f"expires at {created['expires_at']}")
-    if generated:
-        assert token is not None
-        _echo_token(token)
+    run_client(main)
 
 
 @user_cli.command("alter")
@@ -225,6 +278,7 @@ def user_create(
               help="Replace the token with the first line of stdin (the old one stops "
               "working at once).")  # fmt: skip
 @_expiry_options(altering=True)
+@_WAIT_OPTION
 @cluster_options
 @_TIMEOUT_OPTION
 def user_alter(
@@ -246,6 +300,7 @@ def user_alter(
     expires_in: int | None,
     expires_at: int | None,
     no_expiry: bool,
+    wait: bool,
     config: Path | None,
     bootstrap: str | None,
     timeout: float,
@@ -296,39 +351,48 @@ def user_alter(
         )
     token = generate_token() if rotate_token else _read_token_stdin() if token_stdin else None
     client = _client(config, bootstrap, timeout)
+    nodes = config_nodes(config, bootstrap)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> None:
         async with client:
-            return await client.alter_user(
+            altered = await client.alter_user(
                 name, token=token, read=changed["read"], write=changed["write"],
                 admin=changed["admin"], groups=changed["group"], cluster=cluster_grant,
                 tls_names=changed["tls-name"], remove=remove, expires_at_ms=expires_at_ms,
                 **quotas,
             )  # fmt: skip
+            click.echo(f"altered user {name}")
+            if expires_at_ms is not None or no_expiry:
+                click.echo(f"expires at {altered.get('expires_at', 'never')}")
+            if rotate_token:
+                assert token is not None
+                _echo_token(token)
+            if wait:
+                await _await_everywhere(client, altered, nodes, timeout)
 
-    altered = run_client(main)
-    click.echo(f"altered user {name}")
-    if expires_at_ms is not None or no_expiry:
-        click.echo(f"expires at {altered.get('expires_at', 'never')}")
-    if rotate_token:
-        assert token is not None
-        _echo_token(token)
+    run_client(main)
 
 
 @user_cli.command("delete")
 @click.argument("name")
+@_WAIT_OPTION
 @cluster_options
 @_TIMEOUT_OPTION
-def user_delete(name: str, config: Path | None, bootstrap: str | None, timeout: float) -> None:
+def user_delete(
+    name: str, wait: bool, config: Path | None, bootstrap: str | None, timeout: float
+) -> None:
     """Delete user NAME; its open connections are refused from their next request."""
     client = _client(config, bootstrap, timeout)
+    nodes = config_nodes(config, bootstrap)
 
     async def main() -> None:
         async with client:
-            await client.delete_user(name)
+            index = await client.delete_user(name)
+            click.echo(f"deleted user {name}")
+            if wait:
+                await _await_everywhere(client, {"metadata_index": index}, nodes, timeout)
 
     run_client(main)
-    click.echo(f"deleted user {name}")
 
 
 def _patterns(values: list[str] | None) -> str:

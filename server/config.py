@@ -52,6 +52,10 @@ with defaults::
     rocksdb_max_open_files = 384        # table files RocksDB keeps open (>= 20); the
                                         # connection limits leave these free
 
+    [auth]
+    revoked_grace_s = 5.0      # close a client connection this long after the sweep found its
+                               # credentials revoked (a number >= 0; re-read by an [auth] reload)
+
     [tls]                      # absent: plaintext. Present: the node serves and dials ONLY TLS
     ca_file = "tls/ca.pem"     # required: verifies peers (always) and clients (client_auth)
     cert_file = "tls/node.pem" # the node's certificate, as server and as client of its peers
@@ -124,6 +128,11 @@ from .errors import ConfigError
 # turns (driver.LEASE_FAST_PATH_GAP). 6 leaves 2.5 intervals of slack: with
 # the repo's 20 ticks, clock rates may differ by ~14 % in the worst alignment.
 LEASE_MARGIN_TICKS = 6
+
+# [auth] revoked_grace_s: how long a client connection whose credentials were
+# revoked stays open after the sweep found it (server/connection_sweeper.py),
+# so that a client still using it is told why at its next request.
+DEFAULT_REVOKED_GRACE_S = 5.0
 
 __all__ = [
     "AuthConfig",
@@ -251,6 +260,9 @@ class AuthConfig:
     peer_token: str | None = None  # required from peers (and sent to them) when set
     # [[auth.user]]: tenants with their own token, grants and quotas (server/acl.py).
     users: tuple[User, ...] = ()
+    # Seconds a revoked client connection stays open once found (connection_sweeper.py).
+    # Not in ``fingerprint``: nodes that differ here hold the same credentials.
+    revoked_grace_s: float = DEFAULT_REVOKED_GRACE_S
     _by_tls_name: dict[str, User] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -998,6 +1010,7 @@ def _parse_auth(reader: _Reader) -> AuthConfig:
         _parse_user(_Reader(reader.where, f"auth.user[{i}]", table))
         for i, table in enumerate(tables)
     )
+    revoked_grace_s = _revoked_grace_s(reader)
     reader.check_unknown()
     if users and peer_token is None:
         # Without it any client could say hello as a peer and speak Raft, and
@@ -1028,7 +1041,20 @@ def _parse_auth(reader: _Reader) -> AuthConfig:
         seen_names.add(user.name)
         if user.token is not None:
             seen_tokens.add(user.token)
-    return AuthConfig(client_tokens=tuple(tokens), peer_token=peer_token, users=users)
+    return AuthConfig(
+        client_tokens=tuple(tokens),
+        peer_token=peer_token,
+        users=users,
+        revoked_grace_s=revoked_grace_s,
+    )
+
+
+def _revoked_grace_s(reader: _Reader) -> float:
+    """``revoked_grace_s``: a finite number of seconds >= 0 (0: close at the first sweep)."""
+    value = reader.get("revoked_grace_s", (int, float), DEFAULT_REVOKED_GRACE_S)
+    if not (math.isfinite(value) and value >= 0):
+        raise reader.fail("revoked_grace_s", f"must be a number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def _parse_user(reader: _Reader) -> User:
@@ -1135,12 +1161,15 @@ def render_config(cfg: ClusterConfig) -> str:
     if changed:
         lines += ["", "[limits]"]
         lines += [f"{n} = {_toml_value(getattr(cfg.limits, n))}" for n in changed]
-    if cfg.auth.client_tokens or cfg.auth.peer_token:
+    grace = cfg.auth.revoked_grace_s
+    if cfg.auth.client_tokens or cfg.auth.peer_token or grace != DEFAULT_REVOKED_GRACE_S:
         lines += ["", "[auth]"]
         if cfg.auth.client_tokens:
             lines.append(f"client_tokens = [{', '.join(_q(t) for t in cfg.auth.client_tokens)}]")
         if cfg.auth.peer_token:
             lines.append(f"peer_token = {_q(cfg.auth.peer_token)}")
+        if grace != DEFAULT_REVOKED_GRACE_S:
+            lines.append(f"revoked_grace_s = {grace!r}")
     for user in cfg.auth.users:
         lines += ["", "[[auth.user]]", f"name = {_q(user.name)}"]
         if user.token is not None:

@@ -15,11 +15,12 @@ Two kinds of client connection would otherwise stay open for good:
   such a connection is answered UNAUTHORIZED (server/listener.py); a
   connection that sends nothing would keep its slot until it did. The sweep
   asks each connection to check its credentials (one int compare each until a
-  reload happened) and closes a revoked one REVOKED_GRACE_S after it found it
-  revoked, once nothing of it is in flight: the replies already owed to it
-  still go out, and a client still using it learns from the refusal of its
-  next request why (a new connection would only be told its credential is
-  unknown).
+  reload happened) and closes a revoked one ``[auth] revoked_grace_s`` (5 s by
+  default) after it found it revoked, once nothing of it is in flight: the
+  replies already owed to it still go out, and a client still using it learns
+  from the refusal of its next request why (a new connection would only be
+  told its credential is unknown). The grace is read at every sweep, so an
+  ``[auth]`` reload that changes it applies to connections already found.
 
 One task per listener sweeps every ``interval`` seconds: at most one second,
 and a quarter of the idle limit when that is shorter. A connection counts as
@@ -33,16 +34,17 @@ heartbeats, which check their certificate (server/listener.py
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
+from .config import DEFAULT_REVOKED_GRACE_S
 from .metrics import Metrics
 
 MAX_INTERVAL_S = 1.0
 MIN_INTERVAL_S = 0.05
-REVOKED_GRACE_S = 5.0
 CLOSE_REASONS = ("idle", "revoked")
 
 
@@ -85,10 +87,17 @@ class _Quiet:
 class ConnectionSweeper:
     """The client connections of one listener, swept every ``interval`` seconds."""
 
-    def __init__(self, max_idle_s: float | None, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        max_idle_s: float | None,
+        metrics: Metrics,
+        revoked_grace_s: Callable[[], float] = lambda: DEFAULT_REVOKED_GRACE_S,
+    ) -> None:
         self.max_idle_s = max_idle_s  # None: idle connections are kept
         self.metrics = metrics
-        self.revoked_grace_s = REVOKED_GRACE_S
+        # A function, not a value: [auth] revoked_grace_s as the node's config holds
+        # it now, which a reload may change (server/auth_reload.py).
+        self._revoked_grace_s = revoked_grace_s
         self.interval = MAX_INTERVAL_S
         if max_idle_s is not None:
             self.interval = max(MIN_INTERVAL_S, min(MAX_INTERVAL_S, max_idle_s / 4))
@@ -97,9 +106,19 @@ class ConnectionSweeper:
             metrics.client_connections_closed.inc(0, reason=reason)
 
     @classmethod
-    def for_limit(cls, max_idle_ms: int, metrics: Metrics) -> ConnectionSweeper:
+    def for_limit(
+        cls,
+        max_idle_ms: int,
+        metrics: Metrics,
+        revoked_grace_s: Callable[[], float] = lambda: DEFAULT_REVOKED_GRACE_S,
+    ) -> ConnectionSweeper:
         """From ``[limits] connections_max_idle_ms`` (0: never close idle ones)."""
-        return cls(max_idle_ms / 1000 if max_idle_ms > 0 else None, metrics)
+        return cls(max_idle_ms / 1000 if max_idle_ms > 0 else None, metrics, revoked_grace_s)
+
+    @property
+    def revoked_grace_s(self) -> float:
+        """Seconds a revoked connection stays open once a sweep found it."""
+        return self._revoked_grace_s()
 
     def __len__(self) -> int:
         return len(self._quiet)
@@ -113,6 +132,7 @@ class ConnectionSweeper:
     def sweep(self, now: float) -> int:
         """Close what is due at ``now``; returns how many were closed."""
         closed = 0
+        grace = self.revoked_grace_s
         for conn, quiet in list(self._quiet.items()):
             conn.check_credentials()
             busy = conn.busy()
@@ -122,7 +142,7 @@ class ConnectionSweeper:
             if (
                 quiet.revoked_at is not None
                 and not busy  # every reply it was owed is on the wire
-                and now - quiet.revoked_at >= self.revoked_grace_s
+                and now - quiet.revoked_at >= grace
             ):
                 reason = "revoked"
             elif busy or quiet.busy or reads != quiet.reads:

@@ -717,7 +717,12 @@ class RequestHandlers:
     # ------------------------------------------------------------ operations
 
     async def cluster_status(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        groups = [self.driver.group_status(g) for _, g in sorted(self.driver.groups.items())]
+        wanted = fields.get("groups")  # None: every group this node hosts
+        groups = [
+            self.driver.group_status(g)
+            for gid, g in sorted(self.driver.groups.items())
+            if wanted is None or gid in wanted
+        ]
         # The nodes this one knows, so `cluster status --bootstrap ONE` can ask
         # every leader for its replicas' lag (only a leader knows them).
         # Its own incarnation and peer address too: `member add` registers a node

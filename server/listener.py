@@ -391,7 +391,11 @@ class Listener:
             metrics=metrics,
             quotas=Quotas(cfg.quotas),
             start_request=start_request,
-            sweeper=ConnectionSweeper.for_limit(cfg.limits.connections_max_idle_ms, metrics),
+            sweeper=ConnectionSweeper.for_limit(
+                cfg.limits.connections_max_idle_ms,
+                metrics,
+                lambda: cfg.auth.revoked_grace_s,  # changed in place by an [auth] reload
+            ),
         )
 
     @property
@@ -630,6 +634,10 @@ class _Admitted:
     leftover: list[dict[str, Any]]  # frames that came with the hello
     log_format: int
     tls_watch: RevocationWatch | None
+    # The credentials' generation the hello was checked against (Listener
+    # ``auth_generation``), taken with the check: a reload while the hello_ok
+    # is on its way must still make the connection check its credential again.
+    auth_generation: int
 
 
 async def _connection_inner(shared: Listener, stream: trio.abc.Stream, peer_port: bool) -> None:
@@ -687,6 +695,7 @@ async def _admit(
     try:
         hello, leftover = await _read_hello(stream, decoder, shared.cfg.limits.hello_timeout_ms)
         role, ident, user = _check_hello(shared, hello, peer_cert, peer_port=peer_port)
+        checked_generation = shared.auth_generation  # no checkpoint since the check
         if role == "client":
             shared.admit_client(user, address)  # peers are never counted nor refused
     except _Reject as rej:
@@ -710,8 +719,9 @@ async def _admit(
         )
         log_format = hello.get("log_format", BASELINE_LOG_FORMAT)
         return _Admitted(
-            stream, decoder, role, ident, user, credential, leftover, log_format, tls_watch
-        )
+            stream, decoder, role, ident, user, credential, leftover, log_format, tls_watch,
+            checked_generation,
+        )  # fmt: skip
     await stream.aclose()  # after a refusal's reply: a graceful close lets it arrive
     return None
 
@@ -745,8 +755,9 @@ async def _serve_admitted(shared: Listener, admitted: _Admitted, conn_id: int, r
             if role == "replica" and shared.cfg.auth.peer_token is not None:
                 credential = None
             connection = _ClientConnection(
-                shared, stream, admitted.decoder, ctx, credential, admitted.tls_watch
-            )
+                shared, stream, admitted.decoder, ctx, credential, admitted.tls_watch,
+                auth_generation=admitted.auth_generation,
+            )  # fmt: skip
             await connection.run(admitted.leftover)
     finally:
         shared.metrics.connections.dec(role=role)
@@ -1099,6 +1110,8 @@ class _ClientConnection:
         ctx: RequestContext,
         credential: tuple[Any, dict[str, Any] | None] | None = None,
         tls_watch: RevocationWatch | None = None,
+        *,
+        auth_generation: int,
     ) -> None:
         self.shared = shared
         self.stream = stream
@@ -1107,7 +1120,9 @@ class _ClientConnection:
         # (token, TLS certificate) the hello authenticated with (None: no client
         # authentication), checked again whenever [auth] was reloaded since.
         self.credential = credential
-        self.auth_generation = shared.auth_generation
+        # The generation ``credential`` was last checked at: the hello's (a
+        # reload since then makes the first request or sweep check it again).
+        self.auth_generation = auth_generation
         self.revoked: str | None = None  # why every request is refused from now on
         # The user's expiry, ms since the epoch (None: never), checked before
         # every request and at every sweep: a connection made before its user

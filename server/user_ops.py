@@ -3,8 +3,11 @@ in the metadata log (log/users.py), managed with ``raftlog user``.
 
 Writes go to the metadata group's leader (NOT_LEADER elsewhere; the client
 follows it) and are answered once applied there; every other node applies
-them from the log (server/metadata_users.py). Each is checked here first for
-a clear message, and again by the state machine, which alone decides.
+them from the log (server/metadata_users.py). The reply's ``metadata_index``
+is the log index the change was applied at: once a node's metadata group has
+applied that far (its ``cluster_status``), it authenticates by the change
+(``raftlog user --wait``). Each is checked here first for a clear message,
+and again by the state machine, which alone decides.
 
 What only a node can check, since the state machine knows nothing of any
 node's cluster.toml: the cluster must authenticate clients, and a user kept
@@ -119,8 +122,7 @@ class UserOps:
 
     async def user_delete(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         await self._check_writable(fields["name"], fields)
-        await self._propose(DeleteUser(fields["name"]), fields)
-        return {}
+        return await self._propose(DeleteUser(fields["name"]), fields)
 
     async def user_list(self, ctx: Any, fields: dict[str, Any]) -> dict[str, Any]:
         """The metadata log's users (linearizable) and this node's file users.
@@ -213,7 +215,8 @@ class UserOps:
         deadline = request_deadline(fields)
         result = raise_outcome(await self.driver.propose(METADATA_GROUP, command, deadline))
         raise_result_error(result)
+        reply: dict[str, Any] = {"metadata_index": result.index}
         record = self.driver.metadata.users.get(command.name)
-        if record is None:  # deleted
-            return {}
-        return {"user": user_json(User.from_record(command.name, record), "metadata")}
+        if record is not None:  # else deleted
+            reply["user"] = user_json(User.from_record(command.name, record), "metadata")
+        return reply

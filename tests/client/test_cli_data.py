@@ -21,7 +21,7 @@ from raftlog.client.compression import MAGIC
 from raftlog.client.errors import ClusterUnreachableError, ConnectionLostError, UnknownTopicError
 from raftlog.client.sync import Client
 from raftlog.server.cli import main
-from raftlog.server.cli_common import bootstrap_addresses, run_client
+from raftlog.server.cli_common import bootstrap_addresses, config_nodes, run_client
 
 from .fake_server import FakeCluster
 
@@ -95,6 +95,10 @@ def test_bootstrap_addresses_from_cluster_toml(tmp_path: Path):
     )
     assert bootstrap_addresses(cfg, None) == ["127.0.0.1:7101", "127.0.0.1:7102"]
     assert bootstrap_addresses(cfg, "h:1,h:2") == ["h:1", "h:2"]
+    # The nodes `raftlog user --wait` polls: the file's, by id; with --bootstrap
+    # the cluster's own list (None here).
+    assert config_nodes(cfg, None) == {"n1": "127.0.0.1:7101", "n2": "127.0.0.1:7102"}
+    assert config_nodes(cfg, "h:1,h:2") is None
 
 
 def test_produce_lines_then_consume_them(sync_fake: FakeCluster):

@@ -6,7 +6,8 @@ import hashlib
 import inspect
 
 import pytest
-from raftlog.client.users import generate_token, user_fields
+from raftlog.client.errors import NotAppliedError, UnsupportedVersionError
+from raftlog.client.users import applied_metadata, change_index, generate_token, user_fields
 
 
 def test_only_the_tokens_hash_and_the_given_keys_are_sent() -> None:
@@ -52,6 +53,26 @@ def test_create_and_alter_take_every_setting_and_pass_each_on() -> None:
     for method in (AsyncClient.create_user, AsyncClient.alter_user):
         params = inspect.signature(method).parameters
         keywords = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
-        assert keywords - {"token", "remove"} == set(SETTING_KEYS), method.__name__
+        assert keywords - {"token", "remove", "wait"} == set(SETTING_KEYS), method.__name__
     arguments = {key: f"value of {key}" for key in SETTING_KEYS}
     assert setting_arguments({**arguments, "self": object(), "name": "n"}) == arguments
+
+
+def test_the_index_a_change_was_applied_at_and_how_far_a_node_applied() -> None:
+    assert change_index({"user": {}, "metadata_index": 42}) == 42
+    for reply in ({}, {"metadata_index": None}, {"metadata_index": "42"}):
+        with pytest.raises(UnsupportedVersionError, match="the change was made"):
+            change_index(reply)
+    status = {"groups": [{"group": 7, "applied": 99}, {"group": 0, "applied": 41}]}
+    assert applied_metadata(status) == 41  # the metadata group's, not another's
+    assert applied_metadata({"groups": [{"group": 7, "applied": 99}]}) is None
+    assert applied_metadata({}) is None
+
+
+def test_a_wait_that_timed_out_names_the_nodes_behind_and_why() -> None:
+    exc = NotAppliedError(42, {"n3": "down", "n2": "applied to 40"}, 2.5)
+    assert exc.index == 42 and list(exc.behind) == ["n2", "n3"]
+    assert exc.message == (
+        "committed at metadata index 42, but not applied within 2.5s by n2, n3: "
+        "n2 (applied to 40); n3 (down)"
+    )

@@ -194,3 +194,13 @@ def test_undecodable_entry_is_an_error_result(meta: Meta) -> None:
     (results,) = meta.sm.apply([Entry(term=1, index=1, data=b"\x93\x01")], batch)
     assert results[0].error is ErrorCode.INVALID_REQUEST
     assert meta.sm.applied_index == 1
+
+
+def test_each_result_carries_the_index_of_the_entry_it_was_applied_from(meta: Meta) -> None:
+    """What a user change answers as its metadata_index (raftlog user --wait)."""
+    meta.register("n1")
+    first = meta.run(AllocProducerId(), DeleteTopic("nope"))
+    assert [r.index for r in first] == [meta.index, meta.index]
+    assert not first[1].ok  # a refusal is applied at its entry too
+    (later,) = meta.run(AllocProducerId())
+    assert later.index == meta.index == first[0].index + 1

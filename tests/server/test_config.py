@@ -491,3 +491,18 @@ def test_connections_max_idle_ms_defaults_to_ten_minutes_and_zero_switches_it_of
     assert cfg.limits == Limits(connections_max_idle_ms=0)
     again = load_config(write(tmp_path, render_config(cfg)))
     assert again.limits.connections_max_idle_ms == 0
+
+
+def test_revoked_grace_is_a_non_negative_number_of_auth_and_round_trips(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).auth.revoked_grace_s == 5.0
+    for text, expected in (("0", 0.0), ("2", 2.0), ("0.25", 0.25)):
+        cfg = load_config(write(tmp_path, GOOD + f"[auth]\nrevoked_grace_s = {text}\n"))
+        assert cfg.auth.revoked_grace_s == expected
+        assert not cfg.auth.authenticates_clients  # the grace alone turns nothing on
+        assert load_config(write(tmp_path, render_config(cfg))).auth == cfg.auth
+    for bad in ("-1", "-0.5", "inf", "nan", '"5"', "true"):
+        message = load_error(tmp_path, GOOD + f"[auth]\nrevoked_grace_s = {bad}\n")
+        assert "auth.revoked_grace_s must be" in message, message
+    with_users = GOOD + USERS.replace('peer_token = "p"', 'peer_token = "p"\nrevoked_grace_s = 1')
+    again = load_config(write(tmp_path, render_config(load_config(write(tmp_path, with_users)))))
+    assert again.auth.revoked_grace_s == 1.0 and len(again.auth.users) == 2

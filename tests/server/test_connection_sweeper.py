@@ -95,6 +95,22 @@ def test_a_revoked_connection_is_closed_after_the_grace_once_its_replies_are_out
     assert closed_count(sweeper, "revoked") == 1
 
 
+def test_the_grace_is_read_at_every_sweep() -> None:
+    """[auth] revoked_grace_s as the config holds it now: a reload that changes it
+    applies to connections already found revoked."""
+    grace = [60.0]
+    sweeper = ConnectionSweeper(None, Metrics(), lambda: grace[0])
+    assert ConnectionSweeper(None, Metrics()).revoked_grace_s == 5.0  # the default
+    conn = FakeConnection(revoke_at_next_check=True)
+    sweeper.add(conn, now=0.0)
+    assert sweeper.sweep(1.0) == 0  # found revoked now
+    assert sweeper.sweep(30.0) == 0 and conn.closed_for is None
+    grace[0] = 30.5  # a reload lowered it: counted from when the sweep found it
+    assert sweeper.revoked_grace_s == 30.5
+    assert sweeper.sweep(31.4) == 0
+    assert sweeper.sweep(31.5) == 1 and conn.closed_for == "revoked"
+
+
 def test_the_sweep_interval_follows_the_limit() -> None:
     metrics = Metrics()
     assert ConnectionSweeper.for_limit(600_000, metrics).interval == 1.0

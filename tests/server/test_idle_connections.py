@@ -11,12 +11,13 @@ import pytest
 import trio
 from raftlog.client.aio import AsyncClient
 from raftlog.client.connection import _idle_limit
-from raftlog.server import connection_sweeper
-from raftlog.server.config import AuthConfig, ClusterConfig, Limits
+from raftlog.server.auth_reload import reload_auth_and_report
+from raftlog.server.config import AuthConfig, ClusterConfig, Limits, load_config, render_config
 
 from .cluster_harness import make_config
 from .conftest import FakeNode, start_fake_node
 from .rawclient import WAIT_S, RawConn, wait_until
+from .test_tls import serve_fake
 
 LIMIT_MS = 300
 
@@ -75,12 +76,11 @@ async def test_with_the_limit_at_zero_nothing_is_announced_or_closed_for_idlenes
 
 
 async def test_an_idle_connection_whose_token_a_reload_revoked_is_closed(
-    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     """Its slot is freed without waiting for it to send (or for the idle limit,
     switched off here); the connection with a token still valid serves on."""
-    monkeypatch.setattr(connection_sweeper, "REVOKED_GRACE_S", 0.2)
-    auth = AuthConfig(client_tokens=("kept", "leaked"))
+    auth = AuthConfig(client_tokens=("kept", "leaked"), revoked_grace_s=0.2)
     cfg = dataclasses.replace(with_idle_limit(make_config(tmp_path, 1), 0), auth=auth)
     node = await start_fake_node(nursery, cfg)
     kept = await open_client(node, "kept", credential="kept")
@@ -92,6 +92,36 @@ async def test_an_idle_connection_whose_token_a_reload_revoked_is_closed(
     assert node.metrics.client_connections_closed.value(reason="revoked") == 1
     assert (await kept.request(1, "metadata"))["ok"] is True
     assert node.metrics.client_connections.value() == 1
+
+
+async def test_a_reload_applies_a_new_revoked_grace(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """``[auth] revoked_grace_s`` is the listener's grace, and an [auth] reload
+    (what ``cluster reload`` and SIGHUP do) re-reads it: lowered from a minute
+    to 0.2 s in the same reload that revokes a token, the revoked idle
+    connection is closed well within the minute."""
+    path = tmp_path / "cluster.toml"
+    base = with_idle_limit(make_config(tmp_path, 1), 0)
+
+    def write(grace: float, *tokens: str) -> None:
+        auth = AuthConfig(client_tokens=tokens, revoked_grace_s=grace)
+        path.write_text(render_config(dataclasses.replace(base, auth=auth)))
+
+    write(60.0, "kept", "leaked")
+    cfg = load_config(path)  # read from a file, as a node started by the CLI is
+    served = await serve_fake(nursery, cfg)
+    sweeper = served.listener.sweeper
+    assert sweeper is not None and sweeper.revoked_grace_s == 60.0
+    nursery.start_soon(sweeper.run)
+    leaked = await RawConn.open(served.node.port)
+    assert (await leaked.hello("client", "leaked", credential="leaked"))["type"] == "hello_ok"
+
+    write(0.2, "kept")
+    assert reload_auth_and_report(cfg, "n1", served.metrics) is None
+    assert sweeper.revoked_grace_s == 0.2
+    assert await leaked.closed()  # within WAIT_S: far less than the old grace
+    assert served.metrics.client_connections_closed.value(reason="revoked") == 1
 
 
 # ------------------------------------------------------------------ the client

@@ -441,3 +441,27 @@ def test_peer_frames_survive_any_chunking(
         assert node.peer_msgs == [("n2", b) for b in batches if b]
 
     trio.run(main)
+
+
+async def test_a_reload_right_after_a_hello_is_checked_still_reaches_that_connection(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A reload that lands between a hello's check and the start of its
+    connection (the hello_ok on its way: a checkpoint) revokes that connection
+    too. The connection once took the credentials' generation when it started,
+    after the reload, and so never checked its revoked token again."""
+    from raftlog.server.config import AuthConfig
+
+    tokens = tuple(f"tok-{i}" for i in range(8))
+    cfg = make_config(tmp_path, 1, auth=AuthConfig(client_tokens=("kept", *tokens)))
+    node = await start_fake_node(nursery, cfg)
+    for i, token in enumerate(tokens):
+        conn = await RawConn.open(node.port)
+        assert (await conn.hello("client", f"c{i}", credential=token))["type"] == "hello_ok"
+        # No checkpoint since the hello_ok arrived: the node's task for this
+        # connection may not have gone on from sending it yet.
+        cfg.auth.replace_clients(("kept", *tokens[i + 1 :]), ())  # what a reload does
+        reply = await conn.request(1, "metadata")
+        assert reply.get("error") == "UNAUTHORIZED", (token, reply)
+        assert "revoked or rotated" in reply["message"]
+        await conn.aclose()

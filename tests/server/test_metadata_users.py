@@ -94,6 +94,8 @@ async def test_a_created_user_authenticates_on_every_node_with_its_grants(
                     "billing", token=token, read=["billing.*"], write=["billing.*"],
                     requests_per_sec=1000.0,
                 )  # fmt: skip
+                # Where the controller applied it (for wait_applied), beside the user.
+                assert type(created.pop("metadata_index")) is int
                 assert created == {
                     "name": "billing", "source": "metadata", "token": True, "cluster": False,
                     "read": ["billing.*"], "write": ["billing.*"], "admin": [], "groups": [],

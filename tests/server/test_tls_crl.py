@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from raftlog.client.errors import TLSError, UnauthorizedError
 from raftlog.client.tls import TLSConfig
 from raftlog.server import tls as server_tls
-from raftlog.server.config import ClusterConfig, ConfigError
+from raftlog.server.config import AuthConfig, ClusterConfig, ConfigError
 from raftlog.server.metrics import Metrics
 from raftlog.server.snapshot_transfer import PeerConnection, TransferError
 
@@ -279,11 +279,12 @@ async def serve_swept(
     """A TLS node (client_auth, an empty CRL) whose listener sweeps its client
     connections, and a function that revokes a client's certificate and reloads."""
     crl = write_crl(files, tmp_path / "crl.pem", [])
-    cfg = with_crl(with_tls(make_config(tmp_path, 1), files, client_auth=True), crl)
+    # [auth] revoked_grace_s covers certificates revoked by a [tls] reload too.
+    auth = AuthConfig(revoked_grace_s=revoked_grace_s)
+    cfg = with_crl(with_tls(make_config(tmp_path, 1, auth=auth), files, client_auth=True), crl)
     served = await serve_fake(nursery, cfg)
     sweeper = served.listener.sweeper
     assert sweeper is not None
-    sweeper.revoked_grace_s = revoked_grace_s
     nursery.start_soon(sweeper.run)
 
     def revoke(client: TLSConfig) -> None:

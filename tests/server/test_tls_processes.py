@@ -153,7 +153,7 @@ def test_tls_cluster_up_produce_kill_leader_produce_consume(tmp_path: Path) -> N
                     time.sleep(0.05)
                 assert served_with(address, new_client)  # peers' and others' certificates pass
             # Every live node has reloaded: the open connection is cut off too. Its
-            # request is refused (UNAUTHORIZED); past REVOKED_GRACE_S (a slow
+            # request is refused (UNAUTHORIZED); past [auth] revoked_grace_s (a slow
             # machine) the node has closed it, and the client's redial is refused.
             with pytest.raises((UnauthorizedError, TLSError), match="revoked"):
                 held.produce("t", b"after revocation", partition=0)

@@ -61,11 +61,12 @@ async def test_a_file_user_expires_at_hellos_requests_and_the_sweep(
     idle = User("idle", "tok-idle", read=("*",), expires_at_ms=expires)
     later = User("later", "tok-later", read=("*",), expires_at_ms=now_ms() + 3_600_000)
     lapsed = User("lapsed", "tok-lapsed", read=("*",), expires_at_ms=now_ms() - 1)
-    auth = AuthConfig(peer_token="peer-secret", users=(OPS, temp, idle, later, lapsed))
+    auth = AuthConfig(
+        peer_token="peer-secret", users=(OPS, temp, idle, later, lapsed), revoked_grace_s=0.2
+    )
     served = await serve_fake(nursery, make_config(tmp_path, 1, auth=auth))
     sweeper = served.listener.sweeper
-    assert sweeper is not None
-    sweeper.revoked_grace_s = 0.2
+    assert sweeper is not None and sweeper.revoked_grace_s == 0.2
     nursery.start_soon(sweeper.run)
     port = served.node.port
 
