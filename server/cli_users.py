@@ -88,6 +88,29 @@ async def _await_everywhere(
     click.echo(f"applied by every node ({', '.join(applied)}) at metadata index {index}", err=True)
 
 
+async def _announce(
+    client: AsyncClient,
+    done: str,
+    change: dict[str, Any],
+    *,
+    expiry: str | None = None,
+    token: str | None = None,
+    wait: bool,
+    nodes: dict[str, str] | None,
+    budget_s: float,
+) -> None:
+    """Print what a change did (``done``, the expiry, a new token), then, with
+    ``wait``, wait for ``nodes`` (None: those the cluster reports) to apply it.
+    Printed before the wait: the token is needed whatever the wait finds."""
+    click.echo(done)
+    if expiry is not None:
+        click.echo(f"expires at {expiry}")
+    if token is not None:
+        _echo_token(token)
+    if wait:
+        await _await_everywhere(client, change, nodes, budget_s)
+
+
 def _grant_options(*, altering: bool) -> Any:
     """``--read``/``--write``/``--admin``/``--group``/``--tls-name`` and the quotas."""
     replaces = " Replaces the user's whole list of them when given." if altering else ""
@@ -247,15 +270,11 @@ def user_create(
                 fetch_bytes_per_sec=fetch_bytes_per_sec, max_connections=max_connections,
                 expires_at_ms=expires_at_ms,
             )  # fmt: skip
-            # Printed before the wait: the token is needed whatever the wait finds.
-            click.echo(f"created user {name}")
-            if created.get("expires_at"):
-                click.echo(f"expires at {created['expires_at']}")
-            if generated:
-                assert token is not None
-                _echo_token(token)
-            if wait:
-                await _await_everywhere(client, created, nodes, timeout)
+            await _announce(
+                client, f"created user {name}", created,
+                expiry=created.get("expires_at"), token=token if generated else None,
+                wait=wait, nodes=nodes, budget_s=timeout,
+            )  # fmt: skip
 
     run_client(main)
 
@@ -361,14 +380,13 @@ def user_alter(
                 tls_names=changed["tls-name"], remove=remove, expires_at_ms=expires_at_ms,
                 **quotas,
             )  # fmt: skip
-            click.echo(f"altered user {name}")
-            if expires_at_ms is not None or no_expiry:
-                click.echo(f"expires at {altered.get('expires_at', 'never')}")
-            if rotate_token:
-                assert token is not None
-                _echo_token(token)
-            if wait:
-                await _await_everywhere(client, altered, nodes, timeout)
+            expiry_changed = expires_at_ms is not None or no_expiry
+            await _announce(
+                client, f"altered user {name}", altered,
+                expiry=altered.get("expires_at", "never") if expiry_changed else None,
+                token=token if rotate_token else None,
+                wait=wait, nodes=nodes, budget_s=timeout,
+            )  # fmt: skip
 
     run_client(main)
 
@@ -388,9 +406,10 @@ def user_delete(
     async def main() -> None:
         async with client:
             index = await client.delete_user(name)
-            click.echo(f"deleted user {name}")
-            if wait:
-                await _await_everywhere(client, {"metadata_index": index}, nodes, timeout)
+            await _announce(
+                client, f"deleted user {name}", {"metadata_index": index},
+                wait=wait, nodes=nodes, budget_s=timeout,
+            )  # fmt: skip
 
     run_client(main)
 

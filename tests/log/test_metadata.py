@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,18 @@ class Meta:
         self.run(
             *(RegisterNode(n, f"127.0.0.1:{7100 + i}", f"inc-{n}") for i, n in enumerate(node_ids))
         )
+
+
+@contextlib.contextmanager
+def restored_elsewhere(data: bytes, data_dir: Path) -> Iterator[MetadataStateMachine]:
+    """A state machine on another node's store, restored from the snapshot ``data``
+    and read back from that store's disk."""
+    with NodeStore.open(data_dir, cluster="test", node_id="other") as other:
+        sm = MetadataStateMachine(other)
+        batch = other.new_batch()
+        sm.restore_state(data, batch)
+        other.write(batch)
+        yield MetadataStateMachine(other)
 
 
 @pytest.fixture
@@ -178,12 +191,7 @@ def test_snapshot_restore_into_another_node(meta: Meta, tmp_path: Path) -> None:
     meta.register("n1", "n2", "n3")
     meta.run(CreateTopic("a", 3, 3), CreateTopic("b", 1, 2), AllocProducerId())
     data = meta.sm.snapshot_state()
-    with NodeStore.open(tmp_path / "n2", cluster="test", node_id="n2") as other:
-        sm = MetadataStateMachine(other)
-        batch = other.new_batch()
-        sm.restore_state(data, batch)
-        other.write(batch)
-        reloaded = MetadataStateMachine(other)
+    with restored_elsewhere(data, tmp_path / "n2") as reloaded:
         assert reloaded.snapshot_state() == data
         assert reloaded.groups_for("n2") == meta.sm.groups_for("n2")
         assert reloaded.topics == meta.sm.topics

@@ -18,10 +18,10 @@ from raftlog.log.commands import (
     encode_entry_commands,
 )
 from raftlog.log.features import NODE_PEER_ADDRESS
-from raftlog.log.metadata import MetadataStateMachine, NodeInfo
+from raftlog.log.metadata import NodeInfo
 from raftlog.log.store import NodeStore
 
-from .test_metadata import Meta
+from .test_metadata import Meta, restored_elsewhere
 
 
 @pytest.fixture
@@ -76,13 +76,7 @@ def test_the_peer_address_survives_a_snapshot_and_older_states_still_read(
     before = msgpack.unpackb(meta.sm.snapshot_state(), raw=False, strict_map_key=False)
     assert before["nodes"] == {"n1": ["h:1", "inc1"]}
     meta.run(SetLogFormat(NODE_PEER_ADDRESS), RegisterNode("n2", "h:3", "inc2", "h:4"))
-    data = meta.sm.snapshot_state()
-    with NodeStore.open(tmp_path / "other", cluster="test", node_id="n3") as other:
-        sm = MetadataStateMachine(other)
-        batch = other.new_batch()
-        sm.restore_state(data, batch)
-        other.write(batch)
-        reopened = MetadataStateMachine(other)
+    with restored_elsewhere(meta.sm.snapshot_state(), tmp_path / "other") as reopened:
         assert reopened.nodes == {
             "n1": NodeInfo("h:1", "inc1", None),
             "n2": NodeInfo("h:3", "inc2", "h:4"),

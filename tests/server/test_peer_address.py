@@ -32,6 +32,8 @@ from raftlog.server.config import (
     render_config,
 )
 
+from tests.tcp_sockets import TCP_ESTABLISHED, tcp_table
+
 from .cluster_harness import make_config
 from .conftest import FakeNode, start_fake_node
 from .manual_clock import FakeClock
@@ -244,15 +246,8 @@ async def test_silent_connections_on_the_address_never_push_out_a_peers_handshak
 
 
 def established_local_ports() -> list[int]:
-    """Local ports of this process's established IPv4 TCP connections."""
-    ports = []
-    with open("/proc/self/net/tcp") as table:
-        next(table)  # the header
-        for line in table:
-            fields = line.split()
-            if fields[3] == "01":  # TCP_ESTABLISHED
-                ports.append(int(fields[1].rpartition(":")[2], 16))
-    return ports
+    """Local ports of the established IPv4 TCP connections (this network namespace's)."""
+    return [e.local_port for e in tcp_table() if e.state == TCP_ESTABLISHED]
 
 
 async def test_a_cluster_links_its_nodes_over_their_peer_addresses_only(tmp_path: Path) -> None:
