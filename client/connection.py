@@ -43,7 +43,7 @@ from .errors import (
     RequestTimeoutError,
     error_from_reply,
 )
-from .keepalive import DEFAULT_TCP_KEEPALIVE_S, set_keepalive
+from .keepalive import DEFAULT_TCP_KEEPALIVE_S, open_tcp_stream
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER,
@@ -133,9 +133,7 @@ class Connection:
         stream: trio.abc.Stream
         try:
             with trio.fail_after(connect_timeout):
-                socket_stream = await trio.open_tcp_stream(host, int(port))
-                set_keepalive(socket_stream.socket, tcp_keepalive)
-                stream = socket_stream
+                stream = await open_tcp_stream(host, int(port), tcp_keepalive)
                 if ssl_context is not None:
                     stream = await start_tls(stream, ssl_context, address)
         except trio.TooSlowError:

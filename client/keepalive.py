@@ -29,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import socket
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
+
+import trio
 
 # Idle seconds before the first probe; a dead far end is found after twice this
 # (3 probes, a third of it apart). Twice etcd's 15 s: a node holds thousands of
@@ -97,14 +99,9 @@ def set_keepalive(sock: _Socket, idle_s: int) -> None:
                 sock.setsockopt(level, option, value)
 
 
-def stream_socket(stream: Any) -> Any | None:
-    """The socket under a trio stream (a TLS stream's is its transport's); None
-    for streams without one (tests' memory streams)."""
-    return getattr(getattr(stream, "transport_stream", stream), "socket", None)
-
-
-def keepalive_stream(stream: Any, idle_s: int) -> None:
-    """``set_keepalive`` on the socket under ``stream``, if it has one."""
-    sock = stream_socket(stream)
-    if sock is not None:
-        set_keepalive(sock, idle_s)
+async def open_tcp_stream(host: str, port: int, idle_s: int) -> trio.SocketStream:
+    """``trio.open_tcp_stream`` with ``set_keepalive(idle_s)`` on its socket: how
+    the client and the node dial (before any TLS wraps the stream)."""
+    stream = await trio.open_tcp_stream(host, port)
+    set_keepalive(stream.socket, idle_s)
+    return stream

@@ -259,6 +259,22 @@ def bootstrap_addresses(config: str | Path | None, bootstrap: str | None) -> lis
         if not addresses:
             raise click.BadParameter("no address given", param_hint="--bootstrap")
         return addresses
+    return [address for _, address in _file_nodes(config)]
+
+
+def config_nodes(config: str | Path | None, bootstrap: str | None) -> dict[str, str] | None:
+    """Node id -> address of the cluster.toml the command reads its addresses
+    from; None with ``--bootstrap`` (the cluster's own list of nodes is then
+    the one to use). Errors as ``bootstrap_addresses``."""
+    if bootstrap:
+        return None
+    return {node_id or address: address for node_id, address in _file_nodes(config)}
+
+
+def _file_nodes(config: str | Path | None) -> list[tuple[str | None, str]]:
+    """``(id, address)`` of each ``[[node]]`` of ``--config`` (else the default
+    file), the id None where it is not a string; click.UsageError (exit 2) for a
+    file that is missing or unreadable, or a node without a HOST:PORT address."""
     path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
     try:
         with path.open("rb") as fh:
@@ -272,34 +288,19 @@ def bootstrap_addresses(config: str | Path | None, bootstrap: str | None) -> lis
     nodes = doc.get("node")
     if not isinstance(nodes, list) or not nodes:
         raise click.UsageError(f"{path}: no [[node]] entries")
-    addresses: list[str] = []
+    out: list[tuple[str | None, str]] = []
     for i, node in enumerate(nodes):
         address = node.get("address") if isinstance(node, dict) else None
         if not isinstance(address, str):
             raise click.UsageError(f"{path}: node[{i}].address is missing")
         try:
-            addresses.append(parse_address(address))
+            parsed = parse_address(address)
         except click.BadParameter:
             raise click.UsageError(
                 f"{path}: node[{i}].address {address!r} is not HOST:PORT"
             ) from None
-    return addresses
-
-
-def config_nodes(config: str | Path | None, bootstrap: str | None) -> dict[str, str] | None:
-    """Node id -> address of the cluster.toml the command reads its addresses
-    from; None with ``--bootstrap`` (the cluster's own list of nodes is then
-    the one to use). Errors as ``bootstrap_addresses``."""
-    if bootstrap:
-        return None
-    addresses = bootstrap_addresses(config, None)  # checks the file and every address
-    path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
-    with path.open("rb") as fh:
-        nodes = tomllib.load(fh)["node"]
-    out: dict[str, str] = {}
-    for node, address in zip(nodes, addresses, strict=True):
         node_id = node.get("id")
-        out[node_id if isinstance(node_id, str) and node_id else address] = address
+        out.append((node_id if isinstance(node_id, str) and node_id else None, parsed))
     return out
 
 

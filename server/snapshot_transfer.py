@@ -36,7 +36,7 @@ from typing import Any
 import msgpack
 import trio
 from raftlog.client.errors import ErrorCode, TLSError
-from raftlog.client.keepalive import set_keepalive
+from raftlog.client.keepalive import open_tcp_stream
 from raftlog.client.protocol import REPLICA_CLIENT_PREFIX, FrameDecoder, encode_frame, hello
 from raftlog.client.tls import start_tls
 
@@ -165,11 +165,11 @@ class PeerConnection:
         # which also earns the transfer its exemption from client limits.
         context = peer_context(cfg, node_id) if getattr(cfg, "tls", None) else None
         with trio.fail_after(timeout_s):
-            socket_stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
-            # As on every socket the node owns; each request's timeout already
-            # bounds the waits here.
-            set_keepalive(socket_stream.socket, cfg.limits.tcp_keepalive_s)
-            stream: trio.abc.Stream = socket_stream
+            # Keepalive as on every socket the node owns (each request's timeout
+            # already bounds the waits here).
+            stream: trio.abc.Stream = await open_tcp_stream(
+                host.strip("[]"), int(port), cfg.limits.tcp_keepalive_s
+            )
             revocation = None
             if context is not None:
                 try:

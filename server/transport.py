@@ -39,7 +39,7 @@ from typing import Any
 import msgpack
 import trio
 from raftlog.client.errors import TLSError
-from raftlog.client.keepalive import set_keepalive
+from raftlog.client.keepalive import open_tcp_stream
 from raftlog.client.protocol import HEADER, FrameDecoder, FrameError, encode_frame, hello
 from raftlog.client.sockio import socket_fd, write_now
 from raftlog.client.tls import hello_error, start_tls
@@ -262,16 +262,16 @@ class PeerTransport:
         host, port = parse_address(state.address)
         try:
             with trio.fail_after(opts.connect_timeout_s):
-                socket_stream = await trio.open_tcp_stream(host, port)
+                # Heartbeats keep this link busy and keepalive probes only idle
+                # ones: the TCP_USER_TIMEOUT set with it ends the link if the
+                # peer's host is gone.
+                keepalive = self.cfg.limits.tcp_keepalive_s
+                stream: trio.abc.Stream = await open_tcp_stream(host, port, keepalive)
         except (OSError, trio.TooSlowError) as exc:
             self.metrics.peer_reconnects.inc(peer=state.node_id, result="unreachable")
             log.debug("event=peer_dial_failed peer=%s address=%s error=%r",
                       state.node_id, state.address, str(exc))  # fmt: skip
             return None
-        # Heartbeats keep this link busy and keepalive probes only idle ones:
-        # the TCP_USER_TIMEOUT set with it ends the link if the peer's host is gone.
-        set_keepalive(socket_stream.socket, self.cfg.limits.tcp_keepalive_s)
-        stream: trio.abc.Stream = socket_stream
         if self._ssl is not None:
             secured = await self._start_tls(state, stream)
             if secured is None:
