@@ -12,6 +12,9 @@ Hello
          "id": <client or node id>, "credential": <str or None>,
          "cluster": <cluster name or None>, "incarnation": <str or None>}
 
+    A node's peer hello adds ``"log_format"`` (the highest it reads) and
+    ``"peer_address"`` (its own listener for the other nodes, or nil).
+
     The server answers ``{"type": "hello_ok", "version": 1, "node": <id>,
     "cluster": <name>, "limits": {"max_record_bytes": <int>, "max_batch_bytes":
     <int>}}`` (a client's record and batch checks follow the node's [limits];
@@ -41,6 +44,7 @@ Record batches
 
 from __future__ import annotations
 
+import enum
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
@@ -132,6 +136,15 @@ def decode_body(body: bytes) -> dict[str, Any]:
 REPLICA_CLIENT_PREFIX = "replica:"
 
 
+class NotSaid(enum.Enum):
+    """A hello field left out (an older node), as against one said to be nil."""
+
+    NOT_SAID = enum.auto()
+
+
+NOT_SAID = NotSaid.NOT_SAID
+
+
 def hello(
     role: str,
     ident: str,
@@ -141,6 +154,7 @@ def hello(
     incarnation: str | None = None,
     peer_credential: str | None = None,
     log_format: int | None = None,
+    peer_address: str | NotSaid | None = NOT_SAID,
 ) -> dict[str, Any]:
     frame: dict[str, Any] = {
         "type": "hello",
@@ -159,6 +173,12 @@ def hello(
         # A node's peer link: the highest log format it reads (log/features.py).
         # Absent from a node older than log formats, which reads only the first.
         frame["log_format"] = log_format
+    if peer_address is not NOT_SAID:
+        # A node's peer link: the peer_address its own cluster.toml gives it (nil:
+        # none), which the controller records for the nodes that learn of it
+        # from the metadata (server/driver.py _maybe_register_nodes). Absent
+        # from older nodes, whose record then follows the controller's file.
+        frame["peer_address"] = peer_address
     return frame
 
 

@@ -60,12 +60,13 @@ import random
 import struct
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
 from raftlog.client.errors import ErrorCode
-from raftlog.log.commands import RegisterNode, encode_entry_commands
-from raftlog.log.features import NODE_PEER_ADDRESS
+from raftlog.client.protocol import NOT_SAID, NotSaid
+from raftlog.log.commands import encode_entry_commands
 from raftlog.log.metadata import MetadataStateMachine
 from raftlog.log.partition import ApplyResult, PartitionStateMachine
 from raftlog.raft import codec
@@ -142,6 +143,10 @@ def _entry_bytes(readies: list[tuple[int, Ready]]) -> int:
 
 def _needs_save(rd: Ready) -> bool:
     return bool(rd.entries) or rd.snapshot is not None or rd.hard_state is not None
+
+
+def _nothing_said(_node_id: str) -> NotSaid:
+    return NOT_SAID  # no listener (in-process clusters): the file's peer addresses
 
 
 STATS_EVERY_S = 5.0
@@ -242,6 +247,10 @@ class MultiRaft:
         self.snapshots = SnapshotManager(self)
         # The metadata log's users, as the listener authenticates them.
         self.metadata_users = MetadataUsers()
+        # The peer address a node gave itself in the hello of its live link to
+        # this one (server/log_format.py LogFormats.peer_address_of; set by
+        # server/node.py): what the controller records for it.
+        self.said_peer_address: Callable[[str], str | NotSaid | None] = _nothing_said
 
     # ------------------------------------------------------------ setup
 
@@ -1334,46 +1343,8 @@ class MultiRaft:
         )
 
     def _maybe_register_nodes(self) -> None:
-        """The metadata leader registers every configured node not registered yet.
-
-        Done by the leader (only it may propose) on behalf of all nodes, with
-        the address from cluster.toml and the incarnation it has seen in the
-        peer's hello (recorded by the listener), retried until applied.
-        """
-        group = self.groups.get(METADATA_GROUP)
-        if group is None or group.role is not Role.LEADER:
-            return
-        if group.queued_cmds or group.proposals:
-            return  # one registration round at a time
-
-        registered = self.metadata.nodes
-        members = group.raft.conf_state.all_nodes()
-        # A format below NODE_PEER_ADDRESS: nodes that cannot decode the field.
-        with_peer = self.metadata.log_format >= NODE_PEER_ADDRESS
-        for node in self.cfg.nodes:
-            if node.id not in members:
-                # Only members of group 0: nodes added later are registered by
-                # `member add`, removed ones stay unregistered (membership_ops).
-                continue
-            peer_address = node.peer_address if with_peer else None
-            info = registered.get(node.id)
-            if info is None:
-                if node.id == self.node_id:
-                    incarnation = self.store.identity.incarnation
-                else:
-                    incarnation = self.store.peer_incarnation(node.id) or ""
-                cmd = RegisterNode(node.id, node.address, incarnation, peer_address)
-                self.submit(METADATA_GROUP, cmd)
-            elif (
-                peer_address is not None
-                and peer_address != info.peer_address
-                and node.address == info.address
-            ):
-                # Registered before the format allowed a peer address (or before the
-                # file gave one): recorded now, for nodes that only learn of it from
-                # the metadata. The incarnation stays the registered one (rule 7).
-                cmd = RegisterNode(node.id, info.address, info.incarnation, peer_address)
-                self.submit(METADATA_GROUP, cmd)
+        """The metadata leader registers the nodes (membership.register_nodes)."""
+        membership.register_nodes(self)
 
     # ------------------------------------------------------------ shutdown, status
 

@@ -44,12 +44,14 @@ from typing import Any, Protocol
 import trio
 from raftlog.client.errors import ErrorCode
 from raftlog.client.protocol import (
+    NOT_SAID,
     PROTOCOL_VERSION,
     REPLICA_CLIENT_PREFIX,
     REQUESTS,
     FrameDecoder,
     FrameError,
     FrameTooLargeError,
+    NotSaid,
     RequestError,
     encode_frame,
     error_reply,
@@ -638,6 +640,9 @@ class _Admitted:
     # ``auth_generation``), taken with the check: a reload while the hello_ok
     # is on its way must still make the connection check its credential again.
     auth_generation: int
+    # A peer's own peer_address as its hello said it (None: it has none;
+    # NOT_SAID: an older node, or a client).
+    peer_address: str | NotSaid | None = NOT_SAID
 
 
 async def _connection_inner(shared: Listener, stream: trio.abc.Stream, peer_port: bool) -> None:
@@ -720,7 +725,7 @@ async def _admit(
         log_format = hello.get("log_format", BASELINE_LOG_FORMAT)
         return _Admitted(
             stream, decoder, role, ident, user, credential, leftover, log_format, tls_watch,
-            checked_generation,
+            checked_generation, hello.get("peer_address", NOT_SAID),
         )  # fmt: skip
     await stream.aclose()  # after a refusal's reply: a graceful close lets it arrive
     return None
@@ -737,7 +742,7 @@ async def _serve_admitted(shared: Listener, admitted: _Admitted, conn_id: int, r
         if role == "peer":
             formats = shared.log_formats
             if formats is not None:
-                formats.peer_connected(ident, conn_id, admitted.log_format)
+                formats.peer_connected(ident, conn_id, admitted.log_format, admitted.peer_address)
             try:
                 await _serve_peer(
                     shared, stream, admitted.decoder, ident, admitted.leftover, conn_id,
@@ -863,6 +868,7 @@ def _check_hello(
     incarnation = hello.get("incarnation")
     if not isinstance(incarnation, str) or not incarnation:
         raise _Reject(ErrorCode.INVALID_REQUEST, "peer hello needs an incarnation")
+    _check_said_peer_address(hello)
     known = shared.book.get(ident)
     if known is None:
         shared.book.set(ident, incarnation)  # trust on first use
@@ -881,6 +887,22 @@ def _check_hello(
             f"peer {ident!r} has incarnation {incarnation}, expected {known}",
         )
     return role, ident, None
+
+
+def _check_said_peer_address(hello: dict[str, Any]) -> None:
+    """_Reject a peer hello whose ``peer_address`` (its own listener for the nodes,
+    recorded by the controller) is neither nil nor a host:port."""
+    said = hello.get("peer_address")
+    if said is None:
+        return  # none configured, or an older node that does not say
+    try:
+        if not isinstance(said, str):
+            raise ValueError(f"not a string: {said!r}")
+        parse_address(said)
+    except ValueError as exc:
+        raise _Reject(
+            ErrorCode.INVALID_REQUEST, f"peer hello: bad peer_address {said!r}: {exc}"
+        ) from None
 
 
 def _announced_limits(shared: Listener) -> dict[str, int]:

@@ -7,6 +7,8 @@ Two pieces, both on every node:
   capped by its build), and the listener keeps that per live link. A peer
   that reads less than the cluster's format is refused at the hello
   (server/listener.py): it could not decode what the others write.
+  The hello also says the peer's own ``peer_address``, kept beside it for
+  the controller to record (server/driver.py ``_maybe_register_nodes``).
 - ``LogFormatUpgrade`` runs on the controller (the metadata group's leader).
   Once every registered node (and every member of the metadata group) has a
   live link to it and reads a higher format than the cluster's, it commits
@@ -22,9 +24,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
+from raftlog.client.protocol import NOT_SAID, NotSaid
 from raftlog.log.commands import SetLogFormat
 from raftlog.log.features import BASELINE_LOG_FORMAT
 from raftlog.log.metadata import METADATA_GROUP_ID
@@ -45,6 +48,12 @@ def _baseline() -> int:
     return BASELINE_LOG_FORMAT
 
 
+class _PeerHello(NamedTuple):
+    conn_id: int  # the connection it was said on
+    log_format: int
+    peer_address: str | NotSaid | None
+
+
 @dataclass
 class LogFormats:
     """This node's own format, the cluster's, and each connected peer's."""
@@ -53,21 +62,34 @@ class LogFormats:
     own: int
     # The cluster's format as this node's metadata state has it.
     cluster: Callable[[], int] = _baseline
-    # peer -> (the connection it said it on, the format it said).
-    _links: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # peer -> what it said on its live link (and on which connection).
+    _links: dict[str, _PeerHello] = field(default_factory=dict)
 
-    def peer_connected(self, peer: str, conn_id: int, log_format: int) -> None:
-        self._links[peer] = (conn_id, log_format)
+    def peer_connected(
+        self,
+        peer: str,
+        conn_id: int,
+        log_format: int,
+        peer_address: str | NotSaid | None = NOT_SAID,
+    ) -> None:
+        self._links[peer] = _PeerHello(conn_id, log_format, peer_address)
 
     def peer_gone(self, peer: str, conn_id: int) -> None:
         # Only the link that set it: a reconnect may have replaced it already.
-        if self._links.get(peer, (None, 0))[0] == conn_id:
+        link = self._links.get(peer)
+        if link is not None and link.conn_id == conn_id:
             del self._links[peer]
 
     def of_peer(self, peer: str) -> int | None:
         """The format ``peer`` said it reads on its live link; None: no live link."""
         link = self._links.get(peer)
-        return None if link is None else link[1]
+        return None if link is None else link.log_format
+
+    def peer_address_of(self, peer: str) -> str | NotSaid | None:
+        """The peer address ``peer`` gave itself on its live link (None: it has
+        none); NOT_SAID without a live link, or from a node too old to say."""
+        link = self._links.get(peer)
+        return NOT_SAID if link is None else link.peer_address
 
     def readable_by_all(self, nodes: list[str], me: str) -> tuple[int, list[str]]:
         """The highest format every one of ``nodes`` reads, and the nodes that

@@ -31,6 +31,9 @@ so that driver.py keeps one job (the loop):
   re-created it right after the removal deleted it (jepsen's replica check
   found one, empty, on a removed node), or the reassign that added this node
   was undone. Nothing else would ever remove it.
+- ``register_nodes``: the metadata leader registers the nodes of group 0 with
+  their address, incarnation and peer address, and records a peer address a
+  node's hello reports anew (set, changed or removed in its own file).
 - ``sync_peers``: nodes registered in the metadata group (REGISTER_NODE, done
   by ``member add``) but absent from this node's cluster.toml become peers:
   the listener accepts their hello and the transport dials them; once
@@ -45,7 +48,11 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from raftlog.client.protocol import NOT_SAID
 from raftlog.log import keys
+from raftlog.log.commands import RegisterNode
+from raftlog.log.features import NODE_PEER_ADDRESS
+from raftlog.log.metadata import NodeInfo
 from raftlog.raft import codec
 from raftlog.raft.conf_change import ConfChangeError, apply_conf_change
 from raftlog.raft.types import (
@@ -54,6 +61,7 @@ from raftlog.raft.types import (
     Entry,
     Message,
     MessageType,
+    Role,
 )
 
 from .config import NodeConfig, parse_address
@@ -261,6 +269,80 @@ def _forget_peer(driver: Any, node_id: str) -> None:
     remove_peer = getattr(driver.transport, "remove_peer", None)
     if remove_peer is not None:
         remove_peer(node_id)
+
+
+def register_nodes(driver: Any) -> None:
+    """The metadata leader registers every configured node not registered yet, and
+    records the peer address each node says it has.
+
+    Done by the leader (only it may propose) on behalf of all nodes, with the
+    address from cluster.toml and the incarnation it has seen in the peer's
+    hello (recorded by the listener), retried until applied.
+    """
+    group = driver.groups.get(METADATA_GROUP)
+    if group is None or group.role is not Role.LEADER:
+        return
+    if group.queued_cmds or group.proposals:
+        return  # one registration round at a time
+    registered = driver.metadata.nodes
+    members = group.raft.conf_state.all_nodes()
+    # Below NODE_PEER_ADDRESS, nodes could not decode the field.
+    with_peer = driver.metadata.log_format >= NODE_PEER_ADDRESS
+    for node in driver.cfg.nodes:
+        if node.id not in members:
+            # Only members of group 0: nodes added later are registered by
+            # `member add`, removed ones stay unregistered (membership_ops).
+            continue
+        info = registered.get(node.id)
+        if info is None:
+            if node.id == driver.node_id:
+                incarnation = driver.store.identity.incarnation
+            else:
+                incarnation = driver.store.peer_incarnation(node.id) or ""
+            said = _said_peer_address(driver, node)
+            peer_address = (node.peer_address if said is NOT_SAID else said) if with_peer else None
+            driver.submit(METADATA_GROUP, RegisterNode(node.id, node.address, incarnation,
+                                                       peer_address))  # fmt: skip
+            continue
+        peer_address = _recorded_peer_address(driver, node, info) if with_peer else None
+        if with_peer and peer_address != info.peer_address and node.address == info.address:
+            # The incarnation stays the registered one (rule 7).
+            driver.submit(
+                METADATA_GROUP,
+                RegisterNode(node.id, info.address, info.incarnation, peer_address),
+            )
+            log.info("event=peer_address_recorded node=%s peer_address=%s previous=%s",
+                     node.id, peer_address, info.peer_address)  # fmt: skip
+
+
+def _said_peer_address(driver: Any, node: NodeConfig) -> Any:
+    """The peer address ``node`` gives itself: its own file's for this node, else
+    what its live link's hello said (NOT_SAID: no link, or a node too old to say)."""
+    if node.id == driver.node_id:
+        return node.peer_address
+    said = driver.said_peer_address(node.id)
+    # The state machine refuses a peer address equal to the address (at every
+    # round, were it proposed): not a usable report.
+    return NOT_SAID if said == node.address else said
+
+
+def _recorded_peer_address(driver: Any, node: NodeConfig, info: NodeInfo) -> str | None:
+    """The peer address ``node``'s record should carry.
+
+    What the node says of itself wins: it is the one listening, so a peer address
+    removed from its file is removed from its record too, and two controllers
+    whose files disagree do not flip the record at each leader change. A node
+    that has not said (not linked to this one, or too old) keeps its record,
+    unless this node's file gives it a peer address the record lacks (registered
+    before the format allowed one).
+    """
+    said = _said_peer_address(driver, node)
+    if said is not NOT_SAID:
+        return said
+    if node.peer_address is None or node.id in getattr(driver, "learned_peers", ()):
+        # A learned node's entry is a copy of its record, perhaps an older one.
+        return info.peer_address
+    return node.peer_address
 
 
 def sync_peers(driver: Any) -> None:

@@ -102,6 +102,7 @@ async def run_node(
         # Read through the driver each time: the metadata state is replaced on
         # a snapshot install.
         log_formats = LogFormats(cfg.log_format, lambda: driver.metadata.log_format)
+        driver.said_peer_address = log_formats.peer_address_of
         _warn_if_log_format_unreadable(cfg, driver)
         log.info(
             "event=node_starting node=%s address=%s data_dir=%s groups=%d incarnation=%s",

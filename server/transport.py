@@ -284,6 +284,7 @@ class PeerTransport:
             cluster=self.cfg.name,
             incarnation=self.incarnation,
             log_format=self.cfg.log_format,
+            peer_address=self.cfg.node(self.node_id).peer_address,
         )
         try:
             with trio.fail_after(opts.hello_timeout_s):

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from raftlog.client.protocol import FrameDecoder, encode_frame, hello
+from raftlog.client.protocol import NOT_SAID, FrameDecoder, encode_frame, hello
 from raftlog.server.config import ClusterConfig, Limits, QuotaConfig
 from raftlog.server.listener import Listener, Quotas
 from raftlog.server.log_format import LogFormats
@@ -18,7 +18,7 @@ from raftlog.server.token_bucket import TokenBucket
 
 from .cluster_harness import make_config
 from .conftest import FakeNode, start_fake_node
-from .rawclient import RawConn
+from .rawclient import RawConn, wait_until
 
 
 async def client(node: FakeNode, ident: str = "c1") -> RawConn:
@@ -344,6 +344,33 @@ async def test_a_peer_that_reads_less_than_the_cluster_writes_is_refused(
             if formats.of_peer("n2") is None:  # the link is gone: not known to read it
                 break
             await trio.sleep(0.01)
+
+
+async def test_a_peer_hello_says_its_peer_address_which_is_kept_while_the_link_lives(
+    cfg: ClusterConfig, nursery: trio.Nursery
+) -> None:
+    formats = LogFormats(own=6, cluster=lambda: 6)
+    node = await start_fake_node(nursery, cfg, log_formats=formats)
+    for said in (7, "", "no-port", "127.0.0.1:x", ["127.0.0.1:1"]):
+        conn, reply = await peer(node, "n2", "i", log_format=6, peer_address=said)
+        assert reply["error"] == "INVALID_REQUEST", (said, reply)
+        assert "peer_address" in reply["message"]
+        assert await conn.closed()
+    links = []
+    for said in ("127.0.0.1:7302", None):  # None: it has no peer address
+        conn, ok = await peer(node, "n2", "i", log_format=6, peer_address=said)
+        assert ok["type"] == "hello_ok"
+        await conn.send({"type": "raft", "msgs": [[0, b"m"]]})
+        await node.wait_peer_msgs(len(links) + 1)  # the link is past its hello
+        assert formats.peer_address_of("n2") == said
+        links.append(conn)
+    # A node too old to say: not taken for "none".
+    old, ok = await peer(node, "n3", "i", log_format=6)
+    await old.send({"type": "raft", "msgs": [[0, b"m"]]})
+    await node.wait_peer_msgs(3)
+    assert formats.peer_address_of("n3") is NOT_SAID
+    await links[-1].aclose()
+    await wait_until(lambda: formats.peer_address_of("n2") is NOT_SAID, "n2's link gone")
 
 
 def reply_message(conn_reply: tuple[RawConn, dict]) -> str:

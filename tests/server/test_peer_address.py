@@ -295,3 +295,52 @@ async def test_a_node_added_by_member_add_is_dialled_at_the_peer_address_it_repo
             )
             for node_id in ("n1", "n2", "n3"):
                 assert own[node_id].dial_address(node_id, "n4") == n4.peer_address
+
+
+async def test_a_joined_node_restarted_with_another_peer_address_is_recorded_and_redialled(
+    tmp_path: Path,
+) -> None:
+    """n4 says its own peer address in the hello of each peer link: once it moves
+    (or drops) it in its own file and restarts, the controller records that, and
+    n1..n3, whose files do not list n4, redial it there."""
+    four = with_peer_addresses(make_config(tmp_path, 4, **FAST))
+    n4 = dataclasses.replace(four.node("n4"), join=True)
+    four = dataclasses.replace(four, nodes=[*four.nodes[:3], n4])
+    three = dataclasses.replace(four, nodes=four.nodes[:3])
+    own = {n.id: dataclasses.replace(three, nodes=list(three.nodes)) for n in three.nodes}
+    addresses = [n.address for n in three.nodes]
+
+    def n4_as(peer_address: str | None) -> ClusterConfig:
+        moved = dataclasses.replace(n4, peer_address=peer_address)
+        return dataclasses.replace(four, nodes=[*four.nodes[:3], moved])
+
+    def dialled_at(address: str) -> bool:
+        return all(own[n].dial_address(n, "n4") == address for n in own)
+
+    async with running(three, own) as nodes:
+        await nodes.start("n4", four)
+        with trio.fail_after(DEADLINE_S):
+            await wait_cluster_format(three, NODE_PEER_ADDRESS)
+            async with AsyncClient(addresses) as client:
+                await client.member_add("n4", n4.address)
+            await wait_until(lambda: dialled_at(n4.peer_address), "n4 learned")
+            moved_to = f"127.0.0.1:{free_ports(1)[0]}"
+            await nodes.stop("n4")
+            await nodes.start("n4", n4_as(moved_to))
+            new_port = int(moved_to.rpartition(":")[2])
+            await wait_until(
+                lambda: established_local_ports().count(new_port) == 3,
+                "n1, n2 and n3 linked to n4's new peer address",
+                limit_s=DEADLINE_S / 2,
+            )
+            assert dialled_at(moved_to)
+            # Dropped from its file: back to its address, which still serves peers.
+            await nodes.stop("n4")
+            await nodes.start("n4", n4_as(None))
+            await wait_until(lambda: dialled_at(n4.address), "n4 learned at its address")
+            # No client dials n4: its address's connections are the three links.
+            await wait_until(
+                lambda: established_local_ports().count(n4.port) == 3,
+                "n1, n2 and n3 linked to n4's address",
+                limit_s=DEADLINE_S / 2,
+            )
