@@ -735,6 +735,10 @@ def add_process_metrics(r: Registry) -> None:
 
 _MAX_REQUEST_HEAD = 8192
 _READ_TIMEOUT_S = 5.0
+# And one that stops reading the reply must not hold a task and the body forever
+# either. Each connection is thus bounded in time, which is why the endpoint needs
+# no TCP keepalive (its probes would start after [limits] tcp_keepalive_s idle).
+_SEND_TIMEOUT_S = 10.0
 
 
 def _http_response(status: str, body: bytes, content_type: str) -> bytes:
@@ -766,7 +770,10 @@ async def _handle_http(stream: trio.SocketStream, registry: Registry) -> None:
             reply = _http_response("200 OK", body, "text/plain; version=0.0.4; charset=utf-8")
             if parts[0] == "HEAD":
                 reply = reply[: reply.index(b"\r\n\r\n") + 4]
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        with (
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            trio.move_on_after(_SEND_TIMEOUT_S),
+        ):
             await stream.send_all(reply)
 
 

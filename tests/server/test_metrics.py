@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
 import trio
+from raftlog.server import metrics as metrics_module
 from raftlog.server.metrics import Metrics, MetricType, Registry, serve_metrics
+
+from tests.tcp_sockets import established, served_on
+
+from .rawclient import wait_until
 
 
 def test_counter_gauge_render_with_labels() -> None:
@@ -77,6 +83,28 @@ async def test_metrics_endpoint_serves_registry_over_http() -> None:
         metrics.produce_requests.inc(code="OK")
         assert b'raftlog_produce_requests_total{code="OK"} 2' in await http_get(port, "/metrics")
         assert (await http_get(port, "/nope")).startswith(b"HTTP/1.1 404")
+        nursery.cancel_scope.cancel()
+
+
+class HugeRegistry:
+    """A registry whose page no socket buffer holds."""
+
+    def render(self) -> str:
+        return "x" * (64 << 20)
+
+
+async def test_a_scraper_that_stops_reading_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics_module, "_SEND_TIMEOUT_S", 0.2)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(serve_metrics, "127.0.0.1:0", HugeRegistry())
+        port = listeners[0].socket.getsockname()[1]
+        with trio.socket.socket() as scraper:
+            scraper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await scraper.connect(("127.0.0.1", port))
+            await scraper.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            await wait_until(lambda: established(served_on(port)) != [], "accepted")
+            # Never read: the node's send blocks, and then gives up and closes.
+            await wait_until(lambda: established(served_on(port)) == [], "closed by the node")
         nursery.cancel_scope.cancel()
 
 
