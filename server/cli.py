@@ -15,6 +15,7 @@ import click
 _SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("raftlog.server.cli_node", "node"),
     ("raftlog.server.cli_node", "cluster"),
+    ("raftlog.server.cli_health", "cluster"),  # adds `cluster health` to that group
     ("raftlog.server.cli_data", "topic"),
     ("raftlog.server.cli_data", "produce"),
     ("raftlog.server.cli_data", "consume"),

@@ -733,6 +733,11 @@ class RequestHandlers:
             "peer_address": self.cfg.node(self.node_id).peer_address,
             "groups": groups,
             "nodes": self._nodes_json(),
+            # Whether its link to each peer is up: `cluster health` finds a cut
+            # link (a partition, a firewall) that leaves every node reachable.
+            "links": {
+                peer: self.driver.transport.is_connected(peer) for peer in self.driver.peers
+            },
             # log/features.py: what the cluster writes, what this node says it
             # reads ([cluster] max_log_format) and what its build reads.
             "log_format": {
