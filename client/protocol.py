@@ -176,7 +176,7 @@ def hello(
     if peer_address is not NOT_SAID:
         # A node's peer link: the peer_address its own cluster.toml gives it (nil:
         # none), which the controller records for the nodes that learn of it
-        # from the metadata (server/driver.py _maybe_register_nodes). Absent
+        # from the metadata (server/membership.py register_nodes). Absent
         # from older nodes, whose record then follows the controller's file.
         frame["peer_address"] = peer_address
     return frame

@@ -8,7 +8,7 @@ Two pieces, both on every node:
   that reads less than the cluster's format is refused at the hello
   (server/listener.py): it could not decode what the others write.
   The hello also says the peer's own ``peer_address``, kept beside it for
-  the controller to record (server/driver.py ``_maybe_register_nodes``).
+  the controller to record (server/membership.py ``register_nodes``).
 - ``LogFormatUpgrade`` runs on the controller (the metadata group's leader).
   Once every registered node (and every member of the metadata group) has a
   live link to it and reads a higher format than the cluster's, it commits
