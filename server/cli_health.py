@@ -38,13 +38,12 @@ from .cli_common import (
     cluster_options,
 )
 from .cli_node import cluster, gather_status, merge_groups
+from .groups import IN_SYNC_MAX_LAG
 
 # `cluster health` found the cluster unhealthy (after --wait, if given).
 EXIT_UNHEALTHY = 5
-# Entries a replica may trail its leader's log and still count as in sync: a
-# produce stream keeps followers a few entries behind (the round trip), a
-# restarted node catching up is thousands behind.
-DEFAULT_MAX_LAG = 100
+# As the nodes' raftlog_under_replicated_groups gauge counts.
+DEFAULT_MAX_LAG = IN_SYNC_MAX_LAG
 # Between two looks while waiting.
 POLL_S = 0.5
 

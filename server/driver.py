@@ -73,12 +73,13 @@ from raftlog.raft import codec
 from raftlog.raft.errors import NotLeaderError, ProposalDroppedError
 from raftlog.raft.node import Config as RaftConfig
 from raftlog.raft.node import RaftNode
+from raftlog.raft.progress import ProgressState
 from raftlog.raft.types import ConfState, EntryType, Message, MessageType, Ready, Role
 
 from . import membership
 from .clock_skew import CLOCK_FRAME_EVERY_S, NodeClock, clock_frame, wall_time
 from .config import LEASE_MARGIN_TICKS
-from .groups import METADATA_GROUP, Group, GroupKind, Proposal
+from .groups import IN_SYNC_MAX_LAG, METADATA_GROUP, Group, GroupKind, Proposal
 from .log_throttle import LogThrottle
 from .metadata_users import MetadataUsers
 from .producer_order import hold_early_batches, in_sequence_order
@@ -709,17 +710,25 @@ class MultiRaft:
         apply_lag = 0
         max_lag = 0
         producers = 0
+        under_replicated = 0
+        leaderless = 0
         for group in self.groups.values():
             roles[group.role.name.lower()] += 1
             if group.kind is GroupKind.PARTITION:
                 producers += len(group.sm.producers)
             pending += len(group.proposals)
             apply_lag += max(0, group.raft.commit_index - group.applied)
-            if group.role is Role.LEADER and not group.quiet:
+            if group.leader is None:
+                leaderless += 1
+            if group.role is Role.LEADER:
                 status = group.raft.status()
-                for progress in status.progress.values():
-                    max_lag = max(max_lag, status.last_index - progress.match)
+                if not group.quiet:
+                    for progress in status.progress.values():
+                        max_lag = max(max_lag, status.last_index - progress.match)
+                under_replicated += self._under_replicated(status)
         m.max_follower_lag.set(max_lag)
+        m.under_replicated_groups.set(under_replicated)
+        m.leaderless_groups.set(leaderless)
         try:
             fs = os.statvfs(self.store.path)
         except OSError:
@@ -734,6 +743,23 @@ class MultiRaft:
         m.pending_proposals.set(pending)
         m.apply_lag.set(apply_lag)
         m.producer_ids.set(producers)
+
+    def _under_replicated(self, status: Any) -> bool:
+        """A group this node leads has a replica out of sync: not in steady
+        replication (probed, or sent a snapshot), more than IN_SYNC_MAX_LAG
+        entries behind, or on a node this one has no live link to. The last
+        matters for a quiet group, whose leader sends nothing and so keeps a
+        stopped follower's progress as it was (Kafka's UnderReplicatedPartitions)."""
+        for node, progress in status.progress.items():
+            if node == self.node_id:
+                continue
+            if (
+                progress.state is not ProgressState.REPLICATE
+                or status.last_index - progress.match > IN_SYNC_MAX_LAG
+                or not self.transport.is_connected(node)
+            ):
+                return True
+        return False
 
     def _needs_sync(self, gid: int, rd: Ready) -> bool:
         """Entries, a snapshot, a new term or vote must be fsynced (Raft Figure 2);

@@ -21,6 +21,11 @@ from .producer_order import Parked
 from .waiters import Waiter
 
 METADATA_GROUP = 0
+# Entries a replica may trail its leader's log and still count as in sync (the
+# raftlog_under_replicated_groups gauge, `raftlog cluster health --max-lag`): a
+# produce stream keeps followers a few entries behind, a restarted node that is
+# catching up thousands.
+IN_SYNC_MAX_LAG = 100
 
 
 class GroupKind(Enum):

@@ -366,6 +366,8 @@ class Metrics:
     cpu_latency_qos_us: Gauge = field(init=False)
     log_format: Gauge = field(init=False)
     max_follower_lag: Gauge = field(init=False)
+    under_replicated_groups: Gauge = field(init=False)
+    leaderless_groups: Gauge = field(init=False)
     peer_clock_offset: Gauge = field(init=False)
     retention_clock_refusals: Counter = field(init=False)
     producer_ids: Gauge = field(init=False)
@@ -569,6 +571,15 @@ class Metrics:
         )
         self.max_follower_lag = r.gauge(
             "raftlog_max_follower_lag", "Largest follower lag (entries) over led groups."
+        )
+        self.under_replicated_groups = r.gauge(
+            "raftlog_under_replicated_groups",
+            "Groups this node leads with a replica out of sync: not in steady replication, "
+            "more than 100 entries behind, or on a node it has no live link to.",
+        )
+        self.leaderless_groups = r.gauge(
+            "raftlog_leaderless_groups",
+            "Groups this node hosts that know no leader (an election under way, or no quorum).",
         )
         self.peer_clock_offset = r.gauge(
             "raftlog_peer_clock_offset_seconds",

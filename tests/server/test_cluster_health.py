@@ -15,8 +15,11 @@ from raftlog.server import cli_health
 from raftlog.server.cli import main
 from raftlog.server.cli_health import EXIT_UNHEALTHY, assess
 from raftlog.server.cli_node import gather_status
+from raftlog.server.metrics import Metrics
 
 from .cluster_harness import make_config
+from .inproc_cluster import InProcCluster, small_config
+from .test_metrics import http_get
 from .test_tls_cluster import DEADLINE_S, FAST, running
 
 
@@ -127,9 +130,29 @@ async def health(*args: str) -> Result:
 
 @pytest.mark.integration
 async def test_cluster_health_follows_a_node_that_stops_and_comes_back(tmp_path: Any) -> None:
-    cfg = make_config(tmp_path, 3, **FAST)
+    cfg = make_config(tmp_path, 3, metrics=True, **FAST)
     addresses = [n.address for n in cfg.nodes]
     bootstrap = ["--bootstrap", ",".join(addresses)]
+
+    async def under_replicated(nodes: list[str]) -> float | None:
+        """The nodes' raftlog_under_replicated_groups, summed (each counts what it
+        leads); None until each has set it once."""
+        total = 0.0
+        for node in nodes:
+            address = cfg.node(node).metrics_address
+            assert address is not None
+            page = await http_get(int(address.rpartition(":")[2]), "/metrics")
+            lines = [x for x in page.split(b"\n") if x.startswith(b"raftlog_under_rep")]
+            if not lines:
+                return None
+            total += float(lines[0].split()[1])
+        return total
+
+    async def gauge_reaches(nodes: list[str], check: Any) -> None:
+        # The nodes refresh their gauges every few seconds (driver STATS_EVERY_S).
+        with trio.fail_after(DEADLINE_S):
+            while not check(await under_replicated(nodes)):  # noqa: ASYNC110 -- a page
+                await trio.sleep(0.1)
     async with running(cfg) as nodes:
         with trio.fail_after(DEADLINE_S * 2):
             async with AsyncClient(addresses) as client:
@@ -155,10 +178,13 @@ async def test_cluster_health_follows_a_node_that_stops_and_comes_back(tmp_path:
 
             statuses = await trio.to_thread.run_sync(gather_status, addresses[:2])
             assert statuses[addresses[0]]["links"] == {"n2": True, "n3": False}
+            # The metadata group's leader (n1 or n2) counts it as under-replicated.
+            await gauge_reaches(["n1", "n2"], lambda total: total is not None and total >= 1)
 
             await nodes.start("n3")
             back = await health(*bootstrap, "--wait", str(DEADLINE_S))
             assert back.exit_code == 0, back.output
+            await gauge_reaches(["n1", "n2", "n3"], lambda total: total == 0)
 
 
 def test_wait_looks_again_until_healthy_and_gives_up_at_its_deadline(
@@ -191,3 +217,23 @@ def test_wait_looks_again_until_healthy_and_gives_up_at_its_deadline(
     given_up = invoke("--wait", "0.1")
     assert given_up.exit_code == EXIT_UNHEALTHY
     assert 1 < len(looks) < 1000
+
+
+async def test_a_node_counts_the_groups_it_hosts_that_know_no_leader(
+    tmp_path: Any, nursery: trio.Nursery
+) -> None:
+    async with InProcCluster(small_config(tmp_path), nursery).running() as c:
+        leader = await c.wait_leader(0)
+        follower = next(n for n in c.node_ids if n != leader)
+        driver = c.driver(follower)
+        driver.metrics = Metrics()
+        driver._update_gauges()
+        assert driver.metrics.leaderless_groups.value() == 0
+        for node in c.node_ids:
+            if node != follower:
+                await c.stop(node)
+        # Alone, it campaigns once its election timeout passes: no leader known.
+        await c.wait_for(lambda: driver.groups[0].leader is None, what="leader lost")
+        driver._update_gauges()
+        assert driver.metrics.leaderless_groups.value() == 1
+        assert driver.metrics.under_replicated_groups.value() == 0  # it leads nothing
