@@ -113,7 +113,7 @@ from raftlog.log.store import (
     ROCKSDB_MAX_OPEN_FILES,
 )
 
-from .acl import User, pattern_problem
+from .acl import PATTERN_KEYS, User, pattern_problem
 from .cpu_latency import MAX_US as CPU_LATENCY_MAX_US
 from .errors import ConfigError
 
@@ -1071,7 +1071,7 @@ def _parse_user(reader: _Reader) -> User:
     if token is None and not tls_names:
         raise reader.fail("token", "is required (or tls_names: the user's certificate names)")
     grants: dict[str, tuple[str, ...]] = {}
-    for key in ("read", "write", "admin", "groups"):
+    for key in PATTERN_KEYS:  # the grant lists and the deny lists (deny_read ...)
         patterns = reader.get(key, list, [])
         for j, pattern in enumerate(patterns):
             problem = pattern_problem(pattern)
@@ -1176,7 +1176,7 @@ def render_config(cfg: ClusterConfig) -> str:
             lines.append(f"token = {_q(user.token)}")
         if user.tls_names:
             lines.append(f"tls_names = [{', '.join(_q(n) for n in user.tls_names)}]")
-        for key in ("read", "write", "admin", "groups"):
+        for key in PATTERN_KEYS:
             patterns = getattr(user, key)
             if patterns:
                 lines.append(f"{key} = [{', '.join(_q(p) for p in patterns)}]")
