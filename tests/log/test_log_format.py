@@ -91,8 +91,9 @@ def test_log_format_problem_accepts_formats() -> None:
 
 
 def test_every_format_this_build_writes_is_described_and_no_key_needs_a_later_one() -> None:
-    # A format added without its line (README "Upgrades", cluster status) or a key
-    # gated on a format the build cannot reach (never writable) is a slip.
+    # A format added without its FORMAT_CHANGES line (which the README's "Upgrades"
+    # table mirrors), or a key gated on a format this build cannot reach (so never
+    # writable), is a slip.
     assert sorted(FORMAT_CHANGES) == list(range(BASELINE_LOG_FORMAT, LOG_FORMAT + 1))
     for needed in (*TOPIC_CONFIG_FORMATS.values(), *USER_KEY_FORMATS.values()):
         assert BASELINE_LOG_FORMAT < needed <= LOG_FORMAT
