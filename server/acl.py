@@ -64,6 +64,7 @@ from typing import Any
 
 # Re-exported: config.py checks [[auth.user]] patterns with them (the grant and
 # deny lists), as the metadata state machine checks those of users kept in the log.
+from raftlog.log.users import DENY_KEYS as DENY_KEYS
 from raftlog.log.users import PATTERN_KEYS as PATTERN_KEYS
 from raftlog.log.users import pattern_problem as pattern_problem
 
@@ -253,8 +254,8 @@ def _any_write(user: User, fields: dict[str, Any]) -> None:
     # either (each produce is checked against its topic all the same).
     if all(covers(user.deny_write, grant) for grant in user.write):
         raise Denied(
-            f"user {user.name!r} may not produce (denied by deny_write: "
-            f"{', '.join(repr(p) for p in user.deny_write)} cover every write grant)"
+            f"user {user.name!r} may not produce (denied by a deny rule: deny_write "
+            f"patterns {list(user.deny_write)} leave no write grant)"
         )
 
 

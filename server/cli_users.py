@@ -136,13 +136,13 @@ def _grant_options(*, altering: bool) -> Any:
                      help="Topics the user may not fetch from, whatever --read grants; "
                      f"repeatable.{replaces}"),
         click.option("--deny-write", "deny_write", multiple=True, metavar="PATTERN",
-                     help=f"Topics the user may not produce to, whatever --write grants; "
+                     help="Topics the user may not produce to, whatever --write grants; "
                      f"repeatable.{replaces}"),
         click.option("--deny-admin", "deny_admin", multiple=True, metavar="PATTERN",
-                     help=f"Topics the user may not administer, whatever --admin grants; "
+                     help="Topics the user may not administer, whatever --admin grants; "
                      f"repeatable.{replaces}"),
         click.option("--deny-group", "deny_groups", multiple=True, metavar="PATTERN",
-                     help=f"Consumer groups the user may not use, whatever --group grants; "
+                     help="Consumer groups the user may not use, whatever --group grants; "
                      f"repeatable.{replaces}"),
         click.option("--tls-name", "tls_names", multiple=True, metavar="NAME",
                      help="A name of the user's TLS client certificate (DNS or email SAN, or "

@@ -113,7 +113,7 @@ from raftlog.log.store import (
     ROCKSDB_MAX_OPEN_FILES,
 )
 
-from .acl import PATTERN_KEYS, User, pattern_problem
+from .acl import DENY_KEYS, PATTERN_KEYS, User, pattern_problem
 from .cpu_latency import MAX_US as CPU_LATENCY_MAX_US
 from .errors import ConfigError
 
@@ -252,6 +252,24 @@ def canonical_address(text: str) -> str:
     return str(ip)
 
 
+# A User field added after fingerprints existed, and its default: a user that
+# leaves it at the default is fingerprinted without it (``_fingerprint_text``).
+_LATER_USER_FIELDS = {key: () for key in DENY_KEYS}
+
+
+def _fingerprint_text(user: User) -> str:
+    """``repr(user)`` without the later fields it leaves at their default: the text
+    a build from before them gives such a user. So a rolling upgrade, with nodes of
+    both builds holding the same file, does not show them holding different
+    ``[auth]`` (cluster status) unless a user uses the new fields."""
+    shown = (
+        f"{f.name}={getattr(user, f.name)!r}"
+        for f in fields(user)
+        if _LATER_USER_FIELDS.get(f.name, object()) != getattr(user, f.name)
+    )
+    return f"{type(user).__qualname__}({', '.join(shown)})"
+
+
 @dataclass(slots=True)
 class AuthConfig:
     # Full-access client tokens (no user: everything allowed). Empty, with no
@@ -283,7 +301,7 @@ class AuthConfig:
         self._by_tls_name = {n.lower(): user for user in self.users for n in user.tls_names}
         self.user_names = frozenset(u.name for u in self.users)
         canonical = json.dumps(
-            [sorted(self.client_tokens), sorted(repr(u) for u in self.users)]
+            [sorted(self.client_tokens), sorted(_fingerprint_text(u) for u in self.users)]
         ).encode()
         self.fingerprint = hashlib.sha256(canonical).hexdigest()[:12]
 

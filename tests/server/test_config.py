@@ -255,6 +255,21 @@ def test_bad_deny_rules_are_named(tmp_path: Path, edit: tuple[str, str], problem
     assert problem in message and "\n" not in message
 
 
+def test_a_user_without_deny_rules_keeps_the_fingerprint_of_builds_before_them() -> None:
+    """Mid rolling upgrade, nodes of both builds hold the same file: cluster status
+    must not warn that their [auth] differs. The digest is what the build before
+    deny rules (commit a5fd67d) gives this [auth]."""
+    ops = User("ops", "tok-o", admin=("*",), cluster=True)
+    billing = User("billing", "tok-b", read=("b.*",), expires_at_ms=1_800_000_000_000)
+    assert AuthConfig(client_tokens=("x",), users=(ops, billing)).fingerprint == "9f08fa6a186e"
+    # A deny rule is a change of the user's, which the fingerprint shows.
+    for key in ("deny_read", "deny_write", "deny_admin", "deny_groups"):
+        fenced = dataclasses.replace(billing, **{key: ("b.secret",)})
+        assert AuthConfig(client_tokens=("x",), users=(ops, fenced)).fingerprint != (
+            "9f08fa6a186e"
+        ), key
+
+
 def test_users_known_by_certificate_need_verified_client_certificates(tmp_path: Path) -> None:
     by_cert = USERS.replace('token = "tok-o"', 'tls_names = ["ops.clients.example"]')
     assert "tls_names needs [tls] client_auth = true" in load_error(tmp_path, GOOD + by_cert)
