@@ -1506,6 +1506,10 @@ class AsyncClient:
         write: Iterable[str] = (),
         admin: Iterable[str] = (),
         groups: Iterable[str] = (),
+        deny_read: Iterable[str] = (),
+        deny_write: Iterable[str] = (),
+        deny_admin: Iterable[str] = (),
+        deny_groups: Iterable[str] = (),
         cluster: bool = False,
         tls_names: Iterable[str] = (),
         requests_per_sec: float | None = None,
@@ -1519,11 +1523,14 @@ class AsyncClient:
         makes one) and/or the names of its TLS client certificate. Returns the
         user as ``list_users`` shows it, and ``metadata_index``: the metadata
         log index it was applied at (``wait_applied``). UserExistsError if
-        there is one. ``expires_at_ms``: from then on (ms since the epoch, in
-        the future) its token and certificate names are refused, on open
-        connections too. ``wait``: return once every node applied it, not
-        only the controller (``wait_applied``; NotAppliedError if some node
-        did not within ``request_timeout``: the user exists all the same)."""
+        there is one. ``deny_read``, ``deny_write``, ``deny_admin``,
+        ``deny_groups``: patterns refused whatever the grants say (they need
+        log format 7: UnsupportedVersionError before). ``expires_at_ms``: from
+        then on (ms since the epoch, in the future) its token and certificate
+        names are refused, on open connections too. ``wait``: return once
+        every node applied it, not only the controller (``wait_applied``;
+        NotAppliedError if some node did not within ``request_timeout``: the
+        user exists all the same)."""
         given = setting_arguments(locals())
         fields = {"name": name, "user": user_fields(token, given)}
         # Not idempotent: a retry after an unknown outcome could answer USER_EXISTS.
@@ -1539,6 +1546,10 @@ class AsyncClient:
         write: Iterable[str] | None = None,
         admin: Iterable[str] | None = None,
         groups: Iterable[str] | None = None,
+        deny_read: Iterable[str] | None = None,
+        deny_write: Iterable[str] | None = None,
+        deny_admin: Iterable[str] | None = None,
+        deny_groups: Iterable[str] | None = None,
         cluster: bool | None = None,
         tls_names: Iterable[str] | None = None,
         requests_per_sec: float | None = None,
@@ -1549,16 +1560,17 @@ class AsyncClient:
         remove: Iterable[str] = (),
         wait: bool = False,
     ) -> dict[str, Any]:
-        """Change what is given (None: unchanged; a grant given replaces that
-        list). ``token``: a new token, and the old one stops working at once,
-        on open connections too. ``expires_at_ms``: a new expiry (one already
+        """Change what is given (None: unchanged; a grant or deny list given
+        replaces that list, and an empty deny list removes it). ``token``: a
+        new token, and the old one stops working at once, on open connections
+        too. ``expires_at_ms``: a new expiry (one already
         past suspends the user at once). ``remove``: quotas to drop
         (``requests_per_sec``, ``produce_bytes_per_sec``, ``fetch_bytes_per_sec``,
         ``max_connections``) or ``expires_at_ms`` (never expires).
         UnknownUserError if there is no such user. Returns and waits as
         ``create_user``."""
         given = setting_arguments(locals())
-        fields = {"name": name, "user": user_fields(token, given, remove)}
+        fields = {"name": name, "user": user_fields(token, given, remove, altering=True)}
         # Idempotent: the same changes applied twice leave the same user.
         reply = await self._call("user_alter", fields, idempotent=True, server_timeout=True)
         return await self._user_changed(reply, wait)

@@ -359,7 +359,8 @@ REQUESTS: dict[str, tuple[Field, ...]] = {
     # holds a [[auth.user]] table's keys, with ``token_sha256`` (the SHA-256 of
     # the token, hex) for ``token``. user_alter changes only the keys given (a
     # None value removes one). Both reply {user: {name, source, token: bool,
-    # read, write, admin, groups, cluster, tls_names, ...quotas}, metadata_index},
+    # read, write, admin, groups, deny_read, deny_write, deny_admin, deny_groups,
+    # cluster, tls_names, ...quotas}, metadata_index},
     # user_delete {metadata_index}: the metadata log index the change was
     # applied at, which a node's cluster_status ``applied`` of group 0 reaches
     # once that node authenticates by it.

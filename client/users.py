@@ -28,9 +28,14 @@ TOKEN_BYTES = 32
 QUOTA_KEYS = ("requests_per_sec", "produce_bytes_per_sec", "fetch_bytes_per_sec", "max_connections")
 # alter_user(remove=...): the optional keys a user may lose (expires_at_ms: never expire).
 REMOVABLE_KEYS = (*QUOTA_KEYS, "expires_at_ms")
+# Deny rules: patterns refused whatever the grants say (server acl.py). Log
+# format 7 and later; an empty list denies nothing, as an absent one does.
+DENY_KEYS = ("deny_read", "deny_write", "deny_admin", "deny_groups")
 # The keyword arguments of create_user and alter_user that are a user's settings
 # (both take every one of them; tests/client/test_users.py checks the signatures).
-SETTING_KEYS = ("read", "write", "admin", "groups", "cluster", "tls_names", *REMOVABLE_KEYS)
+SETTING_KEYS = (
+    "read", "write", "admin", "groups", *DENY_KEYS, "cluster", "tls_names", *REMOVABLE_KEYS,
+)  # fmt: skip
 # The metadata group's id in cluster_status replies (server/groups.py METADATA_GROUP).
 METADATA_GROUP = 0
 
@@ -52,19 +57,30 @@ def setting_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def user_fields(
-    token: str | None, given: dict[str, Any], remove: Iterable[str] = ()
+    token: str | None, given: dict[str, Any], remove: Iterable[str] = (), *, altering: bool = False
 ) -> dict[str, Any]:
     """The ``user`` map of a user_create / user_alter request: the keys of
     ``given`` that are not None (grants as lists of patterns), the token's hash,
-    and a None for each key to remove."""
+    and a None for each key to remove.
+
+    An empty deny list is not sent as one: a create leaves it out, an alter
+    (``altering``) removes the key. Either means "nothing denied", and unlike
+    an empty list neither needs the log format of deny rules, so a client can
+    create users (and clear deny rules) on a cluster that has not reached it."""
     out: dict[str, Any] = {}
     if token is not None:
         out["token_sha256"] = token_sha256(token)
     for key, value in given.items():
         if isinstance(value, str):  # list("billing.*") would grant each character
             raise TypeError(f"{key} takes a list of patterns, got the string {value!r}")
-        if value is not None:
-            out[key] = value if isinstance(value, (bool, int, float)) else list(value)
+        if value is None:
+            continue
+        value = value if isinstance(value, (bool, int, float)) else list(value)
+        if key in DENY_KEYS and not value:
+            if altering:
+                out[key] = None
+            continue
+        out[key] = value
     for key in remove:
         if key not in REMOVABLE_KEYS:
             raise ValueError(f"cannot remove {key!r}; removable: {', '.join(REMOVABLE_KEYS)}")

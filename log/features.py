@@ -48,9 +48,15 @@ USER_EXPIRY_FETCH_QUOTA = 5
 # which learn of it from the metadata log (``member add``) dial the listener it
 # keeps for the other nodes. A format-5 node could not decode the longer form.
 NODE_PEER_ADDRESS = 6
+# A user kept in the metadata log may have deny rules (``deny_read``,
+# ``deny_write``, ``deny_admin``, ``deny_groups``): keys that a format-6 node
+# refuses when applying a SetUser, so they wait for the format
+# (``USER_KEY_FORMATS``). A node that took them while another refused would
+# store other users, and authorize differently.
+USER_DENY_RULES = 7
 
 # The highest format this build reads and writes.
-LOG_FORMAT = NODE_PEER_ADDRESS
+LOG_FORMAT = USER_DENY_RULES
 
 FORMAT_CHANGES: dict[int, str] = {
     BASELINE_LOG_FORMAT: "every command as before log formats existed",
@@ -62,6 +68,10 @@ FORMAT_CHANGES: dict[int, str] = {
         "(raftlog user create --expires-in, --fetch-bytes-per-sec)"
     ),
     NODE_PEER_ADDRESS: "a node's record carries its peer_address (dialled by nodes that learn it)",
+    USER_DENY_RULES: (
+        "users kept in the metadata log may have deny rules "
+        "(raftlog user create --deny-read, --deny-write, --deny-admin, --deny-group)"
+    ),
 }
 
 # Topic config keys added after log formats existed, and the format from which
@@ -75,6 +85,10 @@ TOPIC_CONFIG_FORMATS: dict[str, int] = {
 USER_KEY_FORMATS: dict[str, int] = {
     "expires_at_ms": USER_EXPIRY_FETCH_QUOTA,
     "fetch_bytes_per_sec": USER_EXPIRY_FETCH_QUOTA,
+    "deny_read": USER_DENY_RULES,
+    "deny_write": USER_DENY_RULES,
+    "deny_admin": USER_DENY_RULES,
+    "deny_groups": USER_DENY_RULES,
 }
 
 

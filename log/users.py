@@ -32,7 +32,12 @@ from .features import USER_KEY_FORMATS
 # A user's name: what logs, metrics and refusals show, so printable and short.
 USER_NAME = re.compile(r"[A-Za-z0-9._@:-]{1,200}")
 TOKEN_SHA256 = re.compile(r"[0-9a-f]{64}")
-PATTERN_KEYS = ("read", "write", "admin", "groups")
+# What a user is granted (topics to read, write, administer; consumer groups) ...
+GRANT_KEYS = ("read", "write", "admin", "groups")
+# ... and, for each, what is denied whatever the grants say (Kafka's DENY ACLs:
+# a deny takes precedence over an allow). Absent or empty: nothing is denied.
+DENY_KEYS = ("deny_read", "deny_write", "deny_admin", "deny_groups")
+PATTERN_KEYS = (*GRANT_KEYS, *DENY_KEYS)
 RATE_KEYS = ("requests_per_sec", "produce_bytes_per_sec", "fetch_bytes_per_sec")
 RECORD_KEYS = (
     "token_sha256", *PATTERN_KEYS, "cluster", *RATE_KEYS, "max_connections", "tls_names",

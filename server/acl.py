@@ -24,13 +24,28 @@ everything). Everything not granted is refused (deny by default): a user with
 no ``groups`` cannot use consumer groups, one without ``cluster`` cannot run
 ``raftlog cluster status``.
 
+Deny rules take away from the grants, as Kafka's DENY ACLs do ("DENY takes
+precedence over ALLOW"): ``deny_read``, ``deny_write``, ``deny_admin`` and
+``deny_groups`` hold patterns of the same form, and a name one of them matches
+is refused whatever the matching grant list says::
+
+    read = ["*"]
+    deny_read = ["billing.*"]        # reads every topic but billing.*
+
+A grant is what a user may do; a deny is a fence that a later, broader grant
+(a ``*`` added by an operator) cannot cross. The refusal says which deny
+pattern matched, so an operator reading it knows which list to look at.
+
 Refusals are the ``FORBIDDEN`` error code: the connection is authenticated and
 stays open, only that request is refused, and nothing happens. ``UNAUTHORIZED``
 stays what it was, a hello whose token (or certificate) is not accepted.
 
-A user sees only the topics it has some permission on: ``metadata``,
-``list_topics`` and ``group_list`` leave out the others, and a request that
-names an invisible topic is refused rather than answered UNKNOWN_TOPIC.
+A user sees only the topics it has some permission on (granted and not
+denied): ``metadata``, ``list_topics`` and ``group_list`` leave out the others,
+and a request that names an invisible topic is refused rather than answered
+UNKNOWN_TOPIC. A topic a user may read but not write is visible; one whose
+every grant is denied is not, so a deny hides a topic's name as well as its
+records.
 ``client_tokens`` (the older, flat list) and a cluster without ``[auth]``
 have no user: such a connection may do everything, as before.
 
@@ -47,8 +62,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-# Re-exported: config.py checks [[auth.user]] patterns with it, as the metadata
-# state machine checks those of users kept in the log.
+# Re-exported: config.py checks [[auth.user]] patterns with them (the grant and
+# deny lists), as the metadata state machine checks those of users kept in the log.
+from raftlog.log.users import DENY_KEYS as DENY_KEYS
+from raftlog.log.users import PATTERN_KEYS as PATTERN_KEYS
 from raftlog.log.users import pattern_problem as pattern_problem
 
 
@@ -59,11 +76,29 @@ class Permission(StrEnum):
 
 
 def matches(patterns: Iterable[str], name: str) -> bool:
+    return first_match(patterns, name) is not None
+
+
+def first_match(patterns: Iterable[str], name: str) -> str | None:
+    """The first of ``patterns`` that matches ``name`` (what a refusal names), or None."""
     for pattern in patterns:
         if pattern.endswith("*"):
             if name.startswith(pattern[:-1]):
-                return True
+                return pattern
         elif name == pattern:
+            return pattern
+    return None
+
+
+def covers(denies: Iterable[str], grant: str) -> bool:
+    """Whether every name ``grant`` matches is matched by one of ``denies``: a deny
+    prefix that begins the grant's prefix, or the grant's own name. Conservative:
+    several longer deny prefixes that together cover a grant do not count."""
+    for deny in denies:
+        if deny.endswith("*"):
+            if grant.startswith(deny[:-1]):
+                return True
+        elif deny == grant:
             return True
     return False
 
@@ -80,6 +115,11 @@ class User:
     write: tuple[str, ...] = ()
     admin: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    # Deny rules: names these match are refused whatever the grants above say.
+    deny_read: tuple[str, ...] = ()
+    deny_write: tuple[str, ...] = ()
+    deny_admin: tuple[str, ...] = ()
+    deny_groups: tuple[str, ...] = ()
     cluster: bool = False
     # None: the cluster's [quotas] value applies to this user.
     requests_per_sec: float | None = None
@@ -112,6 +152,10 @@ class User:
             write=tuple(record.get("write", ())),
             admin=tuple(record.get("admin", ())),
             groups=tuple(record.get("groups", ())),
+            deny_read=tuple(record.get("deny_read", ())),
+            deny_write=tuple(record.get("deny_write", ())),
+            deny_admin=tuple(record.get("deny_admin", ())),
+            deny_groups=tuple(record.get("deny_groups", ())),
             cluster=record.get("cluster", False),
             requests_per_sec=record.get("requests_per_sec"),
             produce_bytes_per_sec=record.get("produce_bytes_per_sec"),
@@ -134,7 +178,8 @@ class User:
         return when.isoformat(timespec=spec).replace("+00:00", "Z")
 
     def may(self, permission: Permission, topic: str) -> bool:
-        return matches(self.patterns(permission), topic)
+        """Granted and not denied."""
+        return self.denial(permission, topic) is None and matches(self.patterns(permission), topic)
 
     def patterns(self, permission: Permission) -> tuple[str, ...]:
         if permission is Permission.READ:
@@ -143,12 +188,27 @@ class User:
             return self.write
         return self.admin
 
+    def deny_patterns(self, permission: Permission) -> tuple[str, ...]:
+        if permission is Permission.READ:
+            return self.deny_read
+        if permission is Permission.WRITE:
+            return self.deny_write
+        return self.deny_admin
+
+    def denial(self, permission: Permission, topic: str) -> str | None:
+        """The deny pattern that takes ``permission`` on ``topic`` away, or None."""
+        return first_match(self.deny_patterns(permission), topic)
+
     def sees_topic(self, topic: str) -> bool:
-        """Any permission on ``topic`` makes it visible (metadata, describe)."""
+        """Any permission on ``topic``, granted and not denied, makes it visible
+        (metadata, describe)."""
         return any(self.may(p, topic) for p in Permission)
 
+    def group_denial(self, group: str) -> str | None:
+        return first_match(self.deny_groups, group)
+
     def sees_group(self, group: str) -> bool:
-        return matches(self.groups, group)
+        return self.group_denial(group) is None and matches(self.groups, group)
 
 
 class Denied(Exception):
@@ -190,6 +250,13 @@ def _named_topics(user: User, fields: dict[str, Any]) -> None:
 def _any_write(user: User, fields: dict[str, Any]) -> None:
     if not user.write:
         raise Denied(f"user {user.name!r} may not produce (no write permission)")
+    # Every grant fenced off by a deny: no produce could pass, so no producer id
+    # either (each produce is checked against its topic all the same).
+    if all(covers(user.deny_write, grant) for grant in user.write):
+        raise Denied(
+            f"user {user.name!r} may not produce (denied by a deny rule: deny_write "
+            f"patterns {list(user.deny_write)} leave no write grant)"
+        )
 
 
 def _cluster(user: User, fields: dict[str, Any]) -> None:
@@ -202,11 +269,32 @@ def _everyone(user: User, fields: dict[str, Any]) -> None:
 
 
 def _need_visible(user: User, topic: str) -> None:
-    if not user.sees_topic(topic):
-        raise Denied(f"user {user.name!r} has no permission on topic {topic!r}")
+    if user.sees_topic(topic):
+        return
+    # Invisible: each grant that matches is denied, or none matches. Name the
+    # deny patterns, if any, so that a refusal by a deny is told from a missing grant.
+    denials = [
+        f"deny_{p.value} pattern {user.denial(p, topic)!r}"
+        for p in Permission
+        if user.denial(p, topic) is not None and matches(user.patterns(p), topic)
+    ]
+    if denials:
+        raise Denied(
+            f"user {user.name!r} may not see topic {topic!r} "
+            f"(denied by a deny rule: {', '.join(denials)})"
+        )
+    raise Denied(f"user {user.name!r} has no permission on topic {topic!r}")
 
 
 def _need_topic(user: User, permission: Permission, topic: str) -> None:
+    # The deny first: it decides whatever the grants say, and is the more useful
+    # thing to tell (a grant added later would not help).
+    denied_by = user.denial(permission, topic)
+    if denied_by is not None:
+        raise Denied(
+            f"user {user.name!r} may not {_VERB[permission]} topic {topic!r} "
+            f"(denied by a deny rule: deny_{permission.value} pattern {denied_by!r})"
+        )
     if not user.may(permission, topic):
         raise Denied(
             f"user {user.name!r} may not {_VERB[permission]} topic {topic!r} "
@@ -215,6 +303,12 @@ def _need_topic(user: User, permission: Permission, topic: str) -> None:
 
 
 def _need_group(user: User, group: str) -> None:
+    denied_by = user.group_denial(group)
+    if denied_by is not None:
+        raise Denied(
+            f"user {user.name!r} may not use consumer group {group!r} "
+            f"(denied by a deny rule: deny_groups pattern {denied_by!r})"
+        )
     if not user.sees_group(group):
         raise Denied(f"user {user.name!r} may not use consumer group {group!r}")
 

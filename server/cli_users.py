@@ -3,19 +3,26 @@ cluster's metadata log (log/users.py), as Kafka's ``kafka-configs
 --alter --add-config SCRAM-...`` keeps SCRAM users in KRaft.
 
     raftlog user create NAME [--read P]... [--write P]... [--admin P]... [--group P]...
+                             [--deny-read P]... [--deny-write P]... [--deny-admin P]...
+                             [--deny-group P]...
                              [--cluster] [--tls-name N]... [--requests-per-sec R]
                              [--produce-bytes-per-sec R] [--fetch-bytes-per-sec R]
                              [--max-connections N]
                              [--token-stdin | --no-token]
                              [--expires-in DURATION | --expires-at DATETIME]
                              [--wait | --no-wait]
-    raftlog user alter NAME [the same grants and quotas] [--cluster/--no-cluster]
-                            [--clear GRANT]... [--remove-quota KEY]...
+    raftlog user alter NAME [the same grants, deny rules and quotas]
+                            [--cluster/--no-cluster]
+                            [--clear GRANT|DENY]... [--remove-quota KEY]...
                             [--rotate-token | --token-stdin]
                             [--expires-in DURATION | --expires-at DATETIME | --no-expiry]
                             [--wait | --no-wait]
     raftlog user delete NAME [--wait | --no-wait]
     raftlog user list [--json]
+
+A ``--deny-*`` pattern takes away what the grants give, whatever they say
+(Kafka's DENY ACLs): ``--read '*' --deny-read 'billing.*'`` reads every topic
+but billing.*. Deny rules need the cluster at log format 7 (log/features.py).
 
 Only a cluster that authenticates clients (cluster.toml ``[auth]`` with a
 ``peer_token`` and ``client_tokens`` or ``[[auth.user]]``) keeps users, and
@@ -112,7 +119,8 @@ async def _announce(
 
 
 def _grant_options(*, altering: bool) -> Any:
-    """``--read``/``--write``/``--admin``/``--group``/``--tls-name`` and the quotas."""
+    """``--read``/``--write``/``--admin``/``--group``, their ``--deny-*``,
+    ``--tls-name`` and the quotas."""
     replaces = " Replaces the user's whole list of them when given." if altering else ""
     options = [
         click.option("--read", "read", multiple=True, metavar="PATTERN",
@@ -124,6 +132,18 @@ def _grant_options(*, altering: bool) -> Any:
                      help=f"Topics the user may create, alter and delete; repeatable.{replaces}"),
         click.option("--group", "groups", multiple=True, metavar="PATTERN",
                      help=f"Consumer groups the user may use; repeatable.{replaces}"),
+        click.option("--deny-read", "deny_read", multiple=True, metavar="PATTERN",
+                     help="Topics the user may not fetch from, whatever --read grants; "
+                     f"repeatable.{replaces}"),
+        click.option("--deny-write", "deny_write", multiple=True, metavar="PATTERN",
+                     help="Topics the user may not produce to, whatever --write grants; "
+                     f"repeatable.{replaces}"),
+        click.option("--deny-admin", "deny_admin", multiple=True, metavar="PATTERN",
+                     help="Topics the user may not administer, whatever --admin grants; "
+                     f"repeatable.{replaces}"),
+        click.option("--deny-group", "deny_groups", multiple=True, metavar="PATTERN",
+                     help="Consumer groups the user may not use, whatever --group grants; "
+                     f"repeatable.{replaces}"),
         click.option("--tls-name", "tls_names", multiple=True, metavar="NAME",
                      help="A name of the user's TLS client certificate (DNS or email SAN, or "
                      f"subject CN): a client sending no token with it is this user.{replaces}"),
@@ -224,6 +244,10 @@ def user_create(
     write: tuple[str, ...],
     admin: tuple[str, ...],
     groups: tuple[str, ...],
+    deny_read: tuple[str, ...],
+    deny_write: tuple[str, ...],
+    deny_admin: tuple[str, ...],
+    deny_groups: tuple[str, ...],
     tls_names: tuple[str, ...],
     requests_per_sec: float | None,
     produce_bytes_per_sec: float | None,
@@ -239,7 +263,7 @@ def user_create(
     bootstrap: str | None,
     timeout: float,
 ) -> None:
-    """Create user NAME with the grants given (none by default).
+    """Create user NAME with the grants and deny rules given (none by default).
 
     Prints "created user NAME", then, unless --token-stdin or --no-token, a
     line "token: TOKEN" with the new user's generated token: the only time it
@@ -265,6 +289,8 @@ def user_create(
         async with client:
             created = await client.create_user(
                 name, token=token, read=read, write=write, admin=admin, groups=groups,
+                deny_read=deny_read, deny_write=deny_write, deny_admin=deny_admin,
+                deny_groups=deny_groups,
                 cluster=cluster_grant, tls_names=tls_names, requests_per_sec=requests_per_sec,
                 produce_bytes_per_sec=produce_bytes_per_sec,
                 fetch_bytes_per_sec=fetch_bytes_per_sec, max_connections=max_connections,
@@ -285,8 +311,10 @@ def user_create(
 @click.option("--cluster/--no-cluster", "cluster_grant", default=None,
               help="Allow / forbid operating the cluster (default: unchanged).")  # fmt: skip
 @click.option("--clear", "clear", multiple=True,
-              type=click.Choice(["read", "write", "admin", "group", "tls-name"]),
-              help="Empty that list of the user's (no grant left); repeatable.")  # fmt: skip
+              type=click.Choice(["read", "write", "admin", "group", "deny-read", "deny-write",
+                                 "deny-admin", "deny-group", "tls-name"]),
+              help="Empty that list of the user's (no grant, or no deny rule, left); "
+              "repeatable.")  # fmt: skip
 @click.option("--remove-quota", "remove_quotas", multiple=True,
               type=click.Choice(QUOTA_KEYS),
               help="Drop that quota (no longer limited by it); repeatable.")  # fmt: skip
@@ -306,6 +334,10 @@ def user_alter(
     write: tuple[str, ...],
     admin: tuple[str, ...],
     groups: tuple[str, ...],
+    deny_read: tuple[str, ...],
+    deny_write: tuple[str, ...],
+    deny_admin: tuple[str, ...],
+    deny_groups: tuple[str, ...],
     tls_names: tuple[str, ...],
     requests_per_sec: float | None,
     produce_bytes_per_sec: float | None,
@@ -326,14 +358,18 @@ def user_alter(
 ) -> None:
     """Change user NAME: only what is given changes.
 
-    Each grant option given replaces that whole list (--read a --read b: the
-    user may read a and b, nothing else). Prints "altered user NAME", and with
+    Each grant or deny option given replaces that whole list (--read a --read b:
+    the user may read a and b, nothing else; --deny-read x: x and nothing else
+    is denied). Prints "altered user NAME", and with
     --rotate-token the new token on a line "token: TOKEN", shown only this once.
     """
     if rotate_token and token_stdin:
         raise click.UsageError("give at most one of --rotate-token and --token-stdin")
+    # By the --clear name, which is each list's option name (--clear deny-read, --deny-read).
     lists: dict[str, tuple[str, ...] | None] = {
-        "read": read, "write": write, "admin": admin, "group": groups, "tls-name": tls_names,
+        "read": read, "write": write, "admin": admin, "group": groups,
+        "deny-read": deny_read, "deny-write": deny_write, "deny-admin": deny_admin,
+        "deny-group": deny_groups, "tls-name": tls_names,
     }  # fmt: skip
     for option in clear:
         if lists[option]:
@@ -364,7 +400,8 @@ def user_alter(
     if not (given or remove or rotate_token or token_stdin or cluster_grant is not None):
         raise click.UsageError(
             "nothing to alter: give a grant (--read, --write, --admin, --group, --tls-name, "
-            "--clear), --cluster/--no-cluster, a quota or --remove-quota, an expiry "
+            "--clear), a deny rule (--deny-read, --deny-write, --deny-admin, --deny-group), "
+            "--cluster/--no-cluster, a quota or --remove-quota, an expiry "
             "(--expires-in, --expires-at, --no-expiry), or a new token (--rotate-token, "
             "--token-stdin)"
         )
@@ -376,7 +413,10 @@ def user_alter(
         async with client:
             altered = await client.alter_user(
                 name, token=token, read=changed["read"], write=changed["write"],
-                admin=changed["admin"], groups=changed["group"], cluster=cluster_grant,
+                admin=changed["admin"], groups=changed["group"],
+                deny_read=changed["deny-read"], deny_write=changed["deny-write"],
+                deny_admin=changed["deny-admin"], deny_groups=changed["deny-group"],
+                cluster=cluster_grant,
                 tls_names=changed["tls-name"], remove=remove, expires_at_ms=expires_at_ms,
                 **quotas,
             )  # fmt: skip
@@ -418,6 +458,17 @@ def _patterns(values: list[str] | None) -> str:
     return ",".join(values or ()) or "-"
 
 
+def _denies(user: dict[str, Any]) -> str:
+    """The DENY column: each deny list that has patterns, as ``read:a*,b;groups:g*``
+    (one column for the four: most users have none, and the table stays narrow)."""
+    lists = [
+        f"{key.removeprefix('deny_')}:{_patterns(user.get(key))}"
+        for key in ("deny_read", "deny_write", "deny_admin", "deny_groups")
+        if user.get(key)
+    ]
+    return ";".join(lists) or "-"
+
+
 @user_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the users as JSON.")
 @cluster_options
@@ -425,6 +476,7 @@ def _patterns(values: list[str] | None) -> str:
 def user_list(as_json: bool, config: Path | None, bootstrap: str | None, timeout: float) -> None:
     """Every user: those of the metadata log (SOURCE metadata) and the answering
     node's cluster.toml ones (file). No tokens are shown, only whether there is one.
+    DENY: the user's deny rules, by list (read:billing.*;groups:tmp-*).
     "(shadowed)": a metadata user whose name cluster.toml also has (the file's wins)."""
     client = _client(config, bootstrap, timeout)
 
@@ -436,7 +488,10 @@ def user_list(as_json: bool, config: Path | None, bootstrap: str | None, timeout
     if as_json:
         _echo_json(users)
         return
-    header = ("NAME", "SOURCE", "TOKEN", "CLUSTER", "READ", "WRITE", "ADMIN", "GROUPS", "EXPIRES")
+    header = (
+        "NAME", "SOURCE", "TOKEN", "CLUSTER", "READ", "WRITE", "ADMIN", "GROUPS", "DENY",
+        "EXPIRES",
+    )  # fmt: skip
     rows = [
         (
             u["name"],
@@ -447,6 +502,7 @@ def user_list(as_json: bool, config: Path | None, bootstrap: str | None, timeout
             _patterns(u.get("write")),
             _patterns(u.get("admin")),
             _patterns(u.get("groups")),
+            _denies(u),
             u.get("expires_at", "never"),
             " ".join(
                 mark

@@ -113,7 +113,7 @@ from raftlog.log.store import (
     ROCKSDB_MAX_OPEN_FILES,
 )
 
-from .acl import User, pattern_problem
+from .acl import DENY_KEYS, PATTERN_KEYS, User, pattern_problem
 from .cpu_latency import MAX_US as CPU_LATENCY_MAX_US
 from .errors import ConfigError
 
@@ -252,6 +252,24 @@ def canonical_address(text: str) -> str:
     return str(ip)
 
 
+# A User field added after fingerprints existed, and its default: a user that
+# leaves it at the default is fingerprinted without it (``_fingerprint_text``).
+_LATER_USER_FIELDS = {key: () for key in DENY_KEYS}
+
+
+def _fingerprint_text(user: User) -> str:
+    """``repr(user)`` without the later fields it leaves at their default: the text
+    a build from before them gives such a user. So a rolling upgrade, with nodes of
+    both builds holding the same file, does not show them holding different
+    ``[auth]`` (cluster status) unless a user uses the new fields."""
+    shown = (
+        f"{f.name}={getattr(user, f.name)!r}"
+        for f in fields(user)
+        if _LATER_USER_FIELDS.get(f.name, object()) != getattr(user, f.name)
+    )
+    return f"{type(user).__qualname__}({', '.join(shown)})"
+
+
 @dataclass(slots=True)
 class AuthConfig:
     # Full-access client tokens (no user: everything allowed). Empty, with no
@@ -283,7 +301,7 @@ class AuthConfig:
         self._by_tls_name = {n.lower(): user for user in self.users for n in user.tls_names}
         self.user_names = frozenset(u.name for u in self.users)
         canonical = json.dumps(
-            [sorted(self.client_tokens), sorted(repr(u) for u in self.users)]
+            [sorted(self.client_tokens), sorted(_fingerprint_text(u) for u in self.users)]
         ).encode()
         self.fingerprint = hashlib.sha256(canonical).hexdigest()[:12]
 
@@ -1071,7 +1089,7 @@ def _parse_user(reader: _Reader) -> User:
     if token is None and not tls_names:
         raise reader.fail("token", "is required (or tls_names: the user's certificate names)")
     grants: dict[str, tuple[str, ...]] = {}
-    for key in ("read", "write", "admin", "groups"):
+    for key in PATTERN_KEYS:  # the grant lists and the deny lists (deny_read ...)
         patterns = reader.get(key, list, [])
         for j, pattern in enumerate(patterns):
             problem = pattern_problem(pattern)
@@ -1176,7 +1194,7 @@ def render_config(cfg: ClusterConfig) -> str:
             lines.append(f"token = {_q(user.token)}")
         if user.tls_names:
             lines.append(f"tls_names = [{', '.join(_q(n) for n in user.tls_names)}]")
-        for key in ("read", "write", "admin", "groups"):
+        for key in PATTERN_KEYS:
             patterns = getattr(user, key)
             if patterns:
                 lines.append(f"{key} = [{', '.join(_q(p) for p in patterns)}]")

@@ -27,6 +27,7 @@ from raftlog.client.users import QUOTA_KEYS, token_sha256
 from raftlog.log.commands import DeleteUser, SetUser
 from raftlog.log.features import DYNAMIC_USERS, USER_KEY_FORMATS
 from raftlog.log.users import (
+    PATTERN_KEYS,
     RECORD_KEYS,
     clashing_user,
     merged_record,
@@ -43,23 +44,25 @@ from .groups import METADATA_GROUP
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 # A write waits this long at most for the cluster's log format to reach the one
-# it needs (DYNAMIC_USERS, or USER_EXPIRY_FETCH_QUOTA for an expiry or a fetch
-# quota) when this node's build reads it: a cluster just started (or just
-# upgraded) raises its format within a round of its controller's check
-# (server/log_format.py), and `raftlog cluster up; raftlog user create` should
-# not fail in that moment.
+# it needs (DYNAMIC_USERS, or USER_KEY_FORMATS' format for a key that came later:
+# an expiry, a fetch quota, a deny rule) when this node's build reads it: a
+# cluster just started (or just upgraded) raises its format within a round of
+# its controller's check (server/log_format.py), and `raftlog cluster up;
+# raftlog user create` should not fail in that moment.
 FORMAT_WAIT_S = 5.0
 
 
 def user_json(user: User, source: str) -> dict[str, Any]:
-    """A user as ``user_list`` shows it: grants and quotas, never a token or its hash."""
+    """A user as ``user_list`` shows it: grants, deny rules and quotas, never a
+    token or its hash. Every pattern list is there, empty or not, so that a reader
+    need not know which keys a user may lack."""
     out: dict[str, Any] = {
         "name": user.name,
         "source": source,
         "token": user.token is not None or user.token_sha256 is not None,
         "cluster": user.cluster,
     }
-    for key in ("read", "write", "admin", "groups", "tls_names"):
+    for key in (*PATTERN_KEYS, "tls_names"):
         out[key] = list(getattr(user, key))
     for key in QUOTA_KEYS:
         if getattr(user, key) is not None:

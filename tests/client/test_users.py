@@ -32,6 +32,21 @@ def test_only_the_tokens_hash_and_the_given_keys_are_sent() -> None:
     assert user_fields(None, {}, remove=["expires_at_ms"]) == {"expires_at_ms": None}
 
 
+def test_deny_lists_are_sent_when_given_and_an_empty_one_is_never_sent_as_such() -> None:
+    """An empty deny list denies nothing: a create leaves it out and an alter
+    removes the key (a None), neither of which needs log format 7, so creating a
+    user without deny rules works on a cluster below it."""
+    given = {"read": ["*"], "deny_read": ("secret*",), "deny_write": (), "deny_groups": None}
+    assert user_fields(None, given) == {"read": ["*"], "deny_read": ["secret*"]}
+    assert user_fields(None, given, altering=True) == {
+        "read": ["*"], "deny_read": ["secret*"], "deny_write": None,
+    }  # fmt: skip
+    # A grant list, emptied, is sent as one: it replaces the user's list.
+    assert user_fields(None, {"read": []}, altering=True) == {"read": []}
+    with pytest.raises(TypeError, match="deny_read takes a list of patterns"):
+        user_fields(None, {"deny_read": "secret*"})
+
+
 def test_a_string_where_patterns_belong_is_refused() -> None:
     with pytest.raises(TypeError, match="read takes a list of patterns"):
         user_fields(None, {"read": "billing.*"})

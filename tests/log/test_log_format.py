@@ -13,8 +13,11 @@ from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import SetLogFormat
 from raftlog.log.features import (
     BASELINE_LOG_FORMAT,
+    FORMAT_CHANGES,
     LOG_FORMAT,
+    TOPIC_CONFIG_FORMATS,
     TOPIC_MESSAGE_LIMIT,
+    USER_KEY_FORMATS,
     log_format_problem,
 )
 from raftlog.log.metadata import AlterTopic, CreateTopic, MetadataStateMachine
@@ -85,6 +88,15 @@ def test_log_format_problem_names_what_is_not_a_format(value: object) -> None:
 def test_log_format_problem_accepts_formats() -> None:
     assert log_format_problem(1) is None
     assert log_format_problem(LOG_FORMAT) is None
+
+
+def test_every_format_this_build_writes_is_described_and_no_key_needs_a_later_one() -> None:
+    # A format added without its FORMAT_CHANGES line (which the README's "Upgrades"
+    # table mirrors), or a key gated on a format this build cannot reach (so never
+    # writable), is a slip.
+    assert sorted(FORMAT_CHANGES) == list(range(BASELINE_LOG_FORMAT, LOG_FORMAT + 1))
+    for needed in (*TOPIC_CONFIG_FORMATS.values(), *USER_KEY_FORMATS.values()):
+        assert BASELINE_LOG_FORMAT < needed <= LOG_FORMAT
 
 
 def test_a_topic_key_newer_than_the_cluster_format_is_refused_by_every_replica(

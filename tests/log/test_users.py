@@ -15,10 +15,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from raftlog.client.errors import ErrorCode
 from raftlog.log.commands import DeleteUser, SetLogFormat, SetUser
-from raftlog.log.features import DYNAMIC_USERS, USER_EXPIRY_FETCH_QUOTA
+from raftlog.log.features import (
+    DYNAMIC_USERS,
+    LOG_FORMAT,
+    NODE_PEER_ADDRESS,
+    USER_DENY_RULES,
+    USER_EXPIRY_FETCH_QUOTA,
+)
 from raftlog.log.metadata import MetadataStateMachine
 from raftlog.log.store import NodeStore
-from raftlog.log.users import MAX_EXPIRES_AT_MS, merged_record, user_record_problem
+from raftlog.log.users import (
+    DENY_KEYS,
+    MAX_EXPIRES_AT_MS,
+    merged_record,
+    user_keys_format_problem,
+    user_record_problem,
+)
 
 from .test_metadata import Meta
 
@@ -56,6 +68,12 @@ def meta(store: NodeStore) -> Iterator[Meta]:
         ({"token_sha256": DIGEST_A, "expires_at_ms": 1.5e12}, "expires_at_ms must be"),
         ({"token_sha256": DIGEST_A, "expires_at_ms": MAX_EXPIRES_AT_MS + 1}, "expires_at_ms"),
         ([], "must be a map"),
+        ({"token_sha256": DIGEST_A, "deny_read": "secret*"}, "deny_read must be a list"),
+        ({"token_sha256": DIGEST_A, "deny_write": ["a*b"]}, "deny_write[0] 'a*b': '*' may"),
+        ({"token_sha256": DIGEST_A, "deny_admin": [None]}, "deny_admin[0] must be a non-empty"),
+        ({"token_sha256": DIGEST_A, "deny_groups": ["g"] * 1001}, "deny_groups has 1001"),
+        ({"token_sha256": DIGEST_A, "deny_read": ["x" * 1001]}, "deny_read[0] is longer than"),
+        ({"token_sha256": DIGEST_A, "deny_reads": ["x"]}, "unknown user key 'deny_reads'"),
     ],
 )
 def test_a_bad_record_is_refused_with_what_is_wrong(record: Any, problem: str) -> None:
@@ -68,6 +86,8 @@ def test_good_records_pass() -> None:
     assert user_record_problem({"tls_names": ["billing.example.com"], "cluster": True}) is None
     assert user_record_problem({**BILLING, "requests_per_sec": 2.5, "max_connections": 3}) is None
     assert user_record_problem({**BILLING, "expires_at_ms": MAX_EXPIRES_AT_MS}) is None
+    assert user_record_problem({**BILLING, **{key: ["x*", "y"] for key in DENY_KEYS}}) is None
+    assert user_record_problem({**BILLING, "deny_read": []}) is None
 
 
 def test_create_alter_and_delete(meta: Meta) -> None:
@@ -166,6 +186,57 @@ def test_an_expiry_and_a_fetch_quota_wait_for_their_log_format(meta: Meta) -> No
     assert meta.sm.users["billing"]["expires_at_ms"] == 1_800_000_000_000
     (cleared,) = meta.run(SetUser("billing", {"expires_at_ms": None}, False))
     assert cleared.ok and "expires_at_ms" not in meta.sm.users["billing"]
+
+
+FENCED = {**BILLING, "read": ["*"], "deny_read": ["payroll.*"], "deny_groups": ["ops-*"]}
+
+
+def test_deny_rules_wait_for_their_log_format(meta: Meta) -> None:
+    """A format-6 node refuses a deny key when applying a SetUser (unknown key):
+    written before every node reads format 7, it would be stored by some
+    replicas and not others, which would then authorize differently."""
+    meta.run(SetLogFormat(NODE_PEER_ADDRESS))
+    (early,) = meta.run(SetUser("billing", FENCED, True))
+    assert early.error is ErrorCode.UNSUPPORTED_VERSION
+    assert early.message == (
+        "user 'billing': deny_groups needs log format 7, and this cluster is at 6: every "
+        "node must run a raftlog version that reads format 7 first (raftlog cluster status)"
+    )
+    assert meta.sm.users == {}
+    meta.run(SetUser("billing", BILLING, True))
+    for key in DENY_KEYS:
+        (alter,) = meta.run(SetUser("billing", {key: ["x"]}, False))
+        assert alter.error is ErrorCode.UNSUPPORTED_VERSION
+        assert f"{key} needs log format 7" in alter.message
+        # An empty list is a key all the same, which a format-6 node refuses.
+        (empty,) = meta.run(SetUser("billing", {key: []}, False))
+        assert empty.error is ErrorCode.UNSUPPORTED_VERSION
+        # A removal sets nothing such a node could refuse (client alter_user sends
+        # one to clear a deny list).
+        (removal,) = meta.run(SetUser("billing", {key: None}, False))
+        assert removal.ok
+    assert meta.sm.users["billing"] == BILLING
+
+    meta.run(SetLogFormat(USER_DENY_RULES))
+    (created,) = meta.run(SetUser("fenced", {**FENCED, "token_sha256": DIGEST_B}, True))
+    assert created.ok
+    assert meta.sm.users["fenced"]["deny_read"] == ["payroll.*"]
+    assert meta.sm.users["fenced"]["deny_groups"] == ["ops-*"]
+    (altered,) = meta.run(SetUser("billing", {"deny_write": ["billing.ledger"]}, False))
+    assert altered.ok and meta.sm.users["billing"] == {**BILLING, "deny_write": ["billing.ledger"]}
+    (cleared,) = meta.run(SetUser("billing", {"deny_write": None}, False))
+    assert cleared.ok and meta.sm.users["billing"] == BILLING
+    (bad,) = meta.run(SetUser("billing", {"deny_read": ["a*b"]}, False))
+    assert bad.error is ErrorCode.INVALID_REQUEST and "deny_read[0] 'a*b'" in bad.message
+
+
+def test_every_deny_key_needs_format_7() -> None:
+    assert USER_DENY_RULES == 7 <= LOG_FORMAT
+    for key in DENY_KEYS:
+        problem = user_keys_format_problem({key: ["x"]}, NODE_PEER_ADDRESS)
+        assert problem is not None and problem.startswith(f"{key} needs log format 7")
+        assert user_keys_format_problem({key: ["x"]}, USER_DENY_RULES) is None
+        assert user_keys_format_problem({key: None}, NODE_PEER_ADDRESS) is None
 
 
 def test_users_survive_a_restart_and_a_snapshot(

@@ -162,6 +162,191 @@ def test_listings_show_a_user_only_its_own() -> None:
     assert acl.visible_group(None, "etl")
 
 
+# ---------------------------------------------------------------- deny rules
+
+# Granted everything, with a fence in each list (Kafka's DENY ACLs).
+FENCED = User(
+    name="fenced",
+    token="tok-f",
+    read=("*",),
+    write=("*",),
+    admin=("*",),
+    groups=("*",),
+    deny_read=("secret*", "hr.salaries"),
+    deny_write=("events",),
+    deny_admin=("billing.*",),
+    deny_groups=("ops-*",),
+)
+
+# op, fields, the start of the refusal, the deny list and pattern it must name.
+DENIED_BY_A_RULE = [
+    ("fetch", {"topic": "secret.keys"}, "may not read topic 'secret.keys'", "deny_read", "secret*"),
+    ("list_offsets", {"topic": "secret"}, "may not read topic 'secret'", "deny_read", "secret*"),
+    ("fetch", {"topic": "hr.salaries"}, "may not read topic", "deny_read", "hr.salaries"),
+    ("produce", {"topic": "events"}, "may not produce to topic 'events'", "deny_write", "events"),
+    ("create_topic", {"topic": "billing.x"}, "may not administer topic", "deny_admin", "billing.*"),
+    ("alter_topic", {"topic": "billing."}, "may not administer topic", "deny_admin", "billing.*"),
+    ("delete_topic", {"topic": "billing.y"}, "may not administer", "deny_admin", "billing.*"),
+    ("group_heartbeat", {"group": "ops-etl"}, "may not use consumer group", "deny_groups", "ops-*"),
+    ("group_describe", {"group": "ops-"}, "may not use consumer group 'ops-'", "deny_groups",
+     "ops-*"),
+    ("group_delete", {"group": "ops-a"}, "may not use consumer group", "deny_groups", "ops-*"),
+    ("commit_offset", {"topic": "events", "group": "ops-etl"}, "may not use consumer group",
+     "deny_groups", "ops-*"),
+    ("group_join", {"topic": "secret.keys", "group": "etl"}, "may not read topic", "deny_read",
+     "secret*"),
+    ("fetch_committed", {"topic": "secret.keys", "group": "etl"}, "may not read topic",
+     "deny_read", "secret*"),
+]  # fmt: skip
+
+# The same grants let through whatever no deny pattern matches.
+NOT_DENIED = [
+    ("fetch", {"topic": "hr.salaries2"}),  # an exact pattern matches only that name
+    ("fetch", {"topic": "events"}),  # denied writing, not reading
+    ("produce", {"topic": "events2"}),
+    ("produce", {"topic": "secret.keys"}),  # denied reading, not writing
+    ("create_topic", {"topic": "billing"}),  # "billing.*" needs the dot
+    ("group_heartbeat", {"group": "ops"}),
+    ("commit_offset", {"topic": "events", "group": "etl"}),
+    ("init_producer", {}),
+    ("describe_topic", {"topic": "secret.keys"}),  # still writable: visible
+    ("metadata", {"topics": ["events", "billing.x", "secret.keys"]}),
+]
+
+
+@pytest.mark.parametrize(("op", "fields", "start", "key", "pattern"), DENIED_BY_A_RULE)
+def test_a_deny_beats_a_grant_and_the_refusal_names_its_pattern(
+    op: str, fields: dict, start: str, key: str, pattern: str
+) -> None:
+    denied = acl.check(FENCED, op, fields)
+    assert denied is not None and denied.startswith(f"user 'fenced' {start}"), denied
+    assert f"(denied by a deny rule: {key} pattern {pattern!r})" in denied
+    # The same user without its deny rules may: the deny alone refused it.
+    unfenced = replace(FENCED, deny_read=(), deny_write=(), deny_admin=(), deny_groups=())
+    assert acl.check(unfenced, op, fields) is None
+
+
+@pytest.mark.parametrize(("op", "fields"), NOT_DENIED)
+def test_what_no_deny_pattern_matches_stays_granted(op: str, fields: dict) -> None:
+    assert acl.check(FENCED, op, fields) is None
+
+
+def test_a_prefix_deny_matches_every_name_that_starts_with_it() -> None:
+    # "secret*" is a prefix: it fences "secretary" off too (as Kafka's PREFIXED does).
+    denied = acl.check(FENCED, "fetch", {"topic": "secretary"})
+    assert denied is not None and "deny_read pattern 'secret*'" in denied
+
+
+def test_a_star_deny_takes_the_whole_list_away() -> None:
+    reader = User("r", "t", read=("logs", "metrics.*"), write=("logs",), deny_write=("*",))
+    for topic in ("logs", "anything"):
+        denied = acl.check(reader, "produce", {"topic": topic})
+        assert denied is not None and "(denied by a deny rule: deny_write pattern '*')" in denied
+    assert acl.check(reader, "fetch", {"topic": "metrics.cpu"}) is None
+    # Every write grant fenced off: no producer id either.
+    assert acl.check(reader, "init_producer", {}) == (
+        "user 'r' may not produce (denied by a deny rule: deny_write patterns ['*'] "
+        "leave no write grant)"
+    )
+
+
+def test_a_deny_without_a_grant_is_still_named() -> None:
+    """Not granted and denied: the deny is what the refusal names (a grant added
+    later would not help)."""
+    user = User("u", "t", read=("a",), deny_read=("b*",))
+    denied = acl.check(user, "fetch", {"topic": "b1"})
+    assert denied is not None and "deny_read pattern 'b*'" in denied
+    denied = acl.check(user, "fetch", {"topic": "c"})
+    assert denied == "user 'u' may not read topic 'c' (no read permission on it)"
+
+
+@pytest.mark.parametrize(
+    ("write", "deny_write", "allowed"),
+    [
+        (("a*",), ("a*",), False),
+        (("ab*",), ("a*",), False),  # the deny's prefix begins the grant's
+        (("a", "ab"), ("a", "ab"), False),
+        (("a*",), ("ab*",), True),  # only part of a* is fenced off
+        (("a*",), ("a",), True),
+        (("a*", "b"), ("a*",), True),  # b is still writable
+        (("a",), ("b*",), True),
+    ],
+)
+def test_init_producer_needs_a_write_grant_some_deny_leaves_open(
+    write: tuple[str, ...], deny_write: tuple[str, ...], allowed: bool
+) -> None:
+    user = User("w", "t", write=write, deny_write=deny_write)
+    assert (acl.check(user, "init_producer", {}) is None) is allowed
+
+
+def test_a_topic_whose_every_grant_is_denied_is_invisible() -> None:
+    # hidden: read only, and denied; half: read denied, write still granted.
+    user = User("v", "t", read=("*",), write=("half",), deny_read=("hidden", "half"))
+    topics = ["events", "half", "hidden", "other"]
+    assert acl.visible_topics(user, topics) == ["events", "half", "other"]
+    for op, fields in (
+        ("describe_topic", {"topic": "hidden"}),
+        ("metadata", {"topics": ["events", "hidden"]}),
+    ):
+        assert acl.check(user, op, fields) == (
+            "user 'v' may not see topic 'hidden' "
+            "(denied by a deny rule: deny_read pattern 'hidden')"
+        )
+    assert acl.check(user, "describe_topic", {"topic": "half"}) is None
+    # Not granted at all: the message of old, naming no deny rule.
+    nothing = User("n", "t", deny_read=("x",))
+    assert acl.check(nothing, "describe_topic", {"topic": "x"}) == (
+        "user 'n' has no permission on topic 'x'"
+    )
+
+
+def test_every_denied_permission_is_named_when_a_topic_is_invisible() -> None:
+    user = User("v", "t", read=("s*",), write=("s*",), deny_read=("s*",), deny_write=("secret",))
+    denied = acl.check(user, "describe_topic", {"topic": "secret"})
+    assert denied == (
+        "user 'v' may not see topic 'secret' (denied by a deny rule: "
+        "deny_read pattern 's*', deny_write pattern 'secret')"
+    )
+
+
+def test_a_denied_group_is_left_out_of_group_lists() -> None:
+    assert acl.visible_group(FENCED, "etl") and not acl.visible_group(FENCED, "ops-etl")
+    assert not acl.visible_group(User("g", "t", deny_groups=("x",)), "x")
+
+
+_NAMES = st.sampled_from(["a", "ab", "abc", "b", "ba", ""])
+_PATTERNS = st.lists(st.sampled_from(["a", "ab", "a*", "ab*", "b*", "*"]), max_size=3).map(tuple)
+
+
+@given(_PATTERNS, _PATTERNS, _PATTERNS, _PATTERNS, _NAMES)
+def test_a_name_is_allowed_exactly_when_granted_and_not_denied(
+    read: tuple[str, ...],
+    deny_read: tuple[str, ...],
+    groups: tuple[str, ...],
+    deny_groups: tuple[str, ...],
+    name: str,
+) -> None:
+    user = User("h", "t", read=read, deny_read=deny_read, groups=groups, deny_groups=deny_groups)
+    readable = acl.matches(read, name) and not acl.matches(deny_read, name)
+    assert (acl.check(user, "fetch", {"topic": name}) is None) is readable
+    assert (acl.visible_topics(user, [name]) == [name]) is readable
+    usable = acl.matches(groups, name) and not acl.matches(deny_groups, name)
+    assert (acl.check(user, "group_describe", {"group": name}) is None) is usable
+    assert acl.visible_group(user, name) is usable
+
+
+@given(st.sampled_from(["a", "ab", "a*", "ab*", "b*", "*"]), _PATTERNS, st.lists(_NAMES))
+def test_a_grant_a_deny_list_covers_has_no_name_left(
+    grant: str, denies: tuple[str, ...], names: list[str]
+) -> None:
+    """``covers`` (init_producer's check) never claims more than the truth: a name
+    the grant matches is matched by a deny too."""
+    if acl.covers(denies, grant):
+        for name in [*names, grant.rstrip("*"), grant.rstrip("*") + "zz"]:
+            if acl.matches((grant,), name):
+                assert acl.matches(denies, name)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 100.0

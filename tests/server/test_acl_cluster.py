@@ -355,3 +355,64 @@ async def test_a_client_certificate_names_its_user(tmp_path: Path) -> None:
                 reload_auth(live)
                 with pytest.raises(UnauthorizedError, match="revoked or rotated"):
                     await billing.fetch("billing.orders", 0, 0, max_wait=0)
+
+
+# Reads every topic but the secret ones (Kafka's DENY ACL over an ALLOW on *).
+PRYING = User(
+    "prying", "tok-prying", read=("*",), groups=("*",), deny_read=("secret*",),
+    deny_groups=("ops-*",),
+)  # fmt: skip
+
+
+async def test_a_deny_rule_fences_topics_and_groups_off_a_star_grant(tmp_path: Path) -> None:
+    """Over real sockets: a user granted read on ``*`` but denied ``secret*``
+    reads other topics, is refused FORBIDDEN (naming the deny pattern) on a
+    secret one, and does not see it listed; a reload that adds a deny reaches
+    its open connection."""
+    auth = AuthConfig(peer_token="peer-secret", users=(OPS, PRYING))
+    path = tmp_path / "cluster.toml"
+    path.write_text(render_config(make_config(tmp_path, 1, metrics=True, **FAST, auth=auth)))
+    live = load_config(path)  # a file, so that a reload can change the deny rules
+    async with running(live):
+        with trio.fail_after(DEADLINE_S):
+            async with client(live, OPS.token) as ops:
+                for topic in ("events", "secret.keys", "secretary"):
+                    await ops.create_topic(topic, partitions=1, replicas=1)
+                    await ops.produce(topic, topic.encode(), partition=0)
+            async with client(live, PRYING.token) as prying:
+                fetched = await prying.fetch("events", 0, 0, max_wait=0)
+                assert [r.value for r in fetched.records] == [b"events"]
+                for topic in ("secret.keys", "secretary"):
+                    with pytest.raises(ForbiddenError) as refused:
+                        await prying.fetch(topic, 0, 0, max_wait=0)
+                    assert refused.value.code is ErrorCode.FORBIDDEN
+                    assert str(refused.value).endswith(
+                        f"user 'prying' may not read topic {topic!r} "
+                        "(denied by a deny rule: deny_read pattern 'secret*')"
+                    ), str(refused.value)
+                # Invisible: left out of the listing, refused by name.
+                assert await prying.list_topics() == ["events"]
+                with pytest.raises(ForbiddenError, match=r"may not see topic 'secret\.keys'"):
+                    await prying.describe_topic("secret.keys")
+                # Groups: the deny beats the "*" grant.
+                await prying.commit_offset("etl", "events", 0, 1)
+                with pytest.raises(ForbiddenError, match="deny_groups pattern 'ops-\\*'"):
+                    await prying.commit_offset("ops-etl", "events", 0, 1)
+                assert await prying.committed("etl", "events", 0) == 1
+                forbidden = await metric_value(live, "raftlog_forbidden_total", 'user="prying"')
+                assert forbidden == {'op="fetch"': 2.0, 'op="describe_topic"': 1.0,
+                                     'op="commit_offset"': 1.0}  # fmt: skip
+
+                # A deny added by a reload: the open connection is refused at once.
+                fenced = replace(PRYING, deny_read=("secret*", "events"))
+                path.write_text(
+                    render_config(replace(live, auth=replace(auth, users=(OPS, fenced))))
+                )
+                reload_auth(live)
+                with pytest.raises(ForbiddenError, match="deny_read pattern 'events'"):
+                    await prying.fetch("events", 0, 0, max_wait=0)
+                assert await prying.list_topics() == []
+            async with client(live, OPS.token) as ops:  # ops' view is whole
+                assert sorted(await ops.list_topics()) == ["events", "secret.keys", "secretary"]
+                fetched = await ops.fetch("secret.keys", 0, 0, max_wait=0)
+                assert [r.value for r in fetched.records] == [b"secret.keys"]

@@ -217,6 +217,59 @@ def test_bad_users_are_named(tmp_path: Path, edit: tuple[str, str], problem: str
     assert problem in load_error(tmp_path, GOOD + USERS.replace(old, new, 1))
 
 
+FENCED = USERS.replace(
+    'read = ["billing.*", "events"]',
+    'read = ["*"]\ndeny_read = ["payroll.*", "hr"]\ndeny_write = ["billing.ledger"]\n'
+    'deny_admin = ["*"]\ndeny_groups = ["ops-*"]',
+)
+
+
+def test_users_take_deny_rules(tmp_path: Path) -> None:
+    billing, ops = load_config(write(tmp_path, GOOD + FENCED)).auth.users
+    assert billing == User(
+        "billing", "tok-b", read=("*",), write=("billing.*",), groups=("billing-*",),
+        deny_read=("payroll.*", "hr"), deny_write=("billing.ledger",), deny_admin=("*",),
+        deny_groups=("ops-*",), requests_per_sec=50.0,
+    )  # fmt: skip
+    assert ops.deny_read == ops.deny_write == ops.deny_admin == ops.deny_groups == ()
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (('deny_read = ["payroll.*", "hr"]', 'deny_read = ["pay*roll"]'),
+         "auth.user[0].deny_read[0] 'pay*roll': '*' may only end a pattern"),
+        (('deny_write = ["billing.ledger"]', 'deny_write = [""]'),
+         "auth.user[0].deny_write[0] must be a non-empty string"),
+        (('deny_admin = ["*"]', 'deny_admin = "*"'), "auth.user[0].deny_admin must be list"),
+        (('deny_groups = ["ops-*"]', "deny_groups = [7]"),
+         "auth.user[0].deny_groups[0] must be a non-empty string"),
+        (('deny_groups = ["ops-*"]', 'deny_group = ["ops-*"]'),
+         "auth.user[0].deny_group is not a known key"),
+    ],
+)  # fmt: skip
+def test_bad_deny_rules_are_named(tmp_path: Path, edit: tuple[str, str], problem: str) -> None:
+    old, new = edit
+    assert old in FENCED
+    message = load_error(tmp_path, GOOD + FENCED.replace(old, new, 1))
+    assert problem in message and "\n" not in message
+
+
+def test_a_user_without_deny_rules_keeps_the_fingerprint_of_builds_before_them() -> None:
+    """Mid rolling upgrade, nodes of both builds hold the same file: cluster status
+    must not warn that their [auth] differs. The digest is what the build before
+    deny rules (commit a5fd67d) gives this [auth]."""
+    ops = User("ops", "tok-o", admin=("*",), cluster=True)
+    billing = User("billing", "tok-b", read=("b.*",), expires_at_ms=1_800_000_000_000)
+    assert AuthConfig(client_tokens=("x",), users=(ops, billing)).fingerprint == "9f08fa6a186e"
+    # A deny rule is a change of the user's, which the fingerprint shows.
+    for key in ("deny_read", "deny_write", "deny_admin", "deny_groups"):
+        fenced = dataclasses.replace(billing, **{key: ("b.secret",)})
+        assert AuthConfig(client_tokens=("x",), users=(ops, fenced)).fingerprint != (
+            "9f08fa6a186e"
+        ), key
+
+
 def test_users_known_by_certificate_need_verified_client_certificates(tmp_path: Path) -> None:
     by_cert = USERS.replace('token = "tok-o"', 'tls_names = ["ops.clients.example"]')
     assert "tls_names needs [tls] client_auth = true" in load_error(tmp_path, GOOD + by_cert)
@@ -321,6 +374,10 @@ def test_render_round_trips(tmp_path: Path) -> None:
                     read=("billing.*", "events"),
                     write=("billing.*",),
                     groups=("billing-*",),
+                    deny_read=("billing.secret*", 'odd"name'),
+                    deny_write=("events",),
+                    deny_admin=("*",),
+                    deny_groups=("billing-ops",),
                     requests_per_sec=5.0,
                 ),
                 User(

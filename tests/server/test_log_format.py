@@ -26,15 +26,20 @@ RETENTION_MS = 500
 pytestmark = pytest.mark.skipif(LOG_FORMAT < 2, reason="one log format only")
 
 
-async def statuses(cfg: ClusterConfig) -> dict[str, Any]:
+async def statuses(cfg: ClusterConfig, credential: str | None = None) -> dict[str, Any]:
     addresses = [n.address for n in cfg.nodes]
-    return await trio.to_thread.run_sync(lambda: gather_status(addresses, timeout_s=2.0))
+    return await trio.to_thread.run_sync(
+        lambda: gather_status(addresses, timeout_s=2.0, credential=credential)
+    )
 
 
-async def wait_cluster_format(cfg: ClusterConfig, want: int) -> dict[str, Any]:
-    """Until every node's metadata has the cluster at format ``want``; the statuses."""
+async def wait_cluster_format(
+    cfg: ClusterConfig, want: int, credential: str | None = None
+) -> dict[str, Any]:
+    """Until every node's metadata has the cluster at format ``want``; the statuses.
+    ``credential``: an operator's token, for a cluster with ``[auth]``."""
     while True:
-        got = await statuses(cfg)
+        got = await statuses(cfg, credential)
         formats = [s.get("log_format", {}).get("cluster") for s in got.values()]
         if formats == [want] * len(cfg.nodes):
             return got

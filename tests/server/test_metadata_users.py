@@ -99,6 +99,7 @@ async def test_a_created_user_authenticates_on_every_node_with_its_grants(
                 assert created == {
                     "name": "billing", "source": "metadata", "token": True, "cluster": False,
                     "read": ["billing.*"], "write": ["billing.*"], "admin": [], "groups": [],
+                    "deny_read": [], "deny_write": [], "deny_admin": [], "deny_groups": [],
                     "tls_names": [], "requests_per_sec": 1000.0,
                 }  # fmt: skip
                 for node in cfg.nodes:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from raftlog.client import AsyncClient
 from raftlog.client.protocol import ErrorCode
 from raftlog.jepsen.ports import free_ports
-from raftlog.log.features import NODE_PEER_ADDRESS
+from raftlog.log.features import LOG_FORMAT
 from raftlog.server import listener as listener_module
 from raftlog.server.address_limits import ConnectionRate
 from raftlog.server.cli import main
@@ -284,7 +284,9 @@ async def test_a_node_added_by_member_add_is_dialled_at_the_peer_address_it_repo
     async with running(three, own) as nodes:
         await nodes.start("n4", four)
         with trio.fail_after(DEADLINE_S):
-            await wait_cluster_format(three, NODE_PEER_ADDRESS)
+            # The controller raises the format straight to the highest every node
+            # reads, this build's (NODE_PEER_ADDRESS or later): records carry it.
+            await wait_cluster_format(three, LOG_FORMAT)
             async with AsyncClient(addresses) as client:
                 await client.member_add("n4", n4.address)
             n4_peer_port = peer_port(four, "n4")

@@ -15,6 +15,7 @@ import pytest
 import trio
 from click.testing import CliRunner, Result
 from raftlog.client.errors import ForbiddenError, UnauthorizedError
+from raftlog.log.features import USER_DENY_RULES
 from raftlog.server.acl import User
 from raftlog.server.cli import main
 from raftlog.server.cli_common import EXIT_CLUSTER_ERROR, EXIT_OK, EXIT_USAGE, TOKEN_ENV
@@ -22,6 +23,7 @@ from raftlog.server.config import AuthConfig, ClusterConfig
 
 from .cluster_harness import make_config
 from .test_acl_cluster import client
+from .test_log_format import wait_cluster_format
 from .test_tls_cluster import DEADLINE_S, FAST, running
 
 OPS = User("ops", "tok-ops", read=("*",), write=("*",), admin=("*",), groups=("*",), cluster=True)
@@ -117,11 +119,11 @@ async def test_create_prints_a_token_that_gets_what_the_grants_allow(cfg: Cluste
             assert token not in table.output
             lines = table.stdout.splitlines()
             assert lines[0].split() == ["NAME", "SOURCE", "TOKEN", "CLUSTER", "READ", "WRITE",
-                                        "ADMIN", "GROUPS", "EXPIRES"]  # fmt: skip
+                                        "ADMIN", "GROUPS", "DENY", "EXPIRES"]  # fmt: skip
             rows = {tuple(line.split()[:2]): line.split() for line in lines[1:]}
             assert rows["billing", "metadata"] == [
                 "billing", "metadata", "yes", "no", "billing.*,events", "billing.*", "-",
-                "billing-*", "never",
+                "billing-*", "-", "never",
             ]  # fmt: skip
             assert rows["ops", "file"][2:4] == ["yes", "yes"]
 
@@ -276,8 +278,8 @@ async def test_list_marks_a_metadata_user_the_file_shadows(cfg: ClusterConfig):
             assert table.exit_code == EXIT_OK, table.output
             rows = [line.split() for line in table.stdout.splitlines() if line.startswith("zed")]
             assert rows == [
-                ["zed", "file", "yes", "no", "x", "-", "-", "-", "never"],
-                ["zed", "metadata", "yes", "no", "a,b*", "-", "-", "-", "never", "(shadowed)"],
+                ["zed", "file", "yes", "no", "x", "-", "-", "-", "-", "never"],
+                ["zed", "metadata", "yes", "no", "a,b*", "-", "-", "-", "-", "never", "(shadowed)"],
             ]
             async with client(cfg, token) as shadowed:  # the file's zed is who the name is
                 with pytest.raises(UnauthorizedError):
@@ -323,3 +325,82 @@ async def test_expiry_options_set_extend_suspend_and_remove_it(cfg: ClusterConfi
                 refused = await cli(cfg, *usage)
                 assert refused.exit_code == EXIT_USAGE, (usage, refused.output)
             assert sorted(await listed(cfg)) == ["temp"]
+
+
+async def test_deny_options_fence_off_a_star_grant_and_alter_replaces_or_clears_them(
+    cfg: ClusterConfig,
+):
+    async with running(cfg):
+        with trio.fail_after(DEADLINE_S):
+            async with client(cfg, OPS.token) as ops:
+                for topic in ("events", "payroll.q1"):
+                    await ops.create_topic(topic, partitions=1, replicas=1)
+                    await ops.produce(topic, topic.encode(), partition=0)
+            created = await cli(
+                cfg, "create", "auditor", "--read", "*", "--deny-read", "payroll.*",
+                "--group", "*", "--deny-group", "ops-*", "--deny-group", "hr",
+                "--deny-write", "x", "--deny-admin", "y*",
+            )  # fmt: skip
+            token = printed_token(created, "auditor")
+            user = (await listed(cfg))["auditor"]
+            assert (user["read"], user["deny_read"]) == (["*"], ["payroll.*"])
+            assert (user["groups"], user["deny_groups"]) == (["*"], ["ops-*", "hr"])
+            assert (user["deny_write"], user["deny_admin"]) == (["x"], ["y*"])
+            table = await cli(cfg, "list")
+            assert table.exit_code == EXIT_OK, table.output
+            (row,) = [line.split() for line in table.stdout.splitlines() if "auditor" in line]
+            assert row[8:] == ["read:payroll.*;write:x;admin:y*;groups:ops-*,hr", "never"]
+
+            async with client(cfg, token) as auditor:
+                fetched = await auditor.fetch("events", 0, 0, max_wait=0)
+                assert [r.value for r in fetched.records] == [b"events"]
+                with pytest.raises(ForbiddenError, match=r"deny_read pattern 'payroll\.\*'"):
+                    await auditor.fetch("payroll.q1", 0, 0, max_wait=0)
+                assert await auditor.list_topics() == ["events"]
+                with pytest.raises(ForbiddenError, match="deny_groups pattern 'hr'"):
+                    await auditor.commit_offset("hr", "events", 0, 1)
+
+                # A deny list given replaces the old one; the open connection takes it.
+                swapped = await cli(cfg, "alter", "auditor", "--deny-read", "events")
+                assert swapped.exit_code == EXIT_OK, swapped.output
+                user = (await listed(cfg))["auditor"]
+                assert user["deny_read"] == ["events"] and user["deny_groups"] == ["ops-*", "hr"]
+                with pytest.raises(ForbiddenError, match="deny_read pattern 'events'"):
+                    await auditor.fetch("events", 0, 0, max_wait=0)
+                fetched = await auditor.fetch("payroll.q1", 0, 0, max_wait=0)
+                assert [r.value for r in fetched.records] == [b"payroll.q1"]
+
+                both = await cli(cfg, "alter", "auditor", "--clear", "deny-read",
+                                 "--deny-read", "z")  # fmt: skip
+                assert both.exit_code == EXIT_USAGE, both.output
+                assert "--clear deny-read and --deny-read" in both.output
+                cleared = await cli(cfg, "alter", "auditor", "--clear", "deny-read",
+                                    "--clear", "deny-group")  # fmt: skip
+                assert cleared.exit_code == EXIT_OK, cleared.output
+                user = (await listed(cfg))["auditor"]
+                assert user["deny_read"] == [] and user["deny_groups"] == []
+                assert user["deny_write"] == ["x"] and user["read"] == ["*"]
+                await auditor.fetch("events", 0, 0, max_wait=0)
+                await auditor.commit_offset("hr", "events", 0, 1)
+
+
+async def test_deny_options_wait_for_log_format_7(cfg: ClusterConfig):
+    """A cluster held at format 6 (a node not upgraded yet) refuses deny rules
+    with a message that says why, and still takes users without any."""
+    held = replace(cfg, max_log_format=USER_DENY_RULES - 1)
+    async with running(held):
+        with trio.fail_after(DEADLINE_S):
+            await wait_cluster_format(held, USER_DENY_RULES - 1, OPS.token)
+            refused = await cli(held, "create", "early", "--read", "*", "--deny-read", "s*")
+            assert refused.exit_code == EXIT_CLUSTER_ERROR, refused.output
+            assert "UNSUPPORTED_VERSION" in refused.stderr
+            assert "deny_read needs log format 7, and this cluster is at 6" in refused.stderr
+            # Without deny options nothing of them is sent: format 6 takes it, and a
+            # --clear sends a removal, which it takes too.
+            printed_token(await cli(held, "create", "early", "--read", "*"), "early")
+            cleared = await cli(held, "alter", "early", "--clear", "deny-read")
+            assert cleared.exit_code == EXIT_OK, cleared.output
+            later = await cli(held, "alter", "early", "--deny-group", "g")
+            assert later.exit_code == EXIT_CLUSTER_ERROR, later.output
+            assert "deny_groups needs log format 7" in later.stderr
+            assert (await listed(held))["early"]["deny_groups"] == []
