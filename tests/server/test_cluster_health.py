@@ -226,6 +226,7 @@ async def test_a_node_counts_the_groups_it_hosts_that_know_no_leader(
         leader = await c.wait_leader(0)
         follower = next(n for n in c.node_ids if n != leader)
         driver = c.driver(follower)
+        await c.wait_for(lambda: driver.groups[0].leader == leader, what="the leader known")
         driver.metrics = Metrics()
         driver._update_gauges()
         assert driver.metrics.leaderless_groups.value() == 0

@@ -322,7 +322,7 @@ async def test_a_joined_node_restarted_with_another_peer_address_is_recorded_and
     async with running(three, own) as nodes:
         await nodes.start("n4", four)
         with trio.fail_after(DEADLINE_S):
-            await wait_cluster_format(three, NODE_PEER_ADDRESS)
+            await wait_cluster_format(three, LOG_FORMAT)
             async with AsyncClient(addresses) as client:
                 await client.member_add("n4", n4.address)
             await wait_until(lambda: dialled_at(n4.peer_address), "n4 learned")
