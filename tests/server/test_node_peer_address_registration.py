@@ -108,6 +108,16 @@ def hellos_say(c: InProcCluster, said: dict[str, str | None]) -> None:
         c.driver(node).said_peer_address = peer_address_of
 
 
+async def files_recorded(c: InProcCluster) -> tuple[str, dict[str, str | None]]:
+    """The format raised and the files' peer addresses recorded: the leader of
+    the metadata group, and what its records say."""
+    await raise_format(c, NODE_PEER_ADDRESS)
+    leader = await c.wait_leader(0)
+    want = {n.id: n.peer_address for n in c.cfg.nodes}
+    await c.wait_for(lambda: recorded(c, leader) == want, what="the files' recorded")
+    return leader, want
+
+
 async def test_the_controller_records_what_a_node_says_of_its_peer_address(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
@@ -115,10 +125,7 @@ async def test_the_controller_records_what_a_node_says_of_its_peer_address(
     over the controller's file (which still has the old one)."""
     cfg = with_fake_peer_addresses(small_config(tmp_path))
     async with InProcCluster(cfg, nursery).running() as c:
-        await raise_format(c, NODE_PEER_ADDRESS)
-        leader = await c.wait_leader(0)
-        want = {n.id: n.peer_address for n in cfg.nodes}
-        await c.wait_for(lambda: recorded(c, leader) == want, what="the files' recorded")
+        leader, want = await files_recorded(c)
         before = incarnations(c, leader)
         # The followers: the leader goes by its own file (shared here) for itself.
         changed, removed = (n for n in c.node_ids if n != leader)
@@ -138,10 +145,7 @@ async def test_a_peer_address_the_state_machine_would_refuse_is_never_proposed(
 ) -> None:
     cfg = with_fake_peer_addresses(small_config(tmp_path))
     async with InProcCluster(cfg, nursery).running() as c:
-        await raise_format(c, NODE_PEER_ADDRESS)
-        leader = await c.wait_leader(0)
-        want = {n.id: n.peer_address for n in cfg.nodes}
-        await c.wait_for(lambda: recorded(c, leader) == want, what="the files' recorded")
+        leader, want = await files_recorded(c)
         follower = next(n for n in c.node_ids if n != leader)
         hellos_say(c, {follower: cfg.node(follower).address})  # its client address
         group = c.driver(leader).groups[0]

@@ -28,6 +28,7 @@ from raftlog.server.config import (
     ClusterConfig,
     ConfigError,
     Limits,
+    NodeConfig,
     load_config,
     render_config,
 )
@@ -269,17 +270,26 @@ async def test_a_cluster_links_its_nodes_over_their_peer_addresses_only(tmp_path
                 assert 0 < len(served) <= len(client_ports)
 
 
+def n4_outside_the_files(
+    tmp_path: Path,
+) -> tuple[ClusterConfig, NodeConfig, ClusterConfig, dict[str, ClusterConfig]]:
+    """Four nodes with peer addresses, n4 joining: the four's config (n4's file), n4,
+    the three's, and a config object for each of n1..n3, which learns n4 into its
+    own (membership.sync_peers)."""
+    four = with_peer_addresses(make_config(tmp_path, 4, **FAST))
+    n4 = dataclasses.replace(four.node("n4"), join=True)
+    four = dataclasses.replace(four, nodes=[*four.nodes[:3], n4])
+    three = dataclasses.replace(four, nodes=four.nodes[:3])
+    own = {n.id: dataclasses.replace(three, nodes=list(three.nodes)) for n in three.nodes}
+    return four, n4, three, own
+
+
 async def test_a_node_added_by_member_add_is_dialled_at_the_peer_address_it_reports(
     tmp_path: Path,
 ) -> None:
     """n1..n3's files do not list n4: they learn it from the metadata record that
     `member add` writes, which carries the peer address n4 reported itself."""
-    four = with_peer_addresses(make_config(tmp_path, 4, **FAST))
-    n4 = dataclasses.replace(four.node("n4"), join=True)
-    four = dataclasses.replace(four, nodes=[*four.nodes[:3], n4])
-    three = dataclasses.replace(four, nodes=four.nodes[:3])
-    # A config object per node: each learns n4 into its own (membership.sync_peers).
-    own = {n.id: dataclasses.replace(three, nodes=list(three.nodes)) for n in three.nodes}
+    four, n4, three, own = n4_outside_the_files(tmp_path)
     addresses = [n.address for n in three.nodes]
     async with running(three, own) as nodes:
         await nodes.start("n4", four)
@@ -305,11 +315,7 @@ async def test_a_joined_node_restarted_with_another_peer_address_is_recorded_and
     """n4 says its own peer address in the hello of each peer link: once it moves
     (or drops) it in its own file and restarts, the controller records that, and
     n1..n3, whose files do not list n4, redial it there."""
-    four = with_peer_addresses(make_config(tmp_path, 4, **FAST))
-    n4 = dataclasses.replace(four.node("n4"), join=True)
-    four = dataclasses.replace(four, nodes=[*four.nodes[:3], n4])
-    three = dataclasses.replace(four, nodes=four.nodes[:3])
-    own = {n.id: dataclasses.replace(three, nodes=list(three.nodes)) for n in three.nodes}
+    four, n4, three, own = n4_outside_the_files(tmp_path)
     addresses = [n.address for n in three.nodes]
 
     def n4_as(peer_address: str | None) -> ClusterConfig:
