@@ -40,7 +40,7 @@ from .conftest import FakeNode, start_fake_node
 from .manual_clock import FakeClock
 from .rawclient import RawConn, wait_until
 from .test_log_format import wait_cluster_format
-from .test_tls_cluster import DEADLINE_S, FAST, running
+from .test_tls_cluster import DEADLINE_S, FAST, Nodes, running
 
 TWO_NODES = """
 [cluster]
@@ -284,27 +284,35 @@ def n4_outside_the_files(
     return four, n4, three, own
 
 
+async def add_n4(nodes: Nodes, four: ClusterConfig, three: ClusterConfig) -> None:
+    """Start n4 (n4_outside_the_files) and add it with `member add`, once the format
+    lets its record carry its peer address."""
+    await nodes.start("n4", four)
+    # The controller raises the format straight to the highest every node reads,
+    # this build's (NODE_PEER_ADDRESS or later): records carry it.
+    await wait_cluster_format(three, LOG_FORMAT)
+    async with AsyncClient([n.address for n in three.nodes]) as client:
+        await client.member_add("n4", four.node("n4").address)
+
+
+async def three_linked_to(port: int, what: str) -> None:
+    await wait_until(
+        lambda: established_local_ports().count(port) == 3,
+        f"n1, n2 and n3 linked to {what}",
+        limit_s=DEADLINE_S / 2,
+    )
+
+
 async def test_a_node_added_by_member_add_is_dialled_at_the_peer_address_it_reports(
     tmp_path: Path,
 ) -> None:
     """n1..n3's files do not list n4: they learn it from the metadata record that
     `member add` writes, which carries the peer address n4 reported itself."""
     four, n4, three, own = n4_outside_the_files(tmp_path)
-    addresses = [n.address for n in three.nodes]
     async with running(three, own) as nodes:
-        await nodes.start("n4", four)
         with trio.fail_after(DEADLINE_S):
-            # The controller raises the format straight to the highest every node
-            # reads, this build's (NODE_PEER_ADDRESS or later): records carry it.
-            await wait_cluster_format(three, LOG_FORMAT)
-            async with AsyncClient(addresses) as client:
-                await client.member_add("n4", n4.address)
-            n4_peer_port = peer_port(four, "n4")
-            await wait_until(
-                lambda: established_local_ports().count(n4_peer_port) == 3,
-                "n1, n2 and n3 linked to n4's peer address",
-                limit_s=DEADLINE_S / 2,
-            )
+            await add_n4(nodes, four, three)
+            await three_linked_to(peer_port(four, "n4"), "n4's peer address")
             for node_id in ("n1", "n2", "n3"):
                 assert own[node_id].dial_address(node_id, "n4") == n4.peer_address
 
@@ -316,7 +324,6 @@ async def test_a_joined_node_restarted_with_another_peer_address_is_recorded_and
     (or drops) it in its own file and restarts, the controller records that, and
     n1..n3, whose files do not list n4, redial it there."""
     four, n4, three, own = n4_outside_the_files(tmp_path)
-    addresses = [n.address for n in three.nodes]
 
     def n4_as(peer_address: str | None) -> ClusterConfig:
         moved = dataclasses.replace(n4, peer_address=peer_address)
@@ -326,29 +333,17 @@ async def test_a_joined_node_restarted_with_another_peer_address_is_recorded_and
         return all(own[n].dial_address(n, "n4") == address for n in own)
 
     async with running(three, own) as nodes:
-        await nodes.start("n4", four)
         with trio.fail_after(DEADLINE_S):
-            await wait_cluster_format(three, LOG_FORMAT)
-            async with AsyncClient(addresses) as client:
-                await client.member_add("n4", n4.address)
+            await add_n4(nodes, four, three)
             await wait_until(lambda: dialled_at(n4.peer_address), "n4 learned")
             moved_to = f"127.0.0.1:{free_ports(1)[0]}"
             await nodes.stop("n4")
             await nodes.start("n4", n4_as(moved_to))
-            new_port = int(moved_to.rpartition(":")[2])
-            await wait_until(
-                lambda: established_local_ports().count(new_port) == 3,
-                "n1, n2 and n3 linked to n4's new peer address",
-                limit_s=DEADLINE_S / 2,
-            )
+            await three_linked_to(int(moved_to.rpartition(":")[2]), "n4's new peer address")
             assert dialled_at(moved_to)
             # Dropped from its file: back to its address, which still serves peers.
             await nodes.stop("n4")
             await nodes.start("n4", n4_as(None))
             await wait_until(lambda: dialled_at(n4.address), "n4 learned at its address")
             # No client dials n4: its address's connections are the three links.
-            await wait_until(
-                lambda: established_local_ports().count(n4.port) == 3,
-                "n1, n2 and n3 linked to n4's address",
-                limit_s=DEADLINE_S / 2,
-            )
+            await three_linked_to(n4.port, "n4's address")
