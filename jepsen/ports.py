@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 LOWEST_PORT = 10_000
@@ -34,14 +35,22 @@ def ephemeral_low(range_file: Path = RANGE_FILE) -> int:
         return DEFAULT_EPHEMERAL_LOW
 
 
-def free_ports(count: int, host: str = "127.0.0.1", *, range_file: Path = RANGE_FILE) -> list[int]:
+def free_ports(
+    count: int,
+    host: str = "127.0.0.1",
+    *,
+    range_file: Path = RANGE_FILE,
+    avoid: Collection[int] = (),
+) -> list[int]:
     """``count`` distinct ports that are free now and outside the ephemeral range.
 
+    ``avoid``: ports picked earlier and not bound yet (a config's addresses, to
+    which peer addresses are added), which being free would not keep out.
     Falls back to the kernel's choice (``bind(0)``) when the ephemeral range
     leaves too little room below it.
     """
     high = ephemeral_low(range_file)
-    candidates = list(range(LOWEST_PORT, high))
+    candidates = [port for port in range(LOWEST_PORT, high) if port not in avoid]
     random.shuffle(candidates)
     socks: list[socket.socket] = []
     try:
@@ -55,10 +64,13 @@ def free_ports(count: int, host: str = "127.0.0.1", *, range_file: Path = RANGE_
                 sock.close()
                 continue
             socks.append(sock)
+        held: list[socket.socket] = []  # the kernel's picks that are to be avoided
         while len(socks) < count:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((host, 0))
-            socks.append(sock)
+            (held if sock.getsockname()[1] in avoid else socks).append(sock)
+        for sock in held:
+            sock.close()
         return [s.getsockname()[1] for s in socks]
     finally:
         for sock in socks:

@@ -27,6 +27,16 @@ def test_a_port_in_use_is_never_picked(tmp_path: Path) -> None:
     assert LOWEST_PORT + 1 not in ports and len(set(ports)) == 2
 
 
+def test_ports_picked_earlier_and_not_bound_yet_are_avoided(tmp_path: Path) -> None:
+    # Only LOWEST_PORT .. LOWEST_PORT + 2 lie below this range: all free, two avoided.
+    (tmp_path / "range").write_text(f"{LOWEST_PORT + 3}\t60999\n")
+    avoid = {LOWEST_PORT, LOWEST_PORT + 2}
+    assert free_ports(1, range_file=tmp_path / "range", avoid=avoid) == [LOWEST_PORT + 1]
+    # More than is left below it: the kernel's picks, never an avoided one.
+    kernel = free_ports(3, range_file=tmp_path / "range", avoid=avoid)
+    assert LOWEST_PORT + 1 in kernel and not avoid & set(kernel)
+
+
 def test_without_room_below_the_range_the_kernel_chooses(tmp_path: Path) -> None:
     (tmp_path / "range").write_text("1024 60999\n")
     ports = free_ports(3, range_file=tmp_path / "range")

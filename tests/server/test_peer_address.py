@@ -72,7 +72,8 @@ def load_error(tmp_path: Path, n2_extra: str) -> str:
 
 def with_peer_addresses(cfg: ClusterConfig) -> ClusterConfig:
     """``cfg`` with a free loopback peer_address for every node."""
-    ports = free_ports(len(cfg.nodes))
+    # Not one of the addresses' ports: those are picked, not bound yet.
+    ports = free_ports(len(cfg.nodes), avoid={n.port for n in cfg.nodes})
     nodes = [
         dataclasses.replace(n, peer_address=f"127.0.0.1:{port}")
         for n, port in zip(cfg.nodes, ports, strict=True)
@@ -336,7 +337,8 @@ async def test_a_joined_node_restarted_with_another_peer_address_is_recorded_and
         with trio.fail_after(DEADLINE_S):
             await add_n4(nodes, four, three)
             await wait_until(lambda: dialled_at(n4.peer_address), "n4 learned")
-            moved_to = f"127.0.0.1:{free_ports(1)[0]}"
+            taken = {n.port for n in four.nodes} | {peer_port(four, n.id) for n in four.nodes}
+            moved_to = f"127.0.0.1:{free_ports(1, avoid=taken)[0]}"
             await nodes.stop("n4")
             await nodes.start("n4", n4_as(moved_to))
             await three_linked_to(int(moved_to.rpartition(":")[2]), "n4's new peer address")
